@@ -1,0 +1,47 @@
+"""The interface every ASR backend implements, and the request/result shapes the loop passes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class DecodeRequest:
+    """One window of 16 kHz mono audio to transcribe, with the committed text before it as prompt."""
+
+    audio: np.ndarray
+    prompt: str = ""
+    language: str | None = None
+    word_timestamps: bool = True
+
+
+@dataclass(slots=True)
+class DecodedWord:
+    text: str  # as the model wrote it, leading space included
+    start: float  # seconds from the start of the request's audio
+    end: float
+    probability: float
+
+
+@dataclass(slots=True)
+class DecodeResult:
+    words: list[DecodedWord] = field(default_factory=list)
+    no_speech_prob: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 1.0
+    compute_seconds: float = 0.0
+    error: str | None = None
+
+
+class AsrBackend(Protocol):
+    """Backends are called from the inference loop's thread only, with up to ``max_batch`` requests."""
+
+    name: str
+    max_batch: int
+
+    def transcribe(self, requests: list[DecodeRequest]) -> list[DecodeResult]: ...
+
+    def close(self) -> None: ...

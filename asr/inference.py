@@ -1,0 +1,201 @@
+"""The dedicated inference loop: one thread owns the model and decides what runs next.
+
+Sessions never queue audio here. They register *that* they have work and hand
+over a ``build`` callback that snapshots their freshest audio at dispatch time,
+so a session that falls behind gets one decode of everything it has instead of
+a backlog of stale windows (coalescing). Among ready sessions the loop serves
+the most urgent priority first and, within a priority, the session served
+least recently (fairness); up to ``backend.max_batch`` of them run as one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+from asr.backend import AsrBackend, DecodeRequest, DecodeResult
+
+log = logging.getLogger("voxlane.inference")
+
+
+class Priority(IntEnum):
+    FINAL = 0  # closes a segment: a subscriber is waiting for the final
+    ENDPOINT = 1  # the speaker paused: commit what was said
+    PARTIAL = 2  # refresh the live hypothesis
+    BULK = 3  # uploads and jobs: only when live work is idle
+
+
+# build() runs on the inference thread and returns (request, context) or None when
+# nothing is left to do; context travels back untouched with the result.
+Build = Callable[[], tuple[DecodeRequest, Any] | None]
+
+
+@dataclass
+class _Entry:
+    key: str
+    priority: Priority
+    build: Build
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    seq: int
+    ready_at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class LoopStats:
+    batches: int = 0
+    requests: int = 0
+    busy_seconds: float = 0.0
+    coalesced: int = 0
+    max_batch_seen: int = 0
+
+
+class InferenceLoop:
+    def __init__(self, backend: AsrBackend) -> None:
+        self.backend = backend
+        self._cond = threading.Condition()
+        self._pending: dict[str, _Entry] = {}
+        self._running: set[str] = set()
+        self._last_served: dict[str, float] = {}
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.stats = LoopStats()
+
+    # ------------------------------------------------------------ event-loop side
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="voxlane-inference", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        for entry in list(self._pending.values()):
+            _resolve(entry, None, RuntimeError("inference loop stopped"))
+        self._pending.clear()
+
+    def schedule(self, key: str, priority: Priority, build: Build) -> asyncio.Future:
+        """Ask for one decode for ``key``; a second call before dispatch coalesces into the first.
+
+        The future resolves to ``(result, context)`` or ``None`` when ``build`` found nothing to do.
+        """
+        loop = asyncio.get_running_loop()
+        with self._cond:
+            entry = self._pending.get(key)
+            if entry is not None:
+                self.stats.coalesced += 1
+                if priority < entry.priority:
+                    entry.priority = priority
+                entry.build = build
+                return entry.future
+            if self._stopping:
+                fut = loop.create_future()
+                fut.set_exception(RuntimeError("inference loop stopped"))
+                return fut
+            entry = _Entry(key, priority, build, loop.create_future(), loop, next(self._seq))
+            self._pending[key] = entry
+            self._cond.notify()
+            return entry.future
+
+    def is_queued(self, key: str) -> bool:
+        with self._cond:
+            return key in self._pending
+
+    def forget(self, key: str) -> None:
+        """Drop fairness bookkeeping for a finished session."""
+        with self._cond:
+            self._last_served.pop(key, None)
+
+    @property
+    def queue_depth(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    # ------------------------------------------------------------ inference thread
+
+    def _take_batch(self) -> list[_Entry]:
+        ready = [e for k, e in self._pending.items() if k not in self._running]
+        ready.sort(key=lambda e: (e.priority, self._last_served.get(e.key, 0.0), e.seq))
+        batch = ready[: self.backend.max_batch]
+        # never mix bulk work into a batch with live work: it would slow the live decodes down
+        if batch and batch[0].priority < Priority.BULK:
+            batch = [e for e in batch if e.priority < Priority.BULK]
+        for e in batch:
+            del self._pending[e.key]
+            self._running.add(e.key)
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not any(k not in self._running for k in self._pending):
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                batch = self._take_batch()
+            try:
+                self._run_batch(batch)
+            finally:
+                now = time.monotonic()
+                with self._cond:
+                    for e in batch:
+                        self._running.discard(e.key)
+                        self._last_served[e.key] = now
+
+    def _run_batch(self, batch: list[_Entry]) -> None:
+        built: list[tuple[_Entry, DecodeRequest, Any]] = []
+        for e in batch:
+            try:
+                item = e.build()
+            except Exception as exc:  # a session bug must not kill the loop
+                log.exception("build failed for %s", e.key)
+                _resolve(e, None, exc)
+                continue
+            if item is None:
+                _resolve(e, None, None)
+            else:
+                built.append((e, item[0], item[1]))
+        if not built:
+            return
+        t0 = time.perf_counter()
+        try:
+            results = self.backend.transcribe([r for _, r, _ in built])
+        except Exception as exc:
+            log.exception("backend failed on a batch of %d", len(built))
+            results = [DecodeResult(error=f"{type(exc).__name__}: {exc}") for _ in built]
+        dt = time.perf_counter() - t0
+        self.stats.batches += 1
+        self.stats.requests += len(built)
+        self.stats.busy_seconds += dt
+        self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(built))
+        for (e, _, ctx), res in zip(built, results, strict=True):
+            _resolve(e, (res, ctx), None)
+
+
+def _resolve(entry: _Entry, value: Any, exc: BaseException | None) -> None:
+    def done() -> None:
+        if entry.future.done():
+            return
+        if exc is not None:
+            entry.future.set_exception(exc)
+        else:
+            entry.future.set_result(value)
+
+    try:
+        entry.loop.call_soon_threadsafe(done)
+    except RuntimeError:  # the event loop is closed: nobody is waiting any more
+        pass

@@ -1,0 +1,130 @@
+"""Streaming commit policy in the spirit of whisper-streaming's LocalAgreement.
+
+A word becomes final when two consecutive hypotheses agree on it (longest common
+prefix), or when the speaker has paused long enough that the model has heard the
+whole word and the silence after it. Final words are never changed or removed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_PUNCT = re.compile(r"[^\w']+", re.UNICODE)
+SENTENCE_END = (".", "?", "!")
+
+
+@dataclass(slots=True)
+class TimedWord:
+    text: str  # stripped
+    start: float  # stream seconds
+    end: float
+    probability: float
+
+
+def norm(text: str) -> str:
+    return _PUNCT.sub("", text.lower())
+
+
+def trim_repetition(words: list[TimedWord], max_repeats: int = 4, max_n: int = 4) -> list[TimedWord]:
+    """Cut a decoding loop ("the the the the ...", "I know. I know. I know. ...") after its first turn."""
+    keys = [norm(w.text) for w in words]
+    for i in range(len(keys)):
+        for n in range(1, max_n + 1):
+            gram = keys[i:i + n]
+            if len(gram) < n or not any(gram):
+                break
+            reps = 1
+            while keys[i + reps * n:i + (reps + 1) * n] == gram:
+                reps += 1
+            if reps > max_repeats:
+                return words[:i + n]
+    return words
+
+
+class Hypotheses:
+    """Committed words of one segment plus the previous hypothesis' uncommitted tail."""
+
+    def __init__(self) -> None:
+        self.committed: list[TimedWord] = []
+        self.tentative: list[TimedWord] = []
+
+    @property
+    def committed_end(self) -> float:
+        return self.committed[-1].end if self.committed else float("-inf")
+
+    def _fresh(self, words: list[TimedWord]) -> list[TimedWord]:
+        """The part of a new hypothesis that lies after what is already committed."""
+        if not self.committed:
+            return list(words)
+        last = self.committed_end
+        new = [w for w in words if w.start > last - 0.1]
+        if new and abs(new[0].start - last) < 1.0:
+            # the window can still contain the tail of committed words: drop an n-gram repeat
+            for n in range(min(5, len(self.committed), len(new)), 0, -1):
+                tail = [norm(w.text) for w in self.committed[-n:]]
+                head = [norm(w.text) for w in new[:n]]
+                if tail == head:
+                    new = new[n:]
+                    break
+        return new
+
+    def agree(self, words: list[TimedWord]) -> list[TimedWord]:
+        """LocalAgreement-2: commit the prefix this hypothesis shares with the previous one."""
+        new = self._fresh(words)
+        k = 0
+        while k < len(new) and k < len(self.tentative) and norm(new[k].text) == norm(self.tentative[k].text):
+            k += 1
+        done = new[:k]
+        self.committed.extend(done)
+        self.tentative = new[k:]
+        return done
+
+    def commit_before(self, words: list[TimedWord], t: float) -> list[TimedWord]:
+        """Commit every word that starts before ``t`` (the model has heard it and the pause after it)."""
+        new = self._fresh(words)
+        k = 0
+        while k < len(new) and new[k].start < t:
+            k += 1
+        done = new[:k]
+        self.committed.extend(done)
+        self.tentative = new[k:]
+        return done
+
+    def commit_all(self, words: list[TimedWord]) -> list[TimedWord]:
+        return self.commit_before(words, float("inf"))
+
+    def sentence_boundary(self, not_after: float) -> float | None:
+        """End time of the last committed word that ends a sentence, no later than ``not_after``."""
+        for w in reversed(self.committed):
+            if w.end <= not_after and w.text.endswith(SENTENCE_END):
+                return w.end
+        return None
+
+
+def attach_punctuation(words: list[TimedWord]) -> list[TimedWord]:
+    """Fold punctuation-only tokens ("." "...") into the word before them, or drop them."""
+    out: list[TimedWord] = []
+    for w in words:
+        if norm(w.text):
+            out.append(w)
+        elif out and len(out[-1].text) < 64:
+            out[-1].text += w.text.strip()
+    return out
+
+
+# What Whisper says over silence or noise; real speech that ends this way is kept when the model
+# is confident about it.
+_HALLUCINATED_TAILS = (("thank", "you"), ("thanks", "for", "watching"), ("thank", "you", "for", "watching"),
+                       ("you",), ("bye",), ("so",), ("um",), ("okay",))
+
+
+def drop_trailing_hallucination(words: list[TimedWord], min_probability: float = 0.6) -> list[TimedWord]:
+    keys = [norm(w.text) for w in words]
+    for tail in sorted(_HALLUCINATED_TAILS, key=len, reverse=True):
+        n = len(tail)
+        if len(keys) >= n and tuple(keys[-n:]) == tail:
+            mean = sum(w.probability for w in words[-n:]) / n
+            if mean < min_probability:
+                return words[:-n]
+    return words

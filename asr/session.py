@@ -1,0 +1,419 @@
+"""One publisher stream's speech state: VAD, open segment, commit policy, emitted events.
+
+Every ingest path (WebSocket, WebRTC, uploads) feeds a ``StreamSession`` with
+16 kHz mono float32 audio. The session decides *what* needs decoding (a final for
+a closing segment, a commit after a pause, or a partial refresh) and lets the
+inference loop decide *when*; the audio window is cut at dispatch time so a
+session that is behind coalesces into one decode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asr.audio_buffer import AudioBuffer
+from asr.backend import DecodeRequest, DecodeResult
+from asr.inference import InferenceLoop, Priority
+from asr.policy import Hypotheses, TimedWord, attach_punctuation, drop_trailing_hallucination, trim_repetition
+from asr.vad import SileroModel, SpeechTracker, VadConfig, VadStream
+from protocol import Transcription, Word
+
+log = logging.getLogger("voxlane.session")
+
+
+@dataclass
+class StreamConfig:
+    vad: VadConfig = field(default_factory=VadConfig)
+    min_silence_s: float = 0.8  # a pause this long ends the segment (turn gaps are 0.2-0.4 s)
+    pause_commit_s: float = 0.25  # a pause this long commits the words before it
+    min_step_s: float = 0.5  # least new audio before the hypothesis is refreshed
+    max_segment_s: float = 20.0  # segments are split at a committed word boundary beyond this
+    trim_s: float = 12.0  # the decode window is trimmed at committed words beyond this
+    prompt_chars: int = 200
+    language: str | None = None
+    priority: Priority = Priority.PARTIAL  # live sessions; uploads use BULK
+
+
+@dataclass
+class Segment:
+    id: str
+    start: float  # stream time
+    window_start: float
+    end: float | None = None  # set when the segment closes
+    hyp: Hypotheses = field(default_factory=Hypotheses)
+    decoded_to: float = 0.0  # end of the audio of the latest decode
+    endpoint_for: float | None = None  # speech_end that a pause-commit already covered
+    emitted: tuple[str, int] | None = None  # (text, n_final) of the last partial sent
+
+    @property
+    def words(self) -> list[TimedWord]:
+        return self.hyp.committed + self.hyp.tentative
+
+
+@dataclass
+class _Plan:
+    segment: Segment
+    kind: Priority
+    end: float
+    commit_before: float = float("inf")
+    speech_end: float | None = None
+
+
+Emit = Callable[[Transcription], Awaitable[None]]
+_ids = itertools.count(1)
+
+
+class StreamSession:
+    def __init__(self, *, engine: InferenceLoop, vad_model: SileroModel, emit: Emit,
+                 config: StreamConfig | None = None, offset: float = 0.0, speaker: str | None = None,
+                 participant_id: str | None = None, key: str | None = None) -> None:
+        self.config = config or StreamConfig()
+        self.key = key or f"s{next(_ids)}-{uuid.uuid4().hex[:6]}"
+        self.offset = offset  # transcript time of this stream's t=0
+        self.speaker = speaker
+        self.participant_id = participant_id
+        self._engine = engine
+        self._emit = emit
+        self._vad = VadStream(vad_model)
+        self._tracker = SpeechTracker(self.config.vad)
+        self._buffer = AudioBuffer()
+        self._lock = threading.Lock()
+        self._open: Segment | None = None
+        self._closing: deque[Segment] = deque()
+        self._last_closed_end = 0.0
+        self._history = ""  # recent final text, the prompt for the next segment
+        self._paused = False
+        self._finishing = False
+        self._wake = asyncio.Event()
+        self._driver: asyncio.Task | None = None
+        self._decoded_to = 0.0
+        self.segments_emitted = 0
+        self.error: str | None = None
+
+    # ------------------------------------------------------------ feeding (event loop)
+
+    @property
+    def received(self) -> float:
+        """Seconds of audio this stream has received (paused audio included)."""
+        return self._buffer.end
+
+    @property
+    def lag_seconds(self) -> float:
+        with self._lock:
+            if self._open is None and not self._closing:
+                return 0.0
+            return max(0.0, self._buffer.end - self._decoded_to)
+
+    def start(self) -> None:
+        if self._driver is None:
+            self._driver = asyncio.get_running_loop().create_task(self._drive(), name=f"session-{self.key}")
+
+    def feed(self, samples) -> None:
+        if len(samples) == 0 or self._finishing:
+            return
+        if self._paused:
+            with self._lock:
+                self._buffer.skip(len(samples) / 16000)
+                self._tracker.t = self._buffer.end
+            return
+        probs = self._vad.process(samples)
+        with self._lock:
+            self._buffer.append(samples)
+            for kind, t in self._tracker.update(probs):
+                if kind == "speech_start" and self._open is None:
+                    start = max(t - self.config.vad.speech_pad_s, self._last_closed_end, self._buffer.start)
+                    self._open = Segment(id=uuid.uuid4().hex[:12], start=start, window_start=start,
+                                         decoded_to=start)
+            self._update_segments()
+        self._poke()
+
+    def pause(self) -> None:
+        """Stop transcribing (audio is still stored by the caller); the open segment is finalized."""
+        with self._lock:
+            self._close_open(self._tracker.t)
+            self._paused = True
+        self._poke()
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+            self._vad = VadStream(self._vad._model)
+            self._tracker = SpeechTracker(self.config.vad)
+            self._tracker.t = self._buffer.end
+
+    async def finish(self, flush_timeout: float = 60.0) -> None:
+        """Flush: close the open segment and wait until every final has been emitted."""
+        with self._lock:
+            self._close_open(self._tracker.t)
+            self._finishing = True
+        self._poke()
+        if self._driver is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._driver), flush_timeout)
+            except TimeoutError:
+                log.error("session %s did not flush within %.0fs", self.key, flush_timeout)
+                self._driver.cancel()
+        self._engine.forget(self.key)
+
+    async def cancel(self) -> None:
+        if self._driver is not None:
+            self._driver.cancel()
+            await asyncio.gather(self._driver, return_exceptions=True)
+        self._engine.forget(self.key)
+
+    # ------------------------------------------------------------ segment bookkeeping (under lock)
+
+    def _close_open(self, t: float) -> None:
+        seg = self._open
+        if seg is None:
+            return
+        tr = self._tracker
+        end = t
+        if not tr.in_speech and tr.speech_end is not None and tr.speech_end >= seg.start:
+            end = min(t, tr.speech_end + self.config.vad.speech_pad_s)
+        seg.end = max(end, seg.start)
+        self._closing.append(seg)
+        self._open = None
+        self._last_closed_end = seg.end
+
+    def _update_segments(self) -> None:
+        seg = self._open
+        if seg is None:
+            return
+        cfg = self.config
+        if self._tracker.silence_run >= cfg.min_silence_s:
+            self._close_open(self._tracker.t)
+        elif self._tracker.t - seg.start >= cfg.max_segment_s and seg.hyp.committed:
+            self._split(seg)
+
+    def _split(self, seg: Segment) -> None:
+        """Close a long segment at a committed boundary; the rest of its audio starts the next one."""
+        hyp = seg.hyp
+        cut = hyp.sentence_boundary(hyp.committed_end)
+        if cut is None or cut - seg.start < self.config.max_segment_s / 2:
+            cut = hyp.committed_end
+        keep = [w for w in hyp.committed if w.end <= cut]
+        rest = hyp.committed[len(keep):]
+        hyp.committed = keep
+        hyp.tentative = []
+        seg.end = cut
+        # a segment closed with only committed words needs no decode: it is final as it stands
+        seg.decoded_to = max(seg.decoded_to, cut)
+        seg.endpoint_for = -1.0
+        self._closing.append(seg)
+        nxt = Segment(id=uuid.uuid4().hex[:12], start=cut, window_start=cut, decoded_to=cut)
+        if rest:
+            nxt.hyp.committed = rest
+        self._open = nxt
+        self._last_closed_end = cut
+
+    def _plan(self) -> _Plan | None:
+        """What to decode next, decided from the freshest state (called under the lock)."""
+        if self._closing:
+            seg = self._closing[0]
+            return _Plan(seg, Priority.FINAL, end=seg.end or self._buffer.end)
+        seg = self._open
+        if seg is None or self._paused:
+            return None
+        tr, cfg = self._tracker, self.config
+        speech_end = tr.speech_end if tr.speech_end is not None else seg.start
+        uncommitted = speech_end > max(seg.hyp.committed_end, seg.start) + 0.1
+        if (not tr.in_speech and tr.silence_run >= cfg.pause_commit_s and uncommitted
+                and seg.endpoint_for != speech_end):
+            return _Plan(seg, Priority.ENDPOINT, end=self._buffer.end, commit_before=speech_end,
+                         speech_end=speech_end)
+        if not tr.in_speech and tr.silence_run < cfg.pause_commit_s and uncommitted:
+            return None  # the speaker may be pausing: wait to decode with the pause in the window
+        if self._buffer.end - seg.decoded_to >= cfg.min_step_s and uncommitted:
+            plan = _Plan(seg, Priority.PARTIAL, end=self._buffer.end)
+            if not tr.in_speech and tr.silence_run >= cfg.pause_commit_s:
+                plan.commit_before = speech_end  # this window already holds the pause
+            return plan
+        return None
+
+    # ------------------------------------------------------------ decoding
+
+    def _priority(self, plan: _Plan) -> Priority:
+        if self.config.priority == Priority.BULK:
+            return Priority.BULK if plan.kind == Priority.PARTIAL else plan.kind
+        return plan.kind
+
+    def _poke(self) -> None:
+        self._wake.set()
+        with self._lock:
+            plan = self._plan()
+        if plan is not None and self._engine.is_queued(self.key):
+            self._engine.schedule(self.key, self._priority(plan), self._build)  # upgrade priority
+
+    def _build(self) -> tuple[DecodeRequest, Any] | None:
+        """Runs on the inference thread at dispatch time."""
+        with self._lock:
+            plan = self._plan()
+            if plan is None:
+                return None
+            seg = plan.segment
+            if plan.kind == Priority.FINAL and seg.decoded_to >= plan.end and not seg.hyp.tentative:
+                return None  # nothing new since the last decode: close without decoding
+            end = plan.end
+            tr = self._tracker
+            if plan.kind != Priority.FINAL and not tr.in_speech and tr.speech_end is not None:
+                # trailing silence is where Whisper invents "Thank you." : hand it only a short pad
+                end = min(end, max(tr.speech_end, seg.window_start) + self.config.vad.speech_pad_s)
+                plan.end = end
+            audio = self._buffer.slice(seg.window_start, end)
+            prompt = self._prompt(seg)
+        if len(audio) < 1600:  # under 0.1 s: nothing a model can use
+            return None
+        return DecodeRequest(audio=audio, prompt=prompt, language=self.config.language), (plan, seg.window_start)
+
+    def _prompt(self, seg: Segment) -> str:
+        before = [w.text for w in seg.hyp.committed if w.end <= seg.window_start + 0.05]
+        text = (self._history + " " + " ".join(before)).strip()
+        return text[-self.config.prompt_chars:]
+
+    async def _drive(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    plan = self._plan()
+                    done = self._finishing and plan is None and self._open is None and not self._closing
+                if done:
+                    return
+                if plan is None:
+                    self._wake.clear()
+                    with self._lock:
+                        plan = self._plan()
+                    if plan is None:
+                        await self._wake.wait()
+                    continue
+                value = await self._engine.schedule(self.key, self._priority(plan), self._build)
+                if value is None:
+                    await self._settle_without_decode()
+                    continue
+                result, (plan, window_start) = value
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s %s window %.2f-%.2f speech_end=%s commit_before=%.2f buffer_end=%.2f words=%s",
+                              self.key, plan.kind.name, window_start, plan.end, self._tracker.speech_end,
+                              plan.commit_before, self._buffer.end,
+                              [(w.text, round(w.start, 2), round(w.end, 2)) for w in result.words][-4:])
+                await self._apply(plan, window_start, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("session %s failed", self.key)
+            self.error = str(exc)
+
+    async def _settle_without_decode(self) -> None:
+        """build() declined: close a finishing segment as it stands, or wait for more audio."""
+        with self._lock:
+            plan = self._plan()
+            seg = self._closing[0] if (plan and plan.kind == Priority.FINAL) else None
+            if seg is not None:
+                self._closing.popleft()
+        if seg is not None:
+            seg.hyp.commit_all(seg.hyp.tentative)
+            await self._emit_segment(seg, final=True)
+            return
+        self._wake.clear()
+        with self._lock:
+            again = self._plan()
+        if again is not None and again.kind == Priority.PARTIAL:
+            await asyncio.sleep(0.05)  # audio too short: wait a moment rather than spin
+        elif again is None:
+            await self._wake.wait()
+
+    async def _apply(self, plan: _Plan, window_start: float, result: DecodeResult) -> None:
+        seg = plan.segment
+        words = self._clean(result, window_start, plan.end)
+        final = False
+        with self._lock:
+            seg.decoded_to = max(seg.decoded_to, plan.end)
+            self._decoded_to = max(self._decoded_to, plan.end)
+            hyp = seg.hyp
+            if plan.kind != Priority.FINAL and seg is not self._open:
+                return  # the segment closed or split while this refresh ran: its final decides
+            if plan.kind == Priority.FINAL:
+                hyp.commit_all(words)
+                if self._closing and self._closing[0] is seg:
+                    self._closing.popleft()
+                final = True
+            elif plan.kind == Priority.ENDPOINT:
+                hyp.commit_before(words, plan.commit_before)
+                seg.endpoint_for = plan.speech_end
+            else:
+                hyp.agree(words)
+                if plan.commit_before != float("inf"):
+                    hyp.commit_before(hyp.tentative, plan.commit_before)
+            self._trim_window(seg, plan.end)
+        if result.error:
+            log.warning("decode failed for %s: %s", self.key, result.error)
+        await self._emit_segment(seg, final=final)
+
+    def _trim_window(self, seg: Segment, end: float) -> None:
+        if end - seg.window_start <= self.config.trim_s or not seg.hyp.committed:
+            return
+        cut = seg.hyp.sentence_boundary(seg.hyp.committed_end)
+        if cut is None or cut <= seg.window_start or end - cut > self.config.trim_s:
+            cut = seg.hyp.committed_end
+        if cut > seg.window_start:
+            seg.window_start = cut
+            self._buffer.discard_before(min([cut] + [s.window_start for s in self._closing]))
+
+    def _clean(self, result: DecodeResult, window_start: float, end: float) -> list[TimedWord]:
+        """Guards against the classic Whisper failure modes before anything reaches the policy."""
+        if result.error:
+            return []
+        if result.no_speech_prob > 0.6 and result.avg_logprob < -1.0:
+            return []  # the model itself says this was not speech
+        words = [TimedWord(w.text.strip(), window_start + max(0.0, w.start),
+                           window_start + max(w.start, w.end), w.probability)
+                 for w in result.words if w.text.strip()]
+        words = drop_trailing_hallucination(attach_punctuation(words))
+        words = [w for w in words if w.start < end + 0.1]
+        words = trim_repetition(words)
+        if result.compression_ratio > 2.4 and len(words) > 6:
+            words = trim_repetition(words, max_repeats=2)
+        for w in words:
+            w.end = min(w.end, end)
+            w.start = min(w.start, w.end)
+        return words
+
+    # ------------------------------------------------------------ events
+
+    async def _emit_segment(self, seg: Segment, final: bool) -> None:
+        words = seg.hyp.committed if final else seg.words
+        n_final = len(seg.hyp.committed)
+        text = " ".join(w.text for w in words)
+        if not final:
+            if not words or seg.emitted == (text, n_final):
+                return
+            seg.emitted = (text, n_final)
+        elif not words and seg.emitted is None:
+            return  # nothing was ever said here: a VAD blip needs no message
+        off = self.offset
+        msg = Transcription(
+            text=text,
+            speaker=self.speaker,
+            confidence=round(sum(w.probability for w in words) / len(words), 4) if words else 0.0,
+            segment_id=seg.id,
+            is_final=final,
+            start=round((words[0].start if words else seg.start) + off, 3),
+            end=round((words[-1].end if words else (seg.end or seg.start)) + off, 3),
+            words=[Word(text=w.text, start=round(w.start + off, 3), end=round(w.end + off, 3),
+                        probability=round(min(1.0, max(0.0, w.probability)), 4),
+                        final=final or i < n_final)
+                   for i, w in enumerate(words)],
+            participant_id=self.participant_id,
+        )
+        if final:
+            self.segments_emitted += 1
+            self._history = (self._history + " " + text).strip()[-1000:]
+        await self._emit(msg)

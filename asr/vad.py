@@ -1,0 +1,133 @@
+"""Silero VAD run straight on onnxruntime.
+
+The ``silero-vad`` package ships the ONNX model but importing it pulls in torch;
+we locate the file without importing the package and keep one shared
+``InferenceSession`` with per-stream recurrent state.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+SAMPLE_RATE = 16000
+CHUNK = 512  # samples per VAD step at 16 kHz (32 ms)
+CONTEXT = 64  # samples of the previous chunk the v5+ models expect in front
+CHUNK_SECONDS = CHUNK / SAMPLE_RATE
+
+
+def silero_model_path() -> str:
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the silero-vad package is not installed (pip install silero-vad)")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "data", "silero_vad.onnx")
+    if not os.path.exists(path):
+        raise RuntimeError(f"silero-vad ONNX model not found at {path}")
+    return path
+
+
+class SileroModel:
+    """One ONNX session shared by every stream; ``run`` is thread-safe."""
+
+    def __init__(self, path: str | None = None) -> None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self._session = ort.InferenceSession(path or silero_model_path(), sess_options=opts,
+                                             providers=["CPUExecutionProvider"])
+        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+        self._lock = threading.Lock()
+
+    def run(self, frames: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """frames: (batch, CONTEXT + CHUNK) float32; state: (2, batch, 128)."""
+        with self._lock:
+            out, new_state = self._session.run(None, {"input": frames, "state": state, "sr": self._sr})
+        return out[:, 0], new_state
+
+
+class VadStream:
+    """Per-stream recurrent state; turns arbitrary-length audio into per-chunk speech probabilities."""
+
+    def __init__(self, model: SileroModel) -> None:
+        self._model = model
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._context = np.zeros(CONTEXT, dtype=np.float32)
+        self._pending = np.zeros(0, dtype=np.float32)
+
+    def process(self, samples: np.ndarray) -> np.ndarray:
+        """Probabilities for every complete 512-sample chunk now available (leftover is kept)."""
+        buf = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
+        n = len(buf) // CHUNK
+        self._pending = buf[n * CHUNK:]
+        probs = np.empty(n, dtype=np.float32)
+        for i in range(n):
+            chunk = buf[i * CHUNK:(i + 1) * CHUNK]
+            frame = np.concatenate([self._context, chunk])[None, :]
+            p, self._state = self._model.run(frame, self._state)
+            probs[i] = p[0]
+            self._context = chunk[-CONTEXT:]
+        return probs
+
+
+@dataclass
+class VadConfig:
+    threshold: float = 0.5
+    neg_threshold: float = 0.35
+    min_speech_s: float = 0.2  # shorter blips are not speech (clicks, coughs)
+    speech_pad_s: float = 0.2  # audio kept around speech so word edges are not clipped
+
+
+class SpeechTracker:
+    """Hysteresis over VAD probabilities: where speech is, and how long the current silence has run.
+
+    Times are seconds on the stream's own clock (samples fed / 16000).
+    """
+
+    def __init__(self, config: VadConfig) -> None:
+        self.config = config
+        self.t = 0.0  # end of audio processed by VAD
+        self.in_speech = False
+        self.speech_start: float | None = None  # start of the current/last speech run
+        self.speech_end: float | None = None  # end of the last chunk judged speech
+        self._candidate: float | None = None  # start of a run not yet long enough to count
+
+    def update(self, probs: np.ndarray) -> list[tuple[str, float]]:
+        """Feed probabilities; returns events ``("speech_start", t)`` in time order."""
+        events: list[tuple[str, float]] = []
+        cfg = self.config
+        for p in probs:
+            start, end = self.t, self.t + CHUNK_SECONDS
+            self.t = end
+            if p >= cfg.threshold:
+                if not self.in_speech:
+                    if self._candidate is None:
+                        self._candidate = start
+                    if end - self._candidate >= cfg.min_speech_s:
+                        self.in_speech = True
+                        self.speech_start = self._candidate
+                        self._candidate = None
+                        events.append(("speech_start", self.speech_start))
+                if self.in_speech:
+                    self.speech_end = end
+            elif p >= cfg.neg_threshold and self.in_speech:
+                self.speech_end = end  # still voiced enough to keep a running utterance alive
+            else:
+                self._candidate = None
+                if self.in_speech:
+                    self.in_speech = False
+        return events
+
+    @property
+    def silence_run(self) -> float:
+        """Seconds since the last speech chunk (0 while speaking, inf before any speech)."""
+        if self.in_speech:
+            return 0.0
+        if self.speech_end is None:
+            return float("inf")
+        return self.t - self.speech_end

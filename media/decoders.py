@@ -1,0 +1,323 @@
+"""Stream decoders: bytes as they arrive from a client in, 16 kHz mono float32 out.
+
+Two shapes of input exist: raw PCM whose format the client declared (decoded inline, no latency) and
+encoded containers such as MediaRecorder's WebM/Opus, which FFmpeg demuxes on a worker thread so that
+``feed()`` never blocks the event loop waiting for a complete page or cluster.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from abc import ABC, abstractmethod
+
+import av
+import numpy as np
+
+from media.audio import PcmFramer, downmix, normalize_pcm_format
+from media.byte_streams import ByteStream, RetainedByteStream
+from media.errors import DecodeError, describe_av_error
+from media.file_decode import decode_file, iter_decode_file, probe_file
+from media.formats import (
+    DEMUXERS,
+    MP4_HEAD_LIMIT,
+    SNIFF_BYTES,
+    is_pcm_format,
+    mp4_index_first,
+    normalize_container_format,
+    sniff_container,
+)
+from media.frames import decode_blocks, first_audio_stream
+from media.resample import Resampler
+
+__all__ = [
+    "ContainerDecoder",
+    "DecodeError",
+    "PcmDecoder",
+    "StreamDecoder",
+    "decode_file",
+    "iter_decode_file",
+    "make_decoder",
+    "probe_file",
+]
+
+_EMPTY = np.zeros(0, dtype=np.float32)
+
+# Live streams want the first samples as soon as the header is in, not after FFmpeg has buffered
+# seconds of data to "analyze" parameters the container header already states.
+_LOW_LATENCY_OPTIONS = {"probesize": "32", "analyzeduration": "0"}
+
+
+class StreamDecoder(ABC):
+    """One client stream's decoder. Not thread-safe: one producer calls feed/flush/close in order."""
+
+    @abstractmethod
+    def feed(self, data: bytes) -> np.ndarray:
+        """Push bytes; return the 16 kHz mono float32 samples that became available (maybe none)."""
+
+    @abstractmethod
+    def flush(self) -> np.ndarray:
+        """End of stream: return every remaining sample."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release resources without waiting for remaining output; safe to call more than once."""
+
+    @property
+    @abstractmethod
+    def input_sample_rate(self) -> int | None:
+        """Rate of the incoming audio, or None while the stream header has not been parsed yet."""
+
+    @property
+    @abstractmethod
+    def input_channels(self) -> int | None:
+        """Channel count of the incoming audio, or None while unknown."""
+
+    def __enter__(self) -> StreamDecoder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PcmDecoder(StreamDecoder):
+    """Raw interleaved PCM with a client-declared format: framing, downmix, resample — all inline."""
+
+    def __init__(self, fmt: str, sample_rate: int, channels: int, split_channels: bool = False) -> None:
+        if not 8000 <= int(sample_rate) <= 384000:
+            raise DecodeError(f"unsupported sample rate {sample_rate}; expected 8000 to 384000 Hz")
+        self.fmt = normalize_pcm_format(fmt)
+        self._framer = PcmFramer(self.fmt, channels)
+        self._rate = int(sample_rate)
+        self._channels = int(channels)
+        self.split_channels = split_channels
+        self._mono = Resampler(self._rate)
+        self._per_channel = [Resampler(self._rate) for _ in range(channels)] if split_channels else []
+        self._closed = False
+
+    @property
+    def input_sample_rate(self) -> int:
+        return self._rate
+
+    @property
+    def input_channels(self) -> int:
+        return self._channels
+
+    def feed(self, data: bytes) -> np.ndarray:
+        if self.split_channels:
+            return _mix(self.feed_channels(data))
+        self._check_open()
+        frames = self._framer.push(data)
+        return self._mono.process(downmix(frames)) if len(frames) else _EMPTY
+
+    def flush(self) -> np.ndarray:
+        if self.split_channels:
+            return _mix(self.flush_channels())
+        self._check_open()
+        self._framer.reset()  # a trailing partial frame is not audio
+        return self._mono.flush()
+
+    def feed_channels(self, data: bytes) -> list[np.ndarray]:
+        """One 16 kHz mono array per input channel, for speaker-per-channel recordings."""
+        self._check_split()
+        frames = self._framer.push(data)
+        if not len(frames):
+            return [_EMPTY for _ in self._per_channel]
+        return [r.process(frames[:, i]) for i, r in enumerate(self._per_channel)]
+
+    def flush_channels(self) -> list[np.ndarray]:
+        self._check_split()
+        self._framer.reset()
+        return [r.flush() for r in self._per_channel]
+
+    def close(self) -> None:
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("decoder is closed")
+
+    def _check_split(self) -> None:
+        self._check_open()
+        if not self.split_channels:
+            raise RuntimeError("feed_channels() needs a PcmDecoder created with split_channels=True")
+
+
+def _mix(channels: list[np.ndarray]) -> np.ndarray:
+    # Resampling is linear, so the mean of resampled channels equals resampling the downmix.
+    if len(channels) == 1:
+        return channels[0]
+    return np.mean(np.stack(channels), axis=0, dtype=np.float32)
+
+
+class _SampleBuffer:
+    """Hand-off from the decode thread to the caller's thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._blocks: list[np.ndarray] = []
+
+    def put(self, block: np.ndarray) -> None:
+        with self._lock:
+            self._blocks.append(block)
+
+    def drain(self) -> np.ndarray:
+        with self._lock:
+            blocks, self._blocks = self._blocks, []
+        if not blocks:
+            return _EMPTY
+        return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+class _DecodeJob:
+    """What the decode thread touches. It holds no reference to the decoder, so a decoder its owner
+    forgot to close can still be garbage-collected, and its finalizer then stops this thread."""
+
+    def __init__(self, source: ByteStream | RetainedByteStream, demuxer: str, what: str) -> None:
+        self.source = source
+        self.demuxer = demuxer
+        self.what = what
+        self.samples = _SampleBuffer()
+        self.error: Exception | None = None
+        self.stopped = False
+        self.rate: int | None = None
+        self.channels: int | None = None
+        self.thread = threading.Thread(target=self._run, name=f"decode-{what}", daemon=True)
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.source.abort()
+
+    def _run(self) -> None:
+        try:
+            try:
+                container = av.open(self.source, mode="r", format=self.demuxer, options=_LOW_LATENCY_OPTIONS)
+            except av.error.EOFError as exc:
+                raise DecodeError(f"{self.what} ended before its header was complete") from exc
+            except av.error.FFmpegError as exc:
+                raise DecodeError(f"could not read {self.what}: {describe_av_error(exc)}") from exc
+            with container:
+                stream = first_audio_stream(container, self.what)
+                self.rate = stream.codec_context.sample_rate or None
+                self.channels = stream.codec_context.channels or None
+                for block in decode_blocks(container, stream, self.what, lambda: self.stopped):
+                    self.samples.put(downmix(block))
+        except Exception as exc:  # everything must reach the caller's thread
+            if not self.stopped:
+                self.error = exc
+        finally:
+            self.source.abort()  # stop buffering input that nobody will read
+
+
+class ContainerDecoder(StreamDecoder):
+    """Progressive decoder for encoded audio arriving in arbitrary chunks (e.g. MediaRecorder blobs).
+
+    The first bytes are checked against the declared format: a different supported container is
+    decoded as what it really is (browsers mislabel), while unrecognisable bytes fail on the spot
+    instead of after the whole stream. Decoding then runs on a daemon thread, so ``feed()`` never
+    blocks; failures are stored and raised as :class:`DecodeError` from the next ``feed()``/``flush()``.
+    """
+
+    def __init__(self, fmt: str, flush_timeout: float = 30.0) -> None:
+        self.fmt = normalize_container_format(fmt)
+        self.flush_timeout = flush_timeout
+        self.detected_format: str | None = None
+        self._head = b""
+        self._job: _DecodeJob | None = None
+        self._error: DecodeError | None = None
+        self._ended = False
+        self._closed = False
+
+    @property
+    def input_sample_rate(self) -> int | None:
+        return self._job.rate if self._job else None
+
+    @property
+    def input_channels(self) -> int | None:
+        return self._job.channels if self._job else None
+
+    def feed(self, data: bytes) -> np.ndarray:
+        self._raise_if_failed()
+        if self._ended or self._closed:
+            raise RuntimeError("feed() after flush() or close()")
+        if self._job is None:
+            self._head += bytes(data)
+            if self._can_start():
+                self._start()
+            return _EMPTY
+        self._job.source.push(data)
+        return self._job.samples.drain()
+
+    def flush(self) -> np.ndarray:
+        self._raise_if_failed()
+        if self._closed:
+            raise RuntimeError("flush() after close()")
+        if not self._ended:
+            self._ended = True
+            if self._job is None and self._head:
+                self._start()  # a tiny stream: judge it by what there is
+        if self._job is None:
+            return _EMPTY
+        self._job.source.end()
+        self._job.thread.join(self.flush_timeout)
+        if self._job.thread.is_alive():
+            self._job.stop()
+            self._error = DecodeError(f"{self.fmt} decoding did not finish within {self.flush_timeout:g} s")
+        self._raise_if_failed()
+        return self._job.samples.drain()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._job is not None:
+            self._job.stop()
+            self._job.thread.join(1.0)
+
+    def _raise_if_failed(self) -> None:
+        if self._error is None and self._job is not None and self._job.error is not None:
+            exc = self._job.error
+            message = exc.message if isinstance(exc, DecodeError) else (
+                f"could not decode {self.fmt} audio: {describe_av_error(exc)}"
+            )
+            self._error = DecodeError(message)
+            self._error.__cause__ = exc
+        if self._error is not None:
+            raise self._error
+
+    def _can_start(self) -> bool:
+        if len(self._head) < SNIFF_BYTES:
+            return False
+        if sniff_container(self._head) != "mp4":
+            return True
+        return mp4_index_first(self._head) is not None or len(self._head) >= MP4_HEAD_LIMIT
+
+    def _start(self) -> None:
+        head, self._head = self._head, b""
+        sniffed = sniff_container(head)
+        if sniffed is None:
+            self._error = DecodeError(
+                f"data does not look like {self.fmt} audio or any other supported format "
+                f"(starts with {head[:SNIFF_BYTES].hex(' ')})"
+            )
+            raise self._error
+        if DEMUXERS[sniffed] == DEMUXERS[self.fmt] or (head[:3] == b"ID3" and self.fmt == "aac"):
+            sniffed = self.fmt
+        self.detected_format = sniffed
+        # Only an MP4 with its index at the end needs seeking, and so has to be held in memory whole.
+        needs_seek = DEMUXERS[sniffed] == "mp4" and not mp4_index_first(head)
+        source = RetainedByteStream() if needs_seek else ByteStream()
+        source.push(head)
+        self._job = _DecodeJob(source, DEMUXERS[sniffed], f"{sniffed} stream")
+        weakref.finalize(self, self._job.stop)
+        self._job.thread.start()
+
+
+def make_decoder(fmt: str, sample_rate: int, channels: int, split_channels: bool = False) -> StreamDecoder:
+    """Pick the decoder for a declared format; rate and channels only matter for raw PCM."""
+    if is_pcm_format(fmt):
+        return PcmDecoder(fmt, sample_rate, channels, split_channels=split_channels)
+    if split_channels:
+        raise DecodeError("split_channels is only supported for raw PCM streams (pcm_s16le, pcm_f32le)")
+    return ContainerDecoder(fmt)
+

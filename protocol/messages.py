@@ -1,0 +1,248 @@
+"""Message definitions for the live channel (WebSocket and WebRTC data channel).
+
+Server -> client messages are ``{"type": T, "data": {...}}``; client -> server
+text messages are ``{"action": A, "params": {...}}``. Each model here is the
+``data``/``params`` body; :func:`envelope` adds the ``type`` wrapper so callers
+never build the outer shape by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+PCM_FORMATS = ("pcm_s16le", "pcm_f32le")
+ENCODED_FORMATS = ("webm", "ogg", "mp3", "wav", "flac", "m4a", "mp4", "aac", "opus")
+AUDIO_FORMATS = PCM_FORMATS + ENCODED_FORMATS
+
+StatusValue = Literal["initializing", "processing", "paused", "completed", "failed"]
+
+
+class ErrorCode(StrEnum):
+    """Stable machine-readable codes; clients branch on these, never on text."""
+
+    INVALID_JSON = "INVALID_JSON"
+    INVALID_MESSAGE = "INVALID_MESSAGE"
+    UNKNOWN_ACTION = "UNKNOWN_ACTION"
+    INVALID_PARAMS = "INVALID_PARAMS"
+    NOT_STARTED = "NOT_STARTED"
+    ALREADY_STARTED = "ALREADY_STARTED"
+    AUDIO_FORMAT_ERROR = "AUDIO_FORMAT_ERROR"
+    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
+    TRANSCRIPT_CLOSED = "TRANSCRIPT_CLOSED"
+    OVERLOADED = "OVERLOADED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+class ProtocolError(Exception):
+    """A client message that cannot be acted on; becomes an ``error`` message."""
+
+    def __init__(self, code: ErrorCode, message: str, details: dict[str, Any] | None = None,
+                 recoverable: bool = True) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.recoverable = recoverable
+
+    def to_message(self) -> Error:
+        return Error(code=self.code.value, message=self.message, details=self.details,
+                     recoverable=self.recoverable)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    TYPE: ClassVar[str] = ""
+
+
+# ---------------------------------------------------------------- server -> client
+
+
+class Word(_Body):
+    text: str
+    start: float = Field(description="Seconds from the start of the transcript's audio.")
+    end: float
+    probability: float = Field(ge=0.0, le=1.0)
+    final: bool = Field(description="A final word never changes or disappears later in its segment.")
+
+
+class Transcription(_Body):
+    TYPE: ClassVar[str] = "transcription"
+    text: str
+    speaker: str | None = None
+    timestamp: float = Field(default_factory=time.time, description="Server clock at emission (epoch s).")
+    confidence: float = Field(ge=0.0, le=1.0)
+    segment_id: str
+    is_final: bool
+    start: float
+    end: float
+    words: list[Word] = Field(default_factory=list)
+    participant_id: str | None = None
+
+
+class Diarization(_Body):
+    TYPE: ClassVar[str] = "diarization"
+    speaker: str
+    speaker_id: str
+    start_time: float
+    end_time: float
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class Status(_Body):
+    TYPE: ClassVar[str] = "status"
+    status: StatusValue
+    stage: str | None = None
+    progress: float | None = Field(default=None, ge=0.0, le=100.0)
+    message: str = ""
+    lag_seconds: float | None = Field(
+        default=None, description="How far transcription is behind the received audio.")
+    participant_id: str | None = None
+
+
+class Summary(_Body):
+    TYPE: ClassVar[str] = "summary"
+    summary: str
+    topics: list[str] = Field(default_factory=list)
+    action_items: list[str] = Field(default_factory=list)
+    key_points: list[str] = Field(default_factory=list)
+
+
+class Error(_Body):
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    recoverable: bool = True
+
+
+class Ping(_Body):
+    TYPE: ClassVar[str] = "ping"
+    timestamp: float = Field(default_factory=time.time)
+
+
+ServerBody = Transcription | Diarization | Status | Summary | Error | Ping
+SERVER_BODIES: tuple[type[_Body], ...] = (Transcription, Diarization, Status, Summary, Error, Ping)
+
+
+def envelope(body: _Body) -> dict[str, Any]:
+    """The outer ``{"type", "data"}`` shape of a server message."""
+    return {"type": body.TYPE, "data": body.model_dump(mode="json")}
+
+
+def encode(body: _Body) -> str:
+    return json.dumps(envelope(body), separators=(",", ":"))
+
+
+# ---------------------------------------------------------------- client -> server
+
+
+class Participant(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str = Field(min_length=1, max_length=200)
+    name: str | None = Field(default=None, max_length=200)
+    is_host: bool | None = None
+    platform: str | None = None
+    extra_data: dict[str, Any] | None = None
+
+
+class StartParams(BaseModel):
+    """Declares the audio that follows as binary frames.
+
+    For encoded containers the sample rate and channel count are read from the
+    stream itself; for raw PCM they must be right, since nothing else says them.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    format: Literal[AUDIO_FORMATS] = "pcm_s16le"  # type: ignore[valid-type]
+    sample_rate: int = Field(default=16000, ge=8000, le=48000)
+    channels: int = Field(default=1, ge=1, le=8)
+    participant: Participant | None = None
+    split_channels: bool = False
+    language: str | None = Field(default=None, max_length=16)
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+
+class EmptyParams(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ParticipantEventParams(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(min_length=1, max_length=64)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class StartAction(BaseModel):
+    action: Literal["start"]
+    params: StartParams | None = None
+
+
+class PauseAction(BaseModel):
+    action: Literal["pause"]
+    params: EmptyParams = Field(default_factory=EmptyParams)
+
+
+class GetStatusAction(BaseModel):
+    action: Literal["get_status"]
+    params: EmptyParams = Field(default_factory=EmptyParams)
+
+
+class StopAction(BaseModel):
+    action: Literal["stop"]
+    params: EmptyParams = Field(default_factory=EmptyParams)
+
+
+class ParticipantEventAction(BaseModel):
+    action: Literal["participant_event"]
+    params: ParticipantEventParams
+
+
+ClientMessage = Annotated[
+    StartAction | PauseAction | GetStatusAction | StopAction | ParticipantEventAction,
+    Field(discriminator="action"),
+]
+CLIENT_ACTIONS: dict[str, type[BaseModel]] = {
+    "start": StartAction,
+    "pause": PauseAction,
+    "get_status": GetStatusAction,
+    "stop": StopAction,
+    "participant_event": ParticipantEventAction,
+}
+MAX_TEXT_MESSAGE = 64 * 1024
+
+
+def parse_client_message(raw: str | bytes) -> BaseModel:
+    """Validate one client text message, raising :class:`ProtocolError` with a precise code."""
+    if len(raw) > MAX_TEXT_MESSAGE:
+        raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE,
+                            f"control messages are limited to {MAX_TEXT_MESSAGE} bytes")
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(ErrorCode.INVALID_JSON, f"message is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("action"), str):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                            'expected an object {"action": <string>, "params": {...}}')
+    action = obj["action"]
+    model = CLIENT_ACTIONS.get(action)
+    if model is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_ACTION, f"unknown action {action!r}",
+                            {"action": action, "known": sorted(CLIENT_ACTIONS)})
+    if obj.get("params") is None:
+        obj = {k: v for k, v in obj.items() if k != "params"}
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
+        errors = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        raise ProtocolError(ErrorCode.INVALID_PARAMS, f"invalid params for {action!r}: "
+                            + "; ".join(f"{e['loc']}: {e['msg']}" for e in errors),
+                            {"action": action, "errors": errors}) from None

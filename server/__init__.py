@@ -1,0 +1,1 @@
+"""voxlane's ASGI application: routes, settings, storage, pub/sub and the CLI."""

@@ -1,0 +1,74 @@
+"""The ASGI application: settings in, services built in the lifespan, routes mounted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from asr.inference import InferenceLoop
+from asr.vad import SileroModel
+from asr.whisper_backend import FasterWhisperBackend
+from server.errors import http_exception_handler, unhandled_exception_handler
+from server.hub import Hub
+from server.live import Services
+from server.middleware import RequestIdMiddleware
+from server.routes import live_ws, system, transcripts
+from server.settings import Settings
+from server.storage.sqlite import SqliteStore
+
+log = logging.getLogger("voxlane")
+
+
+def make_backend(settings: Settings) -> FasterWhisperBackend:
+    return FasterWhisperBackend(
+        model=settings.model, device=settings.device, compute_type=settings.compute_type,
+        cpu_threads=settings.effective_cpu_threads, batch_size=settings.batch_size,
+        beam_size=settings.beam_size, device_index=settings.device_index)
+
+
+def make_store(settings: Settings):
+    url = settings.database_url
+    if url and url.startswith(("postgresql://", "postgres://")):
+        from server.storage.postgres import PostgresStore
+
+        return PostgresStore(url)
+    path = url[len("sqlite:"):].lstrip("/") if url and url.startswith("sqlite:") else None
+    return SqliteStore(path or settings.data_path / "voxlane.db")
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_sources()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        settings.data_path.mkdir(parents=True, exist_ok=True)
+        store = make_store(settings)
+        await store.open()
+        backend, vad = await asyncio.gather(asyncio.to_thread(make_backend, settings),
+                                            asyncio.to_thread(SileroModel))
+        engine = InferenceLoop(backend)
+        engine.start()
+        services = Services(settings=settings, store=store, hub=Hub(store), engine=engine, vad_model=vad)
+        app.state.services = services
+        log.info("voxlane ready: model %s on %s/%s, data in %s", settings.model, settings.device,
+                 settings.compute_type, settings.data_path)
+        try:
+            yield
+        finally:
+            await services.live.finish_all()
+            await asyncio.to_thread(engine.stop)
+            await services.hub.broker.close()
+            await store.close()
+
+    return Starlette(
+        routes=[*system.routes, *transcripts.routes, *live_ws.routes],
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={HTTPException: http_exception_handler, Exception: unhandled_exception_handler},
+        lifespan=lifespan,
+    )

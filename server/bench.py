@@ -1,0 +1,221 @@
+"""``voxlane bench``: stream N real-speech files at once, at real-time pace, to a running server.
+
+Prints one row per N and writes every figure as JSON, so a user learns what their
+machine sustains and a change can be compared with the last run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from server.bench_metrics import (
+    commit_latencies,
+    final_latencies,
+    first_partial,
+    lag_growth,
+    lag_series,
+    percentile,
+    wer_counts,
+)
+from server.live_client import load_pcm16k, stream_audio
+
+DEFAULT_AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
+    p.add_argument("--audio-dir", default=str(DEFAULT_AUDIO), help="folder with references.json")
+    p.add_argument("--files", nargs="*", help="files relative to the audio dir (default: every single/ file)")
+    p.add_argument("-n", "--concurrency", default="1,4", help="comma-separated stream counts, e.g. 1,2,4")
+    p.add_argument("--limit", type=int, default=0, help="use at most this many files per N (0: all)")
+    p.add_argument("--max-seconds", type=float, default=0, help="cut each file to this length (0: whole)")
+    p.add_argument("--chunk-ms", type=int, default=100)
+    p.add_argument("--token", default=os.environ.get("VOXLANE_TOKEN"))
+    p.add_argument("--server-pid", type=int, default=0, help="sample this process' CPU and RSS (default: by port)")
+    p.add_argument("--offline", action="store_true", help="also transcribe the files offline with the bundled model")
+    p.add_argument("--output", default="bench-results/bench.json")
+    p.add_argument("--label", default="", help="free text stored in the JSON")
+
+
+class ProcessSampler:
+    """CPU (% of one core) and RSS of the server process, sampled in a thread."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.proc = psutil.Process(pid) if pid else None
+        self.samples: list[tuple[float, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ProcessSampler:
+        if self.proc is not None:
+            self.proc.cpu_percent(None)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                with self.proc.oneshot():  # type: ignore[union-attr]
+                    cpu = self.proc.cpu_percent(None)  # type: ignore[union-attr]
+                    rss = self.proc.memory_info().rss / 2**20  # type: ignore[union-attr]
+                    rss += sum(c.memory_info().rss for c in self.proc.children(recursive=True)) / 2**20  # type: ignore[union-attr]
+            except psutil.Error:
+                return
+            self.samples.append((time.monotonic(), cpu, rss))
+
+    def summary(self) -> dict[str, float | None]:
+        if not self.samples:
+            return {"cpu_avg_percent": None, "cpu_max_percent": None, "rss_max_mb": None}
+        cpu = [s[1] for s in self.samples]
+        return {"cpu_avg_percent": round(sum(cpu) / len(cpu), 1), "cpu_max_percent": round(max(cpu), 1),
+                "rss_max_mb": round(max(s[2] for s in self.samples), 1)}
+
+
+def find_server_pid(url: str) -> int | None:
+    port = int(url.rsplit(":", 1)[-1].split("/")[0]) if url.count(":") >= 2 else 80
+    try:
+        for c in psutil.net_connections(kind="tcp"):
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+                return c.pid
+    except psutil.Error:
+        return None
+    return None
+
+
+async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: dict[str, Any],
+                    audio: dict[str, Any], pid: int | None) -> dict[str, Any]:
+    chosen = [files[i % len(files)] for i in range(n)] if n >= len(files) or not args.limit else files[:n]
+    with ProcessSampler(pid) as sampler:
+        records = await asyncio.gather(*(
+            stream_audio(args.url, audio[f], name=f"bench N={n} {Path(f).stem}", chunk_ms=args.chunk_ms,
+                         token=args.token, settle_s=120)
+            for f in chosen))
+    per_file, commits, finals, firsts, lag_max, growth = [], [], [], [], [], []
+    errors = words = 0
+    for f, rec in zip(chosen, records, strict=True):
+        ref = refs.get(f, {})
+        segs = [s for s in ref.get("segments") or [] if s["end"] <= rec.audio_seconds + 0.05]
+        c = commit_latencies(rec, segs)
+        fl = final_latencies(rec)
+        fp = first_partial(rec)
+        lags = lag_series(rec)
+        e, w = wer_counts(" ".join(s["text"] for s in segs) if args.max_seconds else ref.get("text", ""),
+                          rec.final_text) if ref else (0, 0)
+        errors, words = errors + e, words + w
+        commits += c
+        finals += fl
+        if fp is not None:
+            firsts.append(fp)
+        if lags:
+            lag_max.append(max(v for _, v in lags))
+        g = lag_growth(lags)
+        if g is not None:
+            growth.append(g)
+        per_file.append({"file": f, "transcript_id": rec.transcript_id, "audio_seconds": round(rec.audio_seconds, 2),
+                         "wer": round(e / w, 4) if w else None, "commit_latency": [round(x, 3) for x in c],
+                         "final_latency": [round(x, 3) for x in fl], "first_partial_s": fp, "lag": lags,
+                         "completed_after_stop_s": round(rec.completed - rec.stopped, 3)
+                         if rec.completed and rec.stopped else None})
+    return {
+        "n": n,
+        "files": chosen,
+        "first_partial_s_p50": percentile(firsts, 50),
+        "commit_latency_p50": percentile(commits, 50),
+        "commit_latency_p95": percentile(commits, 95),
+        "commit_latency_count": len(commits),
+        "final_latency_p50": percentile(finals, 50),
+        "final_latency_p95": percentile(finals, 95),
+        "wer": round(errors / words, 4) if words else None,
+        "ref_words": words,
+        "lag_max_s": max(lag_max) if lag_max else None,
+        "lag_growth_s_per_s": max(growth) if growth else None,
+        **sampler.summary(),
+        "per_file": per_file,
+    }
+
+
+def offline_wer(audio_dir: Path, files: list[str], refs: dict[str, Any], audio: dict[str, Any]) -> dict[str, Any]:
+    from asr.backend import DecodeRequest
+    from asr.whisper_backend import FasterWhisperBackend
+
+    backend = FasterWhisperBackend(cpu_threads=os.cpu_count() or 1)
+    errors = words = 0
+    per = {}
+    for f in files:
+        # the same model and decoding options, with whole 30 s windows and no streaming
+        a = audio[f]
+        text = []
+        for i in range(0, len(a), 16000 * 30):
+            res = backend.transcribe([DecodeRequest(a[i:i + 16000 * 30], prompt=" ".join(text)[-200:])])[0]
+            text.append("".join(w.text for w in res.words).strip())
+        e, w = wer_counts(refs[f]["text"], " ".join(text))
+        per[f] = round(e / w, 4) if w else None
+        errors, words = errors + e, words + w
+    return {"wer": round(errors / words, 4) if words else None, "per_file": per}
+
+
+def fmt(v: Any, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def run(args: argparse.Namespace) -> int:
+    audio_dir = Path(args.audio_dir)
+    refs_path = audio_dir / "references.json"
+    refs = json.loads(refs_path.read_text()) if refs_path.exists() else {}
+    files = args.files or sorted(k for k in refs if k.startswith("single/"))
+    if args.limit:
+        files = files[: args.limit]
+    if not files:
+        print("voxlane bench: no audio files (give --audio-dir or --files)", file=sys.stderr)
+        return 2
+    audio = {}
+    for f in files:
+        a = load_pcm16k(audio_dir / f)
+        audio[f] = a[: int(args.max_seconds * 16000)] if args.max_seconds else a
+    pid = args.server_pid or find_server_pid(args.url)
+    levels = [int(x) for x in str(args.concurrency).split(",") if x.strip()]
+    result: dict[str, Any] = {"url": args.url, "label": args.label, "started": time.time(), "server_pid": pid,
+                              "cpu_count": os.cpu_count(), "levels": []}
+    for n in levels:
+        level = asyncio.run(run_level(args, n, files, refs, audio, pid))
+        result["levels"].append(level)
+        print(f"N={n}: WER {fmt(level['wer'], 4)}, commit p50/p95 {fmt(level['commit_latency_p50'])}/"
+              f"{fmt(level['commit_latency_p95'])} s", file=sys.stderr)
+    if args.offline:
+        result["offline"] = offline_wer(audio_dir, files, refs, audio)
+    print_table(result)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"\nwrote {out}")
+    return 0
+
+
+def print_table(result: dict[str, Any]) -> None:
+    cols = ["N", "first partial s", "commit p50", "commit p95", "final p50", "final p95", "WER", "lag max s",
+            "lag growth s/s", "CPU avg %", "RSS max MB"]
+    rows = [[str(lv["n"]), fmt(lv["first_partial_s_p50"]), fmt(lv["commit_latency_p50"]),
+             fmt(lv["commit_latency_p95"]), fmt(lv["final_latency_p50"]), fmt(lv["final_latency_p95"]),
+             fmt(lv["wer"], 4), fmt(lv["lag_max_s"]), fmt(lv["lag_growth_s_per_s"], 3), fmt(lv["cpu_avg_percent"], 0),
+             fmt(lv["rss_max_mb"], 0)] for lv in result["levels"]]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        print("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)))
+    if "offline" in result:
+        print(f"offline WER (same model, whole file): {fmt(result['offline']['wer'], 4)}")

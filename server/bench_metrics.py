@@ -1,0 +1,113 @@
+"""Metrics over recorded live streams: WER, commit latency per utterance, final latency, lag."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import jiwer
+import numpy as np
+
+from server.live_client import StreamRecord
+
+_NON_WORD = re.compile(r"[^\w' ]+")
+
+
+def normalize(text: str) -> list[str]:
+    """Lower case, punctuation removed, nothing expanded (the corpus' convention)."""
+    return [w.strip("'") for w in _NON_WORD.sub(" ", text.lower().replace("-", " ")).split() if w.strip("'")]
+
+
+def wer_counts(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(errors, reference words), so WER can be pooled over files."""
+    ref, hyp = " ".join(normalize(reference)), " ".join(normalize(hypothesis))
+    if not ref:
+        return len(hyp.split()), 0
+    out = jiwer.process_words(ref, hyp)
+    return out.substitutions + out.deletions + out.insertions, len(ref.split())
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+@dataclass
+class _HypWord:
+    key: str
+    segment_id: str
+    index: int
+    start: float
+
+
+def commit_latencies(rec: StreamRecord, segments: list[dict[str, Any]]) -> list[float]:
+    """For each reference utterance: from the moment its last audio was sent to the first message in
+    which the word matching its last word is final (in a partial or in the segment's final)."""
+    hyp: list[_HypWord] = []
+    for seg in rec.finals:
+        for i, w in enumerate(seg["words"]):
+            for key in normalize(w["text"]):
+                hyp.append(_HypWord(key, seg["segment_id"], i, w["start"]))
+    ref: list[tuple[str, int]] = []
+    for u, seg in enumerate(segments):
+        ref += [(k, u) for k in normalize(seg["text"])]
+    matcher = difflib.SequenceMatcher(None, [k for k, _ in ref], [h.key for h in hyp], autojunk=False)
+    last_match: dict[int, _HypWord] = {}
+    for block in matcher.get_matching_blocks():
+        for j in range(block.size):
+            last_match[ref[block.a + j][1]] = hyp[block.b + j]  # later matches overwrite: the last word wins
+    out = []
+    for u, seg in enumerate(segments):
+        word = last_match.get(u)
+        if word is None:
+            continue
+        first = _first_final(rec, word)
+        if first is not None:
+            out.append(first - rec.sent_at(seg["end"]))
+    return out
+
+
+def _first_final(rec: StreamRecord, word: _HypWord) -> float | None:
+    for r in rec.transcriptions:
+        d = r.data
+        if d["segment_id"] != word.segment_id:
+            continue
+        for w in d["words"]:
+            if w["final"] and abs(w["start"] - word.start) < 0.05 and word.key in normalize(w["text"]):
+                return r.t
+    return None
+
+
+def final_latencies(rec: StreamRecord) -> list[float]:
+    out = []
+    seen = set()
+    for r in rec.transcriptions:
+        d = r.data
+        if d["is_final"] and d["segment_id"] not in seen:
+            seen.add(d["segment_id"])
+            out.append(r.t - rec.sent_at(d["end"]))
+    return out
+
+
+def first_partial(rec: StreamRecord) -> float | None:
+    for r in rec.transcriptions:
+        return r.t - rec.started
+    return None
+
+
+def lag_series(rec: StreamRecord) -> list[tuple[float, float]]:
+    return [(round(r.t - rec.started, 2), r.data["lag_seconds"]) for r in rec.of_type("status")
+            if r.data.get("lag_seconds") is not None and r.data["status"] == "processing"]
+
+
+def lag_growth(series: list[tuple[float, float]]) -> float | None:
+    """Slope of lag over time (s/s) in the second half of the stream: ~0 when the server keeps up."""
+    if len(series) < 4:
+        return None
+    half = series[len(series) // 2:]
+    t = np.array([p[0] for p in half])
+    y = np.array([p[1] for p in half])
+    if np.ptp(t) == 0:
+        return None
+    return float(np.polyfit(t, y, 1)[0])

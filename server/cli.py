@@ -1,0 +1,52 @@
+"""``voxlane`` command line: ``serve`` runs the server, ``bench`` measures a running one."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from server.settings import Settings, SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voxlane", description="Realtime speech transcription server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server")
+    Settings.add_arguments(serve)
+    bench = sub.add_parser("bench", help="stream real speech to a running server and measure it")
+    from server.bench import add_arguments as bench_arguments
+
+    bench_arguments(bench)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve_command(vars(args))
+    from server.bench import run as bench_run
+
+    return bench_run(args)
+
+
+def serve_command(values: dict) -> int:
+    try:
+        settings = Settings.from_sources({k: v for k, v in values.items() if k != "command"})
+    except SettingsError as exc:
+        print(f"voxlane: {exc}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from asr.whisper_backend import ModelNotFound, resolve_model
+    from server.app import create_app
+
+    try:
+        resolve_model(settings.model)
+    except ModelNotFound as exc:
+        print(f"voxlane: VOXLANE_MODEL: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
+                ws_max_size=16 * 1024 * 1024, ws_ping_interval=20, ws_ping_timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

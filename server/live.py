@@ -1,0 +1,250 @@
+"""Live transcripts and their publishers: the one session pipeline every ingest path feeds.
+
+A publisher is one incoming audio stream (a WebSocket client after ``start``, a
+WebRTC track, an upload). It decodes to 16 kHz mono, appends to the transcript's
+recording on disk, and drives a :class:`StreamSession`; finals are synced to
+disk and stored before subscribers hear them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from asr.inference import InferenceLoop, Priority
+from asr.session import StreamConfig, StreamSession
+from asr.vad import SileroModel, VadConfig
+from media import DecodeError, WavAppender, make_decoder
+from protocol import ErrorCode, ProtocolError, StartParams, Status, Transcription
+from server.hub import Hub
+from server.settings import Settings
+from server.storage import Store
+
+log = logging.getLogger("voxlane.live")
+RECORDING = "recording.wav"
+
+
+def stream_config(settings: Settings, priority: Priority = Priority.PARTIAL) -> StreamConfig:
+    return StreamConfig(
+        vad=VadConfig(threshold=settings.vad_threshold, neg_threshold=max(0.05, settings.vad_threshold - 0.15)),
+        min_silence_s=settings.vad_min_silence_ms / 1000,
+        pause_commit_s=settings.pause_commit_ms / 1000,
+        min_step_s=settings.min_step_ms / 1000,
+        max_segment_s=settings.max_segment_seconds,
+        language=settings.language,
+        priority=priority,
+    )
+
+
+def audio_file_name(participant_id: str | None) -> str:
+    if not participant_id:
+        return RECORDING
+    return "participant-" + re.sub(r"[^A-Za-z0-9_.-]", "_", participant_id)[:80] + ".wav"
+
+
+@dataclass
+class Services:
+    """Everything a request handler may need; built once by the app's lifespan."""
+
+    settings: Settings
+    store: Store
+    hub: Hub
+    engine: InferenceLoop
+    vad_model: SileroModel
+    live: LiveRegistry = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.live = LiveRegistry(self)
+
+    def audio_dir(self, transcript_id: str) -> Path:
+        return self.settings.data_path / "audio" / transcript_id
+
+
+class Publisher:
+    def __init__(self, transcript: LiveTranscript, params: StartParams, offset: float) -> None:
+        self.transcript = transcript
+        self.params = params
+        services = transcript.services
+        participant = params.participant
+        self.participant_id = participant.id if participant else None
+        self.speaker = (participant.name or participant.id) if participant else None
+        self._decoder = make_decoder(params.format, params.sample_rate, params.channels)
+        path = services.audio_dir(transcript.id) / audio_file_name(self.participant_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.wav = WavAppender(path)
+        self.session = StreamSession(
+            engine=services.engine, vad_model=services.vad_model, emit=self._emit,
+            config=stream_config(services.settings), offset=offset + self.wav.duration,
+            speaker=self.speaker, participant_id=self.participant_id)
+        self.paused = False
+        self.finished = False
+        self.started_at = time.monotonic()
+        self._status_task: asyncio.Task | None = None
+
+    async def begin(self) -> None:
+        self.session.start()
+        interval = self.transcript.services.settings.status_interval
+        if interval > 0:
+            self._status_task = asyncio.create_task(self._report_lag(interval))
+        await self.publish_status("processing", "transcription", "receiving audio")
+
+    # ------------------------------------------------------------ audio in
+
+    def feed_bytes(self, data: bytes) -> None:
+        try:
+            samples = self._decoder.feed(data)
+        except DecodeError as exc:
+            raise ProtocolError(ErrorCode.AUDIO_FORMAT_ERROR, str(exc),
+                                {"format": self.params.format}, recoverable=False) from None
+        self.feed_pcm(samples)
+
+    def feed_pcm(self, samples: np.ndarray) -> None:
+        if self.finished or len(samples) == 0:
+            return
+        self.wav.append(samples)  # stored even while paused
+        self.session.feed(samples)
+
+    # ------------------------------------------------------------ control
+
+    async def pause(self) -> None:
+        if not self.paused:
+            self.paused = True
+            self.session.pause()
+            await self.publish_status("paused", "transcription", "paused: audio is stored, not transcribed")
+
+    async def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.session.resume()
+            await self.publish_status("processing", "transcription", "resumed")
+
+    async def finish(self) -> None:
+        """Flush everything (stop, or a publisher that vanished): finals stored, then ``completed``."""
+        if self.finished:
+            return
+        self.finished = True
+        with contextlib.suppress(DecodeError):
+            tail = self._decoder.flush()
+            if len(tail):
+                self.wav.append(tail)
+                self.session.feed(tail)
+        self._decoder.close()
+        await self.session.finish()
+        if self._status_task is not None:
+            self._status_task.cancel()
+        await asyncio.to_thread(self.wav.close)
+        await self.transcript.publisher_done(self)
+
+    async def participant_event(self, params) -> None:
+        """Record a bot-reported event (chat_message, webcam_on, ...) on the transcript's timeline."""
+        event = {"type": params.type, "participant_id": self.participant_id, "data": params.data,
+                 "time": round(self.session.offset + self.session.received, 3)}
+        await self.transcript.record_event(event)
+
+    def status_body(self, status: str, stage: str | None, message: str) -> Status:
+        return Status(status=status, stage=stage, message=message, participant_id=self.participant_id,
+                      lag_seconds=round(self.session.lag_seconds, 3))
+
+    async def publish_status(self, status: str, stage: str | None, message: str) -> None:
+        await self.transcript.services.hub.publish(self.transcript.id, self.status_body(status, stage, message))
+
+    # ------------------------------------------------------------ events out
+
+    async def _emit(self, msg: Transcription) -> None:
+        if msg.is_final:
+            await asyncio.to_thread(self.wav.sync)  # the audio behind a final is on disk before it is sent
+        await self.transcript.services.hub.publish(self.transcript.id, msg)
+
+    async def _report_lag(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if not self.paused:
+                await self.publish_status("processing", "transcription", "live")
+
+
+class LiveTranscript:
+    def __init__(self, services: Services, transcript_id: str) -> None:
+        self.services = services
+        self.id = transcript_id
+        self.publishers: set[Publisher] = set()
+        self.origin: float | None = None  # monotonic time of transcript t=0, for late participants
+
+    async def add_publisher(self, params: StartParams) -> Publisher:
+        if params.participant is None and any(p.participant_id is None for p in self.publishers):
+            raise ProtocolError(ErrorCode.ALREADY_STARTED,
+                                "this transcript already has an anonymous publisher; send 'participant' to add"
+                                " another stream")
+        now = time.monotonic()
+        if self.origin is None:
+            existing = await self._recorded_duration()
+            self.origin = now - existing
+        offset = 0.0 if params.participant is None else max(0.0, now - self.origin)
+        try:
+            pub = Publisher(self, params, offset if params.participant else 0.0)
+        except DecodeError as exc:
+            raise ProtocolError(ErrorCode.AUDIO_FORMAT_ERROR, str(exc), {"format": params.format}) from None
+        if params.participant is not None:
+            pub.session.offset = offset  # participant files hold only their own audio
+        self.publishers.add(pub)
+        if len(self.publishers) == 1:
+            await self.services.store.update_transcript(self.id, status="live")
+            await self.services.hub.publish(self.id, Status(status="processing", stage="live",
+                                                            message="live transcription started"))
+        await pub.begin()
+        return pub
+
+    async def record_event(self, event: dict) -> None:
+        store = self.services.store
+        row = await store.get_transcript(self.id)
+        if row is not None:
+            meta = dict(row.get("meta") or {})
+            meta.setdefault("participant_events", []).append(event)
+            await store.update_transcript(self.id, meta=meta)
+
+    async def _recorded_duration(self) -> float:
+        row = await self.services.store.get_transcript(self.id)
+        return float(row.get("duration") or 0.0) if row else 0.0
+
+    async def publisher_done(self, pub: Publisher) -> None:
+        self.publishers.discard(pub)
+        end = pub.session.offset + pub.session.received
+        row = await self.services.store.get_transcript(self.id)
+        duration = max(float((row or {}).get("duration") or 0.0), end)
+        await self.services.hub.publish(self.id, pub.status_body("completed", "transcription", "stream finished"))
+        if not self.publishers:
+            await self.services.store.update_transcript(self.id, status="completed", duration=round(duration, 3))
+            await self.services.hub.publish(self.id, Status(status="completed", stage="transcription",
+                                                            progress=100.0, message="transcript complete"))
+            self.services.live.drop(self)
+        else:
+            await self.services.store.update_transcript(self.id, duration=round(duration, 3))
+
+
+class LiveRegistry:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._live: dict[str, LiveTranscript] = {}
+
+    def get(self, transcript_id: str) -> LiveTranscript:
+        live = self._live.get(transcript_id)
+        if live is None:
+            live = self._live[transcript_id] = LiveTranscript(self.services, transcript_id)
+        return live
+
+    def find(self, transcript_id: str) -> LiveTranscript | None:
+        return self._live.get(transcript_id)
+
+    def drop(self, live: LiveTranscript) -> None:
+        if self._live.get(live.id) is live and not live.publishers:
+            del self._live[live.id]
+
+    async def finish_all(self) -> None:
+        pubs = [p for live in list(self._live.values()) for p in list(live.publishers)]
+        await asyncio.gather(*(p.finish() for p in pubs), return_exceptions=True)

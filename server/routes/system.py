@@ -1,0 +1,35 @@
+"""Health, the protocol schema, and the web client's files."""
+
+from __future__ import annotations
+
+import time
+from importlib import resources
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from protocol import protocol_schema
+
+WEB_CLIENT = resources.files("web_client")
+
+
+async def health(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "timestamp": time.time()})
+
+
+async def protocol_json(request: Request) -> Response:
+    return JSONResponse(protocol_schema())
+
+
+async def index(request: Request) -> Response:
+    return FileResponse(str(WEB_CLIENT / "index.html"), media_type="text/html")
+
+
+routes = [
+    Route("/health", health, methods=["GET"]),
+    Route("/v1/protocol.json", protocol_json, methods=["GET"]),
+    Route("/", index, methods=["GET"]),
+    Mount("/static", app=StaticFiles(directory=str(WEB_CLIENT)), name="static"),
+]

@@ -1,0 +1,104 @@
+"""``/v1/transcripts``: create, list, read (with final segments), rename, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from server.errors import ApiError
+from server.routes.common import int_param, json_body, page_of, services
+from server.storage.base import TRANSCRIPT_STATUSES
+
+PUBLIC_FIELDS = ("id", "name", "status", "source_language", "created_at", "updated_at", "duration",
+                 "participants", "summary")
+
+
+class TranscriptCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, max_length=500)
+    source_language: str | None = Field(default=None, max_length=16)
+
+
+class TranscriptUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1, max_length=500)
+    source_language: str | None = Field(default=None, max_length=16)
+    status: str | None = None
+    participants: list[dict[str, Any]] | None = None
+    summary: dict[str, Any] | str | None = None
+
+
+def public(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row.get(k) for k in PUBLIC_FIELDS}
+
+
+async def load(request: Request) -> dict[str, Any]:
+    row = await services(request).store.get_transcript(request.path_params["transcript_id"])
+    if row is None:
+        raise ApiError(404, "transcript not found", "TRANSCRIPT_NOT_FOUND")
+    return row
+
+
+async def create_transcript(request: Request) -> Response:
+    body = await json_body(request, TranscriptCreate)
+    row = await services(request).store.create_transcript(name=body.name, source_language=body.source_language)
+    return JSONResponse(public(row), status_code=201)
+
+
+async def list_transcripts(request: Request) -> Response:
+    page = int_param(request, "page", 1, 1, 1_000_000)
+    size = int_param(request, "size", 50, 1, 200)
+    status = request.query_params.get("status")
+    if status is not None and status not in TRANSCRIPT_STATUSES:
+        raise ApiError(422, f"status must be one of {', '.join(TRANSCRIPT_STATUSES)}")
+    items, total = await services(request).store.list_transcripts(
+        page=page, size=size, status=status, search=request.query_params.get("search") or None)
+    return JSONResponse(page_of([public(r) for r in items], total, page, size))
+
+
+async def get_transcript(request: Request) -> Response:
+    row = await load(request)
+    out = public(row)
+    out["segments"] = await services(request).store.get_segments(row["id"])
+    return JSONResponse(out)
+
+
+async def update_transcript(request: Request) -> Response:
+    row = await load(request)
+    body = await json_body(request, TranscriptUpdate)
+    fields = body.model_dump(exclude_unset=True)
+    if "status" in fields and fields["status"] not in TRANSCRIPT_STATUSES:
+        raise ApiError(422, f"status must be one of {', '.join(TRANSCRIPT_STATUSES)}")
+    if isinstance(fields.get("summary"), str):
+        fields["summary"] = {"summary": fields["summary"]}
+    updated = await services(request).store.update_transcript(row["id"], **fields)
+    assert updated is not None
+    return JSONResponse(public(updated))
+
+
+async def delete_transcript(request: Request) -> Response:
+    row = await load(request)
+    svc = services(request)
+    if svc.live.find(row["id"]) is not None:
+        raise ApiError(409, "transcript is being streamed; stop its publishers first", "TRANSCRIPT_LIVE")
+    await svc.store.delete_transcript(row["id"])
+    await asyncio.to_thread(shutil.rmtree, svc.audio_dir(row["id"]), True)
+    svc.hub.forget(row["id"])
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/v1/transcripts/", list_transcripts, methods=["GET"]),
+    Route("/v1/transcripts/", create_transcript, methods=["POST"]),
+    Route("/v1/transcripts", list_transcripts, methods=["GET"]),
+    Route("/v1/transcripts", create_transcript, methods=["POST"]),
+    Route("/v1/transcripts/{transcript_id}", get_transcript, methods=["GET"]),
+    Route("/v1/transcripts/{transcript_id}", update_transcript, methods=["PATCH"]),
+    Route("/v1/transcripts/{transcript_id}", delete_transcript, methods=["DELETE"]),
+]

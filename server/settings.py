@@ -1,0 +1,147 @@
+"""Settings from ``voxlane serve`` flags and ``VOXLANE_*`` variables, validated once at start.
+
+Each field declares its environment name, so deployment scripts and the CLI agree
+on one spelling; a bad value stops the server with one line naming the setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _opt(env: str, help: str, choices: tuple[str, ...] | None = None, lo: float | None = None,
+         hi: float | None = None, secret: bool = False) -> dict[str, Any]:
+    return {"env": env, "help": help, "choices": choices, "lo": lo, "hi": hi, "secret": secret}
+
+
+@dataclass
+class Settings:
+    host: str = field(default="127.0.0.1", metadata=_opt("VOXLANE_HOST", "address to listen on"))
+    port: int = field(default=8000, metadata=_opt("VOXLANE_PORT", "port to listen on", lo=0, hi=65535))
+    data_dir: str = field(default="./voxlane-data", metadata=_opt(
+        "VOXLANE_DATA_DIR", "where the embedded database and audio files live"))
+    model: str = field(default="tiny.en", metadata=_opt(
+        "VOXLANE_MODEL", "Whisper model: 'tiny.en' (bundled), a locally cached name, or a model directory"))
+    device: str = field(default="cpu", metadata=_opt("VOXLANE_DEVICE", "inference device", ("cpu", "cuda")))
+    compute_type: str = field(default="int8", metadata=_opt(
+        "VOXLANE_COMPUTE_TYPE", "CTranslate2 compute type",
+        ("default", "auto", "int8", "int8_float16", "int8_float32", "int8_bfloat16", "int16", "float16",
+         "bfloat16", "float32")))
+    cpu_threads: int = field(default=0, metadata=_opt(
+        "VOXLANE_CPU_THREADS", "threads for CPU inference (0: all cores)", lo=0, hi=256))
+    device_index: int = field(default=0, metadata=_opt("VOXLANE_DEVICE_INDEX", "GPU index", lo=0, hi=64))
+    batch_size: int = field(default=1, metadata=_opt(
+        "VOXLANE_BATCH_SIZE", "most decode requests run together by the inference loop", lo=1, hi=256))
+    beam_size: int = field(default=1, metadata=_opt("VOXLANE_BEAM_SIZE", "beam size for live decoding", lo=1, hi=16))
+    language: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_LANGUAGE", "default spoken language (multilingual models)"))
+    vad_threshold: float = field(default=0.5, metadata=_opt(
+        "VOXLANE_VAD_THRESHOLD", "speech probability that starts speech", lo=0.05, hi=0.95))
+    vad_min_silence_ms: int = field(default=800, metadata=_opt(
+        "VOXLANE_VAD_MIN_SILENCE_MS", "a pause this long ends a segment", lo=100, hi=10000))
+    pause_commit_ms: int = field(default=250, metadata=_opt(
+        "VOXLANE_PAUSE_COMMIT_MS", "a pause this long makes the words before it final", lo=50, hi=5000))
+    min_step_ms: int = field(default=500, metadata=_opt(
+        "VOXLANE_MIN_STEP_MS", "least new audio before a live hypothesis is refreshed", lo=100, hi=10000))
+    max_segment_seconds: float = field(default=20.0, metadata=_opt(
+        "VOXLANE_MAX_SEGMENT_SECONDS", "segments longer than this are split", lo=3, hi=120))
+    ping_interval: float = field(default=15.0, metadata=_opt(
+        "VOXLANE_PING_INTERVAL", "seconds between ping messages (0: off)", lo=0, hi=3600))
+    status_interval: float = field(default=2.0, metadata=_opt(
+        "VOXLANE_STATUS_INTERVAL", "seconds between status/lag reports while a stream is live (0: off)",
+        lo=0, hi=3600))
+    max_upload_mb: int = field(default=500, metadata=_opt(
+        "VOXLANE_MAX_UPLOAD_MB", "largest accepted upload", lo=1, hi=100000))
+    database_url: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_DATABASE_URL", "postgresql://... (default: SQLite file in the data dir)", secret=True))
+    redis_url: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_REDIS_URL", "redis://... for fan-out across nodes (default: in-process)", secret=True))
+    auth_mode: str = field(default="public", metadata=_opt(
+        "VOXLANE_AUTH_MODE", "public: no token needed; private: bearer tokens", ("public", "private")))
+    jwt_secret: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_JWT_SECRET", "HS256 secret for bearer tokens", secret=True))
+    ice_hosts: str = field(default="", metadata=_opt(
+        "VOXLANE_ICE_HOSTS", "comma-separated local addresses to gather WebRTC candidates on (default: all)"))
+    ice_servers: str = field(default="", metadata=_opt(
+        "VOXLANE_ICE_SERVERS", "comma-separated stun:/turn: URLs (turn:user:pass@host:port)"))
+    log_level: str = field(default="info", metadata=_opt(
+        "VOXLANE_LOG_LEVEL", "log level", ("critical", "error", "warning", "info", "debug")))
+
+    # ---------------------------------------------------------------- construction
+
+    @classmethod
+    def from_sources(cls, args: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Settings:
+        """Flags win over environment variables, which win over defaults."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = (args or {}).get(f.name)
+            source = f"--{f.name.replace('_', '-')}"
+            if raw is None and f.metadata["env"] in env:
+                raw, source = env[f.metadata["env"]], f.metadata["env"]
+            if raw is None:
+                continue
+            values[f.name] = _convert(f, raw, source)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        for f in fields(self):
+            _check(f, getattr(self, f.name), f.metadata["env"])
+        if self.auth_mode == "private" and not self.jwt_secret:
+            raise SettingsError("VOXLANE_JWT_SECRET is required when VOXLANE_AUTH_MODE=private")
+        if self.device == "cpu" and self.compute_type in ("float16", "int8_float16", "bfloat16", "int8_bfloat16"):
+            raise SettingsError(f"VOXLANE_COMPUTE_TYPE={self.compute_type!r} needs a GPU; on cpu use int8 or float32")
+        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://", "sqlite:")):
+            raise SettingsError("VOXLANE_DATABASE_URL must start with postgresql:// (or sqlite:)")
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def effective_cpu_threads(self) -> int:
+        return self.cpu_threads or (os.cpu_count() or 1)
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        for f in fields(Settings):
+            m = f.metadata
+            extra = f" (one of {', '.join(m['choices'])})" if m["choices"] else ""
+            parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=None,
+                                help=f"{m['help']}{extra}; env {m['env']}")
+
+
+def _convert(f, raw: Any, source: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{source}={raw!r}: expected a number ({kind.split(' ')[0]})") from None
+    if isinstance(raw, str):
+        raw = raw.strip()
+        if raw == "" and "None" in kind:
+            return None
+    return raw
+
+
+def _check(f, value: Any, name: str) -> None:
+    m = f.metadata
+    if value is None:
+        return
+    if m["choices"] and value not in m["choices"]:
+        raise SettingsError(f"{name}={value!r}: expected one of {', '.join(m['choices'])}")
+    if m["lo"] is not None and value < m["lo"] or m["hi"] is not None and value > m["hi"]:
+        raise SettingsError(f"{name}={value!r}: must be between {m['lo']:g} and {m['hi']:g}")

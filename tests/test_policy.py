@@ -1,0 +1,50 @@
+from asr.policy import Hypotheses, TimedWord, trim_repetition
+
+
+def words(text: str, t0: float = 0.0, step: float = 0.4) -> list[TimedWord]:
+    return [TimedWord(w, t0 + i * step, t0 + i * step + 0.3, 0.9) for i, w in enumerate(text.split())]
+
+
+def test_agreement_commits_common_prefix_only():
+    h = Hypotheses()
+    assert h.agree(words("the quick brown")) == []
+    done = h.agree(words("the quick brown fox jumps"))
+    assert [w.text for w in done] == ["the", "quick", "brown"]
+    assert [w.text for w in h.tentative] == ["fox", "jumps"]
+    done = h.agree(words("the quick brown fox leaps over"))
+    assert [w.text for w in done] == ["fox"]
+
+
+def test_committed_words_never_change():
+    h = Hypotheses()
+    h.agree(words("hello world again"))
+    h.agree(words("hello world again"))
+    before = [(w.text, w.start) for w in h.committed]
+    h.agree(words("jello word again now"))
+    assert [(w.text, w.start) for w in h.committed][:3] == before
+
+
+def test_overlap_with_committed_tail_is_removed():
+    h = Hypotheses()
+    h.commit_all(words("one two three"))
+    # a trimmed window re-hears "three" slightly earlier than its committed timing
+    again = [TimedWord("three", 0.75, 1.1, 0.9), TimedWord("four", 1.2, 1.5, 0.9)]
+    assert [w.text for w in h.commit_all(again)] == ["four"]
+
+
+def test_commit_before_pause():
+    h = Hypotheses()
+    done = h.commit_before(words("a b c d"), t=0.9)
+    assert [w.text for w in done] == ["a", "b", "c"]
+    assert [w.text for w in h.tentative] == ["d"]
+
+
+def test_trim_repetition():
+    out = trim_repetition(words("so i said the the the the the the the"))
+    assert [w.text for w in out] == ["so", "i", "said", "the"]
+    out = trim_repetition(words("thank you. thank you. thank you. thank you. thank you. thank you."))
+    assert [w.text for w in out] == ["thank", "you."]
+    ok = words("here are some more words words words words")
+    assert trim_repetition(ok) == ok
+    ok = words("that that is is not that that it it is")
+    assert trim_repetition(ok) == ok
