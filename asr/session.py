@@ -40,6 +40,7 @@ class StreamConfig:
     prompt_chars: int = 200
     language: str | None = None
     priority: Priority = Priority.PARTIAL  # live sessions; uploads use BULK
+    live: bool = True  # False: file mode, one decode per closed segment and no partials
 
 
 @dataclass
@@ -95,6 +96,7 @@ class StreamSession:
         self._wake = asyncio.Event()
         self._driver: asyncio.Task | None = None
         self._decoded_to = 0.0
+        self._progressed = asyncio.Event()
         self.segments_emitted = 0
         self.error: str | None = None
 
@@ -149,6 +151,24 @@ class StreamSession:
             self._tracker = SpeechTracker(self.config.vad)
             self._tracker.t = self._buffer.end
 
+    @property
+    def backlog(self) -> int:
+        """Segments closed but not yet final."""
+        return len(self._closing)
+
+    async def wait_backlog(self, at_most: int) -> None:
+        """Backpressure for producers faster than real time (uploads)."""
+        while len(self._closing) > at_most and self._driver is not None and not self._driver.done():
+            self._progressed.clear()
+            await self._progressed.wait()
+
+    @property
+    def transcribed_until(self) -> float:
+        """Stream time up to which every segment is final (file-mode progress)."""
+        with self._lock:
+            pending = [s.start for s in self._closing] + ([self._open.start] if self._open else [])
+            return min(pending) if pending else self._buffer.end
+
     async def finish(self, flush_timeout: float = 60.0) -> None:
         """Flush: close the open segment and wait until every final has been emitted."""
         with self._lock:
@@ -177,7 +197,7 @@ class StreamSession:
             return
         tr = self._tracker
         end = t
-        if not tr.in_speech and tr.speech_end is not None and tr.speech_end >= seg.start:
+        if not tr.in_speech and tr.speech_end is not None and seg.start <= tr.speech_end <= t:
             end = min(t, tr.speech_end + self.config.vad.speech_pad_s)
         seg.end = max(end, seg.start)
         self._closing.append(seg)
@@ -191,8 +211,14 @@ class StreamSession:
         cfg = self.config
         if self._tracker.silence_run >= cfg.min_silence_s:
             self._close_open(self._tracker.t)
-        elif self._tracker.t - seg.start >= cfg.max_segment_s and seg.hyp.committed:
-            self._split(seg)
+        elif self._tracker.t - seg.start >= cfg.max_segment_s:
+            if seg.hyp.committed:
+                self._split(seg)
+            elif not cfg.live:
+                # nothing is committed in file mode: cut where the audio is least speech-like
+                cut = self._tracker.quietest(since=seg.start + cfg.max_segment_s * 0.6) or self._tracker.t
+                self._close_open(cut)
+                self._open = Segment(id=uuid.uuid4().hex[:12], start=cut, window_start=cut, decoded_to=cut)
 
     def _split(self, seg: Segment) -> None:
         """Close a long segment at a committed boundary; the rest of its audio starts the next one."""
@@ -221,7 +247,7 @@ class StreamSession:
             seg = self._closing[0]
             return _Plan(seg, Priority.FINAL, end=seg.end or self._buffer.end)
         seg = self._open
-        if seg is None or self._paused:
+        if seg is None or self._paused or not self.config.live:
             return None
         tr, cfg = self._tracker, self.config
         speech_end = tr.speech_end if tr.speech_end is not None else seg.start
@@ -310,6 +336,8 @@ class StreamSession:
         except Exception as exc:
             log.exception("session %s failed", self.key)
             self.error = str(exc)
+        finally:
+            self._progressed.set()
 
     async def _settle_without_decode(self) -> None:
         """build() declined: close a finishing segment as it stands, or wait for more audio."""
@@ -389,6 +417,12 @@ class StreamSession:
     # ------------------------------------------------------------ events
 
     async def _emit_segment(self, seg: Segment, final: bool) -> None:
+        try:
+            await self._emit_segment_inner(seg, final)
+        finally:
+            self._progressed.set()
+
+    async def _emit_segment_inner(self, seg: Segment, final: bool) -> None:
         words = seg.hyp.committed if final else seg.words
         n_final = len(seg.hyp.committed)
         text = " ".join(w.text for w in words)

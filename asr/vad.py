@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,6 +97,12 @@ class SpeechTracker:
         self.speech_start: float | None = None  # start of the current/last speech run
         self.speech_end: float | None = None  # end of the last chunk judged speech
         self._candidate: float | None = None  # start of a run not yet long enough to count
+        self.recent: deque[tuple[float, float]] = deque(maxlen=200)  # (chunk end, probability), ~6 s
+
+    def quietest(self, since: float) -> float | None:
+        """End of the least speech-like chunk after ``since``: the least harmful place to cut."""
+        cands = [(p, t) for t, p in self.recent if t > since]
+        return min(cands)[1] if cands else None
 
     def update(self, probs: np.ndarray) -> list[tuple[str, float]]:
         """Feed probabilities; returns events ``("speech_start", t)`` in time order."""
@@ -104,6 +111,7 @@ class SpeechTracker:
         for p in probs:
             start, end = self.t, self.t + CHUNK_SECONDS
             self.t = end
+            self.recent.append((end, float(p)))
             if p >= cfg.threshold:
                 if not self.in_speech:
                     if self._candidate is None:
