@@ -1,0 +1,29 @@
+# voxlane server image.
+#   CPU (default):  docker build -t voxlane .
+#   GPU (CUDA 12):  docker build --build-arg VARIANT=gpu -t voxlane:gpu .
+#                   docker run --gpus all -p 8000:8000 -v voxlane-data:/data voxlane:gpu
+FROM python:3.11-slim
+
+ARG VARIANT=cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
+
+WORKDIR /app
+# torch is only needed because the silero-vad package depends on it: take the small CPU build.
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+COPY pyproject.toml README.md ./
+COPY server ./server
+COPY media ./media
+COPY asr ./asr
+COPY protocol ./protocol
+COPY web_client ./web_client
+RUN pip install . \
+ && if [ "$VARIANT" = "gpu" ]; then pip install "nvidia-cublas-cu12" "nvidia-cudnn-cu12==9.*"; fi
+
+# CTranslate2 finds cuBLAS/cuDNN from the pip wheels through this path in the GPU variant.
+ENV LD_LIBRARY_PATH=/usr/local/lib/python3.11/site-packages/nvidia/cublas/lib:/usr/local/lib/python3.11/site-packages/nvidia/cudnn/lib
+ENV VOXLANE_HOST=0.0.0.0 VOXLANE_PORT=8000 VOXLANE_DATA_DIR=/data
+RUN if [ "$VARIANT" = "gpu" ]; then echo "VOXLANE_DEVICE=cuda VOXLANE_COMPUTE_TYPE=float16" > /app/.gpu; fi
+VOLUME /data
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"
+CMD ["sh", "-c", "if [ -f /app/.gpu ]; then export $(cat /app/.gpu); fi; exec voxlane serve"]

@@ -1,0 +1,88 @@
+"""Shared fixtures: a real ``voxlane serve`` process, the real model, real speech from ../shared/audio."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+AUDIO = REPO.parent / "shared" / "audio"
+
+
+@pytest.fixture(scope="session")
+def audio_dir() -> Path:
+    assert (AUDIO / "references.json").exists(), f"real speech corpus missing at {AUDIO}"
+    return AUDIO
+
+
+@pytest.fixture(scope="session")
+def references(audio_dir: Path) -> dict:
+    return json.loads((audio_dir / "references.json").read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    url: str
+    data_dir: Path
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(tmp: Path, **env: str) -> RunningServer:
+    port = free_port()
+    data = tmp / "data"
+    log_path = tmp / "server.log"
+    environ = {**os.environ, "VOXLANE_DATA_DIR": str(data), "VOXLANE_PORT": str(port), "VOXLANE_HOST": "127.0.0.1",
+               "VOXLANE_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1", **env}
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], cwd=REPO, env=environ,
+                            stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return RunningServer(url, data, proc, log_path)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
+
+
+def stop_server(server: RunningServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(20)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One real server for the live tests (model loading takes seconds; share it)."""
+    srv = start_server(tmp_path_factory.mktemp("voxlane"), VOXLANE_PING_INTERVAL="2", VOXLANE_STATUS_INTERVAL="1")
+    yield srv
+    stop_server(srv)

@@ -1,0 +1,211 @@
+"""Live transcription over the WebSocket, end to end, against a real server and the real model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import wave
+
+import httpx
+import jsonschema
+import numpy as np
+import pytest
+import websockets
+
+from server.bench_metrics import wer_counts
+from server.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, subscribe, ws_url
+
+SPEECH = "single/librispeech_1221-135766_2utt.wav"  # 21.6 s, two utterances
+
+
+@pytest.fixture(scope="module")
+def schema(server) -> dict:
+    return httpx.get(server.url + "/v1/protocol.json").json()
+
+
+def assert_valid(schema: dict, messages: list[dict]) -> None:
+    validator = jsonschema.Draft202012Validator({**schema, "oneOf": [{"$ref": "#/$defs/ServerMessage"}]})
+    for m in messages:
+        validator.validate(m)
+
+
+def check_segment_rules(rec: StreamRecord) -> None:
+    """Partials precede the final; exactly one final per segment; final words are never retracted."""
+    by_segment: dict[str, list[dict]] = {}
+    for r in rec.transcriptions:
+        by_segment.setdefault(r.data["segment_id"], []).append(r.data)
+    assert by_segment
+    for sid, msgs in by_segment.items():
+        finals = [m for m in msgs if m["is_final"]]
+        assert len(finals) == 1, f"segment {sid}: {len(finals)} finals"
+        assert msgs[-1]["is_final"], f"segment {sid}: a message followed its final"
+        frozen: list[tuple] = []
+        for m in msgs:
+            words = [(w["text"], w["start"], w["end"]) for w in m["words"]]
+            assert words[: len(frozen)] == frozen, f"segment {sid}: a final word changed or vanished"
+            n_final = 0
+            while n_final < len(m["words"]) and m["words"][n_final]["final"]:
+                n_final += 1
+            assert all(not w["final"] for w in m["words"][n_final:]), "final words must be a prefix"
+            frozen = words[: max(len(frozen), n_final)]
+        if len(msgs) > 1:
+            assert not msgs[0]["is_final"]
+
+
+async def test_live_stream_end_to_end(server, audio_dir, references, schema):
+    audio = load_pcm16k(audio_dir / SPEECH)
+    tid = await create_transcript(server.url, "e2e")
+    done = asyncio.Event()
+    second = asyncio.create_task(subscribe(server.url, tid, done))
+    await asyncio.sleep(0.3)
+    rec = await stream_audio(server.url, audio, transcript_id=tid)
+    done.set()
+    watcher = await second
+    assert rec.completed is not None, "no 'completed' status after stop"
+
+    # accuracy against the human reference
+    errors, words = wer_counts(references[SPEECH]["text"], rec.final_text)
+    assert errors / words <= 0.15, rec.final_text
+
+    # partials come first, finals close segments, final words stay put
+    check_segment_rules(rec)
+    partial_count = sum(1 for r in rec.transcriptions if not r.data["is_final"])
+    assert partial_count >= 5
+    assert any(w["final"] for r in rec.transcriptions if not r.data["is_final"] for w in r.data["words"]), \
+        "words must become final while the speaker is still talking"
+    for seg in rec.finals:
+        assert seg["start"] <= seg["end"] and seg["words"]
+        assert all(w["start"] <= w["end"] for w in seg["words"])
+        assert 0 <= seg["confidence"] <= 1
+
+    # every message matches the published schema
+    assert_valid(schema, [r.msg for r in rec.received] + [r.msg for r in watcher])
+
+    # a second subscriber sees the same transcription messages
+    def trace(msgs):
+        return [(m["data"]["segment_id"], m["data"]["is_final"], m["data"]["text"]) for m in msgs
+                if m["type"] == "transcription"]
+    assert trace([r.msg for r in watcher]) == trace([r.msg for r in rec.received])
+    assert any(r.type == "ping" for r in rec.received)
+    lags = [r.data["lag_seconds"] for r in rec.of_type("status")
+            if r.data["status"] == "processing" and r.data["stage"] == "transcription"]
+    assert lags and all(v is not None and v >= 0 for v in lags)
+
+    # the final segments are stored, in order, with words
+    body = httpx.get(f"{server.url}/v1/transcripts/{tid}").json()
+    assert body["status"] == "completed"
+    assert [s["id"] for s in body["segments"]] == [s["segment_id"] for s in rec.finals]
+    assert body["segments"][0]["words"][0]["text"]
+    assert abs(body["duration"] - len(audio) / 16000) < 0.2
+
+    # the received audio is on disk as a replayable WAV
+    with wave.open(str(server.data_dir / "audio" / tid / "recording.wav")) as w:
+        assert w.getframerate() == 16000 and abs(w.getnframes() - len(audio)) < 160
+
+    # a late subscriber first gets the stored history, then the current status
+    async with websockets.connect(ws_url(server.url, tid)) as ws:
+        history = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(len(rec.finals) + 1)]
+    assert [m["data"]["segment_id"] for m in history[:-1]] == [s["segment_id"] for s in rec.finals]
+    assert all(m["data"]["is_final"] for m in history[:-1])
+    assert history[-1]["type"] == "status" and history[-1]["data"]["status"] == "completed"
+
+
+async def test_bad_messages_get_errors_and_the_stream_continues(server, audio_dir, references):
+    name = "single/librispeech_61-70968-0000.wav"
+    audio = load_pcm16k(audio_dir / name)
+    tid = await create_transcript(server.url, "bad input")
+    received: list[dict] = []
+    async with websockets.connect(ws_url(server.url, tid)) as ws:
+        async def read():
+            async for raw in ws:
+                received.append(json.loads(raw))
+        reader = asyncio.create_task(read())
+        await ws.send(b"\x00\x01" * 800)  # audio before start
+        await ws.send("{not json")
+        await ws.send(json.dumps({"action": "dance"}))
+        await ws.send(json.dumps({"action": "start", "params": {"format": "pcm_s16le", "sample_rate": 1000}}))
+        await ws.send(json.dumps(["start"]))
+        await ws.send(json.dumps({"action": "start", "params": {"format": "pcm_s16le", "sample_rate": 16000}}))
+        half = len(audio) // 2
+        pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+        await ws.send(pcm[: half * 2])
+        await ws.send(json.dumps({"action": "flip"}))  # mid-stream: nothing already received is lost
+        await ws.send(json.dumps({"action": "start", "params": {"format": "mp3"}}))  # format change
+        await ws.send(pcm[half * 2:])
+        await ws.send(json.dumps({"action": "get_status"}))
+        await ws.send(json.dumps({"action": "stop"}))
+        for _ in range(300):
+            if any(m["type"] == "status" and m["data"]["status"] == "completed" and m["data"]["participant_id"] is None
+                   and m["data"]["stage"] == "transcription" and m["data"].get("progress") == 100.0 for m in received):
+                break
+            await asyncio.sleep(0.1)
+        reader.cancel()
+    codes = [m["data"]["code"] for m in received if m["type"] == "error"]
+    assert codes[:5] == ["NOT_STARTED", "INVALID_JSON", "UNKNOWN_ACTION", "INVALID_PARAMS", "INVALID_MESSAGE"]
+    assert codes[5:] == ["UNKNOWN_ACTION", "ALREADY_STARTED"]
+    assert all(m["data"]["message"] for m in received if m["type"] == "error")
+    finals = [m["data"]["text"] for m in received if m["type"] == "transcription" and m["data"]["is_final"]]
+    errors, words = wer_counts(references[name]["text"], " ".join(finals))
+    assert errors / words <= 0.2, finals
+    assert any(m["type"] == "status" and m["data"]["status"] == "processing" for m in received)
+
+
+@pytest.mark.parametrize("kind", ["silence", "white_noise"])
+async def test_silence_and_noise_produce_no_transcription(server, kind):
+    rng = np.random.default_rng(7)
+    n = 30 * 16000
+    audio = np.zeros(n, np.float32) if kind == "silence" else rng.normal(0, 0.1, n).astype(np.float32)
+    rec = await stream_audio(server.url, audio, speed=6.0)
+    assert rec.completed is not None
+    assert rec.transcriptions == []
+    assert httpx.get(f"{server.url}/v1/transcripts/{rec.transcript_id}").json()["segments"] == []
+
+
+async def test_disconnect_without_stop_keeps_everything(server, audio_dir, references):
+    name = "single/librispeech_2412-153948-0000.wav"
+    audio = load_pcm16k(audio_dir / name)
+    rec = await stream_audio(server.url, audio, stop=False, speed=1.5)
+    tid = rec.transcript_id
+    for _ in range(200):
+        body = httpx.get(f"{server.url}/v1/transcripts/{tid}").json()
+        if body["status"] == "completed":
+            break
+        await asyncio.sleep(0.1)
+    assert body["status"] == "completed"
+    text = " ".join(s["text"] for s in body["segments"])
+    errors, words = wer_counts(references[name]["text"], text)
+    assert errors / words <= 0.2, text
+    with wave.open(str(server.data_dir / "audio" / tid / "recording.wav")) as w:
+        assert abs(w.getnframes() - len(audio)) < 160
+
+
+async def test_pause_stores_audio_without_transcribing(server, audio_dir):
+    audio = load_pcm16k(audio_dir / "single/librispeech_2412-153948-0000.wav")
+    tid = await create_transcript(server.url, "pause")
+    received: list[dict] = []
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    async with websockets.connect(ws_url(server.url, tid)) as ws:
+        async def read():
+            async for raw in ws:
+                received.append(json.loads(raw))
+        reader = asyncio.create_task(read())
+        await ws.send(json.dumps({"action": "start", "params": {}}))
+        await ws.send(json.dumps({"action": "pause"}))
+        for i in range(0, len(pcm), 6400):
+            await ws.send(pcm[i:i + 6400])
+        await asyncio.sleep(1.0)
+        await ws.send(json.dumps({"action": "stop"}))
+        await asyncio.sleep(1.5)
+        reader.cancel()
+    assert any(m["type"] == "status" and m["data"]["status"] == "paused" for m in received)
+    assert not [m for m in received if m["type"] == "transcription"]
+    with wave.open(str(server.data_dir / "audio" / tid / "recording.wav")) as w:
+        assert abs(w.getnframes() - len(audio)) < 160
+
+
+async def test_unknown_transcript_closes_with_4404(server):
+    async with websockets.connect(ws_url(server.url, "does-not-exist")) as ws:
+        with pytest.raises(websockets.ConnectionClosed) as info:
+            await ws.recv()
+    assert info.value.rcvd.code == 4404
+    assert "not found" in info.value.rcvd.reason
