@@ -128,3 +128,14 @@ def drop_trailing_hallucination(words: list[TimedWord], min_probability: float =
             if mean < min_probability:
                 return words[:-n]
     return words
+
+
+def copies_prompt(words: list[TimedWord], prompt: str, min_words: int = 3) -> bool:
+    """Whisper, given little audio it can read (whispers, noise), may just repeat its prompt."""
+    keys = [norm(w.text) for w in words]
+    keys = [k for k in keys if k]
+    if len(keys) < min_words:
+        return False
+    tail = [k for k in (norm(t) for t in prompt.split()) if k]
+    n = len(keys)
+    return any(tail[i:i + n] == keys for i in range(max(0, len(tail) - 3 * n), len(tail) - n + 1))

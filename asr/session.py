@@ -22,7 +22,14 @@ from typing import Any
 from asr.audio_buffer import AudioBuffer
 from asr.backend import DecodeRequest, DecodeResult
 from asr.inference import InferenceLoop, Priority
-from asr.policy import Hypotheses, TimedWord, attach_punctuation, drop_trailing_hallucination, trim_repetition
+from asr.policy import (
+    Hypotheses,
+    TimedWord,
+    attach_punctuation,
+    copies_prompt,
+    drop_trailing_hallucination,
+    trim_repetition,
+)
 from asr.vad import SileroModel, SpeechTracker, VadConfig, VadStream
 from protocol import Transcription, Word
 
@@ -298,7 +305,8 @@ class StreamSession:
             prompt = self._prompt(seg)
         if len(audio) < 1600:  # under 0.1 s: nothing a model can use
             return None
-        return DecodeRequest(audio=audio, prompt=prompt, language=self.config.language), (plan, seg.window_start)
+        request = DecodeRequest(audio=audio, prompt=prompt, language=self.config.language)
+        return request, (plan, seg.window_start, prompt)
 
     def _prompt(self, seg: Segment) -> str:
         before = [w.text for w in seg.hyp.committed if w.end <= seg.window_start + 0.05]
@@ -324,13 +332,13 @@ class StreamSession:
                 if value is None:
                     await self._settle_without_decode()
                     continue
-                result, (plan, window_start) = value
+                result, (plan, window_start, prompt) = value
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("%s %s window %.2f-%.2f speech_end=%s commit_before=%.2f buffer_end=%.2f words=%s",
                               self.key, plan.kind.name, window_start, plan.end, self._tracker.speech_end,
                               plan.commit_before, self._buffer.end,
                               [(w.text, round(w.start, 2), round(w.end, 2)) for w in result.words][-4:])
-                await self._apply(plan, window_start, result)
+                await self._apply(plan, window_start, result, prompt)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -358,9 +366,9 @@ class StreamSession:
         elif again is None:
             await self._wake.wait()
 
-    async def _apply(self, plan: _Plan, window_start: float, result: DecodeResult) -> None:
+    async def _apply(self, plan: _Plan, window_start: float, result: DecodeResult, prompt: str) -> None:
         seg = plan.segment
-        words = self._clean(result, window_start, plan.end)
+        words = self._clean(result, window_start, plan.end, prompt)
         final = False
         with self._lock:
             seg.decoded_to = max(seg.decoded_to, plan.end)
@@ -395,7 +403,7 @@ class StreamSession:
             seg.window_start = cut
             self._buffer.discard_before(min([cut] + [s.window_start for s in self._closing]))
 
-    def _clean(self, result: DecodeResult, window_start: float, end: float) -> list[TimedWord]:
+    def _clean(self, result: DecodeResult, window_start: float, end: float, prompt: str) -> list[TimedWord]:
         """Guards against the classic Whisper failure modes before anything reaches the policy."""
         if result.error:
             return []
@@ -409,6 +417,8 @@ class StreamSession:
         words = trim_repetition(words)
         if result.compression_ratio > 2.4 and len(words) > 6:
             words = trim_repetition(words, max_repeats=2)
+        if prompt and copies_prompt(words, prompt) and sum(w.probability for w in words) / len(words) < 0.75:
+            return []
         for w in words:
             w.end = min(w.end, end)
             w.start = min(w.start, w.end)

@@ -99,12 +99,19 @@ def find_server_pid(url: str) -> int | None:
 
 async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: dict[str, Any],
                     audio: dict[str, Any], pid: int | None) -> dict[str, Any]:
-    chosen = [files[i % len(files)] for i in range(n)] if n >= len(files) or not args.limit else files[:n]
+    # every file is streamed once; N slots stay busy until the list runs out (files repeat when N > files)
+    chosen = files if n <= len(files) else [files[i % len(files)] for i in range(n)]
+    queue = list(enumerate(chosen))
+    records: list[Any] = [None] * len(chosen)
+
+    async def slot() -> None:
+        while queue:
+            i, f = queue.pop(0)
+            records[i] = await stream_audio(args.url, audio[f], name=f"bench N={n} {Path(f).stem}",
+                                            chunk_ms=args.chunk_ms, token=args.token, settle_s=120)
+
     with ProcessSampler(pid) as sampler:
-        records = await asyncio.gather(*(
-            stream_audio(args.url, audio[f], name=f"bench N={n} {Path(f).stem}", chunk_ms=args.chunk_ms,
-                         token=args.token, settle_s=120)
-            for f in chosen))
+        await asyncio.gather(*(slot() for _ in range(n)))
     per_file, commits, finals, firsts, lag_max, growth = [], [], [], [], [], []
     errors = words = 0
     for f, rec in zip(chosen, records, strict=True):

@@ -18,6 +18,13 @@ from server.live_client import StreamRecord, create_transcript, load_pcm16k, str
 SPEECH = "single/librispeech_1221-135766_2utt.wav"  # 21.6 s, two utterances
 
 
+async def get_json(url: str) -> dict:
+    async with httpx.AsyncClient(timeout=30) as client:
+        r = await client.get(url)
+        r.raise_for_status()
+        return r.json()
+
+
 @pytest.fixture(scope="module")
 def schema(server) -> dict:
     return httpx.get(server.url + "/v1/protocol.json").json()
@@ -92,7 +99,7 @@ async def test_live_stream_end_to_end(server, audio_dir, references, schema):
     assert lags and all(v is not None and v >= 0 for v in lags)
 
     # the final segments are stored, in order, with words
-    body = httpx.get(f"{server.url}/v1/transcripts/{tid}").json()
+    body = await get_json(f"{server.url}/v1/transcripts/{tid}")
     assert body["status"] == "completed"
     assert [s["id"] for s in body["segments"]] == [s["segment_id"] for s in rec.finals]
     assert body["segments"][0]["words"][0]["text"]
@@ -158,7 +165,7 @@ async def test_silence_and_noise_produce_no_transcription(server, kind):
     rec = await stream_audio(server.url, audio, speed=6.0)
     assert rec.completed is not None
     assert rec.transcriptions == []
-    assert httpx.get(f"{server.url}/v1/transcripts/{rec.transcript_id}").json()["segments"] == []
+    assert (await get_json(f"{server.url}/v1/transcripts/{rec.transcript_id}"))["segments"] == []
 
 
 async def test_disconnect_without_stop_keeps_everything(server, audio_dir, references):
@@ -167,7 +174,7 @@ async def test_disconnect_without_stop_keeps_everything(server, audio_dir, refer
     rec = await stream_audio(server.url, audio, stop=False, speed=1.5)
     tid = rec.transcript_id
     for _ in range(200):
-        body = httpx.get(f"{server.url}/v1/transcripts/{tid}").json()
+        body = await get_json(f"{server.url}/v1/transcripts/{tid}")
         if body["status"] == "completed":
             break
         await asyncio.sleep(0.1)

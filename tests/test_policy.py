@@ -1,4 +1,4 @@
-from asr.policy import Hypotheses, TimedWord, trim_repetition
+from asr.policy import Hypotheses, TimedWord, copies_prompt, trim_repetition
 
 
 def words(text: str, t0: float = 0.0, step: float = 0.4) -> list[TimedWord]:
@@ -48,3 +48,10 @@ def test_trim_repetition():
     assert trim_repetition(ok) == ok
     ok = words("that that is is not that that it it is")
     assert trim_repetition(ok) == ok
+
+
+def test_prompt_copy_is_detected():
+    prompt = "I really don't know how to talk like this. This is all very high pitched."
+    assert copies_prompt(words("This is all very high pitched."), prompt)
+    assert not copies_prompt(words("this is all new"), prompt)
+    assert not copies_prompt(words("very high"), prompt)
