@@ -18,7 +18,7 @@ from server.errors import http_exception_handler, unhandled_exception_handler
 from server.hub import Hub
 from server.live import Services
 from server.middleware import RequestIdMiddleware
-from server.routes import live_ws, system, transcripts
+from server.routes import live_ws, system, transcripts, webrtc
 from server.settings import Settings
 from server.storage.sqlite import SqliteStore
 
@@ -56,18 +56,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
         engine.start()
         services = Services(settings=settings, store=store, hub=Hub(store), engine=engine, vad_model=vad)
         app.state.services = services
+        app.state.webrtc = webrtc.WebRtcRegistry(services)
         log.info("voxlane ready: model %s on %s/%s, data in %s", settings.model, settings.device,
                  settings.compute_type, settings.data_path)
         try:
             yield
         finally:
+            await app.state.webrtc.close_all()
             await services.live.finish_all()
             await asyncio.to_thread(engine.stop)
             await services.hub.broker.close()
             await store.close()
 
     return Starlette(
-        routes=[*system.routes, *transcripts.routes, *live_ws.routes],
+        routes=[*system.routes, *transcripts.routes, *live_ws.routes, *webrtc.routes],
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={HTTPException: http_exception_handler, Exception: unhandled_exception_handler},
         lifespan=lifespan,

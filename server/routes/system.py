@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from importlib import resources
 
@@ -16,7 +18,13 @@ WEB_CLIENT = resources.files("web_client")
 
 
 async def health(request: Request) -> Response:
-    return JSONResponse({"status": "ok", "timestamp": time.time()})
+    body = {"status": "ok", "timestamp": time.time()}
+    if request.query_params.get("verbose") in ("1", "true"):
+        # cheap process counters, for leak checks and operators
+        webrtc = getattr(request.app.state, "webrtc", None)
+        body.update(tasks=len(asyncio.all_tasks()), threads=threading.active_count(),
+                    webrtc_sessions=len(webrtc) if webrtc is not None else 0)
+    return JSONResponse(body)
 
 
 async def protocol_json(request: Request) -> Response:

@@ -1,0 +1,371 @@
+"""WebRTC ingest: ``POST /v1/transcripts_webrtc/{id}/offer`` and ``POST /v1/transcripts_webrtc/{id}/answer``.
+
+Handshakes (the server never trickles ICE candidates and expects none: send a description
+gathered to completion)::
+
+    client offers (browsers, web_client/app.js):
+      POST .../offer   {"type": "offer", "sdp": "v=0..."}
+      <- 200           {"type": "answer", "sdp": "v=0...", "session_id": "..."}
+
+    server offers (clients that can only answer: media gateways, meeting bots, embedded stacks,
+    or clients that want the server to lay out the media sections):
+      POST .../offer   (empty body, or {"type": "request"})
+      <- 200           {"type": "offer", "sdp": "v=0...", "session_id": "..."}
+      POST .../answer  {"session_id": "...", "type": "answer", "sdp": "v=0..."}
+      <- 200           {"session_id": "...", "connection_state": "..."}
+      The server's offer has one receive-only audio section and a ``control`` data channel,
+      and must be answered within 30 s.
+
+A connection is one publisher of the transcript, fed through the same :class:`Publisher` as
+WebSocket audio. Its first audio frame starts the stream (a client does not need a data channel
+to be transcribed); ``{"action": "start"}`` on the ``control`` channel starts it earlier (with a
+``participant``, say) or resumes it after ``pause``. The ``format``/``sample_rate``/``channels``
+start params are ignored: the negotiated codec describes the audio. Every other action behaves
+as on the WebSocket: ``pause``, ``get_status`` (answered on the channel), ``stop`` (flushes:
+finals stored, then ``completed``; audio that follows is dropped until the next ``start``) and
+``participant_event``; errors come back as ``error`` messages on the channel. The channel also
+carries every server message of the transcript while it is open, starting with its status.
+
+When the connection fails, closes, never connects or stops sending audio, the stream is
+finished exactly as after ``stop``, and the connection's resources are released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from media.audio import SAMPLE_RATE
+from media.webrtc import IceConfig, SdpError, WebRtcPeer
+from protocol import ErrorCode, ProtocolError, StartParams, Status, envelope, parse_client_message
+from protocol.messages import Error
+from server.errors import ApiError
+from server.hub import Subscriber
+from server.live import Publisher, Services
+from server.routes.common import json_body, services
+
+log = logging.getLogger("voxlane.webrtc")
+
+MAX_SESSIONS = 256
+MAX_BODY_BYTES = 256 * 1024
+MAX_PENDING_CONTROL = 64
+CHANNEL_HIGH_WATER = 1024 * 1024  # bytes queued on the data channel before forwarding waits
+FINISH_TIMEOUT_S = 120.0
+
+
+class WebRtcSession(WebRtcPeer):
+    """One peer connection publishing to one transcript."""
+
+    def __init__(self, registry: WebRtcRegistry, transcript_id: str) -> None:
+        super().__init__(registry.ice)
+        self.registry = registry
+        self.svc: Services = registry.services
+        self.transcript_id = transcript_id
+        self.publisher: Publisher | None = None
+        self._hold = False  # after "stop" (or a refused automatic start) audio waits for "start"
+        self._start_lock = asyncio.Lock()
+        self._inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        self._early: deque[dict[str, Any]] = deque(maxlen=32)  # replies before the channel exists
+        self._sub: Subscriber | None = None
+        self._forward_task: asyncio.Task | None = None
+        self._control_task = asyncio.create_task(self._control_loop(), name=f"webrtc-control-{self.id}")
+
+    # ------------------------------------------------------------ audio
+
+    async def on_audio(self, samples: np.ndarray) -> None:
+        pub = self.publisher
+        if pub is None or pub.finished:
+            if self._hold:
+                return
+            pub = await self._start(None, automatic=True)
+            if pub is None:
+                return
+        pub.feed_pcm(samples)
+
+    async def _start(self, params: StartParams | None, automatic: bool) -> Publisher | None:
+        async with self._start_lock:
+            if self.publisher is not None and not self.publisher.finished:
+                return self.publisher
+            if automatic and self._hold:
+                return None
+            live = self.svc.live.get(self.transcript_id)
+            try:
+                self.publisher = await live.add_publisher(_webrtc_params(params))
+            except ProtocolError as exc:
+                self.svc.live.drop(live)
+                if not automatic:
+                    raise
+                self._hold = True
+                log.info("peer %s: audio for %s refused: %s", self.id, self.transcript_id, exc.message)
+                self._reply(ProtocolError(exc.code, f"audio from this connection is not transcribed: {exc.message}",
+                                          exc.details, recoverable=False).to_message())
+                return None
+            self._hold = False
+            return self.publisher
+
+    async def _finish_publisher(self, pub: Publisher) -> None:
+        tail = self.flush_audio()
+        if tail.size:
+            pub.feed_pcm(tail)
+        await pub.finish()
+
+    # ------------------------------------------------------------ control channel in
+
+    def on_control_message(self, data: str | bytes) -> None:
+        if self.closing:
+            return
+        if self._inbox.qsize() >= MAX_PENDING_CONTROL:
+            self._reply(Error(code=ErrorCode.OVERLOADED.value, message="too many control messages pending"))
+            return
+        self._inbox.put_nowait(data)
+
+    async def _control_loop(self) -> None:
+        while True:
+            data = await self._inbox.get()
+            if data is None:
+                return
+            try:
+                await self._control(data)
+            except ProtocolError as exc:
+                self._reply(exc.to_message())
+            except Exception:
+                log.exception("peer %s: control message failed", self.id)
+                self._reply(Error(code=ErrorCode.INTERNAL_ERROR.value, message="internal error"))
+
+    async def _control(self, data: str | bytes) -> None:
+        """The WebSocket's control semantics (server/routes/live_ws.py), on the data channel."""
+        msg = parse_client_message(data)
+        action = msg.action  # type: ignore[attr-defined]
+        pub = self.publisher
+        if action == "start":
+            if pub is not None and not pub.finished:
+                await pub.resume()
+                return
+            await self._start(msg.params, automatic=False)  # type: ignore[attr-defined]
+        elif action == "pause":
+            if pub is None or pub.finished:
+                raise ProtocolError(ErrorCode.NOT_STARTED, "nothing to pause: no audio stream was started")
+            await pub.pause()
+        elif action == "get_status":
+            if pub is not None and not pub.finished:
+                self._reply(pub.status_body("paused" if pub.paused else "processing", "transcription", "live"))
+            else:
+                self._reply(self._status())
+        elif action == "stop":
+            if pub is None or pub.finished:
+                raise ProtocolError(ErrorCode.NOT_STARTED, "nothing to stop: no audio stream was started")
+            self._hold = True
+            await self._finish_publisher(pub)
+        elif action == "participant_event":
+            if pub is None:
+                raise ProtocolError(ErrorCode.NOT_STARTED, "participant events need a started stream")
+            await pub.participant_event(msg.params)  # type: ignore[attr-defined]
+
+    def _status(self) -> Status:
+        status = self.svc.hub.current_status(self.transcript_id)
+        if status is not None:
+            return status
+        live = self.svc.live.find(self.transcript_id)
+        if live and live.publishers:
+            return Status(status="processing", stage="live", message="live")
+        return Status(status="initializing", stage=None, message="waiting for audio")
+
+    # ------------------------------------------------------------ control channel out
+
+    def _reply(self, body: BaseModel) -> None:
+        """To this client only, in order with the transcript's messages."""
+        if self._sub is not None:
+            self._sub.put(envelope(body))  # type: ignore[arg-type]
+        else:
+            self._early.append(envelope(body))  # type: ignore[arg-type]
+
+    def on_control_open(self, channel: Any) -> None:
+        if self._sub is not None or self.closing:
+            return
+        self._sub = self.svc.hub.subscribe(self.transcript_id)
+        for msg in self._early:
+            self._sub.put(msg)
+        self._early.clear()
+        self._reply(self._status())
+        self._forward_task = asyncio.create_task(self._forward(self._sub, channel), name=f"webrtc-forward-{self.id}")
+        channel.on("close", self._unsubscribe)
+
+    def _unsubscribe(self) -> None:
+        if self._sub is not None:
+            self.svc.hub.unsubscribe(self._sub)
+        if self._forward_task is not None:
+            self._forward_task.cancel()
+
+    async def _forward(self, sub: Subscriber, channel: Any) -> None:
+        drained = asyncio.Event()
+        channel.bufferedAmountLowThreshold = CHANNEL_HIGH_WATER // 4
+        channel.on("bufferedamountlow", drained.set)
+        while True:
+            msg = await sub.queue.get()
+            if msg is None:  # cut off for being too slow, or the transcript went away
+                return
+            if channel.bufferedAmount > CHANNEL_HIGH_WATER:  # a slow reader: let the hub queue fill instead
+                drained.clear()
+                await drained.wait()
+            if not self.send_text(json.dumps(msg, separators=(",", ":"))):
+                return
+
+    # ------------------------------------------------------------ end
+
+    async def end(self, reason: str, flush_within: float = 2.0) -> None:
+        """Close from the server side: finish the stream first, so the client still hears its finals
+        and ``completed`` on the channel, then close the connection."""
+        self._hold = True
+        pub = self.publisher
+        if pub is not None and not pub.finished and not self.closing:
+            try:
+                await self._finish_publisher(pub)
+            except Exception:
+                log.exception("peer %s: finishing the stream failed", self.id)
+            for _ in range(int(flush_within / 0.05)):  # let the forwarder hand the last messages over
+                queued = self._sub is not None and not self._sub.queue.empty()
+                if not queued and (self.channel is None or self.channel.bufferedAmount == 0):
+                    break
+                await asyncio.sleep(0.05)
+        await self.close(reason)
+
+    async def on_closed(self, reason: str) -> None:
+        self._inbox.put_nowait(None)  # actions already received (a last "stop") still run
+        try:
+            await asyncio.wait_for(asyncio.shield(self._control_task), FINISH_TIMEOUT_S)
+        except TimeoutError:
+            log.error("peer %s: control actions did not finish; cancelling them", self.id)
+            self._control_task.cancel()
+        pub = self.publisher
+        if pub is not None and not pub.finished:
+            await self._finish_publisher(pub)  # a vanished publisher still gets its finals stored
+        self._unsubscribe()
+        for task in (self._forward_task, self._control_task):
+            if task is not None:
+                with contextlib.suppress(BaseException):
+                    await task
+        self.registry.discard(self)
+
+
+def _webrtc_params(params: StartParams | None) -> StartParams:
+    """Start params for a WebRTC stream: the codec describes the audio, the client the rest."""
+    p = params or StartParams()
+    return StartParams(format="pcm_s16le", sample_rate=SAMPLE_RATE, channels=1, participant=p.participant,
+                       language=p.language)
+
+
+class WebRtcRegistry:
+    """Every live peer connection of the app (``app.state.webrtc``), so shutdown can close them."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.ice = IceConfig.from_settings(services.settings.ice_servers, services.settings.ice_hosts)
+        self.sessions: dict[str, WebRtcSession] = {}
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    def add(self, session: WebRtcSession) -> None:
+        self.sessions[session.id] = session
+
+    def discard(self, session: WebRtcSession) -> None:
+        if self.sessions.get(session.id) is session:
+            del self.sessions[session.id]
+
+    def get(self, session_id: str) -> WebRtcSession | None:
+        return self.sessions.get(session_id)
+
+    async def close_all(self) -> None:
+        sessions = list(self.sessions.values())
+        await asyncio.gather(*(s.end("server shutting down") for s in sessions), return_exceptions=True)
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+class OfferBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["offer", "request"] = "request"
+    sdp: str | None = Field(default=None, max_length=MAX_BODY_BYTES)
+
+    @model_validator(mode="after")
+    def _sdp_for_offers(self) -> OfferBody:
+        if self.type == "offer" and not (self.sdp or "").strip():
+            raise ValueError("an offer needs its sdp")
+        return self
+
+
+class AnswerBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    session_id: str = Field(min_length=1, max_length=100)
+    type: Literal["answer"] = "answer"
+    sdp: str = Field(min_length=1, max_length=MAX_BODY_BYTES)
+
+
+def registry(request: Request) -> WebRtcRegistry:
+    return request.app.state.webrtc
+
+
+async def _checked(request: Request, model: type[Any]) -> tuple[str, Any]:
+    transcript_id = request.path_params["transcript_id"]
+    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+        raise ApiError(413, f"session descriptions are limited to {MAX_BODY_BYTES} bytes")
+    if await services(request).store.get_transcript(transcript_id) is None:
+        raise ApiError(404, "transcript not found", "TRANSCRIPT_NOT_FOUND", {"transcript_id": transcript_id})
+    return transcript_id, await json_body(request, model)
+
+
+async def offer(request: Request) -> Response:
+    transcript_id, body = await _checked(request, OfferBody)
+    reg = registry(request)
+    if len(reg) >= MAX_SESSIONS:
+        raise ApiError(503, "too many WebRTC connections; try again later", "OVERLOADED")
+    session = WebRtcSession(reg, transcript_id)
+    reg.add(session)
+    try:
+        if body.type == "offer":
+            desc = await session.accept_offer(body.sdp)
+        else:
+            desc = await session.create_offer()
+    except SdpError as exc:
+        await session.close("invalid offer")
+        raise ApiError(400, str(exc), "INVALID_SDP") from None
+    except BaseException:
+        session.close("handshake failed")
+        raise
+    return JSONResponse({"type": desc.type, "sdp": desc.sdp, "session_id": session.id})
+
+
+async def answer(request: Request) -> Response:
+    transcript_id, body = await _checked(request, AnswerBody)
+    session = registry(request).get(body.session_id)
+    if session is None or session.transcript_id != transcript_id or session.closing:
+        raise ApiError(404, "no WebRTC session with this id is waiting for an answer",
+                       details={"session_id": body.session_id})
+    if session.pc.signalingState != "have-local-offer":
+        raise ApiError(409, "this session's offer was already answered", details={"session_id": session.id})
+    try:
+        await session.accept_answer(body.sdp)
+    except SdpError as exc:
+        await session.close("invalid answer")
+        raise ApiError(400, str(exc), "INVALID_SDP") from None
+    except BaseException:
+        session.close("handshake failed")
+        raise
+    return JSONResponse({"session_id": session.id, "connection_state": session.connection_state})
+
+
+routes = [
+    Route("/v1/transcripts_webrtc/{transcript_id}/offer", offer, methods=["POST"]),
+    Route("/v1/transcripts_webrtc/{transcript_id}/answer", answer, methods=["POST"]),
+]
