@@ -13,6 +13,25 @@ from typing import Any, Protocol
 TRANSCRIPT_STATUSES = ("created", "live", "processing", "completed", "failed")
 MUTABLE_FIELDS = ("name", "status", "source_language", "duration", "participants", "summary", "meta")
 
+# Audio items ("chunks"): a whole upload, a job's file, or one kiosk chunk of a conversation.
+CHUNK_KINDS = ("upload", "job", "chunk")
+# issued: upload URL handed out; received: bytes on disk, not confirmed; then the public states.
+CHUNK_STATUSES = ("issued", "received", "uploaded", "processing", "transcribed", "failed")
+CHUNK_FIELDS = ("status", "path", "format", "size", "duration", "offset", "text", "segments", "error", "attempts",
+                "merged", "options", "progress", "expires_at")
+PROJECT_FIELDS = ("title", "language", "portal")
+CONVERSATION_FIELDS = ("name", "email", "tags", "source", "finished_at")
+
+
+class _Any:
+    """Sentinel: "no filter" for an owner argument, where ``None`` means "rows without an owner"."""
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+ANY: Any = _Any()
+
 
 class TranscriptNotFound(LookupError):
     pass
@@ -37,8 +56,9 @@ class Store(Protocol):
     async def get_transcript(self, transcript_id: str) -> dict[str, Any] | None: ...
 
     async def list_transcripts(self, *, page: int = 1, size: int = 50, status: str | None = None,
-                               search: str | None = None, owner: str | None = None
-                               ) -> tuple[list[dict[str, Any]], int]: ...
+                               search: str | None = None, owner: str | None = ANY
+                               ) -> tuple[list[dict[str, Any]], int]:
+        """Newest first. ``owner``: ANY (no filter), a user, or None (rows without an owner)."""
 
     async def update_transcript(self, transcript_id: str, **fields: Any) -> dict[str, Any] | None: ...
 
@@ -49,3 +69,80 @@ class Store(Protocol):
 
     async def get_segments(self, transcript_id: str) -> list[dict[str, Any]]:
         """Final segments in time order."""
+
+    async def delete_segments(self, transcript_id: str) -> int:
+        """Remove every final segment of a transcript (before re-transcribing it); returns how many."""
+
+    # ------------------------------------------------------------ audio items (uploads, jobs, kiosk chunks)
+
+    async def create_chunk(self, *, transcript_id: str, kind: str, status: str, index: int = 0,
+                           upload_key: str | None = None, expires_at: float | None = None,
+                           path: str | None = None, format: str | None = None, size: int | None = None,
+                           duration: float | None = None, options: dict[str, Any] | None = None
+                           ) -> dict[str, Any]:
+        """Raises ``ValueError`` when ``upload_key`` or (transcript, kind=chunk, index) is taken."""
+
+    async def get_chunk(self, chunk_id: str) -> dict[str, Any] | None: ...
+
+    async def get_chunk_by_key(self, upload_key: str) -> dict[str, Any] | None: ...
+
+    async def list_chunks(self, *, transcript_id: str | None = None, kind: str | None = None,
+                          statuses: tuple[str, ...] | None = None, owner: str | None = ANY,
+                          limit: int = 1000) -> list[dict[str, Any]]:
+        """By transcript: in index order; otherwise newest first."""
+
+    async def update_chunk(self, chunk_id: str, **fields: Any) -> dict[str, Any] | None: ...
+
+    async def transition_chunk(self, chunk_id: str, from_statuses: tuple[str, ...], to_status: str,
+                               **fields: Any) -> dict[str, Any] | None:
+        """Atomically move a chunk from one of ``from_statuses`` to ``to_status`` (compare-and-set).
+
+        Returns the updated row, or None when the chunk was not in one of those states: of two
+        concurrent callers exactly one wins. This is what makes confirming and claiming idempotent.
+        """
+
+    async def delete_chunk(self, chunk_id: str) -> bool: ...
+
+    # ------------------------------------------------------------ projects and conversations
+
+    async def create_project(self, *, title: str, language: str | None, portal: dict[str, Any],
+                             owner: str | None) -> dict[str, Any]: ...
+
+    async def get_project(self, project_id: str) -> dict[str, Any] | None: ...
+
+    async def list_projects(self, *, owner: str | None = ANY, page: int = 1, size: int = 50
+                            ) -> tuple[list[dict[str, Any]], int]: ...
+
+    async def update_project(self, project_id: str, **fields: Any) -> dict[str, Any] | None: ...
+
+    async def delete_project(self, project_id: str) -> bool: ...
+
+    async def create_conversation(self, *, transcript_id: str, project_id: str, name: str | None,
+                                  email: str | None, tags: list[str], source: str | None) -> dict[str, Any]:
+        """A conversation is the kiosk view of a transcript: same id."""
+
+    async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None: ...
+
+    async def update_conversation(self, conversation_id: str, **fields: Any) -> dict[str, Any] | None: ...
+
+    async def list_unsettled_conversations(self) -> list[dict[str, Any]]:
+        """Finished conversations whose transcript is not yet completed or failed (resumed at startup)."""
+
+    # ------------------------------------------------------------ API keys and server secrets
+
+    async def create_api_key(self, *, key_id: str, key_hash: str, user: str | None, scopes: list[str],
+                             name: str | None) -> dict[str, Any]: ...
+
+    async def get_api_key(self, key_id: str) -> dict[str, Any] | None:
+        """The row with its ``key_hash``; revoked keys included (``revoked_at`` set)."""
+
+    async def list_api_keys(self) -> list[dict[str, Any]]:
+        """Without hashes."""
+
+    async def revoke_api_key(self, key_id: str) -> bool: ...
+
+    async def touch_api_key(self, key_id: str) -> None:
+        """Record a use (``last_used_at``)."""
+
+    async def get_or_create_secret(self, name: str, value: str) -> str:
+        """The stored secret ``name``; ``value`` is stored first if there is none (first writer wins)."""
