@@ -1,4 +1,4 @@
-"""``voxlane`` command line: ``serve`` runs the server, ``bench`` measures a running one."""
+"""``voxlane`` command line: ``serve`` runs the server, ``bench`` measures a running one, ``token`` makes API keys."""
 
 from __future__ import annotations
 
@@ -18,9 +18,16 @@ def main(argv: list[str] | None = None) -> int:
     from server.bench import add_arguments as bench_arguments
 
     bench_arguments(bench)
+    from server.tokens_cli import add_arguments as token_arguments
+
+    token_arguments(sub.add_parser("token", help="API keys: create (printed once), list, revoke; test JWTs"))
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_command(vars(args))
+    if args.command == "token":
+        from server.tokens_cli import run as token_run
+
+        return token_run(args)
     from server.bench import run as bench_run
 
     return bench_run(args)

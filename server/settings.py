@@ -68,6 +68,24 @@ class Settings:
         "VOXLANE_AUTH_MODE", "public: no token needed; private: bearer tokens", ("public", "private")))
     jwt_secret: str | None = field(default=None, metadata=_opt(
         "VOXLANE_JWT_SECRET", "HS256 secret for bearer tokens", secret=True))
+    jwt_public_key: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_JWT_PUBLIC_KEY", "RS256/ES256 verification key: a PEM, a PEM file or a JWKS JSON file"))
+    jwt_audience: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_JWT_AUDIENCE", "required 'aud' claim of bearer JWTs (default: not checked)"))
+    jwt_issuer: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_JWT_ISSUER", "required 'iss' claim of bearer JWTs (default: not checked)"))
+    api_docs: str = field(default="auto", metadata=_opt(
+        "VOXLANE_API_DOCS", "serve the interactive API docs at /docs (auto: in public mode only)",
+        ("auto", "on", "off")))
+    rest_workers: int = field(default=2, metadata=_opt(
+        "VOXLANE_REST_WORKERS", "recorded files (uploads, jobs, kiosk chunks) transcribed at once", lo=1, hi=64))
+    upload_url_ttl: int = field(default=900, metadata=_opt(
+        "VOXLANE_UPLOAD_URL_TTL", "seconds a signed kiosk chunk upload URL stays valid", lo=10, hi=7 * 86400))
+    upload_url_rate: int = field(default=40, metadata=_opt(
+        "VOXLANE_UPLOAD_URL_RATE", "get-upload-url requests allowed per minute per conversation", lo=1, hi=100000))
+    public_url: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_PUBLIC_URL", "base URL clients reach this server at, for signed upload URLs (default: the"
+        " request's own)"))
     ice_hosts: str = field(default="", metadata=_opt(
         "VOXLANE_ICE_HOSTS", "comma-separated local addresses to gather WebRTC candidates on (default: all)"))
     ice_servers: str = field(default="", metadata=_opt(
@@ -97,8 +115,9 @@ class Settings:
     def validate(self) -> None:
         for f in fields(self):
             _check(f, getattr(self, f.name), f.metadata["env"])
-        if self.auth_mode == "private" and not self.jwt_secret:
-            raise SettingsError("VOXLANE_JWT_SECRET is required when VOXLANE_AUTH_MODE=private")
+        if self.auth_mode == "private" and not (self.jwt_secret or self.jwt_public_key):
+            raise SettingsError("VOXLANE_JWT_SECRET (or VOXLANE_JWT_PUBLIC_KEY) is required when"
+                                " VOXLANE_AUTH_MODE=private")
         if self.device == "cpu" and self.compute_type in ("float16", "int8_float16", "bfloat16", "int8_bfloat16"):
             raise SettingsError(f"VOXLANE_COMPUTE_TYPE={self.compute_type!r} needs a GPU; on cpu use int8 or float32")
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://", "sqlite:")):
