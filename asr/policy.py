@@ -54,20 +54,26 @@ class Hypotheses:
         return self.committed[-1].end if self.committed else float("-inf")
 
     def _fresh(self, words: list[TimedWord]) -> list[TimedWord]:
-        """The part of a new hypothesis that lies after what is already committed."""
+        """The part of a new hypothesis that lies after what is already committed.
+
+        The window usually still holds the last committed words. They are found by text near the
+        boundary (timestamps drift between decodes by a word's length); only when the text does not
+        line up does the time cut decide.
+        """
         if not self.committed:
             return list(words)
         last = self.committed_end
-        new = [w for w in words if w.start > last - 0.1]
-        if new and abs(new[0].start - last) < 1.0:
-            # the window can still contain the tail of committed words: drop an n-gram repeat
-            for n in range(min(5, len(self.committed), len(new)), 0, -1):
-                tail = [norm(w.text) for w in self.committed[-n:]]
-                head = [norm(w.text) for w in new[:n]]
-                if tail == head:
-                    new = new[n:]
-                    break
-        return new
+        near = [w for w in words if w.end > last - 1.5]
+        keys = [norm(w.text) for w in near]
+        tail = [norm(w.text) for w in self.committed[-5:]]
+        for n in range(len(tail), 0, -1):
+            for i in range(min(6, len(keys) - n + 1)):
+                if keys[i:i + n] != tail[-n:]:
+                    continue
+                drift = abs(near[i + n - 1].end - last)
+                if drift < (1.0 if n > 1 else 0.35):
+                    return near[i + n:]
+        return [w for w in words if w.start > last - 0.1]
 
     def agree(self, words: list[TimedWord]) -> list[TimedWord]:
         """LocalAgreement-2: commit the prefix this hypothesis shares with the previous one."""
@@ -108,7 +114,7 @@ def attach_punctuation(words: list[TimedWord]) -> list[TimedWord]:
     for w in words:
         if norm(w.text):
             out.append(w)
-        elif out and len(out[-1].text) < 64:
+        elif out and len(out[-1].text) < 64 and not out[-1].text.endswith((".", ",", "?", "!", ":", ";")):
             out[-1].text += w.text.strip()
     return out
 

@@ -371,11 +371,11 @@ class StreamSession:
         words = self._clean(result, window_start, plan.end, prompt)
         final = False
         with self._lock:
-            seg.decoded_to = max(seg.decoded_to, plan.end)
             self._decoded_to = max(self._decoded_to, plan.end)
-            hyp = seg.hyp
             if plan.kind != Priority.FINAL and seg is not self._open:
-                return  # the segment closed or split while this refresh ran: its final decides
+                return  # the segment closed or split while this refresh ran: its final decode decides
+            seg.decoded_to = max(seg.decoded_to, plan.end)
+            hyp = seg.hyp
             if plan.kind == Priority.FINAL:
                 hyp.commit_all(words)
                 if self._closing and self._closing[0] is seg:

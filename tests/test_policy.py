@@ -55,3 +55,20 @@ def test_prompt_copy_is_detected():
     assert copies_prompt(words("This is all very high pitched."), prompt)
     assert not copies_prompt(words("this is all new"), prompt)
     assert not copies_prompt(words("very high"), prompt)
+
+
+def test_overlap_found_by_text_when_timestamps_drift():
+    h = Hypotheses()
+    h.commit_all([TimedWord("speech", 0.0, 0.4, 0.9), TimedWord("errors", 0.4, 0.9, 0.9),
+                  TimedWord("but", 0.9, 1.3, 0.9)])
+    # the next decode places "but" earlier and "who" starts before the committed end
+    again = [TimedWord("errors", 0.4, 0.8, 0.9), TimedWord("but", 0.8, 1.0, 0.9),
+             TimedWord("who", 1.05, 1.3, 0.9), TimedWord("cares", 1.3, 1.7, 0.9)]
+    assert [w.text for w in h.commit_all(again)] == ["who", "cares"]
+
+
+def test_repeated_word_is_not_mistaken_for_overlap():
+    h = Hypotheses()
+    h.commit_all(words("more words"))  # ends at 0.7
+    again = [TimedWord("words", 0.45, 0.7, 0.9), TimedWord("words", 0.8, 1.1, 0.9), TimedWord("words", 1.2, 1.5, 0.9)]
+    assert [w.text for w in h.commit_all(again)] == ["words", "words"]
