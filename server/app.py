@@ -14,11 +14,14 @@ from starlette.middleware import Middleware
 from asr.inference import InferenceLoop
 from asr.vad import SileroModel
 from asr.whisper_backend import FasterWhisperBackend
+from server.auth import AuthMiddleware
 from server.errors import http_exception_handler, unhandled_exception_handler
 from server.hub import Hub
 from server.live import Services
 from server.middleware import RequestIdMiddleware
+from server.rest import start_rest
 from server.routes import live_ws, system, transcripts, webrtc
+from server.routes.rest_api import routes as rest_routes
 from server.settings import Settings
 from server.storage.sqlite import SqliteStore
 
@@ -56,12 +59,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         engine.start()
         services = Services(settings=settings, store=store, hub=Hub(store), engine=engine, vad_model=vad)
         app.state.services = services
+        rest = await start_rest(app, services)  # auth, and the durable upload/job queue (resumes work)
         app.state.webrtc = webrtc.WebRtcRegistry(services)
         log.info("voxlane ready: model %s on %s/%s, data in %s", settings.model, settings.device,
                  settings.compute_type, settings.data_path)
         try:
             yield
         finally:
+            await rest.stop()
             await app.state.webrtc.close_all()
             await services.live.finish_all()
             await asyncio.to_thread(engine.stop)
@@ -69,8 +74,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await store.close()
 
     return Starlette(
-        routes=[*system.routes, *transcripts.routes, *live_ws.routes, *webrtc.routes],
-        middleware=[Middleware(RequestIdMiddleware)],
+        routes=[*system.routes, *transcripts.routes, *live_ws.routes, *webrtc.routes, *rest_routes],
+        middleware=[Middleware(RequestIdMiddleware), Middleware(AuthMiddleware)],
         exception_handlers={HTTPException: http_exception_handler, Exception: unhandled_exception_handler},
         lifespan=lifespan,
     )

@@ -35,7 +35,7 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
                           speaker: str | None = None, participant_id: str | None = None,
                           emit: Callable[[Transcription], Awaitable[None]] | None = None,
                           on_progress: Callable[[float, float], Awaitable[None]] | None = None,
-                          publish_status: bool = True) -> FileResult:
+                          publish_status: bool = True, language: str | None = None) -> FileResult:
     """Transcribe one file into ``transcript_id``; finals are stored and broadcast like live ones.
 
     ``offset`` places the file on the transcript's timeline (kiosk chunks). Raises nothing for bad
@@ -56,6 +56,7 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     total = float(info.get("duration") or 0.0)
     config = stream_config(services.settings, Priority.BULK)
     config.live = False
+    config.language = language or config.language
     session = StreamSession(engine=services.engine, vad_model=services.vad_model,
                             emit=emit or (lambda m: hub.publish(transcript_id, m)), config=config,
                             offset=offset, speaker=speaker, participant_id=participant_id)
@@ -80,6 +81,9 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
         await session.cancel()
         await _fail(services, transcript_id, str(exc), publish_status, participant_id)
         return FileResult(fed, session.segments_emitted, str(exc))
+    except asyncio.CancelledError:  # the transcript was deleted, or the server is stopping
+        await session.cancel()
+        raise
     await session.finish(flush_timeout=600.0)
     if session.error:
         await _fail(services, transcript_id, session.error, publish_status, participant_id)

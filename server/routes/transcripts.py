@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from server.auth import principal
 from server.errors import ApiError
 from server.routes.common import int_param, json_body, page_of, services
 from server.storage.base import TRANSCRIPT_STATUSES
@@ -29,25 +30,29 @@ class TranscriptUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, min_length=1, max_length=500)
     source_language: str | None = Field(default=None, max_length=16)
+    language: str | None = Field(default=None, max_length=16, description="alias of source_language")
     status: str | None = None
     participants: list[dict[str, Any]] | None = None
     summary: dict[str, Any] | str | None = None
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row.get(k) for k in PUBLIC_FIELDS}
+    out = {k: row.get(k) for k in PUBLIC_FIELDS}
+    out["error"] = (row.get("meta") or {}).get("error")
+    return out
 
 
 async def load(request: Request) -> dict[str, Any]:
     row = await services(request).store.get_transcript(request.path_params["transcript_id"])
-    if row is None:
+    if row is None or not principal(request).can_see(row.get("owner")):
         raise ApiError(404, "transcript not found", "TRANSCRIPT_NOT_FOUND")
     return row
 
 
 async def create_transcript(request: Request) -> Response:
     body = await json_body(request, TranscriptCreate)
-    row = await services(request).store.create_transcript(name=body.name, source_language=body.source_language)
+    row = await services(request).store.create_transcript(name=body.name, source_language=body.source_language,
+                                                          owner=principal(request).user)
     return JSONResponse(public(row), status_code=201)
 
 
@@ -58,7 +63,8 @@ async def list_transcripts(request: Request) -> Response:
     if status is not None and status not in TRANSCRIPT_STATUSES:
         raise ApiError(422, f"status must be one of {', '.join(TRANSCRIPT_STATUSES)}")
     items, total = await services(request).store.list_transcripts(
-        page=page, size=size, status=status, search=request.query_params.get("search") or None)
+        page=page, size=size, status=status, search=request.query_params.get("search") or None,
+        owner=principal(request).owner_filter)
     return JSONResponse(page_of([public(r) for r in items], total, page, size))
 
 
@@ -73,6 +79,8 @@ async def update_transcript(request: Request) -> Response:
     row = await load(request)
     body = await json_body(request, TranscriptUpdate)
     fields = body.model_dump(exclude_unset=True)
+    if "language" in fields:
+        fields["source_language"] = fields.pop("language")
     if "status" in fields and fields["status"] not in TRANSCRIPT_STATUSES:
         raise ApiError(422, f"status must be one of {', '.join(TRANSCRIPT_STATUSES)}")
     if isinstance(fields.get("summary"), str):
@@ -87,6 +95,9 @@ async def delete_transcript(request: Request) -> Response:
     svc = services(request)
     if svc.live.find(row["id"]) is not None:
         raise ApiError(409, "transcript is being streamed; stop its publishers first", "TRANSCRIPT_LIVE")
+    rest = getattr(request.app.state, "rest", None)
+    if rest is not None:
+        await rest.work.cancel(row["id"])  # stop an upload/job/chunk being transcribed
     await svc.store.delete_transcript(row["id"])
     await asyncio.to_thread(shutil.rmtree, svc.audio_dir(row["id"]), True)
     svc.hub.forget(row["id"])

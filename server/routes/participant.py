@@ -1,0 +1,415 @@
+"""``/api/participant``: kiosks record into a project without an account; the project id is the capability.
+
+A conversation is a transcript. A kiosk records ~30 s chunks; per chunk it asks for an upload URL (a
+signed, expiring, single-use URL to this server's own PUT route, rate limited per conversation), PUTs the
+bytes (fsynced before the answer), then confirms the key, which enqueues the chunk for transcription.
+Chunks may arrive and be confirmed in any order and at once; each is transcribed once, on its own, and
+merged into the conversation in index order with continuous timestamps (see :mod:`server.work`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import shutil
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from server.errors import ApiError
+from server.openapi import AudioBytes, Param, document
+from server.rest import rest_of
+from server.routes.common import json_body, services
+from server.routes.projects import ProjectPublic, public_project
+from server.storage.base import utcnow
+from server.uploads import receive_audio
+
+TAG = "participant"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_receiving: set[str] = set()  # upload keys whose PUT is in flight
+
+
+class Initiate(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    project_id: str = Field(min_length=1, max_length=100)
+    name: str | None = Field(default=None, max_length=300)
+    email: str | None = Field(default=None, max_length=320)
+    tag_id_list: list[str] = Field(default_factory=list, max_length=100)
+    source: str | None = Field(default="PORTAL_AUDIO", max_length=64)
+
+
+class Conversation(BaseModel):
+    id: str
+    project_id: str
+    name: str | None
+    email: str | None
+    tag_id_list: list[str]
+    source: str | None
+    status: str
+    created_at: str
+
+
+class UploadUrlRequest(BaseModel):
+    """All optional. ``index`` is the chunk's place in the recording (default: the next one)."""
+
+    model_config = ConfigDict(extra="ignore")
+    index: int | None = Field(default=None, ge=0, le=1_000_000)
+    filename: str | None = Field(default=None, max_length=300)
+    content_type: str | None = Field(default=None, max_length=100)
+
+
+class UploadUrl(BaseModel):
+    url: str = Field(description="PUT the chunk's bytes here (single use, until expires_at).")
+    key: str = Field(description="Confirm the chunk with this key once the PUT succeeded.")
+    expires_at: str
+    index: int
+    method: str = "PUT"
+
+
+class ChunkReceived(BaseModel):
+    key: str
+    size: int
+    format: str
+
+
+class ConfirmUpload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    key: str = Field(min_length=1, max_length=200)
+
+
+class Chunk(BaseModel):
+    id: str
+    key: str | None
+    index: int
+    status: str = Field(description="uploaded | processing | transcribed | failed")
+    text: str | None
+    error: str | None
+    duration: float | None
+    offset: float | None = Field(description="Where the chunk starts in the merged conversation (s).")
+    created_at: str
+    updated_at: str
+
+
+class StorageCheck(BaseModel):
+    ok: bool
+    storage: str
+    writable: bool
+    free_bytes: int
+
+
+class ChunkCounts(BaseModel):
+    total: int
+    uploaded: int
+    processing: int
+    transcribed: int
+    failed: int
+
+
+class MergedSegment(BaseModel):
+    id: str
+    start: float
+    end: float
+    text: str
+    speaker: str | None
+
+
+class ConversationState(BaseModel):
+    id: str
+    project_id: str
+    name: str | None
+    status: str = Field(description="created | processing | completed | failed (of the merged transcript)")
+    finished: bool
+    finished_at: str | None
+    created_at: str
+    duration: float | None
+    chunks: ChunkCounts
+    text: str
+    segments: list[MergedSegment]
+
+
+# ------------------------------------------------------------ helpers
+
+
+async def load_conversation(request: Request) -> dict[str, Any]:
+    conv = await services(request).store.get_conversation(request.path_params["conversation_id"])
+    if conv is None:
+        raise ApiError(404, "conversation not found", "CONVERSATION_NOT_FOUND")
+    return conv
+
+
+def chunk_out(row: dict[str, Any]) -> dict[str, Any]:
+    return Chunk(id=row["id"], key=row.get("upload_key"), index=row["index"], status=row["status"],
+                 text=row.get("text"), error=row.get("error"), duration=row.get("duration"),
+                 offset=row.get("offset"), created_at=row["created_at"], updated_at=row["updated_at"]).model_dump()
+
+
+async def conversation_state(request: Request, conv: dict[str, Any]) -> dict[str, Any]:
+    store = services(request).store
+    transcript = await store.get_transcript(conv["id"])
+    chunks = await store.list_chunks(transcript_id=conv["id"], kind="chunk")
+    counts = {s: sum(1 for c in chunks if c["status"] == s) for s in ("uploaded", "processing", "transcribed",
+                                                                    "failed")}
+    segments = await store.get_segments(conv["id"])
+    return ConversationState(
+        id=conv["id"], project_id=conv["project_id"], name=conv.get("name"),
+        status=(transcript or {}).get("status", "failed"), finished=conv.get("finished_at") is not None,
+        finished_at=conv.get("finished_at"), created_at=conv["created_at"],
+        duration=(transcript or {}).get("duration"), chunks=ChunkCounts(total=sum(counts.values()), **counts),
+        text=" ".join(s["text"] for s in segments),
+        segments=[MergedSegment(id=s["id"], start=s["start"], end=s["end"], text=s["text"], speaker=s.get("speaker"))
+                  for s in segments]).model_dump()
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# ------------------------------------------------------------ routes
+
+
+async def get_public_project(request: Request) -> Response:
+    """Public project metadata for the recorder's start screen."""
+    row = await services(request).store.get_project(request.path_params["project_id"])
+    if row is None:
+        raise ApiError(404, "project not found", "PROJECT_NOT_FOUND")
+    return JSONResponse(public_project(row))
+
+
+async def initiate(request: Request) -> Response:
+    """Start a conversation in a project."""
+    body = await json_body(request, Initiate)
+    store = services(request).store
+    project = await store.get_project(body.project_id)
+    if project is None:
+        raise ApiError(404, "project not found", "PROJECT_NOT_FOUND")
+    portal = project.get("portal") or {}
+    name = (body.name or "").strip() or None
+    email = (body.email or "").strip() or None
+    errors = []
+    if portal.get("ask_name") and not name:
+        errors.append({"loc": "name", "msg": "this project asks for the participant's name"})
+    if portal.get("ask_email") and not email:
+        errors.append({"loc": "email", "msg": "this project asks for the participant's email"})
+    if email and not _EMAIL.match(email):
+        errors.append({"loc": "email", "msg": "not an email address"})
+    if errors:
+        raise ApiError(422, "; ".join(f"{e['loc']}: {e['msg']}" for e in errors), details={"errors": errors})
+    transcript = await store.create_transcript(
+        name=f"{project['title']}: {name or 'conversation'}"[:500], source_language=project.get("language"),
+        owner=project.get("owner"))
+    conv = await store.create_conversation(transcript_id=transcript["id"], project_id=project["id"], name=name,
+                                           email=email, tags=body.tag_id_list, source=body.source)
+    out = Conversation(id=conv["id"], project_id=conv["project_id"], name=name, email=email,
+                       tag_id_list=conv.get("tags") or [], source=conv.get("source"), status=transcript["status"],
+                       created_at=conv["created_at"])
+    return JSONResponse(out.model_dump(), status_code=201)
+
+
+async def get_conversation(request: Request) -> Response:
+    """A conversation's public state: status, chunk counts, the merged transcript so far."""
+    conv = await load_conversation(request)
+    if conv["project_id"] != request.path_params["project_id"]:
+        raise ApiError(404, "conversation not found", "CONVERSATION_NOT_FOUND")
+    return JSONResponse(await conversation_state(request, conv))
+
+
+async def list_chunks(request: Request) -> Response:
+    """The conversation's confirmed chunks, in recording order, with status and text."""
+    conv = await load_conversation(request)
+    rows = await services(request).store.list_chunks(
+        transcript_id=conv["id"], kind="chunk", statuses=("uploaded", "processing", "transcribed", "failed"))
+    return JSONResponse([chunk_out(r) for r in rows])
+
+
+async def check_storage(request: Request) -> Response:
+    """Whether chunk storage is ready to take uploads."""
+    conv = await load_conversation(request)
+    directory = services(request).audio_dir(conv["id"]) / "chunks"
+
+    def probe() -> tuple[bool, int]:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe_file = directory / f".probe-{secrets.token_hex(4)}"
+        try:
+            probe_file.write_bytes(b"ok")
+            probe_file.unlink()
+            writable = True
+        except OSError:
+            writable = False
+        return writable, shutil.disk_usage(directory).free
+
+    writable, free = await asyncio.to_thread(probe)
+    limit = services(request).settings.max_upload_mb << 20
+    body = StorageCheck(ok=writable and free > limit, storage="local", writable=writable, free_bytes=free)
+    return JSONResponse(body.model_dump(), status_code=200 if body.ok else 503)
+
+
+async def get_upload_url(request: Request) -> Response:
+    """A signed, expiring, single-use URL to PUT one chunk to (rate limited per conversation)."""
+    conv = await load_conversation(request)
+    rest, svc = rest_of(request), services(request)
+    wait = rest.upload_rate.hit(conv["id"])
+    if wait is not None:
+        raise ApiError(429, f"at most {svc.settings.upload_url_rate} upload URLs per minute per conversation;"
+                            f" retry in {wait} s", "RATE_LIMITED", {"retry_after": wait},
+                       headers={"Retry-After": str(wait)})
+    if conv.get("finished_at"):
+        raise ApiError(409, "the conversation is finished", "CONVERSATION_FINISHED")
+    body = await json_body(request, UploadUrlRequest)
+    store = svc.store
+    now = time.time()
+    expires = int(now + svc.settings.upload_url_ttl)
+    key = secrets.token_urlsafe(18)
+    row = None
+    for _ in range(5):  # two requests racing for the next index: the loser takes the one after
+        existing = await store.list_chunks(transcript_id=conv["id"], kind="chunk")
+        index = body.index if body.index is not None else (max((c["index"] for c in existing), default=-1) + 1)
+        taken = next((c for c in existing if c["index"] == index), None)
+        if taken is not None:
+            if taken["status"] in ("issued", "received") and (taken.get("expires_at") or 0) < now:
+                await store.delete_chunk(taken["id"])  # an abandoned URL: its place is free again
+            elif body.index is not None:
+                raise ApiError(409, f"chunk {index} already has an upload URL", "CHUNK_INDEX_TAKEN",
+                               {"index": index})
+            else:
+                continue
+        try:
+            row = await store.create_chunk(transcript_id=conv["id"], kind="chunk", status="issued", index=index,
+                                           upload_key=key, expires_at=float(expires),
+                                           options={"filename": body.filename, "content_type": body.content_type})
+            break
+        except ValueError:
+            if body.index is not None:
+                raise ApiError(409, f"chunk {index} already has an upload URL", "CHUNK_INDEX_TAKEN",
+                               {"index": index}) from None
+    if row is None:
+        raise ApiError(409, "too many concurrent upload URL requests; retry", "CONFLICT")
+    base = (svc.settings.public_url or str(request.base_url)).rstrip("/")
+    sig = rest.signer.sign(conv["id"], key, expires)
+    url = f"{base}/api/participant/conversations/{conv['id']}/chunks/{key}?expires={expires}&signature={sig}"
+    out = UploadUrl(url=url, key=key, expires_at=_iso(expires), index=row["index"])
+    return JSONResponse(out.model_dump())
+
+
+async def put_chunk(request: Request) -> Response:
+    """The upload URL: PUT the chunk's audio bytes (any accepted format); acknowledged once on disk."""
+    cid = request.path_params["conversation_id"]
+    key = request.path_params["key"]
+    rest, svc = rest_of(request), services(request)
+    try:
+        expires = int(request.query_params.get("expires", ""))
+    except ValueError:
+        raise ApiError(403, "the upload URL is not signed", "INVALID_SIGNATURE") from None
+    if not rest.signer.verify(cid, key, expires, request.query_params.get("signature", "")):
+        raise ApiError(403, "the upload URL's signature does not match", "INVALID_SIGNATURE")
+    if time.time() > expires:
+        raise ApiError(410, "the upload URL expired; ask for a new one", "UPLOAD_URL_EXPIRED")
+    row = await svc.store.get_chunk_by_key(key)
+    if row is None or row["transcript_id"] != cid:
+        raise ApiError(404, "unknown upload key", "UNKNOWN_UPLOAD_KEY")
+    if row["status"] != "issued" or key in _receiving:
+        raise ApiError(409, "this upload URL was already used", "UPLOAD_URL_USED")
+    _receiving.add(key)
+    try:
+        received = await receive_audio(request, svc.audio_dir(cid) / "chunks",
+                                       limit=svc.settings.max_upload_mb << 20, stem=f"{row['index']:06d}-{key}")
+        done = await svc.store.transition_chunk(row["id"], ("issued",), "received", path=str(received.path),
+                                                format=received.format, size=received.size)
+    finally:
+        _receiving.discard(key)
+    if done is None:
+        raise ApiError(409, "this upload URL was already used", "UPLOAD_URL_USED")
+    return JSONResponse(ChunkReceived(key=key, size=received.size, format=received.format).model_dump())
+
+
+async def confirm_upload(request: Request) -> Response:
+    """Confirm an uploaded chunk: it is queued for transcription (once, however often it is confirmed)."""
+    conv = await load_conversation(request)
+    body = await json_body(request, ConfirmUpload)
+    svc, rest = services(request), rest_of(request)
+    store = svc.store
+    row = await store.get_chunk_by_key(body.key)
+    if row is None or row["transcript_id"] != conv["id"] or row["kind"] != "chunk":
+        raise ApiError(404, "unknown upload key for this conversation", "UNKNOWN_UPLOAD_KEY", {"key": body.key})
+    if row["status"] in ("uploaded", "processing", "transcribed", "failed"):
+        raise ApiError(409, "this chunk was already confirmed", "ALREADY_CONFIRMED",
+                       {"key": body.key, "status": row["status"]})
+    if conv.get("finished_at"):
+        raise ApiError(409, "the conversation is finished", "CONVERSATION_FINISHED")
+    if time.time() > (row.get("expires_at") or 0):
+        raise ApiError(410, "this upload key expired; upload the chunk again with a new URL", "UPLOAD_KEY_EXPIRED",
+                       {"key": body.key})
+    if row["status"] == "issued":
+        raise ApiError(409, "nothing was uploaded with this key yet: PUT the chunk to its URL first",
+                       "NOT_UPLOADED", {"key": body.key})
+    confirmed = await store.transition_chunk(row["id"], ("received",), "uploaded")
+    if confirmed is None:  # a concurrent confirm won
+        raise ApiError(409, "this chunk was already confirmed", "ALREADY_CONFIRMED", {"key": body.key})
+    transcript = await store.get_transcript(conv["id"])
+    if transcript is not None and transcript["status"] == "created":
+        await store.update_transcript(conv["id"], status="processing")
+    rest.work.submit(confirmed["id"])
+    return JSONResponse(chunk_out(confirmed), status_code=202)
+
+
+async def finish(request: Request) -> Response:
+    """Mark the conversation finished; it completes once every confirmed chunk is transcribed."""
+    conv = await load_conversation(request)
+    svc, rest = services(request), rest_of(request)
+    if not conv.get("finished_at"):
+        async with rest.work.lock(conv["id"]):
+            conv = await svc.store.update_conversation(conv["id"], finished_at=utcnow()) or conv
+        await rest.work.settle(conv["id"])
+    return JSONResponse(await conversation_state(request, conv))
+
+
+P = "/api/participant"
+routes = [
+    Route(P + "/projects/{project_id}", get_public_project, methods=["GET"]),
+    Route(P + "/projects/{project_id}/conversations/{conversation_id}", get_conversation, methods=["GET"]),
+    Route(P + "/conversations/initiate", initiate, methods=["POST"]),
+    Route(P + "/conversations/{conversation_id}/chunks", list_chunks, methods=["GET"]),
+    Route(P + "/conversations/{conversation_id}/check-s3", check_storage, methods=["POST"]),
+    Route(P + "/conversations/{conversation_id}/get-upload-url", get_upload_url, methods=["POST"]),
+    Route(P + "/conversations/{conversation_id}/chunks/{key}", put_chunk, methods=["PUT"]),
+    Route(P + "/conversations/{conversation_id}/confirm-upload", confirm_upload, methods=["POST"]),
+    Route(P + "/conversations/{conversation_id}/finish", finish, methods=["POST"]),
+]
+
+document("GET", P + "/projects/{project_id}", "Public project metadata", TAG,
+         responses={200: (ProjectPublic, "title, language and portal settings")})
+document("GET", P + "/projects/{project_id}/conversations/{conversation_id}", "A conversation's public state", TAG,
+         responses={200: (ConversationState, "status, chunk counts and the merged transcript so far")})
+document("POST", P + "/conversations/initiate", "Start a conversation", TAG, body=Initiate,
+         description="`name`/`email` are required only when the project's portal asks for them (422 otherwise).",
+         responses={201: (Conversation, "the conversation; use its id for the upload calls")})
+document("GET", P + "/conversations/{conversation_id}/chunks", "List the conversation's chunks", TAG,
+         responses={200: (Chunk, "confirmed chunks in recording order")}, response_list=True)
+document("POST", P + "/conversations/{conversation_id}/check-s3", "Is chunk storage ready?", TAG,
+         responses={200: (StorageCheck, "storage is ready"), 503: (None, "storage is not writable or full")})
+document("POST", P + "/conversations/{conversation_id}/get-upload-url", "Get a signed upload URL for one chunk",
+         TAG, body=UploadUrlRequest,
+         description="Signed (HMAC), expiring (VOXLANE_UPLOAD_URL_TTL), single-use; at most"
+                     " VOXLANE_UPLOAD_URL_RATE (40) per minute per conversation.",
+         responses={200: (UploadUrl, "PUT the chunk to `url`, then confirm `key`"),
+                    409: (None, "finished conversation, or index taken"),
+                    429: (None, "rate limited; see Retry-After")})
+document("PUT", P + "/conversations/{conversation_id}/chunks/{key}", "Upload one chunk (the signed URL)", TAG,
+         body=AudioBytes, body_kind="binary", description="The raw audio bytes (audio/* or octet-stream; multipart"
+         " with a `file` part also works). Acknowledged once fsynced.",
+         query=[Param("expires", "from the signed URL", "integer", True),
+                Param("signature", "from the signed URL", "string", True)],
+         responses={200: (ChunkReceived, "stored"), 403: (None, "bad signature"), 409: (None, "URL already used"),
+                    410: (None, "URL expired"), 413: (None, "too large"), 415: (None, "not supported audio")})
+document("POST", P + "/conversations/{conversation_id}/confirm-upload", "Confirm an uploaded chunk", TAG,
+         body=ConfirmUpload,
+         responses={202: (Chunk, "queued for transcription"),
+                    404: (None, "unknown key"), 409: (None, "already confirmed, not uploaded, or finished"),
+                    410: (None, "key expired")})
+document("POST", P + "/conversations/{conversation_id}/finish", "Finish the conversation", TAG,
+         responses={200: (ConversationState, "finished; `completed` once every chunk is transcribed")})

@@ -1,0 +1,149 @@
+"""``/api/projects``: the projects kiosks record into (scope ``projects:admin`` in private mode)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from server.auth import principal
+from server.errors import ApiError
+from server.openapi import Param, document
+from server.routes.common import int_param, json_body, page_of, services
+
+TAG = "projects"
+
+
+class Portal(BaseModel):
+    """What the participant portal shows and asks before recording."""
+
+    model_config = ConfigDict(extra="forbid")
+    welcome_text: str = Field(default="", max_length=10000)
+    ask_name: bool = False
+    ask_email: bool = False
+
+
+class PortalUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    welcome_text: str | None = Field(default=None, max_length=10000)
+    ask_name: bool | None = None
+    ask_email: bool | None = None
+
+
+class ProjectCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=300)
+    language: str | None = Field(default=None, max_length=16)
+    portal: Portal = Field(default_factory=Portal)
+
+
+class ProjectUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(default=None, min_length=1, max_length=300)
+    language: str | None = Field(default=None, max_length=16)
+    portal: PortalUpdate | None = None
+
+
+class ProjectPublic(BaseModel):
+    """What anyone holding the project id may read."""
+
+    id: str
+    title: str
+    language: str | None
+    portal: Portal
+
+
+class Project(ProjectPublic):
+    created_at: str
+    updated_at: str
+
+
+class ProjectPage(BaseModel):
+    items: list[Project]
+    total: int
+    page: int
+    size: int
+
+
+def project_out(row: dict[str, Any]) -> dict[str, Any]:
+    return Project(id=row["id"], title=row["title"], language=row.get("language"),
+                   portal=Portal(**(row.get("portal") or {})), created_at=row["created_at"],
+                   updated_at=row["updated_at"]).model_dump()
+
+
+def public_project(row: dict[str, Any]) -> dict[str, Any]:
+    return ProjectPublic(id=row["id"], title=row["title"], language=row.get("language"),
+                         portal=Portal(**(row.get("portal") or {}))).model_dump()
+
+
+async def load_project(request: Request) -> dict[str, Any]:
+    row = await services(request).store.get_project(request.path_params["project_id"])
+    if row is None or not principal(request).can_see(row.get("owner")):
+        raise ApiError(404, "project not found", "PROJECT_NOT_FOUND")
+    return row
+
+
+async def create_project(request: Request) -> Response:
+    """Create a project."""
+    body = await json_body(request, ProjectCreate)
+    row = await services(request).store.create_project(title=body.title, language=body.language,
+                                                       portal=body.portal.model_dump(), owner=principal(request).user)
+    return JSONResponse(project_out(row), status_code=201)
+
+
+async def list_projects(request: Request) -> Response:
+    """List your projects, newest first."""
+    page = int_param(request, "page", 1, 1, 1_000_000)
+    size = int_param(request, "size", 50, 1, 200)
+    rows, total = await services(request).store.list_projects(owner=principal(request).owner_filter, page=page,
+                                                               size=size)
+    return JSONResponse(page_of([project_out(r) for r in rows], total, page, size))
+
+
+async def get_project(request: Request) -> Response:
+    """Read a project."""
+    return JSONResponse(project_out(await load_project(request)))
+
+
+async def update_project(request: Request) -> Response:
+    """Change a project's title, language or portal settings."""
+    row = await load_project(request)
+    body = await json_body(request, ProjectUpdate)
+    fields = body.model_dump(exclude_unset=True)
+    if "portal" in fields:
+        portal = {**(row.get("portal") or {}), **{k: v for k, v in (fields["portal"] or {}).items() if v is not None}}
+        fields["portal"] = Portal(**portal).model_dump()
+    if fields.get("title", "") is None:
+        raise ApiError(422, "title: cannot be null")
+    updated = await services(request).store.update_project(row["id"], **fields)
+    assert updated is not None
+    return JSONResponse(project_out(updated))
+
+
+async def delete_project(request: Request) -> Response:
+    """Delete a project; its conversations stay (as transcripts) but no new ones can start."""
+    row = await load_project(request)
+    await services(request).store.delete_project(row["id"])
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/api/projects", list_projects, methods=["GET"]),
+    Route("/api/projects", create_project, methods=["POST"]),
+    Route("/api/projects/{project_id}", get_project, methods=["GET"]),
+    Route("/api/projects/{project_id}", update_project, methods=["PATCH"]),
+    Route("/api/projects/{project_id}", delete_project, methods=["DELETE"]),
+]
+
+_PAGE = [Param("page", "1-based page", "integer"), Param("size", "items per page (1-200)", "integer")]
+document("GET", "/api/projects", "List projects", TAG, responses={200: (ProjectPage, "a page of your projects")},
+         query=_PAGE)
+document("POST", "/api/projects", "Create a project", TAG, body=ProjectCreate,
+         responses={201: (Project, "the project with its id: share the id with kiosks")})
+document("GET", "/api/projects/{project_id}", "Read a project", TAG, responses={200: (Project, "the project")})
+document("PATCH", "/api/projects/{project_id}", "Update a project", TAG, body=ProjectUpdate,
+         responses={200: (Project, "the updated project")})
+document("DELETE", "/api/projects/{project_id}", "Delete a project", TAG, responses={204: (None, "deleted")})

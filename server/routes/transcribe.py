@@ -1,0 +1,435 @@
+"""``/api/transcribe``: transcription jobs. A job is a transcript underneath: one pipeline, one store.
+
+``POST /api/transcribe/`` takes a file like an upload does, makes a transcript (the job id is its id) and
+queues it; status, result and the live WebSocket read that transcript and its audio item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from asr.whisper_backend import BUNDLED_MODEL, ModelNotFound, resolve_model
+from server.auth import CLOSE_NOT_FOUND, principal
+from server.errors import ApiError
+from server.openapi import Param, document
+from server.rest import rest_of
+from server.routes.common import int_param, services
+from server.uploads import probe_upload, receive_audio
+from server.work import Progress
+
+TAG = "transcription jobs"
+NOT_FOUND_MESSAGE = "Transcription job not found or expired"
+_FULL_NAMES = {"tiny.en": "Systran/faster-whisper-tiny.en"}
+
+
+class ModelInfo(BaseModel):
+    name: str
+    full_name: str
+    is_downloaded: bool
+    size_mb: float | None
+    description: str
+    loaded: bool = Field(description="Whether this server runs it now (jobs can only use a loaded model).")
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class JobForm(BaseModel):
+    """multipart/form-data fields."""
+
+    file: bytes = Field(description="the audio (WAV, MP3, M4A, FLAC, OGG, WebM; 8-48 kHz)")
+    model_name: str = Field(default=BUNDLED_MODEL, description="one of GET /api/transcribe/models")
+    language: str | None = Field(default=None, description="ISO 639-1 code; default: detected/configured")
+    diarize: bool = Field(default=True, description="label speakers where the server can")
+
+
+class JobCreated(BaseModel):
+    job_id: str
+    status: str
+    message: str
+
+
+class JobStatus(BaseModel):
+    job_id: str
+    status: str = Field(description="processing | completed | failed | not_found")
+    message: str
+    progress: float
+    updated_at: float
+    chunk_info: dict[str, Any] | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobStatus]
+    count: int
+
+
+class ResultSegment(BaseModel):
+    start: float
+    end: float
+    text: str
+    speaker: str | None
+    speaker_confidence: float | None
+    start_display: str
+    end_display: str
+
+
+class JobResult(BaseModel):
+    job_id: str
+    segments: list[ResultSegment]
+    text: str
+    language: str | None
+    audio_duration: float | None
+
+
+class JobDebug(BaseModel):
+    job_id: str
+    transcript_status: str
+    item: dict[str, Any]
+    options: dict[str, Any]
+    cached_segments: int
+    latest_time: float
+    progress: dict[str, Any] | None
+    queue_position: int | None
+    queued_total: int
+    running: bool
+    subscribers: int
+
+
+# ------------------------------------------------------------ models
+
+
+def _dir_size_mb(path: str) -> float | None:
+    if not os.path.isdir(path):
+        return None
+    total = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)
+                if os.path.isfile(os.path.join(path, f)))
+    return round(total / 1e6, 1)
+
+
+def available_models(loaded: str) -> list[ModelInfo]:
+    out = []
+    for name in dict.fromkeys([loaded, BUNDLED_MODEL]):
+        try:
+            path = resolve_model(name)
+        except ModelNotFound:
+            path = ""
+        size = _dir_size_mb(path) if path else None
+        bundled = name == BUNDLED_MODEL
+        out.append(ModelInfo(
+            name=name, full_name=_FULL_NAMES.get(name, path or name), is_downloaded=name == loaded or size is not None,
+            size_mb=size,
+            description=("Fast, English optimized (bundled)" if bundled else "Locally configured model")
+            + ("" if name == loaded else "; not loaded by this server"), loaded=name == loaded))
+    return out
+
+
+async def list_models(request: Request) -> Response:
+    """The bundled model and the configured local one."""
+    models = await asyncio.to_thread(available_models, services(request).settings.model)
+    return JSONResponse(ModelList(models=models).model_dump())
+
+
+# ------------------------------------------------------------ jobs
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ApiError(422, f"diarize must be true or false, not {value!r}")
+
+
+async def create_job(request: Request) -> Response:
+    """Start a transcription job from an uploaded file."""
+    svc, rest = services(request), rest_of(request)
+    store = svc.store
+    who = principal(request)
+    transcript = await store.create_transcript(name="Transcription job", owner=who.user, status="created")
+    tid = transcript["id"]
+    try:
+        received = await receive_audio(request, svc.audio_dir(tid), limit=svc.settings.max_upload_mb << 20,
+                                       stem="upload")
+        fields = received.fields
+        model_name = (fields.get("model_name") or BUNDLED_MODEL).strip()
+        if model_name in ("default", "bundled"):
+            model_name = svc.settings.model
+        if model_name != svc.settings.model:
+            names = [m.name for m in available_models(svc.settings.model) if m.loaded]
+            raise ApiError(422, f"model {model_name!r} is not loaded by this server; use one of {', '.join(names)}",
+                           "MODEL_NOT_AVAILABLE", {"available": names})
+        language = (fields.get("language") or "").strip() or None
+        if language is not None and not (2 <= len(language) <= 8 and language.replace("-", "").isalpha()):
+            raise ApiError(422, f"language must be an ISO 639-1 code, not {language!r}")
+        diarize = _bool(fields.get("diarize"), True)
+        info = await probe_upload(received.path)
+    except BaseException:
+        await store.delete_transcript(tid)
+        await asyncio.to_thread(_rmtree, svc.audio_dir(tid))
+        raise
+    options = {"model_name": model_name, "language": language, "diarize": diarize, "filename": received.filename,
+               "sample_rate": info.get("sample_rate"), "channels": info.get("channels")}
+    chunk = await store.create_chunk(transcript_id=tid, kind="job", status="uploaded", path=str(received.path),
+                                     format=received.format, size=received.size, duration=info.get("duration"),
+                                     options=options)
+    await store.update_transcript(tid, name=received.filename or "Transcription job", status="processing",
+                                  source_language=language, meta={"job": options})
+    rest.work.progress[tid] = Progress(message="queued", total=float(info.get("duration") or 0.0))
+    rest.work.submit(chunk["id"])
+    body = JobCreated(job_id=tid, status="processing", message=f"transcription of {received.filename or 'the file'}"
+                      f" ({float(info.get('duration') or 0):.1f} s) started")
+    return JSONResponse(body.model_dump(), status_code=202)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def _job(request_or_ws: Any, job_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(transcript, audio item) of a job the caller may see, or None."""
+    store = services(request_or_ws).store
+    transcript = await store.get_transcript(job_id)
+    if transcript is None or not principal(request_or_ws).can_see(transcript.get("owner")):
+        return None
+    items = await store.list_chunks(transcript_id=job_id, kind="job")
+    return (transcript, items[-1]) if items else None
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def job_status(conn: Any, transcript: dict[str, Any], item: dict[str, Any]) -> JobStatus:
+    work = rest_of(conn).work
+    prog = work.progress.get(transcript["id"])
+    state = item["status"]
+    updated = prog.updated_at if prog is not None else _epoch(item["updated_at"])
+    if state == "transcribed":
+        total = float(item.get("duration") or 0.0)
+        done = Progress(status="completed", done=total, total=total)
+        return JobStatus(job_id=transcript["id"], status="completed", message="transcription complete",
+                         progress=100.0, updated_at=updated, chunk_info=done.chunk_info())
+    if state == "failed":
+        return JobStatus(job_id=transcript["id"], status="failed", message=item.get("error") or "failed",
+                         progress=float(item.get("progress") or 0.0), updated_at=updated)
+    if state == "uploaded":
+        pos = work.position(item["id"])
+        message = f"queued (position {pos})" if pos else "queued"
+        waiting = prog or Progress(total=float(item.get("duration") or 0.0))
+        return JobStatus(job_id=transcript["id"], status="processing", message=message, progress=0.0,
+                         updated_at=updated, chunk_info=waiting.chunk_info())
+    prog = prog or Progress(total=float(item.get("duration") or 0.0), done=0.0)
+    info = prog.chunk_info()
+    message = (f"Processing chunk {info['current_chunk']}/{info['total_chunks']} ({prog.percent:.0f}%)"
+               if info["total_chunks"] else prog.message)
+    return JobStatus(job_id=transcript["id"], status="processing", message=message, progress=prog.percent,
+                     updated_at=updated, chunk_info=info)
+
+
+def not_found(job_id: str) -> JobStatus:
+    return JobStatus(job_id=job_id, status="not_found", message=NOT_FOUND_MESSAGE, progress=0.0,
+                     updated_at=time.time())
+
+
+async def get_status(request: Request) -> Response:
+    """A job's status and progress (status `not_found` for unknown ids)."""
+    job_id = request.path_params["job_id"]
+    found = await _job(request, job_id)
+    body = not_found(job_id) if found is None else job_status(request, *found)
+    return JSONResponse(body.model_dump())
+
+
+async def list_jobs(request: Request) -> Response:
+    """Your jobs, newest first."""
+    limit = int_param(request, "limit", 100, 1, 1000)
+    store = services(request).store
+    items = await store.list_chunks(kind="job", owner=principal(request).owner_filter, limit=limit)
+    jobs = []
+    for item in items:
+        transcript = await store.get_transcript(item["transcript_id"])
+        if transcript is not None:
+            jobs.append(job_status(request, transcript, item).model_dump())
+    return JSONResponse(JobList(jobs=jobs, count=len(jobs)).model_dump())
+
+
+def display(t: float) -> str:
+    ms = int(round(max(0.0, t) * 1000))
+    h, rem = divmod(ms, 3_600_000)
+    m, rem = divmod(rem, 60_000)
+    s, ms = divmod(rem, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+
+
+def result_segment(seg: dict[str, Any]) -> ResultSegment:
+    return ResultSegment(start=seg["start"], end=seg["end"], text=seg["text"], speaker=seg.get("speaker"),
+                         speaker_confidence=None, start_display=display(seg["start"]), end_display=display(seg["end"]))
+
+
+def job_language(request: Request, transcript: dict[str, Any], item: dict[str, Any]) -> str | None:
+    svc = services(request)
+    language = (item.get("options") or {}).get("language") or transcript.get("source_language")
+    if language:
+        return language
+    if getattr(svc.engine.backend, "english_only", False):
+        return "en"
+    return svc.settings.language
+
+
+async def get_result(request: Request) -> Response:
+    """A completed job's segments, text, language and duration."""
+    job_id = request.path_params["job_id"]
+    found = await _job(request, job_id)
+    if found is None:
+        raise ApiError(404, NOT_FOUND_MESSAGE, "JOB_NOT_FOUND")
+    transcript, item = found
+    if item["status"] == "failed":
+        raise ApiError(409, f"the job failed: {item.get('error')}", "JOB_FAILED", {"status": "failed"})
+    if item["status"] != "transcribed":
+        status = job_status(request, transcript, item)
+        raise ApiError(409, "the job is still processing", "JOB_NOT_READY",
+                       {"status": status.status, "progress": status.progress})
+    segments = [s for s in await services(request).store.get_segments(job_id) if s["text"].strip()]
+    body = JobResult(job_id=job_id, segments=[result_segment(s) for s in segments],
+                     text=" ".join(s["text"].strip() for s in segments),
+                     language=job_language(request, transcript, item), audio_duration=item.get("duration"))
+    return JSONResponse(body.model_dump())
+
+
+async def get_debug(request: Request) -> Response:
+    """Diagnostics for a job: its audio item, cached segments, latest time, queue position."""
+    job_id = request.path_params["job_id"]
+    found = await _job(request, job_id)
+    if found is None:
+        raise ApiError(404, NOT_FOUND_MESSAGE, "JOB_NOT_FOUND")
+    transcript, item = found
+    svc, work = services(request), rest_of(request).work
+    segments = await svc.store.get_segments(job_id)
+    prog = work.progress.get(job_id)
+    item_view = {k: v for k, v in item.items() if k not in ("segments", "path", "upload_key", "options")}
+    item_view["file"] = Path(item["path"]).name if item.get("path") else None
+    body = JobDebug(job_id=job_id, transcript_status=transcript["status"], item=item_view,
+                    options=item.get("options") or {}, cached_segments=len(segments),
+                    latest_time=max((s["end"] for s in segments), default=0.0),
+                    progress=None if prog is None else {"status": prog.status, "message": prog.message,
+                                                        "done_seconds": prog.done, "total_seconds": prog.total,
+                                                        "percent": prog.percent, "updated_at": prog.updated_at},
+                    queue_position=work.position(item["id"]), queued_total=work.queued,
+                    running=job_id in work._running, subscribers=svc.hub.subscriber_count(job_id))
+    return JSONResponse(body.model_dump())
+
+
+async def job_live(ws: WebSocket) -> None:
+    """Live updates of a job: status messages with progress and chunk_info, then segments as produced."""
+    job_id = ws.path_params["job_id"]
+    await ws.accept()
+    found = await _job(ws, job_id)
+    if found is None:
+        await ws.send_json({"type": "status", **not_found(job_id).model_dump()})
+        await ws.close(code=CLOSE_NOT_FOUND, reason="job not found")
+        return
+    svc = services(ws)
+    sub = svc.hub.subscribe(job_id)  # before the replay: nothing falls in between
+    receiver = asyncio.create_task(_drain(ws))
+    try:
+        seen: set[str] = set()
+        for seg in await svc.store.get_segments(job_id):
+            seen.add(seg["id"])
+            await ws.send_json({"type": "segment", **result_segment(seg).model_dump()})
+        transcript, item = found
+        current = job_status(ws, transcript, item)
+        await ws.send_json({"type": "status", **current.model_dump()})
+        if current.status in ("completed", "failed"):
+            await ws.close()
+            return
+        while True:
+            getter = asyncio.create_task(sub.queue.get())
+            done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                return  # the client went away
+            msg = getter.result()
+            if msg is None:
+                await ws.close(code=1013 if sub.overflowed else 1000)
+                return
+            data = msg["data"]
+            if msg["type"] == "transcription":
+                if data.get("is_final") and data.get("text", "").strip() and data["segment_id"] not in seen:
+                    seen.add(data["segment_id"])
+                    await ws.send_json({"type": "segment", **result_segment(data).model_dump()})
+            elif msg["type"] == "status" and data.get("participant_id") is None:
+                found = await _job(ws, job_id)
+                if found is None:
+                    await ws.close(code=CLOSE_NOT_FOUND, reason="job deleted")
+                    return
+                status = job_status(ws, *found)
+                if data["status"] == "failed":
+                    status.status, status.message = "failed", data.get("message") or status.message
+                await ws.send_json({"type": "status", **status.model_dump()})
+                if status.status in ("completed", "failed"):
+                    await ws.close()
+                    return
+    except WebSocketDisconnect:
+        pass
+    finally:
+        svc.hub.unsubscribe(sub)
+        receiver.cancel()
+        with contextlib.suppress(BaseException):
+            await receiver
+
+
+async def _drain(ws: WebSocket) -> None:
+    """Read (and ignore) client messages until it disconnects."""
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+
+
+T = "/api/transcribe"
+routes = [
+    Route(T + "/models", list_models, methods=["GET"]),
+    Route(T + "/", create_job, methods=["POST"]),
+    Route(T, create_job, methods=["POST"]),
+    Route(T + "/jobs", list_jobs, methods=["GET"]),
+    Route(T + "/status/{job_id}", get_status, methods=["GET"]),
+    Route(T + "/result/{job_id}", get_result, methods=["GET"]),
+    Route(T + "/debug/{job_id}", get_debug, methods=["GET"]),
+    WebSocketRoute(T + "/live/{job_id}", job_live),
+]
+
+document("GET", T + "/models", "List models", TAG, responses={200: (ModelList, "the models")})
+document("POST", T + "/", "Start a transcription job", TAG, body=JobForm, body_kind="multipart",
+         description="The job is a transcript (job_id is its id), transcribed at bulk priority.",
+         responses={202: (JobCreated, "queued"), 413: (None, "file too large"),
+                    415: (None, "unsupported audio"), 422: (None, "unreadable audio, unknown model, bad field")})
+document("GET", T + "/jobs", "List jobs", TAG, responses={200: (JobList, "your jobs, newest first")},
+         query=[Param("limit", "most jobs returned (1-1000)", "integer")])
+document("GET", T + "/status/{job_id}", "Job status", TAG,
+         responses={200: (JobStatus, "status and progress; status `not_found` for an unknown id")})
+document("GET", T + "/result/{job_id}", "Job result", TAG,
+         responses={200: (JobResult, "segments, text, language, duration"),
+                    409: (None, "not finished yet, or failed")})
+document("GET", T + "/debug/{job_id}", "Job diagnostics", TAG, responses={200: (JobDebug, "diagnostic fields")})
+document("WEBSOCKET", T + "/live/{job_id}", "Live job updates (WebSocket)", TAG,
+         description="Server messages: {\"type\":\"status\", status, message, progress, chunk_info:"
+                     " {current_chunk, total_chunks, chunk_progress}} and {\"type\":\"segment\", start, end, text,"
+                     " speaker, speaker_confidence, start_display, end_display} as segments are produced (silence"
+                     " is never sent). Closes after `completed`/`failed`; 4404 for an unknown job.",
+         query=[Param("token", "bearer token (or the Authorization header)")])

@@ -1,0 +1,214 @@
+"""``/v1/transcripts_audio/{id}``: upload a recording to transcribe, download it, stream it with Range."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from protocol import Error, Status
+from server.auth import principal
+from server.errors import ApiError, error_response
+from server.live import RECORDING
+from server.openapi import Param, document
+from server.rest import rest_of
+from server.routes.common import services
+from server.storage import TranscriptNotFound
+from server.uploads import MEDIA_TYPES, Received, probe_upload, receive_audio
+
+TAG = "transcript audio"
+_receiving: set[str] = set()  # transcripts with an upload in flight (one at a time each)
+
+
+class UploadForm(BaseModel):
+    """multipart/form-data with the audio in a ``file`` part (or the raw bytes with an audio/* type)."""
+
+    file: bytes
+
+
+class UploadInfo(BaseModel):
+    filename: str | None
+    format: str
+    size: int
+    duration: float | None
+    sample_rate: int | None
+    channels: int | None
+
+
+class UploadAccepted(BaseModel):
+    id: str
+    status: str
+    message: str
+    upload: UploadInfo
+
+
+async def load_visible(request: Request) -> dict[str, Any]:
+    row = await services(request).store.get_transcript(request.path_params["transcript_id"])
+    if row is None or not principal(request).can_see(row.get("owner")):
+        raise ApiError(404, "transcript not found", "TRANSCRIPT_NOT_FOUND")
+    return row
+
+
+async def _mark_failed(request: Request, row: dict[str, Any], message: str) -> None:
+    svc = services(request)
+    meta = dict(row.get("meta") or {})
+    meta["error"] = message
+    await svc.store.update_transcript(row["id"], status="failed", meta=meta)
+    await svc.hub.publish(row["id"], Error(code="AUDIO_FORMAT_ERROR", message=message, recoverable=False))
+    await svc.hub.publish(row["id"], Status(status="failed", stage="transcription", message=message))
+
+
+async def upload(request: Request) -> Response:
+    """Upload a recording; it is transcribed in the background (202), progress goes to subscribers."""
+    svc = services(request)
+    row = await load_visible(request)
+    tid = row["id"]
+    if svc.live.find(tid) is not None:
+        raise ApiError(409, "transcript is being streamed live", "TRANSCRIPT_LIVE")
+    if row["status"] not in ("created", "failed"):
+        raise ApiError(409, f"transcript already has audio (status {row['status']!r}); create a new transcript",
+                       "ALREADY_HAS_AUDIO", {"status": row["status"]})
+    if tid in _receiving:
+        raise ApiError(409, "an upload to this transcript is already in progress", "UPLOAD_IN_PROGRESS")
+    _receiving.add(tid)
+    try:
+        limit = svc.settings.max_upload_mb << 20
+        received = await receive_audio(request, svc.audio_dir(tid), limit=limit, stem="upload")
+        try:
+            info = await probe_upload(received.path)
+        except ApiError as exc:
+            await asyncio.to_thread(_unlink, received.path)
+            if exc.code == "AUDIO_DECODE_ERROR":
+                await _mark_failed(request, row, exc.message)
+            raise
+        return await _accept(request, row, received, info)
+    finally:
+        _receiving.discard(tid)
+
+
+async def _accept(request: Request, row: dict[str, Any], received: Received, info: dict[str, Any]) -> Response:
+    svc, rest = services(request), rest_of(request)
+    store, tid = svc.store, row["id"]
+    await asyncio.to_thread(_remove_other_uploads, received.path)
+    for old in await store.list_chunks(transcript_id=tid, kind="upload"):
+        await store.delete_chunk(old["id"])  # an earlier, failed attempt
+    await store.delete_segments(tid)
+    upload_info = UploadInfo(filename=received.filename, format=received.format, size=received.size,
+                             duration=info.get("duration"), sample_rate=info.get("sample_rate"),
+                             channels=info.get("channels"))
+    try:
+        chunk = await store.create_chunk(transcript_id=tid, kind="upload", status="uploaded",
+                                         path=str(received.path), format=received.format, size=received.size,
+                                         duration=info.get("duration"), options={"filename": received.filename})
+    except TranscriptNotFound:  # deleted while the body was arriving
+        await asyncio.to_thread(shutil.rmtree, svc.audio_dir(tid), True)
+        raise ApiError(404, "transcript not found", "TRANSCRIPT_NOT_FOUND") from None
+    meta = {k: v for k, v in (row.get("meta") or {}).items() if k != "error"}
+    meta["upload"] = upload_info.model_dump()
+    await store.update_transcript(tid, status="processing", meta=meta)
+    await svc.hub.publish(tid, Status(status="processing", stage="transcription", progress=0.0,
+                                      message="upload received; queued for transcription"))
+    rest.work.submit(chunk["id"])
+    body = UploadAccepted(id=tid, status="processing", message="upload received; transcription started",
+                          upload=upload_info)
+    return JSONResponse(body.model_dump(), status_code=202)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _remove_other_uploads(keep: Path) -> None:
+    for p in keep.parent.glob("upload.*"):
+        if p != keep:
+            _unlink(p)
+
+
+async def audio_file(request: Request, row: dict[str, Any]) -> Path:
+    """The transcript's audio: the original upload (or job file), else its recorded live/merged audio."""
+    svc = services(request)
+    for kind in ("upload", "job"):
+        for chunk in await svc.store.list_chunks(transcript_id=row["id"], kind=kind):
+            path = Path(chunk["path"] or "")
+            if chunk["path"] and await asyncio.to_thread(path.is_file):
+                return path
+    recording = svc.audio_dir(row["id"]) / RECORDING
+    if await asyncio.to_thread(recording.is_file):
+        return recording
+    raise ApiError(404, "this transcript has no audio yet", "NO_AUDIO")
+
+
+def _media_type(path: Path) -> str:
+    return MEDIA_TYPES.get(path.suffix.lstrip(".").lower(), "application/octet-stream")
+
+
+def _download_name(row: dict[str, Any], path: Path) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._ -]+", "_", row.get("name") or row["id"]).strip() or row["id"]
+    return f"{stem[:100]}{path.suffix}"
+
+
+async def download(request: Request) -> Response:
+    """Download the transcript's audio: the original upload, or the recorded live audio."""
+    row = await load_visible(request)
+    path = await audio_file(request, row)
+    return FileResponse(path, media_type=_media_type(path), filename=_download_name(row, path))
+
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+async def stream(request: Request) -> Response:
+    """The audio for an <audio> element: inline, with HTTP Range requests (206) for seeking."""
+    row = await load_visible(request)
+    path = await audio_file(request, row)
+    size = (await asyncio.to_thread(path.stat)).st_size
+    header = request.headers.get("range")
+    if header and "," not in header:
+        m = _RANGE.match(header.strip())
+        if m is None or (not m.group(1) and not m.group(2)):
+            return error_response(416, "RANGE_NOT_SATISFIABLE", f"malformed Range header {header!r}",
+                                  {"size": size}, {"Content-Range": f"bytes */{size}"})
+        start = int(m.group(1)) if m.group(1) else max(0, size - int(m.group(2)))
+        if start >= size:
+            return error_response(416, "RANGE_NOT_SATISFIABLE", f"range starts beyond the {size}-byte file",
+                                  {"size": size}, {"Content-Range": f"bytes */{size}"})
+    return FileResponse(path, media_type=_media_type(path), content_disposition_type="inline",
+                        filename=_download_name(row, path), headers={"Cache-Control": "private, max-age=0"})
+
+
+routes = [
+    Route("/v1/transcripts_audio/{transcript_id}/upload", upload, methods=["POST"]),
+    Route("/v1/transcripts_audio/{transcript_id}/download", download, methods=["GET", "HEAD"]),
+    Route("/v1/transcripts_audio/{transcript_id}/stream", stream, methods=["GET", "HEAD"]),
+]
+
+document("POST", "/v1/transcripts_audio/{transcript_id}/upload", "Upload a recording to transcribe", TAG,
+         description="WAV, MP3, M4A, FLAC, OGG or WebM at 8-48 kHz, up to VOXLANE_MAX_UPLOAD_MB (413 before the"
+                     " body is read when Content-Length says more). Streamed to disk; answered 202 once the file is"
+                     " on disk, then transcribed at bulk priority: `status` messages with `progress` and the"
+                     " finals go to the transcript's WebSocket subscribers. A corrupt file is a 422 and leaves"
+                     " the transcript `failed`.",
+         body=UploadForm, body_kind="multipart",
+         responses={202: (UploadAccepted, "accepted; transcription runs in the background"),
+                    409: (None, "the transcript is live or already has audio"),
+                    413: (None, "file too large"), 415: (None, "not a supported audio format or sample rate"),
+                    422: (None, "unreadable audio, or no `file` part")})
+document("GET", "/v1/transcripts_audio/{transcript_id}/download", "Download the audio", TAG,
+         description="The original upload, or the audio recorded from live streams (16 kHz WAV).",
+         responses={200: (None, "the audio file (Content-Disposition: attachment)")}, content_type="audio/*",
+         query=[Param("token", "bearer token, for clients that cannot send headers")])
+document("GET", "/v1/transcripts_audio/{transcript_id}/stream", "Stream the audio (HTTP Range)", TAG,
+         description="For <audio> elements: `Accept-Ranges: bytes`; a `Range` request gets 206 with"
+                     " Content-Range, an unsatisfiable one 416.",
+         responses={200: (None, "the whole file"), 206: (None, "the requested byte range"),
+                    416: (None, "range not satisfiable")}, content_type="audio/*",
+         query=[Param("token", "bearer token, for <audio src> which cannot send headers")])
