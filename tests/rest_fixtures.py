@@ -1,0 +1,60 @@
+"""Fixtures for the REST tests (``pytest_plugins = ("tests.rest_fixtures",)``): one in-process app per mode.
+
+The apps run in the test event loop (httpx over ASGI) with the real model; model loading costs seconds, so
+each mode's app is shared by every REST test. A WebSocket test starts a real uvicorn server on the same app
+instance on demand (:meth:`Api.serve`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from server.app import create_app
+from server.settings import Settings
+from tests.rest_support import JWT_SECRET, Api, rsa_keys
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings, private: bool, rsa_private_pem: bytes | None = None
+                      ) -> AsyncIterator[Api]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=60) as client:
+            api = Api(app=app, client=client, settings=settings, private=private, rsa_private_pem=rsa_private_pem)
+            try:
+                yield api
+            finally:
+                await api.close_server()
+
+
+@pytest.fixture(scope="session")
+async def public_api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
+    tmp = tmp_path_factory.mktemp("rest-public")
+    settings = Settings(data_dir=str(tmp / "data"), cpu_threads=2, auth_mode="public", jwt_secret=JWT_SECRET,
+                        status_interval=0, ping_interval=0, max_upload_mb=500)
+    async with running_app(settings, private=False) as api:
+        yield api
+
+
+@pytest.fixture(scope="session")
+async def private_api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
+    tmp = tmp_path_factory.mktemp("rest-private")
+    private_pem, jwks = rsa_keys(tmp)
+    settings = Settings(data_dir=str(tmp / "data"), cpu_threads=2, auth_mode="private", jwt_secret=JWT_SECRET,
+                        jwt_public_key=str(jwks), status_interval=0, ping_interval=0, max_upload_mb=500)
+    async with running_app(settings, private=True, rsa_private_pem=private_pem) as api:
+        api.extra["public_pem"] = (tmp / "public.pem").read_text()
+        yield api
+
+
+@pytest.fixture(params=["public", "private"])
+def api(request: pytest.FixtureRequest) -> Api:
+    """Each test that takes ``api`` runs in both access modes."""
+    return request.getfixturevalue(f"{request.param}_api")
+
+
