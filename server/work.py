@@ -94,6 +94,9 @@ class WorkQueue:
         self._tasks = []
 
     async def resume(self) -> None:
+        removed = await asyncio.to_thread(_remove_partial_uploads, self.services.settings.data_path / "audio")
+        if removed:
+            log.info("removed %d partial upload(s) left by an interrupted request", removed)
         for row in await self.store.list_chunks(statuses=("processing",), limit=100000):
             await self.store.transition_chunk(row["id"], ("processing",), "uploaded")
             log.info("resuming %s %s of transcript %s", row["kind"], row["id"], row["transcript_id"])
@@ -323,6 +326,16 @@ class WorkQueue:
         message = "conversation transcribed" + (f" ({failed} chunk(s) failed)" if failed else "")
         await hub.publish(cid, Status(status="completed", stage="transcription", progress=100.0, message=message))
         self._locks.pop(cid, None)
+
+
+def _remove_partial_uploads(audio_root: Path) -> int:
+    """Bodies that were still arriving when the server died were never acknowledged: drop them."""
+    n = 0
+    for pattern in ("*/.incoming-*", "*/chunks/.incoming-*"):
+        for p in audio_root.glob(pattern):
+            _unlink(p)
+            n += 1
+    return n
 
 
 def _unlink(path: Path) -> None:

@@ -165,6 +165,8 @@ async def test_kill_9_loses_nothing(tmp_path):
     partial = db.execute("SELECT COUNT(*) FROM segments WHERE transcript_id = ?", (job_id,)).fetchone()[0]
     db.close()
     assert states == {"job": "processing", "chunk": "uploaded"} and partial > 0
+    stray = srv.data_dir / "audio" / job_id / ".incoming-interrupted"  # a body that was still arriving
+    stray.write_bytes(b"RIFF" + b"\0" * 1000)
     srv = start_server(tmp_path, VOXLANE_REST_WORKERS="1", VOXLANE_CPU_THREADS="2")
     try:
         async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
@@ -181,6 +183,7 @@ async def test_kill_9_loses_nothing(tmp_path):
     finally:
         stop_server(srv)
     assert debug["item"]["attempts"] == 2
+    assert not stray.exists(), "unacknowledged partial bodies are removed at startup"
     starts = [s["start"] for s in result["segments"]]
     assert starts == sorted(starts) and len(set(starts)) == len(starts), "no segment stored twice"
     errors, n = wer_counts(reference(long_file), result["text"])
