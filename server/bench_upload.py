@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from media import decode_file, float_to_s16
+from media import decode_file, float_to_s16, probe_file
 
 DEFAULT_SPEECH = Path(__file__).resolve().parents[1].parent / "shared" / "audio" / "single"
 
@@ -65,12 +65,17 @@ def build_long_wav(path: Path, seconds: float, speech_dir: Path = DEFAULT_SPEECH
 
 
 async def run_upload(base_url: str, token: str | None, seconds: float = 600.0, *, run: UploadRun | None = None,
-                     speech_dir: Path = DEFAULT_SPEECH, poll: float = 0.5) -> UploadRun:
+                     speech_dir: Path = DEFAULT_SPEECH, poll: float = 0.5, path: str | Path | None = None
+                     ) -> UploadRun:
     run = run or UploadRun()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     with tempfile.TemporaryDirectory(prefix="voxlane-bench-upload-") as tmp:
-        path = Path(tmp) / "long.wav"
-        run.audio_seconds = await asyncio.to_thread(build_long_wav, path, seconds, speech_dir)
+        if path is None:
+            path = Path(tmp) / "long.wav"
+            run.audio_seconds = await asyncio.to_thread(build_long_wav, path, seconds, speech_dir)
+        else:
+            path = Path(path)
+            run.audio_seconds = float((await asyncio.to_thread(probe_file, path)).get("duration") or 0.0)
         async with httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=600) as client:
             r = await client.post("/v1/transcripts/", json={"name": f"bench upload {run.audio_seconds:.0f} s"})
             r.raise_for_status()
@@ -78,7 +83,7 @@ async def run_upload(base_url: str, token: str | None, seconds: float = 600.0, *
             data = await asyncio.to_thread(path.read_bytes)  # ~19 MB for 10 minutes
             t0 = time.monotonic()
             r = await client.post(f"/v1/transcripts_audio/{run.transcript_id}/upload",
-                                  files={"file": ("long.wav", data, "audio/wav")})
+                                  files={"file": (path.name, data)})
             if r.status_code != 202:
                 run.status, run.error = "failed", r.text
                 return run
@@ -98,13 +103,17 @@ async def run_upload(base_url: str, token: str | None, seconds: float = 600.0, *
                     return run
 
 
-async def start_background_upload(base_url: str, token: str | None, seconds: float = 600.0) -> asyncio.Task:
+async def start_background_upload(base_url: str, token: str | None, seconds: float = 600.0,
+                                  path: str | Path | None = None) -> asyncio.Task:
     """Start the upload and return its task at once; ``await`` it for an :class:`UploadRun`.
+
+    ``path`` uploads that file instead of ~``seconds`` of concatenated corpus speech.
 
     Cancel the task to stop following the upload (the server keeps transcribing what it accepted).
     ``task.upload_run`` is the live :class:`UploadRun` (status, timings) while it runs.
     """
     run = UploadRun()
-    task = asyncio.create_task(run_upload(base_url, token, seconds, run=run), name="bench-background-upload")
+    task = asyncio.create_task(run_upload(base_url, token, seconds, run=run, path=path),
+                               name="bench-background-upload")
     task.upload_run = run  # type: ignore[attr-defined]
     return task
