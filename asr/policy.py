@@ -26,7 +26,7 @@ def norm(text: str) -> str:
     return _PUNCT.sub("", text.lower())
 
 
-def trim_repetition(words: list[TimedWord], max_repeats: int = 4, max_n: int = 4) -> list[TimedWord]:
+def trim_repetition(words: list[TimedWord], max_repeats: int = 6, max_n: int = 4) -> list[TimedWord]:
     """Cut a decoding loop ("the the the the ...", "I know. I know. I know. ...") after its first turn."""
     keys = [norm(w.text) for w in words]
     for i in range(len(keys)):
@@ -86,11 +86,18 @@ class Hypotheses:
         self.tentative = new[k:]
         return done
 
-    def commit_before(self, words: list[TimedWord], t: float) -> list[TimedWord]:
-        """Commit every word that starts before ``t`` (the model has heard it and the pause after it)."""
+    def commit_before(self, words: list[TimedWord], t: float, confident: float = 0.0) -> list[TimedWord]:
+        """Commit the words that start before ``t`` (the model has heard them and the pause after them).
+
+        A word below ``confident`` probability that no earlier hypothesis agreed on stops the commit:
+        it waits for the segment's final decode rather than being frozen on one unsure reading.
+        """
         new = self._fresh(words)
         k = 0
         while k < len(new) and new[k].start < t:
+            agreed = k < len(self.tentative) and norm(new[k].text) == norm(self.tentative[k].text)
+            if not agreed and new[k].probability < confident:
+                break
             k += 1
         done = new[:k]
         self.committed.extend(done)

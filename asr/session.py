@@ -41,6 +41,7 @@ class StreamConfig:
     vad: VadConfig = field(default_factory=VadConfig)
     min_silence_s: float = 0.8  # a pause this long ends the segment (turn gaps are 0.2-0.4 s)
     pause_commit_s: float = 0.25  # a pause this long commits the words before it
+    pause_commit_confidence: float = 0.5  # ...unless a word is this unsure and no earlier hypothesis had it
     min_step_s: float = 0.5  # least new audio before the hypothesis is refreshed
     max_segment_s: float = 20.0  # segments are split at a committed word boundary beyond this
     trim_s: float = 12.0  # the decode window is trimmed at committed words beyond this
@@ -59,6 +60,7 @@ class Segment:
     hyp: Hypotheses = field(default_factory=Hypotheses)
     decoded_to: float = 0.0  # end of the audio of the latest decode
     endpoint_for: float | None = None  # speech_end that a pause-commit already covered
+    speech_end: float | None = None  # where the VAD heard the last speech, once the segment closed
     emitted: tuple[str, int] | None = None  # (text, n_final) of the last partial sent
 
     @property
@@ -119,7 +121,9 @@ class StreamSession:
         with self._lock:
             if self._open is None and not self._closing:
                 return 0.0
-            return max(0.0, self._buffer.end - self._decoded_to)
+            tr = self._tracker
+            heard = tr.t if tr.in_speech else (tr.speech_end or 0.0)  # speech received so far
+            return max(0.0, heard - self._decoded_to)
 
     def start(self) -> None:
         if self._driver is None:
@@ -207,6 +211,7 @@ class StreamSession:
         if not tr.in_speech and tr.speech_end is not None and seg.start <= tr.speech_end <= t:
             end = min(t, tr.speech_end + self.config.vad.speech_pad_s)
         seg.end = max(end, seg.start)
+        seg.speech_end = min(seg.end, tr.speech_end) if tr.speech_end is not None and not tr.in_speech else seg.end
         self._closing.append(seg)
         self._open = None
         self._last_closed_end = seg.end
@@ -275,9 +280,8 @@ class StreamSession:
     # ------------------------------------------------------------ decoding
 
     def _priority(self, plan: _Plan) -> Priority:
-        if self.config.priority == Priority.BULK:
-            return Priority.BULK if plan.kind == Priority.PARTIAL else plan.kind
-        return plan.kind
+        # a bulk session (upload) never outranks live work, whatever kind of decode it needs
+        return Priority.BULK if self.config.priority == Priority.BULK else plan.kind
 
     def _poke(self) -> None:
         self._wake.set()
@@ -369,6 +373,8 @@ class StreamSession:
     async def _apply(self, plan: _Plan, window_start: float, result: DecodeResult, prompt: str) -> None:
         seg = plan.segment
         words = self._clean(result, window_start, plan.end, prompt)
+        if plan.kind == Priority.FINAL and seg.speech_end is not None:
+            words = [w for w in words if w.start < seg.speech_end + 0.1]  # nothing is said after the speech
         final = False
         with self._lock:
             self._decoded_to = max(self._decoded_to, plan.end)
@@ -382,12 +388,12 @@ class StreamSession:
                     self._closing.popleft()
                 final = True
             elif plan.kind == Priority.ENDPOINT:
-                hyp.commit_before(words, plan.commit_before)
+                hyp.commit_before(words, plan.commit_before, confident=self.config.pause_commit_confidence)
                 seg.endpoint_for = plan.speech_end
             else:
                 hyp.agree(words)
                 if plan.commit_before != float("inf"):
-                    hyp.commit_before(hyp.tentative, plan.commit_before)
+                    hyp.commit_before(hyp.tentative, plan.commit_before, confident=self.config.pause_commit_confidence)
             self._trim_window(seg, plan.end)
         if result.error:
             log.warning("decode failed for %s: %s", self.key, result.error)

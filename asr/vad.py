@@ -78,8 +78,8 @@ class VadStream:
 
 @dataclass
 class VadConfig:
-    threshold: float = 0.5
-    neg_threshold: float = 0.35
+    threshold: float = 0.35  # whispered speech peaks around 0.3-0.7; white noise stays under 0.06
+    neg_threshold: float = 0.2
     min_speech_s: float = 0.2  # shorter blips are not speech (clicks, coughs)
     speech_pad_s: float = 0.2  # audio kept around speech so word edges are not clipped
 

@@ -45,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true", help="also transcribe the files offline with the bundled model")
     p.add_argument("--output", default="bench-results/bench.json")
     p.add_argument("--label", default="", help="free text stored in the JSON")
+    p.add_argument("--with-upload", default="", metavar="SECONDS|FILE",
+                   help="upload this much real speech (or this file) while each level runs, to see its cost")
 
 
 class ProcessSampler:
@@ -110,8 +112,24 @@ async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: di
             records[i] = await stream_audio(args.url, audio[f], name=f"bench N={n} {Path(f).stem}",
                                             chunk_ms=args.chunk_ms, token=args.token, settle_s=120)
 
+    upload = None
+    if args.with_upload:
+        from server.bench_upload import start_background_upload
+
+        spec = args.with_upload
+        upload = await (start_background_upload(args.url, args.token, seconds=float(spec)) if spec.isdigit()
+                        else start_background_upload(args.url, args.token, path=spec))
+        for _ in range(3000):  # the upload itself takes a moment: measure once it is being transcribed
+            if upload.upload_run.status != "starting":  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.2)
     with ProcessSampler(pid) as sampler:
         await asyncio.gather(*(slot() for _ in range(n)))
+    upload_info = None
+    if upload is not None:
+        upload_info = upload.upload_run.as_dict()  # type: ignore[attr-defined]
+        upload.cancel()
+        await asyncio.gather(upload, return_exceptions=True)
     per_file, commits, finals, firsts, lag_max, growth = [], [], [], [], [], []
     errors = words = 0
     for f, rec in zip(chosen, records, strict=True):
@@ -152,6 +170,7 @@ async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: di
         "lag_max_s": max(lag_max) if lag_max else None,
         "lag_growth_s_per_s": max(growth) if growth else None,
         **sampler.summary(),
+        "background_upload": upload_info,
         "per_file": per_file,
     }
 

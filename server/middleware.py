@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import time
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+log = logging.getLogger("voxlane.http")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
@@ -35,4 +38,23 @@ class RequestIdMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        started_response = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started_response
+            started_response = started_response or message["type"] == "http.response.start"
+            await send_wrapper(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            # answered here, inside this middleware, so a 500 keeps its request id too
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started_response:
+                raise
+            body = json.dumps({"error": {"code": "INTERNAL_ERROR", "message": "internal server error",
+                                         "details": {}}}).encode()
+            await send_wrapper({"type": "http.response.start", "status": 500,
+                                "headers": [(b"content-type", b"application/json"),
+                                            (b"content-length", str(len(body)).encode())]})
+            await send_wrapper({"type": "http.response.body", "body": body})

@@ -43,7 +43,7 @@ class Settings:
     beam_size: int = field(default=1, metadata=_opt("VOXLANE_BEAM_SIZE", "beam size for live decoding", lo=1, hi=16))
     language: str | None = field(default=None, metadata=_opt(
         "VOXLANE_LANGUAGE", "default spoken language (multilingual models)"))
-    vad_threshold: float = field(default=0.5, metadata=_opt(
+    vad_threshold: float = field(default=0.35, metadata=_opt(
         "VOXLANE_VAD_THRESHOLD", "speech probability that starts speech", lo=0.05, hi=0.95))
     vad_min_silence_ms: int = field(default=800, metadata=_opt(
         "VOXLANE_VAD_MIN_SILENCE_MS", "a pause this long ends a segment", lo=100, hi=10000))

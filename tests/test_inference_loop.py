@@ -1,0 +1,68 @@
+"""The dedicated inference loop's schedule, driven with the real bundled model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from asr.backend import DecodeRequest
+from asr.inference import InferenceLoop, Priority
+from asr.whisper_backend import FasterWhisperBackend
+from server.live_client import load_pcm16k
+
+
+@pytest.fixture(scope="module")
+def engine():
+    loop = InferenceLoop(FasterWhisperBackend(cpu_threads=2))
+    loop.start()
+    yield loop
+    loop.stop()
+
+
+async def test_priorities_coalescing_and_fairness(engine, audio_dir):
+    speech = load_pcm16k(audio_dir / "single/librispeech_61-70968-0000.wav")
+    order: list[str] = []
+
+    def build(name: str, audio: np.ndarray = speech[:16000]):
+        def _build():
+            order.append(name)
+            return DecodeRequest(audio=audio), name
+        return _build
+
+    # occupy the loop, then queue work of every priority while it is busy
+    blocker = engine.schedule("blocker", Priority.PARTIAL, build("blocker", speech))
+    await asyncio.sleep(0.05)
+    bulk = engine.schedule("upload", Priority.BULK, build("upload"))
+    partial = engine.schedule("live-a", Priority.PARTIAL, build("live-a-stale"))
+    again = engine.schedule("live-a", Priority.PARTIAL, build("live-a-fresh"))  # coalesces
+    final = engine.schedule("live-b", Priority.FINAL, build("live-b"))
+    assert again is partial
+    results = await asyncio.gather(blocker, bulk, partial, final)
+    assert order == ["blocker", "live-b", "live-a-fresh", "upload"]
+    assert results[2][1] == "live-a-fresh"  # the context of the build that actually ran comes back
+    text = " ".join(w.text for w in results[0][0].words).lower()
+    assert "paris" in text or "robin" in text or len(text.split()) > 3
+
+    # within one priority the session served least recently goes first
+    order.clear()
+    blocker = engine.schedule("live-a", Priority.PARTIAL, build("live-a"))
+    await asyncio.sleep(0.05)
+    futures = [engine.schedule(k, Priority.PARTIAL, build(k)) for k in ("live-a2", "blocker", "live-c")]
+    await asyncio.gather(blocker, *futures)
+    # "live-c" and "live-a2" were never served; "blocker" was served in the first round
+    assert order[0] == "live-a" and order[-1] == "blocker"
+
+
+async def test_build_returning_nothing_and_errors(engine):
+    assert await engine.schedule("idle", Priority.PARTIAL, lambda: None) is None
+
+    def broken():
+        raise ValueError("session bug")
+
+    with pytest.raises(ValueError):
+        await engine.schedule("broken", Priority.PARTIAL, broken)
+    # the loop survives a failing build and keeps serving
+    out = await engine.schedule("after", Priority.FINAL, lambda: (DecodeRequest(np.zeros(8000, np.float32)), 1))
+    assert out is not None and out[1] == 1
