@@ -58,8 +58,9 @@ class LoopStats:
 
 
 class InferenceLoop:
-    def __init__(self, backend: AsrBackend) -> None:
+    def __init__(self, backend: AsrBackend, partial_max_wait: float = 1.5) -> None:
         self.backend = backend
+        self.partial_max_wait = partial_max_wait
         self._cond = threading.Condition()
         self._pending: dict[str, _Entry] = {}
         self._running: set[str] = set()
@@ -127,13 +128,25 @@ class InferenceLoop:
 
     # ------------------------------------------------------------ inference thread
 
+    def _effective(self, e: _Entry, now: float) -> Priority:
+        """Aging: a live refresh that has waited too long competes with pause commits, so a stream that
+        never pauses is not starved by streams that pause often."""
+        if e.priority == Priority.PARTIAL and now - e.ready_at > self.partial_max_wait:
+            return Priority.ENDPOINT
+        return e.priority
+
     def _take_batch(self) -> list[_Entry]:
+        now = time.monotonic()
         ready = [e for k, e in self._pending.items() if k not in self._running]
-        ready.sort(key=lambda e: (e.priority, self._last_served.get(e.key, 0.0), e.seq))
-        batch = ready[: self.backend.max_batch]
-        # never mix bulk work into a batch with live work: it would slow the live decodes down
-        if batch and batch[0].priority < Priority.BULK:
-            batch = [e for e in batch if e.priority < Priority.BULK]
+        ready.sort(key=lambda e: (self._effective(e, now), self._last_served.get(e.key, 0.0), e.seq))
+        # a batch holds requests of one urgency: a segment's final must not wait for three refreshes
+        # (finals and pause commits go together, partial refreshes together, uploads alone)
+        urgent = (Priority.FINAL, Priority.ENDPOINT)
+        prio = {e.key: self._effective(e, now) for e in ready}
+        head = prio[ready[0].key] if ready else None
+        same = [e for e in ready if (prio[e.key] in urgent) == (head in urgent) and
+                (prio[e.key] == Priority.BULK) == (head == Priority.BULK)]
+        batch = same[: self.backend.max_batch]
         for e in batch:
             del self._pending[e.key]
             self._running.add(e.key)

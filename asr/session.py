@@ -46,6 +46,7 @@ class StreamConfig:
     max_segment_s: float = 20.0  # segments are split at a committed word boundary beyond this
     trim_s: float = 12.0  # the decode window is trimmed at committed words beyond this
     prompt_chars: int = 200
+    initial_prompt: str = ""  # context for the first segment (vocabulary, spelling), as Whisper's prompt
     language: str | None = None
     priority: Priority = Priority.PARTIAL  # live sessions; uploads use BULK
     live: bool = True  # False: file mode, one decode per closed segment and no partials
@@ -61,6 +62,7 @@ class Segment:
     decoded_to: float = 0.0  # end of the audio of the latest decode
     endpoint_for: float | None = None  # speech_end that a pause-commit already covered
     speech_end: float | None = None  # where the VAD heard the last speech, once the segment closed
+    pending_pause: float | None = None  # speech end of a pause not yet covered by a commit decode
     emitted: tuple[str, int] | None = None  # (text, n_final) of the last partial sent
 
     @property
@@ -99,7 +101,7 @@ class StreamSession:
         self._open: Segment | None = None
         self._closing: deque[Segment] = deque()
         self._last_closed_end = 0.0
-        self._history = ""  # recent final text, the prompt for the next segment
+        self._history = self.config.initial_prompt.strip()  # recent final text, the prompt for the next segment
         self._paused = False
         self._finishing = False
         self._wake = asyncio.Event()
@@ -123,7 +125,8 @@ class StreamSession:
                 return 0.0
             tr = self._tracker
             heard = tr.t if tr.in_speech else (tr.speech_end or 0.0)  # speech received so far
-            return max(0.0, heard - self._decoded_to)
+            pending = [s.decoded_to for s in self._closing] + ([self._open.decoded_to] if self._open else [])
+            return max(0.0, min(heard, self._buffer.end) - min(pending))
 
     def start(self) -> None:
         if self._driver is None:
@@ -221,6 +224,10 @@ class StreamSession:
         if seg is None:
             return
         cfg = self.config
+        tr = self._tracker
+        if (not tr.in_speech and tr.silence_run >= cfg.pause_commit_s and tr.speech_end is not None
+                and tr.speech_end != seg.endpoint_for and tr.speech_end > seg.hyp.committed_end + 0.1):
+            seg.pending_pause = tr.speech_end  # remembered even if speech resumes before a decode is free
         if self._tracker.silence_run >= cfg.min_silence_s:
             self._close_open(self._tracker.t)
         elif self._tracker.t - seg.start >= cfg.max_segment_s:
@@ -244,10 +251,13 @@ class StreamSession:
         hyp.tentative = []
         seg.end = cut
         # a segment closed with only committed words needs no decode: it is final as it stands
+        decoded = seg.decoded_to
         seg.decoded_to = max(seg.decoded_to, cut)
-        seg.endpoint_for = -1.0
+        seg.pending_pause = None
         self._closing.append(seg)
-        nxt = Segment(id=uuid.uuid4().hex[:12], start=cut, window_start=cut, decoded_to=cut)
+        # the audio after the cut was already decoded and a detected pause still needs its commit
+        nxt = Segment(id=uuid.uuid4().hex[:12], start=cut, window_start=cut, decoded_to=max(cut, decoded),
+                      endpoint_for=seg.endpoint_for, pending_pause=seg.pending_pause)
         if rest:
             nxt.hyp.committed = rest
         self._open = nxt
@@ -264,10 +274,9 @@ class StreamSession:
         tr, cfg = self._tracker, self.config
         speech_end = tr.speech_end if tr.speech_end is not None else seg.start
         uncommitted = speech_end > max(seg.hyp.committed_end, seg.start) + 0.1
-        if (not tr.in_speech and tr.silence_run >= cfg.pause_commit_s and uncommitted
-                and seg.endpoint_for != speech_end):
-            return _Plan(seg, Priority.ENDPOINT, end=self._buffer.end, commit_before=speech_end,
-                         speech_end=speech_end)
+        pause = seg.pending_pause
+        if pause is not None and pause > max(seg.hyp.committed_end, seg.start) + 0.1:
+            return _Plan(seg, Priority.ENDPOINT, end=self._buffer.end, commit_before=pause, speech_end=pause)
         if not tr.in_speech and tr.silence_run < cfg.pause_commit_s and uncommitted:
             return None  # the speaker may be pausing: wait to decode with the pause in the window
         if self._buffer.end - seg.decoded_to >= cfg.min_step_s and uncommitted:
@@ -390,6 +399,8 @@ class StreamSession:
             elif plan.kind == Priority.ENDPOINT:
                 hyp.commit_before(words, plan.commit_before, confident=self.config.pause_commit_confidence)
                 seg.endpoint_for = plan.speech_end
+                if seg.pending_pause == plan.speech_end:
+                    seg.pending_pause = None
             else:
                 hyp.agree(words)
                 if plan.commit_before != float("inf"):
@@ -400,10 +411,13 @@ class StreamSession:
         await self._emit_segment(seg, final=final)
 
     def _trim_window(self, seg: Segment, end: float) -> None:
-        if end - seg.window_start <= self.config.trim_s or not seg.hyp.committed:
+        # more context is better for accuracy, shorter windows are cheaper: when other sessions are
+        # waiting for the model, take the cheaper window so the whole machine keeps up
+        limit = self.config.trim_s if self._engine.queue_depth == 0 else self.config.trim_s / 2
+        if end - seg.window_start <= limit or not seg.hyp.committed:
             return
         cut = seg.hyp.sentence_boundary(seg.hyp.committed_end)
-        if cut is None or cut <= seg.window_start or end - cut > self.config.trim_s:
+        if cut is None or cut <= seg.window_start or end - cut > limit:
             cut = seg.hyp.committed_end
         if cut > seg.window_start:
             seg.window_start = cut

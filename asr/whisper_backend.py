@@ -7,12 +7,17 @@ run time), and a path is used as it is.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import time
+
+import numpy as np
 
 from asr.backend import DecodedWord, DecodeRequest, DecodeResult
 
 BUNDLED_MODEL = "tiny.en"
+log = logging.getLogger("voxlane.whisper")
 
 
 class ModelNotFound(RuntimeError):
@@ -55,9 +60,82 @@ class FasterWhisperBackend:
         self.beam_size = beam_size
 
     def transcribe(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
-        # CTranslate2 already spreads one decode over all intra-op threads on CPU; on GPU the
-        # requests of a batch run back to back on the same stream, which keeps the device busy.
-        return [self._one(r) for r in requests]
+        if len(requests) == 1:
+            return [self._one(requests[0])]
+        # one encoder pass and one generate call for the whole batch; requests in another language
+        # than the first form their own batch
+        out: dict[int, DecodeResult] = {}
+        groups: dict[str | None, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault("en" if self.english_only else r.language, []).append(i)
+        for idx in groups.values():
+            # a session without prompt text would take every other prompt down to nothing: batch apart
+            idx.sort(key=lambda i: bool(requests[i].prompt.strip()))
+            bare = [i for i in idx if not requests[i].prompt.strip()]
+            for part in (bare, idx[len(bare):]):
+                if part:
+                    out.update(zip(part, self._batch_or_each([requests[i] for i in part]), strict=True))
+        return [out[i] for i in range(len(requests))]
+
+    def _batch_or_each(self, reqs: list[DecodeRequest]) -> list[DecodeResult]:
+        if len(reqs) == 1:
+            return [self._one(reqs[0])]
+        try:
+            return self._batch(reqs)
+        except Exception as exc:  # fall back to one at a time rather than fail every session
+            log.warning("batched decode failed (%s); decoding one by one", exc)
+            return [self._one(r) for r in reqs]
+
+    def _batch(self, reqs: list[DecodeRequest]) -> list[DecodeResult]:
+        """Batched decode over faster-whisper's building blocks (the shape of its batched pipeline,
+        with a prompt per request): what makes several live sessions cost one encoder batch on a GPU."""
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+
+        t0 = time.perf_counter()
+        m = self._model
+        language = "en" if self.english_only else (reqs[0].language or "en")
+        tok = Tokenizer(m.hf_tokenizer, m.model.is_multilingual, task="transcribe", language=language)
+        features = np.stack([pad_or_trim(m.feature_extractor(r.audio)[..., :-1]) for r in reqs])
+        encoded = m.encode(features)
+        # CTranslate2 wants <|startoftranscript|> at one position across a batch: every prompt keeps
+        # the same number of its most recent tokens
+        previous = [tok.encode(" " + r.prompt.strip())[-(m.max_length // 2 - 1):] if r.prompt.strip() else []
+                    for r in reqs]
+        keep = min(len(p) for p in previous)
+        prompts = [m.get_prompt(tok, previous_tokens=p[len(p) - keep:] if keep else [], without_timestamps=False)
+                   for p in previous]
+        generated = m.model.generate(
+            encoded, prompts, beam_size=self.beam_size, max_length=m.max_length, suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tok, [-1]), return_scores=True, return_no_speech_prob=True,
+            max_initial_timestamp_index=int(round(1.0 / m.time_precision)))
+        segments_per_request: list[list[dict]] = []
+        sizes: list[int] = []
+        stats: list[tuple[float, float, float]] = []
+        for req, res in zip(reqs, generated, strict=True):
+            tokens = res.sequences_ids[0]
+            duration = len(req.audio) / 16000
+            size = int(math.ceil(duration) * m.frames_per_second)
+            subs, _, _ = m._split_segments_by_timestamps(tokenizer=tok, tokens=tokens, time_offset=0.0,
+                                                         segment_size=size, segment_duration=duration, seek=0)
+            text = tok.decode([t for t in tokens if t < tok.eot])
+            segments_per_request.append([{"tokens": s["tokens"], "start": s["start"], "end": s["end"], "seek": 0}
+                                         for s in subs])
+            sizes.append(size)
+            stats.append((res.no_speech_prob, res.scores[0] * len(tokens) / (len(tokens) + 1),
+                          get_compression_ratio(text) if text else 1.0))
+        if any(r.word_timestamps for r in reqs) and any(segments_per_request):
+            m.add_word_timestamps(segments_per_request, tok, encoded, sizes, "\"'“¿([{-",
+                                  "\"'.。,，!！?？:：”)]}、", 0.0)
+        elapsed = (time.perf_counter() - t0) / len(reqs)
+        results = []
+        for segs, (no_speech, logprob, ratio) in zip(segments_per_request, stats, strict=True):
+            words = [DecodedWord(w["word"], float(w["start"]), float(w["end"]), float(w["probability"]))
+                     for seg in segs for w in seg.get("words") or []]
+            results.append(DecodeResult(words=words, no_speech_prob=no_speech, avg_logprob=logprob,
+                                        compression_ratio=ratio, compute_seconds=elapsed))
+        return results
 
     def _one(self, req: DecodeRequest) -> DecodeResult:
         t0 = time.perf_counter()

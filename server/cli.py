@@ -1,4 +1,5 @@
-"""``voxlane`` command line: ``serve`` runs the server, ``bench`` measures a running one, ``token`` makes API keys."""
+"""``voxlane`` command line: ``serve`` runs the server, ``bench`` measures a running one, ``token`` makes API keys,
+``transcribe`` transcribes files offline, ``export`` renders a stored transcript."""
 
 from __future__ import annotations
 
@@ -21,9 +22,17 @@ def main(argv: list[str] | None = None) -> int:
     from server.tokens_cli import add_arguments as token_arguments
 
     token_arguments(sub.add_parser("token", help="API keys: create (printed once), list, revoke; test JWTs"))
+    from server.offline_cli import add_export_arguments, add_transcribe_arguments
+
+    add_transcribe_arguments(sub.add_parser("transcribe", help="transcribe audio files offline (no server needed)"))
+    add_export_arguments(sub.add_parser("export", help="render a stored transcript (txt, srt, vtt, json, md)"))
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve_command(vars(args))
+    if args.command in ("transcribe", "export"):
+        from server.offline_cli import run_export, run_transcribe
+
+        return run_transcribe(args) if args.command == "transcribe" else run_export(args)
     if args.command == "token":
         from server.tokens_cli import run as token_run
 
@@ -50,6 +59,7 @@ def serve_command(values: dict) -> int:
         print(f"voxlane: VOXLANE_MODEL: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every decode at INFO
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
                 ws_max_size=16 * 1024 * 1024, ws_ping_interval=20, ws_ping_timeout=30)
     return 0

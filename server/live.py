@@ -26,6 +26,8 @@ from protocol import ErrorCode, ProtocolError, StartParams, Status, Transcriptio
 from server.hub import Hub
 from server.settings import Settings
 from server.storage import Store
+from server.summaries import summarize_transcript
+from server.webhooks import Dispatcher, transcript_completed
 
 log = logging.getLogger("voxlane.live")
 RECORDING = "recording.wav"
@@ -38,6 +40,7 @@ def stream_config(settings: Settings, priority: Priority = Priority.PARTIAL) -> 
         pause_commit_s=settings.pause_commit_ms / 1000,
         min_step_s=settings.min_step_ms / 1000,
         max_segment_s=settings.max_segment_seconds,
+        trim_s=settings.window_seconds,
         language=settings.language,
         priority=priority,
     )
@@ -58,6 +61,7 @@ class Services:
     hub: Hub
     engine: InferenceLoop
     vad_model: SileroModel
+    webhooks: Dispatcher | None = None
     live: LiveRegistry = field(init=False)
 
     def __post_init__(self) -> None:
@@ -198,6 +202,10 @@ class LiveTranscript:
             await self.services.hub.publish(self.id, Status(status="processing", stage="live",
                                                             message="live transcription started"))
         await pub.begin()
+        if params.participant is not None:  # who joined, and when: the meeting-style downloads read it
+            await self.record_event({"type": "join", "participant_id": pub.participant_id, "data": {},
+                                     "participant": params.participant.model_dump(mode="json"),
+                                     "time": round(offset, 3)})
         return pub
 
     async def record_event(self, event: dict) -> None:
@@ -218,11 +226,16 @@ class LiveTranscript:
         row = await self.services.store.get_transcript(self.id)
         duration = max(float((row or {}).get("duration") or 0.0), end)
         await self.services.hub.publish(self.id, pub.status_body("completed", "transcription", "stream finished"))
+        if pub.participant_id is not None:
+            await self.record_event({"type": "leave", "participant_id": pub.participant_id, "data": {},
+                                     "time": round(end, 3)})
         if not self.publishers:
             await self.services.store.update_transcript(self.id, status="completed", duration=round(duration, 3))
             await self.services.hub.publish(self.id, Status(status="completed", stage="transcription",
                                                             progress=100.0, message="transcript complete"))
+            await transcript_completed(self.services, self.id)
             self.services.live.drop(self)
+            await summarize_transcript(self.services, self.id)  # in the background: never delays `completed`
         else:
             await self.services.store.update_transcript(self.id, duration=round(duration, 3))
 

@@ -38,7 +38,7 @@ class Settings:
     cpu_threads: int = field(default=0, metadata=_opt(
         "VOXLANE_CPU_THREADS", "threads for CPU inference (0: all cores)", lo=0, hi=256))
     device_index: int = field(default=0, metadata=_opt("VOXLANE_DEVICE_INDEX", "GPU index", lo=0, hi=64))
-    batch_size: int = field(default=1, metadata=_opt(
+    batch_size: int = field(default=4, metadata=_opt(
         "VOXLANE_BATCH_SIZE", "most decode requests run together by the inference loop", lo=1, hi=256))
     beam_size: int = field(default=1, metadata=_opt("VOXLANE_BEAM_SIZE", "beam size for live decoding", lo=1, hi=16))
     language: str | None = field(default=None, metadata=_opt(
@@ -51,6 +51,8 @@ class Settings:
         "VOXLANE_PAUSE_COMMIT_MS", "a pause this long makes the words before it final", lo=50, hi=5000))
     min_step_ms: int = field(default=500, metadata=_opt(
         "VOXLANE_MIN_STEP_MS", "least new audio before a live hypothesis is refreshed", lo=100, hi=10000))
+    window_seconds: float = field(default=12.0, metadata=_opt(
+        "VOXLANE_WINDOW_SECONDS", "decode window beyond which committed audio is trimmed off", lo=2, hi=30))
     max_segment_seconds: float = field(default=20.0, metadata=_opt(
         "VOXLANE_MAX_SEGMENT_SECONDS", "segments longer than this are split", lo=3, hi=120))
     ping_interval: float = field(default=15.0, metadata=_opt(
@@ -86,10 +88,29 @@ class Settings:
     public_url: str | None = field(default=None, metadata=_opt(
         "VOXLANE_PUBLIC_URL", "base URL clients reach this server at, for signed upload URLs (default: the"
         " request's own)"))
+    webhook_retry_base: float = field(default=10.0, metadata=_opt(
+        "VOXLANE_WEBHOOK_RETRY_BASE", "seconds before a failed webhook delivery is retried; doubles per attempt",
+        lo=0.05, hi=3600))
+    webhook_max_attempts: int = field(default=10, metadata=_opt(
+        "VOXLANE_WEBHOOK_MAX_ATTEMPTS", "attempts before a webhook delivery is marked failed", lo=1, hi=100))
+    webhook_timeout: float = field(default=10.0, metadata=_opt(
+        "VOXLANE_WEBHOOK_TIMEOUT", "seconds a webhook receiver has to answer one delivery", lo=0.5, hi=300))
     ice_hosts: str = field(default="", metadata=_opt(
         "VOXLANE_ICE_HOSTS", "comma-separated local addresses to gather WebRTC candidates on (default: all)"))
     ice_servers: str = field(default="", metadata=_opt(
         "VOXLANE_ICE_SERVERS", "comma-separated stun:/turn: URLs (turn:user:pass@host:port)"))
+    llm_url: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_LLM_URL", "OpenAI-compatible chat endpoint for summaries and chat, e.g. http://host:port/v1"
+        " (default: offline extractive summaries, no chat)"))
+    llm_model: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_LLM_MODEL", "model name sent to VOXLANE_LLM_URL"))
+    llm_api_key: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_LLM_API_KEY", "bearer key for VOXLANE_LLM_URL", secret=True))
+    llm_timeout: float = field(default=120.0, metadata=_opt(
+        "VOXLANE_LLM_TIMEOUT", "seconds to wait for one chat completion", lo=1, hi=3600))
+    retranslate_models: str = field(default="", metadata=_opt(
+        "VOXLANE_RETRANSLATE_MODELS", "comma-separated extra local models (names or directories)"
+        " /api/retranslate may load on first use, besides the server's own and the bundled one"))
     log_level: str = field(default="info", metadata=_opt(
         "VOXLANE_LOG_LEVEL", "log level", ("critical", "error", "warning", "info", "debug")))
 
@@ -120,6 +141,8 @@ class Settings:
                                 " VOXLANE_AUTH_MODE=private")
         if self.device == "cpu" and self.compute_type in ("float16", "int8_float16", "bfloat16", "int8_bfloat16"):
             raise SettingsError(f"VOXLANE_COMPUTE_TYPE={self.compute_type!r} needs a GPU; on cpu use int8 or float32")
+        if self.llm_url and not self.llm_url.startswith(("http://", "https://")):
+            raise SettingsError("VOXLANE_LLM_URL must start with http:// or https://")
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://", "sqlite:")):
             raise SettingsError("VOXLANE_DATABASE_URL must start with postgresql:// (or sqlite:)")
 

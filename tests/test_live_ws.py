@@ -10,9 +10,11 @@ import httpx
 import jsonschema
 import numpy as np
 import pytest
+import srt
 import websockets
+import webvtt
 
-from server.bench_metrics import wer_counts
+from server.bench_metrics import normalize, wer_counts
 from server.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, subscribe, ws_url
 
 SPEECH = "single/librispeech_1221-135766_2utt.wav"  # 21.6 s, two utterances
@@ -108,6 +110,23 @@ async def test_live_stream_end_to_end(server, audio_dir, references, schema):
     # the received audio is on disk as a replayable WAV
     with wave.open(str(server.data_dir / "audio" / tid / "recording.wav")) as w:
         assert w.getframerate() == 16000 and abs(w.getnframes() - len(audio)) < 160
+
+    # the stored transcript renders in the usual formats, each read back by a parser that is not ours
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        url = f"/v1/transcripts/{tid}"
+        text = (await client.get(url, params={"transcript_format": "text"})).text
+        assert normalize(text) == normalize(" ".join(s["text"] for s in rec.finals))
+        subs = list(srt.parse((await client.get(url, params={"transcript_format": "srt"})).text))
+        assert [s.content for s in subs] == [s["text"] for s in rec.finals]
+        vtt = webvtt.from_string((await client.get(url, params={"transcript_format": "webvtt-named"})).text)
+        assert len(vtt.captions) == len(rec.finals)
+        h, m, sec = vtt.captions[0].start.split(":")
+        assert abs(int(h) * 3600 + int(m) * 60 + float(sec) - rec.finals[0]["start"]) < 0.002
+        stamped = (await client.get(url, params={"transcript_format": "text-timestamped"})).text
+        assert stamped.startswith("[00:00:")
+        js = (await client.get(url, params={"transcript_format": "json"})).json()
+        assert js["segments"][0]["words"] and js["speaker_timeline"]
+        assert (await client.get(url, params={"transcript_format": "pdf"})).status_code == 422
 
     # a late subscriber first gets the stored history, then the current status
     async with websockets.connect(ws_url(server.url, tid)) as ws:

@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.auth import principal
+from server import exports
+from server.auth import principal, require
 from server.errors import ApiError
 from server.routes.common import int_param, json_body, page_of, services
 from server.storage.base import TRANSCRIPT_STATUSES
@@ -71,8 +72,19 @@ async def list_transcripts(request: Request) -> Response:
 async def get_transcript(request: Request) -> Response:
     row = await load(request)
     out = public(row)
-    out["segments"] = await services(request).store.get_segments(row["id"])
-    return JSONResponse(out)
+    segments = await services(request).store.get_segments(row["id"])
+    fmt = request.query_params.get("transcript_format")
+    if fmt is None:
+        out["segments"] = segments
+        return JSONResponse(out)
+    if fmt not in exports.FORMATS:
+        raise ApiError(422, f"transcript_format must be one of {', '.join(exports.FORMATS)}")
+    require(request, "export")
+    body = exports.render(fmt, out if fmt == "json" else row, segments)  # json: public fields only
+    if isinstance(body, dict):
+        return JSONResponse(body)
+    disposition = f'inline; filename="transcript-{row["id"]}.{exports.EXTENSIONS[fmt]}"'
+    return Response(body, media_type=exports.FORMATS[fmt], headers={"Content-Disposition": disposition})
 
 
 async def update_transcript(request: Request) -> Response:
