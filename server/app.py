@@ -24,6 +24,7 @@ from server.routes import live_ws, system, transcripts, webrtc
 from server.routes.rest_api import routes as rest_routes
 from server.settings import Settings
 from server.storage.sqlite import SqliteStore
+from server.webhooks import Dispatcher
 
 log = logging.getLogger("voxlane")
 
@@ -57,9 +58,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                             asyncio.to_thread(SileroModel))
         engine = InferenceLoop(backend)
         engine.start()
-        services = Services(settings=settings, store=store, hub=Hub(store), engine=engine, vad_model=vad)
+        webhooks = Dispatcher(store, settings)
+        services = Services(settings=settings, store=store, hub=Hub(store), engine=engine, vad_model=vad,
+                            webhooks=webhooks)
         app.state.services = services
         rest = await start_rest(app, services)  # auth, and the durable upload/job queue (resumes work)
+        webhooks.start()  # resumes pending deliveries
         app.state.webrtc = webrtc.WebRtcRegistry(services)
         log.info("voxlane ready: model %s on %s/%s, data in %s", settings.model, settings.device,
                  settings.compute_type, settings.data_path)
@@ -69,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await rest.stop()
             await app.state.webrtc.close_all()
             await services.live.finish_all()
+            await webhooks.stop()
             await asyncio.to_thread(engine.stop)
             await services.hub.broker.close()
             await store.close()

@@ -35,11 +35,13 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
                           speaker: str | None = None, participant_id: str | None = None,
                           emit: Callable[[Transcription], Awaitable[None]] | None = None,
                           on_progress: Callable[[float, float], Awaitable[None]] | None = None,
-                          publish_status: bool = True, language: str | None = None) -> FileResult:
+                          publish_status: bool = True, language: str | None = None,
+                          prompt: str | None = None) -> FileResult:
     """Transcribe one file into ``transcript_id``; finals are stored and broadcast like live ones.
 
-    ``offset`` places the file on the transcript's timeline (kiosk chunks). Raises nothing for bad
-    audio: the result carries the error and subscribers get ``error`` + ``status failed``.
+    ``offset`` places the file on the transcript's timeline (kiosk chunks); ``prompt`` is context for the
+    first segment. Raises nothing for bad audio: the result carries the error and subscribers get ``error`` +
+    ``status failed``.
     """
     hub = services.hub
 
@@ -57,6 +59,7 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     config = stream_config(services.settings, Priority.BULK)
     config.live = False
     config.language = language or config.language
+    config.initial_prompt = prompt or ""
     session = StreamSession(engine=services.engine, vad_model=services.vad_model,
                             emit=emit or (lambda m: hub.publish(transcript_id, m)), config=config,
                             offset=offset, speaker=speaker, participant_id=participant_id)

@@ -43,7 +43,8 @@ class Received:
     size: int
     format: str
     filename: str | None = None
-    fields: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, str] = field(default_factory=dict)  # a repeated field: its last value
+    lists: dict[str, list[str]] = field(default_factory=dict)  # every value of each field, in order
 
     @property
     def extension(self) -> str:
@@ -159,9 +160,9 @@ async def receive_audio(request: Request, directory: Path, *, limit: int, stem: 
     sink = _Sink(tmp, limit)
     try:
         if multipart:
-            fields, filename = await _read_multipart(request, ctype, sink, field_name)
+            lists, filename = await _read_multipart(request, ctype, sink, field_name)
         else:
-            fields, filename = {}, None
+            lists, filename = {}, None
             async for data in request.stream():
                 sink.feed(data)
                 if sink.pending >= FLUSH_BYTES:
@@ -173,19 +174,18 @@ async def receive_audio(request: Request, directory: Path, *, limit: int, stem: 
     except BaseException:
         sink.discard()
         raise
-    return Received(final, sink.size, sink.format or "", filename, fields)
+    return Received(final, sink.size, sink.format or "", filename, {k: v[-1] for k, v in lists.items()}, lists)
 
 
 async def _read_multipart(request: Request, ctype: str, sink: _Sink, field_name: str
-                          ) -> tuple[dict[str, str], str | None]:
+                          ) -> tuple[dict[str, list[str]], str | None]:
     _, params = parse_options_header(ctype)
     boundary = params.get(b"boundary")
     if not boundary:
         raise ApiError(400, "multipart body without a boundary", "INVALID_MULTIPART")
     state: dict[str, Any] = {"headers": [], "field": b"", "value": b"", "target": None, "name": None,
                              "seen_file": False, "filename": None, "ended": False}
-    fields: dict[str, str] = {}
-    values: dict[str, bytearray] = {}
+    values: list[tuple[str, bytearray]] = []
 
     def on_part_begin() -> None:
         state["headers"] = []
@@ -217,13 +217,13 @@ async def _read_multipart(request: Request, ctype: str, sink: _Sink, field_name:
                 raise ApiError(422, "too many form fields")
             state["target"] = "field"
             state["name"] = name
-            values[name] = bytearray()
+            values.append((name, bytearray()))
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         if state["target"] == "file":
             sink.feed(data[start:end])
         elif state["target"] == "field":
-            buf = values[state["name"]]
+            buf = values[-1][1]
             buf += data[start:end]
             if len(buf) > FIELD_LIMIT:
                 raise ApiError(422, f"form field {state['name']!r} is too long")
@@ -247,9 +247,10 @@ async def _read_multipart(request: Request, ctype: str, sink: _Sink, field_name:
         raise ApiError(400, "the multipart body ended early", "INVALID_MULTIPART")
     if not state["seen_file"]:
         raise ApiError(422, f"the multipart body needs a {field_name!r} part with the audio", "MISSING_FILE")
-    for name, buf in values.items():
-        fields[name] = buf.decode("utf-8", "replace")
-    return fields, state["filename"]
+    lists: dict[str, list[str]] = {}
+    for name, buf in values:
+        lists.setdefault(name, []).append(buf.decode("utf-8", "replace"))
+    return lists, state["filename"]
 
 
 async def probe_upload(path: Path) -> dict[str, Any]:

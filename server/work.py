@@ -32,6 +32,7 @@ from protocol import Status, Transcription, Word
 from server.file_jobs import BLOCK_SECONDS, transcribe_file
 from server.hub import segment_row
 from server.live import RECORDING, Services
+from server.webhooks import transcript_completed
 
 log = logging.getLogger("voxlane.work")
 MAX_ATTEMPTS = 3
@@ -210,6 +211,7 @@ class WorkQueue:
         prog.message, prog.updated_at = "transcription complete", time.time()
         await hub.publish(tid, Status(status="completed", stage="transcription", progress=100.0,
                                       message="transcription complete"))
+        await transcript_completed(self.services, tid, key=row["id"])
 
     async def _transcribe_chunk(self, row: dict[str, Any]) -> None:
         """One kiosk chunk, on its own timeline; :meth:`settle` places it in the conversation."""
@@ -325,6 +327,7 @@ class WorkQueue:
         failed = len(confirmed) - len(ok)
         message = "conversation transcribed" + (f" ({failed} chunk(s) failed)" if failed else "")
         await hub.publish(cid, Status(status="completed", stage="transcription", progress=100.0, message=message))
+        await transcript_completed(self.services, cid, key="chunks merged")
         self._locks.pop(cid, None)
 
 

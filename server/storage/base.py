@@ -21,6 +21,9 @@ CHUNK_FIELDS = ("status", "path", "format", "size", "duration", "offset", "text"
                 "merged", "options", "progress", "expires_at")
 PROJECT_FIELDS = ("title", "language", "portal")
 CONVERSATION_FIELDS = ("name", "email", "tags", "source", "finished_at")
+# Webhook deliveries: stored before they are sent; pending until a 2xx (delivered) or the last attempt (failed).
+DELIVERY_STATUSES = ("pending", "delivered", "failed")
+DELIVERY_FIELDS = ("status", "attempts", "next_attempt_at", "last_error", "response_status", "delivered_at")
 
 
 class _Any:
@@ -146,3 +149,36 @@ class Store(Protocol):
 
     async def get_or_create_secret(self, name: str, value: str) -> str:
         """The stored secret ``name``; ``value`` is stored first if there is none (first writer wins)."""
+
+    # ------------------------------------------------------------ webhooks and their deliveries
+
+    async def create_webhook(self, *, project_id: str, url: str, events: list[str], secret: str,
+                             description: str | None) -> dict[str, Any]: ...
+
+    async def get_webhook(self, webhook_id: str) -> dict[str, Any] | None: ...
+
+    async def list_webhooks(self, project_id: str) -> list[dict[str, Any]]:
+        """A project's endpoints, oldest first."""
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        """The endpoint and its delivery log."""
+
+    async def create_delivery(self, *, webhook_id: str, event: str, event_id: str, payload: str,
+                              next_attempt_at: float) -> dict[str, Any] | None:
+        """A ``pending`` delivery of ``payload`` (the exact body to send). None when the endpoint already has
+        one for ``event_id``: an event is delivered once per endpoint, however often it is emitted."""
+
+    async def get_delivery(self, delivery_id: str) -> dict[str, Any] | None: ...
+
+    async def list_deliveries(self, webhook_id: str, *, status: str | None = None, page: int = 1, size: int = 50
+                              ) -> tuple[list[dict[str, Any]], int]:
+        """An endpoint's delivery log, newest first."""
+
+    async def pending_deliveries(self, limit: int = 100) -> list[dict[str, Any]]:
+        """``pending`` deliveries, soonest ``next_attempt_at`` first."""
+
+    async def claim_delivery(self, delivery_id: str, attempts: int, lease_until: float) -> dict[str, Any] | None:
+        """Start attempt ``attempts + 1`` (compare-and-set on status ``pending`` and ``attempts``), leasing the
+        delivery until ``lease_until``; None when someone else claimed it or it is no longer pending."""
+
+    async def update_delivery(self, delivery_id: str, **fields: Any) -> dict[str, Any] | None: ...

@@ -12,6 +12,7 @@ from server.storage.base import (
     ANY,
     CHUNK_FIELDS,
     CONVERSATION_FIELDS,
+    DELIVERY_FIELDS,
     MUTABLE_FIELDS,
     PROJECT_FIELDS,
     TranscriptNotFound,
@@ -106,6 +107,33 @@ CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS webhooks (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL DEFAULT '[]',
+    secret TEXT NOT NULL,
+    description TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhooks_project ON webhooks (project_id);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    webhook_id TEXT NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+    event TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL,
+    last_error TEXT,
+    response_status INTEGER,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    delivered_at TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS webhook_deliveries_event ON webhook_deliveries (webhook_id, event_id);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at);
 """
 _JSON = ("participants", "summary", "meta")
 _CHUNK_JSON = ("segments", "options")
@@ -418,6 +446,86 @@ class SqliteStore:
         async with self.db.execute("SELECT value FROM secrets WHERE name = ?", (name,)) as cur:
             row = await cur.fetchone()
         return row[0]
+
+    # ------------------------------------------------------------ webhooks and their deliveries
+
+    async def create_webhook(self, *, project_id: str, url: str, events: list[str], secret: str,
+                             description: str | None) -> dict[str, Any]:
+        wid = new_id()
+        await self.db.execute(
+            "INSERT INTO webhooks (id, project_id, url, events, secret, description, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)", (wid, project_id, url, json.dumps(events), secret, description, utcnow()))
+        await self.db.commit()
+        row = await self.get_webhook(wid)
+        assert row is not None
+        return row
+
+    async def get_webhook(self, webhook_id: str) -> dict[str, Any] | None:
+        async with self.db.execute("SELECT * FROM webhooks WHERE id = ?", (webhook_id,)) as cur:
+            row = await cur.fetchone()
+        return _with_json(row, ("events",)) if row else None
+
+    async def list_webhooks(self, project_id: str) -> list[dict[str, Any]]:
+        async with self.db.execute("SELECT * FROM webhooks WHERE project_id = ? ORDER BY created_at, rowid",
+                                   (project_id,)) as cur:
+            rows = await cur.fetchall()
+        return [_with_json(r, ("events",)) for r in rows]
+
+    async def delete_webhook(self, webhook_id: str) -> bool:
+        cur = await self.db.execute("DELETE FROM webhooks WHERE id = ?", (webhook_id,))
+        await self.db.commit()
+        return cur.rowcount > 0
+
+    async def create_delivery(self, *, webhook_id: str, event: str, event_id: str, payload: str,
+                              next_attempt_at: float) -> dict[str, Any] | None:
+        did, now = new_id(), utcnow()
+        cur = await self.db.execute(
+            "INSERT OR IGNORE INTO webhook_deliveries (id, webhook_id, event, event_id, payload, status,"
+            " next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+            (did, webhook_id, event, event_id, payload, next_attempt_at, now, now))
+        await self.db.commit()
+        return await self.get_delivery(did) if cur.rowcount == 1 else None
+
+    async def get_delivery(self, delivery_id: str) -> dict[str, Any] | None:
+        async with self.db.execute("SELECT * FROM webhook_deliveries WHERE id = ?", (delivery_id,)) as cur:
+            row = await cur.fetchone()
+        return dict(row) if row else None
+
+    async def list_deliveries(self, webhook_id: str, *, status: str | None = None, page: int = 1, size: int = 50
+                              ) -> tuple[list[dict[str, Any]], int]:
+        clause, args = "WHERE webhook_id = ?", [webhook_id]
+        if status is not None:
+            clause += " AND status = ?"
+            args.append(status)
+        async with self.db.execute(f"SELECT COUNT(*) FROM webhook_deliveries {clause}", args) as cur:
+            total = (await cur.fetchone())[0]
+        async with self.db.execute(
+                f"SELECT * FROM webhook_deliveries {clause} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+                [*args, size, (page - 1) * size]) as cur:
+            rows = await cur.fetchall()
+        return [dict(r) for r in rows], total
+
+    async def pending_deliveries(self, limit: int = 100) -> list[dict[str, Any]]:
+        async with self.db.execute(
+                "SELECT * FROM webhook_deliveries WHERE status = 'pending' ORDER BY next_attempt_at, rowid LIMIT ?",
+                (limit,)) as cur:
+            rows = await cur.fetchall()
+        return [dict(r) for r in rows]
+
+    async def claim_delivery(self, delivery_id: str, attempts: int, lease_until: float) -> dict[str, Any] | None:
+        cur = await self.db.execute(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = ?, updated_at = ?"
+            " WHERE id = ? AND status = 'pending' AND attempts = ?", (lease_until, utcnow(), delivery_id, attempts))
+        await self.db.commit()
+        return await self.get_delivery(delivery_id) if cur.rowcount == 1 else None
+
+    async def update_delivery(self, delivery_id: str, **fields: Any) -> dict[str, Any] | None:
+        sets, args = _sets(fields, DELIVERY_FIELDS, ())
+        sets.append("updated_at = ?")
+        args.append(utcnow())
+        await self.db.execute(f"UPDATE webhook_deliveries SET {', '.join(sets)} WHERE id = ?", [*args, delivery_id])
+        await self.db.commit()
+        return await self.get_delivery(delivery_id)
 
 
 def _sets(fields: dict[str, Any], allowed: tuple[str, ...], json_fields: tuple[str, ...]
