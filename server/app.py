@@ -14,13 +14,14 @@ from starlette.middleware import Middleware
 from asr.inference import InferenceLoop
 from asr.vad import SileroModel
 from asr.whisper_backend import FasterWhisperBackend
+from server import summaries
 from server.auth import AuthMiddleware
 from server.errors import http_exception_handler, unhandled_exception_handler
 from server.hub import Hub
 from server.live import Services
 from server.middleware import RequestIdMiddleware
 from server.rest import start_rest
-from server.routes import live_ws, system, transcripts, webrtc
+from server.routes import exports_api, live_ws, retranslate, summary_api, system, transcripts, webrtc
 from server.routes.rest_api import routes as rest_routes
 from server.settings import Settings
 from server.storage.sqlite import SqliteStore
@@ -73,13 +74,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await rest.stop()
             await app.state.webrtc.close_all()
             await services.live.finish_all()
+            await summaries.stop(services)  # summaries still being written
             await webhooks.stop()
             await asyncio.to_thread(engine.stop)
             await services.hub.broker.close()
             await store.close()
 
     return Starlette(
-        routes=[*system.routes, *transcripts.routes, *live_ws.routes, *webrtc.routes, *rest_routes],
+        routes=[*system.routes, *transcripts.routes, *live_ws.routes, *webrtc.routes, *rest_routes,
+                *exports_api.routes, *summary_api.routes, *retranslate.routes],
         middleware=[Middleware(RequestIdMiddleware), Middleware(AuthMiddleware)],
         exception_handlers={HTTPException: http_exception_handler, Exception: unhandled_exception_handler},
         lifespan=lifespan,

@@ -55,6 +55,10 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 _TRANSCRIPT_PATH = re.compile(r"^/v1/transcripts(?:_[a-z]+)?/(?P<id>[^/]+)")
+_EXPORT_PATH = re.compile(r"^/api/projects/[^/]+/(?:transcripts|export\.(?:csv|xlsx))$"
+                          r"|^/api/conversations/[^/]+/transcript$|^/v1/transcripts/[^/]+/download/[a-z_]+$")
+"""Exports need the ``export`` scope (not ``projects:admin``): a project's zip and tables, a conversation's text,
+and the meeting-bot downloads of a transcript."""
 _KEY_SHAPE = re.compile(r"^vxl_(?P<id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,})$")
 
 
@@ -241,6 +245,8 @@ def required_scope(method: str, path: str, websocket: bool = False) -> str | Non
         return None
     if path in ("/v1/openapi.json", "/v1/protocol.json"):
         return AUTHENTICATED
+    if _EXPORT_PATH.match(path):
+        return EXPORT
     if path == "/api/projects" or path.startswith("/api/projects/"):
         return PROJECTS_ADMIN
     if "/export" in path:

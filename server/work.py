@@ -32,6 +32,7 @@ from protocol import Status, Transcription, Word
 from server.file_jobs import BLOCK_SECONDS, transcribe_file
 from server.hub import segment_row
 from server.live import RECORDING, Services
+from server.summaries import summarize_transcript
 from server.webhooks import transcript_completed
 
 log = logging.getLogger("voxlane.work")
@@ -212,6 +213,7 @@ class WorkQueue:
         await hub.publish(tid, Status(status="completed", stage="transcription", progress=100.0,
                                       message="transcription complete"))
         await transcript_completed(self.services, tid, key=row["id"])
+        await summarize_transcript(self.services, tid)  # in the background: never delays `completed`
 
     async def _transcribe_chunk(self, row: dict[str, Any]) -> None:
         """One kiosk chunk, on its own timeline; :meth:`settle` places it in the conversation."""
@@ -328,6 +330,7 @@ class WorkQueue:
         message = "conversation transcribed" + (f" ({failed} chunk(s) failed)" if failed else "")
         await hub.publish(cid, Status(status="completed", stage="transcription", progress=100.0, message=message))
         await transcript_completed(self.services, cid, key="chunks merged")
+        await summarize_transcript(self.services, cid)  # in the background: never delays `completed`
         self._locks.pop(cid, None)
 
 

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from protocol import Word
 from server.docs_page import DOCS_HTML
 from server.errors import ApiError
+from server.exports import FORMATS
 from server.openapi import Param, document
 from server.routes.common import services
 from server.routes.transcripts import TranscriptCreate, TranscriptUpdate
@@ -105,7 +106,11 @@ document("GET", V + "/", "List transcripts", "transcripts", responses={200: (Tra
 document("POST", V + "/", "Create a transcript", "transcripts", body=TranscriptCreate,
          responses={201: (Transcript, "created; stream to it, or upload a file")})
 document("GET", V + "/{transcript_id}", "Read a transcript with its final segments", "transcripts",
-         responses={200: (TranscriptDetail, "the transcript")})
+         description="With `transcript_format`, the transcript rendered instead (needs the `export` scope in private"
+                     " mode): text, text-timestamped, srt, webvtt-named (speaker voice tags), json (segments,"
+                     " speakers, words, speaker timeline) or markdown.",
+         responses={200: (TranscriptDetail, "the transcript")},
+         query=[Param("transcript_format", "render as this format", enum=tuple(FORMATS))])
 document("PATCH", V + "/{transcript_id}", "Update name, language, participants, summary, status", "transcripts",
          body=TranscriptUpdate, responses={200: (Transcript, "the updated transcript")})
 document("DELETE", V + "/{transcript_id}", "Delete a transcript, its segments and audio", "transcripts",

@@ -128,6 +128,10 @@ class Store(Protocol):
 
     async def update_conversation(self, conversation_id: str, **fields: Any) -> dict[str, Any] | None: ...
 
+    async def list_conversations(self, project_id: str, *, offset: int = 0, limit: int = 1000
+                                 ) -> list[dict[str, Any]]:
+        """A project's conversations, oldest first (page through big projects with ``offset``)."""
+
     async def list_unsettled_conversations(self) -> list[dict[str, Any]]:
         """Finished conversations whose transcript is not yet completed or failed (resumed at startup)."""
 

@@ -397,6 +397,14 @@ class SqliteStore:
             await self.db.commit()
         return await self.get_conversation(conversation_id)
 
+    async def list_conversations(self, project_id: str, *, offset: int = 0, limit: int = 1000
+                                 ) -> list[dict[str, Any]]:
+        async with self.db.execute(
+                "SELECT * FROM conversations WHERE project_id = ? ORDER BY created_at, rowid LIMIT ? OFFSET ?",
+                (project_id, limit, offset)) as cur:
+            rows = await cur.fetchall()
+        return [_with_json(r, ("tags",)) for r in rows]
+
     async def list_unsettled_conversations(self) -> list[dict[str, Any]]:
         async with self.db.execute(
                 "SELECT c.* FROM conversations c JOIN transcripts t ON t.id = c.id WHERE c.finished_at IS NOT NULL"

@@ -1,0 +1,314 @@
+"""Exports, each read back by a parser that is not ours: transcript formats (srt, webvtt-py), the meeting-bot
+downloads (JSON Schemas from the reference), the project zip (zipfile), CSV (csv) and XLSX (openpyxl)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import random
+import tracemalloc
+import uuid
+import wave
+import zipfile
+
+import httpx
+import jsonschema
+import numpy as np
+import openpyxl
+import srt
+import webvtt
+
+from protocol import Participant, ParticipantEventParams, StartParams
+from server.bench_metrics import normalize, wer_counts
+from server.exports import TABLE_COLUMNS
+from tests.meeting_schemas import DOWNLOADS
+from tests.rest_support import AUDIO, Api, creds, read_wav, reference
+
+pytest_plugins = ("tests.rest_fixtures",)
+
+JFK = "single/jfk_inaugural_1961_excerpt.wav"
+WIZARD = "single/librispeech_61-70968-0000.wav"
+ADMIN = ["transcripts:read", "transcripts:write", "projects:admin", "export"]
+
+
+def wer(ref: str, hyp: str) -> float:
+    errors, n = wer_counts(ref, hyp)
+    return errors / n
+
+
+async def uploaded(api: Api, name: str, user: str = "alice") -> tuple[str, dict]:
+    r = await api.client.post("/v1/transcripts/", json={"name": f"export {uuid.uuid4().hex[:6]}"},
+                              headers=creds(api, user))
+    tid = r.json()["id"]
+    r = await api.client.post(f"/v1/transcripts_audio/{tid}/upload",
+                              files={"file": ("speech.wav", (AUDIO / name).read_bytes(), "audio/wav")},
+                              headers=creds(api, user))
+    assert r.status_code == 202, r.text
+    return tid, await api.wait_transcript(tid, creds(api, user))
+
+
+async def downloads(api: Api, tid: str, headers: dict[str, str]) -> dict[str, list]:
+    out = {}
+    for kind, schema in DOWNLOADS.items():
+        r = await api.client.get(f"/v1/transcripts/{tid}/download/{kind}", headers=headers)
+        assert r.status_code == 200, (kind, r.text)
+        jsonschema.validate(r.json(), schema)
+        out[kind] = r.json()
+    return out
+
+
+async def test_transcript_formats_and_meeting_downloads_of_an_upload(api: Api):
+    tid, row = await uploaded(api, JFK)
+    assert row["status"] == "completed"
+    text = " ".join(s["text"] for s in row["segments"])
+    assert wer(reference(JFK), text) < 0.25
+    url, h = f"/v1/transcripts/{tid}", creds(api)
+    plain = (await api.client.get(url, params={"transcript_format": "text"}, headers=h)).text
+    assert normalize(plain) == normalize(text)
+    subs = list(srt.parse((await api.client.get(url, params={"transcript_format": "srt"}, headers=h)).text))
+    assert [s.content for s in subs] == [s["text"] for s in row["segments"]]
+    assert abs(subs[0].start.total_seconds() - row["segments"][0]["start"]) < 0.002
+    vtt = webvtt.from_string((await api.client.get(url, params={"transcript_format": "webvtt-named"},
+                                                   headers=h)).text)
+    assert [c.text for c in vtt.captions] == [s["text"] for s in row["segments"]]
+    js = (await api.client.get(url, params={"transcript_format": "json"}, headers=h)).json()
+    assert js["segments"][0]["words"] and normalize(js["text"]) == normalize(text) and "meta" not in js
+    md = await api.client.get(url, params={"transcript_format": "markdown"}, headers=h)
+    assert md.headers["content-type"].startswith("text/markdown") and "## Transcript" in md.text
+    r = await api.client.get(f"/api/conversations/{tid}/transcript", headers=h)
+    assert r.status_code == 200 and normalize(r.text) == normalize(text)
+
+    got = await downloads(api, tid, h)
+    # a single-mic upload: one default participant stands in
+    assert [p["id"] for p in got["participants"]] == [1]
+    actions = [e["action"] for e in got["participant_events"]]
+    assert actions[0] == "join" and actions[-1] == "leave" and "speech_on" in actions and "speech_off" in actions
+    assert actions.count("speech_on") == actions.count("speech_off") == len(got["speaker_timeline"])
+    assert abs(got["participant_events"][0]["timestamp"]["relative"] - row["segments"][0]["start"]) < 0.001
+    words = [w["text"] for turn in got["transcript"] for w in turn["words"]]
+    assert normalize(" ".join(words)) == normalize(text)
+    starts = [w["start_timestamp"]["relative"] for turn in got["transcript"] for w in turn["words"]]
+    assert starts == sorted(starts) and starts[-1] <= row["duration"]
+    first, last = got["speaker_timeline"][0], got["speaker_timeline"][-1]
+    assert first["start_timestamp"]["relative"] <= last["end_timestamp"]["relative"] <= row["duration"]
+    [part] = got["audio_parts"]
+    assert part["participant"]["id"] == 1 and abs(part["duration"] - row["duration"]) < 0.05
+    r = await api.client.get(httpx.URL(part["download_url"]).raw_path.decode(), headers=h)
+    assert r.status_code == 200 and r.content == (AUDIO / JFK).read_bytes()
+
+    if api.private:  # exports need the export scope; another user sees nothing
+        no_export = creds(api, "alice", ["transcripts:read", "transcripts:write"])
+        for path in (f"{url}/download/participants", f"/api/conversations/{tid}/transcript"):
+            r = await api.client.get(path, headers=no_export)
+            assert r.status_code == 403 and r.json()["error"]["code"] == "INSUFFICIENT_SCOPE"
+        r = await api.client.get(url, params={"transcript_format": "srt"}, headers=no_export)
+        assert r.status_code == 403
+        for path in (f"{url}/download/transcript", f"/api/conversations/{tid}/transcript"):
+            assert (await api.client.get(path, headers=creds(api, "mallory"))).status_code == 404
+        assert (await api.client.get(f"{url}/download/participants")).status_code == 401
+
+
+async def test_live_participants_events_audio_parts_and_summary(public_api: Api):
+    """Two live participants (a meeting bot's streams): their metadata, recorded join/leave and chat events,
+    their own audio files, words per participant; the completed transcript gets a summary message."""
+    api = public_api
+    r = await api.client.post("/v1/transcripts/", json={"name": "meeting"})
+    tid = r.json()["id"]
+    sub = api.svc.hub.subscribe(tid)
+    live = api.svc.live.get(tid)
+    alice = await live.add_publisher(StartParams(participant=Participant(
+        id="alice", name="Alice", is_host=True, platform="zoom", extra_data={"email": "a@example.org"})))
+    bob = await live.add_publisher(StartParams(participant=Participant(id="7", name="Bob", is_host=False)))
+    audio = {}
+    for pub, name in ((alice, JFK), (bob, WIZARD)):
+        samples, rate = read_wav(AUDIO / name)
+        assert rate == 16000
+        audio[pub.participant_id] = samples
+        pub.feed_pcm(samples.astype(np.float32) / 32768)
+    said_in_chat = {"text": "hi all", "to": "everyone"}
+    await alice.participant_event(ParticipantEventParams(type="chat_message", data=said_in_chat))
+    await alice.participant_event(ParticipantEventParams(type="unknown_thing", data={}))
+    await bob.finish()
+    await alice.finish()
+    messages = []
+    while True:
+        msg = await asyncio.wait_for(sub.queue.get(), 30)
+        messages.append(msg)
+        if msg["type"] == "summary":
+            break
+    api.svc.hub.unsubscribe(sub)
+    kinds = [(m["type"], m["data"].get("status")) for m in messages if m["type"] in ("status", "summary")]
+    assert kinds.index(("status", "completed")) < kinds.index(("summary", None)), "completed is never delayed"
+    summary = messages[-1]["data"]
+    assert summary["summary"] and summary["key_points"] and summary["topics"]
+    row = (await api.client.get(f"/v1/transcripts/{tid}")).json()
+    assert row["summary"]["summary"] == summary["summary"] and row["summary"]["model_used"] == "extractive"
+
+    got = await downloads(api, tid, {})
+    people = {p["name"]: p for p in got["participants"]}
+    assert set(people) == {"Alice", "Bob"}
+    assert people["Bob"]["id"] == 7 and people["Alice"]["id"] == 1  # numeric ids kept, others numbered
+    assert people["Alice"]["is_host"] is True and people["Alice"]["platform"] == "zoom"
+    assert people["Alice"]["extra_data"]["email"] == "a@example.org"
+    events = got["participant_events"]
+    chat = [e for e in events if e["action"] == "chat_message"]
+    assert len(chat) == 1 and chat[0]["data"] == said_in_chat
+    assert chat[0]["participant"]["name"] == "Alice"
+    for who in ("Alice", "Bob"):
+        mine = [e["action"] for e in events if e["participant"]["name"] == who]
+        assert mine[0] == "join" and mine[-1] == "leave" and "speech_on" in mine, mine
+    times = [e["timestamp"]["relative"] for e in events]
+    assert times == sorted(times)
+    said = {}
+    for turn in got["transcript"]:
+        said.setdefault(turn["participant"]["name"], []).extend(w["text"] for w in turn["words"])
+    assert wer(reference(JFK), " ".join(said["Alice"])) < 0.25
+    assert "wizard" in normalize(" ".join(said["Bob"]))
+    parts = {p["participant"]["name"]: p for p in got["audio_parts"]}
+    assert set(parts) == {"Alice", "Bob"}
+    for name, pid in (("Alice", "alice"), ("Bob", "7")):
+        r = await api.client.get(httpx.URL(parts[name]["download_url"]).raw_path.decode())
+        assert r.status_code == 200
+        with wave.open(io.BytesIO(r.content)) as w:  # the participant's own audio, whole
+            assert w.getframerate() == 16000 and abs(w.getnframes() - len(audio[pid])) < 160
+        assert abs(parts[name]["duration"] - len(audio[pid]) / 16000) < 0.02
+
+
+async def kiosk_conversation(api: Api, pid: str, name: str | None, tags: list[str], audio: str | None) -> str:
+    r = await api.client.post("/api/participant/conversations/initiate",
+                              json={"project_id": pid, "name": name, "tag_id_list": tags})
+    assert r.status_code == 201, r.text
+    cid = r.json()["id"]
+    base = f"/api/participant/conversations/{cid}"
+    if audio is not None:
+        url = (await api.client.post(base + "/get-upload-url", json={})).json()
+        put = await api.client.put(httpx.URL(url["url"]).raw_path.decode(), content=(AUDIO / audio).read_bytes(),
+                                   headers={"Content-Type": "audio/wav"})
+        assert put.status_code == 200, put.text
+        assert (await api.client.post(base + "/confirm-upload", json={"key": url["key"]})).status_code == 202
+    assert (await api.client.post(base + "/finish")).status_code == 200
+    return cid
+
+
+async def test_project_zip_csv_and_xlsx(api: Api):
+    admin = creds(api, "alice", ADMIN)
+    r = await api.client.post("/api/projects", json={"title": "Town hall, 2026"}, headers=admin)
+    pid = r.json()["id"]
+    evil = "=HYPERLINK(\"http://x\",\"y\")"
+    c1 = await kiosk_conversation(api, pid, "Doe, \"JD\"", ["north", evil], JFK)
+    c2 = await kiosk_conversation(api, pid, "+1 555 0100", ["@mention"], WIZARD)
+    c3 = await kiosk_conversation(api, pid, None, [], None)
+    for cid in (c1, c2):
+        await api.wait_transcript(cid, admin)
+
+    # the zip: one Markdown file per conversation
+    r = await api.client.get(f"/api/projects/{pid}/transcripts", headers=admin)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    assert "town-hall-2026-transcripts.zip" in r.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        assert zf.testzip() is None
+        names = zf.namelist()
+        assert len(names) == 3 and all(n.endswith(".md") for n in names)
+        pages = {n: zf.read(n).decode() for n in names}
+    first = pages[next(n for n in names if c1[:8] in n)]
+    assert first.startswith("# Town hall, 2026: Doe") and "- Date: " in first and "- Participants: Doe, \"JD\"" in first
+    lines = [line for line in first.splitlines() if line.startswith("**[")]
+    assert lines and lines[0].startswith("**[00:00:0") and "] Doe, \"JD\":** " in lines[0]
+    spoken = " ".join(line.split(":** ", 1)[1] for line in lines)
+    assert wer(reference(JFK), spoken) < 0.25
+    assert "_No speech was transcribed._" in pages[next(n for n in names if c3[:8] in n)]
+
+    # CSV: quoting survives a round trip, no cell can run as a formula, optional BOM
+    r = await api.client.get(f"/api/projects/{pid}/export.csv", params={"bom": "1"}, headers=admin)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert r.content.startswith("\ufeff".encode())
+    rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"), newline="")))
+    assert list(rows[0]) == list(TABLE_COLUMNS) and [row["id"] for row in rows] == [c1, c2, c3]
+    by_id = {row["id"]: row for row in rows}
+    assert by_id[c1]["name"] == "Doe, \"JD\"" and by_id[c1]["tags"] == f"north, {evil}"
+    assert by_id[c2]["name"] == "'+1 555 0100" and by_id[c2]["tags"] == "'@mention"
+    assert by_id[c1]["status"] == "completed" and int(by_id[c1]["word_count"]) >= 20
+    assert by_id[c3]["word_count"] == "0" and float(by_id[c1]["duration"]) > 10
+    assert not any(v.startswith(("=", "+", "-", "@")) for row in rows for v in row.values())
+    plain = await api.client.get(f"/api/projects/{pid}/export.csv", headers=admin)
+    assert not plain.content.startswith(b"\xef\xbb\xbf")
+
+    # XLSX: the same rows, formula-like text stays text
+    r = await api.client.get(f"/api/projects/{pid}/export.xlsx", headers=admin)
+    assert r.status_code == 200
+    wb = openpyxl.load_workbook(io.BytesIO(r.content))
+    sheet = wb.active
+    values = [[c.value for c in row] for row in sheet.iter_rows()]
+    assert values[0] == list(TABLE_COLUMNS) and [v[0] for v in values[1:]] == [c1, c2, c3]
+    assert values[2][1] == "'+1 555 0100" and values[2][7] == int(by_id[c2]["word_count"])
+    assert all(c.data_type != "f" for row in sheet.iter_rows() for c in row)
+    assert values[1][3].year >= 2026 and values[1][4] == float(by_id[c1]["duration"])
+
+    if api.private:
+        exporter = creds(api, "alice", ["export"])  # exports need `export`, not projects:admin
+        assert (await api.client.get(f"/api/projects/{pid}/export.csv", headers=exporter)).status_code == 200
+        admin_only = creds(api, "alice", ["projects:admin"])
+        assert (await api.client.get(f"/api/projects/{pid}/transcripts", headers=admin_only)).status_code == 403
+        other = creds(api, "mallory", ADMIN)
+        assert (await api.client.get(f"/api/projects/{pid}/export.xlsx", headers=other)).status_code == 404
+
+
+async def big_project(api: Api, conversations: int, rng: random.Random) -> tuple[str, int]:
+    """A project of ``conversations`` stored conversations of 20 segments x 200 real words (shuffled, so deflate
+    cannot shrink them much); returns its id and the size of its text."""
+    store = api.svc.store
+    words = " ".join(reference(n) for n in ("single/ljspeech_LJ001-0001_0016.wav",
+                                            "single/ljspeech_LJ001-0017_0032.wav")).split()
+    project = await store.create_project(title=f"big {conversations}", language=None, portal={}, owner=None)
+    text_total = 0
+    for i in range(conversations):
+        t = await store.create_transcript(name=f"conversation {i}", status="completed")
+        await store.create_conversation(transcript_id=t["id"], project_id=project["id"], name=f"P{i}", email=None,
+                                        tags=[], source=None)
+        for j in range(20):
+            text = " ".join(rng.choices(words, k=200))
+            text_total += len(text)
+            await store.save_segment(t["id"], {"id": f"{t['id']}-{j}", "text": text, "start": j * 20.0,
+                                               "end": j * 20.0 + 19.0, "speaker": f"S{j % 3}", "words": []})
+    return project["id"], text_total
+
+
+async def streamed_peak(base: str, project_id: str) -> tuple[int, int]:
+    """(peak traced memory while a client reads the project's zip, bytes received)."""
+    received = 0
+    tracemalloc.start()
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            async with client.stream("GET", f"/api/projects/{project_id}/transcripts") as r:
+                assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+                async for chunk in r.aiter_bytes():
+                    received += len(chunk)  # read and dropped, as a download to disk would
+        return tracemalloc.get_traced_memory()[1], received
+    finally:
+        tracemalloc.stop()
+
+
+async def test_project_zip_streams_with_bounded_memory(public_api: Api):
+    """The zip is produced entry by entry while the client reads it: the server holds about one conversation
+    at a time, so four times the conversations take about the same memory."""
+    api = public_api
+    rng = random.Random(5)
+    small, text_small = await big_project(api, 40, rng)
+    big, text_big = await big_project(api, 160, rng)
+    base = await api.serve()
+    await streamed_peak(base, small)  # warm up: imports, the first connection
+    peak_small, received_small = await streamed_peak(base, small)
+    peak_big, received_big = await streamed_peak(base, big)
+    assert received_big > 3.5 * received_small
+    # 4x the conversations: the peak grows only by the zip's directory (about a kilobyte per entry), never with
+    # the text; what stays is about one conversation plus the deflate state (~270 KB)
+    assert peak_big < 1.25 * peak_small + 150_000, (peak_small, peak_big)
+    assert peak_big - peak_small < (text_big - text_small) / 10, (peak_small, peak_big, text_small, text_big)
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        data = (await client.get(f"/api/projects/{big}/transcripts")).content
+    assert len(data) == received_big
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        assert len(zf.namelist()) == 160 and zf.testzip() is None
+        assert sum(i.file_size for i in zf.infolist()) > text_big
+        assert zf.read(zf.namelist()[7]).decode().startswith("# conversation 7\n")
