@@ -377,6 +377,9 @@ async def _summarize_stored(services: Any, transcript_id: str) -> SummaryResult 
         if await services.store.update_transcript(transcript_id, summary=result.stored()) is None:
             return None  # deleted meanwhile
         await services.hub.publish(transcript_id, result.message())
+        from server.webhooks import emit_event  # webhooks import summaries' neighbours; keep the cycle lazy
+
+        await emit_event(services, transcript_id, "conversation.summarized", result.stored(), key="summary")
         return result
     except asyncio.CancelledError:
         raise
