@@ -37,13 +37,10 @@ def make_backend(settings: Settings) -> FasterWhisperBackend:
         beam_size=settings.beam_size, device_index=settings.device_index)
 
 
-def make_store(settings: Settings):
+def make_store(settings: Settings) -> SqliteStore:
+    """The embedded store; the settings already refused URLs of backends this version lacks."""
     url = settings.database_url
-    if url and url.startswith(("postgresql://", "postgres://")):
-        from server.storage.postgres import PostgresStore
-
-        return PostgresStore(url)
-    path = url[len("sqlite:"):].lstrip("/") if url and url.startswith("sqlite:") else None
+    path = url[len("sqlite:"):] if url and url.startswith("sqlite:") else None
     return SqliteStore(path or settings.data_path / "voxlane.db")
 
 

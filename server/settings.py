@@ -143,8 +143,13 @@ class Settings:
             raise SettingsError(f"VOXLANE_COMPUTE_TYPE={self.compute_type!r} needs a GPU; on cpu use int8 or float32")
         if self.llm_url and not self.llm_url.startswith(("http://", "https://")):
             raise SettingsError("VOXLANE_LLM_URL must start with http:// or https://")
-        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://", "sqlite:")):
-            raise SettingsError("VOXLANE_DATABASE_URL must start with postgresql:// (or sqlite:)")
+        if self.database_url and self.database_url.startswith(("postgresql://", "postgres://")):
+            raise SettingsError("VOXLANE_DATABASE_URL: the PostgreSQL backend is not available in this version;"
+                                " use sqlite:/path/to/file.db or leave it unset")
+        if self.database_url and not self.database_url.startswith("sqlite:"):
+            raise SettingsError("VOXLANE_DATABASE_URL must start with sqlite: (PostgreSQL support is planned)")
+        if self.redis_url:
+            raise SettingsError("VOXLANE_REDIS_URL: Redis fan-out is not available in this version; leave it unset")
 
     @property
     def data_path(self) -> Path:
