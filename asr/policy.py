@@ -75,11 +75,16 @@ class Hypotheses:
                     return near[i + n:]
         return [w for w in words if w.start > last - 0.1]
 
-    def agree(self, words: list[TimedWord]) -> list[TimedWord]:
-        """LocalAgreement-2: commit the prefix this hypothesis shares with the previous one."""
+    def agree(self, words: list[TimedWord], horizon: float = float("inf")) -> list[TimedWord]:
+        """LocalAgreement-2: commit the prefix this hypothesis shares with the previous one.
+
+        Only words ending before ``horizon`` qualify: a word the model has heard with little audio after
+        it is still likely to change when the next word arrives.
+        """
         new = self._fresh(words)
         k = 0
-        while k < len(new) and k < len(self.tentative) and norm(new[k].text) == norm(self.tentative[k].text):
+        while (k < len(new) and k < len(self.tentative) and new[k].end <= horizon
+               and norm(new[k].text) == norm(self.tentative[k].text)):
             k += 1
         done = new[:k]
         self.committed.extend(done)

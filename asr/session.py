@@ -43,6 +43,8 @@ class StreamConfig:
     pause_commit_s: float = 0.25  # a pause this long commits the words before it
     pause_commit_confidence: float = 0.5  # ...unless a word is this unsure and no earlier hypothesis had it
     min_step_s: float = 0.5  # least new audio before the hypothesis is refreshed
+    agree_right_context_s: float = 0.0  # agreement commits only words with this much audio after them
+    lead_in_s: float = 0.2  # audio kept before speech onset (0.6 helped some files and hurt others)
     max_segment_s: float = 20.0  # segments are split at a committed word boundary beyond this
     trim_s: float = 12.0  # the decode window is trimmed at committed words beyond this
     prompt_chars: int = 200
@@ -145,7 +147,7 @@ class StreamSession:
             self._buffer.append(samples)
             for kind, t in self._tracker.update(probs):
                 if kind == "speech_start" and self._open is None:
-                    start = max(t - self.config.vad.speech_pad_s, self._last_closed_end, self._buffer.start)
+                    start = max(t - self.config.lead_in_s, self._last_closed_end, self._buffer.start)
                     self._open = Segment(id=uuid.uuid4().hex[:12], start=start, window_start=start,
                                          decoded_to=start)
             self._update_segments()
@@ -402,7 +404,7 @@ class StreamSession:
                 if seg.pending_pause == plan.speech_end:
                     seg.pending_pause = None
             else:
-                hyp.agree(words)
+                hyp.agree(words, horizon=plan.end - self.config.agree_right_context_s)
                 if plan.commit_before != float("inf"):
                     hyp.commit_before(hyp.tentative, plan.commit_before, confident=self.config.pause_commit_confidence)
             self._trim_window(seg, plan.end)

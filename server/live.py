@@ -38,6 +38,7 @@ def stream_config(settings: Settings, priority: Priority = Priority.PARTIAL) -> 
         vad=VadConfig(threshold=settings.vad_threshold, neg_threshold=max(0.05, settings.vad_threshold - 0.15)),
         min_silence_s=settings.vad_min_silence_ms / 1000,
         pause_commit_s=settings.pause_commit_ms / 1000,
+        pause_commit_confidence=settings.pause_commit_confidence,
         min_step_s=settings.min_step_ms / 1000,
         max_segment_s=settings.max_segment_seconds,
         trim_s=settings.window_seconds,

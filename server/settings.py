@@ -49,6 +49,9 @@ class Settings:
         "VOXLANE_VAD_MIN_SILENCE_MS", "a pause this long ends a segment", lo=100, hi=10000))
     pause_commit_ms: int = field(default=250, metadata=_opt(
         "VOXLANE_PAUSE_COMMIT_MS", "a pause this long makes the words before it final", lo=50, hi=5000))
+    pause_commit_confidence: float = field(default=0.5, metadata=_opt(
+        "VOXLANE_PAUSE_COMMIT_CONFIDENCE", "a pause commit leaves a word this unsure (and not yet agreed on) to the"
+        " segment's final decode", lo=0, hi=1))
     min_step_ms: int = field(default=500, metadata=_opt(
         "VOXLANE_MIN_STEP_MS", "least new audio before a live hypothesis is refreshed", lo=100, hi=10000))
     window_seconds: float = field(default=12.0, metadata=_opt(

@@ -72,3 +72,10 @@ def test_repeated_word_is_not_mistaken_for_overlap():
     h.commit_all(words("more words"))  # ends at 0.7
     again = [TimedWord("words", 0.45, 0.7, 0.9), TimedWord("words", 0.8, 1.1, 0.9), TimedWord("words", 1.2, 1.5, 0.9)]
     assert [w.text for w in h.commit_all(again)] == ["words", "words"]
+
+
+def test_agreement_waits_for_right_context():
+    h = Hypotheses()
+    h.agree(words("one two three four"))
+    done = h.agree(words("one two three four five"), horizon=1.0)  # words end at 0.3, 0.7, 1.1, ...
+    assert [w.text for w in done] == ["one", "two"]
