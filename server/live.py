@@ -15,6 +15,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -22,7 +23,8 @@ from asr.inference import InferenceLoop, Priority
 from asr.session import StreamConfig, StreamSession
 from asr.vad import SileroModel, VadConfig
 from media import DecodeError, WavAppender, make_decoder
-from protocol import ErrorCode, ProtocolError, StartParams, Status, Transcription
+from protocol import ErrorCode, ProtocolError, StartParams, Status, Transcription, parse_client_message
+from protocol.messages import _Body
 from server.hub import Hub
 from server.settings import Settings
 from server.storage import Store
@@ -262,3 +264,62 @@ class LiveRegistry:
     async def finish_all(self) -> None:
         pubs = [p for live in list(self._live.values()) for p in list(live.publishers)]
         await asyncio.gather(*(p.finish() for p in pubs), return_exceptions=True)
+
+
+def transcript_status(services: Services, transcript_id: str) -> Status:
+    """The status a newly connected client is told: the last published one, else what is known now."""
+    status = services.hub.current_status(transcript_id)
+    if status is not None:
+        return status
+    live = services.live.find(transcript_id)
+    if live and live.publishers:
+        return Status(status="processing", stage="live", message="live")
+    return Status(status="initializing", stage=None, message="waiting for audio")
+
+
+class ControlChannel(Protocol):
+    """What an ingest path (WebSocket, WebRTC data channel) offers the shared control semantics."""
+
+    publisher: Publisher | None
+    declares_format: bool  # False where the codec, not ``start``, describes the audio (WebRTC)
+
+    async def start_publisher(self, params: StartParams | None) -> None: ...
+
+    async def stop_publisher(self, publisher: Publisher) -> None: ...
+
+    def reply(self, body: _Body) -> None: ...
+
+    def status(self) -> Status: ...
+
+
+async def apply_control(channel: ControlChannel, raw: str | bytes) -> None:
+    """One client action, with the same meaning on every ingest path; raises ProtocolError to answer."""
+    msg = parse_client_message(raw)
+    action = msg.action  # type: ignore[attr-defined]
+    pub = channel.publisher
+    active = pub is not None and not pub.finished
+    if action == "start":
+        params = msg.params  # type: ignore[attr-defined]
+        if active:
+            assert pub is not None
+            if channel.declares_format and params is not None and params.format != pub.params.format:
+                raise ProtocolError(ErrorCode.ALREADY_STARTED, "audio format cannot change mid-stream; stop first")
+            await pub.resume()
+        else:
+            await channel.start_publisher(params)
+    elif action == "get_status":
+        if active:
+            assert pub is not None
+            channel.reply(pub.status_body("paused" if pub.paused else "processing", "transcription", "live"))
+        else:
+            channel.reply(channel.status())
+    elif action == "participant_event":
+        if pub is None:
+            raise ProtocolError(ErrorCode.NOT_STARTED, "participant events need a started stream")
+        await pub.participant_event(msg.params)  # type: ignore[attr-defined]
+    elif not active:
+        raise ProtocolError(ErrorCode.NOT_STARTED, f"nothing to {action}: no audio stream was started")
+    elif action == "pause":
+        await pub.pause()  # type: ignore[union-attr]
+    elif action == "stop":
+        await channel.stop_publisher(pub)  # type: ignore[arg-type]

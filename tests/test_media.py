@@ -34,7 +34,7 @@ AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
 SPEECH = AUDIO / "single" / "librispeech_2412-153948-0000.wav"
 STEREO = AUDIO / "multi" / "stereo_2spk_one_per_channel.wav"
 
-pytestmark = pytest.mark.skipif(not SPEECH.exists(), reason="shared audio corpus not present")
+assert SPEECH.exists(), f"real speech corpus missing at {AUDIO}"
 
 
 def _read_wav(path: Path) -> tuple[bytes, int, int]:

@@ -16,9 +16,9 @@ from pydantic import BaseModel
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from protocol import ErrorCode, Ping, ProtocolError, StartParams, Status, encode, envelope, parse_client_message
+from protocol import ErrorCode, Ping, ProtocolError, StartParams, Status, encode, envelope
 from server.hub import Subscriber, segment_message
-from server.live import Publisher, Services
+from server.live import Publisher, Services, apply_control, transcript_status
 from server.routes.common import services
 
 log = logging.getLogger("voxlane.ws")
@@ -56,7 +56,7 @@ class LiveConnection:
         for row in await self.svc.store.get_segments(self.transcript_id):
             seen.add(row["id"])
             await self.ws.send_text(encode(segment_message(row)))
-        await self.ws.send_text(encode(self._status()))
+        await self.ws.send_text(encode(self.status()))
         while True:
             msg = await self.sub.queue.get()
             if msg is None:  # cut off for being too slow, or the transcript went away
@@ -66,15 +66,6 @@ class LiveConnection:
             if msg["type"] == "transcription" and data.get("is_final") and data["segment_id"] in seen:
                 continue
             await self.ws.send_text(json.dumps(msg, separators=(",", ":")))
-
-    def _status(self) -> Status:
-        status = self.svc.hub.current_status(self.transcript_id)
-        if status is not None:
-            return status
-        live = self.svc.live.find(self.transcript_id)
-        if live and live.publishers:
-            return Status(status="processing", stage="live", message="live")
-        return Status(status="initializing", stage=None, message="waiting for audio")
 
     async def _ping_loop(self, interval: float) -> None:
         while True:
@@ -116,36 +107,23 @@ class LiveConnection:
         self.publisher.feed_bytes(data)
 
     async def _control(self, text: str) -> None:
-        msg = parse_client_message(text)
-        action = msg.action  # type: ignore[attr-defined]
-        pub = self.publisher
-        if action == "start":
-            if pub is not None and not pub.finished:
-                if msg.params is not None and msg.params.format != pub.params.format:  # type: ignore[attr-defined]
-                    raise ProtocolError(ErrorCode.ALREADY_STARTED,
-                                        "audio format cannot change mid-stream; stop first")
-                await pub.resume()
-                return
-            params = msg.params or StartParams()  # type: ignore[attr-defined]
-            live = self.svc.live.get(self.transcript_id)
-            self.publisher = await live.add_publisher(params)
-        elif action == "pause":
-            if pub is None or pub.finished:
-                raise ProtocolError(ErrorCode.NOT_STARTED, "nothing to pause: no audio stream was started")
-            await pub.pause()
-        elif action == "get_status":
-            if pub is not None and not pub.finished:
-                self._reply(pub.status_body("paused" if pub.paused else "processing", "transcription", "live"))
-            else:
-                self._reply(self._status())
-        elif action == "stop":
-            if pub is None or pub.finished:
-                raise ProtocolError(ErrorCode.NOT_STARTED, "nothing to stop: no audio stream was started")
-            await pub.finish()
-        elif action == "participant_event":
-            if pub is None:
-                raise ProtocolError(ErrorCode.NOT_STARTED, "participant events need a started stream")
-            await pub.participant_event(msg.params)  # type: ignore[attr-defined]
+        await apply_control(self, text)
+
+    # ------------------------------------------------------------ ControlChannel
+
+    declares_format = True
+
+    async def start_publisher(self, params: StartParams | None) -> None:
+        self.publisher = await self.svc.live.get(self.transcript_id).add_publisher(params or StartParams())
+
+    async def stop_publisher(self, publisher: Publisher) -> None:
+        await publisher.finish()
+
+    def reply(self, body: BaseModel) -> None:
+        self._reply(body)
+
+    def status(self) -> Status:
+        return transcript_status(self.svc, self.transcript_id)
 
 
 async def transcript_websocket(ws: WebSocket) -> None:

@@ -47,11 +47,11 @@ from starlette.routing import Route
 
 from media.audio import SAMPLE_RATE
 from media.webrtc import IceConfig, SdpError, WebRtcPeer
-from protocol import ErrorCode, ProtocolError, StartParams, Status, envelope, parse_client_message
+from protocol import ErrorCode, ProtocolError, StartParams, Status, envelope
 from protocol.messages import Error
 from server.errors import ApiError
 from server.hub import Subscriber
-from server.live import Publisher, Services
+from server.live import Publisher, Services, apply_control, transcript_status
 from server.routes.common import json_body, services
 
 log = logging.getLogger("voxlane.webrtc")
@@ -143,42 +143,24 @@ class WebRtcSession(WebRtcPeer):
                 self._reply(Error(code=ErrorCode.INTERNAL_ERROR.value, message="internal error"))
 
     async def _control(self, data: str | bytes) -> None:
-        """The WebSocket's control semantics (server/routes/live_ws.py), on the data channel."""
-        msg = parse_client_message(data)
-        action = msg.action  # type: ignore[attr-defined]
-        pub = self.publisher
-        if action == "start":
-            if pub is not None and not pub.finished:
-                await pub.resume()
-                return
-            await self._start(msg.params, automatic=False)  # type: ignore[attr-defined]
-        elif action == "pause":
-            if pub is None or pub.finished:
-                raise ProtocolError(ErrorCode.NOT_STARTED, "nothing to pause: no audio stream was started")
-            await pub.pause()
-        elif action == "get_status":
-            if pub is not None and not pub.finished:
-                self._reply(pub.status_body("paused" if pub.paused else "processing", "transcription", "live"))
-            else:
-                self._reply(self._status())
-        elif action == "stop":
-            if pub is None or pub.finished:
-                raise ProtocolError(ErrorCode.NOT_STARTED, "nothing to stop: no audio stream was started")
-            self._hold = True
-            await self._finish_publisher(pub)
-        elif action == "participant_event":
-            if pub is None:
-                raise ProtocolError(ErrorCode.NOT_STARTED, "participant events need a started stream")
-            await pub.participant_event(msg.params)  # type: ignore[attr-defined]
+        await apply_control(self, data)
 
-    def _status(self) -> Status:
-        status = self.svc.hub.current_status(self.transcript_id)
-        if status is not None:
-            return status
-        live = self.svc.live.find(self.transcript_id)
-        if live and live.publishers:
-            return Status(status="processing", stage="live", message="live")
-        return Status(status="initializing", stage=None, message="waiting for audio")
+    # ------------------------------------------------------------ ControlChannel
+
+    declares_format = False  # the negotiated codec describes the audio, not 'start'
+
+    async def start_publisher(self, params: StartParams | None) -> None:
+        await self._start(params, automatic=False)
+
+    async def stop_publisher(self, publisher: Publisher) -> None:
+        self._hold = True
+        await self._finish_publisher(publisher)
+
+    def reply(self, body: BaseModel) -> None:
+        self._reply(body)
+
+    def status(self) -> Status:
+        return transcript_status(self.svc, self.transcript_id)
 
     # ------------------------------------------------------------ control channel out
 
@@ -196,7 +178,7 @@ class WebRtcSession(WebRtcPeer):
         for msg in self._early:
             self._sub.put(msg)
         self._early.clear()
-        self._reply(self._status())
+        self._reply(self.status())
         self._forward_task = asyncio.create_task(self._forward(self._sub, channel), name=f"webrtc-forward-{self.id}")
         channel.on("close", self._unsubscribe)
 
