@@ -70,9 +70,9 @@ class LiveConnection:
     async def _ping_loop(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            self._reply(Ping())
+            self.reply(Ping())
 
-    def _reply(self, body: BaseModel) -> None:
+    def reply(self, body: BaseModel) -> None:
         """Send to this client only, in order with everything else it receives."""
         assert self.sub is not None
         self.sub.put(envelope(body))  # type: ignore[arg-type]
@@ -97,7 +97,7 @@ class LiveConnection:
                 elif message.get("text") is not None:
                     await self._control(message["text"])
             except ProtocolError as exc:
-                self._reply(exc.to_message())
+                self.reply(exc.to_message())
 
     def _audio(self, data: bytes) -> None:
         if self.publisher is None:
@@ -118,9 +118,6 @@ class LiveConnection:
 
     async def stop_publisher(self, publisher: Publisher) -> None:
         await publisher.finish()
-
-    def reply(self, body: BaseModel) -> None:
-        self._reply(body)
 
     def status(self) -> Status:
         return transcript_status(self.svc, self.transcript_id)

@@ -212,6 +212,13 @@ async def _job(request_or_ws: Any, job_id: str) -> tuple[dict[str, Any], dict[st
     return (transcript, items[-1]) if items else None
 
 
+async def _job_or_404(request: Request, job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    found = await _job(request, job_id)
+    if found is None:
+        raise ApiError(404, NOT_FOUND_MESSAGE, "JOB_NOT_FOUND")
+    return found
+
+
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
@@ -295,10 +302,7 @@ def job_language(request: Request, transcript: dict[str, Any], item: dict[str, A
 async def get_result(request: Request) -> Response:
     """A completed job's segments, text, language and duration."""
     job_id = request.path_params["job_id"]
-    found = await _job(request, job_id)
-    if found is None:
-        raise ApiError(404, NOT_FOUND_MESSAGE, "JOB_NOT_FOUND")
-    transcript, item = found
+    transcript, item = await _job_or_404(request, job_id)
     if item["status"] == "failed":
         raise ApiError(409, f"the job failed: {item.get('error')}", "JOB_FAILED", {"status": "failed"})
     if item["status"] != "transcribed":
@@ -315,10 +319,7 @@ async def get_result(request: Request) -> Response:
 async def get_debug(request: Request) -> Response:
     """Diagnostics for a job: its audio item, cached segments, latest time, queue position."""
     job_id = request.path_params["job_id"]
-    found = await _job(request, job_id)
-    if found is None:
-        raise ApiError(404, NOT_FOUND_MESSAGE, "JOB_NOT_FOUND")
-    transcript, item = found
+    transcript, item = await _job_or_404(request, job_id)
     svc, work = services(request), rest_of(request).work
     segments = await svc.store.get_segments(job_id)
     prog = work.progress.get(job_id)

@@ -37,7 +37,8 @@ import contextlib
 import json
 import logging
 from collections import deque
-from typing import Any, Literal
+from collections.abc import Awaitable
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -54,6 +55,7 @@ from server.hub import Subscriber
 from server.live import Publisher, Services, apply_control, transcript_status
 from server.routes.common import json_body, services
 
+T = TypeVar("T")
 log = logging.getLogger("voxlane.webrtc")
 
 MAX_SESSIONS = 256
@@ -107,7 +109,7 @@ class WebRtcSession(WebRtcPeer):
                     raise
                 self._hold = True
                 log.info("peer %s: audio for %s refused: %s", self.id, self.transcript_id, exc.message)
-                self._reply(ProtocolError(exc.code, f"audio from this connection is not transcribed: {exc.message}",
+                self.reply(ProtocolError(exc.code, f"audio from this connection is not transcribed: {exc.message}",
                                           exc.details, recoverable=False).to_message())
                 return None
             self._hold = False
@@ -125,7 +127,7 @@ class WebRtcSession(WebRtcPeer):
         if self.closing:
             return
         if self._inbox.qsize() >= MAX_PENDING_CONTROL:
-            self._reply(Error(code=ErrorCode.OVERLOADED.value, message="too many control messages pending"))
+            self.reply(Error(code=ErrorCode.OVERLOADED.value, message="too many control messages pending"))
             return
         self._inbox.put_nowait(data)
 
@@ -137,10 +139,10 @@ class WebRtcSession(WebRtcPeer):
             try:
                 await self._control(data)
             except ProtocolError as exc:
-                self._reply(exc.to_message())
+                self.reply(exc.to_message())
             except Exception:
                 log.exception("peer %s: control message failed", self.id)
-                self._reply(Error(code=ErrorCode.INTERNAL_ERROR.value, message="internal error"))
+                self.reply(Error(code=ErrorCode.INTERNAL_ERROR.value, message="internal error"))
 
     async def _control(self, data: str | bytes) -> None:
         await apply_control(self, data)
@@ -156,15 +158,12 @@ class WebRtcSession(WebRtcPeer):
         self._hold = True
         await self._finish_publisher(publisher)
 
-    def reply(self, body: BaseModel) -> None:
-        self._reply(body)
-
     def status(self) -> Status:
         return transcript_status(self.svc, self.transcript_id)
 
     # ------------------------------------------------------------ control channel out
 
-    def _reply(self, body: BaseModel) -> None:
+    def reply(self, body: BaseModel) -> None:
         """To this client only, in order with the transcript's messages."""
         if self._sub is not None:
             self._sub.put(envelope(body))  # type: ignore[arg-type]
@@ -178,7 +177,7 @@ class WebRtcSession(WebRtcPeer):
         for msg in self._early:
             self._sub.put(msg)
         self._early.clear()
-        self._reply(self.status())
+        self.reply(self.status())
         self._forward_task = asyncio.create_task(self._forward(self._sub, channel), name=f"webrtc-forward-{self.id}")
         channel.on("close", self._unsubscribe)
 
@@ -307,6 +306,19 @@ async def _checked(request: Request, model: type[Any]) -> tuple[str, Any]:
     return transcript_id, await json_body(request, model)
 
 
+async def _handshake(session: WebRtcSession, step: Awaitable[T], what: str) -> T:
+    """One signalling step: a bad description closes the session and answers 400; anything else
+    closes it too, so no half-open peer connection is left behind."""
+    try:
+        return await step
+    except SdpError as exc:
+        await session.close(f"invalid {what}")
+        raise ApiError(400, str(exc), "INVALID_SDP") from None
+    except BaseException:
+        session.close("handshake failed")
+        raise
+
+
 async def offer(request: Request) -> Response:
     transcript_id, body = await _checked(request, OfferBody)
     reg = registry(request)
@@ -314,17 +326,8 @@ async def offer(request: Request) -> Response:
         raise ApiError(503, "too many WebRTC connections; try again later", "OVERLOADED")
     session = WebRtcSession(reg, transcript_id)
     reg.add(session)
-    try:
-        if body.type == "offer":
-            desc = await session.accept_offer(body.sdp)
-        else:
-            desc = await session.create_offer()
-    except SdpError as exc:
-        await session.close("invalid offer")
-        raise ApiError(400, str(exc), "INVALID_SDP") from None
-    except BaseException:
-        session.close("handshake failed")
-        raise
+    step = session.accept_offer(body.sdp) if body.type == "offer" else session.create_offer()
+    desc = await _handshake(session, step, "offer")
     return JSONResponse({"type": desc.type, "sdp": desc.sdp, "session_id": session.id})
 
 
@@ -336,14 +339,7 @@ async def answer(request: Request) -> Response:
                        details={"session_id": body.session_id})
     if session.pc.signalingState != "have-local-offer":
         raise ApiError(409, "this session's offer was already answered", details={"session_id": session.id})
-    try:
-        await session.accept_answer(body.sdp)
-    except SdpError as exc:
-        await session.close("invalid answer")
-        raise ApiError(400, str(exc), "INVALID_SDP") from None
-    except BaseException:
-        session.close("handshake failed")
-        raise
+    await _handshake(session, session.accept_answer(body.sdp), "answer")
     return JSONResponse({"session_id": session.id, "connection_state": session.connection_state})
 
 
