@@ -166,6 +166,8 @@ class _SampleBuffer:
             blocks, self._blocks = self._blocks, []
         if not blocks:
             return _EMPTY
+        if len({b.shape[1:] for b in blocks}) > 1:  # split channels: (frames, channels) blocks of one width
+            raise DecodeError("the stream's channel layout changed mid-stream; its channels cannot be kept apart")
         return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
@@ -173,8 +175,10 @@ class _DecodeJob:
     """What the decode thread touches. It holds no reference to the decoder, so a decoder its owner
     forgot to close can still be garbage-collected, and its finalizer then stops this thread."""
 
-    def __init__(self, source: ByteStream | RetainedByteStream, demuxer: str, what: str) -> None:
+    def __init__(self, source: ByteStream | RetainedByteStream, demuxer: str, what: str,
+                 split_channels: bool = False) -> None:
         self.source = source
+        self.split_channels = split_channels
         self.demuxer = demuxer
         self.what = what
         self.samples = _SampleBuffer()
@@ -201,7 +205,7 @@ class _DecodeJob:
                 self.rate = stream.codec_context.sample_rate or None
                 self.channels = stream.codec_context.channels or None
                 for block in decode_blocks(container, stream, self.what, lambda: self.stopped):
-                    self.samples.put(downmix(block))
+                    self.samples.put(block if self.split_channels else downmix(block))
         except Exception as exc:  # everything must reach the caller's thread
             if not self.stopped:
                 self.error = exc
@@ -218,9 +222,10 @@ class ContainerDecoder(StreamDecoder):
     blocks; failures are stored and raised as :class:`DecodeError` from the next ``feed()``/``flush()``.
     """
 
-    def __init__(self, fmt: str, flush_timeout: float = 30.0) -> None:
+    def __init__(self, fmt: str, flush_timeout: float = 30.0, split_channels: int | None = None) -> None:
         self.fmt = normalize_container_format(fmt)
         self.flush_timeout = flush_timeout
+        self.split_channels = split_channels  # the channel count the client declared, when it wants them apart
         self.detected_format: str | None = None
         self._head = b""
         self._job: _DecodeJob | None = None
@@ -237,6 +242,35 @@ class ContainerDecoder(StreamDecoder):
         return self._job.channels if self._job else None
 
     def feed(self, data: bytes) -> np.ndarray:
+        if self.split_channels:
+            return _mix(self.feed_channels(data))
+        return self._feed(data)
+
+    def flush(self) -> np.ndarray:
+        if self.split_channels:
+            return _mix(self.flush_channels())
+        return self._flush()
+
+    def feed_channels(self, data: bytes) -> list[np.ndarray]:
+        """One 16 kHz mono array per declared channel (the stream must have that many)."""
+        return self._split(self._feed(data))
+
+    def flush_channels(self) -> list[np.ndarray]:
+        return self._split(self._flush())
+
+    def _split(self, block: np.ndarray) -> list[np.ndarray]:
+        n = self.split_channels
+        if not n:
+            raise RuntimeError("feed_channels() needs a ContainerDecoder created with split_channels")
+        if block.ndim == 1 or len(block) == 0:
+            return [_EMPTY for _ in range(n)]
+        if block.shape[1] != n:
+            self._error = DecodeError(f"the {self.fmt} stream has {block.shape[1]} channel(s), but split_channels"
+                                      f" was declared with channels={n}")
+            raise self._error
+        return [np.ascontiguousarray(block[:, i]) for i in range(n)]
+
+    def _feed(self, data: bytes) -> np.ndarray:
         self._raise_if_failed()
         if self._ended or self._closed:
             raise RuntimeError("feed() after flush() or close()")
@@ -248,7 +282,7 @@ class ContainerDecoder(StreamDecoder):
         self._job.source.push(data)
         return self._job.samples.drain()
 
-    def flush(self) -> np.ndarray:
+    def _flush(self) -> np.ndarray:
         self._raise_if_failed()
         if self._closed:
             raise RuntimeError("flush() after close()")
@@ -308,16 +342,15 @@ class ContainerDecoder(StreamDecoder):
         needs_seek = DEMUXERS[sniffed] == "mp4" and not mp4_index_first(head)
         source = RetainedByteStream() if needs_seek else ByteStream()
         source.push(head)
-        self._job = _DecodeJob(source, DEMUXERS[sniffed], f"{sniffed} stream")
+        self._job = _DecodeJob(source, DEMUXERS[sniffed], f"{sniffed} stream", bool(self.split_channels))
         weakref.finalize(self, self._job.stop)
         self._job.thread.start()
 
 
 def make_decoder(fmt: str, sample_rate: int, channels: int, split_channels: bool = False) -> StreamDecoder:
-    """Pick the decoder for a declared format; rate and channels only matter for raw PCM."""
+    """Pick the decoder for a declared format; rate and channels only matter for raw PCM, and channels for
+    ``split_channels`` (one mono output per channel: ``feed_channels``/``flush_channels``)."""
     if is_pcm_format(fmt):
         return PcmDecoder(fmt, sample_rate, channels, split_channels=split_channels)
-    if split_channels:
-        raise DecodeError("split_channels is only supported for raw PCM streams (pcm_s16le, pcm_f32le)")
-    return ContainerDecoder(fmt)
+    return ContainerDecoder(fmt, split_channels=int(channels) if split_channels else None)
 

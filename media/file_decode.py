@@ -48,13 +48,18 @@ def decode_file(path: str | os.PathLike[str], split_channels: bool = False) -> n
     return [np.ascontiguousarray(audio[:, i]) for i in range(width)]
 
 
-def iter_decode_file(path: str | os.PathLike[str], chunk_seconds: float = 30.0) -> Iterator[np.ndarray]:
-    """Yield 16 kHz mono chunks of ``chunk_seconds`` (last one shorter) so long uploads stay out of RAM."""
+def iter_decode_file(path: str | os.PathLike[str], chunk_seconds: float = 30.0,
+                     split_channels: int | None = None) -> Iterator[np.ndarray]:
+    """Yield 16 kHz mono chunks of ``chunk_seconds`` (last one shorter) so long uploads stay out of RAM.
+
+    With ``split_channels=N`` the chunks are (frames, N) instead, one column per channel: a block with fewer
+    channels (a layout change midway) gets silent columns, one with more loses the extra ones.
+    """
     chunk = max(1, round(chunk_seconds * SAMPLE_RATE))
     pending: list[np.ndarray] = []
     held = 0
     for block in _iter_blocks(path):
-        pending.append(downmix(block))
+        pending.append(_fit(block, split_channels) if split_channels else downmix(block))
         held += len(pending[-1])
         if held < chunk:
             continue
@@ -66,6 +71,15 @@ def iter_decode_file(path: str | os.PathLike[str], chunk_seconds: float = 30.0) 
         held = len(audio) - cut
     if held:
         yield np.concatenate(pending)
+
+
+def _fit(block: np.ndarray, channels: int) -> np.ndarray:
+    if block.shape[1] == channels:
+        return block
+    out = np.zeros((len(block), channels), dtype=np.float32)
+    keep = min(channels, block.shape[1])
+    out[:, :keep] = block[:, :keep]
+    return out
 
 
 def probe_file(path: str | os.PathLike[str]) -> dict[str, Any]:

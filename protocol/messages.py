@@ -13,7 +13,7 @@ import time
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PCM_FORMATS = ("pcm_s16le", "pcm_f32le")
 ENCODED_FORMATS = ("webm", "ogg", "mp3", "wav", "flac", "m4a", "mp4", "aac", "opus")
@@ -162,13 +162,28 @@ class StartParams(BaseModel):
     sample_rate: int = Field(default=16000, ge=8000, le=48000)
     channels: int = Field(default=1, ge=1, le=8)
     participant: Participant | None = None
-    split_channels: bool = False
+    split_channels: bool = Field(default=False, description=(
+        "Keep the channels apart: each of the `channels` channels is its own participant (`channel-1`, ...),"
+        " transcribed and recorded on its own."))
+    channel_names: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, max_length=8, description="With split_channels: participant names, in channel order"
+                                                " (default `Channel 1`, ...).")
     language: str | None = Field(default=None, max_length=16)
 
     @field_validator("format", mode="before")
     @classmethod
     def _lower(cls, v: Any) -> Any:
         return v.lower() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _channels(self) -> StartParams:
+        if self.channel_names is not None and not self.split_channels:
+            raise ValueError("channel_names needs split_channels")
+        if self.split_channels and self.participant is not None:
+            raise ValueError("split_channels makes one participant per channel; name them with channel_names")
+        if self.channel_names is not None and len(self.channel_names) > self.channels:
+            raise ValueError(f"{len(self.channel_names)} channel_names for {self.channels} channel(s)")
+        return self
 
 
 class EmptyParams(BaseModel):

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from server.speakers import LABEL, rename_only, resolve_speakers, shown_speaker, speaker_names
+
 FORMATS = {
     "text": "text/plain; charset=utf-8",
     "text-timestamped": "text/plain; charset=utf-8",
@@ -100,6 +102,7 @@ EXTENSIONS = {"text": "txt", "text-timestamped": "txt", "srt": "srt", "webvtt-na
 
 
 def render(fmt: str, transcript: dict[str, Any], segments: list[dict[str, Any]]) -> str | dict[str, Any]:
+    segments = resolve_speakers(transcript, segments)  # renamed speakers (a no-op on resolved segments)
     if fmt == "json":
         return as_json(transcript, segments)
     if fmt == "markdown":
@@ -137,11 +140,12 @@ class Person:
         return self.key[1] if self.key[0] == "participant" else None
 
 
-def segment_key(seg: dict[str, Any]) -> tuple[str, str | None]:
+def segment_key(seg: dict[str, Any], names: dict[str, str] | None = None) -> tuple[str, str | None]:
     if seg.get("participant_id"):
         return ("participant", str(seg["participant_id"]))
-    if seg.get("speaker"):
-        return ("speaker", str(seg["speaker"]))
+    speaker = shown_speaker(seg, names) if names is not None else seg.get("speaker")
+    if speaker:
+        return ("speaker", str(speaker))
     return ("default", None)
 
 
@@ -157,17 +161,23 @@ class Roster:
 
     def __init__(self, transcript: dict[str, Any], segments: list[dict[str, Any]],
                  default_name: str | None = None) -> None:
+        self.names = speaker_names(transcript)  # renames: read-time, never written into segments
+        segments = resolve_speakers(transcript, segments)
+        events = participant_event_log(transcript)
+        pids = {str(s["participant_id"]) for s in segments if s.get("participant_id")}
+        pids |= {str(e["participant_id"]) for e in events if e.get("participant_id")}
+        renames = rename_only(transcript, segments, pids)
         declared: dict[str, dict[str, Any]] = {}
         for p in transcript.get("participants") or []:
-            if isinstance(p, dict) and p.get("id") is not None:
+            if isinstance(p, dict) and p.get("id") is not None and str(p["id"]) not in renames:
                 declared[str(p["id"])] = p
         keys: list[tuple[str, str | None]] = [("participant", pid) for pid in declared]
-        for ev in participant_event_log(transcript):
+        for ev in events:
             if ev.get("participant_id"):
                 pid = str(ev["participant_id"])
                 keys.append(("participant", pid))
-                if isinstance(ev.get("participant"), dict):
-                    declared.setdefault(pid, ev["participant"])
+                if isinstance(ev.get("participant"), dict):  # what the stream declared, under what was set since
+                    declared[pid] = {**ev["participant"], **declared.get(pid, {})}
         keys += [segment_key(s) for s in segments]
         self.people: dict[tuple[str, str | None], Person] = {}
         for key in dict.fromkeys(keys):
@@ -188,17 +198,19 @@ class Roster:
                 default_name: str | None) -> Person:
         kind, value = key
         if kind == "participant":
-            spoken = next((s.get("speaker") for s in segments if s.get("participant_id") == value and s.get("speaker")),
-                          None)
+            mine = [s for s in segments if s.get("participant_id") == value]
+            spoken = next((s["speaker"] for s in mine if s.get("speaker")), None)  # resolved: renames included
+            renamed = next((s["speaker"] for s in mine if s.get("speaker") != s.get(LABEL)), None)
             extra = meta.get("extra_data") if isinstance(meta.get("extra_data"), dict) else {}
-            return Person(key, name=meta.get("name") or spoken or value, is_host=meta.get("is_host"),
+            return Person(key, name=renamed or meta.get("name") or spoken or value, is_host=meta.get("is_host"),
                           platform=meta.get("platform"), extra_data={**extra, "participant_id": value})
         if kind == "speaker":
-            return Person(key, name=value, extra_data={"speaker": value})
+            labels = sorted({s[LABEL] for s in segments if segment_key(s) == key and s.get(LABEL)})
+            return Person(key, name=value, extra_data={"speaker": labels[0] if len(labels) == 1 else value})
         return Person(key, name=default_name)
 
     def of(self, seg: dict[str, Any]) -> Person:
-        return self.people[segment_key(seg)]
+        return self.people[segment_key(seg, self.names)]
 
     def by_participant_id(self, participant_id: str | None) -> Person | None:
         if participant_id is None:  # an event of the anonymous stream: the default participant's
@@ -359,6 +371,7 @@ def as_markdown(transcript: dict[str, Any], segments: list[dict[str, Any]],
                 conversation: dict[str, Any] | None = None) -> str:
     """Title, date, participants (and tags), then the transcript: one paragraph per turn, speaker and time."""
     conversation = conversation or {}
+    segments = resolve_speakers(transcript, segments)
     roster = Roster(transcript, segments, default_name=conversation.get("name"))
     created = parse_time(transcript.get("created_at"))
     people = [p.label for p in roster]

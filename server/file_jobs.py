@@ -11,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import numpy as np
 
 from asr.inference import Priority
 from asr.session import StreamSession
-from media import DecodeError, iter_decode_file, probe_file
+from media import DecodeError, WavAppender, iter_decode_file, probe_file
 from protocol import Error, Status, Transcription
-from server.live import Services, stream_config
+from server.channels import channel_participants
+from server.live import Services, audio_file_name, stream_config
 
 log = logging.getLogger("voxlane.files")
 BLOCK_SECONDS = 10.0
@@ -36,11 +39,14 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
                           emit: Callable[[Transcription], Awaitable[None]] | None = None,
                           on_progress: Callable[[float, float], Awaitable[None]] | None = None,
                           publish_status: bool = True, language: str | None = None,
-                          prompt: str | None = None) -> FileResult:
+                          prompt: str | None = None, split_channels: bool = False,
+                          channel_names: list[str] | None = None) -> FileResult:
     """Transcribe one file into ``transcript_id``; finals are stored and broadcast like live ones.
 
     ``offset`` places the file on the transcript's timeline (kiosk chunks); ``prompt`` is context for the
-    first segment. Raises nothing for bad audio: the result carries the error and subscribers get ``error`` +
+    first segment. With ``split_channels`` every channel is its own participant (``channel-1`` ..., named from
+    ``channel_names`` or ``Channel 1`` ...) with its own session and its own audio file, as a live split stream
+    has. Raises nothing for bad audio: the result carries the error and subscribers get ``error`` +
     ``status failed``.
     """
     hub = services.hub
@@ -60,40 +66,106 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     config.live = False
     config.language = language or config.language
     config.initial_prompt = prompt or ""
-    session = StreamSession(engine=services.engine, vad_model=services.vad_model,
-                            emit=emit or (lambda m: hub.publish(transcript_id, m)), config=config,
-                            offset=offset, speaker=speaker, participant_id=participant_id)
-    session.start()
+    width = max(1, int(info.get("channels") or 1)) if split_channels else None
+    people = ([(p.id, p.name) for p in channel_participants(width, channel_names)] if width
+              else [(participant_id, speaker)])
+    sessions = [StreamSession(engine=services.engine, vad_model=services.vad_model,
+                              emit=emit or (lambda m: hub.publish(transcript_id, m)), config=replace(config),
+                              offset=offset, speaker=name, participant_id=pid) for pid, name in people]
+    wavs = await asyncio.to_thread(_channel_files, services, transcript_id, people) if width else []
+    for session in sessions:
+        session.start()
+    if width:
+        await _record_channels(services, transcript_id, people, "join", offset)
     await status("processing", 0.0, "transcribing")
-    blocks = iter_decode_file(path, chunk_seconds=BLOCK_SECONDS)
+    blocks = iter_decode_file(path, chunk_seconds=BLOCK_SECONDS, split_channels=width)
     fed = 0.0
     try:
         while True:
             block = await asyncio.to_thread(next, blocks, None)
             if block is None:
                 break
-            session.feed(block)
+            tracks = [block] if not width else [np.ascontiguousarray(block[:, i]) for i in range(width)]
+            for session, samples in zip(sessions, tracks, strict=True):
+                session.feed(samples)
+            if wavs:
+                await asyncio.to_thread(_append, wavs, tracks)
             fed += len(block) / 16000
-            await session.wait_backlog(1)
-            done = session.transcribed_until
+            for session in sessions:
+                await session.wait_backlog(1)
+            done = min(session.transcribed_until for session in sessions)
             if on_progress is not None:
                 await on_progress(done, max(total, fed))
             pct = min(99.0, 100.0 * done / max(total, fed, 1e-6))
             await status("processing", round(pct, 1), f"transcribed {done:.0f} s of {max(total, fed):.0f} s")
     except DecodeError as exc:
-        await session.cancel()
+        await _cancel(sessions, wavs)
         await _fail(services, transcript_id, str(exc), publish_status, participant_id)
-        return FileResult(fed, session.segments_emitted, str(exc))
+        return FileResult(fed, sum(s.segments_emitted for s in sessions), str(exc))
     except asyncio.CancelledError:  # the transcript was deleted, or the server is stopping
-        await session.cancel()
+        await _cancel(sessions, wavs)
         raise
-    await session.finish(flush_timeout=600.0)
-    if session.error:
-        await _fail(services, transcript_id, session.error, publish_status, participant_id)
-        return FileResult(fed, session.segments_emitted, session.error)
+    await asyncio.gather(*(session.finish(flush_timeout=600.0) for session in sessions))
+    if wavs:
+        await asyncio.to_thread(_close, wavs)
+        await _record_channels(services, transcript_id, people, "leave", offset + fed)
+    emitted = sum(s.segments_emitted for s in sessions)
+    error = next((s.error for s in sessions if s.error), None)
+    if error:
+        await _fail(services, transcript_id, error, publish_status, participant_id)
+        return FileResult(fed, emitted, error)
     if on_progress is not None:
         await on_progress(fed, fed)
-    return FileResult(fed, session.segments_emitted)
+    return FileResult(fed, emitted)
+
+
+def _channel_files(services: Services, transcript_id: str, people: list[tuple[str | None, str | None]]
+                   ) -> list[WavAppender]:
+    """Each channel's own recording, started afresh (a retried file rewrites them)."""
+    directory = services.audio_dir(transcript_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = []
+    for pid, _ in people:
+        path = directory / audio_file_name(pid)
+        path.unlink(missing_ok=True)
+        out.append(WavAppender(path))
+    return out
+
+
+def _append(wavs: list[WavAppender], tracks: list[np.ndarray]) -> None:
+    for wav, samples in zip(wavs, tracks, strict=True):
+        wav.append(samples)
+
+
+def _close(wavs: list[WavAppender]) -> None:
+    for wav in wavs:
+        wav.sync()
+        wav.close()
+
+
+async def _cancel(sessions: list[StreamSession], wavs: list[WavAppender]) -> None:
+    await asyncio.gather(*(s.cancel() for s in sessions))
+    await asyncio.to_thread(_close, wavs)
+
+
+async def _record_channels(services: Services, transcript_id: str, people: list[tuple[str | None, str | None]],
+                           kind: str, t: float) -> None:
+    """Join (at the start) and leave (at the end) of each channel's participant, as live participants have;
+    a retried file replaces the events an earlier attempt left."""
+    row = await services.store.get_transcript(transcript_id)
+    if row is None:
+        return
+    ids = {pid for pid, _ in people}
+    meta = dict(row.get("meta") or {})
+    events = [e for e in meta.get("participant_events") or []
+              if not (isinstance(e, dict) and e.get("participant_id") in ids and e.get("type") in (kind, "leave"))]
+    for pid, name in people:
+        event = {"type": kind, "participant_id": pid, "data": {}, "time": round(t, 3)}
+        if kind == "join":
+            event["participant"] = {"id": pid, "name": name}
+        events.append(event)
+    meta["participant_events"] = events
+    await services.store.update_transcript(transcript_id, meta=meta)
 
 
 async def _fail(services: Services, transcript_id: str, message: str, publish: bool,

@@ -182,17 +182,28 @@ class LiveTranscript:
         self.id = transcript_id
         self.publishers: set[Publisher] = set()
         self.origin: float | None = None  # monotonic time of transcript t=0, for late participants
+        self._meta_lock = asyncio.Lock()  # concurrent publishers update one transcript row
 
-    async def add_publisher(self, params: StartParams) -> Publisher:
+    async def add_publisher(self, params: StartParams, offset: float | None = None) -> Publisher:
+        """A new stream; ``offset`` (a participant's place on the transcript clock) defaults to now."""
+        if params.split_channels:  # one participant publisher per channel, fed by one decoder
+            from server.channels import SplitStream  # it builds on Publisher: keep the import cycle lazy
+            return await SplitStream.open(self, params)  # type: ignore[return-value]
         if params.participant is None and any(p.participant_id is None for p in self.publishers):
             raise ProtocolError(ErrorCode.ALREADY_STARTED,
                                 "this transcript already has an anonymous publisher; send 'participant' to add"
                                 " another stream")
+        if params.participant is not None and any(p.participant_id == params.participant.id for p in self.publishers):
+            raise ProtocolError(ErrorCode.ALREADY_STARTED,
+                                f"participant {params.participant.id!r} is already streaming to this transcript")
         now = time.monotonic()
         if self.origin is None:
             existing = await self._recorded_duration()
             self.origin = now - existing
-        offset = 0.0 if params.participant is None else max(0.0, now - self.origin)
+        if params.participant is None:
+            offset = 0.0
+        elif offset is None:
+            offset = max(0.0, now - self.origin)
         try:
             pub = Publisher(self, params, offset if params.participant else 0.0)
         except DecodeError as exc:
@@ -213,11 +224,12 @@ class LiveTranscript:
 
     async def record_event(self, event: dict) -> None:
         store = self.services.store
-        row = await store.get_transcript(self.id)
-        if row is not None:
-            meta = dict(row.get("meta") or {})
-            meta.setdefault("participant_events", []).append(event)
-            await store.update_transcript(self.id, meta=meta)
+        async with self._meta_lock:
+            row = await store.get_transcript(self.id)
+            if row is not None:
+                meta = dict(row.get("meta") or {})
+                meta.setdefault("participant_events", []).append(event)
+                await store.update_transcript(self.id, meta=meta)
 
     async def _recorded_duration(self) -> float:
         row = await self.services.store.get_transcript(self.id)
@@ -225,22 +237,24 @@ class LiveTranscript:
 
     async def publisher_done(self, pub: Publisher) -> None:
         self.publishers.discard(pub)
+        last = not self.publishers  # decided before any await: publishers finishing together complete it once
         end = pub.session.offset + pub.session.received
-        row = await self.services.store.get_transcript(self.id)
-        duration = max(float((row or {}).get("duration") or 0.0), end)
+        async with self._meta_lock:
+            row = await self.services.store.get_transcript(self.id)
+            duration = max(float((row or {}).get("duration") or 0.0), end)
+            if not last:
+                await self.services.store.update_transcript(self.id, duration=round(duration, 3))
         await self.services.hub.publish(self.id, pub.status_body("completed", "transcription", "stream finished"))
         if pub.participant_id is not None:
             await self.record_event({"type": "leave", "participant_id": pub.participant_id, "data": {},
                                      "time": round(end, 3)})
-        if not self.publishers:
+        if last:
             await self.services.store.update_transcript(self.id, status="completed", duration=round(duration, 3))
             await self.services.hub.publish(self.id, Status(status="completed", stage="transcription",
                                                             progress=100.0, message="transcript complete"))
             await transcript_completed(self.services, self.id)
             self.services.live.drop(self)
             await summarize_transcript(self.services, self.id)  # in the background: never delays `completed`
-        else:
-            await self.services.store.update_transcript(self.id, duration=round(duration, 3))
 
 
 class LiveRegistry:

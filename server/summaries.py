@@ -30,6 +30,7 @@ import httpx
 
 from protocol import Summary
 from server.settings import Settings
+from server.speakers import named_segments
 from server.storage.base import utcnow
 
 log = logging.getLogger("voxlane.summaries")
@@ -369,7 +370,8 @@ async def summarize_transcript(services: Any, transcript_id: str) -> asyncio.Tas
 
 async def _summarize_stored(services: Any, transcript_id: str) -> SummaryResult | None:
     try:
-        segments = await services.store.get_segments(transcript_id)
+        row = await services.store.get_transcript(transcript_id)
+        segments = await named_segments(services.store, row or {"id": transcript_id})
         texts = [transcript_text([s]) for s in segments]
         if not any(texts):
             return None

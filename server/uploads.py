@@ -264,3 +264,30 @@ async def probe_upload(path: Path) -> dict[str, Any]:
         raise ApiError(415, f"sample rate {rate} Hz is outside the supported 8-48 kHz", "UNSUPPORTED_SAMPLE_RATE",
                        {"sample_rate": rate, "min": MIN_RATE, "max": MAX_RATE})
     return info
+
+
+def _flag(value: str | None, name: str) -> bool:
+    if value is None or value.strip() == "":
+        return False
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ApiError(422, f"{name} must be true or false, not {value!r}")
+
+
+def channel_options(request: Request, received: Received, info: dict[str, Any]) -> dict[str, Any]:
+    """``split_channels`` (each channel its own participant) and its ``channel_names``, from the form fields or
+    the query string (raw-body uploads have no fields); ``{}`` when the channels are mixed as usual."""
+    split = _flag(received.fields.get("split_channels", request.query_params.get("split_channels")), "split_channels")
+    names = received.lists.get("channel_names") or request.query_params.getlist("channel_names")
+    names = [n.strip() for n in names]
+    if names and not split:
+        raise ApiError(422, "channel_names needs split_channels=true")
+    if not split:
+        return {}
+    channels = int(info.get("channels") or 1)
+    if len(names) > channels or not all(0 < len(n) <= 200 for n in names):
+        raise ApiError(422, f"channel_names: up to {channels} name(s) (one per channel, 1-200 characters each)",
+                       details={"channels": channels})
+    return {"split_channels": True, "channel_names": names or None}

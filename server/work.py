@@ -196,7 +196,9 @@ class WorkQueue:
 
         options = row.get("options") or {}
         result = await transcribe_file(self.services, tid, row["path"], on_progress=on_progress,
-                                       language=options.get("language"))
+                                       language=options.get("language"),
+                                       split_channels=bool(options.get("split_channels")),
+                                       channel_names=options.get("channel_names"))
         if result.error:
             prog.status, prog.message, prog.updated_at = "failed", result.error, time.time()
             await store.transition_chunk(row["id"], ("processing",), "failed", error=result.error,

@@ -258,8 +258,58 @@ def test_unsupported_format_names_are_rejected() -> None:
         make_decoder("avi", 16000, 1)
     with pytest.raises(DecodeError, match="unsupported sample rate"):
         make_decoder("pcm_s16le", 100, 1)
-    with pytest.raises(DecodeError, match="only supported for raw PCM"):
-        make_decoder("webm", 48000, 2, split_channels=True)
+
+
+def _encode_stereo(frames: np.ndarray, container: str, codec: str, rate: int) -> bytes:
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format=container) as out:
+        stream = out.add_stream(codec, rate=rate, layout="stereo")
+        resampler = av.AudioResampler(format=stream.format.name, layout="stereo", rate=rate)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(frames.T), format="fltp", layout="stereo")
+        frame.sample_rate = 16000
+        for resampled in resampler.resample(frame) + resampler.resample(None):
+            for packet in stream.encode(resampled):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("fmt", "codec", "rate"), [("flac", "flac", 16000), ("ogg", "libopus", 48000)])
+def test_container_split_channels_keeps_each_channel(fmt: str, codec: str, rate: int) -> None:
+    """An encoded stereo stream decoded per channel: each output is its own channel, not a downmix."""
+    data, _, _ = _read_wav(STEREO)
+    frames = s16_to_float(data).reshape(-1, 2)
+    encoded = _encode_stereo(frames, fmt, codec, rate)
+    dec = make_decoder(fmt, 16000, 2, split_channels=True)
+    assert isinstance(dec, ContainerDecoder)
+    parts = [dec.feed_channels(encoded[i:i + 3000]) for i in range(0, len(encoded), 3000)]
+    parts.append(dec.flush_channels())
+    dec.close()
+    assert all(len(p) == 2 for p in parts)
+    left, right = (np.concatenate([p[c] for p in parts]) for c in (0, 1))
+    assert len(left) == len(right) and abs(len(left) - len(frames)) < 0.05 * SAMPLE_RATE
+    for got, ref, other in ((left, frames[:, 0], frames[:, 1]), (right, frames[:, 1], frames[:, 0])):
+        assert _aligned_correlation(ref, got) > (0.99 if fmt == "flac" else 0.9)
+        assert _aligned_correlation(other, got) < 0.5
+    # a stream whose channels are not the declared ones is refused rather than mislabelled
+    mono = make_decoder(fmt, 16000, 1, split_channels=True)
+    with pytest.raises(DecodeError, match="2 channel"):
+        for i in range(0, len(encoded), 3000):
+            mono.feed_channels(encoded[i:i + 3000])
+        mono.flush_channels()
+    mono.close()
+
+
+def test_iter_decode_file_split_channels() -> None:
+    data, _, _ = _read_wav(STEREO)
+    frames = s16_to_float(data).reshape(-1, 2)
+    chunks = list(iter_decode_file(STEREO, chunk_seconds=2.0, split_channels=2))
+    assert [c.shape for c in chunks[:-1]] == [(2 * SAMPLE_RATE, 2)] * (len(chunks) - 1)
+    np.testing.assert_array_equal(np.concatenate(chunks), frames)
+    wider = np.concatenate(list(iter_decode_file(STEREO, chunk_seconds=2.0, split_channels=3)))
+    np.testing.assert_array_equal(wider[:, :2], frames)
+    assert not wider[:, 2].any()  # a channel the file does not have is silence
 
 
 # ---------------------------------------------------------------- files

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -62,7 +62,8 @@ class Health(BaseModel):
 class Segment(BaseModel):
     id: str
     text: str
-    speaker: str | None
+    speaker: str | None = Field(description="as shown: renamed through the transcript's `participants`")
+    speaker_label: str | None = Field(default=None, description="the label the segment was stored with")
     participant_id: str | None
     start: float
     end: float
@@ -112,6 +113,9 @@ document("GET", V + "/{transcript_id}", "Read a transcript with its final segmen
          responses={200: (TranscriptDetail, "the transcript")},
          query=[Param("transcript_format", "render as this format", enum=tuple(FORMATS))])
 document("PATCH", V + "/{transcript_id}", "Update name, language, participants, summary, status", "transcripts",
+         description="`participants` replaces the list. An entry `{\"id\", \"name\"}` whose id is a participant id"
+                     " or a stored speaker label (`speaker_label`, e.g. `Speaker 1`) renames that speaker in every"
+                     " read and export; stored segments keep their label.",
          body=TranscriptUpdate, responses={200: (Transcript, "the updated transcript")})
 document("DELETE", V + "/{transcript_id}", "Delete a transcript, its segments and audio", "transcripts",
          responses={204: (None, "deleted"), 409: (None, "being streamed live")})

@@ -35,6 +35,7 @@ from server.openapi import Param, document
 from server.routes.common import services
 from server.routes.projects import load_project
 from server.routes.transcripts_audio import audio_file
+from server.speakers import named_segments
 
 TAG = "exports"
 PAGE = 200
@@ -122,7 +123,7 @@ async def _project_conversations(request: Request, project_id: str
         for conv in batch:
             transcript = await store.get_transcript(conv["id"])
             if transcript is not None:
-                yield conv, transcript, await store.get_segments(conv["id"])
+                yield conv, transcript, await named_segments(store, transcript)
         if len(batch) < PAGE:
             return
         offset += PAGE
@@ -139,7 +140,7 @@ async def conversation_transcript(request: Request) -> Response:
     """A conversation's transcript as plain text (speaker names where known)."""
     cid = request.path_params["conversation_id"]
     row = await _visible_transcript(request, cid, "conversation not found", "CONVERSATION_NOT_FOUND")
-    segments = await services(request).store.get_segments(cid)
+    segments = await named_segments(services(request).store, row)
     return Response(exports.as_text(segments), media_type="text/plain; charset=utf-8",
                     headers={"Content-Disposition": f'inline; filename="{_slug(row.get("name"), cid)}.txt"'})
 
@@ -208,7 +209,7 @@ def _unlink(path: str) -> None:
 async def _meeting(request: Request) -> tuple[dict[str, Any], list[dict[str, Any]], exports.Roster]:
     row = await _visible_transcript(request, request.path_params["transcript_id"])
     store = services(request).store
-    segments = await store.get_segments(row["id"])
+    segments = await named_segments(store, row)
     conv = await store.get_conversation(row["id"])
     return row, segments, exports.Roster(row, segments, default_name=(conv or {}).get("name"))
 

@@ -20,6 +20,7 @@ from protocol import ErrorCode, Ping, ProtocolError, StartParams, Status, encode
 from server.hub import Subscriber, segment_message
 from server.live import Publisher, Services, apply_control, transcript_status
 from server.routes.common import services
+from server.speakers import named_segments
 
 log = logging.getLogger("voxlane.ws")
 CLOSE_NOT_FOUND = 4404
@@ -53,7 +54,8 @@ class LiveConnection:
     async def _send_loop(self) -> None:
         assert self.sub is not None
         seen: set[str] = set()
-        for row in await self.svc.store.get_segments(self.transcript_id):
+        transcript = await self.svc.store.get_transcript(self.transcript_id) or {"id": self.transcript_id}
+        for row in await named_segments(self.svc.store, transcript):
             seen.add(row["id"])
             await self.ws.send_text(encode(segment_message(row)))
         await self.ws.send_text(encode(self.status()))

@@ -27,6 +27,7 @@ from server.openapi import AudioBytes, Param, document
 from server.rest import rest_of
 from server.routes.common import json_body, services
 from server.routes.projects import ProjectPublic, public_project
+from server.speakers import named_segments
 from server.storage.base import utcnow
 from server.uploads import receive_audio
 
@@ -155,7 +156,7 @@ async def conversation_state(request: Request, conv: dict[str, Any]) -> dict[str
     chunks = await store.list_chunks(transcript_id=conv["id"], kind="chunk")
     counts = {s: sum(1 for c in chunks if c["status"] == s) for s in ("uploaded", "processing", "transcribed",
                                                                     "failed")}
-    segments = await store.get_segments(conv["id"])
+    segments = await named_segments(store, transcript or {"id": conv["id"]})
     return ConversationState(
         id=conv["id"], project_id=conv["project_id"], name=conv.get("name"),
         status=(transcript or {}).get("status", "failed"), finished=conv.get("finished_at") is not None,

@@ -20,6 +20,7 @@ from server.openapi import document
 from server.retranslate import MAX_SECONDS, DecodeFailed, ModelPool, ModelUnavailable, read_audio_range, retranscribe
 from server.routes.common import json_body, services
 from server.routes.transcripts_audio import audio_file
+from server.speakers import named_segments
 from server.uploads import probe_upload, receive_audio
 
 TAG = "retranslate"
@@ -118,7 +119,7 @@ async def retranslate_from_full(request: Request) -> Response:
     row = await svc.store.get_transcript(job_id) if job_id else None
     if row is None or not principal(request).can_see(row.get("owner")):
         raise ApiError(404, "Transcription job not found or expired", "JOB_NOT_FOUND")
-    segments = await svc.store.get_segments(row["id"])
+    segments = await named_segments(svc.store, row)
     stored = next((s for s in segments if s["id"] == body.segment_id), None)
     start = body.start_time if body.start_time is not None else (stored or {}).get("start")
     end = body.end_time if body.end_time is not None else (stored or {}).get("end")

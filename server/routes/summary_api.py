@@ -21,6 +21,7 @@ from server.auth import principal
 from server.errors import ApiError
 from server.openapi import document
 from server.routes.common import json_body, services
+from server.speakers import named_segments
 
 TAG = "summaries and chat"
 NOT_FOUND = "Summary job not found or expired"
@@ -124,7 +125,7 @@ async def _texts(request: Request, body: SummaryRequest | ChatRequest) -> list[s
         row = await services(request).store.get_transcript(body.transcript_id)
         if row is None or not principal(request).can_see(row.get("owner")):
             raise ApiError(404, "transcript not found", "TRANSCRIPT_NOT_FOUND")
-        segments = await services(request).store.get_segments(row["id"])
+        segments = await named_segments(services(request).store, row)
         return [summaries.transcript_text([s]) for s in segments]
     texts = [summaries.transcript_text([p.model_dump()]) for p in body.transcript]
     if not any(texts) and body.full_text:

@@ -26,7 +26,8 @@ from server.errors import ApiError
 from server.openapi import Param, document
 from server.rest import rest_of
 from server.routes.common import int_param, services
-from server.uploads import probe_upload, receive_audio
+from server.speakers import named_segments
+from server.uploads import channel_options, probe_upload, receive_audio
 from server.work import Progress
 
 TAG = "transcription jobs"
@@ -54,6 +55,10 @@ class JobForm(BaseModel):
     model_name: str = Field(default=BUNDLED_MODEL, description="one of GET /api/transcribe/models")
     language: str | None = Field(default=None, description="ISO 639-1 code; default: detected/configured")
     diarize: bool = Field(default=True, description="label speakers where the server can")
+    split_channels: bool = Field(default=False, description="each channel is its own participant and speaker"
+                                                            " (`channel-1`, ...)")
+    channel_names: list[str] | None = Field(default=None, description="with split_channels: one repeated field per"
+                                                                      " channel, in order (default `Channel 1`, ...)")
 
 
 class JobCreated(BaseModel):
@@ -178,12 +183,13 @@ async def create_job(request: Request) -> Response:
             raise ApiError(422, f"language must be an ISO 639-1 code, not {language!r}")
         diarize = _bool(fields.get("diarize"), True)
         info = await probe_upload(received.path)
+        channels = channel_options(request, received, info)
     except BaseException:
         await store.delete_transcript(tid)
         await asyncio.to_thread(_rmtree, svc.audio_dir(tid))
         raise
     options = {"model_name": model_name, "language": language, "diarize": diarize, "filename": received.filename,
-               "sample_rate": info.get("sample_rate"), "channels": info.get("channels")}
+               "sample_rate": info.get("sample_rate"), "channels": info.get("channels"), **channels}
     chunk = await store.create_chunk(transcript_id=tid, kind="job", status="uploaded", path=str(received.path),
                                      format=received.format, size=received.size, duration=info.get("duration"),
                                      options=options)
@@ -309,7 +315,7 @@ async def get_result(request: Request) -> Response:
         status = job_status(request, transcript, item)
         raise ApiError(409, "the job is still processing", "JOB_NOT_READY",
                        {"status": status.status, "progress": status.progress})
-    segments = [s for s in await services(request).store.get_segments(job_id) if s["text"].strip()]
+    segments = [s for s in await named_segments(services(request).store, transcript) if s["text"].strip()]
     body = JobResult(job_id=job_id, segments=[result_segment(s) for s in segments],
                      text=" ".join(s["text"].strip() for s in segments),
                      language=job_language(request, transcript, item), audio_duration=item.get("duration"))
@@ -350,10 +356,10 @@ async def job_live(ws: WebSocket) -> None:
     receiver = asyncio.create_task(_drain(ws))
     try:
         seen: set[str] = set()
-        for seg in await svc.store.get_segments(job_id):
+        transcript, item = found
+        for seg in await named_segments(svc.store, transcript):
             seen.add(seg["id"])
             await ws.send_json({"type": "segment", **result_segment(seg).model_dump()})
-        transcript, item = found
         current = job_status(ws, transcript, item)
         await ws.send_json({"type": "status", **current.model_dump()})
         if current.status in ("completed", "failed"):

@@ -15,6 +15,7 @@ from server import exports
 from server.auth import principal, require
 from server.errors import ApiError
 from server.routes.common import int_param, json_body, page_of, services
+from server.speakers import named_segments
 from server.storage.base import TRANSCRIPT_STATUSES
 
 PUBLIC_FIELDS = ("id", "name", "status", "source_language", "created_at", "updated_at", "duration",
@@ -72,7 +73,7 @@ async def list_transcripts(request: Request) -> Response:
 async def get_transcript(request: Request) -> Response:
     row = await load(request)
     out = public(row)
-    segments = await services(request).store.get_segments(row["id"])
+    segments = await named_segments(services(request).store, row)  # renamed speakers shown
     fmt = request.query_params.get("transcript_format")
     if fmt is None:
         out["segments"] = segments

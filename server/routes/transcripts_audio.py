@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -22,7 +22,7 @@ from server.openapi import Param, document
 from server.rest import rest_of
 from server.routes.common import services
 from server.storage import TranscriptNotFound
-from server.uploads import MEDIA_TYPES, Received, probe_upload, receive_audio
+from server.uploads import MEDIA_TYPES, Received, channel_options, probe_upload, receive_audio
 
 TAG = "transcript audio"
 _receiving: set[str] = set()  # transcripts with an upload in flight (one at a time each)
@@ -32,6 +32,10 @@ class UploadForm(BaseModel):
     """multipart/form-data with the audio in a ``file`` part (or the raw bytes with an audio/* type)."""
 
     file: bytes
+    split_channels: bool = Field(default=False, description="each channel is its own participant (`channel-1`, ...)"
+                                                            " with its own audio; also a query parameter")
+    channel_names: list[str] | None = Field(default=None, description="with split_channels: one repeated field per"
+                                                                      " channel, in order (default `Channel 1`, ...)")
 
 
 class UploadInfo(BaseModel):
@@ -84,17 +88,19 @@ async def upload(request: Request) -> Response:
         received = await receive_audio(request, svc.audio_dir(tid), limit=limit, stem="upload")
         try:
             info = await probe_upload(received.path)
+            channels = channel_options(request, received, info)
         except ApiError as exc:
             await asyncio.to_thread(_unlink, received.path)
             if exc.code == "AUDIO_DECODE_ERROR":
                 await _mark_failed(request, row, exc.message)
             raise
-        return await _accept(request, row, received, info)
+        return await _accept(request, row, received, info, channels)
     finally:
         _receiving.discard(tid)
 
 
-async def _accept(request: Request, row: dict[str, Any], received: Received, info: dict[str, Any]) -> Response:
+async def _accept(request: Request, row: dict[str, Any], received: Received, info: dict[str, Any],
+                  channels: dict[str, Any]) -> Response:
     svc, rest = services(request), rest_of(request)
     store, tid = svc.store, row["id"]
     await asyncio.to_thread(_remove_other_uploads, received.path)
@@ -107,7 +113,8 @@ async def _accept(request: Request, row: dict[str, Any], received: Received, inf
     try:
         chunk = await store.create_chunk(transcript_id=tid, kind="upload", status="uploaded",
                                          path=str(received.path), format=received.format, size=received.size,
-                                         duration=info.get("duration"), options={"filename": received.filename})
+                                         duration=info.get("duration"),
+                                         options={"filename": received.filename, **channels})
     except TranscriptNotFound:  # deleted while the body was arriving
         await asyncio.to_thread(shutil.rmtree, svc.audio_dir(tid), True)
         raise ApiError(404, "transcript not found", "TRANSCRIPT_NOT_FOUND") from None
@@ -196,8 +203,13 @@ document("POST", "/v1/transcripts_audio/{transcript_id}/upload", "Upload a recor
                      " body is read when Content-Length says more). Streamed to disk; answered 202 once the file is"
                      " on disk, then transcribed at bulk priority: `status` messages with `progress` and the"
                      " finals go to the transcript's WebSocket subscribers. A corrupt file is a 422 and leaves"
-                     " the transcript `failed`.",
+                     " the transcript `failed`. `split_channels=true` (form field or query) transcribes each"
+                     " channel as its own participant (`channel-1`, ..., named by repeated `channel_names`), with"
+                     " its own audio part.",
          body=UploadForm, body_kind="multipart",
+         query=[Param("split_channels", "true: one participant per channel", "boolean"),
+                Param("channel_names", "with split_channels: a name per channel, repeated in channel order",
+                      "string")],
          responses={202: (UploadAccepted, "accepted; transcription runs in the background"),
                     409: (None, "the transcript is live or already has audio"),
                     413: (None, "file too large"), 415: (None, "not a supported audio format or sample rate"),

@@ -241,6 +241,9 @@ class WebRtcSession(WebRtcPeer):
 def _webrtc_params(params: StartParams | None) -> StartParams:
     """Start params for a WebRTC stream: the codec describes the audio, the client the rest."""
     p = params or StartParams()
+    if p.split_channels:
+        raise ProtocolError(ErrorCode.INVALID_PARAMS, "split_channels needs the channels themselves: stream them over"
+                            " the WebSocket (WebRTC audio arrives mixed to one channel)")
     return StartParams(format="pcm_s16le", sample_rate=SAMPLE_RATE, channels=1, participant=p.participant,
                        language=p.language)
 
