@@ -8,15 +8,18 @@ ARG VARIANT=cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 
 WORKDIR /app
-# torch is only needed because the silero-vad package depends on it: take the small CPU build.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# torch runs the speaker encoder (diarization); the silero-vad package depends on it too. Take the small CPU
+# build, and pin it so nothing later swaps in a CUDA build. webrtcvad (a dependency of the package that ships
+# the speaker encoder's weights) builds from source: it needs a C compiler.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu && echo "torch==2.13.0" > /tmp/pin
 COPY pyproject.toml README.md ./
 COPY server ./server
 COPY media ./media
 COPY asr ./asr
 COPY protocol ./protocol
 COPY web_client ./web_client
-RUN pip install . \
+RUN pip install -c /tmp/pin . \
  && if [ "$VARIANT" = "gpu" ]; then pip install "nvidia-cublas-cu12" "nvidia-cudnn-cu12==9.*"; fi
 
 # CTranslate2 finds cuBLAS/cuDNN from the pip wheels through this path in the GPU variant.

@@ -91,6 +91,10 @@ class Diarization(_Body):
     start_time: float
     end_time: float
     confidence: float = Field(ge=0.0, le=1.0)
+    correction: bool = Field(default=False, description=(
+        "True when this relabels a range (or segments) already reported: later evidence changed the speaker"))
+    segment_ids: list[str] = Field(default_factory=list, description=(
+        "Final segments whose stored `speaker` is now this speaker (set on corrections)"))
 
 
 class Status(_Body):
@@ -169,6 +173,8 @@ class StartParams(BaseModel):
         default=None, max_length=8, description="With split_channels: participant names, in channel order"
                                                 " (default `Channel 1`, ...).")
     language: str | None = Field(default=None, max_length=16)
+    diarization: bool | None = Field(default=None, description=(
+        "Label the speakers of this (mixed, undeclared-participant) stream; default: the server's setting"))
 
     @field_validator("format", mode="before")
     @classmethod

@@ -21,7 +21,7 @@ from server.hub import Hub
 from server.live import Services
 from server.middleware import RequestIdMiddleware
 from server.rest import start_rest
-from server.routes import exports_api, live_ws, retranslate, summary_api, system, transcripts, webrtc
+from server.routes import exports_api, live_ws, retranslate, speakers, summary_api, system, transcripts, webrtc
 from server.routes.rest_api import routes as rest_routes
 from server.settings import Settings
 from server.storage.sqlite import SqliteStore
@@ -60,6 +60,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services = Services(settings=settings, store=store, hub=Hub(store), engine=engine, vad_model=vad,
                             webhooks=webhooks)
         app.state.services = services
+        if settings.diarization == "on":  # load the speaker encoder now, not under the first live final
+            await services.speaker_worker.run(services.speaker_worker.warm)
         rest = await start_rest(app, services)  # auth, and the durable upload/job queue (resumes work)
         webhooks.start()  # resumes pending deliveries
         app.state.webrtc = webrtc.WebRtcRegistry(services)
@@ -74,12 +76,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await summaries.stop(services)  # summaries still being written
             await webhooks.stop()
             await asyncio.to_thread(engine.stop)
+            services.speaker_worker.close()
             await services.hub.broker.close()
             await store.close()
 
     return Starlette(
         routes=[*system.routes, *transcripts.routes, *live_ws.routes, *webrtc.routes, *rest_routes,
-                *exports_api.routes, *summary_api.routes, *retranslate.routes],
+                *exports_api.routes, *summary_api.routes, *retranslate.routes, *speakers.routes],
         middleware=[Middleware(RequestIdMiddleware), Middleware(AuthMiddleware)],
         exception_handlers={HTTPException: http_exception_handler, Exception: unhandled_exception_handler},
         lifespan=lifespan,

@@ -45,6 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline", action="store_true", help="also transcribe the files offline with the bundled model")
     p.add_argument("--output", default="bench-results/bench.json")
     p.add_argument("--label", default="", help="free text stored in the JSON")
+    p.add_argument("--diarization", default="", metavar="on,off",
+                   help="run every N with speaker diarization on and/or off (per-stream 'start' option), to see"
+                        " its cost (default: the server's setting)")
+    p.add_argument("--der", action="store_true",
+                   help="instead: stream the multi-speaker files and score diarization (DER) against their RTTMs")
+    p.add_argument("--der-concurrency", type=int, default=2, help="multi-speaker files streamed at once")
     p.add_argument("--with-upload", default="", metavar="SECONDS|FILE",
                    help="upload this much real speech (or this file) while each level runs, to see its cost")
 
@@ -100,7 +106,7 @@ def find_server_pid(url: str) -> int | None:
 
 
 async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: dict[str, Any],
-                    audio: dict[str, Any], pid: int | None) -> dict[str, Any]:
+                    audio: dict[str, Any], pid: int | None, diarization: bool | None = None) -> dict[str, Any]:
     # every file is streamed once; N slots stay busy until the list runs out (files repeat when N > files)
     chosen = files if n <= len(files) else [files[i % len(files)] for i in range(n)]
     queue = list(enumerate(chosen))
@@ -110,7 +116,8 @@ async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: di
         while queue:
             i, f = queue.pop(0)
             records[i] = await stream_audio(args.url, audio[f], name=f"bench N={n} {Path(f).stem}",
-                                            chunk_ms=args.chunk_ms, token=args.token, settle_s=120)
+                                            chunk_ms=args.chunk_ms, token=args.token, settle_s=120,
+                                            start_params=None if diarization is None else {"diarization": diarization})
 
     upload = None
     if args.with_upload:
@@ -158,6 +165,7 @@ async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: di
                          if rec.completed and rec.stopped else None})
     return {
         "n": n,
+        "diarization": diarization,
         "files": chosen,
         "first_partial_s_p50": percentile(firsts, 50),
         "commit_latency_p50": percentile(commits, 50),
@@ -201,6 +209,8 @@ def fmt(v: Any, digits: int = 2) -> str:
 
 def run(args: argparse.Namespace) -> int:
     audio_dir = Path(args.audio_dir)
+    if args.der:
+        return run_der_command(args, audio_dir)
     refs_path = audio_dir / "references.json"
     refs = json.loads(refs_path.read_text()) if refs_path.exists() else {}
     files = args.files or sorted(k for k in refs if k.startswith("single/"))
@@ -217,10 +227,12 @@ def run(args: argparse.Namespace) -> int:
     levels = [int(x) for x in str(args.concurrency).split(",") if x.strip()]
     result: dict[str, Any] = {"url": args.url, "label": args.label, "started": time.time(), "server_pid": pid,
                               "cpu_count": os.cpu_count(), "levels": []}
-    for n in levels:
-        level = asyncio.run(run_level(args, n, files, refs, audio, pid))
+    modes = [{"on": True, "off": False}[m.strip()] for m in args.diarization.split(",") if m.strip()] or [None]
+    for n, mode in ((n, m) for n in levels for m in modes):
+        level = asyncio.run(run_level(args, n, files, refs, audio, pid, mode))
         result["levels"].append(level)
-        print(f"N={n}: WER {fmt(level['wer'], 4)}, commit p50/p95 {fmt(level['commit_latency_p50'])}/"
+        print(f"N={n} diarization {fmt(mode)}: WER {fmt(level['wer'], 4)}, commit p50/p95 "
+              f"{fmt(level['commit_latency_p50'])}/"
               f"{fmt(level['commit_latency_p95'])} s", file=sys.stderr)
     if args.offline:
         result["offline"] = offline_wer(audio_dir, files, refs, audio)
@@ -232,10 +244,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_der_command(args: argparse.Namespace, audio_dir: Path) -> int:
+    from server.bench_diarization import print_der_table, run_der
+
+    result = asyncio.run(run_der(args.url, audio_dir, args.token, args.der_concurrency))
+    result.update(url=args.url, label=args.label, started=time.time())
+    print_der_table(result)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"\nwrote {out}")
+    return 0
+
+
 def print_table(result: dict[str, Any]) -> None:
-    cols = ["N", "first partial s", "commit p50", "commit p95", "final p50", "final p95", "WER", "lag max s",
-            "lag growth s/s", "CPU avg %", "RSS max MB"]
-    rows = [[str(lv["n"]), fmt(lv["first_partial_s_p50"]), fmt(lv["commit_latency_p50"]),
+    cols = ["N", "diarization", "first partial s", "commit p50", "commit p95", "final p50", "final p95", "WER",
+            "lag max s", "lag growth s/s", "CPU avg %", "RSS max MB"]
+    rows = [[str(lv["n"]), {True: "on", False: "off"}.get(lv.get("diarization"), "server"),
+             fmt(lv["first_partial_s_p50"]), fmt(lv["commit_latency_p50"]),
              fmt(lv["commit_latency_p95"]), fmt(lv["final_latency_p50"]), fmt(lv["final_latency_p95"]),
              fmt(lv["wer"], 4), fmt(lv["lag_max_s"]), fmt(lv["lag_growth_s_per_s"], 3), fmt(lv["cpu_avg_percent"], 0),
              fmt(lv["rss_max_mb"], 0)] for lv in result["levels"]]

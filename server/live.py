@@ -19,13 +19,15 @@ from typing import Protocol
 
 import numpy as np
 
+from asr.diarization import DiarizationConfig
 from asr.inference import InferenceLoop, Priority
 from asr.session import StreamConfig, StreamSession
 from asr.vad import SileroModel, VadConfig
 from media import DecodeError, WavAppender, make_decoder
 from protocol import ErrorCode, ProtocolError, StartParams, Status, Transcription, parse_client_message
 from protocol.messages import _Body
-from server.hub import Hub
+from server.hub import Hub, segment_row
+from server.live_speakers import LiveSpeakers, SpeakerWorker
 from server.settings import Settings
 from server.storage import Store
 from server.summaries import summarize_transcript
@@ -49,6 +51,10 @@ def stream_config(settings: Settings, priority: Priority = Priority.PARTIAL) -> 
     )
 
 
+def diarization_config(settings: Settings) -> DiarizationConfig:
+    return DiarizationConfig(max_speakers=settings.max_speakers, cluster_threshold=settings.speaker_threshold)
+
+
 def audio_file_name(participant_id: str | None) -> str:
     if not participant_id:
         return RECORDING
@@ -66,9 +72,11 @@ class Services:
     vad_model: SileroModel
     webhooks: Dispatcher | None = None
     live: LiveRegistry = field(init=False)
+    speaker_worker: SpeakerWorker = field(init=False)
 
     def __post_init__(self) -> None:
         self.live = LiveRegistry(self)
+        self.speaker_worker = SpeakerWorker()
 
     def audio_dir(self, transcript_id: str) -> Path:
         return self.settings.data_path / "audio" / transcript_id
@@ -90,6 +98,14 @@ class Publisher:
             engine=services.engine, vad_model=services.vad_model, emit=self._emit,
             config=stream_config(services.settings), offset=offset + self.wav.duration,
             speaker=self.speaker, participant_id=self.participant_id)
+        self.speakers: LiveSpeakers | None = None  # one mixed stream of several voices: diarize it
+        wanted = params.diarization if params.diarization is not None else services.settings.diarization == "on"
+        if participant is None and wanted:
+            self.speakers = LiveSpeakers(
+                worker=services.speaker_worker, vad_model=services.vad_model,
+                config=diarization_config(services.settings), offset=self.session.offset,
+                publish=lambda body: services.hub.publish(transcript.id, body),
+                save_segment=lambda msg: services.store.save_segment(transcript.id, segment_row(msg)))
         self.paused = False
         self.finished = False
         self.started_at = time.monotonic()
@@ -117,6 +133,11 @@ class Publisher:
             return
         self.wav.append(samples)  # stored even while paused
         self.session.feed(samples)
+        if self.speakers is not None:
+            if self.paused:
+                self.speakers.skip(len(samples) / 16000)
+            else:
+                self.speakers.feed(samples)
 
     # ------------------------------------------------------------ control
 
@@ -142,8 +163,16 @@ class Publisher:
             if len(tail):
                 self.wav.append(tail)
                 self.session.feed(tail)
+                if self.speakers is not None and not self.paused:
+                    self.speakers.feed(tail)
         self._decoder.close()
         await self.session.finish()
+        if self.speakers is not None:  # the offline pass: every window heard, clustered once more
+            try:
+                turns = await self.speakers.finish()
+                await self.transcript.set_meta("diarization", {"turns": turns, "pass": "offline"})
+            except Exception:  # labels are an extra: a failure here must not lose the transcript's completion
+                log.exception("diarization of transcript %s failed at the end of the stream", self.transcript.id)
         if self._status_task is not None:
             self._status_task.cancel()
         await asyncio.to_thread(self.wav.close)
@@ -165,9 +194,15 @@ class Publisher:
     # ------------------------------------------------------------ events out
 
     async def _emit(self, msg: Transcription) -> None:
+        parts = [msg]
         if msg.is_final:
             await asyncio.to_thread(self.wav.sync)  # the audio behind a final is on disk before it is sent
-        await self.transcript.services.hub.publish(self.transcript.id, msg)
+            if self.speakers is not None:
+                parts = await self.speakers.label(msg)  # split where the speaker changes
+        elif self.speakers is not None:
+            parts = [self.speakers.partial_speaker(msg)]
+        for part in parts:
+            await self.transcript.services.hub.publish(self.transcript.id, part)
 
     async def _report_lag(self, interval: float) -> None:
         while True:
@@ -230,6 +265,12 @@ class LiveTranscript:
                 meta = dict(row.get("meta") or {})
                 meta.setdefault("participant_events", []).append(event)
                 await store.update_transcript(self.id, meta=meta)
+
+    async def set_meta(self, key: str, value) -> None:
+        async with self._meta_lock:
+            row = await self.services.store.get_transcript(self.id)
+            if row is not None:
+                await self.services.store.update_transcript(self.id, meta={**(row.get("meta") or {}), key: value})
 
     async def _recorded_duration(self) -> float:
         row = await self.services.store.get_transcript(self.id)

@@ -58,6 +58,13 @@ class Settings:
         "VOXLANE_WINDOW_SECONDS", "decode window beyond which committed audio is trimmed off", lo=2, hi=30))
     max_segment_seconds: float = field(default=20.0, metadata=_opt(
         "VOXLANE_MAX_SEGMENT_SECONDS", "segments longer than this are split", lo=3, hi=120))
+    diarization: str = field(default="on", metadata=_opt(
+        "VOXLANE_DIARIZATION", "label speakers of mixed (non-participant) live streams and uploads", ("on", "off")))
+    max_speakers: int = field(default=8, metadata=_opt(
+        "VOXLANE_MAX_SPEAKERS", "most speakers diarization tells apart in one stream", lo=1, hi=64))
+    speaker_threshold: float = field(default=0.3, metadata=_opt(
+        "VOXLANE_SPEAKER_THRESHOLD", "cosine distance below which voice clusters merge (lower: more speakers)",
+        lo=0.05, hi=0.9))
     ping_interval: float = field(default=15.0, metadata=_opt(
         "VOXLANE_PING_INTERVAL", "seconds between ping messages (0: off)", lo=0, hi=3600))
     status_interval: float = field(default=2.0, metadata=_opt(

@@ -115,9 +115,14 @@ async def test_live_stream_end_to_end(server, audio_dir, references, schema):
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         url = f"/v1/transcripts/{tid}"
         text = (await client.get(url, params={"transcript_format": "text"})).text
-        assert normalize(text) == normalize(" ".join(s["text"] for s in rec.finals))
+        lines, last = [], None  # a speaker's name opens each of their turns (this stream is diarized)
+        for s in rec.finals:
+            lines.append(f"{s['speaker']}: {s['text']}" if s["speaker"] and s["speaker"] != last else s["text"])
+            last = s["speaker"]
+        assert normalize(text) == normalize(" ".join(lines))
         subs = list(srt.parse((await client.get(url, params={"transcript_format": "srt"})).text))
-        assert [s.content for s in subs] == [s["text"] for s in rec.finals]
+        assert [s.content for s in subs] == [f"{s['speaker']}: {s['text']}" if s["speaker"] else s["text"]
+                                             for s in rec.finals]
         vtt = webvtt.from_string((await client.get(url, params={"transcript_format": "webvtt-named"})).text)
         assert len(vtt.captions) == len(rec.finals)
         h, m, sec = vtt.captions[0].start.split(":")

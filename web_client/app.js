@@ -481,17 +481,24 @@ function onStatus(d, source) {
   }
 }
 
+/**
+ * A speaker turn, or a correction. A message naming `segment_ids` relabels exactly those segments;
+ * a turn relabels the segments whose middle falls inside it (a turn grazing a segment's edge does not).
+ */
 function onDiarization(d) {
   const label = d.speaker ?? d.speaker_id;
   if (label === undefined || label === null) return;
   const from = Number(d.start_time);
   const to = Number(d.end_time);
-  if (!isFinite(from) || !isFinite(to)) return;
+  const ids = Array.isArray(d.segment_ids) ? d.segment_ids.map(String) : [];
+  if (!ids.length && (!isFinite(from) || !isFinite(to))) return;
   for (const entry of entries) {
     const s = entry.seg;
-    const overlaps = s.start < to && s.end > from || (s.start === s.end && s.start >= from && s.start <= to);
-    if (overlaps) s.relabelled = true;
-    if (overlaps && s.speaker !== String(label)) {
+    const mid = (s.start + s.end) / 2;
+    const hit = ids.length ? ids.includes(String(s.segment_id)) || ids.some((i) => finalsById.get(i) === entry)
+      : mid >= from && mid <= to;
+    if (hit) s.relabelled = true;
+    if (hit && s.speaker !== String(label)) {
       s.speaker = String(label);
       fillSegmentEl(entry);
     }

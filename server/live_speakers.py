@@ -1,0 +1,255 @@
+"""Live diarization of a mixed stream, wired to the hub and the store.
+
+A :class:`LiveSpeakers` rides along one publisher whose audio holds several
+voices (no declared participant). It cuts speech windows on the event loop,
+embeds and clusters them on the process's speaker worker thread (never on the
+event loop, never in the transcriber's thread), labels each final segment
+before it is stored (splitting it where the speaker changes), sends a
+``diarization`` message for every speaker turn, and when later evidence
+relabels the past it sends corrections and re-stores the affected segments.
+When the stream ends, one more clustering over everything heard (the offline
+pass) settles the labels the stored transcript keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from asr.diarization import DiarizationConfig, SpeakerDiarizer, Turn, speaker_id, speaker_label
+from asr.vad import SileroModel
+from protocol import Transcription
+from protocol.messages import Diarization, Word
+
+log = logging.getLogger("voxlane.speakers")
+EMBED_EVERY_S = 1.0  # audio between embedding jobs: a few windows per batch
+MIN_RUN_WORDS = 2  # a speaker change inside a segment needs this many words (or MIN_RUN_S) to split it
+MIN_RUN_S = 0.8
+
+
+class SpeakerWorker:
+    """The process's one speaker-embedding thread and model (loaded on first use)."""
+
+    def __init__(self, threads: int = 1) -> None:
+        self._threads = threads
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speakers")
+        self._encoder = None
+        self._lock = threading.Lock()
+
+    def _model(self):
+        with self._lock:
+            if self._encoder is None:
+                from asr.speaker_encoder import SpeakerEncoder
+
+                self._encoder = SpeakerEncoder(threads=self._threads)
+            return self._encoder
+
+    async def run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def embed(self, windows: list[np.ndarray]) -> np.ndarray:
+        return self._model().embed_windows(windows)
+
+    def warm(self) -> None:
+        self._model()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _Stored:
+    row: Transcription
+    speaker: int
+
+
+class LiveSpeakers:
+    def __init__(self, *, worker: SpeakerWorker, vad_model: SileroModel, config: DiarizationConfig,
+                 offset: float, publish, save_segment) -> None:
+        self.diarizer = SpeakerDiarizer(vad_model, config)
+        self.offset = offset  # transcript time of this stream's t=0
+        self._worker = worker
+        self._publish = publish  # async (body) -> None: to every subscriber
+        self._save_segment = save_segment  # async (Transcription) -> None: re-store a relabelled final
+        self._job: asyncio.Task | None = None
+        self._next_job_at = EMBED_EVERY_S
+        self._sent: list[Turn] = []  # turns as last reported (stream time)
+        self._sent_until = 0.0
+        self._segments: dict[str, _Stored] = {}
+        self._revision = 0
+        self._lock = asyncio.Lock()  # one update at a time (jobs and the final pass)
+
+    # ------------------------------------------------------------ audio in (event loop)
+
+    def feed(self, samples: np.ndarray) -> None:
+        self.diarizer.feed(samples)
+        if self.diarizer.received >= self._next_job_at and (self._job is None or self._job.done()):
+            self._next_job_at = self.diarizer.received + EMBED_EVERY_S
+            self._job = asyncio.get_running_loop().create_task(self._update())
+
+    def skip(self, seconds: float) -> None:
+        self.diarizer.skip(seconds)
+
+    async def _update(self, final: bool = False) -> None:
+        async with self._lock:
+            centers, windows = self.diarizer.take_windows(final=final)
+            if windows:
+                emb = await self._worker.run(self._worker.embed, windows)
+            else:
+                emb = np.zeros((0, 256), dtype=np.float32)
+            await self._worker.run(self.diarizer.add_embeddings, centers, emb, final)
+            await self._report(final)
+
+    async def _catch_up(self, until: float) -> None:
+        """Wait until every window up to ``until`` (stream time) is labelled, or no more can be."""
+        while True:
+            job = self._job
+            if job is not None and not job.done():
+                await asyncio.shield(job)
+            before = self.diarizer.labelled_until
+            if before >= until:
+                return
+            await self._update()
+            if self.diarizer.labelled_until <= before:
+                return
+
+    # ------------------------------------------------------------ finals (labelled before they are stored)
+
+    async def label(self, msg: Transcription) -> list[Transcription]:
+        """The final, with speakers: one message per speaker run (split where the turn changes)."""
+        await self._catch_up(msg.end - self.offset + self.diarizer.config.window_s / 2)
+        words = msg.words
+        if not words:
+            n = int(self.diarizer.speaker_at([(msg.start + msg.end) / 2 - self.offset])[0])
+            return [self._remember(msg.model_copy(update={"speaker": _name(n)}), n)]
+        mids = [(w.start + w.end) / 2 - self.offset for w in words]
+        who = [int(s) for s in self.diarizer.speaker_at(mids)]
+        runs = _runs(words, who)
+        parts: list[Transcription] = []
+        for i, (n, ws) in enumerate(runs):
+            seg_id = msg.segment_id if i == 0 else f"{msg.segment_id}-{i + 1}"
+            part = msg.model_copy(update={
+                "segment_id": seg_id, "speaker": _name(n), "words": ws,
+                "text": " ".join(w.text for w in ws), "start": ws[0].start, "end": ws[-1].end,
+                "confidence": round(sum(w.probability for w in ws) / len(ws), 4)})
+            parts.append(self._remember(part, n))
+        return parts
+
+    def partial_speaker(self, msg: Transcription) -> Transcription:
+        """A partial gets the speaker heard at its last word, as known now (no waiting)."""
+        if not msg.words:
+            return msg
+        n = int(self.diarizer.speaker_at([msg.words[-1].start - self.offset])[0])
+        return msg.model_copy(update={"speaker": _name(n)}) if n else msg
+
+    def _remember(self, part: Transcription, n: int) -> Transcription:
+        if part.text:
+            self._segments[part.segment_id] = _Stored(part, n)
+        return part
+
+    # ------------------------------------------------------------ turns and corrections out
+
+    async def _report(self, final: bool) -> None:
+        d = self.diarizer
+        labelled = d.labelled_until
+        # a turn is reported once it has ended: followed by another voice, or by a pause past bridging
+        horizon = labelled if final else labelled - d.config.gap_fill_s
+        revised = d.revision != self._revision
+        since = 0.0 if revised else max(0.0, self._sent_until - 4 * d.config.gap_fill_s)
+        current = d.turns(since, labelled if final else None)
+        done = [t for t in current if t.end <= horizon]
+        if revised:
+            self._revision = d.revision
+            before = {(t.start, t.end, t.speaker) for t in self._sent}
+            for t in done:
+                if t.start < self._sent_until and (t.start, t.end, t.speaker) not in before:
+                    await self._publish(self._turn(t, correction=True))
+            await self._relabel_segments()
+        for t in done:
+            if t.start >= self._sent_until:
+                await self._publish(self._turn(t))
+        kept = [t for t in self._sent if t.start < since]
+        if done:
+            self._sent_until = max(self._sent_until, done[-1].end)
+        self._sent = kept + [t for t in current if t.start < self._sent_until]
+
+    async def _relabel_segments(self) -> None:
+        for seg_id, stored in list(self._segments.items()):
+            row = stored.row
+            if row.words:
+                mids = [(w.start + w.end) / 2 - self.offset for w in row.words]
+                weights = [max(0.05, w.end - w.start) for w in row.words]
+            else:
+                mids, weights = [(row.start + row.end) / 2 - self.offset], [1.0]
+            who = self.diarizer.speaker_at(mids)
+            tally: dict[int, float] = {}
+            for s, wgt in zip(who, weights, strict=True):
+                tally[int(s)] = tally.get(int(s), 0.0) + wgt
+            n = max(tally, key=lambda s: tally[s])
+            if n and n != stored.speaker:
+                stored.speaker = n
+                stored.row = row.model_copy(update={"speaker": _name(n)})
+                await self._save_segment(stored.row)
+                await self._publish(Diarization(
+                    speaker=_name(n), speaker_id=speaker_id(n), start_time=row.start, end_time=row.end,
+                    confidence=0.5, correction=True, segment_ids=[seg_id]))
+
+    def _turn(self, t: Turn, correction: bool = False) -> Diarization:
+        return Diarization(speaker=_name(t.speaker), speaker_id=speaker_id(t.speaker),
+                           start_time=round(t.start + self.offset, 3), end_time=round(t.end + self.offset, 3),
+                           confidence=self._confidence(t), correction=correction)
+
+    def _confidence(self, t: Turn) -> float:
+        # longer turns rest on more windows; a 0.5 s blip is a guess
+        return round(min(0.95, 0.5 + 0.1 * (t.end - t.start)), 3)
+
+    # ------------------------------------------------------------ end of stream: the offline pass
+
+    async def finish(self) -> list[dict]:
+        """Embed what is left, re-cluster everything once more, report; returns the turns to store."""
+        job = self._job
+        if job is not None and not job.done():
+            await asyncio.shield(job)
+        await self._update(final=True)
+        return [{"start": round(t.start + self.offset, 3), "end": round(t.end + self.offset, 3),
+                 "speaker": speaker_label(t.speaker), "speaker_id": speaker_id(t.speaker)}
+                for t in self.diarizer.turns()]
+
+
+def _name(n: int) -> str | None:
+    return speaker_label(n) if n else None
+
+
+def _runs(words: list[Word], who: list[int]) -> list[tuple[int, list[Word]]]:
+    """Consecutive words by speaker; a run too short to be a turn joins its neighbour."""
+    runs: list[list] = []
+    for w, s in zip(words, who, strict=True):
+        if runs and runs[-1][0] == s:
+            runs[-1][1].append(w)
+        else:
+            runs.append([s, [w]])
+    changed = True
+    while changed and len(runs) > 1:
+        changed = False
+        for i, (_s, ws) in enumerate(runs):
+            if len(ws) < MIN_RUN_WORDS and ws[-1].end - ws[0].start < MIN_RUN_S:
+                j = i - 1 if i > 0 else i + 1
+                if j < i:
+                    runs[j][1].extend(ws)
+                else:
+                    runs[j][1][:0] = ws
+                del runs[i]
+                changed = True
+                break
+    merged: list[list] = []
+    for s, ws in runs:
+        if merged and merged[-1][0] == s:
+            merged[-1][1].extend(ws)
+        else:
+            merged.append([s, ws])
+    return [(s, ws) for s, ws in merged]
