@@ -70,7 +70,8 @@ class SpeakerDiarizer:
         self._vad_model = vad_model
         self._lock = threading.Lock()
         self._probs: list[np.ndarray] = []
-        self._mask = np.zeros(0, dtype=bool)
+        self._mask_parts: list[np.ndarray] = []  # speech flag per VAD chunk, appended in pieces
+        self._mask_len = 0
         self._on = False
         self._audio = np.zeros(0, dtype=np.float32)  # samples from _audio_t0 on, still needed by windows
         self._audio_t0 = 0  # sample index of _audio[0]
@@ -106,7 +107,7 @@ class SpeakerDiarizer:
             self._received += n
             self._audio = np.concatenate([self._audio, np.zeros(n, dtype=np.float32)])
             target = self._received // CHUNK
-            self._append_mask(np.zeros(max(0, target - len(self._mask)), dtype=np.float32))
+            self._append_mask(np.zeros(max(0, target - self._mask_len), dtype=np.float32))
             self._on = False
         self._vad = VadStream(self._vad_model)
 
@@ -121,7 +122,15 @@ class SpeakerDiarizer:
                 on = False
             out[i] = on
         self._on = on
-        self._mask = np.concatenate([self._mask, out])
+        self._mask_parts.append(out)
+        self._mask_len += len(out)
+
+    @property
+    def _mask(self) -> np.ndarray:
+        """The whole speech mask (pieces joined on demand, about once a second, not on every feed)."""
+        if len(self._mask_parts) != 1:
+            self._mask_parts = [np.concatenate(self._mask_parts) if self._mask_parts else np.zeros(0, dtype=bool)]
+        return self._mask_parts[0]
 
     def take_windows(self, final: bool = False) -> tuple[list[float], list[np.ndarray]]:
         """Speech windows now complete (all of them, padded, when ``final``), to embed off the loop."""
@@ -131,7 +140,8 @@ class SpeakerDiarizer:
         centers: list[float] = []
         windows: list[np.ndarray] = []
         with self._lock:
-            mask_end = len(self._mask) * CHUNK
+            mask = self._mask
+            mask_end = len(mask) * CHUNK
             while True:
                 start = self._next_window * hop
                 end = start + w
@@ -139,7 +149,7 @@ class SpeakerDiarizer:
                     break
                 self._next_window += 1
                 lo, hi = start // CHUNK, max(start // CHUNK + 1, -(-min(end, mask_end) // CHUNK))
-                speech = self._mask[lo:hi].mean() if hi > lo else 0.0
+                speech = mask[lo:hi].mean() if hi > lo else 0.0
                 if speech < cfg.min_speech_fraction:
                     continue
                 a = self._audio[start - self._audio_t0:end - self._audio_t0]
@@ -203,7 +213,7 @@ class SpeakerDiarizer:
             z = linkage(emb[sample], method="average", metric="cosine")
             sub = fcluster(z, t=cfg.cluster_threshold, criterion="distance")
             ids, counts = np.unique(sub, return_counts=True)
-            big = ids[counts >= min(cfg.min_cluster_windows, max(1, len(sample) // 4))]
+            big = ids[counts >= cfg.min_cluster_windows]
             if len(big) > cfg.max_speakers:
                 sub = fcluster(z, t=cfg.max_speakers, criterion="maxclust")
                 ids, counts = np.unique(sub, return_counts=True)

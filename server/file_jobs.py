@@ -21,7 +21,9 @@ from asr.session import StreamSession
 from media import DecodeError, WavAppender, iter_decode_file, probe_file
 from protocol import Error, Status, Transcription
 from server.channels import channel_participants
-from server.live import Services, audio_file_name, stream_config
+from server.hub import segment_row
+from server.live import Services, audio_file_name, diarization_config, stream_config
+from server.live_speakers import LiveSpeakers
 
 log = logging.getLogger("voxlane.files")
 BLOCK_SECONDS = 10.0
@@ -40,14 +42,15 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
                           on_progress: Callable[[float, float], Awaitable[None]] | None = None,
                           publish_status: bool = True, language: str | None = None,
                           prompt: str | None = None, split_channels: bool = False,
-                          channel_names: list[str] | None = None) -> FileResult:
+                          channel_names: list[str] | None = None, diarize: bool = False) -> FileResult:
     """Transcribe one file into ``transcript_id``; finals are stored and broadcast like live ones.
 
     ``offset`` places the file on the transcript's timeline (kiosk chunks); ``prompt`` is context for the
     first segment. With ``split_channels`` every channel is its own participant (``channel-1`` ..., named from
     ``channel_names`` or ``Channel 1`` ...) with its own session and its own audio file, as a live split stream
-    has. Raises nothing for bad audio: the result carries the error and subscribers get ``error`` +
-    ``status failed``.
+    has. ``diarize`` labels the speakers of a mixed file (not of a participant's or a channel's audio), as a
+    live mixed stream is labelled, and stores its turns. Raises nothing for bad audio: the result carries
+    the error and subscribers get ``error`` + ``status failed``.
     """
     hub = services.hub
 
@@ -69,8 +72,17 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     width = max(1, int(info.get("channels") or 1)) if split_channels else None
     people = ([(p.id, p.name) for p in channel_participants(width, channel_names)] if width
               else [(participant_id, speaker)])
+    deliver = emit or (lambda m: hub.publish(transcript_id, m))
+    speakers: LiveSpeakers | None = None
+    if diarize and not width and participant_id is None and speaker is None:
+        speakers = LiveSpeakers(
+            worker=services.speaker_worker, vad_model=services.vad_model,
+            config=diarization_config(services.settings), offset=offset,
+            publish=lambda body: hub.publish(transcript_id, body),
+            save_segment=lambda msg: services.store.save_segment(transcript_id, segment_row(msg)))
+        deliver = _labelled(speakers, deliver)
     sessions = [StreamSession(engine=services.engine, vad_model=services.vad_model,
-                              emit=emit or (lambda m: hub.publish(transcript_id, m)), config=replace(config),
+                              emit=deliver, config=replace(config),
                               offset=offset, speaker=name, participant_id=pid) for pid, name in people]
     wavs = await asyncio.to_thread(_channel_files, services, transcript_id, people) if width else []
     for session in sessions:
@@ -88,6 +100,9 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
             tracks = [block] if not width else [np.ascontiguousarray(block[:, i]) for i in range(width)]
             for session, samples in zip(sessions, tracks, strict=True):
                 session.feed(samples)
+            if speakers is not None:
+                await asyncio.to_thread(speakers.diarizer.feed, block)
+                speakers.schedule()
             if wavs:
                 await asyncio.to_thread(_append, wavs, tracks)
             fed += len(block) / 16000
@@ -106,6 +121,12 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
         await _cancel(sessions, wavs)
         raise
     await asyncio.gather(*(session.finish(flush_timeout=600.0) for session in sessions))
+    if speakers is not None:
+        turns = await speakers.finish()
+        row = await services.store.get_transcript(transcript_id)
+        if row is not None:
+            meta = {**(row.get("meta") or {}), "diarization": {"turns": turns, "pass": "offline"}}
+            await services.store.update_transcript(transcript_id, meta=meta)
     if wavs:
         await asyncio.to_thread(_close, wavs)
         await _record_channels(services, transcript_id, people, "leave", offset + fed)
@@ -117,6 +138,17 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     if on_progress is not None:
         await on_progress(fed, fed)
     return FileResult(fed, emitted)
+
+
+def _labelled(speakers: LiveSpeakers, deliver: Callable[[Transcription], Awaitable[None]]
+              ) -> Callable[[Transcription], Awaitable[None]]:
+    """Finals get their speakers (split where the voice changes) before they are delivered."""
+
+    async def emit(msg: Transcription) -> None:
+        for part in await speakers.label(msg) if msg.is_final else [speakers.partial_speaker(msg)]:
+            await deliver(part)
+
+    return emit
 
 
 def _channel_files(services: Services, transcript_id: str, people: list[tuple[str | None, str | None]]

@@ -88,6 +88,10 @@ class LiveSpeakers:
 
     def feed(self, samples: np.ndarray) -> None:
         self.diarizer.feed(samples)
+        self.schedule()
+
+    def schedule(self) -> None:
+        """Start an embedding job when a second of new audio has come in and none is running."""
         if self.diarizer.received >= self._next_job_at and (self._job is None or self._job.done()):
             self._next_job_at = self.diarizer.received + EMBED_EVERY_S
             self._job = asyncio.get_running_loop().create_task(self._update())

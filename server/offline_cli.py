@@ -128,7 +128,8 @@ async def transcribe_files(settings: Settings, files: list[Path], fmt: str, outp
                         bar.update(step)
 
                 result = await transcribe_file(services, row["id"], path, on_progress=on_progress,
-                                               publish_status=False, language=settings.language)
+                                               publish_status=False, language=settings.language,
+                                               diarize=settings.diarization == "on")
                 base += expected
                 if base > bar.n:
                     bar.update(base - bar.n)

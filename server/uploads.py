@@ -278,14 +278,15 @@ def _flag(value: str | None, name: str) -> bool:
 
 def channel_options(request: Request, received: Received, info: dict[str, Any]) -> dict[str, Any]:
     """``split_channels`` (each channel its own participant) and its ``channel_names``, from the form fields or
-    the query string (raw-body uploads have no fields); ``{}`` when the channels are mixed as usual."""
+    the query string (raw-body uploads have no fields); for a mixed file, an optional ``diarization`` flag."""
     split = _flag(received.fields.get("split_channels", request.query_params.get("split_channels")), "split_channels")
     names = received.lists.get("channel_names") or request.query_params.getlist("channel_names")
     names = [n.strip() for n in names]
     if names and not split:
         raise ApiError(422, "channel_names needs split_channels=true")
-    if not split:
-        return {}
+    diarize = received.fields.get("diarization", request.query_params.get("diarization"))
+    if not split:  # a mixed file: its speakers are diarized unless the upload says not to
+        return {} if diarize is None else {"diarization": _flag(diarize, "diarization")}
     channels = int(info.get("channels") or 1)
     if len(names) > channels or not all(0 < len(n) <= 200 for n in names):
         raise ApiError(422, f"channel_names: up to {channels} name(s) (one per channel, 1-200 characters each)",

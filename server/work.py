@@ -198,7 +198,8 @@ class WorkQueue:
         result = await transcribe_file(self.services, tid, row["path"], on_progress=on_progress,
                                        language=options.get("language"),
                                        split_channels=bool(options.get("split_channels")),
-                                       channel_names=options.get("channel_names"))
+                                       channel_names=options.get("channel_names"),
+                                       diarize=_wants_diarization(self.services, options))
         if result.error:
             prog.status, prog.message, prog.updated_at = "failed", result.error, time.time()
             await store.transition_chunk(row["id"], ("processing",), "failed", error=result.error,
@@ -383,3 +384,9 @@ def _write_merged_audio(path: Path, chunks: list[dict[str, Any]]) -> None:
     finally:
         wav.close()
     tmp.replace(path)
+
+
+def _wants_diarization(services: Any, options: dict[str, Any]) -> bool:
+    """An upload's own ``diarization`` option, else the server's setting."""
+    wanted = options.get("diarization")
+    return bool(wanted) if wanted is not None else services.settings.diarization == "on"

@@ -13,6 +13,7 @@ from protocol.messages import Word
 from server.bench_diarization import der, reference, timeline
 from server.live_client import load_pcm16k, stream_audio
 from server.live_speakers import _runs
+from tests.test_participants import wait_done
 
 PHONE = "multi/pyannote_sample_2spk_phone_conversation.wav"  # 30 s, Diane and Sheila
 SEVEN = "multi/constructed_turns_real_voices_7spk.wav"  # 108 s, 7 voices, exact turns
@@ -120,3 +121,24 @@ async def test_diarization_can_be_turned_off_per_stream(server, audio_dir):
     rec = await stream_audio(server.url, audio, speed=3.0, settle_s=60, start_params={"diarization": False})
     assert rec.finals and all(f["speaker"] is None for f in rec.finals)
     assert not rec.of_type("diarization")
+
+
+async def test_uploaded_conversation_is_diarized(server, audio_dir):
+    """A recorded two-person call uploaded as one file: speakers labelled as in a live stream, turns stored."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+        tid = (await client.post("/v1/transcripts/", json={"name": "uploaded call"})).json()["id"]
+        r = await client.post(f"/v1/transcripts_audio/{tid}/upload",
+                              files={"file": ("call.wav", (audio_dir / PHONE).read_bytes(), "audio/wav")})
+        assert r.status_code == 202, r.text
+        body = await wait_done(server.url, tid)
+        assert body["status"] == "completed"
+        assert {s["speaker"] for s in body["segments"]} == {"Speaker 1", "Speaker 2"}
+        spk = (await client.get(f"/v1/transcripts/{tid}/speakers")).json()
+        hyp = timeline([(t["start"], t["end"], t["speaker_id"]) for t in spk["turns"]], 30.0)
+        assert der(reference(audio_dir / "rttm" / "pyannote_sample_2spk_phone_conversation.rttm"), hyp) <= 0.2
+        off = (await client.post("/v1/transcripts/", json={"name": "no speakers"})).json()["id"]
+        r = await client.post(f"/v1/transcripts_audio/{off}/upload", data={"diarization": "false"},
+                              files={"file": ("call.wav", (audio_dir / PHONE).read_bytes(), "audio/wav")})
+        assert r.status_code == 202, r.text
+        body = await wait_done(server.url, off)
+        assert body["segments"] and all(s["speaker"] is None for s in body["segments"])
