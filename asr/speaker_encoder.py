@@ -97,8 +97,12 @@ def normalize_volume(audio: np.ndarray) -> np.ndarray:
 class SpeakerEncoder:
     """Thread-safe embedding of 16 kHz mono audio windows; one instance per process."""
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, device: str = "cpu") -> None:
         import torch  # imported here: the server starts without it when diarization is off
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            device = "cpu"  # a CPU build of torch beside a CUDA transcriber: embeddings stay on the CPU
+        self.device = device
 
         self._torch = torch
         saved = torch.load(weights_path(), map_location="cpu", weights_only=True)
@@ -107,8 +111,8 @@ class SpeakerEncoder:
         self._linear = torch.nn.Linear(256, EMBEDDING_SIZE)
         self._lstm.load_state_dict({k[len("lstm."):]: v for k, v in state.items() if k.startswith("lstm.")})
         self._linear.load_state_dict({k[len("linear."):]: v for k, v in state.items() if k.startswith("linear.")})
-        self._lstm.eval()
-        self._linear.eval()
+        self._lstm.to(device).eval()
+        self._linear.to(device).eval()
         self._threads = threads
         self._lock = threading.Lock()
 
@@ -127,8 +131,8 @@ class SpeakerEncoder:
             previous = torch.get_num_threads()
             torch.set_num_threads(self._threads)
             try:
-                _, (hidden, _) = self._lstm(torch.from_numpy(np.stack(mels)))
-                raw = torch.relu(self._linear(hidden[-1]))
+                _, (hidden, _) = self._lstm(torch.from_numpy(np.stack(mels)).to(self.device))
+                raw = torch.relu(self._linear(hidden[-1])).cpu()
             finally:
                 torch.set_num_threads(previous)
         out = raw.numpy().astype(np.float32)

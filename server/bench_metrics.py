@@ -68,10 +68,16 @@ def commit_latencies(rec: StreamRecord, segments: list[dict[str, Any]]) -> list[
     return out
 
 
+def utterance_id(segment_id: str) -> str:
+    """The segment a final part came from: a final split at a speaker change is ``<segment_id>-<n>``, and its
+    words were already in the partials of ``<segment_id>``."""
+    return segment_id.split("-", 1)[0]
+
+
 def _first_final(rec: StreamRecord, word: _HypWord) -> float | None:
     for r in rec.transcriptions:
         d = r.data
-        if d["segment_id"] != word.segment_id:
+        if utterance_id(d["segment_id"]) != utterance_id(word.segment_id):
             continue
         for w in d["words"]:
             if w["final"] and abs(w["start"] - word.start) < 0.05 and word.key in normalize(w["text"]):
@@ -80,14 +86,16 @@ def _first_final(rec: StreamRecord, word: _HypWord) -> float | None:
 
 
 def final_latencies(rec: StreamRecord) -> list[float]:
-    out = []
-    seen = set()
+    """From the last audio of each segment to its final (the parts of a segment split at a speaker change
+    count as one segment, ending where its last part ends)."""
+    ends: dict[str, tuple[float, float]] = {}
     for r in rec.transcriptions:
         d = r.data
-        if d["is_final"] and d["segment_id"] not in seen:
-            seen.add(d["segment_id"])
-            out.append(r.t - rec.sent_at(d["end"]))
-    return out
+        if d["is_final"]:
+            key = utterance_id(d["segment_id"])
+            end, t = ends.get(key, (d["end"], r.t))
+            ends[key] = (max(end, d["end"]), max(t, r.t))
+    return [t - rec.sent_at(end) for end, t in ends.values()]
 
 
 def first_partial(rec: StreamRecord) -> float | None:

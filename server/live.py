@@ -76,7 +76,7 @@ class Services:
 
     def __post_init__(self) -> None:
         self.live = LiveRegistry(self)
-        self.speaker_worker = SpeakerWorker()
+        self.speaker_worker = SpeakerWorker(device=self.settings.device)
 
     def audio_dir(self, transcript_id: str) -> Path:
         return self.settings.data_path / "audio" / transcript_id

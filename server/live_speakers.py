@@ -30,13 +30,15 @@ log = logging.getLogger("voxlane.speakers")
 EMBED_EVERY_S = 1.0  # audio between embedding jobs: a few windows per batch
 MIN_RUN_WORDS = 2  # a speaker change inside a segment needs this many words (or MIN_RUN_S) to split it
 MIN_RUN_S = 0.8
+ESTABLISHED_S = 4.0  # a voice splits a segment only once this much of its speech has been heard
 
 
 class SpeakerWorker:
     """The process's one speaker-embedding thread and model (loaded on first use)."""
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, device: str = "cpu") -> None:
         self._threads = threads
+        self._device = device
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speakers")
         self._encoder = None
         self._lock = threading.Lock()
@@ -46,7 +48,7 @@ class SpeakerWorker:
             if self._encoder is None:
                 from asr.speaker_encoder import SpeakerEncoder
 
-                self._encoder = SpeakerEncoder(threads=self._threads)
+                self._encoder = SpeakerEncoder(threads=self._threads, device=self._device)
             return self._encoder
 
     async def run(self, fn, *args):
@@ -101,13 +103,16 @@ class LiveSpeakers:
 
     async def _update(self, final: bool = False) -> None:
         async with self._lock:
-            centers, windows = self.diarizer.take_windows(final=final)
-            if windows:
-                emb = await self._worker.run(self._worker.embed, windows)
-            else:
-                emb = np.zeros((0, 256), dtype=np.float32)
-            await self._worker.run(self.diarizer.add_embeddings, centers, emb, final)
-            await self._report(final)
+            try:
+                centers, windows = self.diarizer.take_windows(final=final)
+                if windows:
+                    emb = await self._worker.run(self._worker.embed, windows)
+                else:
+                    emb = np.zeros((0, 256), dtype=np.float32)
+                await self._worker.run(self.diarizer.add_embeddings, centers, emb, final)
+                await self._report(final)
+            except Exception:  # speaker labels are an extra: never let them stop a transcript
+                log.exception("speaker update failed")
 
     async def _catch_up(self, until: float) -> None:
         """Wait until every window up to ``until`` (stream time) is labelled, or no more can be."""
@@ -125,7 +130,15 @@ class LiveSpeakers:
     # ------------------------------------------------------------ finals (labelled before they are stored)
 
     async def label(self, msg: Transcription) -> list[Transcription]:
-        """The final, with speakers: one message per speaker run (split where the turn changes)."""
+        """The final, with speakers: one message per speaker run (split where the turn changes).
+        Never raises: a final that cannot be labelled goes out as it came."""
+        try:
+            return await self._label(msg)
+        except Exception:
+            log.exception("labelling final %s failed; sent without a speaker", msg.segment_id)
+            return [msg]
+
+    async def _label(self, msg: Transcription) -> list[Transcription]:
         await self._catch_up(msg.end - self.offset + self.diarizer.config.window_s / 2)
         words = msg.words
         if not words:
@@ -133,7 +146,10 @@ class LiveSpeakers:
             return [self._remember(msg.model_copy(update={"speaker": _name(n)}), n)]
         mids = [(w.start + w.end) / 2 - self.offset for w in words]
         who = [int(s) for s in self.diarizer.speaker_at(mids)]
-        runs = _runs(words, who)
+        heard = self.diarizer.speaker_seconds()
+        # early in a stream one voice can briefly look like two; a voice heard this little relabels
+        # (through corrections) but does not cut segments apart
+        runs = _runs(words, who, keep=lambda s: heard.get(s, 0.0) >= ESTABLISHED_S)
         parts: list[Transcription] = []
         for i, (n, ws) in enumerate(runs):
             seg_id = msg.segment_id if i == 0 else f"{msg.segment_id}-{i + 1}"
@@ -229,8 +245,9 @@ def _name(n: int) -> str | None:
     return speaker_label(n) if n else None
 
 
-def _runs(words: list[Word], who: list[int]) -> list[tuple[int, list[Word]]]:
-    """Consecutive words by speaker; a run too short to be a turn joins its neighbour."""
+def _runs(words: list[Word], who: list[int], keep=lambda s: True) -> list[tuple[int, list[Word]]]:
+    """Consecutive words by speaker; a run too short to be a turn, or of a voice not to split for
+    (``keep`` false), joins its neighbour."""
     runs: list[list] = []
     for w, s in zip(words, who, strict=True):
         if runs and runs[-1][0] == s:
@@ -240,8 +257,8 @@ def _runs(words: list[Word], who: list[int]) -> list[tuple[int, list[Word]]]:
     changed = True
     while changed and len(runs) > 1:
         changed = False
-        for i, (_s, ws) in enumerate(runs):
-            if len(ws) < MIN_RUN_WORDS and ws[-1].end - ws[0].start < MIN_RUN_S:
+        for i, (s, ws) in enumerate(runs):
+            if (len(ws) < MIN_RUN_WORDS and ws[-1].end - ws[0].start < MIN_RUN_S) or not keep(s):
                 j = i - 1 if i > 0 else i + 1
                 if j < i:
                     runs[j][1].extend(ws)

@@ -61,6 +61,20 @@ def test_seven_voices_streamed_in_small_chunks(audio_dir):
     assert all(t.end > t.start for t in turns) and all(a.end <= b.start for a, b in zip(turns, turns[1:], strict=False))
 
 
+def test_one_voice_over_two_minutes_stays_one_speaker(audio_dir):
+    """A long single-speaker recording drifts in embedding space; it must not come out as several voices."""
+    audio = load_pcm16k(audio_dir / "single/ljspeech_LJ001-0001_0016.wav")
+    enc = SpeakerEncoder(threads=2)
+    d = SpeakerDiarizer(SileroModel(), DiarizationConfig())
+    for i in range(0, len(audio), 16000 * 5):
+        d.feed(audio[i:i + 16000 * 5])
+        centers, windows = d.take_windows()
+        d.add_embeddings(centers, enc.embed_windows(windows))
+    centers, windows = d.take_windows(final=True)
+    d.add_embeddings(centers, enc.embed_windows(windows), recluster=True)
+    assert d.speakers == [1]
+
+
 def test_max_speakers_is_a_ceiling(audio_dir):
     audio = load_pcm16k(audio_dir / SEVEN)[: 16000 * 60]
     enc = SpeakerEncoder(threads=2)
@@ -83,6 +97,8 @@ def test_segment_split_at_a_turn_change_but_not_for_one_stray_word():
                                                              (2, ["no", "you", "don't", "really"])]
     stray = _runs(words, [1, 1, 1, 2, 1, 1, 1])  # one short word heard as another voice: keep one segment
     assert [s for s, _ in stray] == [1] and sum(len(ws) for _, ws in stray) == len(words)
+    thin = _runs(words, [1, 1, 1, 2, 2, 2, 2], keep=lambda s: s == 1)  # voice 2 barely heard yet: no split
+    assert [s for s, _ in thin] == [1] and sum(len(ws) for _, ws in thin) == len(words)
 
 
 async def test_live_stream_is_labelled_corrected_stored_and_renamed(server, audio_dir):
