@@ -142,3 +142,17 @@ def rsa_keys(tmp: Path) -> tuple[bytes, Path]:
 def creds(api: Api, user: str = "alice", scopes: list[str] | None = None) -> dict[str, str]:
     """What a client of this mode sends: nothing in public mode, a user's token in private mode."""
     return api.auth(user, scopes) if api.private else {}
+
+
+def as_plain_text(segments: list[dict]) -> str:
+    """What the `text` export promises: each speaker's name opens their turn (uploads are diarized)."""
+    lines, last = [], None
+    for s in segments:
+        lines.append(f"{s['speaker']}: {s['text']}" if s.get("speaker") and s["speaker"] != last else s["text"])
+        last = s.get("speaker")
+    return " ".join(lines)
+
+
+def as_cue_texts(segments: list[dict]) -> list[str]:
+    """What each SRT cue holds: the speaker, when there is one, then the text."""
+    return [f"{s['speaker']}: {s['text']}" if s.get("speaker") else s["text"] for s in segments]

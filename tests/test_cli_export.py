@@ -13,7 +13,7 @@ import srt
 import webvtt
 
 from server.bench_metrics import normalize, wer_counts
-from tests.rest_support import AUDIO, Api, reference
+from tests.rest_support import AUDIO, Api, as_cue_texts, reference
 
 pytest_plugins = ("tests.rest_fixtures",)
 
@@ -71,7 +71,7 @@ async def test_export_from_a_server_store(public_api: Api):
     assert body["id"] == tid and normalize(body["text"]) == normalize(" ".join(s["text"] for s in row["segments"]))
     assert body["segments"][0]["words"]
     rc, out, _ = await voxlane("export", tid, "--format", "srt", "--data-dir", data_dir)
-    assert [s.content for s in srt.parse(out)] == [s["text"] for s in row["segments"]]
+    assert [s.content for s in srt.parse(out)] == as_cue_texts(row["segments"])
     target = api.data_dir.parent / "exported.md"
     rc, out, _ = await voxlane("export", tid, "--format", "md", "--data-dir", data_dir, "--output", str(target))
     assert rc == 0 and target.read_text().startswith("# for the cli")

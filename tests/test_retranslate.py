@@ -34,7 +34,7 @@ async def test_segment_from_full_audio_of_a_job(api: Api):
     assert api.svc.engine.stats.requests > before, "decoded by the running inference loop"
     assert body["segment_id"] == seg["id"] and body["model_used"] == api.settings.model
     assert set(body) >= {"segment_id", "text", "confidence", "speaker", "model_used"}
-    assert 0 < body["confidence"] <= 1 and body["speaker"] is None
+    assert 0 < body["confidence"] <= 1 and body["speaker"] == seg["speaker"]
     assert (body["start_time"], body["end_time"]) == (seg["start"], seg["end"])
     assert wer(seg["text"], body["text"]) < 0.4
     # an explicit range: the whole recording
