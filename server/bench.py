@@ -237,24 +237,32 @@ def run(args: argparse.Namespace) -> int:
     if args.offline:
         result["offline"] = offline_wer(audio_dir, files, refs, audio)
     print_table(result)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
-    print(f"\nwrote {out}")
+    write_result(args.output, result)
     return 0
 
 
 def run_der_command(args: argparse.Namespace, audio_dir: Path) -> int:
-    from server.bench_diarization import print_der_table, run_der
+    from server.bench_diarization import der_rows, run_der
 
     result = asyncio.run(run_der(args.url, audio_dir, args.token, args.der_concurrency))
     result.update(url=args.url, label=args.label, started=time.time())
-    print_der_table(result)
-    out = Path(args.output)
+    print_rows(*der_rows(result))
+    write_result(args.output, result)
+    return 0
+
+
+def write_result(path: str, result: dict[str, Any]) -> None:
+    out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"\nwrote {out}")
-    return 0
+
+
+def print_rows(cols: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        print("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)))
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -265,9 +273,6 @@ def print_table(result: dict[str, Any]) -> None:
              fmt(lv["commit_latency_p95"]), fmt(lv["final_latency_p50"]), fmt(lv["final_latency_p95"]),
              fmt(lv["wer"], 4), fmt(lv["lag_max_s"]), fmt(lv["lag_growth_s_per_s"], 3), fmt(lv["cpu_avg_percent"], 0),
              fmt(lv["rss_max_mb"], 0)] for lv in result["levels"]]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    print("  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)))
-    for r in rows:
-        print("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)))
+    print_rows(cols, rows)
     if "offline" in result:
         print(f"offline WER (same model, whole file): {fmt(result['offline']['wer'], 4)}")

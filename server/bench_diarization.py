@@ -117,7 +117,8 @@ async def run_der(url: str, audio_dir: Path, token: str | None, concurrency: int
     return {"files": ordered, "ami_average": summary}
 
 
-def print_der_table(result: dict[str, Any]) -> None:
+def der_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The DER table: one row per file, then the AMI average."""
     cols = ["file", "speakers ref", "live", "offline", "DER first", "DER live", "DER offline", "corrections"]
     rows = [[Path(r["file"]).stem, str(r["ref_speakers"]), str(r["speakers_live"]), str(r["speakers_offline"]),
              f"{r['der_first']:.3f}", f"{r['der_live']:.3f}", f"{r['der_offline']:.3f}", str(r["corrections"])]
@@ -125,7 +126,4 @@ def print_der_table(result: dict[str, Any]) -> None:
     avg = result["ami_average"]
     rows.append(["AMI average", "", "", "", f"{avg['der_first']:.3f}", f"{avg['der_live']:.3f}",
                  f"{avg['der_offline']:.3f}", ""])
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    print("  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)))
-    for r in rows:
-        print("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)))
+    return cols, rows
