@@ -95,9 +95,11 @@ class SpeakerDiarizer:
     def received(self) -> float:
         return self._received / SAMPLE_RATE
 
-    def feed(self, samples: np.ndarray) -> None:
+    def feed(self, samples: np.ndarray, probs: np.ndarray | None = None) -> None:
+        """Audio and, when the caller already ran the VAD over it (a live session has), its probabilities."""
         samples = np.asarray(samples, dtype=np.float32)
-        probs = self._vad.process(samples)
+        if probs is None:
+            probs = self._vad.process(samples)
         with self._lock:
             self._audio = np.concatenate([self._audio, samples])
             self._received += len(samples)

@@ -17,7 +17,9 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from asr.audio_buffer import AudioBuffer
 from asr.backend import DecodeRequest, DecodeResult
@@ -82,13 +84,22 @@ class _Plan:
 
 
 Emit = Callable[[Transcription], Awaitable[None]]
+
+
+class AudioListener(Protocol):
+    """Something that follows a stream's audio with the session's VAD (speaker diarization)."""
+
+    def heard(self, samples: np.ndarray, probs: np.ndarray) -> None: ...
+
+    def skip(self, seconds: float) -> None: ...
 _ids = itertools.count(1)
 
 
 class StreamSession:
     def __init__(self, *, engine: InferenceLoop, vad_model: SileroModel, emit: Emit,
                  config: StreamConfig | None = None, offset: float = 0.0, speaker: str | None = None,
-                 participant_id: str | None = None, key: str | None = None) -> None:
+                 participant_id: str | None = None, key: str | None = None,
+                 listener: AudioListener | None = None) -> None:
         self.config = config or StreamConfig()
         self.key = key or f"s{next(_ids)}-{uuid.uuid4().hex[:6]}"
         self.offset = offset  # transcript time of this stream's t=0
@@ -96,6 +107,7 @@ class StreamSession:
         self.participant_id = participant_id
         self._engine = engine
         self._emit = emit
+        self.listener = listener  # gets the audio with its VAD probabilities (or the paused stretches)
         self._vad = VadStream(vad_model)
         self._tracker = SpeechTracker(self.config.vad)
         self._buffer = AudioBuffer()
@@ -141,8 +153,12 @@ class StreamSession:
             with self._lock:
                 self._buffer.skip(len(samples) / 16000)
                 self._tracker.t = self._buffer.end
+            if self.listener is not None:
+                self.listener.skip(len(samples) / 16000)
             return
         probs = self._vad.process(samples)
+        if self.listener is not None:
+            self.listener.heard(samples, probs)
         with self._lock:
             self._buffer.append(samples)
             for kind, t in self._tracker.update(probs):

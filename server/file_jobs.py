@@ -21,8 +21,7 @@ from asr.session import StreamSession
 from media import DecodeError, WavAppender, iter_decode_file, probe_file
 from protocol import Error, Status, Transcription
 from server.channels import channel_participants
-from server.hub import segment_row
-from server.live import Services, audio_file_name, diarization_config, stream_config
+from server.live import Services, audio_file_name, live_speakers, settle_speakers, stream_config
 from server.live_speakers import LiveSpeakers
 
 log = logging.getLogger("voxlane.files")
@@ -75,15 +74,11 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     deliver = emit or (lambda m: hub.publish(transcript_id, m))
     speakers: LiveSpeakers | None = None
     if diarize and not width and participant_id is None and speaker is None:
-        speakers = LiveSpeakers(
-            worker=services.speaker_worker, vad_model=services.vad_model,
-            config=diarization_config(services.settings), offset=offset,
-            publish=lambda body: hub.publish(transcript_id, body),
-            save_segment=lambda msg: services.store.save_segment(transcript_id, segment_row(msg)))
+        speakers = live_speakers(services, transcript_id, offset)
         deliver = _labelled(speakers, deliver)
     sessions = [StreamSession(engine=services.engine, vad_model=services.vad_model,
-                              emit=deliver, config=replace(config),
-                              offset=offset, speaker=name, participant_id=pid) for pid, name in people]
+                              emit=deliver, config=replace(config), offset=offset, speaker=name,
+                              participant_id=pid, listener=speakers) for pid, name in people]
     wavs = await asyncio.to_thread(_channel_files, services, transcript_id, people) if width else []
     for session in sessions:
         session.start()
@@ -100,9 +95,6 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
             tracks = [block] if not width else [np.ascontiguousarray(block[:, i]) for i in range(width)]
             for session, samples in zip(sessions, tracks, strict=True):
                 session.feed(samples)
-            if speakers is not None:
-                await asyncio.to_thread(speakers.diarizer.feed, block)
-                speakers.schedule()
             if wavs:
                 await asyncio.to_thread(_append, wavs, tracks)
             fed += len(block) / 16000
@@ -122,11 +114,7 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
         raise
     await asyncio.gather(*(session.finish(flush_timeout=600.0) for session in sessions))
     if speakers is not None:
-        turns = await speakers.finish()
-        row = await services.store.get_transcript(transcript_id)
-        if row is not None:
-            meta = {**(row.get("meta") or {}), "diarization": {"turns": turns, "pass": "offline"}}
-            await services.store.update_transcript(transcript_id, meta=meta)
+        await settle_speakers(services, transcript_id, speakers)
     if wavs:
         await asyncio.to_thread(_close, wavs)
         await _record_channels(services, transcript_id, people, "leave", offset + fed)
@@ -145,7 +133,7 @@ def _labelled(speakers: LiveSpeakers, deliver: Callable[[Transcription], Awaitab
     """Finals get their speakers (split where the voice changes) before they are delivered."""
 
     async def emit(msg: Transcription) -> None:
-        for part in await speakers.label(msg) if msg.is_final else [speakers.partial_speaker(msg)]:
+        for part in await speakers.messages(msg):
             await deliver(part)
 
     return emit

@@ -55,6 +55,32 @@ def diarization_config(settings: Settings) -> DiarizationConfig:
     return DiarizationConfig(max_speakers=settings.max_speakers, cluster_threshold=settings.speaker_threshold)
 
 
+def live_speakers(services: Services, transcript_id: str, offset: float) -> LiveSpeakers:
+    """Diarization of one mixed stream of ``transcript_id`` (live or a file), starting at ``offset``."""
+    return LiveSpeakers(
+        worker=services.speaker_worker, vad_model=services.vad_model, config=diarization_config(services.settings),
+        offset=offset, publish=lambda body: services.hub.publish(transcript_id, body),
+        save_segment=lambda msg: services.store.save_segment(transcript_id, segment_row(msg)))
+
+
+async def settle_speakers(services: Services, transcript_id: str, speakers: LiveSpeakers,
+                          lock: asyncio.Lock | None = None) -> None:
+    """The end-of-stream pass, then its turns stored with the transcript. Labels are an extra: a failure
+    is logged and never keeps a transcript from completing."""
+    try:
+        turns = await speakers.finish()
+        async with lock or contextlib.nullcontext():
+            await merge_meta(services.store, transcript_id, "diarization", {"turns": turns, "pass": "offline"})
+    except Exception:
+        log.exception("diarization of transcript %s failed at the end of the stream", transcript_id)
+
+
+async def merge_meta(store: Store, transcript_id: str, key: str, value) -> None:
+    row = await store.get_transcript(transcript_id)
+    if row is not None:
+        await store.update_transcript(transcript_id, meta={**(row.get("meta") or {}), key: value})
+
+
 def audio_file_name(participant_id: str | None) -> str:
     if not participant_id:
         return RECORDING
@@ -101,11 +127,8 @@ class Publisher:
         self.speakers: LiveSpeakers | None = None  # one mixed stream of several voices: diarize it
         wanted = params.diarization if params.diarization is not None else services.settings.diarization == "on"
         if participant is None and wanted:
-            self.speakers = LiveSpeakers(
-                worker=services.speaker_worker, vad_model=services.vad_model,
-                config=diarization_config(services.settings), offset=self.session.offset,
-                publish=lambda body: services.hub.publish(transcript.id, body),
-                save_segment=lambda msg: services.store.save_segment(transcript.id, segment_row(msg)))
+            self.speakers = live_speakers(services, transcript.id, self.session.offset)
+            self.session.listener = self.speakers  # it follows the session's audio and VAD
         self.paused = False
         self.finished = False
         self.started_at = time.monotonic()
@@ -133,11 +156,6 @@ class Publisher:
             return
         self.wav.append(samples)  # stored even while paused
         self.session.feed(samples)
-        if self.speakers is not None:
-            if self.paused:
-                self.speakers.skip(len(samples) / 16000)
-            else:
-                self.speakers.feed(samples)
 
     # ------------------------------------------------------------ control
 
@@ -163,16 +181,11 @@ class Publisher:
             if len(tail):
                 self.wav.append(tail)
                 self.session.feed(tail)
-                if self.speakers is not None and not self.paused:
-                    self.speakers.feed(tail)
         self._decoder.close()
         await self.session.finish()
         if self.speakers is not None:  # the offline pass: every window heard, clustered once more
-            try:
-                turns = await self.speakers.finish()
-                await self.transcript.set_meta("diarization", {"turns": turns, "pass": "offline"})
-            except Exception:  # labels are an extra: a failure here must not lose the transcript's completion
-                log.exception("diarization of transcript %s failed at the end of the stream", self.transcript.id)
+            await settle_speakers(self.transcript.services, self.transcript.id, self.speakers,
+                                  self.transcript.meta_lock)
         if self._status_task is not None:
             self._status_task.cancel()
         await asyncio.to_thread(self.wav.close)
@@ -194,14 +207,9 @@ class Publisher:
     # ------------------------------------------------------------ events out
 
     async def _emit(self, msg: Transcription) -> None:
-        parts = [msg]
         if msg.is_final:
             await asyncio.to_thread(self.wav.sync)  # the audio behind a final is on disk before it is sent
-            if self.speakers is not None:
-                parts = await self.speakers.label(msg)  # split where the speaker changes
-        elif self.speakers is not None:
-            parts = [self.speakers.partial_speaker(msg)]
-        for part in parts:
+        for part in await self.speakers.messages(msg) if self.speakers is not None else [msg]:
             await self.transcript.services.hub.publish(self.transcript.id, part)
 
     async def _report_lag(self, interval: float) -> None:
@@ -217,7 +225,7 @@ class LiveTranscript:
         self.id = transcript_id
         self.publishers: set[Publisher] = set()
         self.origin: float | None = None  # monotonic time of transcript t=0, for late participants
-        self._meta_lock = asyncio.Lock()  # concurrent publishers update one transcript row
+        self.meta_lock = asyncio.Lock()  # concurrent publishers update one transcript row
 
     async def add_publisher(self, params: StartParams, offset: float | None = None) -> Publisher:
         """A new stream; ``offset`` (a participant's place on the transcript clock) defaults to now."""
@@ -259,18 +267,12 @@ class LiveTranscript:
 
     async def record_event(self, event: dict) -> None:
         store = self.services.store
-        async with self._meta_lock:
+        async with self.meta_lock:
             row = await store.get_transcript(self.id)
             if row is not None:
                 meta = dict(row.get("meta") or {})
                 meta.setdefault("participant_events", []).append(event)
                 await store.update_transcript(self.id, meta=meta)
-
-    async def set_meta(self, key: str, value) -> None:
-        async with self._meta_lock:
-            row = await self.services.store.get_transcript(self.id)
-            if row is not None:
-                await self.services.store.update_transcript(self.id, meta={**(row.get("meta") or {}), key: value})
 
     async def _recorded_duration(self) -> float:
         row = await self.services.store.get_transcript(self.id)
@@ -280,7 +282,7 @@ class LiveTranscript:
         self.publishers.discard(pub)
         last = not self.publishers  # decided before any await: publishers finishing together complete it once
         end = pub.session.offset + pub.session.received
-        async with self._meta_lock:
+        async with self.meta_lock:
             row = await self.services.store.get_transcript(self.id)
             duration = max(float((row or {}).get("duration") or 0.0), end)
             if not last:

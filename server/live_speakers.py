@@ -88,11 +88,12 @@ class LiveSpeakers:
 
     # ------------------------------------------------------------ audio in (event loop)
 
-    def feed(self, samples: np.ndarray) -> None:
-        self.diarizer.feed(samples)
-        self.schedule()
+    def heard(self, samples: np.ndarray, probs: np.ndarray) -> None:
+        """The session's audio with its VAD probabilities (the session's listener)."""
+        self.diarizer.feed(samples, probs)
+        self._schedule()
 
-    def schedule(self) -> None:
+    def _schedule(self) -> None:
         """Start an embedding job when a second of new audio has come in and none is running."""
         if self.diarizer.received >= self._next_job_at and (self._job is None or self._job.done()):
             self._next_job_at = self.diarizer.received + EMBED_EVERY_S
@@ -128,6 +129,10 @@ class LiveSpeakers:
                 return
 
     # ------------------------------------------------------------ finals (labelled before they are stored)
+
+    async def messages(self, msg: Transcription) -> list[Transcription]:
+        """What goes out for one transcription message: a final labelled (and split), a partial tagged."""
+        return await self.label(msg) if msg.is_final else [self.partial_speaker(msg)]
 
     async def label(self, msg: Transcription) -> list[Transcription]:
         """The final, with speakers: one message per speaker run (split where the turn changes).

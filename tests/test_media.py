@@ -78,12 +78,19 @@ def _upsample_48k(speech: np.ndarray) -> np.ndarray:
 
 
 def _encode(speech_bytes: bytes, container: str, codec: str, rate: int) -> bytes:
+    pcm = np.frombuffer(speech_bytes, dtype="<i2").astype(np.float32) / 32768
+    return _encode_frames(pcm[None, :], container, codec, rate)
+
+
+def _encode_frames(frames: np.ndarray, container: str, codec: str, rate: int) -> bytes:
+    """(channels, samples) float32 at 16 kHz, encoded into a container as a 1- or 2-channel stream."""
+    layout = "mono" if frames.shape[0] == 1 else "stereo"
     buf = io.BytesIO()
     with av.open(buf, mode="w", format=container) as out:
-        stream = out.add_stream(codec, rate=rate, layout="mono")
-        resampler = av.AudioResampler(format=stream.format.name, layout="mono", rate=rate)
-        pcm = np.frombuffer(speech_bytes, dtype="<i2").reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(pcm.copy(), format="s16", layout="mono")
+        stream = out.add_stream(codec, rate=rate, layout=layout)
+        resampler = av.AudioResampler(format=stream.format.name, layout=layout, rate=rate)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(frames, dtype=np.float32), format="fltp",
+                                           layout=layout)
         frame.sample_rate = 16000
         for resampled in resampler.resample(frame) + resampler.resample(None):
             for packet in stream.encode(resampled):
@@ -261,18 +268,7 @@ def test_unsupported_format_names_are_rejected() -> None:
 
 
 def _encode_stereo(frames: np.ndarray, container: str, codec: str, rate: int) -> bytes:
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format=container) as out:
-        stream = out.add_stream(codec, rate=rate, layout="stereo")
-        resampler = av.AudioResampler(format=stream.format.name, layout="stereo", rate=rate)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(frames.T), format="fltp", layout="stereo")
-        frame.sample_rate = 16000
-        for resampled in resampler.resample(frame) + resampler.resample(None):
-            for packet in stream.encode(resampled):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return buf.getvalue()
+    return _encode_frames(frames.T, container, codec, rate)
 
 
 @pytest.mark.parametrize(("fmt", "codec", "rate"), [("flac", "flac", 16000), ("ogg", "libopus", 48000)])
