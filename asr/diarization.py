@@ -153,8 +153,8 @@ class SpeakerDiarizer:
                 if end > min(self._received, mask_end) and not (final and start < self._received):
                     break
                 self._next_window += 1
-                lo, hi = start // CHUNK, max(start // CHUNK + 1, -(-min(end, mask_end) // CHUNK))
-                speech = mask[lo:hi].mean() if hi > lo else 0.0
+                # speech over the window's whole span: the padded tail of a final window is not speech
+                speech = mask[start // CHUNK:-(-min(end, mask_end) // CHUNK)].sum() * CHUNK / w
                 if speech < cfg.min_speech_fraction:
                     continue
                 a = self._audio[start - self._audio_t0:end - self._audio_t0]
