@@ -75,33 +75,41 @@ class Hypotheses:
                     return near[i + n:]
         return [w for w in words if w.start > last - 0.1]
 
-    def agree(self, words: list[TimedWord], horizon: float = float("inf")) -> list[TimedWord]:
+    def agree(self, words: list[TimedWord], horizon: float = float("inf"),
+              settled: float = float("-inf")) -> list[TimedWord]:
         """LocalAgreement-2: commit the prefix this hypothesis shares with the previous one.
 
         Only words ending before ``horizon`` qualify: a word the model has heard with little audio after
-        it is still likely to change when the next word arrives.
+        it is still likely to change when the next word arrives. Words ending before ``settled`` are
+        committed as this hypothesis has them even if the previous one read them differently: the model
+        has heard plenty after them and still wavers, and waiting longer would only hold the text back
+        (a hard word would otherwise stay open until the segment's final decode).
         """
         new = self._fresh(words)
         k = 0
         while (k < len(new) and k < len(self.tentative) and new[k].end <= horizon
                and norm(new[k].text) == norm(self.tentative[k].text)):
             k += 1
+        while k < len(new) and new[k].end <= settled:
+            k += 1
         done = new[:k]
         self.committed.extend(done)
         self.tentative = new[k:]
         return done
 
-    def commit_before(self, words: list[TimedWord], t: float, confident: float = 0.0) -> list[TimedWord]:
+    def commit_before(self, words: list[TimedWord], t: float, confident: float = 0.0,
+                      settled: float = float("-inf")) -> list[TimedWord]:
         """Commit the words that start before ``t`` (the model has heard them and the pause after them).
 
-        A word below ``confident`` probability that no earlier hypothesis agreed on stops the commit:
-        it waits for the segment's final decode rather than being frozen on one unsure reading.
+        A word below ``confident`` probability that no earlier hypothesis agreed on stops the commit
+        (unless it ended before ``settled``, as in :meth:`agree`): it waits for the next hypothesis or
+        the segment's final decode rather than being frozen on one unsure reading.
         """
         new = self._fresh(words)
         k = 0
         while k < len(new) and new[k].start < t:
             agreed = k < len(self.tentative) and norm(new[k].text) == norm(self.tentative[k].text)
-            if not agreed and new[k].probability < confident:
+            if not agreed and new[k].probability < confident and new[k].end > settled:
                 break
             k += 1
         done = new[:k]

@@ -46,6 +46,7 @@ class StreamConfig:
     pause_commit_confidence: float = 0.5  # ...unless a word is this unsure and no earlier hypothesis had it
     min_step_s: float = 0.5  # least new audio before the hypothesis is refreshed
     agree_right_context_s: float = 0.0  # agreement commits only words with this much audio after them
+    settle_s: float = 1.5  # a word with this much audio after it is committed even if hypotheses disagree
     lead_in_s: float = 0.2  # audio kept before speech onset (0.6 helped some files and hurt others)
     max_segment_s: float = 20.0  # segments are split at a committed word boundary beyond this
     trim_s: float = 12.0  # the decode window is trimmed at committed words beyond this
@@ -415,14 +416,17 @@ class StreamSession:
                     self._closing.popleft()
                 final = True
             elif plan.kind == Priority.ENDPOINT:
-                hyp.commit_before(words, plan.commit_before, confident=self.config.pause_commit_confidence)
+                hyp.commit_before(words, plan.commit_before, confident=self.config.pause_commit_confidence,
+                                  settled=plan.end - self.config.settle_s)
                 seg.endpoint_for = plan.speech_end
                 if seg.pending_pause == plan.speech_end:
                     seg.pending_pause = None
             else:
-                hyp.agree(words, horizon=plan.end - self.config.agree_right_context_s)
+                settled = plan.end - self.config.settle_s
+                hyp.agree(words, horizon=plan.end - self.config.agree_right_context_s, settled=settled)
                 if plan.commit_before != float("inf"):
-                    hyp.commit_before(hyp.tentative, plan.commit_before, confident=self.config.pause_commit_confidence)
+                    hyp.commit_before(hyp.tentative, plan.commit_before, confident=self.config.pause_commit_confidence,
+                                      settled=settled)
             self._trim_window(seg, plan.end)
         if result.error:
             log.warning("decode failed for %s: %s", self.key, result.error)
