@@ -109,9 +109,16 @@ def lag_series(rec: StreamRecord) -> list[tuple[float, float]]:
             if r.data.get("lag_seconds") is not None and r.data["status"] == "processing"]
 
 
+GROWTH_MIN_SECONDS = 30.0
+
+
 def lag_growth(series: list[tuple[float, float]]) -> float | None:
-    """Slope of lag over time (s/s) in the second half of the stream: ~0 when the server keeps up."""
-    if len(series) < 4:
+    """Slope of lag over time (s/s) in the second half of the stream: ~0 when the server keeps up.
+
+    Lag rises within every utterance and falls at its end, so a slope needs a stream long enough to hold
+    several utterances: over the second half of a 6 s clip (three samples) it measures one sawtooth.
+    """
+    if len(series) < 4 or series[-1][0] - series[0][0] < GROWTH_MIN_SECONDS:
         return None
     half = series[len(series) // 2:]
     t = np.array([p[0] for p in half])
