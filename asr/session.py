@@ -45,7 +45,7 @@ class StreamConfig:
     pause_commit_s: float = 0.25  # a pause this long commits the words before it
     pause_commit_confidence: float = 0.5  # ...unless a word is this unsure and no earlier hypothesis had it
     min_step_s: float = 0.5  # least new audio before the hypothesis is refreshed
-    agree_right_context_s: float = 0.0  # agreement commits only words with this much audio after them
+    agree_right_context_s: float = 1.0  # agreement commits only words with this much audio after them
     settle_s: float = 1.5  # a word with this much audio after it is committed even if hypotheses disagree
     lead_in_s: float = 0.2  # audio kept before speech onset (0.6 helped some files and hurt others)
     max_segment_s: float = 20.0  # segments are split at a committed word boundary beyond this
@@ -440,7 +440,10 @@ class StreamSession:
             return
         cut = seg.hyp.sentence_boundary(seg.hyp.committed_end)
         if cut is None or cut <= seg.window_start or end - cut > limit:
-            cut = seg.hyp.committed_end
+            # keep the last committed word in the window: cut at its end and a late timestamp clips the
+            # start of the next word; the new hypothesis' copy of the committed word is matched to it and
+            # dropped
+            cut = seg.hyp.committed[-1].start
         if cut > seg.window_start:
             seg.window_start = cut
             self._buffer.discard_before(min([cut] + [s.window_start for s in self._closing]))
