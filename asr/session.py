@@ -259,14 +259,16 @@ class StreamSession:
                 self._open = Segment(id=uuid.uuid4().hex[:12], start=cut, window_start=cut, decoded_to=cut)
 
     def _split(self, seg: Segment) -> None:
-        """Close a long segment at a committed boundary; the rest of its audio starts the next one."""
+        """Close a long segment after its last committed word; the rest of its audio starts the next one.
+
+        Every committed word has been shown final in this segment's partials, so all of them stay in it
+        (a cut at an earlier sentence end would move final words into the next segment, and splits
+        would cascade: the next segment would start that far behind the audio). The uncommitted tail
+        carries over, so its agreement with the next hypothesis is not lost.
+        """
         hyp = seg.hyp
-        cut = hyp.sentence_boundary(hyp.committed_end)
-        if cut is None or cut - seg.start < self.config.max_segment_s / 2:
-            cut = hyp.committed_end
-        keep = [w for w in hyp.committed if w.end <= cut]
-        rest = hyp.committed[len(keep):]
-        hyp.committed = keep
+        cut = hyp.committed_end
+        tentative, pause = hyp.tentative, seg.pending_pause
         hyp.tentative = []
         seg.end = cut
         # a segment closed with only committed words needs no decode: it is final as it stands
@@ -276,9 +278,8 @@ class StreamSession:
         self._closing.append(seg)
         # the audio after the cut was already decoded and a detected pause still needs its commit
         nxt = Segment(id=uuid.uuid4().hex[:12], start=cut, window_start=cut, decoded_to=max(cut, decoded),
-                      endpoint_for=seg.endpoint_for, pending_pause=seg.pending_pause)
-        if rest:
-            nxt.hyp.committed = rest
+                      endpoint_for=seg.endpoint_for, pending_pause=pause if pause is not None and pause > cut else None)
+        nxt.hyp.tentative = tentative
         self._open = nxt
         self._last_closed_end = cut
 
