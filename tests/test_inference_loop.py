@@ -9,6 +9,9 @@ import pytest
 
 from asr.backend import DecodeRequest
 from asr.inference import InferenceLoop, Priority
+from asr.policy import TimedWord
+from asr.session import Segment, StreamSession
+from asr.vad import SileroModel
 from asr.whisper_backend import FasterWhisperBackend
 from server.live_client import load_pcm16k
 
@@ -66,3 +69,24 @@ async def test_build_returning_nothing_and_errors(engine):
     # the loop survives a failing build and keeps serving
     out = await engine.schedule("after", Priority.FINAL, lambda: (DecodeRequest(np.zeros(8000, np.float32)), 1))
     assert out is not None and out[1] == 1
+
+
+async def test_a_long_segment_splits_after_its_committed_words(engine):
+    """Words shown final in a segment stay in it: the split is after the last committed word, even when
+    an earlier word ends a sentence, and the uncommitted tail carries over to the next segment."""
+    session = StreamSession(engine=engine, vad_model=SileroModel(), emit=_ignore)
+    seg = Segment(id="a", start=0.0, window_start=0.0)
+    seg.hyp.committed = [TimedWord("It", 0.0, 0.2, 0.9), TimedWord("ends.", 0.3, 0.6, 0.9),
+                         TimedWord("And", 0.9, 1.1, 0.9), TimedWord("goes", 1.2, 1.5, 0.9)]
+    seg.hyp.tentative = [TimedWord("on", 1.6, 1.8, 0.5)]
+    session._open = seg
+    session._split(seg)
+    closed, nxt = session._closing[0], session._open
+    assert [w.text for w in closed.hyp.committed] == ["It", "ends.", "And", "goes"]
+    assert closed.end == 1.5
+    assert nxt is not None and nxt.start == 1.5 and not nxt.hyp.committed
+    assert [w.text for w in nxt.hyp.tentative] == ["on"]
+
+
+async def _ignore(_message) -> None:
+    return None

@@ -16,6 +16,7 @@ import webvtt
 
 from server.bench_metrics import normalize, wer_counts
 from server.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, subscribe, ws_url
+from tests.conftest import start_server, stop_server
 
 SPEECH = "single/librispeech_1221-135766_2utt.wav"  # 21.6 s, two utterances
 
@@ -240,3 +241,26 @@ async def test_unknown_transcript_closes_with_4404(server):
             await ws.recv()
     assert info.value.rcvd.code == 4404
     assert "not found" in info.value.rcvd.reason
+
+
+@pytest.fixture(scope="module")
+def short_segment_server(tmp_path_factory: pytest.TempPathFactory):
+    """A server that splits segments after 4 s, so read speech without long pauses is split many times."""
+    srv = start_server(tmp_path_factory.mktemp("voxlane-split"), VOXLANE_MAX_SEGMENT_SECONDS="4",
+                       VOXLANE_DIARIZATION="off")
+    yield srv
+    stop_server(srv)
+
+
+async def test_split_segments_keep_their_final_words(short_segment_server, audio_dir, references):
+    """A segment split for length closes with every word it showed as final; none moves to the next one."""
+    f = "single/ljspeech_LJ001-0001_0016.wav"
+    audio = load_pcm16k(audio_dir / f)[: 16000 * 30]
+    rec = await stream_audio(short_segment_server.url, audio, name="split", settle_s=60)
+    assert len(rec.finals) >= 4, "the 30 s of read speech should have been split"
+    check_segment_rules(rec)
+    ref = " ".join(s["text"] for s in references[f]["segments"] if s["end"] <= 30)
+    errors, words = wer_counts(ref, rec.final_text)
+    assert errors / words <= 0.2, rec.final_text
+    starts = [s["start"] for s in rec.finals]
+    assert starts == sorted(starts)

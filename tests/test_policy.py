@@ -79,3 +79,19 @@ def test_agreement_waits_for_right_context():
     h.agree(words("one two three four"))
     done = h.agree(words("one two three four five"), horizon=1.0)  # words end at 0.3, 0.7, 1.1, ...
     assert [w.text for w in done] == ["one", "two"]
+
+
+def test_a_word_the_model_keeps_rewriting_settles():
+    h = Hypotheses()
+    h.agree(words("we saw the mistletoe"))
+    # hypotheses disagree on the last word, but the model has now heard plenty after it
+    done = h.agree(words("we saw the missile type and more"), settled=1.6)  # "missile" ends at 1.5
+    assert [w.text for w in done] == ["we", "saw", "the", "missile"]
+    assert [w.text for w in h.tentative] == ["type", "and", "more"]
+
+
+def test_an_unsure_word_at_a_pause_settles_once_old_enough():
+    unsure = [TimedWord("hello", 0.0, 0.3, 0.9), TimedWord("typograpy", 0.4, 0.7, 0.2)]
+    h = Hypotheses()
+    assert [w.text for w in h.commit_before(unsure, 1.0, confident=0.5)] == ["hello"]
+    assert [w.text for w in h.commit_before(unsure, 1.0, confident=0.5, settled=0.8)] == ["typograpy"]
