@@ -72,7 +72,6 @@ class SpeakerDiarizer:
         self._vad = VadStream(vad_model)
         self._vad_model = vad_model
         self._lock = threading.Lock()
-        self._probs: list[np.ndarray] = []
         self._mask_parts: list[np.ndarray] = []  # speech flag per VAD chunk, appended in pieces
         self._mask_len = 0
         self._on = False

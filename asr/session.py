@@ -93,6 +93,8 @@ class AudioListener(Protocol):
     def heard(self, samples: np.ndarray, probs: np.ndarray) -> None: ...
 
     def skip(self, seconds: float) -> None: ...
+
+
 _ids = itertools.count(1)
 
 
@@ -411,6 +413,7 @@ class StreamSession:
                 return  # the segment closed or split while this refresh ran: its final decode decides
             seg.decoded_to = max(seg.decoded_to, plan.end)
             hyp = seg.hyp
+            settled = plan.end - self.config.settle_s  # words this far back commit even if hypotheses disagree
             if plan.kind == Priority.FINAL:
                 hyp.commit_all(words)
                 if self._closing and self._closing[0] is seg:
@@ -418,12 +421,11 @@ class StreamSession:
                 final = True
             elif plan.kind == Priority.ENDPOINT:
                 hyp.commit_before(words, plan.commit_before, confident=self.config.pause_commit_confidence,
-                                  settled=plan.end - self.config.settle_s)
+                                  settled=settled)
                 seg.endpoint_for = plan.speech_end
                 if seg.pending_pause == plan.speech_end:
                     seg.pending_pause = None
             else:
-                settled = plan.end - self.config.settle_s
                 hyp.agree(words, horizon=plan.end - self.config.agree_right_context_s, settled=settled)
                 if plan.commit_before != float("inf"):
                     hyp.commit_before(hyp.tentative, plan.commit_before, confident=self.config.pause_commit_confidence,

@@ -75,7 +75,7 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     speakers: LiveSpeakers | None = None
     if diarize and not width and participant_id is None and speaker is None:
         speakers = live_speakers(services, transcript_id, offset)
-        deliver = _labelled(speakers, deliver)
+        deliver = speakers.relay(deliver)
     sessions = [StreamSession(engine=services.engine, vad_model=services.vad_model,
                               emit=deliver, config=replace(config), offset=offset, speaker=name,
                               participant_id=pid, listener=speakers) for pid, name in people]
@@ -126,17 +126,6 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     if on_progress is not None:
         await on_progress(fed, fed)
     return FileResult(fed, emitted)
-
-
-def _labelled(speakers: LiveSpeakers, deliver: Callable[[Transcription], Awaitable[None]]
-              ) -> Callable[[Transcription], Awaitable[None]]:
-    """Finals get their speakers (split where the voice changes) before they are delivered."""
-
-    async def emit(msg: Transcription) -> None:
-        for part in await speakers.messages(msg):
-            await deliver(part)
-
-    return emit
 
 
 def _channel_files(services: Services, transcript_id: str, people: list[tuple[str | None, str | None]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -129,6 +130,8 @@ class Publisher:
         if participant is None and wanted:
             self.speakers = live_speakers(services, transcript.id, self.session.offset)
             self.session.listener = self.speakers  # it follows the session's audio and VAD
+        publish = functools.partial(services.hub.publish, transcript.id)
+        self._deliver = self.speakers.relay(publish) if self.speakers is not None else publish
         self.paused = False
         self.finished = False
         self.started_at = time.monotonic()
@@ -209,8 +212,7 @@ class Publisher:
     async def _emit(self, msg: Transcription) -> None:
         if msg.is_final:
             await asyncio.to_thread(self.wav.sync)  # the audio behind a final is on disk before it is sent
-        for part in await self.speakers.messages(msg) if self.speakers is not None else [msg]:
-            await self.transcript.services.hub.publish(self.transcript.id, part)
+        await self._deliver(msg)
 
     async def _report_lag(self, interval: float) -> None:
         while True:

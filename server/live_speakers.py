@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -130,9 +131,14 @@ class LiveSpeakers:
 
     # ------------------------------------------------------------ finals (labelled before they are stored)
 
-    async def messages(self, msg: Transcription) -> list[Transcription]:
-        """What goes out for one transcription message: a final labelled (and split), a partial tagged."""
-        return await self.label(msg) if msg.is_final else [self.partial_speaker(msg)]
+    def relay(self, deliver: Callable[[Transcription], Awaitable[None]]) -> Callable[[Transcription], Awaitable[None]]:
+        """``deliver`` with speakers: a final labelled (and split where the voice changes), a partial tagged."""
+
+        async def emit(msg: Transcription) -> None:
+            for part in await self.label(msg) if msg.is_final else [self.partial_speaker(msg)]:
+                await deliver(part)
+
+        return emit
 
     async def label(self, msg: Transcription) -> list[Transcription]:
         """The final, with speakers: one message per speaker run (split where the turn changes).
