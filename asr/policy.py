@@ -43,9 +43,15 @@ def trim_repetition(words: list[TimedWord], max_repeats: int = 6, max_n: int = 4
 
 
 class Hypotheses:
-    """Committed words of one segment plus the previous hypothesis' uncommitted tail."""
+    """Committed words of one segment plus the previous hypothesis' uncommitted tail.
 
-    def __init__(self) -> None:
+    ``anchor`` holds words committed before this segment that its window still starts with (a segment
+    split for length begins at the last final word of the one before): new hypotheses are lined up
+    against them but they are never committed again.
+    """
+
+    def __init__(self, anchor: list[TimedWord] | None = None) -> None:
+        self.anchor: list[TimedWord] = list(anchor or [])
         self.committed: list[TimedWord] = []
         self.tentative: list[TimedWord] = []
 
@@ -60,17 +66,21 @@ class Hypotheses:
         boundary (timestamps drift between decodes by a word's length); only when the text does not
         line up does the time cut decide.
         """
-        if not self.committed:
+        known = self.anchor + self.committed
+        if not known:
             return list(words)
-        last = self.committed_end
+        last = known[-1].end
         near = [w for w in words if w.end > last - 1.5]
         keys = [norm(w.text) for w in near]
-        tail = [norm(w.text) for w in self.committed[-5:]]
+        tail = [norm(w.text) for w in known[-5:]]
         for n in range(len(tail), 0, -1):
             for i in range(min(6, len(keys) - n + 1)):
                 if keys[i:i + n] != tail[-n:]:
                     continue
-                drift = abs(near[i + n - 1].end - last)
+                # either edge of the last matched word may drift: its end when more audio follows it, its
+                # start when the window begins at it
+                w, k = near[i + n - 1], known[-1]
+                drift = min(abs(w.end - k.end), abs(w.start - k.start))
                 if drift < (1.0 if n > 1 else 0.35):
                     return near[i + n:]
         return [w for w in words if w.start > last - 0.1]

@@ -266,7 +266,9 @@ class StreamSession:
         Every committed word has been shown final in this segment's partials, so all of them stay in it
         (a cut at an earlier sentence end would move final words into the next segment, and splits
         would cascade: the next segment would start that far behind the audio). The uncommitted tail
-        carries over, so its agreement with the next hypothesis is not lost.
+        carries over, so its agreement with the next hypothesis is not lost. The next window starts at
+        the last committed word, as a trimmed window does: a word's end timestamp is often late, and a
+        window cut there clips the start of the next word ("Bible" heard as "fireball").
         """
         hyp = seg.hyp
         cut = hyp.committed_end
@@ -279,8 +281,11 @@ class StreamSession:
         seg.pending_pause = None
         self._closing.append(seg)
         # the audio after the cut was already decoded and a detected pause still needs its commit
-        nxt = Segment(id=uuid.uuid4().hex[:12], start=cut, window_start=cut, decoded_to=max(cut, decoded),
-                      endpoint_for=seg.endpoint_for, pending_pause=pause if pause is not None and pause > cut else None)
+        last = hyp.committed[-1]
+        nxt = Segment(id=uuid.uuid4().hex[:12], start=cut, window_start=min(cut, last.start),
+                      decoded_to=max(cut, decoded), endpoint_for=seg.endpoint_for,
+                      pending_pause=pause if pause is not None and pause > cut else None,
+                      hyp=Hypotheses(anchor=[last]))
         nxt.hyp.tentative = tentative
         self._open = nxt
         self._last_closed_end = cut
@@ -344,8 +349,13 @@ class StreamSession:
         return request, (plan, seg.window_start, prompt)
 
     def _prompt(self, seg: Segment) -> str:
+        history = self._history
+        for w in reversed(seg.hyp.anchor):
+            # the window starts with this word: given it as text too, the model skips it in the audio and
+            # stamps the next word at its time
+            history = history.removesuffix(w.text).rstrip()
         before = [w.text for w in seg.hyp.committed if w.end <= seg.window_start + 0.05]
-        text = (self._history + " " + " ".join(before)).strip()
+        text = (history + " " + " ".join(before)).strip()
         return text[-self.config.prompt_chars:]
 
     async def _drive(self) -> None:

@@ -73,8 +73,10 @@ async def test_build_returning_nothing_and_errors(engine):
 
 async def test_a_long_segment_splits_after_its_committed_words(engine):
     """Words shown final in a segment stay in it: the split is after the last committed word, even when
-    an earlier word ends a sentence, and the uncommitted tail carries over to the next segment."""
+    an earlier word ends a sentence, and the uncommitted tail carries over to the next segment. The next
+    window starts at the last final word (its end timestamp may be late), which the prompt leaves out."""
     session = StreamSession(engine=engine, vad_model=SileroModel(), emit=_ignore)
+    session._history = "It ends. And goes"
     seg = Segment(id="a", start=0.0, window_start=0.0)
     seg.hyp.committed = [TimedWord("It", 0.0, 0.2, 0.9), TimedWord("ends.", 0.3, 0.6, 0.9),
                          TimedWord("And", 0.9, 1.1, 0.9), TimedWord("goes", 1.2, 1.5, 0.9)]
@@ -86,6 +88,11 @@ async def test_a_long_segment_splits_after_its_committed_words(engine):
     assert closed.end == 1.5
     assert nxt is not None and nxt.start == 1.5 and not nxt.hyp.committed
     assert [w.text for w in nxt.hyp.tentative] == ["on"]
+    assert nxt.window_start == 1.2 and [w.text for w in nxt.hyp.anchor] == ["goes"]
+    assert session._prompt(nxt) == "It ends. And"
+    # the new window hears "goes" again: it lines up with the anchor and is not committed twice
+    done = nxt.hyp.agree([TimedWord("goes", 1.2, 1.45, 0.9), TimedWord("on", 1.45, 1.8, 0.9)])
+    assert [w.text for w in done] == ["on"]
 
 
 async def _ignore(_message) -> None:

@@ -95,3 +95,13 @@ def test_an_unsure_word_at_a_pause_settles_once_old_enough():
     h = Hypotheses()
     assert [w.text for w in h.commit_before(unsure, 1.0, confident=0.5)] == ["hello"]
     assert [w.text for w in h.commit_before(unsure, 1.0, confident=0.5, settled=0.8)] == ["typograpy"]
+
+
+def test_a_window_starting_at_an_anchor_word_keeps_the_next_word():
+    """A window cut at a word's start hears that word with a start that matches and an end that does
+    not (the committed end ran late, into the next word): it is still recognised and dropped."""
+    h = Hypotheses(anchor=[TimedWord("first", 53.1, 53.8, 0.9)])
+    again = [TimedWord("first", 53.1, 53.45, 0.9), TimedWord("Bible", 53.45, 54.0, 0.9),
+             TimedWord("actually", 54.0, 54.6, 0.9)]
+    assert [w.text for w in h.commit_all(again)] == ["Bible", "actually"]
+    assert not any(w.text == "first" for w in h.committed)
