@@ -79,9 +79,11 @@ class VadStream:
 @dataclass
 class VadConfig:
     threshold: float = 0.35  # whispered speech peaks around 0.3-0.7; white noise stays under 0.06
-    neg_threshold: float = 0.2
+    # speech stays speech down to this: a whispered sentence dips to 0.1-0.3 between its peaks
+    neg_threshold: float = 0.1
     min_speech_s: float = 0.2  # shorter blips are not speech (clicks, coughs)
     speech_pad_s: float = 0.2  # audio kept around speech so word edges are not clipped
+    resume_within_s: float = 0.8  # speech this soon after the last is the same utterance going on
 
 
 class SpeechTracker:
@@ -112,23 +114,26 @@ class SpeechTracker:
             start, end = self.t, self.t + CHUNK_SECONDS
             self.t = end
             self.recent.append((end, float(p)))
-            if p >= cfg.threshold:
-                if not self.in_speech:
-                    if self._candidate is None:
-                        self._candidate = start
-                    if end - self._candidate >= cfg.min_speech_s:
-                        self.in_speech = True
-                        self.speech_start = self._candidate
-                        self._candidate = None
-                        events.append(("speech_start", self.speech_start))
+            if p >= cfg.threshold and not self.in_speech:
+                if self.speech_end is not None and start - self.speech_end < cfg.resume_within_s:
+                    # a pause within an utterance ends: a clicks filter would clip the word after it
+                    self._candidate = None
+                    self.in_speech = True
+                    events.append(("speech_start", start))
+                elif self._candidate is None:
+                    self._candidate = start
+            if p >= cfg.neg_threshold and (self.in_speech or self._candidate is not None):
+                # voiced enough to keep an utterance alive, or a quiet onset (a whisper) on its way to one
+                if self._candidate is not None and end - self._candidate >= cfg.min_speech_s:
+                    self.in_speech = True
+                    self.speech_start = self._candidate
+                    self._candidate = None
+                    events.append(("speech_start", self.speech_start))
                 if self.in_speech:
                     self.speech_end = end
-            elif p >= cfg.neg_threshold and self.in_speech:
-                self.speech_end = end  # still voiced enough to keep a running utterance alive
             else:
                 self._candidate = None
-                if self.in_speech:
-                    self.in_speech = False
+                self.in_speech = False
         return events
 
     @property

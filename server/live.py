@@ -40,7 +40,8 @@ RECORDING = "recording.wav"
 
 def stream_config(settings: Settings, priority: Priority = Priority.PARTIAL) -> StreamConfig:
     return StreamConfig(
-        vad=VadConfig(threshold=settings.vad_threshold, neg_threshold=max(0.05, settings.vad_threshold - 0.15)),
+        vad=VadConfig(threshold=settings.vad_threshold, neg_threshold=max(0.05, settings.vad_threshold - 0.25),
+                      resume_within_s=settings.vad_min_silence_ms / 1000),
         min_silence_s=settings.vad_min_silence_ms / 1000,
         pause_commit_s=settings.pause_commit_ms / 1000,
         pause_commit_confidence=settings.pause_commit_confidence,
