@@ -271,7 +271,8 @@ class StreamSession:
         window cut there clips the start of the next word ("Bible" heard as "fireball").
         """
         hyp = seg.hyp
-        cut = hyp.committed_end
+        last = hyp.committed[-1]
+        cut = last.end
         tentative, pause = hyp.tentative, seg.pending_pause
         hyp.tentative = []
         seg.end = cut
@@ -281,7 +282,6 @@ class StreamSession:
         seg.pending_pause = None
         self._closing.append(seg)
         # the audio after the cut was already decoded and a detected pause still needs its commit
-        last = hyp.committed[-1]
         nxt = Segment(id=uuid.uuid4().hex[:12], start=cut, window_start=min(cut, last.start),
                       decoded_to=max(cut, decoded), endpoint_for=seg.endpoint_for,
                       pending_pause=pause if pause is not None and pause > cut else None,

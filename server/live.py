@@ -39,10 +39,11 @@ RECORDING = "recording.wav"
 
 
 def stream_config(settings: Settings, priority: Priority = Priority.PARTIAL) -> StreamConfig:
+    min_silence = settings.vad_min_silence_ms / 1000  # a pause shorter than this keeps the utterance going
     return StreamConfig(
         vad=VadConfig(threshold=settings.vad_threshold, neg_threshold=max(0.05, settings.vad_threshold - 0.25),
-                      resume_within_s=settings.vad_min_silence_ms / 1000),
-        min_silence_s=settings.vad_min_silence_ms / 1000,
+                      resume_within_s=min_silence),
+        min_silence_s=min_silence,
         pause_commit_s=settings.pause_commit_ms / 1000,
         pause_commit_confidence=settings.pause_commit_confidence,
         min_step_s=settings.min_step_ms / 1000,
