@@ -86,7 +86,7 @@ class Hypotheses:
         return [w for w in words if w.start > last - 0.1]
 
     def agree(self, words: list[TimedWord], horizon: float = float("inf"),
-              settled: float = float("-inf")) -> list[TimedWord]:
+              settled: float = float("-inf"), unsure: float = 0.0, unsure_wait: float = 0.0) -> list[TimedWord]:
         """LocalAgreement-2: commit the prefix this hypothesis shares with the previous one.
 
         Only words ending before ``horizon`` qualify: a word the model has heard with little audio after
@@ -94,13 +94,25 @@ class Hypotheses:
         committed as this hypothesis has them even if the previous one read them differently: the model
         has heard plenty after them and still wavers, and waiting longer would only hold the text back
         (a hard word would otherwise stay open until the segment's final decode).
+
+        A word that either hypothesis gives less than ``unsure`` probability needs ``unsure_wait`` seconds
+        more audio after it for both rules. Two readings half a second apart share most of their audio and
+        agree by habit on a word the model hardly knows ("shall be seaged" for "shall besiege"); more right
+        context is what changes the reading, and sure words, most of them, are not held back.
         """
         new = self._fresh(words)
         k = 0
-        while (k < len(new) and k < len(self.tentative) and new[k].end <= horizon
+
+        def wait(i: int) -> float:
+            p = new[i].probability
+            if i < len(self.tentative):
+                p = min(p, self.tentative[i].probability)
+            return unsure_wait if p < unsure else 0.0
+
+        while (k < len(new) and k < len(self.tentative) and new[k].end <= horizon - wait(k)
                and norm(new[k].text) == norm(self.tentative[k].text)):
             k += 1
-        while k < len(new) and new[k].end <= settled:
+        while k < len(new) and new[k].end <= settled - wait(k):
             k += 1
         done = new[:k]
         self.committed.extend(done)

@@ -47,6 +47,10 @@ class StreamConfig:
     min_step_s: float = 0.5  # least new audio before the hypothesis is refreshed
     agree_right_context_s: float = 1.0  # agreement commits only words with this much audio after them
     settle_s: float = 1.5  # a word with this much audio after it is committed even if hypotheses disagree
+    # ...and a word below this probability needs this much more audio after it, for both (one wrong reading
+    # repeated by two hypotheses half a second apart is the commonest streamed error)
+    unsure_probability: float = 0.5
+    unsure_wait_s: float = 1.0
     lead_in_s: float = 0.2  # audio kept before speech onset (0.6 helped some files and hurt others)
     max_segment_s: float = 20.0  # segments are split at a committed word boundary beyond this
     trim_s: float = 12.0  # the decode window is trimmed at committed words beyond this
@@ -436,7 +440,8 @@ class StreamSession:
                 if seg.pending_pause == plan.speech_end:
                     seg.pending_pause = None
             else:
-                hyp.agree(words, horizon=plan.end - self.config.agree_right_context_s, settled=settled)
+                hyp.agree(words, horizon=plan.end - self.config.agree_right_context_s, settled=settled,
+                          unsure=self.config.unsure_probability, unsure_wait=self.config.unsure_wait_s)
                 if plan.commit_before != float("inf"):
                     hyp.commit_before(hyp.tentative, plan.commit_before, confident=self.config.pause_commit_confidence,
                                       settled=settled)

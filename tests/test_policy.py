@@ -105,3 +105,19 @@ def test_a_window_starting_at_an_anchor_word_keeps_the_next_word():
              TimedWord("actually", 54.0, 54.6, 0.9)]
     assert [w.text for w in h.commit_all(again)] == ["Bible", "actually"]
     assert not any(w.text == "first" for w in h.committed)
+
+
+def test_unsure_word_needs_more_audio_after_it():
+    h = Hypotheses()
+    first = words("shall be seaged by brow")
+    first[2].probability = 0.3  # "seaged": the model hardly knows it
+    h.agree(first)
+    again = words("shall be seaged by brow and")
+    again[2].probability = 0.4
+    # "seaged" ends at 1.1: enough audio after it for a sure word, not for an unsure one
+    done = h.agree(again, horizon=1.5, unsure=0.5, unsure_wait=1.0)
+    assert [w.text for w in done] == ["shall", "be"]
+    done = h.agree(words("shall be besiege thy brow and dig"), horizon=3.0, unsure=0.5, unsure_wait=1.0)
+    assert [w.text for w in done] == []  # a different reading: agreement starts over from here
+    done = h.agree(words("shall be besiege thy brow and dig"), horizon=2.0, unsure=0.5, unsure_wait=1.0)
+    assert [w.text for w in done] == ["besiege", "thy", "brow"]
