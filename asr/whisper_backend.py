@@ -18,6 +18,7 @@ from asr.backend import DecodedWord, DecodeRequest, DecodeResult
 
 BUNDLED_MODEL = "tiny.en"
 TAIL_S = 1.0  # audio left undecoded after a window's last timestamp that is decoded in a second pass
+LOOP_RATIO = 2.4  # compression ratio of a repetition loop (Whisper's own threshold)
 log = logging.getLogger("voxlane.whisper")
 
 
@@ -85,10 +86,32 @@ class FasterWhisperBackend:
 
     def _window_or_long(self, reqs: list[DecodeRequest]) -> list[DecodeResult]:
         try:
-            return self._windows(reqs)
+            return self._without_loops(reqs, self._windows(reqs))
         except Exception as exc:  # fall back to the library's own path rather than fail every session
             log.warning("windowed decode failed (%s); decoding one by one", exc)
             return [self.transcribe_long(r) for r in reqs]
+
+    def _without_loops(self, reqs: list[DecodeRequest], results: list[DecodeResult]) -> list[DecodeResult]:
+        """Decode a window again without its prompt when the prompt led the model into a loop.
+
+        A prompt that ends in a run of one word ("Word. Word. Word.") can make the model repeat it over
+        every later window that starts there: "Word." twenty-five times where "I have a thousand
+        thoughts" was said. The loop guard keeps only its first turn, so the speech after it would be
+        lost from every hypothesis, the segment's final included. Without the prompt the same audio
+        reads correctly (Whisper's own fallback drops the prompt too).
+        """
+        again = [i for i, (r, res) in enumerate(zip(reqs, results, strict=True))
+                 if res.compression_ratio > LOOP_RATIO and r.prompt.strip()]
+        if not again:
+            return results
+        bare = [DecodeRequest(reqs[i].audio, prompt="", language=reqs[i].language,
+                              word_timestamps=reqs[i].word_timestamps) for i in again]
+        out = list(results)
+        for i, res in zip(again, self._windows(bare), strict=True):
+            res.compute_seconds += results[i].compute_seconds
+            if res.compression_ratio < results[i].compression_ratio:
+                out[i] = res
+        return out
 
     def _windows(self, reqs: list[DecodeRequest]) -> list[DecodeResult]:
         """One encoder pass and one generate call over windows of up to 30 s each, with a prompt per
