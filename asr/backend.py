@@ -26,6 +26,11 @@ class DecodedWord:
     probability: float
 
 
+# a window whose text compresses better than this is a repetition loop (Whisper's own threshold): the
+# backend decodes it again without its prompt, the session cuts what is left of it
+LOOP_COMPRESSION_RATIO = 2.4
+
+
 @dataclass(slots=True)
 class DecodeResult:
     words: list[DecodedWord] = field(default_factory=list)

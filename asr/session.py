@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from asr.audio_buffer import AudioBuffer
-from asr.backend import DecodeRequest, DecodeResult
+from asr.backend import LOOP_COMPRESSION_RATIO, DecodeRequest, DecodeResult
 from asr.inference import InferenceLoop, Priority
 from asr.policy import (
     Hypotheses,
@@ -478,7 +478,7 @@ class StreamSession:
         words = drop_trailing_hallucination(attach_punctuation(words))
         words = [w for w in words if w.start < end + 0.1]
         words = trim_repetition(words)
-        if result.compression_ratio > 2.4 and len(words) > 6:
+        if result.compression_ratio > LOOP_COMPRESSION_RATIO and len(words) > 6:
             words = trim_repetition(words, max_repeats=2)
         if prompt and copies_prompt(words, prompt) and sum(w.probability for w in words) / len(words) < 0.75:
             return []

@@ -14,11 +14,10 @@ import time
 
 import numpy as np
 
-from asr.backend import DecodedWord, DecodeRequest, DecodeResult
+from asr.backend import LOOP_COMPRESSION_RATIO, DecodedWord, DecodeRequest, DecodeResult
 
 BUNDLED_MODEL = "tiny.en"
 TAIL_S = 1.0  # audio left undecoded after a window's last timestamp that is decoded in a second pass
-LOOP_RATIO = 2.4  # compression ratio of a repetition loop (Whisper's own threshold)
 log = logging.getLogger("voxlane.whisper")
 
 
@@ -101,16 +100,16 @@ class FasterWhisperBackend:
         reads correctly (Whisper's own fallback drops the prompt too).
         """
         again = [i for i, (r, res) in enumerate(zip(reqs, results, strict=True))
-                 if res.compression_ratio > LOOP_RATIO and r.prompt.strip()]
+                 if res.compression_ratio > LOOP_COMPRESSION_RATIO and r.prompt.strip()]
         if not again:
             return results
         bare = [DecodeRequest(reqs[i].audio, prompt="", language=reqs[i].language,
                               word_timestamps=reqs[i].word_timestamps) for i in again]
         out = list(results)
-        for i, res in zip(again, self._windows(bare), strict=True):
-            res.compute_seconds += results[i].compute_seconds
-            if res.compression_ratio < results[i].compression_ratio:
-                out[i] = res
+        for i, retry in zip(again, self._windows(bare), strict=True):
+            kept = retry if retry.compression_ratio < results[i].compression_ratio else results[i]
+            kept.compute_seconds = results[i].compute_seconds + retry.compute_seconds  # both decodes ran
+            out[i] = kept
         return out
 
     def _windows(self, reqs: list[DecodeRequest]) -> list[DecodeResult]:
