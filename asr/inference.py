@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
@@ -45,7 +45,7 @@ class _Entry:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     seq: int
-    ready_at: float = field(default_factory=time.monotonic)
+    ready_at: float
 
 
 @dataclass
@@ -58,8 +58,10 @@ class LoopStats:
 
 
 class InferenceLoop:
-    def __init__(self, backend: AsrBackend, partial_max_wait: float = 1.5) -> None:
+    def __init__(self, backend: AsrBackend, partial_max_wait: float = 1.5,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.backend = backend
+        self.clock = clock  # the replay bench runs the loop on simulated time
         self.partial_max_wait = partial_max_wait
         self._cond = threading.Condition()
         self._pending: dict[str, _Entry] = {}
@@ -107,7 +109,7 @@ class InferenceLoop:
                 fut = loop.create_future()
                 fut.set_exception(RuntimeError("inference loop stopped"))
                 return fut
-            entry = _Entry(key, priority, build, loop.create_future(), loop, next(self._seq))
+            entry = _Entry(key, priority, build, loop.create_future(), loop, next(self._seq), self.clock())
             self._pending[key] = entry
             self._cond.notify()
             return entry.future
@@ -136,7 +138,7 @@ class InferenceLoop:
         return e.priority
 
     def _take_batch(self) -> list[_Entry]:
-        now = time.monotonic()
+        now = self.clock()
         ready = [e for k, e in self._pending.items() if k not in self._running]
         ready.sort(key=lambda e: (self._effective(e, now), self._last_served.get(e.key, 0.0), e.seq))
         # a batch holds requests of one urgency: a segment's final must not wait for three refreshes
@@ -161,15 +163,21 @@ class InferenceLoop:
                     return
                 batch = self._take_batch()
             try:
-                self._run_batch(batch)
+                built = self._build(batch)
+                if built:
+                    self._deliver(built, self._decode(built))
             finally:
-                now = time.monotonic()
-                with self._cond:
-                    for e in batch:
-                        self._running.discard(e.key)
-                        self._last_served[e.key] = now
+                self._served(batch)
 
-    def _run_batch(self, batch: list[_Entry]) -> None:
+    def _served(self, batch: list[_Entry]) -> None:
+        now = self.clock()
+        with self._cond:
+            for e in batch:
+                self._running.discard(e.key)
+                self._last_served[e.key] = now
+
+    def _build(self, batch: list[_Entry]) -> list[tuple[_Entry, DecodeRequest, Any]]:
+        """Each session cuts its window now, at dispatch: the freshest audio, coalesced."""
         built: list[tuple[_Entry, DecodeRequest, Any]] = []
         for e in batch:
             try:
@@ -182,8 +190,9 @@ class InferenceLoop:
                 _resolve(e, None, None)
             else:
                 built.append((e, item[0], item[1]))
-        if not built:
-            return
+        return built
+
+    def _decode(self, built: list[tuple[_Entry, DecodeRequest, Any]]) -> list[DecodeResult]:
         t0 = time.perf_counter()
         try:
             results = self.backend.transcribe([r for _, r, _ in built])
@@ -195,6 +204,9 @@ class InferenceLoop:
         self.stats.requests += len(built)
         self.stats.busy_seconds += dt
         self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(built))
+        return results
+
+    def _deliver(self, built: list[tuple[_Entry, DecodeRequest, Any]], results: list[DecodeResult]) -> None:
         for (e, _, ctx), res in zip(built, results, strict=True):
             _resolve(e, (res, ctx), None)
 

@@ -51,6 +51,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--der", action="store_true",
                    help="instead: stream the multi-speaker files and score diarization (DER) against their RTTMs")
     p.add_argument("--der-concurrency", type=int, default=2, help="multi-speaker files streamed at once")
+    p.add_argument("--replay", action="store_true",
+                   help="no server: run the live pipeline in this process on a simulated clock, every window decoded"
+                        " by the real model but taking --decode-cost seconds; reproducible to the word, for"
+                        " comparing settings (VOXLANE_* variables and --set apply)")
+    p.add_argument("--decode-cost", default="0.3,0.015", metavar="FIXED,PER_SECOND",
+                   help="replay: modelled seconds per decode, plus per second of window (default: a 2-core CPU)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="replay: override a stream setting (asr.session.StreamConfig field), e.g. settle_s=2")
     p.add_argument("--with-upload", default="", metavar="SECONDS|FILE",
                    help="upload this much real speech (or this file) while each level runs, to see its cost")
 
@@ -137,6 +145,13 @@ async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: di
         upload_info = upload.upload_run.as_dict()  # type: ignore[attr-defined]
         upload.cancel()
         await asyncio.gather(upload, return_exceptions=True)
+    return {**level_figures(n, chosen, records, refs, args.max_seconds), "diarization": diarization,
+            **sampler.summary(), "background_upload": upload_info}
+
+
+def level_figures(n: int, chosen: list[str], records: list[Any], refs: dict[str, Any],
+                  max_seconds: float = 0) -> dict[str, Any]:
+    """Latency, WER and lag of one level's streams, from what their client received."""
     per_file, commits, finals, firsts, lag_max, growth = [], [], [], [], [], []
     errors = words = 0
     for f, rec in zip(chosen, records, strict=True):
@@ -146,7 +161,7 @@ async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: di
         fl = final_latencies(rec)
         fp = first_partial(rec)
         lags = lag_series(rec)
-        e, w = wer_counts(" ".join(s["text"] for s in segs) if args.max_seconds else ref.get("text", ""),
+        e, w = wer_counts(" ".join(s["text"] for s in segs) if max_seconds else ref.get("text", ""),
                           rec.final_text) if ref else (0, 0)
         errors, words = errors + e, words + w
         commits += c
@@ -159,13 +174,13 @@ async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: di
         if g is not None:
             growth.append(g)
         per_file.append({"file": f, "transcript_id": rec.transcript_id, "audio_seconds": round(rec.audio_seconds, 2),
-                         "wer": round(e / w, 4) if w else None, "commit_latency": [round(x, 3) for x in c],
+                         "wer": round(e / w, 4) if w else None, "errors": e, "ref_words": w, "text": rec.final_text,
+                         "commit_latency": [round(x, 3) for x in c],
                          "final_latency": [round(x, 3) for x in fl], "first_partial_s": fp, "lag": lags,
                          "completed_after_stop_s": round(rec.completed - rec.stopped, 3)
                          if rec.completed and rec.stopped else None})
     return {
         "n": n,
-        "diarization": diarization,
         "files": chosen,
         "first_partial_s_p50": percentile(firsts, 50),
         "commit_latency_p50": percentile(commits, 50),
@@ -177,8 +192,6 @@ async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: di
         "ref_words": words,
         "lag_max_s": max(lag_max) if lag_max else None,
         "lag_growth_s_per_s": max(growth) if growth else None,
-        **sampler.summary(),
-        "background_upload": upload_info,
         "per_file": per_file,
     }
 
@@ -220,8 +233,17 @@ def run(args: argparse.Namespace) -> int:
     for f in files:
         a = load_pcm16k(audio_dir / f)
         audio[f] = a[: int(args.max_seconds * 16000)] if args.max_seconds else a
-    pid = args.server_pid or find_server_pid(args.url)
     levels = [int(x) for x in str(args.concurrency).split(",") if x.strip()]
+    if args.replay:
+        from server.bench_replay import run_replay
+
+        result = run_replay(args, levels, files, refs, audio)
+        if args.offline:
+            result["offline"] = offline_wer(audio_dir, files, refs, audio)
+        print_table(result)
+        write_result(args.output, result)
+        return 0
+    pid = args.server_pid or find_server_pid(args.url)
     result: dict[str, Any] = {"url": args.url, "label": args.label, "started": time.time(), "server_pid": pid,
                               "cpu_count": os.cpu_count(), "levels": []}
     modes = [{"on": True, "off": False}[m.strip()] for m in args.diarization.split(",") if m.strip()] or [None]

@@ -10,7 +10,7 @@ import pytest
 from asr.backend import DecodeRequest
 from asr.inference import InferenceLoop, Priority
 from asr.policy import TimedWord
-from asr.session import Segment, StreamSession
+from asr.session import Segment, StreamConfig, StreamSession
 from asr.vad import SileroModel
 from asr.whisper_backend import FasterWhisperBackend
 from server.live_client import load_pcm16k
@@ -109,3 +109,35 @@ def test_a_prompt_that_loops_the_model_is_dropped(engine, audio_dir):
     text = " ".join(w.text for w in result.words).lower()
     assert "thousand" in text and "thoughts" in text
     assert result.compression_ratio < 2.4
+
+
+def test_the_replay_bench_is_reproducible(engine, audio_dir, references):
+    """``voxlane bench --replay`` runs the live pipeline on a simulated clock: the same run twice gives the
+    same messages at the same times, and a slower modelled decode shows in the latencies, not in noise."""
+    from server.bench import level_figures
+    from server.bench_replay import DecodeCost, replay_level, simulated_loop
+
+    name = "single/librispeech_61-70968-0000.wav"
+    audio = {name: load_pcm16k(audio_dir / name)}
+    vad = SileroModel()
+
+    def run(cost: DecodeCost):
+        loop = simulated_loop()
+        try:
+            files, records, busy = loop.run_until_complete(
+                replay_level(1, [name], audio, engine.backend, vad, StreamConfig(), cost))
+        finally:
+            loop.close()
+        # everything but the wall-clock timestamp and the random segment ids
+        received = [(round(r.t, 6), r.type, {k: v for k, v in r.data.items() if k not in ("timestamp", "segment_id")})
+                    for r in records[0].received]
+        return level_figures(1, files, records, references), received, busy
+
+    fast, fast_msgs, busy = run(DecodeCost(0.3, 0.015))
+    again, again_msgs, _ = run(DecodeCost(0.3, 0.015))
+    slow, _, _ = run(DecodeCost(1.2, 0.05))
+    assert fast_msgs == again_msgs and fast["commit_latency_p50"] == again["commit_latency_p50"]
+    assert any(kind == "transcription" and data["is_final"] for _, kind, data in fast_msgs)
+    assert fast["wer"] is not None and fast["wer"] < 0.15
+    assert 0 < busy < 1
+    assert slow["commit_latency_p50"] > fast["commit_latency_p50"]
