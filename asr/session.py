@@ -360,7 +360,7 @@ class StreamSession:
             history = history.removesuffix(w.text).rstrip()
         before = [w.text for w in seg.hyp.committed if w.end <= seg.window_start + 0.05]
         text = (history + " " + " ".join(before)).strip()
-        return text[-self.config.prompt_chars:]
+        return text[-self.config.prompt_chars:] if self.config.prompt_chars > 0 else ""
 
     async def _drive(self) -> None:
         try:
