@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import selectors
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from asr.backend import AsrBackend
-from asr.inference import InferenceLoop
+from asr.inference import Build, InferenceLoop, Priority
 from asr.session import StreamConfig, StreamSession
 from asr.vad import SileroModel
 from protocol import Status, Transcription, envelope
@@ -93,7 +94,7 @@ class SimulatedInferenceLoop(InferenceLoop):
         if self._task is not None:
             self._task.cancel()
 
-    def schedule(self, key, priority, build):  # type: ignore[no-untyped-def]
+    def schedule(self, key: str, priority: Priority, build: Build) -> asyncio.Future:
         future = super().schedule(key, priority, build)
         self._ready.set()
         return future
@@ -183,7 +184,7 @@ def replay_config(overrides: list[str]) -> StreamConfig:
     config = stream_config(Settings.from_sources())
     for item in overrides:
         name, _, value = item.partition("=")
-        if not hasattr(config, name) or name == "vad":
+        if not hasattr(config, name) or name in ("vad", "priority"):
             raise SystemExit(f"voxlane bench: --set {item}: no stream setting {name!r}")
         current = getattr(config, name)
         kind = type(current) if current is not None else str
@@ -193,10 +194,8 @@ def replay_config(overrides: list[str]) -> StreamConfig:
 
 def run_replay(args: Any, levels: list[int], files: list[str], refs: dict[str, Any],
                audio: dict[str, np.ndarray]) -> dict[str, Any]:
-    import sys
-
     from server.app import make_backend
-    from server.bench import level_figures
+    from server.bench import fmt, level_figures
     from server.settings import Settings
 
     settings = Settings.from_sources()
@@ -216,6 +215,6 @@ def run_replay(args: Any, levels: list[int], files: list[str], refs: dict[str, A
         level = level_figures(n, chosen, records, refs, args.max_seconds)
         level.update(diarization=False, cpu_avg_percent=round(100 * busy, 1), rss_max_mb=None)
         result["levels"].append(level)
-        print(f"N={n} replay: WER {level['wer']}, commit p50/p95 {level['commit_latency_p50']:.2f}/"
-              f"{level['commit_latency_p95']:.2f} s, model busy {100 * busy:.0f} %", file=sys.stderr)
+        print(f"N={n} replay: WER {fmt(level['wer'], 4)}, commit p50/p95 {fmt(level['commit_latency_p50'])}/"
+              f"{fmt(level['commit_latency_p95'])} s, model busy {100 * busy:.0f} %", file=sys.stderr)
     return result
