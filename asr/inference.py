@@ -123,10 +123,9 @@ class InferenceLoop:
         with self._cond:
             self._last_served.pop(key, None)
 
-    @property
-    def queue_depth(self) -> int:
-        with self._cond:
-            return len(self._pending)
+    def _waiting(self) -> bool:
+        """Some session has work that is not already being decoded (called under the condition)."""
+        return any(k not in self._running for k in self._pending)
 
     # ------------------------------------------------------------ inference thread
 
@@ -157,7 +156,7 @@ class InferenceLoop:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and not any(k not in self._running for k in self._pending):
+                while not self._stopping and not self._waiting():
                     self._cond.wait()
                 if self._stopping:
                     return

@@ -238,11 +238,18 @@ def run(args: argparse.Namespace) -> int:
         from server.bench_replay import run_replay
 
         result = run_replay(args, levels, files, refs, audio)
-        if args.offline:
-            result["offline"] = offline_wer(audio_dir, files, refs, audio)
-        print_table(result)
-        write_result(args.output, result)
-        return 0
+    else:
+        result = run_live(args, levels, files, refs, audio)
+    if args.offline:
+        result["offline"] = offline_wer(audio_dir, files, refs, audio)
+    print_table(result)
+    write_result(args.output, result)
+    return 0
+
+
+def run_live(args: argparse.Namespace, levels: list[int], files: list[str], refs: dict[str, Any],
+             audio: dict[str, Any]) -> dict[str, Any]:
+    """Every level streamed to the running server (with and without diarization when asked)."""
     pid = args.server_pid or find_server_pid(args.url)
     result: dict[str, Any] = {"url": args.url, "label": args.label, "started": time.time(), "server_pid": pid,
                               "cpu_count": os.cpu_count(), "levels": []}
@@ -253,11 +260,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"N={n} diarization {fmt(mode)}: WER {fmt(level['wer'], 4)}, commit p50/p95 "
               f"{fmt(level['commit_latency_p50'])}/"
               f"{fmt(level['commit_latency_p95'])} s", file=sys.stderr)
-    if args.offline:
-        result["offline"] = offline_wer(audio_dir, files, refs, audio)
-    print_table(result)
-    write_result(args.output, result)
-    return 0
+    return result
 
 
 def run_der_command(args: argparse.Namespace, audio_dir: Path) -> int:

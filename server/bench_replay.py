@@ -102,8 +102,7 @@ class SimulatedInferenceLoop(InferenceLoop):
     async def _serve(self) -> None:
         while True:
             with self._cond:
-                waiting = any(k not in self._running for k in self._pending)
-                batch = self._take_batch() if waiting else []
+                batch = self._take_batch() if self._waiting() else []
             if not batch:
                 self._ready.clear()
                 await self._ready.wait()
