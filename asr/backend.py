@@ -38,6 +38,7 @@ class DecodeResult:
     avg_logprob: float = 0.0
     compression_ratio: float = 1.0
     compute_seconds: float = 0.0
+    passes: int = 1  # model passes this result took (a re-decoded tail or a retry without prompt adds one)
     error: str | None = None
 
 

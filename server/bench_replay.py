@@ -111,7 +111,9 @@ class SimulatedInferenceLoop(InferenceLoop):
                 built = self._build(batch)
                 if built:
                     results = self._decode(built)
-                    spent = sum(self.cost.of(len(req.audio)) for _, req, _ in built)
+                    # a re-decoded tail or a retry without prompt is charged as one more pass
+                    spent = sum(self.cost.of(len(req.audio)) + self.cost.fixed * (res.passes - 1)
+                                for (_, req, _), res in zip(built, results, strict=True))
                     self.busy += spent
                     await asyncio.sleep(spent)
                     self._deliver(built, results)

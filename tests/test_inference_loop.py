@@ -111,6 +111,18 @@ def test_a_prompt_that_loops_the_model_is_dropped(engine, audio_dir):
     assert result.compression_ratio < 2.4
 
 
+def test_speech_after_an_early_text_end_is_read(engine, audio_dir):
+    """The model may close its text with a final timestamp well before the window ends ("... and
+    thou" with "feel'st it cold" still to come): that unread tail is decoded in a second pass."""
+    speech = load_pcm16k(audio_dir / "single/librivox_shakespeare_sonnet_002.wav")
+    request = DecodeRequest(audio=speech[int(45.22 * 16000):int(52.93 * 16000)])
+    result = engine.backend.transcribe([request])[0]
+    text = " ".join(w.text for w in result.words).lower()
+    assert "blood" in text and "cold" in text
+    assert result.passes == 2
+    assert len(request.audio) / 16000 - result.words[-1].end < 1.0
+
+
 def test_the_replay_bench_is_reproducible(engine, audio_dir, references):
     """``voxlane bench --replay`` runs the live pipeline on a simulated clock: the same run twice gives the
     same messages at the same times, and a slower modelled decode shows in the latencies, not in noise."""
