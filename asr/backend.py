@@ -41,6 +41,11 @@ class DecodeResult:
     passes: int = 1  # model passes this result took (a re-decoded tail or a retry without prompt adds one)
     error: str | None = None
 
+    def add_cost(self, other: DecodeResult) -> None:
+        """Count another pass's work into this result: the loop and the replay charge what ran."""
+        self.compute_seconds += other.compute_seconds
+        self.passes += other.passes
+
 
 class AsrBackend(Protocol):
     """Backends are called from the inference loop's thread only, with up to ``max_batch`` requests."""

@@ -107,9 +107,9 @@ class FasterWhisperBackend:
                               word_timestamps=reqs[i].word_timestamps) for i in again]
         out = list(results)
         for i, retry in zip(again, self._windows(bare), strict=True):
-            kept = retry if retry.compression_ratio < results[i].compression_ratio else results[i]
-            kept.compute_seconds = results[i].compute_seconds + retry.compute_seconds  # both decodes ran
-            kept.passes = results[i].passes + retry.passes
+            kept, other = (retry, results[i]) if retry.compression_ratio < results[i].compression_ratio \
+                else (results[i], retry)
+            kept.add_cost(other)  # both decodes ran
             out[i] = kept
         return out
 
@@ -187,8 +187,7 @@ class FasterWhisperBackend:
                 res = results[i]
                 res.words += [DecodedWord(w.text, w.start + offset, w.end + offset, w.probability) for w in more.words]
                 res.compression_ratio = max(res.compression_ratio, more.compression_ratio)
-                res.compute_seconds += more.compute_seconds
-                res.passes += more.passes
+                res.add_cost(more)
         return results
 
     def transcribe_long(self, req: DecodeRequest) -> DecodeResult:

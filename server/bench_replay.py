@@ -41,8 +41,9 @@ class DecodeCost:
         fixed, per_second = (float(x) for x in text.split(","))
         return cls(fixed, per_second)
 
-    def of(self, samples: int) -> float:
-        return self.fixed + self.per_second * samples / 16000
+    def of(self, samples: int, passes: int = 1) -> float:
+        """A re-decoded tail or a retry without prompt is one more fixed cost (its audio is small)."""
+        return self.fixed * passes + self.per_second * samples / 16000
 
 
 class _Clock:
@@ -111,8 +112,7 @@ class SimulatedInferenceLoop(InferenceLoop):
                 built = self._build(batch)
                 if built:
                     results = self._decode(built)
-                    # a re-decoded tail or a retry without prompt is charged as one more pass
-                    spent = sum(self.cost.of(len(req.audio)) + self.cost.fixed * (res.passes - 1)
+                    spent = sum(self.cost.of(len(req.audio), res.passes)
                                 for (_, req, _), res in zip(built, results, strict=True))
                     self.busy += spent
                     await asyncio.sleep(spent)
