@@ -153,3 +153,45 @@ def test_the_replay_bench_is_reproducible(engine, audio_dir, references):
     assert fast["wer"] is not None and fast["wer"] < 0.15
     assert 0 < busy < 1
     assert slow["commit_latency_p50"] > fast["commit_latency_p50"]
+
+
+def test_agreement_waits_for_a_window_long_enough_to_read(engine, audio_dir):
+    """At the start of a stream the model reads its first words from a second or two of audio with no
+    prompt, and two such readings agree on a wrong word ("That" read "Let"): no word is committed by
+    agreement until the window holds ``min_commit_window_s`` of audio; the words then come final at once."""
+    from server.bench_replay import DecodeCost, replay_level, simulated_loop
+
+    name = "single/librispeech_1089-134686_1utt.wav"
+    audio = {name: load_pcm16k(audio_dir / name)}
+    config = StreamConfig()
+    loop = simulated_loop()
+    try:
+        _, records, _ = loop.run_until_complete(
+            replay_level(1, [name], audio, engine.backend, SileroModel(), config, DecodeCost()))
+    finally:
+        loop.close()
+    partials = [r for r in records[0].received if r.type == "transcription" and not r.data["is_final"]]
+    first_word = partials[0].data["words"][0]["start"]
+    with_final = [r for r in partials if any(w["final"] for w in r.data["words"])]
+    assert with_final, "words must become final while the speaker is still talking"
+    first_commit = min(r.t for r in with_final) - records[0].started
+    assert first_commit >= first_word - config.lead_in_s + config.min_commit_window_s
+    assert first_commit < audio[name].size / 16000
+
+
+async def test_a_pause_is_not_read_twice(engine):
+    """In a pause the window ends at the speech, so a second decode of it reads the same audio the same
+    way: it would only count as a second opinion that agrees. Nothing is decoded until speech resumes
+    or the segment closes."""
+    session = StreamSession(engine=engine, vad_model=SileroModel(), emit=_ignore)
+    session._buffer.append(np.zeros(int(1.6 * 16000), np.float32))
+    seg = Segment(id="a", start=0.0, window_start=0.0)
+    seg.hyp.tentative = [TimedWord("word", 0.5, 1.0, 0.3)]
+    session._open = seg
+    tracker = session._tracker
+    tracker.in_speech, tracker.speech_end, tracker.t = False, 1.0, 1.6
+    seg.decoded_to = 0.9
+    plan = session._plan()
+    assert plan is not None and plan.kind == Priority.PARTIAL
+    seg.decoded_to = 1.0 + session.config.vad.speech_pad_s  # that decode ran, up to the pad after the speech
+    assert session._plan() is None
