@@ -8,6 +8,7 @@ whole word and the silence after it. Final words are never changed or removed.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _PUNCT = re.compile(r"[^\w']+", re.UNICODE)
@@ -148,6 +149,22 @@ class Hypotheses:
             if w.end <= not_after and w.text.endswith(SENTENCE_END):
                 return w.end
         return None
+
+
+# a word the model wrote on to the one before it: "-disposed" after "ill", ".e." after "i", ",000" after "1"
+_CONTINUES = ("-", ".", ",")
+
+
+def join_words(texts: Iterable[str]) -> str:
+    """A segment's text from its words, spelled as the model wrote them ("ill-disposed", not "ill -disposed").
+
+    Words keep their own timings, so a word the model continued without a space stays a word of its
+    own; only the text joins it back.
+    """
+    out = ""
+    for t in texts:
+        out += t if out and t.startswith(_CONTINUES) else f" {t}" if out else t
+    return out
 
 
 def attach_punctuation(words: list[TimedWord]) -> list[TimedWord]:

@@ -30,6 +30,7 @@ from asr.policy import (
     attach_punctuation,
     copies_prompt,
     drop_trailing_hallucination,
+    join_words,
     trim_repetition,
 )
 from asr.vad import SileroModel, SpeechTracker, VadConfig, VadStream
@@ -364,7 +365,7 @@ class StreamSession:
             # stamps the next word at its time
             history = history.removesuffix(w.text).rstrip()
         before = [w.text for w in seg.hyp.committed if w.end <= seg.window_start + 0.05]
-        text = (history + " " + " ".join(before)).strip()
+        text = (history + " " + join_words(before)).strip()
         return text[-self.config.prompt_chars:] if self.config.prompt_chars > 0 else ""
 
     async def _drive(self) -> None:
@@ -526,7 +527,7 @@ class StreamSession:
     async def _emit_segment_inner(self, seg: Segment, final: bool) -> None:
         words = seg.hyp.committed if final else seg.words
         n_final = len(seg.hyp.committed)
-        text = " ".join(w.text for w in words)
+        text = join_words(w.text for w in words)
         if not final:
             if not words or seg.emitted == (text, n_final):
                 return

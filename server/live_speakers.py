@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from asr.diarization import DiarizationConfig, SpeakerDiarizer, Turn, speaker_id, speaker_label
+from asr.policy import join_words
 from asr.vad import SileroModel
 from protocol import Transcription
 from protocol.messages import Diarization, Word
@@ -166,7 +167,7 @@ class LiveSpeakers:
             seg_id = msg.segment_id if i == 0 else f"{msg.segment_id}-{i + 1}"
             part = msg.model_copy(update={
                 "segment_id": seg_id, "speaker": _name(n), "words": ws,
-                "text": " ".join(w.text for w in ws), "start": ws[0].start, "end": ws[-1].end,
+                "text": join_words(w.text for w in ws), "start": ws[0].start, "end": ws[-1].end,
                 "confidence": round(sum(w.probability for w in ws) / len(ws), 4)})
             parts.append(self._remember(part, n))
         return parts

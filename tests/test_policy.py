@@ -1,4 +1,4 @@
-from asr.policy import Hypotheses, TimedWord, copies_prompt, trim_repetition
+from asr.policy import Hypotheses, TimedWord, copies_prompt, join_words, trim_repetition
 
 
 def words(text: str, t0: float = 0.0, step: float = 0.4) -> list[TimedWord]:
@@ -121,3 +121,12 @@ def test_unsure_word_needs_more_audio_after_it():
     assert [w.text for w in done] == []  # a different reading: agreement starts over from here
     done = h.agree(words("shall be besiege thy brow and dig"), horizon=2.0, unsure=0.5, unsure_wait=1.0)
     assert [w.text for w in done] == ["besiege", "thy", "brow"]
+
+
+def test_text_joins_words_the_model_continued():
+    """The model writes "ill-disposed" as " ill" and "-disposed", "i.e." as " i" and ".e.": the text reads
+    as it was spelled, while each part keeps its own timing in ``words``."""
+    assert join_words(["and", "ill", "-disposed", "i", ".e.", "1", ",000", "self", "-love."]) == \
+        "and ill-disposed i.e. 1,000 self-love."
+    assert join_words(["Hello,", "world."]) == "Hello, world."
+    assert join_words([]) == ""
