@@ -434,29 +434,26 @@ class StreamSession:
             seg.decoded_to = max(seg.decoded_to, plan.end)
             hyp = seg.hyp
             settled = plan.end - self.config.settle_s  # words this far back commit even if hypotheses disagree
-            if plan.kind != Priority.FINAL and self._reads_cold(seg, window_start, plan.end):
-                hyp.agree(words, horizon=float("-inf"))  # a reading to compare with, nothing committed
-                if plan.kind == Priority.ENDPOINT:
-                    seg.endpoint_for = plan.speech_end
-                    if seg.pending_pause == plan.speech_end:
-                        seg.pending_pause = None
-            elif plan.kind == Priority.FINAL:
+            if plan.kind == Priority.FINAL:
                 hyp.commit_all(words)
                 if self._closing and self._closing[0] is seg:
                     self._closing.popleft()
                 final = True
+            elif self._reads_cold(seg, window_start, plan.end):
+                hyp.agree(words, horizon=float("-inf"))  # a reading to compare the next with, nothing committed
             elif plan.kind == Priority.ENDPOINT:
                 hyp.commit_before(words, plan.commit_before, confident=self.config.pause_commit_confidence,
                                   settled=settled)
-                seg.endpoint_for = plan.speech_end
-                if seg.pending_pause == plan.speech_end:
-                    seg.pending_pause = None
             else:
                 hyp.agree(words, horizon=plan.end - self.config.agree_right_context_s, settled=settled,
                           unsure=self.config.unsure_probability, unsure_wait=self.config.unsure_wait_s)
                 if plan.commit_before != float("inf"):
                     hyp.commit_before(hyp.tentative, plan.commit_before, confident=self.config.pause_commit_confidence,
                                       settled=settled)
+            if plan.kind == Priority.ENDPOINT:  # this pause has had its decode, committed or not
+                seg.endpoint_for = plan.speech_end
+                if seg.pending_pause == plan.speech_end:
+                    seg.pending_pause = None
             self._trim_window(seg, plan.end)
         if result.error:
             log.warning("decode failed for %s: %s", self.key, result.error)
