@@ -314,7 +314,8 @@ class StreamSession:
             return _Plan(seg, Priority.ENDPOINT, end=self._buffer.end, commit_before=pause, speech_end=pause)
         if not tr.in_speech and tr.silence_run < cfg.pause_commit_s and uncommitted:
             return None  # the speaker may be pausing: wait to decode with the pause in the window
-        if not tr.in_speech and seg.decoded_to >= speech_end + cfg.vad.speech_pad_s - 1e-6:
+        pause_end = self._pause_window_end(seg)
+        if pause_end is not None and seg.decoded_to >= pause_end - 1e-6:
             return None  # in a pause the window ends at the speech: it was read already, and reads the same
         if self._buffer.end - seg.decoded_to >= cfg.min_step_s and uncommitted:
             plan = _Plan(seg, Priority.PARTIAL, end=self._buffer.end)
@@ -336,6 +337,14 @@ class StreamSession:
         if plan is not None and self._engine.is_queued(self.key):
             self._engine.schedule(self.key, self._priority(plan), self._build)  # upgrade priority
 
+    def _pause_window_end(self, seg: Segment) -> float | None:
+        """Where a live window ends while the speaker pauses: a short pad after the speech, since trailing
+        silence is where Whisper invents "Thank you."; None while speech goes on."""
+        tr = self._tracker
+        if tr.in_speech or tr.speech_end is None:
+            return None
+        return max(tr.speech_end, seg.window_start) + self.config.vad.speech_pad_s
+
     def _build(self) -> tuple[DecodeRequest, Any] | None:
         """Runs on the inference thread at dispatch time."""
         with self._lock:
@@ -346,11 +355,9 @@ class StreamSession:
             if plan.kind == Priority.FINAL and seg.decoded_to >= plan.end and not seg.hyp.tentative:
                 return None  # nothing new since the last decode: close without decoding
             end = plan.end
-            tr = self._tracker
-            if plan.kind != Priority.FINAL and not tr.in_speech and tr.speech_end is not None:
-                # trailing silence is where Whisper invents "Thank you." : hand it only a short pad
-                end = min(end, max(tr.speech_end, seg.window_start) + self.config.vad.speech_pad_s)
-                plan.end = end
+            pause_end = self._pause_window_end(seg)
+            if plan.kind != Priority.FINAL and pause_end is not None:
+                end = plan.end = min(end, pause_end)
             audio = self._buffer.slice(seg.window_start, end)
             prompt = self._prompt(seg)
         if len(audio) < 1600:  # under 0.1 s: nothing a model can use
