@@ -77,6 +77,7 @@ class Segment:
     speech_end: float | None = None  # where the VAD heard the last speech, once the segment closed
     pending_pause: float | None = None  # speech end of a pause not yet covered by a commit decode
     emitted: tuple[str, int] | None = None  # (text, n_final) of the last partial sent
+    read: tuple[float, float, str] | None = None  # (window start, end, prompt) of the latest decode applied
 
     @property
     def words(self) -> list[TimedWord]:
@@ -352,18 +353,30 @@ class StreamSession:
             if plan is None:
                 return None
             seg = plan.segment
-            if plan.kind == Priority.FINAL and seg.decoded_to >= plan.end and not seg.hyp.tentative:
-                return None  # nothing new since the last decode: close without decoding
             end = plan.end
             pause_end = self._pause_window_end(seg)
             if plan.kind != Priority.FINAL and pause_end is not None:
                 end = plan.end = min(end, pause_end)
-            audio = self._buffer.slice(seg.window_start, end)
             prompt = self._prompt(seg)
+            if plan.kind == Priority.FINAL and seg.decoded_to >= plan.end and (
+                    not seg.hyp.tentative or self._was_read(seg, end, prompt)):
+                return None  # nothing new since the last decode: close without decoding
+            audio = self._buffer.slice(seg.window_start, end)
         if len(audio) < 1600:  # under 0.1 s: nothing a model can use
             return None
         request = DecodeRequest(audio=audio, prompt=prompt, language=self.config.language)
         return request, (plan, seg.window_start, prompt)
+
+    @staticmethod
+    def _was_read(seg: Segment, end: float, prompt: str) -> bool:
+        """The latest decode read this very window with this prompt: decoding it again gives the same words.
+
+        A segment whose pause was read (and left words tentative: a young segment's short window, or an
+        unsure word) closes on the same audio, since both cut at the speech end and its pad. Its final then
+        takes that reading as it stands instead of queueing the same decode again behind other streams.
+        """
+        return seg.read is not None and seg.read[0] == seg.window_start and seg.read[1] >= end - 1e-6 \
+            and seg.read[2] == prompt
 
     def _prompt(self, seg: Segment) -> str:
         history = self._history
@@ -417,7 +430,7 @@ class StreamSession:
             if seg is not None:
                 self._closing.popleft()
         if seg is not None:
-            seg.hyp.commit_all(seg.hyp.tentative)
+            seg.hyp.commit_all(self._spoken(seg, seg.hyp.tentative))
             await self._emit_segment(seg, final=True)
             return
         self._wake.clear()
@@ -431,14 +444,15 @@ class StreamSession:
     async def _apply(self, plan: _Plan, window_start: float, result: DecodeResult, prompt: str) -> None:
         seg = plan.segment
         words = self._clean(result, window_start, plan.end, prompt)
-        if plan.kind == Priority.FINAL and seg.speech_end is not None:
-            words = [w for w in words if w.start < seg.speech_end + 0.1]  # nothing is said after the speech
+        if plan.kind == Priority.FINAL:
+            words = self._spoken(seg, words)
         final = False
         with self._lock:
             self._decoded_to = max(self._decoded_to, plan.end)
             if plan.kind != Priority.FINAL and seg is not self._open:
                 return  # the segment closed or split while this refresh ran: its final decode decides
             seg.decoded_to = max(seg.decoded_to, plan.end)
+            seg.read = None if result.error else (window_start, plan.end, prompt)
             hyp = seg.hyp
             settled = plan.end - self.config.settle_s  # words this far back commit even if hypotheses disagree
             if plan.kind == Priority.FINAL:
@@ -465,6 +479,13 @@ class StreamSession:
         if result.error:
             log.warning("decode failed for %s: %s", self.key, result.error)
         await self._emit_segment(seg, final=final)
+
+    @staticmethod
+    def _spoken(seg: Segment, words: list[TimedWord]) -> list[TimedWord]:
+        """A closed segment's words up to where the VAD last heard speech: nothing is said after it."""
+        if seg.speech_end is None:
+            return words
+        return [w for w in words if w.start < seg.speech_end + 0.1]
 
     def _reads_cold(self, seg: Segment, window_start: float, end: float) -> bool:
         """A window that holds a young segment's speech from its onset and little else: too short a reading

@@ -195,3 +195,41 @@ async def test_a_pause_is_not_read_twice(engine):
     assert plan is not None and plan.kind == Priority.PARTIAL
     seg.decoded_to = 1.0 + session.config.vad.speech_pad_s  # that decode ran, up to the pad after the speech
     assert session._plan() is None
+
+
+def test_a_closing_segment_is_not_read_again(engine, audio_dir):
+    """A short utterance's pause is read (its window too short to commit from, the words stay tentative)
+    and the segment then closes on that same audio: its final is that reading, with no second decode of
+    the same window and prompt queued behind other streams."""
+    from server.bench_replay import DecodeCost, replay_level, simulated_loop
+
+    class Recording:
+        name, max_batch = "recording", 1
+
+        def __init__(self) -> None:
+            self.seen: list[tuple[bytes, str]] = []
+
+        def transcribe(self, requests):
+            self.seen += [(r.audio.tobytes(), r.prompt) for r in requests]
+            return engine.backend.transcribe(requests)
+
+        def close(self) -> None:
+            pass
+
+    name = "single/mfa_hard_cases_whisper_falsetto_fillers.wav"
+    speech = load_pcm16k(audio_dir / name)[: int(2.6 * 16000)]  # "This is all very high pitched."
+    audio = {name: np.concatenate([speech, np.zeros(2 * 16000, np.float32)])}
+    backend = Recording()
+    loop = simulated_loop()
+    try:
+        _, records, _ = loop.run_until_complete(
+            replay_level(1, [name], audio, backend, SileroModel(), StreamConfig(), DecodeCost()))
+    finally:
+        loop.close()
+    messages = [r.data for r in records[0].received if r.type == "transcription"]
+    final = [m for m in messages if m["is_final"]]
+    assert len(final) == 1 and "pitched" in final[0]["text"].lower()
+    last_partial = [m for m in messages if not m["is_final"]][-1]
+    assert not any(w["final"] for w in last_partial["words"])  # the young segment committed nothing early
+    assert [w["text"] for w in final[0]["words"]] == [w["text"] for w in last_partial["words"]]
+    assert len(backend.seen) == len(set(backend.seen)), "a window was decoded twice with the same prompt"
