@@ -55,6 +55,7 @@ class LoopStats:
     busy_seconds: float = 0.0
     coalesced: int = 0
     max_batch_seen: int = 0
+    hurried: int = 0  # requests decoded while other live streams waited
 
 
 class InferenceLoop:
@@ -136,7 +137,8 @@ class InferenceLoop:
             return Priority.ENDPOINT
         return e.priority
 
-    def _take_batch(self) -> list[_Entry]:
+    def _take_batch(self) -> tuple[list[_Entry], bool]:
+        """The next batch, and whether live work of other streams is left waiting behind it."""
         now = self.clock()
         ready = [e for k, e in self._pending.items() if k not in self._running]
         ready.sort(key=lambda e: (self._effective(e, now), self._last_served.get(e.key, 0.0), e.seq))
@@ -151,7 +153,9 @@ class InferenceLoop:
         for e in batch:
             del self._pending[e.key]
             self._running.add(e.key)
-        return batch
+        taken = {e.key for e in batch}
+        queued = head != Priority.BULK and any(e.key not in taken and prio[e.key] != Priority.BULK for e in ready)
+        return batch, queued
 
     def _run(self) -> None:
         while True:
@@ -160,9 +164,9 @@ class InferenceLoop:
                     self._cond.wait()
                 if self._stopping:
                     return
-                batch = self._take_batch()
+                batch, hurried = self._take_batch()
             try:
-                built = self._build(batch)
+                built = self._build(batch, hurried)
                 if built:
                     self._deliver(built, self._decode(built))
             finally:
@@ -175,8 +179,9 @@ class InferenceLoop:
                 self._running.discard(e.key)
                 self._last_served[e.key] = now
 
-    def _build(self, batch: list[_Entry]) -> list[tuple[_Entry, DecodeRequest, Any]]:
-        """Each session cuts its window now, at dispatch: the freshest audio, coalesced."""
+    def _build(self, batch: list[_Entry], hurried: bool = False) -> list[tuple[_Entry, DecodeRequest, Any]]:
+        """Each session cuts its window now, at dispatch: the freshest audio, coalesced. ``hurried``: other
+        live streams wait behind this batch, so its requests are marked for the backend's cheaper decode."""
         built: list[tuple[_Entry, DecodeRequest, Any]] = []
         for e in batch:
             try:
@@ -188,6 +193,9 @@ class InferenceLoop:
             if item is None:
                 _resolve(e, None, None)
             else:
+                if hurried:
+                    item[0].hurried = True
+                    self.stats.hurried += 1
                 built.append((e, item[0], item[1]))
         return built
 

@@ -34,7 +34,8 @@ def make_backend(settings: Settings) -> FasterWhisperBackend:
     return FasterWhisperBackend(
         model=settings.model, device=settings.device, compute_type=settings.compute_type,
         cpu_threads=settings.effective_cpu_threads, batch_size=settings.effective_batch_size,
-        beam_size=settings.beam_size, device_index=settings.device_index)
+        beam_size=settings.beam_size, device_index=settings.device_index,
+        hurried_pad_s=settings.hurried_pad_seconds)
 
 
 def make_store(settings: Settings) -> SqliteStore:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from asr.backend import AsrBackend
+from asr.backend import AsrBackend, DecodeRequest
 from asr.inference import Build, InferenceLoop, Priority
 from asr.session import StreamConfig, StreamSession
 from asr.vad import SileroModel
@@ -41,9 +41,10 @@ class DecodeCost:
         fixed, per_second = (float(x) for x in text.split(","))
         return cls(fixed, per_second)
 
-    def of(self, samples: int, passes: int = 1) -> float:
-        """A re-decoded tail or a retry without prompt is one more fixed cost (its audio is small)."""
-        return self.fixed * passes + self.per_second * samples / 16000
+    def of(self, samples: int, passes: int = 1, encoded_s: float = 30.0) -> float:
+        """A re-decoded tail or a retry without prompt is one more fixed cost (its audio is small). The fixed
+        cost is the encoder's pass over ``encoded_s`` seconds: a hurried decode encodes less than 30."""
+        return self.fixed * passes * min(1.0, encoded_s / 30) + self.per_second * samples / 16000
 
 
 class _Clock:
@@ -100,19 +101,23 @@ class SimulatedInferenceLoop(InferenceLoop):
         self._ready.set()
         return future
 
+    def _encoded_seconds(self, req: DecodeRequest) -> float:
+        seconds = getattr(self.backend, "encoder_seconds", None)  # a backend that encodes less when hurried
+        return seconds([req]) if seconds is not None else 30.0
+
     async def _serve(self) -> None:
         while True:
             with self._cond:
-                batch = self._take_batch() if self._waiting() else []
+                batch, hurried = self._take_batch() if self._waiting() else ([], False)
             if not batch:
                 self._ready.clear()
                 await self._ready.wait()
                 continue
             try:
-                built = self._build(batch)
+                built = self._build(batch, hurried)
                 if built:
                     results = self._decode(built)
-                    spent = sum(self.cost.of(len(req.audio), res.passes)
+                    spent = sum(self.cost.of(len(req.audio), res.passes, self._encoded_seconds(req))
                                 for (_, req, _), res in zip(built, results, strict=True))
                     self.busy += spent
                     await asyncio.sleep(spent)

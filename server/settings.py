@@ -42,6 +42,9 @@ class Settings:
         "VOXLANE_BATCH_SIZE", "most decode requests run together by the inference loop (0: 1 on cpu, 8 on cuda)",
         lo=0, hi=256))
     beam_size: int = field(default=1, metadata=_opt("VOXLANE_BEAM_SIZE", "beam size for live decoding", lo=1, hi=16))
+    hurried_pad_seconds: float = field(default=10.0, metadata=_opt(
+        "VOXLANE_HURRIED_PAD_SECONDS", "while live streams wait for the model, a window is encoded with this much"
+        " silence after it instead of as Whisper's full 30 s input (30: never)", lo=1, hi=30))
     language: str | None = field(default=None, metadata=_opt(
         "VOXLANE_LANGUAGE", "default spoken language (multilingual models)"))
     vad_threshold: float = field(default=0.35, metadata=_opt(

@@ -233,3 +233,35 @@ def test_a_closing_segment_is_not_read_again(engine, audio_dir):
     assert not any(w["final"] for w in last_partial["words"])  # the young segment committed nothing early
     assert [w["text"] for w in final[0]["words"]] == [w["text"] for w in last_partial["words"]]
     assert len(backend.seen) == len(set(backend.seen)), "a window was decoded twice with the same prompt"
+
+
+async def test_decodes_others_wait_for_are_hurried(engine, audio_dir):
+    """While live work of other streams waits, the loop marks a batch hurried and the backend encodes the
+    window with a pad of silence instead of 30 s: the words still read right; alone, a stream's decode
+    is never hurried, and uploads waiting behind live work do not hurry it."""
+    speech = load_pcm16k(audio_dir / "single/librispeech_61-70968-0000.wav")[: 4 * 16000]
+    seen: dict[str, DecodeRequest] = {}
+
+    def build(name: str):
+        def _build():
+            seen[name] = DecodeRequest(audio=speech)
+            return seen[name], name
+        return _build
+
+    alone = await engine.schedule("solo", Priority.PARTIAL, build("solo"))
+    assert not seen["solo"].hurried
+    blocker = engine.schedule("live-a", Priority.PARTIAL, build("blocker"))
+    await asyncio.sleep(0.05)
+    upload = engine.schedule("upload", Priority.BULK, build("upload"))
+    first = engine.schedule("live-b", Priority.PARTIAL, build("first"))
+    second = engine.schedule("live-c", Priority.PARTIAL, build("second"))
+    results = await asyncio.gather(blocker, first, second, upload)
+    assert seen["first"].hurried and not seen["second"].hurried and not seen["upload"].hurried
+    backend = engine.backend
+    assert backend.encoder_seconds([seen["first"]]) == 4 + backend.hurried_pad_s
+    assert backend.encoder_seconds([seen["second"]]) == 30
+    assert _words(results[1]) == _words(alone) == _words(results[2])
+
+
+def _words(result) -> list[str]:
+    return [w.text.strip(" .,").lower() for w in result[0].words]
