@@ -154,8 +154,7 @@ class InferenceLoop:
             del self._pending[e.key]
             self._running.add(e.key)
         taken = {e.key for e in batch}
-        queued = head != Priority.BULK and any(e.key not in taken and prio[e.key] != Priority.BULK for e in ready)
-        return batch, queued
+        return batch, any(e.key not in taken and prio[e.key] != Priority.BULK for e in ready)
 
     def _run(self) -> None:
         while True:
@@ -179,7 +178,7 @@ class InferenceLoop:
                 self._running.discard(e.key)
                 self._last_served[e.key] = now
 
-    def _build(self, batch: list[_Entry], hurried: bool = False) -> list[tuple[_Entry, DecodeRequest, Any]]:
+    def _build(self, batch: list[_Entry], hurried: bool) -> list[tuple[_Entry, DecodeRequest, Any]]:
         """Each session cuts its window now, at dispatch: the freshest audio, coalesced. ``hurried``: other
         live streams wait behind this batch, so its requests are marked for the backend's cheaper decode."""
         built: list[tuple[_Entry, DecodeRequest, Any]] = []

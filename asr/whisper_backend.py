@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -104,8 +105,7 @@ class FasterWhisperBackend:
                  if res.compression_ratio > LOOP_COMPRESSION_RATIO and r.prompt.strip()]
         if not again:
             return results
-        bare = [DecodeRequest(reqs[i].audio, prompt="", language=reqs[i].language,
-                              word_timestamps=reqs[i].word_timestamps, hurried=reqs[i].hurried) for i in again]
+        bare = [replace(reqs[i], prompt="") for i in again]
         out = list(results)
         for i, retry in zip(again, self._windows(bare), strict=True):
             kept, other = (retry, results[i]) if retry.compression_ratio < results[i].compression_ratio \
@@ -166,9 +166,7 @@ class FasterWhisperBackend:
             if subs and single_ending:
                 first = int(subs[-1]["end"] * 16000)  # the model closed the text early: the rest is unread
             if subs and 0 < first and len(req.audio) - first > TAIL_S * 16000:
-                tails.append((i, first, DecodeRequest(req.audio[first:], prompt=f"{req.prompt} {text}".strip(),
-                                                      language=req.language, word_timestamps=req.word_timestamps,
-                                                      hurried=req.hurried)))
+                tails.append((i, first, replace(req, audio=req.audio[first:], prompt=f"{req.prompt} {text}".strip())))
             segments_per_request.append([{"tokens": s["tokens"], "start": s["start"], "end": s["end"], "seek": 0}
                                          for s in subs])
             sizes.append(size)
