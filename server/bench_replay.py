@@ -101,9 +101,10 @@ class SimulatedInferenceLoop(InferenceLoop):
         self._ready.set()
         return future
 
-    def _encoded_seconds(self, req: DecodeRequest) -> float:
+    def _encoded_seconds(self, reqs: list[DecodeRequest]) -> float:
+        """What the backend's encoder reads for this batch: one span for all its requests, as it pads them."""
         seconds = getattr(self.backend, "encoder_seconds", None)  # a backend that encodes less when hurried
-        return seconds([req]) if seconds is not None else 30.0
+        return seconds(reqs) if seconds is not None else 30.0
 
     async def _serve(self) -> None:
         while True:
@@ -117,7 +118,8 @@ class SimulatedInferenceLoop(InferenceLoop):
                 built = self._build(batch, hurried)
                 if built:
                     results = self._decode(built)
-                    spent = sum(self.cost.of(len(req.audio), res.passes, self._encoded_seconds(req))
+                    encoded = self._encoded_seconds([req for _, req, _ in built])
+                    spent = sum(self.cost.of(len(req.audio), res.passes, encoded)
                                 for (_, req, _), res in zip(built, results, strict=True))
                     self.busy += spent
                     await asyncio.sleep(spent)
