@@ -179,6 +179,32 @@ def test_agreement_waits_for_a_window_long_enough_to_read(engine, audio_dir):
     assert first_commit < audio[name].size / 16000
 
 
+def test_a_segment_after_a_pause_reads_on_from_the_last_words(engine, audio_dir):
+    """Slow speech with pauses long enough to close a segment ("This one Montreal." / "is going to be
+    forced." / "Very bad aligner."): each later segment's window starts at the closing words of the one
+    before, so it is not a cold reading and its words come final while it is still open, and the lent
+    words are not repeated in it."""
+    from server.bench_replay import DecodeCost, replay_level, simulated_loop
+
+    name = "single/mfa_hard_cases_whisper_falsetto_fillers.wav"
+    speech = load_pcm16k(audio_dir / name)[int(14.9 * 16000):int(25.0 * 16000)]
+    audio = {name: np.concatenate([speech, np.zeros(16000, np.float32)])}
+    loop = simulated_loop()
+    try:
+        _, records, _ = loop.run_until_complete(
+            replay_level(1, [name], audio, engine.backend, SileroModel(), StreamConfig(), DecodeCost()))
+    finally:
+        loop.close()
+    messages = [r.data for r in records[0].received if r.type == "transcription"]
+    finals = [m for m in messages if m["is_final"]]
+    assert len(finals) >= 3, [m["text"] for m in finals]
+    for before, seg in zip(finals, finals[1:], strict=False):
+        partials = [m for m in messages if m["segment_id"] == seg["segment_id"] and not m["is_final"]]
+        assert any(w["final"] for m in partials for w in m["words"]), seg["text"]
+        assert seg["words"][0]["start"] >= before["words"][-1]["end"] - 0.05, (before["text"], seg["text"])
+    assert "forced" in finals[1]["text"].lower() and "aligner" in finals[2]["text"].lower()
+
+
 async def test_a_pause_is_not_read_twice(engine):
     """In a pause the window ends at the speech, so a second decode of it reads the same audio the same
     way: it would only count as a second opinion that agrees. Nothing is decoded until speech resumes
