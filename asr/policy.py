@@ -195,6 +195,21 @@ def drop_trailing_hallucination(words: list[TimedWord], min_probability: float =
     return words
 
 
+def stop_at_stacked_words(words: list[TimedWord], run: int = 4, span: float = 0.05) -> list[TimedWord]:
+    """A reading up to where its timestamps stop advancing.
+
+    When Whisper writes text it does not hear in the audio (a loop back over its prompt or over words
+    at the start of its window), the alignment stacks those words on one instant: "Montreal forced a
+    liner. I hardly know her." all stamped 49.97 s, repeating words read a second earlier. No one says
+    ``run`` words within ``span`` seconds; the words from the second of them on are dropped (a later
+    decode reads that audio again).
+    """
+    for i in range(len(words) - run + 1):
+        if words[i + run - 1].start - words[i].start <= span:
+            return words[:i + 1]
+    return words
+
+
 def copies_prompt(words: list[TimedWord], prompt: str, min_words: int = 3) -> bool:
     """Whisper, given little audio it can read (whispers, noise), may just repeat its prompt."""
     keys = [norm(w.text) for w in words]

@@ -31,6 +31,7 @@ from asr.policy import (
     copies_prompt,
     drop_trailing_hallucination,
     join_words,
+    stop_at_stacked_words,
     trim_repetition,
 )
 from asr.vad import SileroModel, SpeechTracker, VadConfig, VadStream
@@ -568,7 +569,7 @@ class StreamSession:
         words = [TimedWord(w.text.strip(), window_start + max(0.0, w.start),
                            window_start + max(w.start, w.end), w.probability)
                  for w in result.words if w.text.strip()]
-        words = drop_trailing_hallucination(attach_punctuation(words))
+        words = drop_trailing_hallucination(stop_at_stacked_words(attach_punctuation(words)))
         words = [w for w in words if w.start < end + 0.1]
         words = trim_repetition(words)
         if result.compression_ratio > LOOP_COMPRESSION_RATIO and len(words) > 6:

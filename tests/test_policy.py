@@ -1,4 +1,4 @@
-from asr.policy import Hypotheses, TimedWord, copies_prompt, join_words, trim_repetition
+from asr.policy import Hypotheses, TimedWord, copies_prompt, join_words, stop_at_stacked_words, trim_repetition
 
 
 def words(text: str, t0: float = 0.0, step: float = 0.4) -> list[TimedWord]:
@@ -130,3 +130,12 @@ def test_text_joins_words_the_model_continued():
         "and ill-disposed i.e. 1,000 self-love."
     assert join_words(["Hello,", "world."]) == "Hello, world."
     assert join_words([]) == ""
+
+
+def test_a_reading_stops_where_its_timestamps_stop_advancing():
+    loop = words("Montreal forced", 49.6, 0.2) + [TimedWord(w, 49.97, 49.97, 0.6) for w in
+                                                    "a liner. I hardly know her.".split()]
+    loop += words("Montreal forced", 50.13, 0.2)
+    assert [w.text for w in stop_at_stacked_words(loop)] == ["Montreal", "forced", "a"]
+    pair = words("forced", 55.0) + [TimedWord("the", 55.72, 55.72, 0.9), TimedWord("liner.", 55.72, 55.9, 0.9)]
+    assert stop_at_stacked_words(pair) == pair  # two or three words on one instant happen at a window's end
