@@ -395,8 +395,7 @@ class StreamSession:
             return
         seg.context_lent = True
         cfg = self.config
-        if cfg.context_s <= 0 or seg.hyp.anchor or seg.hyp.committed or seg.window_start < seg.start \
-                or not self._last_words:
+        if cfg.context_s <= 0 or seg.hyp.anchor or not self._last_words:  # a split segment has its anchor
             return
         last_end = self._last_words[-1].end
         if seg.start - last_end > cfg.context_gap_s:
