@@ -370,11 +370,10 @@ class StreamSession:
             pause_end = self._pause_window_end(seg)
             if plan.kind != Priority.FINAL and pause_end is not None:
                 end = plan.end = min(end, pause_end)
+            if plan.kind == Priority.FINAL and self._read_to_the_end(plan):
+                return None  # nothing new since the last decode: close without decoding
             self._lend_context(seg)
             prompt = self._prompt(seg)
-            if plan.kind == Priority.FINAL and seg.decoded_to >= plan.end and (
-                    not seg.hyp.tentative or self._was_read(seg, end, prompt)):
-                return None  # nothing new since the last decode: close without decoding
             audio = self._buffer.slice(seg.window_start, end)
         if len(audio) < 1600:  # under 0.1 s: nothing a model can use
             return None
@@ -406,6 +405,12 @@ class StreamSession:
         seg.window_start = lent[0].start
         seg.hyp.anchor = lent
 
+    def _read_to_the_end(self, plan: _Plan) -> bool:
+        """A closed segment's latest decode already read all of its audio: its final needs no decode."""
+        seg = plan.segment
+        return seg.decoded_to >= plan.end and (
+            not seg.hyp.tentative or self._was_read(seg, plan.end, self._prompt(seg)))
+
     @staticmethod
     def _was_read(seg: Segment, end: float, prompt: str) -> bool:
         """The latest decode read this very window with this prompt: decoding it again gives the same words.
@@ -433,8 +438,13 @@ class StreamSession:
                 with self._lock:
                     plan = self._plan()
                     done = self._finishing and plan is None and self._open is None and not self._closing
+                    # a final that needs no decode is sent now, not after the batch the model is running
+                    read = plan is not None and plan.kind == Priority.FINAL and self._read_to_the_end(plan)
                 if done:
                     return
+                if read:
+                    await self._settle_without_decode()
+                    continue
                 if plan is None:
                     self._wake.clear()
                     with self._lock:
@@ -489,7 +499,13 @@ class StreamSession:
         with self._lock:
             self._decoded_to = max(self._decoded_to, plan.end)
             if plan.kind != Priority.FINAL and seg is not self._open:
-                return  # the segment closed or split while this refresh ran: its final decode decides
+                # the segment closed or split while this refresh ran: its final decides. A pause that closed
+                # it ends the final's window where this one ends, so this reading is the final's own
+                if self._reads_final_window(seg, window_start, plan.end) and not result.error:
+                    seg.decoded_to = max(seg.decoded_to, plan.end)
+                    seg.read = (window_start, plan.end, prompt)
+                    seg.hyp.agree(words, horizon=float("-inf"))  # held for the final, nothing committed here
+                return
             seg.decoded_to = max(seg.decoded_to, plan.end)
             seg.read = None if result.error else (window_start, plan.end, prompt)
             hyp = seg.hyp
@@ -518,6 +534,12 @@ class StreamSession:
         if result.error:
             log.warning("decode failed for %s: %s", self.key, result.error)
         await self._emit_segment(seg, final=final)
+
+    def _reads_final_window(self, seg: Segment, window_start: float, end: float) -> bool:
+        """A decode of an open segment read the window its final will read: the segment closed at a pause
+        (not split for length, which has no ``speech_end``) and this window ended at that pause."""
+        return (seg.speech_end is not None and seg.end is not None and seg in self._closing
+                and window_start == seg.window_start and end >= seg.end - 1e-6)
 
     @staticmethod
     def _spoken(seg: Segment, words: list[TimedWord]) -> list[TimedWord]:

@@ -229,23 +229,10 @@ def test_a_closing_segment_is_not_read_again(engine, audio_dir):
     the same window and prompt queued behind other streams."""
     from server.bench_replay import DecodeCost, replay_level, simulated_loop
 
-    class Recording:
-        name, max_batch = "recording", 1
-
-        def __init__(self) -> None:
-            self.seen: list[tuple[bytes, str]] = []
-
-        def transcribe(self, requests):
-            self.seen += [(r.audio.tobytes(), r.prompt) for r in requests]
-            return engine.backend.transcribe(requests)
-
-        def close(self) -> None:
-            pass
-
     name = "single/mfa_hard_cases_whisper_falsetto_fillers.wav"
     speech = load_pcm16k(audio_dir / name)[: int(2.6 * 16000)]  # "This is all very high pitched."
     audio = {name: np.concatenate([speech, np.zeros(2 * 16000, np.float32)])}
-    backend = Recording()
+    backend = _Recording(engine.backend)
     loop = simulated_loop()
     try:
         _, records, _ = loop.run_until_complete(
@@ -259,6 +246,48 @@ def test_a_closing_segment_is_not_read_again(engine, audio_dir):
     assert not any(w["final"] for w in last_partial["words"])  # the young segment committed nothing early
     assert [w["text"] for w in final[0]["words"]] == [w["text"] for w in last_partial["words"]]
     assert len(backend.seen) == len(set(backend.seen)), "a window was decoded twice with the same prompt"
+
+
+def test_a_pause_read_while_the_segment_closes_is_its_final(engine, audio_dir):
+    """On a slow machine the decode of a pause can finish after the pause has closed the segment. That
+    decode read the window the final reads (both end at the speech and its pad), so it is taken as the
+    final's reading: the segment's final comes as the decode ends, not after a second decode of the same
+    window and prompt."""
+    from server.bench_replay import DecodeCost, replay_level, simulated_loop
+
+    name = "single/mfa_hard_cases_whisper_falsetto_fillers.wav"
+    speech = load_pcm16k(audio_dir / name)[int(14.9 * 16000):int(25.0 * 16000)]  # three slow lines, long pauses
+    audio = {name: np.concatenate([speech, np.zeros(2 * 16000, np.float32)])}
+    backend = _Recording(engine.backend)
+    config = StreamConfig()
+    slow = DecodeCost(fixed=0.9, per_second=0.0)  # a pause's decode ends 0.25 + 0.9 s after the speech
+    assert config.pause_commit_s + slow.fixed > config.min_silence_s
+    loop = simulated_loop()
+    try:
+        _, records, _ = loop.run_until_complete(
+            replay_level(1, [name], audio, backend, SileroModel(), config, slow))
+    finally:
+        loop.close()
+    finals = [r.data for r in records[0].received if r.type == "transcription" and r.data["is_final"]]
+    assert len(finals) >= 3 and "aligner" in finals[-1]["text"].lower(), [f["text"] for f in finals]
+    assert len(backend.seen) == len(set(backend.seen)), "a window was decoded twice with the same prompt"
+
+
+class _Recording:
+    """The real backend, noting each window and prompt it is asked to read."""
+
+    name, max_batch = "recording", 1
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+        self.seen: list[tuple[bytes, str]] = []
+
+    def transcribe(self, requests):
+        self.seen += [(r.audio.tobytes(), r.prompt) for r in requests]
+        return self.backend.transcribe(requests)
+
+    def close(self) -> None:
+        pass
 
 
 async def test_decodes_others_wait_for_are_hurried(engine, audio_dir):
