@@ -517,15 +517,14 @@ class StreamSession:
                 final = True
             elif self._reads_cold(seg, window_start, plan.end):
                 hyp.agree(words, horizon=float("-inf"))  # a reading to compare the next with, nothing committed
-            elif plan.kind == Priority.ENDPOINT:
+            elif plan.commit_before != float("inf"):
+                # a pause commit, or a refresh whose window already holds the pause: either way an unsure
+                # word is weighed against the previous hypothesis, not against this one's own copy of it
                 hyp.commit_before(words, plan.commit_before, confident=self.config.pause_commit_confidence,
                                   settled=settled)
             else:
                 hyp.agree(words, horizon=plan.end - self.config.agree_right_context_s, settled=settled,
                           unsure=self.config.unsure_probability, unsure_wait=self.config.unsure_wait_s)
-                if plan.commit_before != float("inf"):
-                    hyp.commit_before(hyp.tentative, plan.commit_before, confident=self.config.pause_commit_confidence,
-                                      settled=settled)
             if plan.kind == Priority.ENDPOINT:  # this pause has had its decode, committed or not
                 seg.endpoint_for = plan.speech_end
                 if seg.pending_pause == plan.speech_end:

@@ -7,10 +7,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from asr.backend import DecodeRequest
+from asr.backend import DecodedWord, DecodeRequest, DecodeResult
 from asr.inference import InferenceLoop, Priority
 from asr.policy import TimedWord
-from asr.session import Segment, StreamConfig, StreamSession
+from asr.session import Segment, StreamConfig, StreamSession, _Plan
 from asr.vad import SileroModel
 from asr.whisper_backend import FasterWhisperBackend
 from server.live_client import load_pcm16k
@@ -221,6 +221,22 @@ async def test_a_pause_is_not_read_twice(engine):
     assert plan is not None and plan.kind == Priority.PARTIAL
     seg.decoded_to = 1.0 + session.config.vad.speech_pad_s  # that decode ran, up to the pad after the speech
     assert session._plan() is None
+
+
+async def test_a_refresh_that_holds_the_pause_weighs_unsure_words_as_a_pause_commit(engine):
+    """A refresh decoded after the pause began commits the words before the pause, as the pause's own
+    decode does: a word the model is unsure of and the previous hypothesis did not have waits for the next
+    reading or the final, rather than being taken on the agreement of this reading with itself."""
+    session = StreamSession(engine=engine, vad_model=SileroModel(), emit=_ignore)
+    session._buffer.append(np.zeros(6 * 16000, np.float32))
+    seg = Segment(id="a", start=0.0, window_start=0.0)
+    seg.hyp.tentative = [TimedWord("going", 3.0, 3.4, 0.9)]  # the previous reading, before the last word
+    session._open = seg
+    plan = _Plan(seg, Priority.PARTIAL, end=5.4, commit_before=5.0)
+    reading = DecodeResult(words=[DecodedWord(" going", 3.0, 3.4, 0.9), DecodedWord(" home", 3.5, 4.9, 0.3)])
+    await session._apply(plan, 0.0, reading, "")
+    assert [w.text for w in seg.hyp.committed] == ["going"]
+    assert [w.text for w in seg.hyp.tentative] == ["home"]
 
 
 def test_a_closing_segment_is_not_read_again(engine, audio_dir):
