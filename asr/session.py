@@ -500,8 +500,9 @@ class StreamSession:
             self._decoded_to = max(self._decoded_to, plan.end)
             if plan.kind != Priority.FINAL and seg is not self._open:
                 # the segment closed or split while this refresh ran: its final decides. A pause that closed
-                # it ends the final's window where this one ends, so this reading is the final's own
-                if self._reads_final_window(seg, window_start, plan.end) and not result.error:
+                # it (a split has no speech end) ends the final's window where this one ends: kept as the
+                # latest reading, _was_read tells the final it is its own
+                if seg.speech_end is not None and not result.error:
                     seg.decoded_to = max(seg.decoded_to, plan.end)
                     seg.read = (window_start, plan.end, prompt)
                     seg.hyp.agree(words, horizon=float("-inf"))  # held for the final, nothing committed here
@@ -533,12 +534,6 @@ class StreamSession:
         if result.error:
             log.warning("decode failed for %s: %s", self.key, result.error)
         await self._emit_segment(seg, final=final)
-
-    def _reads_final_window(self, seg: Segment, window_start: float, end: float) -> bool:
-        """A decode of an open segment read the window its final will read: the segment closed at a pause
-        (not split for length, which has no ``speech_end``) and this window ended at that pause."""
-        return (seg.speech_end is not None and seg.end is not None and seg in self._closing
-                and window_start == seg.window_start and end >= seg.end - 1e-6)
 
     @staticmethod
     def _spoken(seg: Segment, words: list[TimedWord]) -> list[TimedWord]:
