@@ -492,17 +492,30 @@ class StreamSession:
 
     async def _apply(self, plan: _Plan, window_start: float, result: DecodeResult, prompt: str) -> None:
         seg = plan.segment
-        words = self._clean(result, window_start, plan.end, prompt)
+        if result.error:
+            # a failed read says nothing about the audio: a refresh leaves the hypothesis as it was (this
+            # audio is read again by the next decode), and a final closes on that latest reading instead of
+            # dropping the words its partials showed
+            log.warning("decode failed for %s: %s", self.key, result.error)
+            words = list(seg.hyp.tentative)
+        else:
+            words = self._clean(result, window_start, plan.end, prompt)
         if plan.kind == Priority.FINAL:
             words = self._spoken(seg, words)
         final = False
         with self._lock:
             self._decoded_to = max(self._decoded_to, plan.end)
+            if plan.kind != Priority.FINAL and result.error:
+                if seg is self._open:  # the next refresh waits for new audio: a broken backend is not asked at once
+                    seg.decoded_to = max(seg.decoded_to, plan.end)
+                    if plan.kind == Priority.ENDPOINT and seg.pending_pause == plan.speech_end:
+                        seg.endpoint_for, seg.pending_pause = plan.speech_end, None
+                return
             if plan.kind != Priority.FINAL and seg is not self._open:
                 # the segment closed or split while this refresh ran: its final decides. A pause that closed
                 # it (a split has no speech end) ends the final's window where this one ends: kept as the
                 # latest reading, _was_read tells the final it is its own
-                if seg.speech_end is not None and not result.error:
+                if seg.speech_end is not None:
                     seg.decoded_to = max(seg.decoded_to, plan.end)
                     seg.read = (window_start, plan.end, prompt)
                     seg.hyp.agree(words, horizon=float("-inf"))  # held for the final, nothing committed here
@@ -531,8 +544,6 @@ class StreamSession:
                 if seg.pending_pause == plan.speech_end:
                     seg.pending_pause = None
             self._trim_window(seg, plan.end)
-        if result.error:
-            log.warning("decode failed for %s: %s", self.key, result.error)
         await self._emit_segment(seg, final=final)
 
     @staticmethod

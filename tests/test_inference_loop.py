@@ -289,6 +289,49 @@ def test_a_pause_read_while_the_segment_closes_is_its_final(engine, audio_dir):
     assert len(backend.seen) == len(set(backend.seen)), "a window was decoded twice with the same prompt"
 
 
+def test_a_final_whose_decode_fails_keeps_the_words_read_so_far(engine, audio_dir):
+    """The backend can fail on a window (a CUDA error, a batch that runs out of memory). A failed partial
+    leaves the hypothesis as it was, and a failed final closes the segment on its latest reading: the
+    words the subscribers were shown are stored, not dropped."""
+    from server.bench_replay import DecodeCost, replay_level, simulated_loop
+
+    name = "single/librispeech_61-70968-0000.wav"
+    audio = {name: np.concatenate([load_pcm16k(audio_dir / name), np.zeros(2 * 16000, np.float32)])}
+    backend = _FailingAfter(engine.backend, reads=4)
+    loop = simulated_loop()
+    try:
+        _, records, _ = loop.run_until_complete(
+            replay_level(1, [name], audio, backend, SileroModel(), StreamConfig(), DecodeCost()))
+    finally:
+        loop.close()
+    messages = [r.data for r in records[0].received if r.type == "transcription"]
+    assert backend.failed, "no decode failed: the test reads nothing"
+    partials = [m for m in messages if not m["is_final"]]
+    finals = [m for m in messages if m["is_final"]]
+    assert partials and len(finals) == 1
+    assert [w["text"] for w in finals[0]["words"]] == [w["text"] for w in partials[-1]["words"]]
+    assert len(finals[0]["words"]) >= 5
+
+
+class _FailingAfter:
+    """The real backend for the first ``reads`` windows, then a backend that fails on every one."""
+
+    name, max_batch = "failing", 1
+
+    def __init__(self, backend, reads: int) -> None:
+        self.backend, self.reads, self.failed = backend, reads, 0
+
+    def transcribe(self, requests):
+        if self.reads > 0:
+            self.reads -= len(requests)
+            return self.backend.transcribe(requests)
+        self.failed += len(requests)
+        return [DecodeResult(error="RuntimeError: CUDA failed with error out of memory") for _ in requests]
+
+    def close(self) -> None:
+        pass
+
+
 class _Recording:
     """The real backend, noting each window and prompt it is asked to read."""
 
