@@ -35,7 +35,7 @@ from asr.policy import (
     trim_repetition,
 )
 from asr.vad import SileroModel, SpeechTracker, VadConfig, VadStream
-from protocol import Transcription, Word
+from protocol import Error, ErrorCode, Transcription, Word
 
 log = logging.getLogger("voxlane.session")
 
@@ -105,6 +105,7 @@ class _Plan:
 
 
 Emit = Callable[[Transcription], Awaitable[None]]
+Report = Callable[[Error], Awaitable[None]]
 
 
 class AudioListener(Protocol):
@@ -122,7 +123,7 @@ class StreamSession:
     def __init__(self, *, engine: InferenceLoop, vad_model: SileroModel, emit: Emit,
                  config: StreamConfig | None = None, offset: float = 0.0, speaker: str | None = None,
                  participant_id: str | None = None, key: str | None = None,
-                 listener: AudioListener | None = None) -> None:
+                 listener: AudioListener | None = None, report: Report | None = None) -> None:
         self.config = config or StreamConfig()
         self.key = key or f"s{next(_ids)}-{uuid.uuid4().hex[:6]}"
         self.offset = offset  # transcript time of this stream's t=0
@@ -130,6 +131,8 @@ class StreamSession:
         self.participant_id = participant_id
         self._engine = engine
         self._emit = emit
+        self._report = report  # tells the subscribers when the model fails on this stream
+        self._failing = False  # decodes fail since the last one that read: reported once per run of them
         self.listener = listener  # gets the audio with its VAD probabilities (or the paused stretches)
         self._vad = VadStream(vad_model)
         self._tracker = SpeechTracker(self.config.vad)
@@ -468,8 +471,35 @@ class StreamSession:
         except Exception as exc:
             log.exception("session %s failed", self.key)
             self.error = str(exc)
+            await self._salvage()
+            await self._tell(f"transcription of this stream stopped ({type(exc).__name__}: {exc}); its audio is"
+                             " stored and its segments are final as last read", False)
         finally:
             self._progressed.set()
+
+    async def _salvage(self) -> None:
+        """The driver failed: every segment closes on the words it has read, so what the subscribers were
+        shown is stored rather than left open forever."""
+        with self._lock:
+            self._close_open(self._tracker.t)
+            segments = list(self._closing)
+            self._closing.clear()
+        try:
+            for seg in segments:
+                seg.hyp.commit_all(self._spoken(seg, seg.hyp.tentative))
+                await self._emit_segment(seg, final=True)
+        except Exception:
+            log.exception("session %s could not store its last segments", self.key)
+
+    async def _tell(self, message: str, recoverable: bool) -> None:
+        if self._report is None:
+            return
+        details = {"participant_id": self.participant_id} if self.participant_id else {}
+        try:
+            await self._report(Error(code=ErrorCode.TRANSCRIPTION_FAILED.value, message=message, details=details,
+                                     recoverable=recoverable))
+        except Exception:
+            log.exception("session %s could not report a failure", self.key)
 
     async def _settle_without_decode(self) -> None:
         """build() declined: close a finishing segment as it stands, or wait for more audio."""
@@ -498,7 +528,11 @@ class StreamSession:
             # dropping the words its partials showed
             log.warning("decode failed for %s: %s", self.key, result.error)
             words = list(seg.hyp.tentative)
+            if not self._failing:
+                self._failing = True
+                await self._tell(f"decoding failed, the words read so far are kept: {result.error}", True)
         else:
+            self._failing = False
             words = self._clean(result, window_start, plan.end, prompt)
         if plan.kind == Priority.FINAL:
             words = self._spoken(seg, words)

@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
     TRANSCRIPT_CLOSED = "TRANSCRIPT_CLOSED"
     OVERLOADED = "OVERLOADED"
+    TRANSCRIPTION_FAILED = "TRANSCRIPTION_FAILED"  # the model failed on a stream's audio (the audio is stored)
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 

@@ -23,7 +23,7 @@ from asr.backend import AsrBackend, DecodeRequest
 from asr.inference import Build, InferenceLoop, Priority
 from asr.session import StreamConfig, StreamSession
 from asr.vad import SileroModel
-from protocol import Status, Transcription, envelope
+from protocol import Error, Status, Transcription, envelope
 from server.live_client import Received, StreamRecord
 
 
@@ -137,10 +137,10 @@ async def replay_stream(name: str, audio: np.ndarray, engine: InferenceLoop, vad
     def record(body: Any) -> None:
         rec.received.append(Received(loop.time(), envelope(body)))
 
-    async def emit(msg: Transcription) -> None:
+    async def emit(msg: Transcription | Error) -> None:
         record(msg)
 
-    session = StreamSession(engine=engine, vad_model=vad_model, emit=emit, config=config, key=name)
+    session = StreamSession(engine=engine, vad_model=vad_model, emit=emit, config=config, key=name, report=emit)
     session.start()
     step = int(16000 * chunk_ms / 1000)
     rec.started = loop.time()

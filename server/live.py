@@ -25,7 +25,7 @@ from asr.inference import InferenceLoop, Priority
 from asr.session import StreamConfig, StreamSession
 from asr.vad import SileroModel, VadConfig
 from media import DecodeError, WavAppender, make_decoder
-from protocol import ErrorCode, ProtocolError, StartParams, Status, Transcription, parse_client_message
+from protocol import Error, ErrorCode, ProtocolError, StartParams, Status, Transcription, parse_client_message
 from protocol.messages import _Body
 from server.hub import Hub, segment_row
 from server.live_speakers import LiveSpeakers, SpeakerWorker
@@ -126,7 +126,7 @@ class Publisher:
         self.session = StreamSession(
             engine=services.engine, vad_model=services.vad_model, emit=self._emit,
             config=stream_config(services.settings), offset=offset + self.wav.duration,
-            speaker=self.speaker, participant_id=self.participant_id)
+            speaker=self.speaker, participant_id=self.participant_id, report=self._report)
         self.speakers: LiveSpeakers | None = None  # one mixed stream of several voices: diarize it
         wanted = params.diarization if params.diarization is not None else services.settings.diarization == "on"
         if participant is None and wanted:
@@ -215,6 +215,9 @@ class Publisher:
         if msg.is_final:
             await asyncio.to_thread(self.wav.sync)  # the audio behind a final is on disk before it is sent
         await self._deliver(msg)
+
+    async def _report(self, error: Error) -> None:
+        await self.transcript.services.hub.publish(self.transcript.id, error)
 
     async def _report_lag(self, interval: float) -> None:
         while True:

@@ -305,27 +305,58 @@ def test_a_final_whose_decode_fails_keeps_the_words_read_so_far(engine, audio_di
     finally:
         loop.close()
     messages = [r.data for r in records[0].received if r.type == "transcription"]
-    assert backend.failed, "no decode failed: the test reads nothing"
+    assert backend.failed > 1, "no decode failed: the test reads nothing"
     partials = [m for m in messages if not m["is_final"]]
     finals = [m for m in messages if m["is_final"]]
     assert partials and len(finals) == 1
     assert [w["text"] for w in finals[0]["words"]] == [w["text"] for w in partials[-1]["words"]]
     assert len(finals[0]["words"]) >= 5
+    # the subscribers are told once, not once per failed window, and the stream goes on
+    errors = [r.data for r in records[0].received if r.type == "error"]
+    assert len(errors) == 1 and errors[0]["code"] == "TRANSCRIPTION_FAILED" and errors[0]["recoverable"]
+    assert "out of memory" in errors[0]["message"]
+
+
+def test_a_stream_whose_session_breaks_stores_what_it_showed(engine, audio_dir):
+    """A bug in the session's own code (here: a reading it cannot handle) stops that stream's
+    transcription: its open segment is closed on the words its partials showed, and the subscribers get an
+    error that says the stream's transcription stopped, instead of silence and a segment never stored."""
+    from server.bench_replay import DecodeCost, replay_level, simulated_loop
+
+    name = "single/librispeech_61-70968-0000.wav"
+    audio = {name: np.concatenate([load_pcm16k(audio_dir / name), np.zeros(2 * 16000, np.float32)])}
+    backend = _FailingAfter(engine.backend, reads=4, broken=DecodeResult(words=[DecodedWord(None, 0, 1, 1)]))
+    loop = simulated_loop()
+    try:
+        _, records, _ = loop.run_until_complete(
+            replay_level(1, [name], audio, backend, SileroModel(), StreamConfig(), DecodeCost()))
+    finally:
+        loop.close()
+    received = [r for r in records[0].received if r.type in ("transcription", "error")]
+    assert [r.type for r in received][-2:] == ["transcription", "error"]
+    partials = [r.data for r in received if r.type == "transcription" and not r.data["is_final"]]
+    final, error = received[-2].data, received[-1].data
+    assert final["is_final"] and final["words"]
+    assert [w["text"] for w in final["words"]] == [w["text"] for w in partials[-1]["words"]]
+    assert error["code"] == "TRANSCRIPTION_FAILED" and not error["recoverable"]
 
 
 class _FailingAfter:
-    """The real backend for the first ``reads`` windows, then a backend that fails on every one."""
+    """The real backend for the first ``reads`` windows, then a backend that fails on every one (or gives
+    ``broken`` for each)."""
 
     name, max_batch = "failing", 1
 
-    def __init__(self, backend, reads: int) -> None:
-        self.backend, self.reads, self.failed = backend, reads, 0
+    def __init__(self, backend, reads: int, broken: DecodeResult | None = None) -> None:
+        self.backend, self.reads, self.failed, self.broken = backend, reads, 0, broken
 
     def transcribe(self, requests):
         if self.reads > 0:
             self.reads -= len(requests)
             return self.backend.transcribe(requests)
         self.failed += len(requests)
+        if self.broken is not None:
+            return [self.broken for _ in requests]
         return [DecodeResult(error="RuntimeError: CUDA failed with error out of memory") for _ in requests]
 
     def close(self) -> None:
