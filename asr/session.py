@@ -486,10 +486,14 @@ class StreamSession:
             self._closing.clear()
         try:
             for seg in segments:
-                seg.hyp.commit_all(self._spoken(seg, seg.hyp.tentative))
-                await self._emit_segment(seg, final=True)
+                await self._final_as_read(seg)
         except Exception:
             log.exception("session %s could not store its last segments", self.key)
+
+    async def _final_as_read(self, seg: Segment) -> None:
+        """Close a segment on its latest reading, without another decode."""
+        seg.hyp.commit_all(self._spoken(seg, seg.hyp.tentative))
+        await self._emit_segment(seg, final=True)
 
     async def _tell(self, message: str, recoverable: bool) -> None:
         if self._report is None:
@@ -509,8 +513,7 @@ class StreamSession:
             if seg is not None:
                 self._closing.popleft()
         if seg is not None:
-            seg.hyp.commit_all(self._spoken(seg, seg.hyp.tentative))
-            await self._emit_segment(seg, final=True)
+            await self._final_as_read(seg)
             return
         self._wake.clear()
         with self._lock:
