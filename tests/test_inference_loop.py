@@ -13,6 +13,7 @@ from asr.policy import TimedWord
 from asr.session import Segment, StreamConfig, StreamSession, _Plan
 from asr.vad import SileroModel
 from asr.whisper_backend import FasterWhisperBackend
+from server.bench_replay import DecodeCost, replay_level, simulated_loop
 from server.live_client import load_pcm16k
 
 
@@ -123,23 +124,28 @@ def test_speech_after_an_early_text_end_is_read(engine, audio_dir):
     assert len(request.audio) / 16000 - result.words[-1].end < 1.0
 
 
+def _replay(name: str, audio: dict[str, np.ndarray], backend, config: StreamConfig | None = None,
+            cost: DecodeCost | None = None, vad: SileroModel | None = None):
+    """One stream through the live pipeline on the replay bench's simulated clock: (files, records, busy)."""
+    loop = simulated_loop()
+    try:
+        return loop.run_until_complete(replay_level(1, [name], audio, backend, vad or SileroModel(),
+                                                    config or StreamConfig(), cost or DecodeCost()))
+    finally:
+        loop.close()
+
+
 def test_the_replay_bench_is_reproducible(engine, audio_dir, references):
     """``voxlane bench --replay`` runs the live pipeline on a simulated clock: the same run twice gives the
     same messages at the same times, and a slower modelled decode shows in the latencies, not in noise."""
     from server.bench import level_figures
-    from server.bench_replay import DecodeCost, replay_level, simulated_loop
 
     name = "single/librispeech_61-70968-0000.wav"
     audio = {name: load_pcm16k(audio_dir / name)}
     vad = SileroModel()
 
     def run(cost: DecodeCost):
-        loop = simulated_loop()
-        try:
-            files, records, busy = loop.run_until_complete(
-                replay_level(1, [name], audio, engine.backend, vad, StreamConfig(), cost))
-        finally:
-            loop.close()
+        files, records, busy = _replay(name, audio, engine.backend, cost=cost, vad=vad)
         # everything but the wall-clock timestamp and the random segment ids
         received = [(round(r.t, 6), r.type, {k: v for k, v in r.data.items() if k not in ("timestamp", "segment_id")})
                     for r in records[0].received]
@@ -159,17 +165,10 @@ def test_agreement_waits_for_a_window_long_enough_to_read(engine, audio_dir):
     """At the start of a stream the model reads its first words from a second or two of audio with no
     prompt, and two such readings agree on a wrong word ("That" read "Let"): no word is committed by
     agreement until the window holds ``min_commit_window_s`` of audio; the words then come final at once."""
-    from server.bench_replay import DecodeCost, replay_level, simulated_loop
-
     name = "single/librispeech_1089-134686_1utt.wav"
     audio = {name: load_pcm16k(audio_dir / name)}
     config = StreamConfig()
-    loop = simulated_loop()
-    try:
-        _, records, _ = loop.run_until_complete(
-            replay_level(1, [name], audio, engine.backend, SileroModel(), config, DecodeCost()))
-    finally:
-        loop.close()
+    _, records, _ = _replay(name, audio, engine.backend, config=config)
     partials = [r for r in records[0].received if r.type == "transcription" and not r.data["is_final"]]
     first_word = partials[0].data["words"][0]["start"]
     with_final = [r for r in partials if any(w["final"] for w in r.data["words"])]
@@ -184,17 +183,10 @@ def test_a_segment_after_a_pause_reads_on_from_the_last_words(engine, audio_dir)
     forced." / "Very bad aligner."): each later segment's window starts at the closing words of the one
     before, so it is not a cold reading and its words come final while it is still open, and the lent
     words are not repeated in it."""
-    from server.bench_replay import DecodeCost, replay_level, simulated_loop
-
     name = "single/mfa_hard_cases_whisper_falsetto_fillers.wav"
     speech = load_pcm16k(audio_dir / name)[int(14.9 * 16000):int(25.0 * 16000)]
     audio = {name: np.concatenate([speech, np.zeros(16000, np.float32)])}
-    loop = simulated_loop()
-    try:
-        _, records, _ = loop.run_until_complete(
-            replay_level(1, [name], audio, engine.backend, SileroModel(), StreamConfig(), DecodeCost()))
-    finally:
-        loop.close()
+    _, records, _ = _replay(name, audio, engine.backend)
     messages = [r.data for r in records[0].received if r.type == "transcription"]
     finals = [m for m in messages if m["is_final"]]
     assert len(finals) >= 3, [m["text"] for m in finals]
@@ -243,18 +235,11 @@ def test_a_closing_segment_is_not_read_again(engine, audio_dir):
     """A short utterance's pause is read (its window too short to commit from, the words stay tentative)
     and the segment then closes on that same audio: its final is that reading, with no second decode of
     the same window and prompt queued behind other streams."""
-    from server.bench_replay import DecodeCost, replay_level, simulated_loop
-
     name = "single/mfa_hard_cases_whisper_falsetto_fillers.wav"
     speech = load_pcm16k(audio_dir / name)[: int(2.6 * 16000)]  # "This is all very high pitched."
     audio = {name: np.concatenate([speech, np.zeros(2 * 16000, np.float32)])}
     backend = _Recording(engine.backend)
-    loop = simulated_loop()
-    try:
-        _, records, _ = loop.run_until_complete(
-            replay_level(1, [name], audio, backend, SileroModel(), StreamConfig(), DecodeCost()))
-    finally:
-        loop.close()
+    _, records, _ = _replay(name, audio, backend)
     messages = [r.data for r in records[0].received if r.type == "transcription"]
     final = [m for m in messages if m["is_final"]]
     assert len(final) == 1 and "pitched" in final[0]["text"].lower()
@@ -269,8 +254,6 @@ def test_a_pause_read_while_the_segment_closes_is_its_final(engine, audio_dir):
     decode read the window the final reads (both end at the speech and its pad), so it is taken as the
     final's reading: the segment's final comes as the decode ends, not after a second decode of the same
     window and prompt."""
-    from server.bench_replay import DecodeCost, replay_level, simulated_loop
-
     name = "single/mfa_hard_cases_whisper_falsetto_fillers.wav"
     speech = load_pcm16k(audio_dir / name)[int(14.9 * 16000):int(25.0 * 16000)]  # three slow lines, long pauses
     audio = {name: np.concatenate([speech, np.zeros(2 * 16000, np.float32)])}
@@ -278,12 +261,7 @@ def test_a_pause_read_while_the_segment_closes_is_its_final(engine, audio_dir):
     config = StreamConfig()
     slow = DecodeCost(fixed=0.9, per_second=0.0)  # a pause's decode ends 0.25 + 0.9 s after the speech
     assert config.pause_commit_s + slow.fixed > config.min_silence_s
-    loop = simulated_loop()
-    try:
-        _, records, _ = loop.run_until_complete(
-            replay_level(1, [name], audio, backend, SileroModel(), config, slow))
-    finally:
-        loop.close()
+    _, records, _ = _replay(name, audio, backend, config=config, cost=slow)
     finals = [r.data for r in records[0].received if r.type == "transcription" and r.data["is_final"]]
     assert len(finals) >= 3 and "aligner" in finals[-1]["text"].lower(), [f["text"] for f in finals]
     assert len(backend.seen) == len(set(backend.seen)), "a window was decoded twice with the same prompt"
@@ -293,17 +271,10 @@ def test_a_final_whose_decode_fails_keeps_the_words_read_so_far(engine, audio_di
     """The backend can fail on a window (a CUDA error, a batch that runs out of memory). A failed partial
     leaves the hypothesis as it was, and a failed final closes the segment on its latest reading: the
     words the subscribers were shown are stored, not dropped."""
-    from server.bench_replay import DecodeCost, replay_level, simulated_loop
-
     name = "single/librispeech_61-70968-0000.wav"
     audio = {name: np.concatenate([load_pcm16k(audio_dir / name), np.zeros(2 * 16000, np.float32)])}
     backend = _FailingAfter(engine.backend, reads=4)
-    loop = simulated_loop()
-    try:
-        _, records, _ = loop.run_until_complete(
-            replay_level(1, [name], audio, backend, SileroModel(), StreamConfig(), DecodeCost()))
-    finally:
-        loop.close()
+    _, records, _ = _replay(name, audio, backend)
     messages = [r.data for r in records[0].received if r.type == "transcription"]
     assert backend.failed > 1, "no decode failed: the test reads nothing"
     partials = [m for m in messages if not m["is_final"]]
@@ -321,17 +292,10 @@ def test_a_stream_whose_session_breaks_stores_what_it_showed(engine, audio_dir):
     """A bug in the session's own code (here: a reading it cannot handle) stops that stream's
     transcription: its open segment is closed on the words its partials showed, and the subscribers get an
     error that says the stream's transcription stopped, instead of silence and a segment never stored."""
-    from server.bench_replay import DecodeCost, replay_level, simulated_loop
-
     name = "single/librispeech_61-70968-0000.wav"
     audio = {name: np.concatenate([load_pcm16k(audio_dir / name), np.zeros(2 * 16000, np.float32)])}
     backend = _FailingAfter(engine.backend, reads=4, broken=DecodeResult(words=[DecodedWord(None, 0, 1, 1)]))
-    loop = simulated_loop()
-    try:
-        _, records, _ = loop.run_until_complete(
-            replay_level(1, [name], audio, backend, SileroModel(), StreamConfig(), DecodeCost()))
-    finally:
-        loop.close()
+    _, records, _ = _replay(name, audio, backend)
     received = [r for r in records[0].received if r.type in ("transcription", "error")]
     assert [r.type for r in received][-2:] == ["transcription", "error"]
     partials = [r.data for r in received if r.type == "transcription" and not r.data["is_final"]]
