@@ -172,9 +172,8 @@ class FasterWhisperBackend:
             sizes.append(size)
             stats.append((res.no_speech_prob, res.scores[0] * len(tokens) / (len(tokens) + 1),
                           get_compression_ratio(text) if text else 1.0))
-        if any(r.word_timestamps for r in reqs) and any(segments_per_request):
-            m.add_word_timestamps(segments_per_request, tok, encoded, sizes, "\"'“¿([{-",
-                                  "\"'.。,，!！?？:：”)]}、", 0.0)
+        if any(r.word_timestamps for r in reqs):
+            segments_per_request = self._with_words(segments_per_request, tok, encoded, sizes)
         elapsed = (time.perf_counter() - t0) / len(reqs)
         results = []
         for segs, (no_speech, logprob, ratio) in zip(segments_per_request, stats, strict=True):
@@ -190,6 +189,19 @@ class FasterWhisperBackend:
                 res.compression_ratio = max(res.compression_ratio, more.compression_ratio)
                 res.add_cost(more)
         return results
+
+    def _with_words(self, segments_per_request: list[list[dict]], tok, encoded, sizes: list[int]) -> list[list[dict]]:
+        """Word timings for a batch, aligned in one pass over its encoder output.
+
+        faster-whisper's aligner reads every request's first segment: one window of a batch that read no
+        text made it raise, and the whole batch fell back to decoding one by one (on a GPU, eight decodes
+        for one). Such a window is aligned as one segment without text, which gives it no words.
+        """
+        if not any(segments_per_request):
+            return segments_per_request
+        padded = [segs or [{"tokens": [], "start": 0.0, "end": 0.0, "seek": 0}] for segs in segments_per_request]
+        self._model.add_word_timestamps(padded, tok, encoded, sizes, "\"'“¿([{-", "\"'.。,，!！?？:：”)]}、", 0.0)
+        return padded
 
     def encoder_seconds(self, reqs: list[DecodeRequest]) -> float:
         """Seconds of input the encoder reads for a batch: Whisper's 30, or for a hurried batch its longest
