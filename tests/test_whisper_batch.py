@@ -26,14 +26,15 @@ def _text(result) -> str:
 
 def test_a_batch_reads_each_window_as_it_reads_alone(backend, audio_dir):
     """Three streams' windows, one of them without a prompt, in one call: each gets its own words and word
-    timings in its own window's time, as when decoded alone."""
+    timings in its own window's time, as when decoded alone. (The two prompts are as long in tokens: a
+    batch cuts its prompts to the shortest, so longer ones would read with less of theirs.)"""
     lj = load_pcm16k(audio_dir / "single/ljspeech_LJ001-0001_0016.wav")
     sonnet = load_pcm16k(audio_dir / "single/librivox_shakespeare_sonnet_001.wav")
     libri = load_pcm16k(audio_dir / "single/librispeech_1089-134686_1utt.wav")
     requests = [
         DecodeRequest(audio=lj[:5 * 16000], prompt=""),
         DecodeRequest(audio=sonnet[int(0.3 * 16000):int(6.5 * 16000)], prompt="Sonnet one."),
-        DecodeRequest(audio=libri[: 4 * 16000], prompt="A chapter of a book."),
+        DecodeRequest(audio=libri[: 4 * 16000], prompt="The first chapter."),
     ]
     together = backend.transcribe(requests)
     alone = [backend.transcribe([r])[0] for r in requests]
