@@ -25,7 +25,7 @@ from asr.inference import InferenceLoop, Priority
 from asr.session import StreamConfig, StreamSession
 from asr.vad import SileroModel, VadConfig
 from media import DecodeError, WavAppender, make_decoder
-from protocol import Error, ErrorCode, ProtocolError, StartParams, Status, Transcription, parse_client_message
+from protocol import ErrorCode, ProtocolError, StartParams, Status, Transcription, parse_client_message
 from protocol.messages import _Body
 from server.hub import Hub, segment_row
 from server.live_speakers import LiveSpeakers, SpeakerWorker
@@ -123,17 +123,17 @@ class Publisher:
         path = services.audio_dir(transcript.id) / audio_file_name(self.participant_id)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.wav = WavAppender(path)
+        self._publish = functools.partial(services.hub.publish, transcript.id)  # to every subscriber
         self.session = StreamSession(
             engine=services.engine, vad_model=services.vad_model, emit=self._emit,
             config=stream_config(services.settings), offset=offset + self.wav.duration,
-            speaker=self.speaker, participant_id=self.participant_id, report=self._report)
+            speaker=self.speaker, participant_id=self.participant_id, report=self._publish)
         self.speakers: LiveSpeakers | None = None  # one mixed stream of several voices: diarize it
         wanted = params.diarization if params.diarization is not None else services.settings.diarization == "on"
         if participant is None and wanted:
             self.speakers = live_speakers(services, transcript.id, self.session.offset)
             self.session.listener = self.speakers  # it follows the session's audio and VAD
-        publish = functools.partial(services.hub.publish, transcript.id)
-        self._deliver = self.speakers.relay(publish) if self.speakers is not None else publish
+        self._deliver = self.speakers.relay(self._publish) if self.speakers is not None else self._publish
         self.paused = False
         self.finished = False
         self.started_at = time.monotonic()
@@ -207,7 +207,7 @@ class Publisher:
                       lag_seconds=round(self.session.lag_seconds, 3))
 
     async def publish_status(self, status: str, stage: str | None, message: str) -> None:
-        await self.transcript.services.hub.publish(self.transcript.id, self.status_body(status, stage, message))
+        await self._publish(self.status_body(status, stage, message))
 
     # ------------------------------------------------------------ events out
 
@@ -215,9 +215,6 @@ class Publisher:
         if msg.is_final:
             await asyncio.to_thread(self.wav.sync)  # the audio behind a final is on disk before it is sent
         await self._deliver(msg)
-
-    async def _report(self, error: Error) -> None:
-        await self.transcript.services.hub.publish(self.transcript.id, error)
 
     async def _report_lag(self, interval: float) -> None:
         while True:
