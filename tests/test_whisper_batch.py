@@ -39,12 +39,18 @@ def test_a_batch_reads_each_window_as_it_reads_alone(backend, audio_dir):
     together = backend.transcribe(requests)
     alone = [backend.transcribe([r])[0] for r in requests]
     assert len(together) == 3
-    for batched, single in zip(together, alone, strict=True):
+    for request, batched, single in zip(requests, together, alone, strict=True):
         assert not batched.error
         assert _text(batched) == _text(single)
-        assert batched.words and batched.words[0].start < 1.0  # in its own window's time
+        # in its own window's time: starting within its audio, not shifted by the windows batched before it
+        # (a word cut by the window's end may be stamped past it; the session clamps it)
+        assert batched.words and all(0.0 <= w.start <= len(request.audio) / 16000 and w.start <= w.end
+                                     for w in batched.words)
         assert all(abs(b.start - a.start) < 0.1 and abs(b.end - a.end) < 0.1
                    for b, a in zip(batched.words, single.words, strict=True))
+    # the other two open on speech (the sonnet's reader says "One." first, which its prompt already holds: the
+    # word after it is stamped somewhere in that second, where depends on the CPU's int8 kernels)
+    assert together[0].words[0].start < 0.5 and together[2].words[0].start < 0.5
     assert "printing" in _text(together[0]).lower()
     assert "creatures" in _text(together[1]).lower()
 
