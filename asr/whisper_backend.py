@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -19,11 +19,30 @@ from asr.backend import LOOP_COMPRESSION_RATIO, DecodedWord, DecodeRequest, Deco
 
 BUNDLED_MODEL = "tiny.en"
 TAIL_S = 1.0  # audio left undecoded after a window's last timestamp that is decoded in a second pass
+# tokens a window's text may take: the corpus's densest speech reads at 7 a second, timestamps included
+# about 8. Without a bound a window the model loops on ("Word. Word. Word. ...") is generated to the
+# model's limit of 448: 4-5 s of decoding on 2 cores where its words take 0.5 s, while every stream waits
+TOKENS_BASE = 16
+TOKENS_PER_SECOND = 12
 log = logging.getLogger("voxlane.whisper")
 
 
 class ModelNotFound(RuntimeError):
     pass
+
+
+@dataclass(slots=True)
+class _Reading:
+    """One window's generated text, split at its timestamps, before its word timings are aligned."""
+
+    segments: list[dict]
+    size: int  # the window's length in encoder frames, whole seconds
+    text: str
+    unread_from: int | None  # first sample of a tail the model left unread, to be decoded again
+    no_speech_prob: float
+    avg_logprob: float
+    compression_ratio: float
+    passes: int = 1
 
 
 def resolve_model(name_or_path: str) -> str:
@@ -87,32 +106,10 @@ class FasterWhisperBackend:
 
     def _window_or_long(self, reqs: list[DecodeRequest]) -> list[DecodeResult]:
         try:
-            return self._without_loops(reqs, self._windows(reqs))
+            return self._windows(reqs)
         except Exception as exc:  # fall back to the library's own path rather than fail every session
             log.warning("windowed decode failed (%s); decoding one by one", exc)
             return [self.transcribe_long(r) for r in reqs]
-
-    def _without_loops(self, reqs: list[DecodeRequest], results: list[DecodeResult]) -> list[DecodeResult]:
-        """Decode a window again without its prompt when the prompt led the model into a loop.
-
-        A prompt that ends in a run of one word ("Word. Word. Word.") can make the model repeat it over
-        every later window that starts there: "Word." twenty-five times where "I have a thousand
-        thoughts" was said. The loop guard keeps only its first turn, so the speech after it would be
-        lost from every hypothesis, the segment's final included. Without the prompt the same audio
-        reads correctly (Whisper's own fallback drops the prompt too).
-        """
-        again = [i for i, (r, res) in enumerate(zip(reqs, results, strict=True))
-                 if res.compression_ratio > LOOP_COMPRESSION_RATIO and r.prompt.strip()]
-        if not again:
-            return results
-        bare = [replace(reqs[i], prompt="") for i in again]
-        out = list(results)
-        for i, retry in zip(again, self._windows(bare), strict=True):
-            kept, other = (retry, results[i]) if retry.compression_ratio < results[i].compression_ratio \
-                else (results[i], retry)
-            kept.add_cost(other)  # both decodes ran
-            out[i] = kept
-        return out
 
     def _windows(self, reqs: list[DecodeRequest]) -> list[DecodeResult]:
         """One encoder pass and one generate call over windows of up to 30 s each, with a prompt per
@@ -128,17 +125,50 @@ class FasterWhisperBackend:
         unread): faster-whisper takes such a window as wholly read. Replay at N=1: 144 -> 139 errors of
         1372, the extra pass taken by a few windows only.
         """
-        from faster_whisper.audio import pad_or_trim
         from faster_whisper.tokenizer import Tokenizer
-        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
 
         t0 = time.perf_counter()
         m = self._model
         language = "en" if self.english_only else (reqs[0].language or "en")
         tok = Tokenizer(m.hf_tokenizer, m.model.is_multilingual, task="transcribe", language=language)
         span = int(round(self.encoder_seconds(reqs) * 100))
-        features = np.stack([pad_or_trim(m.feature_extractor(r.audio)[..., :-1], span) for r in reqs])
-        encoded = m.encode(features)
+        encoded = self._encode(reqs, span)
+        readings = self._without_loops(reqs, self._generate(reqs, encoded, tok), encoded, tok, span)
+        if any(r.word_timestamps for r in reqs):
+            aligned = self._with_words([r.segments for r in readings], tok, encoded, [r.size for r in readings])
+            for reading, segments in zip(readings, aligned, strict=True):
+                reading.segments = segments
+        elapsed = (time.perf_counter() - t0) / len(reqs)
+        results = []
+        for reading in readings:
+            words = [DecodedWord(w["word"], float(w["start"]), float(w["end"]), float(w["probability"]))
+                     for seg in reading.segments for w in seg.get("words") or []]
+            results.append(DecodeResult(words=words, no_speech_prob=reading.no_speech_prob,
+                                        avg_logprob=reading.avg_logprob, compression_ratio=reading.compression_ratio,
+                                        compute_seconds=elapsed, passes=reading.passes))
+        tails = [(i, r.unread_from, replace(reqs[i], audio=reqs[i].audio[r.unread_from:],
+                                            prompt=f"{reqs[i].prompt} {r.text}".strip()))
+                 for i, r in enumerate(readings) if r.unread_from is not None]
+        if tails:
+            for (i, first, _), more in zip(tails, self._windows([t for _, _, t in tails]), strict=True):
+                offset = first / 16000
+                res = results[i]
+                res.words += [DecodedWord(w.text, w.start + offset, w.end + offset, w.probability) for w in more.words]
+                res.compression_ratio = max(res.compression_ratio, more.compression_ratio)
+                res.add_cost(more)
+        return results
+
+    def _encode(self, reqs: list[DecodeRequest], span: int):
+        from faster_whisper.audio import pad_or_trim
+
+        m = self._model
+        return m.encode(np.stack([pad_or_trim(m.feature_extractor(r.audio)[..., :-1], span) for r in reqs]))
+
+    def _generate(self, reqs: list[DecodeRequest], encoded, tok) -> list[_Reading]:
+        """The batch's texts, split into timestamped segments, without word timings yet."""
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+
+        m = self._model
         # CTranslate2 wants <|startoftranscript|> at one position across a batch: every prompt keeps
         # the same number of its most recent tokens
         previous = [tok.encode(" " + r.prompt.strip())[-(m.max_length // 2 - 1):] if r.prompt.strip() else []
@@ -147,14 +177,11 @@ class FasterWhisperBackend:
         prompts = [m.get_prompt(tok, previous_tokens=p[len(p) - keep:] if keep else [], without_timestamps=False)
                    for p in previous]
         generated = m.model.generate(
-            encoded, prompts, beam_size=self.beam_size, max_length=m.max_length, suppress_blank=True,
-            suppress_tokens=get_suppressed_tokens(tok, [-1]), return_scores=True, return_no_speech_prob=True,
-            max_initial_timestamp_index=int(round(1.0 / m.time_precision)))
-        segments_per_request: list[list[dict]] = []
-        sizes: list[int] = []
-        stats: list[tuple[float, float, float]] = []
-        tails: list[tuple[int, int, DecodeRequest]] = []  # (request index, first sample, tail request)
-        for i, (req, res) in enumerate(zip(reqs, generated, strict=True)):
+            encoded, prompts, beam_size=self.beam_size, max_length=self._max_length(reqs, len(prompts[0])),
+            suppress_blank=True, suppress_tokens=get_suppressed_tokens(tok, [-1]), return_scores=True,
+            return_no_speech_prob=True, max_initial_timestamp_index=int(round(1.0 / m.time_precision)))
+        readings = []
+        for req, res in zip(reqs, generated, strict=True):
             tokens = res.sequences_ids[0]
             duration = len(req.audio) / 16000
             size = int(math.ceil(duration) * m.frames_per_second)
@@ -165,30 +192,49 @@ class FasterWhisperBackend:
             first = seek * m.feature_extractor.hop_length
             if subs and single_ending:
                 first = int(subs[-1]["end"] * 16000)  # the model closed the text early: the rest is unread
-            if subs and 0 < first and len(req.audio) - first > TAIL_S * 16000:
-                tails.append((i, first, replace(req, audio=req.audio[first:], prompt=f"{req.prompt} {text}".strip())))
-            segments_per_request.append([{"tokens": s["tokens"], "start": s["start"], "end": s["end"], "seek": 0}
-                                         for s in subs])
-            sizes.append(size)
-            stats.append((res.no_speech_prob, res.scores[0] * len(tokens) / (len(tokens) + 1),
-                          get_compression_ratio(text) if text else 1.0))
-        if any(r.word_timestamps for r in reqs):
-            segments_per_request = self._with_words(segments_per_request, tok, encoded, sizes)
-        elapsed = (time.perf_counter() - t0) / len(reqs)
-        results = []
-        for segs, (no_speech, logprob, ratio) in zip(segments_per_request, stats, strict=True):
-            words = [DecodedWord(w["word"], float(w["start"]), float(w["end"]), float(w["probability"]))
-                     for seg in segs for w in seg.get("words") or []]
-            results.append(DecodeResult(words=words, no_speech_prob=no_speech, avg_logprob=logprob,
-                                        compression_ratio=ratio, compute_seconds=elapsed))
-        if tails:
-            for (i, first, _), more in zip(tails, self._windows([t for _, _, t in tails]), strict=True):
-                offset = first / 16000
-                res = results[i]
-                res.words += [DecodedWord(w.text, w.start + offset, w.end + offset, w.probability) for w in more.words]
-                res.compression_ratio = max(res.compression_ratio, more.compression_ratio)
-                res.add_cost(more)
-        return results
+            unread = subs and 0 < first and len(req.audio) - first > TAIL_S * 16000
+            readings.append(_Reading(
+                segments=[{"tokens": s["tokens"], "start": s["start"], "end": s["end"], "seek": 0} for s in subs],
+                size=size, text=text, unread_from=first if unread else None, no_speech_prob=res.no_speech_prob,
+                avg_logprob=res.scores[0] * len(tokens) / (len(tokens) + 1),
+                compression_ratio=get_compression_ratio(text) if text else 1.0))
+        return readings
+
+    def _without_loops(self, reqs: list[DecodeRequest], readings: list[_Reading], encoded, tok,
+                       span: int) -> list[_Reading]:
+        """Read a window again without its prompt when the prompt led the model into a loop.
+
+        A prompt that ends in a run of one word ("Word. Word. Word.") can make the model repeat it over
+        every later window that starts there: "Word." twenty-five times where "I have a thousand
+        thoughts" was said. The loop guard keeps only its first turn, so the speech after it would be
+        lost from every hypothesis, the segment's final included. Without the prompt the same audio
+        reads correctly (Whisper's own fallback drops the prompt too). The second reading is of the same
+        audio, so it reuses the encoder's output unless only part of a batch loops (then that part is
+        encoded again); word timings are aligned once, for the reading kept.
+        """
+        again = [i for i, (r, reading) in enumerate(zip(reqs, readings, strict=True))
+                 if reading.compression_ratio > LOOP_COMPRESSION_RATIO and r.prompt.strip()]
+        if not again:
+            return readings
+        bare = [replace(reqs[i], prompt="") for i in again]
+        out = list(readings)
+        for i, retry in zip(again, self._generate(bare, encoded if len(again) == len(reqs) else
+                                                  self._encode(bare, span), tok), strict=True):
+            kept = retry if retry.compression_ratio < readings[i].compression_ratio else readings[i]
+            kept.passes = 2  # both readings ran
+            out[i] = kept
+        return out
+
+    def _max_length(self, reqs: list[DecodeRequest], prompt_tokens: int) -> int:
+        """CTranslate2's ``max_length`` for a batch that may generate ``TOKENS_BASE`` plus
+        ``TOKENS_PER_SECOND`` tokens for each second of its longest window.
+
+        CTranslate2 4.x generates at most half of ``max_length``, and no more than ``max_length`` less the
+        prompt (measured: a loop prompted with 26 tokens stops at 224 tokens under the default 448 and at
+        50 under 100; prompted with 65, at 36 under 100). The batch's prompts are equally long.
+        """
+        budget = TOKENS_BASE + math.ceil(TOKENS_PER_SECOND * max(len(r.audio) for r in reqs) / 16000)
+        return min(self._model.max_length, max(2 * budget, prompt_tokens + budget))
 
     def _with_words(self, segments_per_request: list[list[dict]], tok, encoded, sizes: list[int]) -> list[list[dict]]:
         """Word timings for a batch, aligned in one pass over its encoder output.

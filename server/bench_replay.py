@@ -42,8 +42,9 @@ class DecodeCost:
         return cls(fixed, per_second)
 
     def of(self, samples: int, passes: int = 1, encoded_s: float = 30.0) -> float:
-        """A re-decoded tail or a retry without prompt is one more fixed cost (its audio is small). The fixed
-        cost is the encoder's pass over ``encoded_s`` seconds: a hurried decode encodes less than 30."""
+        """A re-decoded tail or a retry without prompt is one more fixed cost (its audio is small; a retry
+        reuses the encoder's output, but its looping first reading generated its whole token budget). The
+        fixed cost is the encoder's pass over ``encoded_s`` seconds: a hurried decode encodes less than 30."""
         return self.fixed * passes * min(1.0, encoded_s / 30) + self.per_second * samples / 16000
 
 

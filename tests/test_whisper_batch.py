@@ -1,5 +1,5 @@
-"""Batched decoding with the real bundled model: the path a GPU takes for several live streams at once,
-kept working on CPU."""
+"""The windowed decoding path with the real bundled model: batches (the path a GPU takes for several live
+streams at once, kept working on CPU) and the bounds on a window the model loops on."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 
 from asr.backend import DecodeRequest
-from asr.whisper_backend import FasterWhisperBackend
+from asr.whisper_backend import TOKENS_BASE, TOKENS_PER_SECOND, FasterWhisperBackend
 from server.live_client import load_pcm16k
 
 
@@ -22,6 +22,45 @@ def backend():
 
 def _text(result) -> str:
     return " ".join(w.text.strip() for w in result.words)
+
+
+class _Counting:
+    """The real CTranslate2 model, counting what each generate call produced."""
+
+    def __init__(self, model) -> None:
+        self._model = model
+        self.generated: list[list[int]] = []
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def generate(self, *args, **kwargs):
+        results = self._model.generate(*args, **kwargs)
+        self.generated.append([len(r.sequences_ids[0]) for r in results])
+        return results
+
+
+@pytest.fixture()
+def counted(backend):
+    """The backend's model and encoder, counted: (generated tokens per call, encoder calls)."""
+    model, encode = backend._model.model, backend._model.encode
+    counting, encodes = _Counting(model), []
+
+    def counted_encode(features):
+        encodes.append(len(features))
+        return encode(features)
+
+    backend._model.model, backend._model.encode = counting, counted_encode
+    yield counting.generated, encodes
+    backend._model.model, backend._model.encode = model, encode
+
+
+def _looping(audio_dir) -> DecodeRequest:
+    """A window that starts in a run of one word, prompted with the run: the model repeats "Word." over
+    it (the speech after it is "I have a thousand thoughts about that thing")."""
+    speech = load_pcm16k(audio_dir / "single/mfa_hard_cases_whisper_falsetto_fillers.wav")
+    prompt = "Montreal forced aligner. Word. Another word. Here's some more word. Word. Word. Word. Word."
+    return DecodeRequest(audio=speech[31 * 16000:36 * 16000], prompt=prompt)
 
 
 def test_a_batch_reads_each_window_as_it_reads_alone(backend, audio_dir):
@@ -69,3 +108,45 @@ def test_a_window_that_read_no_text_leaves_its_batch_the_word_timings(backend, a
     words = [[w["word"].strip() for s in segs for w in s.get("words") or []] for segs in segments]
     assert words == [["Printing,", "in", "the", "only", "sense"], []]
     assert all(0.0 <= w["start"] <= w["end"] <= 3.0 for w in segments[0][0]["words"])
+
+
+def test_a_loop_stops_at_its_windows_token_budget_and_is_read_again_from_the_same_encoding(backend, audio_dir,
+                                                                                          counted):
+    """A looping reading ran to the model's limit (224 tokens, 2.5 s on 2 cores for a 5 s window), and the
+    reading without prompt encoded the same audio again: 3.9 s in all. It now stops at the window's budget,
+    and the second reading reuses the encoder's output."""
+    generated, encodes = counted
+    result = backend.transcribe([_looping(audio_dir)])[0]
+    text = _text(result).lower()
+    assert "thousand" in text and "thoughts" in text and text.count("word") <= 2
+    assert result.passes == 2
+    budget = TOKENS_BASE + TOKENS_PER_SECOND * 5
+    assert generated[0] == [budget]  # the loop, stopped
+    assert len(generated) == 2 and generated[1][0] < budget  # read again without the prompt, to its end
+    assert encodes == [1]
+
+
+def test_speech_is_never_cut_by_the_budget(backend, audio_dir, counted):
+    """The corpus's densest speech (LibriSpeech, 6.8 tokens a second over its whole file) reads to its end
+    under the budget."""
+    generated, _ = counted
+    speech = load_pcm16k(audio_dir / "single/librispeech_61-70968-0000.wav")
+    for seconds in (2, 3, 5):
+        result = backend.transcribe([DecodeRequest(audio=speech[:seconds * 16000])])[0]
+        assert result.words and generated[-1][0] < TOKENS_BASE + TOKENS_PER_SECOND * seconds
+    assert "curtain on the left" in _text(result).lower()
+
+
+def test_a_batch_reads_again_only_its_looping_window(backend, audio_dir, counted):
+    """In a batch where one window loops, only that one is read again (encoded again alone: the batch's
+    encoder output holds every window)."""
+    generated, encodes = counted
+    libri = load_pcm16k(audio_dir / "single/librispeech_1089-134686_1utt.wav")
+    steady = DecodeRequest(audio=libri[:4 * 16000], prompt="The first chapter of the book, and the night.")
+    alone = backend.transcribe([steady])[0]
+    generated.clear()
+    encodes.clear()
+    looping, other = backend.transcribe([_looping(audio_dir), steady])
+    assert "thousand" in _text(looping).lower() and looping.passes == 2
+    assert _text(other) == _text(alone) and other.passes == 1
+    assert encodes == [2, 1] and len(generated) == 2 and len(generated[1]) == 1
