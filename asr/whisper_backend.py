@@ -20,8 +20,9 @@ from asr.backend import LOOP_COMPRESSION_RATIO, DecodedWord, DecodeRequest, Deco
 BUNDLED_MODEL = "tiny.en"
 TAIL_S = 1.0  # audio left undecoded after a window's last timestamp that is decoded in a second pass
 # tokens a window's text may take: the corpus's densest speech reads at 7 a second, timestamps included
-# about 8. Without a bound a window the model loops on ("Word. Word. Word. ...") is generated to the
-# model's limit of 448: 4-5 s of decoding on 2 cores where its words take 0.5 s, while every stream waits
+# about 8. Without a bound a window the model loops on ("Word. Word. Word. ...") is generated to what
+# CTranslate2 allows under the model's length of 448 (224 tokens): 2.5 s of generating on 2 cores for a
+# 5 s window, and a looping window is read twice
 TOKENS_BASE = 16
 TOKENS_PER_SECOND = 12
 log = logging.getLogger("voxlane.whisper")
