@@ -100,18 +100,6 @@ async def _ignore(_message) -> None:
     return None
 
 
-def test_a_prompt_that_loops_the_model_is_dropped(engine, audio_dir):
-    """A window that starts inside a run of one word, prompted with that run, made the model repeat the
-    word over the whole window: the speech after it was lost from the segment's final."""
-    speech = load_pcm16k(audio_dir / "single/mfa_hard_cases_whisper_falsetto_fillers.wav")
-    prompt = ("Montreal forced aligner. Word. Another word. Here's some more word. Word. Word. Word. Word.")
-    request = DecodeRequest(audio=speech[31 * 16000:36 * 16000], prompt=prompt)
-    result = engine.backend.transcribe([request])[0]
-    text = " ".join(w.text for w in result.words).lower()
-    assert "thousand" in text and "thoughts" in text
-    assert result.compression_ratio < 2.4
-
-
 def test_speech_after_an_early_text_end_is_read(engine, audio_dir):
     """The model may close its text with a final timestamp well before the window ends ("... and
     thou" with "feel'st it cold" still to come): that unread tail is decoded in a second pass."""

@@ -110,6 +110,15 @@ def test_a_window_that_read_no_text_leaves_its_batch_the_word_timings(backend, a
     assert all(0.0 <= w["start"] <= w["end"] <= 3.0 for w in segments[0][0]["words"])
 
 
+def test_a_prompt_that_loops_the_model_is_dropped(backend, audio_dir):
+    """A window that starts inside a run of one word, prompted with that run, made the model repeat the
+    word over the whole window: the speech after it was lost from the segment's final."""
+    result = backend.transcribe([_looping(audio_dir)])[0]
+    text = " ".join(w.text for w in result.words).lower()
+    assert "thousand" in text and "thoughts" in text
+    assert result.compression_ratio < 2.4
+
+
 def test_a_loop_stops_at_its_windows_token_budget_and_is_read_again_from_the_same_encoding(backend, audio_dir,
                                                                                           counted):
     """A looping reading ran to the model's limit (224 tokens, 2.5 s on 2 cores for a 5 s window), and the
