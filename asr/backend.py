@@ -51,10 +51,12 @@ class DecodeResult:
 
 
 class AsrBackend(Protocol):
-    """Backends are called from the inference loop's thread only, with up to ``max_batch`` requests."""
+    """Backends are called from the inference loop's threads only, with up to ``max_batch`` requests; up to
+    ``lanes`` calls run at once, each from its own thread (one lane: never two at a time)."""
 
     name: str
     max_batch: int
+    lanes: int
 
     def transcribe(self, requests: list[DecodeRequest]) -> list[DecodeResult]: ...
 

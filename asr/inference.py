@@ -1,4 +1,4 @@
-"""The dedicated inference loop: one thread owns the model and decides what runs next.
+"""The dedicated inference loop: it owns the model and decides what runs next.
 
 Sessions never queue audio here. They register *that* they have work and hand
 over a ``build`` callback that snapshots their freshest audio at dispatch time,
@@ -6,6 +6,10 @@ so a session that falls behind gets one decode of everything it has instead of
 a backlog of stale windows (coalescing). Among ready sessions the loop serves
 the most urgent priority first and, within a priority, the session served
 least recently (fairness); up to ``backend.max_batch`` of them run as one batch.
+
+A backend that can run several decodes at once (``backend.lanes``) gets one
+thread per lane, all taking from the same schedule; a session never has two
+decodes in flight, so its windows are still read in order.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class LoopStats:
     coalesced: int = 0
     max_batch_seen: int = 0
     hurried: int = 0  # requests decoded while other live streams waited
+    max_lanes_busy: int = 0  # most batches seen running at once
 
 
 class InferenceLoop:
@@ -67,27 +72,36 @@ class InferenceLoop:
         self._cond = threading.Condition()
         self._pending: dict[str, _Entry] = {}
         self._running: set[str] = set()
+        self._in_flight = 0  # batches taken and not yet served: lanes busy
         self._last_served: dict[str, float] = {}
         self._seq = itertools.count()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._stopping = False
         self.stats = LoopStats()
 
     # ------------------------------------------------------------ event-loop side
 
+    @property
+    def lanes(self) -> int:
+        """Decodes the backend runs at once, each from a thread of the loop's own."""
+        return max(1, getattr(self.backend, "lanes", 1))
+
     def start(self) -> None:
-        if self._thread is None:
+        if not self._threads:
             self._stopping = False
-            self._thread = threading.Thread(target=self._run, name="voxlane-inference", daemon=True)
-            self._thread.start()
+            self._threads = [threading.Thread(target=self._run, args=(i,), name=f"voxlane-inference-{i}",
+                                             daemon=True)
+                             for i in range(self.lanes)]
+            for t in self._threads:
+                t.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        for t in self._threads:
+            t.join(timeout)
+        self._threads = []
         for entry in list(self._pending.values()):
             _resolve(entry, None, RuntimeError("inference loop stopped"))
         self._pending.clear()
@@ -112,7 +126,7 @@ class InferenceLoop:
                 return fut
             entry = _Entry(key, priority, build, loop.create_future(), loop, next(self._seq), self.clock())
             self._pending[key] = entry
-            self._cond.notify()
+            self._cond.notify_all()  # every lane: only some of them may take it
             return entry.future
 
     def is_queued(self, key: str) -> bool:
@@ -138,7 +152,8 @@ class InferenceLoop:
         return e.priority
 
     def _take_batch(self) -> tuple[list[_Entry], bool]:
-        """The next batch, and whether live work of other streams is left waiting behind it."""
+        """The next batch, and whether live work of other streams is left waiting behind it: more than the
+        lanes still free will take at once."""
         now = self.clock()
         ready = [e for k, e in self._pending.items() if k not in self._running]
         ready.sort(key=lambda e: (self._effective(e, now), self._last_served.get(e.key, 0.0), e.seq))
@@ -153,17 +168,26 @@ class InferenceLoop:
         for e in batch:
             del self._pending[e.key]
             self._running.add(e.key)
+        if batch:
+            self._in_flight += 1
+            self.stats.max_lanes_busy = max(self.stats.max_lanes_busy, self._in_flight)
         taken = {e.key for e in batch}
-        return batch, any(e.key not in taken and prio[e.key] != Priority.BULK for e in ready)
+        behind = sum(e.key not in taken and prio[e.key] != Priority.BULK for e in ready)
+        return batch, behind > (self.lanes - self._in_flight) * self.backend.max_batch
 
-    def _run(self) -> None:
+    def _run(self, lane: int = 0) -> None:
+        """Lane ``lane`` takes work only while the lanes before it are all busy: a lone stream is always
+        decoded by the first lane's model, warm in the CPU's caches (two lanes taking turns made a decode
+        alone slower)."""
         while True:
             with self._cond:
-                while not self._stopping and not self._waiting():
+                while not self._stopping and not (self._waiting() and self._in_flight >= lane):
                     self._cond.wait()
                 if self._stopping:
                     return
                 batch, hurried = self._take_batch()
+                if self._waiting():
+                    self._cond.notify_all()  # the next lane may now take what is left
             try:
                 built = self._build(batch, hurried)
                 if built:
@@ -174,9 +198,12 @@ class InferenceLoop:
     def _served(self, batch: list[_Entry]) -> None:
         now = self.clock()
         with self._cond:
+            if batch:
+                self._in_flight -= 1
             for e in batch:
                 self._running.discard(e.key)
                 self._last_served[e.key] = now
+            self._cond.notify_all()  # a session that was running may have work pending: any free lane takes it
 
     def _build(self, batch: list[_Entry], hurried: bool) -> list[tuple[_Entry, DecodeRequest, Any]]:
         """Each session cuts its window now, at dispatch: the freshest audio, coalesced. ``hurried``: other
@@ -194,7 +221,8 @@ class InferenceLoop:
             else:
                 if hurried:
                     item[0].hurried = True
-                    self.stats.hurried += 1
+                    with self._cond:
+                        self.stats.hurried += 1
                 built.append((e, item[0], item[1]))
         return built
 
@@ -206,10 +234,11 @@ class InferenceLoop:
             log.exception("backend failed on a batch of %d", len(built))
             results = [DecodeResult(error=f"{type(exc).__name__}: {exc}") for _ in built]
         dt = time.perf_counter() - t0
-        self.stats.batches += 1
-        self.stats.requests += len(built)
-        self.stats.busy_seconds += dt
-        self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(built))
+        with self._cond:
+            self.stats.batches += 1
+            self.stats.requests += len(built)
+            self.stats.busy_seconds += dt  # lane-seconds: lanes decoding at once each count
+            self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(built))
         return results
 
     def _deliver(self, built: list[tuple[_Entry, DecodeRequest, Any]], results: list[DecodeResult]) -> None:

@@ -35,7 +35,7 @@ def make_backend(settings: Settings) -> FasterWhisperBackend:
         model=settings.model, device=settings.device, compute_type=settings.compute_type,
         cpu_threads=settings.effective_cpu_threads, batch_size=settings.effective_batch_size,
         beam_size=settings.beam_size, device_index=settings.device_index,
-        hurried_pad_s=settings.hurried_pad_seconds)
+        hurried_pad_s=settings.hurried_pad_seconds, lanes=settings.effective_parallel_decodes)
 
 
 def make_store(settings: Settings) -> SqliteStore:

@@ -90,6 +90,11 @@ class SimulatedInferenceLoop(InferenceLoop):
         self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
 
+    @property
+    def lanes(self) -> int:
+        """The simulated clock charges one decode at a time, whatever the backend could run at once."""
+        return 1
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._serve())
 

@@ -41,6 +41,9 @@ class Settings:
     batch_size: int = field(default=0, metadata=_opt(
         "VOXLANE_BATCH_SIZE", "most decode requests run together by the inference loop (0: 1 on cpu, 8 on cuda)",
         lo=0, hi=256))
+    parallel_decodes: int = field(default=0, metadata=_opt(
+        "VOXLANE_PARALLEL_DECODES", "decodes the model runs at once, for different streams, each with every CPU"
+        " thread (0: 2 on cpu, 1 on cuda)", lo=0, hi=16))
     beam_size: int = field(default=1, metadata=_opt("VOXLANE_BEAM_SIZE", "beam size for live decoding", lo=1, hi=16))
     hurried_pad_seconds: float = field(default=10.0, metadata=_opt(
         "VOXLANE_HURRIED_PAD_SECONDS", "while live streams wait for the model, a window is encoded with this much"
@@ -175,6 +178,14 @@ class Settings:
         it runs waits for all four (N=4 bench: commit p50 1.41 s batched, 1.03 s one at a time); a GPU
         runs the batch in about the time of one."""
         return self.batch_size or (8 if self.device == "cuda" else 1)
+
+    @property
+    def effective_parallel_decodes(self) -> int:
+        """CTranslate2 keeps only part of two CPU cores busy in one decode (much of a decoder step is too
+        small to split across threads), so two streams' decodes at once finish sooner than one after the
+        other: on 2 cores, eight 6.4 s windows took 0.58-0.64 s each two at a time against 0.88-1.06 s one
+        at a time, and a decode alone takes as long as before. A GPU gets its throughput from batches."""
+        return self.parallel_decodes or (1 if self.device == "cuda" else 2)
 
     @property
     def effective_cpu_threads(self) -> int:

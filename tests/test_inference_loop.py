@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -362,3 +364,66 @@ async def test_decodes_others_wait_for_are_hurried(engine, audio_dir):
 
 def _words(result) -> list[str]:
     return [w.text.strip(" .,").lower() for w in result[0].words]
+
+
+class _Timed:
+    """The real backend, noting which thread ran each call and when."""
+
+    name, max_batch = "timed", 1
+
+    def __init__(self, backend) -> None:
+        self.backend, self.lanes = backend, backend.lanes
+        self.calls: list[tuple[str, float, float, bytes]] = []
+
+    def transcribe(self, requests):
+        t0 = time.monotonic()
+        out = self.backend.transcribe(requests)
+        self.calls.append((threading.current_thread().name, t0, time.monotonic(), requests[0].audio.tobytes()))
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_two_lane_backend_decodes_two_streams_at_once(engine, audio_dir):
+    """Two lanes take two streams' work at once (on a CPU CTranslate2 leaves much of two cores idle in one
+    decode); a stream never has two decodes in flight, so its windows are read in order; a decode with a
+    lane free beside it is not hurried; and what each lane reads is what one decode alone reads."""
+    speech = load_pcm16k(audio_dir / "single/librispeech_61-70968-0000.wav")
+    windows = {k: speech[i * 16000: (i + 4) * 16000] for i, k in enumerate("abcd")}
+    backend = _Timed(FasterWhisperBackend(cpu_threads=2, lanes=2))
+    loop = InferenceLoop(backend)
+    assert loop.lanes == 2
+    loop.start()
+    seen: dict[str, DecodeRequest] = {}
+    built = threading.Event()
+
+    def build(name: str, audio: np.ndarray):
+        def _build():
+            seen[name] = DecodeRequest(audio=audio)
+            built.set()
+            return seen[name], name
+        return _build
+
+    try:
+        pair = await asyncio.gather(*(loop.schedule(k, Priority.PARTIAL, build(k, windows[k])) for k in "ab"))
+        assert loop.stats.max_lanes_busy == 2 and not any(r.hurried for r in seen.values())
+        (_, a0, a1, _), (_, b0, b1, _) = sorted(backend.calls, key=lambda c: c[1])
+        assert b0 < a1, "the second stream's decode started while the first one ran"
+        assert len({c[0] for c in backend.calls}) == 2
+
+        # stream "c" asks again while its decode runs: the second one waits for the first, on either lane
+        backend.calls.clear()
+        built.clear()
+        first = loop.schedule("c", Priority.PARTIAL, build("c1", windows["c"]))
+        assert await asyncio.to_thread(built.wait, 30)
+        other = loop.schedule("d", Priority.PARTIAL, build("d", windows["d"]))
+        again = loop.schedule("c", Priority.PARTIAL, build("c2", windows["a"]))
+        await asyncio.gather(first, other, again)
+        c1, c2 = (next(c for c in backend.calls if c[3] == seen[k].audio.tobytes()) for k in ("c1", "c2"))
+        assert c2[1] >= c1[2], "a stream's second decode started only after its first ended"
+    finally:
+        loop.stop()
+    for k, result in zip("ab", pair, strict=True):
+        alone = await engine.schedule(f"alone-{k}", Priority.PARTIAL, build(f"alone-{k}", windows[k]))
+        assert _words(result) == _words(alone)
