@@ -221,8 +221,6 @@ class InferenceLoop:
             else:
                 if hurried:
                     item[0].hurried = True
-                    with self._cond:
-                        self.stats.hurried += 1
                 built.append((e, item[0], item[1]))
         return built
 
@@ -237,6 +235,7 @@ class InferenceLoop:
         with self._cond:
             self.stats.batches += 1
             self.stats.requests += len(built)
+            self.stats.hurried += sum(r.hurried for _, r, _ in built)
             self.stats.busy_seconds += dt  # lane-seconds: lanes decoding at once each count
             self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(built))
         return results
