@@ -8,8 +8,10 @@ the most urgent priority first and, within a priority, the session served
 least recently (fairness); up to ``backend.max_batch`` of them run as one batch.
 
 A backend that can run several decodes at once (``backend.lanes``) gets one
-thread per lane, all taking from the same schedule; a session never has two
-decodes in flight, so its windows are still read in order.
+thread per lane, all taking from the same schedule. A session's refreshes are
+read one at a time, in order; only an urgent decode (a pause commit or a final)
+may start on a free lane while the session's refresh still runs, so a speaker's
+pause is not read a whole decode late behind a hypothesis it makes stale.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Priority(IntEnum):
     PARTIAL = 2  # refresh the live hypothesis
     BULK = 3  # uploads and jobs: only when live work is idle
 
+
+URGENT = (Priority.FINAL, Priority.ENDPOINT)
 
 # build() runs on the inference thread and returns (request, context) or None when
 # nothing is left to do; context travels back untouched with the result.
@@ -71,7 +75,7 @@ class InferenceLoop:
         self.partial_max_wait = partial_max_wait
         self._cond = threading.Condition()
         self._pending: dict[str, _Entry] = {}
-        self._running: set[str] = set()
+        self._running: dict[str, list[Priority]] = {}  # keys in flight, with the priority each was taken at
         self._in_flight = 0  # batches taken and not yet served: lanes busy
         self._last_served: dict[str, float] = {}
         self._seq = itertools.count()
@@ -138,9 +142,15 @@ class InferenceLoop:
         with self._cond:
             self._last_served.pop(key, None)
 
+    def _takeable(self, e: _Entry) -> bool:
+        """Nothing of this session is in flight, or only a refresh that this urgent decode overtakes (called
+        under the condition)."""
+        running = self._running.get(e.key)
+        return not running or (e.priority in URGENT and running == [Priority.PARTIAL])
+
     def _waiting(self) -> bool:
-        """Some session has work that is not already being decoded (called under the condition)."""
-        return any(k not in self._running for k in self._pending)
+        """Some session has work that a free lane may take now (called under the condition)."""
+        return any(self._takeable(e) for e in self._pending.values())
 
     # ------------------------------------------------------------ inference thread
 
@@ -155,19 +165,18 @@ class InferenceLoop:
         """The next batch, and whether live work of other streams is left waiting behind it: more than the
         lanes still free will take at once."""
         now = self.clock()
-        ready = [e for k, e in self._pending.items() if k not in self._running]
+        ready = [e for e in self._pending.values() if self._takeable(e)]
         ready.sort(key=lambda e: (self._effective(e, now), self._last_served.get(e.key, 0.0), e.seq))
         # a batch holds requests of one urgency: a segment's final must not wait for three refreshes
         # (finals and pause commits go together, partial refreshes together, uploads alone)
-        urgent = (Priority.FINAL, Priority.ENDPOINT)
         prio = {e.key: self._effective(e, now) for e in ready}
         head = prio[ready[0].key] if ready else None
-        same = [e for e in ready if (prio[e.key] in urgent) == (head in urgent) and
+        same = [e for e in ready if (prio[e.key] in URGENT) == (head in URGENT) and
                 (prio[e.key] == Priority.BULK) == (head == Priority.BULK)]
         batch = same[: self.backend.max_batch]
         for e in batch:
             del self._pending[e.key]
-            self._running.add(e.key)
+            self._running.setdefault(e.key, []).append(e.priority)
         if batch:
             self._in_flight += 1
             self.stats.max_lanes_busy = max(self.stats.max_lanes_busy, self._in_flight)
@@ -201,7 +210,10 @@ class InferenceLoop:
             if batch:
                 self._in_flight -= 1
             for e in batch:
-                self._running.discard(e.key)
+                running = self._running[e.key]
+                running.remove(e.priority)
+                if not running:
+                    del self._running[e.key]
                 self._last_served[e.key] = now
             self._cond.notify_all()  # a session that was running may have work pending: any free lane takes it
 

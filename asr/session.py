@@ -148,6 +148,7 @@ class StreamSession:
         self._wake = asyncio.Event()
         self._driver: asyncio.Task | None = None
         self._decoded_to = 0.0
+        self._last_cut: tuple[Segment, float] | None = None  # the segment and end of the latest window cut
         self._progressed = asyncio.Event()
         self.segments_emitted = 0
         self.error: str | None = None
@@ -362,6 +363,13 @@ class StreamSession:
             return None
         return max(tr.speech_end, seg.window_start) + self.config.vad.speech_pad_s
 
+    def _window_end(self, plan: _Plan) -> float:
+        """Where the plan's window ends: a live window in a pause ends a pad after the speech."""
+        pause_end = self._pause_window_end(plan.segment)
+        if plan.kind != Priority.FINAL and pause_end is not None:
+            return min(plan.end, pause_end)
+        return plan.end
+
     def _build(self) -> tuple[DecodeRequest, Any] | None:
         """Runs on the inference thread at dispatch time."""
         with self._lock:
@@ -369,19 +377,30 @@ class StreamSession:
             if plan is None:
                 return None
             seg = plan.segment
-            end = plan.end
-            pause_end = self._pause_window_end(seg)
-            if plan.kind != Priority.FINAL and pause_end is not None:
-                end = plan.end = min(end, pause_end)
+            end = plan.end = self._window_end(plan)
             if plan.kind == Priority.FINAL and self._read_to_the_end(plan):
                 return None  # nothing new since the last decode: close without decoding
             self._lend_context(seg)
             prompt = self._prompt(seg)
             audio = self._buffer.slice(seg.window_start, end)
+            self._last_cut = (seg, end)
         if len(audio) < 1600:  # under 0.1 s: nothing a model can use
             return None
         request = DecodeRequest(audio=audio, prompt=prompt, language=self.config.language)
         return request, (plan, seg.window_start, prompt)
+
+    def _overtakes(self, plan: _Plan | None) -> bool:
+        """A decode to start beside the session's running refresh: a pause commit or a final whose window
+        holds audio the refresh does not (called under the lock).
+
+        On a backend with a lane free, waiting for the refresh would add up to a whole decode to the
+        commit of the words before a pause, and its reading is made stale by the one that follows."""
+        if plan is None or plan.kind == Priority.PARTIAL:
+            return False
+        if plan.kind == Priority.FINAL and self._read_to_the_end(plan):
+            return False  # closes without a decode once the refresh is read
+        cut = self._last_cut
+        return cut is None or cut[0] is not plan.segment or cut[1] < self._window_end(plan) - 1e-6
 
     def _lend_context(self, seg: Segment) -> None:
         """Start a segment's first window at the last words of the segment before it.
@@ -455,17 +474,15 @@ class StreamSession:
                     if plan is None:
                         await self._wake.wait()
                     continue
-                value = await self._engine.schedule(self.key, self._priority(plan), self._build)
+                decode = self._engine.schedule(self.key, self._priority(plan), self._build)
+                if plan.kind == Priority.PARTIAL and self._engine.lanes > 1:
+                    await self._read_refresh(decode)
+                    continue
+                value = await decode
                 if value is None:
                     await self._settle_without_decode()
-                    continue
-                result, (plan, window_start, prompt) = value
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("%s %s window %.2f-%.2f speech_end=%s commit_before=%.2f buffer_end=%.2f words=%s",
-                              self.key, plan.kind.name, window_start, plan.end, self._tracker.speech_end,
-                              plan.commit_before, self._buffer.end,
-                              [(w.text, round(w.start, 2), round(w.end, 2)) for w in result.words][-4:])
-                await self._apply(plan, window_start, result, prompt)
+                else:
+                    await self._read(value)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -476,6 +493,59 @@ class StreamSession:
                              " stored and its segments are final as last read", False)
         finally:
             self._progressed.set()
+
+    async def _read_refresh(self, refresh: asyncio.Future) -> None:
+        """Read a refresh; should a pause commit or a final become due while it runs, start that beside it
+        on a free lane. The refresh is read if it ends first, and dropped if the urgent decode, which holds
+        more of the audio, ends before it."""
+        urgent: asyncio.Future | None = None
+        while not refresh.done():
+            self._wake.clear()  # every frame fed sets it: the plan is looked at again
+            with self._lock:
+                plan = self._plan()
+                overtake = self._overtakes(plan) and not self._engine.is_queued(self.key)
+            if overtake:
+                urgent = self._engine.schedule(self.key, plan.kind, self._build_beside)
+                break
+            woken = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait((refresh, woken), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()
+        if urgent is not None:
+            await asyncio.wait((refresh, urgent), return_when=asyncio.FIRST_COMPLETED)
+            if not refresh.done():
+                value = urgent.result()
+                if value is not None:
+                    refresh.add_done_callback(_dropped)  # read already: a lane still runs it, nobody waits
+                    await self._read(value)
+                    return
+                urgent = None  # it found nothing to read beside the refresh: the refresh's reading stands
+        value = await refresh
+        if value is not None:
+            await self._read(value)
+        later = await urgent if urgent is not None else None
+        if later is not None:
+            await self._read(later)
+        if value is None and later is None:
+            await self._settle_without_decode()
+
+    def _build_beside(self) -> tuple[DecodeRequest, Any] | None:
+        """An urgent decode's build beside a running refresh: nothing when that refresh, cut after it was
+        asked for, already reads the same window."""
+        with self._lock:
+            if not self._overtakes(self._plan()):
+                return None
+        return self._build()
+
+    async def _read(self, value: tuple[DecodeResult, Any]) -> None:
+        result, (plan, window_start, prompt) = value
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s window %.2f-%.2f speech_end=%s commit_before=%.2f buffer_end=%.2f words=%s",
+                      self.key, plan.kind.name, window_start, plan.end, self._tracker.speech_end,
+                      plan.commit_before, self._buffer.end,
+                      [(w.text, round(w.start, 2), round(w.end, 2)) for w in result.words][-4:])
+        await self._apply(plan, window_start, result, prompt)
 
     async def _salvage(self) -> None:
         """The driver failed: every segment closes on the words it has read, so what the subscribers were
@@ -682,3 +752,9 @@ class StreamSession:
             self._last_words = list(words)
             self._history = (self._history + " " + text).strip()[-1000:]
         await self._emit(msg)
+
+
+def _dropped(decode: asyncio.Future) -> None:
+    """A refresh that an urgent decode overtook ends: its reading is stale, and so is its failure."""
+    if not decode.cancelled():
+        decode.exception()

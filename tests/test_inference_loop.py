@@ -367,16 +367,20 @@ def _words(result) -> list[str]:
 
 
 class _Timed:
-    """The real backend, noting which thread ran each call and when."""
+    """The real backend, noting which thread ran each call and when; ``hold``: the first call waits for it."""
 
     name, max_batch = "timed", 1
 
-    def __init__(self, backend) -> None:
-        self.backend, self.lanes = backend, backend.lanes
+    def __init__(self, backend, hold: threading.Event | None = None) -> None:
+        self.backend, self.lanes, self.hold = backend, backend.lanes, hold
         self.calls: list[tuple[str, float, float, bytes]] = []
+        self.held = threading.Event()
 
     def transcribe(self, requests):
         t0 = time.monotonic()
+        if self.hold is not None and not self.held.is_set():
+            self.held.set()
+            assert self.hold.wait(60)
         out = self.backend.transcribe(requests)
         self.calls.append((threading.current_thread().name, t0, time.monotonic(), requests[0].audio.tobytes()))
         return out
@@ -387,7 +391,7 @@ class _Timed:
 
 async def test_a_two_lane_backend_decodes_two_streams_at_once(engine, audio_dir):
     """Two lanes take two streams' work at once (on a CPU CTranslate2 leaves much of two cores idle in one
-    decode); a stream never has two decodes in flight, so its windows are read in order; a decode with a
+    decode); a stream's refreshes never run two at once, so its windows are read in order; a decode with a
     lane free beside it is not hurried; and what each lane reads is what one decode alone reads."""
     speech = load_pcm16k(audio_dir / "single/librispeech_61-70968-0000.wav")
     windows = {k: speech[i * 16000: (i + 4) * 16000] for i, k in enumerate("abcd")}
@@ -422,8 +426,68 @@ async def test_a_two_lane_backend_decodes_two_streams_at_once(engine, audio_dir)
         await asyncio.gather(first, other, again)
         c1, c2 = (next(c for c in backend.calls if c[3] == seen[k].audio.tobytes()) for k in ("c1", "c2"))
         assert c2[1] >= c1[2], "a stream's second decode started only after its first ended"
+
+        # an urgent decode (a final) is taken on the free lane beside the stream's running refresh, and a
+        # second urgent one waits for it
+        backend.calls.clear()
+        built.clear()
+        refresh = loop.schedule("c", Priority.PARTIAL, build("c3", windows["c"]))
+        assert await asyncio.to_thread(built.wait, 30)
+        built.clear()
+        final = loop.schedule("c", Priority.FINAL, build("c4", windows["d"]))
+        assert await asyncio.to_thread(built.wait, 30)
+        closing = loop.schedule("c", Priority.FINAL, build("c5", windows["a"]))
+        await asyncio.gather(refresh, final, closing)
+        c3, c4, c5 = (next(c for c in backend.calls if c[3] == seen[k].audio.tobytes()) for k in ("c3", "c4", "c5"))
+        assert c4[1] < c3[2], "the final started while the refresh ran"
+        assert c5[1] >= c4[2], "a second urgent decode waited for the first"
     finally:
         loop.stop()
     for k, result in zip("ab", pair, strict=True):
         alone = await engine.schedule(f"alone-{k}", Priority.PARTIAL, build(f"alone-{k}", windows[k]))
         assert _words(result) == _words(alone)
+
+
+async def test_a_pause_commit_overtakes_a_running_refresh(audio_dir):
+    """With a lane free, the decode of a speaker's pause does not wait behind the refresh the stream's
+    first lane is still reading: it starts beside it and commits the words before the pause while that
+    refresh runs. The refresh, older than the pause's reading, is dropped when it ends: no message
+    takes a final word back, and the segment's final reads the whole sentence."""
+    speech = load_pcm16k(audio_dir / "single/librispeech_61-70968-0000.wav")  # speech 0.3-4.78 s, then silence
+    hold = threading.Event()
+    backend = _Timed(FasterWhisperBackend(cpu_threads=2, lanes=2), hold=hold)
+    loop = InferenceLoop(backend)
+    loop.start()
+    messages: list[dict] = []
+
+    async def emit(message) -> None:
+        messages.append(message.model_dump())
+
+    session = StreamSession(engine=loop, vad_model=SileroModel(), emit=emit)
+    session.start()
+    try:
+        session.feed(speech[: int(3.5 * 16000)])  # mid-sentence: a refresh is due
+        assert await asyncio.to_thread(backend.held.wait, 30), "no refresh was asked for"
+        session.feed(speech[int(3.5 * 16000):])  # the sentence ends, then half a second of silence
+        for _ in range(300):
+            if any(w["final"] for m in messages for w in m["words"]):
+                break
+            await asyncio.sleep(0.1)
+        assert not hold.is_set()
+        committed = [m for m in messages if any(w["final"] for w in m["words"])]
+        assert committed, "the pause was not read while the refresh ran"
+        assert "left" in committed[0]["words"][-1]["text"].lower() and committed[0]["words"][-1]["final"]
+        assert loop.stats.max_lanes_busy == 2
+        hold.set()
+        await session.finish()
+    finally:
+        hold.set()
+        loop.stop()
+    assert len(backend.calls) == 2, "the overtaken refresh and the pause's decode, and no final decode"
+    shown: list[str] = []
+    for m in messages:
+        final_words = [w["text"] for w in m["words"] if w["final"]]
+        assert final_words[: len(shown)] == shown, "a final word was taken back"
+        shown = final_words
+    assert messages[-1]["is_final"] and messages[-1]["text"].lower().endswith("curtain on the left.")
+
