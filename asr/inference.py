@@ -238,11 +238,7 @@ class InferenceLoop:
 
     def _decode(self, built: list[tuple[_Entry, DecodeRequest, Any]]) -> list[DecodeResult]:
         t0 = time.perf_counter()
-        try:
-            results = self.backend.transcribe([r for _, r, _ in built])
-        except Exception as exc:
-            log.exception("backend failed on a batch of %d", len(built))
-            results = [DecodeResult(error=f"{type(exc).__name__}: {exc}") for _ in built]
+        results = self._transcribe([r for _, r, _ in built])
         dt = time.perf_counter() - t0
         with self._cond:
             self.stats.batches += 1
@@ -251,6 +247,20 @@ class InferenceLoop:
             self.stats.busy_seconds += dt  # lane-seconds: lanes decoding at once each count
             self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(built))
         return results
+
+    def _transcribe(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
+        """A batch the backend fails on is read again a window at a time: one window it cannot read (a
+        GPU out of memory on the longest, a server that rejects one stream's audio) fails alone instead of
+        failing every stream batched with it."""
+        try:
+            return self.backend.transcribe(requests)
+        except Exception as exc:
+            if len(requests) > 1:
+                log.warning("backend failed on a batch of %d (%s: %s): each window is read alone", len(requests),
+                            type(exc).__name__, exc)
+                return [self._transcribe([r])[0] for r in requests]
+            log.exception("backend failed on a window")
+            return [DecodeResult(error=f"{type(exc).__name__}: {exc}")]
 
     def _deliver(self, built: list[tuple[_Entry, DecodeRequest, Any]], results: list[DecodeResult]) -> None:
         for (e, _, ctx), res in zip(built, results, strict=True):

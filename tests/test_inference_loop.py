@@ -362,6 +362,50 @@ async def test_decodes_others_wait_for_are_hurried(engine, audio_dir):
     assert _words(results[1]) == _words(alone) == _words(results[2])
 
 
+class _RejectsOne:
+    """The real backend, except that a batch holding the window ``bad`` raises (a GPU out of memory on the
+    longest window, a remote server that rejects one stream's audio)."""
+
+    name, lanes, max_batch = "rejects-one", 1, 4
+
+    def __init__(self, backend, bad: np.ndarray) -> None:
+        self.backend, self.bad = backend, bad.tobytes()
+        self.batches: list[int] = []
+
+    def transcribe(self, requests):
+        self.batches.append(len(requests))
+        if any(r.audio.tobytes() == self.bad for r in requests):
+            raise RuntimeError("CUDA failed with error out of memory")
+        return self.backend.transcribe(requests)
+
+    def close(self) -> None:
+        pass
+
+
+async def test_a_window_the_backend_fails_on_fails_alone(engine, audio_dir):
+    """A batch the backend raises on is read again a window at a time: the streams batched with the one
+    window it cannot read get their readings, and only that one gets the error."""
+    speech = load_pcm16k(audio_dir / "single/librispeech_61-70968-0000.wav")
+    windows = {k: speech[i * 16000: (i + 2) * 16000] for i, k in enumerate(["blocker", "a", "bad", "b"])}
+    backend = _RejectsOne(engine.backend, windows["bad"])
+    loop = InferenceLoop(backend)
+    loop.start()
+    try:
+        blocker = loop.schedule("blocker", Priority.PARTIAL, lambda: (DecodeRequest(windows["blocker"]), "blocker"))
+        await asyncio.sleep(0.05)  # the three below wait behind it and are taken as one batch
+        batched = [loop.schedule(k, Priority.PARTIAL, lambda k=k: (DecodeRequest(windows[k]), k))
+                   for k in ("a", "bad", "b")]
+        results = await asyncio.gather(blocker, *batched)
+    finally:
+        loop.stop()
+    assert backend.batches == [1, 3, 1, 1, 1]
+    a, bad, b = (r[0] for r in results[1:])
+    assert "out of memory" in bad.error and not bad.words
+    for k, result in (("a", a), ("b", b)):
+        alone = await engine.schedule(f"alone-{k}", Priority.PARTIAL, lambda k=k: (DecodeRequest(windows[k]), k))
+        assert not result.error and result.words and _words((result,)) == _words(alone)
+
+
 def _words(result) -> list[str]:
     return [w.text.strip(" .,").lower() for w in result[0].words]
 
