@@ -42,8 +42,8 @@ class Settings:
         "VOXLANE_BATCH_SIZE", "most decode requests run together by the inference loop (0: 1 on cpu, 8 on cuda)",
         lo=0, hi=256))
     parallel_decodes: int = field(default=0, metadata=_opt(
-        "VOXLANE_PARALLEL_DECODES", "decodes the model runs at once, for different streams, each with every CPU"
-        " thread (0: 2 on cpu, 1 on cuda)", lo=0, hi=16))
+        "VOXLANE_PARALLEL_DECODES", "decodes the model runs at once (other streams', or a stream's pause commit"
+        " beside its refresh), each with every CPU thread (0: 2 on cpu, 1 on cuda)", lo=0, hi=16))
     beam_size: int = field(default=1, metadata=_opt("VOXLANE_BEAM_SIZE", "beam size for live decoding", lo=1, hi=16))
     hurried_pad_seconds: float = field(default=10.0, metadata=_opt(
         "VOXLANE_HURRIED_PAD_SECONDS", "while live streams wait for the model, a window is encoded with this much"
