@@ -82,8 +82,10 @@ def test_a_batch_reads_each_window_as_it_reads_alone(backend, audio_dir):
         assert not batched.error
         assert _text(batched) == _text(single)
         # in its own window's time: starting within its audio, not shifted by the windows batched before it
-        # (a word cut by the window's end may be stamped past it; the session clamps it)
-        assert batched.words and all(0.0 <= w.start <= len(request.audio) / 16000 and w.start <= w.end
+        # (seconds). A word cut by the window's end may be stamped past it, and so may the piece after it:
+        # the sonnet's window ends in "b-" at 6.2-6.38 s and "-" at 6.38-6.62 s on an Ice Lake Xeon (the
+        # session clamps both to the window)
+        assert batched.words and all(0.0 <= w.start <= len(request.audio) / 16000 + 0.5 and w.start <= w.end
                                      for w in batched.words)
         assert all(abs(b.start - a.start) < 0.1 and abs(b.end - a.end) < 0.1
                    for b, a in zip(batched.words, single.words, strict=True))
