@@ -86,6 +86,7 @@ class Segment:
     endpoint_for: float | None = None  # speech_end that a pause-commit already covered
     speech_end: float | None = None  # where the VAD heard the last speech, once the segment closed
     pending_pause: float | None = None  # speech end of a pause not yet covered by a commit decode
+    pauses: set[float] = field(default_factory=set)  # speech ends followed by a pause of pause_commit_s
     emitted: tuple[str, int] | None = None  # (text, n_final) of the last partial sent
     read: tuple[float, float, str] | None = None  # (window start, end, prompt) of the latest decode applied
     context_lent: bool = False  # its window was given the last segment's closing words (or had none to take)
@@ -272,9 +273,10 @@ class StreamSession:
             return
         cfg = self.config
         tr = self._tracker
-        if (not tr.in_speech and tr.silence_run >= cfg.pause_commit_s and tr.speech_end is not None
-                and tr.speech_end != seg.endpoint_for and tr.speech_end > seg.hyp.committed_end + 0.1):
-            seg.pending_pause = tr.speech_end  # remembered even if speech resumes before a decode is free
+        if not tr.in_speech and tr.silence_run >= cfg.pause_commit_s and tr.speech_end is not None:
+            seg.pauses.add(tr.speech_end)
+            if tr.speech_end != seg.endpoint_for and tr.speech_end > seg.hyp.committed_end + 0.1:
+                seg.pending_pause = tr.speech_end  # remembered even if speech resumes before a decode is free
         if self._tracker.silence_run >= cfg.min_silence_s:
             self._close_open(self._tracker.t)
         elif self._tracker.t - seg.start >= cfg.max_segment_s:
@@ -331,7 +333,13 @@ class StreamSession:
         if pause is not None and pause > max(seg.hyp.committed_end, seg.start) + 0.1:
             return _Plan(seg, Priority.ENDPOINT, end=self._buffer.end, commit_before=pause, speech_end=pause)
         if not tr.in_speech and tr.silence_run < cfg.pause_commit_s and uncommitted:
-            return None  # the speaker may be pausing: wait to decode with the pause in the window
+            # the speaker may be pausing. The pause's window ends a pad after the speech: once that much has
+            # arrived it is read at once, as the pause's decode, instead of when the pause is confirmed; a pause
+            # that lasts is committed as the decode ends, speech that resumes first makes it a refresh (_apply)
+            if tr.silence_run >= cfg.vad.speech_pad_s and speech_end != seg.endpoint_for:
+                return _Plan(seg, Priority.ENDPOINT, end=self._buffer.end, commit_before=speech_end,
+                             speech_end=speech_end)
+            return None
         pause_end = self._pause_window_end(seg)
         if pause_end is not None and seg.decoded_to >= pause_end - 1e-6:
             return None  # in a pause the window ends at the speech: it was read already, and reads the same
@@ -595,6 +603,8 @@ class StreamSession:
 
     async def _apply(self, plan: _Plan, window_start: float, result: DecodeResult, prompt: str) -> None:
         seg = plan.segment
+        if plan.kind == Priority.ENDPOINT and not await self._pause_lasts(plan):
+            plan = _Plan(seg, Priority.PARTIAL, end=plan.end)  # speech went on: a reading of what came before
         if result.error:
             # a failed read says nothing about the audio: a refresh leaves the hypothesis as it was (this
             # audio is read again by the next decode), and a final closes on that latest reading instead of
@@ -652,6 +662,21 @@ class StreamSession:
                     seg.pending_pause = None
             self._trim_window(seg, plan.end)
         await self._emit_segment(seg, final=final)
+
+    async def _pause_lasts(self, plan: _Plan) -> bool:
+        """Whether the pause a decode was started for lasted ``pause_commit_s``: the decode may start before
+        the pause is confirmed, and may even end first (a GPU), and then its reading waits for the answer. No
+        when the speech resumed first, or when the segment closed first (its final then decides, see _apply)."""
+        seg = plan.segment
+        while True:
+            self._wake.clear()  # every frame fed sets it
+            with self._lock:
+                if plan.speech_end in seg.pauses:
+                    return True
+                tr = self._tracker
+                if seg is not self._open or tr.in_speech or tr.speech_end != plan.speech_end:
+                    return False
+            await self._wake.wait()
 
     @staticmethod
     def _spoken(seg: Segment, words: list[TimedWord]) -> list[TimedWord]:

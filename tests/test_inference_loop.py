@@ -114,6 +114,19 @@ def test_speech_after_an_early_text_end_is_read(engine, audio_dir):
     assert len(request.audio) / 16000 - result.words[-1].end < 1.0
 
 
+def test_speech_after_a_stretched_last_word_is_read(engine, audio_dir):
+    """The model may also close its text with a timestamp at the window's end while skipping the speech before
+    it: the aligner then stretches the last word it wrote over that speech ("posterity." over 1.5 s, with "Thou
+    art thy mother's glass" unread; a final that lost "thine image dies with thee" behind "and" stamped
+    48.31-51.14 s). That word is read again with what follows it."""
+    speech = load_pcm16k(audio_dir / "single/librivox_shakespeare_sonnet_003.wav")
+    result = engine.backend.transcribe([DecodeRequest(audio=speech[25 * 16000:33 * 16000])])[0]
+    text = "".join(w.text for w in result.words).lower()
+    assert "posterity" in text and "mother's glass" in text, text
+    assert result.passes == 2
+    assert all(w.end - w.start < 1.2 for w in result.words[-3:])
+
+
 def _replay(name: str, audio: dict[str, np.ndarray], backend, config: StreamConfig | None = None,
             cost: DecodeCost | None = None, vad: SileroModel | None = None):
     """One stream through the live pipeline on the replay bench's simulated clock: (files, records, busy)."""
@@ -535,3 +548,89 @@ async def test_a_pause_commit_overtakes_a_running_refresh(audio_dir):
         shown = final_words
     assert messages[-1]["is_final"] and messages[-1]["text"].lower().endswith("curtain on the left.")
 
+
+
+def _feed_until(session: StreamSession, audio: np.ndarray, pos: int, silence: float) -> int:
+    """Feed VAD chunks from ``pos`` until the silence after the last speech has run ``silence`` seconds."""
+    step = 512
+    while session._tracker.speech_end is None or session._tracker.silence_run < silence:
+        session.feed(audio[pos:pos + step])
+        pos += step
+    return pos
+
+
+async def _settled(loop: InferenceLoop, decodes: int) -> None:
+    """Until ``decodes`` decodes have been read and the session has had a moment to act on them."""
+    for _ in range(600):
+        if loop.stats.requests >= decodes:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+
+
+async def test_a_pause_is_read_before_it_is_confirmed(engine, audio_dir):
+    """The decode of a speaker's pause starts once its window's pad (0.1 s of silence) has arrived, not when
+    the pause is confirmed (0.25 s): the commit comes that much sooner. A reading that ends before the
+    confirmation (here the audio is fed faster than real time; on a GPU a decode is that fast) waits for it:
+    nothing is committed while the speaker may still go on, and once the pause lasts the words before it
+    are final without a second decode of the same window."""
+    speech = load_pcm16k(audio_dir / "single/librispeech_61-70968-0000.wav")  # speech 0.3-4.78 s, then silence
+    backend = _Recording(engine.backend)
+    loop = InferenceLoop(backend)
+    loop.start()
+    messages: list[dict] = []
+
+    async def emit(message) -> None:
+        messages.append(message.model_dump())
+
+    session = StreamSession(engine=loop, vad_model=SileroModel(), emit=emit)
+    session.start()
+    try:
+        pos = _feed_until(session, speech, 0, session.config.vad.speech_pad_s)
+        assert session._tracker.silence_run < session.config.pause_commit_s
+        await _settled(loop, 1)
+        assert len(backend.seen) == 1 and messages == [], "the early reading must wait for the pause to last"
+        window = len(np.frombuffer(backend.seen[0][0], np.float32)) / 16000
+        assert window < session._tracker.t - session._open.window_start, "the window ends a pad after the speech"
+        _feed_until(session, speech, pos, session.config.pause_commit_s)
+        await _settled(loop, 1)
+        assert messages and messages[-1]["words"][-1]["final"]
+        assert messages[-1]["words"][-1]["text"].lower().startswith("left")
+        await session.finish()
+    finally:
+        loop.stop()
+    assert len(backend.seen) == 1, "the final takes the pause's reading: one decode in all"
+    assert messages[-1]["is_final"] and messages[-1]["text"].lower().endswith("curtain on the left.")
+
+
+async def test_an_early_pause_reading_is_a_refresh_when_speech_resumes(engine, audio_dir):
+    """A decode started for a pause that does not last (the speaker goes on before 0.25 s) read the words up to
+    the dip: it is taken as a refresh, so it commits nothing on the pause rule (the word before a dip may be
+    cut short)."""
+    lj = load_pcm16k(audio_dir / "single/ljspeech_LJ001-0001_0016.wav")  # a sentence, 0.45 s of silence, the next
+    backend = _Recording(engine.backend)
+    loop = InferenceLoop(backend)
+    loop.start()
+    messages: list[dict] = []
+
+    async def emit(message) -> None:
+        messages.append(message.model_dump())
+
+    session = StreamSession(engine=loop, vad_model=SileroModel(), emit=emit)
+    session.start()
+    try:
+        pos = _feed_until(session, lj, 0, session.config.vad.speech_pad_s)
+        dip = session._tracker.speech_end
+        await _settled(loop, 1)
+        assert len(backend.seen) == 1 and messages == []
+        while np.sqrt(np.mean(lj[pos:pos + 512] ** 2)) < 0.02:  # the speaker goes on at once: the rest of the
+            pos += 512                                          # silence is left out
+        session.feed(lj[pos:pos + 2 * 16000])
+        assert dip not in session._open.pauses, "the VAD heard a pause: the test reads nothing"
+        await _settled(loop, 1)
+        assert messages, "the reading was dropped instead of taken as a refresh"
+        last = messages[0]["words"][-1]  # the word before the dip ("Exhibition."): 1.5 s older ones settle
+        assert last["end"] <= dip + 0.2 and not last["final"], "a dip that did not last committed words as a pause"
+        await session.finish()
+    finally:
+        loop.stop()
