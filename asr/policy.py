@@ -143,6 +143,16 @@ class Hypotheses:
     def commit_all(self, words: list[TimedWord]) -> list[TimedWord]:
         return self.commit_before(words, float("inf"))
 
+    def settle_before(self, t: float) -> list[TimedWord]:
+        """Commit the tentative words that start before ``t`` as the latest hypothesis has them."""
+        k = 0
+        while k < len(self.tentative) and self.tentative[k].start < t:
+            k += 1
+        done = self.tentative[:k]
+        self.committed.extend(done)
+        self.tentative = self.tentative[k:]
+        return done
+
     def sentence_boundary(self, not_after: float) -> float | None:
         """End time of the last committed word that ends a sentence, no later than ``not_after``."""
         for w in reversed(self.committed):

@@ -45,6 +45,7 @@ def stream_config(settings: Settings, priority: Priority = Priority.PARTIAL) -> 
                       resume_within_s=min_silence),
         min_silence_s=min_silence,
         pause_commit_s=settings.pause_commit_ms / 1000,
+        pause_settle_s=settings.pause_settle_ms / 1000,
         pause_commit_confidence=settings.pause_commit_confidence,
         min_step_s=settings.min_step_ms / 1000,
         max_segment_s=settings.max_segment_seconds,

@@ -56,9 +56,12 @@ class Settings:
         "VOXLANE_VAD_MIN_SILENCE_MS", "a pause this long ends a segment", lo=100, hi=10000))
     pause_commit_ms: int = field(default=250, metadata=_opt(
         "VOXLANE_PAUSE_COMMIT_MS", "a pause this long makes the words before it final", lo=50, hi=5000))
+    pause_settle_ms: int = field(default=350, metadata=_opt(
+        "VOXLANE_PAUSE_SETTLE_MS", "a pause this long makes final even the words a pause commit left open (an"
+        " unsure word, a stream's first short line), as the segment's final would read them", lo=50, hi=10000))
     pause_commit_confidence: float = field(default=0.5, metadata=_opt(
-        "VOXLANE_PAUSE_COMMIT_CONFIDENCE", "a pause commit leaves a word this unsure (and not yet agreed on) to the"
-        " segment's final decode", lo=0, hi=1))
+        "VOXLANE_PAUSE_COMMIT_CONFIDENCE", "a pause commit leaves a word this unsure (and not yet agreed on) to a"
+        " later reading, a pause of VOXLANE_PAUSE_SETTLE_MS or the segment's final", lo=0, hi=1))
     min_step_ms: int = field(default=500, metadata=_opt(
         "VOXLANE_MIN_STEP_MS", "least new audio before a live hypothesis is refreshed", lo=100, hi=10000))
     window_seconds: float = field(default=12.0, metadata=_opt(

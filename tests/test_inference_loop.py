@@ -235,14 +235,17 @@ async def test_a_refresh_that_holds_the_pause_weighs_unsure_words_as_a_pause_com
 
 
 def test_a_closing_segment_is_not_read_again(engine, audio_dir):
-    """A short utterance's pause is read (its window too short to commit from, the words stay tentative)
-    and the segment then closes on that same audio: its final is that reading, with no second decode of
-    the same window and prompt queued behind other streams."""
+    """A short utterance's pause is read (its window too short to commit from, the words stay tentative:
+    here no pause settles them before the segment closes) and the segment then closes on that same audio:
+    its final is that reading, with no second decode of the same window and prompt queued behind other
+    streams."""
     name = "single/mfa_hard_cases_whisper_falsetto_fillers.wav"
     speech = load_pcm16k(audio_dir / name)[: int(2.6 * 16000)]  # "This is all very high pitched."
     audio = {name: np.concatenate([speech, np.zeros(2 * 16000, np.float32)])}
     backend = _Recording(engine.backend)
-    _, records, _ = _replay(name, audio, backend)
+    config = StreamConfig()
+    config.pause_settle_s = config.min_silence_s + 1.0
+    _, records, _ = _replay(name, audio, backend, config=config)
     messages = [r.data for r in records[0].received if r.type == "transcription"]
     final = [m for m in messages if m["is_final"]]
     assert len(final) == 1 and "pitched" in final[0]["text"].lower()
@@ -634,3 +637,45 @@ async def test_an_early_pause_reading_is_a_refresh_when_speech_resumes(engine, a
         await session.finish()
     finally:
         loop.stop()
+
+
+async def test_a_pause_that_lasts_settles_what_its_commit_left_open(engine):
+    """A pause commit leaves an unsure word that no earlier reading had to a later reading ("called missile."
+    then "called mistle type."). A pause that lasts ``pause_settle_s`` has been read whole, as the segment's
+    final would read it: the word is committed on that reading, even when the reading arrives after the
+    speaker went on. A shorter pause, a hesitation the next words may still explain, leaves it open."""
+
+    async def pause_commit(heard: float) -> Segment:
+        session = StreamSession(engine=engine, vad_model=SileroModel(), emit=_ignore)
+        session._buffer.append(np.zeros(6 * 16000, np.float32))
+        seg = Segment(id="a", start=0.0, window_start=0.0)
+        seg.hyp.tentative = [TimedWord("called", 3.0, 3.4, 0.9), TimedWord("missile.", 3.4, 3.9, 0.4)]
+        seg.pauses[4.4] = heard  # the silence after the speech, before the speaker went on
+        session._open = seg
+        session._tracker.in_speech, session._tracker.speech_end = True, 5.0
+        plan = _Plan(seg, Priority.ENDPOINT, end=4.6, commit_before=4.4, speech_end=4.4)
+        reading = DecodeResult(words=[DecodedWord(" called", 3.0, 3.4, 0.9), DecodedWord(" mistle", 3.4, 3.9, 0.3),
+                                      DecodedWord(" type.", 3.9, 4.4, 0.8)])
+        await asyncio.wait_for(session._apply(plan, 0.0, reading, ""), 5)
+        return seg
+
+    short = await pause_commit(0.3)
+    assert [w.text for w in short.hyp.committed] == ["called"]
+    assert [w.text for w in short.hyp.tentative] == ["mistle", "type."]
+    long = await pause_commit(0.42)
+    assert [w.text for w in long.hyp.committed] == ["called", "mistle", "type."] and not long.hyp.tentative
+
+
+def test_a_first_line_is_final_once_its_pause_lasts(engine, audio_dir):
+    """A stream's first line, too short a window to commit from ("This is all very high pitched.", 2 s), is
+    final as soon as the pause after it lasts ``pause_settle_s``, in a partial, not when the next line has
+    made the window 4 s long (2.8 s after the line) or the segment closes."""
+    name = "single/mfa_hard_cases_whisper_falsetto_fillers.wav"  # 0.3-2.32 s, a 0.6 s pause, 2.92-4.78 s
+    audio = {name: load_pcm16k(audio_dir / name)[:int(4.9 * 16000)]}
+    config = StreamConfig()
+    _, records, _ = _replay(name, audio, engine.backend, config=config)
+    rec = records[0]
+    first = next(r for r in rec.transcriptions
+                 if any(w["final"] and w["text"].lower().startswith("pitched") for w in r.data["words"]))
+    assert not first.data["is_final"], "the line waited for its segment's final"
+    assert first.t - rec.sent_at(2.32) < config.pause_settle_s + 0.8
