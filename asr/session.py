@@ -689,8 +689,9 @@ class StreamSession:
             if seg is not self._open or seg.read != read:
                 return
             settled = seg.hyp.settle_before(plan.commit_before)
-        log.debug("%s settled at a pause of %.2fs: %s", self.key, seg.pauses.get(plan.speech_end, 0.0),
-                  [(w.text, round(w.start, 2), round(w.probability, 2)) for w in settled])
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s settled at a pause of %.2fs: %s", self.key, seg.pauses.get(plan.speech_end, 0.0),
+                      [(w.text, round(w.start, 2), round(w.probability, 2)) for w in settled])
         await self._emit_segment(seg, final=False)
 
     async def _pause_lasts(self, plan: _Plan, seconds: float | None = None) -> bool:
