@@ -48,6 +48,7 @@ def stream_config(settings: Settings, priority: Priority = Priority.PARTIAL) -> 
         pause_settle_s=settings.pause_settle_ms / 1000,
         pause_commit_confidence=settings.pause_commit_confidence,
         min_step_s=settings.min_step_ms / 1000,
+        first_step_s=settings.first_step_ms / 1000,
         max_segment_s=settings.max_segment_seconds,
         trim_s=settings.window_seconds,
         language=settings.language,
