@@ -50,14 +50,11 @@ class StreamConfig:
     # the segment's final would take that very reading had the pause gone on to min_silence_s (see _settle_pause).
     # Replay at N=1, errors of 1372: 133 without, 134 with 0.35 s; commit p95 1.94 -> 1.21 s
     pause_settle_s: float = 0.35
-    # least new audio before the hypothesis is refreshed. Two readings a second apart disagree where the
-    # model is unsure and agree where it knows, more than two half a second apart (they share most of their
-    # audio and repeat each other's slips), and half the refreshes leave the model free for pause commits.
-    # Replay at N=1, errors of 1372 (0.5 s -> 1.0 s): 136 -> 123 at 0.35 s a decode, 129 -> 126 at 0.3 s,
-    # 128 -> 126 at 0.25 s (0.75 s: 132 at 0.35 s); commit p95 1.39 -> 1.05 s, 1.05 -> 0.88 s, 0.93 ->
-    # 0.83 s; at N=4 133 -> 137 and 129 -> 126
-    min_step_s: float = 1.0
-    first_step_s: float = 0.5  # ...but a segment's first reading comes after this much, for an early partial
+    # least new audio before the hypothesis is refreshed. 1.0 s (VOXLANE_MIN_STEP_MS=1000) reads a lone stream
+    # better and with 40 % less CPU (replay at N=1, errors of 1372: 136 -> 123; real time, WER 9.62/9.40 ->
+    # 9.18/9.18 %, offline 8.45 %) but four streams worse (real time 131/131 -> 140/132/147 errors)
+    min_step_s: float = 0.5
+    first_step_s: float = 0.5  # the step before a segment's first reading: its first partial comes this early
     agree_right_context_s: float = 1.0  # agreement commits only words with this much audio after them
     settle_s: float = 1.5  # a word with this much audio after it is committed even if hypotheses disagree
     # ...and a word below this probability needs this much more audio after it, for both (one wrong reading

@@ -62,7 +62,7 @@ class Settings:
     pause_commit_confidence: float = field(default=0.5, metadata=_opt(
         "VOXLANE_PAUSE_COMMIT_CONFIDENCE", "a pause commit leaves a word this unsure (and not yet agreed on) to a"
         " later reading, a pause of VOXLANE_PAUSE_SETTLE_MS or the segment's final", lo=0, hi=1))
-    min_step_ms: int = field(default=1000, metadata=_opt(
+    min_step_ms: int = field(default=500, metadata=_opt(
         "VOXLANE_MIN_STEP_MS", "least new audio before a live hypothesis is refreshed", lo=100, hi=10000))
     first_step_ms: int = field(default=500, metadata=_opt(
         "VOXLANE_FIRST_STEP_MS", "least audio before a live segment's first reading (its first partial)",
