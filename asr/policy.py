@@ -115,10 +115,7 @@ class Hypotheses:
             k += 1
         while k < len(new) and new[k].end <= settled - wait(k):
             k += 1
-        done = new[:k]
-        self.committed.extend(done)
-        self.tentative = new[k:]
-        return done
+        return self._commit_prefix(new, k)
 
     def commit_before(self, words: list[TimedWord], t: float, confident: float = 0.0,
                       settled: float = float("-inf")) -> list[TimedWord]:
@@ -135,10 +132,7 @@ class Hypotheses:
             if not agreed and new[k].probability < confident and new[k].end > settled:
                 break
             k += 1
-        done = new[:k]
-        self.committed.extend(done)
-        self.tentative = new[k:]
-        return done
+        return self._commit_prefix(new, k)
 
     def commit_all(self, words: list[TimedWord]) -> list[TimedWord]:
         return self.commit_before(words, float("inf"))
@@ -148,9 +142,13 @@ class Hypotheses:
         k = 0
         while k < len(self.tentative) and self.tentative[k].start < t:
             k += 1
-        done = self.tentative[:k]
+        return self._commit_prefix(self.tentative, k)
+
+    def _commit_prefix(self, words: list[TimedWord], k: int) -> list[TimedWord]:
+        """The first ``k`` words become committed; the rest are the tentative tail the next reading is held to."""
+        done = words[:k]
         self.committed.extend(done)
-        self.tentative = self.tentative[k:]
+        self.tentative = words[k:]
         return done
 
     def sentence_boundary(self, not_after: float) -> float | None:

@@ -613,7 +613,7 @@ class StreamSession:
 
     async def _apply(self, plan: _Plan, window_start: float, result: DecodeResult, prompt: str) -> None:
         seg = plan.segment
-        if plan.kind == Priority.ENDPOINT and not await self._pause_lasts(plan):
+        if plan.kind == Priority.ENDPOINT and not await self._pause_lasts(plan, self.config.pause_commit_s):
             plan = _Plan(seg, Priority.PARTIAL, end=plan.end)  # speech went on: a reading of what came before
         if result.error:
             # a failed read says nothing about the audio: a refresh leaves the hypothesis as it was (this
@@ -699,13 +699,12 @@ class StreamSession:
                       [(w.text, round(w.start, 2), round(w.probability, 2)) for w in settled])
         await self._emit_segment(seg, final=False)
 
-    async def _pause_lasts(self, plan: _Plan, seconds: float | None = None) -> bool:
-        """Whether the pause a decode was started for lasted ``seconds`` (``pause_commit_s`` by default): the
+    async def _pause_lasts(self, plan: _Plan, least: float) -> bool:
+        """Whether the pause a decode was started for lasted ``least`` seconds (a commit's or a settle's): the
         decode may start before the pause is confirmed, and may even end first (a GPU), and then its reading
         waits for the answer; or it may end after the speaker resumed, and the pause heard decides. No when the
         speech resumed short of it, or when the segment closed first (its final then decides, see _apply)."""
         seg = plan.segment
-        least = self.config.pause_commit_s if seconds is None else seconds
         while True:
             self._wake.clear()  # every frame fed sets it
             with self._lock:
