@@ -34,7 +34,10 @@ class ErrorCode(StrEnum):
     AUDIO_FORMAT_ERROR = "AUDIO_FORMAT_ERROR"
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
     TRANSCRIPT_CLOSED = "TRANSCRIPT_CLOSED"
-    OVERLOADED = "OVERLOADED"
+    OVERLOADED = "OVERLOADED"  # the server is at capacity: details.retry_after_s says when to try again
+    INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"  # the caller's token lacks the scope this action needs
+    STORAGE_FULL = "STORAGE_FULL"  # the server's disk is full: the stream ends, what was acknowledged is kept
+    RATE_LIMITED = "RATE_LIMITED"  # too many requests or streams from this caller: details.retry_after_s
     TRANSCRIPTION_FAILED = "TRANSCRIPTION_FAILED"  # the model failed on a stream's audio (the audio is stored)
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
