@@ -8,7 +8,9 @@ Two modes (``VOXLANE_AUTH_MODE``):
   capability) needs ``Authorization: Bearer <token>``; ``/health`` and the web client stay open.
 
 Tokens are JWTs (HS256 with ``VOXLANE_JWT_SECRET``; RS256/ES256 with ``VOXLANE_JWT_PUBLIC_KEY``, a PEM or a
-JWKS file) or API keys made by ``voxlane token create`` (stored as SHA-256 hashes, shown once).
+JWKS file) or API keys made by ``voxlane token create`` (stored as SHA-256 hashes, shown once). A JWT must
+carry ``exp`` and may live at most ``VOXLANE_JWT_MAX_LIFETIME``; with an outside key it must also carry the
+``aud`` of ``VOXLANE_JWT_AUDIENCE`` (required then), since the identity provider signs other services' tokens too.
 
 :class:`AuthMiddleware` (pure ASGI, so streaming bodies and WebSockets pass untouched) authenticates every
 request, checks the route's scope (:func:`required_scope`), and for any ``/v1/transcripts*/{id}`` path checks
@@ -35,7 +37,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from server.errors import ApiError, error_response
-from server.settings import Settings, SettingsError
+from server.settings import JWT_AUDIENCE_REQUIRED, Settings, SettingsError
 
 log = logging.getLogger("voxlane.auth")
 
@@ -51,6 +53,8 @@ AUTHENTICATED = ""
 
 API_KEY_PREFIX = "vxl_"
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384")
+JWT_LEEWAY = 30
+"""Seconds of clock skew allowed between this server and a token's issuer (``exp``, ``nbf``, ``iat``)."""
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
@@ -154,6 +158,8 @@ class Authenticator:
         self.settings = settings
         self.store = store
         self.public_keys = load_public_keys(settings.jwt_public_key) if settings.jwt_public_key else {}
+        if self.public_keys and not settings.jwt_audience:  # also when Settings were built without validate()
+            raise SettingsError(JWT_AUDIENCE_REQUIRED)
         self._key_cache: dict[str, tuple[float, Principal]] = {}
         self._touched: dict[str, float] = {}
 
@@ -190,12 +196,16 @@ class Authenticator:
             raise AuthError(f"unsupported JWT algorithm {alg!r}", "INVALID_TOKEN")
         aud, iss = self.settings.jwt_audience, self.settings.jwt_issuer
         try:
-            claims = jwt.decode(token, key, algorithms=[alg], audience=aud, issuer=iss, leeway=30,
-                                options={"require": ["sub"], "verify_aud": aud is not None})
+            claims = jwt.decode(token, key, algorithms=[alg], audience=aud, issuer=iss, leeway=JWT_LEEWAY,
+                                options={"require": ["sub", "exp"], "verify_aud": aud is not None})
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired", "TOKEN_EXPIRED") from None
+        except jwt.MissingRequiredClaimError as exc:
+            hint = " (a token that never expires is not accepted)" if exc.claim == "exp" else ""
+            raise AuthError(f"invalid token: it has no {exc.claim!r} claim{hint}", "INVALID_TOKEN") from None
         except jwt.PyJWTError as exc:
             raise AuthError(f"invalid token: {exc}", "INVALID_TOKEN") from None
+        self._check_lifetime(claims)
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise AuthError("invalid token: 'sub' must be a non-empty string", "INVALID_TOKEN")
@@ -204,6 +214,19 @@ class Authenticator:
             raw, list) else []
         scopes = frozenset(s for s in items if s in SCOPES) or frozenset(DEFAULT_JWT_SCOPES)
         return Principal(user=sub, scopes=scopes, via="jwt")
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        """A stolen token is only worth its remaining lifetime, so a token minted to live longer than
+        ``VOXLANE_JWT_MAX_LIFETIME`` is refused outright (measured from ``iat``, or from now without one)."""
+        iat = claims.get("iat")
+        if isinstance(iat, int | float) and not isinstance(iat, bool):
+            lifetime, slack = claims["exp"] - iat, 0
+        else:  # without iat only what is left can be measured; allow for the clocks' skew
+            lifetime, slack = claims["exp"] - time.time(), JWT_LEEWAY
+        limit = self.settings.jwt_max_lifetime
+        if lifetime > limit + slack:
+            raise AuthError(f"invalid token: it lives {lifetime:.0f} s, longer than this server accepts ({limit} s,"
+                            " VOXLANE_JWT_MAX_LIFETIME)", "INVALID_TOKEN")
 
     async def _api_key(self, token: str) -> Principal:
         digest = hash_api_key(token)

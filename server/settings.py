@@ -17,6 +17,11 @@ class SettingsError(ValueError):
     pass
 
 
+JWT_AUDIENCE_REQUIRED = ("VOXLANE_JWT_AUDIENCE is required when VOXLANE_JWT_PUBLIC_KEY is set: keys from an"
+                         " identity provider also sign its tokens for other services, and only the 'aud' claim"
+                         " tells which are meant for this one")
+
+
 def _opt(env: str, help: str, choices: tuple[str, ...] | None = None, lo: float | None = None,
          hi: float | None = None, secret: bool = False) -> dict[str, Any]:
     return {"env": env, "help": help, "choices": choices, "lo": lo, "hi": hi, "secret": secret}
@@ -44,6 +49,30 @@ class Settings:
     parallel_decodes: int = field(default=0, metadata=_opt(
         "VOXLANE_PARALLEL_DECODES", "decodes the model runs at once (other streams', or a stream's pause commit"
         " beside its refresh), each with every CPU thread (0: 2 on cpu, 1 on cuda)", lo=0, hi=16))
+    max_live_streams: int = field(default=0, metadata=_opt(
+        "VOXLANE_MAX_LIVE_STREAMS", "most live audio streams at once, whatever the measured capacity (0: the"
+        " measured capacity alone decides)", lo=0, hi=100000))
+    latency_target_s: float = field(default=2.0, metadata=_opt(
+        "VOXLANE_LATENCY_TARGET_S", "a new live stream is refused (OVERLOADED) when the inference loop's measured"
+        " decode times say the admitted streams' commits would take longer than this", lo=0.01, hi=600))
+    max_streams_per_token: int = field(default=32, metadata=_opt(
+        "VOXLANE_MAX_STREAMS_PER_TOKEN", "most live streams one user or API key publishes at once (0: no limit)",
+        lo=0, hi=100000))
+    max_streams_per_address: int = field(default=32, metadata=_opt(
+        "VOXLANE_MAX_STREAMS_PER_ADDRESS", "most live streams one client address publishes at once (0: no limit)",
+        lo=0, hi=100000))
+    max_webrtc_offers: int = field(default=16, metadata=_opt(
+        "VOXLANE_MAX_WEBRTC_OFFERS", "WebRTC offers being negotiated at once; more are answered 503", lo=1,
+        hi=10000))
+    max_concurrent_uploads: int = field(default=8, metadata=_opt(
+        "VOXLANE_MAX_CONCURRENT_UPLOADS", "audio uploads being received at once; more are answered 429 (0: no"
+        " limit)", lo=0, hi=10000))
+    metrics_port: int = field(default=0, metadata=_opt(
+        "VOXLANE_METRICS_PORT", "serve Prometheus /metrics on this port, without authentication (0: on the main"
+        " port, needing a projects:admin token in private mode)", lo=0, hi=65535))
+    log_format: str = field(default="text", metadata=_opt(
+        "VOXLANE_LOG_FORMAT", "text, or json: one JSON object a line, with the request_id of the request",
+        ("text", "json")))
     beam_size: int = field(default=1, metadata=_opt("VOXLANE_BEAM_SIZE", "beam size for live decoding", lo=1, hi=16))
     hurried_pad_seconds: float = field(default=10.0, metadata=_opt(
         "VOXLANE_HURRIED_PAD_SECONDS", "while live streams wait for the model, a window is encoded with this much"
@@ -80,11 +109,40 @@ class Settings:
         lo=0.05, hi=0.9))
     ping_interval: float = field(default=15.0, metadata=_opt(
         "VOXLANE_PING_INTERVAL", "seconds between ping messages (0: off)", lo=0, hi=3600))
+    idle_timeout: float = field(default=60.0, metadata=_opt(
+        "VOXLANE_IDLE_TIMEOUT", "a WebSocket peer that answers no WebSocket ping for this long (a dead or"
+        " half-open connection) is closed; pings go out every half of it", lo=2, hi=86400))
+    publisher_idle_timeout: float = field(default=120.0, metadata=_opt(
+        "VOXLANE_PUBLISHER_IDLE_TIMEOUT", "a started live stream that sends no audio for this long is finished as"
+        " if it had sent 'stop' (finals stored); pause still sends audio (0: never)", lo=0, hi=86400))
+    send_timeout: float = field(default=20.0, metadata=_opt(
+        "VOXLANE_SEND_TIMEOUT", "a subscriber whose socket takes no message for this long (it stopped reading) is"
+        " disconnected; its queue of pending messages is capped too", lo=1, hi=3600))
+    http_header_timeout: float = field(default=15.0, metadata=_opt(
+        "VOXLANE_HTTP_HEADER_TIMEOUT", "seconds a client has to send a request's headers once it starts one"
+        " (slowloris)", lo=1, hi=3600))
+    http_body_timeout: float = field(default=60.0, metadata=_opt(
+        "VOXLANE_HTTP_BODY_TIMEOUT", "a request body that stops arriving for this long is abandoned and the"
+        " connection closed", lo=1, hi=3600))
     status_interval: float = field(default=2.0, metadata=_opt(
         "VOXLANE_STATUS_INTERVAL", "seconds between status/lag reports while a stream is live (0: off)",
         lo=0, hi=3600))
+    max_frame_kb: int = field(default=256, metadata=_opt(
+        "VOXLANE_MAX_FRAME_KB", "largest binary audio frame a live WebSocket accepts, in KiB; a bigger one gets"
+        " a MESSAGE_TOO_LARGE error and the stream goes on", lo=4, hi=8192))
+    max_audio_lead_seconds: float = field(default=10.0, metadata=_opt(
+        "VOXLANE_MAX_AUDIO_LEAD_SECONDS", "how far a live stream's audio may run ahead of the wall clock since it"
+        " started: beyond it a WebSocket is not read until real time catches up, and WebRTC frames are"
+        " dropped (0: no limit, for trusted clients that send recordings faster than real time)",
+        lo=0, hi=86400))
     max_upload_mb: int = field(default=500, metadata=_opt(
         "VOXLANE_MAX_UPLOAD_MB", "largest accepted upload", lo=1, hi=100000))
+    max_audio_seconds: float = field(default=14400.0, metadata=_opt(
+        "VOXLANE_MAX_AUDIO_SECONDS", "longest recorded file (upload, transcription job, /v1/audio/transcriptions)"
+        " that is transcribed; counted from the decoded audio, not the file's header", lo=1, hi=604800))
+    max_chunk_seconds: float = field(default=300.0, metadata=_opt(
+        "VOXLANE_MAX_CHUNK_SECONDS", "longest kiosk chunk that is transcribed; counted from the decoded audio",
+        lo=1, hi=86400))
     database_url: str | None = field(default=None, metadata=_opt(
         "VOXLANE_DATABASE_URL", "postgresql://... (default: SQLite file in the data dir)", secret=True))
     redis_url: str | None = field(default=None, metadata=_opt(
@@ -99,6 +157,9 @@ class Settings:
         "VOXLANE_JWT_AUDIENCE", "required 'aud' claim of bearer JWTs (default: not checked)"))
     jwt_issuer: str | None = field(default=None, metadata=_opt(
         "VOXLANE_JWT_ISSUER", "required 'iss' claim of bearer JWTs (default: not checked)"))
+    jwt_max_lifetime: int = field(default=86400, metadata=_opt(
+        "VOXLANE_JWT_MAX_LIFETIME", "longest lifetime (exp - iat, or exp - now without iat) in seconds a bearer"
+        " JWT may have; every JWT must carry 'exp'", lo=60, hi=30 * 86400))
     api_docs: str = field(default="auto", metadata=_opt(
         "VOXLANE_API_DOCS", "serve the interactive API docs at /docs (auto: in public mode only)",
         ("auto", "on", "off")))
@@ -108,6 +169,18 @@ class Settings:
         "VOXLANE_UPLOAD_URL_TTL", "seconds a signed kiosk chunk upload URL stays valid", lo=10, hi=7 * 86400))
     upload_url_rate: int = field(default=40, metadata=_opt(
         "VOXLANE_UPLOAD_URL_RATE", "get-upload-url requests allowed per minute per conversation", lo=1, hi=100000))
+    max_json_body_kb: int = field(default=1024, metadata=_opt(
+        "VOXLANE_MAX_JSON_BODY_KB", "largest accepted JSON request body in KiB (413 beyond; audio uploads have"
+        " VOXLANE_MAX_UPLOAD_MB)", lo=1, hi=1 << 20))
+    rate_per_address: int = field(default=600, metadata=_opt(
+        "VOXLANE_RATE_PER_ADDRESS", "participant API requests allowed per minute per client address (the"
+        " connection's peer; behind a proxy, as uvicorn's --forwarded-allow-ips resolves it)", lo=1, hi=1000000))
+    rate_per_project: int = field(default=1200, metadata=_opt(
+        "VOXLANE_RATE_PER_PROJECT", "conversation starts and get-upload-url requests allowed per minute per"
+        " project, whatever the conversation", lo=1, hi=1000000))
+    max_open_conversations: int = field(default=1000, metadata=_opt(
+        "VOXLANE_MAX_OPEN_CONVERSATIONS", "unfinished conversations a project may have (those active in the last"
+        " 24 h); starting one more answers 429", lo=1, hi=10000000))
     public_url: str | None = field(default=None, metadata=_opt(
         "VOXLANE_PUBLIC_URL", "base URL clients reach this server at, for signed upload URLs (default: the"
         " request's own)"))
@@ -118,6 +191,9 @@ class Settings:
         "VOXLANE_WEBHOOK_MAX_ATTEMPTS", "attempts before a webhook delivery is marked failed", lo=1, hi=100))
     webhook_timeout: float = field(default=10.0, metadata=_opt(
         "VOXLANE_WEBHOOK_TIMEOUT", "seconds a webhook receiver has to answer one delivery", lo=0.5, hi=300))
+    outbound_allowlist: str = field(default="", metadata=_opt(
+        "VOXLANE_OUTBOUND_ALLOWLIST", "comma-separated CIDRs and/or host names that webhooks (and other URLs the"
+        " server calls for a user) may reach although they are internal (loopback, private, link-local, ...)"))
     ice_hosts: str = field(default="", metadata=_opt(
         "VOXLANE_ICE_HOSTS", "comma-separated local addresses to gather WebRTC candidates on (default: all)"))
     ice_servers: str = field(default="", metadata=_opt(
@@ -162,6 +238,15 @@ class Settings:
         if self.auth_mode == "private" and not (self.jwt_secret or self.jwt_public_key):
             raise SettingsError("VOXLANE_JWT_SECRET (or VOXLANE_JWT_PUBLIC_KEY) is required when"
                                 " VOXLANE_AUTH_MODE=private")
+        if self.jwt_public_key and not self.jwt_audience:
+            raise SettingsError(JWT_AUDIENCE_REQUIRED)
+        if self.outbound_allowlist:
+            from server.outbound import parse_allowlist  # here: settings must not import httpx at load
+
+            try:
+                parse_allowlist(self.outbound_allowlist)
+            except ValueError as exc:
+                raise SettingsError(f"VOXLANE_OUTBOUND_ALLOWLIST: {exc}") from None
         if self.device == "cpu" and self.compute_type in ("float16", "int8_float16", "bfloat16", "int8_bfloat16"):
             raise SettingsError(f"VOXLANE_COMPUTE_TYPE={self.compute_type!r} needs a GPU; on cpu use int8 or float32")
         if self.llm_url and not self.llm_url.startswith(("http://", "https://")):

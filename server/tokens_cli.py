@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mint = sub.add_parser("jwt", help="print an HS256 JWT signed with VOXLANE_JWT_SECRET (for testing)")
     mint.add_argument("--user", required=True, help="the 'sub' claim")
     mint.add_argument("--scope", action="append", default=[], help="scopes (default: read, write, export)")
-    mint.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    mint.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (at most"
+                                                             " VOXLANE_JWT_MAX_LIFETIME)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,7 +96,12 @@ def _jwt(args: argparse.Namespace) -> int:
     if not settings.jwt_secret:
         print("voxlane token: VOXLANE_JWT_SECRET is not set", file=sys.stderr)
         return 2
-    claims: dict[str, Any] = {"sub": args.user, "iat": int(time.time()), "exp": int(time.time()) + args.ttl}
+    if not 0 < args.ttl <= settings.jwt_max_lifetime:  # the server refuses a token that never or too late expires
+        print(f"voxlane token: --ttl must be between 1 and {settings.jwt_max_lifetime} seconds"
+              " (VOXLANE_JWT_MAX_LIFETIME)", file=sys.stderr)
+        return 2
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": args.user, "iat": now, "exp": now + args.ttl}
     if args.scope:
         claims["scope"] = " ".join(parse_scopes(args.scope))
     if settings.jwt_audience:

@@ -19,6 +19,10 @@ one case where it can get one: the server dies after the receiver answered 2xx b
 Each request is signed: ``X-Voxlane-Signature: sha256=<hex>``, the HMAC-SHA256 with the endpoint's secret of
 ``X-Voxlane-Timestamp + "." + body`` (see :func:`signature`); the timestamp is new on every attempt, so a
 receiver can refuse stale ones.
+
+Endpoints are called through :mod:`server.outbound`: never an internal address (unless
+``VOXLANE_OUTBOUND_ALLOWLIST`` allows it), checked again on every attempt and connected to exactly as checked.
+The delivery log keeps a receiver's status code, never its body.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from server.outbound import OutboundGuard, OutboundRefused, guarded_client
 from server.storage.base import utcnow
 
 if TYPE_CHECKING:
@@ -50,7 +55,7 @@ TIMESTAMP_HEADER = "X-Voxlane-Timestamp"
 MAX_DELAY = 3600.0
 IDLE_POLL = 30.0  # also finds deliveries another node stored
 MAX_IN_FLIGHT = 16
-RESPONSE_EXCERPT = 300
+MAX_ERROR = 300
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -177,9 +182,11 @@ class Dispatcher:
         self._task: asyncio.Task | None = None
         self._in_flight: dict[str, asyncio.Task] = {}
         self._client: httpx.AsyncClient | None = None
+        self.guard = OutboundGuard(settings)
 
     def start(self) -> None:
-        self._client = httpx.AsyncClient(follow_redirects=False, headers={"User-Agent": "voxlane-webhooks"})
+        self._client = guarded_client(self.guard, headers={"User-Agent": "voxlane-webhooks"},
+                                      timeout=self.settings.webhook_timeout)
         self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
 
     def wake(self) -> None:
@@ -268,7 +275,10 @@ class Dispatcher:
                  error, delay)
 
     async def _post(self, hook: dict[str, Any], delivery: dict[str, Any]) -> tuple[int | None, str | None]:
-        """(HTTP status, error or None for a 2xx)."""
+        """(HTTP status, error or None for a 2xx).
+
+        The error never holds what the receiver sent (the log is shown in the API, and a receiver's body,
+        or the banner of whatever answered, is not the server's to show): only the status, or what went wrong."""
         assert self._client is not None
         body = delivery["payload"].encode()
         timestamp = str(int(time.time()))
@@ -279,16 +289,16 @@ class Dispatcher:
         try:
             async with asyncio.timeout(self.settings.webhook_timeout):
                 async with self._client.stream("POST", hook["url"], content=body, headers=headers) as r:
-                    if 200 <= r.status_code < 300:
-                        return r.status_code, None
-                    excerpt = b""
-                    async for chunk in r.aiter_bytes():
-                        excerpt += chunk
-                        if len(excerpt) >= RESPONSE_EXCERPT:
-                            break
-            text = excerpt[:RESPONSE_EXCERPT].decode("utf-8", "replace").strip()
-            return r.status_code, f"HTTP {r.status_code}" + (f": {text}" if text else "")
+                    status = r.status_code
+            if 200 <= status < 300:
+                return status, None
+            return status, f"HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
         except TimeoutError:
             return None, f"no answer within {self.settings.webhook_timeout:g} s"
-        except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:RESPONSE_EXCERPT]
+        except OutboundRefused as exc:  # checked again now: nothing was sent
+            log.warning("webhook %s: refused to call %s (%s)", delivery["id"], hook["url"], exc.address or exc.reason)
+            return None, f"refused: {exc.message}"[:MAX_ERROR]
+        except (httpx.TimeoutException, httpx.ConnectError) as exc:  # the OS's words: no peer bytes in them
+            return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
+        except httpx.HTTPError as exc:  # a protocol error's text can quote what the peer sent
+            return None, type(exc).__name__

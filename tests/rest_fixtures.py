@@ -15,7 +15,11 @@ import pytest
 
 from server.app import create_app
 from server.settings import Settings
-from tests.rest_support import JWT_SECRET, Api, rsa_keys
+from tests.rest_support import JWT_AUDIENCE, JWT_SECRET, LOOPBACK_RECEIVERS, Api, rsa_keys
+
+# The shared apps serve every REST test from one address, in one project after another: the abuse limits
+# of the participant API are raised here (tests/test_http_limits.py checks them on an app of its own).
+ROOMY_LIMITS = {"rate_per_address": 1000000, "rate_per_project": 1000000, "max_open_conversations": 10000000}
 
 
 @contextlib.asynccontextmanager
@@ -36,7 +40,7 @@ async def running_app(settings: Settings, private: bool, rsa_private_pem: bytes 
 async def public_api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     tmp = tmp_path_factory.mktemp("rest-public")
     settings = Settings(data_dir=str(tmp / "data"), cpu_threads=2, auth_mode="public", jwt_secret=JWT_SECRET,
-                        status_interval=0, ping_interval=0, max_upload_mb=500)
+                        status_interval=0, ping_interval=0, max_upload_mb=500, **ROOMY_LIMITS)
     async with running_app(settings, private=False) as api:
         yield api
 
@@ -46,7 +50,8 @@ async def private_api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
     tmp = tmp_path_factory.mktemp("rest-private")
     private_pem, jwks = rsa_keys(tmp)
     settings = Settings(data_dir=str(tmp / "data"), cpu_threads=2, auth_mode="private", jwt_secret=JWT_SECRET,
-                        jwt_public_key=str(jwks), status_interval=0, ping_interval=0, max_upload_mb=500)
+                        jwt_public_key=str(jwks), jwt_audience=JWT_AUDIENCE, status_interval=0, ping_interval=0,
+                        max_upload_mb=500, outbound_allowlist=LOOPBACK_RECEIVERS, **ROOMY_LIMITS)
     async with running_app(settings, private=True, rsa_private_pem=private_pem) as api:
         api.extra["public_pem"] = (tmp / "public.pem").read_text()
         yield api

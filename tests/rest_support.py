@@ -25,6 +25,10 @@ from server.settings import Settings
 
 AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
 JWT_SECRET = "rest-tests-secret-0123456789abcdef"
+JWT_AUDIENCE = "voxlane-tests"
+"""The private app takes a JWKS, so it requires this ``aud`` in every JWT."""
+LOOPBACK_RECEIVERS = "127.0.0.1/32"
+"""``VOXLANE_OUTBOUND_ALLOWLIST`` of apps whose tests run webhook receivers on loopback."""
 TERMINAL = ("completed", "failed")
 
 
@@ -73,7 +77,11 @@ class Api:
 
     def jwt(self, user: str, scopes: list[str] | None = None, *, ttl: float = 3600, alg: str = "HS256",
             **claims: Any) -> str:
-        payload: dict[str, Any] = {"sub": user, "exp": int(time.time() + ttl), **claims}
+        """A token the app accepts (its ``aud`` included); a claim given as None is left out."""
+        payload: dict[str, Any] = {"sub": user, "exp": int(time.time() + ttl)}
+        if self.settings.jwt_audience:
+            payload["aud"] = self.settings.jwt_audience
+        payload = {k: v for k, v in {**payload, **claims}.items() if v is not None}
         if scopes is not None:
             payload["scope"] = " ".join(scopes)
         if alg == "HS256":

@@ -18,7 +18,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from server.auth import Authenticator, AuthError
 from server.settings import Settings, SettingsError
-from tests.rest_support import AUDIO, JWT_SECRET, Api, creds, read_wav
+from tests.rest_support import AUDIO, JWT_AUDIENCE, JWT_SECRET, Api, creds, read_wav
 
 pytest_plugins = ("tests.rest_fixtures",)
 REPO = Path(__file__).resolve().parents[1]  # the checkout, whatever its folder is called
@@ -109,13 +109,14 @@ async def test_rs256_jwks_and_a_pem_key(private_api: Api):
     assert (await api.client.get("/v1/transcripts/", headers={"Authorization": f"Bearer {no_sub}"})
             ).status_code == 401
     # the setting also takes a PEM (text or file); a bad one stops the server at start
-    auth = Authenticator(Settings(auth_mode="private", jwt_public_key=api.extra["public_pem"]), store=None)
+    auth = Authenticator(Settings(auth_mode="private", jwt_public_key=api.extra["public_pem"],
+                                  jwt_audience=JWT_AUDIENCE), store=None)
     who = await auth.authenticate(api.jwt("pem-user", ["transcripts:read"], alg="RS256"))
     assert who.user == "pem-user" and who.scopes == {"transcripts:read"}
     with pytest.raises(AuthError):
         await auth.authenticate(api.jwt("pem-user"))  # HS256 is not configured on this one
     with pytest.raises(SettingsError):
-        Authenticator(Settings(jwt_public_key="/no/such/key.pem"), store=None)
+        Authenticator(Settings(jwt_public_key="/no/such/key.pem", jwt_audience=JWT_AUDIENCE), store=None)
 
 
 async def test_api_keys_from_the_cli(private_api: Api):
@@ -291,3 +292,66 @@ async def test_unexpected_errors_are_500_without_a_traceback(api: Api, monkeypat
         assert r.status_code == 500, path
         assert r.json() == {"error": {"code": "INTERNAL_ERROR", "message": "internal server error", "details": {}}}
         assert "secret" not in r.text and "Traceback" not in r.text
+
+
+# ------------------------------------------------------------ token lifetime and audience
+
+
+async def refused(api: Api, token: str) -> str:
+    """The 401 message for ``token`` (asserting it is refused as invalid)."""
+    r = await api.client.get("/v1/transcripts/", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "INVALID_TOKEN", r.text
+    return r.json()["error"]["message"]
+
+
+async def test_a_jwt_must_expire_and_not_live_too_long(api: Api):
+    now = int(time.time())
+    assert "'exp'" in await refused(api, api.jwt("alice", exp=None)), "a token that never expires"
+    if api.private:
+        assert "'exp'" in await refused(api, api.jwt("alice", alg="RS256", exp=None))
+    limit = api.settings.jwt_max_lifetime
+    assert limit == 86400
+    assert "VOXLANE_JWT_MAX_LIFETIME" in await refused(api, api.jwt("alice", ttl=2 * limit))  # no iat: exp - now
+    assert "VOXLANE_JWT_MAX_LIFETIME" in await refused(api, api.jwt("alice", ttl=3600, iat=now - limit))  # 25 h
+    for ok in (api.jwt("alice", ttl=limit - 60, iat=now), api.jwt("alice", ttl=limit - 60)):
+        r = await api.client.get("/v1/transcripts/", headers={"Authorization": f"Bearer {ok}"})
+        assert r.status_code == 200, r.text
+
+
+async def test_an_outside_key_needs_an_audience_and_tokens_must_carry_it(private_api: Api):
+    api = private_api
+    pem = api.extra["public_pem"]
+    env = {"VOXLANE_AUTH_MODE": "private", "VOXLANE_JWT_PUBLIC_KEY": pem}
+    with pytest.raises(SettingsError, match="VOXLANE_JWT_AUDIENCE"):
+        Settings.from_sources({}, env=env)
+    assert Settings.from_sources({}, env={**env, "VOXLANE_JWT_AUDIENCE": "voxlane"}).jwt_audience == "voxlane"
+    with pytest.raises(SettingsError, match="VOXLANE_JWT_AUDIENCE"):  # also when Settings skipped validate()
+        Authenticator(Settings(auth_mode="private", jwt_public_key=pem), store=None)
+    serve = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "server.cli", "serve"], cwd=REPO,
+                                    capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin", **env})
+    assert serve.returncode != 0 and "VOXLANE_JWT_AUDIENCE" in serve.stderr, serve.stderr[-2000:]
+    # the key signs the identity provider's tokens for other services too: only ours are accepted
+    for aud in ("another-service", None, ["another-service", "and-one-more"]):
+        await refused(api, api.jwt("rita", alg="RS256", aud=aud))
+    await refused(api, api.jwt("rita", aud="another-service"))  # the audience holds for every JWT
+    for aud in (JWT_AUDIENCE, ["another-service", JWT_AUDIENCE]):
+        token = api.jwt("rita", alg="RS256", aud=aud)
+        r = await api.client.get("/v1/transcripts/", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+
+
+async def test_the_cli_mints_tokens_that_expire(public_api: Api):
+    def mint(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "server.cli", "token", "jwt", "--user", "cli-user", *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=60,
+                              env={"PATH": "/usr/bin:/bin", "VOXLANE_JWT_SECRET": JWT_SECRET})
+
+    made = mint()
+    assert made.returncode == 0, made.stderr
+    claims = jwt.decode(made.stdout.strip(), JWT_SECRET, algorithms=["HS256"])
+    assert claims["exp"] - claims["iat"] == 3600
+    r = await public_api.client.get("/v1/transcripts/", headers={"Authorization": f"Bearer {made.stdout.strip()}"})
+    assert r.status_code == 200
+    for ttl in ("0", "-5", str(2 * 86400)):
+        bad = mint("--ttl", ttl)
+        assert bad.returncode == 2 and "VOXLANE_JWT_MAX_LIFETIME" in bad.stderr and not bad.stdout

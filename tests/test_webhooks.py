@@ -22,7 +22,7 @@ from server.live_client import load_pcm16k, stream_audio
 from server.settings import Settings
 from server.webhooks import emit_event, emit_project_event
 from tests.conftest import start_server, stop_server
-from tests.rest_support import AUDIO, JWT_SECRET, Api, read_wav, wav_bytes
+from tests.rest_support import AUDIO, JWT_SECRET, LOOPBACK_RECEIVERS, Api, read_wav, wav_bytes
 
 pytest_plugins = ("tests.rest_fixtures",)
 
@@ -30,6 +30,8 @@ SPEECH = "single/librispeech_61-70968-0000.wav"  # 5.3 s
 SECRET = "receiver-secret-0123456789abcdef"
 EVENTS = ("conversation.transcribed", "conversation.summarized", "report.generated")
 P = "/api/participant"
+BODY_OF_A_REFUSAL = b"no: db=postgres://admin:hunter2@10.0.0.7"
+"""What a receiver (or whatever answered) says with an error: never stored, never shown."""
 
 
 @dataclass
@@ -45,11 +47,15 @@ class Hit:
 
 class Receiver:
     """A real HTTP endpoint on 127.0.0.1: answers 500 to the first ``fail_first`` requests of each event id,
-    then 200, and checks every signature with its own HMAC (not the server's code)."""
+    then 200 (or always ``status``, with ``headers``), and checks every signature with its own HMAC (not the
+    server's code)."""
 
-    def __init__(self, secret: str = SECRET, fail_first: int = 2) -> None:
+    def __init__(self, secret: str = SECRET, fail_first: int = 2, status: int | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         self.secret = secret.encode()
         self.fail_first = fail_first
+        self.status = status
+        self.headers = headers or {}
         self.hits: list[Hit] = []
         self.lock = threading.Lock()
         receiver = self
@@ -75,12 +81,15 @@ class Receiver:
         event = json.loads(body)
         with self.lock:
             seen = sum(1 for h in self.hits if h.event_id == event["id"] and h.path == path)
-            status = 500 if seen < self.fail_first else 200
+            status = self.status or (500 if seen < self.fail_first else 200)
             self.hits.append(Hit(path, event["id"], event, headers, status, signed))
+        reply = BODY_OF_A_REFUSAL if status >= 300 else b"ok"
         handler.send_response(status)
-        handler.send_header("Content-Length", "2")
+        for name, value in self.headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(reply)))
         handler.end_headers()
-        handler.wfile.write(b"no" if status >= 400 else b"ok")
+        handler.wfile.write(reply)
 
     def accepted(self, path: str = "/") -> list[Hit]:
         with self.lock:
@@ -205,7 +214,8 @@ async def test_webhook_endpoints_scopes_and_idempotent_events(private_api: Api):
 
 async def test_each_event_delivered_exactly_once_despite_failures(tmp_path):
     settings = Settings(data_dir=str(tmp_path / "data"), cpu_threads=2, auth_mode="public", jwt_secret=JWT_SECRET,
-                        status_interval=0, ping_interval=0, webhook_retry_base=0.2)
+                        status_interval=0, ping_interval=0, webhook_retry_base=0.2,
+                        outbound_allowlist=LOOPBACK_RECEIVERS)
     from tests.rest_fixtures import running_app  # here: the module is this file's pytest plugin too
 
     receiver = Receiver()
@@ -250,7 +260,7 @@ async def test_each_event_delivered_exactly_once_despite_failures(tmp_path):
 
 async def test_deliveries_survive_a_kill_and_restart(tmp_path):
     receiver = Receiver()
-    env = {"VOXLANE_REST_WORKERS": "1", "VOXLANE_CPU_THREADS": "2"}
+    env = {"VOXLANE_REST_WORKERS": "1", "VOXLANE_CPU_THREADS": "2", "VOXLANE_OUTBOUND_ALLOWLIST": LOOPBACK_RECEIVERS}
     srv = start_server(tmp_path, VOXLANE_WEBHOOK_RETRY_BASE="4", **env)
     try:
         async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
@@ -308,3 +318,87 @@ async def test_deliveries_survive_a_kill_and_restart(tmp_path):
     mine = {d["event"]: d for d in rows if d["id"] in ours}
     assert len(mine) == 3 and all(d["payload"]["data"]["project_id"] == pid for d in mine.values())
     assert mine["conversation.transcribed"]["payload"]["data"]["conversation_id"] == cid
+
+
+# ------------------------------------------------------------ outbound requests: only where they may go
+
+
+INTERNAL_RECEIVERS = ("http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:9/", "http://[::1]:9/",
+                      "http://10.0.0.1/", "http://172.16.0.1/", "http://192.168.0.1/", "http://[fd00::1]/",
+                      "http://[fe80::1]/", "http://224.0.0.1/", "http://0.0.0.0/", "http://[::]/",
+                      "http://[::ffff:127.0.0.1]/", "http://100.64.0.1/", "http://localhost:9/", "http://0x7f.1/")
+
+
+async def test_webhook_urls_to_internal_addresses_are_refused(public_api: Api):
+    c = public_api.client
+    pid = (await c.post("/api/projects", json={"title": "ssrf"})).json()["id"]
+    base = f"/api/projects/{pid}/webhooks"
+    for url in INTERNAL_RECEIVERS:
+        r = await c.post(base, json={"url": url})
+        assert r.status_code == 422, (url, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "URL_NOT_ALLOWED" and error["details"]["reason"] == "internal", (url, error)
+        assert "internal address" in error["message"] and "VOXLANE_OUTBOUND_ALLOWLIST" in error["message"]
+    r = await c.post(base, json={"url": "http://user:password@hooks.example.com/"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "URL_NOT_ALLOWED"
+    r = await c.post(base, json={"url": "https://no-such-receiver.invalid/hook"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "URL_UNRESOLVABLE"
+    assert (await c.get(base)).json()["items"] == [], "nothing was registered"
+
+
+async def test_the_log_keeps_status_codes_redirects_stay_unfollowed_and_each_attempt_is_checked(tmp_path):
+    settings = Settings(data_dir=str(tmp_path / "data"), cpu_threads=2, auth_mode="public", jwt_secret=JWT_SECRET,
+                        status_interval=0, ping_interval=0, webhook_retry_base=0.05, webhook_max_attempts=1,
+                        outbound_allowlist=LOOPBACK_RECEIVERS)
+    from tests.rest_fixtures import running_app
+
+    inside = Receiver(fail_first=0)
+    refusing = Receiver(status=500)
+    redirecting = Receiver(status=302, headers={"Location": inside.url + "/moved"})
+    try:
+        async with running_app(settings, private=False) as api:
+            c = api.client
+            pid = (await c.post("/api/projects", json={"title": "outbound"})).json()["id"]
+            base = f"/api/projects/{pid}/webhooks"
+            ids = {}
+            for name, receiver in (("inside", inside), ("refusing", refusing), ("redirecting", redirecting)):
+                r = await c.post(base, json={"url": receiver.url + "/", "secret": SECRET})
+                assert r.status_code == 201, "the allowlist lets loopback receivers through"
+                ids[name] = r.json()["id"]
+            await emit_project_event(api.svc, pid, "report.generated", {"report_id": "r1"}, key="r1")
+            logs = {n: (await until(lambda w=w: all_settled(c, pid, w, 1), 30, n))[0] for n, w in ids.items()}
+            assert logs["inside"]["status"] == "delivered" and logs["inside"]["response_status"] == 200
+            assert logs["refusing"]["status"] == "failed" and logs["refusing"]["response_status"] == 500
+            assert logs["refusing"]["last_error"] == "HTTP 500", "the status code, not the receiver's body"
+            assert logs["redirecting"]["response_status"] == 302 and logs["redirecting"]["status"] == "failed"
+            assert "HTTP 302" in logs["redirecting"]["last_error"]
+            assert [h.path for h in inside.hits] == ["/"], "the redirect to /moved was not followed"
+            for wid in ids.values():
+                r = await c.get(f"{base}/{wid}/deliveries")
+                assert BODY_OF_A_REFUSAL.decode() not in r.text and "hunter2" not in r.text
+
+            # the operator removes the allowlist: every attempt is checked again, nothing is sent
+            api.svc.settings.outbound_allowlist = ""
+            before = [len(inside.hits), len(refusing.hits), len(redirecting.hits)]
+            r = await c.post(f"{base}/{ids['inside']}/test", json={})
+            assert r.status_code == 422 and r.json()["error"]["code"] == "URL_NOT_ALLOWED"
+            await emit_project_event(api.svc, pid, "report.generated", {"report_id": "r2"}, key="r2")
+            for name, wid in ids.items():
+                rows = await until(lambda w=wid: all_settled(c, pid, w, 2), 30, name)
+                latest = rows[0]
+                assert latest["status"] == "failed" and latest["response_status"] is None, latest
+                assert latest["last_error"].startswith("refused: 127.0.0.1 is an internal address"), latest
+            await asyncio.sleep(0.2)
+            assert [len(inside.hits), len(refusing.hits), len(redirecting.hits)] == before, "no request was sent"
+            db = sqlite3.connect(settings.data_path / "voxlane.db")
+            sqlite_errors = db.execute("SELECT last_error FROM webhook_deliveries").fetchall()
+            db.close()
+            assert not any("hunter2" in (e or "") for (e,) in sqlite_errors), "nor stored"
+            # a row an older version wrote, body and all, shows its status only
+            await api.svc.store.update_delivery(logs["refusing"]["id"],
+                                                last_error="HTTP 500: " + BODY_OF_A_REFUSAL.decode())
+            r = await c.get(f"{base}/{ids['refusing']}/deliveries")
+            assert "hunter2" not in r.text and r.json()["items"][-1]["last_error"] == "HTTP 500"
+    finally:
+        for receiver in (inside, refusing, redirecting):
+            receiver.close()

@@ -7,6 +7,7 @@ them. What is sent, and how, is :mod:`server.webhooks`.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
@@ -18,7 +19,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server.errors import ApiError
-from server.openapi import Param, document
+from server.openapi import Param, document, page_params
+from server.outbound import OutboundGuard, OutboundRefused
 from server.routes.common import int_param, json_body, page_of, services
 from server.routes.projects import load_project
 from server.storage.base import DELIVERY_STATUSES
@@ -78,8 +80,9 @@ class Delivery(BaseModel):
     status: str = Field(description="pending | delivered | failed")
     attempts: int
     next_attempt_at: str | None = Field(description="when a pending delivery is tried next")
-    last_error: str | None
-    response_status: int | None
+    last_error: str | None = Field(description="why the last attempt failed: `HTTP <status>`, a timeout, a refused"
+                                               " connection or URL (never the receiver's body)")
+    response_status: int | None = Field(description="the receiver's status code for the last attempt")
     created_at: str
     updated_at: str
     delivered_at: str | None
@@ -98,11 +101,17 @@ def webhook_out(row: dict[str, Any]) -> dict[str, Any]:
                    description=row.get("description"), created_at=row["created_at"]).model_dump()
 
 
+_OLD_ERROR_WITH_BODY = re.compile(r"^(HTTP \d{3}): ")
+"""Earlier versions logged the start of the receiver's body after its status (``HTTP 500: <body>``)."""
+
+
 def delivery_out(row: dict[str, Any]) -> dict[str, Any]:
     nxt = row.get("next_attempt_at")
+    old = _OLD_ERROR_WITH_BODY.match(row.get("last_error") or "")
+    error = old.group(1) if old else row.get("last_error")  # an old row shows its status only
     return Delivery(
         id=row["id"], webhook_id=row["webhook_id"], event=row["event"], event_id=row["event_id"],
-        status=row["status"], attempts=row["attempts"], last_error=row.get("last_error"),
+        status=row["status"], attempts=row["attempts"], last_error=error,
         next_attempt_at=None if nxt is None or row["status"] != "pending" else _iso(nxt),
         response_status=row.get("response_status"), created_at=row["created_at"], updated_at=row["updated_at"],
         delivered_at=row.get("delivered_at"), payload=json.loads(row["payload"])).model_dump()
@@ -120,10 +129,20 @@ async def load_webhook(request: Request) -> dict[str, Any]:
     return row
 
 
+async def check_url(request: Request, url: str) -> None:
+    """422 for a URL the server would refuse to call (an internal address, say): told now, not at the first event.
+    The dispatcher checks again on every attempt (what a name resolves to can change)."""
+    try:
+        await OutboundGuard(services(request).settings).check(url)
+    except OutboundRefused as exc:
+        raise ApiError(422, f"url: {exc.message}", exc.code, {"url": url, "reason": exc.reason}) from None
+
+
 async def create_webhook(request: Request) -> Response:
     """Register an endpoint for some of the project's events."""
     project = await load_project(request)
     body = await json_body(request, WebhookCreate)
+    await check_url(request, body.url)
     secret = body.secret or "whsec_" + secrets.token_urlsafe(32)
     row = await services(request).store.create_webhook(project_id=project["id"], url=body.url,
                                                        events=list(dict.fromkeys(body.events)), secret=secret,
@@ -166,6 +185,7 @@ async def send_test_event(request: Request) -> Response:
     """Send a sample event (marked `"test": true`) to this endpoint, signed and retried like real ones."""
     row = await load_webhook(request)
     body = await json_body(request, WebhookTestRequest)
+    await check_url(request, row["url"])
     delivery = await send_test(services(request), row, body.event)
     return JSONResponse(delivery_out(delivery), status_code=202)
 
@@ -185,14 +205,22 @@ _SIGNING = (f"Each delivery is a POST of the JSON event ({{id, type, created_at,
             " + body with the endpoint's secret>, plus X-Voxlane-Event, X-Voxlane-Event-Id and X-Voxlane-Delivery."
             " Only a 2xx answer counts as delivered; otherwise it is retried with exponential backoff"
             " (VOXLANE_WEBHOOK_RETRY_BASE, VOXLANE_WEBHOOK_MAX_ATTEMPTS), across restarts.")
+_OUTBOUND = (" The URL must reach a public address: a host that is or resolves to a loopback, private, link-local,"
+             " shared, multicast or reserved address is refused (422 URL_NOT_ALLOWED) unless the operator's"
+             " VOXLANE_OUTBOUND_ALLOWLIST names it, and is checked again before every attempt. Redirects are not"
+             " followed; the delivery log keeps the receiver's status code, not its body.")
 document("GET", W, "List webhook endpoints", TAG, responses={200: (WebhookList, "the project's endpoints")})
-document("POST", W, "Register a webhook endpoint", TAG, body=WebhookCreate, description=_SIGNING,
-         responses={201: (WebhookCreated, "the endpoint, with its signing secret (shown once)")})
+document("POST", W, "Register a webhook endpoint", TAG, body=WebhookCreate, description=_SIGNING + _OUTBOUND,
+         responses={201: (WebhookCreated, "the endpoint, with its signing secret (shown once)"),
+                    422: (None, "an invalid body (VALIDATION_ERROR), a URL the server does not call"
+                                " (URL_NOT_ALLOWED) or a host without an address (URL_UNRESOLVABLE)")})
 document("GET", W + "/{webhook_id}", "Read a webhook endpoint", TAG, responses={200: (Webhook, "the endpoint")})
 document("DELETE", W + "/{webhook_id}", "Delete a webhook endpoint", TAG, responses={204: (None, "deleted")})
 document("GET", W + "/{webhook_id}/deliveries", "The endpoint's delivery log", TAG,
          responses={200: (DeliveryPage, "deliveries, newest first")},
          query=[Param("status", "only deliveries in this state", enum=DELIVERY_STATUSES),
-                Param("page", "1-based page", "integer"), Param("size", "items per page (1-200)", "integer")])
+                *page_params()])
 document("POST", W + "/{webhook_id}/test", "Send a test event", TAG, body=WebhookTestRequest,
-         responses={202: (Delivery, "queued: it shows up in the delivery log")})
+         responses={202: (Delivery, "queued: it shows up in the delivery log"),
+                    422: (None, "an invalid body, or the endpoint's URL is no longer one the server calls"
+                                " (URL_NOT_ALLOWED, URL_UNRESOLVABLE)")})
