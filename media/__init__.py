@@ -22,6 +22,7 @@ from media.decoders import (
     make_decoder,
     probe_file,
 )
+from media.errors import AudioTooLong
 from media.formats import CONTAINER_FORMATS, PCM_FORMATS, normalize_container_format, sniff_container
 from media.resample import Resampler
 from media.wavfile import WavAppender, read_wav_range
@@ -30,6 +31,7 @@ __all__ = [
     "CONTAINER_FORMATS",
     "PCM_FORMATS",
     "SAMPLE_RATE",
+    "AudioTooLong",
     "ContainerDecoder",
     "DecodeError",
     "PcmDecoder",

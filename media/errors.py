@@ -21,3 +21,16 @@ def describe_av_error(exc: BaseException) -> str:
     if isinstance(strerror, str) and strerror:
         return strerror
     return str(exc) or type(exc).__name__
+
+
+class AudioTooLong(DecodeError):
+    """Audio that decodes to more than the caller's budget of seconds.
+
+    Raised as soon as the decoded samples pass the budget, whatever the container's header claims about the
+    duration (a header can lie: a small file of compressed silence may hold hours), so nothing past the limit
+    is decoded or held. ``limit_seconds`` is the budget the caller set.
+    """
+
+    def __init__(self, what: str, limit_seconds: float) -> None:
+        super().__init__(f"{what} is longer than the limit of {limit_seconds:g} s")
+        self.limit_seconds = limit_seconds

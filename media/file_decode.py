@@ -25,40 +25,48 @@ def _open(path: str | os.PathLike[str]) -> av.container.InputContainer:
         raise DecodeError(f"{name} is not a readable audio file: {describe_av_error(exc)}") from exc
 
 
-def _iter_blocks(path: str | os.PathLike[str]) -> Iterator[np.ndarray]:
-    """16 kHz (frames, channels) blocks; raises DecodeError if the file yields no audio at all."""
+def _iter_blocks(path: str | os.PathLike[str], max_seconds: float | None) -> Iterator[np.ndarray]:
+    """16 kHz (frames, channels) blocks; raises DecodeError if the file yields no audio at all, AudioTooLong
+    once the decoded audio passes ``max_seconds``."""
     what = f"file {Path(path).name}"
     produced = False
     with _open(path) as container:
         stream = first_audio_stream(container, what)
-        for block in decode_blocks(container, stream, what):
+        for block in decode_blocks(container, stream, what, max_seconds=max_seconds):
             produced = True
             yield block
     if not produced:
         raise DecodeError(f"{what} contains no decodable audio")
 
 
-def decode_file(path: str | os.PathLike[str], split_channels: bool = False) -> np.ndarray | list[np.ndarray]:
-    """Whole file as 16 kHz mono float32, or one such array per channel when ``split_channels``."""
+def decode_file(path: str | os.PathLike[str], split_channels: bool = False, *,
+                max_seconds: float | None = None) -> np.ndarray | list[np.ndarray]:
+    """Whole file as 16 kHz mono float32, or one such array per channel when ``split_channels``.
+
+    Callers that take files from clients pass ``max_seconds``: past it decoding stops with
+    :class:`~media.errors.AudioTooLong`, so a file whose header understates its length is never held whole.
+    """
     if not split_channels:
-        return np.concatenate([downmix(b) for b in _iter_blocks(path)])
-    blocks = list(_iter_blocks(path))
+        return np.concatenate([downmix(b) for b in _iter_blocks(path, max_seconds)])
+    blocks = list(_iter_blocks(path, max_seconds))
     width = blocks[-1].shape[1]  # a file that changes channel count midway keeps its final layout
     audio = np.concatenate([b for b in blocks if b.shape[1] == width])
     return [np.ascontiguousarray(audio[:, i]) for i in range(width)]
 
 
 def iter_decode_file(path: str | os.PathLike[str], chunk_seconds: float = 30.0,
-                     split_channels: int | None = None) -> Iterator[np.ndarray]:
+                     split_channels: int | None = None, *, max_seconds: float | None = None) -> Iterator[np.ndarray]:
     """Yield 16 kHz mono chunks of ``chunk_seconds`` (last one shorter) so long uploads stay out of RAM.
 
     With ``split_channels=N`` the chunks are (frames, N) instead, one column per channel: a block with fewer
     channels (a layout change midway) gets silent columns, one with more loses the extra ones.
+    With ``max_seconds``, :class:`~media.errors.AudioTooLong` is raised as soon as the decoded audio passes it
+    (the container's claimed duration is not trusted); what was yielded before stays within the limit.
     """
     chunk = max(1, round(chunk_seconds * SAMPLE_RATE))
     pending: list[np.ndarray] = []
     held = 0
-    for block in _iter_blocks(path):
+    for block in _iter_blocks(path, max_seconds):
         pending.append(_fit(block, split_channels) if split_channels else downmix(block))
         held += len(pending[-1])
         if held < chunk:

@@ -12,10 +12,13 @@ import av
 import numpy as np
 
 from media.audio import SAMPLE_RATE
-from media.errors import DecodeError, describe_av_error
+from media.errors import AudioTooLong, DecodeError, describe_av_error
 
 MAX_CONSECUTIVE_BAD_PACKETS = 8
 """A few undecodable packets are normal in real recordings; a run of them means the stream is not audio."""
+BUDGET_SLACK_SAMPLES = SAMPLE_RATE // 50
+"""20 ms over a budget is forgiven: resampler delay and codec padding make a file of exactly the limit come out
+a few samples longer."""
 
 
 def empty_block(channels: int) -> np.ndarray:
@@ -85,12 +88,17 @@ def decode_blocks(
     stream: av.audio.stream.AudioStream,
     what: str,
     should_stop: Callable[[], bool] = lambda: False,
+    max_seconds: float | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield 16 kHz float32 (frames, channels) blocks until the stream ends, then the resampler tail.
 
     Isolated bad packets are skipped the way the ffmpeg CLI does; a run of them raises DecodeError.
+    With ``max_seconds`` the decoded output is counted and :class:`AudioTooLong` raised before the block that
+    would pass it is yielded: the budget is taken from real samples, never from the container's claimed
+    duration, so a small file of compressed silence that holds hours stops at the limit.
     """
     converter = FrameConverter()
+    budget = Budget(what, max_seconds)
     bad_run = 0
     try:
         for packet in container.demux(stream):
@@ -107,6 +115,7 @@ def decode_blocks(
             for frame in frames:
                 block = converter.convert(frame)
                 if block.size:
+                    budget.spend(len(block))
                     yield block
     except DecodeError:
         raise
@@ -114,4 +123,21 @@ def decode_blocks(
         raise DecodeError(f"could not decode {what}: {describe_av_error(exc)}") from exc
     tail = converter.flush()
     if tail.size:
+        budget.spend(len(tail))
         yield tail
+
+
+class Budget:
+    """Counts decoded 16 kHz frames against a limit of seconds (None: no limit)."""
+
+    def __init__(self, what: str, max_seconds: float | None) -> None:
+        self.what = what
+        self.max_seconds = max_seconds
+        self.limit = int((max_seconds or 0.0) * SAMPLE_RATE) + BUDGET_SLACK_SAMPLES
+        self.frames = 0
+
+    def spend(self, frames: int) -> None:
+        """Count ``frames`` more; raise AudioTooLong (counting nothing) if they would pass the limit."""
+        if self.max_seconds is not None and self.frames + frames > self.limit:
+            raise AudioTooLong(self.what, self.max_seconds)
+        self.frames += frames

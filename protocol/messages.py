@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     OVERLOADED = "OVERLOADED"  # the server is at capacity: details.retry_after_s says when to try again
     INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"  # the caller's token lacks the scope this action needs
     STORAGE_FULL = "STORAGE_FULL"  # the server's disk is full: the stream ends, what was acknowledged is kept
+    AUDIO_TOO_LONG = "AUDIO_TOO_LONG"  # recorded audio decodes past the route's limit: details.limit_seconds
     RATE_LIMITED = "RATE_LIMITED"  # too many requests or streams from this caller: details.retry_after_s
     TRANSCRIPTION_FAILED = "TRANSCRIPTION_FAILED"  # the model failed on a stream's audio (the audio is stored)
     INTERNAL_ERROR = "INTERNAL_ERROR"

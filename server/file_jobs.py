@@ -13,13 +13,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from asr.inference import Priority
 from asr.session import StreamSession
-from media import DecodeError, WavAppender, iter_decode_file, probe_file
+from media import AudioTooLong, DecodeError, WavAppender, iter_decode_file, probe_file
 from protocol import Error, Status, Transcription
+from server.audio_limits import AUDIO_TOO_LONG, claims_too_long, too_long_message
 from server.channels import channel_participants
 from server.live import Services, audio_file_name, live_speakers, settle_speakers, stream_config
 from server.live_speakers import LiveSpeakers
@@ -33,6 +35,8 @@ class FileResult:
     duration: float
     segments: int
     error: str | None = None
+    limit_seconds: float | None = None
+    """Set when the file was refused for passing its ``max_seconds`` (``error`` says so)."""
 
 
 async def transcribe_file(services: Services, transcript_id: str, path: str | Path, *, offset: float = 0.0,
@@ -41,7 +45,8 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
                           on_progress: Callable[[float, float], Awaitable[None]] | None = None,
                           publish_status: bool = True, language: str | None = None,
                           prompt: str | None = None, split_channels: bool = False,
-                          channel_names: list[str] | None = None, diarize: bool = False) -> FileResult:
+                          channel_names: list[str] | None = None, diarize: bool = False,
+                          max_seconds: float | None = None) -> FileResult:
     """Transcribe one file into ``transcript_id``; finals are stored and broadcast like live ones.
 
     ``offset`` places the file on the transcript's timeline (kiosk chunks); ``prompt`` is context for the
@@ -50,6 +55,10 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     has. ``diarize`` labels the speakers of a mixed file (not of a participant's or a channel's audio), as a
     live mixed stream is labelled, and stores its turns. Raises nothing for bad audio: the result carries
     the error and subscribers get ``error`` + ``status failed``.
+
+    ``max_seconds`` is the caller's limit on the file's length, counted from the decoded audio (a header that
+    understates it is not trusted): decoding stops there and the result is an error with ``limit_seconds``,
+    having fed the model no more than the limit. A header that already admits more is refused undecoded.
     """
     hub = services.hub
 
@@ -63,6 +72,8 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     except DecodeError as exc:
         await _fail(services, transcript_id, str(exc), publish_status, participant_id)
         return FileResult(0.0, 0, str(exc))
+    if max_seconds is not None and claims_too_long(info, max_seconds):
+        return await _too_long(services, transcript_id, max_seconds, 0.0, 0, publish_status, participant_id)
     total = float(info.get("duration") or 0.0)
     config = stream_config(services.settings, Priority.BULK)
     config.live = False
@@ -85,7 +96,7 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     if width:
         await _record_channels(services, transcript_id, people, "join", offset)
     await status("processing", 0.0, "transcribing")
-    blocks = iter_decode_file(path, chunk_seconds=BLOCK_SECONDS, split_channels=width)
+    blocks = iter_decode_file(path, chunk_seconds=BLOCK_SECONDS, split_channels=width, max_seconds=max_seconds)
     fed = 0.0
     try:
         while True:
@@ -105,6 +116,10 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
                 await on_progress(done, max(total, fed))
             pct = min(99.0, 100.0 * done / max(total, fed, 1e-6))
             await status("processing", round(pct, 1), f"transcribed {done:.0f} s of {max(total, fed):.0f} s")
+    except AudioTooLong as exc:
+        await _cancel(sessions, wavs)
+        return await _too_long(services, transcript_id, exc.limit_seconds, fed,
+                               sum(s.segments_emitted for s in sessions), publish_status, participant_id)
     except DecodeError as exc:
         await _cancel(sessions, wavs)
         await _fail(services, transcript_id, str(exc), publish_status, participant_id)
@@ -177,11 +192,20 @@ async def _record_channels(services: Services, transcript_id: str, people: list[
     await services.store.update_transcript(transcript_id, meta=meta)
 
 
+async def _too_long(services: Services, transcript_id: str, limit: float, fed: float, segments: int,
+                    publish: bool, participant_id: str | None) -> FileResult:
+    message = too_long_message(limit)
+    await _fail(services, transcript_id, message, publish, participant_id, code=AUDIO_TOO_LONG,
+                details={"limit_seconds": limit})
+    return FileResult(fed, segments, message, limit_seconds=limit)
+
+
 async def _fail(services: Services, transcript_id: str, message: str, publish: bool,
-                participant_id: str | None) -> None:
+                participant_id: str | None, code: str = "AUDIO_FORMAT_ERROR",
+                details: dict[str, Any] | None = None) -> None:
     log.warning("transcription of %s failed: %s", transcript_id, message)
     if publish:
-        await services.hub.publish(transcript_id, Error(code="AUDIO_FORMAT_ERROR", message=message,
+        await services.hub.publish(transcript_id, Error(code=code, message=message, details=details or {},
                                                         recoverable=False))
         await services.hub.publish(transcript_id, Status(status="failed", stage="transcription", message=message,
                                                          participant_id=participant_id))

@@ -9,6 +9,7 @@ on first use, kept, and run in a worker thread, one decode at a time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import uuid
@@ -21,7 +22,7 @@ import numpy as np
 from asr.backend import DecodedWord, DecodeRequest, DecodeResult
 from asr.inference import Priority
 from asr.whisper_backend import BUNDLED_MODEL, FasterWhisperBackend, ModelNotFound
-from media import DecodeError, iter_decode_file, read_wav_range
+from media import AudioTooLong, DecodeError, iter_decode_file, read_wav_range
 from media.wavfile import read_wav_layout
 
 WINDOW_SECONDS = 30.0
@@ -132,9 +133,11 @@ async def retranscribe(services: Any, pool: ModelPool, audio: np.ndarray, *, mod
     return Retranscription(text=text, confidence=round(confidence, 4), words=words, model_used=model)
 
 
-def read_audio_range(path: str | os.PathLike[str], start: float, end: float) -> np.ndarray:
+def read_audio_range(path: str | os.PathLike[str], start: float, end: float,
+                     max_seconds: float | None = None) -> np.ndarray:
     """16 kHz mono audio between two times of a stored file (a 16 kHz WAV is read directly, anything else
-    decoded block by block, keeping only the range)."""
+    decoded block by block, keeping only the range). Nothing past ``max_seconds`` of decoded audio is
+    decoded: a stored file longer than the server transcribes (one that failed for it) ends there."""
     path = Path(path)
     if path.suffix.lower() == ".wav":
         fd = os.open(path, os.O_RDONLY)
@@ -149,11 +152,12 @@ def read_audio_range(path: str | os.PathLike[str], start: float, end: float) -> 
     first, last = int(start * SAMPLE_RATE), int(end * SAMPLE_RATE)
     out: list[np.ndarray] = []
     pos = 0
-    for block in iter_decode_file(path, chunk_seconds=10.0):
-        a, b = max(first, pos), min(last, pos + len(block))
-        if a < b:
-            out.append(block[a - pos:b - pos])
-        pos += len(block)
-        if pos >= last:
-            break
+    with contextlib.suppress(AudioTooLong):
+        for block in iter_decode_file(path, chunk_seconds=10.0, max_seconds=max_seconds):
+            a, b = max(first, pos), min(last, pos + len(block))
+            if a < b:
+                out.append(block[a - pos:b - pos])
+            pos += len(block)
+            if pos >= last:
+                break
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)

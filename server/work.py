@@ -99,10 +99,10 @@ class WorkQueue:
         removed = await asyncio.to_thread(_remove_partial_uploads, self.services.settings.data_path / "audio")
         if removed:
             log.info("removed %d partial upload(s) left by an interrupted request", removed)
-        for row in await self.store.list_chunks(statuses=("processing",), limit=100000):
+        for row in await self.store.list_chunks(statuses=("processing",)):
             await self.store.transition_chunk(row["id"], ("processing",), "uploaded")
             log.info("resuming %s %s of transcript %s", row["kind"], row["id"], row["transcript_id"])
-        pending = await self.store.list_chunks(statuses=("uploaded",), limit=100000)
+        pending = await self.store.list_chunks(statuses=("uploaded",))
         for row in reversed(pending):  # oldest first
             if row["attempts"] >= MAX_ATTEMPTS:
                 await self._give_up(row)
@@ -199,7 +199,8 @@ class WorkQueue:
                                        language=options.get("language"),
                                        split_channels=bool(options.get("split_channels")),
                                        channel_names=options.get("channel_names"),
-                                       diarize=_wants_diarization(self.services, options))
+                                       diarize=_wants_diarization(self.services, options),
+                                       max_seconds=self.services.settings.max_audio_seconds)
         if result.error:
             prog.status, prog.message, prog.updated_at = "failed", result.error, time.time()
             await store.transition_chunk(row["id"], ("processing",), "failed", error=result.error,
@@ -228,7 +229,8 @@ class WorkQueue:
 
         options = row.get("options") or {}
         result = await transcribe_file(self.services, row["transcript_id"], row["path"], emit=collect,
-                                       publish_status=False, language=options.get("language"))
+                                       publish_status=False, language=options.get("language"),
+                                       max_seconds=self.services.settings.max_chunk_seconds)
         if result.error:
             await self.store.transition_chunk(row["id"], ("processing",), "failed", error=result.error,
                                               duration=result.duration, segments=[], text=None)
@@ -322,7 +324,8 @@ class WorkQueue:
             if abandoned.get("path"):
                 await asyncio.to_thread(_unlink, Path(abandoned["path"]))
         audio_dir = self.services.audio_dir(cid)
-        await asyncio.to_thread(_write_merged_audio, audio_dir / RECORDING, placed)
+        await asyncio.to_thread(_write_merged_audio, audio_dir / RECORDING, placed,
+                                self.services.settings.max_chunk_seconds)
         if confirmed and not ok:
             reasons = sorted({c.get("error") or "failed" for c in confirmed})
             await self._transcript_failed(cid, "every chunk failed: " + "; ".join(reasons))
@@ -361,8 +364,10 @@ def _shifted(seg: dict[str, Any], segment_id: str, offset: float) -> Transcripti
                     probability=w.get("probability", 0.0), final=True) for w in seg.get("words") or []])
 
 
-def _write_merged_audio(path: Path, chunks: list[dict[str, Any]]) -> None:
-    """The conversation's audio as one 16 kHz WAV, on the same timeline as its merged transcript."""
+def _write_merged_audio(path: Path, chunks: list[dict[str, Any]], max_chunk_seconds: float) -> None:
+    """The conversation's audio as one 16 kHz WAV, on the same timeline as its merged transcript.
+
+    Each chunk is decoded only as far as its transcribed duration (never past ``max_chunk_seconds``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".merging")
     with contextlib.suppress(FileNotFoundError):
@@ -374,10 +379,13 @@ def _write_merged_audio(path: Path, chunks: list[dict[str, Any]]) -> None:
             got = 0
             if ch["status"] == "transcribed":
                 with contextlib.suppress(DecodeError):
-                    for block in iter_decode_file(ch["path"], chunk_seconds=BLOCK_SECONDS):
+                    for block in iter_decode_file(ch["path"], chunk_seconds=BLOCK_SECONDS,
+                                                  max_seconds=max_chunk_seconds):
                         block = block[:max(0, want - got)]
                         wav.append(block)
                         got += len(block)
+                        if got >= want:
+                            break
             if got < want:  # a failed chunk keeps its place on the timeline as silence
                 wav.append(np.zeros(want - got, dtype=np.float32))
         wav.sync()

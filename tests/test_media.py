@@ -14,6 +14,7 @@ import pytest
 
 from media import (
     SAMPLE_RATE,
+    AudioTooLong,
     ContainerDecoder,
     DecodeError,
     PcmDecoder,
@@ -29,6 +30,8 @@ from media import (
     read_wav_range,
     s16_to_float,
 )
+from media.frames import BUDGET_SLACK_SAMPLES, decode_blocks
+from tests.decode_bombs import flac_bomb, opus_bomb, wav_bomb
 
 AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
 SPEECH = AUDIO / "single" / "librispeech_2412-153948-0000.wav"
@@ -407,3 +410,50 @@ def test_wav_appender_recovers_audio_after_header_lag(tmp_path: Path, speech: np
         assert w.readframes(w.getnframes()) == float_to_s16(speech[:32000])
     with pytest.raises(DecodeError, match="cannot append"):
         WavAppender(path, sample_rate=8000)
+
+
+# ---------------------------------------------------------------- decode budget (decompression bombs)
+
+BOMBS = {"flac": flac_bomb, "wav": wav_bomb, "opus": opus_bomb}
+
+
+@pytest.mark.parametrize("kind", sorted(BOMBS))
+def test_decode_budget_is_counted_from_decoded_samples_not_the_header(tmp_path: Path, kind: str) -> None:
+    """A file whose header claims 1 s but holds 2 minutes stops at the budget: what is yielded stays within
+    it, AudioTooLong carries the limit, and a budget the file fits decodes it whole."""
+    path = BOMBS[kind](tmp_path / f"bomb.{kind}", seconds=120.0, claimed=1.0)
+    assert path.stat().st_size < 2_000_000
+    assert probe_file(path)["duration"] == pytest.approx(1.0, abs=0.1), "the header lies"
+
+    got = 0
+    with pytest.raises(AudioTooLong) as raised:
+        for block in iter_decode_file(path, chunk_seconds=10.0, max_seconds=30.0):
+            got += len(block)
+    assert raised.value.limit_seconds == 30.0 and "30 s" in raised.value.message
+    assert isinstance(raised.value, DecodeError), "callers that catch DecodeError refuse it too"
+    assert 20 * SAMPLE_RATE <= got <= 30 * SAMPLE_RATE, "yielded up to the limit, never past it"
+
+    with pytest.raises(AudioTooLong):
+        decode_file(path, max_seconds=30.0)
+    with pytest.raises(AudioTooLong):
+        decode_file(path, split_channels=True, max_seconds=30.0)
+    assert len(decode_file(path, max_seconds=121.0)) == pytest.approx(120 * SAMPLE_RATE, abs=SAMPLE_RATE // 10)
+
+
+def test_decode_budget_stops_decoding_at_the_limit(tmp_path: Path) -> None:
+    """The decoder itself stops: a one-hour bomb with a 5 s budget raises after about 5 s of blocks, and
+    the limit applies to a file of exactly that length only past a few samples of slack."""
+    path = flac_bomb(tmp_path / "hour.flac", seconds=3600.0, claimed=1.0)
+    assert path.stat().st_size < 1_000_000
+    decoded = 0
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        with pytest.raises(AudioTooLong):
+            for block in decode_blocks(container, stream, "bomb", max_seconds=5.0):
+                decoded += len(block)
+        assert decoded <= 5 * SAMPLE_RATE + BUDGET_SLACK_SAMPLES
+        next_packet = next(container.demux(stream))
+        assert next_packet.pts is not None and next_packet.pts * next_packet.time_base < 10, \
+            "the demuxer is still near the limit, not at the end of the hour"
+    exact = flac_bomb(tmp_path / "exact.flac", seconds=5.0, claimed=5.0)
+    assert len(decode_file(exact, max_seconds=5.0)) == 5 * SAMPLE_RATE

@@ -35,6 +35,7 @@ from starlette.routing import Route
 
 from protocol import Transcription
 from server import exports
+from server.audio_limits import refuse_declared, too_long
 from server.errors import ApiError
 from server.file_jobs import transcribe_file
 from server.hub import segment_row
@@ -228,7 +229,10 @@ async def _transcribe(svc: Services, path: Path, opts: Options,
                 await on_segment(seg)
 
     result = await transcribe_file(svc, path.parent.name, path, emit=collect, publish_status=False,
-                                   language=opts.language, prompt=opts.prompt)
+                                   language=opts.language, prompt=opts.prompt,
+                                   max_seconds=svc.settings.max_audio_seconds)
+    if result.limit_seconds is not None:
+        raise too_long(result.limit_seconds)
     if result.error:
         raise ApiError(422, f"the file could not be transcribed: {result.error}", "AUDIO_DECODE_ERROR")
     return sorted(found, key=lambda s: (s["start"], s["end"])), result.duration
@@ -332,7 +336,7 @@ async def create_transcription(request: Request) -> Response:
     try:
         received = await receive_audio(request, scratch, limit=svc.settings.max_upload_mb << 20, stem="audio")
         opts = _options(svc, received)
-        await probe_upload(received.path)
+        refuse_declared(await probe_upload(received.path), svc.settings.max_audio_seconds)
         if opts.stream:
             streaming = True
             return StreamingResponse(_events(svc, slots, scratch, received.path, opts), media_type="text/event-stream",
@@ -362,7 +366,9 @@ document("POST", "/v1/audio/transcriptions", "Transcribe a file (OpenAI-compatib
                      " `transcript.text.delta` ({type, delta}) per segment and a final `transcript.text.done`"
                      " ({type, text}). Nothing is stored.",
          responses={200: (TranscriptionJson, "the transcription (shape and type by response_format)"),
-                    413: (None, "file too large"), 415: (None, "unsupported audio"),
+                    413: (None, "file too large (PAYLOAD_TOO_LARGE), or its audio longer than"
+                                " VOXLANE_MAX_AUDIO_SECONDS (AUDIO_TOO_LONG, details.limit_seconds)"),
+                    415: (None, "unsupported audio"),
                     422: (None, "unreadable audio, unknown model, bad field")})
 document("GET", "/v1/models", "List models (OpenAI-compatible)", TAG,
          responses={200: (OpenAIModelList, "the served model and its aliases")})

@@ -13,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from media import DecodeError, decode_file
+from media import AudioTooLong, DecodeError, decode_file
+from server.audio_limits import refuse_declared, too_long
 from server.auth import principal
 from server.errors import ApiError
 from server.openapi import document
@@ -95,11 +96,11 @@ async def retranslate_segment(request: Request) -> Response:
         if not segment_id:
             raise ApiError(422, "segment_id is required")
         start, end = _float(fields, "start_time"), _float(fields, "end_time")
-        info = await probe_upload(received.path)
-        if float(info.get("duration") or 0.0) > MAX_SECONDS:
-            raise ApiError(422, f"the clip is longer than {MAX_SECONDS:.0f} s", "SEGMENT_TOO_LONG")
-        try:
-            audio = await asyncio.to_thread(decode_file, received.path)
+        refuse_declared(await probe_upload(received.path), MAX_SECONDS)
+        try:  # the header's duration may understate: the decoder stops at the limit itself
+            audio = await asyncio.to_thread(decode_file, received.path, max_seconds=MAX_SECONDS)
+        except AudioTooLong as exc:
+            raise too_long(exc.limit_seconds) from None
         except DecodeError as exc:
             raise ApiError(422, f"the clip could not be read as audio: {exc.message}", "AUDIO_DECODE_ERROR") from None
         result = await _run(request, audio, fields.get("model_name"), (fields.get("language") or "").strip() or None)
@@ -131,7 +132,7 @@ async def retranslate_from_full(request: Request) -> Response:
         raise ApiError(422, f"the segment is longer than {MAX_SECONDS:.0f} s", "SEGMENT_TOO_LONG")
     path = await audio_file(request, row)
     try:
-        audio = await asyncio.to_thread(read_audio_range, path, start, end)
+        audio = await asyncio.to_thread(read_audio_range, path, start, end, svc.settings.max_audio_seconds)
     except DecodeError as exc:
         raise ApiError(422, f"the stored audio could not be read: {exc.message}", "AUDIO_DECODE_ERROR") from None
     if len(audio) == 0:
@@ -162,7 +163,10 @@ routes = [
 document("POST", R + "/segment", "Re-transcribe an uploaded segment clip", TAG, body=SegmentForm,
          body_kind="multipart",
          description="With the server's model (through its inference loop) or another configured local model.",
-         responses={200: (Retranslated, "the new text"), 422: (None, "bad clip, unknown model, too long")})
+         responses={200: (Retranslated, "the new text"),
+                    413: (None, f"file too large (PAYLOAD_TOO_LARGE), or the clip longer than {MAX_SECONDS:g} s"
+                                " (AUDIO_TOO_LONG, details.limit_seconds)"),
+                    422: (None, "bad clip, unknown model")})
 document("POST", R + "/segment-from-full", "Re-transcribe a time range of stored audio", TAG, body=SegmentFromFull,
          description="`?job_id=` is a transcription job's (or any transcript's) id; the range defaults to the"
                      " stored segment named by segment_id.",

@@ -21,6 +21,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from asr.whisper_backend import BUNDLED_MODEL, ModelNotFound, resolve_model
+from server.audio_limits import refuse_declared
 from server.auth import CLOSE_NOT_FOUND, principal
 from server.errors import ApiError
 from server.openapi import Param, document
@@ -183,6 +184,7 @@ async def create_job(request: Request) -> Response:
             raise ApiError(422, f"language must be an ISO 639-1 code, not {language!r}")
         diarize = _bool(fields.get("diarize"), True)
         info = await probe_upload(received.path)
+        refuse_declared(info, svc.settings.max_audio_seconds)  # a longer file that hides it fails the job
         channels = channel_options(request, received, info)
     except BaseException:
         await store.delete_transcript(tid)
@@ -424,10 +426,13 @@ routes = [
 document("GET", T + "/models", "List models", TAG, responses={200: (ModelList, "the models")})
 document("POST", T + "/", "Start a transcription job", TAG, body=JobForm, body_kind="multipart",
          description="The job is a transcript (job_id is its id), transcribed at bulk priority.",
-         responses={202: (JobCreated, "queued"), 413: (None, "file too large"),
+         responses={202: (JobCreated, "queued"),
+                    413: (None, "file too large (PAYLOAD_TOO_LARGE), or its header gives a duration over"
+                                " VOXLANE_MAX_AUDIO_SECONDS (AUDIO_TOO_LONG, details.limit_seconds); audio that"
+                                " decodes longer than its header says fails the job"),
                     415: (None, "unsupported audio"), 422: (None, "unreadable audio, unknown model, bad field")})
 document("GET", T + "/jobs", "List jobs", TAG, responses={200: (JobList, "your jobs, newest first")},
-         query=[Param("limit", "most jobs returned (1-1000)", "integer")])
+         query=[Param("limit", "most jobs returned (1-1000)", "integer", minimum=1, maximum=1000)])
 document("GET", T + "/status/{job_id}", "Job status", TAG,
          responses={200: (JobStatus, "status and progress; status `not_found` for an unknown id")})
 document("GET", T + "/result/{job_id}", "Job result", TAG,

@@ -15,6 +15,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from protocol import Error, Status
+from server.audio_limits import refuse_declared
 from server.auth import principal
 from server.errors import ApiError, error_response
 from server.live import RECORDING
@@ -88,6 +89,7 @@ async def upload(request: Request) -> Response:
         received = await receive_audio(request, svc.audio_dir(tid), limit=limit, stem="upload")
         try:
             info = await probe_upload(received.path)
+            refuse_declared(info, svc.settings.max_audio_seconds)  # an honest header: no job to fail later
             channels = channel_options(request, received, info)
         except ApiError as exc:
             await asyncio.to_thread(_unlink, received.path)
