@@ -47,6 +47,14 @@ class Param:
     required: bool = False
     where: str = "query"
     enum: tuple[str, ...] | None = None
+    minimum: int | None = None  # the bounds the route enforces (int_param), so generated clients stay inside them
+    maximum: int | None = None
+
+
+def page_params() -> list[Param]:
+    """``page`` and ``size`` as every paged list takes them (:func:`server.routes.common.page_of`)."""
+    return [Param("page", "1-based page", "integer", minimum=1, maximum=1_000_000),
+            Param("size", "items per page (1-200)", "integer", minimum=1, maximum=200)]
 
 
 @dataclass
@@ -187,6 +195,10 @@ def _operation(op: Operation, ref: dict[type[BaseModel], Any], auth_mode: str) -
         schema: dict[str, Any] = {"type": p.type}
         if p.enum:
             schema["enum"] = list(p.enum)
+        if p.minimum is not None:
+            schema["minimum"] = p.minimum
+        if p.maximum is not None:
+            schema["maximum"] = p.maximum
         params.append({"name": p.name, "in": p.where, "required": p.required, "description": p.description,
                        "schema": schema})
     if params:

@@ -264,3 +264,20 @@ async def test_delete_while_transcribing_stops_the_work(public_api: Api):
     other = await new_transcript(api)
     assert (await upload(api, other, (AUDIO / "single/librispeech_61-70968-0000.wav").read_bytes())).status_code == 202
     assert (await api.wait_transcript(other))["status"] == "completed"
+
+
+async def test_patch_with_null_fields_is_a_clear_422_and_changes_nothing(api: Api):
+    """Found by tests/test_schemathesis.py: ``{"name": null}`` reached the store's NOT NULL column (a 500)."""
+    tid = await new_transcript(api, "keeps its name")
+    h = creds(api)
+    for field in ("name", "status", "participants"):
+        r = await api.client.patch(f"/v1/transcripts/{tid}", json={field: None, "language": "de"}, headers=h)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] == "VALIDATION_ERROR" and field in r.json()["error"]["message"]
+    row = (await api.client.get(f"/v1/transcripts/{tid}", headers=h)).json()
+    assert row["name"] == "keeps its name" and row["source_language"] is None and row["participants"] == []
+    # null still clears the nullable fields
+    r = await api.client.patch(f"/v1/transcripts/{tid}", json={"language": "de", "summary": "short"}, headers=h)
+    assert r.status_code == 200 and r.json()["source_language"] == "de", r.text
+    r = await api.client.patch(f"/v1/transcripts/{tid}", json={"language": None, "summary": None}, headers=h)
+    assert r.status_code == 200 and r.json()["source_language"] is None and r.json()["summary"] is None, r.text

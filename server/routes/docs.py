@@ -13,7 +13,7 @@ from protocol import Word
 from server.docs_page import DOCS_HTML
 from server.errors import ApiError
 from server.exports import FORMATS
-from server.openapi import Param, document
+from server.openapi import Param, document, page_params
 from server.routes.common import services
 from server.routes.transcripts import TranscriptCreate, TranscriptUpdate
 from server.storage.base import TRANSCRIPT_STATUSES
@@ -101,7 +101,7 @@ document("GET", "/v1/protocol.json", "JSON Schema of the live WebSocket/data-cha
          responses={200: (None, "JSON Schema")})
 document("GET", V + "/", "List transcripts", "transcripts", responses={200: (TranscriptPage, "a page, newest first")},
          description="Only the caller's own transcripts (anonymous callers: those made anonymously).",
-         query=[Param("page", "1-based page", "integer"), Param("size", "items per page (1-200)", "integer"),
+         query=[*page_params(),
                 Param("status", "only this status", enum=TRANSCRIPT_STATUSES),
                 Param("search", "words in the name or the final text")])
 document("POST", V + "/", "Create a transcript", "transcripts", body=TranscriptCreate,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -28,14 +29,44 @@ class TranscriptCreate(BaseModel):
     source_language: str | None = Field(default=None, max_length=16)
 
 
+def _no_null_defaults(schema: dict[str, Any]) -> None:
+    """Drop ``"default": null`` where null is not allowed: the description must not suggest sending it."""
+    for prop in schema.get("properties", {}).values():
+        if prop.get("default", 0) is None and "anyOf" not in prop:
+            del prop["default"]
+
+
 class TranscriptUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1, max_length=500)
+    """Only the fields sent change. ``null`` clears the language or the summary; name, status and participants
+    cannot be null (leave them out to keep them), so the schema shows them without it."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_null_defaults)
+    name: Annotated[str, Field(min_length=1, max_length=500)] | SkipJsonSchema[None] = None
     source_language: str | None = Field(default=None, max_length=16)
     language: str | None = Field(default=None, max_length=16, description="alias of source_language")
-    status: str | None = None
-    participants: list[dict[str, Any]] | None = None
+    status: Literal[TRANSCRIPT_STATUSES] | SkipJsonSchema[None] = None  # type: ignore[valid-type]
+    participants: list[dict[str, Any]] | SkipJsonSchema[None] = None
     summary: dict[str, Any] | str | None = None
+
+    @field_validator("name", "status", "participants")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        """An explicit null for a field the store keeps NOT NULL is the client's mistake: a 422, not a 500."""
+        if value is None:
+            raise ValueError("may not be null (leave the field out to keep its value)")
+        return value
+
+    @field_validator("participants")
+    @classmethod
+    def _participant_ids(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        """An ``id`` names its participant in every export: text or a number, at most 256 characters."""
+        for i, p in enumerate(value or []):
+            pid = p.get("id")
+            if pid is not None and (isinstance(pid, bool) or not isinstance(pid, str | int)
+                                    or not 0 < len(str(pid)) <= exports.MAX_PARTICIPANT_ID):
+                raise ValueError(f"participants[{i}].id must be text or a number of 1-{exports.MAX_PARTICIPANT_ID}"
+                                 " characters")
+        return value
 
 
 def public(row: dict[str, Any]) -> dict[str, Any]:
@@ -94,8 +125,6 @@ async def update_transcript(request: Request) -> Response:
     fields = body.model_dump(exclude_unset=True)
     if "language" in fields:
         fields["source_language"] = fields.pop("language")
-    if "status" in fields and fields["status"] not in TRANSCRIPT_STATUSES:
-        raise ApiError(422, f"status must be one of {', '.join(TRANSCRIPT_STATUSES)}")
     if isinstance(fields.get("summary"), str):
         fields["summary"] = {"summary": fields["summary"]}
     updated = await services(request).store.update_transcript(row["id"], **fields)
