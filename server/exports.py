@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import re
 import zipfile
 from collections.abc import AsyncIterator, Iterable
@@ -182,11 +183,12 @@ class Roster:
         self.people: dict[tuple[str, str | None], Person] = {}
         for key in dict.fromkeys(keys):
             self.people[key] = self._person(key, declared.get(key[1] or "", {}), segments, default_name)
-        taken = {int(k[1]) for k in self.people if k[0] == "participant" and (k[1] or "").isdigit()}
+        taken = {number for k in self.people if k[0] == "participant" and (number := numeric_id(k[1])) is not None}
         n = 0
         for key, person in self.people.items():
-            if key[0] == "participant" and (key[1] or "").isdigit():
-                person.id = int(key[1] or 0)
+            number = numeric_id(key[1]) if key[0] == "participant" else None
+            if number is not None:
+                person.id = number
                 continue
             n += 1
             while n in taken:
@@ -202,8 +204,10 @@ class Roster:
             spoken = next((s["speaker"] for s in mine if s.get("speaker")), None)  # resolved: renames included
             renamed = next((s["speaker"] for s in mine if s.get("speaker") != s.get(LABEL)), None)
             extra = meta.get("extra_data") if isinstance(meta.get("extra_data"), dict) else {}
-            return Person(key, name=renamed or meta.get("name") or spoken or value, is_host=meta.get("is_host"),
-                          platform=meta.get("platform"), extra_data={**extra, "participant_id": value})
+            is_host, platform = meta.get("is_host"), meta.get("platform")  # as declared, which may be anything
+            return Person(key, name=_text(renamed or meta.get("name") or spoken or value),
+                          is_host=is_host if isinstance(is_host, bool) else None, platform=_text(platform),
+                          extra_data={**extra, "participant_id": value})
         if kind == "speaker":
             labels = sorted({s[LABEL] for s in segments if segment_key(s) == key and s.get(LABEL)})
             return Person(key, name=value, extra_data={"speaker": labels[0] if len(labels) == 1 else value})
@@ -222,6 +226,23 @@ class Roster:
 
     def __len__(self) -> int:
         return len(self.people)
+
+
+MAX_PARTICIPANT_ID = 256
+"""Longest participant id the API accepts (a live stream's is shorter still): any text up to it round-trips."""
+_NUMERIC_ID = re.compile(r"0|[1-9][0-9]{0,8}")
+
+
+def numeric_id(participant_id: str | None) -> int | None:
+    """The number a participant id keeps in the meeting downloads: only a plain decimal (ASCII digits, no
+    leading zero, below 10^9). Not ``str.isdigit``: it is true of "²" and "٣", which ``int`` refuses or reads
+    as another number, and "007" would take the number of "7"."""
+    return int(participant_id) if participant_id is not None and _NUMERIC_ID.fullmatch(participant_id) else None
+
+
+def _text(value: Any) -> str | None:
+    """A declared name or platform as text (a participants list is free-form JSON)."""
+    return None if value is None else value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def participant_event_log(transcript: dict[str, Any]) -> list[dict[str, Any]]:
@@ -486,6 +507,14 @@ def csv_line(values: Iterable[Any]) -> str:
     return buf.getvalue()
 
 
+def _xml_text(value: Any) -> Any:
+    """Text without the control characters XML cannot hold: openpyxl refuses them in a cell (a 500 before) and
+    writes them into a sheet title, which makes a workbook Excel cannot open. A name may well contain them."""
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+    return ILLEGAL_CHARACTERS_RE.sub("", value) if isinstance(value, str) else value
+
+
 def write_xlsx(path: str, rows: Iterable[dict[str, Any]], title: str = "Conversations") -> None:
     """The conversation table as an Excel workbook (openpyxl, write-only: rows go to disk as they come)."""
     from openpyxl import Workbook
@@ -493,7 +522,7 @@ def write_xlsx(path: str, rows: Iterable[dict[str, Any]], title: str = "Conversa
     from openpyxl.styles import Font
 
     wb = Workbook(write_only=True)
-    ws = wb.create_sheet(re.sub(r"[\[\]:*?/\\]", " ", title)[:31] or "Conversations")
+    ws = wb.create_sheet(re.sub(r"[\[\]:*?/\\]", " ", _xml_text(title))[:31] or "Conversations")
     bold = Font(bold=True)
     header = []
     for name in TABLE_COLUMNS:
@@ -511,7 +540,7 @@ def write_xlsx(path: str, rows: Iterable[dict[str, Any]], title: str = "Conversa
                 values.append(cell)
                 continue
             # a WriteOnlyCell holding text starting with '=' would become a formula: always text here
-            cell = WriteOnlyCell(ws, value=safe_cell(value))
+            cell = WriteOnlyCell(ws, value=_xml_text(safe_cell(value)))
             if isinstance(cell.value, str):
                 cell.data_type = "s"
             values.append(cell)

@@ -6,14 +6,17 @@ services, so nothing in flight outlives the store it writes to.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import math
 import secrets
 import time
-from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
@@ -23,26 +26,26 @@ from server.work import WorkQueue
 
 
 class RateLimiter:
-    """At most ``limit`` events per ``window`` seconds per key (in-process, sliding window)."""
+    """At most ``limit`` events per ``window`` seconds per key (in-process, moving window).
+
+    Our own small interface over the ``limits`` library (its moving-window strategy on in-memory storage,
+    which forgets idle keys by itself): routes only ever call :meth:`hit`, so a shared storage for several
+    nodes (``limits`` has Redis) is a change here alone.
+    """
 
     def __init__(self, limit: int, window: float = 60.0) -> None:
         self.limit = limit
         self.window = window
-        self._events: dict[str, deque[float]] = defaultdict(deque)
+        self._item = RateLimitItemPerSecond(limit, max(1, round(window)))
+        self._limiter = MovingWindowRateLimiter(MemoryStorage())
 
-    def hit(self, key: str, now: float | None = None) -> int | None:
-        """Record one event; None if allowed, else the seconds to wait before the next one is."""
-        now = time.monotonic() if now is None else now
-        q = self._events[key]
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        if len(q) >= self.limit:
-            return max(1, math.ceil(q[0] + self.window - now))
-        q.append(now)
-        if len(self._events) > 10000:  # forget idle keys now and then
-            for k in [k for k, v in self._events.items() if not v or v[-1] <= now - self.window]:
-                del self._events[k]
-        return None
+    def hit(self, key: str) -> int | None:
+        """Record one event; None if allowed, else the seconds to wait before the next one is (refused
+        events are not recorded, so a client that waits that long gets through)."""
+        if self._limiter.hit(self._item, key):
+            return None
+        reset = self._limiter.get_window_stats(self._item, key).reset_time
+        return max(1, math.ceil(reset - time.time()))
 
 
 @dataclass
@@ -56,7 +59,9 @@ class UploadSigner:
         return hmac.new(self.secret, msg, hashlib.sha256).hexdigest()
 
     def verify(self, conversation_id: str, key: str, expires: int, signature: str) -> bool:
-        return hmac.compare_digest(self.sign(conversation_id, key, expires), signature)
+        # bytes, not str: compare_digest raises TypeError on a str with non-ASCII characters (a forged URL's)
+        return hmac.compare_digest(self.sign(conversation_id, key, expires).encode(),
+                                   signature.encode("utf-8", "surrogatepass"))
 
 
 @dataclass
@@ -66,7 +71,10 @@ class RestServices:
     work: WorkQueue
     signer: UploadSigner
     upload_rate: RateLimiter
+    address_rate: RateLimiter  # every participant API request, per client address
+    project_rate: RateLimiter  # conversation starts and upload URLs, per project
     started_at: float = field(default_factory=time.time)
+    initiating: asyncio.Lock = field(default_factory=asyncio.Lock)  # count open conversations, then add one
 
     async def stop(self) -> None:
         await self.work.stop()
@@ -78,7 +86,9 @@ async def start_rest(app: Starlette, services: Services) -> RestServices:
     secret = await services.store.get_or_create_secret("upload-url-signing", secrets.token_hex(32))
     work = WorkQueue(services, settings.rest_workers)
     rest = RestServices(services=services, authenticator=authenticator, work=work,
-                        signer=UploadSigner(bytes.fromhex(secret)), upload_rate=RateLimiter(settings.upload_url_rate))
+                        signer=UploadSigner(bytes.fromhex(secret)), upload_rate=RateLimiter(settings.upload_url_rate),
+                        address_rate=RateLimiter(settings.rate_per_address),
+                        project_rate=RateLimiter(settings.rate_per_project))
     app.state.rest = rest
     await work.start()
     return rest

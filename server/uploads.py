@@ -235,8 +235,12 @@ async def _read_multipart(request: Request, ctype: str, sink: _Sink, field_name:
         "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
         "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
         "on_part_data": on_part_data, "on_end": on_end})
+    total, most = 0, sink.limit + MULTIPART_SLACK  # the whole body too: preamble, headers, epilogue included
     try:
         async for data in request.stream():
+            total += len(data)
+            if total > most:
+                raise too_large(sink.limit)
             parser.write(data)
             if sink.pending >= FLUSH_BYTES:
                 await sink.flush()

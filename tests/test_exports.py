@@ -312,3 +312,77 @@ async def test_project_zip_streams_with_bounded_memory(public_api: Api):
         assert len(zf.namelist()) == 160 and zf.testzip() is None
         assert sum(i.file_size for i in zf.infolist()) > text_big
         assert zf.read(zf.namelist()[7]).decode().startswith("# conversation 7\n")
+
+
+ODD_IDS = ["²", "٣", "007", "7", "0", "1000000000", "-1", "1e3", " ", "a/b?c#d&e=%2F", "名前", "🎤", "x" * 256,
+           "../../etc/passwd", "NaN", "\u202eevil", "line\nbreak", "42"]
+
+
+async def test_odd_participant_ids_round_trip_in_downloads_and_markdown(api: Api):
+    """Participant ids are any text (up to 256 characters): "²" passes ``str.isdigit`` but not ``int``, "007"
+    is not the number of "7". Every download, the Markdown and the project zip answer, each id comes back
+    as it was, the numbers are unique, and only plain decimals keep their number."""
+    admin = creds(api, "alice", ADMIN)
+    project = (await api.client.post("/api/projects", json={"title": "Odd ids"}, headers=admin)).json()
+    store = api.svc.store
+    t = await store.create_transcript(name="odd ids", owner="alice" if api.private else None, status="completed")
+    tid = t["id"]
+    await store.create_conversation(transcript_id=tid, project_id=project["id"], name="Kiosk", email=None, tags=[],
+                                    source=None)
+    declared = [{"id": pid, "name": f"Person {i}"} for i, pid in enumerate(ODD_IDS)]
+    declared.append({"id": 99, "name": ["not", "text"], "is_host": "yes", "platform": 3})  # free-form JSON
+    r = await api.client.patch(f"/v1/transcripts/{tid}", json={"participants": declared}, headers=admin)
+    assert r.status_code == 200, r.text
+    for i, pid in enumerate([*ODD_IDS, "99"]):
+        await store.save_segment(tid, {"id": f"{tid}-{i}", "text": f"words of person {i}", "start": i * 2.0,
+                                       "end": i * 2.0 + 1.5, "participant_id": pid, "words": []})
+    got = await downloads(api, tid, admin)
+    people = got["participants"]
+    assert [p["extra_data"]["participant_id"] for p in people] == [*ODD_IDS, "99"]
+    ids = {p["extra_data"]["participant_id"]: p["id"] for p in people}
+    assert len(set(ids.values())) == len(ids), "every participant has its own number"
+    assert ids["7"] == 7 and ids["0"] == 0 and ids["42"] == 42 and ids["99"] == 99
+    assert ids["007"] != 7 and ids["²"] != 2 and ids["٣"] != 3 and ids["1000000000"] < 1000
+    assert people[-1]["name"] == '["not", "text"]' and people[-1]["is_host"] is None and people[-1]["platform"] == "3"
+    said = {t["participant"]["id"]: " ".join(w["text"] for w in t["words"]) for t in got["transcript"]}
+    for i, pid in enumerate(ODD_IDS):
+        assert said[ids[pid]] == f"words of person {i}"
+    r = await api.client.get(f"/v1/transcripts/{tid}/download/audio_parts", headers=admin)
+    assert r.status_code == 200 and r.json() == []  # no recordings, and no error
+    for fmt in ("text", "text-timestamped", "srt", "webvtt-named", "json", "markdown"):
+        r = await api.client.get(f"/v1/transcripts/{tid}", params={"transcript_format": fmt}, headers=admin)
+        assert r.status_code == 200, (fmt, r.text)
+    md = (await api.client.get(f"/v1/transcripts/{tid}", params={"transcript_format": "markdown"},
+                               headers=admin)).text
+    for i in range(len(ODD_IDS)):
+        assert f"] Person {i}:** words of person {i}" in md
+    r = await api.client.get(f"/api/projects/{project['id']}/transcripts", headers=admin)
+    assert r.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        (page,) = [zf.read(n).decode() for n in zf.namelist()]
+    assert "- Participants: Person 0, Person 1" in page and "] Person 12:** words of person 12" in page
+    # past 256 characters, or not text or a number: a clear 422, nothing stored
+    for bad in ("y" * 257, {"nested": 1}, True):
+        r = await api.client.patch(f"/v1/transcripts/{tid}", json={"participants": [{"id": bad}]}, headers=admin)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "VALIDATION_ERROR", r.text
+    row = (await api.client.get(f"/v1/transcripts/{tid}", headers=admin)).json()
+    assert [p["id"] for p in row["participants"]] == [*ODD_IDS, 99]
+
+
+async def test_xlsx_of_names_with_control_characters(api: Api):
+    """Found by tests/test_schemathesis.py: a control character in a name made openpyxl raise (a 500), and one in
+    the project title made a workbook Excel cannot open. Those characters are dropped from the workbook only."""
+    admin = creds(api, "alice", ADMIN)
+    r = await api.client.post("/api/projects", json={"title": "Bell\x07 hall"}, headers=admin)
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    cid = await kiosk_conversation(api, pid, "An\x01n\x1fe", ["tag\x0b"], None)
+    r = await api.client.get(f"/api/projects/{pid}/export.xlsx", headers=admin)
+    assert r.status_code == 200, r.text
+    wb = openpyxl.load_workbook(io.BytesIO(r.content))
+    assert wb.active.title == "Bell hall"
+    values = [[c.value for c in row] for row in wb.active.iter_rows()]
+    assert values[1][:3] == [cid, "Anne", "tag"]
+    rows = list(csv.DictReader(io.StringIO((await api.client.get(f"/api/projects/{pid}/export.csv",
+                                                                 headers=admin)).text, newline="")))
+    assert rows[0]["name"] == "An\x01n\x1fe"  # the CSV keeps the name as it was given

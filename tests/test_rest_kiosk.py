@@ -252,3 +252,61 @@ async def test_a_corrupt_chunk_fails_and_the_others_carry_on(public_api: Api):
     assert state["chunks"] == {"total": 3, "uploaded": 0, "processing": 0, "transcribed": 2, "failed": 1}
     errors, n = wer_counts(reference("single/librispeech_2412-153948-0000.wav"), state["text"])
     assert errors / n < 0.3
+
+
+async def test_a_conversation_of_more_than_a_thousand_chunks_merges_whole(public_api: Api):
+    """Listings the server merges from are never cut short: 1,200 chunks already transcribed (stored directly,
+    the audio is not the point), then one more through the API; the next index, the merge and the chunk
+    listing see all of them (a cap at 1,000 rows answered 409 for the next URL and never merged the rest)."""
+    api = public_api
+    store = api.svc.store
+    project = await make_project(api)
+    cid = await initiate(api, project["id"], name="Marathon")
+    samples, rate = read_wav(AUDIO / KIOSK_FILE)
+    piece = samples[rate:rate + rate // 4]  # a quarter second of real speech, the same for every stored chunk
+    directory = api.svc.audio_dir(cid) / "chunks"
+    directory.mkdir(parents=True, exist_ok=True)
+    stored = directory / "stored.wav"
+    stored.write_bytes(wav_bytes(piece, rate))
+    n, dur = 1200, round(len(piece) / rate, 3)
+    for i in range(n):
+        row = await store.create_chunk(transcript_id=cid, kind="chunk", status="transcribed", index=i,
+                                       path=str(stored), format="wav", size=stored.stat().st_size, duration=dur)
+        await store.update_chunk(row["id"], text=f"chunk{i}", segments=[
+            {"id": f"s{i}", "text": f"chunk{i}", "start": 0.0, "end": dur, "words": []}])
+    url = await upload_url(api, cid)
+    assert url["index"] == n
+    last = wav_bytes(*read_wav(AUDIO / "single/librispeech_61-70968-0000.wav"))
+    await put(api, url["url"], last)
+    r = await api.client.post(f"{P}/conversations/{cid}/confirm-upload", json={"key": url["key"]})
+    assert r.status_code == 202, r.text
+    r = await api.client.post(f"{P}/conversations/{cid}/finish")
+    assert r.status_code == 200, r.text
+    transcript = await api.wait_transcript(cid, within=120)
+    assert transcript["status"] == "completed"
+    texts = [s["text"] for s in transcript["segments"]]
+    assert texts[:n] == [f"chunk{i}" for i in range(n)], "every stored chunk merged, in order"
+    assert "wizard" in " ".join(texts[n:]).lower()
+    tail = transcript["segments"][n]
+    assert abs(tail["start"] - n * dur) < 1.0, "the API's chunk sits after all 1,200 on the timeline"
+    listed = (await api.client.get(f"{P}/conversations/{cid}/chunks")).json()
+    assert [c["index"] for c in listed] == list(range(n + 1)) and all(c["status"] == "transcribed" for c in listed)
+    state = (await api.client.get(f"{P}/projects/{project['id']}/conversations/{cid}")).json()
+    assert state["chunks"]["total"] == n + 1 and state["chunks"]["transcribed"] == n + 1
+    r = await api.client.get(f"/v1/transcripts_audio/{cid}/download")
+    assert r.status_code == 200 and (len(r.content) - 44) / 32000 > n * dur
+
+
+async def test_a_non_ascii_signature_or_key_is_refused_not_a_500(public_api: Api):
+    """Found by tests/test_schemathesis.py: hmac.compare_digest raised TypeError on a non-ASCII signature."""
+    api = public_api
+    cid = await initiate(api, (await make_project(api))["id"])
+    url = await upload_url(api, cid)
+    parts = urlsplit(url["url"])
+    for path, query in ((parts.path, parts.query.replace("signature=", "signature=%C3%A9%F0%9F%8E%A4")),
+                        (f"{P}/conversations/{cid}/chunks/%C3%A9%F0%9F%8E%A4", parts.query),
+                        (f"{P}/conversations/%C3%A9/chunks/{url['key']}", "expires=99999999999&signature=%C3%A9")):
+        r = await api.client.put(path + "?" + query, content=b"RIFF", headers={"Content-Type": "audio/wav"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "INVALID_SIGNATURE", r.text
+    samples, rate = read_wav(AUDIO / KIOSK_FILE)
+    assert (await put(api, url["url"], wav_bytes(samples[: rate * 2], rate)))["key"] == url["key"]  # still usable

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -18,12 +20,88 @@ def services(conn: HTTPConnection) -> Services:
     return conn.app.state.services
 
 
-async def json_body(request: Request, model: type[M]) -> M:
-    raw = await request.body()
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays/objects a JSON body may have: no request of this API needs more, and parsers,
+validators and encoders downstream recurse per level (``json.loads`` alone gives up near 1000)."""
+_JSON_TOKENS = re.compile(rb'[\[\]{}"\\]')
+_SCAN_IN_THREAD = 64 << 10  # a bigger body is scanned off the event loop (1 MiB of brackets: ~0.25 s)
+
+
+def body_too_large(limit: int, what: str = "request body") -> ApiError:
+    return ApiError(413, f"the {what} is larger than this server's limit of {limit} bytes", "PAYLOAD_TOO_LARGE",
+                    {"max_bytes": limit})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes: from
+    ``Content-Length`` before a byte is read, else while a chunked body streams in (never buffered past it)."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            declared = int(length)
+        except ValueError:
+            raise ApiError(400, "invalid Content-Length header") from None
+        if declared > limit:
+            raise body_too_large(limit)
+    buf = bytearray()
+    async for data in request.stream():
+        buf += data
+        if len(buf) > limit:
+            raise body_too_large(limit)
+    return bytes(buf)
+
+
+def json_depth(raw: bytes, limit: int) -> int:
+    """How deep arrays/objects nest in ``raw`` (counting stops past ``limit``), in one pass and without
+    recursion; brackets inside strings do not count. Meant for bodies ``json.loads`` will then parse."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return 0  # cannot nest deeper than it has brackets: most bodies stop here
+    depth, in_string, skip = 0, False, -1
+    for m in _JSON_TOKENS.finditer(raw):
+        pos = m.start()
+        if pos == skip:  # the character after a backslash inside a string
+            continue
+        c = raw[pos]
+        if in_string:
+            if c == 0x5C:
+                skip = pos + 1
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return depth
+        else:
+            depth -= 1
+    return 0
+
+
+async def parse_json(raw: bytes) -> Any:
+    """Parse a bounded JSON body: 400 ``INVALID_JSON`` for what is not JSON, 400 ``JSON_TOO_DEEP`` past
+    :data:`MAX_JSON_DEPTH` (checked first: deep input would make ``json.loads`` raise RecursionError)."""
+    if not raw.strip():
+        return {}
+    scan = asyncio.to_thread(json_depth, raw, MAX_JSON_DEPTH) if len(raw) > _SCAN_IN_THREAD else None
+    depth = await scan if scan is not None else json_depth(raw, MAX_JSON_DEPTH)
+    if depth > MAX_JSON_DEPTH:
+        raise ApiError(400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels", "JSON_TOO_DEEP",
+                       {"max_depth": MAX_JSON_DEPTH})
     try:
-        data = json.loads(raw) if raw.strip() else {}
+        return json.loads(raw)
+    except RecursionError:
+        raise ApiError(400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels", "JSON_TOO_DEEP",
+                       {"max_depth": MAX_JSON_DEPTH}) from None
     except ValueError:
         raise ApiError(400, "request body is not valid JSON", "INVALID_JSON") from None
+
+
+async def json_body(request: Request, model: type[M]) -> M:
+    """The body as ``model``: every JSON body of the API is read here, bounded in size
+    (VOXLANE_MAX_JSON_BODY_KB, 413) and nesting (400), then validated (422)."""
+    raw = await read_body(request, services(request).settings.max_json_body_kb << 10)
+    data = await parse_json(raw)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

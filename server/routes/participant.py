@@ -10,11 +10,13 @@ merged into the conversation in index order with continuous timestamps (see :mod
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import secrets
 import shutil
 import time
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +26,7 @@ from starlette.routing import Route
 
 from server.errors import ApiError
 from server.openapi import AudioBytes, Param, document
-from server.rest import rest_of
+from server.rest import RateLimiter, rest_of
 from server.routes.common import json_body, services
 from server.routes.projects import ProjectPublic, public_project
 from server.speakers import named_segments
@@ -34,6 +36,9 @@ from server.uploads import receive_audio
 TAG = "participant"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _receiving: set[str] = set()  # upload keys whose PUT is in flight
+OPEN_CONVERSATION_IDLE = timedelta(hours=24)
+"""An unfinished conversation with no new chunk for this long no longer counts as open (a kiosk that never
+called finish must not lock its project out for good)."""
 
 
 class Initiate(BaseModel):
@@ -171,6 +176,32 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def client_address(request: Request) -> str:
+    """The ASGI peer address: X-Forwarded-For is only honoured where uvicorn was told to trust the proxy that
+    sent it (``--forwarded-allow-ips``), in which case uvicorn has already put the client's address here."""
+    return request.client.host if request.client else "unknown"
+
+
+def check_rate(limiter: RateLimiter, key: str, what: str) -> None:
+    """429 ``RATE_LIMITED`` with ``Retry-After`` once ``key`` used up ``limiter``'s allowance."""
+    wait = limiter.hit(key)
+    if wait is not None:
+        raise ApiError(429, f"at most {limiter.limit} {what} per minute; retry in {wait} s", "RATE_LIMITED",
+                       {"retry_after": wait, "limit": limiter.limit}, headers={"Retry-After": str(wait)})
+
+
+def per_address(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """Every participant API route counts against its caller's address (VOXLANE_RATE_PER_ADDRESS): the API
+    needs no account, so a new conversation or project id must not buy a fresh allowance."""
+
+    @functools.wraps(endpoint)
+    async def limited(request: Request) -> Response:
+        check_rate(rest_of(request).address_rate, client_address(request), "participant API requests per address")
+        return await endpoint(request)
+
+    return limited
+
+
 # ------------------------------------------------------------ routes
 
 
@@ -185,10 +216,12 @@ async def get_public_project(request: Request) -> Response:
 async def initiate(request: Request) -> Response:
     """Start a conversation in a project."""
     body = await json_body(request, Initiate)
-    store = services(request).store
+    svc = services(request)
+    store = svc.store
     project = await store.get_project(body.project_id)
     if project is None:
         raise ApiError(404, "project not found", "PROJECT_NOT_FOUND")
+    check_rate(rest_of(request).project_rate, project["id"], "conversation starts and upload URLs per project")
     portal = project.get("portal") or {}
     name = (body.name or "").strip() or None
     email = (body.email or "").strip() or None
@@ -201,11 +234,17 @@ async def initiate(request: Request) -> Response:
         errors.append({"loc": "email", "msg": "not an email address"})
     if errors:
         raise ApiError(422, "; ".join(f"{e['loc']}: {e['msg']}" for e in errors), details={"errors": errors})
-    transcript = await store.create_transcript(
-        name=f"{project['title']}: {name or 'conversation'}"[:500], source_language=project.get("language"),
-        owner=project.get("owner"))
-    conv = await store.create_conversation(transcript_id=transcript["id"], project_id=project["id"], name=name,
-                                           email=email, tags=body.tag_id_list, source=body.source)
+    limit = svc.settings.max_open_conversations
+    async with rest_of(request).initiating:
+        since = (datetime.now(UTC) - OPEN_CONVERSATION_IDLE).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        if await store.count_open_conversations(project["id"], since) >= limit:
+            raise ApiError(429, f"the project already has {limit} unfinished conversations: finish some first",
+                           "RATE_LIMITED", {"max_open_conversations": limit}, headers={"Retry-After": "60"})
+        transcript = await store.create_transcript(
+            name=f"{project['title']}: {name or 'conversation'}"[:500], source_language=project.get("language"),
+            owner=project.get("owner"))
+        conv = await store.create_conversation(transcript_id=transcript["id"], project_id=project["id"], name=name,
+                                               email=email, tags=body.tag_id_list, source=body.source)
     out = Conversation(id=conv["id"], project_id=conv["project_id"], name=name, email=email,
                        tag_id_list=conv.get("tags") or [], source=conv.get("source"), status=transcript["status"],
                        created_at=conv["created_at"])
@@ -254,11 +293,8 @@ async def get_upload_url(request: Request) -> Response:
     """A signed, expiring, single-use URL to PUT one chunk to (rate limited per conversation)."""
     conv = await load_conversation(request)
     rest, svc = rest_of(request), services(request)
-    wait = rest.upload_rate.hit(conv["id"])
-    if wait is not None:
-        raise ApiError(429, f"at most {svc.settings.upload_url_rate} upload URLs per minute per conversation;"
-                            f" retry in {wait} s", "RATE_LIMITED", {"retry_after": wait},
-                       headers={"Retry-After": str(wait)})
+    check_rate(rest.upload_rate, conv["id"], "upload URLs per conversation")
+    check_rate(rest.project_rate, conv["project_id"], "conversation starts and upload URLs per project")
     if conv.get("finished_at"):
         raise ApiError(409, "the conversation is finished", "CONVERSATION_FINISHED")
     body = await json_body(request, UploadUrlRequest)
@@ -268,9 +304,9 @@ async def get_upload_url(request: Request) -> Response:
     key = secrets.token_urlsafe(18)
     row = None
     for _ in range(5):  # two requests racing for the next index: the loser takes the one after
-        existing = await store.list_chunks(transcript_id=conv["id"], kind="chunk")
-        index = body.index if body.index is not None else (max((c["index"] for c in existing), default=-1) + 1)
-        taken = next((c for c in existing if c["index"] == index), None)
+        last = await store.last_chunk_index(conv["id"], "chunk")
+        index = body.index if body.index is not None else (-1 if last is None else last) + 1
+        taken = await store.get_chunk_at(conv["id"], "chunk", index)
         if taken is not None:
             if taken["status"] in ("issued", "received") and (taken.get("expires_at") or 0) < now:
                 await store.delete_chunk(taken["id"])  # an abandoned URL: its place is free again
@@ -371,15 +407,15 @@ async def finish(request: Request) -> Response:
 
 P = "/api/participant"
 routes = [
-    Route(P + "/projects/{project_id}", get_public_project, methods=["GET"]),
-    Route(P + "/projects/{project_id}/conversations/{conversation_id}", get_conversation, methods=["GET"]),
-    Route(P + "/conversations/initiate", initiate, methods=["POST"]),
-    Route(P + "/conversations/{conversation_id}/chunks", list_chunks, methods=["GET"]),
-    Route(P + "/conversations/{conversation_id}/check-s3", check_storage, methods=["POST"]),
-    Route(P + "/conversations/{conversation_id}/get-upload-url", get_upload_url, methods=["POST"]),
-    Route(P + "/conversations/{conversation_id}/chunks/{key}", put_chunk, methods=["PUT"]),
-    Route(P + "/conversations/{conversation_id}/confirm-upload", confirm_upload, methods=["POST"]),
-    Route(P + "/conversations/{conversation_id}/finish", finish, methods=["POST"]),
+    Route(P + "/projects/{project_id}", per_address(get_public_project), methods=["GET"]),
+    Route(P + "/projects/{project_id}/conversations/{conversation_id}", per_address(get_conversation), methods=["GET"]),
+    Route(P + "/conversations/initiate", per_address(initiate), methods=["POST"]),
+    Route(P + "/conversations/{conversation_id}/chunks", per_address(list_chunks), methods=["GET"]),
+    Route(P + "/conversations/{conversation_id}/check-s3", per_address(check_storage), methods=["POST"]),
+    Route(P + "/conversations/{conversation_id}/get-upload-url", per_address(get_upload_url), methods=["POST"]),
+    Route(P + "/conversations/{conversation_id}/chunks/{key}", per_address(put_chunk), methods=["PUT"]),
+    Route(P + "/conversations/{conversation_id}/confirm-upload", per_address(confirm_upload), methods=["POST"]),
+    Route(P + "/conversations/{conversation_id}/finish", per_address(finish), methods=["POST"]),
 ]
 
 document("GET", P + "/projects/{project_id}", "Public project metadata", TAG,
@@ -387,8 +423,11 @@ document("GET", P + "/projects/{project_id}", "Public project metadata", TAG,
 document("GET", P + "/projects/{project_id}/conversations/{conversation_id}", "A conversation's public state", TAG,
          responses={200: (ConversationState, "status, chunk counts and the merged transcript so far")})
 document("POST", P + "/conversations/initiate", "Start a conversation", TAG, body=Initiate,
-         description="`name`/`email` are required only when the project's portal asks for them (422 otherwise).",
-         responses={201: (Conversation, "the conversation; use its id for the upload calls")})
+         description="`name`/`email` are required only when the project's portal asks for them (422 otherwise)."
+                     " At most VOXLANE_MAX_OPEN_CONVERSATIONS unfinished conversations per project, and"
+                     " VOXLANE_RATE_PER_PROJECT starts and upload URLs per minute per project (429 beyond).",
+         responses={201: (Conversation, "the conversation; use its id for the upload calls"),
+                    429: (None, "rate limited, or too many unfinished conversations; see Retry-After")})
 document("GET", P + "/conversations/{conversation_id}/chunks", "List the conversation's chunks", TAG,
          responses={200: (Chunk, "confirmed chunks in recording order")}, response_list=True)
 document("POST", P + "/conversations/{conversation_id}/check-s3", "Is chunk storage ready?", TAG,
@@ -396,7 +435,8 @@ document("POST", P + "/conversations/{conversation_id}/check-s3", "Is chunk stor
 document("POST", P + "/conversations/{conversation_id}/get-upload-url", "Get a signed upload URL for one chunk",
          TAG, body=UploadUrlRequest,
          description="Signed (HMAC), expiring (VOXLANE_UPLOAD_URL_TTL), single-use; at most"
-                     " VOXLANE_UPLOAD_URL_RATE (40) per minute per conversation.",
+                     " VOXLANE_UPLOAD_URL_RATE (40) per minute per conversation, within the project's"
+                     " VOXLANE_RATE_PER_PROJECT and the caller's VOXLANE_RATE_PER_ADDRESS.",
          responses={200: (UploadUrl, "PUT the chunk to `url`, then confirm `key`"),
                     409: (None, "finished conversation, or index taken"),
                     429: (None, "rate limited; see Retry-After")})

@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from server.auth import principal
 from server.errors import ApiError
-from server.openapi import Param, document
+from server.openapi import document, page_params
 from server.routes.common import int_param, json_body, page_of, services
 
 TAG = "projects"
@@ -138,7 +138,7 @@ routes = [
     Route("/api/projects/{project_id}", delete_project, methods=["DELETE"]),
 ]
 
-_PAGE = [Param("page", "1-based page", "integer"), Param("size", "items per page (1-200)", "integer")]
+_PAGE = page_params()
 document("GET", "/api/projects", "List projects", TAG, responses={200: (ProjectPage, "a page of your projects")},
          query=_PAGE)
 document("POST", "/api/projects", "Create a project", TAG, body=ProjectCreate,

@@ -91,8 +91,15 @@ class Store(Protocol):
 
     async def list_chunks(self, *, transcript_id: str | None = None, kind: str | None = None,
                           statuses: tuple[str, ...] | None = None, owner: str | None = ANY,
-                          limit: int = 1000) -> list[dict[str, Any]]:
-        """By transcript: in index order; otherwise newest first."""
+                          limit: int | None = None) -> list[dict[str, Any]]:
+        """By transcript: in index order; otherwise newest first. Every match unless ``limit`` is given: the
+        server merges and resumes from these listings, so a default cap would silently drop rows."""
+
+    async def last_chunk_index(self, transcript_id: str, kind: str) -> int | None:
+        """The highest index of the transcript's items of ``kind`` (None: it has none)."""
+
+    async def get_chunk_at(self, transcript_id: str, kind: str, index: int) -> dict[str, Any] | None:
+        """The transcript's item of ``kind`` at ``index`` (kiosk chunks have at most one per index)."""
 
     async def update_chunk(self, chunk_id: str, **fields: Any) -> dict[str, Any] | None: ...
 
@@ -131,6 +138,10 @@ class Store(Protocol):
     async def list_conversations(self, project_id: str, *, offset: int = 0, limit: int = 1000
                                  ) -> list[dict[str, Any]]:
         """A project's conversations, oldest first (page through big projects with ``offset``)."""
+
+    async def count_open_conversations(self, project_id: str, active_since: str) -> int:
+        """A project's unfinished conversations that started, or had a chunk change, at or after
+        ``active_since`` (an ISO time as :func:`utcnow` writes it): abandoned ones stop counting."""
 
     async def list_unsettled_conversations(self) -> list[dict[str, Any]]:
         """Finished conversations whose transcript is not yet completed or failed (resumed at startup)."""

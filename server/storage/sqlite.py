@@ -290,7 +290,7 @@ class SqliteStore:
 
     async def list_chunks(self, *, transcript_id: str | None = None, kind: str | None = None,
                           statuses: tuple[str, ...] | None = None, owner: str | None = ANY,
-                          limit: int = 1000) -> list[dict[str, Any]]:
+                          limit: int | None = None) -> list[dict[str, Any]]:
         where, args = [], []
         if transcript_id is not None:
             where.append("transcript_id = ?")
@@ -306,9 +306,22 @@ class SqliteStore:
             args.append(owner)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         order = "idx, created_at" if transcript_id is not None else "created_at DESC, rowid DESC"
-        async with self.db.execute(f"SELECT * FROM chunks{clause} ORDER BY {order} LIMIT ?", [*args, limit]) as cur:
+        async with self.db.execute(f"SELECT * FROM chunks{clause} ORDER BY {order} LIMIT ?",
+                                   [*args, -1 if limit is None else limit]) as cur:
             rows = await cur.fetchall()
         return [_chunk(r) for r in rows]
+
+    async def last_chunk_index(self, transcript_id: str, kind: str) -> int | None:
+        async with self.db.execute("SELECT MAX(idx) FROM chunks WHERE transcript_id = ? AND kind = ?",
+                                   (transcript_id, kind)) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def get_chunk_at(self, transcript_id: str, kind: str, index: int) -> dict[str, Any] | None:
+        async with self.db.execute("SELECT * FROM chunks WHERE transcript_id = ? AND kind = ? AND idx = ?"
+                                   " ORDER BY created_at LIMIT 1", (transcript_id, kind, index)) as cur:
+            row = await cur.fetchone()
+        return _chunk(row) if row else None
 
     async def update_chunk(self, chunk_id: str, **fields: Any) -> dict[str, Any] | None:
         sets, args = _chunk_sets(fields)
@@ -404,6 +417,14 @@ class SqliteStore:
                 (project_id, limit, offset)) as cur:
             rows = await cur.fetchall()
         return [_with_json(r, ("tags",)) for r in rows]
+
+    async def count_open_conversations(self, project_id: str, active_since: str) -> int:
+        async with self.db.execute(
+                "SELECT COUNT(*) FROM conversations c WHERE c.project_id = ? AND c.finished_at IS NULL"
+                " AND (c.created_at >= ? OR EXISTS (SELECT 1 FROM chunks k WHERE k.transcript_id = c.id"
+                " AND k.updated_at >= ?))", (project_id, active_since, active_since)) as cur:
+            row = await cur.fetchone()
+        return row[0]
 
     async def list_unsettled_conversations(self) -> list[dict[str, Any]]:
         async with self.db.execute(
