@@ -15,6 +15,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from protocol.json_depth import MAX_JSON_DEPTH, json_depth
+
 PCM_FORMATS = ("pcm_s16le", "pcm_f32le")
 ENCODED_FORMATS = ("webm", "ogg", "mp3", "wav", "flac", "m4a", "mp4", "aac", "opus")
 AUDIO_FORMATS = PCM_FORMATS + ENCODED_FORMATS
@@ -252,8 +254,11 @@ def parse_client_message(raw: str | bytes) -> BaseModel:
         raise ProtocolError(ErrorCode.MESSAGE_TOO_LARGE,
                             f"control messages are limited to {MAX_TEXT_MESSAGE} bytes")
     try:
+        if json_depth(raw) > MAX_JSON_DEPTH:
+            raise ProtocolError(ErrorCode.INVALID_JSON, f"message nests deeper than {MAX_JSON_DEPTH} levels",
+                                {"max_depth": MAX_JSON_DEPTH})
         obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError(ErrorCode.INVALID_JSON, f"message is not valid JSON: {exc}") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("action"), str):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE,

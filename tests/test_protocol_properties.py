@@ -85,6 +85,17 @@ def test_any_json_value_is_an_action_or_a_protocol_error(value: Any) -> None:
 
 
 @FAST
+@given(st.integers(65, 30000), st.sampled_from(["[", '{"a":']), st.booleans())
+def test_deeply_nested_json_is_invalid_json_not_a_crash(depth: int, opener: str, as_bytes: bool) -> None:
+    """json.loads raised RecursionError on such a message, which escaped the receive loop and dropped the socket."""
+    closer = "]" if opener == "[" else "}"
+    raw = '{"action":"start","params":' + opener * depth + "1" + closer * depth + "}"
+    with pytest.raises(ProtocolError) as caught:
+        parse_client_message(raw.encode() if as_bytes else raw)
+    assert caught.value.code in (ErrorCode.INVALID_JSON, ErrorCode.MESSAGE_TOO_LARGE)
+
+
+@FAST
 @given(st.one_of(st.text(max_size=300), st.binary(max_size=300)))
 def test_any_text_or_bytes_is_an_action_or_a_protocol_error(raw: str | bytes) -> None:
     check_parse(raw)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import HTTPConnection, Request
 
+from protocol.json_depth import MAX_JSON_DEPTH, json_depth
 from server.errors import ApiError
 from server.live import Services
 
@@ -20,10 +20,6 @@ def services(conn: HTTPConnection) -> Services:
     return conn.app.state.services
 
 
-MAX_JSON_DEPTH = 64
-"""Deepest nesting of arrays/objects a JSON body may have: no request of this API needs more, and parsers,
-validators and encoders downstream recurse per level (``json.loads`` alone gives up near 1000)."""
-_JSON_TOKENS = re.compile(rb'[\[\]{}"\\]')
 _SCAN_IN_THREAD = 64 << 10  # a bigger body is scanned off the event loop (1 MiB of brackets: ~0.25 s)
 
 
@@ -49,33 +45,6 @@ async def read_body(request: Request, limit: int) -> bytes:
         if len(buf) > limit:
             raise body_too_large(limit)
     return bytes(buf)
-
-
-def json_depth(raw: bytes, limit: int) -> int:
-    """How deep arrays/objects nest in ``raw`` (counting stops past ``limit``), in one pass and without
-    recursion; brackets inside strings do not count. Meant for bodies ``json.loads`` will then parse."""
-    if raw.count(b"[") + raw.count(b"{") <= limit:
-        return 0  # cannot nest deeper than it has brackets: most bodies stop here
-    depth, in_string, skip = 0, False, -1
-    for m in _JSON_TOKENS.finditer(raw):
-        pos = m.start()
-        if pos == skip:  # the character after a backslash inside a string
-            continue
-        c = raw[pos]
-        if in_string:
-            if c == 0x5C:
-                skip = pos + 1
-            elif c == 0x22:
-                in_string = False
-        elif c == 0x22:
-            in_string = True
-        elif c in (0x5B, 0x7B):
-            depth += 1
-            if depth > limit:
-                return depth
-        else:
-            depth -= 1
-    return 0
 
 
 async def parse_json(raw: bytes) -> Any:
