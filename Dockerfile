@@ -26,6 +26,14 @@ RUN pip install -c /tmp/pin . \
 ENV LD_LIBRARY_PATH=/usr/local/lib/python3.11/site-packages/nvidia/cublas/lib:/usr/local/lib/python3.11/site-packages/nvidia/cudnn/lib
 ENV VOXLANE_HOST=0.0.0.0 VOXLANE_PORT=8000 VOXLANE_DATA_DIR=/data
 RUN if [ "$VARIANT" = "gpu" ]; then echo "VOXLANE_DEVICE=cuda VOXLANE_COMPUTE_TYPE=float16" > /app/.gpu; fi
+# The server runs unprivileged: it owns only its data volume (the code and packages stay root's, read-only to it).
+# The directory is created and chowned before VOLUME, so a fresh named volume starts out owned by the user too.
+RUN groupadd --system --gid 10001 voxlane \
+ && useradd --system --uid 10001 --gid voxlane --home-dir /data --no-create-home --shell /usr/sbin/nologin voxlane \
+ && mkdir -p /data && chown voxlane:voxlane /data
+USER voxlane
+# caches (Hugging Face, torch) go under the writable home
+ENV HOME=/data
 VOLUME /data
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"

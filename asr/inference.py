@@ -27,6 +27,7 @@ from enum import IntEnum
 from typing import Any
 
 from asr.backend import AsrBackend, DecodeRequest, DecodeResult
+from asr.capacity import CapacityEstimator
 
 log = logging.getLogger("voxlane.inference")
 
@@ -67,6 +68,23 @@ class LoopStats:
     max_lanes_busy: int = 0  # most batches seen running at once
 
 
+@dataclass(frozen=True)
+class BatchReport:
+    """What one decoded batch cost, handed to each of ``InferenceLoop.observers`` (metrics, capacity): they
+    learn of every batch without the loop knowing who listens."""
+
+    size: int  # requests decoded together
+    seconds: float  # wall time of the backend call
+    live: bool  # any live request (not only uploads at BULK priority)
+    urgent: bool  # a pause commit or a segment's final among them
+    hurried: int  # requests decoded the cheaper way because other live streams waited
+    waited: float  # longest a request of the batch waited between being ready and being decoded (loop clock)
+    lanes_busy: int  # batches running at once, this one included
+
+
+Observer = Callable[[BatchReport], None]
+
+
 class InferenceLoop:
     def __init__(self, backend: AsrBackend, partial_max_wait: float = 1.5,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -82,6 +100,8 @@ class InferenceLoop:
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self.stats = LoopStats()
+        self.capacity = CapacityEstimator()  # live decode timings: what admission control predicts from
+        self.observers: list[Observer] = [self.capacity.observe]  # called on a lane's thread after each batch
 
     # ------------------------------------------------------------ event-loop side
 
@@ -132,6 +152,12 @@ class InferenceLoop:
             self._pending[key] = entry
             self._cond.notify_all()  # every lane: only some of them may take it
             return entry.future
+
+    @property
+    def queue_depth(self) -> int:
+        """Sessions waiting for a decode now (each coalesced into one request)."""
+        with self._cond:
+            return len(self._pending)
 
     def is_queued(self, key: str) -> bool:
         with self._cond:
@@ -237,16 +263,30 @@ class InferenceLoop:
         return built
 
     def _decode(self, built: list[tuple[_Entry, DecodeRequest, Any]]) -> list[DecodeResult]:
+        dispatched = self.clock()
         t0 = time.perf_counter()
         results = self._transcribe([r for _, r, _ in built])
         dt = time.perf_counter() - t0
+        hurried = sum(r.hurried for _, r, _ in built)
         with self._cond:
             self.stats.batches += 1
             self.stats.requests += len(built)
-            self.stats.hurried += sum(r.hurried for _, r, _ in built)
+            self.stats.hurried += hurried
             self.stats.busy_seconds += dt  # lane-seconds: lanes decoding at once each count
             self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(built))
+            lanes_busy = self._in_flight
+        self._report(BatchReport(
+            size=len(built), seconds=dt, live=any(e.priority != Priority.BULK for e, _, _ in built),
+            urgent=any(e.priority in URGENT for e, _, _ in built), hurried=hurried,
+            waited=max(0.0, max(dispatched - e.ready_at for e, _, _ in built)), lanes_busy=lanes_busy))
         return results
+
+    def _report(self, report: BatchReport) -> None:
+        for observe in list(self.observers):
+            try:
+                observe(report)
+            except Exception:  # an observer's bug must not cost a stream its result
+                log.exception("inference observer %r failed", observe)
 
     def _transcribe(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
         """A batch the backend fails on is read again a window at a time: one window it cannot read (a

@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.routing import Route
 
 from asr.inference import InferenceLoop
 from asr.vad import SileroModel
 from asr.whisper_backend import FasterWhisperBackend
 from server import summaries
+from server.admission import Admission, AdmissionMiddleware
 from server.auth import AuthMiddleware
 from server.errors import http_exception_handler, unhandled_exception_handler
-from server.hub import Hub
 from server.live import Services
+from server.metrics import MeteredHub, Metrics, MetricsMiddleware, metrics_endpoint
 from server.middleware import RequestIdMiddleware
 from server.rest import start_rest
 from server.routes import exports_api, live_ws, retranslate, speakers, summary_api, system, transcripts, webrtc
@@ -45,8 +47,25 @@ def make_store(settings: Settings) -> SqliteStore:
     return SqliteStore(path or settings.data_path / "voxlane.db")
 
 
+def serve_metrics_port(settings: Settings, metrics: Metrics) -> Callable[[], None]:
+    """``VOXLANE_METRICS_PORT``: /metrics on a port of its own (a thread of prometheus-client's), for a scraper
+    inside the deployment; returns what stops it."""
+    from prometheus_client import start_http_server
+
+    httpd, thread = start_http_server(settings.metrics_port, settings.host, registry=metrics.registry)
+    log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
+
+    def stop() -> None:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+    return stop
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_sources()
+    metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -56,11 +75,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         backend, vad = await asyncio.gather(asyncio.to_thread(make_backend, settings),
                                             asyncio.to_thread(SileroModel))
         engine = InferenceLoop(backend)
+        engine.observers.append(metrics.observe_batch)
         engine.start()
         webhooks = Dispatcher(store, settings)
-        services = Services(settings=settings, store=store, hub=Hub(store), engine=engine, vad_model=vad,
-                            webhooks=webhooks)
+        services = Services(settings=settings, store=store, hub=MeteredHub(store, metrics), engine=engine,
+                            vad_model=vad, webhooks=webhooks)
+        services.admission = Admission(services)
         app.state.services = services
+        stop_metrics = serve_metrics_port(settings, metrics) if settings.metrics_port else None
         if settings.diarization == "on":  # load the speaker encoder now, not under the first live final
             await services.speaker_worker.run(services.speaker_worker.warm)
         rest = await start_rest(app, services)  # auth, and the durable upload/job queue (resumes work)
@@ -71,6 +93,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            if stop_metrics is not None:
+                await asyncio.to_thread(stop_metrics)
             await rest.stop()
             await app.state.webrtc.close_all()
             await services.live.finish_all()
@@ -81,10 +105,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await services.hub.broker.close()
             await store.close()
 
-    return Starlette(
+    # /metrics on the main port unless it has one of its own (then the main port does not answer it)
+    metrics_routes = [] if settings.metrics_port else [Route("/metrics", metrics_endpoint, methods=["GET"])]
+    app = Starlette(
         routes=[*system.routes, *transcripts.routes, *live_ws.routes, *webrtc.routes, *rest_routes,
-                *exports_api.routes, *summary_api.routes, *retranslate.routes, *speakers.routes],
-        middleware=[Middleware(RequestIdMiddleware), Middleware(AuthMiddleware)],
+                *exports_api.routes, *summary_api.routes, *retranslate.routes, *speakers.routes, *metrics_routes],
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware),
+                    Middleware(AuthMiddleware), Middleware(AdmissionMiddleware)],
         exception_handlers={HTTPException: http_exception_handler, Exception: unhandled_exception_handler},
         lifespan=lifespan,
     )
+    app.state.metrics = metrics
+    metrics.watch(app)
+    return app

@@ -1,0 +1,69 @@
+"""How many live streams the inference loop can serve within a latency target, measured from its own decodes.
+
+The loop coalesces: a stream that waits gets one decode of everything it has, so more streams do not queue
+more work, they make each stream's readings rarer and its commits later. What bounds a commit's latency is
+how many decodes may run ahead of it. With ``slots`` decodes served at once (lanes x batch size) and ``n``
+other streams, a commit waits at worst ``floor(n / slots)`` rounds of decodes and then takes its own, so with
+``S`` the typical duration of a live decode (the median of the recent ones, measured as they run, on this
+machine, at this load)::
+
+    commit share of the loop ~= S * ceil((n + 1) / slots)   ->   capacity = slots * floor(target / S)
+
+A lone stream is always admitted (refusing it helps nobody); without recent measurements nothing is refused
+on this ground. The estimator only measures and predicts; the policy that refuses lives in the server.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from asr.inference import BatchReport
+
+WINDOW_S = 60.0
+"""Decodes older than this say little about the load now."""
+MIN_SAMPLES = 5
+"""Fewer recent live decodes than this: no estimate (a cold model's first decode is slow)."""
+
+
+class CapacityEstimator:
+    """An observer of the inference loop (``loop.observers``): keeps recent live decode durations."""
+
+    def __init__(self, keep: int = 64, window_s: float = WINDOW_S, min_samples: int = MIN_SAMPLES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s = window_s
+        self.min_samples = min_samples
+        self.clock = clock
+        self._samples: deque[tuple[float, float]] = deque(maxlen=keep)  # (when, decode seconds)
+        self._lock = threading.Lock()  # fed from the loop's threads, read from the event loop
+
+    def observe(self, report: BatchReport) -> None:
+        """Called by the loop after every batch; uploads (BULK) yield to live work and are not counted."""
+        if report.live and report.size:
+            with self._lock:
+                self._samples.append((self.clock(), report.seconds))
+
+    def decode_seconds(self) -> float | None:
+        """The median duration of recent live decodes, or None with too few of them."""
+        cutoff = self.clock() - self.window_s
+        with self._lock:
+            recent = [s for t, s in self._samples if t >= cutoff]
+        return statistics.median(recent) if len(recent) >= self.min_samples else None
+
+    def predicted_latency(self, streams: int, slots: int) -> float | None:
+        """The loop's share of a commit's latency with ``streams`` live streams (None: not measured yet)."""
+        s = self.decode_seconds()
+        return None if s is None else s * math.ceil(max(1, streams) / max(1, slots))
+
+    def capacity(self, target_s: float, slots: int) -> int | None:
+        """Most live streams whose commits stay within ``target_s`` (at least 1; None: not measured yet)."""
+        s = self.decode_seconds()
+        if s is None:
+            return None
+        return max(1, max(1, slots) * math.floor(target_s / s)) if s > 0 else None

@@ -1,0 +1,218 @@
+"""Admission control over real servers and real speech: a stream the server cannot serve well is refused with a
+clear error and a retry hint, and the streams already admitted go on unharmed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+
+import httpx
+import jwt
+import numpy as np
+import pytest
+import websockets
+from conftest import RunningServer, start_server, stop_server
+
+from asr.backend import DecodeRequest
+from asr.capacity import CapacityEstimator
+from asr.inference import InferenceLoop, Priority
+from asr.whisper_backend import FasterWhisperBackend
+from server.bench_metrics import wer_counts
+from server.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, ws_url
+
+SPEECH = "single/librispeech_2412-153948-0000.wav"  # 11.7 s
+SECRET = "admission-tests-secret-0123456789abcdef"
+
+
+def token(user: str) -> str:
+    return jwt.encode({"sub": user, "exp": time.time() + 600}, SECRET, algorithm="HS256")
+
+
+async def try_start(server: RunningServer, transcript_id: str, tok: str | None = None, within: float = 20) -> dict:
+    """Open a WebSocket, send ``start`` and a little audio; the ``error`` it got, or ``{}`` once it was admitted
+    (its ``receiving audio`` status). The connection is closed either way (an admitted stream is finished)."""
+    async with websockets.connect(ws_url(server.url, transcript_id, tok), max_size=None) as ws:
+        await ws.send(json.dumps({"action": "start", "params": {"format": "pcm_s16le", "sample_rate": 16000}}))
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), deadline - time.monotonic()))
+            if msg["type"] == "error":
+                return msg["data"]
+            if msg["type"] == "status" and msg["data"].get("message") == "receiving audio":
+                await ws.send(json.dumps({"action": "stop", "params": {}}))
+                return {}
+    raise AssertionError("no answer to 'start'")
+
+
+async def wait_live(server: RunningServer, transcript_id: str, tok: str | None = None) -> None:
+    headers = {"Authorization": f"Bearer {tok}"} if tok else {}
+    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=10) as http:
+        for _ in range(300):
+            if (await http.get(f"/v1/transcripts/{transcript_id}")).json().get("status") == "live":
+                return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"transcript {transcript_id} never went live")
+
+
+def assert_refused(err: dict, code: str, reason: str) -> None:
+    assert err.get("code") == code, err
+    assert err["details"]["reason"] == reason, err
+    assert isinstance(err["details"]["retry_after_s"], int) and err["details"]["retry_after_s"] > 0, err
+
+
+def assert_transcribed(rec: StreamRecord, references: dict) -> None:
+    """The admitted stream went on: completed, its words right (a generous bound: this is no WER test)."""
+    assert rec.completed is not None, "the admitted stream never completed"
+    errors, words = wer_counts(references[SPEECH]["text"], rec.final_text)
+    assert words and errors / words < 0.5, rec.final_text
+
+
+@pytest.fixture(scope="module")
+def speech(audio_dir: Path) -> np.ndarray:
+    return load_pcm16k(audio_dir / SPEECH)
+
+
+@pytest.fixture(scope="module")
+def public_server(tmp_path_factory: pytest.TempPathFactory):
+    srv = start_server(tmp_path_factory.mktemp("adm-public"), VOXLANE_MAX_STREAMS_PER_ADDRESS="1",
+                       VOXLANE_MAX_CONCURRENT_UPLOADS="1", VOXLANE_ICE_HOSTS="127.0.0.1", VOXLANE_ICE_SERVERS="")
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="module")
+def private_server(tmp_path_factory: pytest.TempPathFactory):
+    srv = start_server(tmp_path_factory.mktemp("adm-private"), VOXLANE_AUTH_MODE="private", VOXLANE_JWT_SECRET=SECRET,
+                       VOXLANE_MAX_STREAMS_PER_TOKEN="1", VOXLANE_MAX_LIVE_STREAMS="2")
+    yield srv
+    stop_server(srv)
+
+
+async def test_per_address_cap_refuses_streams_offers_and_keeps_the_admitted_stream(public_server, speech,
+                                                                                    references):
+    srv = public_server
+    tid = await create_transcript(srv.url, "admitted")
+    first = asyncio.create_task(stream_audio(srv.url, speech, transcript_id=tid))
+    await wait_live(srv, tid)
+
+    other = await create_transcript(srv.url, "refused")
+    assert_refused(await try_start(srv, other), "RATE_LIMITED", "per_address")
+    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+        r = await http.post(f"/v1/transcripts_webrtc/{other}/offer", json={"type": "request"})
+        assert r.status_code == 429, r.text
+        assert int(r.headers["retry-after"]) > 0
+        assert_refused(r.json()["error"], "RATE_LIMITED", "per_address")
+
+    assert_transcribed(await first, references)
+    assert await try_start(srv, other) == {}  # the refusal does not stick once the address has room again
+
+
+async def test_concurrent_uploads_beyond_the_limit_get_429_and_the_first_is_received(public_server, audio_dir):
+    srv = public_server
+    body = (audio_dir / "single/librispeech_61-70968-0000.wav").read_bytes()
+    release = asyncio.Event()
+
+    async def slow_body():
+        yield body[: len(body) // 2]
+        await release.wait()  # the first upload is still being received while the second arrives
+        yield body[len(body) // 2:]
+
+    async with httpx.AsyncClient(base_url=srv.url, timeout=60) as http:
+        a, b = await create_transcript(srv.url, "upload-a"), await create_transcript(srv.url, "upload-b")
+        first = asyncio.create_task(http.post(f"/v1/transcripts_audio/{a}/upload", content=slow_body(),
+                                              headers={"Content-Type": "audio/wav"}))
+        for _ in range(300):  # until the first one's body is being received
+            if re.search(r"^voxlane_uploads_in_flight 1\.0$", (await http.get("/metrics")).text, re.M):
+                break
+            await asyncio.sleep(0.1)
+        second = await http.post(f"/v1/transcripts_audio/{b}/upload", content=body,
+                                 headers={"Content-Type": "audio/wav"})
+        assert second.status_code == 429, second.text
+        assert int(second.headers["retry-after"]) > 0
+        assert_refused(second.json()["error"], "RATE_LIMITED", "uploads")
+        release.set()
+        assert (await first).status_code < 300, (await first).text
+        again = await http.post(f"/v1/transcripts_audio/{b}/upload", content=body,
+                                headers={"Content-Type": "audio/wav"})
+        assert again.status_code < 300, again.text  # the slot was given back once the body was in
+
+
+async def test_per_token_and_hard_caps(private_server, speech, references):
+    srv = private_server
+    alice, bob, carol = token("alice"), token("bob"), token("carol")
+    tid = await create_transcript(srv.url, "alice-1", alice)
+    first = asyncio.create_task(stream_audio(srv.url, speech, transcript_id=tid, token=alice))
+    await wait_live(srv, tid, alice)
+
+    assert_refused(await try_start(srv, await create_transcript(srv.url, "alice-2", alice), alice),
+                   "RATE_LIMITED", "per_token")
+    # another user is not limited by alice's streams; with bob's the hard cap (2) is reached
+    bob_tid = await create_transcript(srv.url, "bob", bob)
+    async with websockets.connect(ws_url(srv.url, bob_tid, bob), max_size=None) as ws:
+        await ws.send(json.dumps({"action": "start", "params": {}}))
+        await ws.send(np.zeros(3200, dtype=np.int16).tobytes())
+        await wait_live(srv, bob_tid, bob)
+        assert_refused(await try_start(srv, await create_transcript(srv.url, "carol", carol), carol),
+                       "OVERLOADED", "max_live_streams")
+        async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+            carol_tid = await create_transcript(srv.url, "carol-rtc", carol)
+            r = await http.post(f"/v1/transcripts_webrtc/{carol_tid}/offer", json={"type": "request"},
+                                headers={"Authorization": f"Bearer {carol}"})
+            assert r.status_code == 503, r.text
+            assert int(r.headers["retry-after"]) > 0
+            assert_refused(r.json()["error"], "OVERLOADED", "max_live_streams")
+        await ws.send(json.dumps({"action": "stop", "params": {}}))
+    assert_transcribed(await first, references)
+
+
+async def test_measured_capacity_refuses_a_stream_past_the_latency_target(tmp_path, speech, references):
+    """The server's estimator fed by a real stream's decodes: with a target no decode can meet, a second
+    stream is refused as over capacity, and the first goes on."""
+    srv = start_server(tmp_path, VOXLANE_LATENCY_TARGET_S="0.01")
+    try:
+        tid = await create_transcript(srv.url, "first")
+        first = asyncio.create_task(stream_audio(srv.url, speech, transcript_id=tid))
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+            for _ in range(600):  # until the estimator has measured enough live decodes
+                text = (await http.get("/metrics")).text
+                if "voxlane_inference_live_decode_seconds_median" in text:
+                    break
+                await asyncio.sleep(0.1)
+            median = float(re.search(r"^voxlane_inference_live_decode_seconds_median (\S+)$", text, re.M)[1])
+            assert median > 0.01
+        err = await try_start(srv, await create_transcript(srv.url, "second"))
+        assert_refused(err, "OVERLOADED", "capacity")
+        assert err["details"]["predicted_latency_s"] > 0.01 and err["details"]["capacity"] == 1
+        assert_transcribed(await first, references)
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+            text = (await http.get("/metrics")).text
+        assert re.search(r'^voxlane_admissions_refused_total\{reason="capacity"\} 1\.0$', text, re.M), text
+    finally:
+        stop_server(srv)
+
+
+def test_estimator_measures_real_decodes(speech):
+    """Real decode timings of real speech windows through the real loop: the estimate follows them, and a
+    target shorter than a decode admits one stream only."""
+    loop = InferenceLoop(FasterWhisperBackend(cpu_threads=2, lanes=1))
+    loop.start()
+    try:
+        async def decode_windows() -> None:
+            for i in range(6):
+                window = speech[: int(16000 * (2 + i))]
+                fut = loop.schedule(f"s{i}", Priority.PARTIAL, lambda w=window: (DecodeRequest(w), None))
+                await fut
+
+        asyncio.run(decode_windows())
+    finally:
+        loop.stop()
+    est: CapacityEstimator = loop.capacity
+    s = est.decode_seconds()
+    assert s is not None and s > 0
+    assert est.capacity(target_s=s * 100, slots=2) >= 100
+    assert est.capacity(target_s=s / 2, slots=2) == 1
+    assert est.predicted_latency(streams=3, slots=2) == pytest.approx(2 * s)
+    assert CapacityEstimator().decode_seconds() is None  # nothing measured: nothing refused on this ground
