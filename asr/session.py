@@ -157,6 +157,7 @@ class StreamSession:
         self._finishing = False
         self._wake = asyncio.Event()
         self._driver: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = _running_loop()  # feed() may run on a worker thread
         self._decoded_to = 0.0
         self._last_cut: tuple[Segment, float] | None = None  # the segment and end of the latest window cut
         self._progressed = asyncio.Event()
@@ -182,21 +183,27 @@ class StreamSession:
 
     def start(self) -> None:
         if self._driver is None:
-            self._driver = asyncio.get_running_loop().create_task(self._drive(), name=f"session-{self.key}")
+            self._loop = asyncio.get_running_loop()
+            self._driver = self._loop.create_task(self._drive(), name=f"session-{self.key}")
 
     def feed(self, samples) -> None:
+        """Take audio in. VAD and buffering run where this is called: on the event loop, or on a worker thread
+        (one call at a time, in stream order) so that a big frame never stalls other streams; the listener and
+        the decode scheduler, which live on the event loop, are told there, in order."""
         if len(samples) == 0 or self._finishing:
             return
-        if self._paused:
+        with self._lock:  # pause()/resume() may run between two frames
+            paused, vad = self._paused, self._vad
+        if paused:
             with self._lock:
                 self._buffer.skip(len(samples) / 16000)
                 self._tracker.t = self._buffer.end
             if self.listener is not None:
-                self.listener.skip(len(samples) / 16000)
+                self._on_loop(self.listener.skip, len(samples) / 16000)
             return
-        probs = self._vad.process(samples)
+        probs = vad.process(samples)
         if self.listener is not None:
-            self.listener.heard(samples, probs)
+            self._on_loop(self.listener.heard, samples, probs)
         with self._lock:
             self._buffer.append(samples)
             for kind, t in self._tracker.update(probs):
@@ -205,7 +212,31 @@ class StreamSession:
                     self._open = Segment(id=uuid.uuid4().hex[:12], start=start, window_start=start,
                                          decoded_to=start)
             self._update_segments()
-        self._poke()
+            self._release_idle_audio()
+        self._on_loop(self._poke)
+
+    IDLE_KEEP_S = 5.0
+    """Audio kept behind the stream's end while nothing is open: a new segment's lead-in and VAD onset lag."""
+
+    def _release_idle_audio(self) -> None:
+        """(under the lock) Between segments no decode needs the buffered audio, save the last final's context
+        that a segment starting soon may be lent: without this the buffer only shrank inside long segments,
+        and a stream with long silences held all its audio (64 KB a second: 230 MB after an hour)."""
+        if self._open is not None or self._closing:
+            return
+        cfg = self.config
+        keep_from = self._buffer.end - max(self.IDLE_KEEP_S, cfg.lead_in_s)
+        if self._last_words and self._buffer.end - self._last_words[-1].end <= cfg.context_gap_s + self.IDLE_KEEP_S:
+            keep_from = min(keep_from, self._last_words[-1].end - cfg.context_s)
+        self._buffer.discard_before(keep_from)
+
+    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn`` now when on the event loop, else queue it there (asyncio objects are loop-only; the
+        loop runs queued calls in the order they were queued)."""
+        if _running_loop() is not None or self._loop is None:
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
 
     def pause(self) -> None:
         """Stop transcribing (audio is still stored by the caller); the open segment is finalized."""
@@ -213,7 +244,7 @@ class StreamSession:
             self._close_open(self._tracker.t)
             self._paused = True
             self._last_words = []  # the audio after the pause does not follow them
-        self._poke()
+        self._on_loop(self._poke)
 
     def resume(self) -> None:
         with self._lock:
@@ -815,6 +846,13 @@ class StreamSession:
             self._last_words = list(words)
             self._history = (self._history + " " + text).strip()[-1000:]
         await self._emit(msg)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a worker thread
+        return None
 
 
 def _dropped(decode: asyncio.Future) -> None:

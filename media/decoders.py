@@ -8,13 +8,14 @@ encoded containers such as MediaRecorder's WebM/Opus, which FFmpeg demuxes on a 
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from abc import ABC, abstractmethod
 
 import av
 import numpy as np
 
-from media.audio import PcmFramer, downmix, normalize_pcm_format
+from media.audio import SAMPLE_RATE, PcmFramer, downmix, normalize_pcm_format
 from media.byte_streams import ByteStream, RetainedByteStream
 from media.errors import DecodeError, describe_av_error
 from media.file_decode import decode_file, iter_decode_file, probe_file
@@ -151,19 +152,36 @@ def _mix(channels: list[np.ndarray]) -> np.ndarray:
 
 
 class _SampleBuffer:
-    """Hand-off from the decode thread to the caller's thread."""
+    """Hand-off from the decode thread to the caller's thread, bounded: a few hundred bytes of compressed
+    silence can hold an hour of audio, so the decode thread waits while ``limit`` frames are already waiting
+    for the caller instead of inflating the whole stream into memory (a decompression bomb on the live path)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, limit: int) -> None:
+        self._cond = threading.Condition()
         self._blocks: list[np.ndarray] = []
+        self._held = 0
+        self.limit = limit
+        self._closed = False
 
     def put(self, block: np.ndarray) -> None:
-        with self._lock:
+        """(decode thread) Waits while the caller has ``limit`` frames to take; never after :meth:`close`."""
+        with self._cond:
+            while self._held >= self.limit and not self._closed:
+                self._cond.wait()
             self._blocks.append(block)
+            self._held += len(block)
+
+    def close(self) -> None:
+        """Nobody will drain any more: a waiting decode thread goes on (and sees that it was stopped)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
     def drain(self) -> np.ndarray:
-        with self._lock:
+        with self._cond:
             blocks, self._blocks = self._blocks, []
+            self._held = 0
+            self._cond.notify_all()
         if not blocks:
             return _EMPTY
         if len({b.shape[1:] for b in blocks}) > 1:  # split channels: (frames, channels) blocks of one width
@@ -176,12 +194,12 @@ class _DecodeJob:
     forgot to close can still be garbage-collected, and its finalizer then stops this thread."""
 
     def __init__(self, source: ByteStream | RetainedByteStream, demuxer: str, what: str,
-                 split_channels: bool = False) -> None:
+                 split_channels: bool = False, max_buffered: int = 60 * SAMPLE_RATE) -> None:
         self.source = source
         self.split_channels = split_channels
         self.demuxer = demuxer
         self.what = what
-        self.samples = _SampleBuffer()
+        self.samples = _SampleBuffer(max_buffered)
         self.error: Exception | None = None
         self.stopped = False
         self.rate: int | None = None
@@ -191,6 +209,7 @@ class _DecodeJob:
     def stop(self) -> None:
         self.stopped = True
         self.source.abort()
+        self.samples.close()
 
     def _run(self) -> None:
         try:
@@ -222,9 +241,14 @@ class ContainerDecoder(StreamDecoder):
     blocks; failures are stored and raised as :class:`DecodeError` from the next ``feed()``/``flush()``.
     """
 
-    def __init__(self, fmt: str, flush_timeout: float = 30.0, split_channels: int | None = None) -> None:
+    def __init__(self, fmt: str, flush_timeout: float = 30.0, split_channels: int | None = None,
+                 max_buffered_seconds: float = 60.0) -> None:
         self.fmt = normalize_container_format(fmt)
         self.flush_timeout = flush_timeout
+        # Most decoded audio waiting for the caller (one feed() returns at most about this much, and flush() at
+        # most this much more): the decode thread waits for the caller beyond it. Live callers take a frame's
+        # samples before reading the next frame, so memory stays bounded whatever the bytes inflate to.
+        self.max_buffered = max(1, round(max_buffered_seconds * SAMPLE_RATE))
         self.split_channels = split_channels  # the channel count the client declared, when it wants them apart
         self.detected_format: str | None = None
         self._head = b""
@@ -292,13 +316,33 @@ class ContainerDecoder(StreamDecoder):
                 self._start()  # a tiny stream: judge it by what there is
         if self._job is None:
             return _EMPTY
-        self._job.source.end()
-        self._job.thread.join(self.flush_timeout)
-        if self._job.thread.is_alive():
-            self._job.stop()
-            self._error = DecodeError(f"{self.fmt} decoding did not finish within {self.flush_timeout:g} s")
+        job = self._job
+        job.source.end()
+        deadline = time.monotonic() + self.flush_timeout
+        pieces: list[np.ndarray] = []
+        taken = 0
+        while job.thread.is_alive():
+            job.thread.join(0.05)
+            piece = job.samples.drain()  # lets a decode thread waiting on a full hand-off go on
+            if len(piece):
+                pieces.append(piece)
+                taken += len(piece)
+            if taken >= self.max_buffered:  # the rest of a stream that inflates without end is dropped
+                job.stop()
+                job.thread.join(1.0)
+                break
+            if time.monotonic() > deadline:
+                job.stop()
+                self._error = DecodeError(f"{self.fmt} decoding did not finish within {self.flush_timeout:g} s")
+                break
         self._raise_if_failed()
-        return self._job.samples.drain()
+        pieces.append(job.samples.drain())
+        pieces = [p for p in pieces if len(p)]
+        if len({p.shape[1:] for p in pieces}) > 1:
+            raise DecodeError("the stream's channel layout changed mid-stream; its channels cannot be kept apart")
+        if not pieces:
+            return _EMPTY
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
     def close(self) -> None:
         if self._closed:
@@ -342,7 +386,8 @@ class ContainerDecoder(StreamDecoder):
         needs_seek = DEMUXERS[sniffed] == "mp4" and not mp4_index_first(head)
         source = RetainedByteStream() if needs_seek else ByteStream()
         source.push(head)
-        self._job = _DecodeJob(source, DEMUXERS[sniffed], f"{sniffed} stream", bool(self.split_channels))
+        self._job = _DecodeJob(source, DEMUXERS[sniffed], f"{sniffed} stream", bool(self.split_channels),
+                               self.max_buffered)
         weakref.finalize(self, self._job.stop)
         self._job.thread.start()
 

@@ -3,10 +3,13 @@
 Audio bytes are written as they arrive; only the two size fields in the header are rewritten on
 :meth:`WavAppender.sync`. A crash between syncs therefore loses nothing but header accuracy, and
 reopening the file recovers the true length from the file size.
+A write that fails (a full disk) is undone before the error is raised: the file stays a valid
+recording of everything appended before it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import threading
@@ -104,8 +107,10 @@ class WavAppender:
         self._block = self.channels * _SAMPLE_WIDTH
         self._lock = threading.Lock()
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o644)
+        created = False
         try:
             if os.fstat(self._fd).st_size == 0:
+                created = True
                 self._data_offset = _HEADER_BYTES
                 self._data_bytes = 0
                 self._size_fields = (4, _HEADER_BYTES - 4)
@@ -114,6 +119,9 @@ class WavAppender:
             else:
                 self._resume()
         except BaseException:
+            if created:  # a torn header (disk full) would make the next open refuse the file: leave it empty
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
             raise
@@ -157,7 +165,16 @@ class WavAppender:
         if not data:
             return
         with self._lock:
-            self._write_at(self._data_offset + self._data_bytes, data)
+            end = self._data_offset + self._data_bytes
+            try:
+                self._write_at(end, data)
+            except OSError:
+                # A disk that fills mid-write (ENOSPC, EDQUOT, EFBIG) leaves part of the chunk behind: cut it
+                # off, so the file ends on the last whole chunk that was written and the next sync() describes
+                # exactly that. Truncating frees space, so it works on a full disk.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._require_open(), end)
+                raise
             self._data_bytes += len(data)
 
     def sync(self) -> None:

@@ -68,6 +68,10 @@ SILENCE_TIMEOUT_S = 10.0
 WATCH_INTERVAL_S = 0.5
 CLOSE_DRAIN_TIMEOUT_S = 5.0
 """How long closing waits for frames already received to be handed to :meth:`WebRtcPeer.on_audio`."""
+MAX_AUDIO_LEAD_S = 10.0
+"""Audio frames more than this far ahead of the wall clock (since the first frame) are dropped (see
+:meth:`WebRtcPeer.on_audio_overrun`): RTP over UDP cannot be pushed back, and a peer that sends faster than
+real time would otherwise cost CPU and memory without bound."""
 
 _EMPTY = np.zeros(0, dtype=np.float32)
 
@@ -274,7 +278,7 @@ class WebRtcPeer:
 
     def __init__(self, ice: IceConfig, *, connect_timeout: float = CONNECT_TIMEOUT_S,
                  first_audio_timeout: float = FIRST_AUDIO_TIMEOUT_S,
-                 silence_timeout: float = SILENCE_TIMEOUT_S) -> None:
+                 silence_timeout: float = SILENCE_TIMEOUT_S, max_audio_lead: float = MAX_AUDIO_LEAD_S) -> None:
         _install_host_address_hook()
         self.id = secrets.token_urlsafe(12)
         self.ice = ice
@@ -285,6 +289,11 @@ class WebRtcPeer:
         self.channel: RTCDataChannel | None = None
         self.frames_received = 0
         self.samples_received = 0  # at 16 kHz, after conversion
+        self.max_audio_lead = max_audio_lead  # 0: no limit
+        self.frames_dropped = 0  # beyond the lead on real time
+        self._audio_in = 0.0  # seconds of audio in the frames taken
+        self._first_audio: float | None = None
+        self._overrun = False  # dropping frames (reported once, until the peer is back within half the lead)
         self.input_format: tuple[str, str, int] | None = None  # (format, layout, rate) of the first frame
         self.close_reason: str | None = None
         self._loop = asyncio.get_running_loop()
@@ -310,6 +319,10 @@ class WebRtcPeer:
 
     def on_control_message(self, data: str | bytes) -> None:
         """One message from the ``control`` channel."""
+
+    def on_audio_overrun(self, lead: float) -> None:
+        """Audio arrives faster than real time: frames beyond ``lead`` seconds ahead are being dropped (called
+        once, and again only after the peer came back within half the lead)."""
 
     async def on_closed(self, reason: str) -> None:
         """The connection is closed and every received frame went through :meth:`on_audio`."""
@@ -407,6 +420,8 @@ class WebRtcPeer:
                          frame.samples)
             self.frames_received += 1
             self._last_audio = self._loop.time()
+            if self._too_early(frame):
+                continue
             samples = self._converter.convert(frame)
             if not samples.size:
                 continue
@@ -417,6 +432,29 @@ class WebRtcPeer:
                 self._audio_errors += 1
                 if self._audio_errors == 1 or self._audio_errors % 500 == 0:
                     log.exception("peer %s: audio handler failed (%d times)", self.id, self._audio_errors)
+
+    def _too_early(self, frame: av.AudioFrame) -> bool:
+        """Whether the frame would put the audio taken beyond the lead on the wall clock (it is dropped before
+        any work is spent on it)."""
+        if self.max_audio_lead <= 0 or not frame.sample_rate:
+            return False
+        now = self._loop.time()
+        if self._first_audio is None:
+            self._first_audio = now
+        seconds = frame.samples / frame.sample_rate
+        ahead = self._audio_in + seconds - (now - self._first_audio)
+        if ahead > self.max_audio_lead:
+            self.frames_dropped += 1
+            if not self._overrun:
+                self._overrun = True
+                log.warning("peer %s: audio arrives faster than real time; dropping frames beyond %g s ahead",
+                            self.id, self.max_audio_lead)
+                self.on_audio_overrun(self.max_audio_lead)
+            return True
+        if ahead < self.max_audio_lead / 2:  # the peer slowed down: a new overrun is reported again
+            self._overrun = False
+        self._audio_in += seconds
+        return False
 
     def flush_audio(self) -> np.ndarray:
         """The converter's buffered tail (a few samples): call before ending a stream."""

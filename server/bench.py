@@ -61,6 +61,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="replay: override a stream setting (asr.session.StreamConfig field), e.g. settle_s=2")
     p.add_argument("--with-upload", default="", metavar="SECONDS|FILE",
                    help="upload this much real speech (or this file) while each level runs, to see its cost")
+    p.add_argument("--hostile", action="store_true",
+                   help="instead: one client sends hostile frames and bodies while another times /health (p50/p99)")
+    p.add_argument("--duration-s", type=float, default=20, help="hostile: seconds of attack")
+    p.add_argument("--quiet-s", type=float, default=3, help="hostile: seconds of /health timing before the attack")
+    p.add_argument("--frame-mb", type=float, default=8, help="hostile: size of the huge WebSocket frames")
+    p.add_argument("--overload", type=int, default=0, metavar="STREAMS",
+                   help="instead: start this many live streams (more than the server's capacity), --stagger-s apart;"
+                        " admitted ones' commit latency against --latency-target, refused ones' answers")
+    p.add_argument("--stagger-s", type=float, default=2.0, help="overload: seconds between stream starts")
+    p.add_argument("--latency-target", type=float, default=2.0,
+                   help="overload: the server's VOXLANE_LATENCY_TARGET_S, to compare the admitted streams with")
+    p.add_argument("--soak", type=float, default=0, metavar="MINUTES",
+                   help="instead: one stream this long, real speech between 60-120 s silences, at real time;"
+                        " reports the server's RSS, asyncio tasks and lag over time (leaks, growing lag)")
+    p.add_argument("--soak-speed", type=float, default=1.0, help="soak: x real time (1: real time)")
+    p.add_argument("--soak-sample-s", type=float, default=60.0, help="soak: a sample every this many audio seconds")
 
 
 class ProcessSampler:
@@ -221,8 +237,23 @@ def run(args: argparse.Namespace) -> int:
     audio_dir = Path(args.audio_dir)
     if args.der:
         return run_der_command(args, audio_dir)
+    if args.hostile:
+        from server.bench_hostile import hostile_rows, print_answers, run_hostile
+
+        result = run_hostile(args)
+        print_rows(*hostile_rows(result))
+        print_answers(result)
+        write_result(args.output, result)
+        return 0
     refs_path = audio_dir / "references.json"
     refs = json.loads(refs_path.read_text()) if refs_path.exists() else {}
+    if args.soak:
+        from server.bench_soak import run_soak_command, soak_rows
+
+        result = run_soak_command(args, audio_dir, refs)
+        print_rows(*soak_rows(result))
+        write_result(args.output, result)
+        return 0
     files = args.files or sorted(k for k in refs if k.startswith("single/"))
     if args.limit:
         files = files[: args.limit]
@@ -233,6 +264,13 @@ def run(args: argparse.Namespace) -> int:
     for f in files:
         a = load_pcm16k(audio_dir / f)
         audio[f] = a[: int(args.max_seconds * 16000)] if args.max_seconds else a
+    if args.overload:
+        from server.bench_overload import overload_rows, run_overload
+
+        result = asyncio.run(run_overload(args, files, refs, audio))
+        print_rows(*overload_rows(result))
+        write_result(args.output, result)
+        return 0
     levels = [int(x) for x in str(args.concurrency).split(",") if x.strip()]
     if args.replay:
         from server.bench_replay import run_replay

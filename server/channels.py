@@ -14,7 +14,7 @@ import contextlib
 
 from media import DecodeError, make_decoder
 from protocol import ErrorCode, Participant, ProtocolError, StartParams, Status
-from server.live import LiveTranscript, Publisher
+from server.live import IngestWorker, LiveTranscript, Pacer, Publisher
 
 RAW_CHANNEL = "pcm_f32le"
 """What each channel's publisher is declared as: it is fed decoded 16 kHz samples, never bytes."""
@@ -39,6 +39,8 @@ class SplitStream:
         self.channels: list[Publisher] = []
         self.paused = False
         self._finished = False
+        self._worker = IngestWorker()  # the group's decoding; each channel takes its samples in on its own
+        self.pacer = Pacer(transcript.services.settings.max_audio_lead_seconds)
 
     @classmethod
     async def open(cls, transcript: LiveTranscript, params: StartParams) -> SplitStream:
@@ -67,19 +69,37 @@ class SplitStream:
 
     # ------------------------------------------------------------ audio in
 
-    def feed_bytes(self, data: bytes) -> None:
+    async def feed_bytes(self, data: bytes) -> None:
+        """One client frame, decoded off the event loop; each channel is then taken in by its publisher, and the
+        caller is held while the stream runs beyond its lead on real time (as a single publisher's is)."""
+        if self.finished:
+            return
+        parts = await self._worker.run(self._decode, data)
+        await self._fan_out(parts)
+        await self.pacer.hold(max((len(p) for p in parts), default=0))
+
+    def _decode(self, data: bytes) -> list:
+        """(ingest thread)"""
         try:
-            parts = self._decoder.feed_channels(data)
+            return self._decoder.feed_channels(data)
         except DecodeError as exc:
             raise ProtocolError(ErrorCode.AUDIO_FORMAT_ERROR, str(exc), {"format": self.params.format},
                                 recoverable=False) from None
-        self._fan_out(parts)
 
-    def _fan_out(self, parts) -> None:
-        for pub, samples in zip(self.channels, parts, strict=True):
-            pub.feed_pcm(samples)
+    def _flush(self) -> list:
+        """(ingest thread) The decoder's tail, after every frame already accepted."""
+        try:
+            with contextlib.suppress(DecodeError):
+                return self._decoder.flush_channels()
+            return []
+        finally:
+            self._decoder.close()
 
-    def feed_pcm(self, samples) -> None:
+    async def _fan_out(self, parts) -> None:
+        if parts:
+            await asyncio.gather(*(pub.feed_pcm(samples) for pub, samples in zip(self.channels, parts, strict=True)))
+
+    async def feed_pcm(self, samples) -> None:
         raise ProtocolError(ErrorCode.AUDIO_FORMAT_ERROR, "a split stream needs its channels: send them as bytes")
 
     # ------------------------------------------------------------ control
@@ -97,9 +117,10 @@ class SplitStream:
         if self._finished:
             return
         self._finished = True
-        with contextlib.suppress(DecodeError):
-            self._fan_out(self._decoder.flush_channels())
-        self._decoder.close()
+        try:
+            await self._fan_out(await self._worker.run(self._flush))
+        finally:
+            self._worker.close()
         await asyncio.gather(*(p.finish() for p in self.channels))
 
     async def participant_event(self, params) -> None:

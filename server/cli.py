@@ -58,10 +58,24 @@ def serve_command(values: dict) -> int:
     except ModelNotFound as exc:
         print(f"voxlane: VOXLANE_MODEL: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from server.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every decode at INFO
+    # A frame over VOXLANE_MAX_FRAME_KB is answered MESSAGE_TOO_LARGE and the stream goes on; only one far bigger
+    # than that (over this) makes the WebSocket layer drop the connection (close code 1009)
+    ws_max_size = max(16 * 1024 * 1024, 2 * settings.max_frame_kb * 1024 + 1024 * 1024)
+    from server.http_timeouts import guarded_h11
+
+    # A dead or half-open WebSocket peer answers no WebSocket-level ping: it is closed within VOXLANE_IDLE_TIMEOUT.
+    # No permessage-deflate: audio does not compress, and inflating a client's frames would run on the event loop.
+    # HTTP: headers must arrive in time and a body keep coming (slowloris); idle keep-alive closes after 5 s.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                ws_max_size=16 * 1024 * 1024, ws_ping_interval=20, ws_ping_timeout=30)
+                ws_max_size=ws_max_size, ws_per_message_deflate=False, ws_ping_interval=settings.idle_timeout / 2,
+                ws_ping_timeout=settings.idle_timeout / 2,
+                http=guarded_h11(settings.http_header_timeout, settings.http_body_timeout),
+                timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024,
+                **({"log_config": None} if settings.log_format == "json" else {}))  # json: uvicorn's lines too
     return 0
 
 

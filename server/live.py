@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import re
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -24,9 +27,12 @@ from asr.diarization import DiarizationConfig
 from asr.inference import InferenceLoop, Priority
 from asr.session import StreamConfig, StreamSession
 from asr.vad import SileroModel, VadConfig
-from media import DecodeError, WavAppender, make_decoder
+from media import SAMPLE_RATE, DecodeError, WavAppender, make_decoder
 from protocol import ErrorCode, ProtocolError, StartParams, Status, Transcription, parse_client_message
 from protocol.messages import _Body
+from server.admission import Admission, Caller
+from server.auth import WRITE
+from server.disk_full import is_storage_full, storage_full_error
 from server.hub import Hub, segment_row
 from server.live_speakers import LiveSpeakers, SpeakerWorker
 from server.settings import Settings
@@ -36,6 +42,7 @@ from server.webhooks import Dispatcher, transcript_completed
 
 log = logging.getLogger("voxlane.live")
 RECORDING = "recording.wav"
+T = TypeVar("T")
 
 
 def stream_config(settings: Settings, priority: Priority = Priority.PARTIAL) -> StreamConfig:
@@ -89,7 +96,12 @@ async def merge_meta(store: Store, transcript_id: str, key: str, value) -> None:
 def audio_file_name(participant_id: str | None) -> str:
     if not participant_id:
         return RECORDING
-    return "participant-" + re.sub(r"[^A-Za-z0-9_.-]", "_", participant_id)[:80] + ".wav"
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", participant_id)
+    if safe == participant_id and len(safe) <= 80:
+        return f"participant-{safe}.wav"
+    # ids that had to be changed ("a b" and "a_b", two long ids with one prefix) must not share a file
+    digest = hashlib.sha256(participant_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"participant-{safe[:80]}-{digest}.wav"
 
 
 @dataclass
@@ -102,6 +114,7 @@ class Services:
     engine: InferenceLoop
     vad_model: SileroModel
     webhooks: Dispatcher | None = None
+    admission: Admission | None = None  # refuses a live stream the server cannot serve well (server.admission)
     live: LiveRegistry = field(init=False)
     speaker_worker: SpeakerWorker = field(init=False)
 
@@ -113,7 +126,56 @@ class Services:
         return self.settings.data_path / "audio" / transcript_id
 
 
+class IngestWorker:
+    """One stream's blocking ingest work (decoding, resampling, VAD, disk writes), off the event loop.
+
+    A frame of audio can cost a second of CPU (an 8 MB frame of 8 kHz PCM is 500 s of audio to resample and
+    run the VAD over); on the event loop that would stall every other stream and request. Calls run on one
+    thread of their own, one at a time, in the order they were made: a stream's audio stays in order, and a
+    caller that goes away (a cancelled connection) neither drops nor reorders work already handed over.
+    """
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voxlane-ingest")
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._executor, fn, *args))
+
+    def close(self) -> None:
+        """No more work (calls already made still run); the thread ends once idle."""
+        self._executor.shutdown(wait=False)
+
+
+class Pacer:
+    """Holds a live stream to real time plus a lead (``VOXLANE_MAX_AUDIO_LEAD_SECONDS``).
+
+    A client may send a backlog (a reconnect, a buffered start) up to ``max_lead`` seconds ahead of the wall
+    clock since its stream started; beyond it :meth:`hold` waits until real time catches up. The ingest path
+    awaits it before reading the next frame, so a client that sends faster than real time is pushed back by
+    TCP instead of filling the server's memory and CPU. 0 turns it off.
+    """
+
+    def __init__(self, max_lead: float) -> None:
+        self.max_lead = max_lead
+        self.started = time.monotonic()
+        self.seconds = 0.0  # audio taken in
+
+    def ahead(self) -> float:
+        """Seconds of audio taken in beyond real time since the start (negative: behind)."""
+        return self.seconds - (time.monotonic() - self.started)
+
+    async def hold(self, samples: int) -> None:
+        """Count ``samples`` (16 kHz) taken in; wait while the stream is beyond its lead."""
+        self.seconds += samples / SAMPLE_RATE
+        if self.max_lead > 0:
+            over = self.ahead() - self.max_lead
+            if over > 0:
+                await asyncio.sleep(over)
+
+
 class Publisher:
+    caller: Caller | None = None  # who opened it, set when admitted: the per-token and per-address caps count it
+
     def __init__(self, transcript: LiveTranscript, params: StartParams, offset: float) -> None:
         self.transcript = transcript
         self.params = params
@@ -140,62 +202,135 @@ class Publisher:
         self.finished = False
         self.started_at = time.monotonic()
         self._status_task: asyncio.Task | None = None
+        self._loop = asyncio.get_running_loop()
+        self._worker = IngestWorker()  # decoding, disk and VAD: off the event loop, in order
+        self.pacer = Pacer(services.settings.max_audio_lead_seconds)
+        self.storage_error: str | None = None  # set once the disk is full: no more audio is taken
+        self._ending: asyncio.Task | None = None  # the end a full disk or an idle publisher started
+        self._idle_task: asyncio.Task | None = None
+        self.last_audio = time.monotonic()
 
     async def begin(self) -> None:
         self.session.start()
         interval = self.transcript.services.settings.status_interval
         if interval > 0:
             self._status_task = asyncio.create_task(self._report_lag(interval))
+        idle = self.transcript.services.settings.publisher_idle_timeout
+        if idle > 0:
+            self._idle_task = asyncio.create_task(self._watch_idle(idle))
         await self.publish_status("processing", "transcription", "receiving audio")
 
     # ------------------------------------------------------------ audio in
 
-    def feed_bytes(self, data: bytes) -> None:
+    async def feed_bytes(self, data: bytes) -> None:
+        """One client frame: decoded and taken in off the event loop, in order; then the caller is held while
+        the stream runs beyond its lead on real time (see :class:`Pacer`)."""
+        if self.finished:
+            return
+        self.last_audio = time.monotonic()
+        await self.pacer.hold(await self._worker.run(self._decode_and_ingest, data))
+        self.last_audio = time.monotonic()  # a client held back by the pacer is not idle
+
+    async def feed_pcm(self, samples: np.ndarray) -> None:
+        """Decoded 16 kHz samples (WebRTC, a split stream's channel), taken in off the event loop, in order."""
+        if self.finished or len(samples) == 0:
+            return
+        self.last_audio = time.monotonic()
+        await self._worker.run(self._ingest, samples)
+
+    def _decode_and_ingest(self, data: bytes) -> int:
+        """(ingest thread)"""
         try:
             samples = self._decoder.feed(data)
         except DecodeError as exc:
             raise ProtocolError(ErrorCode.AUDIO_FORMAT_ERROR, str(exc),
                                 {"format": self.params.format}, recoverable=False) from None
-        self.feed_pcm(samples)
+        return self._ingest(samples)
 
-    def feed_pcm(self, samples: np.ndarray) -> None:
-        if self.finished or len(samples) == 0:
+    def _ingest(self, samples: np.ndarray) -> int:
+        """(ingest thread) Store, then transcribe; returns the samples taken."""
+        if len(samples) and self._store(samples):  # stored even while paused
+            self.session.feed(samples)  # only stored audio is transcribed: every final's audio is on disk
+        return len(samples)
+
+    def _flush_decoder(self) -> None:
+        """(ingest thread) The decoder's tail, after every frame already accepted."""
+        try:
+            with contextlib.suppress(DecodeError):
+                self._ingest(self._decoder.flush())
+        finally:
+            self._decoder.close()
+
+    def _store(self, samples: np.ndarray) -> bool:
+        if self.storage_error is not None:
+            return False
+        try:
+            self.wav.append(samples)
+        except OSError as exc:
+            if not is_storage_full(exc):
+                raise
+            self._storage_full(exc)
+            return False
+        return True
+
+    def _storage_full(self, exc: BaseException) -> None:
+        """The disk is full: every listener is told once (STORAGE_FULL, not recoverable), and the stream ends
+        as after ``stop``, so the audio already stored is transcribed and its finals stored."""
+        if self.storage_error is not None:
             return
-        self.wav.append(samples)  # stored even while paused
-        self.session.feed(samples)
+        self.storage_error = str(exc)
+        log.error("transcript %s: storage full, ending the stream at %.1f s: %s", self.transcript.id,
+                  self.wav.duration, exc)
+        self._loop.call_soon_threadsafe(self._begin_ending)  # this may run on the ingest thread
+
+    def _begin_ending(self) -> None:
+        self._ending = asyncio.create_task(self._end_storage_full())
+
+    async def _end_storage_full(self) -> None:
+        details = {"recorded_seconds": round(self.wav.duration, 3)}
+        if self.participant_id:
+            details["participant_id"] = self.participant_id
+        error = storage_full_error("the recording stopped; what was received before is stored and transcribed",
+                                   details)
+        await self._publish(error.to_message())
+        await self.finish()
 
     # ------------------------------------------------------------ control
 
     async def pause(self) -> None:
-        if not self.paused:
+        if not self.paused and not self.finished:
             self.paused = True
-            self.session.pause()
+            await self._worker.run(self.session.pause)  # in order with the frames before it
             await self.publish_status("paused", "transcription", "paused: audio is stored, not transcribed")
 
     async def resume(self) -> None:
-        if self.paused:
+        if self.paused and not self.finished:
             self.paused = False
-            self.session.resume()
+            await self._worker.run(self.session.resume)
             await self.publish_status("processing", "transcription", "resumed")
 
     async def finish(self) -> None:
         """Flush everything (stop, or a publisher that vanished): finals stored, then ``completed``."""
         if self.finished:
             return
-        self.finished = True
-        with contextlib.suppress(DecodeError):
-            tail = self._decoder.flush()
-            if len(tail):
-                self.wav.append(tail)
-                self.session.feed(tail)
-        self._decoder.close()
+        self.finished = True  # no frame is accepted after this; those accepted before are taken in first
+        try:
+            await self._worker.run(self._flush_decoder)
+        finally:
+            self._worker.close()
         await self.session.finish()
         if self.speakers is not None:  # the offline pass: every window heard, clustered once more
             await settle_speakers(self.transcript.services, self.transcript.id, self.speakers,
                                   self.transcript.meta_lock)
-        if self._status_task is not None:
-            self._status_task.cancel()
-        await asyncio.to_thread(self.wav.close)
+        for task in (self._status_task, self._idle_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        try:
+            await asyncio.to_thread(self.wav.close)
+        except OSError as exc:  # the header could not be rewritten: the file's size still tells its length
+            if not is_storage_full(exc):
+                raise
+            log.error("transcript %s: storage full while closing %s: %s", self.transcript.id, self.wav.path, exc)
         await self.transcript.publisher_done(self)
 
     async def participant_event(self, params) -> None:
@@ -214,15 +349,38 @@ class Publisher:
     # ------------------------------------------------------------ events out
 
     async def _emit(self, msg: Transcription) -> None:
+        # A full disk ends the stream (see _storage_full); the session still flushes what it holds.
         if msg.is_final:
-            await asyncio.to_thread(self.wav.sync)  # the audio behind a final is on disk before it is sent
-        await self._deliver(msg)
+            try:
+                await asyncio.to_thread(self.wav.sync)  # the audio behind a final is on disk before it is sent
+            except OSError as exc:  # its samples were written; only the header update or flush failed
+                if not is_storage_full(exc):
+                    raise
+                self._storage_full(exc)
+        try:
+            await self._deliver(msg)
+        except Exception as exc:  # the store could not take the final: nobody hears of what is not stored
+            if not is_storage_full(exc):
+                raise
+            log.error("transcript %s: final %s could not be stored: %s", self.transcript.id, msg.segment_id, exc)
+            self._storage_full(exc)
 
     async def _report_lag(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
             if not self.paused:
                 await self.publish_status("processing", "transcription", "live")
+
+    async def _watch_idle(self, idle_s: float) -> None:
+        """A publisher whose audio stopped coming (a client gone quiet without closing) is finished as after
+        ``stop``, rather than holding its stream open; a paused client still sends audio."""
+        while not self.finished:
+            await asyncio.sleep(max(0.05, self.last_audio + idle_s - time.monotonic()))
+            if not self.finished and time.monotonic() - self.last_audio >= idle_s:
+                log.info("transcript %s: no audio for %.0f s, finishing the stream", self.transcript.id, idle_s)
+                await self.publish_status("processing", "transcription",
+                                          f"no audio for {idle_s:g} s: the stream is finished")
+                await self.finish()
 
 
 class LiveTranscript:
@@ -245,6 +403,8 @@ class LiveTranscript:
         if params.participant is not None and any(p.participant_id == params.participant.id for p in self.publishers):
             raise ProtocolError(ErrorCode.ALREADY_STARTED,
                                 f"participant {params.participant.id!r} is already streaming to this transcript")
+        admission = self.services.admission
+        caller = admission.admit_live() if admission is not None else None  # OVERLOADED / RATE_LIMITED
         now = time.monotonic()
         if self.origin is None:
             existing = await self._recorded_duration()
@@ -257,8 +417,13 @@ class LiveTranscript:
             pub = Publisher(self, params, offset if params.participant else 0.0)
         except DecodeError as exc:
             raise ProtocolError(ErrorCode.AUDIO_FORMAT_ERROR, str(exc), {"format": params.format}) from None
+        except OSError as exc:  # no room for the recording file: nothing was started
+            if not is_storage_full(exc):
+                raise
+            raise storage_full_error("no room to record this stream") from None
         if params.participant is not None:
             pub.session.offset = offset  # participant files hold only their own audio
+        pub.caller = caller
         self.publishers.add(pub)
         if len(self.publishers) == 1:
             await self.services.store.update_transcript(self.id, status="live")
@@ -320,6 +485,10 @@ class LiveRegistry:
     def find(self, transcript_id: str) -> LiveTranscript | None:
         return self._live.get(transcript_id)
 
+    def publishers(self) -> list[Publisher]:
+        """Every live stream of every transcript (admission control counts them)."""
+        return [p for live in list(self._live.values()) for p in list(live.publishers)]
+
     def drop(self, live: LiveTranscript) -> None:
         if self._live.get(live.id) is live and not live.publishers:
             del self._live[live.id]
@@ -345,6 +514,7 @@ class ControlChannel(Protocol):
 
     publisher: Publisher | None
     declares_format: bool  # False where the codec, not ``start``, describes the audio (WebRTC)
+    may_publish: bool  # the caller's token has ``transcripts:write``: it may send audio and drive the stream
 
     async def start_publisher(self, params: StartParams | None) -> None: ...
 
@@ -355,10 +525,22 @@ class ControlChannel(Protocol):
     def status(self) -> Status: ...
 
 
+PUBLISHING_ACTIONS = frozenset({"start", "participant_event", "pause", "stop"})
+"""Actions that change a transcript: they need ``transcripts:write`` (``get_status`` only reads)."""
+
+
+def insufficient_scope(what: str) -> ProtocolError:
+    """The answer to a subscriber whose token may read the transcript but not publish to it."""
+    return ProtocolError(ErrorCode.INSUFFICIENT_SCOPE, f"{what} needs a token with the {WRITE!r} scope; this"
+                         " connection may only listen", {"required": WRITE})
+
+
 async def apply_control(channel: ControlChannel, raw: str | bytes) -> None:
     """One client action, with the same meaning on every ingest path; raises ProtocolError to answer."""
     msg = parse_client_message(raw)
     action = msg.action  # type: ignore[attr-defined]
+    if action in PUBLISHING_ACTIONS and not channel.may_publish:
+        raise insufficient_scope(f"{action!r}")
     pub = channel.publisher
     active = pub is not None and not pub.finished
     if action == "start":

@@ -125,7 +125,7 @@ async def test_live_participants_events_audio_parts_and_summary(public_api: Api)
         samples, rate = read_wav(AUDIO / name)
         assert rate == 16000
         audio[pub.participant_id] = samples
-        pub.feed_pcm(samples.astype(np.float32) / 32768)
+        await pub.feed_pcm(samples.astype(np.float32) / 32768)
     said_in_chat = {"text": "hi all", "to": "everyone"}
     await alice.participant_event(ParticipantEventParams(type="chat_message", data=said_in_chat))
     await alice.participant_event(ParticipantEventParams(type="unknown_thing", data={}))

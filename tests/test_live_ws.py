@@ -14,9 +14,13 @@ import srt
 import websockets
 import webvtt
 
+from media.audio import float_to_s16
 from server.bench_metrics import normalize, wer_counts
 from server.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, subscribe, ws_url
 from tests.conftest import start_server, stop_server
+from tests.rest_support import Api
+
+pytest_plugins = ("tests.rest_fixtures",)
 
 SPEECH = "single/librispeech_1221-135766_2utt.wav"  # 21.6 s, two utterances
 
@@ -264,3 +268,58 @@ async def test_split_segments_keep_their_final_words(short_segment_server, audio
     assert errors / words <= 0.2, rec.final_text
     starts = [s["start"] for s in rec.finals]
     assert starts == sorted(starts)
+
+
+async def until(condition, within: float = 10.0) -> None:
+    for _ in range(int(within / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def test_read_only_token_listens_but_cannot_publish(private_api: Api, audio_dir, references):
+    """A ``transcripts:read`` token subscribes; its start, audio, participant events, pause and stop are each
+    refused with INSUFFICIENT_SCOPE (one error for a run of frames), change nothing, and its subscription
+    still hears what a publisher with ``transcripts:write`` sends afterwards."""
+    api = private_api
+    base = await api.serve()
+    writer, reader = api.jwt("alice"), api.jwt("alice", ["transcripts:read"])
+    tid = await create_transcript(base, "read only", writer)
+    name = "single/librispeech_61-70968-0000.wav"
+    audio = load_pcm16k(audio_dir / name)
+    pcm = float_to_s16(audio)
+    received: list[dict] = []
+    async with websockets.connect(ws_url(base, tid, reader)) as ws:
+        async def read():
+            async for raw in ws:
+                received.append(json.loads(raw))
+        task = asyncio.create_task(read())
+        await ws.send(json.dumps({"action": "start", "params": {"format": "pcm_s16le", "sample_rate": 16000}}))
+        for i in range(0, len(pcm), 32000):
+            await ws.send(pcm[i:i + 32000])
+        for action, params in (("participant_event", {"type": "chat_message", "data": {"text": "hi"}}),
+                               ("pause", {}), ("stop", {}), ("get_status", {})):
+            await ws.send(json.dumps({"action": action, "params": params}))
+        await until(lambda: sum(m["type"] == "status" for m in received) >= 2)  # the first, then get_status's
+        errors = [m["data"] for m in received if m["type"] == "error"]
+        assert [e["code"] for e in errors] == ["INSUFFICIENT_SCOPE"] * 5, errors
+        assert all(e["details"] == {"required": "transcripts:write"} for e in errors)
+        assert "audio" in errors[1]["message"] and "'stop'" in errors[4]["message"]
+        # nothing changed: not live, no recording, nothing stored
+        r = await api.client.get(f"/v1/transcripts/{tid}", headers=api.auth("alice"))
+        assert r.json()["status"] not in ("live", "completed") and r.json()["segments"] == []
+        assert not (api.data_dir / "audio" / tid / "recording.wav").exists()
+        assert api.svc.live.find(tid) is None or not api.svc.live.find(tid).publishers
+        # the reader's subscription goes on: it hears a writer's stream
+        rec = await stream_audio(base, audio, transcript_id=tid, token=writer, speed=2.0)
+        assert rec.completed is not None
+        await until(lambda: any(m["type"] == "status" and m["data"]["status"] == "completed"
+                                and m["data"].get("progress") == 100.0 for m in received))
+        task.cancel()
+    heard = " ".join(m["data"]["text"] for m in received if m["type"] == "transcription" and m["data"]["is_final"])
+    assert heard and heard == rec.final_text
+    errors_, words = wer_counts(references[name]["text"], heard)
+    assert errors_ / words <= 0.2, heard
+    body = await api.wait_transcript(tid, api.auth("alice"))
+    assert body["status"] == "completed"

@@ -457,3 +457,26 @@ def test_decode_budget_stops_decoding_at_the_limit(tmp_path: Path) -> None:
             "the demuxer is still near the limit, not at the end of the hour"
     exact = flac_bomb(tmp_path / "exact.flac", seconds=5.0, claimed=5.0)
     assert len(decode_file(exact, max_seconds=5.0)) == 5 * SAMPLE_RATE
+
+
+@pytest.mark.parametrize("fmt,bomb", [("flac", flac_bomb), ("ogg", opus_bomb)])
+def test_a_live_stream_that_inflates_is_handed_over_in_bounded_pieces(tmp_path: Path, fmt: str, bomb) -> None:
+    """A live frame of compressed silence can hold an hour: the decode thread inflated all of it into memory
+    for the next feed() to return. It now waits while ``max_buffered_seconds`` are waiting for the caller,
+    and flush() hands over at most that much more."""
+    data = bomb(tmp_path / f"bomb.{fmt}", seconds=1200).read_bytes()
+    assert len(data) < 400_000
+    decoder = ContainerDecoder(fmt, max_buffered_seconds=5)
+    try:
+        sizes = []
+        for i in range(0, len(data), 64 * 1024):
+            sizes.append(len(decoder.feed(data[i:i + 64 * 1024])))
+            time.sleep(0.2)  # the decode thread has time to run ahead, as between a live client's frames
+        deadline = time.monotonic() + 20
+        while sum(sizes) < 30 * 16000 and time.monotonic() < deadline:  # a loaded machine: wait for the thread
+            sizes.append(len(decoder.feed(b"")))
+            time.sleep(0.2)
+        assert sum(sizes) >= 30 * 16000 and max(sizes) <= 5.5 * 16000
+        assert len(decoder.flush()) <= 5.5 * 16000
+    finally:
+        decoder.close()

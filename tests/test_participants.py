@@ -7,6 +7,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 import time
 import uuid
 import wave
@@ -21,6 +22,7 @@ import webvtt
 
 from media import decode_file
 from server.bench_metrics import wer_counts
+from server.live import audio_file_name
 from server.live_client import Received, StreamRecord, create_transcript, load_pcm16k, stream_audio, ws_url
 from tests.meeting_schemas import DOWNLOADS
 
@@ -388,3 +390,13 @@ async def test_speaker_rename_is_shown_everywhere(public_api):
     assert r.status_code == 200
     segs = (await api.client.get(url)).json()["segments"]
     assert [s["speaker"] for s in segs] == ["Dana Q", "Speaker 2", "Alice", "Dana Q", "Dana Q"]
+
+
+def test_participant_audio_files_never_collide() -> None:
+    """Ids that differ only in characters a file name cannot hold, or past 80 characters, kept one file
+    between them: the second participant's audio was appended to the first one's recording."""
+    ids = ["a b", "a_b", "a/b", "a\\b", "x" * 100, "x" * 100 + "y", "²", "٣", "ok-1", ".."]
+    names = [audio_file_name(i) for i in ids]
+    assert len(set(names)) == len(ids)
+    assert all(re.fullmatch(r"participant-[A-Za-z0-9_.-]{1,100}\.wav", n) for n in names)
+    assert audio_file_name("ok-1") == "participant-ok-1.wav"  # a plain id keeps the name it always had

@@ -22,6 +22,9 @@ from webrtc_support import LOOPBACK, recording, settled, start_loopback_server, 
 from media.webrtc import IceConfig, WebRtcPeer, filter_remote_candidates, gather_on
 from server.bench_metrics import wer_counts
 from server.live_client import create_transcript, load_pcm16k, ws_url
+from tests.rest_support import Api
+
+pytest_plugins = ("tests.rest_fixtures",)
 
 SPEECH = "single/librispeech_2412-153948-0000.wav"  # 11.7 s
 SHORT = "single/librispeech_1089-134686_1utt.wav"  # 6.6 s
@@ -37,12 +40,13 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 
 class FileTrack(AudioStreamTrack):
-    """Plays 16 kHz mono audio as a browser would send it: 48 kHz stereo s16, 20 ms frames, real time.
+    """Plays 16 kHz mono audio as a browser would send it: 48 kHz stereo s16, 20 ms frames, real time (or
+    ``speed`` times that: a hostile peer).
 
     The track ends after the last frame (or blocks forever with ``hang=True``, a client gone silent).
     """
 
-    def __init__(self, audio16k: np.ndarray | None, hang: bool = False) -> None:
+    def __init__(self, audio16k: np.ndarray | None, hang: bool = False, speed: float = 1.0) -> None:
         super().__init__()
         if audio16k is None or not len(audio16k):
             self.pcm = np.zeros(0, dtype=np.int16)
@@ -53,6 +57,7 @@ class FileTrack(AudioStreamTrack):
             up = av.AudioResampler(format="s16", layout="stereo", rate=48000)
             self.pcm = np.concatenate([f.to_ndarray().reshape(-1) for f in up.resample(frame) + up.resample(None)])
         self.hang = hang
+        self.speed = speed
         self.sent = 0
         self._t0: float | None = None
         self.finished = asyncio.Event()
@@ -67,7 +72,7 @@ class FileTrack(AudioStreamTrack):
             raise MediaStreamError
         if self._t0 is None:
             self._t0 = time.monotonic()
-        delay = self._t0 + self.sent * 0.02 - time.monotonic()
+        delay = self._t0 + self.sent * 0.02 / self.speed - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         chunk = self.pcm[start: start + FRAME * 2]
@@ -336,6 +341,45 @@ async def test_http_errors(server):
         assert r.status_code == 404
         r = await post(f"/{tid}/answer", json={"type": "answer", "sdp": good})
         assert r.status_code == 422
+
+
+async def test_offer_needs_write_scope(private_api: Api):
+    """A WebRTC connection publishes audio: a read-only token cannot open one (nor answer an offer)."""
+    api = private_api
+    tid = (await api.client.post("/v1/transcripts/", json={"name": "rtc"}, headers=api.auth("alice"))).json()["id"]
+    reader = api.auth("alice", ["transcripts:read"])
+    base = f"/v1/transcripts_webrtc/{tid}"
+    sessions = len(api.app.state.webrtc)
+    for path, body in (("/offer", {"type": "request"}), ("/answer", {"session_id": "x", "type": "answer",
+                                                                      "sdp": "v=0"})):
+        r = await api.client.post(base + path, json=body, headers=reader)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "INSUFFICIENT_SCOPE", r.text
+    assert len(api.app.state.webrtc) == sessions
+
+
+async def test_faster_than_real_time_peer_is_held_to_the_lead(server, audio_dir):
+    """A peer that sends 47 s of audio in about a second: frames beyond the 10 s lead on the wall clock are
+    dropped (RTP cannot be pushed back), the peer is told once (RATE_LIMITED), and the stream goes on."""
+    audio = np.tile(load_pcm16k(audio_dir / SPEECH), 4)
+    tid = await create_transcript(server.url, "webrtc-fast")
+    track = FileTrack(audio, speed=40)
+    client = RtcClient(server.url, tid)
+    try:
+        await client.connect(track)
+        started = time.monotonic()
+        await asyncio.wait_for(track.finished.wait(), 30)
+        sent_for = time.monotonic() - started
+        err = await client.wait_for(lambda m: m["type"] == "error")
+        assert err["data"]["code"] == "RATE_LIMITED" and err["data"]["details"]["max_audio_lead_seconds"] == 10
+        await asyncio.sleep(0.5)
+        mark = client.send("stop")
+        await client.wait_for(is_status("completed", "transcript complete"), since=mark, within=60)
+        assert [m["data"]["code"] for m in client.messages if m["type"] == "error"] == ["RATE_LIMITED"]
+    finally:
+        await client.close()
+    got = len(recording(server, tid)) / 16000
+    print(f"recorded {got:.1f} s of {len(audio) / 16000:.1f} s sent in {sent_for:.1f} s")
+    assert 5 < got <= 10 + sent_for + 2.0
 
 
 def test_candidate_filter():

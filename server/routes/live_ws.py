@@ -3,6 +3,13 @@
 Every client is a subscriber. A client that sends ``start`` and then binary
 frames is also a publisher. Control errors answer the offending client only and
 leave the connection (and everything already received) intact.
+
+Publishing (``start``, audio frames, ``participant_event``, ``pause``, ``stop``) needs the
+``transcripts:write`` scope; a read-only subscriber gets INSUFFICIENT_SCOPE (once for a run of
+frames) and keeps listening. A binary frame over ``VOXLANE_MAX_FRAME_KB`` (a text message over
+64 KiB) is dropped with MESSAGE_TOO_LARGE. Frames are decoded and run through the VAD off the event
+loop, in order, and the socket is not read while a stream's audio is more than
+``VOXLANE_MAX_AUDIO_LEAD_SECONDS`` ahead of the wall clock since its ``start`` (TCP backpressure).
 """
 
 from __future__ import annotations
@@ -17,13 +24,22 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from protocol import ErrorCode, Ping, ProtocolError, StartParams, Status, encode, envelope
+from server.auth import can_publish
 from server.hub import Subscriber, segment_message
-from server.live import Publisher, Services, apply_control, transcript_status
+from server.live import Publisher, Services, apply_control, insufficient_scope, transcript_status
 from server.routes.common import services
 from server.speakers import named_segments
 
 log = logging.getLogger("voxlane.ws")
 CLOSE_NOT_FOUND = 4404
+MAX_CONTROL_CHARS = 64 * 1024
+"""The largest text (control JSON) message; binary audio frames have their own cap (VOXLANE_MAX_FRAME_KB)."""
+
+
+def too_large(what: str, size: int, limit: int) -> ProtocolError:
+    """Refuses one message; the connection, and the stream with everything received before it, go on."""
+    return ProtocolError(ErrorCode.MESSAGE_TOO_LARGE, f"{what} of {size} bytes is over this server's limit of"
+                         f" {limit} bytes: it was dropped (send smaller frames)", {"size": size, "max_size": limit})
 
 
 class LiveConnection:
@@ -33,6 +49,9 @@ class LiveConnection:
         self.transcript_id = transcript_id
         self.sub: Subscriber | None = None
         self.publisher: Publisher | None = None
+        self.may_publish = can_publish(ws)  # a read-only token subscribes; it cannot send audio or control
+        self.max_frame = svc.settings.max_frame_kb * 1024
+        self._refused_audio = False  # INSUFFICIENT_SCOPE was sent for this run of binary frames
 
     async def run(self) -> None:
         self.sub = self.svc.hub.subscribe(self.transcript_id)  # before history: nothing falls in between
@@ -57,8 +76,10 @@ class LiveConnection:
         transcript = await self.svc.store.get_transcript(self.transcript_id) or {"id": self.transcript_id}
         for row in await named_segments(self.svc.store, transcript):
             seen.add(row["id"])
-            await self.ws.send_text(encode(segment_message(row)))
-        await self.ws.send_text(encode(self.status()))
+            if not await self._send(encode(segment_message(row))):
+                return
+        if not await self._send(encode(self.status())):
+            return
         while True:
             msg = await self.sub.queue.get()
             if msg is None:  # cut off for being too slow, or the transcript went away
@@ -67,7 +88,19 @@ class LiveConnection:
             data = msg["data"]
             if msg["type"] == "transcription" and data.get("is_final") and data["segment_id"] in seen:
                 continue
-            await self.ws.send_text(json.dumps(msg, separators=(",", ":")))
+            if not await self._send(json.dumps(msg, separators=(",", ":"))):
+                return
+
+    async def _send(self, text: str) -> bool:
+        """One message out; False when the peer took nothing for VOXLANE_SEND_TIMEOUT (it stopped reading and
+        its socket is full): it is cut off, since a sender stuck here would never see its queue overflow."""
+        try:
+            await asyncio.wait_for(self.ws.send_text(text), self.svc.settings.send_timeout)
+        except TimeoutError:
+            log.warning("subscriber of %s took no message for %.0f s; disconnecting it", self.transcript_id,
+                        self.svc.settings.send_timeout)
+            return False
+        return True
 
     async def _ping_loop(self, interval: float) -> None:
         while True:
@@ -95,20 +128,34 @@ class LiveConnection:
                 return
             try:
                 if message.get("bytes") is not None:
-                    self._audio(message["bytes"])
+                    await self._audio(message["bytes"])
                 elif message.get("text") is not None:
+                    self._refused_audio = False
                     await self._control(message["text"])
             except ProtocolError as exc:
                 self.reply(exc.to_message())
 
-    def _audio(self, data: bytes) -> None:
+    async def _audio(self, data: bytes) -> None:
+        """One binary frame: decoded and taken in off the event loop; this returns (and the socket is read
+        again) once it is taken in and the stream is within its lead on real time."""
+        if not self.may_publish:
+            if not self._refused_audio:  # one error for a run of frames, not one per frame
+                self._refused_audio = True
+                raise insufficient_scope("sending audio")
+            return
+        if len(data) > self.max_frame:
+            raise too_large("a binary frame", len(data), self.max_frame)
         if self.publisher is None:
             raise ProtocolError(ErrorCode.NOT_STARTED, "send {\"action\": \"start\"} before binary audio frames")
+        if getattr(self.publisher, "storage_error", None) is not None:
+            return  # the disk is full: STORAGE_FULL was sent once; frames still in flight are dropped
         if self.publisher.finished:
             raise ProtocolError(ErrorCode.TRANSCRIPT_CLOSED, "this stream was stopped; send 'start' to begin again")
-        self.publisher.feed_bytes(data)
+        await self.publisher.feed_bytes(data)
 
     async def _control(self, text: str) -> None:
+        if len(text) > MAX_CONTROL_CHARS:
+            raise too_large("a text message", len(text.encode()), MAX_CONTROL_CHARS)
         await apply_control(self, text)
 
     # ------------------------------------------------------------ ControlChannel

@@ -7,6 +7,7 @@ import threading
 import time
 from importlib import resources
 
+import psutil
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -23,7 +24,8 @@ async def health(request: Request) -> Response:
         # cheap process counters, for leak checks and operators
         webrtc = getattr(request.app.state, "webrtc", None)
         body.update(tasks=len(asyncio.all_tasks()), threads=threading.active_count(),
-                    webrtc_sessions=len(webrtc) if webrtc is not None else 0)
+                    webrtc_sessions=len(webrtc) if webrtc is not None else 0,
+                    rss_mb=round(psutil.Process().memory_info().rss / 2**20, 1))
     return JSONResponse(body)
 
 

@@ -28,6 +28,10 @@ carries every server message of the transcript while it is open, starting with i
 
 When the connection fails, closes, never connects or stops sending audio, the stream is
 finished exactly as after ``stop``, and the connection's resources are released.
+
+The offer and answer need the ``transcripts:write`` scope. Audio frames more than
+``VOXLANE_MAX_AUDIO_LEAD_SECONDS`` ahead of the wall clock (since the first frame) are dropped, and
+the peer is told once with a RATE_LIMITED error: RTP cannot be pushed back as a TCP socket can.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from media.audio import SAMPLE_RATE
 from media.webrtc import IceConfig, SdpError, WebRtcPeer
 from protocol import ErrorCode, ProtocolError, StartParams, Status, envelope
 from protocol.messages import Error
+from server.auth import WRITE, can_publish, require
 from server.errors import ApiError
 from server.hub import Subscriber
 from server.live import Publisher, Services, apply_control, transcript_status
@@ -61,6 +66,7 @@ log = logging.getLogger("voxlane.webrtc")
 MAX_SESSIONS = 256
 MAX_BODY_BYTES = 256 * 1024
 MAX_PENDING_CONTROL = 64
+MAX_CONTROL_CHARS = 64 * 1024  # one control message (JSON); a bigger one is answered MESSAGE_TOO_LARGE
 CHANNEL_HIGH_WATER = 1024 * 1024  # bytes queued on the data channel before forwarding waits
 FINISH_TIMEOUT_S = 120.0
 
@@ -68,11 +74,12 @@ FINISH_TIMEOUT_S = 120.0
 class WebRtcSession(WebRtcPeer):
     """One peer connection publishing to one transcript."""
 
-    def __init__(self, registry: WebRtcRegistry, transcript_id: str) -> None:
-        super().__init__(registry.ice)
+    def __init__(self, registry: WebRtcRegistry, transcript_id: str, may_publish: bool = True) -> None:
+        super().__init__(registry.ice, max_audio_lead=registry.services.settings.max_audio_lead_seconds)
         self.registry = registry
         self.svc: Services = registry.services
         self.transcript_id = transcript_id
+        self.may_publish = may_publish  # the offer needs transcripts:write; kept for the shared control rules
         self.publisher: Publisher | None = None
         self._hold = False  # after "stop" (or a refused automatic start) audio waits for "start"
         self._start_lock = asyncio.Lock()
@@ -92,7 +99,12 @@ class WebRtcSession(WebRtcPeer):
             pub = await self._start(None, automatic=True)
             if pub is None:
                 return
-        pub.feed_pcm(samples)
+        await pub.feed_pcm(samples)  # off the event loop, in order
+
+    def on_audio_overrun(self, lead: float) -> None:
+        self.reply(Error(code=ErrorCode.RATE_LIMITED.value, message=(
+            f"audio arrives faster than real time: frames more than {lead:g} s ahead of the wall clock since the"
+            " first one are dropped"), details={"max_audio_lead_seconds": lead}))
 
     async def _start(self, params: StartParams | None, automatic: bool) -> Publisher | None:
         async with self._start_lock:
@@ -118,13 +130,18 @@ class WebRtcSession(WebRtcPeer):
     async def _finish_publisher(self, pub: Publisher) -> None:
         tail = self.flush_audio()
         if tail.size:
-            pub.feed_pcm(tail)
+            await pub.feed_pcm(tail)
         await pub.finish()
 
     # ------------------------------------------------------------ control channel in
 
     def on_control_message(self, data: str | bytes) -> None:
         if self.closing:
+            return
+        if len(data) > MAX_CONTROL_CHARS:
+            self.reply(Error(code=ErrorCode.MESSAGE_TOO_LARGE.value, message=(
+                f"a control message of {len(data)} bytes is over the limit of {MAX_CONTROL_CHARS}: it was dropped"),
+                details={"size": len(data), "max_size": MAX_CONTROL_CHARS}))
             return
         if self._inbox.qsize() >= MAX_PENDING_CONTROL:
             self.reply(Error(code=ErrorCode.OVERLOADED.value, message="too many control messages pending"))
@@ -302,6 +319,7 @@ def registry(request: Request) -> WebRtcRegistry:
 
 async def _checked(request: Request, model: type[Any]) -> tuple[str, Any]:
     transcript_id = request.path_params["transcript_id"]
+    require(request, WRITE)  # a connection publishes audio (the auth middleware checks this first)
     if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
         raise ApiError(413, f"session descriptions are limited to {MAX_BODY_BYTES} bytes")
     if await services(request).store.get_transcript(transcript_id) is None:
@@ -327,7 +345,18 @@ async def offer(request: Request) -> Response:
     reg = registry(request)
     if len(reg) >= MAX_SESSIONS:
         raise ApiError(503, "too many WebRTC connections; try again later", "OVERLOADED")
-    session = WebRtcSession(reg, transcript_id)
+    admission = reg.services.admission
+    if admission is None:
+        return await _offer(reg, request, transcript_id, body)
+    refusal = admission.check_live() if can_publish(request) else None  # before building a peer connection
+    if refusal is not None:
+        raise admission.refuse_http(refusal)  # 503 OVERLOADED or 429 RATE_LIMITED, with Retry-After
+    with admission.offer_slot():
+        return await _offer(reg, request, transcript_id, body)
+
+
+async def _offer(reg: WebRtcRegistry, request: Request, transcript_id: str, body: OfferBody) -> Response:
+    session = WebRtcSession(reg, transcript_id, may_publish=can_publish(request))
     reg.add(session)
     step = session.accept_offer(body.sdp) if body.type == "offer" else session.create_offer()
     desc = await _handshake(session, step, "offer")

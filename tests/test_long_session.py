@@ -1,0 +1,79 @@
+"""A 60-minute live stream against a real server: real speech clips between 60-120 s of low noise, sent faster than
+real time (the model only reads the speech). Over the hour the server's RSS, its asyncio task count and the
+stream's ``lag_seconds`` stay flat, nothing is transcribed in the silences, and nothing repeats in a loop.
+
+Part of the normal suite: it takes a few minutes on two cores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from server.bench_metrics import normalize, wer_counts
+from server.bench_soak import soak_program, soak_stream
+from tests.conftest import RunningServer, start_server, stop_server
+
+MINUTES = 60
+SPEED = 30.0  # x real time: two minutes of sending for the hour
+CLIPS = ["single/librispeech_61-70968-0000.wav", "single/librispeech_1089-134686_1utt.wav",
+         "single/jfk_inaugural_1961_excerpt.wav", "single/librispeech_2412-153948-0000.wav"]
+
+
+@pytest.fixture(scope="module")
+def soak_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    srv = start_server(tmp_path_factory.mktemp("soak"), VOXLANE_MAX_AUDIO_LEAD_SECONDS="0",
+                       VOXLANE_STATUS_INTERVAL="0.5", VOXLANE_DIARIZATION="off")
+    yield srv
+    stop_server(srv)
+
+
+def _longest_repeat(words: list[str], max_n: int = 4) -> int:
+    """How many times in a row one n-gram (n <= max_n) occurs: a decoding loop repeats a phrase many times."""
+    best = 1
+    for n in range(1, max_n + 1):
+        i = 0
+        while i + n <= len(words):
+            k = 1
+            while words[i + k * n:i + (k + 1) * n] == words[i:i + n]:
+                k += 1
+            best = max(best, k)
+            i += 1
+    return best
+
+
+async def test_an_hour_stays_flat(soak_server, audio_dir, references):
+    program = soak_program(references, MINUTES, CLIPS)
+    assert program[-1].start + program[-1].seconds > (MINUTES - 2) * 60
+    rec = await soak_stream(soak_server.url, program, audio_dir, speed=SPEED, sample_every_s=120,
+                            pid=soak_server.process.pid, settle_s=240)
+    assert rec.completed and not rec.errors, rec.errors
+    samples = rec.samples[1:]  # the first is before any audio
+    report = "\n".join(str(s) for s in rec.samples)
+
+    # memory and tasks: the last quarter of the hour holds what the first quarter held
+    quarter = max(1, len(samples) // 4)
+    early, late = samples[:quarter], samples[-quarter:]
+    assert max(s["rss_mb"] for s in late) - max(s["rss_mb"] for s in early) < 80, report
+    assert max(s["tasks"] for s in late) <= max(s["tasks"] for s in early) + 5, report
+    # lag: it never builds up over the hour (each silence gives the model time to catch up)
+    assert max(s["lag_max_s"] for s in late) <= max(max(s["lag_max_s"] for s in early) * 2, 5.0), report
+
+    # text only where speech was, and no loops
+    speech = [(p.start, p.start + p.seconds) for p in program if p.file is not None]
+    for f in rec.finals:
+        assert any(a - 1.0 <= f["start"] and f["end"] <= b + 1.5 for a, b in speech), f"text in a silence: {f}"
+        assert _longest_repeat(normalize(f["text"])) <= 3, f"a repetition loop: {f['text']}"
+    ref = " ".join(p.text for p in program if p.file is not None)
+    said = " ".join(f["text"] for f in rec.finals)
+    errors, words = wer_counts(ref, said)
+    assert errors / words < 0.25, said
+    assert len(normalize(said)) < 1.3 * words
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        body = (await client.get(f"{soak_server.url}/v1/transcripts/{rec.transcript_id}")).json()
+    assert body["status"] == "completed"
+    assert abs(body["duration"] - rec.audio_seconds) < 1.0
+    assert len(body["segments"]) == len(rec.finals)
