@@ -9,6 +9,12 @@ machine, at this load)::
 
     commit share of the loop ~= S * ceil((n + 1) / slots)   ->   capacity = slots * floor(target / S)
 
+That share is a floor: decodes lengthen as a stream's window grows, and a word needs two readings that agree
+(or a pause's urgent one). So the estimator also keeps what listeners really wait for: how long after its
+audio arrived an utterance's last word was sent as final (:meth:`observe_commit`, from every live session).
+With ``n`` streams served, one more makes each stream's readings come about ``(n + 1) / n`` times further
+apart once the loop is saturated, so the p90 of recent commit delays scaled by that is the second prediction.
+
 A lone stream is always admitted (refusing it helps nobody); without recent measurements nothing is refused
 on this ground. The estimator only measures and predicts; the policy that refuses lives in the server.
 """
@@ -28,6 +34,10 @@ if TYPE_CHECKING:
 
 WINDOW_S = 60.0
 """Decodes older than this say little about the load now."""
+COMMIT_WINDOW_S = 20.0
+"""Commit delays older than this say little about the load now (streams come and go at a human pace)."""
+COMMIT_PERCENTILE = 90
+COMMIT_MIN_SAMPLES = 3
 MIN_SAMPLES = 5
 """Fewer recent live decodes than this: no estimate (a cold model's first decode is slow)."""
 
@@ -41,6 +51,7 @@ class CapacityEstimator:
         self.min_samples = min_samples
         self.clock = clock
         self._samples: deque[tuple[float, float]] = deque(maxlen=keep)  # (when, decode seconds)
+        self._commits: deque[tuple[float, float]] = deque(maxlen=1024)  # (when, seconds from audio to final)
         self._lock = threading.Lock()  # fed from the loop's threads, read from the event loop
 
     def observe(self, report: BatchReport) -> None:
@@ -48,6 +59,31 @@ class CapacityEstimator:
         if report.live and report.size:
             with self._lock:
                 self._samples.append((self.clock(), report.seconds))
+
+    def observe_commit(self, seconds: float) -> None:
+        """A live message made words final ``seconds`` after the newest one's audio arrived."""
+        with self._lock:
+            self._commits.append((self.clock(), seconds))
+
+    def commit_delay(self, percentile: int = COMMIT_PERCENTILE) -> float | None:
+        """That percentile of recent commit delays, or None with too few of them."""
+        cutoff = self.clock() - COMMIT_WINDOW_S
+        with self._lock:
+            recent = sorted(s for t, s in self._commits if t >= cutoff)
+        if len(recent) < COMMIT_MIN_SAMPLES:
+            return None
+        return recent[min(len(recent) - 1, math.ceil(percentile / 100 * len(recent)) - 1)]
+
+    def predicted_commit_delay(self, streams_now: int, streams_measured: int | None = None) -> float | None:
+        """The commit delay listeners would see with one stream more (None: not measured yet).
+
+        ``streams_measured``: how many of the streams were on long enough for the recent delays to carry their
+        load (a burst of new streams has not slowed anything yet: it is scaled for, not waited for)."""
+        delay = self.commit_delay()
+        if delay is None or streams_now <= 0:
+            return None
+        measured = streams_now if streams_measured is None else streams_measured
+        return delay * (streams_now + 1) / max(1, min(measured, streams_now))
 
     def decode_seconds(self) -> float | None:
         """The median duration of recent live decodes, or None with too few of them."""

@@ -99,6 +99,7 @@ class Segment:
     emitted: tuple[str, int] | None = None  # (text, n_final) of the last partial sent
     read: tuple[float, float, str] | None = None  # (window start, end, prompt) of the latest decode applied
     context_lent: bool = False  # its window was given the last segment's closing words (or had none to take)
+    final_told: int = 0  # words already sent as final (their commit latency was measured)
 
     @property
     def words(self) -> list[TimedWord]:
@@ -161,6 +162,8 @@ class StreamSession:
         self._decoded_to = 0.0
         self._last_cut: tuple[Segment, float] | None = None  # the segment and end of the latest window cut
         self._progressed = asyncio.Event()
+        # (stream time, loop clock) as audio arrives: how long after its audio came a word was committed
+        self._arrivals: deque[tuple[float, float]] = deque(maxlen=4096)
         self.segments_emitted = 0
         self.error: str | None = None
 
@@ -206,6 +209,7 @@ class StreamSession:
             self._on_loop(self.listener.heard, samples, probs)
         with self._lock:
             self._buffer.append(samples)
+            self._arrivals.append((self._buffer.end, self._engine.clock()))
             for kind, t in self._tracker.update(probs):
                 if kind == "speech_start" and self._open is None:
                     start = max(t - self.config.lead_in_s, self._last_closed_end, self._buffer.start)
@@ -810,6 +814,15 @@ class StreamSession:
 
     # ------------------------------------------------------------ events
 
+    def _measure_commit(self, word_end: float) -> None:
+        """Tell the inference loop how long after its audio arrived an utterance's last word became final:
+        admission control steers on what a stream's listeners wait for, as the loop's load makes it."""
+        with self._lock:
+            arrived = _arrived_at(self._arrivals, word_end)
+        observe = getattr(getattr(self._engine, "capacity", None), "observe_commit", None)
+        if arrived is not None and observe is not None and self.config.priority != Priority.BULK:  # live only
+            observe(max(0.0, self._engine.clock() - arrived))
+
     async def _emit_segment(self, seg: Segment, final: bool) -> None:
         try:
             await self._emit_segment_inner(seg, final)
@@ -841,11 +854,34 @@ class StreamSession:
                    for i, w in enumerate(words)],
             participant_id=self.participant_id,
         )
+        newly_final = len(words) if final else n_final
+        if newly_final > seg.final_told:
+            last = words[newly_final - 1].end
+            ends = [*seg.pauses, *([seg.speech_end] if seg.speech_end is not None else [])]
+            if any(abs(end - last) <= _UTTERANCE_END_S for end in ends):  # the word that ends what was said
+                self._measure_commit(last)
+            seg.final_told = newly_final
         if final:
             self.segments_emitted += 1
             self._last_words = list(words)
             self._history = (self._history + " " + text).strip()[-1000:]
         await self._emit(msg)
+
+
+_UTTERANCE_END_S = 0.5
+"""A final word this close to where the VAD heard speech end closes an utterance: how long after it was said
+it became final is what a listener waits for (the commit latency the benchmark and admission control target);
+words inside running speech wait for two readings to agree and are not what the target is about."""
+
+
+def _arrived_at(arrivals: deque[tuple[float, float]], t: float) -> float | None:
+    """When the audio at stream time ``t`` arrived (the first block reaching it), from the newest side."""
+    found = None
+    for end, at in reversed(arrivals):
+        if end < t:
+            break
+        found = at
+    return found
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

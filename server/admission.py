@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +39,14 @@ CAPACITY_RETRY_S = 10
 CALLER_RETRY_S = 30
 """Suggested wait after a per-caller refusal: one of the caller's own streams has to end first."""
 UPLOAD_RETRY_S = 5
+SETTLE_S = 4.0
+"""A stream this young has not slowed anyone yet: its load is scaled for, not measured."""
+LATENCY_HEADROOM = 0.75
+"""The predicted commit delay of the streams with one more must stay under this share of the target: near
+saturation the delay rises steeply, not in proportion (2 cores, tiny.en: p90 1.0 s with 11 streams, 2.6 s with
+12), so the last quarter of the target is kept as headroom."""
+WARMING_RETRY_S = 3
+"""Suggested wait after a refusal for a burst of streams on a server that has measured nothing yet."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,8 @@ class Refusal:
     """Why a stream is not admitted, in the shape both the protocol and HTTP need."""
 
     code: ErrorCode
-    reason: str  # max_live_streams | capacity | lag | per_token | per_address | webrtc_offers | uploads
+    # max_live_streams | capacity | latency | warming_up | lag | per_token | per_address | webrtc_offers | uploads
+    reason: str
     message: str
     retry_after_s: int
     details: dict[str, Any]
@@ -143,6 +153,19 @@ class Admission:
                            "the server is at capacity: one more live stream would delay every stream's"
                            f" transcription past {s.latency_target_s:g} s; try again later", CAPACITY_RETRY_S,
                            {"capacity": self.capacity(), "predicted_latency_s": round(predicted, 3)})
+        now = time.monotonic()
+        settled = sum(now - p.started_at >= SETTLE_S for p in pubs)  # streams whose load the delays carry
+        estimator = self.services.engine.capacity
+        delay = estimator.predicted_commit_delay(n, settled)
+        if delay is None and n - settled >= 2 * self.slots and estimator.commit_delay() is None:
+            return Refusal(ErrorCode.OVERLOADED, "warming_up",
+                           f"{n - settled} live streams started in the last {SETTLE_S:g} s and their cost is not"
+                           " measured yet; try again in a moment", WARMING_RETRY_S, {"starting": n - settled})
+        if delay is not None and delay > LATENCY_HEADROOM * s.latency_target_s:
+            return Refusal(ErrorCode.OVERLOADED, "latency",
+                           "the server is at capacity: its live streams' words are already made final close to"
+                           f" {s.latency_target_s:g} s after they are spoken; try again later", CAPACITY_RETRY_S,
+                           {"predicted_commit_s": round(delay, 3)})
         lags = [p.session.lag_seconds for p in pubs if not p.paused]
         if lags and min(lags) > s.latency_target_s:
             return Refusal(ErrorCode.OVERLOADED, "lag",

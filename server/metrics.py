@@ -117,6 +117,10 @@ class _StateCollector(Collector):
         if decode is not None:
             yield _gauge("voxlane_inference_live_decode_seconds_median", "Median of recent live decodes (what"
                          " admission control predicts from)", decode)
+        commit = engine.capacity.commit_delay()
+        if commit is not None:
+            yield _gauge("voxlane_live_commit_delay_p90_seconds", "p90 of recent delays from an utterance's end to"
+                         " its last word final, over every live stream (what admission control steers on)", commit)
         rest = getattr(state, "rest", None)
         if rest is not None:
             yield _gauge("voxlane_work_queue_depth", "Uploads, jobs and chunks waiting for a worker", rest.work.queued)
@@ -134,8 +138,8 @@ class _StateCollector(Collector):
                          admission.offers_in_flight)
             refused = CounterMetricFamily("voxlane_admissions_refused", "Streams, offers and uploads refused, by"
                                           " reason", labels=["reason"])
-            for reason in ("max_live_streams", "capacity", "lag", "per_token", "per_address", "webrtc_offers",
-                           "uploads"):
+            for reason in ("max_live_streams", "capacity", "latency", "warming_up", "lag", "per_token",
+                           "per_address", "webrtc_offers", "uploads"):
                 refused.add_metric([reason], admission.refused.get(reason, 0))
             yield refused
 

@@ -19,6 +19,8 @@ from conftest import RunningServer, start_server, stop_server
 from asr.backend import DecodeRequest
 from asr.capacity import CapacityEstimator
 from asr.inference import InferenceLoop, Priority
+from asr.session import StreamSession
+from asr.vad import SileroModel
 from asr.whisper_backend import FasterWhisperBackend
 from server.bench_metrics import wer_counts
 from server.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, ws_url
@@ -216,3 +218,44 @@ def test_estimator_measures_real_decodes(speech):
     assert est.capacity(target_s=s / 2, slots=2) == 1
     assert est.predicted_latency(streams=3, slots=2) == pytest.approx(2 * s)
     assert CapacityEstimator().decode_seconds() is None  # nothing measured: nothing refused on this ground
+
+
+def test_commit_delays_predict_one_more_stream() -> None:
+    """The latency rule's prediction: the p90 of recent utterance-end delays, scaled for one stream more, and for
+    streams too young to have slowed anything yet (a burst is scaled for, not waited for)."""
+    now = [0.0]
+    est = CapacityEstimator(clock=lambda: now[0])
+    assert est.commit_delay() is None and est.predicted_commit_delay(4) is None
+    for d in (0.5, 0.6, 0.7, 0.8, 1.0):
+        est.observe_commit(d)
+    assert est.commit_delay() == 1.0
+    assert est.predicted_commit_delay(4) == pytest.approx(1.25)
+    assert est.predicted_commit_delay(4, streams_measured=2) == pytest.approx(2.5)
+    now[0] = 60.0  # old delays say nothing of the load now
+    assert est.commit_delay() is None
+
+
+def test_a_live_session_reports_when_each_utterance_end_became_final(speech) -> None:
+    """What the latency rule steers on comes from the sessions themselves: real speech through a real session
+    and loop reports, for each utterance, how long after its last word's audio arrived that word was final."""
+    loop = InferenceLoop(FasterWhisperBackend(cpu_threads=2, lanes=1))
+    loop.start()
+
+    async def stream() -> None:
+        async def ignore(_msg) -> None:
+            return None
+
+        session = StreamSession(engine=loop, vad_model=SileroModel(), emit=ignore)
+        session.start()
+        for i in range(0, len(speech), 1600):
+            session.feed(speech[i:i + 1600])
+            await asyncio.sleep(0.05)  # twice real time: the delays are real, the test shorter
+        await session.finish()
+
+    try:
+        asyncio.run(stream())
+    finally:
+        loop.stop()
+    delays = [s for _, s in loop.capacity._commits]
+    assert 1 <= len(delays) <= 2  # the file's two utterances, each measured at most once
+    assert all(0 < d < 10 for d in delays)
