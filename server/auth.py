@@ -3,7 +3,8 @@
 Two modes (``VOXLANE_AUTH_MODE``):
 
 * ``public``: no token needed; an anonymous caller has every scope and sees the rows without an owner.
-  A caller that does send a token is that user (a bad token is still a 401).
+  A caller that does send a voxlane token is that user (a bad one is still a 401); a bearer that is not
+  shaped like one (the OpenAI SDK's placeholder key) is ignored.
 * ``private``: every ``/v1`` and ``/api`` route except the participant API (the project id is the
   capability) needs ``Authorization: Bearer <token>``; ``/health`` and the web client stay open.
 
@@ -149,6 +150,13 @@ def load_public_keys(value: str) -> dict[str | None, Any]:
         raise SettingsError(f"VOXLANE_JWT_PUBLIC_KEY: not a usable public key or JWKS: {exc}") from None
 
 
+def looks_like_ours(token: str) -> bool:
+    """A voxlane API key or a JWT. In public mode any other bearer is ignored: clients such as the OpenAI SDK
+    always send a key (``api_key="anything"``) where no token is needed, and the caller is then anonymous; a
+    token that looks like ours and fails is still a 401, so a mistyped key is not silently anonymous."""
+    return token.startswith(API_KEY_PREFIX) or token.count(".") == 2
+
+
 class Authenticator:
     """Turns a bearer token into a :class:`Principal` or raises :class:`AuthError`."""
 
@@ -170,7 +178,7 @@ class Authenticator:
     async def authenticate(self, token: str) -> Principal:
         if token.startswith(API_KEY_PREFIX):
             return await self._api_key(token)
-        if token.count(".") == 2:
+        if looks_like_ours(token):
             return self._jwt(token)
         raise AuthError("malformed bearer token: expected a JWT or a voxlane API key", "INVALID_TOKEN")
 
@@ -357,7 +365,7 @@ class AuthMiddleware:
     @staticmethod
     async def _identify(scope: Scope, authenticator: Authenticator) -> Principal:
         token = bearer_token(scope)
-        if token is not None:
+        if token is not None and (authenticator.private or looks_like_ours(token)):
             return await authenticator.authenticate(token)
         if authenticator.private:
             raise AuthError("this server needs 'Authorization: Bearer <token>'"

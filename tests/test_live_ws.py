@@ -186,6 +186,31 @@ async def test_bad_messages_get_errors_and_the_stream_continues(server, audio_di
     assert any(m["type"] == "status" and m["data"]["status"] == "processing" for m in received)
 
 
+async def test_audio_before_a_successful_start_gets_one_error(server):
+    """A meeting bot whose ``start`` was refused and that streams on got one NOT_STARTED per frame (fifty a
+    second); a run of refused frames now gets one, and the next text message starts a new run."""
+    tid = await create_transcript(server.url, "audio before start")
+    received: list[dict] = []
+    async with websockets.connect(ws_url(server.url, tid)) as ws:
+        async def read():
+            async for raw in ws:
+                received.append(json.loads(raw))
+        reader = asyncio.create_task(read())
+        await ws.send(json.dumps({"action": "start", "params": {"format": "pcm_s16le", "sample_rate": 1000}}))
+        for _ in range(50):
+            await ws.send(b"\x00\x00" * 320)
+        await ws.send(json.dumps({"action": "get_status"}))  # answered in order: after every frame before it
+        await ws.send(b"\x00\x00" * 320)  # a new run after a text message: told again
+        await ws.send(json.dumps({"action": "get_status"}))
+        for _ in range(100):
+            if sum(m["type"] == "status" for m in received) >= 3:  # on connect, then the two replies
+                break
+            await asyncio.sleep(0.05)
+        reader.cancel()
+    codes = [m["data"]["code"] for m in received if m["type"] == "error"]
+    assert codes == ["INVALID_PARAMS", "NOT_STARTED", "NOT_STARTED"]
+
+
 @pytest.mark.parametrize("kind", ["silence", "white_noise"])
 async def test_silence_and_noise_produce_no_transcription(server, kind):
     rng = np.random.default_rng(7)

@@ -120,3 +120,18 @@ async def test_openai_client_errors(private_api: Api):
         await stranger.models.list()
     scratch = api.data_dir / "tmp"
     assert not list(scratch.glob("openai-*")), "every request removes its file"
+
+
+async def test_the_sdk_with_a_placeholder_key_in_public_mode(public_api: Api):
+    """How people point the SDK at a local server: ``api_key="anything"`` (it always sends one). Public mode
+    answered 401 "malformed bearer token"; such a bearer is now ignored and the caller anonymous, while a
+    voxlane-shaped token that fails is still refused."""
+    base = await public_api.serve() + "/v1"
+    client = openai.AsyncOpenAI(base_url=base, api_key="anything", max_retries=0, timeout=120)
+    js = await client.audio.transcriptions.create(file=("speech.wav", (AUDIO / SPEECH).read_bytes(), "audio/wav"),
+                                                  model="whisper-1")
+    assert wer(js.text) < MAX_WER, js.text
+    for bad in ("vxl_000000000000_" + "x" * 40, "a.b.c"):
+        stranger = openai.AsyncOpenAI(base_url=base, api_key=bad, max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            await stranger.models.list()

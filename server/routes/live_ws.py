@@ -51,7 +51,7 @@ class LiveConnection:
         self.publisher: Publisher | None = None
         self.may_publish = can_publish(ws)  # a read-only token subscribes; it cannot send audio or control
         self.max_frame = svc.settings.max_frame_kb * 1024
-        self._refused_audio = False  # INSUFFICIENT_SCOPE was sent for this run of binary frames
+        self._refused_audio = False  # an error was sent for this run of binary frames: one, not one per frame
 
     async def run(self) -> None:
         self.sub = self.svc.hub.subscribe(self.transcript_id)  # before history: nothing falls in between
@@ -138,20 +138,29 @@ class LiveConnection:
     async def _audio(self, data: bytes) -> None:
         """One binary frame: decoded and taken in off the event loop; this returns (and the socket is read
         again) once it is taken in and the stream is within its lead on real time."""
-        if not self.may_publish:
-            if not self._refused_audio:  # one error for a run of frames, not one per frame
-                self._refused_audio = True
-                raise insufficient_scope("sending audio")
+        refusal = self._refuse_audio()
+        if refusal is not None:
+            if not self._refused_audio:  # one error for a run of refused frames (a bot that streams before its
+                self._refused_audio = True  # start succeeded would get one per frame), until the next text
+                raise refusal
             return
         if len(data) > self.max_frame:
             raise too_large("a binary frame", len(data), self.max_frame)
-        if self.publisher is None:
-            raise ProtocolError(ErrorCode.NOT_STARTED, "send {\"action\": \"start\"} before binary audio frames")
         if getattr(self.publisher, "storage_error", None) is not None:
             return  # the disk is full: STORAGE_FULL was sent once; frames still in flight are dropped
-        if self.publisher.finished:
-            raise ProtocolError(ErrorCode.TRANSCRIPT_CLOSED, "this stream was stopped; send 'start' to begin again")
+        assert self.publisher is not None
         await self.publisher.feed_bytes(data)
+
+    def _refuse_audio(self) -> ProtocolError | None:
+        """Why this connection takes no audio now, if it does not: the same answer holds for every frame of a run."""
+        if not self.may_publish:
+            return insufficient_scope("sending audio")
+        if self.publisher is None:
+            return ProtocolError(ErrorCode.NOT_STARTED, "send {\"action\": \"start\"} before binary audio frames;"
+                                 " frames sent before a successful start are dropped")
+        if self.publisher.finished and getattr(self.publisher, "storage_error", None) is None:
+            return ProtocolError(ErrorCode.TRANSCRIPT_CLOSED, "this stream was stopped; send 'start' to begin again")
+        return None
 
     async def _control(self, text: str) -> None:
         if len(text) > MAX_CONTROL_CHARS:
