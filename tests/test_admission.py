@@ -171,12 +171,15 @@ async def test_per_token_and_hard_caps(private_server, speech, references):
 
 
 async def test_measured_capacity_refuses_a_stream_past_the_latency_target(tmp_path, speech, references):
-    """The server's estimator fed by a real stream's decodes: with a target no decode can meet, a second
-    stream is refused as over capacity, and the first goes on."""
-    srv = start_server(tmp_path, VOXLANE_LATENCY_TARGET_S="0.01")
+    """The server's estimator fed by real streams' decodes: with a target no decode can meet, a stream past
+    the two per decode slot that are always served (one lane here: two) is refused as over capacity, and the
+    first goes on."""
+    srv = start_server(tmp_path, VOXLANE_LATENCY_TARGET_S="0.01", VOXLANE_PARALLEL_DECODES="1")
     try:
         tid = await create_transcript(srv.url, "first")
         first = asyncio.create_task(stream_audio(srv.url, speech, transcript_id=tid))
+        second = asyncio.create_task(stream_audio(srv.url, speech, transcript_id=await create_transcript(
+            srv.url, "second, always served")))
         async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
             for _ in range(600):  # until the estimator has measured enough live decodes
                 text = (await http.get("/metrics")).text
@@ -185,10 +188,11 @@ async def test_measured_capacity_refuses_a_stream_past_the_latency_target(tmp_pa
                 await asyncio.sleep(0.1)
             median = float(re.search(r"^voxlane_inference_live_decode_seconds_median (\S+)$", text, re.M)[1])
             assert median > 0.01
-        err = await try_start(srv, await create_transcript(srv.url, "second"))
+        err = await try_start(srv, await create_transcript(srv.url, "third"))
         assert_refused(err, "OVERLOADED", "capacity")
         assert err["details"]["predicted_latency_s"] > 0.01 and err["details"]["capacity"] == 1
         assert_transcribed(await first, references)
+        assert_transcribed(await second, references)
         async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
             text = (await http.get("/metrics")).text
         assert re.search(r'^voxlane_admissions_refused_total\{reason="capacity"\} 1\.0$', text, re.M), text
