@@ -126,20 +126,16 @@ class Admission:
         caller = caller or CALLER.get() or Caller()
         s = self.settings
         pubs = self.live_publishers()
-        if caller.identity is not None and s.max_streams_per_token:
-            mine = sum(getattr(p, "caller", None) is not None and p.caller.identity == caller.identity for p in pubs)
-            if mine >= s.max_streams_per_token:
-                return Refusal(ErrorCode.RATE_LIMITED, "per_token",
-                               f"this token already publishes {mine} live stream(s), the most allowed"
-                               " (VOXLANE_MAX_STREAMS_PER_TOKEN); stop one first", CALLER_RETRY_S,
-                               {"limit": s.max_streams_per_token})
-        if caller.address is not None and s.max_streams_per_address:
-            mine = sum(getattr(p, "caller", None) is not None and p.caller.address == caller.address for p in pubs)
-            if mine >= s.max_streams_per_address:
-                return Refusal(ErrorCode.RATE_LIMITED, "per_address",
-                               f"this address already publishes {mine} live stream(s), the most allowed"
-                               " (VOXLANE_MAX_STREAMS_PER_ADDRESS); stop one first", CALLER_RETRY_S,
-                               {"limit": s.max_streams_per_address})
+        for field_name, value, limit, reason, what, env in (
+                ("identity", caller.identity, s.max_streams_per_token, "per_token", "token", "TOKEN"),
+                ("address", caller.address, s.max_streams_per_address, "per_address", "address", "ADDRESS")):
+            if value is None or not limit:
+                continue
+            mine = sum(getattr(getattr(p, "caller", None), field_name, None) == value for p in pubs)
+            if mine >= limit:
+                return Refusal(ErrorCode.RATE_LIMITED, reason,
+                               f"this {what} already publishes {mine} live stream(s), the most allowed"
+                               f" (VOXLANE_MAX_STREAMS_PER_{env}); stop one first", CALLER_RETRY_S, {"limit": limit})
         n = len(pubs)
         if s.max_live_streams and n >= s.max_live_streams:
             return Refusal(ErrorCode.OVERLOADED, "max_live_streams",

@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 import websockets
 
-from media import float_to_s16
 from server.bench_metrics import percentile
-from server.live_client import Received, StreamRecord, create_transcript, ws_url
+from server.live_client import Received, StreamRecord, create_transcript, send_paced, stop_and_settle, ws_url
 
 ADMIT_WAIT_S = 20.0
 
@@ -61,20 +60,8 @@ async def stream_or_refused(base: str, audio: np.ndarray, *, name: str, token: s
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             return rec, refusal or {"code": "NO_ANSWER", "message": "no answer to 'start'", "details": {}}
-        rec.started = time.monotonic()
-        for i in range(0, len(audio), step):
-            chunk = audio[i:i + step]
-            delay = rec.started + i / 16000 - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await ws.send(float_to_s16(chunk))
-            rec.sent.append(((i + len(chunk)) / 16000, time.monotonic()))
-        rec.stopped = time.monotonic()
-        await ws.send(json.dumps({"action": "stop", "params": {}}))
-        try:
-            await asyncio.wait_for(done.wait(), settle_s)
-        except TimeoutError:
-            pass
+        await send_paced(ws, rec, audio, step)
+        await stop_and_settle(ws, rec, done, settle_s)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     return rec, None

@@ -6,6 +6,7 @@ through it, so what is measured is exactly what a user's client sees.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -116,25 +117,32 @@ async def stream_audio(base: str, audio: np.ndarray, *, transcript_id: str | Non
         task = asyncio.create_task(reader())
         params = {"format": "pcm_s16le", "sample_rate": 16000, "channels": 1, **(start_params or {})}
         await ws.send(json.dumps({"action": "start", "params": params}))
-        rec.started = time.monotonic()
-        for i in range(0, len(audio), step):
-            chunk = audio[i:i + step]
-            due = rec.started + (i / 16000) / speed
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await ws.send(float_to_s16(chunk))
-            rec.sent.append(((i + len(chunk)) / 16000, time.monotonic()))
+        await send_paced(ws, rec, audio, step, speed)
         if stop:
-            rec.stopped = time.monotonic()
-            await ws.send(json.dumps({"action": "stop", "params": {}}))
-            try:
-                await asyncio.wait_for(done.wait(), settle_s)
-            except TimeoutError:
-                pass
+            await stop_and_settle(ws, rec, done, settle_s)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     return rec
+
+
+async def send_paced(ws, rec: StreamRecord, audio: np.ndarray, step: int, speed: float = 1.0) -> None:
+    """``audio`` as 16-bit PCM frames of ``step`` samples at ``speed`` x real time, recording when each went."""
+    rec.started = time.monotonic()
+    for i in range(0, len(audio), step):
+        chunk = audio[i:i + step]
+        delay = rec.started + (i / 16000) / speed - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await ws.send(float_to_s16(chunk))
+        rec.sent.append(((i + len(chunk)) / 16000, time.monotonic()))
+
+
+async def stop_and_settle(ws, rec: StreamRecord, done: asyncio.Event, settle_s: float) -> None:
+    """Send ``stop`` and wait (at most ``settle_s``) until the reader saw the stream completed."""
+    rec.stopped = time.monotonic()
+    await ws.send(json.dumps({"action": "stop", "params": {}}))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), settle_s)
 
 
 async def subscribe(base: str, transcript_id: str, until: asyncio.Event, token: str | None = None) -> list[Received]:

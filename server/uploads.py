@@ -24,6 +24,7 @@ from starlette.requests import Request
 
 from media import DecodeError, probe_file, sniff_container
 from server.errors import ApiError
+from server.routes.common import declared_length
 
 EXTENSIONS = {"wav": "wav", "ogg": "ogg", "webm": "webm", "flac": "flac", "mp3": "mp3", "mp4": "m4a", "aac": "aac"}
 MEDIA_TYPES = {"wav": "audio/wav", "ogg": "audio/ogg", "webm": "audio/webm", "flac": "audio/flac",
@@ -143,16 +144,9 @@ async def receive_audio(request: Request, directory: Path, *, limit: int, stem: 
     if not (multipart or raw):
         raise unsupported(f"content type {ctype.split(';')[0]!r} is not accepted: send multipart/form-data with a"
                           f" {field_name!r} part, or the audio bytes with an audio/* content type")
-    length = request.headers.get("content-length")
-    if length is not None:
-        try:
-            declared = int(length)
-        except ValueError:
-            raise ApiError(400, "invalid Content-Length header") from None
-        if declared > limit + (MULTIPART_SLACK if multipart else 0):
-            raise too_large(limit)  # before a byte of the body is read
-    else:
-        declared = 0
+    declared = declared_length(request) or 0
+    if declared > limit + (MULTIPART_SLACK if multipart else 0):
+        raise too_large(limit)  # before a byte of the body is read
     free = await asyncio.to_thread(_prepare_dir, directory)
     if free < declared + (256 << 20):
         raise ApiError(507, "not enough free disk space for this upload", "INSUFFICIENT_STORAGE")

@@ -28,17 +28,23 @@ def body_too_large(limit: int, what: str = "request body") -> ApiError:
                     {"max_bytes": limit})
 
 
+def declared_length(request: Request) -> int | None:
+    """The body's ``Content-Length`` (None: not sent, a chunked body); 400 for one that is no number."""
+    length = request.headers.get("content-length")
+    if length is None:
+        return None
+    try:
+        return int(length)
+    except ValueError:
+        raise ApiError(400, "invalid Content-Length header") from None
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it is known to exceed ``limit`` bytes: from
     ``Content-Length`` before a byte is read, else while a chunked body streams in (never buffered past it)."""
-    length = request.headers.get("content-length")
-    if length is not None:
-        try:
-            declared = int(length)
-        except ValueError:
-            raise ApiError(400, "invalid Content-Length header") from None
-        if declared > limit:
-            raise body_too_large(limit)
+    declared = declared_length(request)
+    if declared is not None and declared > limit:
+        raise body_too_large(limit)
     buf = bytearray()
     async for data in request.stream():
         buf += data
