@@ -11,9 +11,18 @@ from __future__ import annotations
 import json
 import time
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, overload
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from protocol.json_depth import MAX_JSON_DEPTH, json_depth
 
@@ -22,6 +31,41 @@ ENCODED_FORMATS = ("webm", "ogg", "mp3", "wav", "flac", "m4a", "mp4", "aac", "op
 AUDIO_FORMATS = PCM_FORMATS + ENCODED_FORMATS
 
 StatusValue = Literal["initializing", "processing", "paused", "completed", "failed"]
+
+MAX_SAFE_ID = 2**53 - 1
+"""Largest integer participant id (JavaScript's ``Number.MAX_SAFE_INTEGER``): a browser or Node client reads
+every id up to it exactly, and ``2**53 + 1`` would come back to it as ``2**53``."""
+MAX_ID_LENGTH = 200
+
+ParticipantId = (Annotated[StrictInt, Field(ge=-MAX_SAFE_ID, le=MAX_SAFE_ID)]
+                 | Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH)])
+"""A participant id as a client declares it: an opaque text, or an integer (meeting bots number their
+participants). Strict on purpose: ``true`` is an ``int`` to Python and must not become participant 1, and a
+float (``1.0``, ``1.5``) is refused rather than guessed at, since no JSON reader promises to give ``1.0`` back
+as sent. The value is kept with its JSON type and returned as sent; :func:`participant_key` is its text form."""
+
+SentId = StrictInt | StrictStr
+"""A participant id on its way out (messages): whatever the client declared, with its JSON type. Not bounded
+again: a late subscriber's history replays stored segments, and a message must never refuse what was stored."""
+
+
+@overload
+def participant_key(participant_id: None) -> None: ...
+
+
+@overload
+def participant_key(participant_id: str | int) -> str: ...
+
+
+def participant_key(participant_id: str | int | None) -> str | None:
+    """The text form of a participant id, where one key is needed (file names, dict keys, the segments column).
+
+    ``1`` and ``"1"`` share the key ``"1"``: they name the same participant (a bot that once sent the number and
+    once the text means one person), so they cannot stream to one transcript at once and share one recording.
+    The value as sent is kept beside the key wherever it is stored."""
+    if participant_id is None:
+        return None
+    return participant_id if isinstance(participant_id, str) else str(participant_id)
 
 
 class ErrorCode(StrEnum):
@@ -88,7 +132,8 @@ class Transcription(_Body):
     start: float
     end: float
     words: list[Word] = Field(default_factory=list)
-    participant_id: str | None = None
+    participant_id: SentId | None = Field(default=None, description="The participant's id as it was declared"
+                                          " (text or integer, its JSON type kept).")
 
 
 class Diarization(_Body):
@@ -112,7 +157,8 @@ class Status(_Body):
     message: str = ""
     lag_seconds: float | None = Field(
         default=None, description="How far transcription is behind the received audio.")
-    participant_id: str | None = None
+    participant_id: SentId | None = Field(default=None, description="The participant's id as it was declared"
+                                          " (text or integer, its JSON type kept).")
 
 
 class Summary(_Body):
@@ -154,11 +200,29 @@ def encode(body: _Body) -> str:
 
 class Participant(BaseModel):
     model_config = ConfigDict(extra="allow")
-    id: str = Field(min_length=1, max_length=200)
+    id: ParticipantId = Field(description="Text (1-200 characters) or an integer within +-(2^53 - 1); returned"
+                                          " as sent, its JSON type kept. 1 and \"1\" are the same participant.")
     name: str | None = Field(default=None, max_length=200)
     is_host: bool | None = None
     platform: str | None = None
     extra_data: dict[str, Any] | None = None
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id(cls, v: Any) -> Any:
+        """One clear message per kind of wrong id (the union alone names both of its branches for each)."""
+        if isinstance(v, bool):
+            raise ValueError("a participant id is text or an integer, not true/false")
+        if isinstance(v, float):
+            raise ValueError("a participant id is text or an integer, not a float (send 1, not 1.0)")
+        if isinstance(v, int) and not -MAX_SAFE_ID <= v <= MAX_SAFE_ID:
+            raise ValueError(f"an integer participant id must be within +-{MAX_SAFE_ID} (2^53 - 1), which"
+                             " JavaScript reads exactly")
+        if isinstance(v, str) and not 1 <= len(v) <= MAX_ID_LENGTH:
+            raise ValueError(f"a participant id text has 1-{MAX_ID_LENGTH} characters")
+        if not isinstance(v, str | int):
+            raise ValueError("a participant id is text or an integer")
+        return v
 
 
 class StartParams(BaseModel):

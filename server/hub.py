@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from protocol import Status, Transcription, envelope
-from protocol.messages import _Body
+from protocol.messages import _Body, participant_key
 from server.storage import Store
 
 log = logging.getLogger("voxlane.hub")
@@ -122,7 +122,7 @@ def segment_row(msg: Transcription) -> dict[str, Any]:
         "id": msg.segment_id,
         "text": msg.text,
         "speaker": msg.speaker,
-        "participant_id": msg.participant_id,
+        "participant_id": participant_key(msg.participant_id),  # text in the column; readers put back the type
         "start": msg.start,
         "end": msg.end,
         "confidence": msg.confidence,

@@ -29,7 +29,7 @@ from asr.session import StreamConfig, StreamSession
 from asr.vad import SileroModel, VadConfig
 from media import SAMPLE_RATE, DecodeError, WavAppender, make_decoder
 from protocol import ErrorCode, ProtocolError, StartParams, Status, Transcription, parse_client_message
-from protocol.messages import _Body
+from protocol.messages import _Body, participant_key
 from server.admission import Admission, Caller
 from server.auth import WRITE
 from server.disk_full import is_storage_full, storage_full_error
@@ -93,7 +93,8 @@ async def merge_meta(store: Store, transcript_id: str, key: str, value) -> None:
         await store.update_transcript(transcript_id, meta={**(row.get("meta") or {}), key: value})
 
 
-def audio_file_name(participant_id: str | None) -> str:
+def audio_file_name(participant_id: str | int | None) -> str:
+    participant_id = participant_key(participant_id)  # 1 and "1" are one participant: one recording
     if not participant_id:
         return RECORDING
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", participant_id)
@@ -182,7 +183,7 @@ class Publisher:
         services = transcript.services
         participant = params.participant
         self.participant_id = participant.id if participant else None
-        self.speaker = (participant.name or participant.id) if participant else None
+        self.speaker = (participant.name or participant_key(participant.id)) if participant else None
         self._decoder = make_decoder(params.format, params.sample_rate, params.channels)
         path = services.audio_dir(transcript.id) / audio_file_name(self.participant_id)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -288,7 +289,7 @@ class Publisher:
 
     async def _end_storage_full(self) -> None:
         details = {"recorded_seconds": round(self.wav.duration, 3)}
-        if self.participant_id:
+        if self.participant_id is not None:  # 0 is a participant id too
             details["participant_id"] = self.participant_id
         error = storage_full_error("the recording stopped; what was received before is stored and transcribed",
                                    details)
@@ -400,7 +401,8 @@ class LiveTranscript:
             raise ProtocolError(ErrorCode.ALREADY_STARTED,
                                 "this transcript already has an anonymous publisher; send 'participant' to add"
                                 " another stream")
-        if params.participant is not None and any(p.participant_id == params.participant.id for p in self.publishers):
+        if params.participant is not None and any(participant_key(p.participant_id) == participant_key(
+                params.participant.id) for p in self.publishers):
             raise ProtocolError(ErrorCode.ALREADY_STARTED,
                                 f"participant {params.participant.id!r} is already streaming to this transcript")
         admission = self.services.admission

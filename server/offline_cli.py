@@ -13,6 +13,7 @@ from typing import Any
 
 from server import exports
 from server.settings import Settings, SettingsError
+from server.speakers import named_segments
 
 FORMAT_NAMES = {"txt": "text", "text": "text", "timestamped": "text-timestamped",
                 "text-timestamped": "text-timestamped", "srt": "srt", "vtt": "webvtt-named",
@@ -180,7 +181,7 @@ async def export_transcript(settings: Settings, transcript_id: str, fmt: str, ou
             print(f"voxlane: no transcript {transcript_id!r} in {settings.database_url or settings.data_path}",
                   file=sys.stderr)
             return 1
-        segments = await store.get_segments(transcript_id)
+        segments = await named_segments(store, row)  # with the row's meta: participant ids as they were sent
         conversation = await store.get_conversation(transcript_id)
     finally:
         await store.close()

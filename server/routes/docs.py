@@ -64,7 +64,7 @@ class Segment(BaseModel):
     text: str
     speaker: str | None = Field(description="as shown: renamed through the transcript's `participants`")
     speaker_label: str | None = Field(default=None, description="the label the segment was stored with")
-    participant_id: str | None
+    participant_id: str | int | None = Field(description="the participant's id as it was sent (JSON type kept)")
     start: float
     end: float
     confidence: float | None

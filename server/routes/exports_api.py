@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from media import DecodeError, float_to_s16, iter_decode_file
 from media.wavfile import read_wav_layout
+from protocol.messages import participant_key
 from server import exports
 from server.auth import principal
 from server.errors import ApiError
@@ -51,11 +52,13 @@ class RelativeStamp(BaseModel):
 
 
 class MeetingParticipant(BaseModel):
-    id: int = Field(description="Numeric participant id (not unique across transcripts)")
+    id: int = Field(description="Numeric participant id (not unique across transcripts): an integer id as it was"
+                                " sent, a plain-decimal text id's number, else a number from 1")
     name: str | None
     is_host: bool | None
     platform: str | None
-    extra_data: dict[str, Any] | None
+    extra_data: dict[str, Any] | None = Field(description="For a declared participant, `participant_id` is its id"
+                                                          " as it was sent (text or integer, JSON type kept)")
 
 
 class ParticipantRef(BaseModel):
@@ -271,22 +274,23 @@ async def _audio_parts(request: Request, row: dict[str, Any], segments: list[dic
     joined: dict[str, float] = {}
     for ev in exports.participant_event_log(row):
         if ev["type"] == "join" and ev.get("participant_id") is not None:
-            joined.setdefault(str(ev["participant_id"]), float(ev.get("time") or 0.0))
+            joined.setdefault(participant_key(ev["participant_id"]), float(ev.get("time") or 0.0))
     parts: list[dict[str, Any]] = []
     for person in roster:
-        pid = person.participant_id
+        pid = person.participant_key  # 1 and "1" alike: one participant, one recording
         if pid is None:
             continue
         path = svc.audio_dir(row["id"]) / audio_file_name(pid)
         duration = await asyncio.to_thread(_wav_duration, path)
         if duration is None:
             continue
-        first_word = min((s["start"] for s in segments if s.get("participant_id") == pid), default=0.0)
+        first_word = min((s["start"] for s in segments if participant_key(s.get("participant_id")) == pid),
+                         default=0.0)
         parts.append({"id": f"participant-{person.id}", "person": person, "path": path, "mask": None,
                       "start": joined.get(pid, max(0.0, first_word)), "duration": duration})
     if parts:
         return parts
-    stand_ins = [p for p in roster if p.participant_id is None]
+    stand_ins = [p for p in roster if p.participant_key is None]
     if not stand_ins:
         return []
     try:

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from protocol.messages import MAX_SAFE_ID
 from server import exports
 from server.auth import principal, require
 from server.errors import ApiError
@@ -59,13 +60,15 @@ class TranscriptUpdate(BaseModel):
     @field_validator("participants")
     @classmethod
     def _participant_ids(cls, value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
-        """An ``id`` names its participant in every export: text or a number, at most 256 characters."""
+        """An ``id`` names its participant in every export, kept as sent: text of at most 256 characters, or an
+        integer JavaScript reads exactly (as a live stream's; not true/false, which Python counts as integers)."""
         for i, p in enumerate(value or []):
             pid = p.get("id")
             if pid is not None and (isinstance(pid, bool) or not isinstance(pid, str | int)
-                                    or not 0 < len(str(pid)) <= exports.MAX_PARTICIPANT_ID):
-                raise ValueError(f"participants[{i}].id must be text or a number of 1-{exports.MAX_PARTICIPANT_ID}"
-                                 " characters")
+                                    or not 0 < len(str(pid)) <= exports.MAX_PARTICIPANT_ID
+                                    or isinstance(pid, int) and not -MAX_SAFE_ID <= pid <= MAX_SAFE_ID):
+                raise ValueError(f"participants[{i}].id must be text of 1-{exports.MAX_PARTICIPANT_ID} characters"
+                                 f" or an integer within +-{MAX_SAFE_ID}")
         return value
 
 
