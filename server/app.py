@@ -24,6 +24,7 @@ from server.metrics import MeteredHub, Metrics, MetricsMiddleware, metrics_endpo
 from server.middleware import RequestIdMiddleware
 from server.rest import start_rest
 from server.routes import exports_api, live_ws, retranslate, speakers, summary_api, system, transcripts, webrtc
+from server.routes.realtime_ws import routes as realtime_routes
 from server.routes.rest_api import routes as rest_routes
 from server.settings import Settings
 from server.storage.sqlite import SqliteStore
@@ -108,7 +109,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # /metrics on the main port unless it has one of its own (then the main port does not answer it)
     metrics_routes = [] if settings.metrics_port else [Route("/metrics", metrics_endpoint, methods=["GET"])]
     app = Starlette(
-        routes=[*system.routes, *transcripts.routes, *live_ws.routes, *webrtc.routes, *rest_routes,
+        routes=[*system.routes, *transcripts.routes, *live_ws.routes, *realtime_routes, *webrtc.routes, *rest_routes,
                 *exports_api.routes, *summary_api.routes, *retranslate.routes, *speakers.routes, *metrics_routes],
         middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware),
                     Middleware(AuthMiddleware), Middleware(AdmissionMiddleware)],

@@ -282,6 +282,8 @@ def required_scope(method: str, path: str, websocket: bool = False) -> str | Non
         return PROJECTS_ADMIN
     if "/export" in path:
         return EXPORT
+    if path == "/v1/realtime":  # a Realtime session exists to publish audio
+        return WRITE
     if websocket or method in ("GET", "HEAD", "OPTIONS"):
         return READ
     return WRITE
@@ -298,6 +300,9 @@ def _allows_query_token(scope: Scope) -> bool:
         scope.get("method") in ("GET", "HEAD") and scope["path"].endswith(("/download", "/stream")))
 
 
+OPENAI_KEY_PROTOCOL = "openai-insecure-api-key."
+
+
 def bearer_token(scope: Scope) -> str | None:
     """The caller's token from ``Authorization: Bearer`` (or ``?token=`` where allowed, removed from the
     query string so it reaches no access log)."""
@@ -307,6 +312,13 @@ def bearer_token(scope: Scope) -> str | None:
             if kind.lower() == "bearer" and token.strip():
                 return token.strip()
             raise AuthError("the Authorization header must be 'Bearer <token>'")
+    if scope["type"] == "websocket":  # browsers cannot set headers: OpenAI's SDK sends the key as a subprotocol
+        for name, value in scope.get("headers") or ():
+            if name == b"sec-websocket-protocol":
+                for proto in value.decode("latin-1").split(","):
+                    key = proto.strip().removeprefix(OPENAI_KEY_PROTOCOL)
+                    if key != proto.strip() and key:
+                        return key
     if _allows_query_token(scope) and scope.get("query_string"):
         pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
         token = next((v for k, v in pairs if k == "token"), None)
