@@ -25,6 +25,7 @@ from asr.audio_buffer import AudioBuffer
 from asr.backend import LOOP_COMPRESSION_RATIO, DecodeRequest, DecodeResult
 from asr.inference import InferenceLoop, Priority
 from asr.policy import (
+    SENTENCE_END,
     Hypotheses,
     TimedWord,
     attach_punctuation,
@@ -63,6 +64,12 @@ class StreamConfig:
     unsure_wait_s: float = 1.0
     lead_in_s: float = 0.2  # audio kept before speech onset (0.6 helped some files and hurt others)
     max_segment_s: float = 20.0  # segments are split at a committed word boundary beyond this
+    # a segment closes where a listener would: at a pause of pause_commit_s once every word before it is final,
+    # when the last of them ends a sentence or the segment already holds this much speech (0: sentence ends
+    # only). Its final then goes out at once, with no decode; the next segment is lent its closing words
+    # (_lend_context). Read speech and conversation rarely pause min_silence_s, so without this a segment ran
+    # to max_segment_s and a subscriber acting on finals waited 7-17 s for them
+    close_after_s: float = 6.0
     trim_s: float = 12.0  # the decode window is trimmed at committed words beyond this
     # recent final text given to the model as its prompt: tiny.en reads a line better with the lines before
     # it. Replay, errors of 1372: at N=1 151 with none, 140 with 200 characters, 135 with 600, 139 with 1000;
@@ -133,7 +140,7 @@ _ids = itertools.count(1)
 class StreamSession:
     def __init__(self, *, engine: InferenceLoop, vad_model: SileroModel, emit: Emit,
                  config: StreamConfig | None = None, offset: float = 0.0, speaker: str | None = None,
-                 participant_id: str | None = None, key: str | None = None,
+                 participant_id: str | int | None = None, key: str | None = None,
                  listener: AudioListener | None = None, report: Report | None = None) -> None:
         self.config = config or StreamConfig()
         self.key = key or f"s{next(_ids)}-{uuid.uuid4().hex[:6]}"
@@ -323,6 +330,8 @@ class StreamSession:
                 seg.pending_pause = tr.speech_end  # remembered even if speech resumes before a decode is free
         if self._tracker.silence_run >= cfg.min_silence_s:
             self._close_open(self._tracker.t)
+        elif (pause := self._line_end(seg)) is not None:
+            self._close_at_pause(seg, pause)
         elif self._tracker.t - seg.start >= cfg.max_segment_s:
             if seg.hyp.committed:
                 self._split(seg)
@@ -331,6 +340,80 @@ class StreamSession:
                 cut = self._tracker.quietest(since=seg.start + cfg.max_segment_s * 0.6) or self._tracker.t
                 self._close_open(cut)
                 self._open = Segment(id=uuid.uuid4().hex[:12], start=cut, window_start=cut, decoded_to=cut)
+
+    def _line_end(self, seg: Segment) -> float | None:
+        """(under the lock) Where a listener closes a line: the speech end of a pause of ``pause_commit_s`` (now
+        or already over) before which every word is final, after which none is, and whose last word ends a
+        sentence (or a segment that has run ``close_after_s``). Nothing in the segment then waits for another
+        reading. None when there is no such pause."""
+        cfg = self.config
+        hyp = seg.hyp
+        if not cfg.live or seg is not self._open or not hyp.committed:
+            return None
+        last = hyp.committed[-1]
+        for p in sorted(seg.pauses):
+            if p < hyp.committed_end - 0.15 or seg.pauses[p] < cfg.pause_commit_s - 1e-9:
+                continue  # a pause inside the committed words, or one not long enough yet
+            if seg.decoded_to < p or any(w.start < p for w in hyp.tentative):
+                return None  # the speech before it is not read to its end, or not all final
+            long_enough = cfg.close_after_s > 0 and p - seg.start >= cfg.close_after_s
+            return p if last.text.endswith(SENTENCE_END) or long_enough else None
+        return None
+
+    def _close_at_pause(self, seg: Segment, pause: float) -> None:
+        """(under the lock) Close the open segment at a pause on the words it has committed: its final needs no
+        decode. Speech after the pause (a reading that ended after the speaker went on) opens the next segment,
+        with the tentative words read there held for its own agreement."""
+        tr = self._tracker
+        cut = pause + min(self.config.vad.speech_pad_s, seg.pauses[pause] / 2)
+        after = [w for w in seg.hyp.tentative if w.start >= cut]
+        seg.hyp.tentative = []
+        seg.end = max(cut, seg.start)
+        seg.speech_end = pause
+        seg.decoded_to = max(seg.decoded_to, seg.end)
+        pending, seg.pending_pause = seg.pending_pause, None
+        self._closing.append(seg)
+        self._last_closed_end = seg.end
+        self._open = None
+        if tr.in_speech or (tr.speech_end is not None and tr.speech_end > cut):  # the speaker went on
+            nxt = Segment(id=uuid.uuid4().hex[:12], start=seg.end, window_start=seg.end, decoded_to=seg.end,
+                          endpoint_for=seg.endpoint_for,
+                          pending_pause=pending if pending is not None and pending > cut else None,
+                          pauses={k: v for k, v in seg.pauses.items() if k > cut})
+            nxt.hyp.tentative = after
+            self._open = nxt
+
+    def _close_if_line_ends(self, seg: Segment) -> None:
+        pause = self._line_end(seg)
+        if pause is not None:
+            self._close_at_pause(seg, pause)
+
+    def turn_at(self, t: float) -> None:
+        """A speaker turn found at stream time ``t`` (live diarization): the next speaker's words open a new
+        segment. Words already final stay where the partials showed them: should the turn fall before the last
+        of them, the segment is cut after it (its speaker is then told by ``diarization`` messages over time
+        ranges); the words before the turn that are not final yet are read once more, up to the turn, by the
+        segment's final."""
+        with self._lock:
+            seg = self._open
+            if seg is None or not self.config.live or t < seg.start + MIN_TURN_SEGMENT_S:
+                return  # the segment opened at (or after) this turn
+            if seg.hyp.committed and seg.hyp.committed_end >= t - 1e-6:
+                self._split(seg)
+            elif t < self._buffer.end:
+                self._cut_at(seg, t)
+            else:
+                return
+        self._on_loop(self._poke)
+
+    def _cut_at(self, seg: Segment, t: float) -> None:
+        """(under the lock) Close ``seg`` at ``t``: its final reads its window up to there and keeps the words
+        spoken before it; the audio after ``t`` is the next segment's."""
+        seg.end = seg.speech_end = t
+        seg.pending_pause = None
+        self._closing.append(seg)
+        self._open = Segment(id=uuid.uuid4().hex[:12], start=t, window_start=t, decoded_to=t)
+        self._last_closed_end = t
 
     def _split(self, seg: Segment) -> None:
         """Close a long segment after its last committed word; the rest of its audio starts the next one.
@@ -557,6 +640,10 @@ class StreamSession:
             with self._lock:
                 plan = self._plan()
                 overtake = self._overtakes(plan) and not self._engine.is_queued(self.key)
+                ready = plan is not None and plan.kind == Priority.FINAL and self._read_to_the_end(plan)
+            if ready:  # a segment closed on final words: its final goes out now, not after this refresh
+                await self._settle_without_decode()
+                continue
             if overtake:
                 urgent = self._engine.schedule(self.key, plan.kind, self._build_beside)
                 break
@@ -621,7 +708,7 @@ class StreamSession:
     async def _tell(self, message: str, recoverable: bool) -> None:
         if self._report is None:
             return
-        details = {"participant_id": self.participant_id} if self.participant_id else {}
+        details = {"participant_id": self.participant_id} if self.participant_id is not None else {}
         try:
             await self._report(Error(code=ErrorCode.TRANSCRIPTION_FAILED.value, message=message, details=details,
                                      recoverable=recoverable))
@@ -706,6 +793,8 @@ class StreamSession:
                 if seg.pending_pause == plan.speech_end:
                     seg.pending_pause = None
             self._trim_window(seg, plan.end)
+            if not final:
+                self._close_if_line_ends(seg)  # its words are final up to a line's end: the final follows
         await self._emit_segment(seg, final=final)
         if plan.kind == Priority.ENDPOINT and not result.error:
             await self._settle_pause(plan, (window_start, plan.end, prompt))
@@ -729,6 +818,7 @@ class StreamSession:
             if seg is not self._open or seg.read != read:
                 return
             settled = seg.hyp.settle_before(plan.commit_before)
+            self._close_if_line_ends(seg)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s settled at a pause of %.2fs: %s", self.key, seg.pauses.get(plan.speech_end, 0.0),
                       [(w.text, round(w.start, 2), round(w.probability, 2)) for w in settled])
@@ -869,6 +959,8 @@ class StreamSession:
 
 
 _UTTERANCE_END_S = 0.5
+MIN_TURN_SEGMENT_S = 0.5
+"""A turn this close after a segment's start is the one the segment opened at: no split."""
 """A final word this close to where the VAD heard speech end closes an utterance: how long after it was said
 it became final is what a listener waits for (the commit latency the benchmark and admission control target);
 words inside running speech wait for two readings to agree and are not what the target is about."""

@@ -25,6 +25,7 @@ from server.bench_metrics import (
     lag_growth,
     lag_series,
     percentile,
+    segment_final_latencies,
     wer_counts,
 )
 from server.live_client import load_pcm16k, stream_audio
@@ -168,12 +169,13 @@ async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: di
 def level_figures(n: int, chosen: list[str], records: list[Any], refs: dict[str, Any],
                   max_seconds: float = 0) -> dict[str, Any]:
     """Latency, WER and lag of one level's streams, from what their client received."""
-    per_file, commits, finals, firsts, lag_max, growth = [], [], [], [], [], []
+    per_file, commits, finals, seg_finals, firsts, lag_max, growth = [], [], [], [], [], [], []
     errors = words = 0
     for f, rec in zip(chosen, records, strict=True):
         ref = refs.get(f, {})
         segs = [s for s in ref.get("segments") or [] if s["end"] <= rec.audio_seconds + 0.05]
         c = commit_latencies(rec, segs)
+        sf = segment_final_latencies(rec, segs)
         fl = final_latencies(rec)
         fp = first_partial(rec)
         lags = lag_series(rec)
@@ -182,6 +184,7 @@ def level_figures(n: int, chosen: list[str], records: list[Any], refs: dict[str,
         errors, words = errors + e, words + w
         commits += c
         finals += fl
+        seg_finals += sf
         if fp is not None:
             firsts.append(fp)
         if lags:
@@ -192,6 +195,7 @@ def level_figures(n: int, chosen: list[str], records: list[Any], refs: dict[str,
         per_file.append({"file": f, "transcript_id": rec.transcript_id, "audio_seconds": round(rec.audio_seconds, 2),
                          "wer": round(e / w, 4) if w else None, "errors": e, "ref_words": w, "text": rec.final_text,
                          "commit_latency": [round(x, 3) for x in c],
+                         "segment_final_latency": [round(x, 3) for x in sf],
                          "final_latency": [round(x, 3) for x in fl], "first_partial_s": fp, "lag": lags,
                          "completed_after_stop_s": round(rec.completed - rec.stopped, 3)
                          if rec.completed and rec.stopped else None})
@@ -202,6 +206,8 @@ def level_figures(n: int, chosen: list[str], records: list[Any], refs: dict[str,
         "commit_latency_p50": percentile(commits, 50),
         "commit_latency_p95": percentile(commits, 95),
         "commit_latency_count": len(commits),
+        "segment_final_latency_p50": percentile(seg_finals, 50),
+        "segment_final_latency_p95": percentile(seg_finals, 95),
         "final_latency_p50": percentile(finals, 50),
         "final_latency_p95": percentile(finals, 95),
         "wer": round(errors / words, 4) if words else None,
@@ -297,7 +303,8 @@ def run_live(args: argparse.Namespace, levels: list[int], files: list[str], refs
         result["levels"].append(level)
         print(f"N={n} diarization {fmt(mode)}: WER {fmt(level['wer'], 4)}, commit p50/p95 "
               f"{fmt(level['commit_latency_p50'])}/"
-              f"{fmt(level['commit_latency_p95'])} s", file=sys.stderr)
+              f"{fmt(level['commit_latency_p95'])} s, segment final p50/p95 "
+              f"{fmt(level['segment_final_latency_p50'])}/{fmt(level['segment_final_latency_p95'])} s", file=sys.stderr)
     return result
 
 
@@ -326,11 +333,13 @@ def print_rows(cols: list[str], rows: list[list[str]]) -> None:
 
 
 def print_table(result: dict[str, Any]) -> None:
-    cols = ["N", "diarization", "first partial s", "commit p50", "commit p95", "final p50", "final p95", "WER",
+    cols = ["N", "diarization", "first partial s", "commit p50", "commit p95", "seg final p50", "seg final p95",
+            "final p50", "final p95", "WER",
             "lag max s", "lag growth s/s", "CPU avg %", "RSS max MB"]
     rows = [[str(lv["n"]), {True: "on", False: "off"}.get(lv.get("diarization"), "server"),
              fmt(lv["first_partial_s_p50"]), fmt(lv["commit_latency_p50"]),
-             fmt(lv["commit_latency_p95"]), fmt(lv["final_latency_p50"]), fmt(lv["final_latency_p95"]),
+             fmt(lv["commit_latency_p95"]), fmt(lv.get("segment_final_latency_p50")),
+             fmt(lv.get("segment_final_latency_p95")), fmt(lv["final_latency_p50"]), fmt(lv["final_latency_p95"]),
              fmt(lv["wer"], 4), fmt(lv["lag_max_s"]), fmt(lv["lag_growth_s_per_s"], 3), fmt(lv["cpu_avg_percent"], 0),
              fmt(lv["rss_max_mb"], 0)] for lv in result["levels"]]
     print_rows(cols, rows)

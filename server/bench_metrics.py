@@ -41,9 +41,9 @@ class _HypWord:
     start: float
 
 
-def commit_latencies(rec: StreamRecord, segments: list[dict[str, Any]]) -> list[float]:
-    """For each reference utterance: from the moment its last audio was sent to the first message in
-    which the word matching its last word is final (in a partial or in the segment's final)."""
+def _utterance_ends(rec: StreamRecord, segments: list[dict[str, Any]]) -> list[tuple[dict[str, Any], _HypWord]]:
+    """Each reference utterance with the final word that matches its last word (utterances not heard are left
+    out)."""
     hyp: list[_HypWord] = []
     for seg in rec.finals:
         for i, w in enumerate(seg["words"]):
@@ -57,14 +57,30 @@ def commit_latencies(rec: StreamRecord, segments: list[dict[str, Any]]) -> list[
     for block in matcher.get_matching_blocks():
         for j in range(block.size):
             last_match[ref[block.a + j][1]] = hyp[block.b + j]  # later matches overwrite: the last word wins
+    return [(seg, last_match[u]) for u, seg in enumerate(segments) if u in last_match]
+
+
+def commit_latencies(rec: StreamRecord, segments: list[dict[str, Any]]) -> list[float]:
+    """For each reference utterance: from the moment its last audio was sent to the first message in
+    which the word matching its last word is final (in a partial or in the segment's final)."""
     out = []
-    for u, seg in enumerate(segments):
-        word = last_match.get(u)
-        if word is None:
-            continue
+    for seg, word in _utterance_ends(rec, segments):
         first = _first_final(rec, word)
         if first is not None:
             out.append(first - rec.sent_at(seg["end"]))
+    return out
+
+
+def segment_final_latencies(rec: StreamRecord, segments: list[dict[str, Any]]) -> list[float]:
+    """For each reference utterance: from the moment its last audio was sent to the first ``is_final`` message
+    that holds the word matching its last word: what a subscriber acting on segment finals waits for."""
+    out = []
+    for seg, word in _utterance_ends(rec, segments):
+        for r in rec.transcriptions:
+            d = r.data
+            if d["is_final"] and d["segment_id"] == word.segment_id:
+                out.append(r.t - rec.sent_at(seg["end"]))
+                break
     return out
 
 

@@ -230,5 +230,6 @@ def run_replay(args: Any, levels: list[int], files: list[str], refs: dict[str, A
         level.update(diarization=False, cpu_avg_percent=round(100 * busy, 1), rss_max_mb=None)
         result["levels"].append(level)
         print(f"N={n} replay: WER {fmt(level['wer'], 4)}, commit p50/p95 {fmt(level['commit_latency_p50'])}/"
-              f"{fmt(level['commit_latency_p95'])} s, model busy {100 * busy:.0f} %", file=sys.stderr)
+              f"{fmt(level['commit_latency_p95'])} s, segment final p50/p95 {fmt(level['segment_final_latency_p50'])}/"
+              f"{fmt(level['segment_final_latency_p95'])} s, model busy {100 * busy:.0f} %", file=sys.stderr)
     return result

@@ -57,6 +57,7 @@ def stream_config(settings: Settings, priority: Priority = Priority.PARTIAL) -> 
         min_step_s=settings.min_step_ms / 1000,
         first_step_s=settings.first_step_ms / 1000,
         max_segment_s=settings.max_segment_seconds,
+        close_after_s=settings.segment_close_seconds,
         trim_s=settings.window_seconds,
         language=settings.language,
         priority=priority,
@@ -198,6 +199,7 @@ class Publisher:
         if participant is None and wanted:
             self.speakers = live_speakers(services, transcript.id, self.session.offset)
             self.session.listener = self.speakers  # it follows the session's audio and VAD
+            self.speakers.on_turn = self.session.turn_at  # a new voice opens a new segment
         self._deliver = self.speakers.relay(self._publish) if self.speakers is not None else self._publish
         self.paused = False
         self.finished = False

@@ -3,12 +3,15 @@
 A :class:`LiveSpeakers` rides along one publisher whose audio holds several
 voices (no declared participant). It cuts speech windows on the event loop,
 embeds and clusters them on the process's speaker worker thread (never on the
-event loop, never in the transcriber's thread), labels each final segment
-before it is stored (splitting it where the speaker changes), sends a
-``diarization`` message for every speaker turn, and when later evidence
-relabels the past it sends corrections and re-stores the affected segments.
-When the stream ends, one more clustering over everything heard (the offline
-pass) settles the labels the stored transcript keeps.
+event loop, never in the transcriber's thread), tells the session where a new
+voice takes over (the session opens a new segment there, so words never move
+between segments on the wire), labels each final with its speaker before it is
+stored, sends a ``diarization`` message for every speaker turn and for words
+of another voice inside a final, and when later evidence relabels the past it
+sends corrections and re-stores the affected segments. When the stream ends,
+one more clustering over everything heard (the offline pass) settles the labels
+the stored transcript keeps, and stored segments that hold several turns are
+cut at them: late joiners and REST readers get that stored form.
 """
 
 from __future__ import annotations
@@ -32,7 +35,10 @@ log = logging.getLogger("voxlane.speakers")
 EMBED_EVERY_S = 1.0  # audio between embedding jobs: a few windows per batch
 MIN_RUN_WORDS = 2  # a speaker change inside a segment needs this many words (or MIN_RUN_S) to split it
 MIN_RUN_S = 0.8
-ESTABLISHED_S = 4.0  # a voice splits a segment only once this much of its speech has been heard
+ESTABLISHED_S = 4.0  # a voice splits a stored segment only once this much of its speech has been heard
+# a new voice that has held this much labelled speech is a turn the live session splits at: shorter runs
+# are backchannels or a window heard wrong, and a split costs the segment a final decode
+TURN_SPLIT_S = 0.8
 
 
 class SpeakerWorker:
@@ -74,12 +80,14 @@ class _Stored:
 
 class LiveSpeakers:
     def __init__(self, *, worker: SpeakerWorker, vad_model: SileroModel, config: DiarizationConfig,
-                 offset: float, publish, save_segment) -> None:
+                 offset: float, publish, save_segment, on_turn: Callable[[float], None] | None = None) -> None:
         self.diarizer = SpeakerDiarizer(vad_model, config)
         self.offset = offset  # transcript time of this stream's t=0
         self._worker = worker
         self._publish = publish  # async (body) -> None: to every subscriber
         self._save_segment = save_segment  # async (Transcription) -> None: re-store a relabelled final
+        self.on_turn = on_turn  # (stream time) a new voice took over there: the live session splits its segment
+        self._turn_told = 0.0
         self._job: asyncio.Task | None = None
         self._next_job_at = EMBED_EVERY_S
         self._sent: list[Turn] = []  # turns as last reported (stream time)
@@ -133,44 +141,47 @@ class LiveSpeakers:
     # ------------------------------------------------------------ finals (labelled before they are stored)
 
     def relay(self, deliver: Callable[[Transcription], Awaitable[None]]) -> Callable[[Transcription], Awaitable[None]]:
-        """``deliver`` with speakers: a final labelled (and split where the voice changes), a partial tagged."""
+        """``deliver`` with speakers: a final labelled, a partial tagged with the voice heard at its last word."""
 
         async def emit(msg: Transcription) -> None:
-            for part in await self.label(msg) if msg.is_final else [self.partial_speaker(msg)]:
-                await deliver(part)
+            await deliver(await self.label(msg) if msg.is_final else self.partial_speaker(msg))
 
         return emit
 
-    async def label(self, msg: Transcription) -> list[Transcription]:
-        """The final, with speakers: one message per speaker run (split where the turn changes).
-        Never raises: a final that cannot be labelled goes out as it came."""
+    async def label(self, msg: Transcription) -> Transcription:
+        """The final with its speaker: the voice of most of its speech. It is never cut (its words were shown in
+        its partials, and a word shown final stays in its segment); words of another voice in it are told by a
+        ``diarization`` message over their time range. Never raises: a final that cannot be labelled goes out
+        as it came."""
         try:
             return await self._label(msg)
         except Exception:
             log.exception("labelling final %s failed; sent without a speaker", msg.segment_id)
-            return [msg]
+            return msg
 
-    async def _label(self, msg: Transcription) -> list[Transcription]:
+    async def _label(self, msg: Transcription) -> Transcription:
         await self._catch_up(msg.end - self.offset + self.diarizer.config.window_s / 2)
-        words = msg.words
-        if not words:
+        if not msg.words:
             n = int(self.diarizer.speaker_at([(msg.start + msg.end) / 2 - self.offset])[0])
-            return [self._remember(msg.model_copy(update={"speaker": _name(n)}), n)]
+            return self._remember(msg.model_copy(update={"speaker": _name(n)}), n)
+        runs = self._word_runs(msg.words)
+        n = _majority(runs)
+        labelled = self._remember(msg.model_copy(update={"speaker": _name(n)}), n)
+        for s, ws in runs:
+            if s and s != n:
+                await self._publish(Diarization(
+                    speaker=_name(s), speaker_id=speaker_id(s), start_time=ws[0].start, end_time=ws[-1].end,
+                    confidence=0.5, correction=True, segment_ids=[msg.segment_id]))
+        return labelled
+
+    def _word_runs(self, words: list[Word]) -> list[tuple[int, list[Word]]]:
+        """Consecutive words by speaker as known now; a voice heard too little yet, or a run too short to be a
+        turn, joins its neighbour."""
         mids = [(w.start + w.end) / 2 - self.offset for w in words]
         who = [int(s) for s in self.diarizer.speaker_at(mids)]
         heard = self.diarizer.speaker_seconds()
-        # early in a stream one voice can briefly look like two; a voice heard this little relabels
-        # (through corrections) but does not cut segments apart
-        runs = _runs(words, who, keep=lambda s: heard.get(s, 0.0) >= ESTABLISHED_S)
-        parts: list[Transcription] = []
-        for i, (n, ws) in enumerate(runs):
-            seg_id = msg.segment_id if i == 0 else f"{msg.segment_id}-{i + 1}"
-            part = msg.model_copy(update={
-                "segment_id": seg_id, "speaker": _name(n), "words": ws,
-                "text": join_words(w.text for w in ws), "start": ws[0].start, "end": ws[-1].end,
-                "confidence": round(sum(w.probability for w in ws) / len(ws), 4)})
-            parts.append(self._remember(part, n))
-        return parts
+        # early in a stream one voice can briefly look like two
+        return _runs(words, who, keep=lambda s: heard.get(s, 0.0) >= ESTABLISHED_S)
 
     def partial_speaker(self, msg: Transcription) -> Transcription:
         """A partial gets the speaker heard at its last word, as known now (no waiting)."""
@@ -186,8 +197,24 @@ class LiveSpeakers:
 
     # ------------------------------------------------------------ turns and corrections out
 
+    def _tell_turns(self) -> None:
+        """Tell the live session where a new voice took over once it has held ``TURN_SPLIT_S`` of labelled
+        speech: the next speaker's words open a new segment (about two seconds after the turn)."""
+        d = self.diarizer
+        if self.on_turn is None:
+            return
+        labelled = d.labelled_until
+        recent = d.turns(max(0.0, labelled - 10.0), labelled)
+        for before, t in zip(recent, recent[1:], strict=False):
+            if t.speaker != before.speaker and t.start > self._turn_told + MIN_RUN_S \
+                    and t.end - t.start >= TURN_SPLIT_S:
+                self._turn_told = t.start
+                self.on_turn(t.start)
+
     async def _report(self, final: bool) -> None:
         d = self.diarizer
+        if not final:
+            self._tell_turns()
         labelled = d.labelled_until
         # a turn is reported once it has ended: followed by another voice, or by a pause past bridging
         horizon = labelled if final else labelled - d.config.gap_fill_s
@@ -231,6 +258,26 @@ class LiveSpeakers:
                     speaker=_name(n), speaker_id=speaker_id(n), start_time=row.start, end_time=row.end,
                     confidence=0.5, correction=True, segment_ids=[seg_id]))
 
+    async def _cut_stored_at_turns(self) -> None:
+        """The stored form after the offline pass: a segment that holds several turns (a turn the live split
+        found late, or words of the next voice committed before it) is stored as one segment per turn, the
+        first keeping its id. Nothing is re-sent live: subscribers had the segment's one final and the
+        ``diarization`` messages over its words."""
+        for seg_id, stored in list(self._segments.items()):
+            row = stored.row
+            if len(row.words) < 2:
+                continue
+            runs = self._word_runs(row.words)
+            if len(runs) < 2:
+                continue
+            for i, (n, ws) in enumerate(runs):
+                part = row.model_copy(update={
+                    "segment_id": seg_id if i == 0 else f"{seg_id}-{i + 1}", "speaker": _name(n), "words": ws,
+                    "text": join_words(w.text for w in ws), "start": ws[0].start, "end": ws[-1].end,
+                    "confidence": round(sum(w.probability for w in ws) / len(ws), 4)})
+                await self._save_segment(part)
+                self._segments[part.segment_id] = _Stored(part, n)
+
     def _turn(self, t: Turn, correction: bool = False) -> Diarization:
         return Diarization(speaker=_name(t.speaker), speaker_id=speaker_id(t.speaker),
                            start_time=round(t.start + self.offset, 3), end_time=round(t.end + self.offset, 3),
@@ -248,9 +295,18 @@ class LiveSpeakers:
         if job is not None and not job.done():
             await asyncio.shield(job)
         await self._update(final=True)
+        await self._cut_stored_at_turns()
         return [{"start": round(t.start + self.offset, 3), "end": round(t.end + self.offset, 3),
                  "speaker": speaker_label(t.speaker), "speaker_id": speaker_id(t.speaker)}
                 for t in self.diarizer.turns()]
+
+
+def _majority(runs: list[tuple[int, list[Word]]]) -> int:
+    """The speaker of most of the speech in these runs (by word duration)."""
+    tally: dict[int, float] = {}
+    for s, ws in runs:
+        tally[s] = tally.get(s, 0.0) + sum(max(0.05, w.end - w.start) for w in ws)
+    return max(tally, key=lambda s: tally[s])
 
 
 def _name(n: int) -> str | None:

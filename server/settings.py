@@ -98,6 +98,9 @@ class Settings:
         lo=100, hi=10000))
     window_seconds: float = field(default=12.0, metadata=_opt(
         "VOXLANE_WINDOW_SECONDS", "decode window beyond which committed audio is trimmed off", lo=2, hi=30))
+    segment_close_seconds: float = field(default=6.0, metadata=_opt(
+        "VOXLANE_SEGMENT_CLOSE_SECONDS", "a pause of VOXLANE_PAUSE_COMMIT_MS closes a segment this long once its"
+        " words are final (at a sentence end it closes whatever its length; 0: sentence ends only)", lo=0, hi=120))
     max_segment_seconds: float = field(default=20.0, metadata=_opt(
         "VOXLANE_MAX_SEGMENT_SECONDS", "segments longer than this are split", lo=3, hi=120))
     diarization: str = field(default="on", metadata=_opt(
