@@ -7,7 +7,6 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
-import pytest
 
 from server.live_client import StreamRecord, load_pcm16k, stream_audio
 from tests import dialogue
@@ -76,7 +75,6 @@ async def stored_segments(url: str, transcript_id: str) -> list[dict]:
         return (await client.get(f"/v1/transcripts/{transcript_id}")).json()["segments"]
 
 
-@pytest.mark.skipif(not dialogue.available(), reason="flite and espeak-ng render the dialogue (.ci/run installs them)")
 async def test_dialogue_turns_open_segments_live_and_no_committed_word_moves(server, tmp_path):
     """Three voices, turn gaps of 0.2-0.5 s (shorter than the end-of-segment silence): each turn opens a new
     segment while the stream runs, partials name the new voice within about two seconds, committed words stay

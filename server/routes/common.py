@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any, TypeVar
 
@@ -99,3 +100,17 @@ def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> in
 
 def page_of(items: list[Any], total: int, page: int, size: int) -> dict[str, Any]:
     return {"items": items, "total": total, "page": page, "size": size}
+
+
+async def receive_unless_ended(ws, sender: asyncio.Task) -> dict | None:
+    """The next WebSocket message, or None once the client disconnects or the sender task ends (a closed socket,
+    a slow client): the receive loops of the native and the Realtime routes stop on either."""
+    receive = asyncio.create_task(ws.receive())
+    done, _ = await asyncio.wait({receive, sender}, return_when=asyncio.FIRST_COMPLETED)
+    if receive not in done:
+        receive.cancel()
+        with contextlib.suppress(BaseException):
+            await receive
+        return None
+    message = receive.result()
+    return None if message["type"] == "websocket.disconnect" else message

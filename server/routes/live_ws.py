@@ -15,7 +15,6 @@ loop, in order, and the socket is not read while a stream's audio is more than
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 
@@ -27,7 +26,7 @@ from protocol import ErrorCode, Ping, ProtocolError, StartParams, Status, encode
 from server.auth import can_publish
 from server.hub import Subscriber, segment_message
 from server.live import Publisher, Services, apply_control, insufficient_scope, transcript_status
-from server.routes.common import services
+from server.routes.common import receive_unless_ended, services
 from server.speakers import named_segments
 
 log = logging.getLogger("voxlane.ws")
@@ -116,15 +115,8 @@ class LiveConnection:
 
     async def _receive_loop(self, sender: asyncio.Task) -> None:
         while True:
-            receive = asyncio.create_task(self.ws.receive())
-            done, _ = await asyncio.wait({receive, sender}, return_when=asyncio.FIRST_COMPLETED)
-            if receive not in done:  # the sender ended (closed socket, slow client)
-                receive.cancel()
-                with contextlib.suppress(BaseException):
-                    await receive
-                return
-            message = receive.result()
-            if message["type"] == "websocket.disconnect":
+            message = await receive_unless_ended(self.ws, sender)
+            if message is None:
                 return
             try:
                 if message.get("bytes") is not None:

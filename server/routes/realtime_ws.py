@@ -103,7 +103,7 @@ from server.auth import can_publish, principal
 from server.hub import Subscriber
 from server.live import Publisher, Services, stream_config
 from server.openapi import Param, document
-from server.routes.common import services
+from server.routes.common import receive_unless_ended, services
 
 log = logging.getLogger("voxlane.realtime")
 CLOSE_POLICY = 1008
@@ -251,15 +251,8 @@ class RealtimeSession:
 
     async def _receive_loop(self, sender: asyncio.Task) -> None:
         while True:
-            receive = asyncio.create_task(self.ws.receive())
-            done, _ = await asyncio.wait({receive, sender}, return_when=asyncio.FIRST_COMPLETED)
-            if receive not in done:  # the sender ended (closed socket, slow client)
-                receive.cancel()
-                with contextlib.suppress(BaseException):
-                    await receive
-                return
-            message = receive.result()
-            if message["type"] == "websocket.disconnect":
+            message = await receive_unless_ended(self.ws, sender)
+            if message is None:
                 return
             event_id = None
             try:
