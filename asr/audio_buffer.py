@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from media.audio import SAMPLE_RATE
 
 
 class AudioBuffer:

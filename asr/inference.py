@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from asr.backend import AsrBackend, DecodeRequest, DecodeResult
+from asr.backends.base import AsrBackend, DecodeRequest, DecodeResult
 from asr.capacity import CapacityEstimator
 
 log = logging.getLogger("voxlane.inference")

@@ -22,7 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from asr.audio_buffer import AudioBuffer
-from asr.backend import LOOP_COMPRESSION_RATIO, DecodeRequest, DecodeResult
+from asr.backends.base import LOOP_COMPRESSION_RATIO, DecodeRequest, DecodeResult
+from asr.events import FailureEvent, SegmentEvent, WordEvent
 from asr.inference import InferenceLoop, Priority
 from asr.policy import (
     SENTENCE_END,
@@ -35,8 +36,8 @@ from asr.policy import (
     stop_at_stacked_words,
     trim_repetition,
 )
-from asr.vad import SileroModel, SpeechTracker, VadConfig, VadStream
-from protocol import Error, ErrorCode, Transcription, Word
+from asr.vad import CHUNK_SECONDS, SileroModel, SpeechTracker, VadConfig, VadStream
+from media.audio import SAMPLE_RATE
 
 log = logging.getLogger("voxlane.session")
 
@@ -70,6 +71,10 @@ class StreamConfig:
     # (_lend_context). Read speech and conversation rarely pause min_silence_s, so without this a segment ran
     # to max_segment_s and a subscriber acting on finals waited 7-17 s for them
     close_after_s: float = 6.0
+    # ...and only when its last final word reaches the pause: speech between the last final word and the pause
+    # (a reading that skipped a stretch, "windows of wrinkles" for "windows of thine age shalt see, despite of
+    # wrinkles this thy golden time") has no word yet, and closing there without a decode dropped it
+    line_gap_s: float = 0.6
     trim_s: float = 12.0  # the decode window is trimmed at committed words beyond this
     # recent final text given to the model as its prompt: tiny.en reads a line better with the lines before
     # it. Replay, errors of 1372: at N=1 151 with none, 140 with 200 characters, 135 with 600, 139 with 1000;
@@ -106,11 +111,16 @@ class Segment:
     emitted: tuple[str, int] | None = None  # (text, n_final) of the last partial sent
     read: tuple[float, float, str] | None = None  # (window start, end, prompt) of the latest decode applied
     context_lent: bool = False  # its window was given the last segment's closing words (or had none to take)
+    tail_read: bool = False  # its final read the speech its first final reading stopped short of
     final_told: int = 0  # words already sent as final (their commit latency was measured)
 
     @property
     def words(self) -> list[TimedWord]:
         return self.hyp.committed + self.hyp.tentative
+
+    def pause_after(self, speech_end: float | None, default: float) -> float:
+        """The longest silence heard so far after the speech that ended at ``speech_end`` (``default``: none)."""
+        return self.pauses.get(speech_end, default) if speech_end is not None else default
 
 
 @dataclass
@@ -122,8 +132,8 @@ class _Plan:
     speech_end: float | None = None
 
 
-Emit = Callable[[Transcription], Awaitable[None]]
-Report = Callable[[Error], Awaitable[None]]
+Emit = Callable[[SegmentEvent], Awaitable[None]]
+Report = Callable[[FailureEvent], Awaitable[None]]
 
 
 class AudioListener(Protocol):
@@ -206,10 +216,10 @@ class StreamSession:
             paused, vad = self._paused, self._vad
         if paused:
             with self._lock:
-                self._buffer.skip(len(samples) / 16000)
+                self._buffer.skip(len(samples) / SAMPLE_RATE)
                 self._tracker.t = self._buffer.end
             if self.listener is not None:
-                self._on_loop(self.listener.skip, len(samples) / 16000)
+                self._on_loop(self.listener.skip, len(samples) / SAMPLE_RATE)
             return
         probs = vad.process(samples)
         if self.listener is not None:
@@ -356,6 +366,8 @@ class StreamSession:
                 continue  # a pause inside the committed words, or one not long enough yet
             if seg.decoded_to < p or any(w.start < p for w in hyp.tentative):
                 return None  # the speech before it is not read to its end, or not all final
+            if p - hyp.committed_end > cfg.line_gap_s:
+                return None  # speech before the pause that no final word covers: the final must read it
             long_enough = cfg.close_after_s > 0 and p - seg.start >= cfg.close_after_s
             return p if last.text.endswith(SENTENCE_END) or long_enough else None
         return None
@@ -448,8 +460,8 @@ class StreamSession:
     def _plan(self) -> _Plan | None:
         """What to decode next, decided from the freshest state (called under the lock)."""
         if self._closing:
-            seg = self._closing[0]
-            return _Plan(seg, Priority.FINAL, end=seg.end or self._buffer.end)
+            first = self._closing[0]
+            return _Plan(first, Priority.FINAL, end=first.end or self._buffer.end)
         seg = self._open
         if seg is None or self._paused or not self.config.live:
             return None
@@ -564,10 +576,36 @@ class StreamSession:
         seg.hyp.anchor = lent
 
     def _read_to_the_end(self, plan: _Plan) -> bool:
-        """A closed segment's latest decode already read all of its audio: its final needs no decode."""
+        """A closed segment's latest decode already read all of its audio, and its words reach the speech in
+        it: its final needs no decode. Speech that no word covers (a reading that skipped a stretch, or a
+        segment cut off behind it at a turn) is read by the final."""
         seg = plan.segment
+        hyp = seg.hyp
+        if self._stops_short(seg, plan.end, max(hyp.committed_end, hyp.tentative[-1].end if hyp.tentative else 0.0)):
+            return False
         return seg.decoded_to >= plan.end and (
-            not seg.hyp.tentative or self._was_read(seg, plan.end, self._prompt(seg)))
+            not hyp.tentative or self._was_read(seg, plan.end, self._prompt(seg)))
+
+    def _heard_speech(self, start: float, end: float) -> bool:
+        """Whether the VAD heard 0.2 s of speech between ``start`` and ``end`` (further back than it remembers:
+        assumed, so the final reads it)."""
+        recent = self._tracker.recent
+        if not recent or recent[0][0] > start + CHUNK_SECONDS:
+            return True
+        threshold = self.config.vad.threshold
+        return sum(CHUNK_SECONDS for t, p in recent if start < t <= end and p >= threshold) >= 0.2 - 1e-9
+
+    def _read_short(self, seg: Segment, end: float) -> bool:
+        """(under the lock) A closed segment's words stop short of its speech: at least ``line_gap_s`` of it, in
+        which the VAD heard speech, has no word. Once per segment: the second reading stands."""
+        return not seg.tail_read and self._stops_short(seg, end, seg.hyp.committed_end)
+
+    def _stops_short(self, seg: Segment, end: float, words_end: float) -> bool:
+        """(under the lock) More than ``line_gap_s`` of the closed segment's speech, up to ``end``, lies after
+        ``words_end`` and the VAD heard speech there: no word covers it."""
+        words_end = max(words_end, seg.start)
+        speech_end = min(end, seg.speech_end if seg.speech_end is not None else end)
+        return speech_end - words_end > self.config.line_gap_s and self._heard_speech(words_end, speech_end)
 
     @staticmethod
     def _was_read(seg: Segment, end: float, prompt: str) -> bool:
@@ -644,7 +682,7 @@ class StreamSession:
             if ready:  # a segment closed on final words: its final goes out now, not after this refresh
                 await self._settle_without_decode()
                 continue
-            if overtake:
+            if overtake and plan is not None:  # (it overtakes only when there is a plan)
                 urgent = self._engine.schedule(self.key, plan.kind, self._build_beside)
                 break
             woken = asyncio.ensure_future(self._wake.wait())
@@ -708,10 +746,9 @@ class StreamSession:
     async def _tell(self, message: str, recoverable: bool) -> None:
         if self._report is None:
             return
-        details = {"participant_id": self.participant_id} if self.participant_id is not None else {}
         try:
-            await self._report(Error(code=ErrorCode.TRANSCRIPTION_FAILED.value, message=message, details=details,
-                                     recoverable=recoverable))
+            await self._report(FailureEvent(message=message, recoverable=recoverable,
+                                            participant_id=self.participant_id))
         except Exception:
             log.exception("session %s could not report a failure", self.key)
 
@@ -775,9 +812,19 @@ class StreamSession:
             settled = plan.end - self.config.settle_s  # words this far back commit even if hypotheses disagree
             if plan.kind == Priority.FINAL:
                 hyp.commit_all(words)
-                if self._closing and self._closing[0] is seg:
-                    self._closing.popleft()
-                final = True
+                if not result.error and self._read_short(seg, plan.end):
+                    # the model stopped reading before the speech did (Whisper ends a long window early now
+                    # and then: "windows of thy" and not a word of the 3.5 s after it): the rest is read once
+                    # more, from the last word on, before the segment is final
+                    seg.tail_read = True
+                    seg.window_start = max(seg.window_start, hyp.committed[-1].start) if hyp.committed \
+                        else seg.window_start
+                    seg.read = None
+                    seg.decoded_to = min(seg.decoded_to, max(hyp.committed_end, seg.start))
+                else:
+                    if self._closing and self._closing[0] is seg:
+                        self._closing.popleft()
+                    final = True
             elif self._reads_cold(seg, window_start, plan.end):
                 hyp.agree(words, horizon=float("-inf"))  # a reading to compare the next with, nothing committed
             elif plan.commit_before != float("inf"):
@@ -820,7 +867,7 @@ class StreamSession:
             settled = seg.hyp.settle_before(plan.commit_before)
             self._close_if_line_ends(seg)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s settled at a pause of %.2fs: %s", self.key, seg.pauses.get(plan.speech_end, 0.0),
+            log.debug("%s settled at a pause of %.2fs: %s", self.key, seg.pause_after(plan.speech_end, 0.0),
                       [(w.text, round(w.start, 2), round(w.probability, 2)) for w in settled])
         await self._emit_segment(seg, final=False)
 
@@ -833,7 +880,7 @@ class StreamSession:
         while True:
             self._wake.clear()  # every frame fed sets it
             with self._lock:
-                if seg.pauses.get(plan.speech_end, -1.0) >= least - 1e-9:
+                if seg.pause_after(plan.speech_end, -1.0) >= least - 1e-9:
                     return True
                 tr = self._tracker
                 if seg is not self._open or tr.in_speech or tr.speech_end != plan.speech_end:
@@ -930,7 +977,7 @@ class StreamSession:
         elif not words and seg.emitted is None:
             return  # nothing was ever said here: a VAD blip needs no message
         off = self.offset
-        msg = Transcription(
+        event = SegmentEvent(
             text=text,
             speaker=self.speaker,
             confidence=round(sum(w.probability for w in words) / len(words), 4) if words else 0.0,
@@ -938,10 +985,10 @@ class StreamSession:
             is_final=final,
             start=round((words[0].start if words else seg.start) + off, 3),
             end=round((words[-1].end if words else (seg.end or seg.start)) + off, 3),
-            words=[Word(text=w.text, start=round(w.start + off, 3), end=round(w.end + off, 3),
-                        probability=round(min(1.0, max(0.0, w.probability)), 4),
-                        final=final or i < n_final)
-                   for i, w in enumerate(words)],
+            words=tuple(WordEvent(text=w.text, start=round(w.start + off, 3), end=round(w.end + off, 3),
+                                  probability=round(min(1.0, max(0.0, w.probability)), 4),
+                                  final=final or i < n_final)
+                        for i, w in enumerate(words)),
             participant_id=self.participant_id,
         )
         newly_final = len(words) if final else n_final
@@ -955,7 +1002,7 @@ class StreamSession:
             self.segments_emitted += 1
             self._last_words = list(words)
             self._history = (self._history + " " + text).strip()[-1000:]
-        await self._emit(msg)
+        await self._emit(event)
 
 
 _UTTERANCE_END_S = 0.5

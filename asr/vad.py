@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-SAMPLE_RATE = 16000
+from media.audio import SAMPLE_RATE
+
 CHUNK = 512  # samples per VAD step at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous chunk the v5+ models expect in front
 CHUNK_SECONDS = CHUNK / SAMPLE_RATE
@@ -92,7 +93,7 @@ class VadConfig:
 class SpeechTracker:
     """Hysteresis over VAD probabilities: where speech is, and how long the current silence has run.
 
-    Times are seconds on the stream's own clock (samples fed / 16000).
+    Times are seconds on the stream's own clock (samples fed / SAMPLE_RATE).
     """
 
     def __init__(self, config: VadConfig) -> None:

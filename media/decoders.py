@@ -148,7 +148,7 @@ def _mix(channels: list[np.ndarray]) -> np.ndarray:
     # Resampling is linear, so the mean of resampled channels equals resampling the downmix.
     if len(channels) == 1:
         return channels[0]
-    return np.mean(np.stack(channels), axis=0, dtype=np.float32)
+    return np.stack(channels).mean(axis=0, dtype=np.float32)
 
 
 class _SampleBuffer:

@@ -1,8 +1,10 @@
-"""JSON nesting measured without recursion, for every place that parses a client's JSON (HTTP bodies and
-live control messages): ``json.loads`` raises RecursionError on deep input, which must become a clear error."""
+"""Client JSON, parsed safely for every place that takes it (HTTP bodies, live control messages, Realtime events):
+nesting measured without recursion (``json.loads`` raises RecursionError on deep input, which must become a clear
+error), and only JSON's own numbers."""
 
 from __future__ import annotations
 
+import json
 import re
 
 MAX_JSON_DEPTH = 64
@@ -39,3 +41,13 @@ def json_depth(raw: bytes | str, limit: int = MAX_JSON_DEPTH) -> int:
         else:
             depth -= 1
     return 0
+
+
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def loads(raw: str | bytes) -> object:
+    """``json.loads`` that holds a client to JSON: Python's also takes ``NaN`` and ``Infinity``, which no JSON
+    encoder writes back (they would come back to the client as ``null``)."""
+    return json.loads(raw, parse_constant=_not_json)

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from protocol.json_depth import MAX_JSON_DEPTH, json_depth
+from protocol.json_depth import loads as json_loads
 
 PCM_FORMATS = ("pcm_s16le", "pcm_f32le")
 ENCODED_FORMATS = ("webm", "ogg", "mp3", "wav", "flac", "m4a", "mp4", "aac", "opus")
@@ -321,7 +322,7 @@ def parse_client_message(raw: str | bytes) -> BaseModel:
         if json_depth(raw) > MAX_JSON_DEPTH:
             raise ProtocolError(ErrorCode.INVALID_JSON, f"message nests deeper than {MAX_JSON_DEPTH} levels",
                                 {"max_depth": MAX_JSON_DEPTH})
-        obj = json.loads(raw)
+        obj = json_loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError(ErrorCode.INVALID_JSON, f"message is not valid JSON: {exc}") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("action"), str):

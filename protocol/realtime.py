@@ -12,19 +12,19 @@ code is what clients branch on (``input_audio_buffer_commit_empty``).
 
 from __future__ import annotations
 
-import json
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from protocol.json_depth import MAX_JSON_DEPTH, json_depth
+from protocol.json_depth import loads as json_loads
 
 MAX_AUDIO_B64 = 15 * 1024 * 1024
 """Most base64 characters one ``input_audio_buffer.append`` carries (OpenAI's limit: 15 MiB)."""
 MAX_EVENT_CHARS = MAX_AUDIO_B64 + 64 * 1024
 """The largest client message read at all; a bigger one is refused before it is parsed."""
-PCM_RATE = 24000
+PCM_RATE: Final = 24000  # Final: its type is Literal[24000], what PcmFormat.rate declares
 """``audio/pcm`` is 16-bit little-endian mono at 24 kHz, the only rate the Realtime API defines."""
 G711_RATE = 8000
 MIN_COMMIT_MS = 100.0
@@ -90,7 +90,7 @@ class AudioFormatIn(_In):
         return PCM_RATE * 2 if self.type == "audio/pcm" else G711_RATE
 
     def out(self) -> PcmFormat | G711Format:
-        return PcmFormat() if self.type == "audio/pcm" else G711Format(type=self.type)  # type: ignore[arg-type]
+        return PcmFormat() if self.type == "audio/pcm" else G711Format(type=self.type)
 
 
 class NoiseReductionIn(_In):
@@ -183,7 +183,7 @@ def parse_client_event(raw: str) -> ClientEvent:
     try:
         if json_depth(raw) > MAX_JSON_DEPTH:
             raise RealtimeError("INVALID_JSON", f"the event nests deeper than {MAX_JSON_DEPTH} levels")
-        obj = json.loads(raw)
+        obj = json_loads(raw)
     except (ValueError, RecursionError) as exc:
         raise RealtimeError("INVALID_JSON", f"the event is not valid JSON: {exc}") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):

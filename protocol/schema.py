@@ -14,7 +14,7 @@ def _server_envelopes() -> list[type[BaseModel]]:
     for body in SERVER_BODIES:
         models.append(create_model(  # one envelope model per message type
             f"{body.__name__}Message",
-            type=(Literal[body.TYPE], ...),  # type: ignore[valid-type]
+            type=(Literal[body.TYPE], ...),
             data=(body, ...),
         ))
     return models

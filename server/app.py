@@ -1,4 +1,4 @@
-"""The ASGI application: settings in, services built in the lifespan, routes mounted."""
+"""The ASGI application: settings in, services built in the lifespan (server.services), routes mounted."""
 
 from __future__ import annotations
 
@@ -12,40 +12,22 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from asr.inference import InferenceLoop
-from asr.vad import SileroModel
-from asr.whisper_backend import FasterWhisperBackend
-from server import summaries
-from server.admission import Admission, AdmissionMiddleware
-from server.auth import AuthMiddleware
-from server.errors import http_exception_handler, unhandled_exception_handler
-from server.live import Services
-from server.metrics import MeteredHub, Metrics, MetricsMiddleware, metrics_endpoint
-from server.middleware import RequestIdMiddleware
-from server.rest import start_rest
+from asr.backends import AsrBackend
+from server import services as composition
+from server.fanout import Broker
+from server.http.admission import AdmissionMiddleware
+from server.http.auth import AuthMiddleware
+from server.http.errors import http_exception_handler, unhandled_exception_handler
+from server.http.middleware import RequestIdMiddleware
+from server.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from server.routes import exports_api, live_ws, retranslate, speakers, summary_api, system, transcripts, webrtc
 from server.routes.realtime_ws import routes as realtime_routes
 from server.routes.rest_api import routes as rest_routes
 from server.settings import Settings
-from server.storage.sqlite import SqliteStore
-from server.webhooks import Dispatcher
+from server.storage import Store
+from server.transports.webrtc import WebRtcRegistry
 
 log = logging.getLogger("voxlane")
-
-
-def make_backend(settings: Settings) -> FasterWhisperBackend:
-    return FasterWhisperBackend(
-        model=settings.model, device=settings.device, compute_type=settings.compute_type,
-        cpu_threads=settings.effective_cpu_threads, batch_size=settings.effective_batch_size,
-        beam_size=settings.beam_size, device_index=settings.device_index,
-        hurried_pad_s=settings.hurried_pad_seconds, lanes=settings.effective_parallel_decodes)
-
-
-def make_store(settings: Settings) -> SqliteStore:
-    """The embedded store; the settings already refused URLs of backends this version lacks."""
-    url = settings.database_url
-    path = url[len("sqlite:"):] if url and url.startswith("sqlite:") else None
-    return SqliteStore(path or settings.data_path / "voxlane.db")
 
 
 def serve_metrics_port(settings: Settings, metrics: Metrics) -> Callable[[], None]:
@@ -64,31 +46,24 @@ def serve_metrics_port(settings: Settings, metrics: Metrics) -> Callable[[], Non
     return stop
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
+def create_app(settings: Settings | None = None, *, backend: AsrBackend | None = None, store: Store | None = None,
+               fanout: Broker | None = None) -> Starlette:
+    """``backend``, ``store``, ``fanout``: parts to use instead of those the settings name (tests hand in a small
+    fake backend or a store on another database)."""
     settings = settings or Settings.from_sources()
     metrics = Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        settings.data_path.mkdir(parents=True, exist_ok=True)
-        store = make_store(settings)
-        await store.open()
-        backend, vad = await asyncio.gather(asyncio.to_thread(make_backend, settings),
-                                            asyncio.to_thread(SileroModel))
-        engine = InferenceLoop(backend)
-        engine.observers.append(metrics.observe_batch)
-        engine.start()
-        webhooks = Dispatcher(store, settings)
-        services = Services(settings=settings, store=store, hub=MeteredHub(store, metrics), engine=engine,
-                            vad_model=vad, webhooks=webhooks)
-        services.admission = Admission(services)
+        services = await composition.build(settings, backend=backend, store=store, fanout=fanout, metrics=metrics)
         app.state.services = services
         stop_metrics = serve_metrics_port(settings, metrics) if settings.metrics_port else None
         if settings.diarization == "on":  # load the speaker encoder now, not under the first live final
             await services.speaker_worker.run(services.speaker_worker.warm)
-        rest = await start_rest(app, services)  # auth, and the durable upload/job queue (resumes work)
-        webhooks.start()  # resumes pending deliveries
-        app.state.webrtc = webrtc.WebRtcRegistry(services)
+        rest = app.state.rest = await composition.start_rest(services)  # auth, and the durable upload/job queue
+        assert services.webhooks is not None
+        services.webhooks.start()  # resumes pending deliveries
+        app.state.webrtc = WebRtcRegistry(services)
         log.info("voxlane ready: model %s on %s/%s, data in %s", settings.model, settings.device,
                  settings.compute_type, settings.data_path)
         try:
@@ -96,15 +71,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             if stop_metrics is not None:
                 await asyncio.to_thread(stop_metrics)
-            await rest.stop()
+            await rest.work.stop()
             await app.state.webrtc.close_all()
-            await services.live.finish_all()
-            await summaries.stop(services)  # summaries still being written
-            await webhooks.stop()
-            await asyncio.to_thread(engine.stop)
-            services.speaker_worker.close()
-            await services.hub.broker.close()
-            await store.close()
+            await composition.close(services)
 
     # /metrics on the main port unless it has one of its own (then the main port does not answer it)
     metrics_routes = [] if settings.metrics_port else [Route("/metrics", metrics_endpoint, methods=["GET"])]

@@ -1,6 +1,6 @@
 """Log output: text for a terminal, or JSON lines for a log pipeline, each line carrying its request's id.
 
-:class:`server.middleware.RequestIdMiddleware` sets :data:`REQUEST_ID` for every HTTP request and WebSocket;
+:class:`server.http.middleware.RequestIdMiddleware` sets :data:`REQUEST_ID` for every HTTP request and WebSocket;
 a filter on the root handler copies it into every record, so a line logged anywhere while a request is served
 (a route, the store, uvicorn's access line) can be joined with the ``X-Request-ID`` the client saw.
 """

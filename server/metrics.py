@@ -33,9 +33,10 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asr.inference import BatchReport
-from server.auth import PROJECTS_ADMIN, AuthError, bearer_token
-from server.errors import ApiError
-from server.hub import Hub, Subscriber
+from server.fanout import Broker
+from server.http.auth import PROJECTS_ADMIN, AuthError, bearer_token
+from server.http.errors import ApiError
+from server.pipeline.hub import Hub, Subscriber
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,47}$")
@@ -155,8 +156,8 @@ class MeteredHub(Hub):
     """The hub, counting every ``error`` message handed to a subscriber (a client's own replies and broadcasts
     alike: what clients were sent)."""
 
-    def __init__(self, store: Any, metrics: Metrics) -> None:
-        super().__init__(store)
+    def __init__(self, store: Any, metrics: Metrics, broker: Broker | None = None) -> None:
+        super().__init__(store, broker)
         self._metrics = metrics
 
     def subscribe(self, transcript_id: str) -> Subscriber:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -147,7 +148,8 @@ class Settings:
         "VOXLANE_MAX_CHUNK_SECONDS", "longest kiosk chunk that is transcribed; counted from the decoded audio",
         lo=1, hi=86400))
     database_url: str | None = field(default=None, metadata=_opt(
-        "VOXLANE_DATABASE_URL", "postgresql://... (default: SQLite file in the data dir)", secret=True))
+        "VOXLANE_DATABASE_URL", "sqlite:/path/file.db or postgresql://user:password@host/db (default: SQLite file"
+        " in the data dir); the schema is migrated at start", secret=True))
     redis_url: str | None = field(default=None, metadata=_opt(
         "VOXLANE_REDIS_URL", "redis://... for fan-out across nodes (default: in-process)", secret=True))
     auth_mode: str = field(default="public", metadata=_opt(
@@ -221,13 +223,13 @@ class Settings:
     @classmethod
     def from_sources(cls, args: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Settings:
         """Flags win over environment variables, which win over defaults."""
-        env = os.environ if env is None else env
+        environ: Mapping[str, str] = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = (args or {}).get(f.name)
             source = f"--{f.name.replace('_', '-')}"
-            if raw is None and f.metadata["env"] in env:
-                raw, source = env[f.metadata["env"]], f.metadata["env"]
+            if raw is None and f.metadata["env"] in environ:
+                raw, source = environ[f.metadata["env"]], f.metadata["env"]
             if raw is None:
                 continue
             values[f.name] = _convert(f, raw, source)
@@ -244,7 +246,7 @@ class Settings:
         if self.jwt_public_key and not self.jwt_audience:
             raise SettingsError(JWT_AUDIENCE_REQUIRED)
         if self.outbound_allowlist:
-            from server.outbound import parse_allowlist  # here: settings must not import httpx at load
+            from server.http.outbound import parse_allowlist  # here: settings must not import httpx at load
 
             try:
                 parse_allowlist(self.outbound_allowlist)
@@ -254,11 +256,13 @@ class Settings:
             raise SettingsError(f"VOXLANE_COMPUTE_TYPE={self.compute_type!r} needs a GPU; on cpu use int8 or float32")
         if self.llm_url and not self.llm_url.startswith(("http://", "https://")):
             raise SettingsError("VOXLANE_LLM_URL must start with http:// or https://")
-        if self.database_url and self.database_url.startswith(("postgresql://", "postgres://")):
-            raise SettingsError("VOXLANE_DATABASE_URL: the PostgreSQL backend is not available in this version;"
-                                " use sqlite:/path/to/file.db or leave it unset")
-        if self.database_url and not self.database_url.startswith("sqlite:"):
-            raise SettingsError("VOXLANE_DATABASE_URL must start with sqlite: (PostgreSQL support is planned)")
+        if self.database_url:
+            from server.storage.engine import async_url  # here: settings must not import SQLAlchemy at load
+
+            try:
+                async_url(self.database_url)
+            except ValueError as exc:  # the message names the scheme, never the URL (it may hold a password)
+                raise SettingsError(f"VOXLANE_DATABASE_URL: {exc}") from None
         if self.redis_url:
             raise SettingsError("VOXLANE_REDIS_URL: Redis fan-out is not available in this version; leave it unset")
 

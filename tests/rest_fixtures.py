@@ -3,6 +3,9 @@
 The apps run in the test event loop (httpx over ASGI) with the real model; model loading costs seconds, so
 each mode's app is shared by every REST test. A WebSocket test starts a real uvicorn server on the same app
 instance on demand (:meth:`Api.serve`).
+
+The two apps also stand on the two databases: the public one on the embedded SQLite file, the private one on
+a throwaway PostgreSQL database. Every test that takes ``api`` runs in both modes, so on both databases.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ import pytest
 
 from server.app import create_app
 from server.settings import Settings
+from tests.db_support import PgDatabases
 from tests.rest_support import JWT_AUDIENCE, JWT_SECRET, LOOPBACK_RECEIVERS, Api, rsa_keys
 
 # The shared apps serve every REST test from one address, in one project after another: the abuse limits
 # of the participant API are raised here (tests/test_http_limits.py checks them on an app of its own).
+pytest_plugins = ("tests.db_support",)
+
 ROOMY_LIMITS = {"rate_per_address": 1000000, "rate_per_project": 1000000, "max_open_conversations": 10000000,
                "max_audio_lead_seconds": 0}
 """Also: their WebSocket tests send recordings faster than real time (the pacer is tested on servers of its own)."""
@@ -48,10 +54,11 @@ async def public_api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
 
 
 @pytest.fixture(scope="session")
-async def private_api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
+async def private_api(tmp_path_factory: pytest.TempPathFactory, pg_databases: PgDatabases) -> AsyncIterator[Api]:
     tmp = tmp_path_factory.mktemp("rest-private")
     private_pem, jwks = rsa_keys(tmp)
-    settings = Settings(data_dir=str(tmp / "data"), cpu_threads=2, auth_mode="private", jwt_secret=JWT_SECRET,
+    settings = Settings(data_dir=str(tmp / "data"), database_url=await pg_databases.create(), cpu_threads=2,
+                        auth_mode="private", jwt_secret=JWT_SECRET,
                         jwt_public_key=str(jwks), jwt_audience=JWT_AUDIENCE, status_interval=0, ping_interval=0,
                         max_upload_mb=500, outbound_allowlist=LOOPBACK_RECEIVERS, **ROOMY_LIMITS)
     async with running_app(settings, private=True, rsa_private_pem=private_pem) as api:

@@ -19,8 +19,8 @@ import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from server.auth import generate_api_key
-from server.live import Services
+from server.http.auth import generate_api_key
+from server.services import Services
 from server.settings import Settings
 
 AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"

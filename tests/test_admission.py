@@ -16,14 +16,14 @@ import pytest
 import websockets
 from conftest import RunningServer, start_server, stop_server
 
-from asr.backend import DecodeRequest
+from asr.backends import DecodeRequest
+from asr.backends.faster_whisper import FasterWhisperBackend
 from asr.capacity import CapacityEstimator
 from asr.inference import InferenceLoop, Priority
 from asr.session import StreamSession
 from asr.vad import SileroModel
-from asr.whisper_backend import FasterWhisperBackend
-from server.bench_metrics import wer_counts
-from server.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, ws_url
+from server.cli.bench.metrics import wer_counts
+from server.cli.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, ws_url
 
 SPEECH = "single/librispeech_2412-153948-0000.wav"  # 11.7 s
 SECRET = "admission-tests-secret-0123456789abcdef"

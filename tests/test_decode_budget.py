@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from server.retranslate import MAX_SECONDS
+from server.features.retranslate import MAX_SECONDS
 from server.settings import Settings
 from tests.decode_bombs import flac_bomb, opus_bomb, wav_bomb
 from tests.rest_support import AUDIO, JWT_SECRET, Api, read_wav, wav_bytes

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from asr.diarization import DiarizationConfig, SpeakerDiarizer
-from asr.speaker_encoder import SpeakerEncoder, mel_filterbank, mel_frames
+from asr.diarization.encoder import SpeakerEncoder, mel_filterbank, mel_frames
 from asr.vad import SileroModel
 from protocol.messages import Word
-from server.bench_diarization import der, reference, timeline
-from server.live_client import load_pcm16k, stream_audio
-from server.live_speakers import _runs
+from server.cli.bench.diarization import der, reference, timeline
+from server.cli.live_client import load_pcm16k, stream_audio
+from server.pipeline.speaker_relay import _runs
 from tests.test_participants import wait_done
 
 PHONE = "multi/pyannote_sample_2spk_phone_conversation.wav"  # 30 s, Diane and Sheila

@@ -20,8 +20,8 @@ import srt
 import webvtt
 
 from protocol import Participant, ParticipantEventParams, StartParams
-from server.bench_metrics import normalize, wer_counts
-from server.exports import TABLE_COLUMNS
+from server.cli.bench.metrics import normalize, wer_counts
+from server.features.exports import TABLE_COLUMNS
 from tests.meeting_schemas import DOWNLOADS
 from tests.rest_support import AUDIO, Api, as_cue_texts, as_plain_text, creds, read_wav, reference
 

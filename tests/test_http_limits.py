@@ -11,9 +11,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from server.app import create_app
 from server.settings import Settings
+from server.storage.tables import conversations
 from tests.rest_support import AUDIO, JWT_SECRET, Api
 
 P = "/api/participant"
@@ -212,7 +214,7 @@ async def test_unfinished_conversations_per_project_are_bounded(limited: Api):
         assert (await c.post(f"{P}/conversations/{cids[0]}/finish")).status_code == 200
         assert (await start()).status_code == 201  # a finished one no longer counts
         # one abandoned a day ago (never finished, no chunk since) stops counting too
-        await store.db.execute("UPDATE conversations SET created_at = ? WHERE id = ?",
-                               ("2000-01-01T00:00:00.000Z", cids[1]))
-        await store.db.commit()
+        async with store.engine.begin() as conn:
+            await conn.execute(update(conversations).where(conversations.c.id == cids[1])
+                               .values(created_at="2000-01-01T00:00:00.000Z"))
         assert (await start()).status_code == 201

@@ -9,14 +9,15 @@ import time
 import numpy as np
 import pytest
 
-from asr.backend import DecodedWord, DecodeRequest, DecodeResult
+from asr.backends import DecodedWord, DecodeRequest, DecodeResult
+from asr.backends.faster_whisper import FasterWhisperBackend
 from asr.inference import InferenceLoop, Priority
 from asr.policy import TimedWord
 from asr.session import Segment, StreamConfig, StreamSession, _Plan
 from asr.vad import SileroModel
-from asr.whisper_backend import FasterWhisperBackend
-from server.bench_replay import DecodeCost, replay_level, simulated_loop
-from server.live_client import load_pcm16k
+from server.cli.bench.replay import DecodeCost, replay_level, simulated_loop
+from server.cli.live_client import load_pcm16k
+from server.pipeline.convert import wire_emit
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +142,7 @@ def _replay(name: str, audio: dict[str, np.ndarray], backend, config: StreamConf
 def test_the_replay_bench_is_reproducible(engine, audio_dir, references):
     """``voxlane bench --replay`` runs the live pipeline on a simulated clock: the same run twice gives the
     same messages at the same times, and a slower modelled decode shows in the latencies, not in noise."""
-    from server.bench import level_figures
+    from server.cli.bench.command import level_figures
 
     name = "single/librispeech_61-70968-0000.wav"
     audio = {name: load_pcm16k(audio_dir / name)}
@@ -523,7 +524,7 @@ async def test_a_pause_commit_overtakes_a_running_refresh(audio_dir):
     async def emit(message) -> None:
         messages.append(message.model_dump())
 
-    session = StreamSession(engine=loop, vad_model=SileroModel(), emit=emit)
+    session = StreamSession(engine=loop, vad_model=SileroModel(), emit=wire_emit(emit))
     session.start()
     try:
         session.feed(speech[: int(3.5 * 16000)])  # mid-sentence: a refresh is due
@@ -586,7 +587,7 @@ async def test_a_pause_is_read_before_it_is_confirmed(engine, audio_dir):
     async def emit(message) -> None:
         messages.append(message.model_dump())
 
-    session = StreamSession(engine=loop, vad_model=SileroModel(), emit=emit)
+    session = StreamSession(engine=loop, vad_model=SileroModel(), emit=wire_emit(emit))
     session.start()
     try:
         pos = _feed_until(session, speech, 0, session.config.vad.speech_pad_s)
@@ -619,7 +620,7 @@ async def test_an_early_pause_reading_is_a_refresh_when_speech_resumes(engine, a
     async def emit(message) -> None:
         messages.append(message.model_dump())
 
-    session = StreamSession(engine=loop, vad_model=SileroModel(), emit=emit)
+    session = StreamSession(engine=loop, vad_model=SileroModel(), emit=wire_emit(emit))
     session.start()
     try:
         pos = _feed_until(session, lj, 0, session.config.vad.speech_pad_s)

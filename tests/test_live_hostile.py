@@ -14,8 +14,8 @@ import pytest
 import websockets
 
 from media.audio import float_to_s16
-from server.bench_metrics import wer_counts
-from server.live_client import create_transcript, load_pcm16k, ws_url
+from server.cli.bench.metrics import wer_counts
+from server.cli.live_client import create_transcript, load_pcm16k, ws_url
 from tests.conftest import start_server, stop_server
 
 SPEECH = "single/librispeech_61-70968-0000.wav"  # 5.3 s

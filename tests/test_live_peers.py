@@ -23,8 +23,8 @@ import pytest
 import websockets
 
 from media import float_to_s16
-from server.bench_metrics import commit_latencies, final_latencies, wer_counts
-from server.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, subscribe, ws_url
+from server.cli.bench.metrics import commit_latencies, final_latencies, wer_counts
+from server.cli.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, subscribe, ws_url
 from tests.conftest import RunningServer, start_server, stop_server
 
 SPEECH = "single/librispeech_1221-135766_2utt.wav"  # 21.6 s, two utterances

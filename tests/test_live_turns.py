@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from server.live_client import StreamRecord, load_pcm16k, stream_audio
+from server.cli.live_client import StreamRecord, load_pcm16k, stream_audio
 from tests import dialogue
 
 PHONE = "multi/pyannote_sample_2spk_phone_conversation.wav"  # 30 s, turn gaps 0-0.5 s

@@ -1,4 +1,5 @@
-"""Live transcription over the WebSocket, end to end, against a real server and the real model."""
+"""Live transcription over the WebSocket, end to end, against a real server and the real model; what a stream
+leaves stored is checked on the embedded SQLite store and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,14 +16,31 @@ import websockets
 import webvtt
 
 from media.audio import float_to_s16
-from server.bench_metrics import normalize, wer_counts
-from server.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, subscribe, ws_url
+from server.cli.bench.metrics import normalize, wer_counts
+from server.cli.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, subscribe, ws_url
 from tests.conftest import start_server, stop_server
+from tests.db_support import PgDatabases
 from tests.rest_support import Api
 
 pytest_plugins = ("tests.rest_fixtures",)
 
 SPEECH = "single/librispeech_1221-135766_2utt.wav"  # 21.6 s, two utterances
+
+
+@pytest.fixture(scope="module")
+async def pg_server(tmp_path_factory: pytest.TempPathFactory, pg_databases: PgDatabases):
+    url = await pg_databases.create()
+    srv = await asyncio.to_thread(start_server, tmp_path_factory.mktemp("voxlane-pg"), VOXLANE_DATABASE_URL=url,
+                                  VOXLANE_PING_INTERVAL="2", VOXLANE_STATUS_INTERVAL="1",
+                                  VOXLANE_MAX_AUDIO_LEAD_SECONDS="0")
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stored_server(request: pytest.FixtureRequest, server):
+    """The shared server (SQLite), then one on PostgreSQL: the tests of what a stream leaves stored run on both."""
+    return server if request.param == "sqlite" else request.getfixturevalue("pg_server")
 
 
 async def get_json(url: str) -> dict:
@@ -66,13 +84,13 @@ def check_segment_rules(rec: StreamRecord) -> None:
             assert not msgs[0]["is_final"]
 
 
-async def test_live_stream_end_to_end(server, audio_dir, references, schema):
+async def test_live_stream_end_to_end(stored_server, audio_dir, references, schema):
     audio = load_pcm16k(audio_dir / SPEECH)
-    tid = await create_transcript(server.url, "e2e")
+    tid = await create_transcript(stored_server.url, "e2e")
     done = asyncio.Event()
-    second = asyncio.create_task(subscribe(server.url, tid, done))
+    second = asyncio.create_task(subscribe(stored_server.url, tid, done))
     await asyncio.sleep(0.3)
-    rec = await stream_audio(server.url, audio, transcript_id=tid)
+    rec = await stream_audio(stored_server.url, audio, transcript_id=tid)
     done.set()
     watcher = await second
     assert rec.completed is not None, "no 'completed' status after stop"
@@ -106,18 +124,18 @@ async def test_live_stream_end_to_end(server, audio_dir, references, schema):
     assert lags and all(v is not None and v >= 0 for v in lags)
 
     # the final segments are stored, in order, with words
-    body = await get_json(f"{server.url}/v1/transcripts/{tid}")
+    body = await get_json(f"{stored_server.url}/v1/transcripts/{tid}")
     assert body["status"] == "completed"
     assert [s["id"] for s in body["segments"]] == [s["segment_id"] for s in rec.finals]
     assert body["segments"][0]["words"][0]["text"]
     assert abs(body["duration"] - len(audio) / 16000) < 0.2
 
     # the received audio is on disk as a replayable WAV
-    with wave.open(str(server.data_dir / "audio" / tid / "recording.wav")) as w:
+    with wave.open(str(stored_server.data_dir / "audio" / tid / "recording.wav")) as w:
         assert w.getframerate() == 16000 and abs(w.getnframes() - len(audio)) < 160
 
     # the stored transcript renders in the usual formats, each read back by a parser that is not ours
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=stored_server.url, timeout=30) as client:
         url = f"/v1/transcripts/{tid}"
         text = (await client.get(url, params={"transcript_format": "text"})).text
         lines, last = [], None  # a speaker's name opens each of their turns (this stream is diarized)
@@ -139,7 +157,7 @@ async def test_live_stream_end_to_end(server, audio_dir, references, schema):
         assert (await client.get(url, params={"transcript_format": "pdf"})).status_code == 422
 
     # a late subscriber first gets the stored history, then the current status
-    async with websockets.connect(ws_url(server.url, tid)) as ws:
+    async with websockets.connect(ws_url(stored_server.url, tid)) as ws:
         history = [json.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(len(rec.finals) + 1)]
     assert [m["data"]["segment_id"] for m in history[:-1]] == [s["segment_id"] for s in rec.finals]
     assert all(m["data"]["is_final"] for m in history[:-1])
@@ -222,13 +240,13 @@ async def test_silence_and_noise_produce_no_transcription(server, kind):
     assert (await get_json(f"{server.url}/v1/transcripts/{rec.transcript_id}"))["segments"] == []
 
 
-async def test_disconnect_without_stop_keeps_everything(server, audio_dir, references):
+async def test_disconnect_without_stop_keeps_everything(stored_server, audio_dir, references):
     name = "single/librispeech_2412-153948-0000.wav"
     audio = load_pcm16k(audio_dir / name)
-    rec = await stream_audio(server.url, audio, stop=False, speed=1.5)
+    rec = await stream_audio(stored_server.url, audio, stop=False, speed=1.5)
     tid = rec.transcript_id
     for _ in range(200):
-        body = await get_json(f"{server.url}/v1/transcripts/{tid}")
+        body = await get_json(f"{stored_server.url}/v1/transcripts/{tid}")
         if body["status"] == "completed":
             break
         await asyncio.sleep(0.1)
@@ -236,16 +254,16 @@ async def test_disconnect_without_stop_keeps_everything(server, audio_dir, refer
     text = " ".join(s["text"] for s in body["segments"])
     errors, words = wer_counts(references[name]["text"], text)
     assert errors / words <= 0.2, text
-    with wave.open(str(server.data_dir / "audio" / tid / "recording.wav")) as w:
+    with wave.open(str(stored_server.data_dir / "audio" / tid / "recording.wav")) as w:
         assert abs(w.getnframes() - len(audio)) < 160
 
 
-async def test_pause_stores_audio_without_transcribing(server, audio_dir):
+async def test_pause_stores_audio_without_transcribing(stored_server, audio_dir):
     audio = load_pcm16k(audio_dir / "single/librispeech_2412-153948-0000.wav")
-    tid = await create_transcript(server.url, "pause")
+    tid = await create_transcript(stored_server.url, "pause")
     received: list[dict] = []
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-    async with websockets.connect(ws_url(server.url, tid)) as ws:
+    async with websockets.connect(ws_url(stored_server.url, tid)) as ws:
         async def read():
             async for raw in ws:
                 received.append(json.loads(raw))
@@ -260,7 +278,7 @@ async def test_pause_stores_audio_without_transcribing(server, audio_dir):
         reader.cancel()
     assert any(m["type"] == "status" and m["data"]["status"] == "paused" for m in received)
     assert not [m for m in received if m["type"] == "transcription"]
-    with wave.open(str(server.data_dir / "audio" / tid / "recording.wav")) as w:
+    with wave.open(str(stored_server.data_dir / "audio" / tid / "recording.wav")) as w:
         assert abs(w.getnframes() - len(audio)) < 160
 
 

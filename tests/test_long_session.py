@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from server.bench_metrics import normalize, wer_counts
-from server.bench_soak import soak_program, soak_stream
+from server.cli.bench.metrics import normalize, wer_counts
+from server.cli.bench.soak import soak_program, soak_stream
 from tests.conftest import RunningServer, start_server, stop_server
 
 MINUTES = 60

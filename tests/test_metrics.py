@@ -16,7 +16,7 @@ from conftest import free_port, start_server, stop_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.app import create_app
-from server.live_client import create_transcript, load_pcm16k, stream_audio, ws_url
+from server.cli.live_client import create_transcript, load_pcm16k, stream_audio, ws_url
 from server.settings import Settings
 
 SECRET = "metrics-tests-secret-0123456789abcdef"

@@ -11,7 +11,7 @@ import srt
 import webvtt
 from openai.types.audio import Transcription, TranscriptionVerbose
 
-from server.bench_metrics import wer_counts
+from server.cli.bench.metrics import wer_counts
 from tests.rest_support import AUDIO, Api, read_wav, reference
 
 pytest_plugins = ("tests.rest_fixtures",)

@@ -22,8 +22,8 @@ import websockets
 
 from protocol import Participant, StartParams
 from protocol.messages import MAX_SAFE_ID, ErrorCode, ProtocolError, parse_client_message, participant_key
-from server.live import audio_file_name
-from server.live_client import create_transcript, load_pcm16k, stream_audio, ws_url
+from server.cli.live_client import create_transcript, load_pcm16k, stream_audio, ws_url
+from server.pipeline.recordings import audio_file_name
 from tests.meeting_schemas import DOWNLOADS
 from tests.rest_support import AUDIO, Api, read_wav
 

@@ -21,9 +21,9 @@ import websockets
 import webvtt
 
 from media import decode_file
-from server.bench_metrics import wer_counts
-from server.live import audio_file_name
-from server.live_client import Received, StreamRecord, create_transcript, load_pcm16k, stream_audio, ws_url
+from server.cli.bench.metrics import wer_counts
+from server.cli.live_client import Received, StreamRecord, create_transcript, load_pcm16k, stream_audio, ws_url
+from server.pipeline.recordings import audio_file_name
 from tests.meeting_schemas import DOWNLOADS
 
 pytest_plugins = ("tests.rest_fixtures",)

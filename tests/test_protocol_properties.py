@@ -50,7 +50,8 @@ PARSE_CODES = {ErrorCode.INVALID_JSON, ErrorCode.INVALID_MESSAGE, ErrorCode.UNKN
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12)
 """Any JSON value (infinities included: Python's json writes and reads them)."""
@@ -82,6 +83,16 @@ def assert_round_trips(message: BaseModel) -> None:
 @given(json_values)
 def test_any_json_value_is_an_action_or_a_protocol_error(value: Any) -> None:
     check_parse(json.dumps(value))
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_numbers_json_does_not_have_are_refused(constant: str) -> None:
+    """Python's JSON reader takes these, no JSON writer gives them back: a client sending them gets INVALID_JSON."""
+    for raw in (f'{{"action": "participant_event", "params": {{"type": "x", "data": {{"v": {constant}}}}}}}',
+                f'{{"action": "start", "params": {{"extra_data": {{"v": [{constant}]}}}}}}'):
+        with pytest.raises(ProtocolError) as caught:
+            parse_client_message(raw)
+        assert caught.value.code == ErrorCode.INVALID_JSON
 
 
 @FAST

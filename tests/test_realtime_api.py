@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed
 
 from media.resample import Resampler
 from protocol.realtime import MAX_AUDIO_B64, MAX_EVENT_CHARS
-from server.bench_metrics import wer_counts
+from server.cli.bench.metrics import wer_counts
 from server.settings import Settings
 from tests.rest_support import AUDIO, JWT_SECRET, Api, read_wav, reference
 

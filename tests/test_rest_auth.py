@@ -16,7 +16,7 @@ import websockets
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from server.auth import Authenticator, AuthError
+from server.http.auth import Authenticator, AuthError
 from server.settings import Settings, SettingsError
 from tests.rest_support import AUDIO, JWT_AUDIENCE, JWT_SECRET, Api, creds, read_wav
 
@@ -126,7 +126,8 @@ async def test_api_keys_from_the_cli(private_api: Api):
     api = private_api
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "server.cli", "token", *args, "--data-dir", str(api.data_dir)],
+        where = ["--data-dir", str(api.data_dir), "--database-url", api.settings.database_url or ""]
+        return subprocess.run([sys.executable, "-m", "server.cli", "token", *args, *where],
                               cwd=REPO, capture_output=True, text=True, timeout=60,
                               env={"PATH": "/usr/bin:/bin", "VOXLANE_JWT_SECRET": JWT_SECRET})
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import websockets
 
-from server.bench_metrics import wer_counts
+from server.cli.bench.metrics import wer_counts
 from tests.conftest import start_server, stop_server
 from tests.rest_support import AUDIO, Api, creds, read_wav, reference, wav_bytes
 

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from server.bench_metrics import wer_counts
+from server.cli.bench.metrics import wer_counts
 from tests.rest_support import AUDIO, Api, creds, read_wav, reference, wav_bytes
 
 pytest_plugins = ("tests.rest_fixtures",)

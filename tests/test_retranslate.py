@@ -3,8 +3,8 @@ a lazily loaded configured local model, from an uploaded clip or from a stored j
 
 from __future__ import annotations
 
-from asr.whisper_backend import resolve_model
-from server.bench_metrics import normalize, wer_counts
+from asr.backends.faster_whisper import resolve_model
+from server.cli.bench.metrics import normalize, wer_counts
 from tests.rest_support import AUDIO, Api, creds, read_wav, reference, wav_bytes
 
 pytest_plugins = ("tests.rest_fixtures",)

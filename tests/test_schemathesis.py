@@ -35,7 +35,7 @@ from schemathesis.core.failures import Failure
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from server.auth import SCOPES
+from server.http.auth import SCOPES
 from tests.rest_support import Api
 
 pytest_plugins = ("tests.rest_fixtures",)

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from server.bench_metrics import normalize
+from server.cli.bench.metrics import normalize
+from server.features.summaries import extractive_summary
 from server.settings import Settings
-from server.summaries import extractive_summary
 from tests.rest_fixtures import running_app
 from tests.rest_support import AUDIO, JWT_SECRET, Api, creds, reference
 

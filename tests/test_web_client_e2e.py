@@ -26,8 +26,8 @@ import websockets
 from conftest import REPO, stop_server
 from webrtc_support import recording, start_loopback_server, start_offset
 
-from server.bench_metrics import wer_counts
-from server.live_client import load_pcm16k
+from server.cli.bench.metrics import wer_counts
+from server.cli.live_client import load_pcm16k
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SPEECH = "single/librispeech_2412-153948-0000.wav"  # 11.7 s, 16 kHz mono s16

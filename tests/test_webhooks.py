@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from server.live_client import load_pcm16k, stream_audio
+from server.cli.live_client import load_pcm16k, stream_audio
+from server.features.webhooks import emit_event, emit_project_event
 from server.settings import Settings
-from server.webhooks import emit_event, emit_project_event
 from tests.conftest import start_server, stop_server
 from tests.rest_support import AUDIO, JWT_SECRET, LOOPBACK_RECEIVERS, Api, read_wav, wav_bytes
 

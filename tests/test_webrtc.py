@@ -19,9 +19,10 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 from conftest import stop_server
 from webrtc_support import LOOPBACK, recording, settled, start_loopback_server, start_offset, wait_transcript
 
-from media.webrtc import IceConfig, WebRtcPeer, filter_remote_candidates, gather_on
-from server.bench_metrics import wer_counts
-from server.live_client import create_transcript, load_pcm16k, ws_url
+from media.ice import IceConfig, filter_remote_candidates, gather_on
+from media.webrtc import WebRtcPeer
+from server.cli.bench.metrics import wer_counts
+from server.cli.live_client import create_transcript, load_pcm16k, ws_url
 from tests.rest_support import Api
 
 pytest_plugins = ("tests.rest_fixtures",)

@@ -8,9 +8,9 @@ import pytest
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 
-from asr.backend import DecodeRequest
-from asr.whisper_backend import TOKENS_BASE, TOKENS_PER_SECOND, FasterWhisperBackend
-from server.live_client import load_pcm16k
+from asr.backends import DecodeRequest
+from asr.backends.faster_whisper import TOKENS_BASE, TOKENS_PER_SECOND, FasterWhisperBackend
+from server.cli.live_client import load_pcm16k
 
 
 @pytest.fixture(scope="module")

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import HTTPConnection, Request
 
 from protocol.json_depth import MAX_JSON_DEPTH, json_depth
-from server.errors import ApiError
-from server.live import Services
+from protocol.json_depth import loads as json_loads
+from server.http.errors import ApiError
+
+if TYPE_CHECKING:
+    from server.services import RestServices, Services
 
 M = TypeVar("M", bound=BaseModel)
 
 
 def services(conn: HTTPConnection) -> Services:
     return conn.app.state.services
+
+
+def rest_of(conn: HTTPConnection) -> RestServices:
+    return conn.app.state.rest
 
 
 _SCAN_IN_THREAD = 64 << 10  # a bigger body is scanned off the event loop (1 MiB of brackets: ~0.25 s)
@@ -65,7 +70,7 @@ async def parse_json(raw: bytes) -> Any:
         raise ApiError(400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels", "JSON_TOO_DEEP",
                        {"max_depth": MAX_JSON_DEPTH})
     try:
-        return json.loads(raw)
+        return json_loads(raw)
     except RecursionError:
         raise ApiError(400, f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels", "JSON_TOO_DEEP",
                        {"max_depth": MAX_JSON_DEPTH}) from None
@@ -100,17 +105,3 @@ def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> in
 
 def page_of(items: list[Any], total: int, page: int, size: int) -> dict[str, Any]:
     return {"items": items, "total": total, "page": page, "size": size}
-
-
-async def receive_unless_ended(ws, sender: asyncio.Task) -> dict | None:
-    """The next WebSocket message, or None once the client disconnects or the sender task ends (a closed socket,
-    a slow client): the receive loops of the native and the Realtime routes stop on either."""
-    receive = asyncio.create_task(ws.receive())
-    done, _ = await asyncio.wait({receive, sender}, return_when=asyncio.FIRST_COMPLETED)
-    if receive not in done:
-        receive.cancel()
-        with contextlib.suppress(BaseException):
-            await receive
-        return None
-    message = receive.result()
-    return None if message["type"] == "websocket.disconnect" else message

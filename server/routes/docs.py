@@ -10,10 +10,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from protocol import Word
-from server.docs_page import DOCS_HTML
-from server.errors import ApiError
-from server.exports import FORMATS
-from server.openapi import Param, document, page_params
+from server.features.exports import FORMATS
+from server.http.docs_page import DOCS_HTML
+from server.http.errors import ApiError
+from server.http.openapi import Param, document, page_params
 from server.routes.common import services
 from server.routes.transcripts import TranscriptCreate, TranscriptUpdate
 from server.storage.base import TRANSCRIPT_STATUSES
@@ -26,7 +26,7 @@ def docs_enabled(request: Request) -> bool:
 
 async def openapi_json(request: Request) -> Response:
     """The OpenAPI 3.1 description of every route."""
-    from server.openapi import build_spec
+    from server.http.openapi import build_spec
 
     spec = build_spec(request.app, services(request).settings.auth_mode)
     return JSONResponse(spec)

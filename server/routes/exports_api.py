@@ -1,9 +1,9 @@
 """Getting transcripts out: a conversation's text, a project's transcripts (zip of Markdown) and its conversation
 table (CSV, XLSX), and the meeting-bot downloads of any transcript (participants, participant events, speaker
 timeline, words per participant, per-participant audio). Scope ``export`` in private mode (see
-:data:`server.auth._EXPORT_PATH`); the audio parts themselves download like the transcript's audio.
+:data:`server.http.auth._EXPORT_PATH`); the audio parts themselves download like the transcript's audio.
 
-Renderings live in :mod:`server.exports`; this module only loads rows and streams responses.
+Renderings live in :mod:`server.features.exports`; this module only loads rows and streams responses.
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ from starlette.routing import Route
 from media import DecodeError, float_to_s16, iter_decode_file
 from media.wavfile import read_wav_layout
 from protocol.messages import participant_key
-from server import exports
-from server.auth import principal
-from server.errors import ApiError
-from server.live import audio_file_name
-from server.openapi import Param, document
+from server.features import exports
+from server.features.speakers import named_segments
+from server.http.errors import ApiError
+from server.http.openapi import Param, document
+from server.http.visibility import visible_transcript
+from server.pipeline.recordings import audio_file_name
 from server.routes.common import services
 from server.routes.projects import load_project
 from server.routes.transcripts_audio import audio_file
-from server.speakers import named_segments
 
 TAG = "exports"
 PAGE = 200
@@ -110,10 +110,7 @@ class AudioPart(BaseModel):
 
 async def _visible_transcript(request: Request, transcript_id: str, missing: str = "transcript not found",
                               code: str = "TRANSCRIPT_NOT_FOUND") -> dict[str, Any]:
-    row = await services(request).store.get_transcript(transcript_id)
-    if row is None or not principal(request).can_see(row.get("owner")):
-        raise ApiError(404, missing, code)
-    return row
+    return await visible_transcript(request, transcript_id, missing=missing, code=code)
 
 
 async def _project_conversations(request: Request, project_id: str

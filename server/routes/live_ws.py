@@ -23,11 +23,17 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from protocol import ErrorCode, Ping, ProtocolError, StartParams, Status, encode, envelope
-from server.auth import can_publish
-from server.hub import Subscriber, segment_message
-from server.live import Publisher, Services, apply_control, insufficient_scope, transcript_status
-from server.routes.common import receive_unless_ended, services
-from server.speakers import named_segments
+from server.features.speakers import named_segments
+from server.http.auth import can_publish
+from server.http.visibility import find_visible_transcript
+from server.http.websocket import receive_unless_ended
+from server.pipeline.control import apply_control, insufficient_scope
+from server.pipeline.convert import stored_message
+from server.pipeline.hub import Subscriber
+from server.pipeline.publisher import Publisher
+from server.pipeline.transcripts import transcript_status
+from server.routes.common import services
+from server.services import Services
 
 log = logging.getLogger("voxlane.ws")
 CLOSE_NOT_FOUND = 4404
@@ -75,7 +81,7 @@ class LiveConnection:
         transcript = await self.svc.store.get_transcript(self.transcript_id) or {"id": self.transcript_id}
         for row in await named_segments(self.svc.store, transcript):
             seen.add(row["id"])
-            if not await self._send(encode(segment_message(row))):
+            if not await self._send(encode(stored_message(row))):
                 return
         if not await self._send(encode(self.status())):
             return
@@ -177,7 +183,7 @@ async def transcript_websocket(ws: WebSocket) -> None:
     svc = services(ws)
     transcript_id = ws.path_params["transcript_id"]
     await ws.accept()
-    if await svc.store.get_transcript(transcript_id) is None:
+    if await find_visible_transcript(ws, transcript_id) is None:
         await ws.close(code=CLOSE_NOT_FOUND, reason="transcript not found")
         return
     try:

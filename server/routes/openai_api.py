@@ -2,7 +2,7 @@
 
 Existing clients (the official ``openai`` package, anything written against the OpenAI audio API) point their
 base URL at ``/v1`` and transcribe files with the same pipeline as every other upload:
-:func:`server.file_jobs.transcribe_file`, a file-mode session at BULK priority in the one inference loop, so
+:func:`server.jobs.file_jobs.transcribe_file`, a file-mode session at BULK priority in the one inference loop, so
 live streams still go first. The request is stateless like OpenAI's: the file is streamed to a scratch
 directory in the data dir, transcribed with the segments collected in memory (nothing is stored, no transcript
 is created), and removed when the answer is sent. At most ``VOXLANE_REST_WORKERS`` such requests transcribe at
@@ -34,16 +34,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from protocol import Transcription
-from server import exports
-from server.audio_limits import refuse_declared, too_long
-from server.errors import ApiError
-from server.file_jobs import transcribe_file
-from server.hub import segment_row
-from server.live import Services
-from server.openapi import document
-from server.rest import rest_of
-from server.routes.common import services
-from server.uploads import Received, probe_upload, receive_audio
+from server.features import exports
+from server.http.audio_limits import refuse_declared, too_long
+from server.http.errors import ApiError
+from server.http.openapi import document
+from server.http.uploads import Received, probe_upload, receive_audio
+from server.jobs.file_jobs import transcribe_file
+from server.pipeline.convert import segment_row
+from server.routes.common import rest_of, services
+from server.services import Services
 
 log = logging.getLogger("voxlane.openai")
 TAG = "openai-compatible"

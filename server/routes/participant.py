@@ -4,7 +4,7 @@ A conversation is a transcript. A kiosk records ~30 s chunks; per chunk it asks 
 signed, expiring, single-use URL to this server's own PUT route, rate limited per conversation), PUTs the
 bytes (fsynced before the answer), then confirms the key, which enqueues the chunk for transcription.
 Chunks may arrive and be confirmed in any order and at once; each is transcribed once, on its own, and
-merged into the conversation in index order with continuous timestamps (see :mod:`server.work`).
+merged into the conversation in index order with continuous timestamps (see :mod:`server.jobs.work`).
 """
 
 from __future__ import annotations
@@ -19,19 +19,31 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.errors import ApiError
-from server.openapi import AudioBytes, Param, document
-from server.rest import RateLimiter, rest_of
-from server.routes.common import json_body, services
+from server.features.speakers import named_segments
+from server.http.errors import ApiError
+from server.http.openapi import AudioBytes, Param, document
+from server.http.rate_limit import RateLimiter
+from server.http.uploads import receive_audio
+from server.routes.common import json_body, rest_of, services
+from server.routes.participant_schemas import (
+    Chunk,
+    ChunkCounts,
+    ChunkReceived,
+    ConfirmUpload,
+    Conversation,
+    ConversationState,
+    Initiate,
+    MergedSegment,
+    StorageCheck,
+    UploadUrl,
+    UploadUrlRequest,
+)
 from server.routes.projects import ProjectPublic, public_project
-from server.speakers import named_segments
 from server.storage.base import utcnow
-from server.uploads import receive_audio
 
 TAG = "participant"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -39,104 +51,6 @@ _receiving: set[str] = set()  # upload keys whose PUT is in flight
 OPEN_CONVERSATION_IDLE = timedelta(hours=24)
 """An unfinished conversation with no new chunk for this long no longer counts as open (a kiosk that never
 called finish must not lock its project out for good)."""
-
-
-class Initiate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    project_id: str = Field(min_length=1, max_length=100)
-    name: str | None = Field(default=None, max_length=300)
-    email: str | None = Field(default=None, max_length=320)
-    tag_id_list: list[str] = Field(default_factory=list, max_length=100)
-    source: str | None = Field(default="PORTAL_AUDIO", max_length=64)
-
-
-class Conversation(BaseModel):
-    id: str
-    project_id: str
-    name: str | None
-    email: str | None
-    tag_id_list: list[str]
-    source: str | None
-    status: str
-    created_at: str
-
-
-class UploadUrlRequest(BaseModel):
-    """All optional. ``index`` is the chunk's place in the recording (default: the next one)."""
-
-    model_config = ConfigDict(extra="ignore")
-    index: int | None = Field(default=None, ge=0, le=1_000_000)
-    filename: str | None = Field(default=None, max_length=300)
-    content_type: str | None = Field(default=None, max_length=100)
-
-
-class UploadUrl(BaseModel):
-    url: str = Field(description="PUT the chunk's bytes here (single use, until expires_at).")
-    key: str = Field(description="Confirm the chunk with this key once the PUT succeeded.")
-    expires_at: str
-    index: int
-    method: str = "PUT"
-
-
-class ChunkReceived(BaseModel):
-    key: str
-    size: int
-    format: str
-
-
-class ConfirmUpload(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    key: str = Field(min_length=1, max_length=200)
-
-
-class Chunk(BaseModel):
-    id: str
-    key: str | None
-    index: int
-    status: str = Field(description="uploaded | processing | transcribed | failed")
-    text: str | None
-    error: str | None
-    duration: float | None
-    offset: float | None = Field(description="Where the chunk starts in the merged conversation (s).")
-    created_at: str
-    updated_at: str
-
-
-class StorageCheck(BaseModel):
-    ok: bool
-    storage: str
-    writable: bool
-    free_bytes: int
-
-
-class ChunkCounts(BaseModel):
-    total: int
-    uploaded: int
-    processing: int
-    transcribed: int
-    failed: int
-
-
-class MergedSegment(BaseModel):
-    id: str
-    start: float
-    end: float
-    text: str
-    speaker: str | None
-
-
-class ConversationState(BaseModel):
-    id: str
-    project_id: str
-    name: str | None
-    status: str = Field(description="created | processing | completed | failed (of the merged transcript)")
-    finished: bool
-    finished_at: str | None
-    created_at: str
-    duration: float | None
-    chunks: ChunkCounts
-    text: str
-    segments: list[MergedSegment]
 
 
 # ------------------------------------------------------------ helpers

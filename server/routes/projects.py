@@ -9,9 +9,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.auth import principal
-from server.errors import ApiError
-from server.openapi import document, page_params
+from server.http.auth import principal
+from server.http.errors import ApiError
+from server.http.openapi import document, page_params
+from server.http.visibility import visible_project
 from server.routes.common import int_param, json_body, page_of, services
 
 TAG = "projects"
@@ -80,10 +81,7 @@ def public_project(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def load_project(request: Request) -> dict[str, Any]:
-    row = await services(request).store.get_project(request.path_params["project_id"])
-    if row is None or not principal(request).can_see(row.get("owner")):
-        raise ApiError(404, "project not found", "PROJECT_NOT_FOUND")
-    return row
+    return await visible_project(request)
 
 
 async def create_project(request: Request) -> Response:

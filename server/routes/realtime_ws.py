@@ -1,538 +1,60 @@
-"""``WS /v1/realtime?intent=transcription``: OpenAI Realtime API transcription sessions on the live pipeline.
+"""``WS /v1/realtime?intent=transcription``: the OpenAI Realtime API's transcription sessions.
 
-An application written for OpenAI's Realtime transcription (the ``openai`` SDK's ``client.realtime.connect``)
-runs against voxlane by changing its base URL: the SDK turns ``http://host/v1`` into ``ws://host/v1/realtime``.
-Each connection records one transcript (created on connect, as ``POST /v1/transcripts`` does; its id is
-``session.id``) with one anonymous live publisher, so the finals are stored and stay readable over REST.
-
-Events (client -> server: what comes back)
-
-* connect: ``session.created`` (the effective session). Not ``intent=transcription`` (a conversation, a call):
-  an ``error`` (``UNSUPPORTED_SESSION``), then close 1008. A token without ``transcripts:write``:
-  ``INSUFFICIENT_SCOPE``, close 4403. A server at capacity: ``OVERLOADED``/``RATE_LIMITED``, close 1013.
-* ``session.update`` (``session.type`` must be ``transcription``): ``session.updated``. ``audio/pcm`` (24 kHz),
-  ``audio/pcmu`` and ``audio/pcma`` (8 kHz G.711, decoded here) are taken; the format can change until audio
-  is appended. Turn detection is voxlane's VAD with the server's settings (the session shows their values);
-  ``null`` only drops the ``speech_started``/``speech_stopped`` events. Noise reduction is not offered (shown
-  ``null``). The transcription model, language and prompt are echoed; the server's model and settings decide.
-* ``input_audio_buffer.append``: nothing (as OpenAI). The audio is fed to the publisher in frames of at most
-  ``VOXLANE_MAX_FRAME_KB``, held to real time plus ``VOXLANE_MAX_AUDIO_LEAD_SECONDS`` like the native
-  WebSocket (the socket is not read meanwhile). The publisher starts with the first append (admission then).
-* every voxlane segment is one conversation item, ``item_id`` = ``item_`` + segment id. Its first partial:
-  ``input_audio_buffer.speech_started`` (with turn detection on), ``input_audio_buffer.committed``,
-  ``conversation.item.added``; each partial's newly *final* words: ``...input_audio_transcription.delta`` (so
-  the deltas concatenate to the transcript); the segment's final: the last delta, ``speech_stopped``,
-  ``...input_audio_transcription.completed`` and ``conversation.item.done``. OpenAI commits (and sends
-  ``committed``) when speech stops and transcribes afterwards; voxlane transcribes while the speaker talks, so
-  an item is committed when its first words are heard and ``speech_stopped`` comes with its final.
-* ``input_audio_buffer.commit``: the open segment is finalized (as ``pause`` does) and its final is sent
-  before the next client event is read; if no segment appeared since the previous commit, an item with an
-  empty transcript stands for the audio (as OpenAI answers silence). Under 100 ms of audio since the last
-  commit or clear: ``error`` ``input_audio_buffer_commit_empty``, as OpenAI.
-* ``input_audio_buffer.clear``: ``input_audio_buffer.cleared``. Voxlane transcribes audio as it arrives, so
-  nothing waits in a buffer to be dropped: what was appended is still transcribed (the next commit counts
-  only audio appended after the clear).
-* a bad event (invalid JSON, unknown type, oversized, bad base64, invalid fields): ``error`` naming it (with the
-  client's ``event_id``); the session goes on. Close: the publisher finishes (finals stored). A session that
-  never appended audio leaves no transcript behind.
-
-Speakers are not labelled: a Realtime transcription item has no speaker field, and a session is one
-microphone. The token comes as ``Authorization: Bearer`` (what the Python SDK sends), ``?token=``, or a
-browser's ``openai-insecure-api-key.<key>`` subprotocol (answered with ``realtime``).
+What a session does, event by event, is described in server.transports.realtime.
 """
+
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import contextlib
-import itertools
 import logging
-import math
-import time
-import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from asr.policy import join_words
-from protocol import ErrorCode, ProtocolError, StartParams
+from protocol import ErrorCode
 from protocol.realtime import (
-    CLIENT_ERROR,
-    COMMIT_EMPTY,
-    LOGPROBS,
-    MIN_COMMIT_MS,
-    SERVER_ERROR,
-    Audio,
-    AudioAppend,
-    AudioClear,
-    AudioCommit,
-    AudioFormatIn,
-    AudioInput,
-    Cleared,
-    ClientEvent,
-    Committed,
-    DurationUsage,
-    InputAudioContent,
-    ItemAdded,
-    ItemDone,
-    LogProb,
-    RealtimeError,
-    ServerEvent,
-    ServerVad,
-    SessionCreated,
-    SessionUpdate,
-    SessionUpdated,
-    SpeechStarted,
-    SpeechStopped,
-    TranscriptionCompleted,
-    TranscriptionConfig,
-    TranscriptionDelta,
-    TranscriptionIn,
-    TranscriptionSession,
-    UserAudioItem,
     error_event,
-    parse_client_event,
 )
-from server.auth import can_publish, principal
-from server.hub import Subscriber
-from server.live import Publisher, Services, stream_config
-from server.openapi import Param, document
-from server.routes.common import receive_unless_ended, services
+from server.http.auth import can_publish, principal
+from server.http.openapi import Param, document
+from server.routes.common import services
+from server.services import Services
+from server.transports.realtime import (
+    CLOSE_FORBIDDEN,
+    CLOSE_POLICY,
+    CLOSE_TRY_AGAIN,
+    MAX_MODEL_CHARS,
+    CloseWith,
+    RealtimeSession,
+    refusal_error,
+)
 
 log = logging.getLogger("voxlane.realtime")
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL = 1011
-CLOSE_TRY_AGAIN = 1013
-CLOSE_FORBIDDEN = 4403
-COMMIT_WAIT_S = 60.0
-"""Longest a commit waits for the finals it asked for (a session flushes within 60 s, see StreamSession.finish)."""
-PARSE_OFF_LOOP = 1 << 20
-"""An event this big (a long append) is parsed and base64-decoded off the event loop."""
-MAX_MODEL_CHARS = 200
-
-# queue entries of this connection's own, beside the hub's messages (whose types are voxlane's wire types)
-_REPLY = "realtime.reply"  # a server event for this client, in order with everything else it receives
-_PUBLISHER = "realtime.publisher"  # a publisher starts: the finals that follow are its own
-_COMMIT = "realtime.commit"  # a commit's finals are all in: an item for the audio if none appeared
-_CLOSE = "realtime.close"  # the session ends: close the socket after what was queued before
-
-
-def _g711_tables() -> dict[str, np.ndarray]:
-    """ITU-T G.711 decoding, byte -> 16-bit sample (equal to the stdlib's audioop, which Python 3.13 removed)."""
-    u = ~np.arange(256, dtype=np.int32) & 0xFF
-    sign, exp, man = u & 0x80, (u >> 4) & 7, u & 0x0F
-    mag = (((man << 3) + 0x84) << exp) - 0x84
-    ulaw = np.where(sign != 0, -mag, mag).astype("<i2")
-    a = np.arange(256, dtype=np.int32) ^ 0x55
-    sign, exp, man = a & 0x80, (a >> 4) & 7, a & 0x0F
-    mag = np.where(exp == 0, (man << 4) + 8, ((man << 4) + 0x108) << np.maximum(exp - 1, 0))
-    alaw = np.where(sign != 0, mag, -mag).astype("<i2")
-    return {"audio/pcmu": ulaw, "audio/pcma": alaw}
-
-
-G711 = _g711_tables()
-
-
-def g711_to_pcm16(data: bytes, fmt: str) -> bytes:
-    """μ-law or A-law bytes as 16-bit little-endian PCM at the same (8 kHz) rate."""
-    return G711[fmt][np.frombuffer(data, dtype=np.uint8)].tobytes()
-
-
-def _ms(seconds: float) -> int:
-    return max(0, int(round(seconds * 1000)))
-
-
-def _settled(words: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A partial's final words: the leading run flagged final (they never change later in the segment)."""
-    return list(itertools.takewhile(lambda w: w.get("final"), words))
-
-
-class _Close(Exception):
-    """Ends the session: the event is sent, then the socket closes with ``code``."""
-
-    def __init__(self, code: int, event: ServerEvent, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.event = event
-        self.reason = reason
-
-
-@dataclass
-class _Item:
-    """One segment as a conversation item: what its deltas have said so far."""
-
-    id: str
-    previous: str | None
-    told: str = ""
-    words: int = 0
-    logprobs: list[LogProb] = field(default_factory=list)
-
-
-def refusal_error(exc: ProtocolError) -> RealtimeError:
-    """A voxlane protocol error (admission, audio format) as a Realtime ``error``."""
-    retry = exc.details.get("retry_after_s")
-    message = exc.message + (f" (retry after {retry} s)" if retry is not None else "")
-    kind = SERVER_ERROR if exc.code in (ErrorCode.OVERLOADED, ErrorCode.STORAGE_FULL) else CLIENT_ERROR
-    return RealtimeError(exc.code.value, message, kind=kind)
-
-
-class RealtimeSession:
-    """One connection: its client events drive one publisher, and the transcript's hub messages become its
-    server events. Everything it sends goes through its hub subscription's queue, so replies and transcription
-    events reach the client in the order they happened."""
-
-    def __init__(self, ws: WebSocket, svc: Services, transcript_id: str, model: str) -> None:
-        self.ws = ws
-        self.svc = svc
-        self.transcript_id = transcript_id
-        self.publisher: Publisher | None = None
-        self.sub: Subscriber = svc.hub.subscribe(transcript_id)  # before any audio: no partial is missed
-        self.max_slice = svc.settings.max_frame_kb * 1024
-        # the session as configured (session.update)
-        self.format = AudioFormatIn()
-        self.transcription = TranscriptionIn(model=model)
-        self.default_model = model
-        self.vad = True
-        self.logprobs = False
-        self.buffered_ms = 0.0  # audio appended since the last commit or clear
-        # the outbound side (the send loop)
-        self.items: dict[str, _Item] = {}
-        self.last_item: str | None = None
-        self.item_since_commit = False
-        self.publisher_finals = 0  # finals of the current publisher sent out
-        self.progress = asyncio.Event()
-
-    # ------------------------------------------------------------ the session object
-
-    def session(self) -> TranscriptionSession:
-        settings = self.svc.settings
-        vad = ServerVad(threshold=settings.vad_threshold,
-                        prefix_padding_ms=_ms(stream_config(settings).lead_in_s),
-                        silence_duration_ms=settings.vad_min_silence_ms) if self.vad else None
-        transcription = TranscriptionConfig(**self.transcription.model_dump())
-        audio_in = AudioInput(format=self.format.out(), noise_reduction=None, transcription=transcription,
-                              turn_detection=vad)
-        return TranscriptionSession(id=self.transcript_id, audio=Audio(input=audio_in),
-                                    include=[LOGPROBS] if self.logprobs else None)
-
-    # ------------------------------------------------------------ lifecycle
-
-    async def run(self) -> None:
-        self.reply(SessionCreated(session=self.session()))
-        sender = asyncio.create_task(self._send_loop())
-        try:
-            await self._receive_loop(sender)
-        finally:
-            if self.publisher is not None:
-                await self.publisher.finish()  # a vanished client still gets its finals stored
-            self.svc.hub.unsubscribe(self.sub)
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-            if self.publisher is None:
-                await self._drop_unused()
-
-    async def _drop_unused(self) -> None:
-        """A session that never appended audio recorded nothing: its transcript would only be clutter."""
-        if self.svc.live.find(self.transcript_id) is None:
-            await self.svc.store.delete_transcript(self.transcript_id)
-            self.svc.hub.forget(self.transcript_id)
-
-    def reply(self, event: ServerEvent) -> None:
-        """Send to this client, in order with the transcription events."""
-        self.sub.put({"type": _REPLY, "event": event})
-
-    # ------------------------------------------------------------ inbound
-
-    async def _receive_loop(self, sender: asyncio.Task) -> None:
-        while True:
-            message = await receive_unless_ended(self.ws, sender)
-            if message is None:
-                return
-            event_id = None
-            try:
-                if message.get("text") is not None:
-                    event = await self._parse(message["text"])
-                    event_id = event.event_id
-                    await self._handle(event)
-                elif message.get("bytes") is not None:
-                    raise RealtimeError("INVALID_EVENT", "binary messages are not events: send JSON text (audio goes"
-                                        " base64-encoded in input_audio_buffer.append)")
-            except RealtimeError as exc:
-                self.reply(exc.event())
-            except ProtocolError as exc:  # the audio could not be decoded, the disk is full, ...
-                error = refusal_error(exc)
-                error.event_id = event_id
-                self.reply(error.event())
-            except _Close as close:  # the send loop sends the error, then closes the socket
-                self.reply(close.event)
-                self.sub.put({"type": _CLOSE, "code": close.code, "reason": close.reason[:120]})
-                await asyncio.wait({sender}, timeout=self.svc.settings.send_timeout)
-                return
-            except Exception:  # a bug here must cost this event, not the session
-                log.exception("transcript %s: a realtime event failed", self.transcript_id)
-                self.reply(RealtimeError("INTERNAL_ERROR", "internal server error", event_id=event_id,
-                                         kind=SERVER_ERROR).event())
-
-    @staticmethod
-    async def _parse(text: str) -> ClientEvent:
-        if len(text) > PARSE_OFF_LOOP:
-            return await asyncio.to_thread(parse_client_event, text)
-        return parse_client_event(text)
-
-    async def _handle(self, event: ClientEvent) -> None:
-        if isinstance(event, AudioAppend):
-            await self._append(event)
-        elif isinstance(event, AudioCommit):
-            await self._commit(event)
-        elif isinstance(event, AudioClear):
-            self.buffered_ms = 0.0
-            self.reply(Cleared())
-        elif isinstance(event, SessionUpdate):
-            await self._update(event)
-
-    async def _update(self, event: SessionUpdate) -> None:
-        """Only the fields present change; null turns turn detection off (and transcription back to defaults)."""
-        session = event.session
-        audio_in = session.audio.input if session.audio is not None else None
-        present = audio_in.model_fields_set if audio_in is not None else set()
-        fmt = self.format
-        if audio_in is not None and "format" in present:
-            fmt = audio_in.format or AudioFormatIn()
-            streaming = self.publisher is not None and not self.publisher.finished
-            if streaming and fmt.type != self.format.type:
-                raise RealtimeError("INVALID_PARAMS", f"the audio format cannot change once audio was appended"
-                                    f" ({self.format.type} so far): open a new session for {fmt.type}",
-                                    param="session.audio.input.format", event_id=event.event_id)
-        self.format = fmt
-        if audio_in is not None and "transcription" in present:
-            self.transcription = audio_in.transcription or TranscriptionIn(model=self.default_model)
-            language = self.transcription.language
-            if language:
-                await self.svc.store.update_transcript(self.transcript_id, source_language=language)
-        if audio_in is not None and "turn_detection" in present:
-            self.vad = audio_in.turn_detection is not None
-        if "include" in session.model_fields_set:
-            self.logprobs = LOGPROBS in (session.include or [])
-        self.reply(SessionUpdated(session=self.session()))
-
-    async def _append(self, event: AudioAppend) -> None:
-        data = await self._decode(event)
-        if not data:
-            return
-        pub = await self._publisher()
-        if pub is None:
-            return  # the disk is full: STORAGE_FULL was sent once; audio still coming is dropped
-        self.buffered_ms += len(data) * 1000 / self.format.bytes_per_second
-        pcm = data
-        if self.format.type != "audio/pcm" and len(data) > PARSE_OFF_LOOP:
-            pcm = await asyncio.to_thread(g711_to_pcm16, data, self.format.type)
-        elif self.format.type != "audio/pcm":
-            pcm = g711_to_pcm16(data, self.format.type)
-        for start in range(0, len(pcm), self.max_slice):  # each slice a native frame: decoded off-loop, paced
-            await pub.feed_bytes(pcm[start:start + self.max_slice])
-
-    @staticmethod
-    async def _decode(event: AudioAppend) -> bytes:
-        try:
-            if len(event.audio) > PARSE_OFF_LOOP:
-                return await asyncio.to_thread(base64.b64decode, event.audio, validate=True)
-            return base64.b64decode(event.audio, validate=True)
-        except (binascii.Error, ValueError):
-            raise RealtimeError("INVALID_PARAMS", "audio is not valid base64", param="audio",
-                                event_id=event.event_id) from None
-
-    async def _publisher(self) -> Publisher | None:
-        """The running publisher, started with the first append (or after the last one ended for idleness)."""
-        pub = self.publisher
-        if pub is not None and not pub.finished:
-            return pub
-        if pub is not None and pub.storage_error is not None:
-            return None
-        if pub is not None:
-            await self._gone(pub)  # it is still flushing: its finals come before the new stream's
-        params = StartParams(format="pcm_s16le", sample_rate=self.format.sample_rate, channels=1, diarization=False)
-        self.sub.put({"type": _PUBLISHER})
-        try:
-            self.publisher = await self.svc.live.get(self.transcript_id).add_publisher(params)
-        except ProtocolError as exc:
-            load = exc.code in (ErrorCode.OVERLOADED, ErrorCode.RATE_LIMITED)
-            raise _Close(CLOSE_TRY_AGAIN if load else CLOSE_INTERNAL, refusal_error(exc).event(),
-                         exc.message) from None
-        return self.publisher
-
-    async def _gone(self, pub: Publisher) -> None:
-        deadline = time.monotonic() + COMMIT_WAIT_S
-        while time.monotonic() < deadline:
-            live = self.svc.live.find(self.transcript_id)
-            if live is None or pub not in live.publishers:
-                return
-            await asyncio.sleep(0.05)
-
-    async def _commit(self, event: AudioCommit) -> None:
-        buffered, self.buffered_ms = self.buffered_ms, 0.0
-        if buffered < MIN_COMMIT_MS:
-            raise RealtimeError(COMMIT_EMPTY, f"buffer too small: expected at least {MIN_COMMIT_MS:g} ms of audio,"
-                                f" but the buffer has {buffered:.2f} ms", event_id=event.event_id)
-        pub = self.publisher
-        if pub is not None and not pub.finished:
-            await pub.pause()  # the open segment is closed now, as the native 'pause' does ...
-            await pub.resume()  # ... and the audio that follows is transcribed as before
-            try:
-                await asyncio.wait_for(self._finals_out(pub), COMMIT_WAIT_S)
-            except TimeoutError:
-                log.warning("transcript %s: the finals of a commit took over %.0f s", self.transcript_id,
-                            COMMIT_WAIT_S)
-                return
-        self.sub.put({"type": _COMMIT, "seconds": buffered / 1000})
-
-    async def _finals_out(self, pub: Publisher) -> None:
-        """Until every final the publisher's session has emitted has gone out to this client."""
-        await pub.session.wait_backlog(0)
-        target = pub.session.segments_emitted
-        while self.publisher_finals < target:
-            self.progress.clear()
-            await self.progress.wait()
-
-    # ------------------------------------------------------------ outbound
-
-    async def _send_loop(self) -> None:
-        while True:
-            msg = await self.sub.queue.get()
-            if msg is None:  # cut off for being too slow, or the transcript went away
-                await self.ws.close(code=CLOSE_TRY_AGAIN if self.sub.overflowed else 1000, reason="subscriber closed")
-                return
-            if msg.get("type") == _CLOSE:
-                await self.ws.close(code=msg["code"], reason=msg["reason"])
-                return
-            for event in self._events(msg):
-                if not await self._send(event):
-                    return
-
-    async def _send(self, event: ServerEvent) -> bool:
-        try:
-            await asyncio.wait_for(self.ws.send_text(event.wire()), self.svc.settings.send_timeout)
-        except TimeoutError:
-            log.warning("realtime client of %s took no event for %.0f s; disconnecting it", self.transcript_id,
-                        self.svc.settings.send_timeout)
-            return False
-        return True
-
-    def _events(self, msg: dict[str, Any]) -> list[ServerEvent]:
-        kind = msg.get("type")
-        if kind == _REPLY:
-            return [msg["event"]]
-        if kind == _PUBLISHER:
-            self.publisher_finals = 0
-            return []
-        if kind == _COMMIT:
-            return self._commit_item(msg["seconds"])
-        data = msg.get("data") or {}
-        if kind == "transcription" and data.get("participant_id") is None:
-            return self._transcription(data)
-        if kind == "error" and not (data.get("details") or {}).get("participant_id"):
-            return [error_event(data.get("code") or "INTERNAL_ERROR", data.get("message") or "", kind=SERVER_ERROR)]
-        return []  # status, diarization, summary: voxlane's own
-
-    def _transcription(self, data: dict[str, Any]) -> list[ServerEvent]:
-        events: list[ServerEvent] = []
-        seg_id = data["segment_id"]
-        item = self.items.get(seg_id)
-        if item is None:  # the segment's first words: its item is committed and added
-            item = self.items[seg_id] = _Item(id=f"item_{seg_id}", previous=self.last_item)
-            self.last_item = item.id
-            self.item_since_commit = True
-            if self.vad:
-                events.append(SpeechStarted(audio_start_ms=_ms(data["start"]), item_id=item.id))
-            events.append(Committed(item_id=item.id, previous_item_id=item.previous))
-            events.append(ItemAdded(previous_item_id=item.previous, item=UserAudioItem(
-                id=item.id, status="in_progress", content=[InputAudioContent()])))
-        final = bool(data["is_final"])
-        events.extend(self._delta(item, data["words"] if final else _settled(data["words"])))
-        if not final:
-            return events
-        del self.items[seg_id]
-        text = data["text"]
-        if item.told != text:  # never expected: final words do not change (the completed text is the truth)
-            log.warning("transcript %s: deltas of %s say %r, its final %r", self.transcript_id, item.id, item.told,
-                        text)
-        if self.vad:
-            events.append(SpeechStopped(audio_end_ms=_ms(data["end"]), item_id=item.id))
-        events.append(TranscriptionCompleted(
-            item_id=item.id, transcript=text, usage=DurationUsage(seconds=round(max(0.0, data["end"] - data["start"]),
-                                                                                3)),
-            logprobs=item.logprobs if self.logprobs else None))
-        events.append(ItemDone(previous_item_id=item.previous, item=UserAudioItem(
-            id=item.id, status="completed", content=[InputAudioContent(transcript=text)])))
-        self.publisher_finals += 1
-        self.progress.set()
-        return events
-
-    def _delta(self, item: _Item, settled: list[dict[str, Any]]) -> list[ServerEvent]:
-        """The words made final since the item's last delta, as text that continues what was said."""
-        if len(settled) <= item.words:
-            return []
-        texts = [w["text"] for w in settled]
-        text = join_words(texts)
-        if not text.startswith(item.told):
-            log.warning("transcript %s: final words of %s changed (%r -> %r)", self.transcript_id, item.id,
-                        item.told, text)
-            return []
-        logprobs, before = [], join_words(texts[:item.words])
-        for i in range(item.words, len(settled)):
-            upto = join_words(texts[:i + 1])
-            piece, before = upto[len(before):], upto
-            logprobs.append(LogProb(token=piece, bytes=list(piece.encode()),
-                                    logprob=round(math.log(max(1e-6, float(settled[i].get("probability") or 0))), 4)))
-        delta, item.told, item.words = text[len(item.told):], text, len(settled)
-        item.logprobs.extend(logprobs)
-        return [TranscriptionDelta(item_id=item.id, delta=delta, logprobs=logprobs if self.logprobs else None)]
-
-    def _commit_item(self, seconds: float) -> list[ServerEvent]:
-        """After a commit's finals: nothing when a segment appeared since the last commit, else an item with an
-        empty transcript for the audio, as OpenAI answers a commit of silence."""
-        if self.item_since_commit:
-            self.item_since_commit = False
-            return []
-        item_id, previous = f"item_{uuid.uuid4().hex[:12]}", self.last_item
-        self.last_item = item_id
-        return [
-            Committed(item_id=item_id, previous_item_id=previous),
-            ItemAdded(previous_item_id=previous, item=UserAudioItem(id=item_id, status="in_progress",
-                                                                     content=[InputAudioContent()])),
-            TranscriptionCompleted(item_id=item_id, transcript="", usage=DurationUsage(seconds=round(seconds, 3)),
-                                   logprobs=[] if self.logprobs else None),
-            ItemDone(previous_item_id=previous, item=UserAudioItem(id=item_id, status="completed",
-                                                                    content=[InputAudioContent(transcript="")])),
-        ]
 
 
 # ---------------------------------------------------------------- the route
 
 
-def _refusal(ws: WebSocket, svc: Services, model: str | None) -> _Close | None:
+def _refusal(ws: WebSocket, svc: Services, model: str | None) -> CloseWith | None:
     """Why this connection is not served (checked before a transcript is made for it)."""
     query = ws.query_params
     if query.get("intent") != "transcription" or query.get("call_id") is not None:
-        return _Close(CLOSE_POLICY, error_event(
+        return CloseWith(CLOSE_POLICY, error_event(
             "UNSUPPORTED_SESSION", "voxlane serves Realtime transcription sessions only: connect with"
             " ?intent=transcription (conversations, responses and calls are not served)"), "transcription only")
     if model is not None and len(model) > MAX_MODEL_CHARS:
-        return _Close(CLOSE_POLICY, error_event("INVALID_PARAMS", f"model is longer than {MAX_MODEL_CHARS}"
+        return CloseWith(CLOSE_POLICY, error_event("INVALID_PARAMS", f"model is longer than {MAX_MODEL_CHARS}"
                                                 " characters"), "invalid model")
     if not can_publish(ws):
-        return _Close(CLOSE_FORBIDDEN, error_event(
+        return CloseWith(CLOSE_FORBIDDEN, error_event(
             ErrorCode.INSUFFICIENT_SCOPE.value, "a transcription session sends audio: it needs a token with the"
             " 'transcripts:write' scope"), "insufficient scope")
     refusal = svc.admission.check_live() if svc.admission is not None else None
     if refusal is not None:
         svc.admission.refused[refusal.reason] += 1  # type: ignore[union-attr]
-        return _Close(CLOSE_TRY_AGAIN, refusal_error(refusal.protocol_error()).event(), refusal.code.value)
+        return CloseWith(CLOSE_TRY_AGAIN, refusal_error(refusal.protocol_error()).event(), refusal.code.value)
     return None
 
 

@@ -1,5 +1,5 @@
 """``/api/retranslate``: re-transcribe one segment with a chosen model, from an uploaded clip or from a stored
-transcript's (job's) audio. See :mod:`server.retranslate` for how the model is chosen and run."""
+transcript's (job's) audio. See :mod:`server.features.retranslate` for how the model is chosen and run."""
 
 from __future__ import annotations
 
@@ -14,15 +14,22 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from media import AudioTooLong, DecodeError, decode_file
-from server.audio_limits import refuse_declared, too_long
-from server.auth import principal
-from server.errors import ApiError
-from server.openapi import document
-from server.retranslate import MAX_SECONDS, DecodeFailed, ModelPool, ModelUnavailable, read_audio_range, retranscribe
+from server.features.retranslate import (
+    MAX_SECONDS,
+    DecodeFailed,
+    ModelPool,
+    ModelUnavailable,
+    read_audio_range,
+    retranscribe,
+)
+from server.features.speakers import named_segments
+from server.http.audio_limits import refuse_declared, too_long
+from server.http.errors import ApiError
+from server.http.openapi import document
+from server.http.uploads import probe_upload, receive_audio
+from server.http.visibility import visible_transcript
 from server.routes.common import json_body, services
 from server.routes.transcripts_audio import audio_file
-from server.speakers import named_segments
-from server.uploads import probe_upload, receive_audio
 
 TAG = "retranslate"
 
@@ -117,9 +124,8 @@ async def retranslate_from_full(request: Request) -> Response:
     job_id = request.query_params.get("job_id") or ""
     body = await json_body(request, SegmentFromFull)
     svc = services(request)
-    row = await svc.store.get_transcript(job_id) if job_id else None
-    if row is None or not principal(request).can_see(row.get("owner")):
-        raise ApiError(404, "Transcription job not found or expired", "JOB_NOT_FOUND")
+    row = await visible_transcript(request, job_id, missing="Transcription job not found or expired",
+                                   code="JOB_NOT_FOUND")
     segments = await named_segments(svc.store, row)
     stored = next((s for s in segments if s["id"] == body.segment_id), None)
     start = body.start_time if body.start_time is not None else (stored or {}).get("start")

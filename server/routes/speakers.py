@@ -6,9 +6,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.openapi import document
+from server.features.speakers import speaker_names
+from server.http.openapi import document
 from server.routes.exports_api import _visible_transcript
-from server.speakers import speaker_names
 
 
 async def speakers(request: Request) -> Response:

@@ -16,12 +16,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server import summaries
-from server.auth import principal
-from server.errors import ApiError
-from server.openapi import document
+from server.features import summaries
+from server.features.speakers import named_segments
+from server.http.auth import principal
+from server.http.errors import ApiError
+from server.http.openapi import document
+from server.http.visibility import visible_transcript
 from server.routes.common import json_body, services
-from server.speakers import named_segments
 
 TAG = "summaries and chat"
 NOT_FOUND = "Summary job not found or expired"
@@ -122,9 +123,7 @@ def _jobs(request: Request) -> summaries.SummaryJobs:
 async def _texts(request: Request, body: SummaryRequest | ChatRequest) -> list[str]:
     """The transcript's lines: a stored transcript's segments, else the body's segments and full text."""
     if body.transcript_id:
-        row = await services(request).store.get_transcript(body.transcript_id)
-        if row is None or not principal(request).can_see(row.get("owner")):
-            raise ApiError(404, "transcript not found", "TRANSCRIPT_NOT_FOUND")
+        row = await visible_transcript(request, body.transcript_id)
         segments = await named_segments(services(request).store, row)
         return [summaries.transcript_text([s]) for s in segments]
     texts = [summaries.transcript_text([p.model_dump()]) for p in body.transcript]

@@ -14,104 +14,36 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from asr.whisper_backend import BUNDLED_MODEL, ModelNotFound, resolve_model
-from server.audio_limits import refuse_declared
-from server.auth import CLOSE_NOT_FOUND, principal
-from server.errors import ApiError
-from server.openapi import Param, document
-from server.rest import rest_of
-from server.routes.common import int_param, services
-from server.speakers import named_segments
-from server.uploads import channel_options, probe_upload, receive_audio
-from server.work import Progress
+from asr.backends.faster_whisper import BUNDLED_MODEL, ModelNotFound, resolve_model
+from server.features.speakers import named_segments
+from server.http.audio_limits import refuse_declared
+from server.http.auth import CLOSE_NOT_FOUND, principal
+from server.http.errors import ApiError
+from server.http.openapi import Param, document
+from server.http.uploads import channel_options, probe_upload, receive_audio
+from server.http.visibility import find_visible_transcript
+from server.jobs.work import Progress
+from server.routes.common import int_param, rest_of, services
+from server.routes.transcribe_schemas import (
+    JobCreated,
+    JobDebug,
+    JobForm,
+    JobList,
+    JobResult,
+    JobStatus,
+    ModelInfo,
+    ModelList,
+    ResultSegment,
+)
 
 TAG = "transcription jobs"
 NOT_FOUND_MESSAGE = "Transcription job not found or expired"
 _FULL_NAMES = {"tiny.en": "Systran/faster-whisper-tiny.en"}
-
-
-class ModelInfo(BaseModel):
-    name: str
-    full_name: str
-    is_downloaded: bool
-    size_mb: float | None
-    description: str
-    loaded: bool = Field(description="Whether this server runs it now (jobs can only use a loaded model).")
-
-
-class ModelList(BaseModel):
-    models: list[ModelInfo]
-
-
-class JobForm(BaseModel):
-    """multipart/form-data fields."""
-
-    file: bytes = Field(description="the audio (WAV, MP3, M4A, FLAC, OGG, WebM; 8-48 kHz)")
-    model_name: str = Field(default=BUNDLED_MODEL, description="one of GET /api/transcribe/models")
-    language: str | None = Field(default=None, description="ISO 639-1 code; default: detected/configured")
-    diarize: bool = Field(default=True, description="label speakers where the server can")
-    split_channels: bool = Field(default=False, description="each channel is its own participant and speaker"
-                                                            " (`channel-1`, ...)")
-    channel_names: list[str] | None = Field(default=None, description="with split_channels: one repeated field per"
-                                                                      " channel, in order (default `Channel 1`, ...)")
-
-
-class JobCreated(BaseModel):
-    job_id: str
-    status: str
-    message: str
-
-
-class JobStatus(BaseModel):
-    job_id: str
-    status: str = Field(description="processing | completed | failed | not_found")
-    message: str
-    progress: float
-    updated_at: float
-    chunk_info: dict[str, Any] | None = None
-
-
-class JobList(BaseModel):
-    jobs: list[JobStatus]
-    count: int
-
-
-class ResultSegment(BaseModel):
-    start: float
-    end: float
-    text: str
-    speaker: str | None
-    speaker_confidence: float | None
-    start_display: str
-    end_display: str
-
-
-class JobResult(BaseModel):
-    job_id: str
-    segments: list[ResultSegment]
-    text: str
-    language: str | None
-    audio_duration: float | None
-
-
-class JobDebug(BaseModel):
-    job_id: str
-    transcript_status: str
-    item: dict[str, Any]
-    options: dict[str, Any]
-    cached_segments: int
-    latest_time: float
-    progress: dict[str, Any] | None
-    queue_position: int | None
-    queued_total: int
-    running: bool
-    subscribers: int
 
 
 # ------------------------------------------------------------ models
@@ -212,11 +144,10 @@ def _rmtree(path: Path) -> None:
 
 async def _job(request_or_ws: Any, job_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(transcript, audio item) of a job the caller may see, or None."""
-    store = services(request_or_ws).store
-    transcript = await store.get_transcript(job_id)
-    if transcript is None or not principal(request_or_ws).can_see(transcript.get("owner")):
+    transcript = await find_visible_transcript(request_or_ws, job_id)
+    if transcript is None:
         return None
-    items = await store.list_chunks(transcript_id=job_id, kind="job")
+    items = await services(request_or_ws).store.list_chunks(transcript_id=job_id, kind="job")
     return (transcript, items[-1]) if items else None
 
 

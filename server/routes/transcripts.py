@@ -13,11 +13,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from protocol.messages import MAX_SAFE_ID
-from server import exports
-from server.auth import principal, require
-from server.errors import ApiError
+from server.features import exports
+from server.features.speakers import named_segments
+from server.http.auth import principal, require
+from server.http.errors import ApiError
+from server.http.visibility import visible_transcript
 from server.routes.common import int_param, json_body, page_of, services
-from server.speakers import named_segments
 from server.storage.base import TRANSCRIPT_STATUSES
 
 PUBLIC_FIELDS = ("id", "name", "status", "source_language", "created_at", "updated_at", "duration",
@@ -79,10 +80,7 @@ def public(row: dict[str, Any]) -> dict[str, Any]:
 
 
 async def load(request: Request) -> dict[str, Any]:
-    row = await services(request).store.get_transcript(request.path_params["transcript_id"])
-    if row is None or not principal(request).can_see(row.get("owner")):
-        raise ApiError(404, "transcript not found", "TRANSCRIPT_NOT_FOUND")
-    return row
+    return await visible_transcript(request)
 
 
 async def create_transcript(request: Request) -> Response:

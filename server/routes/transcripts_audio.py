@@ -15,15 +15,15 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from protocol import Error, Status
-from server.audio_limits import refuse_declared
-from server.auth import principal
-from server.errors import ApiError, error_response
-from server.live import RECORDING
-from server.openapi import Param, document
-from server.rest import rest_of
-from server.routes.common import services
+from server.http.audio_limits import refuse_declared
+from server.http.errors import ApiError, error_response
+from server.http.openapi import Param, document
+from server.http.uploads import MEDIA_TYPES, Received, channel_options, probe_upload, receive_audio
+from server.http.visibility import visible_transcript
+from server.pipeline import lifecycle
+from server.pipeline.recordings import RECORDING
+from server.routes.common import rest_of, services
 from server.storage import TranscriptNotFound
-from server.uploads import MEDIA_TYPES, Received, channel_options, probe_upload, receive_audio
 
 TAG = "transcript audio"
 _receiving: set[str] = set()  # transcripts with an upload in flight (one at a time each)
@@ -56,19 +56,13 @@ class UploadAccepted(BaseModel):
 
 
 async def load_visible(request: Request) -> dict[str, Any]:
-    row = await services(request).store.get_transcript(request.path_params["transcript_id"])
-    if row is None or not principal(request).can_see(row.get("owner")):
-        raise ApiError(404, "transcript not found", "TRANSCRIPT_NOT_FOUND")
-    return row
+    return await visible_transcript(request)
 
 
 async def _mark_failed(request: Request, row: dict[str, Any], message: str) -> None:
     svc = services(request)
-    meta = dict(row.get("meta") or {})
-    meta["error"] = message
-    await svc.store.update_transcript(row["id"], status="failed", meta=meta)
     await svc.hub.publish(row["id"], Error(code="AUDIO_FORMAT_ERROR", message=message, recoverable=False))
-    await svc.hub.publish(row["id"], Status(status="failed", stage="transcription", message=message))
+    await lifecycle.fail(svc, row["id"], message)
 
 
 async def upload(request: Request) -> Response:
@@ -120,9 +114,8 @@ async def _accept(request: Request, row: dict[str, Any], received: Received, inf
     except TranscriptNotFound:  # deleted while the body was arriving
         await asyncio.to_thread(shutil.rmtree, svc.audio_dir(tid), True)
         raise ApiError(404, "transcript not found", "TRANSCRIPT_NOT_FOUND") from None
-    meta = {k: v for k, v in (row.get("meta") or {}).items() if k != "error"}
-    meta["upload"] = upload_info.model_dump()
-    await store.update_transcript(tid, status="processing", meta=meta)
+    await store.merge_transcript_meta(tid, {"error": None, "upload": upload_info.model_dump()})
+    await store.update_transcript(tid, status="processing")
     await svc.hub.publish(tid, Status(status="processing", stage="transcription", progress=0.0,
                                       message="upload received; queued for transcription"))
     rest.work.submit(chunk["id"])

@@ -1,7 +1,7 @@
 """``/api/projects/{project_id}/webhooks``: a project's webhook endpoints and their delivery logs.
 
 Scope ``projects:admin`` in private mode (every ``/api/projects`` route), and only the project's owner sees
-them. What is sent, and how, is :mod:`server.webhooks`.
+them. What is sent, and how, is :mod:`server.features.webhooks`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.errors import ApiError
-from server.openapi import Param, document, page_params
-from server.outbound import OutboundGuard, OutboundRefused
+from server.features.webhooks import EVENTS, SIGNATURE_HEADER, TIMESTAMP_HEADER, send_test
+from server.http.errors import ApiError
+from server.http.openapi import Param, document, page_params
+from server.http.outbound import OutboundGuard, OutboundRefused
 from server.routes.common import int_param, json_body, page_of, services
 from server.routes.projects import load_project
 from server.storage.base import DELIVERY_STATUSES
-from server.webhooks import EVENTS, SIGNATURE_HEADER, TIMESTAMP_HEADER, send_test
 
 TAG = "webhooks"
 Event = Literal["conversation.transcribed", "conversation.summarized", "report.generated"]

@@ -7,6 +7,7 @@ hub never see a backend's types. Words and other nested data are JSON.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -44,8 +45,13 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def isoformat(instant: datetime) -> str:
+    """The one text form of a record time callers see: UTC, milliseconds, ``Z``."""
+    return instant.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def utcnow() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return isoformat(datetime.now(UTC))
 
 
 class Store(Protocol):
@@ -64,6 +70,17 @@ class Store(Protocol):
         """Newest first. ``owner``: ANY (no filter), a user, or None (rows without an owner)."""
 
     async def update_transcript(self, transcript_id: str, **fields: Any) -> dict[str, Any] | None: ...
+
+    async def edit_transcript_meta(self, transcript_id: str, change: Callable[[dict[str, Any]], dict[str, Any]],
+                                   **fields: Any) -> dict[str, Any] | None:
+        """Replace the transcript's ``meta`` by ``change(meta)`` atomically (with ``fields`` set in the same write)
+        and return the updated row; None when there is no such transcript. ``change`` runs inside the write
+        (keep it pure and quick): concurrent edits never lose each other's changes, where a read-modify-write
+        through :meth:`update_transcript` would."""
+
+    async def merge_transcript_meta(self, transcript_id: str, patch: dict[str, Any], **fields: Any
+                                    ) -> dict[str, Any] | None:
+        """:meth:`edit_transcript_meta` with a shallow merge of ``patch`` (a key set to None is removed)."""
 
     async def delete_transcript(self, transcript_id: str) -> bool: ...
 

@@ -1,0 +1,65 @@
+"""ASR backends: the window-decoding interface the inference loop drives, and the one place a backend is made.
+
+``base`` holds the interface (:class:`AsrBackend` and the request/result shapes); each backend lives in a module
+of its own and loads its libraries (and model) only when it is made, so choosing one never loads another's.
+``streaming`` describes recognizers that endpoint themselves (a different shape, not driven by the loop).
+The server turns its settings into a :class:`BackendConfig`; nothing here reads the server's settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from asr.backends.base import LOOP_COMPRESSION_RATIO, AsrBackend, DecodedWord, DecodeRequest, DecodeResult
+from asr.backends.faster_whisper import BUNDLED_MODEL, FasterWhisperBackend
+
+__all__ = [
+    "BACKENDS",
+    "LOOP_COMPRESSION_RATIO",
+    "AsrBackend",
+    "BackendConfig",
+    "DecodeRequest",
+    "DecodeResult",
+    "DecodedWord",
+    "make_backend",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """What a backend is built from; the defaults are faster-whisper's own (the bundled model on one CPU lane)."""
+
+    name: str = "faster-whisper"
+    model: str = BUNDLED_MODEL
+    device: str = "cpu"
+    device_index: int = 0
+    compute_type: str = "int8"
+    cpu_threads: int = 0  # 0: the library's choice
+    batch_size: int = 1  # most requests one call decodes together
+    beam_size: int = 1
+    hurried_pad_s: float = 10.0  # silence encoded after a hurried window (see DecodeRequest.hurried)
+    lanes: int = 1  # decodes that may run at once, each from its own thread
+
+
+def _faster_whisper(config: BackendConfig) -> AsrBackend:
+    return FasterWhisperBackend(
+        model=config.model, device=config.device, compute_type=config.compute_type,
+        cpu_threads=config.cpu_threads, batch_size=config.batch_size, beam_size=config.beam_size,
+        device_index=config.device_index, hurried_pad_s=config.hurried_pad_s, lanes=config.lanes)
+
+
+BACKENDS: dict[str, Callable[[BackendConfig], AsrBackend]] = {"faster-whisper": _faster_whisper}
+"""Backend name -> its builder (``VOXLANE_*`` settings pick the name; a new backend adds one entry)."""
+
+
+def make_backend(config: BackendConfig) -> AsrBackend:
+    """The backend ``config.name`` names, loaded (its model too: this may take seconds; call it off the loop).
+
+    Raises ``ValueError`` for a name no backend has, and whatever the backend raises when its model cannot be
+    loaded (faster-whisper: ``ModelNotFound``)."""
+    try:
+        build = BACKENDS[config.name]
+    except KeyError:
+        raise ValueError(f"unknown ASR backend {config.name!r}; known: {', '.join(sorted(BACKENDS))}") from None
+    return build(config)

@@ -1,0 +1,231 @@
+"""``voxlane bench``: stream N real-speech files at once, at real-time pace, to a running server.
+
+Prints one row per N and writes every figure as JSON, so a user learns what their
+machine sustains and a change can be compared with the last run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from server.cli.bench import SHARED_AUDIO
+from server.cli.bench.metrics import fmt, level_figures, wer_counts
+from server.cli.bench.process import ProcessSampler, find_server_pid
+from server.cli.live_client import load_pcm16k, stream_audio
+
+DEFAULT_AUDIO = SHARED_AUDIO
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
+    p.add_argument("--audio-dir", default=str(DEFAULT_AUDIO), help="folder with references.json")
+    p.add_argument("--files", nargs="*", help="files relative to the audio dir (default: every single/ file)")
+    p.add_argument("-n", "--concurrency", default="1,4", help="comma-separated stream counts, e.g. 1,2,4")
+    p.add_argument("--limit", type=int, default=0, help="use at most this many files per N (0: all)")
+    p.add_argument("--max-seconds", type=float, default=0, help="cut each file to this length (0: whole)")
+    p.add_argument("--chunk-ms", type=int, default=100)
+    p.add_argument("--token", default=os.environ.get("VOXLANE_TOKEN"))
+    p.add_argument("--server-pid", type=int, default=0, help="sample this process' CPU and RSS (default: by port)")
+    p.add_argument("--offline", action="store_true", help="also transcribe the files offline with the bundled model")
+    p.add_argument("--output", default="bench-results/bench.json")
+    p.add_argument("--label", default="", help="free text stored in the JSON")
+    p.add_argument("--diarization", default="", metavar="on,off",
+                   help="run every N with speaker diarization on and/or off (per-stream 'start' option), to see"
+                        " its cost (default: the server's setting)")
+    p.add_argument("--der", action="store_true",
+                   help="instead: stream the multi-speaker files and score diarization (DER) against their RTTMs")
+    p.add_argument("--der-concurrency", type=int, default=2, help="multi-speaker files streamed at once")
+    p.add_argument("--replay", action="store_true",
+                   help="no server: run the live pipeline in this process on a simulated clock, every window decoded"
+                        " by the real model but taking --decode-cost seconds; reproducible to the word, for"
+                        " comparing settings (VOXLANE_* variables and --set apply)")
+    p.add_argument("--decode-cost", default="0.3,0.015", metavar="FIXED,PER_SECOND",
+                   help="replay: modelled seconds per decode, plus per second of window (default: a 2-core CPU)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="replay: override a stream setting (asr.session.StreamConfig field), e.g. settle_s=2")
+    p.add_argument("--with-upload", default="", metavar="SECONDS|FILE",
+                   help="upload this much real speech (or this file) while each level runs, to see its cost")
+    p.add_argument("--hostile", action="store_true",
+                   help="instead: one client sends hostile frames and bodies while another times /health (p50/p99)")
+    p.add_argument("--duration-s", type=float, default=20, help="hostile: seconds of attack")
+    p.add_argument("--quiet-s", type=float, default=3, help="hostile: seconds of /health timing before the attack")
+    p.add_argument("--frame-mb", type=float, default=8, help="hostile: size of the huge WebSocket frames")
+    p.add_argument("--overload", type=int, default=0, metavar="STREAMS",
+                   help="instead: start this many live streams (more than the server's capacity), --stagger-s apart;"
+                        " admitted ones' commit latency against --latency-target, refused ones' answers")
+    p.add_argument("--stagger-s", type=float, default=2.0, help="overload: seconds between stream starts")
+    p.add_argument("--latency-target", type=float, default=2.0,
+                   help="overload: the server's VOXLANE_LATENCY_TARGET_S, to compare the admitted streams with")
+    p.add_argument("--soak", type=float, default=0, metavar="MINUTES",
+                   help="instead: one stream this long, real speech between 60-120 s silences, at real time;"
+                        " reports the server's RSS, asyncio tasks and lag over time (leaks, growing lag)")
+    p.add_argument("--soak-speed", type=float, default=1.0, help="soak: x real time (1: real time)")
+    p.add_argument("--soak-sample-s", type=float, default=60.0, help="soak: a sample every this many audio seconds")
+
+
+async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: dict[str, Any],
+                    audio: dict[str, Any], pid: int | None, diarization: bool | None = None) -> dict[str, Any]:
+    # every file is streamed once; N slots stay busy until the list runs out (files repeat when N > files)
+    chosen = files if n <= len(files) else [files[i % len(files)] for i in range(n)]
+    queue = list(enumerate(chosen))
+    records: list[Any] = [None] * len(chosen)
+
+    async def slot() -> None:
+        while queue:
+            i, f = queue.pop(0)
+            records[i] = await stream_audio(args.url, audio[f], name=f"bench N={n} {Path(f).stem}",
+                                            chunk_ms=args.chunk_ms, token=args.token, settle_s=120,
+                                            start_params=None if diarization is None else {"diarization": diarization})
+
+    upload = None
+    if args.with_upload:
+        from server.cli.bench.upload import start_background_upload
+
+        spec = args.with_upload
+        upload = await (start_background_upload(args.url, args.token, seconds=float(spec)) if spec.isdigit()
+                        else start_background_upload(args.url, args.token, path=spec))
+        for _ in range(3000):  # the upload itself takes a moment: measure once it is being transcribed
+            if upload.upload_run.status != "starting":  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.2)
+    with ProcessSampler(pid) as sampler:
+        await asyncio.gather(*(slot() for _ in range(n)))
+    upload_info = None
+    if upload is not None:
+        upload_info = upload.upload_run.as_dict()  # type: ignore[attr-defined]
+        upload.cancel()
+        await asyncio.gather(upload, return_exceptions=True)
+    return {**level_figures(n, chosen, records, refs, args.max_seconds), "diarization": diarization,
+            **sampler.summary(), "background_upload": upload_info}
+
+
+def offline_wer(audio_dir: Path, files: list[str], refs: dict[str, Any], audio: dict[str, Any]) -> dict[str, Any]:
+    from asr.backends import DecodeRequest
+    from asr.backends.faster_whisper import FasterWhisperBackend
+
+    backend = FasterWhisperBackend(cpu_threads=os.cpu_count() or 1)
+    errors = words = 0
+    per = {}
+    for f in files:
+        # the same model and decoding options over the whole file, with faster-whisper's own long-form
+        # transcription: no streaming, no windows cut at pauses
+        res = backend.transcribe_long(DecodeRequest(audio[f]))
+        e, w = wer_counts(refs[f]["text"], "".join(w.text for w in res.words))
+        per[f] = round(e / w, 4) if w else None
+        errors, words = errors + e, words + w
+    return {"wer": round(errors / words, 4) if words else None, "per_file": per}
+
+
+def run(args: argparse.Namespace) -> int:
+    audio_dir = Path(args.audio_dir)
+    if args.der:
+        return run_der_command(args, audio_dir)
+    if args.hostile:
+        from server.cli.bench.hostile import hostile_rows, print_answers, run_hostile
+
+        result = run_hostile(args)
+        print_rows(*hostile_rows(result))
+        print_answers(result)
+        write_result(args.output, result)
+        return 0
+    refs_path = audio_dir / "references.json"
+    refs = json.loads(refs_path.read_text()) if refs_path.exists() else {}
+    if args.soak:
+        from server.cli.bench.soak import run_soak_command, soak_rows
+
+        result = run_soak_command(args, audio_dir, refs)
+        print_rows(*soak_rows(result))
+        write_result(args.output, result)
+        return 0
+    files = args.files or sorted(k for k in refs if k.startswith("single/"))
+    if args.limit:
+        files = files[: args.limit]
+    if not files:
+        print("voxlane bench: no audio files (give --audio-dir or --files)", file=sys.stderr)
+        return 2
+    audio = {}
+    for f in files:
+        a = load_pcm16k(audio_dir / f)
+        audio[f] = a[: int(args.max_seconds * 16000)] if args.max_seconds else a
+    if args.overload:
+        from server.cli.bench.overload import overload_rows, run_overload
+
+        result = asyncio.run(run_overload(args, files, refs, audio))
+        print_rows(*overload_rows(result))
+        write_result(args.output, result)
+        return 0
+    levels = [int(x) for x in str(args.concurrency).split(",") if x.strip()]
+    if args.replay:
+        from server.cli.bench.replay import run_replay
+
+        result = run_replay(args, levels, files, refs, audio)
+    else:
+        result = run_live(args, levels, files, refs, audio)
+    if args.offline:
+        result["offline"] = offline_wer(audio_dir, files, refs, audio)
+    print_table(result)
+    write_result(args.output, result)
+    return 0
+
+
+def run_live(args: argparse.Namespace, levels: list[int], files: list[str], refs: dict[str, Any],
+             audio: dict[str, Any]) -> dict[str, Any]:
+    """Every level streamed to the running server (with and without diarization when asked)."""
+    pid = args.server_pid or find_server_pid(args.url)
+    result: dict[str, Any] = {"url": args.url, "label": args.label, "started": time.time(), "server_pid": pid,
+                              "cpu_count": os.cpu_count(), "levels": []}
+    modes = [{"on": True, "off": False}[m.strip()] for m in args.diarization.split(",") if m.strip()] or [None]
+    for n, mode in ((n, m) for n in levels for m in modes):
+        level = asyncio.run(run_level(args, n, files, refs, audio, pid, mode))
+        result["levels"].append(level)
+        print(f"N={n} diarization {fmt(mode)}: WER {fmt(level['wer'], 4)}, commit p50/p95 "
+              f"{fmt(level['commit_latency_p50'])}/"
+              f"{fmt(level['commit_latency_p95'])} s, segment final p50/p95 "
+              f"{fmt(level['segment_final_latency_p50'])}/{fmt(level['segment_final_latency_p95'])} s", file=sys.stderr)
+    return result
+
+
+def run_der_command(args: argparse.Namespace, audio_dir: Path) -> int:
+    from server.cli.bench.diarization import der_rows, run_der
+
+    result = asyncio.run(run_der(args.url, audio_dir, args.token, args.der_concurrency))
+    result.update(url=args.url, label=args.label, started=time.time())
+    print_rows(*der_rows(result))
+    write_result(args.output, result)
+    return 0
+
+
+def write_result(path: str, result: dict[str, Any]) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"\nwrote {out}")
+
+
+def print_rows(cols: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        print("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)))
+
+
+def print_table(result: dict[str, Any]) -> None:
+    cols = ["N", "diarization", "first partial s", "commit p50", "commit p95", "seg final p50", "seg final p95",
+            "final p50", "final p95", "WER",
+            "lag max s", "lag growth s/s", "CPU avg %", "RSS max MB"]
+    rows = [[str(lv["n"]), {True: "on", False: "off"}.get(lv.get("diarization"), "server"),
+             fmt(lv["first_partial_s_p50"]), fmt(lv["commit_latency_p50"]),
+             fmt(lv["commit_latency_p95"]), fmt(lv.get("segment_final_latency_p50")),
+             fmt(lv.get("segment_final_latency_p95")), fmt(lv["final_latency_p50"]), fmt(lv["final_latency_p95"]),
+             fmt(lv["wer"], 4), fmt(lv["lag_max_s"]), fmt(lv["lag_growth_s_per_s"], 3), fmt(lv["cpu_avg_percent"], 0),
+             fmt(lv["rss_max_mb"], 0)] for lv in result["levels"]]
+    print_rows(cols, rows)
+    if "offline" in result:
+        print(f"offline WER (same model, whole file): {fmt(result['offline']['wer'], 4)}")

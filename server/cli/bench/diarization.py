@@ -1,0 +1,129 @@
+"""``voxlane bench --der``: diarization error rate of live streams against reference RTTMs.
+
+Every mono multi-speaker file with an RTTM is streamed at real-time pace to a
+running server. Three hypotheses are scored with ``pyannote.metrics`` (collar
+0.25 s, overlapped speech excluded):
+
+- *first*: each turn's label as first sent (no correction applied);
+- *live*: the turns with every correction received while the stream was live;
+- *offline*: the turns the server stored after the end-of-stream re-clustering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from server.cli.live_client import StreamRecord, load_pcm16k, stream_audio
+
+GRID = 0.01  # seconds per timeline cell
+
+
+def reference(path: Path):
+    from pyannote.core import Annotation, Segment
+
+    ann = Annotation(uri=path.stem)
+    for line in path.read_text().splitlines():
+        p = line.split()
+        if len(p) >= 8 and p[0] == "SPEAKER":
+            ann[Segment(float(p[3]), float(p[3]) + float(p[4]))] = p[7]
+    return ann
+
+
+def timeline(turns: list[tuple[float, float, str]], duration: float):
+    """Later turns overwrite earlier ones over their range (that is what a correction means)."""
+    from pyannote.core import Annotation, Segment
+
+    cells = np.full(int(duration / GRID) + 2, "", dtype=object)
+    for start, end, who in turns:
+        cells[int(round(start / GRID)):int(round(end / GRID))] = who
+    ann = Annotation()
+    i = 0
+    while i < len(cells):
+        if cells[i]:
+            j = i
+            while j + 1 < len(cells) and cells[j + 1] == cells[i]:
+                j += 1
+            ann[Segment(i * GRID, (j + 1) * GRID)] = cells[i]
+            i = j + 1
+        else:
+            i += 1
+    return ann
+
+
+def message_turns(rec: StreamRecord, corrections: bool, before: float | None = None) -> list[tuple]:
+    out = []
+    for r in rec.of_type("diarization"):
+        d = r.data
+        if d.get("segment_ids"):
+            continue  # segment relabels: the turn messages carry the timeline
+        if d.get("correction") and (not corrections or (before is not None and r.t > before)):
+            continue
+        out.append((d["start_time"], d["end_time"], d["speaker_id"]))
+    return out
+
+
+def der(ref, hyp) -> float:
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(DiarizationErrorRate(collar=0.25, skip_overlap=True)(ref, hyp))
+
+
+async def run_der(url: str, audio_dir: Path, token: str | None, concurrency: int) -> dict[str, Any]:
+    refs = json.loads((audio_dir / "references.json").read_text())
+    files = sorted(f for f, r in refs.items() if f.startswith("multi/") and int(r.get("channels") or 1) == 1
+                   and (audio_dir / "rttm" / f"{Path(f).stem}.rttm").exists())
+    queue = list(files)
+    rows: dict[str, dict[str, Any]] = {}
+
+    async def one(f: str) -> None:
+        audio = load_pcm16k(audio_dir / f)
+        rec = await stream_audio(url, audio, name=f"der {Path(f).stem}", token=token, settle_s=180,
+                                 start_params={"diarization": True})
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+            stored = (await client.get(f"/v1/transcripts/{rec.transcript_id}/speakers")).json()
+        ref = reference(audio_dir / "rttm" / f"{Path(f).stem}.rttm")
+        dur = rec.audio_seconds
+        first = timeline(message_turns(rec, corrections=False), dur)
+        live = timeline(message_turns(rec, corrections=True, before=rec.stopped), dur)
+        offline = timeline([(t["start"], t["end"], t["speaker_id"]) for t in stored.get("turns", [])], dur)
+        rows[f] = {"file": f, "ref_speakers": len(ref.labels()),
+                   "der_first": round(der(ref, first), 4), "der_live": round(der(ref, live), 4),
+                   "der_offline": round(der(ref, offline), 4),
+                   "speakers_live": len(live.labels()), "speakers_offline": len(offline.labels()),
+                   "corrections": sum(1 for r in rec.of_type("diarization") if r.data.get("correction")),
+                   "transcript_id": rec.transcript_id}
+        print(f"  {Path(f).stem}: DER live {rows[f]['der_live']:.3f} offline {rows[f]['der_offline']:.3f}",
+              file=sys.stderr)
+
+    async def slot() -> None:
+        while queue:
+            await one(queue.pop(0))
+
+    await asyncio.gather(*(slot() for _ in range(max(1, concurrency))))
+    ordered = [rows[f] for f in files]
+    ami = [r for r in ordered if "ami_" in r["file"]]
+    summary = {k: round(float(np.mean([r[k] for r in ami])), 4) for k in ("der_first", "der_live", "der_offline")}
+    return {"files": ordered, "ami_average": summary}
+
+
+def der_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The DER table: one row per file, then the AMI average."""
+    cols = ["file", "speakers ref", "live", "offline", "DER first", "DER live", "DER offline", "corrections"]
+    rows = [[Path(r["file"]).stem, str(r["ref_speakers"]), str(r["speakers_live"]), str(r["speakers_offline"]),
+             f"{r['der_first']:.3f}", f"{r['der_live']:.3f}", f"{r['der_offline']:.3f}", str(r["corrections"])]
+            for r in result["files"]]
+    avg = result["ami_average"]
+    rows.append(["AMI average", "", "", "", f"{avg['der_first']:.3f}", f"{avg['der_live']:.3f}",
+                 f"{avg['der_offline']:.3f}", ""])
+    return cols, rows

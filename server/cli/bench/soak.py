@@ -1,0 +1,190 @@
+"""``voxlane bench --soak MINUTES``: one long live stream of real speech between long silences, and how the server
+holds up over it: RSS, asyncio task count and ``lag_seconds`` sampled over time, so a leak or a growing lag
+shows as a trend rather than a number. The long-session test drives the same stream faster than real time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+import websockets
+
+from media import float_to_s16
+from server.cli.live_client import create_transcript, load_pcm16k, ws_url
+
+RATE = 16000
+NOISE_RMS = 10 ** (-60 / 20)  # low room noise in the silences (about -60 dBFS), not digital zero
+
+
+@dataclass
+class Piece:
+    """One stretch of the program: a speech clip (its file and reference text) or a silence."""
+
+    start: float
+    seconds: float
+    file: str | None = None
+    text: str = ""
+
+
+def soak_program(refs: dict[str, Any], minutes: float, files: list[str] | None = None, silence_s: tuple[float, float]
+                 = (60.0, 120.0), seed: int = 7) -> list[Piece]:
+    """Speech clips (single-speaker files, in turn) each followed by a silence drawn from ``silence_s``, until the
+    program lasts ``minutes``; it ends on a silence."""
+    rng = np.random.default_rng(seed)
+    files = files or sorted(k for k in refs if k.startswith("single/"))
+    total = minutes * 60
+    out: list[Piece] = []
+    t = 0.0
+    i = 0
+    while True:
+        f = files[i % len(files)]
+        i += 1
+        dur = float(refs[f]["duration_s"])
+        gap = float(rng.uniform(*silence_s))
+        if t + dur + 1 > total:
+            break
+        out.append(Piece(t, dur, f, refs[f].get("text", "")))
+        t += dur
+        gap = min(gap, total - t)
+        out.append(Piece(t, gap))
+        t += gap
+    return out
+
+
+def program_chunks(program: list[Piece], audio_dir: Path, chunk_ms: int = 100, seed: int = 7) -> Iterator[np.ndarray]:
+    """The program's audio, ``chunk_ms`` at a time, made as it is sent (an hour is never held in memory)."""
+    rng = np.random.default_rng(seed)
+    step = RATE * chunk_ms // 1000
+    cache: dict[str, np.ndarray] = {}
+    for piece in program:
+        if piece.file is not None:
+            clip = cache.get(piece.file)
+            if clip is None:
+                clip = cache[piece.file] = load_pcm16k(audio_dir / piece.file)
+            for i in range(0, len(clip), step):
+                yield clip[i:i + step]
+        else:
+            n = int(round(piece.seconds * RATE))
+            for i in range(0, n, step):
+                yield (rng.standard_normal(min(step, n - i)) * NOISE_RMS).astype(np.float32)
+
+
+@dataclass
+class SoakRecord:
+    transcript_id: str
+    samples: list[dict[str, Any]] = field(default_factory=list)  # over time: audio_s, wall_s, rss_mb, tasks, lag
+    finals: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    completed: bool = False
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+
+async def soak_stream(url: str, program: list[Piece], audio_dir: Path, *, speed: float = 1.0,
+                      sample_every_s: float = 30.0, pid: int | None = None, token: str | None = None,
+                      chunk_ms: int = 100, settle_s: float = 300.0) -> SoakRecord:
+    """Stream the program at ``speed`` x real time; every ``sample_every_s`` of audio, note the server's RSS
+    (psutil on ``pid``, else /health), its asyncio task count (/health?verbose=1) and the latest lag."""
+    tid = await create_transcript(url, "soak", token)
+    rec = SoakRecord(tid)
+    proc = psutil.Process(pid) if pid else None
+    lag = {"now": 0.0, "max": 0.0}
+    done = asyncio.Event()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with websockets.connect(ws_url(url, tid, token), max_size=None) as ws, \
+            httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+        async def reader() -> None:
+            async for raw in ws:
+                msg = json.loads(raw)
+                data = msg["data"]
+                if msg["type"] == "transcription" and data["is_final"]:
+                    rec.finals.append(data)
+                elif msg["type"] == "error":
+                    rec.errors.append(data)
+                elif msg["type"] == "status":
+                    if data.get("lag_seconds") is not None and data["status"] == "processing":
+                        lag["now"] = data["lag_seconds"]
+                        lag["max"] = max(lag["max"], data["lag_seconds"])
+                    if data.get("message") == "transcript complete":
+                        rec.completed = True
+                        done.set()
+
+        async def sample(audio_s: float) -> None:
+            health = (await http.get("/health", params={"verbose": "1"})).json()
+            rss = proc.memory_info().rss / 2**20 if proc is not None else health.get("rss_mb")
+            rec.samples.append({"audio_s": round(audio_s, 1), "wall_s": round(time.monotonic() - t0, 1),
+                                "rss_mb": round(rss, 1) if rss is not None else None, "tasks": health.get("tasks"),
+                                "lag_s": lag["now"], "lag_max_s": lag["max"]})
+            lag["max"] = lag["now"]
+
+        task = asyncio.create_task(reader())
+        await ws.send(json.dumps({"action": "start", "params": {"format": "pcm_s16le", "sample_rate": RATE}}))
+        t0 = time.monotonic()
+        sent = 0.0
+        next_sample = 0.0
+        for chunk in program_chunks(program, audio_dir, chunk_ms):
+            if sent >= next_sample:
+                await sample(sent)
+                next_sample += sample_every_s
+            delay = t0 + sent / speed - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await ws.send(float_to_s16(chunk))
+            sent += len(chunk) / RATE
+        await sample(sent)
+        await ws.send(json.dumps({"action": "stop"}))
+        try:
+            await asyncio.wait_for(done.wait(), settle_s)
+        except TimeoutError:
+            pass
+        rec.audio_seconds = sent
+        rec.wall_seconds = time.monotonic() - t0
+        await sample(sent)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return rec
+
+
+def run_soak_command(args: argparse.Namespace, audio_dir: Path, refs: dict[str, Any]) -> dict[str, Any]:
+    """``voxlane bench --soak MINUTES``: real time, one stream; the caller prints and writes the result."""
+    from server.cli.bench.process import find_server_pid
+
+    program = soak_program(refs, args.soak, args.files or None)
+    pid = args.server_pid or find_server_pid(args.url)
+    rec = asyncio.run(soak_stream(args.url, program, audio_dir, speed=args.soak_speed, pid=pid, token=args.token,
+                                  sample_every_s=args.soak_sample_s, chunk_ms=args.chunk_ms))
+    return {"mode": "soak", "url": args.url, "label": args.label, "started": time.time(), "server_pid": pid,
+            "minutes": args.soak, "speed": args.soak_speed, "transcript_id": rec.transcript_id,
+            "audio_seconds": round(rec.audio_seconds, 1), "wall_seconds": round(rec.wall_seconds, 1),
+            "completed": rec.completed, "errors": rec.errors, "speech_clips": sum(p.file is not None for p in program),
+            "finals": len(rec.finals), "samples": rec.samples, **soak_trend(rec.samples)}
+
+
+def soak_trend(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """First against last: what grew over the run (after the first sample, which is before any audio)."""
+    body = [s for s in samples[1:] if s["rss_mb"] is not None] or samples
+    if not body:
+        return {}
+    first, last = body[0], body[-1]
+    return {"rss_growth_mb": round(last["rss_mb"] - first["rss_mb"], 1) if first["rss_mb"] is not None else None,
+            "task_growth": (last["tasks"] - first["tasks"]) if first["tasks"] is not None else None,
+            "lag_max_s": max(s["lag_max_s"] for s in samples)}
+
+
+def soak_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    from server.cli.bench.metrics import fmt
+
+    cols = ["audio min", "wall s", "RSS MB", "tasks", "lag s", "lag max s"]
+    rows = [[fmt(s["audio_s"] / 60, 1), fmt(s["wall_s"], 0), fmt(s["rss_mb"], 0), fmt(s["tasks"]),
+             fmt(s["lag_s"]), fmt(s["lag_max_s"])] for s in result["samples"]]
+    return cols, rows

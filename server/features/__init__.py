@@ -1,0 +1,1 @@
+"""What the server does with a transcript besides live transcription."""

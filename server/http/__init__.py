@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by the routes: auth, errors, OpenAPI, uploads, limits, outbound calls."""

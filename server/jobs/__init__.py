@@ -1,0 +1,1 @@
+"""Recorded files (uploads, kiosk chunks, jobs): one durable queue through the inference loop."""

@@ -1,0 +1,218 @@
+"""Recorded audio (uploads, kiosk chunks, jobs) through the same session pipeline as live audio.
+
+The file is decoded in blocks and fed faster than real time to a file-mode
+``StreamSession`` at ``BULK`` priority, so the inference loop serves live
+streams first; backpressure keeps at most a couple of segments waiting, so a
+long upload never sits in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from asr.inference import Priority
+from asr.session import StreamSession
+from media import SAMPLE_RATE, AudioTooLong, DecodeError, WavAppender, iter_decode_file, probe_file
+from protocol import Error, Status, Transcription
+from protocol.messages import StatusValue
+from server.http.audio_limits import AUDIO_TOO_LONG, claims_too_long, too_long_message
+from server.pipeline.channels import channel_participants
+from server.pipeline.configs import stream_config
+from server.pipeline.convert import wire_emit
+from server.pipeline.recordings import audio_file_name
+from server.pipeline.speaker_relay import LiveSpeakers, live_speakers, settle_speakers
+
+if TYPE_CHECKING:
+    from server.services import Services
+
+log = logging.getLogger("voxlane.files")
+BLOCK_SECONDS = 10.0
+
+
+@dataclass
+class FileResult:
+    duration: float
+    segments: int
+    error: str | None = None
+    limit_seconds: float | None = None
+    """Set when the file was refused for passing its ``max_seconds`` (``error`` says so)."""
+
+
+async def transcribe_file(services: Services, transcript_id: str, path: str | Path, *, offset: float = 0.0,
+                          speaker: str | None = None, participant_id: str | None = None,
+                          emit: Callable[[Transcription], Awaitable[None]] | None = None,
+                          on_progress: Callable[[float, float], Awaitable[None]] | None = None,
+                          publish_status: bool = True, language: str | None = None,
+                          prompt: str | None = None, split_channels: bool = False,
+                          channel_names: list[str] | None = None, diarize: bool = False,
+                          max_seconds: float | None = None) -> FileResult:
+    """Transcribe one file into ``transcript_id``; finals are stored and broadcast like live ones.
+
+    ``offset`` places the file on the transcript's timeline (kiosk chunks); ``prompt`` is context for the
+    first segment. With ``split_channels`` every channel is its own participant (``channel-1`` ..., named from
+    ``channel_names`` or ``Channel 1`` ...) with its own session and its own audio file, as a live split stream
+    has. ``diarize`` labels the speakers of a mixed file (not of a participant's or a channel's audio), as a
+    live mixed stream is labelled, and stores its turns. Raises nothing for bad audio: the result carries
+    the error and subscribers get ``error`` + ``status failed``.
+
+    ``max_seconds`` is the caller's limit on the file's length, counted from the decoded audio (a header that
+    understates it is not trusted): decoding stops there and the result is an error with ``limit_seconds``,
+    having fed the model no more than the limit. A header that already admits more is refused undecoded.
+    """
+    hub = services.hub
+
+    async def status(state: StatusValue, progress: float | None, message: str) -> None:
+        if publish_status:
+            await hub.publish(transcript_id, Status(status=state, stage="transcription", progress=progress,
+                                                    message=message, participant_id=participant_id))
+
+    try:
+        info = await asyncio.to_thread(probe_file, path)
+    except DecodeError as exc:
+        await _fail(services, transcript_id, str(exc), publish_status, participant_id)
+        return FileResult(0.0, 0, str(exc))
+    if max_seconds is not None and claims_too_long(info, max_seconds):
+        return await _too_long(services, transcript_id, max_seconds, 0.0, 0, publish_status, participant_id)
+    total = float(info.get("duration") or 0.0)
+    config = stream_config(services.settings, Priority.BULK)
+    config.live = False
+    config.language = language or config.language
+    config.initial_prompt = prompt or ""
+    width = max(1, int(info.get("channels") or 1)) if split_channels else None
+    people: list[tuple[str | int | None, str | None]] = (
+        [(p.id, p.name) for p in channel_participants(width, channel_names)] if width else [(participant_id, speaker)])
+    deliver = emit or (lambda m: hub.publish(transcript_id, m))
+    speakers: LiveSpeakers | None = None
+    if diarize and not width and participant_id is None and speaker is None:
+        speakers = live_speakers(services, transcript_id, offset)
+        deliver = speakers.relay(deliver)
+    sessions = [StreamSession(engine=services.engine, vad_model=services.vad_model,
+                              emit=wire_emit(deliver), config=replace(config), offset=offset, speaker=name,
+                              participant_id=pid, listener=speakers) for pid, name in people]
+    wavs = await asyncio.to_thread(_channel_files, services, transcript_id, people) if width else []
+    for session in sessions:
+        session.start()
+    if width:
+        await _record_channels(services, transcript_id, people, "join", offset)
+    await status("processing", 0.0, "transcribing")
+    blocks = iter_decode_file(path, chunk_seconds=BLOCK_SECONDS, split_channels=width, max_seconds=max_seconds)
+    fed = 0.0
+    try:
+        while True:
+            block = await asyncio.to_thread(next, blocks, None)
+            if block is None:
+                break
+            tracks = [block] if not width else [np.ascontiguousarray(block[:, i]) for i in range(width)]
+            for session, samples in zip(sessions, tracks, strict=True):
+                session.feed(samples)
+            if wavs:
+                await asyncio.to_thread(_append, wavs, tracks)
+            fed += len(block) / SAMPLE_RATE
+            for session in sessions:
+                await session.wait_backlog(1)
+            done = min(session.transcribed_until for session in sessions)
+            if on_progress is not None:
+                await on_progress(done, max(total, fed))
+            pct = min(99.0, 100.0 * done / max(total, fed, 1e-6))
+            await status("processing", round(pct, 1), f"transcribed {done:.0f} s of {max(total, fed):.0f} s")
+    except AudioTooLong as exc:
+        await _cancel(sessions, wavs)
+        return await _too_long(services, transcript_id, exc.limit_seconds, fed,
+                               sum(s.segments_emitted for s in sessions), publish_status, participant_id)
+    except DecodeError as exc:
+        await _cancel(sessions, wavs)
+        await _fail(services, transcript_id, str(exc), publish_status, participant_id)
+        return FileResult(fed, sum(s.segments_emitted for s in sessions), str(exc))
+    except asyncio.CancelledError:  # the transcript was deleted, or the server is stopping
+        await _cancel(sessions, wavs)
+        raise
+    await asyncio.gather(*(session.finish(flush_timeout=600.0) for session in sessions))
+    if speakers is not None:
+        await settle_speakers(services, transcript_id, speakers)
+    if wavs:
+        await asyncio.to_thread(_close, wavs)
+        await _record_channels(services, transcript_id, people, "leave", offset + fed)
+    emitted = sum(s.segments_emitted for s in sessions)
+    error = next((s.error for s in sessions if s.error), None)
+    if error:
+        await _fail(services, transcript_id, error, publish_status, participant_id)
+        return FileResult(fed, emitted, error)
+    if on_progress is not None:
+        await on_progress(fed, fed)
+    return FileResult(fed, emitted)
+
+
+def _channel_files(services: Services, transcript_id: str, people: list[tuple[str | int | None, str | None]]
+                   ) -> list[WavAppender]:
+    """Each channel's own recording, started afresh (a retried file rewrites them)."""
+    directory = services.audio_dir(transcript_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = []
+    for pid, _ in people:
+        path = directory / audio_file_name(pid)
+        path.unlink(missing_ok=True)
+        out.append(WavAppender(path))
+    return out
+
+
+def _append(wavs: list[WavAppender], tracks: list[np.ndarray]) -> None:
+    for wav, samples in zip(wavs, tracks, strict=True):
+        wav.append(samples)
+
+
+def _close(wavs: list[WavAppender]) -> None:
+    for wav in wavs:
+        wav.sync()
+        wav.close()
+
+
+async def _cancel(sessions: list[StreamSession], wavs: list[WavAppender]) -> None:
+    await asyncio.gather(*(s.cancel() for s in sessions))
+    await asyncio.to_thread(_close, wavs)
+
+
+async def _record_channels(services: Services, transcript_id: str, people: list[tuple[str | int | None, str | None]],
+                           kind: str, t: float) -> None:
+    """Join (at the start) and leave (at the end) of each channel's participant, as live participants have;
+    a retried file replaces the events an earlier attempt left."""
+    ids = {pid for pid, _ in people}
+    added: list[dict[str, Any]] = []
+    for pid, name in people:
+        event: dict[str, Any] = {"type": kind, "participant_id": pid, "data": {}, "time": round(t, 3)}
+        if kind == "join":
+            event["participant"] = {"id": pid, "name": name}
+        added.append(event)
+
+    def replaced(meta: dict[str, Any]) -> dict[str, Any]:
+        kept = [e for e in meta.get("participant_events") or [] if not (
+            isinstance(e, dict) and e.get("participant_id") in ids and e.get("type") in (kind, "leave"))]
+        meta["participant_events"] = kept + added
+        return meta
+
+    await services.store.edit_transcript_meta(transcript_id, replaced)
+
+
+async def _too_long(services: Services, transcript_id: str, limit: float, fed: float, segments: int,
+                    publish: bool, participant_id: str | None) -> FileResult:
+    message = too_long_message(limit)
+    await _fail(services, transcript_id, message, publish, participant_id, code=AUDIO_TOO_LONG,
+                details={"limit_seconds": limit})
+    return FileResult(fed, segments, message, limit_seconds=limit)
+
+
+async def _fail(services: Services, transcript_id: str, message: str, publish: bool,
+                participant_id: str | None, code: str = "AUDIO_FORMAT_ERROR",
+                details: dict[str, Any] | None = None) -> None:
+    log.warning("transcription of %s failed: %s", transcript_id, message)
+    if publish:
+        await services.hub.publish(transcript_id, Error(code=code, message=message, details=details or {},
+                                                        recoverable=False))
+        await services.hub.publish(transcript_id, Status(status="failed", stage="transcription", message=message,
+                                                         participant_id=participant_id))

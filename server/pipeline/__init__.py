@@ -1,0 +1,1 @@
+"""The live path: ingest streams, channels, sessions, speakers, the hub that stores and publishes."""

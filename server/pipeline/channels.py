@@ -1,0 +1,146 @@
+"""Channel-per-speaker streams: one client stream whose channels are separate people.
+
+A ``start`` with ``split_channels`` decodes the stream once, per channel (no downmix), and feeds each channel to
+its own participant ``Publisher`` (``channel-1`` ... named ``Channel 1`` ... unless the client
+sent ``channel_names``): each has its own session in the shared inference loop, its own audio file and its
+place on the transcript clock, exactly like a meeting bot's participant streams. To the ingest path the group
+looks like one publisher (pause, resume, stop and get_status apply to every channel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING
+
+from media import DecodeError, make_decoder
+from protocol import ErrorCode, Participant, ProtocolError, StartParams, Status
+from protocol.messages import StatusValue
+from server.pipeline.publisher import IngestWorker, Pacer, Publisher
+
+if TYPE_CHECKING:
+    from server.pipeline.transcripts import LiveTranscript
+
+RAW_CHANNEL = "pcm_f32le"
+"""What each channel's publisher is declared as: it is fed decoded 16 kHz samples, never bytes."""
+
+
+def channel_participants(channels: int, names: list[str] | None = None) -> list[Participant]:
+    """``channel-1``/``Channel 1``, ... (a client-given name replaces the default one)."""
+    names = names or []
+    return [Participant(id=f"channel-{i + 1}", name=names[i] if i < len(names) else f"Channel {i + 1}")
+            for i in range(channels)]
+
+
+class SplitStream:
+    """The publisher an ingest path holds for a split stream; it fans the channels out to participant publishers."""
+
+    participant_id = None
+
+    def __init__(self, transcript: LiveTranscript, params: StartParams, decoder) -> None:
+        self.transcript = transcript
+        self.params = params
+        self._decoder = decoder
+        self.channels: list[Publisher] = []
+        self.paused = False
+        self._finished = False
+        self._worker = IngestWorker()  # the group's decoding; each channel takes its samples in on its own
+        self.pacer = Pacer(transcript.services.settings.max_audio_lead_seconds)
+
+    @classmethod
+    async def open(cls, transcript: LiveTranscript, params: StartParams) -> SplitStream:
+        try:
+            decoder = make_decoder(params.format, params.sample_rate, params.channels, split_channels=True)
+        except DecodeError as exc:
+            raise ProtocolError(ErrorCode.AUDIO_FORMAT_ERROR, str(exc), {"format": params.format}) from None
+        group = cls(transcript, params, decoder)
+        offset = None  # every channel starts at the same instant of the transcript clock
+        try:
+            for who in channel_participants(params.channels, params.channel_names):
+                pub = await transcript.add_publisher(StartParams(
+                    format=RAW_CHANNEL, sample_rate=16000, channels=1, participant=who, language=params.language),
+                    offset=offset)
+                offset = pub.session.offset
+                group.channels.append(pub)
+        except BaseException:
+            decoder.close()
+            await asyncio.gather(*(p.finish() for p in group.channels), return_exceptions=True)
+            raise
+        return group
+
+    @property
+    def finished(self) -> bool:
+        return self._finished or all(p.finished for p in self.channels)
+
+    # ------------------------------------------------------------ audio in
+
+    async def feed_bytes(self, data: bytes) -> None:
+        """One client frame, decoded off the event loop; each channel is then taken in by its publisher, and the
+        caller is held while the stream runs beyond its lead on real time (as a single publisher's is)."""
+        if self.finished:
+            return
+        parts = await self._worker.run(self._decode, data)
+        await self._fan_out(parts)
+        await self.pacer.hold(max((len(p) for p in parts), default=0))
+
+    def _decode(self, data: bytes) -> list:
+        """(ingest thread)"""
+        try:
+            return self._decoder.feed_channels(data)
+        except DecodeError as exc:
+            raise ProtocolError(ErrorCode.AUDIO_FORMAT_ERROR, str(exc), {"format": self.params.format},
+                                recoverable=False) from None
+
+    def _flush(self) -> list:
+        """(ingest thread) The decoder's tail, after every frame already accepted."""
+        try:
+            with contextlib.suppress(DecodeError):
+                return self._decoder.flush_channels()
+            return []
+        finally:
+            self._decoder.close()
+
+    async def _fan_out(self, parts) -> None:
+        if parts:
+            await asyncio.gather(*(pub.feed_pcm(samples) for pub, samples in zip(self.channels, parts, strict=True)))
+
+    async def feed_pcm(self, samples) -> None:
+        raise ProtocolError(ErrorCode.AUDIO_FORMAT_ERROR, "a split stream needs its channels: send them as bytes")
+
+    # ------------------------------------------------------------ control
+
+    async def pause(self) -> None:
+        self.paused = True
+        await asyncio.gather(*(p.pause() for p in self.channels))
+
+    async def resume(self) -> None:
+        self.paused = False
+        await asyncio.gather(*(p.resume() for p in self.channels))
+
+    async def finish(self) -> None:
+        """Flush every channel: their finals are stored, then each one's and the transcript's ``completed``."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            await self._fan_out(await self._worker.run(self._flush))
+        finally:
+            self._worker.close()
+        await asyncio.gather(*(p.finish() for p in self.channels))
+
+    async def participant_event(self, params) -> None:
+        """A bot event for one channel's participant: ``data.participant_id`` names it."""
+        pid = (params.data or {}).get("participant_id")
+        pub = next((p for p in self.channels if p.participant_id == pid), None)
+        if pub is None:
+            ids = [p.participant_id for p in self.channels]
+            raise ProtocolError(ErrorCode.INVALID_PARAMS, "this stream is split by channel: set data.participant_id"
+                                f" to one of {', '.join(str(i) for i in ids)}", {"participant_ids": ids})
+        await pub.participant_event(params)
+
+    def status_body(self, status: StatusValue, stage: str | None, message: str) -> Status:
+        lag = max((p.session.lag_seconds for p in self.channels), default=0.0)
+        return Status(status=status, stage=stage, message=message, lag_seconds=round(lag, 3))
+
+    async def publish_status(self, status: StatusValue, stage: str | None, message: str) -> None:
+        await self.transcript.services.hub.publish(self.transcript.id, self.status_body(status, stage, message))

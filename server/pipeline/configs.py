@@ -1,0 +1,41 @@
+"""The live path's settings, turned into the ASR core's configs (the core never reads server settings)."""
+
+from __future__ import annotations
+
+from asr.backends import BackendConfig
+from asr.diarization import DiarizationConfig
+from asr.inference import Priority
+from asr.session import StreamConfig
+from asr.vad import VadConfig
+from server.settings import Settings
+
+
+def stream_config(settings: Settings, priority: Priority = Priority.PARTIAL) -> StreamConfig:
+    min_silence = settings.vad_min_silence_ms / 1000  # a pause shorter than this keeps the utterance going
+    return StreamConfig(
+        vad=VadConfig(threshold=settings.vad_threshold, neg_threshold=max(0.05, settings.vad_threshold - 0.25),
+                      resume_within_s=min_silence),
+        min_silence_s=min_silence,
+        pause_commit_s=settings.pause_commit_ms / 1000,
+        pause_settle_s=settings.pause_settle_ms / 1000,
+        pause_commit_confidence=settings.pause_commit_confidence,
+        min_step_s=settings.min_step_ms / 1000,
+        first_step_s=settings.first_step_ms / 1000,
+        max_segment_s=settings.max_segment_seconds,
+        close_after_s=settings.segment_close_seconds,
+        trim_s=settings.window_seconds,
+        language=settings.language,
+        priority=priority,
+    )
+
+
+def diarization_config(settings: Settings) -> DiarizationConfig:
+    return DiarizationConfig(max_speakers=settings.max_speakers, cluster_threshold=settings.speaker_threshold)
+
+
+def backend_config(settings: Settings) -> BackendConfig:
+    return BackendConfig(
+        model=settings.model, device=settings.device, compute_type=settings.compute_type,
+        cpu_threads=settings.effective_cpu_threads, batch_size=settings.effective_batch_size,
+        beam_size=settings.beam_size, device_index=settings.device_index,
+        hurried_pad_s=settings.hurried_pad_seconds, lanes=settings.effective_parallel_decodes)

@@ -1,0 +1,82 @@
+"""Session events (``asr.events``), wire messages (``protocol``) and stored segment rows: the one place they meet.
+
+A session emits plain values; everything that hands them to a subscriber, a store or a bench record turns
+them into messages here, so a message looks the same whichever path produced it. The values are already in
+transcript time and rounded (the session does both, once): this is a field-for-field copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asr.events import FailureEvent, SegmentEvent, WordEvent
+from protocol import Error, ErrorCode, Transcription, Word
+from protocol.messages import participant_key
+
+
+def word_message(word: WordEvent) -> Word:
+    return Word(text=word.text, start=word.start, end=word.end, probability=word.probability, final=word.final)
+
+
+def segment_message(event: SegmentEvent) -> Transcription:
+    """The ``transcription`` message of a segment reading (its ``timestamp``: now, as it goes out)."""
+    return Transcription(
+        text=event.text,
+        speaker=event.speaker,
+        confidence=event.confidence,
+        segment_id=event.segment_id,
+        is_final=event.is_final,
+        start=event.start,
+        end=event.end,
+        words=[word_message(w) for w in event.words],
+        participant_id=event.participant_id,
+    )
+
+
+def failure_message(event: FailureEvent) -> Error:
+    """A ``TRANSCRIPTION_FAILED`` error; ``details`` names the participant when the stream has one (0 counts)."""
+    details: dict[str, Any] = {"participant_id": event.participant_id} if event.participant_id is not None else {}
+    return Error(code=ErrorCode.TRANSCRIPTION_FAILED.value, message=event.message, details=details,
+                 recoverable=event.recoverable)
+
+
+def wire_emit(deliver: Callable[[Transcription], Awaitable[Any]]) -> Callable[[SegmentEvent], Awaitable[None]]:
+    """A session's ``emit`` that hands ``deliver`` the message of each segment event."""
+
+    async def emit(event: SegmentEvent) -> None:
+        await deliver(segment_message(event))
+
+    return emit
+
+
+def wire_report(deliver: Callable[[Error], Awaitable[Any]]) -> Callable[[FailureEvent], Awaitable[None]]:
+    """A session's ``report`` that hands ``deliver`` the error message of each failure event."""
+
+    async def report(event: FailureEvent) -> None:
+        await deliver(failure_message(event))
+
+    return report
+
+
+def segment_row(msg: Transcription) -> dict[str, Any]:
+    """A final transcription message as it is stored (the REST ``segments`` shape)."""
+    return {
+        "id": msg.segment_id,
+        "text": msg.text,
+        "speaker": msg.speaker,
+        "participant_id": participant_key(msg.participant_id),  # text in the column; readers put back the type
+        "start": msg.start,
+        "end": msg.end,
+        "confidence": msg.confidence,
+        "words": [w.model_dump(mode="json") for w in msg.words],
+    }
+
+
+def stored_message(row: dict[str, Any]) -> Transcription:
+    """A stored segment replayed to a late subscriber, in the live message shape."""
+    return Transcription(
+        text=row["text"], speaker=row.get("speaker"), confidence=row.get("confidence") or 0.0,
+        segment_id=row["id"], is_final=True, start=row["start"], end=row["end"],
+        words=row.get("words") or [], participant_id=row.get("participant_id"),
+    )

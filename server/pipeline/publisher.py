@@ -1,0 +1,293 @@
+"""A publisher: one incoming audio stream (a WebSocket client after ``start``, a WebRTC track, a channel of a
+split stream), the one session pipeline every ingest path feeds.
+
+It decodes to 16 kHz mono off the event loop, appends to the stream's recording on disk, and drives a
+:class:`StreamSession`; finals are synced to disk and stored (by the hub) before subscribers hear them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from asr.session import StreamSession
+from media import SAMPLE_RATE, DecodeError, WavAppender, make_decoder
+from protocol import ErrorCode, ProtocolError, StartParams, Status, Transcription
+from protocol.messages import StatusValue, participant_key
+from server.http.admission import Caller
+from server.pipeline.configs import stream_config
+from server.pipeline.convert import wire_emit, wire_report
+from server.pipeline.disk_full import is_storage_full, storage_full_error
+from server.pipeline.recordings import audio_file_name
+from server.pipeline.speaker_relay import LiveSpeakers, live_speakers, settle_speakers
+
+if TYPE_CHECKING:
+    from server.pipeline.transcripts import LiveTranscript
+
+log = logging.getLogger("voxlane.live")
+T = TypeVar("T")
+
+
+class IngestWorker:
+    """One stream's blocking ingest work (decoding, resampling, VAD, disk writes), off the event loop.
+
+    A frame of audio can cost a second of CPU (an 8 MB frame of 8 kHz PCM is 500 s of audio to resample and
+    run the VAD over); on the event loop that would stall every other stream and request. Calls run on one
+    thread of their own, one at a time, in the order they were made: a stream's audio stays in order, and a
+    caller that goes away (a cancelled connection) neither drops nor reorders work already handed over.
+    """
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voxlane-ingest")
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._executor, fn, *args))
+
+    def close(self) -> None:
+        """No more work (calls already made still run); the thread ends once idle."""
+        self._executor.shutdown(wait=False)
+
+
+class Pacer:
+    """Holds a live stream to real time plus a lead (``VOXLANE_MAX_AUDIO_LEAD_SECONDS``).
+
+    A client may send a backlog (a reconnect, a buffered start) up to ``max_lead`` seconds ahead of the wall
+    clock since its stream started; beyond it :meth:`hold` waits until real time catches up. The ingest path
+    awaits it before reading the next frame, so a client that sends faster than real time is pushed back by
+    TCP instead of filling the server's memory and CPU. 0 turns it off.
+    """
+
+    def __init__(self, max_lead: float) -> None:
+        self.max_lead = max_lead
+        self.started = time.monotonic()
+        self.seconds = 0.0  # audio taken in
+
+    def ahead(self) -> float:
+        """Seconds of audio taken in beyond real time since the start (negative: behind)."""
+        return self.seconds - (time.monotonic() - self.started)
+
+    async def hold(self, samples: int) -> None:
+        """Count ``samples`` (16 kHz) taken in; wait while the stream is beyond its lead."""
+        self.seconds += samples / SAMPLE_RATE
+        if self.max_lead > 0:
+            over = self.ahead() - self.max_lead
+            if over > 0:
+                await asyncio.sleep(over)
+
+
+class Publisher:
+    caller: Caller | None = None  # who opened it, set when admitted: the per-token and per-address caps count it
+
+    def __init__(self, transcript: LiveTranscript, params: StartParams, offset: float) -> None:
+        self.transcript = transcript
+        self.params = params
+        services = transcript.services
+        participant = params.participant
+        self.participant_id = participant.id if participant else None
+        self.speaker = (participant.name or participant_key(participant.id)) if participant else None
+        self._decoder = make_decoder(params.format, params.sample_rate, params.channels)
+        path = services.audio_dir(transcript.id) / audio_file_name(self.participant_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.wav = WavAppender(path)
+        self._publish = functools.partial(services.hub.publish, transcript.id)  # to every subscriber
+        self.session = StreamSession(
+            engine=services.engine, vad_model=services.vad_model, emit=wire_emit(self._emit),
+            config=stream_config(services.settings), offset=offset + self.wav.duration,
+            speaker=self.speaker, participant_id=self.participant_id, report=wire_report(self._publish))
+        self.speakers: LiveSpeakers | None = None  # one mixed stream of several voices: diarize it
+        wanted = params.diarization if params.diarization is not None else services.settings.diarization == "on"
+        if participant is None and wanted:
+            self.speakers = live_speakers(services, transcript.id, self.session.offset)
+            self.session.listener = self.speakers  # it follows the session's audio and VAD
+            self.speakers.on_turn = self.session.turn_at  # a new voice opens a new segment
+        self._deliver = self.speakers.relay(self._publish) if self.speakers is not None else self._publish
+        self.paused = False
+        self.finished = False
+        self.started_at = time.monotonic()
+        self._status_task: asyncio.Task | None = None
+        self._loop = asyncio.get_running_loop()
+        self._worker = IngestWorker()  # decoding, disk and VAD: off the event loop, in order
+        self.pacer = Pacer(services.settings.max_audio_lead_seconds)
+        self.storage_error: str | None = None  # set once the disk is full: no more audio is taken
+        self._ending: asyncio.Task | None = None  # the end a full disk or an idle publisher started
+        self._idle_task: asyncio.Task | None = None
+        self.last_audio = time.monotonic()
+
+    async def begin(self) -> None:
+        self.session.start()
+        interval = self.transcript.services.settings.status_interval
+        if interval > 0:
+            self._status_task = asyncio.create_task(self._report_lag(interval))
+        idle = self.transcript.services.settings.publisher_idle_timeout
+        if idle > 0:
+            self._idle_task = asyncio.create_task(self._watch_idle(idle))
+        await self.publish_status("processing", "transcription", "receiving audio")
+
+    # ------------------------------------------------------------ audio in
+
+    async def feed_bytes(self, data: bytes) -> None:
+        """One client frame: decoded and taken in off the event loop, in order; then the caller is held while
+        the stream runs beyond its lead on real time (see :class:`Pacer`)."""
+        if self.finished:
+            return
+        self.last_audio = time.monotonic()
+        await self.pacer.hold(await self._worker.run(self._decode_and_ingest, data))
+        self.last_audio = time.monotonic()  # a client held back by the pacer is not idle
+
+    async def feed_pcm(self, samples: np.ndarray) -> None:
+        """Decoded 16 kHz samples (WebRTC, a split stream's channel), taken in off the event loop, in order."""
+        if self.finished or len(samples) == 0:
+            return
+        self.last_audio = time.monotonic()
+        await self._worker.run(self._ingest, samples)
+
+    def _decode_and_ingest(self, data: bytes) -> int:
+        """(ingest thread)"""
+        try:
+            samples = self._decoder.feed(data)
+        except DecodeError as exc:
+            raise ProtocolError(ErrorCode.AUDIO_FORMAT_ERROR, str(exc),
+                                {"format": self.params.format}, recoverable=False) from None
+        return self._ingest(samples)
+
+    def _ingest(self, samples: np.ndarray) -> int:
+        """(ingest thread) Store, then transcribe; returns the samples taken."""
+        if len(samples) and self._store(samples):  # stored even while paused
+            self.session.feed(samples)  # only stored audio is transcribed: every final's audio is on disk
+        return len(samples)
+
+    def _flush_decoder(self) -> None:
+        """(ingest thread) The decoder's tail, after every frame already accepted."""
+        try:
+            with contextlib.suppress(DecodeError):
+                self._ingest(self._decoder.flush())
+        finally:
+            self._decoder.close()
+
+    def _store(self, samples: np.ndarray) -> bool:
+        if self.storage_error is not None:
+            return False
+        try:
+            self.wav.append(samples)
+        except OSError as exc:
+            if not is_storage_full(exc):
+                raise
+            self._storage_full(exc)
+            return False
+        return True
+
+    def _storage_full(self, exc: BaseException) -> None:
+        """The disk is full: every listener is told once (STORAGE_FULL, not recoverable), and the stream ends
+        as after ``stop``, so the audio already stored is transcribed and its finals stored."""
+        if self.storage_error is not None:
+            return
+        self.storage_error = str(exc)
+        log.error("transcript %s: storage full, ending the stream at %.1f s: %s", self.transcript.id,
+                  self.wav.duration, exc)
+        self._loop.call_soon_threadsafe(self._begin_ending)  # this may run on the ingest thread
+
+    def _begin_ending(self) -> None:
+        self._ending = asyncio.create_task(self._end_storage_full())
+
+    async def _end_storage_full(self) -> None:
+        details: dict[str, Any] = {"recorded_seconds": round(self.wav.duration, 3)}
+        if self.participant_id is not None:  # 0 is a participant id too
+            details["participant_id"] = self.participant_id
+        error = storage_full_error("the recording stopped; what was received before is stored and transcribed",
+                                   details)
+        await self._publish(error.to_message())
+        await self.finish()
+
+    # ------------------------------------------------------------ control
+
+    async def pause(self) -> None:
+        if not self.paused and not self.finished:
+            self.paused = True
+            await self._worker.run(self.session.pause)  # in order with the frames before it
+            await self.publish_status("paused", "transcription", "paused: audio is stored, not transcribed")
+
+    async def resume(self) -> None:
+        if self.paused and not self.finished:
+            self.paused = False
+            await self._worker.run(self.session.resume)
+            await self.publish_status("processing", "transcription", "resumed")
+
+    async def finish(self) -> None:
+        """Flush everything (stop, or a publisher that vanished): finals stored, then ``completed``."""
+        if self.finished:
+            return
+        self.finished = True  # no frame is accepted after this; those accepted before are taken in first
+        try:
+            await self._worker.run(self._flush_decoder)
+        finally:
+            self._worker.close()
+        await self.session.finish()
+        if self.speakers is not None:  # the offline pass: every window heard, clustered once more
+            await settle_speakers(self.transcript.services, self.transcript.id, self.speakers)
+        for task in (self._status_task, self._idle_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        try:
+            await asyncio.to_thread(self.wav.close)
+        except OSError as exc:  # the header could not be rewritten: the file's size still tells its length
+            if not is_storage_full(exc):
+                raise
+            log.error("transcript %s: storage full while closing %s: %s", self.transcript.id, self.wav.path, exc)
+        await self.transcript.publisher_done(self)
+
+    async def participant_event(self, params) -> None:
+        """Record a bot-reported event (chat_message, webcam_on, ...) on the transcript's timeline."""
+        event = {"type": params.type, "participant_id": self.participant_id, "data": params.data,
+                 "time": round(self.session.offset + self.session.received, 3)}
+        await self.transcript.record_event(event)
+
+    def status_body(self, status: StatusValue, stage: str | None, message: str) -> Status:
+        return Status(status=status, stage=stage, message=message, participant_id=self.participant_id,
+                      lag_seconds=round(self.session.lag_seconds, 3))
+
+    async def publish_status(self, status: StatusValue, stage: str | None, message: str) -> None:
+        await self._publish(self.status_body(status, stage, message))
+
+    # ------------------------------------------------------------ events out
+
+    async def _emit(self, msg: Transcription) -> None:
+        # A full disk ends the stream (see _storage_full); the session still flushes what it holds.
+        if msg.is_final:
+            try:
+                await asyncio.to_thread(self.wav.sync)  # the audio behind a final is on disk before it is sent
+            except OSError as exc:  # its samples were written; only the header update or flush failed
+                if not is_storage_full(exc):
+                    raise
+                self._storage_full(exc)
+        try:
+            await self._deliver(msg)
+        except Exception as exc:  # the store could not take the final: nobody hears of what is not stored
+            if not is_storage_full(exc):
+                raise
+            log.error("transcript %s: final %s could not be stored: %s", self.transcript.id, msg.segment_id, exc)
+            self._storage_full(exc)
+
+    async def _report_lag(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if not self.paused:
+                await self.publish_status("processing", "transcription", "live")
+
+    async def _watch_idle(self, idle_s: float) -> None:
+        """A publisher whose audio stopped coming (a client gone quiet without closing) is finished as after
+        ``stop``, rather than holding its stream open; a paused client still sends audio."""
+        while not self.finished:
+            await asyncio.sleep(max(0.05, self.last_audio + idle_s - time.monotonic()))
+            if not self.finished and time.monotonic() - self.last_audio >= idle_s:
+                log.info("transcript %s: no audio for %.0f s, finishing the stream", self.transcript.id, idle_s)
+                await self.publish_status("processing", "transcription",
+                                          f"no audio for {idle_s:g} s: the stream is finished")
+                await self.finish()

@@ -1,0 +1,368 @@
+"""Live diarization of a mixed stream, wired to the hub and the store.
+
+A :class:`LiveSpeakers` rides along one publisher whose audio holds several
+voices (no declared participant). It cuts speech windows on the event loop,
+embeds and clusters them on the process's speaker worker thread (never on the
+event loop, never in the transcriber's thread), tells the session where a new
+voice takes over (the session opens a new segment there, so words never move
+between segments on the wire), labels each final with its speaker before it is
+stored, sends a ``diarization`` message for every speaker turn and for words
+of another voice inside a final, and when later evidence relabels the past it
+sends corrections and re-stores the affected segments. When the stream ends,
+one more clustering over everything heard (the offline pass) settles the labels
+the stored transcript keeps, and stored segments that hold several turns are
+cut at them: late joiners and REST readers get that stored form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from asr.diarization import DiarizationConfig, SpeakerDiarizer, Turn, speaker_id, speaker_label
+from asr.policy import join_words
+from asr.vad import SileroModel
+from protocol import Transcription
+from protocol.messages import Diarization, Word
+from server.pipeline.configs import diarization_config
+
+if TYPE_CHECKING:
+    from asr.diarization.encoder import SpeakerEncoder
+    from server.services import Services
+
+log = logging.getLogger("voxlane.speakers")
+EMBED_EVERY_S = 1.0  # audio between embedding jobs: a few windows per batch
+MIN_RUN_WORDS = 2  # a speaker change inside a segment needs this many words (or MIN_RUN_S) to split it
+MIN_RUN_S = 0.8
+ESTABLISHED_S = 4.0  # a voice splits a stored segment only once this much of its speech has been heard
+# a new voice that has held this much labelled speech is a turn the live session splits at: shorter runs
+# are backchannels or a window heard wrong, and a split costs the segment a final decode
+TURN_SPLIT_S = 0.8
+
+
+class SpeakerWorker:
+    """The process's one speaker-embedding thread and model (loaded on first use)."""
+
+    def __init__(self, threads: int = 1, device: str = "cpu") -> None:
+        self._threads = threads
+        self._device = device
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speakers")
+        self._encoder: SpeakerEncoder | None = None
+        self._lock = threading.Lock()
+
+    def _model(self):
+        with self._lock:
+            if self._encoder is None:
+                from asr.diarization.encoder import SpeakerEncoder
+
+                self._encoder = SpeakerEncoder(threads=self._threads, device=self._device)
+            return self._encoder
+
+    async def run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def embed(self, windows: list[np.ndarray]) -> np.ndarray:
+        return self._model().embed_windows(windows)
+
+    def warm(self) -> None:
+        self._model()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _Stored:
+    row: Transcription
+    speaker: int
+
+
+class LiveSpeakers:
+    def __init__(self, *, worker: SpeakerWorker, vad_model: SileroModel, config: DiarizationConfig,
+                 offset: float, publish, save_segment, on_turn: Callable[[float], None] | None = None) -> None:
+        self.diarizer = SpeakerDiarizer(vad_model, config)
+        self.offset = offset  # transcript time of this stream's t=0
+        self._worker = worker
+        self._publish = publish  # async (body) -> None: to every subscriber
+        self._save_segment = save_segment  # async (Transcription) -> None: re-store a relabelled final
+        self.on_turn = on_turn  # (stream time) a new voice took over there: the live session splits its segment
+        self._turn_told = 0.0
+        self._job: asyncio.Task | None = None
+        self._next_job_at = EMBED_EVERY_S
+        self._sent: list[Turn] = []  # turns as last reported (stream time)
+        self._sent_until = 0.0
+        self._segments: dict[str, _Stored] = {}
+        self._revision = 0
+        self._lock = asyncio.Lock()  # one update at a time (jobs and the final pass)
+
+    # ------------------------------------------------------------ audio in (event loop)
+
+    def heard(self, samples: np.ndarray, probs: np.ndarray) -> None:
+        """The session's audio with its VAD probabilities (the session's listener)."""
+        self.diarizer.feed(samples, probs)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Start an embedding job when a second of new audio has come in and none is running."""
+        if self.diarizer.received >= self._next_job_at and (self._job is None or self._job.done()):
+            self._next_job_at = self.diarizer.received + EMBED_EVERY_S
+            self._job = asyncio.get_running_loop().create_task(self._update())
+
+    def skip(self, seconds: float) -> None:
+        self.diarizer.skip(seconds)
+
+    async def _update(self, final: bool = False) -> None:
+        async with self._lock:
+            try:
+                centers, windows = self.diarizer.take_windows(final=final)
+                if windows:
+                    emb = await self._worker.run(self._worker.embed, windows)
+                else:
+                    emb = np.zeros((0, 256), dtype=np.float32)
+                await self._worker.run(self.diarizer.add_embeddings, centers, emb, final)
+                await self._report(final)
+            except Exception:  # speaker labels are an extra: never let them stop a transcript
+                log.exception("speaker update failed")
+
+    async def _catch_up(self, until: float) -> None:
+        """Wait until every window up to ``until`` (stream time) is labelled, or no more can be."""
+        while True:
+            job = self._job
+            if job is not None and not job.done():
+                await asyncio.shield(job)
+            before = self.diarizer.labelled_until
+            if before >= until:
+                return
+            await self._update()
+            if self.diarizer.labelled_until <= before:
+                return
+
+    # ------------------------------------------------------------ finals (labelled before they are stored)
+
+    def relay(self, deliver: Callable[[Transcription], Awaitable[None]]) -> Callable[[Transcription], Awaitable[None]]:
+        """``deliver`` with speakers: a final labelled, a partial tagged with the voice heard at its last word."""
+
+        async def emit(msg: Transcription) -> None:
+            await deliver(await self.label(msg) if msg.is_final else self.partial_speaker(msg))
+
+        return emit
+
+    async def label(self, msg: Transcription) -> Transcription:
+        """The final with its speaker: the voice of most of its speech. It is never cut (its words were shown in
+        its partials, and a word shown final stays in its segment); words of another voice in it are told by a
+        ``diarization`` message over their time range. Never raises: a final that cannot be labelled goes out
+        as it came."""
+        try:
+            return await self._label(msg)
+        except Exception:
+            log.exception("labelling final %s failed; sent without a speaker", msg.segment_id)
+            return msg
+
+    async def _label(self, msg: Transcription) -> Transcription:
+        await self._catch_up(msg.end - self.offset + self.diarizer.config.window_s / 2)
+        if not msg.words:
+            n = int(self.diarizer.speaker_at([(msg.start + msg.end) / 2 - self.offset])[0])
+            return self._remember(msg.model_copy(update={"speaker": _name(n)}), n)
+        runs = self._word_runs(msg.words)
+        n = _majority(runs)
+        labelled = self._remember(msg.model_copy(update={"speaker": _name(n)}), n)
+        for s, ws in runs:
+            if s and s != n:
+                await self._publish(Diarization(
+                    speaker=speaker_label(s), speaker_id=speaker_id(s), start_time=ws[0].start, end_time=ws[-1].end,
+                    confidence=0.5, correction=True, segment_ids=[msg.segment_id]))
+        return labelled
+
+    def _word_runs(self, words: list[Word]) -> list[tuple[int, list[Word]]]:
+        """Consecutive words by speaker as known now; a voice heard too little yet, or a run too short to be a
+        turn, joins its neighbour."""
+        mids = [(w.start + w.end) / 2 - self.offset for w in words]
+        who = [int(s) for s in self.diarizer.speaker_at(mids)]
+        heard = self.diarizer.speaker_seconds()
+        # early in a stream one voice can briefly look like two
+        return _runs(words, who, keep=lambda s: heard.get(s, 0.0) >= ESTABLISHED_S)
+
+    def partial_speaker(self, msg: Transcription) -> Transcription:
+        """A partial gets the speaker heard at its last word, as known now (no waiting)."""
+        if not msg.words:
+            return msg
+        n = int(self.diarizer.speaker_at([msg.words[-1].start - self.offset])[0])
+        return msg.model_copy(update={"speaker": _name(n)}) if n else msg
+
+    def _remember(self, part: Transcription, n: int) -> Transcription:
+        if part.text:
+            self._segments[part.segment_id] = _Stored(part, n)
+        return part
+
+    # ------------------------------------------------------------ turns and corrections out
+
+    def _tell_turns(self) -> None:
+        """Tell the live session where a new voice took over once it has held ``TURN_SPLIT_S`` of labelled
+        speech: the next speaker's words open a new segment (about two seconds after the turn)."""
+        d = self.diarizer
+        if self.on_turn is None:
+            return
+        labelled = d.labelled_until
+        recent = d.turns(max(0.0, labelled - 10.0), labelled)
+        for before, t in zip(recent, recent[1:], strict=False):
+            if t.speaker != before.speaker and t.start > self._turn_told + MIN_RUN_S \
+                    and t.end - t.start >= TURN_SPLIT_S:
+                self._turn_told = t.start
+                self.on_turn(t.start)
+
+    async def _report(self, final: bool) -> None:
+        d = self.diarizer
+        if not final:
+            self._tell_turns()
+        labelled = d.labelled_until
+        # a turn is reported once it has ended: followed by another voice, or by a pause past bridging
+        horizon = labelled if final else labelled - d.config.gap_fill_s
+        revised = d.revision != self._revision
+        since = 0.0 if revised else max(0.0, self._sent_until - 4 * d.config.gap_fill_s)
+        current = d.turns(since, labelled if final else None)
+        done = [t for t in current if t.end <= horizon]
+        if revised:
+            self._revision = d.revision
+            before = {(t.start, t.end, t.speaker) for t in self._sent}
+            for t in done:
+                if t.start < self._sent_until and (t.start, t.end, t.speaker) not in before:
+                    await self._publish(self._turn(t, correction=True))
+            await self._relabel_segments()
+        for t in done:
+            if t.start >= self._sent_until:
+                await self._publish(self._turn(t))
+        kept = [t for t in self._sent if t.start < since]
+        if done:
+            self._sent_until = max(self._sent_until, done[-1].end)
+        self._sent = kept + [t for t in current if t.start < self._sent_until]
+
+    async def _relabel_segments(self) -> None:
+        for seg_id, stored in list(self._segments.items()):
+            row = stored.row
+            if row.words:
+                mids = [(w.start + w.end) / 2 - self.offset for w in row.words]
+                weights = [max(0.05, w.end - w.start) for w in row.words]
+            else:
+                mids, weights = [(row.start + row.end) / 2 - self.offset], [1.0]
+            who = self.diarizer.speaker_at(mids)
+            tally: dict[int, float] = {}
+            for s, wgt in zip(who, weights, strict=True):
+                tally[int(s)] = tally.get(int(s), 0.0) + wgt
+            n = max(tally, key=lambda s: tally[s])
+            if n and n != stored.speaker:
+                stored.speaker = n
+                stored.row = row.model_copy(update={"speaker": _name(n)})
+                await self._save_segment(stored.row)
+                await self._publish(Diarization(
+                    speaker=speaker_label(n), speaker_id=speaker_id(n), start_time=row.start, end_time=row.end,
+                    confidence=0.5, correction=True, segment_ids=[seg_id]))
+
+    async def _cut_stored_at_turns(self) -> None:
+        """The stored form after the offline pass: a segment that holds several turns (a turn the live split
+        found late, or words of the next voice committed before it) is stored as one segment per turn, the
+        first keeping its id. Nothing is re-sent live: subscribers had the segment's one final and the
+        ``diarization`` messages over its words."""
+        for seg_id, stored in list(self._segments.items()):
+            row = stored.row
+            if len(row.words) < 2:
+                continue
+            runs = self._word_runs(row.words)
+            if len(runs) < 2:
+                continue
+            for i, (n, ws) in enumerate(runs):
+                part = row.model_copy(update={
+                    "segment_id": seg_id if i == 0 else f"{seg_id}-{i + 1}", "speaker": _name(n), "words": ws,
+                    "text": join_words(w.text for w in ws), "start": ws[0].start, "end": ws[-1].end,
+                    "confidence": round(sum(w.probability for w in ws) / len(ws), 4)})
+                await self._save_segment(part)
+                self._segments[part.segment_id] = _Stored(part, n)
+
+    def _turn(self, t: Turn, correction: bool = False) -> Diarization:
+        return Diarization(speaker=speaker_label(t.speaker), speaker_id=speaker_id(t.speaker),
+                           start_time=round(t.start + self.offset, 3), end_time=round(t.end + self.offset, 3),
+                           confidence=self._confidence(t), correction=correction)
+
+    def _confidence(self, t: Turn) -> float:
+        # longer turns rest on more windows; a 0.5 s blip is a guess
+        return round(min(0.95, 0.5 + 0.1 * (t.end - t.start)), 3)
+
+    # ------------------------------------------------------------ end of stream: the offline pass
+
+    async def finish(self) -> list[dict]:
+        """Embed what is left, re-cluster everything once more, report; returns the turns to store."""
+        job = self._job
+        if job is not None and not job.done():
+            await asyncio.shield(job)
+        await self._update(final=True)
+        await self._cut_stored_at_turns()
+        return [{"start": round(t.start + self.offset, 3), "end": round(t.end + self.offset, 3),
+                 "speaker": speaker_label(t.speaker), "speaker_id": speaker_id(t.speaker)}
+                for t in self.diarizer.turns()]
+
+
+def _majority(runs: list[tuple[int, list[Word]]]) -> int:
+    """The speaker of most of the speech in these runs (by word duration)."""
+    tally: dict[int, float] = {}
+    for s, ws in runs:
+        tally[s] = tally.get(s, 0.0) + sum(max(0.05, w.end - w.start) for w in ws)
+    return max(tally, key=lambda s: tally[s])
+
+
+def _name(n: int) -> str | None:
+    return speaker_label(n) if n else None
+
+
+def _runs(words: list[Word], who: list[int], keep=lambda s: True) -> list[tuple[int, list[Word]]]:
+    """Consecutive words by speaker; a run too short to be a turn, or of a voice not to split for
+    (``keep`` false), joins its neighbour."""
+    runs: list[list] = []
+    for w, s in zip(words, who, strict=True):
+        if runs and runs[-1][0] == s:
+            runs[-1][1].append(w)
+        else:
+            runs.append([s, [w]])
+    changed = True
+    while changed and len(runs) > 1:
+        changed = False
+        for i, (s, ws) in enumerate(runs):
+            if (len(ws) < MIN_RUN_WORDS and ws[-1].end - ws[0].start < MIN_RUN_S) or not keep(s):
+                j = i - 1 if i > 0 else i + 1
+                if j < i:
+                    runs[j][1].extend(ws)
+                else:
+                    runs[j][1][:0] = ws
+                del runs[i]
+                changed = True
+                break
+    merged: list[list] = []
+    for s, ws in runs:
+        if merged and merged[-1][0] == s:
+            merged[-1][1].extend(ws)
+        else:
+            merged.append([s, ws])
+    return [(s, ws) for s, ws in merged]
+
+
+def live_speakers(services: Services, transcript_id: str, offset: float) -> LiveSpeakers:
+    """Diarization of one mixed stream of ``transcript_id`` (live or a file), starting at ``offset``."""
+    return LiveSpeakers(
+        worker=services.speaker_worker, vad_model=services.vad_model, config=diarization_config(services.settings),
+        offset=offset, publish=lambda body: services.hub.publish(transcript_id, body),
+        save_segment=lambda msg: services.hub.store_final(transcript_id, msg))
+
+
+async def settle_speakers(services: Services, transcript_id: str, speakers: LiveSpeakers) -> None:
+    """The end-of-stream pass, then its turns stored with the transcript. Labels are an extra: a failure
+    is logged and never keeps a transcript from completing."""
+    try:
+        turns = await speakers.finish()
+        await services.store.merge_transcript_meta(transcript_id, {"diarization": {"turns": turns, "pass": "offline"}})
+    except Exception:
+        log.exception("diarization of transcript %s failed at the end of the stream", transcript_id)

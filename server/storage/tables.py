@@ -1,0 +1,165 @@
+"""The schema at the newest migration, as SQLAlchemy Core tables (the store's queries are built on these).
+
+Keep it equal to what ``migrations/versions`` build: tests compare a migrated database against this metadata.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Float, ForeignKey, Index, Integer, MetaData, Table, text
+
+from server.storage.column_types import ClientText, JSONText, UTCDateTime
+
+metadata = MetaData()
+
+
+def _id() -> Column:
+    return Column("id", ClientText, primary_key=True)
+
+
+def _json(name: str, default: str) -> Column:
+    return Column(name, JSONText, nullable=False, server_default=default)
+
+
+def _at(name: str, nullable: bool = False) -> Column:
+    return Column(name, UTCDateTime, nullable=nullable)
+
+
+transcripts = Table(
+    "transcripts", metadata,
+    _id(),
+    Column("name", ClientText, nullable=False),
+    Column("status", ClientText, nullable=False),
+    Column("source_language", ClientText),
+    Column("owner", ClientText),
+    _at("created_at"),
+    _at("updated_at"),
+    Column("duration", Float),
+    _json("participants", "[]"),
+    Column("summary", JSONText),
+    _json("meta", "{}"),
+    Index("transcripts_created", "created_at"),
+)
+
+segments = Table(
+    "segments", metadata,
+    _id(),
+    Column("transcript_id", ClientText, ForeignKey("transcripts.id", ondelete="CASCADE"), nullable=False),
+    Column("text", ClientText, nullable=False),
+    Column("speaker", ClientText),
+    Column("participant_id", ClientText),
+    Column("start", Float, nullable=False),
+    Column("end", Float, nullable=False),
+    Column("confidence", Float),
+    _json("words", "[]"),
+    Index("segments_transcript", "transcript_id", "start"),
+)
+
+# Kiosk chunks hold one position each; uploads and jobs all sit at index 0.
+_ONE_CHUNK_PER_POSITION = text("kind = 'chunk'")
+
+chunks = Table(
+    "chunks", metadata,
+    _id(),
+    Column("transcript_id", ClientText, ForeignKey("transcripts.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", ClientText, nullable=False),
+    Column("idx", Integer, nullable=False, server_default="0"),
+    Column("status", ClientText, nullable=False),
+    Column("upload_key", ClientText, unique=True),
+    _at("expires_at", nullable=True),
+    Column("path", ClientText),
+    Column("format", ClientText),
+    Column("size", Integer),
+    Column("duration", Float),
+    Column("offset", Float),
+    Column("text", ClientText),
+    _json("segments", "[]"),
+    Column("error", ClientText),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("merged", Integer, nullable=False, server_default="0"),
+    _json("options", "{}"),
+    Column("progress", Float),
+    _at("created_at"),
+    _at("updated_at"),
+    Index("chunks_transcript", "transcript_id", "idx"),
+    Index("chunks_status", "status"),
+    Index("chunks_position", "transcript_id", "idx", unique=True,
+          sqlite_where=_ONE_CHUNK_PER_POSITION, postgresql_where=_ONE_CHUNK_PER_POSITION),
+)
+
+projects = Table(
+    "projects", metadata,
+    _id(),
+    Column("title", ClientText, nullable=False),
+    Column("language", ClientText),
+    _json("portal", "{}"),
+    Column("owner", ClientText),
+    _at("created_at"),
+    _at("updated_at"),
+)
+
+# No foreign key to projects (as in the first schema): the kiosk removes a project's conversations itself.
+conversations = Table(
+    "conversations", metadata,
+    Column("id", ClientText, ForeignKey("transcripts.id", ondelete="CASCADE"), primary_key=True),
+    Column("project_id", ClientText, nullable=False),
+    Column("name", ClientText),
+    Column("email", ClientText),
+    _json("tags", "[]"),
+    Column("source", ClientText),
+    _at("finished_at", nullable=True),
+    _at("created_at"),
+    Index("conversations_project", "project_id"),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    _id(),
+    Column("key_hash", ClientText, nullable=False),
+    Column("user", ClientText),
+    _json("scopes", "[]"),
+    Column("name", ClientText),
+    _at("created_at"),
+    _at("last_used_at", nullable=True),
+    _at("revoked_at", nullable=True),
+)
+
+secrets = Table(
+    "secrets", metadata,
+    Column("name", ClientText, primary_key=True),
+    Column("value", ClientText, nullable=False),
+)
+
+webhooks = Table(
+    "webhooks", metadata,
+    _id(),
+    Column("project_id", ClientText, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("url", ClientText, nullable=False),
+    _json("events", "[]"),
+    Column("secret", ClientText, nullable=False),
+    Column("description", ClientText),
+    _at("created_at"),
+    Index("webhooks_project", "project_id"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    _id(),
+    Column("webhook_id", ClientText, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("event", ClientText, nullable=False),
+    Column("event_id", ClientText, nullable=False),
+    Column("payload", ClientText, nullable=False),
+    Column("status", ClientText, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    _at("next_attempt_at", nullable=True),
+    Column("last_error", ClientText),
+    Column("response_status", Integer),
+    _at("created_at"),
+    _at("updated_at"),
+    _at("delivered_at", nullable=True),
+    Index("webhook_deliveries_event", "webhook_id", "event_id", unique=True),
+    Index("webhook_deliveries_due", "status", "next_attempt_at"),
+)
+
+# Instants callers schedule with ``time.time()``: epoch seconds at the store's edge. Every other instant is the
+# ISO text ``utcnow()`` writes.
+EPOCH_COLUMNS = frozenset({"expires_at", "next_attempt_at"})

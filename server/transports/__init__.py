@@ -1,0 +1,1 @@
+"""Media transports that terminate in a publisher (WebRTC; the WebSocket is a route of its own)."""

@@ -1,0 +1,72 @@
+"""The live pipeline built by the composition root with a stand-in model, on both databases: a publisher's audio
+is recorded, its finals are stored before anyone hears them, and the transcript completes once, with the one
+lifecycle every source shares. No speech model is loaded: this runs in seconds."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+
+from media import SAMPLE_RATE, float_to_s16
+from protocol import StartParams
+from server import services as composition
+from server.cli.live_client import load_pcm16k
+from server.settings import Settings
+from tests.fake_backend import FakeBackend
+
+pytest_plugins = ("tests.db_support",)
+SPEECH = Path(__file__).resolve().parents[5] / "shared" / "audio" / "single" / "jfk_inaugural_1961_excerpt.wav"
+
+
+async def test_a_stream_is_recorded_stored_then_published_and_completed_once(database_url: str, tmp_path: Path):
+    settings = Settings(data_dir=str(tmp_path / "data"), database_url=database_url, diarization="off",
+                        status_interval=0, max_audio_lead_seconds=0, publisher_idle_timeout=0)
+    services = await composition.build(settings, backend=FakeBackend())
+    try:
+        row = await services.store.create_transcript(name="pipeline")
+        tid = row["id"]
+        sub = services.hub.subscribe(tid)
+        heard: list[dict] = []
+        stored_when_heard: list[bool] = []
+
+        async def listen() -> None:
+            while (msg := await sub.queue.get()) is not None:
+                heard.append(msg)
+                if msg["type"] == "transcription" and msg["data"]["is_final"] and msg["data"]["text"]:
+                    ids = {s["id"] for s in await services.store.get_segments(tid)}
+                    stored_when_heard.append(msg["data"]["segment_id"] in ids)
+                if msg["type"] == "status" and msg["data"]["status"] == "completed" \
+                        and msg["data"].get("progress") == 100.0:
+                    return
+
+        listener = asyncio.create_task(listen())
+        audio = load_pcm16k(SPEECH)
+        pub = await services.live.get(tid).add_publisher(StartParams(format="pcm_s16le", sample_rate=SAMPLE_RATE,
+                                                                      channels=1))
+        pcm = float_to_s16(audio)
+        for i in range(0, len(pcm), 3200):  # 100 ms frames
+            await pub.feed_bytes(pcm[i:i + 3200])
+        await pub.finish()
+        await asyncio.wait_for(listener, 30)
+
+        finals = [m["data"] for m in heard if m["type"] == "transcription" and m["data"]["is_final"]
+                  and m["data"]["text"]]
+        assert finals and all(stored_when_heard), "every final is stored before a subscriber hears it"
+        stored = await services.store.get_segments(tid)
+        assert [s["id"] for s in stored] == [f["segment_id"] for f in finals]
+        assert all(set(s["text"].split()) == {"word"} for s in stored)
+        completed = [m for m in heard if m["type"] == "status" and m["data"]["status"] == "completed"
+                     and m["data"].get("progress") == 100.0]
+        assert len(completed) == 1
+        row = await services.store.get_transcript(tid)
+        assert row["status"] == "completed"
+        assert abs(row["duration"] - len(audio) / SAMPLE_RATE) < 0.05
+        recording = services.audio_dir(tid) / "recording.wav"
+        assert recording.is_file()
+        samples = (recording.stat().st_size - 44) // 2
+        assert abs(samples - len(audio)) <= SAMPLE_RATE // 100
+        assert np.isfinite(row["duration"])
+    finally:
+        await composition.close(services)
