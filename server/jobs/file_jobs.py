@@ -103,7 +103,7 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
         await _record_channels(services, transcript_id, people, "join", offset)
     await status("processing", 0.0, "transcribing")
     blocks = iter_decode_file(path, chunk_seconds=BLOCK_SECONDS, split_channels=width, max_seconds=max_seconds)
-    fed = 0.0
+    fed = done = 0.0
     try:
         while True:
             block = await asyncio.to_thread(next, blocks, None)
@@ -116,8 +116,10 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
                 await asyncio.to_thread(_append, wavs, tracks)
             fed += len(block) / SAMPLE_RATE
             for session in sessions:
-                await session.wait_backlog(1)
-            done = min(session.transcribed_until for session in sessions)
+                # a closed segment is read before more audio goes in: the progress reported after each block is
+                # what has been transcribed, not how far decoding ran ahead (the VAD of a block costs little)
+                await session.wait_backlog(0)
+            done = max(done, min(session.transcribed_until for session in sessions))  # never reported backwards
             if on_progress is not None:
                 await on_progress(done, max(total, fed))
             pct = min(99.0, 100.0 * done / max(total, fed, 1e-6))
