@@ -67,6 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="instead: one stream this long, real speech between 60-120 s silences, at real time;"
                         " reports the server's RSS, asyncio tasks and lag over time (leaks, growing lag)")
     p.add_argument("--soak-speed", type=float, default=1.0, help="soak: x real time (1: real time)")
+    p.add_argument("--soak-silence-speed", type=float, default=None,
+                   help="soak: x real time for the silences, each clip still waiting for the server to catch up")
     p.add_argument("--soak-sample-s", type=float, default=60.0, help="soak: a sample every this many audio seconds")
 
 

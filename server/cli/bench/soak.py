@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -61,8 +62,10 @@ def soak_program(refs: dict[str, Any], minutes: float, files: list[str] | None =
     return out
 
 
-def program_chunks(program: list[Piece], audio_dir: Path, chunk_ms: int = 100, seed: int = 7) -> Iterator[np.ndarray]:
-    """The program's audio, ``chunk_ms`` at a time, made as it is sent (an hour is never held in memory)."""
+def program_chunks(program: list[Piece], audio_dir: Path, chunk_ms: int = 100, seed: int = 7
+                   ) -> Iterator[tuple[Piece, np.ndarray]]:
+    """The program's audio, ``chunk_ms`` at a time with the piece it belongs to, made as it is sent (an hour is
+    never held in memory)."""
     rng = np.random.default_rng(seed)
     step = RATE * chunk_ms // 1000
     cache: dict[str, np.ndarray] = {}
@@ -72,11 +75,11 @@ def program_chunks(program: list[Piece], audio_dir: Path, chunk_ms: int = 100, s
             if clip is None:
                 clip = cache[piece.file] = load_pcm16k(audio_dir / piece.file)
             for i in range(0, len(clip), step):
-                yield clip[i:i + step]
+                yield piece, clip[i:i + step]
         else:
             n = int(round(piece.seconds * RATE))
             for i in range(0, n, step):
-                yield (rng.standard_normal(min(step, n - i)) * NOISE_RMS).astype(np.float32)
+                yield piece, (rng.standard_normal(min(step, n - i)) * NOISE_RMS).astype(np.float32)
 
 
 @dataclass
@@ -91,15 +94,21 @@ class SoakRecord:
 
 
 async def soak_stream(url: str, program: list[Piece], audio_dir: Path, *, speed: float = 1.0,
-                      sample_every_s: float = 30.0, pid: int | None = None, token: str | None = None,
-                      chunk_ms: int = 100, settle_s: float = 300.0) -> SoakRecord:
+                      silence_speed: float | None = None, sample_every_s: float = 30.0, pid: int | None = None,
+                      token: str | None = None, chunk_ms: int = 100, settle_s: float = 300.0) -> SoakRecord:
     """Stream the program at ``speed`` x real time; every ``sample_every_s`` of audio, note the server's RSS
-    (psutil on ``pid``, else /health), its asyncio task count (/health?verbose=1) and the latest lag."""
+    (psutil on ``pid``, else /health), its asyncio task count (/health?verbose=1) and the latest lag.
+
+    ``silence_speed`` sends the silences faster still, but a speech clip never starts before the server has
+    caught up with the one before (a status with nothing pending), nor later than the silence would have ended
+    at ``speed``: a silence's job in the program is to let the model catch up, and in stream seconds a final
+    still pending when the next clip starts is late by the whole silence, however short it was on the wall."""
     tid = await create_transcript(url, "soak", token)
     rec = SoakRecord(tid)
     proc = psutil.Process(pid) if pid else None
     lag = {"now": 0.0, "max": 0.0}
     done = asyncio.Event()
+    caught_up = asyncio.Event()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with websockets.connect(ws_url(url, tid, token), max_size=None) as ws, \
             httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
@@ -115,6 +124,8 @@ async def soak_stream(url: str, program: list[Piece], audio_dir: Path, *, speed:
                     if data.get("lag_seconds") is not None and data["status"] == "processing":
                         lag["now"] = data["lag_seconds"]
                         lag["max"] = max(lag["max"], data["lag_seconds"])
+                        if data["lag_seconds"] == 0:
+                            caught_up.set()
                     if data.get("message") == "transcript complete":
                         rec.completed = True
                         done.set()
@@ -130,17 +141,28 @@ async def soak_stream(url: str, program: list[Piece], audio_dir: Path, *, speed:
         task = asyncio.create_task(reader())
         await ws.send(json.dumps({"action": "start", "params": {"format": "pcm_s16le", "sample_rate": RATE}}))
         t0 = time.monotonic()
-        sent = 0.0
+        sent = due = 0.0  # audio seconds sent; wall seconds after t0 at which the next chunk is due
         next_sample = 0.0
-        for chunk in program_chunks(program, audio_dir, chunk_ms):
+        current: Piece | None = None
+        for piece, chunk in program_chunks(program, audio_dir, chunk_ms):
+            if piece is not current:
+                if piece.file is not None and current is not None and silence_speed is not None:
+                    at_speed = t0 + due + current.seconds * (1 / speed - 1 / silence_speed)  # the silence's end
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(caught_up.wait(), max(0.0, at_speed - time.monotonic()))
+                    due = max(due, time.monotonic() - t0)
+                caught_up.clear()
+                current = piece
             if sent >= next_sample:
                 await sample(sent)
                 next_sample += sample_every_s
-            delay = t0 + sent / speed - time.monotonic()
+            delay = t0 + due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             await ws.send(float_to_s16(chunk))
-            sent += len(chunk) / RATE
+            seconds = len(chunk) / RATE
+            sent += seconds
+            due += seconds / (speed if piece.file is not None or silence_speed is None else silence_speed)
         await sample(sent)
         await ws.send(json.dumps({"action": "stop"}))
         try:
@@ -161,10 +183,12 @@ def run_soak_command(args: argparse.Namespace, audio_dir: Path, refs: dict[str, 
 
     program = soak_program(refs, args.soak, args.files or None)
     pid = args.server_pid or find_server_pid(args.url)
-    rec = asyncio.run(soak_stream(args.url, program, audio_dir, speed=args.soak_speed, pid=pid, token=args.token,
+    rec = asyncio.run(soak_stream(args.url, program, audio_dir, speed=args.soak_speed,
+                                  silence_speed=args.soak_silence_speed, pid=pid, token=args.token,
                                   sample_every_s=args.soak_sample_s, chunk_ms=args.chunk_ms))
     return {"mode": "soak", "url": args.url, "label": args.label, "started": time.time(), "server_pid": pid,
-            "minutes": args.soak, "speed": args.soak_speed, "transcript_id": rec.transcript_id,
+            "minutes": args.soak, "speed": args.soak_speed,
+            "silence_speed": args.soak_silence_speed, "transcript_id": rec.transcript_id,
             "audio_seconds": round(rec.audio_seconds, 1), "wall_seconds": round(rec.wall_seconds, 1),
             "completed": rec.completed, "errors": rec.errors, "speech_clips": sum(p.file is not None for p in program),
             "finals": len(rec.finals), "samples": rec.samples, **soak_trend(rec.samples)}
