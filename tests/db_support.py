@@ -15,11 +15,13 @@ import secrets
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import make_url
+from sqlalchemy import make_url, text
 
+from server.storage.engine import make_engine
 from server.storage.migrate import upgrade
 from server.storage.tables import metadata
 
@@ -79,6 +81,17 @@ async def truncate_all(url: str) -> None:
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.as_posix()}"
+
+
+async def fetch_rows(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Rows of a query on either database (``:name`` parameters), for tests that look at what a killed server
+    left behind without going through the server."""
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return [tuple(row) for row in (await conn.execute(text(sql), params)).all()]
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -294,7 +294,7 @@ async def test_unknown_transcript_closes_with_4404(server):
 def short_segment_server(tmp_path_factory: pytest.TempPathFactory):
     """A server that splits segments after 4 s, so read speech without long pauses is split many times."""
     srv = start_server(tmp_path_factory.mktemp("voxlane-split"), VOXLANE_MAX_SEGMENT_SECONDS="4",
-                       VOXLANE_DIARIZATION="off")
+                       VOXLANE_DIARIZATION="off", VOXLANE_MAX_AUDIO_LEAD_SECONDS="0")
     yield srv
     stop_server(srv)
 
@@ -303,7 +303,7 @@ async def test_split_segments_keep_their_final_words(short_segment_server, audio
     """A segment split for length closes with every word it showed as final; none moves to the next one."""
     f = "single/ljspeech_LJ001-0001_0016.wav"
     audio = load_pcm16k(audio_dir / f)[: 16000 * 30]
-    rec = await stream_audio(short_segment_server.url, audio, name="split", settle_s=60)
+    rec = await stream_audio(short_segment_server.url, audio, name="split", settle_s=60, speed=2.0)
     assert len(rec.finals) >= 4, "the 30 s of read speech should have been split"
     check_segment_rules(rec)
     ref = " ".join(s["text"] for s in references[f]["segments"] if s["end"] <= 30)

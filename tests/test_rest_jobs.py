@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sqlite3
 import time
 from urllib.parse import urlsplit
 
@@ -15,6 +14,7 @@ import websockets
 
 from server.cli.bench.metrics import wer_counts
 from tests.conftest import start_server, stop_server
+from tests.db_support import fetch_rows
 from tests.rest_support import AUDIO, Api, creds, read_wav, reference, wav_bytes
 
 pytest_plugins = ("tests.rest_fixtures",)
@@ -134,10 +134,12 @@ async def test_job_errors(api: Api):
         assert info.value.rcvd.code == 4401
 
 
-async def test_kill_9_loses_nothing(tmp_path):
-    """Acknowledged work survives SIGKILL: the server resumes what was processing and what was queued."""
+async def test_kill_9_loses_nothing(tmp_path, empty_database_url):
+    """Acknowledged work survives SIGKILL: the server resumes what was processing and what was queued (on
+    both databases: the server creates the schema in an empty one)."""
     long_file = "single/ljspeech_LJ001-0017_0032.wav"
-    srv = start_server(tmp_path, VOXLANE_REST_WORKERS="1", VOXLANE_CPU_THREADS="2")
+    env = {"VOXLANE_REST_WORKERS": "1", "VOXLANE_CPU_THREADS": "2", "VOXLANE_DATABASE_URL": empty_database_url}
+    srv = start_server(tmp_path, **env)
     try:
         async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
             r = await c.post("/api/transcribe/", files={"file": ("long.wav", (AUDIO / long_file).read_bytes())})
@@ -160,14 +162,13 @@ async def test_kill_9_loses_nothing(tmp_path):
     finally:
         srv.process.kill()  # SIGKILL: no shutdown code runs
         srv.process.wait()
-    db = sqlite3.connect(srv.data_dir / "voxlane.db")
-    states = dict(db.execute("SELECT kind, status FROM chunks").fetchall())
-    partial = db.execute("SELECT COUNT(*) FROM segments WHERE transcript_id = ?", (job_id,)).fetchone()[0]
-    db.close()
+    states = dict(await fetch_rows(empty_database_url, "SELECT kind, status FROM chunks"))
+    [(partial,)] = await fetch_rows(empty_database_url, "SELECT COUNT(*) FROM segments WHERE transcript_id = :t",
+                                    t=job_id)
     assert states == {"job": "processing", "chunk": "uploaded"} and partial > 0
     stray = srv.data_dir / "audio" / job_id / ".incoming-interrupted"  # a body that was still arriving
     stray.write_bytes(b"RIFF" + b"\0" * 1000)
-    srv = start_server(tmp_path, VOXLANE_REST_WORKERS="1", VOXLANE_CPU_THREADS="2")
+    srv = start_server(tmp_path, **env)
     try:
         async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
             deadline = time.monotonic() + 90

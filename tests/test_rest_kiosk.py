@@ -227,8 +227,7 @@ async def test_keys_are_single_use_signed_and_confirmed_once(public_api: Api):
     assert (await api.client.get(f"{P}/conversations/{cid2}/chunks")).json() == []
 
 
-async def test_a_corrupt_chunk_fails_and_the_others_carry_on(public_api: Api):
-    api = public_api
+async def test_a_corrupt_chunk_fails_and_the_others_carry_on(api: Api):
     project = await make_project(api)
     cid = await initiate(api, project["id"])
     good, rate = read_wav(AUDIO / "single/librispeech_2412-153948-0000.wav")
@@ -242,7 +241,7 @@ async def test_a_corrupt_chunk_fails_and_the_others_carry_on(public_api: Api):
         r = await api.client.post(f"{P}/conversations/{cid}/confirm-upload", json={"key": u["key"]})
         assert r.status_code == 202
     await api.client.post(f"{P}/conversations/{cid}/finish")
-    transcript = await api.wait_transcript(cid)
+    transcript = await api.wait_transcript(cid, headers=creds(api, "admin"))
     assert transcript["status"] == "completed"
     chunks = (await api.client.get(f"{P}/conversations/{cid}/chunks")).json()
     assert [c["status"] for c in chunks] == ["transcribed", "failed", "transcribed"]
@@ -254,11 +253,10 @@ async def test_a_corrupt_chunk_fails_and_the_others_carry_on(public_api: Api):
     assert errors / n < 0.3
 
 
-async def test_a_conversation_of_more_than_a_thousand_chunks_merges_whole(public_api: Api):
+async def test_a_conversation_of_more_than_a_thousand_chunks_merges_whole(api: Api):
     """Listings the server merges from are never cut short: 1,200 chunks already transcribed (stored directly,
     the audio is not the point), then one more through the API; the next index, the merge and the chunk
     listing see all of them (a cap at 1,000 rows answered 409 for the next URL and never merged the rest)."""
-    api = public_api
     store = api.svc.store
     project = await make_project(api)
     cid = await initiate(api, project["id"], name="Marathon")
@@ -282,7 +280,7 @@ async def test_a_conversation_of_more_than_a_thousand_chunks_merges_whole(public
     assert r.status_code == 202, r.text
     r = await api.client.post(f"{P}/conversations/{cid}/finish")
     assert r.status_code == 200, r.text
-    transcript = await api.wait_transcript(cid, within=120)
+    transcript = await api.wait_transcript(cid, headers=creds(api, "admin"), within=120)
     assert transcript["status"] == "completed"
     texts = [s["text"] for s in transcript["segments"]]
     assert texts[:n] == [f"chunk{i}" for i in range(n)], "every stored chunk merged, in order"
@@ -293,7 +291,7 @@ async def test_a_conversation_of_more_than_a_thousand_chunks_merges_whole(public
     assert [c["index"] for c in listed] == list(range(n + 1)) and all(c["status"] == "transcribed" for c in listed)
     state = (await api.client.get(f"{P}/projects/{project['id']}/conversations/{cid}")).json()
     assert state["chunks"]["total"] == n + 1 and state["chunks"]["transcribed"] == n + 1
-    r = await api.client.get(f"/v1/transcripts_audio/{cid}/download")
+    r = await api.client.get(f"/v1/transcripts_audio/{cid}/download", headers=creds(api, "admin"))
     assert r.status_code == 200 and (len(r.content) - 44) / 32000 > n * dur
 
 

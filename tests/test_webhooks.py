@@ -7,7 +7,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -22,6 +21,7 @@ from server.cli.live_client import load_pcm16k, stream_audio
 from server.features.webhooks import emit_event, emit_project_event
 from server.settings import Settings
 from tests.conftest import start_server, stop_server
+from tests.db_support import fetch_rows
 from tests.rest_support import AUDIO, JWT_SECRET, LOOPBACK_RECEIVERS, Api, read_wav, wav_bytes
 
 pytest_plugins = ("tests.rest_fixtures",)
@@ -212,9 +212,10 @@ async def test_webhook_endpoints_scopes_and_idempotent_events(private_api: Api):
 # ------------------------------------------------------------ retries: two refusals, then exactly one success
 
 
-async def test_each_event_delivered_exactly_once_despite_failures(tmp_path):
-    settings = Settings(data_dir=str(tmp_path / "data"), cpu_threads=2, auth_mode="public", jwt_secret=JWT_SECRET,
-                        status_interval=0, ping_interval=0, webhook_retry_base=0.2,
+async def test_each_event_delivered_exactly_once_despite_failures(tmp_path, database_url):
+    settings = Settings(data_dir=str(tmp_path / "data"), database_url=database_url, cpu_threads=2,
+                        auth_mode="public", jwt_secret=JWT_SECRET, status_interval=0, ping_interval=0,
+                        webhook_retry_base=0.2,
                         outbound_allowlist=LOOPBACK_RECEIVERS)
     from tests.rest_fixtures import running_app  # here: the module is this file's pytest plugin too
 
@@ -258,9 +259,10 @@ async def test_each_event_delivered_exactly_once_despite_failures(tmp_path):
 # ------------------------------------------------------------ kill -9 between attempts, then a restart
 
 
-async def test_deliveries_survive_a_kill_and_restart(tmp_path):
+async def test_deliveries_survive_a_kill_and_restart(tmp_path, database_url):
     receiver = Receiver()
-    env = {"VOXLANE_REST_WORKERS": "1", "VOXLANE_CPU_THREADS": "2", "VOXLANE_OUTBOUND_ALLOWLIST": LOOPBACK_RECEIVERS}
+    env = {"VOXLANE_REST_WORKERS": "1", "VOXLANE_CPU_THREADS": "2", "VOXLANE_OUTBOUND_ALLOWLIST": LOOPBACK_RECEIVERS,
+           "VOXLANE_DATABASE_URL": database_url}
     srv = start_server(tmp_path, VOXLANE_WEBHOOK_RETRY_BASE="4", **env)
     try:
         async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
@@ -297,10 +299,8 @@ async def test_deliveries_survive_a_kill_and_restart(tmp_path):
     finally:
         srv.process.kill()  # SIGKILL: no shutdown code runs
         srv.process.wait()
-    db = sqlite3.connect(srv.data_dir / "voxlane.db")
-    states = db.execute("SELECT status, attempts, last_error, event_id FROM webhook_deliveries WHERE id IN (?, ?, ?)",
-                        ours).fetchall()
-    db.close()
+    states = await fetch_rows(database_url, "SELECT status, attempts, last_error, event_id FROM webhook_deliveries"
+                              " WHERE id IN (:a, :b, :c)", a=ours[0], b=ours[1], c=ours[2])
     assert len(states) == 3 and all(s[0] == "pending" and s[1] == 1 and "HTTP 500" in s[2] for s in states), states
     assert all(len(receiver.of(s[3])) == 1 for s in states), "killed after the first attempt, before the second"
 
@@ -346,9 +346,11 @@ async def test_webhook_urls_to_internal_addresses_are_refused(public_api: Api):
     assert (await c.get(base)).json()["items"] == [], "nothing was registered"
 
 
-async def test_the_log_keeps_status_codes_redirects_stay_unfollowed_and_each_attempt_is_checked(tmp_path):
-    settings = Settings(data_dir=str(tmp_path / "data"), cpu_threads=2, auth_mode="public", jwt_secret=JWT_SECRET,
-                        status_interval=0, ping_interval=0, webhook_retry_base=0.05, webhook_max_attempts=1,
+async def test_the_log_keeps_status_codes_redirects_stay_unfollowed_and_each_attempt_is_checked(tmp_path,
+                                                                                                database_url):
+    settings = Settings(data_dir=str(tmp_path / "data"), database_url=database_url, cpu_threads=2,
+                        auth_mode="public", jwt_secret=JWT_SECRET, status_interval=0, ping_interval=0,
+                        webhook_retry_base=0.05, webhook_max_attempts=1,
                         outbound_allowlist=LOOPBACK_RECEIVERS)
     from tests.rest_fixtures import running_app
 
@@ -390,10 +392,8 @@ async def test_the_log_keeps_status_codes_redirects_stay_unfollowed_and_each_att
                 assert latest["last_error"].startswith("refused: 127.0.0.1 is an internal address"), latest
             await asyncio.sleep(0.2)
             assert [len(inside.hits), len(refusing.hits), len(redirecting.hits)] == before, "no request was sent"
-            db = sqlite3.connect(settings.data_path / "voxlane.db")
-            sqlite_errors = db.execute("SELECT last_error FROM webhook_deliveries").fetchall()
-            db.close()
-            assert not any("hunter2" in (e or "") for (e,) in sqlite_errors), "nor stored"
+            stored_errors = await fetch_rows(database_url, "SELECT last_error FROM webhook_deliveries")
+            assert not any("hunter2" in (e or "") for (e,) in stored_errors), "nor stored"
             # a row an older version wrote, body and all, shows its status only
             await api.svc.store.update_delivery(logs["refusing"]["id"],
                                                 last_error="HTTP 500: " + BODY_OF_A_REFUSAL.decode())
