@@ -28,6 +28,7 @@ from server.cli.live_client import StreamRecord, create_transcript, load_pcm16k,
 from tests.conftest import RunningServer, start_server, stop_server
 
 SPEECH = "single/librispeech_1221-135766_2utt.wav"  # 21.6 s, two utterances
+STUCK_SPEECH = "single/librispeech_2412-153948-0000.wav"  # 11.7 s: longer than the stuck peer may stay
 IDLE_TIMEOUT = 6.0
 SEND_TIMEOUT = 3.0
 PUBLISHER_IDLE = 4.0
@@ -108,11 +109,11 @@ async def _publish_and_listen(server: RunningServer, audio: np.ndarray, tid: str
 
 
 def _latencies(rec: StreamRecord, references: dict) -> list[float]:
-    return commit_latencies(rec, references[SPEECH]["segments"]) + final_latencies(rec)
+    return commit_latencies(rec, references[STUCK_SPEECH]["segments"]) + final_latencies(rec)
 
 
 async def test_stuck_subscriber_delays_nobody_and_is_cut_off(peers_server, audio_dir, references):
-    audio = load_pcm16k(audio_dir / SPEECH)
+    audio = load_pcm16k(audio_dir / STUCK_SPEECH)
 
     tid = await create_transcript(peers_server.url, "without a stuck peer")
     alone, _ = await _publish_and_listen(peers_server, audio, tid)

@@ -8,6 +8,7 @@ Part of the normal suite: it takes about a minute on two cores.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from statistics import median
 
 import httpx
 import pytest
@@ -55,10 +56,12 @@ async def test_an_hour_stays_flat(soak_server, audio_dir, references):
     samples = rec.samples[1:]  # the first is before any audio
     report = "\n".join(str(s) for s in rec.samples)
 
-    # memory and tasks: the last quarter of the hour holds what the first quarter held
+    # memory and tasks: the last quarter of the hour holds what the first quarter held. RSS by each quarter's
+    # median: a leak lifts every sample, while a sample taken mid-decode carries that decode's working set
+    # (about 90 MB above its neighbours seen once), which says nothing about growth
     quarter = max(1, len(samples) // 4)
     early, late = samples[:quarter], samples[-quarter:]
-    assert max(s["rss_mb"] for s in late) - max(s["rss_mb"] for s in early) < 80, report
+    assert median(s["rss_mb"] for s in late) - median(s["rss_mb"] for s in early) < 80, report
     assert max(s["tasks"] for s in late) <= max(s["tasks"] for s in early) + 5, report
     # lag: it never builds up over the hour (each silence gives the model time to catch up)
     assert max(s["lag_max_s"] for s in late) <= max(max(s["lag_max_s"] for s in early) * 2, 5.0), report

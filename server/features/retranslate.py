@@ -13,17 +13,18 @@ import contextlib
 import os
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from asr.backends import DecodedWord, DecodeRequest, DecodeResult
-from asr.backends.faster_whisper import BUNDLED_MODEL, FasterWhisperBackend, ModelNotFound
+from asr.backends import AsrBackend, DecodedWord, DecodeRequest, DecodeResult, make_backend
+from asr.backends.faster_whisper import BUNDLED_MODEL, ModelNotFound
 from asr.inference import Priority
 from media import SAMPLE_RATE, AudioTooLong, DecodeError, iter_decode_file, read_wav_range
 from media.wavfile import read_wav_layout
+from server.pipeline.configs import backend_config
 
 WINDOW_SECONDS = 30.0
 MAX_SECONDS = 600.0
@@ -53,7 +54,7 @@ class ModelPool:
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings
-        self._models: dict[str, FasterWhisperBackend] = {}
+        self._models: dict[str, AsrBackend] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._loading = asyncio.Lock()
 
@@ -71,14 +72,14 @@ class ModelPool:
         if name not in self.available():
             raise ModelUnavailable(name, self.available())
 
-    async def get(self, name: str) -> tuple[FasterWhisperBackend, threading.Lock]:
+    async def get(self, name: str) -> tuple[AsrBackend, threading.Lock]:
         async with self._loading:
             if name not in self._models:
-                s = self.settings
+                # the server's backend and device settings with another model, from the one factory: one lane,
+                # one request per call (these decodes are one at a time, off the inference loop)
+                config = replace(backend_config(self.settings), model=name, lanes=1, batch_size=1)
                 try:
-                    self._models[name] = await asyncio.to_thread(
-                        FasterWhisperBackend, model=name, device=s.device, compute_type=s.compute_type,
-                        cpu_threads=s.effective_cpu_threads, beam_size=s.beam_size, device_index=s.device_index)
+                    self._models[name] = await asyncio.to_thread(make_backend, config)
                 except ModelNotFound as exc:
                     raise DecodeFailed(str(exc)) from None
                 self._locks[name] = threading.Lock()
