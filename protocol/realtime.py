@@ -4,7 +4,7 @@ Only what a transcription session uses is modelled: the four client events voxla
 events it sends. Client events are validated here and bounded (every string has a maximum; an append carries
 at most :data:`MAX_AUDIO_B64` characters of base64, OpenAI's own limit); the server events are built from the
 models below, whose shapes follow the ``openai`` SDK's server-event types (the SDK validates every one of them
-in tests/test_realtime_api.py), so an application written against OpenAI only changes its base URL.
+in tests/api/test_realtime_api.py), so an application written against OpenAI only changes its base URL.
 
 Error codes are voxlane's (``INVALID_JSON``, ``UNKNOWN_EVENT``, ``OVERLOADED``, ...) except where OpenAI's own
 code is what clients branch on (``input_audio_buffer_commit_empty``).

@@ -36,6 +36,7 @@ from asr.inference import BatchReport
 from server.fanout import Broker
 from server.http.auth import PROJECTS_ADMIN, AuthError, bearer_token
 from server.http.errors import ApiError
+from server.http.middleware import ConnectionMiddleware
 from server.pipeline.hub import Hub, Subscriber
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -192,17 +193,16 @@ def route_template(scope: Scope) -> str:
     return f"{path}/{{path}}" if isinstance(route, Mount) else path
 
 
-class MetricsMiddleware:
+class MetricsMiddleware(ConnectionMiddleware):
     """Counts and times every HTTP request by route template, and counts error bodies by their code."""
 
+    scope_types = ("http",)
+
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
         error_body: list[bytes] | None = None

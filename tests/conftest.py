@@ -84,7 +84,7 @@ def stop_server(server: RunningServer) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One real server for the live tests (model loading takes seconds; share it)."""
     # Its tests send recordings faster than real time to save minutes: the pacer (held to the wall clock by
-    # default) is off here and tested on servers of its own (tests/test_live_hostile.py, tests/test_webrtc.py).
+    # default) is off here and tested on servers of its own (tests/e2e/test_live_hostile.py, tests/e2e/test_webrtc.py).
     srv = start_server(tmp_path_factory.mktemp("voxlane"), VOXLANE_PING_INTERVAL="2", VOXLANE_STATUS_INTERVAL="1",
                        VOXLANE_MAX_AUDIO_LEAD_SECONDS="0")
     yield srv

@@ -22,7 +22,7 @@ from tests.db_support import PgDatabases
 from tests.rest_support import JWT_AUDIENCE, JWT_SECRET, LOOPBACK_RECEIVERS, Api, rsa_keys
 
 # The shared apps serve every REST test from one address, in one project after another: the abuse limits
-# of the participant API are raised here (tests/test_http_limits.py checks them on an app of its own).
+# of the participant API are raised here (tests/api/test_http_limits.py checks them on an app of its own).
 pytest_plugins = ("tests.db_support",)
 
 ROOMY_LIMITS = {"rate_per_address": 1000000, "rate_per_project": 1000000, "max_open_conversations": 10000000,

@@ -26,10 +26,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from protocol import ErrorCode, ProtocolError
 from server.http.errors import ApiError, error_response
+from server.http.middleware import ConnectionMiddleware
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -216,17 +217,11 @@ def _is_upload(scope: Scope) -> bool:
     return has_body and ctype.startswith(_UPLOAD_TYPES)
 
 
-class AdmissionMiddleware:
+class AdmissionMiddleware(ConnectionMiddleware):
     """Records the caller of every request and WebSocket (after authentication) in :data:`CALLER`, and bounds
     the audio uploads being received at once: their bodies hold a connection and a file open each."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = CALLER.set(caller_of(scope))
         try:
             services = getattr(scope["app"].state, "services", None) if "app" in scope else None

@@ -35,9 +35,10 @@ from urllib.parse import parse_qsl, urlencode
 
 import jwt
 from starlette.requests import HTTPConnection
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from server.http.errors import ApiError, error_response
+from server.http.middleware import ConnectionMiddleware
 from server.settings import JWT_AUDIENCE_REQUIRED, Settings, SettingsError
 
 log = logging.getLogger("voxlane.auth")
@@ -345,14 +346,8 @@ def can_publish(conn: HTTPConnection) -> bool:
     return principal(conn).has(WRITE)
 
 
-class AuthMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+class AuthMiddleware(ConnectionMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         rest = getattr(scope["app"].state, "rest", None) if "app" in scope else None
         path = scope["path"]
         websocket = scope["type"] == "websocket"

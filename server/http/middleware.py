@@ -16,16 +16,29 @@ log = logging.getLogger("voxlane.http")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
-class RequestIdMiddleware:
-    """Every HTTP response carries ``X-Request-ID`` (the caller's, if sane) and ``X-Process-Time-Ms``."""
+class ConnectionMiddleware:
+    """The base of voxlane's pure ASGI middleware: HTTP requests and WebSockets (``scope_types``) go to
+    :meth:`handle`, anything else (lifespan) passes straight through untouched."""
+
+    scope_types: tuple[str, ...] = ("http", "websocket")
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] not in self.scope_types:
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class RequestIdMiddleware(ConnectionMiddleware):
+    """Every HTTP response carries ``X-Request-ID`` (the caller's, if sane) and ``X-Process-Time-Ms``."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id

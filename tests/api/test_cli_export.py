@@ -17,7 +17,7 @@ from tests.rest_support import AUDIO, Api, as_cue_texts, reference
 
 pytest_plugins = ("tests.rest_fixtures",)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 JFK = "single/jfk_inaugural_1961_excerpt.wav"
 WIZARD = "single/librispeech_61-70968-0000.wav"
 

@@ -370,7 +370,7 @@ async def test_odd_participant_ids_round_trip_in_downloads_and_markdown(api: Api
 
 
 async def test_xlsx_of_names_with_control_characters(api: Api):
-    """Found by tests/test_schemathesis.py: a control character in a name made openpyxl raise (a 500), and one in
+    """Found by tests/api/test_schemathesis.py: a control character in a name made openpyxl raise (a 500), and one in
     the project title made a workbook Excel cannot open. Those characters are dropped from the workbook only."""
     admin = creds(api, "alice", ADMIN)
     r = await api.client.post("/api/projects", json={"title": "Bell\x07 hall"}, headers=admin)

@@ -21,7 +21,7 @@ from server.settings import Settings, SettingsError
 from tests.rest_support import AUDIO, JWT_AUDIENCE, JWT_SECRET, Api, creds, read_wav
 
 pytest_plugins = ("tests.rest_fixtures",)
-REPO = Path(__file__).resolve().parents[1]  # the checkout, whatever its folder is called
+REPO = Path(__file__).resolve().parents[2]  # the checkout, whatever its folder is called
 SHORT = "single/librispeech_61-70968-0000.wav"
 
 

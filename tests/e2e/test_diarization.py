@@ -13,7 +13,7 @@ from protocol.messages import Word
 from server.cli.bench.diarization import der, reference, timeline
 from server.cli.live_client import load_pcm16k, stream_audio
 from server.pipeline.speaker_relay import _runs
-from tests.test_participants import wait_done
+from tests.e2e.test_participants import wait_done
 
 PHONE = "multi/pyannote_sample_2spk_phone_conversation.wav"  # 30 s, Diane and Sheila
 SEVEN = "multi/constructed_turns_real_voices_7spk.wav"  # 108 s, 7 voices, exact turns

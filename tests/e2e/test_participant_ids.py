@@ -29,7 +29,7 @@ from tests.rest_support import AUDIO, Api, read_wav
 
 pytest_plugins = ("tests.rest_fixtures",)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FILES = {1: "single/librispeech_61-70968-0000.wav", "007": "single/librispeech_1089-134686_1utt.wav"}
 NAMES = {1: "P1", "007": "Bond"}
 

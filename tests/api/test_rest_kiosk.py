@@ -296,7 +296,7 @@ async def test_a_conversation_of_more_than_a_thousand_chunks_merges_whole(api: A
 
 
 async def test_a_non_ascii_signature_or_key_is_refused_not_a_500(public_api: Api):
-    """Found by tests/test_schemathesis.py: hmac.compare_digest raised TypeError on a non-ASCII signature."""
+    """Found by tests/api/test_schemathesis.py: hmac.compare_digest raised TypeError on a non-ASCII signature."""
     api = public_api
     cid = await initiate(api, (await make_project(api))["id"])
     url = await upload_url(api, cid)

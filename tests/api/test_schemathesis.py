@@ -10,7 +10,7 @@ What counts as a failure: any 500, or another 5xx the operation does not documen
 where an LLM is needed and none is configured); and, for requests valid by the schema, a 2xx body that does not
 match its documented schema.
 
-Left out on purpose: the WebSocket routes (schemathesis speaks HTTP; tests/test_protocol_properties.py fuzzes
+Left out on purpose: the WebSocket routes (schemathesis speaks HTTP; tests/api/test_protocol_properties.py fuzzes
 the live channel) and the operations that transcribe a request's audio (file uploads, transcription jobs,
 the OpenAI-compatible endpoint, segment re-transcription): thousands of generated uploads would each start
 real model work. Kiosk chunk PUTs stay in: without a valid signature (which generation never forges) they are

@@ -267,7 +267,7 @@ async def test_delete_while_transcribing_stops_the_work(public_api: Api):
 
 
 async def test_patch_with_null_fields_is_a_clear_422_and_changes_nothing(api: Api):
-    """Found by tests/test_schemathesis.py: ``{"name": null}`` reached the store's NOT NULL column (a 500)."""
+    """Found by tests/api/test_schemathesis.py: ``{"name": null}`` reached the store's NOT NULL column (a 500)."""
     tid = await new_transcript(api, "keeps its name")
     h = creds(api)
     for field in ("name", "status", "participants"):
