@@ -563,6 +563,21 @@ def _feed_until(session: StreamSession, audio: np.ndarray, pos: int, silence: fl
     return pos
 
 
+def _recorded_session(engine) -> tuple[_Recording, InferenceLoop, StreamSession, list[dict]]:
+    """A started session on a loop of its own whose backend records every window, and the messages it emits."""
+    backend = _Recording(engine.backend)
+    loop = InferenceLoop(backend)
+    loop.start()
+    messages: list[dict] = []
+
+    async def emit(message) -> None:
+        messages.append(message.model_dump())
+
+    session = StreamSession(engine=loop, vad_model=SileroModel(), emit=wire_emit(emit))
+    session.start()
+    return backend, loop, session, messages
+
+
 async def _settled(loop: InferenceLoop, decodes: int) -> None:
     """Until ``decodes`` decodes have been read and the session has had a moment to act on them."""
     for _ in range(600):
@@ -579,16 +594,7 @@ async def test_a_pause_is_read_before_it_is_confirmed(engine, audio_dir):
     nothing is committed while the speaker may still go on, and once the pause lasts the words before it
     are final without a second decode of the same window."""
     speech = load_pcm16k(audio_dir / "single/librispeech_61-70968-0000.wav")  # speech 0.3-4.78 s, then silence
-    backend = _Recording(engine.backend)
-    loop = InferenceLoop(backend)
-    loop.start()
-    messages: list[dict] = []
-
-    async def emit(message) -> None:
-        messages.append(message.model_dump())
-
-    session = StreamSession(engine=loop, vad_model=SileroModel(), emit=wire_emit(emit))
-    session.start()
+    backend, loop, session, messages = _recorded_session(engine)
     try:
         pos = _feed_until(session, speech, 0, session.config.vad.speech_pad_s)
         assert session._tracker.silence_run < session.config.pause_commit_s
@@ -612,16 +618,7 @@ async def test_an_early_pause_reading_is_a_refresh_when_speech_resumes(engine, a
     the dip: it is taken as a refresh, so it commits nothing on the pause rule (the word before a dip may be
     cut short)."""
     lj = load_pcm16k(audio_dir / "single/ljspeech_LJ001-0001_0016.wav")  # a sentence, 0.45 s of silence, the next
-    backend = _Recording(engine.backend)
-    loop = InferenceLoop(backend)
-    loop.start()
-    messages: list[dict] = []
-
-    async def emit(message) -> None:
-        messages.append(message.model_dump())
-
-    session = StreamSession(engine=loop, vad_model=SileroModel(), emit=wire_emit(emit))
-    session.start()
+    backend, loop, session, messages = _recorded_session(engine)
     try:
         pos = _feed_until(session, lj, 0, session.config.vad.speech_pad_s)
         dip = session._tracker.speech_end
