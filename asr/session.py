@@ -362,8 +362,10 @@ class StreamSession:
             return None
         last = hyp.committed[-1]
         for p in sorted(seg.pauses):
-            if p < hyp.committed_end - 0.15 or seg.pauses[p] < cfg.pause_commit_s - 1e-9:
-                continue  # a pause inside the committed words, or one not long enough yet
+            if seg.pauses[p] < cfg.pause_commit_s - 1e-9:
+                continue  # not long enough yet
+            if last.start >= p or hyp.committed_end - p > _WORD_END_OVERHANG_S:
+                continue  # a pause inside the committed words (a final word after it stays in this segment)
             if seg.decoded_to < p or any(w.start < p for w in hyp.tentative):
                 return None  # the speech before it is not read to its end, or not all final
             if p - hyp.committed_end > cfg.line_gap_s:
@@ -1006,11 +1008,15 @@ class StreamSession:
 
 
 _UTTERANCE_END_S = 0.5
-MIN_TURN_SEGMENT_S = 0.5
-"""A turn this close after a segment's start is the one the segment opened at: no split."""
 """A final word this close to where the VAD heard speech end closes an utterance: how long after it was said
 it became final is what a listener waits for (the commit latency the benchmark and admission control target);
 words inside running speech wait for two readings to agree and are not what the target is about."""
+_WORD_END_OVERHANG_S = 0.5
+"""How far past the VAD's speech end a segment's last word may be stamped and still end before the pause: the
+aligner stamps a line's last word late (0.15-0.2 s on read speech), and a tolerance of 0.15 s read "for them."
+stamped 7.03 s as a word after the pause at 6.85 s, so the line waited 3.9 s for the next pause to close."""
+MIN_TURN_SEGMENT_S = 0.5
+"""A turn this close after a segment's start is the one the segment opened at: no split."""
 
 
 def _arrived_at(arrivals: deque[tuple[float, float]], t: float) -> float | None:

@@ -517,15 +517,7 @@ async def test_a_pause_commit_overtakes_a_running_refresh(audio_dir):
     speech = load_pcm16k(audio_dir / "single/librispeech_61-70968-0000.wav")  # speech 0.3-4.78 s, then silence
     hold = threading.Event()
     backend = _Timed(FasterWhisperBackend(cpu_threads=2, lanes=2), hold=hold)
-    loop = InferenceLoop(backend)
-    loop.start()
-    messages: list[dict] = []
-
-    async def emit(message) -> None:
-        messages.append(message.model_dump())
-
-    session = StreamSession(engine=loop, vad_model=SileroModel(), emit=wire_emit(emit))
-    session.start()
+    loop, session, messages = _session_on(backend)
     try:
         session.feed(speech[: int(3.5 * 16000)])  # mid-sentence: a refresh is due
         assert await asyncio.to_thread(backend.held.wait, 30), "no refresh was asked for"
@@ -563,9 +555,8 @@ def _feed_until(session: StreamSession, audio: np.ndarray, pos: int, silence: fl
     return pos
 
 
-def _recorded_session(engine) -> tuple[_Recording, InferenceLoop, StreamSession, list[dict]]:
-    """A started session on a loop of its own whose backend records every window, and the messages it emits."""
-    backend = _Recording(engine.backend)
+def _session_on(backend) -> tuple[InferenceLoop, StreamSession, list[dict]]:
+    """A started session on a loop of its own over ``backend``, and the messages it emits."""
     loop = InferenceLoop(backend)
     loop.start()
     messages: list[dict] = []
@@ -575,7 +566,13 @@ def _recorded_session(engine) -> tuple[_Recording, InferenceLoop, StreamSession,
 
     session = StreamSession(engine=loop, vad_model=SileroModel(), emit=wire_emit(emit))
     session.start()
-    return backend, loop, session, messages
+    return loop, session, messages
+
+
+def _recorded_session(engine) -> tuple[_Recording, InferenceLoop, StreamSession, list[dict]]:
+    """A started session whose backend records every window (see ``_session_on``)."""
+    backend = _Recording(engine.backend)
+    return (backend, *_session_on(backend))
 
 
 async def _settled(loop: InferenceLoop, decodes: int) -> None:
@@ -701,3 +698,18 @@ def test_a_segments_first_reading_comes_after_the_first_step(engine, audio_dir):
     assert len(windows) <= len(half_windows) * 0.7, (windows, half_windows)
     steps = [b - a for a, b in zip(windows, windows[1:], strict=False) if b > a]
     assert min(steps[:2]) >= config.min_step_s - 0.05, windows
+
+
+def test_a_line_closes_at_its_pause_though_its_last_word_is_stamped_past_it(engine, audio_dir):
+    """The aligner stamps a line's last word late ("for them." to 7.03 s where the VAD heard the speech end at
+    6.85 s): the pause after it is still the line's end, so the segment's final comes as the line is final,
+    not when the next pause closes the next sentence too (3.9 s later)."""
+    name = "single/librivox_sense_and_sensibility_ch01_5utt.wav"  # 0.3-6.8 s, a 0.5 s pause, 7.3-9.94 s
+    audio = {name: load_pcm16k(audio_dir / name)[:int(10.6 * 16000)]}
+    _, records, _ = _replay(name, audio, engine.backend)
+    rec = records[0]
+    finals = [r for r in rec.transcriptions if r.data["is_final"]]
+    assert len(finals) == 2, [r.data["text"] for r in finals]
+    first, second = (r.data["text"].lower() for r in finals)
+    assert first.endswith("for them.") and second.startswith("he was"), (first, second)
+    assert finals[0].t - rec.sent_at(6.8) < 1.5
