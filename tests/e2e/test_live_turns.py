@@ -39,26 +39,28 @@ def moved_words(rec: StreamRecord) -> list[str]:
     return problems
 
 
-def speaker_of(turns: list[tuple[float, float, str]], t: float) -> str | None:
-    for start, end, who in turns:
-        if start - 0.15 <= t <= end + 0.15:
-            return who
-    return None
+def speakers_of(turns: list[tuple[float, float, str]], t: float) -> set[str]:
+    """The reference speakers talking at ``t`` (0.15 s either side of a turn): two where turns overlap."""
+    return {who for start, end, who in turns if start - 0.15 <= t <= end + 0.15}
 
 
 def purity(segments: list[dict], turns: list[tuple[float, float, str]]) -> tuple[float, dict[str, str]]:
     """Share of words whose label is the one its reference speaker maps to (each reference speaker mapped to
-    the label most of their words got), and that mapping."""
+    the label most of their words got), and that mapping. A word said where two reference turns overlap
+    (crosstalk, or within 0.15 s of a change) is right with either speaker's label, and only words of one
+    speaker vote for the mapping: the reference cannot say whose such a word is."""
     votes: dict[str, Counter] = {}
     pairs = []
     for seg in segments:
         for w in seg["words"]:
-            who = speaker_of(turns, (w["start"] + w["end"]) / 2)
-            if who is not None:
-                votes.setdefault(who, Counter())[seg["speaker"]] += 1
+            who = speakers_of(turns, (w["start"] + w["end"]) / 2)
+            if who:
                 pairs.append((who, seg["speaker"]))
+            if len(who) == 1:
+                votes.setdefault(next(iter(who)), Counter())[seg["speaker"]] += 1
     mapping = {who: c.most_common(1)[0][0] for who, c in votes.items()}
-    return sum(1 for who, label in pairs if mapping[who] == label) / max(1, len(pairs)), mapping
+    right = sum(1 for who, label in pairs if label in {mapping.get(w) for w in who})
+    return right / max(1, len(pairs)), mapping
 
 
 def rttm_turns(path: Path) -> list[tuple[float, float, str]]:
