@@ -23,6 +23,7 @@ def stream_config(settings: Settings, priority: Priority = Priority.PARTIAL) -> 
         first_step_s=settings.first_step_ms / 1000,
         max_segment_s=settings.max_segment_seconds,
         close_after_s=settings.segment_close_seconds,
+        sentence_split_s=settings.sentence_split_seconds,
         trim_s=settings.window_seconds,
         language=settings.language,
         priority=priority,

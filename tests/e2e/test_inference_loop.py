@@ -713,3 +713,15 @@ def test_a_line_closes_at_its_pause_though_its_last_word_is_stamped_past_it(engi
     first, second = (r.data["text"].lower() for r in finals)
     assert first.endswith("for them.") and second.startswith("he was"), (first, second)
     assert finals[0].t - rec.sent_at(6.8) < 1.5
+
+
+def test_a_sentence_the_speaker_goes_on_from_without_a_pause_closes_its_segment(engine, audio_dir):
+    """A phone call's turns abut with no pause the VAD hears ("... originally from Chicago." and at once "Oh,
+    I'm originally from Chicago also."): once a sentence's last word is final the segment closes after it,
+    instead of running on to ``max_segment_s`` (one segment held 18 s of the call, its final that late)."""
+    name = "multi/pyannote_sample_2spk_phone_conversation.wav"
+    audio = {name: load_pcm16k(audio_dir / name)}
+    _, records, _ = _replay(name, audio, engine.backend)
+    finals = [r.data for r in records[0].transcriptions if r.data["is_final"]]
+    assert any(f["text"].endswith("Chicago.") for f in finals), [f["text"] for f in finals]
+    assert max(f["end"] - f["start"] for f in finals) < 10, [(f["start"], f["end"]) for f in finals]
