@@ -7,6 +7,10 @@ running server. Three hypotheses are scored with ``pyannote.metrics`` (collar
 - *first*: each turn's label as first sent (no correction applied);
 - *live*: the turns with every correction received while the stream was live;
 - *offline*: the turns the server stored after the end-of-stream re-clustering.
+
+Beside DER it times how soon a caption names the voice speaking: for each reference turn of a voice already heard
+before, the seconds from the turn's first audio being sent to the first transcription message showing the
+turn's words under that voice's label (mapped as DER maps it).
 """
 
 from __future__ import annotations
@@ -70,12 +74,42 @@ def message_turns(rec: StreamRecord, corrections: bool, before: float | None = N
     return out
 
 
-def der(ref, hyp) -> float:
+def _metric():
+    """DER as every figure here scores it (collar 0.25 s, overlapped speech excluded)."""
     from pyannote.metrics.diarization import DiarizationErrorRate
 
+    return DiarizationErrorRate(collar=0.25, skip_overlap=True)
+
+
+def der(ref, hyp) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return float(DiarizationErrorRate(collar=0.25, skip_overlap=True)(ref, hyp))
+        return float(_metric()(ref, hyp))
+
+
+def speaker_shown_waits(rec: StreamRecord, ref, live, min_turn_s: float = 1.0) -> tuple[list[float], int]:
+    """The waits, and how many turns never got a message under their label. A voice's first turn is left out
+    (the diarizer needs a few seconds of a voice before it names it), and so are turns under ``min_turn_s``
+    (a backchannel inside another's turn is shown in that turn's segment)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        to_ref = _metric().optimal_mapping(ref, live)
+    names = {r.data["speaker_id"]: r.data["speaker"] for r in rec.of_type("diarization")}
+    label = {who: names.get(hyp) for hyp, who in to_ref.items()}
+    heard: set[str] = set()
+    waits, missed = [], 0
+    for turn, _, who in sorted(ref.itertracks(yield_label=True), key=lambda t: t[0].start):
+        known = who in heard
+        heard.add(who)
+        if not known or turn.duration < min_turn_s:
+            continue
+        shown = next((r for r in rec.transcriptions if r.data["words"] and r.data["speaker"] == label.get(who)
+                      and turn.start - 0.2 <= r.data["words"][-1]["start"] <= turn.end), None)
+        if shown is None:
+            missed += 1
+        else:
+            waits.append(shown.t - rec.sent_at(turn.start))
+    return waits, missed
 
 
 async def run_der(url: str, audio_dir: Path, token: str | None, concurrency: int) -> dict[str, Any]:
@@ -102,6 +136,7 @@ async def run_der(url: str, audio_dir: Path, token: str | None, concurrency: int
                    "der_offline": round(der(ref, offline), 4),
                    "speakers_live": len(live.labels()), "speakers_offline": len(offline.labels()),
                    "corrections": sum(1 for r in rec.of_type("diarization") if r.data.get("correction")),
+                   **_shown_summary(*speaker_shown_waits(rec, ref, live)),
                    "transcript_id": rec.transcript_id}
         print(f"  {Path(f).stem}: DER live {rows[f]['der_live']:.3f} offline {rows[f]['der_offline']:.3f}",
               file=sys.stderr)
@@ -117,13 +152,27 @@ async def run_der(url: str, audio_dir: Path, token: str | None, concurrency: int
     return {"files": ordered, "ami_average": summary}
 
 
+def _shown_summary(waits: list[float], missed: int) -> dict[str, Any]:
+    p50, p95 = (round(float(v), 2) for v in np.percentile(waits, [50, 95])) if waits else (None, None)
+    return {"speaker_shown_p50_s": p50, "speaker_shown_p95_s": p95, "turns_timed": len(waits),
+            "turns_not_shown": missed}
+
+
 def der_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The DER table: one row per file, then the AMI average."""
-    cols = ["file", "speakers ref", "live", "offline", "DER first", "DER live", "DER offline", "corrections"]
+    cols = ["file", "speakers ref", "live", "offline", "DER first", "DER live", "DER offline", "corrections",
+            "voice shown p50/p95 s (turns, not shown)"]
+
+    def shown(r: dict[str, Any]) -> str:
+        if r["speaker_shown_p50_s"] is None:
+            return f"- ({r['turns_timed']}, {r['turns_not_shown']})"
+        return (f"{r['speaker_shown_p50_s']:.2f}/{r['speaker_shown_p95_s']:.2f} ({r['turns_timed']}, "
+                f"{r['turns_not_shown']})")
+
     rows = [[Path(r["file"]).stem, str(r["ref_speakers"]), str(r["speakers_live"]), str(r["speakers_offline"]),
-             f"{r['der_first']:.3f}", f"{r['der_live']:.3f}", f"{r['der_offline']:.3f}", str(r["corrections"])]
-            for r in result["files"]]
+             f"{r['der_first']:.3f}", f"{r['der_live']:.3f}", f"{r['der_offline']:.3f}", str(r["corrections"]),
+             shown(r)] for r in result["files"]]
     avg = result["ami_average"]
     rows.append(["AMI average", "", "", "", f"{avg['der_first']:.3f}", f"{avg['der_live']:.3f}",
-                 f"{avg['der_offline']:.3f}", ""])
+                 f"{avg['der_offline']:.3f}", "", ""])
     return cols, rows

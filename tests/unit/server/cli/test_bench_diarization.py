@@ -1,0 +1,42 @@
+"""How soon a caption names the voice speaking, as ``voxlane bench --der`` times it."""
+
+from __future__ import annotations
+
+from server.cli.bench.diarization import speaker_shown_waits, timeline
+from server.cli.live_client import Received, StreamRecord
+
+
+def _transcription(t: float, speaker: str, words: list[tuple[float, float]]) -> Received:
+    return Received(t, {"type": "transcription", "data": {
+        "speaker": speaker, "is_final": False,
+        "words": [{"text": "w", "start": a, "end": b, "final": False} for a, b in words]}})
+
+
+def _diarization(t: float, speaker_id: str, name: str, start: float, end: float) -> Received:
+    return Received(t, {"type": "diarization", "data": {
+        "speaker_id": speaker_id, "speaker": name, "start_time": start, "end_time": end}})
+
+
+def test_a_turn_waits_until_its_words_show_under_its_voice():
+    # reference: A 0-4 s, B 4-8 s, A 8-12 s (short backchannel of B at 12-12.5 s is left out)
+    ref = timeline([(0, 4, "A"), (4, 8, "B"), (8, 12, "A"), (12, 12.5, "B")], 13)
+    rec = StreamRecord("t", audio_seconds=13, started=100.0,
+                       sent=[(0.1 * k, 100.0 + 0.1 * k) for k in range(1, 131)])
+    rec.received = [
+        _diarization(101, "s1", "Speaker 1", 0, 4), _diarization(105, "s2", "Speaker 2", 4, 8),
+        _diarization(109, "s1", "Speaker 1", 8, 12),
+        _transcription(109.5, "Speaker 2", [(7.5, 7.8), (8.1, 8.4)]),  # A's words still under B
+        _transcription(110.0, "Speaker 1", [(8.1, 8.4), (8.5, 8.9)]),  # now under A: 2 s after 8.0 was sent
+    ]
+    live = timeline([(0, 4, "s1"), (4, 8, "s2"), (8, 12, "s1")], 13)
+    waits, missed = speaker_shown_waits(rec, ref, live)
+    assert missed == 0 and len(waits) == 1 and abs(waits[0] - 2.0) < 1e-6
+
+
+def test_a_turn_never_shown_under_its_voice_is_counted():
+    ref = timeline([(0, 4, "A"), (4, 8, "B"), (8, 12, "A")], 13)
+    rec = StreamRecord("t", audio_seconds=13, started=100.0, sent=[(13.0, 113.0)])
+    rec.received = [_diarization(101, "s1", "Speaker 1", 0, 4), _diarization(105, "s2", "Speaker 2", 4, 8),
+                    _transcription(110.0, "Speaker 2", [(8.1, 8.4)])]
+    live = timeline([(0, 4, "s1"), (4, 12, "s2")], 13)
+    assert speaker_shown_waits(rec, ref, live) == ([], 1)
