@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from server.services import Services
 
 log = logging.getLogger("voxlane.speakers")
-EMBED_EVERY_S = 0.5  # audio between embedding jobs: a new voice is labelled about half a second sooner
+EMBED_EVERY_S = 1.0  # audio between embedding jobs: a few windows per batch (0.5 s tripled live DER)
 MIN_RUN_WORDS = 2  # a speaker change inside a segment needs this many words (or MIN_RUN_S) to split it
 MIN_RUN_S = 0.8
 ESTABLISHED_S = 4.0  # a voice splits a stored segment only once this much of its speech has been heard

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from server.cli.bench.diarization import der, message_turns, reference, timeline
 from server.cli.live_client import StreamRecord, load_pcm16k, stream_audio
 from tests import dialogue
 
@@ -116,10 +117,14 @@ async def test_dialogue_turns_open_segments_live_and_no_committed_word_moves(ser
 
 
 async def test_phone_call_keeps_committed_words_and_speakers(server, audio_dir):
-    """The two-person call (turns with almost no gap): no committed word moves, and the stored words carry
-    the right speaker."""
+    """The two-person call (turns with almost no gap): no committed word moves, the speaker turns told live
+    score as the end-of-stream pass does (DER under 15 %, the target of `voxlane bench --der` at real time),
+    and the stored words carry the right speaker."""
     rec = await stream_audio(server.url, load_pcm16k(audio_dir / PHONE), speed=2.0, settle_s=120)
     assert not moved_words(rec)
+    rttm = reference(audio_dir / "rttm" / "pyannote_sample_2spk_phone_conversation.rttm")
+    live = der(rttm, timeline(message_turns(rec, corrections=True, before=rec.stopped), rec.audio_seconds))
+    assert live <= 0.15, live
     ref = rttm_turns(audio_dir / "rttm" / "pyannote_sample_2spk_phone_conversation.rttm")
     share, mapping = purity(await stored_segments(server.url, rec.transcript_id), ref)
     assert len(set(mapping.values())) == 2 and share >= 0.85, (share, mapping)
