@@ -39,7 +39,7 @@ from server.routes.projects import load_project
 from server.routes.transcripts_audio import audio_file
 
 TAG = "exports"
-PAGE = 200
+PAGE = 25  # conversations read per query while an export streams: what the server holds besides one conversation
 
 
 class Stamp(BaseModel):
