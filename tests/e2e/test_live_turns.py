@@ -4,11 +4,10 @@ partials name the voice speaking, and the stored transcript gives each speaker t
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import httpx
 
-from server.cli.bench.diarization import der, message_turns, reference, timeline
+from server.cli.bench.diarization import der, message_turns, reference, rttm_turns, timeline
 from server.cli.live_client import StreamRecord, load_pcm16k, stream_audio
 from tests import dialogue
 
@@ -64,15 +63,6 @@ def purity(segments: list[dict], turns: list[tuple[float, float, str]]) -> tuple
     return right / max(1, len(pairs)), mapping
 
 
-def rttm_turns(path: Path) -> list[tuple[float, float, str]]:
-    out = []
-    for line in path.read_text().splitlines():
-        p = line.split()
-        if len(p) >= 8 and p[0] == "SPEAKER":
-            out.append((float(p[3]), float(p[3]) + float(p[4]), p[7]))
-    return sorted(out)
-
-
 async def stored_segments(url: str, transcript_id: str) -> list[dict]:
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
         return (await client.get(f"/v1/transcripts/{transcript_id}")).json()["segments"]
@@ -125,11 +115,10 @@ async def test_phone_call_keeps_committed_words_and_speakers(server, audio_dir):
     and the stored words carry the right speaker."""
     rec = await stream_audio(server.url, load_pcm16k(audio_dir / PHONE), speed=2.0, settle_s=120)
     assert not moved_words(rec)
-    rttm = reference(audio_dir / "rttm" / "pyannote_sample_2spk_phone_conversation.rttm")
-    live = der(rttm, timeline(message_turns(rec, corrections=True, before=rec.stopped), rec.audio_seconds))
+    rttm = audio_dir / "rttm" / "pyannote_sample_2spk_phone_conversation.rttm"
+    live = der(reference(rttm), timeline(message_turns(rec, corrections=True, before=rec.stopped), rec.audio_seconds))
     assert live <= 0.15, live
-    ref = rttm_turns(audio_dir / "rttm" / "pyannote_sample_2spk_phone_conversation.rttm")
-    share, mapping = purity(await stored_segments(server.url, rec.transcript_id), ref)
+    share, mapping = purity(await stored_segments(server.url, rec.transcript_id), rttm_turns(rttm))
     assert len(set(mapping.values())) == 2 and share >= 0.85, (share, mapping)
 
 

@@ -30,14 +30,23 @@ from server.cli.live_client import StreamRecord, load_pcm16k, stream_audio
 GRID = 0.01  # seconds per timeline cell
 
 
-def reference(path: Path):
-    from pyannote.core import Annotation, Segment
-
-    ann = Annotation(uri=path.stem)
+def rttm_turns(path: Path) -> list[tuple[float, float, str]]:
+    """The (start, end, speaker) turns of an RTTM file, in time order."""
+    out = []
     for line in path.read_text().splitlines():
         p = line.split()
         if len(p) >= 8 and p[0] == "SPEAKER":
-            ann[Segment(float(p[3]), float(p[3]) + float(p[4]))] = p[7]
+            out.append((float(p[3]), float(p[3]) + float(p[4]), p[7]))
+    return sorted(out)
+
+
+def reference(path: Path):
+    """An RTTM file as the annotation DER is scored against."""
+    from pyannote.core import Annotation, Segment
+
+    ann = Annotation(uri=path.stem)
+    for start, end, who in rttm_turns(path):
+        ann[Segment(start, end)] = who
     return ann
 
 
