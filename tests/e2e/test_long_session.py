@@ -2,7 +2,9 @@
 real time (the model only reads the speech). Over the hour the server's RSS, its asyncio task count and the
 stream's ``lag_seconds`` stay flat, nothing is transcribed in the silences, and nothing repeats in a loop.
 
-Part of the normal suite: it takes about a minute on two cores.
+Part of the normal suite: it takes about a minute on two cores. Each silence is held on the wall until the server
+has caught up (at most 30 s), so a machine busy with other work slows the test instead of piling one clip's backlog
+onto the next.
 """
 
 from __future__ import annotations
@@ -51,20 +53,21 @@ async def test_an_hour_stays_flat(soak_server, audio_dir, references):
     assert program[-1].start + program[-1].seconds > (MINUTES - 2) * 60
     rec = await soak_stream(soak_server.url, program, audio_dir, speed=SPEED, silence_speed=SILENCE_SPEED,
                             sample_every_s=120,
-                            pid=soak_server.process.pid, settle_s=240)
+                            pid=soak_server.process.pid, settle_s=240, catch_up_s=30)
     assert rec.completed and not rec.errors, rec.errors
     samples = rec.samples[1:]  # the first is before any audio
     report = "\n".join(str(s) for s in rec.samples)
 
-    # memory and tasks: the last quarter of the hour holds what the first quarter held. RSS by each quarter's
-    # median: a leak lifts every sample, while a sample taken mid-decode carries that decode's working set
-    # (about 90 MB above its neighbours seen once), which says nothing about growth
+    # memory and tasks: the last quarter of the hour holds what the first quarter held. RSS is sampled between
+    # clips, once the model has caught up, and compared by each quarter's median: a leak lifts every sample
     quarter = max(1, len(samples) // 4)
     early, late = samples[:quarter], samples[-quarter:]
     assert median(s["rss_mb"] for s in late) - median(s["rss_mb"] for s in early) < 80, report
     assert max(s["tasks"] for s in late) <= max(s["tasks"] for s in early) + 5, report
-    # lag: it never builds up over the hour (each silence gives the model time to catch up)
-    assert max(s["lag_max_s"] for s in late) <= max(max(s["lag_max_s"] for s in early) * 2, 5.0), report
+    # lag: it never builds up over the hour (each silence gives the model time to catch up). By quarter medians
+    # too: a build-up lifts every clip's lag, while one decode slowed by other work on the machine, with the
+    # silence sent 90x real time meanwhile, shows as a single spike of a minute or two in stream seconds
+    assert median(s["lag_max_s"] for s in late) <= max(median(s["lag_max_s"] for s in early) * 2, 5.0), report
 
     # text only where speech was, and no loops
     speech = [(p.start, p.start + p.seconds) for p in program if p.file is not None]

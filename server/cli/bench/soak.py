@@ -95,14 +95,20 @@ class SoakRecord:
 
 async def soak_stream(url: str, program: list[Piece], audio_dir: Path, *, speed: float = 1.0,
                       silence_speed: float | None = None, sample_every_s: float = 30.0, pid: int | None = None,
-                      token: str | None = None, chunk_ms: int = 100, settle_s: float = 300.0) -> SoakRecord:
-    """Stream the program at ``speed`` x real time; every ``sample_every_s`` of audio, note the server's RSS
-    (psutil on ``pid``, else /health), its asyncio task count (/health?verbose=1) and the latest lag.
+                      token: str | None = None, chunk_ms: int = 100, settle_s: float = 300.0,
+                      catch_up_s: float | None = None) -> SoakRecord:
+    """Stream the program at ``speed`` x real time; at the first clip after every ``sample_every_s`` of audio,
+    note the server's RSS (psutil on ``pid``, else /health), its asyncio task count (/health?verbose=1) and the
+    latest lag.
 
     ``silence_speed`` sends the silences faster still, but a speech clip never starts before the server has
     caught up with the one before (a status with nothing pending), nor later than the silence would have ended
     at ``speed``: a silence's job in the program is to let the model catch up, and in stream seconds a final
-    still pending when the next clip starts is late by the whole silence, however short it was on the wall."""
+    still pending when the next clip starts is late by the whole silence, however short it was on the wall.
+
+    ``catch_up_s`` holds each silence up to that many wall seconds instead: on a machine shared with other work
+    a silence compressed ``speed`` times can end before the model has read the clip, and the backlog then
+    carried from clip to clip is the sender's doing, not the server's (a real-time silence lasts minutes)."""
     tid = await create_transcript(url, "soak", token)
     rec = SoakRecord(tid)
     proc = psutil.Process(pid) if pid else None
@@ -148,14 +154,17 @@ async def soak_stream(url: str, program: list[Piece], audio_dir: Path, *, speed:
             if piece is not current:
                 if piece.file is not None and current is not None and silence_speed is not None:
                     at_speed = t0 + due + current.seconds * (1 / speed - 1 / silence_speed)  # the silence's end
+                    hold = catch_up_s if catch_up_s is not None else at_speed - time.monotonic()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(caught_up.wait(), max(0.0, at_speed - time.monotonic()))
+                        await asyncio.wait_for(caught_up.wait(), max(0.0, hold))
                     due = max(due, time.monotonic() - t0)
                 caught_up.clear()
                 current = piece
-            if sent >= next_sample:
-                await sample(sent)
-                next_sample += sample_every_s
+                if piece.file is not None and sent >= next_sample:
+                    # between clips, once the model has caught up: a sample taken mid-decode carries that
+                    # decode's working set (about 90 MB), which says nothing about growth
+                    await sample(sent)
+                    next_sample = sent + sample_every_s
             delay = t0 + due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
