@@ -7,12 +7,17 @@ whole word and the silence after it. Final words are never changed or removed.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 _PUNCT = re.compile(r"[^\w']+", re.UNICODE)
 SENTENCE_END = (".", "?", "!")
+# how far from its committed time a window's opening word may be stamped and still be taken for it
+_OPENING_DRIFT_S = 3.0
+# this many words stamped within the known word a window opens at are new speech, not a misreading of it
+_SKIPPED_WORDS = 3
 
 
 @dataclass(slots=True)
@@ -60,12 +65,21 @@ class Hypotheses:
     def committed_end(self) -> float:
         return self.committed[-1].end if self.committed else float("-inf")
 
-    def _fresh(self, words: list[TimedWord]) -> list[TimedWord]:
+    def _fresh(self, words: list[TimedWord], start: float | None = None) -> list[TimedWord]:
         """The part of a new hypothesis that lies after what is already committed.
 
         The window usually still holds the last committed words. They are found by text near the
         boundary (timestamps drift between decodes by a word's length); only when the text does not
         line up does the time cut decide.
+
+        A window that opens at the last known word (``start``: a trimmed window, a split segment's or a
+        lent anchor) is read from that word on, and Whisper stamps the first words of such a reading
+        worst: "posterity" at 27.9 s where it was said at 26.5, or the anchor "husbandry" left out and
+        "or who is he" stamped over its 21.8-22.8 s. A reading that opens with the known words is lined
+        up by them whatever their stamps. One that opens with other words either misread the known word
+        ("antecedents" as "sentence", "purpose" as "or bits": one or two words stamped within its time, cut
+        off by time) or skipped it, stamping ``_SKIPPED_WORDS`` or more new words there: those are all new
+        (but a first word that is a misreading of the known one).
         """
         known = self.anchor[-5:] + self.committed[-5:]  # the tail is all that is lined up
         if not known:
@@ -82,12 +96,17 @@ class Hypotheses:
                 # start when the window begins at it
                 w, k = near[i + n - 1], known[-1]
                 drift = min(abs(w.end - k.end), abs(w.start - k.start))
-                if drift < (1.0 if n > 1 else 0.35):
+                opening = start is not None and near[i] is words[0] and start >= known[-n].start - 0.05
+                if drift < (1.0 if n > 1 else 0.35) or (opening and drift < _OPENING_DRIFT_S):
                     return near[i + n:]
+        inside = [w for w in words if w.start <= last - 0.1]
+        if start is not None and len(inside) >= _SKIPPED_WORDS and start >= known[-1].start - 0.05:
+            return words[1:] if _misread(words[0].text, known[-1].text) else list(words)
         return [w for w in words if w.start > last - 0.1]
 
     def agree(self, words: list[TimedWord], horizon: float = float("inf"),
-              settled: float = float("-inf"), unsure: float = 0.0, unsure_wait: float = 0.0) -> list[TimedWord]:
+              settled: float = float("-inf"), unsure: float = 0.0, unsure_wait: float = 0.0,
+              start: float | None = None) -> list[TimedWord]:
         """LocalAgreement-2: commit the prefix this hypothesis shares with the previous one.
 
         Only words ending before ``horizon`` qualify: a word the model has heard with little audio after
@@ -100,8 +119,9 @@ class Hypotheses:
         more audio after it for both rules. Two readings half a second apart share most of their audio and
         agree by habit on a word the model hardly knows ("shall be seaged" for "shall besiege"); more right
         context is what changes the reading, and sure words, most of them, are not held back.
+        ``start`` is where the reading's window opens (see :meth:`_fresh`).
         """
-        new = self._fresh(words)
+        new = self._fresh(words, start)
         k = 0
 
         def wait(i: int) -> float:
@@ -112,20 +132,21 @@ class Hypotheses:
 
         while (k < len(new) and k < len(self.tentative) and new[k].end <= horizon - wait(k)
                and norm(new[k].text) == norm(self.tentative[k].text)):
+            new[k] = _agreed(new[k], self.tentative[k])
             k += 1
         while k < len(new) and new[k].end <= settled - wait(k):
             k += 1
         return self._commit_prefix(new, k)
 
     def commit_before(self, words: list[TimedWord], t: float, confident: float = 0.0,
-                      settled: float = float("-inf")) -> list[TimedWord]:
+                      settled: float = float("-inf"), start: float | None = None) -> list[TimedWord]:
         """Commit the words that start before ``t`` (the model has heard them and the pause after them).
 
         A word below ``confident`` probability that no earlier hypothesis agreed on stops the commit
         (unless it ended before ``settled``, as in :meth:`agree`): it waits for the next hypothesis or
         the segment's final decode rather than being frozen on one unsure reading.
         """
-        new = self._fresh(words)
+        new = self._fresh(words, start)
         k = 0
         while k < len(new) and new[k].start < t:
             agreed = k < len(self.tentative) and norm(new[k].text) == norm(self.tentative[k].text)
@@ -134,8 +155,8 @@ class Hypotheses:
             k += 1
         return self._commit_prefix(new, k)
 
-    def commit_all(self, words: list[TimedWord]) -> list[TimedWord]:
-        return self.commit_before(words, float("inf"))
+    def commit_all(self, words: list[TimedWord], start: float | None = None) -> list[TimedWord]:
+        return self.commit_before(words, float("inf"), start=start)
 
     def settle_before(self, t: float) -> list[TimedWord]:
         """Commit the tentative words that start before ``t`` as the latest hypothesis has them."""
@@ -161,6 +182,27 @@ class Hypotheses:
 
 # a word the model wrote on to the one before it: "-disposed" after "ill", ".e." after "i", ",000" after "1"
 _CONTINUES = ("-", ".", ",")
+
+
+def _misread(text: str, known: str) -> bool:
+    """Whether a reading's first word is the known word it opens at, read another way ("husband" for
+    "husbandry", "whose" for "who's")."""
+    a, b = norm(text), norm(known)
+    if not a or not b:
+        return False
+    return a.startswith(b) or b.startswith(a) or difflib.SequenceMatcher(None, a, b).ratio() >= 0.6
+
+
+def _agreed(new: TimedWord, old: TimedWord) -> TimedWord:
+    """A word two readings agree on, ending where the earlier of them ends it.
+
+    A reading the model stops short (it skips the rest of its window) stretches its last word over the audio it
+    skipped: "of" read as 37.6-39.8 s where the word before had it end at 37.9. Committed with that end, the
+    word would hide the words spoken after it: the next reading's are lined up against the committed end, and
+    "age shall see despite" (38.1-39.7 s) fell before it and was dropped from the segment."""
+    if old.end >= new.end:
+        return new
+    return TimedWord(new.text, min(new.start, old.end), old.end, new.probability)
 
 
 def join_words(texts: Iterable[str]) -> str:
@@ -200,6 +242,22 @@ def drop_trailing_hallucination(words: list[TimedWord], min_probability: float =
             mean = sum(w.probability for w in words[-n:]) / n
             if mean < min_probability:
                 return words[:-n]
+    return words
+
+
+def in_time_order(words: list[TimedWord]) -> list[TimedWord]:
+    """A reading whose words end no later than the next one starts.
+
+    Whisper's alignment now and then stamps a word far from where it was said: "of 37.6-39.9, thy 39.9-39.9,
+    see 38.8-39.4", with the next words back in place. Lined up against the committed words by time, such a
+    word no longer matches its own committed copy; taken as new, it was committed a second time (one "thy" at
+    37.9 s and one at 39.9 s) and every word spoken before its late stamp was then dropped as already read.
+    Each word is pulled back to the start of the word after it; words already in order are untouched."""
+    for i in range(len(words) - 2, -1, -1):
+        nxt, w = words[i + 1], words[i]
+        if w.end > nxt.start:
+            w.end = max(nxt.start, 0.0)
+            w.start = min(w.start, w.end)
     return words
 
 

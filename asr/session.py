@@ -32,6 +32,7 @@ from asr.policy import (
     attach_punctuation,
     copies_prompt,
     drop_trailing_hallucination,
+    in_time_order,
     join_words,
     stop_at_stacked_words,
     trim_repetition,
@@ -808,6 +809,8 @@ class StreamSession:
             words = self._clean(result, window_start, plan.end, prompt)
         if plan.kind == Priority.FINAL:
             words = self._spoken(seg, words)
+        else:
+            words = self._up_to_a_stretched_word(words)  # a final keeps them: it re-reads a tail it stops short of
         final = False
         with self._lock:
             self._decoded_to = max(self._decoded_to, plan.end)
@@ -824,14 +827,15 @@ class StreamSession:
                 if seg.speech_end is not None:
                     seg.decoded_to = max(seg.decoded_to, plan.end)
                     seg.read = (window_start, plan.end, prompt)
-                    seg.hyp.agree(words, horizon=float("-inf"))  # held for the final, nothing committed here
+                    # held for the final, nothing committed here
+                    seg.hyp.agree(words, horizon=float("-inf"), start=window_start)
                 return
             seg.decoded_to = max(seg.decoded_to, plan.end)
             seg.read = None if result.error else (window_start, plan.end, prompt)
             hyp = seg.hyp
             settled = plan.end - self.config.settle_s  # words this far back commit even if hypotheses disagree
             if plan.kind == Priority.FINAL:
-                hyp.commit_all(words)
+                hyp.commit_all(words, start=window_start)
                 if not result.error and self._read_short(seg, plan.end):
                     # the model stopped reading before the speech did (Whisper ends a long window early now
                     # and then: "windows of thy" and not a word of the 3.5 s after it): the rest is read once
@@ -846,15 +850,17 @@ class StreamSession:
                         self._closing.popleft()
                     final = True
             elif self._reads_cold(seg, window_start, plan.end):
-                hyp.agree(words, horizon=float("-inf"))  # a reading to compare the next with, nothing committed
+                # a reading to compare the next with, nothing committed
+                hyp.agree(words, horizon=float("-inf"), start=window_start)
             elif plan.commit_before != float("inf"):
                 # a pause commit, or a refresh whose window already holds the pause: either way an unsure
                 # word is weighed against the previous hypothesis, not against this one's own copy of it
                 hyp.commit_before(words, plan.commit_before, confident=self.config.pause_commit_confidence,
-                                  settled=settled)
+                                  settled=settled, start=window_start)
             else:
                 hyp.agree(words, horizon=plan.end - self.config.agree_right_context_s, settled=settled,
-                          unsure=self.config.unsure_probability, unsure_wait=self.config.unsure_wait_s)
+                          unsure=self.config.unsure_probability, unsure_wait=self.config.unsure_wait_s,
+                          start=window_start)
             if plan.kind == Priority.ENDPOINT:  # this pause has had its decode, committed or not
                 seg.endpoint_for = plan.speech_end
                 if seg.pending_pause == plan.speech_end:
@@ -957,7 +963,7 @@ class StreamSession:
         words = [TimedWord(w.text.strip(), window_start + max(0.0, w.start),
                            window_start + max(w.start, w.end), w.probability)
                  for w in result.words if w.text.strip()]
-        words = drop_trailing_hallucination(stop_at_stacked_words(attach_punctuation(words)))
+        words = in_time_order(drop_trailing_hallucination(stop_at_stacked_words(attach_punctuation(words))))
         words = [w for w in words if w.start < end + 0.1]
         words = trim_repetition(words)
         if result.compression_ratio > LOOP_COMPRESSION_RATIO and len(words) > 6:
@@ -967,6 +973,25 @@ class StreamSession:
         for w in words:
             w.end = min(w.end, end)
             w.start = min(w.start, w.end)
+        return words
+
+    def _up_to_a_stretched_word(self, words: list[TimedWord]) -> list[TimedWord]:
+        """A reading up to a word stretched over speech that no word covers.
+
+        Whisper ends a window's reading early now and then ("windows of thy" and not a word of the 2.4 s after
+        it) and stamps its last word over the rest: "of 37.61-40.01, thy 40.01-40.01". Two such readings agree,
+        and their words were committed with those ends: the words said in that time ("age shall see despite
+        of") then lay before the committed end and were dropped from every later reading, the final's too.
+        Such a word, and the stacked words after it, wait for a reading that covers its time (a segment's final
+        reads again from its last word when it stops short: ``_read_short``)."""
+        for i, w in enumerate(words):
+            if w.end - w.start <= _LONGEST_WORD_S:
+                continue
+            recent = self._tracker.recent
+            remembered = bool(recent) and recent[0][0] <= w.start + _LONGEST_WORD_S
+            if remembered and all(x.end - x.start < 0.05 for x in words[i + 1:]) \
+                    and self._heard_speech(w.start + _LONGEST_WORD_S, w.end):
+                return words[:i]  # only on the VAD's word: audio it no longer remembers is not taken for speech
         return words
 
     # ------------------------------------------------------------ events
@@ -1033,6 +1058,9 @@ _WORD_END_OVERHANG_S = 0.5
 """How far past the VAD's speech end a segment's last word may be stamped and still end before the pause: the
 aligner stamps a line's last word late (0.15-0.2 s on read speech), and a tolerance of 0.15 s read "for them."
 stamped 7.03 s as a word after the pause at 6.85 s, so the line waited 3.9 s for the next pause to close."""
+_LONGEST_WORD_S = 1.2
+"""A word stamped longer than this at a reading's end, with speech heard in the rest of its time, is a reading
+stopped short (see ``_up_to_a_stretched_word``); a long word said slowly, or one stamped over a pause, is not."""
 MIN_TURN_SEGMENT_S = 0.5
 """A turn this close after a segment's start is the one the segment opened at: no split."""
 

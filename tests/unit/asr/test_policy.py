@@ -1,4 +1,12 @@
-from asr.policy import Hypotheses, TimedWord, copies_prompt, join_words, stop_at_stacked_words, trim_repetition
+from asr.policy import (
+    Hypotheses,
+    TimedWord,
+    copies_prompt,
+    in_time_order,
+    join_words,
+    stop_at_stacked_words,
+    trim_repetition,
+)
 
 
 def words(text: str, t0: float = 0.0, step: float = 0.4) -> list[TimedWord]:
@@ -139,3 +147,67 @@ def test_a_reading_stops_where_its_timestamps_stop_advancing():
     assert [w.text for w in stop_at_stacked_words(loop)] == ["Montreal", "forced", "a"]
     pair = words("forced", 55.0) + [TimedWord("the", 55.72, 55.72, 0.9), TimedWord("liner.", 55.72, 55.9, 0.9)]
     assert stop_at_stacked_words(pair) == pair  # two or three words on one instant happen at a window's end
+
+
+def test_a_word_stamped_after_the_next_one_is_pulled_back():
+    """Sonnet 3 streamed live: "of 37.61-39.91, thy 39.91-39.91, see 38.83-39.39": "thy" no longer matched its
+    committed copy, was committed again at 39.91, and the words said before that were dropped as read."""
+    reading = [TimedWord("of", 37.61, 39.91, 0.9), TimedWord("thy", 39.91, 39.91, 0.9),
+               TimedWord("see", 38.83, 39.39, 0.9), TimedWord("despite", 39.39, 39.85, 0.9)]
+    fixed = in_time_order(reading)
+    assert [(w.start, w.end) for w in fixed] == [(37.61, 38.83), (38.83, 38.83), (38.83, 39.39), (39.39, 39.85)]
+    ordered = words("one two three")
+    assert in_time_order([TimedWord(w.text, w.start, w.end, w.probability) for w in ordered]) == ordered
+
+    h = Hypotheses()
+    h.commit_all([TimedWord("windows", 37.21, 37.61, 0.9), TimedWord("of", 37.61, 37.87, 0.9),
+                  TimedWord("thy", 37.89, 38.07, 0.9)])
+    assert [w.text for w in h.agree(fixed)] == []
+    assert [w.text for w in h.tentative] == ["see", "despite"]  # "thy" lined up with its committed copy
+
+
+def test_an_agreed_word_ends_where_the_earlier_reading_ends_it():
+    """A reading the model stops short stretches its last word over the audio it skipped; committed with that
+    end, the word hid the words said after it from the next reading."""
+    h = Hypotheses()
+    h.agree([TimedWord("windows", 37.2, 37.6, 0.9), TimedWord("of", 37.6, 37.9, 0.9),
+             TimedWord("thy", 37.9, 38.1, 0.9), TimedWord("age", 38.1, 38.4, 0.9)])
+    done = h.agree([TimedWord("windows", 37.2, 37.6, 0.9), TimedWord("of", 37.6, 39.8, 0.9)])
+    assert [(w.text, w.end) for w in done] == [("windows", 37.6), ("of", 37.9)]
+    again = [TimedWord("of", 37.6, 37.9, 0.9), TimedWord("thy", 37.9, 38.1, 0.9), TimedWord("age", 38.1, 38.4, 0.9),
+             TimedWord("shall", 38.4, 38.8, 0.9)]
+    h.agree(again)
+    assert [w.text for w in h.tentative] == ["thy", "age", "shall"]
+
+
+def test_a_window_opening_at_the_known_word_lines_up_by_it_however_it_is_stamped():
+    """Sonnet 3: the window opens at the lent anchor "posterity." (26.47 s) and the model stamps it at 27.91 s;
+    without the window's start it read as a new word, and the next segment opened with "posterity." again."""
+    h = Hypotheses(anchor=[TimedWord("posterity.", 26.47, 27.33, 0.9)])
+    reading = [TimedWord("posterity.", 27.91, 28.61, 0.9), TimedWord("Thou", 29.37, 29.81, 0.9),
+               TimedWord("art", 29.81, 30.07, 0.9)]
+    assert [w.text for w in h.commit_all(reading, start=26.47)] == ["Thou", "art"]
+    h = Hypotheses(anchor=[TimedWord("posterity.", 26.47, 27.33, 0.9)])
+    assert [w.text for w in h.commit_all(reading)] == ["posterity.", "Thou", "art"]  # a window opening earlier
+
+
+def test_a_reading_that_skips_the_word_its_window_opens_at_keeps_every_word():
+    """Sonnet 3: the window opens at the anchor "husbandry" (21.77-22.79 s); the model leaves it out and
+    stamps "or who is he" over its time, and the time cut dropped those four words."""
+    anchor = [TimedWord("husbandry.", 21.77, 22.79, 0.9)]
+    reading = [TimedWord("or", 21.77, 22.19, 0.9), TimedWord("who", 22.19, 22.33, 0.9),
+               TimedWord("is", 22.33, 22.55, 0.9), TimedWord("he", 22.55, 22.83, 0.9),
+               TimedWord("so", 22.83, 23.15, 0.9)]
+    h = Hypotheses(anchor=anchor)
+    assert [w.text for w in h.commit_all(reading, start=21.77)] == ["or", "who", "is", "he", "so"]
+    h = Hypotheses(anchor=anchor)
+    misread = [TimedWord("husband", 21.77, 22.19, 0.9)] + reading[1:]
+    assert [w.text for w in h.commit_all(misread, start=21.77)] == ["who", "is", "he", "so"]
+
+
+def test_a_misreading_of_the_word_a_window_opens_at_is_not_taken_for_new_speech():
+    """LibriSpeech 2412: a window opening at "antecedents." read it as "sentence."; kept as new, the segment
+    said "antecedents. sentence." One or two words within the known word's time are its misreading."""
+    h = Hypotheses(anchor=[TimedWord("antecedents.", 5.1, 5.9, 0.9)])
+    reading = [TimedWord("sentence.", 5.1, 5.8, 0.6), TimedWord("Nor", 6.3, 6.5, 0.9), TimedWord("of", 6.5, 6.6, 0.9)]
+    assert [w.text for w in h.commit_all(reading, start=5.1)] == ["Nor", "of"]
