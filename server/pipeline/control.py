@@ -64,6 +64,8 @@ async def apply_control(channel: ControlChannel, raw: str | bytes) -> None:
         if pub is None:
             raise ProtocolError(ErrorCode.NOT_STARTED, "participant events need a started stream")
         await pub.participant_event(msg.params)  # type: ignore[attr-defined]
+    elif action == "stop" and pub is not None and pub.storage_error is not None:
+        return  # the server ended this stream (disk full) and said so; the client's stop agrees with it
     elif not active:
         raise ProtocolError(ErrorCode.NOT_STARTED, f"nothing to {action}: no audio stream was started")
     elif action == "pause":
