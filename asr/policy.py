@@ -60,6 +60,7 @@ class Hypotheses:
         self.anchor: list[TimedWord] = list(anchor or [])
         self.committed: list[TimedWord] = []
         self.tentative: list[TimedWord] = []
+        self.earlier: list[TimedWord] = []  # the reading's tail before the latest: settle_before weighs it
 
     @property
     def committed_end(self) -> float:
@@ -163,11 +164,17 @@ class Hypotheses:
         k = 0
         while k < len(self.tentative) and self.tentative[k].start < t:
             k += 1
-        return self._commit_prefix(self.tentative, k)
+        return self._commit_prefix(self.tentative, k, self.earlier)
 
-    def _commit_prefix(self, words: list[TimedWord], k: int) -> list[TimedWord]:
-        """The first ``k`` words become committed; the rest are the tentative tail the next reading is held to."""
-        done = words[:k]
+    def _commit_prefix(self, words: list[TimedWord], k: int,
+                       earlier: list[TimedWord] | None = None) -> list[TimedWord]:
+        """The first ``k`` words become committed; the rest are the tentative tail the next reading is held to.
+
+        Where the reading before (``earlier``, by default the tentative tail this reading replaces) had other
+        words for a short stretch, the surer of the two is committed (see :func:`surer_reading`)."""
+        if earlier is None:
+            earlier, self.earlier = self.tentative, self.tentative
+        done = surer_reading(words[:k], earlier)
         self.committed.extend(done)
         self.tentative = words[k:]
         return done
@@ -182,6 +189,38 @@ class Hypotheses:
 
 # a word the model wrote on to the one before it: "-disposed" after "ill", ".e." after "i", ",000" after "1"
 _CONTINUES = ("-", ".", ",")
+
+
+# a stretch two readings disagree on is weighed only when this short and stamped this close on both
+_WEIGHED_WORDS = 3
+_WEIGHED_DRIFT_S = 0.5
+_SURER_BY = 0.2  # ...and the earlier reading is taken only when this much surer of it (two guesses are a toss-up)
+
+
+def surer_reading(words: list[TimedWord], earlier: list[TimedWord]) -> list[TimedWord]:
+    """``words`` with each short stretch that the earlier reading had otherwise taken from the surer reading.
+
+    A word committed without two readings agreeing (at a pause, settled by right context, in a final) takes
+    the latest reading as it stands, and two readings of one window a few hundred milliseconds apart can
+    flip on a hard word: "ill-disposed" read at 0.9, then "old-sposed" at 0.41 once the pause's pad came in,
+    and the pause committed the second. Whisper's own word probability says which reading it was surer of;
+    the stretch must cover the same time in both (within ``_WEIGHED_DRIFT_S`` at either edge), so a reading
+    that heard more speech is never cut back.
+    """
+    if not words or not earlier:
+        return words
+    a, b = [norm(w.text) for w in earlier], [norm(w.text) for w in words]
+    out: list[TimedWord] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        mine = words[j1:j2]
+        if op == "replace" and i2 - i1 <= _WEIGHED_WORDS and j2 - j1 <= _WEIGHED_WORDS:
+            theirs = earlier[i1:i2]
+            if (abs(theirs[0].start - mine[0].start) < _WEIGHED_DRIFT_S
+                    and abs(theirs[-1].end - mine[-1].end) < _WEIGHED_DRIFT_S
+                    and min(w.probability for w in theirs) >= min(w.probability for w in mine) + _SURER_BY):
+                mine = [TimedWord(w.text, w.start, w.end, w.probability) for w in theirs]
+        out.extend(mine)
+    return out
 
 
 def _misread(text: str, known: str) -> bool:

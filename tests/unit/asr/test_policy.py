@@ -211,3 +211,37 @@ def test_a_misreading_of_the_word_a_window_opens_at_is_not_taken_for_new_speech(
     h = Hypotheses(anchor=[TimedWord("antecedents.", 5.1, 5.9, 0.9)])
     reading = [TimedWord("sentence.", 5.1, 5.8, 0.6), TimedWord("Nor", 6.3, 6.5, 0.9), TimedWord("of", 6.5, 6.6, 0.9)]
     assert [w.text for w in h.commit_all(reading, start=5.1)] == ["Nor", "of"]
+
+
+def test_a_stretch_two_readings_disagree_on_is_committed_as_the_surer_one_read_it():
+    """Sense and Sensibility: a refresh read "to be ill-disposed." (0.98), the pause's reading of the same
+    window "to be old-sposed." (0.71), and the pause committed the second."""
+    h = Hypotheses()
+    before = [TimedWord("to", 14.21, 14.37, 0.99), TimedWord("be", 14.37, 14.51, 0.99),
+              TimedWord("ill", 14.51, 14.69, 0.98), TimedWord("-disposed.", 14.69, 15.07, 0.91)]
+    h.agree(before, horizon=14.0)  # nothing has right context yet: all tentative
+    assert h.committed == []
+    at_pause = [TimedWord("to", 14.21, 14.37, 0.99), TimedWord("be", 14.37, 14.55, 0.99),
+                TimedWord("old", 14.55, 14.71, 0.71), TimedWord("-sposed.", 14.71, 15.29, 0.9)]
+    assert [w.text for w in h.commit_before(at_pause, 15.3)] == ["to", "be", "ill", "-disposed."]
+
+
+def test_the_latest_reading_stands_where_neither_is_clearly_surer_or_the_times_differ():
+    """JFK: "asked" (0.38) then "ask" (0.32) is a toss-up, and the later reading heard more."""
+    h = Hypotheses()
+    h.agree([TimedWord("asked", 2.31, 2.6, 0.38)], horizon=0.0)
+    assert [w.text for w in h.commit_before([TimedWord("ask", 2.37, 2.6, 0.32)], 3.0)] == ["ask"]
+    h = Hypotheses()  # a surer earlier word over other audio is a different stretch, not another reading
+    h.agree([TimedWord("ill", 5.0, 5.3, 0.98)], horizon=0.0)
+    assert [w.text for w in h.commit_before([TimedWord("old", 5.8, 6.1, 0.4)], 7.0)] == ["old"]
+
+
+def test_settling_a_pause_weighs_the_reading_before_the_pause_reading():
+    """The pause's reading leaves an unsure word tentative; when the pause lasts, it is settled, and the
+    refresh before it (surer of that stretch) decides."""
+    h = Hypotheses()
+    h.agree([TimedWord("ill", 8.49, 8.75, 0.9), TimedWord("-disposed", 8.75, 9.23, 0.9)], horizon=0.0)
+    h.commit_before([TimedWord("old", 8.49, 8.83, 0.41), TimedWord("-sposed", 8.83, 9.25, 0.72)], 9.3,
+                    confident=0.5)
+    assert h.committed == []  # the unsure word waits
+    assert [w.text for w in h.settle_before(9.3)] == ["ill", "-disposed"]
