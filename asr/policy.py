@@ -218,7 +218,7 @@ def surer_reading(words: list[TimedWord], earlier: list[TimedWord]) -> list[Time
             if (abs(theirs[0].start - mine[0].start) < _WEIGHED_DRIFT_S
                     and abs(theirs[-1].end - mine[-1].end) < _WEIGHED_DRIFT_S
                     and min(w.probability for w in theirs) >= min(w.probability for w in mine) + _SURER_BY):
-                mine = [TimedWord(w.text, w.start, w.end, w.probability) for w in theirs]
+                mine = theirs  # committed as they are, as settle_before commits a tentative tail
         out.extend(mine)
     return out
 

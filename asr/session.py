@@ -984,10 +984,10 @@ class StreamSession:
         of") then lay before the committed end and were dropped from every later reading, the final's too.
         Such a word, and the stacked words after it, wait for a reading that covers its time (a segment's final
         reads again from its last word when it stops short: ``_read_short``)."""
+        recent = self._tracker.recent
         for i, w in enumerate(words):
             if w.end - w.start <= _LONGEST_WORD_S:
                 continue
-            recent = self._tracker.recent
             remembered = bool(recent) and recent[0][0] <= w.start + _LONGEST_WORD_S
             if remembered and all(x.end - x.start < 0.05 for x in words[i + 1:]) \
                     and self._heard_speech(w.start + _LONGEST_WORD_S, w.end):
