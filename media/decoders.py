@@ -342,7 +342,9 @@ class ContainerDecoder(StreamDecoder):
             raise DecodeError("the stream's channel layout changed mid-stream; its channels cannot be kept apart")
         if not pieces:
             return _EMPTY
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        # the thread may have put up to another hand-off's worth between the last drain and its stop
+        out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        return out[:self.max_buffered]
 
     def close(self) -> None:
         if self._closed:
