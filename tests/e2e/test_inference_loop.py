@@ -78,8 +78,10 @@ async def test_build_returning_nothing_and_errors(engine):
 async def test_a_long_segment_splits_after_its_committed_words(engine):
     """Words shown final in a segment stay in it: the split is after the last committed word, even when
     an earlier word ends a sentence, and the uncommitted tail carries over to the next segment. The next
-    window starts at the last final word (its end timestamp may be late), which the prompt leaves out."""
-    session = StreamSession(engine=engine, vad_model=SileroModel(), emit=_ignore)
+    window starts at the last final words (a word's end timestamp may be late; here the last 0.5 s of them),
+    which the prompt leaves out."""
+    session = StreamSession(engine=engine, vad_model=SileroModel(), emit=_ignore,
+                            config=StreamConfig(split_context_s=0.5))
     session._history = "It ends. And goes"
     seg = Segment(id="a", start=0.0, window_start=0.0)
     seg.hyp.committed = [TimedWord("It", 0.0, 0.2, 0.9), TimedWord("ends.", 0.3, 0.6, 0.9),
@@ -97,6 +99,37 @@ async def test_a_long_segment_splits_after_its_committed_words(engine):
     # the new window hears "goes" again: it lines up with the anchor and is not committed twice
     done = nxt.hyp.agree([TimedWord("goes", 1.2, 1.45, 0.9), TimedWord("on", 1.45, 1.8, 0.9)])
     assert [w.text for w in done] == ["on"]
+
+
+async def test_a_sentence_end_committed_with_the_next_words_still_closes_its_segment(engine):
+    """A reading may commit a sentence's end and the next sentence's first words at once ("design. Okay, I"):
+    the segment closes at the sentence end, and the words after it, not yet told final, open the next segment
+    already committed. A word told final never leaves its segment: a sentence end before one is no cut."""
+    config = StreamConfig(sentence_split_s=2.0, split_context_s=1.5)
+    session = StreamSession(engine=engine, vad_model=SileroModel(), emit=_ignore, config=config)
+    words = [TimedWord("Well,", 0.0, 0.3, 0.9), TimedWord("I", 0.4, 0.5, 0.9), TimedWord("need", 0.6, 0.9, 0.9),
+             TimedWord("the", 1.0, 1.2, 0.9), TimedWord("design.", 1.3, 2.2, 0.9), TimedWord("Okay,", 2.3, 2.6, 0.9),
+             TimedWord("I", 2.6, 2.7, 0.9)]
+    seg = Segment(id="a", start=0.0, window_start=0.0)
+    seg.hyp.committed = list(words)
+    seg.hyp.tentative = [TimedWord("thought", 2.8, 3.0, 0.5)]
+    seg.final_told = 7  # every committed word was shown final here: they stay
+    assert session._sentence_end(seg) is None
+    seg.final_told = 3  # "the design. Okay, I" were committed by the reading being applied
+    assert session._sentence_end(seg) == 5
+    session._open = seg
+    session._split(seg, 5)
+    closed, nxt = session._closing[0], session._open
+    assert [w.text for w in closed.hyp.committed] == ["Well,", "I", "need", "the", "design."] and closed.end == 2.2
+    assert nxt is not None and nxt.start == 2.2
+    assert [w.text for w in nxt.hyp.committed] == ["Okay,", "I"] and [w.text for w in nxt.hyp.tentative] == ["thought"]
+    # the next window opens on the last 1.5 s of the closed segment's words: a reading that starts at the
+    # sentence's last word loses the next one ("if the reader will", "it is of the" read without their first word)
+    assert [w.text for w in nxt.hyp.anchor] == ["the", "design."] and nxt.window_start == 1.0
+    # a segment shorter than sentence_split_s does not close at its sentence end
+    short = Segment(id="b", start=1.0, window_start=1.0)
+    short.hyp.committed = words[3:6]
+    assert session._sentence_end(short) is None
 
 
 async def _ignore(_message) -> None:
