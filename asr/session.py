@@ -400,8 +400,8 @@ class StreamSession:
         the last final word, and the segment ran on 7 s more."""
         cfg = self.config
         hyp = seg.hyp
-        if not cfg.live or cfg.sentence_split_s <= 0 or not hyp.committed:
-            return None
+        if not cfg.live or cfg.sentence_split_s <= 0 or seg is not self._open or not hyp.committed:
+            return None  # a closed segment (one whose final re-reads its tail, say) has its final coming
         after = hyp.committed[1:] + hyp.tentative[:1]
         for i in range(max(0, seg.final_told - 1), len(hyp.committed)):
             w = hyp.committed[i]

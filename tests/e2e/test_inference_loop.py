@@ -113,11 +113,13 @@ async def test_a_sentence_end_committed_with_the_next_words_still_closes_its_seg
     seg = Segment(id="a", start=0.0, window_start=0.0)
     seg.hyp.committed = list(words)
     seg.hyp.tentative = [TimedWord("thought", 2.8, 3.0, 0.5)]
+    seg.final_told = 3  # "the design. Okay, I" were committed by the reading being applied
+    assert session._sentence_end(seg) is None  # closed already (its final re-reading its tail): it has its final
+    session._open = seg
     seg.final_told = 7  # every committed word was shown final here: they stay
     assert session._sentence_end(seg) is None
-    seg.final_told = 3  # "the design. Okay, I" were committed by the reading being applied
+    seg.final_told = 3
     assert session._sentence_end(seg) == 5
-    session._open = seg
     session._split(seg, 5)
     closed, nxt = session._closing[0], session._open
     assert [w.text for w in closed.hyp.committed] == ["Well,", "I", "need", "the", "design."] and closed.end == 2.2
@@ -129,6 +131,7 @@ async def test_a_sentence_end_committed_with_the_next_words_still_closes_its_seg
     # a segment shorter than sentence_split_s does not close at its sentence end
     short = Segment(id="b", start=1.0, window_start=1.0)
     short.hyp.committed = words[3:6]
+    session._open = short
     assert session._sentence_end(short) is None
 
 
