@@ -130,6 +130,10 @@ class Segment:
     def words(self) -> list[TimedWord]:
         return self.hyp.committed + self.hyp.tentative
 
+    def pauses_after(self, t: float) -> dict[float, float]:
+        """The pauses heard after ``t``: what the segment opening there inherits."""
+        return {k: v for k, v in self.pauses.items() if k > t}
+
     def pause_after(self, speech_end: float | None, default: float) -> float:
         """The longest silence heard so far after the speech that ended at ``speech_end`` (``default``: none)."""
         return self.pauses.get(speech_end, default) if speech_end is not None else default
@@ -402,11 +406,12 @@ class StreamSession:
         hyp = seg.hyp
         if not cfg.live or cfg.sentence_split_s <= 0 or seg is not self._open or not hyp.committed:
             return None  # a closed segment (one whose final re-reads its tail, say) has its final coming
-        after = hyp.committed[1:] + hyp.tentative[:1]
-        for i in range(max(0, seg.final_told - 1), len(hyp.committed)):
+        n = len(hyp.committed)
+        for i in range(max(0, seg.final_told - 1), n):
             w = hyp.committed[i]
-            if (i < len(after) and w.text.endswith(SENTENCE_END) and w.end - seg.start >= cfg.sentence_split_s
-                    and after[i].start >= w.end - 0.05):
+            following = hyp.committed[i + 1] if i + 1 < n else (hyp.tentative[0] if hyp.tentative else None)
+            if (following is not None and w.text.endswith(SENTENCE_END)
+                    and w.end - seg.start >= cfg.sentence_split_s and following.start >= w.end - 0.05):
                 return i + 1
         return None
 
@@ -429,7 +434,7 @@ class StreamSession:
             nxt = Segment(id=uuid.uuid4().hex[:12], start=seg.end, window_start=seg.end, decoded_to=seg.end,
                           endpoint_for=seg.endpoint_for,
                           pending_pause=pending if pending is not None and pending > cut else None,
-                          pauses={k: v for k, v in seg.pauses.items() if k > cut})
+                          pauses=seg.pauses_after(cut))
             nxt.hyp.tentative = after
             self._open = nxt
 
@@ -472,9 +477,9 @@ class StreamSession:
         Every committed word shown final in this segment's partials stays in it (a cut before one would move
         a final word into the next segment); committed words not told yet (see ``_sentence_end``) open the
         next segment, committed there. The uncommitted tail carries over, so its agreement with the next
-        hypothesis is not lost. The next window starts at the last committed word, as a trimmed window does:
-        a word's end timestamp is often late, and a window cut there clips the start of the next word
-        ("Bible" heard as "fireball").
+        hypothesis is not lost. The next window starts at the last ``split_context_s`` of the kept words (its
+        anchor), never after the last one: a word's end timestamp is often late, and a window cut there clips
+        the start of the next word ("Bible" heard as "fireball").
         """
         hyp = seg.hyp
         keep = len(hyp.committed) if keep is None else keep
@@ -495,7 +500,7 @@ class StreamSession:
         nxt = Segment(id=uuid.uuid4().hex[:12], start=cut, window_start=min(cut, anchor[0].start),
                       decoded_to=max(cut, decoded), endpoint_for=seg.endpoint_for,
                       pending_pause=pause if pause is not None and pause > cut else None,
-                      pauses={k: v for k, v in seg.pauses.items() if k > cut}, hyp=Hypotheses(anchor=anchor))
+                      pauses=seg.pauses_after(cut), hyp=Hypotheses(anchor=anchor))
         nxt.hyp.committed = carried
         nxt.hyp.tentative = tentative
         self._open = nxt
