@@ -18,6 +18,8 @@ SENTENCE_END = (".", "?", "!")
 _OPENING_DRIFT_S = 3.0
 # this many words stamped within the known word a window opens at are new speech, not a misreading of it
 _SKIPPED_WORDS = 3
+# a reading's first word stamped this long from its window's opening to past the known words is new speech
+_STRETCHED_S = 0.8
 
 
 @dataclass(slots=True)
@@ -103,6 +105,12 @@ class Hypotheses:
         inside = [w for w in words if w.start <= last - 0.1]
         if start is not None and len(inside) >= _SKIPPED_WORDS and start >= known[-1].start - 0.05:
             return words[1:] if _misread(words[0].text, known[-1].text) else list(words)
+        first = words[0] if words else None
+        if (start is not None and first is not None and first.start <= start + 0.1 and first.end >= last + 0.3
+                and first.end - first.start >= _STRETCHED_S and not any(_misread(first.text, k.text) for k in known)):
+            # the reading skipped the known words and stamped its first new word from the window's opening
+            # over them ("It's right here." left out, "This" at 39.23-40.37 s): that word is new speech
+            return [first] + [w for w in words[1:] if w.start > last - 0.1]
         return [w for w in words if w.start > last - 0.1]
 
     def agree(self, words: list[TimedWord], horizon: float = float("inf"),

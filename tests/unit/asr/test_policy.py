@@ -205,6 +205,21 @@ def test_a_reading_that_skips_the_word_its_window_opens_at_keeps_every_word():
     assert [w.text for w in h.commit_all(misread, start=21.77)] == ["who", "is", "he", "so"]
 
 
+def test_a_first_word_stamped_over_skipped_anchor_words_is_new_speech():
+    """MFA hard cases: the window opens at the anchor "It's right here." (39.23-39.93 s); the model leaves it out
+    and stamps "This" from the window's opening to 40.37 s, and the time cut dropped the segment's first word."""
+    anchor = [TimedWord("It's", 39.23, 39.23, 0.9), TimedWord("right", 39.23, 39.37, 0.9),
+              TimedWord("here.", 39.37, 39.93, 0.9)]
+    reading = [TimedWord("This", 39.23, 40.37, 0.8), TimedWord("is", 40.37, 40.69, 0.9),
+               TimedWord("a", 40.69, 40.8, 0.9)]
+    h = Hypotheses(anchor=anchor)
+    assert [w.text for w in h.commit_all(reading, start=39.23)] == ["This", "is", "a"]
+    # the known word read another way and stretched the same: a misreading, not new speech
+    h = Hypotheses(anchor=anchor)
+    assert [w.text for w in h.commit_all([TimedWord("here", 39.23, 40.37, 0.8)] + reading[1:], start=39.23)] \
+        == ["is", "a"]
+
+
 def test_a_misreading_of_the_word_a_window_opens_at_is_not_taken_for_new_speech():
     """LibriSpeech 2412: a window opening at "antecedents." read it as "sentence."; kept as new, the segment
     said "antecedents. sentence." One or two words within the known word's time are its misreading."""
