@@ -102,9 +102,10 @@ class Settings:
     segment_close_seconds: float = field(default=6.0, metadata=_opt(
         "VOXLANE_SEGMENT_CLOSE_SECONDS", "a pause of VOXLANE_PAUSE_COMMIT_MS closes a segment this long once its"
         " words are final (at a sentence end it closes whatever its length; 0: sentence ends only)", lo=0, hi=120))
-    sentence_split_seconds: float = field(default=2.0, metadata=_opt(
+    sentence_split_seconds: float = field(default=0.0, metadata=_opt(
         "VOXLANE_SENTENCE_SPLIT_SECONDS", "a segment this long closes after a final word that ends a sentence even"
-        " when the speaker goes on without a pause (abutting turns, crosstalk; 0: only at a pause)", lo=0, hi=120))
+        " when the speaker goes on without a pause (abutting turns, crosstalk; 0: at every such sentence end;"
+        " -1: only at a pause)", lo=-1, hi=120))
     max_segment_seconds: float = field(default=20.0, metadata=_opt(
         "VOXLANE_MAX_SEGMENT_SECONDS", "segments longer than this are split", lo=3, hi=120))
     diarization: str = field(default="on", metadata=_opt(
