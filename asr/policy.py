@@ -14,6 +14,14 @@ from dataclasses import dataclass
 
 _PUNCT = re.compile(r"[^\w']+", re.UNICODE)
 SENTENCE_END = (".", "?", "!")
+# titles that Whisper writes with a full stop inside a sentence ("And Mr. John Dashwood"): no sentence ends there
+_ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "jr.", "sr.", "prof.", "mt.", "vs."})
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether a word closes its sentence: a full stop, question or exclamation mark, not a title's full stop
+    (closing a segment at "Mr." split "And Mr." from "John Dashwood had then leisure...")."""
+    return text.endswith(SENTENCE_END) and text.strip().lower() not in _ABBREVIATIONS
 # how far from its committed time a window's opening word may be stamped and still be taken for it
 _OPENING_DRIFT_S = 3.0
 # this many words stamped within the known word a window opens at are new speech, not a misreading of it
@@ -190,7 +198,7 @@ class Hypotheses:
     def sentence_boundary(self, not_after: float) -> float | None:
         """End time of the last committed word that ends a sentence, no later than ``not_after``."""
         for w in reversed(self.committed):
-            if w.end <= not_after and w.text.endswith(SENTENCE_END):
+            if w.end <= not_after and ends_sentence(w.text):
                 return w.end
         return None
 

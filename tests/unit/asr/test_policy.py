@@ -2,6 +2,7 @@ from asr.policy import (
     Hypotheses,
     TimedWord,
     copies_prompt,
+    ends_sentence,
     in_time_order,
     join_words,
     stop_at_stacked_words,
@@ -260,3 +261,10 @@ def test_settling_a_pause_weighs_the_reading_before_the_pause_reading():
                     confident=0.5)
     assert h.committed == []  # the unsure word waits
     assert [w.text for w in h.settle_before(9.3)] == ["ill", "-disposed"]
+
+
+def test_a_title_is_no_sentence_end():
+    """ "And Mr." closed a segment before "John Dashwood had then leisure...": a title's full stop ends nothing."""
+    assert ends_sentence("them.") and ends_sentence("Hello?") and ends_sentence("word!")
+    assert not ends_sentence("Mr.") and not ends_sentence("Mrs.") and not ends_sentence("Dr.")
+    assert not ends_sentence("design,")
