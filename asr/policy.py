@@ -13,21 +13,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 _PUNCT = re.compile(r"[^\w']+", re.UNICODE)
-SENTENCE_END = (".", "?", "!")
+_SENTENCE_END = (".", "?", "!")
 # titles that Whisper writes with a full stop inside a sentence ("And Mr. John Dashwood"): no sentence ends there
-_ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "jr.", "sr.", "prof.", "mt.", "vs."})
-
-
-def ends_sentence(text: str) -> bool:
-    """Whether a word closes its sentence: a full stop, question or exclamation mark, not a title's full stop
-    (closing a segment at "Mr." split "And Mr." from "John Dashwood had then leisure...")."""
-    return text.endswith(SENTENCE_END) and text.strip().lower() not in _ABBREVIATIONS
+_TITLES = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "jr.", "sr.", "prof.", "mt.", "vs."})
 # how far from its committed time a window's opening word may be stamped and still be taken for it
 _OPENING_DRIFT_S = 3.0
 # this many words stamped within the known word a window opens at are new speech, not a misreading of it
 _SKIPPED_WORDS = 3
 # a reading's first word stamped this long from its window's opening to past the known words is new speech
 _STRETCHED_S = 0.8
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether a (stripped) word closes its sentence: a full stop, question or exclamation mark, not a title's
+    full stop (closing a segment at "Mr." split "And Mr." from "John Dashwood had then leisure...")."""
+    return text.endswith(_SENTENCE_END) and text.lower() not in _TITLES
 
 
 @dataclass(slots=True)
@@ -113,13 +113,14 @@ class Hypotheses:
         inside = [w for w in words if w.start <= last - 0.1]
         if start is not None and len(inside) >= _SKIPPED_WORDS and start >= known[-1].start - 0.05:
             return words[1:] if _misread(words[0].text, known[-1].text) else list(words)
+        after = [w for w in words if w.start > last - 0.1]
         first = words[0] if words else None
         if (start is not None and first is not None and first.start <= start + 0.1 and first.end >= last + 0.3
                 and first.end - first.start >= _STRETCHED_S and not any(_misread(first.text, k.text) for k in known)):
             # the reading skipped the known words and stamped its first new word from the window's opening
             # over them ("It's right here." left out, "This" at 39.23-40.37 s): that word is new speech
-            return [first] + [w for w in words[1:] if w.start > last - 0.1]
-        return [w for w in words if w.start > last - 0.1]
+            return [first] + [w for w in after if w is not first]
+        return after
 
     def agree(self, words: list[TimedWord], horizon: float = float("inf"),
               settled: float = float("-inf"), unsure: float = 0.0, unsure_wait: float = 0.0,

@@ -77,7 +77,7 @@ class StreamConfig:
     # wrinkles this thy golden time") has no word yet, and closing there without a decode dropped it
     line_gap_s: float = 0.6
     # a segment this long whose last final word ends a sentence closes after it though no pause follows (a phone
-    # call's abutting turns ran one segment 18 s and its final came that late; 0: only at a pause). Replay,
+    # call's abutting turns ran one segment 18 s and its final came that late; negative: only at a pause). Replay,
     # 14 files at N=1: segment final p95 1.18 -> 0.91 s, WER unchanged (132 errors of 1372). 2 s with the split's
     # context below (replay, both dialogues at N=1): segment final p95 6.14 -> 4.45 s, errors 47 -> 45 of 384;
     # 14 files 130 -> 128 errors of 1372. 1 s: 52 errors of 384. 0 (every sentence end; negative: only at a pause),
