@@ -22,6 +22,8 @@ _OPENING_DRIFT_S = 3.0
 _SKIPPED_WORDS = 3
 # a reading's first word stamped this long from its window's opening to past the known words is new speech
 _STRETCHED_S = 0.8
+# ...and a reading whose first word is stamped this long after its window's opening skipped the known words there
+_SKIPPED_OPENING_S = 0.5
 
 
 def ends_sentence(text: str) -> bool:
@@ -115,10 +117,7 @@ class Hypotheses:
             return words[1:] if _misread(words[0].text, known[-1].text) else list(words)
         after = [w for w in words if w.start > last - 0.1]
         first = words[0] if words else None
-        if (start is not None and first is not None and first.start <= start + 0.1 and first.end >= last + 0.3
-                and first.end - first.start >= _STRETCHED_S and not any(_misread(first.text, k.text) for k in known)):
-            # the reading skipped the known words and stamped its first new word from the window's opening
-            # over them ("It's right here." left out, "This" at 39.23-40.37 s): that word is new speech
+        if start is not None and first is not None and _new_over_skipped(first, known, start):
             return [first] + [w for w in after if w is not first]
         return after
 
@@ -238,6 +237,24 @@ def surer_reading(words: list[TimedWord], earlier: list[TimedWord]) -> list[Time
                 mine = theirs  # committed as they are, as settle_before commits a tentative tail
         out.extend(mine)
     return out
+
+
+def _new_over_skipped(first: TimedWord, known: list[TimedWord], start: float) -> bool:
+    """Whether a reading's first word, stamped within the known words its window opens at (``start``), is new
+    speech: the reading left those words out. Two shapes, neither a misreading of a known word:
+
+    - stretched from the window's opening to past the known words ("It's right here." left out, "This" at
+      39.23-40.37 s);
+    - starting inside the last known word, when that word ends a sentence: Whisper stamps a sentence's last
+      word into the pause after it ("though." to 21.86 s, said to 21.48), and the next sentence's first word
+      ("Well," 21.32-21.96 s) falls within that late end.
+    """
+    last = known[-1]
+    stretched = (first.start <= start + 0.1 and first.end >= last.end + 0.3 and first.end - first.start >= _STRETCHED_S
+                 and not any(_misread(first.text, k.text) for k in known))
+    after_late_end = (ends_sentence(last.text) and first.start >= max(last.start + 0.05, start + _SKIPPED_OPENING_S)
+                      and first.end > last.end + 0.05 and not _misread(first.text, last.text))
+    return stretched or after_late_end
 
 
 def _misread(text: str, known: str) -> bool:

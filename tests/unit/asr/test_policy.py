@@ -221,6 +221,26 @@ def test_a_first_word_stamped_over_skipped_anchor_words_is_new_speech():
         == ["is", "a"]
 
 
+def test_a_first_word_inside_the_late_end_of_a_skipped_sentence_is_new_speech():
+    """Phone call: the next segment's window opens at the anchor "New Jersey now though." (20.44-21.86 s, the
+    last word said to 21.48 and stamped into the pause); the model leaves the anchor out and reads "Well,"
+    at 21.32-21.96 s, and the time cut dropped it."""
+    anchor = [TimedWord("New", 20.44, 20.6, 0.9), TimedWord("Jersey", 20.6, 20.92, 0.9),
+              TimedWord("now", 20.92, 21.24, 0.9), TimedWord("though.", 21.24, 21.86, 0.9)]
+    reading = [TimedWord("Well,", 21.32, 21.96, 0.8), TimedWord("there", 22.54, 22.68, 0.9),
+               TimedWord("isn't", 22.68, 22.88, 0.9)]
+    h = Hypotheses(anchor=anchor)
+    assert [w.text for w in h.commit_all(reading, start=20.44)] == ["Well,", "there", "isn't"]
+    # the known word read another way: a misreading, not new speech
+    h = Hypotheses(anchor=anchor)
+    assert [w.text for w in h.commit_all([TimedWord("tho", 21.32, 21.96, 0.8)] + reading[1:], start=20.44)] \
+        == ["there", "isn't"]
+    # a sentence going on (no full stop on the known word): the word inside its time is its re-reading
+    h = Hypotheses(anchor=anchor[:-1] + [TimedWord("though", 21.24, 21.86, 0.9)])
+    assert [w.text for w in h.commit_all([TimedWord("then", 21.32, 21.96, 0.8)] + reading[1:], start=20.44)] \
+        == ["there", "isn't"]
+
+
 def test_a_misreading_of_the_word_a_window_opens_at_is_not_taken_for_new_speech():
     """LibriSpeech 2412: a window opening at "antecedents." read it as "sentence."; kept as new, the segment
     said "antecedents. sentence." One or two words within the known word's time are its misreading."""
