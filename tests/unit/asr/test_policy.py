@@ -192,6 +192,11 @@ def test_a_window_opening_at_the_known_word_lines_up_by_it_however_it_is_stamped
     assert [w.text for w in h.commit_all(reading)] == ["posterity.", "Thou", "art"]  # a window opening earlier
 
 
+def _kept(anchor: list[TimedWord], reading: list[TimedWord], start: float) -> list[str]:
+    """The words a new segment commits from ``reading``, its window opening at ``start`` on ``anchor``."""
+    return [w.text for w in Hypotheses(anchor=anchor).commit_all(reading, start=start)]
+
+
 def test_a_reading_that_skips_the_word_its_window_opens_at_keeps_every_word():
     """Sonnet 3: the window opens at the anchor "husbandry" (21.77-22.79 s); the model leaves it out and
     stamps "or who is he" over its time, and the time cut dropped those four words."""
@@ -199,11 +204,9 @@ def test_a_reading_that_skips_the_word_its_window_opens_at_keeps_every_word():
     reading = [TimedWord("or", 21.77, 22.19, 0.9), TimedWord("who", 22.19, 22.33, 0.9),
                TimedWord("is", 22.33, 22.55, 0.9), TimedWord("he", 22.55, 22.83, 0.9),
                TimedWord("so", 22.83, 23.15, 0.9)]
-    h = Hypotheses(anchor=anchor)
-    assert [w.text for w in h.commit_all(reading, start=21.77)] == ["or", "who", "is", "he", "so"]
-    h = Hypotheses(anchor=anchor)
+    assert _kept(anchor, reading, 21.77) == ["or", "who", "is", "he", "so"]
     misread = [TimedWord("husband", 21.77, 22.19, 0.9)] + reading[1:]
-    assert [w.text for w in h.commit_all(misread, start=21.77)] == ["who", "is", "he", "so"]
+    assert _kept(anchor, misread, 21.77) == ["who", "is", "he", "so"]
 
 
 def test_a_first_word_stamped_over_skipped_anchor_words_is_new_speech():
@@ -213,12 +216,9 @@ def test_a_first_word_stamped_over_skipped_anchor_words_is_new_speech():
               TimedWord("here.", 39.37, 39.93, 0.9)]
     reading = [TimedWord("This", 39.23, 40.37, 0.8), TimedWord("is", 40.37, 40.69, 0.9),
                TimedWord("a", 40.69, 40.8, 0.9)]
-    h = Hypotheses(anchor=anchor)
-    assert [w.text for w in h.commit_all(reading, start=39.23)] == ["This", "is", "a"]
+    assert _kept(anchor, reading, 39.23) == ["This", "is", "a"]
     # the known word read another way and stretched the same: a misreading, not new speech
-    h = Hypotheses(anchor=anchor)
-    assert [w.text for w in h.commit_all([TimedWord("here", 39.23, 40.37, 0.8)] + reading[1:], start=39.23)] \
-        == ["is", "a"]
+    assert _kept(anchor, [TimedWord("here", 39.23, 40.37, 0.8)] + reading[1:], 39.23) == ["is", "a"]
 
 
 def test_a_first_word_inside_the_late_end_of_a_skipped_sentence_is_new_speech():
@@ -229,16 +229,12 @@ def test_a_first_word_inside_the_late_end_of_a_skipped_sentence_is_new_speech():
               TimedWord("now", 20.92, 21.24, 0.9), TimedWord("though.", 21.24, 21.86, 0.9)]
     reading = [TimedWord("Well,", 21.32, 21.96, 0.8), TimedWord("there", 22.54, 22.68, 0.9),
                TimedWord("isn't", 22.68, 22.88, 0.9)]
-    h = Hypotheses(anchor=anchor)
-    assert [w.text for w in h.commit_all(reading, start=20.44)] == ["Well,", "there", "isn't"]
+    assert _kept(anchor, reading, 20.44) == ["Well,", "there", "isn't"]
     # the known word read another way: a misreading, not new speech
-    h = Hypotheses(anchor=anchor)
-    assert [w.text for w in h.commit_all([TimedWord("tho", 21.32, 21.96, 0.8)] + reading[1:], start=20.44)] \
-        == ["there", "isn't"]
+    assert _kept(anchor, [TimedWord("tho", 21.32, 21.96, 0.8)] + reading[1:], 20.44) == ["there", "isn't"]
     # a sentence going on (no full stop on the known word): the word inside its time is its re-reading
-    h = Hypotheses(anchor=anchor[:-1] + [TimedWord("though", 21.24, 21.86, 0.9)])
-    assert [w.text for w in h.commit_all([TimedWord("then", 21.32, 21.96, 0.8)] + reading[1:], start=20.44)] \
-        == ["there", "isn't"]
+    going_on = anchor[:-1] + [TimedWord("though", 21.24, 21.86, 0.9)]
+    assert _kept(going_on, [TimedWord("then", 21.32, 21.96, 0.8)] + reading[1:], 20.44) == ["there", "isn't"]
 
 
 def test_a_misreading_of_the_word_a_window_opens_at_is_not_taken_for_new_speech():
