@@ -97,7 +97,7 @@ class Settings:
     first_step_ms: int = field(default=500, metadata=_opt(
         "VOXLANE_FIRST_STEP_MS", "least audio before a live segment's first reading (its first partial)",
         lo=100, hi=10000))
-    window_seconds: float = field(default=12.0, metadata=_opt(
+    window_seconds: float = field(default=20.0, metadata=_opt(
         "VOXLANE_WINDOW_SECONDS", "decode window beyond which committed audio is trimmed off", lo=2, hi=30))
     segment_close_seconds: float = field(default=6.0, metadata=_opt(
         "VOXLANE_SEGMENT_CLOSE_SECONDS", "a pause of VOXLANE_PAUSE_COMMIT_MS closes a segment this long once its"
