@@ -875,8 +875,10 @@ class StreamSession:
                     # and then: "windows of thy" and not a word of the 3.5 s after it): the rest is read once
                     # more, from the last word on, before the segment is final
                     seg.tail_read = True
-                    seg.window_start = max(seg.window_start, hyp.committed[-1].start) if hyp.committed \
-                        else seg.window_start
+                    if hyp.committed:
+                        seg.window_start = max(seg.window_start, hyp.committed[-1].start)
+                    elif hyp.anchor:
+                        self._drop_anchor(seg)  # it read the anchor and stopped: read again without it
                     seg.read = None
                     seg.decoded_to = min(seg.decoded_to, max(hyp.committed_end, seg.start))
                 else:
@@ -895,6 +897,8 @@ class StreamSession:
                 hyp.agree(words, horizon=plan.end - self.config.agree_right_context_s, settled=settled,
                           unsure=self.config.unsure_probability, unsure_wait=self.config.unsure_wait_s,
                           start=window_start)
+            if not result.error and self._stopped_at_anchor(seg, plan.end):
+                self._drop_anchor(seg)
             if plan.kind == Priority.ENDPOINT:  # this pause has had its decode, committed or not
                 seg.endpoint_for = plan.speech_end
                 if seg.pending_pause == plan.speech_end:
@@ -981,6 +985,29 @@ class StreamSession:
         """
         return (end - window_start < self.config.min_commit_window_s and window_start <= seg.start
                 and not seg.hyp.anchor)
+
+    def _stopped_at_anchor(self, seg: Segment, end: float) -> bool:
+        """(under the lock) The segment's readings give nothing after its anchor, though its own audio (from
+        ``seg.start`` to ``end``) holds ``_ANCHOR_STOP_S`` and the VAD heard speech in it.
+
+        Whisper reads a window's opening words, the anchor lent from the segment before, and may then close
+        its text there and skip the rest: another voice after a pause (the seven-voice dialogue, with 5.6 s
+        of the last speaker's words lent) was never read, reading after reading and in the final, and 20 s of
+        speech were lost with the segment. A reading that lines up with the anchor and leaves nothing new
+        is such a stop once the segment has more than a word's worth of speech of its own."""
+        hyp = seg.hyp
+        if not hyp.anchor or hyp.committed or hyp.tentative:
+            return False
+        own = max(seg.start, hyp.anchor[-1].end)
+        return end - own >= _ANCHOR_STOP_S and self._heard_speech(own, end)
+
+    @staticmethod
+    def _drop_anchor(seg: Segment) -> None:
+        """Read the segment from its own start, without the words lent before it (see ``_stopped_at_anchor``):
+        it is then a young segment read cold, as one with nothing to read on from."""
+        seg.hyp.anchor = []
+        seg.window_start = max(seg.window_start, seg.start)
+        seg.read = None
 
     def _trim_window(self, seg: Segment, end: float) -> None:
         # one limit whatever the load: halving it while other sessions waited saved little decode time (the
@@ -1107,6 +1134,9 @@ stamped 7.03 s as a word after the pause at 6.85 s, so the line waited 3.9 s for
 _LONGEST_WORD_S = 1.2
 """A word stamped longer than this at a reading's end, with speech heard in the rest of its time, is a reading
 stopped short (see ``_up_to_a_stretched_word``); a long word said slowly, or one stamped over a pause, is not."""
+_ANCHOR_STOP_S = 2.0
+"""A reading that gives nothing after its window's anchor though the segment has this much audio of its own, in
+which the VAD heard speech, stopped at the anchor (see ``_drop_anchor``)."""
 MIN_TURN_SEGMENT_S = 0.5
 """A turn this close after a segment's start is the one the segment opened at: no split."""
 

@@ -761,3 +761,19 @@ def test_a_sentence_the_speaker_goes_on_from_without_a_pause_closes_its_segment(
     finals = [r.data for r in records[0].transcriptions if r.data["is_final"]]
     assert any(f["text"].endswith("Chicago.") for f in finals), [f["text"] for f in finals]
     assert max(f["end"] - f["start"] for f in finals) < 10, [(f["start"], f["end"]) for f in finals]
+
+
+def test_a_reading_that_stops_at_its_lent_words_is_read_again_without_them(engine, audio_dir):
+    """A segment lent the closing words of the one before may be read as those words and nothing more: Whisper
+    closes its text after them and skips the new voice (the seven-voice dialogue, lent 8 s: LibriSpeech 1221's
+    16 s passage after "than he was." was never read, reading after reading and in the final). Such a segment
+    is read again from its own start, and nothing of it is lost."""
+    name = "multi/constructed_turns_real_voices_7spk.wav"
+    audio = {name: load_pcm16k(audio_dir / name)[int(64.8 * 16000):int(102.5 * 16000)]}
+    config = StreamConfig(context_s=8.0, split_context_s=8.0)
+    _, records, _ = _replay(name, audio, engine.backend, config=config)
+    finals = [r.data for r in records[0].received if r.type == "transcription" and r.data["is_final"]]
+    text = " ".join(f["text"] for f in finals).lower()
+    assert "respectable" in text, text
+    assert "consequence" in text and "heaven" in text, text
+    assert "amiable himself" in text, text
