@@ -879,7 +879,7 @@ class StreamSession:
                         seg.window_start = max(seg.window_start, hyp.committed[-1].start)
                     elif hyp.anchor:
                         self._drop_anchor(seg)  # it read the anchor and stopped: read again without it
-                    seg.read = None
+                    seg.read = None  # the tail is read anew either way
                     seg.decoded_to = min(seg.decoded_to, max(hyp.committed_end, seg.start))
                 else:
                     if self._closing and self._closing[0] is seg:
@@ -1136,7 +1136,7 @@ _LONGEST_WORD_S = 1.2
 stopped short (see ``_up_to_a_stretched_word``); a long word said slowly, or one stamped over a pause, is not."""
 _ANCHOR_STOP_S = 2.0
 """A reading that gives nothing after its window's anchor though the segment has this much audio of its own, in
-which the VAD heard speech, stopped at the anchor (see ``_drop_anchor``)."""
+which the VAD heard speech, stopped at the anchor (see ``_stopped_at_anchor``)."""
 MIN_TURN_SEGMENT_S = 0.5
 """A turn this close after a segment's start is the one the segment opened at: no split."""
 
