@@ -104,9 +104,14 @@ class StreamConfig:
     # a segment that opens this soon after the last final word starts its window up to this much earlier,
     # at the words that ended the last segment (see _lend_context); 0 turns it off. Replay, errors of
     # 1372: at N=1 138 with none, 130 with 2 s, 123 with 4 s, 124 with 6 s (a 6 s gap instead of 3 s: no
-    # change); at N=4 137 with none, 134 with 4 s. Commit p95 at N=1 2.19 -> 1.91 s, at N=4 2.60 -> 2.43 s
+    # change); at N=4 137 with none, 134 with 4 s. Commit p95 at N=1 2.19 -> 1.91 s, at N=4 2.60 -> 2.43 s.
+    # 4 -> 8 s with the 20 s window (a line is read on from the whole sentence before it; a reading that
+    # stops at the lent words drops them, see _stopped_at_anchor): replay at N=1, 14 files 123 -> 120 errors
+    # of 1372 (commit p95 1.13 -> 1.06 s), six-file subset 33 -> 31 of 526, dialogues 46 -> 43 of 384
+    # (segment final p95 2.97 s either way). 8 s lent to a split segment as well (split_context_s) made the
+    # dialogues' segment finals later
     context_gap_s: float = 3.0
-    context_s: float = 4.0
+    context_s: float = 8.0
     initial_prompt: str = ""  # context for the first segment (vocabulary, spelling), as Whisper's prompt
     language: str | None = None
     priority: Priority = Priority.PARTIAL  # live sessions; uploads use BULK
