@@ -72,6 +72,12 @@ class SplitStream:
     def finished(self) -> bool:
         return self._finished or all(p.finished for p in self.channels)
 
+    @property
+    def storage_error(self) -> str | None:
+        """Why the server ended one of the channels on a full disk, or None: the control path asks it of
+        whatever publisher a stream has (a client's stop after such an end agrees with the server)."""
+        return next((p.storage_error for p in self.channels if p.storage_error is not None), None)
+
     # ------------------------------------------------------------ audio in
 
     async def feed_bytes(self, data: bytes) -> None:

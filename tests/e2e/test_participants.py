@@ -150,11 +150,15 @@ async def test_split_channels_over_the_websocket(server, audio_dir, references):
     refs = channel_refs(references)
     wav = (audio_dir / STEREO).read_bytes()
     names = ["Left talker", "Right talker"]
+    log_from = server.log_path.stat().st_size
     pcm, container = await asyncio.gather(
         stream_audio(server.url, stereo, start_params={"channels": 2, "split_channels": True}),
         stream_bytes(server.url, wav, {"format": "wav", "channels": 2, "split_channels": True,
                                        "channel_names": names}, bytes_per_second=64000))
     assert pcm.completed is not None
+    with server.log_path.open() as log:  # the client's stop is answered, not a handler that raised
+        log.seek(log_from)
+        assert "Exception in ASGI application" not in log.read()
     await check_split_transcript(server.url, pcm.transcript_id, refs, ["Channel 1", "Channel 2"], seconds, pcm)
     await check_split_transcript(server.url, container.transcript_id, refs, names, seconds, container)
 
