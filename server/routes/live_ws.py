@@ -144,9 +144,9 @@ class LiveConnection:
             return
         if len(data) > self.max_frame:
             raise too_large("a binary frame", len(data), self.max_frame)
-        if getattr(self.publisher, "storage_error", None) is not None:
+        assert self.publisher is not None  # _refuse_audio answered NOT_STARTED otherwise
+        if self.publisher.storage_error is not None:
             return  # the disk is full: STORAGE_FULL was sent once; frames still in flight are dropped
-        assert self.publisher is not None
         await self.publisher.feed_bytes(data)
 
     def _refuse_audio(self) -> ProtocolError | None:
@@ -156,7 +156,7 @@ class LiveConnection:
         if self.publisher is None:
             return ProtocolError(ErrorCode.NOT_STARTED, "send {\"action\": \"start\"} before binary audio frames;"
                                  " frames sent before a successful start are dropped")
-        if self.publisher.finished and getattr(self.publisher, "storage_error", None) is None:
+        if self.publisher.finished and self.publisher.storage_error is None:
             return ProtocolError(ErrorCode.TRANSCRIPT_CLOSED, "this stream was stopped; send 'start' to begin again")
         return None
 
