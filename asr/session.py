@@ -530,7 +530,11 @@ class StreamSession:
         uncommitted = speech_end > max(seg.hyp.committed_end, seg.start) + 0.1
         pause = seg.pending_pause
         if pause is not None and pause > max(seg.hyp.committed_end, seg.start) + 0.1:
-            return _Plan(seg, Priority.ENDPOINT, end=self._buffer.end, commit_before=pause, speech_end=pause)
+            # its window ends at the pause even when the speaker went on before a lane was free: read through
+            # the words after it, a clause's end that a reading at the pause closes ("by a similar process.")
+            # runs on into the next clause, and its segment waits for the next sentence end or pause
+            end = min(self._buffer.end, pause + cfg.vad.speech_pad_s)
+            return _Plan(seg, Priority.ENDPOINT, end=end, commit_before=pause, speech_end=pause)
         if not tr.in_speech and tr.silence_run < cfg.pause_commit_s and uncommitted:
             # the speaker may be pausing. The pause's window ends a pad after the speech: once that much has
             # arrived it is read at once, as the pause's decode, instead of when the pause is confirmed; a pause

@@ -101,6 +101,26 @@ async def test_a_long_segment_splits_after_its_committed_words(engine):
     assert [w.text for w in done] == ["on"]
 
 
+async def test_a_pause_read_late_is_read_up_to_the_pause(engine):
+    """A pause whose decode found no lane free before the speaker went on is still read up to the pause and its
+    pad, not through the words after it: read on into the next clause, "by a similar process." lost its full
+    stop, and its segment waited 6 s for the next sentence end (LJ Speech at four streams on 2 cores)."""
+    session = StreamSession(engine=engine, vad_model=SileroModel(), emit=_ignore)
+    session._buffer.append(np.zeros(5 * 16000, np.float32))  # 5 s heard
+    tr = session._tracker
+    tr.t, tr.in_speech, tr.speech_end = 5.0, True, 5.0  # speaking again since 2.45 s
+    seg = Segment(id="a", start=0.0, window_start=0.0, pauses={2.0: 0.45}, pending_pause=2.0)
+    seg.hyp.committed = [TimedWord("Woodcutters", 0.0, 0.8, 0.9)]
+    seg.hyp.tentative = [TimedWord("by", 1.2, 1.4, 0.9), TimedWord("process", 1.5, 1.95, 0.9),
+                         TimedWord("produced", 2.5, 3.0, 0.9)]
+    session._open = seg
+    with session._lock:
+        plan = session._plan()
+        assert plan is not None and plan.kind == Priority.ENDPOINT
+        assert plan.commit_before == 2.0 and plan.end == pytest.approx(2.0 + session.config.vad.speech_pad_s)
+        assert session._window_end(plan) == plan.end
+
+
 async def test_a_sentence_end_committed_with_the_next_words_still_closes_its_segment(engine):
     """A reading may commit a sentence's end and the next sentence's first words at once ("design. Okay, I"):
     the segment closes at the sentence end, and the words after it, not yet told final, open the next segment
