@@ -212,7 +212,7 @@ def write_result(path: str, result: dict[str, Any]) -> None:
 
 
 def print_rows(cols: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]  # no rows: the header alone
     print("  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True)))
     for r in rows:
         print("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)))
