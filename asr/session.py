@@ -533,7 +533,7 @@ class StreamSession:
             # its window ends at the pause even when the speaker went on before a lane was free: read through
             # the words after it, a clause's end that a reading at the pause closes ("by a similar process.")
             # runs on into the next clause, and its segment waits for the next sentence end or pause
-            end = min(self._buffer.end, pause + cfg.vad.speech_pad_s)
+            end = min(self._buffer.end, self._read_to(seg, pause))
             return _Plan(seg, Priority.ENDPOINT, end=end, commit_before=pause, speech_end=pause)
         if not tr.in_speech and tr.silence_run < cfg.pause_commit_s and uncommitted:
             # the speaker may be pausing. The pause's window ends a pad after the speech: once that much has
@@ -573,7 +573,11 @@ class StreamSession:
         tr = self._tracker
         if tr.in_speech or tr.speech_end is None:
             return None
-        return max(tr.speech_end, seg.window_start) + self.config.vad.speech_pad_s
+        return self._read_to(seg, tr.speech_end)
+
+    def _read_to(self, seg: Segment, speech_end: float) -> float:
+        """Where a window read at a pause after ``speech_end`` ends: a pad after the speech."""
+        return max(speech_end, seg.window_start) + self.config.vad.speech_pad_s
 
     def _window_end(self, plan: _Plan) -> float:
         """Where the plan's window ends: a live window in a pause ends a pad after the speech."""
