@@ -54,7 +54,8 @@ BACKENDS: dict[str, Callable[[BackendConfig], AsrBackend]] = {"faster-whisper": 
 
 
 def make_backend(config: BackendConfig) -> AsrBackend:
-    """The backend ``config.name`` names, loaded (its model too: this may take seconds; call it off the loop).
+    """The backend ``config.name`` names, loaded and warmed (its model too: this may take seconds; call it off the
+    loop).
 
     Raises ``ValueError`` for a name no backend has, and whatever the backend raises when its model cannot be
     loaded (faster-whisper: ``ModelNotFound``)."""
@@ -62,4 +63,6 @@ def make_backend(config: BackendConfig) -> AsrBackend:
         build = BACKENDS[config.name]
     except KeyError:
         raise ValueError(f"unknown ASR backend {config.name!r}; known: {', '.join(sorted(BACKENDS))}") from None
-    return build(config)
+    backend = build(config)
+    backend.warm()
+    return backend

@@ -60,4 +60,7 @@ class AsrBackend(Protocol):
 
     def transcribe(self, requests: list[DecodeRequest]) -> list[DecodeResult]: ...
 
+    def warm(self) -> None:
+        """Run what the first decode would load (kernels, allocators), so that no live stream waits for it."""
+
     def close(self) -> None: ...

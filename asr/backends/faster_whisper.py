@@ -337,5 +337,20 @@ class FasterWhisperBackend:
         return DecodeResult(words=words, no_speech_prob=no_speech, avg_logprob=logprob / n if n else 0.0,
                             compression_ratio=ratio, compute_seconds=time.perf_counter() - t0)
 
+    def warm(self) -> None:
+        """Decode a second of faint noise on every lane, hurried and in full, before the first stream does.
+
+        The first decode of a process loads the compute kernels and grows the allocators. On a GPU that is
+        seconds: on an H100 (float16) the first stream after start got its first partial at 20.8 s and fell
+        13.5 s behind, where a second server started after it on the same machine did not."""
+        audio = (np.random.default_rng(0).standard_normal(SAMPLE_RATE) * 1e-3).astype(np.float32)
+        for model in self._models:
+            self._lane.model = model
+            try:
+                for hurried in (True, False):
+                    self.transcribe([DecodeRequest(audio, hurried=hurried)])
+            finally:
+                del self._lane.model
+
     def close(self) -> None:
         self._models.clear()

@@ -8,7 +8,7 @@ import pytest
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 
-from asr.backends import DecodeRequest
+from asr.backends import BackendConfig, DecodeRequest, make_backend
 from asr.backends.faster_whisper import TOKENS_BASE, TOKENS_PER_SECOND, FasterWhisperBackend
 from server.cli.live_client import load_pcm16k
 
@@ -61,6 +61,25 @@ def _looping(audio_dir) -> DecodeRequest:
     speech = load_pcm16k(audio_dir / "single/mfa_hard_cases_whisper_falsetto_fillers.wav")
     prompt = "Montreal forced aligner. Word. Another word. Here's some more word. Word. Word. Word. Word."
     return DecodeRequest(audio=speech[31 * 16000:36 * 16000], prompt=prompt)
+
+
+def test_a_made_backend_has_decoded_on_every_lane_before_any_stream(monkeypatch):
+    """make_backend warms each lane's model, hurried and in full, so that no live stream's first window pays for
+    loading the kernels (seconds on a GPU), and leaves the lanes to be handed to the loop's threads as before."""
+    seen = []
+    windows = FasterWhisperBackend._windows
+
+    def counted(self, reqs):
+        seen.append((id(self._model), reqs[0].hurried))
+        return windows(self, reqs)
+
+    monkeypatch.setattr(FasterWhisperBackend, "_windows", counted)
+    made = make_backend(BackendConfig(cpu_threads=1, lanes=2))
+    try:
+        assert set(seen) == {(id(m), hurried) for m in made._models for hurried in (True, False)}
+        assert len(made._models) == 2 and not hasattr(made._lane, "model")
+    finally:
+        made.close()
 
 
 def test_a_batch_reads_each_window_as_it_reads_alone(backend, audio_dir):
