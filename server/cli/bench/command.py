@@ -52,6 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="replay: override a stream setting (asr.session.StreamConfig field), e.g. settle_s=2")
     p.add_argument("--with-upload", default="", metavar="SECONDS|FILE",
                    help="upload this much real speech (or this file) while each level runs, to see its cost")
+    p.add_argument("--decode-costs", action="store_true",
+                   help="no server: time the backend the settings make, by window length and batch size")
+    p.add_argument("--windows", default="2,5,10,20", help="decode costs: window lengths in seconds")
+    p.add_argument("--batches", default="1,4,8", help="decode costs: batch sizes")
+    p.add_argument("--repeats", type=int, default=3, help="decode costs: timed calls per figure (the median)")
     p.add_argument("--hostile", action="store_true",
                    help="instead: one client sends hostile frames and bodies while another times /health (p50/p99)")
     p.add_argument("--duration-s", type=float, default=20, help="hostile: seconds of attack")
@@ -135,6 +140,16 @@ def run(args: argparse.Namespace) -> int:
         result = run_hostile(args)
         print_rows(*hostile_rows(result))
         print_answers(result)
+        write_result(args.output, result)
+        return 0
+    if args.decode_costs:
+        from server.cli.bench.decode_costs import cost_rows, run_decode_costs
+
+        result = run_decode_costs(args, audio_dir)
+        print_rows(*cost_rows(result))
+        cost = result["replay_decode_cost"]
+        print(f"{result['device']}/{result['compute_type']}, loaded and warmed in {result['load_and_warm_s']} s"
+              + (f"; replay: --decode-cost {cost[0]},{cost[1]}" if cost else ""))
         write_result(args.output, result)
         return 0
     refs_path = audio_dir / "references.json"

@@ -33,7 +33,8 @@ from server.pipeline.convert import wire_emit, wire_report
 class DecodeCost:
     """Modelled time of one decode: ``fixed`` seconds (the 30 s encoder pass and the decoder's start)
     plus ``per_second`` for each second of audio in the window; a batch costs the sum of its requests
-    (CPU; on a GPU a batch costs little more than its longest request, so give ``fixed`` / batch)."""
+    (a CPU's figure: on a GPU a batch of eight small-model windows cost three to five single decodes, so a
+    replay of GPU costs overcharges batches; ``voxlane bench --decode-costs`` measures both)."""
 
     fixed: float = 0.3
     per_second: float = 0.015

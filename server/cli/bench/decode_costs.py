@@ -1,0 +1,101 @@
+"""``voxlane bench --decode-costs``: what one decode takes on this machine, by window length and batch size.
+
+How many live streams a machine carries, and the ``--decode-cost`` a replay should charge, come down to these
+figures: a CPU decodes a batch in about the sum of its windows, a GPU in little more than one. The backend is
+the one the server's settings make (``VOXLANE_DEVICE``, ``VOXLANE_COMPUTE_TYPE``, ``VOXLANE_MODEL``...), warmed
+as the server warms it; each figure is the median of ``--repeats`` calls on real speech from the corpus with a
+prompt, hurried (the window and a pad of silence encoded, as when other streams wait) and in full.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asr.backends import AsrBackend, DecodeRequest
+from media import SAMPLE_RATE
+
+SPEECH = "single/ljspeech_LJ001-0001_0016.wav"  # 113 s of one reader: every window is dense speech
+PROMPT = "Printing, in the only sense with which we are at present concerned, differs from most if not from all"
+
+
+def windows_of(speech: np.ndarray, seconds: float, count: int) -> list[np.ndarray]:
+    """``count`` windows of ``seconds``, 3 s apart (wrapping round the file): a batch of different speech."""
+    size = int(seconds * SAMPLE_RATE)
+    room = max(1, len(speech) - size)
+    return [speech[(i * 3 * SAMPLE_RATE) % room:][:size].copy() for i in range(count)]
+
+
+def measure(backend: AsrBackend, speech: np.ndarray, windows_s: list[float], batches: list[int],
+            repeats: int) -> list[dict[str, Any]]:
+    rows = []
+    for hurried in (True, False):
+        for seconds in windows_s:
+            for batch in batches:
+                reqs = [DecodeRequest(w, prompt=PROMPT, hurried=hurried) for w in windows_of(speech, seconds, batch)]
+                backend.transcribe(reqs)  # a shape new to the backend may load kernels on its first call
+                times = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    backend.transcribe(reqs)
+                    times.append(time.perf_counter() - t0)
+                median = statistics.median(times)
+                rows.append({"hurried": hurried, "window_s": seconds, "batch": batch, "median_s": round(median, 4),
+                             "min_s": round(min(times), 4), "per_window_s": round(median / batch, 4)})
+    return rows
+
+
+def replay_cost(rows: list[dict[str, Any]]) -> tuple[float, float] | None:
+    """The replay's ``FIXED,PER_SECOND``: a least-squares line through the single full decodes' times (a hurried
+    decode is charged its share of the fixed cost by the replay itself). None without two window lengths."""
+    points = sorted((r["window_s"], r["median_s"]) for r in rows if not r["hurried"] and r["batch"] == 1)
+    if len({x for x, _ in points}) < 2:
+        return None
+    slope, intercept = np.polyfit([x for x, _ in points], [y for _, y in points], 1)
+    return round(max(0.0, float(intercept)), 3), round(max(0.0, float(slope)), 4)
+
+
+def run_decode_costs(args: argparse.Namespace, audio_dir: Path) -> dict[str, Any]:
+    from asr.backends import make_backend
+    from server.cli.live_client import load_pcm16k
+    from server.pipeline.configs import backend_config
+    from server.settings import Settings
+
+    settings = Settings.from_sources()
+    config = backend_config(settings)
+    t0 = time.perf_counter()
+    backend = make_backend(config)
+    loaded = time.perf_counter() - t0
+    try:
+        speech = load_pcm16k(audio_dir / (args.files[0] if args.files else SPEECH))
+        windows_s = [float(x) for x in args.windows.split(",") if x.strip()]
+        batches = [int(x) for x in args.batches.split(",") if x.strip()]
+        rows = measure(backend, speech, windows_s, batches, max(1, args.repeats))
+    finally:
+        backend.close()
+    cost = replay_cost(rows)
+    return {"decode_costs": True, "label": args.label, "started": time.time(), "cpu_count": os.cpu_count(),
+            "model": config.model, "device": config.device, "compute_type": config.compute_type,
+            "cpu_threads": config.cpu_threads, "lanes": config.lanes, "load_and_warm_s": round(loaded, 2),
+            "rows": rows, "replay_decode_cost": list(cost) if cost else None}
+
+
+def cost_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """One row per reading and window length, one column per batch size: seconds per call (median)."""
+    rows = result["rows"]
+    batches = sorted({r["batch"] for r in rows})
+    cols = ["reading", "window s", *(f"batch {b} s" for b in batches)]
+    table = []
+    for hurried in (True, False):
+        for seconds in sorted({r["window_s"] for r in rows}):
+            by_batch = {r["batch"]: r["median_s"] for r in rows if r["hurried"] == hurried and r["window_s"] == seconds}
+            if by_batch:
+                table.append(["hurried" if hurried else "full", f"{seconds:g}",
+                              *(f"{by_batch[b]:.3f}" if b in by_batch else "-" for b in batches)])
+    return cols, table
