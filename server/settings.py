@@ -277,8 +277,8 @@ class Settings:
     @property
     def effective_batch_size(self) -> int:
         """On a CPU a batch of four costs three single decodes, and an urgent decode that arrives while
-        it runs waits for all four (N=4 bench: commit p50 1.41 s batched, 1.03 s one at a time); a GPU
-        runs the batch in about the time of one."""
+        it runs waits for all four (N=4 bench: commit p50 1.41 s batched, 1.03 s one at a time); an H100
+        ran eight 5 s windows of tiny.en in 0.10 s, 13 ms each against 21-31 ms alone."""
         return self.batch_size or (8 if self.device == "cuda" else 1)
 
     @property
