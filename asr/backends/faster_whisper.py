@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from asr.backends.base import LOOP_COMPRESSION_RATIO, DecodedWord, DecodeRequest, DecodeResult
-from media.audio import SAMPLE_RATE
+from media.audio import SAMPLE_RATE, faint_noise
 
 BUNDLED_MODEL = "tiny.en"
 TAIL_S = 1.0  # audio left undecoded after a window's last timestamp that is decoded in a second pass
@@ -343,7 +343,7 @@ class FasterWhisperBackend:
         The first decode of a process loads the compute kernels and grows the allocators. On a GPU that is
         seconds: on an H100 (float16) the first stream after start got its first partial at 20.8 s and fell
         13.5 s behind, where a second server started after it on the same machine did not."""
-        audio = (np.random.default_rng(0).standard_normal(SAMPLE_RATE) * 1e-3).astype(np.float32)
+        audio = faint_noise()
         for model in self._models:
             self._lane.model = model
             try:

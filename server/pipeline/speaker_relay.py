@@ -29,7 +29,7 @@ import numpy as np
 from asr.diarization import DiarizationConfig, SpeakerDiarizer, Turn, speaker_id, speaker_label
 from asr.policy import join_words
 from asr.vad import SileroModel
-from media.audio import SAMPLE_RATE
+from media.audio import faint_noise
 from protocol import Transcription
 from protocol.messages import Diarization, Word
 from server.pipeline.configs import diarization_config
@@ -75,8 +75,7 @@ class SpeakerWorker:
     def warm(self) -> None:
         """Load the encoder and embed one window of faint noise: a first embedding on a GPU loads its kernels, and
         a live final waits for its stream's embeddings."""
-        noise = np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32) * 1e-3
-        self._model().embed_windows([noise])
+        self._model().embed_windows([faint_noise()])
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

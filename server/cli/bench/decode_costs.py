@@ -1,7 +1,8 @@
 """``voxlane bench --decode-costs``: what one decode takes on this machine, by window length and batch size.
 
 How many live streams a machine carries, and the ``--decode-cost`` a replay should charge, come down to these
-figures: a CPU decodes a batch in about the sum of its windows, a GPU in little more than one. The backend is
+figures: a CPU decodes a batch in about the sum of its windows, an H100 eight tiny.en windows in three to five
+single decodes' time. The backend is
 the one the server's settings make (``VOXLANE_DEVICE``, ``VOXLANE_COMPUTE_TYPE``, ``VOXLANE_MODEL``...), warmed
 as the server warms it; each figure is the median of ``--repeats`` calls on real speech from the corpus with a
 prompt, hurried (the window and a pad of silence encoded, as when other streams wait) and in full.
