@@ -26,6 +26,7 @@ from server.http.rate_limit import RateLimiter
 from server.http.signing import UploadSigner
 from server.jobs.work import WorkQueue
 from server.metrics import MeteredHub, Metrics
+from server.native_threads import limit_blas_threads
 from server.pipeline.configs import backend_config
 from server.pipeline.hub import Hub
 from server.pipeline.recordings import audio_dir
@@ -88,6 +89,7 @@ async def build(settings: Settings, *, backend: AsrBackend | None = None, store:
     except BaseException:
         await store.close()
         raise
+    limit_blas_threads()  # the models' libraries are loaded now
     engine = InferenceLoop(chosen)
     if metrics is not None:
         engine.observers.append(metrics.observe_batch)

@@ -65,6 +65,7 @@ def replay_cost(rows: list[dict[str, Any]]) -> tuple[float, float] | None:
 def run_decode_costs(args: argparse.Namespace, audio_dir: Path) -> dict[str, Any]:
     from asr.backends import make_backend
     from server.cli.live_client import load_pcm16k
+    from server.native_threads import limit_blas_threads
     from server.pipeline.configs import backend_config
     from server.settings import Settings
 
@@ -73,6 +74,7 @@ def run_decode_costs(args: argparse.Namespace, audio_dir: Path) -> dict[str, Any
     t0 = time.perf_counter()
     backend = make_backend(config)
     loaded = time.perf_counter() - t0
+    limit_blas_threads()  # as the server runs
     try:
         speech = load_pcm16k(audio_dir / (args.files[0] if args.files else SPEECH))
         windows_s = [float(x) for x in args.windows.split(",") if x.strip()]
