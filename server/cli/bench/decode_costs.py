@@ -2,10 +2,10 @@
 
 How many live streams a machine carries, and the ``--decode-cost`` a replay should charge, come down to these
 figures: a CPU decodes a batch in about the sum of its windows, an H100 eight tiny.en windows in three to five
-single decodes' time. The backend is
-the one the server's settings make (``VOXLANE_DEVICE``, ``VOXLANE_COMPUTE_TYPE``, ``VOXLANE_MODEL``...), warmed
-as the server warms it; each figure is the median of ``--repeats`` calls on real speech from the corpus with a
-prompt, hurried (the window and a pad of silence encoded, as when other streams wait) and in full.
+single decodes' time. The backend is the one the server's settings make (``VOXLANE_DEVICE``,
+``VOXLANE_COMPUTE_TYPE``, ``VOXLANE_MODEL``...), warmed and with its BLAS threads set as the server does; each
+figure is the median of ``--repeats`` calls on real speech from the corpus with a prompt, hurried (the window and a
+pad of silence encoded, as when other streams wait) and in full.
 """
 
 from __future__ import annotations
