@@ -28,6 +28,7 @@ from typing import Any
 
 from asr.backends.base import AsrBackend, DecodeRequest, DecodeResult
 from asr.capacity import CapacityEstimator
+from asr.pace import LivePace
 
 log = logging.getLogger("voxlane.inference")
 
@@ -64,7 +65,7 @@ class LoopStats:
     busy_seconds: float = 0.0
     coalesced: int = 0
     max_batch_seen: int = 0
-    hurried: int = 0  # requests decoded while other live streams waited
+    hurried: int = 0  # requests decoded the cheaper way (other live streams waited, or the machine is slow)
     max_lanes_busy: int = 0  # most batches seen running at once
 
 
@@ -77,7 +78,7 @@ class BatchReport:
     seconds: float  # wall time of the backend call
     live: bool  # any live request (not only uploads at BULK priority)
     urgent: bool  # a pause commit or a segment's final among them
-    hurried: int  # requests decoded the cheaper way because other live streams waited
+    hurried: int  # requests decoded the cheaper way (see InferenceLoop._take_batch)
     waited: float  # longest a request of the batch waited between being ready and being decoded (loop clock)
     lanes_busy: int  # batches running at once, this one included
 
@@ -87,7 +88,10 @@ Observer = Callable[[BatchReport], None]
 
 class InferenceLoop:
     def __init__(self, backend: AsrBackend, partial_max_wait: float = 1.5,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, step_s: float = 0.0) -> None:
+        """``step_s``: the live streams' step (``StreamConfig.min_step_s``); once a full live decode takes
+        longer on this machine, every live decode is hurried (see :mod:`asr.pace`). 0: only decodes that other
+        live streams wait for are."""
         self.backend = backend
         self.clock = clock  # the replay bench runs the loop on simulated time
         self.partial_max_wait = partial_max_wait
@@ -101,7 +105,9 @@ class InferenceLoop:
         self._stopping = False
         self.stats = LoopStats()
         self.capacity = CapacityEstimator()  # live decode timings: what admission control predicts from
-        self.observers: list[Observer] = [self.capacity.observe]  # called on a lane's thread after each batch
+        self.pace = LivePace(step_s)
+        # called on a lane's thread after each batch
+        self.observers: list[Observer] = [self.capacity.observe, self.pace.observe]
 
     # ------------------------------------------------------------ event-loop side
 
@@ -188,8 +194,9 @@ class InferenceLoop:
         return e.priority
 
     def _take_batch(self) -> tuple[list[_Entry], bool]:
-        """The next batch, and whether live work of other streams is left waiting behind it: more than the
-        lanes still free will take at once."""
+        """The next batch, and whether to hurry it: live work of other streams is left waiting behind it
+        (more than the lanes still free will take at once), or it is live and this machine's full decodes
+        take longer than the live step (``self.pace``)."""
         now = self.clock()
         ready = [e for e in self._pending.values() if self._takeable(e)]
         ready.sort(key=lambda e: (self._effective(e, now), self._last_served.get(e.key, 0.0), e.seq))
@@ -208,7 +215,8 @@ class InferenceLoop:
             self.stats.max_lanes_busy = max(self.stats.max_lanes_busy, self._in_flight)
         taken = {e.key for e in batch}
         behind = sum(e.key not in taken and prio[e.key] != Priority.BULK for e in ready)
-        return batch, behind > (self.lanes - self._in_flight) * self.backend.max_batch
+        slow = self.pace.behind and head is not None and head != Priority.BULK
+        return batch, slow or behind > (self.lanes - self._in_flight) * self.backend.max_batch
 
     def _run(self, lane: int = 0) -> None:
         """Lane ``lane`` takes work only while the lanes before it are all busy: a lone stream is always
@@ -244,8 +252,8 @@ class InferenceLoop:
             self._cond.notify_all()  # a session that was running may have work pending: any free lane takes it
 
     def _build(self, batch: list[_Entry], hurried: bool) -> list[tuple[_Entry, DecodeRequest, Any]]:
-        """Each session cuts its window now, at dispatch: the freshest audio, coalesced. ``hurried``: other
-        live streams wait behind this batch, so its requests are marked for the backend's cheaper decode."""
+        """Each session cuts its window now, at dispatch: the freshest audio, coalesced. ``hurried``: live work
+        waits behind this batch, so its requests are marked for the backend's cheaper decode."""
         built: list[tuple[_Entry, DecodeRequest, Any]] = []
         for e in batch:
             try:
@@ -266,7 +274,7 @@ class InferenceLoop:
         dispatched = self.clock()
         t0 = time.perf_counter()
         results = self._transcribe([r for _, r, _ in built])
-        dt = time.perf_counter() - t0
+        dt = self._spent(built, results, time.perf_counter() - t0)
         hurried = sum(r.hurried for _, r, _ in built)
         with self._cond:
             self.stats.batches += 1
@@ -280,6 +288,12 @@ class InferenceLoop:
             urgent=any(e.priority in URGENT for e, _, _ in built), hurried=hurried,
             waited=max(0.0, max(dispatched - e.ready_at for e, _, _ in built)), lanes_busy=lanes_busy))
         return results
+
+    def _spent(self, built: list[tuple[_Entry, DecodeRequest, Any]], results: list[DecodeResult],
+               measured: float) -> float:
+        """What the batch cost, as stats and observers see it: the time it took (the replay bench's loop
+        charges a modelled time instead)."""
+        return measured
 
     def _report(self, report: BatchReport) -> None:
         for observe in list(self.observers):

@@ -90,7 +90,7 @@ async def build(settings: Settings, *, backend: AsrBackend | None = None, store:
         await store.close()
         raise
     limit_blas_threads()  # the models' libraries are loaded now
-    engine = InferenceLoop(chosen)
+    engine = InferenceLoop(chosen, step_s=settings.min_step_ms / 1000)  # the live streams' step (asr.pace)
     if metrics is not None:
         engine.observers.append(metrics.observe_batch)
     engine.start()

@@ -16,8 +16,9 @@ class DecodeRequest:
     prompt: str = ""
     language: str | None = None
     word_timestamps: bool = True
-    # set by the inference loop when other live streams wait for the model: the backend may trade a little
-    # accuracy for time (faster-whisper encodes the window and a pad of silence, not a full 30 s input)
+    # set by the inference loop when live work waits for the model (other streams, or a lone stream on a
+    # machine whose full decodes take longer than its step): the backend may trade a little accuracy for time
+    # (faster-whisper encodes the window and a pad of silence, not a full 30 s input)
     hurried: bool = False
 
 

@@ -302,7 +302,8 @@ class FasterWhisperBackend:
         window then decodes in 0.20 s, a 10 s window in 0.42 s instead of 0.66 s. With no silence after
         it, it loops ("after early after early ...") and drops punctuation. The reading is a little less
         sure (replay at N=1, every decode hurried: 142 errors of 1372 against 138 in full), so only
-        decodes that other streams wait for take it.
+        decodes that live work waits for take it: other streams', or a lone stream's on a machine whose full
+        decodes fall behind its step (see :mod:`asr.pace`).
         """
         if self.hurried_pad_s >= 30 or not all(r.hurried for r in reqs):
             return 30.0

@@ -435,6 +435,30 @@ async def test_decodes_others_wait_for_are_hurried(engine, audio_dir):
     assert _words(results[1]) == _words(alone) == _words(results[2])
 
 
+async def test_a_machine_too_slow_for_the_step_hurries_a_lone_stream(audio_dir):
+    """Once full decodes of a lone stream take longer than the live step on this machine, its decodes are
+    hurried with no other stream waiting, and read the same words; uploads still get the full input."""
+    speech = load_pcm16k(audio_dir / "single/librispeech_61-70968-0000.wav")[: 4 * 16000]
+    loop = InferenceLoop(FasterWhisperBackend(cpu_threads=2), step_s=0.001)  # no CPU keeps to a 1 ms step
+    loop.start()
+    seen: list[DecodeRequest] = []
+
+    def build():
+        seen.append(DecodeRequest(audio=speech))
+        return seen[-1], None
+
+    try:
+        full = [await loop.schedule("solo", Priority.PARTIAL, build) for _ in range(5)]
+        assert not any(r.hurried for r in seen) and loop.pace.behind
+        hurried = await loop.schedule("solo", Priority.PARTIAL, build)
+        assert seen[-1].hurried
+        await loop.schedule("upload", Priority.BULK, build)
+        assert not seen[-1].hurried
+    finally:
+        loop.stop()
+    assert _words(hurried) == _words(full[0])
+
+
 class _RejectsOne:
     """The real backend, except that a batch holding the window ``bad`` raises (a GPU out of memory on the
     longest window, a remote server that rejects one stream's audio)."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from asr.backends import AsrBackend, DecodeRequest
+from asr.backends import AsrBackend, DecodeRequest, DecodeResult
 from asr.inference import Build, InferenceLoop, Priority
 from asr.session import StreamConfig, StreamSession
 from asr.vad import SileroModel
@@ -86,10 +86,13 @@ def simulated_loop() -> asyncio.AbstractEventLoop:
 class SimulatedInferenceLoop(InferenceLoop):
     """The inference loop's scheduling, run as a task on the simulated clock instead of a thread."""
 
-    def __init__(self, backend: AsrBackend, cost: DecodeCost, partial_max_wait: float = 1.5) -> None:
-        super().__init__(backend, partial_max_wait=partial_max_wait, clock=asyncio.get_running_loop().time)
+    def __init__(self, backend: AsrBackend, cost: DecodeCost, partial_max_wait: float = 1.5,
+                 step_s: float = 0.0) -> None:
+        super().__init__(backend, partial_max_wait=partial_max_wait, clock=asyncio.get_running_loop().time,
+                         step_s=step_s)
         self.cost = cost
         self.busy = 0.0  # simulated seconds spent decoding
+        self._charged = 0.0  # the modelled time of the batch being decoded
         self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -110,6 +113,15 @@ class SimulatedInferenceLoop(InferenceLoop):
         self._ready.set()
         return future
 
+    def _spent(self, built: list[Any], results: list[DecodeResult], measured: float) -> float:
+        """The modelled time of the batch, not the time the real model took here: stats, observers and the
+        clock all see the machine being modelled."""
+        encoded = self._encoded_seconds([req for _, req, _ in built])
+        self._charged = sum(self.cost.of(len(req.audio), res.passes, encoded)
+                            for (_, req, _), res in zip(built, results, strict=True))
+        self.busy += self._charged
+        return self._charged
+
     def _encoded_seconds(self, reqs: list[DecodeRequest]) -> float:
         """What the backend's encoder reads for this batch: one span for all its requests, as it pads them."""
         seconds = getattr(self.backend, "encoder_seconds", None)  # a backend that encodes less when hurried
@@ -127,11 +139,7 @@ class SimulatedInferenceLoop(InferenceLoop):
                 built = self._build(batch, hurried)
                 if built:
                     results = self._decode(built)
-                    encoded = self._encoded_seconds([req for _, req, _ in built])
-                    spent = sum(self.cost.of(len(req.audio), res.passes, encoded)
-                                for (_, req, _), res in zip(built, results, strict=True))
-                    self.busy += spent
-                    await asyncio.sleep(spent)
+                    await asyncio.sleep(self._charged)
                     self._deliver(built, results)
             finally:
                 self._served(batch)
@@ -178,7 +186,7 @@ async def replay_level(n: int, files: list[str], audio: dict[str, np.ndarray], b
     chosen = files if n <= len(files) else [files[i % len(files)] for i in range(n)]
     queue = list(enumerate(chosen))
     records: list[Any] = [None] * len(chosen)
-    engine = SimulatedInferenceLoop(backend, cost)
+    engine = SimulatedInferenceLoop(backend, cost, step_s=config.min_step_s)  # as the server sizes it
     engine.start()
     loop = asyncio.get_running_loop()
     t0 = loop.time()
