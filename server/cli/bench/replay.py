@@ -92,7 +92,6 @@ class SimulatedInferenceLoop(InferenceLoop):
                          step_s=step_s)
         self.cost = cost
         self.busy = 0.0  # simulated seconds spent decoding
-        self._charged = 0.0  # the modelled time of the batch being decoded
         self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -117,10 +116,10 @@ class SimulatedInferenceLoop(InferenceLoop):
         """The modelled time of the batch, not the time the real model took here: stats, observers and the
         clock all see the machine being modelled."""
         encoded = self._encoded_seconds([req for _, req, _ in built])
-        self._charged = sum(self.cost.of(len(req.audio), res.passes, encoded)
-                            for (_, req, _), res in zip(built, results, strict=True))
-        self.busy += self._charged
-        return self._charged
+        charged = sum(self.cost.of(len(req.audio), res.passes, encoded)
+                      for (_, req, _), res in zip(built, results, strict=True))
+        self.busy += charged
+        return charged
 
     def _encoded_seconds(self, reqs: list[DecodeRequest]) -> float:
         """What the backend's encoder reads for this batch: one span for all its requests, as it pads them."""
@@ -138,8 +137,9 @@ class SimulatedInferenceLoop(InferenceLoop):
             try:
                 built = self._build(batch, hurried)
                 if built:
+                    busy = self.busy
                     results = self._decode(built)
-                    await asyncio.sleep(self._charged)
+                    await asyncio.sleep(self.busy - busy)  # what _decode charged (see _spent)
                     self._deliver(built, results)
             finally:
                 self._served(batch)
