@@ -1,0 +1,75 @@
+"""Where a live session cuts at a speaker turn the diarizer found: in the quiet the VAD heard near it.
+
+Light: a session with no decode running (its segment and VAD history set by hand), the VAD model only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from asr.policy import TimedWord
+from asr.session import Segment, StreamSession
+from asr.vad import CHUNK_SECONDS, SileroModel
+
+
+class _NoEngine:
+    """The session only asks the engine for decodes; these tests start none."""
+
+    def is_queued(self, key: str) -> bool:
+        return False
+
+
+def _session(quiet: list[tuple[float, float]], until: float) -> StreamSession:
+    """A session whose VAD heard speech up to ``until`` except in the ``quiet`` stretches."""
+    session = StreamSession(engine=_NoEngine(), vad_model=SileroModel(), emit=None)  # type: ignore[arg-type]
+    n = int(round(until / CHUNK_SECONDS))
+    ends = (np.arange(n) + 1) * CHUNK_SECONDS
+    probs = np.array([0.02 if any(a < e - CHUNK_SECONDS / 2 < b for a, b in quiet) else 0.95 for e in ends])
+    session._tracker.update(probs)
+    return session
+
+
+def _words(*spec: tuple[str, float, float]) -> list[TimedWord]:
+    return [TimedWord(text, start, end, 0.9) for text, start, end in spec]
+
+
+def _open(session: StreamSession, committed: list[TimedWord], told: int) -> Segment:
+    seg = Segment(id="seg1", start=1.0, window_start=1.0, decoded_to=5.0)
+    seg.hyp.committed = committed
+    seg.final_told = told
+    session._open = seg
+    return seg
+
+
+LINE = _words(("the", 2.0, 2.4), ("whole", 2.4, 2.9), ("team.", 2.9, 3.2), ("Let", 3.55, 3.8))
+
+
+def test_a_late_turn_is_cut_in_the_gap_before_it_and_the_next_voice_keeps_its_first_word() -> None:
+    """The diarizer put the turn 0.3 s into the next voice; the words committed after the gap, not told yet,
+    open the next segment committed there."""
+    session = _session(quiet=[(3.2, 3.55)], until=5.0)
+    seg = _open(session, list(LINE), told=2)
+    session.turn_at(3.85)
+    assert [w.text for w in seg.hyp.committed] == ["the", "whole", "team."]
+    assert seg in session._closing
+    assert session._open is not None and [w.text for w in session._open.hyp.committed] == ["Let"]
+
+
+def test_a_word_told_final_stays_in_its_segment() -> None:
+    session = _session(quiet=[(3.2, 3.55)], until=5.0)
+    seg = _open(session, list(LINE), told=4)
+    session.turn_at(3.85)
+    assert [w.text for w in seg.hyp.committed] == ["the", "whole", "team.", "Let"]
+    assert session._open is not None and session._open.hyp.committed == []
+
+
+def test_abutting_voices_are_cut_where_the_diarizer_put_the_turn() -> None:
+    session = _session(quiet=[], until=5.0)
+    assert session._gap_near(3.85, since=1.0) == 3.85
+
+
+def test_the_longest_quiet_near_the_turn_wins_and_a_stop_consonant_is_no_gap() -> None:
+    session = _session(quiet=[(3.0, 3.064), (3.3, 3.6)], until=5.0)  # two chunks of quiet, then a real gap
+    assert abs(session._gap_near(3.9, since=1.0) - 3.45) <= CHUNK_SECONDS
+    session = _session(quiet=[(3.0, 3.064)], until=5.0)
+    assert session._gap_near(3.2, since=1.0) == 3.2
