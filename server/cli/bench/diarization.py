@@ -156,9 +156,15 @@ async def run_der(url: str, audio_dir: Path, token: str | None, concurrency: int
 
     await asyncio.gather(*(slot() for _ in range(max(1, concurrency))))
     ordered = [rows[f] for f in files]
-    ami = [r for r in ordered if "ami_" in r["file"]]
-    summary = {k: round(float(np.mean([r[k] for r in ami])), 4) for k in ("der_first", "der_live", "der_offline")}
-    return {"files": ordered, "ami_average": summary}
+    return {"files": ordered, "ami_average": ami_average(ordered)}
+
+
+def ami_average(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The mean DER of the AMI files among ``rows``; None where none was streamed (a NaN is no JSON value, and
+    a folder of other recordings has no AMI file)."""
+    ami = [r for r in rows if "ami_" in r["file"]]
+    return {k: round(float(np.mean([r[k] for r in ami])), 4) if ami else None
+            for k in ("der_first", "der_live", "der_offline")}
 
 
 def _shown_summary(waits: list[float], missed: int) -> dict[str, Any]:
@@ -182,6 +188,7 @@ def der_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
              f"{r['der_first']:.3f}", f"{r['der_live']:.3f}", f"{r['der_offline']:.3f}", str(r["corrections"]),
              shown(r)] for r in result["files"]]
     avg = result["ami_average"]
-    rows.append(["AMI average", "", "", "", f"{avg['der_first']:.3f}", f"{avg['der_live']:.3f}",
-                 f"{avg['der_offline']:.3f}", "", ""])
+    if avg["der_live"] is not None:
+        rows.append(["AMI average", "", "", "", f"{avg['der_first']:.3f}", f"{avg['der_live']:.3f}",
+                     f"{avg['der_offline']:.3f}", "", ""])
     return cols, rows

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from server.cli.bench.diarization import speaker_shown_waits, timeline
+import json
+
+from server.cli.bench.diarization import ami_average, der_rows, speaker_shown_waits, timeline
 from server.cli.live_client import Received, StreamRecord
 
 
@@ -40,3 +42,16 @@ def test_a_turn_never_shown_under_its_voice_is_counted():
                     _transcription(110.0, "Speaker 2", [(8.1, 8.4)])]
     live = timeline([(0, 4, "s1"), (4, 12, "s2")], 13)
     assert speaker_shown_waits(rec, ref, live) == ([], 1)
+
+
+def test_without_an_ami_file_there_is_no_ami_average_and_the_json_stays_json():
+    row = {"file": "multi/phone.wav", "ref_speakers": 2, "speakers_live": 2, "speakers_offline": 2,
+           "der_first": 0.1, "der_live": 0.1, "der_offline": 0.1, "corrections": 0,
+           "speaker_shown_p50_s": None, "speaker_shown_p95_s": None, "turns_timed": 0, "turns_not_shown": 0}
+    result = {"files": [row], "ami_average": ami_average([row])}
+    assert result["ami_average"] == {"der_first": None, "der_live": None, "der_offline": None}
+    json.loads(json.dumps(result, allow_nan=False))
+    _, rows = der_rows(result)
+    assert [r[0] for r in rows] == ["phone"]
+    ami = dict(row, file="multi/ami_x.wav", der_live=0.3)
+    assert ami_average([row, ami])["der_live"] == 0.3
