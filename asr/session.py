@@ -393,9 +393,9 @@ class StreamSession:
         for p in sorted(seg.pauses):
             if seg.pauses[p] < cfg.pause_commit_s - 1e-9:
                 continue  # not long enough yet
-            if last.start >= p or hyp.committed_end - p > _WORD_END_OVERHANG_S:
+            if last.start >= p + _WORD_START_SLACK_S or hyp.committed_end - p > _WORD_END_OVERHANG_S:
                 continue  # a pause inside the committed words (a final word after it stays in this segment)
-            if seg.decoded_to < p or any(w.start < p for w in hyp.tentative):
+            if seg.decoded_to < p or any(w.start < p + _WORD_START_SLACK_S for w in hyp.tentative):
                 return None  # the speech before it is not read to its end, or not all final
             if p - hyp.committed_end > cfg.line_gap_s:
                 return None  # speech before the pause that no final word covers: the final must read it
@@ -564,13 +564,15 @@ class StreamSession:
             # the words after it, a clause's end that a reading at the pause closes ("by a similar process.")
             # runs on into the next clause, and its segment waits for the next sentence end or pause
             end = min(self._buffer.end, self._read_to(seg, pause))
-            return _Plan(seg, Priority.ENDPOINT, end=end, commit_before=pause, speech_end=pause)
+            return _Plan(seg, Priority.ENDPOINT, end=end, commit_before=pause + _WORD_START_SLACK_S,
+                         speech_end=pause)
         if not tr.in_speech and tr.silence_run < cfg.pause_commit_s and uncommitted:
             # the speaker may be pausing. The pause's window ends a pad after the speech: once that much has
             # arrived it is read at once, as the pause's decode, instead of when the pause is confirmed; a pause
             # that lasts is committed as the decode ends, speech that resumes first makes it a refresh (_apply)
             if tr.silence_run >= cfg.vad.speech_pad_s and speech_end != seg.endpoint_for:
-                return _Plan(seg, Priority.ENDPOINT, end=self._buffer.end, commit_before=speech_end,
+                return _Plan(seg, Priority.ENDPOINT, end=self._buffer.end,
+                             commit_before=speech_end + _WORD_START_SLACK_S,
                              speech_end=speech_end)
             return None
         pause_end = self._pause_window_end(seg)
@@ -580,7 +582,7 @@ class StreamSession:
         if self._buffer.end - seg.decoded_to >= step and uncommitted:
             plan = _Plan(seg, Priority.PARTIAL, end=self._buffer.end)
             if not tr.in_speech and tr.silence_run >= cfg.pause_commit_s:
-                plan.commit_before = speech_end  # this window already holds the pause
+                plan.commit_before = speech_end + _WORD_START_SLACK_S  # this window already holds the pause
             return plan
         return None
 
@@ -1011,7 +1013,7 @@ class StreamSession:
         """A closed segment's words up to where the VAD last heard speech: nothing is said after it."""
         if seg.speech_end is None:
             return words
-        return [w for w in words if w.start < seg.speech_end + 0.1]
+        return [w for w in words if w.start < seg.speech_end + _WORD_START_SLACK_S]
 
     def _reads_cold(self, seg: Segment, window_start: float, end: float) -> bool:
         """A window that holds a young segment's speech from its onset and little else: too short a reading
@@ -1174,6 +1176,11 @@ _WORD_END_OVERHANG_S = 0.5
 """How far past the VAD's speech end a segment's last word may be stamped and still end before the pause: the
 aligner stamps a line's last word late (0.15-0.2 s on read speech), and a tolerance of 0.15 s read "for them."
 stamped 7.03 s as a word after the pause at 6.85 s, so the line waited 3.9 s for the next pause to close."""
+_WORD_START_SLACK_S = 0.1
+"""A word stamped to start this soon after the VAD's speech end was said before it, and a pause commits it with
+the words before: a line's last word is stamped late, its start too ("for them." before a pause: "them" stamped
+from 0.02 s after the speech end on a GPU's float16 reading), and left tentative there it did not hold the line
+back, which closed on "for" and left "them." to open the next segment, whose final came 4.7 s after it was said."""
 _LONGEST_WORD_S = 1.2
 """A word stamped longer than this at a reading's end, with speech heard in the rest of its time, is a reading
 stopped short (see ``_up_to_a_stretched_word``); a long word said slowly, or one stamped over a pause, is not."""
