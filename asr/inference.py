@@ -90,7 +90,7 @@ class InferenceLoop:
     def __init__(self, backend: AsrBackend, partial_max_wait: float = 1.5,
                  clock: Callable[[], float] = time.monotonic, step_s: float = 0.0) -> None:
         """``step_s``: the live streams' step (``StreamConfig.min_step_s``); once a full live decode takes
-        longer on this machine, every live decode is hurried (see :mod:`asr.pace`). 0: only decodes that other
+        longer on this machine, every live refresh is hurried (see :mod:`asr.pace`). 0: only decodes that other
         live streams wait for are."""
         self.backend = backend
         self.clock = clock  # the replay bench runs the loop on simulated time
@@ -195,8 +195,10 @@ class InferenceLoop:
 
     def _take_batch(self) -> tuple[list[_Entry], bool]:
         """The next batch, and whether to hurry it: live work of other streams is left waiting behind it
-        (more than the lanes still free will take at once), or it is live and this machine's full decodes
-        take longer than the live step (``self.pace``)."""
+        (more than the lanes still free will take at once), or it is a batch of live refreshes and this
+        machine's full decodes take longer than the live step (``self.pace``). A pause's reading and a
+        segment's final are then still read in full: they commit the words that stay, and a refresh only
+        shows them sooner."""
         now = self.clock()
         ready = [e for e in self._pending.values() if self._takeable(e)]
         ready.sort(key=lambda e: (self._effective(e, now), self._last_served.get(e.key, 0.0), e.seq))
@@ -215,7 +217,7 @@ class InferenceLoop:
             self.stats.max_lanes_busy = max(self.stats.max_lanes_busy, self._in_flight)
         taken = {e.key for e in batch}
         behind = sum(e.key not in taken and prio[e.key] != Priority.BULK for e in ready)
-        slow = self.pace.behind and head is not None and head != Priority.BULK
+        slow = self.pace.behind and head == Priority.PARTIAL
         return batch, slow or behind > (self.lanes - self._in_flight) * self.backend.max_batch
 
     def _run(self, lane: int = 0) -> None:

@@ -436,8 +436,9 @@ async def test_decodes_others_wait_for_are_hurried(engine, audio_dir):
 
 
 async def test_a_machine_too_slow_for_the_step_hurries_a_lone_stream(audio_dir):
-    """Once full decodes of a lone stream take longer than the live step on this machine, its decodes are
-    hurried with no other stream waiting, and read the same words; uploads still get the full input."""
+    """Once full decodes of a lone stream take longer than the live step on this machine, its refreshes are
+    hurried with no other stream waiting, and read the same words; a pause's reading and a final, which commit
+    what stays, and uploads still get the full input."""
     speech = load_pcm16k(audio_dir / "single/librispeech_61-70968-0000.wav")[: 4 * 16000]
     loop = InferenceLoop(FasterWhisperBackend(cpu_threads=2), step_s=0.001)  # no CPU keeps to a 1 ms step
     loop.start()
@@ -452,6 +453,9 @@ async def test_a_machine_too_slow_for_the_step_hurries_a_lone_stream(audio_dir):
         assert not any(r.hurried for r in seen) and loop.pace.behind
         hurried = await loop.schedule("solo", Priority.PARTIAL, build)
         assert seen[-1].hurried
+        for urgent in (Priority.ENDPOINT, Priority.FINAL):
+            await loop.schedule("solo", urgent, build)
+            assert not seen[-1].hurried, urgent
         await loop.schedule("upload", Priority.BULK, build)
         assert not seen[-1].hurried
     finally:
