@@ -13,7 +13,7 @@ from asr.backends import DecodedWord, DecodeRequest, DecodeResult
 from asr.backends.faster_whisper import FasterWhisperBackend
 from asr.inference import InferenceLoop, Priority
 from asr.policy import TimedWord
-from asr.session import Segment, StreamConfig, StreamSession, _Plan
+from asr.session import _WORD_START_SLACK_S, Segment, StreamConfig, StreamSession, _Plan
 from asr.vad import SileroModel
 from server.cli.bench.replay import DecodeCost, replay_level, simulated_loop
 from server.cli.live_client import load_pcm16k
@@ -117,7 +117,9 @@ async def test_a_pause_read_late_is_read_up_to_the_pause(engine):
     with session._lock:
         plan = session._plan()
         assert plan is not None and plan.kind == Priority.ENDPOINT
-        assert plan.commit_before == 2.0 and plan.end == pytest.approx(2.0 + session.config.vad.speech_pad_s)
+        # the pause's speech end, with the slack a late-stamped last word is given (see _WORD_START_SLACK_S)
+        assert plan.speech_end == 2.0 and plan.commit_before == pytest.approx(2.0 + _WORD_START_SLACK_S)
+        assert plan.end == pytest.approx(2.0 + session.config.vad.speech_pad_s)
         assert session._window_end(plan) == plan.end
 
 
