@@ -473,7 +473,7 @@ class StreamSession:
                 # segment, committed there; told ones stay
                 before = sum(1 for w in hyp.committed if w.start < t)
                 keep = max(seg.final_told, before)
-                self._split(seg, keep if keep else None)
+                self._split(seg, keep or None)  # none before the turn: the segment keeps them all
             elif t < self._buffer.end:
                 self._cut_at(seg, t)
             else:
@@ -486,17 +486,7 @@ class StreamSession:
         nearest of equal ones), or ``t`` itself where the voices abut. A diarizer places a turn on its one-second
         windows' centres, 0.3-0.4 s late on a dialogue's 0.25-0.35 s gaps, so cut at ``t`` the next voice's
         first word ("Let", "Everyone") was read into the segment of the voice before it."""
-        thr = self.config.vad.neg_threshold
-        runs: list[list[float]] = []
-        for end, p in self._tracker.recent:
-            start = end - CHUNK_SECONDS
-            if p >= thr or start < max(since, t - TURN_GAP_BEFORE_S) - 1e-9 or end > t + TURN_GAP_AFTER_S + 1e-9:
-                continue
-            if runs and abs(runs[-1][1] - start) < 1e-6:
-                runs[-1][1] = end
-            else:
-                runs.append([start, end])
-        runs = [r for r in runs if r[1] - r[0] >= TURN_GAP_MIN_S - 1e-9]
+        runs = self._tracker.quiet_runs(max(since, t - TURN_GAP_BEFORE_S), t + TURN_GAP_AFTER_S, TURN_GAP_MIN_S)
         if not runs:
             return t
         start, end = max(runs, key=lambda r: (round(r[1] - r[0], 3), -abs((r[0] + r[1]) / 2 - t)))

@@ -110,6 +110,20 @@ class SpeechTracker:
         cands = [(p, t) for t, p in self.recent if t > since]
         return min(cands)[1] if cands else None
 
+    def quiet_runs(self, start: float, end: float, least: float) -> list[tuple[float, float]]:
+        """The stretches from ``start`` to ``end`` in which every chunk was below the negative threshold (not
+        even a quiet continuation of speech), each at least ``least`` seconds long, in time order."""
+        runs: list[list[float]] = []
+        for t, p in self.recent:
+            a = t - CHUNK_SECONDS
+            if p >= self.config.neg_threshold or a < start - 1e-9 or t > end + 1e-9:
+                continue
+            if runs and abs(runs[-1][1] - a) < 1e-6:
+                runs[-1][1] = t
+            else:
+                runs.append([a, t])
+        return [(a, b) for a, b in runs if b - a >= least - 1e-9]
+
     def update(self, probs: np.ndarray) -> list[tuple[str, float]]:
         """Feed probabilities; returns events ``("speech_start", t)`` in time order."""
         events: list[tuple[str, float]] = []
