@@ -38,6 +38,13 @@ class TimedWord:
     start: float  # stream seconds
     end: float
     probability: float
+    # a later reading ended a sentence here, where the reading this word was committed from went on without
+    # a full stop (see Hypotheses._note_stops); the word's text stays as it was told
+    stop_after: bool = False
+
+    @property
+    def closes_sentence(self) -> bool:
+        return self.stop_after or ends_sentence(self.text)
 
 
 def norm(text: str) -> str:
@@ -111,6 +118,7 @@ class Hypotheses:
                 drift = min(abs(w.end - k.end), abs(w.start - k.start))
                 opening = start is not None and near[i] is words[0] and start >= known[-n].start - 0.05
                 if drift < (1.0 if n > 1 else 0.35) or (opening and drift < _OPENING_DRIFT_S):
+                    _note_stops(known[-n:], near[i:i + n + 1])
                     return near[i + n:]
         inside = [w for w in words if w.start <= last - 0.1]
         if start is not None and len(inside) >= _SKIPPED_WORDS and start >= known[-1].start - 0.05:
@@ -198,7 +206,7 @@ class Hypotheses:
     def sentence_boundary(self, not_after: float) -> float | None:
         """End time of the last committed word that ends a sentence, no later than ``not_after``."""
         for w in reversed(self.committed):
-            if w.end <= not_after and ends_sentence(w.text):
+            if w.end <= not_after and w.closes_sentence:
                 return w.end
         return None
 
@@ -237,6 +245,22 @@ def surer_reading(words: list[TimedWord], earlier: list[TimedWord]) -> list[Time
                 mine = theirs  # committed as they are, as settle_before commits a tentative tail
         out.extend(mine)
     return out
+
+
+def _note_stops(known: list[TimedWord], read: list[TimedWord]) -> None:
+    """Mark the known words after which this reading (``read``, lined up with them word for word, and the word
+    it goes on with) ends a sentence that the known word's own reading ran on from: the next word written
+    with a capital after a full stop, question or exclamation mark.
+
+    A word is committed from the readings that agree on it, and a reading that hears the speaker go on
+    without a pause often drops the full stop it wrote while the word was the last one heard: "difference."
+    read alone, then "difference at least", committed so; only a later reading, with the next sentence's
+    words in full, wrote "difference. At least" again. The open segment can then close there (see
+    ``StreamSession._sentence_end``) instead of running on to the speaker's next pause: on a phone call, "Well,
+    there isn't that much difference." came final 6.5 s after it was said, with the next sentence."""
+    for k, w, nxt in zip(known, read, read[1:], strict=False):
+        if ends_sentence(w.text) and not ends_sentence(k.text) and nxt.text[:1].isupper():
+            k.stop_after = True
 
 
 def _new_over_skipped(first: TimedWord, known: list[TimedWord], start: float) -> bool:

@@ -31,7 +31,6 @@ from asr.policy import (
     attach_punctuation,
     copies_prompt,
     drop_trailing_hallucination,
-    ends_sentence,
     in_time_order,
     join_words,
     stop_at_stacked_words,
@@ -400,7 +399,7 @@ class StreamSession:
             if p - hyp.committed_end > cfg.line_gap_s:
                 return None  # speech before the pause that no final word covers: the final must read it
             long_enough = cfg.close_after_s > 0 and p - seg.start >= cfg.close_after_s
-            return p if ends_sentence(last.text) or long_enough else None
+            return p if last.closes_sentence or long_enough else None
         return None
 
     def _sentence_end(self, seg: Segment) -> int | None:
@@ -421,7 +420,7 @@ class StreamSession:
         for i in range(max(0, seg.final_told - 1), n):
             w = hyp.committed[i]
             following = hyp.committed[i + 1] if i + 1 < n else (hyp.tentative[0] if hyp.tentative else None)
-            if (following is not None and ends_sentence(w.text)
+            if (following is not None and w.closes_sentence
                     and w.end - seg.start >= cfg.sentence_split_s and following.start >= w.end - 0.05):
                 return i + 1
         return None

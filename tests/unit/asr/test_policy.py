@@ -284,3 +284,27 @@ def test_a_title_is_no_sentence_end():
     assert ends_sentence("them.") and ends_sentence("Hello?") and ends_sentence("word!")
     assert not ends_sentence("Mr.") and not ends_sentence("Mrs.") and not ends_sentence("Dr.")
     assert not ends_sentence("design,")
+
+
+def test_a_full_stop_a_later_reading_writes_after_a_committed_word_marks_a_sentence_end():
+    """ "difference." read alone, then "difference at least" (committed so), then "difference. At least": the
+    committed word's text stays as it was told, and it is known to close its sentence."""
+    h = Hypotheses()
+    h.agree(words("Well there isn't that much difference."))
+    h.agree(words("Well there isn't that much difference at least"))
+    assert [w.text for w in h.committed][-1] == "difference" and not h.committed[-1].closes_sentence
+    h.agree(words("Well there isn't that much difference. At least you know"))
+    last = h.committed[5]
+    assert last.text == "difference" and last.closes_sentence
+    assert [w.text for w in h.committed][6:] == ["At", "least"]
+    assert h.sentence_boundary(not_after=10.0) == last.end
+
+
+def test_a_full_stop_with_no_capital_after_it_or_no_word_after_it_marks_nothing():
+    for later in ("one two three. four five", "one two three."):
+        h = Hypotheses()
+        h.agree(words("one two three"))
+        h.agree(words("one two three four"))
+        assert [w.text for w in h.committed] == ["one", "two", "three"]
+        h.agree(words(later))
+        assert not any(w.closes_sentence for w in h.committed)
