@@ -33,7 +33,8 @@ from tests.rest_support import AUDIO, JWT_SECRET, Api, read_wav, reference
 pytest_plugins = ("tests.rest_fixtures",)
 
 JFK = AUDIO / "single/jfk_inaugural_1961_excerpt.wav"
-PHRASE = "ask not what your country can do for you"
+# the clause whatever tiny.en makes of the cold two-word segment before it ("ask not", or "asked not": see speech_24k)
+PHRASE = "not what your country can do for you"
 TRANSCRIPTION = "intent=transcription"
 
 SDK_EVENTS: dict[str, type[SdkModel]] = {
@@ -126,9 +127,11 @@ def client(base: str, key: str = "sk-not-a-voxlane-key") -> openai.AsyncOpenAI:
 def speech_24k() -> bytes:
     """The 16 kHz recording as a 24 kHz client sends it, upsampled with libswresample (what ffmpeg/PyAV give).
 
-    tiny.en reads JFK's two-word segment "ask not" cold, and small differences in the input tip it: scipy's
-    polyphase upsampling gives "asked not" (on the native WebSocket too), libswresample and linear
-    interpolation give "ask not"."""
+    tiny.en reads JFK's two-word segment "ask not" cold, and small differences in the input and the machine tip
+    it: on one 2-core Xeon scipy's polyphase upsampling gave "asked not" (on the native WebSocket too),
+    libswresample and linear interpolation "ask not"; on a 2-core EPYC with AVX-512 libswresample gave "asked
+    not" (the pause's one reading, "asked" at 0.42, settled as read), and the 16 kHz original "ask not". The
+    test allows that one word and no other error."""
     samples, rate = read_wav(JFK)
     resampler = Resampler(rate, 24000)
     audio = samples.astype(np.float32) / 32768
@@ -226,6 +229,8 @@ async def test_sdk_transcribes_speech_over_realtime(public_api: Api):
         assert items, [e["type"] for e in events.raw]
         text = " ".join(t for _, t in items)
         assert PHRASE in normalized(text), text
+        errors, _ = wer_counts(reference("single/jfk_inaugural_1961_excerpt.wav"), text)
+        assert errors <= 1, text  # "ask" or "asked" (speech_24k), nothing else
         first_delta = events.raw.index(events.of("conversation.item.input_audio_transcription.delta")[0])
         first_done = events.raw.index(events.of("conversation.item.input_audio_transcription.completed")[0])
         assert first_delta < first_done
