@@ -1,5 +1,6 @@
 """A live session's segment boundaries: where it cuts at a speaker turn the diarizer found (in the quiet the VAD
-heard near it), and where a line closes at a pause (only once every word said before the pause is final).
+heard near it), where a line closes at a pause (only once every word said before the pause is final), and where
+it closes at a sentence end the speaker went on from.
 
 Light: a session with no decode running (its segments and VAD history set by hand), the VAD model only.
 """
@@ -60,20 +61,6 @@ def test_a_late_turn_is_cut_in_the_gap_before_it_and_the_next_voice_keeps_its_fi
     assert session._open is not None and [w.text for w in session._open.hyp.committed] == ["Let"]
 
 
-def test_a_sentence_end_a_later_reading_found_closes_the_segment_after_the_words_told_final() -> None:
-    """A phone call's "Well, there isn't that much difference. At least you know..." (0.08 s apart): the
-    readings that committed "difference" had no full stop, a later one did; the segment closes there instead of
-    running on to the speaker's next pause (6.5 s later)."""
-    session = _session(until=6.0)
-    spoken = _words(("Well", 1.0, 1.3), ("there", 1.3, 1.5), ("isn't", 1.5, 1.8), ("that", 1.8, 2.0),
-                    ("much", 2.0, 2.3), ("difference", 2.3, 3.0), ("at", 3.05, 3.2), ("least", 3.2, 3.5))
-    seg = _open(session, spoken[:6], told=6)
-    seg.hyp.tentative = spoken[6:]
-    assert session._sentence_end(seg) is None
-    seg.hyp.committed[-1].stop_after = True
-    assert session._sentence_end(seg) == 6  # every word told final stays
-
-
 def test_a_word_told_final_stays_in_its_segment() -> None:
     session = _session(quiet=[(3.2, 3.55)], until=5.0)
     seg = _open(session, list(TURN_LINE), told=4)
@@ -122,3 +109,19 @@ def test_once_that_word_is_final_the_line_closes_at_the_pause() -> None:
 def test_a_word_after_the_pause_does_not_hold_the_line() -> None:
     session, seg = _segment([*PAUSED_LINE[:-1], *_words(("for.", 8.8, 9.1))], _words(("This", 9.62, 9.9)))
     assert session._line_end(seg) == 9.22
+
+
+# ------------------------------------------------------------ sentence ends without a pause
+
+def test_a_sentence_end_a_later_reading_found_closes_the_segment_after_the_words_told_final() -> None:
+    """A phone call's "Well, there isn't that much difference. At least you know..." (0.08 s apart): the
+    readings that committed "difference" had no full stop, a later one did; the segment closes there instead of
+    running on to the speaker's next pause (6.5 s later)."""
+    session = _session(until=6.0)
+    spoken = _words(("Well", 1.0, 1.3), ("there", 1.3, 1.5), ("isn't", 1.5, 1.8), ("that", 1.8, 2.0),
+                    ("much", 2.0, 2.3), ("difference", 2.3, 3.0), ("at", 3.05, 3.2), ("least", 3.2, 3.5))
+    seg = _open(session, spoken[:6], told=6)
+    seg.hyp.tentative = spoken[6:]
+    assert session._sentence_end(seg) is None
+    seg.hyp.committed[-1].stop_after = True
+    assert session._sentence_end(seg) == 6  # every word told final stays
