@@ -173,12 +173,20 @@ class AudioListener(Protocol):
 _ids = itertools.count(1)
 
 
+def _random_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 class StreamSession:
     def __init__(self, *, engine: InferenceLoop, vad_model: SileroModel, emit: Emit,
                  config: StreamConfig | None = None, offset: float = 0.0, speaker: str | None = None,
                  participant_id: str | int | None = None, key: str | None = None,
-                 listener: AudioListener | None = None, report: Report | None = None) -> None:
+                 listener: AudioListener | None = None, report: Report | None = None,
+                 segment_ids: Callable[[], str] | None = None) -> None:
         self.config = config or StreamConfig()
+        # A recorded file's job passes ids derived from its chunk, so an attempt run again replaces its own
+        # segments instead of adding a second copy of them.
+        self._new_id = segment_ids or _random_id
         self.key = key or f"s{next(_ids)}-{uuid.uuid4().hex[:6]}"
         self.offset = offset  # transcript time of this stream's t=0
         self.speaker = speaker
@@ -256,7 +264,7 @@ class StreamSession:
             for kind, t in self._tracker.update(probs):
                 if kind == "speech_start" and self._open is None:
                     start = max(t - self.config.lead_in_s, self._last_closed_end, self._buffer.start)
-                    self._open = Segment(id=uuid.uuid4().hex[:12], start=start, window_start=start,
+                    self._open = Segment(id=self._new_id(), start=start, window_start=start,
                                          decoded_to=start)
             self._update_segments()
             self._release_idle_audio()
@@ -377,7 +385,7 @@ class StreamSession:
                 # nothing is committed in file mode: cut where the audio is least speech-like
                 cut = self._tracker.quietest(since=seg.start + cfg.max_segment_s * 0.6) or self._tracker.t
                 self._close_open(cut)
-                self._open = Segment(id=uuid.uuid4().hex[:12], start=cut, window_start=cut, decoded_to=cut)
+                self._open = Segment(id=self._new_id(), start=cut, window_start=cut, decoded_to=cut)
 
     def _line_end(self, seg: Segment) -> float | None:
         """(under the lock) Where a listener closes a line: the speech end of a pause of ``pause_commit_s`` (now
@@ -441,7 +449,7 @@ class StreamSession:
         self._last_closed_end = seg.end
         self._open = None
         if tr.in_speech or (tr.speech_end is not None and tr.speech_end > cut):  # the speaker went on
-            nxt = Segment(id=uuid.uuid4().hex[:12], start=seg.end, window_start=seg.end, decoded_to=seg.end,
+            nxt = Segment(id=self._new_id(), start=seg.end, window_start=seg.end, decoded_to=seg.end,
                           endpoint_for=seg.endpoint_for,
                           pending_pause=pending if pending is not None and pending > cut else None,
                           pauses=seg.pauses_after(cut))
@@ -497,7 +505,7 @@ class StreamSession:
         seg.end = seg.speech_end = t
         seg.pending_pause = None
         self._closing.append(seg)
-        self._open = Segment(id=uuid.uuid4().hex[:12], start=t, window_start=t, decoded_to=t)
+        self._open = Segment(id=self._new_id(), start=t, window_start=t, decoded_to=t)
         self._last_closed_end = t
 
     def _split(self, seg: Segment, keep: int | None = None) -> None:
@@ -527,7 +535,7 @@ class StreamSession:
         self._closing.append(seg)
         # the audio after the cut was already decoded and a detected pause still needs its commit
         anchor = [w for w in hyp.committed if w.start >= cut - self.config.split_context_s] or [last]
-        nxt = Segment(id=uuid.uuid4().hex[:12], start=cut, window_start=min(cut, anchor[0].start),
+        nxt = Segment(id=self._new_id(), start=cut, window_start=min(cut, anchor[0].start),
                       decoded_to=max(cut, decoded), endpoint_for=seg.endpoint_for,
                       pending_pause=pause if pause is not None and pause > cut else None,
                       pauses=seg.pauses_after(cut), hyp=Hypotheses(anchor=anchor))

@@ -129,9 +129,10 @@ class WebRtcPeer:
 
     def __init__(self, ice: IceConfig, *, connect_timeout: float = CONNECT_TIMEOUT_S,
                  first_audio_timeout: float = FIRST_AUDIO_TIMEOUT_S,
-                 silence_timeout: float = SILENCE_TIMEOUT_S, max_audio_lead: float = MAX_AUDIO_LEAD_S) -> None:
+                 silence_timeout: float = SILENCE_TIMEOUT_S, max_audio_lead: float = MAX_AUDIO_LEAD_S,
+                 id_prefix: str = "") -> None:
         install_host_address_hook()
-        self.id = secrets.token_urlsafe(12)
+        self.id = id_prefix + secrets.token_urlsafe(12)  # a prefix tells which process holds the peer
         self.ice = ice
         self.connect_timeout = connect_timeout
         self.first_audio_timeout = first_audio_timeout

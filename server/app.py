@@ -55,23 +55,27 @@ def create_app(settings: Settings | None = None, *, backend: AsrBackend | None =
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        services = await composition.build(settings, backend=backend, store=store, fanout=fanout, metrics=metrics)
+        role = composition.Role.serve(settings)
+        services = await composition.build(settings, role=role, backend=backend, store=store, fanout=fanout,
+                                           metrics=metrics)
         app.state.services = services
         stop_metrics = serve_metrics_port(settings, metrics) if settings.metrics_port else None
-        if settings.diarization == "on":  # load the speaker encoder now, not under the first live final
+        if settings.diarization == "on" and role.transcribes:  # the speaker encoder now, not under the first final
             await services.speaker_worker.run(services.speaker_worker.warm)
-        rest = app.state.rest = await composition.start_rest(services)  # auth, and the durable upload/job queue
-        assert services.webhooks is not None
-        services.webhooks.start()  # resumes pending deliveries
+        app.state.rest = await composition.start_rest(services)  # auth, upload signing, rate limits
+        if role.jobs:
+            await composition.start_jobs(services)  # resumes what a stopped process left unfinished
+        if role.live:
+            await composition.start_live(services)
+        await composition.start_sweeping(services)
         app.state.webrtc = WebRtcRegistry(services)
-        log.info("voxlane ready: model %s on %s/%s, data in %s", settings.model, settings.device,
-                 settings.compute_type, settings.data_path)
+        log.info("voxlane ready: model %s on %s/%s, data in %s%s", settings.model, settings.device,
+                 settings.compute_type, settings.data_path, "" if role.jobs else " (API node: jobs run elsewhere)")
         try:
             yield
         finally:
             if stop_metrics is not None:
                 await asyncio.to_thread(stop_metrics)
-            await rest.work.stop()
             await app.state.webrtc.close_all()
             await composition.close(services)
 

@@ -105,27 +105,13 @@ class _StateCollector(Collector):
         yield _gauge("voxlane_live_lag_seconds_mean", "Mean lag of the live streams", sum(lags) / len(lags)
                      if lags else 0.0)
         engine = services.engine
-        yield _gauge("voxlane_inference_queue_depth", "Sessions waiting for a decode", engine.queue_depth)
-        yield _gauge("voxlane_inference_lanes", "Decodes the model runs at once", engine.lanes)
-        stats = engine.stats
-        for name, doc, value in (("batches", "Batches decoded", stats.batches),
-                                 ("requests", "Requests decoded", stats.requests),
-                                 ("coalesced", "Decode requests folded into one already waiting", stats.coalesced),
-                                 ("hurried", "Requests decoded the cheaper way while streams waited", stats.hurried)):
-            c = CounterMetricFamily(f"voxlane_inference_{name}", doc)
-            c.add_metric([], value)
-            yield c
-        decode = engine.capacity.decode_seconds()
-        if decode is not None:
-            yield _gauge("voxlane_inference_live_decode_seconds_median", "Median of recent live decodes (what"
-                         " admission control predicts from)", decode)
-        commit = engine.capacity.commit_delay()
-        if commit is not None:
-            yield _gauge("voxlane_live_commit_delay_p90_seconds", "p90 of recent delays from an utterance's end to"
-                         " its last word final, over every live stream (what admission control steers on)", commit)
-        rest = getattr(state, "rest", None)
-        if rest is not None:
-            yield _gauge("voxlane_work_queue_depth", "Uploads, jobs and chunks waiting for a worker", rest.work.queued)
+        if engine is not None:
+            yield from _engine_metrics(engine)
+        runner = services.runner
+        if runner is not None:
+            yield _gauge("voxlane_work_queue_depth", "Jobs waiting to run (on every node of this database)",
+                         runner.queued)
+            yield _gauge("voxlane_jobs_running", "Jobs running on this node", len(runner.running))
         webrtc = getattr(state, "webrtc", None)
         if webrtc is not None:
             yield _gauge("voxlane_webrtc_connections", "WebRTC peer connections", len(webrtc))
@@ -144,6 +130,27 @@ class _StateCollector(Collector):
                            "per_address", "webrtc_offers", "uploads"):
                 refused.add_metric([reason], admission.refused.get(reason, 0))
             yield refused
+
+
+def _engine_metrics(engine: Any) -> Iterator[Metric]:
+    yield _gauge("voxlane_inference_queue_depth", "Sessions waiting for a decode", engine.queue_depth)
+    yield _gauge("voxlane_inference_lanes", "Decodes the model runs at once", engine.lanes)
+    stats = engine.stats
+    for name, doc, value in (("batches", "Batches decoded", stats.batches),
+                             ("requests", "Requests decoded", stats.requests),
+                             ("coalesced", "Decode requests folded into one already waiting", stats.coalesced),
+                             ("hurried", "Requests decoded the cheaper way while streams waited", stats.hurried)):
+        c = CounterMetricFamily(f"voxlane_inference_{name}", doc)
+        c.add_metric([], value)
+        yield c
+    decode = engine.capacity.decode_seconds()
+    if decode is not None:
+        yield _gauge("voxlane_inference_live_decode_seconds_median", "Median of recent live decodes (what"
+                     " admission control predicts from)", decode)
+    commit = engine.capacity.commit_delay()
+    if commit is not None:
+        yield _gauge("voxlane_live_commit_delay_p90_seconds", "p90 of recent delays from an utterance's end to"
+                     " its last word final, over every live stream (what admission control steers on)", commit)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

@@ -1,56 +1,104 @@
-"""The one composition root: every long-lived part of a server, built and stopped in one place.
+"""The one composition root: every long-lived part of a node, built and stopped in one place, for its role.
 
-The app's lifespan, the command line (``voxlane transcribe``, ``export``, ``token``), the benchmarks and the
-tests all build their services here, and may hand in their own parts (a small fake ASR backend, a store on
-another database, a broker) instead of the defaults the settings name.
+A node's :class:`Role` decides what is built. ``voxlane serve`` serves the API and, by default, live streams
+and jobs too (the single-machine setup); ``VOXLANE_JOBS=off`` makes it an API node and ``VOXLANE_LIVE=off`` takes
+live audio elsewhere; ``voxlane worker`` takes jobs only. A node that neither takes live audio nor runs jobs
+loads no model. The app's lifespan, the worker, the command line (``voxlane transcribe``, ``export``,
+``token``), the benchmarks and the tests all build their services here, and may hand in their own parts (a small
+fake ASR backend, a store on another database, a broker) instead of the defaults the settings name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asr.backends import AsrBackend, make_backend
 from asr.inference import InferenceLoop
 from asr.vad import SileroModel
+from server import redis_client
 from server.fanout import Broker
-from server.features import summaries
-from server.features.webhooks import Dispatcher
+from server.features.webhooks import WebhookSender
 from server.http.admission import Admission
 from server.http.auth import Authenticator
 from server.http.rate_limit import RateLimiter
 from server.http.signing import UploadSigner
-from server.jobs.work import WorkQueue
+from server.jobs.housekeeping import keep_house
+from server.jobs.queue import JobQueue
+from server.jobs.runner import JobRunner
+from server.jobs.tasks import all_tasks, lane_of, lanes
 from server.metrics import MeteredHub, Metrics
 from server.native_threads import limit_blas_threads
+from server.node import claim_node_id
 from server.pipeline.configs import backend_config
 from server.pipeline.hub import Hub
+from server.pipeline.ownership import Leases, LocalLeases, make_leases
 from server.pipeline.recordings import audio_dir
+from server.pipeline.recovery import finish_all_abandoned
 from server.pipeline.speaker_relay import SpeakerWorker
 from server.pipeline.transcripts import LiveRegistry
 from server.settings import Settings
 from server.storage import Store, open_store
+from server.storage.audio import AudioStore, open_audio_store
+from server.storage.engine import async_url, libpq_dsn
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from server.fanout.redis import RedisBroker
 
 log = logging.getLogger("voxlane")
 
 
+@dataclass(frozen=True)
+class Role:
+    """What a node does: serve the API, take live audio, run jobs."""
+
+    api: bool = True
+    live: bool = True
+    jobs: bool = True
+
+    @property
+    def transcribes(self) -> bool:
+        return self.live or self.jobs
+
+    @classmethod
+    def serve(cls, settings: Settings) -> Role:
+        return cls(api=True, live=settings.live == "on", jobs=settings.jobs == "on")
+
+    @classmethod
+    def worker(cls) -> Role:
+        return cls(api=False, live=False, jobs=True)
+
+
 @dataclass
 class Services:
-    """Everything a request handler may need."""
+    """A node's long-lived parts. ``engine`` and ``vad_model`` are None on a node that transcribes nothing;
+    ``runner`` is None on a node that takes no jobs."""
 
     settings: Settings
     store: Store
     hub: Hub
-    engine: InferenceLoop
-    vad_model: SileroModel
-    webhooks: Dispatcher | None = None
+    audio: AudioStore
+    jobs: JobQueue
+    engine: InferenceLoop | None = None
+    vad_model: SileroModel | None = None
+    role: Role = field(default_factory=Role)
+    webhooks: WebhookSender | None = None
     admission: Admission | None = None  # refuses a live stream the server cannot serve well (server.http.admission)
+    runner: JobRunner | None = None
+    redis: Redis | None = None  # the node's one Redis client (VOXLANE_REDIS_URL), for whatever shares state through it
+    node: str = ""  # this node's id in shared state (server.node)
+    leases: Leases = field(default_factory=LocalLeases)  # which node streams which transcript (ownership)
     live: LiveRegistry = field(init=False)
     speaker_worker: SpeakerWorker = field(init=False)
+    _background: list[asyncio.Task] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.live = LiveRegistry(self)
@@ -59,46 +107,95 @@ class Services:
     def audio_dir(self, transcript_id: str) -> Path:
         return audio_dir(self.settings, transcript_id)
 
+    @property
+    def model(self) -> tuple[InferenceLoop, SileroModel]:
+        """The inference loop and the VAD, on a node that transcribes (live streams or jobs)."""
+        if self.engine is None or self.vad_model is None:
+            raise RuntimeError("this node loads no model (VOXLANE_LIVE=off and VOXLANE_JOBS=off)")
+        return self.engine, self.vad_model
+
 
 @dataclass
 class RestServices:
-    """What the REST path adds: authentication, the durable work queue, upload signing, rate limits."""
+    """What the API adds: authentication, upload signing, rate limits."""
 
     services: Services
     authenticator: Authenticator
-    work: WorkQueue
     signer: UploadSigner
     upload_rate: RateLimiter
     address_rate: RateLimiter  # every participant API request, per client address
     project_rate: RateLimiter  # conversation starts and upload URLs, per project
     started_at: float = field(default_factory=time.time)
-    initiating: asyncio.Lock = field(default_factory=asyncio.Lock)  # count open conversations, then add one
 
 
-async def build(settings: Settings, *, backend: AsrBackend | None = None, store: Store | None = None,
-                fanout: Broker | None = None, metrics: Metrics | None = None) -> Services:
-    """Open the store, load the models (the backend named by the settings unless one is given) and start the
-    inference loop. Nothing here takes work from outside yet: see :func:`start_rest`."""
+async def build(settings: Settings, *, role: Role | None = None, backend: AsrBackend | None = None,
+                store: Store | None = None, fanout: Broker | None = None, metrics: Metrics | None = None
+                ) -> Services:
+    """Open the store and the audio store, load the models a node of ``role`` needs (the backend named by the
+    settings unless one is given) and start the inference loop. Nothing here takes work from outside yet: see
+    :func:`start_rest` and :func:`start_jobs`."""
+    role = role or Role.serve(settings)
     settings.data_path.mkdir(parents=True, exist_ok=True)
     store = store or open_store(settings.database_url, settings.data_path)
     await store.open()
+    audio = open_audio_store(settings)
+    engine: InferenceLoop | None = None
+    vad: SileroModel | None = None
     try:
-        chosen, vad = await asyncio.gather(
-            asyncio.to_thread(make_backend, backend_config(settings)) if backend is None else _given(backend),
-            asyncio.to_thread(SileroModel))
+        await audio.open()
+        published = await audio.recover()  # what a stopped process on this data dir left behind
+        if published:
+            log.info("stored %d recording(s) a stopped process had not stored yet", published)
+        queue = open_job_queue(settings, store)
+        if role.transcribes:
+            chosen, vad = await asyncio.gather(
+                asyncio.to_thread(make_backend, backend_config(settings)) if backend is None else _given(backend),
+                asyncio.to_thread(SileroModel))
+            limit_blas_threads()  # the models' libraries are loaded now
+            engine = InferenceLoop(chosen, step_s=settings.min_step_ms / 1000)  # the live streams' step (asr.pace)
+            if metrics is not None:
+                engine.observers.append(metrics.observe_batch)
+            engine.start()
     except BaseException:
+        await audio.close()
         await store.close()
         raise
-    limit_blas_threads()  # the models' libraries are loaded now
-    engine = InferenceLoop(chosen, step_s=settings.min_step_ms / 1000)  # the live streams' step (asr.pace)
-    if metrics is not None:
-        engine.observers.append(metrics.observe_batch)
-    engine.start()
+    redis = None
+    node = claim_node_id()
+    if settings.redis_url:  # connects on first use: a Redis that is down now delays nothing but the fan-out
+        redis = redis_client.connect(settings.redis_url)
+        await redis_client.reachable(redis, settings.redis_url)
+        if fanout is None:
+            fanout = redis_broker(redis, node)
+            log.info("live messages fan out through Redis at %s; this node is %s",
+                     redis_client.describe(settings.redis_url), fanout.node)
     hub = MeteredHub(store, metrics, fanout) if metrics is not None else Hub(store, fanout)
-    services = Services(settings=settings, store=store, hub=hub, engine=engine, vad_model=vad,
-                        webhooks=Dispatcher(store, settings))
-    services.admission = Admission(services)
+    services = Services(settings=settings, store=store, hub=hub, audio=audio, jobs=queue, engine=engine,
+                        vad_model=vad, role=role, redis=redis, node=node)
+    if role.live:
+        services.admission = Admission(services)
+    services.leases = make_leases(services)
     return services
+
+
+def open_job_queue(settings: Settings, store: Store) -> JobQueue:
+    """The queue on the store's database: the embedded runner's table on SQLite, procrastinate on PostgreSQL
+    (each imported here only: a node never loads the other)."""
+    url = settings.database_url
+    if url and async_url(url).get_backend_name() == "postgresql":
+        from server.jobs.pg import PgQueue
+
+        return PgQueue(store, libpq_dsn(url), lane_of, settings.job_lease_seconds)
+    from server.jobs.embedded import EmbeddedQueue
+
+    return EmbeddedQueue(store, settings.data_path)
+
+
+def redis_broker(client: Redis, node: str) -> RedisBroker:
+    """Fan-out across nodes on Redis Streams (imported here only: an embedded node never loads it)."""
+    from server.fanout.redis import RedisBroker
+
+    return RedisBroker(client, node)
 
 
 async def _given(backend: AsrBackend) -> AsrBackend:
@@ -106,26 +203,61 @@ async def _given(backend: AsrBackend) -> AsrBackend:
 
 
 async def start_rest(services: Services) -> RestServices:
-    """The REST path's parts; resumes the durable queue (uploads and jobs a previous run left unfinished)."""
+    """The API's parts."""
     settings = services.settings
+    shared = settings.redis_url  # with Redis the limits hold for the whole deployment, not per node
     secret = await services.store.get_or_create_secret("upload-url-signing", secrets.token_hex(32))
-    rest = RestServices(services=services, authenticator=Authenticator(settings, services.store),
-                        work=WorkQueue(services, settings.rest_workers), signer=UploadSigner(bytes.fromhex(secret)),
-                        upload_rate=RateLimiter(settings.upload_url_rate),
-                        address_rate=RateLimiter(settings.rate_per_address),
-                        project_rate=RateLimiter(settings.rate_per_project))
-    await rest.work.start()
-    return rest
+    return RestServices(services=services, authenticator=Authenticator(settings, services.store),
+                        signer=UploadSigner(bytes.fromhex(secret)),
+                        upload_rate=RateLimiter(settings.upload_url_rate, name="upload-url", redis_url=shared),
+                        address_rate=RateLimiter(settings.rate_per_address, name="address", redis_url=shared),
+                        project_rate=RateLimiter(settings.rate_per_project, name="project", redis_url=shared))
+
+
+async def start_live(services: Services) -> None:
+    """Take live audio. Without Redis this node is the only one that does, so every transcript still ``live``
+    was left so by a process of its own that stopped: finished now, from what was stored."""
+    if not services.settings.redis_url:
+        finished = await finish_all_abandoned(services)
+        if finished:
+            log.info("finished %d transcript(s) a stopped process had left live", finished)
+
+
+async def start_sweeping(services: Services) -> None:
+    """With Redis: renew this node's leases, and finish the transcripts of nodes that died (any node may)."""
+    await services.leases.start()
+
+
+async def start_jobs(services: Services) -> None:
+    """Take jobs: the runner on the queue, the webhook sender it uses, and housekeeping. Resumes what a stopped
+    process left unfinished."""
+    settings = services.settings
+    services.webhooks = WebhookSender(services.store, settings)
+    services.webhooks.start()
+    services.runner = JobRunner(services, services.jobs, all_tasks(settings), lanes(settings),
+                                stall_seconds=settings.job_stall_seconds)
+    services.runner.start()
+    services._background.append(asyncio.create_task(keep_house(services), name="housekeeping"))
 
 
 async def close(services: Services) -> None:
-    """Finish what is live (finals stored), then release everything, store last. The REST queue, when there is
-    one, is stopped first by its owner (it may still be handing work to the pipeline)."""
+    """Stop taking jobs, finish what is live (finals stored), then release everything, store last."""
+    if services.runner is not None:
+        await services.runner.stop()
+    for task in services._background:
+        task.cancel()
+    await asyncio.gather(*services._background, return_exceptions=True)
     await services.live.finish_all()
-    await summaries.stop(services)  # summaries still being written
+    await services.leases.close()
     if services.webhooks is not None:
         await services.webhooks.stop()
-    await asyncio.to_thread(services.engine.stop)
+    if services.engine is not None:
+        await asyncio.to_thread(services.engine.stop)
     services.speaker_worker.close()
     await services.hub.broker.close()
+    if services.redis is not None:
+        await services.redis.aclose()
+    with contextlib.suppress(Exception):
+        await services.jobs.close()
+    await services.audio.close()
     await services.store.close()

@@ -13,10 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-
-class SettingsError(ValueError):
-    pass
-
+from server.settings_shared import SettingsError, check_shared_services
 
 JWT_AUDIENCE_REQUIRED = ("VOXLANE_JWT_AUDIENCE is required when VOXLANE_JWT_PUBLIC_KEY is set: keys from an"
                          " identity provider also sign its tokens for other services, and only the 'aud' claim"
@@ -36,6 +33,9 @@ class Settings:
         "VOXLANE_DATA_DIR", "where the embedded database and audio files live"))
     model: str = field(default="tiny.en", metadata=_opt(
         "VOXLANE_MODEL", "Whisper model: 'tiny.en' (bundled), a locally cached name, or a model directory"))
+    asr_backend: str = field(default="faster-whisper", metadata=_opt(
+        "VOXLANE_ASR_BACKEND", "speech recognizer; synthetic writes one word per 0.3 s of speech without a model, to"
+        " measure the server's plumbing (voxlane bench --queue), never for users", ("faster-whisper", "synthetic")))
     device: str = field(default="cpu", metadata=_opt("VOXLANE_DEVICE", "inference device", ("cpu", "cuda")))
     compute_type: str = field(default="int8", metadata=_opt(
         "VOXLANE_COMPUTE_TYPE", "CTranslate2 compute type",
@@ -155,7 +155,30 @@ class Settings:
         "VOXLANE_DATABASE_URL", "sqlite:/path/file.db or postgresql://user:password@host/db (default: SQLite file"
         " in the data dir); the schema is migrated at start", secret=True))
     redis_url: str | None = field(default=None, metadata=_opt(
-        "VOXLANE_REDIS_URL", "redis://... for fan-out across nodes (default: in-process)", secret=True))
+        "VOXLANE_REDIS_URL", "redis://host:6379/0 (or rediss://, unix:///path.sock): live messages reach the"
+        " subscribers of every node through Redis Streams (default: in-process, one node)", secret=True))
+    s3_bucket: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_S3_BUCKET", "S3-compatible bucket for every audio file (recordings, uploads, kiosk chunks), shared"
+        " by the nodes; kiosks PUT chunks straight to it (default: files under the data dir)"))
+    s3_endpoint_url: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_S3_ENDPOINT_URL", "the store's S3 API endpoint as this server reaches it, http(s)://host[:port]"
+        " (MinIO, Ceph, R2, ...; default: AWS S3 for the region)"))
+    s3_public_endpoint_url: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_S3_PUBLIC_ENDPOINT_URL", "the endpoint written into presigned upload URLs handed to clients, when"
+        " they reach the store at another address than this server does (default: VOXLANE_S3_ENDPOINT_URL)"))
+    s3_region: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_S3_REGION", "the bucket's region (default: the AWS SDK's configuration, else us-east-1)"))
+    s3_prefix: str = field(default="", metadata=_opt(
+        "VOXLANE_S3_PREFIX", "key prefix of voxlane's objects in the bucket, e.g. voxlane/ (default: none)"))
+    s3_access_key_id: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_S3_ACCESS_KEY_ID", "access key id for the bucket (default: the AWS SDK's usual credential chain:"
+        " AWS_* variables, shared config files, instance or task roles)"))
+    s3_secret_access_key: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_S3_SECRET_ACCESS_KEY", "secret access key for VOXLANE_S3_ACCESS_KEY_ID", secret=True))
+    live_lease_seconds: float = field(default=10.0, metadata=_opt(
+        "VOXLANE_LIVE_LEASE_SECONDS", "with Redis: how long a node's hold on the transcripts it streams lasts"
+        " unrenewed; a transcript whose node died is finished by another node this long after it died (plus a"
+        " one-second sweep)", lo=2, hi=600))
     auth_mode: str = field(default="public", metadata=_opt(
         "VOXLANE_AUTH_MODE", "public: no token needed; private: bearer tokens", ("public", "private")))
     jwt_secret: str | None = field(default=None, metadata=_opt(
@@ -173,7 +196,28 @@ class Settings:
         "VOXLANE_API_DOCS", "serve the interactive API docs at /docs (auto: in public mode only)",
         ("auto", "on", "off")))
     rest_workers: int = field(default=2, metadata=_opt(
-        "VOXLANE_REST_WORKERS", "recorded files (uploads, jobs, kiosk chunks) transcribed at once", lo=1, hi=64))
+        "VOXLANE_REST_WORKERS", "recorded files (uploads, jobs, kiosk chunks) a node that takes jobs transcribes at"
+        " once", lo=1, hi=64))
+    jobs: str = field(default="on", metadata=_opt(
+        "VOXLANE_JOBS", "whether 'voxlane serve' also takes jobs (transcribing recorded files, merges, summaries,"
+        " webhooks) besides the API and live streams; off: an API node, with 'voxlane worker' nodes taking them",
+        ("on", "off")))
+    live: str = field(default="on", metadata=_opt(
+        "VOXLANE_LIVE", "whether 'voxlane serve' takes live audio (WebSocket, WebRTC, Realtime) and answers the"
+        " routes that transcribe while the caller waits; off, with VOXLANE_JOBS=off, the node loads no model",
+        ("on", "off")))
+    event_workers: int = field(default=8, metadata=_opt(
+        "VOXLANE_EVENT_WORKERS", "merges, summaries and webhook deliveries a node that takes jobs runs at once"
+        " (a lane of their own: a long transcription never holds them up)", lo=1, hi=256))
+    job_max_attempts: int = field(default=3, metadata=_opt(
+        "VOXLANE_JOB_MAX_ATTEMPTS", "attempts a job gets (an error, or a node that died running it, uses one)"
+        " before it is given up and its transcript or chunk marked failed", lo=1, hi=100))
+    job_lease_seconds: float = field(default=10.0, metadata=_opt(
+        "VOXLANE_JOB_LEASE_SECONDS", "PostgreSQL job queue: a node whose heartbeat (every fifth of this) stops for"
+        " this long is dead, and its running jobs run again elsewhere", lo=2, hi=3600))
+    job_stall_seconds: float = field(default=900.0, metadata=_opt(
+        "VOXLANE_JOB_STALL_SECONDS", "a running job that shows no progress for this long (a hung decode or read on"
+        " a node that is otherwise alive) is cancelled and counted as a failed attempt", lo=5, hi=86400))
     upload_url_ttl: int = field(default=900, metadata=_opt(
         "VOXLANE_UPLOAD_URL_TTL", "seconds a signed kiosk chunk upload URL stays valid", lo=10, hi=7 * 86400))
     upload_url_rate: int = field(default=40, metadata=_opt(
@@ -260,15 +304,7 @@ class Settings:
             raise SettingsError(f"VOXLANE_COMPUTE_TYPE={self.compute_type!r} needs a GPU; on cpu use int8 or float32")
         if self.llm_url and not self.llm_url.startswith(("http://", "https://")):
             raise SettingsError("VOXLANE_LLM_URL must start with http:// or https://")
-        if self.database_url:
-            from server.storage.engine import async_url  # here: settings must not import SQLAlchemy at load
-
-            try:
-                async_url(self.database_url)
-            except ValueError as exc:  # the message names the scheme, never the URL (it may hold a password)
-                raise SettingsError(f"VOXLANE_DATABASE_URL: {exc}") from None
-        if self.redis_url:
-            raise SettingsError("VOXLANE_REDIS_URL: Redis fan-out is not available in this version; leave it unset")
+        check_shared_services(self)  # database, Redis, S3
 
     @property
     def data_path(self) -> Path:

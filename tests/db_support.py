@@ -71,10 +71,13 @@ class PgDatabases:
 
 
 async def truncate_all(url: str) -> None:
-    """Empty every voxlane table of a migrated PostgreSQL database (the schema and its revision stay)."""
+    """Empty every table of a migrated PostgreSQL database, voxlane's and the job queue library's (the schema and
+    its revision stay)."""
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute(f"TRUNCATE {', '.join(t.name for t in metadata.sorted_tables)} CASCADE")
+        library = [r["tablename"] for r in await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE 'procrastinate%'")]
+        await conn.execute(f"TRUNCATE {', '.join([t.name for t in metadata.sorted_tables] + library)} CASCADE")
     finally:
         await conn.close()
 

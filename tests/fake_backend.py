@@ -1,38 +1,10 @@
-"""A small stand-in for the speech model, for tests where ASR is not what is tested (the REST plumbing, storage,
-the live pipeline's bookkeeping): one word per 0.3 s of audio louder than a whisper, the same word every time,
-returned at once. Overlapping windows agree on it, so the commit policy commits and closes segments as it does
-for real speech."""
+"""The small stand-in for the speech model, for tests where ASR is not what is tested (the REST plumbing, storage,
+the live pipeline's bookkeeping): the server's own synthetic backend (asr.backends.synthetic), which a real
+``voxlane serve`` or ``voxlane worker`` process also runs with ``VOXLANE_ASR_BACKEND=synthetic``."""
 
 from __future__ import annotations
 
-import numpy as np
+from asr.backends.synthetic import LOUD, STEP_S
+from asr.backends.synthetic import SyntheticBackend as FakeBackend
 
-from asr.backends import DecodedWord, DecodeRequest, DecodeResult
-from media import SAMPLE_RATE
-
-STEP_S = 0.3
-LOUD = 0.01  # RMS of float audio in [-1, 1]
-
-
-class FakeBackend:
-    name = "fake"
-    max_batch = 8
-    lanes = 1
-
-    def __init__(self, word: str = "word") -> None:
-        self.word = word
-        self.calls = 0
-
-    def transcribe(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
-        self.calls += 1
-        return [self._one(r.audio) for r in requests]
-
-    def _one(self, audio: np.ndarray) -> DecodeResult:
-        step = int(STEP_S * SAMPLE_RATE)
-        words = [DecodedWord(f" {self.word}", i / SAMPLE_RATE, (i + step) / SAMPLE_RATE, 0.95)
-                 for i in range(0, len(audio) - step + 1, step)
-                 if float(np.sqrt(np.mean(np.square(audio[i:i + step], dtype=np.float64)))) > LOUD]
-        return DecodeResult(words=words, no_speech_prob=0.0 if words else 0.9, avg_logprob=-0.1)
-
-    def close(self) -> None:
-        return None
+__all__ = ["LOUD", "STEP_S", "FakeBackend"]

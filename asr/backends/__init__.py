@@ -49,7 +49,14 @@ def _faster_whisper(config: BackendConfig) -> AsrBackend:
         device_index=config.device_index, hurried_pad_s=config.hurried_pad_s, lanes=config.lanes)
 
 
-BACKENDS: dict[str, Callable[[BackendConfig], AsrBackend]] = {"faster-whisper": _faster_whisper}
+def _synthetic(config: BackendConfig) -> AsrBackend:
+    from asr.backends.synthetic import SyntheticBackend
+
+    return SyntheticBackend()
+
+
+BACKENDS: dict[str, Callable[[BackendConfig], AsrBackend]] = {"faster-whisper": _faster_whisper,
+                                                               "synthetic": _synthetic}
 """Backend name -> its builder (``VOXLANE_*`` settings pick the name; a new backend adds one entry)."""
 
 

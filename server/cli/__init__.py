@@ -1,5 +1,6 @@
-"""``voxlane`` command line: ``serve`` runs the server, ``bench`` measures a running one, ``token`` makes API keys,
-``transcribe`` transcribes files offline, ``export`` renders a stored transcript."""
+"""``voxlane`` command line: ``serve`` runs the server, ``worker`` a node that takes jobs only, ``bench`` measures
+a running one, ``token`` makes API keys, ``transcribe`` transcribes files offline, ``export`` renders a stored
+transcript."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server")
     Settings.add_arguments(serve)
+    worker = sub.add_parser("worker", help="take jobs only (recorded files, merges, summaries, webhooks): a node of"
+                            " a deployment that shares PostgreSQL, Redis and an audio store; /health and /metrics on"
+                            " VOXLANE_PORT")
+    Settings.add_arguments(worker)
     bench = sub.add_parser("bench", help="stream real speech to a running server and measure it")
     from server.cli.bench.command import add_arguments as bench_arguments
 
@@ -31,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     db.add_argument("--data-dir", default=None, help="the server's data dir; env VOXLANE_DATA_DIR")
     db.add_argument("--database-url", default=None, help="the server's database; env VOXLANE_DATABASE_URL")
     args = parser.parse_args(argv)
-    if args.command == "serve":
+    if args.command in ("serve", "worker"):
         return serve_command(vars(args))
     if args.command in ("transcribe", "export"):
         from server.cli.offline import run_export, run_transcribe
@@ -68,10 +73,15 @@ def db_command(args: argparse.Namespace) -> int:
 
 
 def serve_command(values: dict) -> int:
+    """``voxlane serve`` and ``voxlane worker``: settings checked, the model found, logging set up, then the node."""
     try:
         settings = Settings.from_sources({k: v for k, v in values.items() if k != "command"})
     except SettingsError as exc:
         print(f"voxlane: {exc}", file=sys.stderr)
+        return 2
+    if values["command"] == "worker" and not settings.database_url:
+        print("voxlane: a worker takes its jobs from a database it shares with the API nodes: set"
+              " VOXLANE_DATABASE_URL (postgresql://...)", file=sys.stderr)
         return 2
     import uvicorn
 
@@ -87,6 +97,10 @@ def serve_command(values: dict) -> int:
 
     configure_logging(settings.log_level, settings.log_format)
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs every decode at INFO
+    if values["command"] == "worker":
+        from server.worker import run_worker
+
+        return run_worker(settings)
     # A frame over VOXLANE_MAX_FRAME_KB is answered MESSAGE_TOO_LARGE and the stream goes on; only one far bigger
     # than that (over this) makes the WebSocket layer drop the connection (close code 1009)
     ws_max_size = max(16 * 1024 * 1024, 2 * settings.max_frame_kb * 1024 + 1024 * 1024)

@@ -22,9 +22,11 @@ import numpy as np
 from asr.backends import AsrBackend, DecodedWord, DecodeRequest, DecodeResult, make_backend
 from asr.backends.faster_whisper import BUNDLED_MODEL, ModelNotFound
 from asr.inference import Priority
-from media import SAMPLE_RATE, AudioTooLong, DecodeError, iter_decode_file, read_wav_range
+from media import SAMPLE_RATE, AudioTooLong, DecodeError, downmix, iter_decode_file, read_wav_range, s16_to_float
 from media.wavfile import read_wav_layout
 from server.pipeline.configs import backend_config
+from server.storage.audio import AudioStore
+from server.storage.audio.wav import stored_wav_layout
 
 WINDOW_SECONDS = 30.0
 MAX_SECONDS = 600.0
@@ -161,3 +163,24 @@ def read_audio_range(path: str | os.PathLike[str], start: float, end: float,
             if pos >= last:
                 break
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+async def read_stored_range(audio: AudioStore, key: str, start: float, end: float,
+                            max_seconds: float | None = None) -> np.ndarray:
+    """:func:`read_audio_range` of a file in the audio store. A local file is read in place. From a bucket, a
+    16 kHz WAV (a live or merged recording, hours long perhaps) is read as the one byte range the time range is;
+    any other file is fetched whole first, as its decoder needs."""
+    path = audio.direct_path(key)
+    if path is not None:
+        return await asyncio.to_thread(read_audio_range, path, start, end, max_seconds)
+    layout = await stored_wav_layout(audio, key)
+    if layout is not None and layout.sample_rate == SAMPLE_RATE:
+        block = layout.channels * layout.sample_width
+        total = layout.data_bytes // block
+        first = min(total, max(0, round(start * SAMPLE_RATE)))
+        last = min(total, max(first, round(end * SAMPLE_RATE)))
+        data = b"".join([piece async for piece in audio.read_range(
+            key, layout.data_offset + first * block, layout.data_offset + last * block)])
+        return downmix(s16_to_float(data[:len(data) - len(data) % block]).reshape(-1, layout.channels))
+    async with audio.local_path(key) as copy:
+        return await asyncio.to_thread(read_audio_range, copy, start, end, max_seconds)

@@ -4,13 +4,14 @@ An event (``conversation.transcribed``, ``conversation.summarized``, ``report.ge
 conversation goes to every endpoint of the conversation's project that subscribed to it; transcripts outside
 a project (live streams, uploads, jobs) have no endpoints and fire nothing.
 
-Emitting only *stores* one ``pending`` delivery per endpoint (the exact JSON body included) and wakes the
-:class:`Dispatcher`; the dispatcher sends it. So what was emitted survives a crash or a restart: on start the
-dispatcher picks up every pending delivery where it left off. Each attempt is claimed in the store
-(compare-and-set on the attempt count, with a lease) before it is sent, so two dispatchers never send the same
-attempt. A delivery is ``delivered`` on a 2xx answer only; anything else (an error status, a redirect, a
-timeout, a refused connection) is retried after ``VOXLANE_WEBHOOK_RETRY_BASE * 2**(attempt-1)`` seconds (at most
-an hour), and ``failed`` after ``VOXLANE_WEBHOOK_MAX_ATTEMPTS``.
+Emitting stores one ``pending`` delivery per endpoint (the exact JSON body included) together with a ``deliver``
+job, in the caller's transaction: a transcript's completion and its ``conversation.transcribed`` deliveries
+commit together, so a crash can lose neither. Any node that takes jobs sends it (:class:`WebhookSender`).
+Each attempt is claimed in the store (compare-and-set on the attempt count, with a lease) before it is sent, so
+two nodes never send the same attempt. A delivery is ``delivered`` on a 2xx answer only; anything else (an error
+status, a redirect, a timeout, a refused connection) is retried after ``VOXLANE_WEBHOOK_RETRY_BASE *
+2**(attempt-1)`` seconds (at most an hour) by a new job scheduled for then, and ``failed`` after
+``VOXLANE_WEBHOOK_MAX_ATTEMPTS``.
 
 Every body carries a stable event ``id``: an event emitted twice with the same key (a merge that ran again
 after a restart) is stored once per endpoint, and a receiver that saw an id before can drop the repeat (the
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import hmac
 import json
@@ -41,9 +41,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from server.http.outbound import OutboundGuard, OutboundRefused, guarded_client
+from server.jobs.queue import Job
 from server.storage.base import utcnow
 
 if TYPE_CHECKING:
+    from server.jobs.runner import JobContext
     from server.services import Services
     from server.settings import Settings
     from server.storage import Store
@@ -54,9 +56,10 @@ EVENTS = ("conversation.transcribed", "conversation.summarized", "report.generat
 SIGNATURE_HEADER = "X-Voxlane-Signature"
 TIMESTAMP_HEADER = "X-Voxlane-Timestamp"
 MAX_DELAY = 3600.0
-IDLE_POLL = 30.0  # also finds deliveries another node stored
-MAX_IN_FLIGHT = 16
 MAX_ERROR = 300
+DELIVER = "deliver"
+OVERDUE = 60.0
+"""A pending delivery due this long ago with no job (one staged before jobs existed) gets one (housekeeping)."""
 
 
 def signature(secret: str, timestamp: str, body: bytes) -> str:
@@ -89,7 +92,7 @@ async def emit_event(services: Services, transcript_id: str, event: str, payload
     ``payload`` becomes the body's ``data`` (``conversation_id`` and ``project_id`` are added). ``key`` makes
     the event idempotent: the same (event, conversation, key) is delivered once per endpoint however often it is
     emitted; without one every call is a new event. Returns the deliveries stored (none for a transcript that is
-    not a project's conversation). Never raises for a storage problem: it is logged, nothing is sent.
+    not a project's conversation). Inside ``store.transaction()`` the deliveries commit with the caller's rows.
     """
     conv = await services.store.get_conversation(transcript_id)
     if conv is None:
@@ -115,22 +118,20 @@ async def send_test(services: Services, hook: dict[str, Any], event: str) -> dic
 async def transcript_completed(services: Services, transcript_id: str, *, key: str | None = None) -> None:
     """``conversation.transcribed`` when a conversation's transcript completed (a no-op for other transcripts).
 
-    Called where a transcript becomes ``completed``: the last live publisher stopped, an upload or job
-    finished, a kiosk conversation's chunks were all merged. Never raises into its caller.
+    Called inside the transaction that completes a transcript (:func:`server.pipeline.lifecycle.complete`): the
+    last live publisher stopped, an upload or job finished, a kiosk conversation's chunks were all merged. A
+    storage error raises, and the completion with it: no transcript completes without its deliveries.
     """
-    try:
-        store = services.store
-        conv = await store.get_conversation(transcript_id)
-        if conv is None:
-            return
-        row = await store.get_transcript(transcript_id) or {}
-        segments = await store.get_segments(transcript_id)
-        data = {"name": conv.get("name"), "status": row.get("status", "completed"), "duration": row.get("duration"),
-                "segment_count": len(segments), "word_count": sum(len(s["text"].split()) for s in segments),
-                "transcript_url": f"/api/conversations/{transcript_id}/transcript"}
-        await _emit_for(services, conv, "conversation.transcribed", data, key)
-    except Exception:
-        log.exception("could not queue conversation.transcribed for %s", transcript_id)
+    store = services.store
+    conv = await store.get_conversation(transcript_id)
+    if conv is None:
+        return
+    row = await store.get_transcript(transcript_id) or {}
+    segments = await store.get_segments(transcript_id)
+    data = {"name": conv.get("name"), "status": row.get("status", "completed"), "duration": row.get("duration"),
+            "segment_count": len(segments), "word_count": sum(len(s["text"].split()) for s in segments),
+            "transcript_url": f"/api/conversations/{transcript_id}/transcript"}
+    await _emit_for(services, conv, "conversation.transcribed", data, key)
 
 
 async def _emit_for(services: Services, conv: dict[str, Any], event: str, payload: dict[str, Any],
@@ -157,94 +158,66 @@ async def _store_deliveries(services: Services, project_id: str, hooks: list[dic
         body["test"] = True
     text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     rows = []
-    try:
+    async with services.store.transaction():
         for hook in hooks:
             row = await services.store.create_delivery(webhook_id=hook["id"], event=event, event_id=event_id,
                                                        payload=text, next_attempt_at=time.time())
             if row is not None:
                 rows.append(row)
-    except Exception:
-        log.exception("could not store %s deliveries for project %s", event, project_id)
-    if rows and services.webhooks is not None:
-        services.webhooks.wake()
+        await services.jobs.stage([deliver_job(row["id"]) for row in rows])
     return rows
+
+
+def deliver_job(delivery_id: str, run_at: float | None = None) -> Job:
+    return Job(DELIVER, {"delivery_id": delivery_id}, run_at=run_at, dedupe=f"{DELIVER}:{delivery_id}")
+
+
+async def deliver(ctx: JobContext) -> None:
+    """The ``deliver`` job: one attempt at one delivery."""
+    sender = ctx.services.webhooks
+    assert sender is not None, "a node that takes jobs has a webhook sender"
+    await sender.attempt(ctx.services, ctx.args["delivery_id"])
+
+
+async def requeue_overdue(services: Services) -> int:
+    """Housekeeping: a pending delivery well past its time and with no job waiting gets one (the job's dedupe key
+    makes this a no-op for a delivery whose job is merely late)."""
+    overdue = [d for d in await services.store.pending_deliveries(limit=500)
+               if (d["next_attempt_at"] or 0.0) < time.time() - OVERDUE]
+    if overdue:
+        await services.jobs.stage([deliver_job(d["id"]) for d in overdue])
+    return len(overdue)
 
 
 # ---------------------------------------------------------------- sending
 
 
-class Dispatcher:
-    """Sends pending deliveries when they are due; one per process, started and stopped by the app."""
+class WebhookSender:
+    """Sends deliveries for the ``deliver`` jobs this node runs: one HTTP client, guarded against internal
+    addresses, for the node's lifetime."""
 
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._in_flight: dict[str, asyncio.Task] = {}
         self._client: httpx.AsyncClient | None = None
         self.guard = OutboundGuard(settings)
 
     def start(self) -> None:
         self._client = guarded_client(self.guard, headers={"User-Agent": "voxlane-webhooks"},
                                       timeout=self.settings.webhook_timeout)
-        self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def stop(self) -> None:
-        """Stop sending; an interrupted attempt does not count and is resumed by the next start."""
-        tasks = [t for t in (self._task, *self._in_flight.values()) if t is not None]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._task = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
 
-    async def _run(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                delay = await self._send_due()
-            except Exception:
-                log.exception("webhook dispatcher: reading pending deliveries failed")
-                delay = 5.0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+    async def attempt(self, services: Services, delivery_id: str) -> None:
+        row = await self.store.get_delivery(delivery_id)
+        if row is None or row["status"] != "pending":
+            return  # delivered, failed, or its endpoint deleted
+        await self._attempt_once(services, row)
 
-    async def _send_due(self) -> float:
-        """Start every due delivery (up to MAX_IN_FLIGHT at once); seconds until the next one is due."""
-        now = time.time()
-        for row in await self.store.pending_deliveries(limit=MAX_IN_FLIGHT * 4):
-            due = row["next_attempt_at"] or 0.0
-            if due > now:
-                return min(IDLE_POLL, due - now)
-            if row["id"] in self._in_flight:
-                continue
-            if len(self._in_flight) >= MAX_IN_FLIGHT:
-                break  # a finishing attempt wakes the loop
-            task = asyncio.create_task(self._attempt(row), name=f"webhook-{row['id']}")
-            self._in_flight[row["id"]] = task
-            task.add_done_callback(functools.partial(self._finished, row["id"]))
-        return IDLE_POLL
-
-    def _finished(self, delivery_id: str, _task: asyncio.Task) -> None:
-        self._done(delivery_id)
-
-    def _done(self, delivery_id: str) -> None:
-        self._in_flight.pop(delivery_id, None)
-        self.wake()
-
-    async def _attempt(self, row: dict[str, Any]) -> None:
-        try:
-            await self._attempt_once(row)
-        except Exception:  # a storage error: the lease runs out and the attempt is made again
-            log.exception("webhook delivery %s: attempt failed inside the server", row["id"])
-
-    async def _attempt_once(self, row: dict[str, Any]) -> None:
+    async def _attempt_once(self, services: Services, row: dict[str, Any]) -> None:
         settings = self.settings
         lease = time.time() + settings.webhook_timeout + 5.0  # another node leaves it alone until then
         claimed = await self.store.claim_delivery(row["id"], row["attempts"], lease)
@@ -256,7 +229,7 @@ class Dispatcher:
         attempt = claimed["attempts"]
         try:
             status, error = await self._post(hook, claimed)
-        except asyncio.CancelledError:  # the server is stopping: this attempt does not count
+        except asyncio.CancelledError:  # the node is stopping: this attempt does not count (its job runs again)
             with contextlib.suppress(Exception):
                 await self.store.update_delivery(claimed["id"], attempts=attempt - 1, next_attempt_at=time.time())
             raise
@@ -273,8 +246,10 @@ class Dispatcher:
                         claimed["event"], hook["url"], attempt, error)
             return
         delay = backoff(attempt, settings.webhook_retry_base)
-        await self.store.update_delivery(claimed["id"], response_status=status, last_error=error,
-                                         next_attempt_at=time.time() + delay)
+        async with self.store.transaction():
+            await self.store.update_delivery(claimed["id"], response_status=status, last_error=error,
+                                             next_attempt_at=time.time() + delay)
+            await services.jobs.stage([deliver_job(claimed["id"], run_at=time.time() + delay)])
         log.info("webhook %s: attempt %d to %s failed (%s); retry in %.1f s", claimed["id"], attempt, hook["url"],
                  error, delay)
 

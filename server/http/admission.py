@@ -112,7 +112,7 @@ class Admission:
     @property
     def slots(self) -> int:
         """Decodes the inference loop serves at once: lanes x batch size."""
-        engine = self.services.engine
+        engine = self.services.model[0]
         return max(1, engine.lanes) * max(1, getattr(engine.backend, "max_batch", 1))
 
     def live_publishers(self) -> list[Any]:
@@ -120,7 +120,7 @@ class Admission:
 
     def capacity(self) -> int | None:
         """Live streams the measured decode times allow within the latency target (None: not measured)."""
-        return self.services.engine.capacity.capacity(self.settings.latency_target_s, self.slots)
+        return self.services.model[0].capacity.capacity(self.settings.latency_target_s, self.slots)
 
     def check_live(self, caller: Caller | None = None) -> Refusal | None:
         """Whether one more live stream from ``caller`` (default: the current one) would be refused."""
@@ -147,7 +147,7 @@ class Admission:
             # its knee there, and the measured rules below refused the 4-stream benchmark's replacement
             # streams on 2 cores, whose commit p95 is 1.3 s against the 2 s target
             return None
-        predicted = self.services.engine.capacity.predicted_latency(n + 1, self.slots)
+        predicted = self.services.model[0].capacity.predicted_latency(n + 1, self.slots)
         if predicted is not None and predicted > s.latency_target_s:
             return Refusal(ErrorCode.OVERLOADED, "capacity",
                            "the server is at capacity: one more live stream would delay every stream's"
@@ -155,7 +155,7 @@ class Admission:
                            {"capacity": self.capacity(), "predicted_latency_s": round(predicted, 3)})
         now = time.monotonic()
         settled = sum(now - p.started_at >= SETTLE_S for p in pubs)  # streams whose load the delays carry
-        estimator = self.services.engine.capacity
+        estimator = self.services.model[0].capacity
         delay = estimator.predicted_commit_delay(n, settled)
         if delay is None and n - settled >= 2 * self.slots and estimator.commit_delay() is None:
             return Refusal(ErrorCode.OVERLOADED, "warming_up",
@@ -173,14 +173,36 @@ class Admission:
                            {"lag_s": round(min(lags), 3)})
         return None
 
-    def admit_live(self, caller: Caller | None = None) -> Caller:
-        """Admit one live stream or raise the refusal as a protocol ``error``; returns who it belongs to."""
+    async def admit_live(self, stream: str, caller: Caller | None = None) -> Caller:
+        """Admit one live stream or raise the refusal as a protocol ``error``; returns who it belongs to.
+
+        With Redis the per-token and per-address caps count the caller's streams on every node: the stream takes
+        a slot in each (given back by :meth:`release`), so a caller cannot get N times its cap from N nodes."""
         caller = caller or CALLER.get() or Caller()
         refusal = self.check_live(caller)
+        if refusal is None:
+            refusal = await self._take_slots(stream, caller)
         if refusal is not None:
             self.refused[refusal.reason] += 1
             raise refusal.protocol_error()
         return caller
+
+    async def release(self, stream: str) -> None:
+        await self.services.leases.give_back_slots(stream)
+
+    async def _take_slots(self, stream: str, caller: Caller) -> Refusal | None:
+        s = self.settings
+        caps = [(f"{kind}:{value}", limit) for kind, value, limit in (
+            ("token", caller.identity, s.max_streams_per_token), ("address", caller.address, s.max_streams_per_address))
+            if value is not None and limit]
+        full = await self.services.leases.take_slots(stream, caps)
+        if full is None:
+            return None
+        what, env, limit = ("token", "TOKEN", s.max_streams_per_token) if full.startswith("token:") else (
+            "address", "ADDRESS", s.max_streams_per_address)
+        return Refusal(ErrorCode.RATE_LIMITED, f"per_{what}",
+                       f"this {what} already publishes {limit} live stream(s) on this deployment's nodes, the most"
+                       f" allowed (VOXLANE_MAX_STREAMS_PER_{env}); stop one first", CALLER_RETRY_S, {"limit": limit})
 
     def refuse_http(self, refusal: Refusal) -> ApiError:
         self.refused[refusal.reason] += 1

@@ -10,6 +10,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from server.storage.outage import RETRY_AFTER_S, database_unavailable
+
 log = logging.getLogger("voxlane.http")
 
 _CODES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
@@ -41,5 +43,18 @@ async def http_exception_handler(request: Request, exc: Exception) -> JSONRespon
 
 
 async def unhandled_exception_handler(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "INTERNAL_ERROR", "internal server error")
+    status, body, headers = server_error(exc, request.method, request.url.path)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def server_error(exc: BaseException, method: str | None, path: str | None
+                 ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """What an exception no route answered becomes (logged here): 503 with ``Retry-After`` while the database is
+    away (an outage, not a bug: the client tries again), else 500."""
+    if database_unavailable(exc):
+        log.warning("%s %s: the database is not reachable (%s)", method, path, type(exc).__name__)
+        return 503, {"error": {"code": "DATABASE_UNAVAILABLE", "message": "the database is not reachable right now;"
+                               " try again shortly", "details": {"retry_after_s": RETRY_AFTER_S}}}, \
+            {"Retry-After": str(RETRY_AFTER_S)}
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return 500, {"error": {"code": "INTERNAL_ERROR", "message": "internal server error", "details": {}}}, {}

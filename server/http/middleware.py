@@ -10,6 +10,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.http.errors import server_error
 from server.logs import REQUEST_ID
 
 log = logging.getLogger("voxlane.http")
@@ -72,14 +73,14 @@ class RequestIdMiddleware(ConnectionMiddleware):
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
-            # answered here, inside this middleware, so a 500 keeps its request id too
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+        except Exception as exc:
+            # answered here, inside this middleware, so a 500 (or a 503 while the database is away) keeps its
+            # request id too
+            status, error, extra = server_error(exc, scope.get("method"), scope.get("path"))
             if started_response:
                 raise
-            body = json.dumps({"error": {"code": "INTERNAL_ERROR", "message": "internal server error",
-                                         "details": {}}}).encode()
-            await send_wrapper({"type": "http.response.start", "status": 500,
-                                "headers": [(b"content-type", b"application/json"),
-                                            (b"content-length", str(len(body)).encode())]})
+            body = json.dumps(error).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                       *((k.lower().encode(), v.encode()) for k, v in extra.items())]
+            await send_wrapper({"type": "http.response.start", "status": status, "headers": headers})
             await send_wrapper({"type": "http.response.body", "body": body})

@@ -4,7 +4,8 @@ A body is either ``multipart/form-data`` (the audio in a ``file`` part, small te
 raw audio bytes (``audio/*`` or ``application/octet-stream``, as a kiosk PUTs a chunk). Limits are enforced
 before the body is read (``Content-Length``) and again while it streams (chunked bodies); the container is
 sniffed from the first bytes, so an unsupported type is refused before the rest arrives. What is
-acknowledged is on disk: the file is fsynced and renamed into place before the caller answers.
+acknowledged is on disk: the file is fsynced and renamed into place before the caller answers. A body bound for
+the audio store (:func:`receive_for_store`) is then handed to it with ``put_file`` before the answer.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from starlette.requests import Request
 from media import DecodeError, probe_file, sniff_container
 from server.http.errors import ApiError
 from server.routes.common import declared_length
+from server.storage.audio import AudioStore
+from server.storage.audio.incoming import hold
 
 EXTENSIONS = {"wav": "wav", "ogg": "ogg", "webm": "webm", "flac": "flac", "mp3": "mp3", "mp4": "m4a", "aac": "aac"}
 MEDIA_TYPES = {"wav": "audio/wav", "ogg": "audio/ogg", "webm": "audio/webm", "flac": "audio/flac",
@@ -46,10 +49,20 @@ class Received:
     filename: str | None = None
     fields: dict[str, str] = field(default_factory=dict)  # a repeated field: its last value
     lists: dict[str, list[str]] = field(default_factory=dict)  # every value of each field, in order
+    held: Any = None
+    """The received file, still open and locked (server.storage.audio.incoming) until :meth:`release` or until this
+    object goes: a sweep of unacknowledged bodies on any process leaves it alone meanwhile."""
 
     @property
     def extension(self) -> str:
         return EXTENSIONS.get(self.format, self.format)
+
+    def release(self) -> None:
+        """The file was stored or dropped: its lock goes."""
+        if self.held is not None:
+            with contextlib.suppress(OSError):
+                self.held.close()
+            self.held = None
 
 
 def too_large(limit: int) -> ApiError:
@@ -68,7 +81,8 @@ class _Sink:
     def __init__(self, path: Path, limit: int) -> None:
         self.path = path
         self.limit = limit
-        self.file = open(path, "wb")  # noqa: SIM115 - closed in close()/discard()
+        self.file = open(path, "wb")  # noqa: SIM115 - closed in discard() or by Received.release()
+        hold(self.file)  # this body is ours until stored or dropped
         self.size = 0
         self.format: str | None = None
         self._head = bytearray()
@@ -106,7 +120,7 @@ class _Sink:
         if self.format is None:
             self._sniff()
         await self.flush()
-        await asyncio.to_thread(_sync_close, self.file)
+        await asyncio.to_thread(_sync, self.file)
 
     def discard(self) -> None:
         with contextlib.suppress(OSError):
@@ -115,10 +129,10 @@ class _Sink:
             self.path.unlink()
 
 
-def _sync_close(f: Any) -> None:
+def _sync(f: Any) -> None:
+    """Flushed and on disk; left open, so its lock stays until the caller is done with the body."""
     f.flush()
     os.fsync(f.fileno())
-    f.close()
 
 
 def _prepare_dir(directory: Path) -> int:
@@ -168,7 +182,15 @@ async def receive_audio(request: Request, directory: Path, *, limit: int, stem: 
     except BaseException:
         sink.discard()
         raise
-    return Received(final, sink.size, sink.format or "", filename, {k: v[-1] for k, v in lists.items()}, lists)
+    return Received(final, sink.size, sink.format or "", filename, {k: v[-1] for k, v in lists.items()}, lists,
+                    held=sink.file)
+
+
+async def receive_for_store(request: Request, audio: AudioStore, prefix: str, *, limit: int) -> Received:
+    """:func:`receive_audio` into the audio store's incoming folder for ``prefix`` (``<tid>``, ``<tid>/chunks``),
+    under a name of its own that starts with ``.incoming-`` (what a crash leaves there is swept, never taken
+    for a stored file). The caller checks it, then stores it under its key with ``audio.put_file``."""
+    return await receive_audio(request, audio.incoming_dir(prefix), limit=limit, stem=f".incoming-{uuid.uuid4().hex}")
 
 
 async def _read_multipart(request: Request, ctype: str, sink: _Sink, field_name: str

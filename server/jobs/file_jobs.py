@@ -9,6 +9,8 @@ long upload never sits in memory.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -26,7 +28,7 @@ from server.http.audio_limits import AUDIO_TOO_LONG, claims_too_long, too_long_m
 from server.pipeline.channels import channel_participants
 from server.pipeline.configs import stream_config
 from server.pipeline.convert import wire_emit
-from server.pipeline.recordings import audio_file_name
+from server.pipeline.recordings import recording_key
 from server.pipeline.speaker_relay import LiveSpeakers, live_speakers, settle_speakers
 
 if TYPE_CHECKING:
@@ -52,7 +54,7 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
                           publish_status: bool = True, language: str | None = None,
                           prompt: str | None = None, split_channels: bool = False,
                           channel_names: list[str] | None = None, diarize: bool = False,
-                          max_seconds: float | None = None) -> FileResult:
+                          max_seconds: float | None = None, id_seed: str | None = None) -> FileResult:
     """Transcribe one file into ``transcript_id``; finals are stored and broadcast like live ones.
 
     ``offset`` places the file on the transcript's timeline (kiosk chunks); ``prompt`` is context for the
@@ -65,6 +67,9 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     ``max_seconds`` is the caller's limit on the file's length, counted from the decoded audio (a header that
     understates it is not trusted): decoding stops there and the result is an error with ``limit_seconds``,
     having fed the model no more than the limit. A header that already admits more is refused undecoded.
+
+    ``id_seed`` (a job's chunk id) derives the segment ids, so a job run again stores the same segments again
+    rather than a second copy of them.
     """
     hub = services.hub
 
@@ -93,10 +98,13 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     if diarize and not width and participant_id is None and speaker is None:
         speakers = live_speakers(services, transcript_id, offset)
         deliver = speakers.relay(deliver)
-    sessions = [StreamSession(engine=services.engine, vad_model=services.vad_model,
+    sessions = [StreamSession(engine=services.model[0], vad_model=services.model[1],
                               emit=wire_emit(deliver), config=replace(config), offset=offset, speaker=name,
-                              participant_id=pid, listener=speakers) for pid, name in people]
-    wavs = await asyncio.to_thread(_channel_files, services, transcript_id, people) if width else []
+                              participant_id=pid, listener=speakers,
+                              segment_ids=None if id_seed is None else derived_ids(f"{id_seed}:{n}"))
+                for n, (pid, name) in enumerate(people)]
+    keys = [recording_key(transcript_id, pid) for pid, _ in people] if width else []
+    wavs = await _channel_files(services, keys)
     for session in sessions:
         session.start()
     if width:
@@ -140,6 +148,8 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
         await settle_speakers(services, transcript_id, speakers)
     if wavs:
         await asyncio.to_thread(_close, wavs)
+        for key in keys:  # each channel's recording reaches the audio store once it is closed
+            await services.audio.publish(key)
         await _record_channels(services, transcript_id, people, "leave", offset + fed)
     emitted = sum(s.segments_emitted for s in sessions)
     error = next((s.error for s in sessions if s.error), None)
@@ -151,16 +161,19 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     return FileResult(fed, emitted)
 
 
-def _channel_files(services: Services, transcript_id: str, people: list[tuple[str | int | None, str | None]]
-                   ) -> list[WavAppender]:
+def derived_ids(seed: str) -> Callable[[], str]:
+    """Segment ids that are a function of ``seed`` and their order: 12 hex digits, as random ones have."""
+    counter = itertools.count()
+    return lambda: hashlib.sha256(f"{seed}:{next(counter)}".encode()).hexdigest()[:12]
+
+
+async def _channel_files(services: Services, keys: list[str]) -> list[WavAppender]:
     """Each channel's own recording, started afresh (a retried file rewrites them)."""
-    directory = services.audio_dir(transcript_id)
-    directory.mkdir(parents=True, exist_ok=True)
     out = []
-    for pid, _ in people:
-        path = directory / audio_file_name(pid)
-        path.unlink(missing_ok=True)
-        out.append(WavAppender(path))
+    for key in keys:
+        path = await services.audio.working_file(key)
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        out.append(await asyncio.to_thread(WavAppender, path))
     return out
 
 

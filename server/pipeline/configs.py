@@ -36,7 +36,7 @@ def diarization_config(settings: Settings) -> DiarizationConfig:
 
 def backend_config(settings: Settings) -> BackendConfig:
     return BackendConfig(
-        model=settings.model, device=settings.device, compute_type=settings.compute_type,
+        name=settings.asr_backend, model=settings.model, device=settings.device, compute_type=settings.compute_type,
         cpu_threads=settings.effective_cpu_threads, batch_size=settings.effective_batch_size,
         beam_size=settings.beam_size, device_index=settings.device_index,
         hurried_pad_s=settings.hurried_pad_seconds, lanes=settings.effective_parallel_decodes)

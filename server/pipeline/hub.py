@@ -1,9 +1,9 @@
 """The hub: the only way an event reaches the outside.
 
-``publish`` stores a final segment before anyone hears of it, remembers the
-transcript's current status for late joiners, and hands the message to the
-broker, which delivers it to every subscriber of the transcript (in-process
-here; a Redis broker fans out across nodes behind the same interface).
+``publish`` stores a final segment before anyone hears of it and hands the
+message to the broker, which delivers it to every subscriber of the transcript
+on this node and, with Redis, on the others (``server.fanout``). The broker
+also keeps the transcript's current status for late joiners.
 """
 
 from __future__ import annotations
@@ -11,28 +11,57 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Generator
 from typing import Any
+
+from pydantic import ValidationError
 
 from protocol import Status, Transcription, envelope
 from protocol.messages import _Body
 from server.fanout import Broker, LocalBroker
-from server.pipeline.convert import segment_row
+from server.pipeline.convert import segment_row, stored_message
 from server.storage import Store
+from server.storage.outage import until_stored
 
 log = logging.getLogger("voxlane.hub")
 
 
 class Subscriber:
-    """One listener's queue. A reader too slow to keep up is cut off, never waited for."""
+    """One listener's queue. A reader too slow to keep up is cut off, never waited for.
+
+    Awaiting it waits until the broker has recorded its read position (``sub = await hub.subscribe(tid)``, before
+    the stored history is read): at once in-process, one Redis round trip with Redis. ``status`` is then the
+    transcript's status as of that position, which a late joiner is told after the history: every later one is
+    in the queue.
+    """
 
     def __init__(self, transcript_id: str, maxsize: int = 2000) -> None:
         self.transcript_id = transcript_id
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize)
         self.overflowed = False
+        self.finals: set[str] = set()  # segments whose final it was handed
+        self.joined: asyncio.Future[dict[str, Any] | None] | None = None
+        self.status: dict[str, Any] | None = None
+
+    def __await__(self) -> Generator[Any, None, Subscriber]:
+        return self._joined().__await__()
+
+    async def _joined(self) -> Subscriber:
+        if self.joined is not None:
+            self.status = await asyncio.shield(self.joined)  # shared by this node's subscribers of the transcript
+            self.joined = None
+        return self
 
     def put(self, message: dict[str, Any]) -> None:
         if self.overflowed:
             return
+        if message.get("type") == "transcription":
+            data = message.get("data") or {}
+            segment = str(data.get("segment_id"))
+            if segment in self.finals:
+                return  # a segment has one final and nothing after it: this is a re-delivery (a broker catching up)
+            if data.get("is_final"):
+                self.finals.add(segment)
         try:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
@@ -53,45 +82,76 @@ class Hub:
     def __init__(self, store: Store, broker: Broker | None = None) -> None:
         self.store = store
         self.broker = broker or LocalBroker()
-        self.broker.attach(self._deliver)
+        self.broker.attach(self._deliver, self._catch_up)
         self._subs: dict[str, set[Subscriber]] = defaultdict(set)
-        self._status: dict[str, Status] = {}
 
     def subscribe(self, transcript_id: str) -> Subscriber:
+        """A new subscriber, receiving from now on. Await it (``await hub.subscribe(tid)``) before reading the
+        stored history: then every message published on any node after that history reaches it. Without the
+        await it receives this node's messages at once and other nodes' once the broker's position is taken."""
         sub = Subscriber(transcript_id)
         self._subs[transcript_id].add(sub)
+        sub.joined = self.broker.subscribe(transcript_id)
+        if sub.joined is None:
+            sub.status = self.broker.status(transcript_id)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         subs = self._subs.get(sub.transcript_id)
-        if subs is not None:
-            subs.discard(sub)
-            if not subs:
-                del self._subs[sub.transcript_id]
+        if subs is None or sub not in subs:
+            return
+        subs.discard(sub)
+        if not subs:
+            del self._subs[sub.transcript_id]
+        self.broker.unsubscribe(sub.transcript_id)
 
     def subscriber_count(self, transcript_id: str) -> int:
         return len(self._subs.get(transcript_id, ()))
 
-    def current_status(self, transcript_id: str) -> Status | None:
-        return self._status.get(transcript_id)
+    def current_status(self, transcript_id: str, sub: Subscriber | None = None) -> Status | None:
+        """The transcript's latest status as the broker knows it (with Redis: whichever node published it), or as
+        of ``sub``'s read position."""
+        data = self.broker.status(transcript_id) if sub is None else sub.status
+        if data is None:
+            return None
+        try:
+            return Status.model_validate(data)
+        except ValidationError:  # written by another version of voxlane
+            log.warning("status of %s cannot be read: %s", transcript_id, data)
+            return None
 
     async def publish(self, transcript_id: str, body: _Body) -> None:
         if isinstance(body, Transcription) and body.is_final and body.text:
             await self.store_final(transcript_id, body)
-        if isinstance(body, Status) and body.participant_id is None:
-            self._status[transcript_id] = body
         await self.broker.publish(transcript_id, envelope(body))
 
     async def store_final(self, transcript_id: str, msg: Transcription) -> None:
         """Store a final without telling anyone: the stored form after the end-of-stream speaker pass (re-cut at
-        turns, relabelled), which subscribers already heard as one final and ``diarization`` corrections."""
-        await self.store.save_segment(transcript_id, segment_row(msg))
+        turns, relabelled), which subscribers already heard as one final and ``diarization`` corrections. While
+        the database is away it waits for it (the final's audio is on disk; its subscribers hear it once stored)."""
+        row = segment_row(msg)
+        await until_stored(f"final {msg.segment_id} of {transcript_id}",
+                           lambda: self.store.save_segment(transcript_id, row))
 
     def forget(self, transcript_id: str) -> None:
-        self._status.pop(transcript_id, None)
+        self.broker.forget(transcript_id)
         for sub in list(self._subs.get(transcript_id, ())):
             sub.close()
 
     def _deliver(self, transcript_id: str, message: dict[str, Any]) -> None:
         for sub in list(self._subs.get(transcript_id, ())):
             sub.put(message)
+
+    async def _catch_up(self, transcript_id: str) -> None:
+        """Finals this node's subscribers may have missed (another node's messages lost while Redis was away):
+        every final is stored before it is published, so each subscriber gets the stored ones it was not handed.
+        A subscriber that sent the stored history itself skips those again by segment id, as it does live ones."""
+        if not self._subs.get(transcript_id):
+            return
+        for row in await self.store.get_segments(transcript_id):
+            if not (row.get("text") or "").strip():
+                continue
+            message = envelope(stored_message(row))
+            for sub in list(self._subs.get(transcript_id, ())):
+                if row["id"] not in sub.finals:
+                    sub.put(message)

@@ -1,34 +1,51 @@
 """A transcript's life after its audio: completed or failed, told once, the same way for every source.
 
 Live streams, uploads and jobs, and kiosk conversations all end here, so subscribers, webhooks and summaries
-see one sequence whatever the audio came from: the row first (a reader never sees ``completed`` before the
-row says so), then the ``status`` message, then the ``conversation.transcribed`` webhook, then the summary
-(in the background, never delaying ``completed``).
+see one sequence whatever the audio came from. Completing is one transaction: the caller's own rows (a chunk's
+state), the transcript's status (a compare-and-set: of two nodes or two attempts completing one transcript,
+one does), and its outbox: the ``conversation.transcribed`` deliveries with the jobs that send them, and the
+``summarize`` job. So a process killed at any point leaves either none of it or all of it, and a completed
+transcript always gets its webhook and its summary. The ``status`` message goes out once that committed (a
+reader never sees ``completed`` before the row says so).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from protocol import Status
-from server.features.summaries import summarize_transcript
+from server.features.summaries.background import summarize_job
 from server.features.webhooks import transcript_completed
 
 if TYPE_CHECKING:
     from server.services import Services
 
 log = logging.getLogger("voxlane.lifecycle")
+COMPLETABLE = ("created", "live", "processing")
+"""Statuses a transcript completes from (a failed one is retried through ``processing`` first)."""
 
 
 async def complete(services: Services, transcript_id: str, *, duration: float, message: str,
-                   key: str | None = None) -> None:
-    """``key``: what completed it (a job's id, "chunks merged"), so a retried completion emits its webhook once."""
-    await services.store.update_transcript(transcript_id, status="completed", duration=round(duration, 3))
+                   key: str | None = None, with_rows: Callable[[], Awaitable[bool]] | None = None) -> bool:
+    """Complete a transcript; False when it was not completable (already completed, failed, deleted) or
+    ``with_rows`` (the caller's part of the transaction) said no.
+
+    ``key``: what completed it (a job's id, "chunks merged"), so a completion that runs again emits its webhook
+    once."""
+    store = services.store
+    async with store.transaction():
+        if with_rows is not None and not await with_rows():
+            return False
+        row = await store.transition_transcript(transcript_id, COMPLETABLE, "completed", duration=round(duration, 3))
+        if row is None:
+            return False
+        await transcript_completed(services, transcript_id, key=key)
+        await services.jobs.stage([summarize_job(transcript_id)])
     await services.hub.publish(transcript_id, Status(status="completed", stage="transcription", progress=100.0,
                                                      message=message))
-    await transcript_completed(services, transcript_id, key=key)
-    await summarize_transcript(services, transcript_id)
+    return True
 
 
 async def fail(services: Services, transcript_id: str, message: str, *, publish: bool = True) -> bool:

@@ -2,7 +2,9 @@
 split stream), the one session pipeline every ingest path feeds.
 
 It decodes to 16 kHz mono off the event loop, appends to the stream's recording on disk, and drives a
-:class:`StreamSession`; finals are synced to disk and stored (by the hub) before subscribers hear them.
+:class:`StreamSession`; finals are synced to disk and stored (by the hub) before subscribers hear them. The
+recording is the audio store's working file for the stream's key: the stored file itself on one machine, a spool
+file published to the bucket when the stream ends on several (``server.storage.audio``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -26,7 +29,7 @@ from server.http.admission import Caller
 from server.pipeline.configs import stream_config
 from server.pipeline.convert import wire_emit, wire_report
 from server.pipeline.disk_full import is_storage_full, storage_full_error
-from server.pipeline.recordings import audio_file_name
+from server.pipeline.recordings import recording_key
 from server.pipeline.speaker_relay import LiveSpeakers, live_speakers, settle_speakers
 
 if TYPE_CHECKING:
@@ -85,8 +88,10 @@ class Pacer:
 
 class Publisher:
     caller: Caller | None = None  # who opened it, set when admitted: the per-token and per-address caps count it
+    slot: str | None = None  # its place in those caps across nodes (server.http.admission.Admission.admit_live)
 
-    def __init__(self, transcript: LiveTranscript, params: StartParams, offset: float) -> None:
+    def __init__(self, transcript: LiveTranscript, params: StartParams, offset: float, key: str,
+                 recording: Path) -> None:
         self.transcript = transcript
         self.params = params
         services = transcript.services
@@ -94,12 +99,11 @@ class Publisher:
         self.participant_id = participant.id if participant else None
         self.speaker = (participant.name or participant_key(participant.id)) if participant else None
         self._decoder = make_decoder(params.format, params.sample_rate, params.channels)
-        path = services.audio_dir(transcript.id) / audio_file_name(self.participant_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.wav = WavAppender(path)
+        self.recording_key = key
+        self.wav = WavAppender(recording)
         self._publish = functools.partial(services.hub.publish, transcript.id)  # to every subscriber
         self.session = StreamSession(
-            engine=services.engine, vad_model=services.vad_model, emit=wire_emit(self._emit),
+            engine=services.model[0], vad_model=services.model[1], emit=wire_emit(self._emit),
             config=stream_config(services.settings), offset=offset + self.wav.duration,
             speaker=self.speaker, participant_id=self.participant_id, report=wire_report(self._publish))
         self.speakers: LiveSpeakers | None = None  # one mixed stream of several voices: diarize it
@@ -120,6 +124,13 @@ class Publisher:
         self._ending: asyncio.Task | None = None  # the end a full disk or an idle publisher started
         self._idle_task: asyncio.Task | None = None
         self.last_audio = time.monotonic()
+
+    @classmethod
+    async def open(cls, transcript: LiveTranscript, params: StartParams, offset: float) -> Publisher:
+        """A publisher whose recording continues the one already stored for its key (fetched from the bucket
+        first when it is only there), so a stream that starts again keeps one file and one timeline."""
+        key = recording_key(transcript.id, params.participant.id if params.participant else None)
+        return cls(transcript, params, offset, key, await transcript.services.audio.working_file(key, resume=True))
 
     async def begin(self) -> None:
         self.session.start()
@@ -241,6 +252,11 @@ class Publisher:
             if not is_storage_full(exc):
                 raise
             log.error("transcript %s: storage full while closing %s: %s", self.transcript.id, self.wav.path, exc)
+        try:
+            await self.transcript.services.audio.publish(self.recording_key)
+        except Exception:  # the file stays on this node's disk; the next start stores it (AudioStore.recover)
+            log.exception("transcript %s: the recording %s could not be stored", self.transcript.id,
+                          self.recording_key)
         await self.transcript.publisher_done(self)
 
     async def participant_event(self, params) -> None:

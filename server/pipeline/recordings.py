@@ -1,4 +1,9 @@
-"""Where a transcript's audio lives: one recording per transcript, one file per participant stream."""
+"""Where a transcript's audio lives: one recording per transcript, one file per participant stream, its upload and
+its kiosk chunks.
+
+Audio is addressed by *keys* relative to the audio store (``server.storage.audio``): ``<transcript id>/...``.
+The functions here are the one place keys are made, so a local directory and a bucket lay audio out alike.
+"""
 
 from __future__ import annotations
 
@@ -26,3 +31,20 @@ def audio_file_name(participant_id: str | int | None) -> str:
     # ids that had to be changed ("a b" and "a_b", two long ids with one prefix) must not share a file
     digest = hashlib.sha256(participant_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return f"participant-{safe[:80]}-{digest}.wav"
+
+
+def recording_key(transcript_id: str, participant_id: str | int | None = None) -> str:
+    """The live (or merged) recording of a transcript, or one participant's own recording."""
+    return f"{transcript_id}/{audio_file_name(participant_id)}"
+
+
+def upload_key(transcript_id: str, extension: str, attempt: str | None = None) -> str:
+    """An uploaded or job file, as received (``upload.wav``, ``upload.m4a``, ...). ``attempt``: one of several
+    uploads that may race for one transcript (on two nodes) gets a key of its own (``upload-<attempt>.wav``), so the
+    one that loses the race cannot overwrite the winner's file before it learns it lost."""
+    return f"{transcript_id}/upload{'' if attempt is None else '-' + attempt}.{extension}"
+
+
+def chunk_key(transcript_id: str, index: int, upload_key: str, extension: str) -> str:
+    """One kiosk chunk; the index first, so a listing is in recording order."""
+    return f"{transcript_id}/chunks/{index:06d}-{upload_key}.{extension}"

@@ -356,7 +356,7 @@ def _runs(words: list[Word], who: list[int], keep=lambda s: True) -> list[tuple[
 def live_speakers(services: Services, transcript_id: str, offset: float) -> LiveSpeakers:
     """Diarization of one mixed stream of ``transcript_id`` (live or a file), starting at ``offset``."""
     return LiveSpeakers(
-        worker=services.speaker_worker, vad_model=services.vad_model, config=diarization_config(services.settings),
+        worker=services.speaker_worker, vad_model=services.model[1], config=diarization_config(services.settings),
         offset=offset, publish=lambda body: services.hub.publish(transcript_id, body),
         save_segment=lambda msg: services.hub.store_final(transcript_id, msg))
 

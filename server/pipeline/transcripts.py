@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import TYPE_CHECKING
 
 from media import DecodeError
@@ -13,8 +14,11 @@ from server.pipeline import lifecycle
 from server.pipeline.channels import SplitStream
 from server.pipeline.disk_full import is_storage_full, storage_full_error
 from server.pipeline.publisher import Publisher
+from server.storage.outage import until_stored
 
 if TYPE_CHECKING:
+    from server.http.admission import Caller
+    from server.pipeline.hub import Subscriber
     from server.services import Services
 
 
@@ -38,8 +42,28 @@ class LiveTranscript:
                 params.participant.id) for p in self.publishers):
             raise ProtocolError(ErrorCode.ALREADY_STARTED,
                                 f"participant {params.participant.id!r} is already streaming to this transcript")
+        if not self.services.role.live:
+            raise ProtocolError(ErrorCode.OVERLOADED, "this node takes no live audio (VOXLANE_LIVE=off): connect"
+                                " through the address that routes live streams", {"reason": "not_a_live_node",
+                                                                                  "retry_after_s": 0})
         admission = self.services.admission
-        caller = admission.admit_live() if admission is not None else None  # OVERLOADED / RATE_LIMITED
+        stream = uuid.uuid4().hex  # this stream's slot in the per-caller caps
+        caller = await admission.admit_live(stream) if admission is not None else None  # OVERLOADED / RATE_LIMITED
+        first = not self.publishers
+        if first:  # this node streams the transcript now; another node that does refuses (ALREADY_STARTED)
+            await self.services.leases.acquire(self.id)
+        try:
+            pub = await self._open_publisher(params, offset, caller)
+        except BaseException:
+            if admission is not None:
+                await admission.release(stream)
+            if first and not self.publishers:
+                await self.services.leases.release(self.id)
+            raise
+        pub.slot = stream
+        return pub
+
+    async def _open_publisher(self, params: StartParams, offset: float | None, caller: Caller | None) -> Publisher:
         now = time.monotonic()
         if self.origin is None:
             existing = await self._recorded_duration()
@@ -49,7 +73,7 @@ class LiveTranscript:
         elif offset is None:
             offset = max(0.0, now - self.origin)
         try:
-            pub = Publisher(self, params, offset if params.participant else 0.0)
+            pub = await Publisher.open(self, params, offset if params.participant else 0.0)
         except DecodeError as exc:
             raise ProtocolError(ErrorCode.AUDIO_FORMAT_ERROR, str(exc), {"format": params.format}) from None
         except OSError as exc:  # no room for the recording file: nothing was started
@@ -72,7 +96,7 @@ class LiveTranscript:
         return pub
 
     async def record_event(self, event: dict) -> None:
-        await lifecycle.record_event(self.services, self.id, event)
+        await until_stored(f"an event of {self.id}", lambda: lifecycle.record_event(self.services, self.id, event))
 
     async def _recorded_duration(self) -> float:
         row = await self.services.store.get_transcript(self.id)
@@ -80,20 +104,32 @@ class LiveTranscript:
 
     async def publisher_done(self, pub: Publisher) -> None:
         self.publishers.discard(pub)
+        if pub.slot is not None and self.services.admission is not None:
+            await self.services.admission.release(pub.slot)
         last = not self.publishers  # decided before any await: publishers finishing together complete it once
         end = pub.session.offset + pub.session.received
         async with self.duration_lock:
-            row = await self.services.store.get_transcript(self.id)
+            row = await until_stored(f"the end of a stream of {self.id}", lambda: self.services.store.get_transcript(
+                self.id))
             duration = max(float((row or {}).get("duration") or 0.0), end)
             if not last:
-                await self.services.store.update_transcript(self.id, duration=round(duration, 3))
+                await until_stored(f"the duration of {self.id}", lambda: self.services.store.update_transcript(
+                    self.id, duration=round(duration, 3)))
         await self.services.hub.publish(self.id, pub.status_body("completed", "transcription", "stream finished"))
         if pub.participant_id is not None:
             await self.record_event({"type": "leave", "participant_id": pub.participant_id, "data": {},
                                      "time": round(end, 3)})
         if last:
             self.services.live.drop(self)
-            await lifecycle.complete(self.services, self.id, duration=duration, message="transcript complete")
+            leases = self.services.leases
+            if leases.lost(self.id):  # another node finished it (this one was cut off from Redis past its lease)
+                await leases.release(self.id)
+                return
+            try:
+                await until_stored(f"the completion of {self.id}", lambda: lifecycle.complete(
+                    self.services, self.id, duration=duration, message="transcript complete"))
+            finally:
+                await leases.release(self.id)  # after the completion: no node ever sees it live without an owner
 
 
 class LiveRegistry:
@@ -110,6 +146,11 @@ class LiveRegistry:
     def find(self, transcript_id: str) -> LiveTranscript | None:
         return self._live.get(transcript_id)
 
+    def streams(self, transcript_id: str) -> bool:
+        """Whether this node streams the transcript now (a start that was refused leaves no stream)."""
+        live = self._live.get(transcript_id)
+        return live is not None and bool(live.publishers)
+
     def publishers(self) -> list[Publisher]:
         """Every live stream of every transcript (admission control counts them)."""
         return [p for live in list(self._live.values()) for p in list(live.publishers)]
@@ -123,9 +164,11 @@ class LiveRegistry:
         await asyncio.gather(*(p.finish() for p in pubs), return_exceptions=True)
 
 
-def transcript_status(services: Services, transcript_id: str) -> Status:
-    """The status a newly connected client is told: the last published one, else what is known now."""
-    status = services.hub.current_status(transcript_id)
+def transcript_status(services: Services, transcript_id: str, sub: Subscriber | None = None) -> Status:
+    """The status a newly connected client is told: the last published one (on any node, with Redis), else what is
+    known now. With ``sub``: the one as of its read position, so that the status told after the stored history
+    and the statuses in its queue follow on, none twice."""
+    status = services.hub.current_status(transcript_id, sub)
     if status is not None:
         return status
     live = services.live.find(transcript_id)

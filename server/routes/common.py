@@ -26,6 +26,17 @@ def rest_of(conn: HTTPConnection) -> RestServices:
     return conn.app.state.rest
 
 
+def transcriber(conn: HTTPConnection) -> Services:
+    """The services of a route that transcribes while its caller waits; 503 on a node that loads no model (an
+    API node with VOXLANE_LIVE=off and VOXLANE_JOBS=off)."""
+    svc = services(conn)
+    if svc.engine is None or svc.vad_model is None:
+        raise ApiError(503, "this node loads no speech model (VOXLANE_LIVE=off, VOXLANE_JOBS=off): send this"
+                       " request to a node that serves live streams", "NO_MODEL_ON_NODE",
+                       headers={"Retry-After": "1"})
+    return svc
+
+
 _SCAN_IN_THREAD = 64 << 10  # a bigger body is scanned off the event loop (1 MiB of brackets: ~0.25 s)
 
 

@@ -15,7 +15,7 @@ import re
 import struct
 import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -26,17 +26,19 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 from media import DecodeError, float_to_s16, iter_decode_file
-from media.wavfile import read_wav_layout
 from protocol.messages import participant_key
 from server.features import exports
 from server.features.speakers import named_segments
 from server.http.errors import ApiError
 from server.http.openapi import Param, document
+from server.http.stored_audio import audio_response
 from server.http.visibility import visible_transcript
-from server.pipeline.recordings import audio_file_name
+from server.pipeline.recordings import recording_key
 from server.routes.common import services
 from server.routes.projects import load_project
-from server.routes.transcripts_audio import audio_file
+from server.routes.transcripts_audio import audio_key
+from server.storage.audio import AudioStore
+from server.storage.audio.wav import stored_wav_layout
 
 TAG = "exports"
 PAGE = 25  # conversations read per query while an export streams: what the server holds besides one conversation
@@ -249,18 +251,9 @@ async def download_audio_parts(request: Request) -> Response:
         f"/parts/{p['id']}/download"} for p in parts])
 
 
-def _wav_duration(path: Path) -> float | None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        layout = read_wav_layout(fd, path)
-        return layout.data_bytes / (layout.sample_width * layout.channels) / layout.sample_rate
-    except DecodeError:
-        return None
-    finally:
-        os.close(fd)
+async def _wav_duration(audio: AudioStore, key: str) -> float | None:
+    layout = await stored_wav_layout(audio, key)
+    return None if layout is None else layout.data_bytes / (layout.sample_width * layout.channels) / layout.sample_rate
 
 
 async def _audio_parts(request: Request, row: dict[str, Any], segments: list[dict[str, Any]],
@@ -277,13 +270,13 @@ async def _audio_parts(request: Request, row: dict[str, Any], segments: list[dic
         pid = person.participant_key  # 1 and "1" alike: one participant, one recording
         if pid is None:
             continue
-        path = svc.audio_dir(row["id"]) / audio_file_name(pid)
-        duration = await asyncio.to_thread(_wav_duration, path)
+        key = recording_key(row["id"], pid)
+        duration = await _wav_duration(svc.audio, key)
         if duration is None:
             continue
         first_word = min((s["start"] for s in segments if participant_key(s.get("participant_id")) == pid),
                          default=0.0)
-        parts.append({"id": f"participant-{person.id}", "person": person, "path": path, "mask": None,
+        parts.append({"id": f"participant-{person.id}", "person": person, "key": key, "mask": None,
                       "start": joined.get(pid, max(0.0, first_word)), "duration": duration})
     if parts:
         return parts
@@ -291,15 +284,15 @@ async def _audio_parts(request: Request, row: dict[str, Any], segments: list[dic
     if not stand_ins:
         return []
     try:
-        path = await audio_file(request, row)
+        key = await audio_key(request, row)
     except ApiError:
         return []
-    duration = float(row.get("duration") or 0.0) or await asyncio.to_thread(_wav_duration, path) or 0.0
+    duration = float(row.get("duration") or 0.0) or await _wav_duration(svc.audio, key) or 0.0
     for person in stand_ins:
         spans = None if len(stand_ins) == 1 else [(s["start"], s["end"]) for s in segments
                                                   if roster.of(s) is person]
         parts.append({"id": "recording" if spans is None else f"speaker-{person.id}", "person": person,
-                      "path": path, "mask": spans, "start": 0.0, "duration": duration})
+                      "key": key, "mask": spans, "start": 0.0, "duration": duration})
     return parts
 
 
@@ -310,38 +303,42 @@ async def audio_part(request: Request) -> Response:
                  if p["id"] == request.path_params["part_id"]), None)
     if part is None:
         raise ApiError(404, "no such audio part", "AUDIO_PART_NOT_FOUND")
-    path: Path = part["path"]
+    audio, key = services(request).audio, part["key"]
     if part["mask"] is None:
-        media = "audio/wav" if path.suffix == ".wav" else "application/octet-stream"
-        return FileResponse(path, media_type=media, filename=f"{row['id']}-{part['id']}{path.suffix}")
+        suffix = PurePosixPath(key).suffix
+        return await audio_response(request, audio, key, filename=f"{row['id']}-{part['id']}{suffix}",
+                                    media_type="audio/wav" if suffix == ".wav" else "application/octet-stream")
     total = int(round(part["duration"] * 16000))
-    return StreamingResponse(_masked_wav(path, part["mask"], total), media_type="audio/wav", headers={
+    return StreamingResponse(_masked_wav(audio, key, part["mask"], total), media_type="audio/wav", headers={
         "Content-Disposition": f'attachment; filename="{row["id"]}-{part["id"]}.wav"',
         "Content-Length": str(44 + total * 2)})
 
 
-async def _masked_wav(path: Path, spans: list[tuple[float, float]], total: int) -> AsyncIterator[bytes]:
+async def _masked_wav(audio: AudioStore, key: str, spans: list[tuple[float, float]], total: int
+                      ) -> AsyncIterator[bytes]:
     """16 kHz mono WAV of ``total`` samples: the file's audio inside ``spans``, silence elsewhere."""
     yield struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + total * 2, b"WAVE", b"fmt ", 16, 1, 1, 16000, 32000, 2, 16,
                       b"data", total * 2)
-    blocks = iter_decode_file(path, chunk_seconds=10.0)
     pos = 0
-    while pos < total:
-        try:
-            block = await asyncio.to_thread(next, blocks, None)
-        except DecodeError:
-            block = None
-        if block is None:
-            break
-        block = block[:total - pos].copy()
-        keep = np.zeros(len(block), dtype=bool)
-        for start, end in spans:
-            a, b = max(0, int(start * 16000) - pos), min(len(block), int(end * 16000) - pos)
-            if a < b:
-                keep[a:b] = True
-        block[~keep] = 0.0
-        yield float_to_s16(block)
-        pos += len(block)
+    with contextlib.suppress(FileNotFoundError):  # gone since it was listed: silence, at the declared length
+        async with audio.local_path(key) as path:  # on S3 a scratch copy, removed once streamed
+            blocks = iter_decode_file(path, chunk_seconds=10.0)
+            while pos < total:
+                try:
+                    block = await asyncio.to_thread(next, blocks, None)
+                except DecodeError:
+                    block = None
+                if block is None:
+                    break
+                block = block[:total - pos].copy()
+                keep = np.zeros(len(block), dtype=bool)
+                for start, end in spans:
+                    a, b = max(0, int(start * 16000) - pos), min(len(block), int(end * 16000) - pos)
+                    if a < b:
+                        keep[a:b] = True
+                block[~keep] = 0.0
+                yield float_to_s16(block)
+                pos += len(block)
     while pos < total:  # the declared length is kept whatever the decoder produced
         n = min(total - pos, 160000)
         yield bytes(2 * n)

@@ -34,9 +34,11 @@ from server.pipeline.publisher import Publisher
 from server.pipeline.transcripts import transcript_status
 from server.routes.common import services
 from server.services import Services
+from server.storage.outage import database_unavailable
 
 log = logging.getLogger("voxlane.ws")
 CLOSE_NOT_FOUND = 4404
+CLOSE_TRY_AGAIN = 1013
 MAX_CONTROL_CHARS = 64 * 1024
 """The largest text (control JSON) message; binary audio frames have their own cap (VOXLANE_MAX_FRAME_KB)."""
 
@@ -77,13 +79,14 @@ class LiveConnection:
 
     async def _send_loop(self) -> None:
         assert self.sub is not None
+        await self.sub  # the broker has its read position (other nodes' messages) before the history is read
         seen: set[str] = set()
         transcript = await self.svc.store.get_transcript(self.transcript_id) or {"id": self.transcript_id}
         for row in await named_segments(self.svc.store, transcript):
             seen.add(row["id"])
             if not await self._send(encode(stored_message(row))):
                 return
-        if not await self._send(encode(self.status())):
+        if not await self._send(encode(transcript_status(self.svc, self.transcript_id, self.sub))):
             return
         while True:
             msg = await self.sub.queue.get()
@@ -170,7 +173,11 @@ class LiveConnection:
     declares_format = True
 
     async def start_publisher(self, params: StartParams | None) -> None:
-        self.publisher = await self.svc.live.get(self.transcript_id).add_publisher(params or StartParams())
+        live = self.svc.live.get(self.transcript_id)
+        try:
+            self.publisher = await live.add_publisher(params or StartParams())
+        finally:
+            self.svc.live.drop(live)  # a refused start leaves nothing behind (drop keeps a transcript that streams)
 
     async def stop_publisher(self, publisher: Publisher) -> None:
         await publisher.finish()
@@ -183,7 +190,14 @@ async def transcript_websocket(ws: WebSocket) -> None:
     svc = services(ws)
     transcript_id = ws.path_params["transcript_id"]
     await ws.accept()
-    if await find_visible_transcript(ws, transcript_id) is None:
+    try:
+        found = await find_visible_transcript(ws, transcript_id)
+    except Exception as exc:
+        if not database_unavailable(exc):
+            raise
+        await ws.close(code=CLOSE_TRY_AGAIN, reason="the database is not reachable; try again shortly")
+        return
+    if found is None:
         await ws.close(code=CLOSE_NOT_FOUND, reason="transcript not found")
         return
     try:

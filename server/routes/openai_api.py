@@ -41,7 +41,7 @@ from server.http.openapi import document
 from server.http.uploads import Received, probe_upload, receive_audio
 from server.jobs.file_jobs import transcribe_file
 from server.pipeline.convert import segment_row
-from server.routes.common import rest_of, services
+from server.routes.common import rest_of, services, transcriber
 from server.services import Services
 
 log = logging.getLogger("voxlane.openai")
@@ -328,7 +328,7 @@ async def _events(svc: Services, slots: asyncio.Semaphore, scratch: Path, path: 
 
 async def create_transcription(request: Request) -> Response:
     """Transcribe an audio file (OpenAI's audio transcription API)."""
-    svc = services(request)
+    svc = transcriber(request)
     slots = _slots(request)
     scratch = svc.settings.data_path / SCRATCH / f"openai-{uuid.uuid4().hex}"
     streaming = False

@@ -1,19 +1,18 @@
 """``/api/participant``: kiosks record into a project without an account; the project id is the capability.
 
 A conversation is a transcript. A kiosk records ~30 s chunks; per chunk it asks for an upload URL (a
-signed, expiring, single-use URL to this server's own PUT route, rate limited per conversation), PUTs the
-bytes (fsynced before the answer), then confirms the key, which enqueues the chunk for transcription.
+signed, expiring, single-use URL to this server's own PUT route, rate limited per conversation; with an S3 audio
+store, a presigned URL of the bucket: :mod:`server.routes.participant_uploads`), PUTs the bytes (stored before
+the answer), then confirms the key, which enqueues the chunk for transcription.
 Chunks may arrive and be confirmed in any order and at once; each is transcribed once, on its own, and
-merged into the conversation in index order with continuous timestamps (see :mod:`server.jobs.work`).
+merged into the conversation in index order with continuous timestamps (see :mod:`server.jobs.merge`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
 import secrets
-import shutil
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -27,7 +26,10 @@ from server.features.speakers import named_segments
 from server.http.errors import ApiError
 from server.http.openapi import AudioBytes, Param, document
 from server.http.rate_limit import RateLimiter
-from server.http.uploads import receive_audio
+from server.http.uploads import receive_for_store
+from server.jobs.merge import settle_job
+from server.jobs.recorded import transcribe_job
+from server.pipeline.recordings import chunk_key
 from server.routes.common import json_body, rest_of, services
 from server.routes.participant_schemas import (
     Chunk,
@@ -42,6 +44,7 @@ from server.routes.participant_schemas import (
     UploadUrl,
     UploadUrlRequest,
 )
+from server.routes.participant_uploads import check_direct_upload, chunk_extension, storage_check
 from server.routes.projects import ProjectPublic, public_project
 from server.storage.base import utcnow
 
@@ -96,9 +99,9 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def check_rate(limiter: RateLimiter, key: str, what: str) -> None:
-    """429 ``RATE_LIMITED`` with ``Retry-After`` once ``key`` used up ``limiter``'s allowance."""
-    wait = limiter.hit(key)
+async def check_rate(limiter: RateLimiter, key: str, what: str) -> None:
+    """429 ``RATE_LIMITED`` with ``Retry-After`` once ``key`` used up ``limiter``'s allowance (on every node)."""
+    wait = await limiter.hit(key)
     if wait is not None:
         raise ApiError(429, f"at most {limiter.limit} {what} per minute; retry in {wait} s", "RATE_LIMITED",
                        {"retry_after": wait, "limit": limiter.limit}, headers={"Retry-After": str(wait)})
@@ -110,7 +113,7 @@ def per_address(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[
 
     @functools.wraps(endpoint)
     async def limited(request: Request) -> Response:
-        check_rate(rest_of(request).address_rate, client_address(request), "participant API requests per address")
+        await check_rate(rest_of(request).address_rate, client_address(request), "participant API requests per address")
         return await endpoint(request)
 
     return limited
@@ -135,7 +138,7 @@ async def initiate(request: Request) -> Response:
     project = await store.get_project(body.project_id)
     if project is None:
         raise ApiError(404, "project not found", "PROJECT_NOT_FOUND")
-    check_rate(rest_of(request).project_rate, project["id"], "conversation starts and upload URLs per project")
+    await check_rate(rest_of(request).project_rate, project["id"], "conversation starts and upload URLs per project")
     portal = project.get("portal") or {}
     name = (body.name or "").strip() or None
     email = (body.email or "").strip() or None
@@ -149,7 +152,10 @@ async def initiate(request: Request) -> Response:
     if errors:
         raise ApiError(422, "; ".join(f"{e['loc']}: {e['msg']}" for e in errors), details={"errors": errors})
     limit = svc.settings.max_open_conversations
-    async with rest_of(request).initiating:
+    # counted and added to under one lock across every node of the database, and the conversation with its
+    # transcript in one transaction (a crash leaves neither without the other)
+    async with store.transaction():
+        await store.lock(f"open-conversations:{project['id']}")
         since = (datetime.now(UTC) - OPEN_CONVERSATION_IDLE).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         if await store.count_open_conversations(project["id"], since) >= limit:
             raise ApiError(429, f"the project already has {limit} unfinished conversations: finish some first",
@@ -183,32 +189,18 @@ async def list_chunks(request: Request) -> Response:
 
 async def check_storage(request: Request) -> Response:
     """Whether chunk storage is ready to take uploads."""
-    conv = await load_conversation(request)
-    directory = services(request).audio_dir(conv["id"]) / "chunks"
-
-    def probe() -> tuple[bool, int]:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe_file = directory / f".probe-{secrets.token_hex(4)}"
-        try:
-            probe_file.write_bytes(b"ok")
-            probe_file.unlink()
-            writable = True
-        except OSError:
-            writable = False
-        return writable, shutil.disk_usage(directory).free
-
-    writable, free = await asyncio.to_thread(probe)
-    limit = services(request).settings.max_upload_mb << 20
-    body = StorageCheck(ok=writable and free > limit, storage="local", writable=writable, free_bytes=free)
+    await load_conversation(request)
+    body = await storage_check(services(request))
     return JSONResponse(body.model_dump(), status_code=200 if body.ok else 503)
 
 
 async def get_upload_url(request: Request) -> Response:
-    """A signed, expiring, single-use URL to PUT one chunk to (rate limited per conversation)."""
+    """A signed, expiring, single-use URL to PUT one chunk to (rate limited per conversation); with an S3 store, a
+    presigned URL of the bucket (see :mod:`server.routes.participant_uploads`)."""
     conv = await load_conversation(request)
     rest, svc = rest_of(request), services(request)
-    check_rate(rest.upload_rate, conv["id"], "upload URLs per conversation")
-    check_rate(rest.project_rate, conv["project_id"], "conversation starts and upload URLs per project")
+    await check_rate(rest.upload_rate, conv["id"], "upload URLs per conversation")
+    await check_rate(rest.project_rate, conv["project_id"], "conversation starts and upload URLs per project")
     if conv.get("finished_at"):
         raise ApiError(409, "the conversation is finished", "CONVERSATION_FINISHED")
     body = await json_body(request, UploadUrlRequest)
@@ -216,7 +208,7 @@ async def get_upload_url(request: Request) -> Response:
     now = time.time()
     expires = int(now + svc.settings.upload_url_ttl)
     key = secrets.token_urlsafe(18)
-    row = None
+    row, direct = None, None
     for _ in range(5):  # two requests racing for the next index: the loser takes the one after
         last = await store.last_chunk_index(conv["id"], "chunk")
         index = body.index if body.index is not None else (-1 if last is None else last) + 1
@@ -229,9 +221,12 @@ async def get_upload_url(request: Request) -> Response:
                                {"index": index})
             else:
                 continue
-        try:
+        object_key = chunk_key(conv["id"], index, key, chunk_extension(body.content_type, body.filename))
+        direct = await svc.audio.presigned_put(object_key, svc.settings.upload_url_ttl, body.content_type)
+        try:  # a chunk PUT to the bucket has its key from the start; one PUT here gets it with its bytes
             row = await store.create_chunk(transcript_id=conv["id"], kind="chunk", status="issued", index=index,
                                            upload_key=key, expires_at=float(expires),
+                                           path=object_key if direct else None,
                                            options={"filename": body.filename, "content_type": body.content_type})
             break
         except ValueError:
@@ -242,8 +237,9 @@ async def get_upload_url(request: Request) -> Response:
         raise ApiError(409, "too many concurrent upload URL requests; retry", "CONFLICT")
     base = (svc.settings.public_url or str(request.base_url)).rstrip("/")
     sig = rest.signer.sign(conv["id"], key, expires)
-    url = f"{base}/api/participant/conversations/{conv['id']}/chunks/{key}?expires={expires}&signature={sig}"
-    out = UploadUrl(url=url, key=key, expires_at=_iso(expires), index=row["index"])
+    url = direct or f"{base}/api/participant/conversations/{conv['id']}/chunks/{key}?expires={expires}&signature={sig}"
+    out = UploadUrl(url=url, key=key, expires_at=_iso(expires), index=row["index"],
+                    headers={"Content-Type": body.content_type} if direct and body.content_type else {})
     return JSONResponse(out.model_dump())
 
 
@@ -267,9 +263,11 @@ async def put_chunk(request: Request) -> Response:
         raise ApiError(409, "this upload URL was already used", "UPLOAD_URL_USED")
     _receiving.add(key)
     try:
-        received = await receive_audio(request, svc.audio_dir(cid) / "chunks",
-                                       limit=svc.settings.max_upload_mb << 20, stem=f"{row['index']:06d}-{key}")
-        done = await svc.store.transition_chunk(row["id"], ("issued",), "received", path=str(received.path),
+        received = await receive_for_store(request, svc.audio, f"{cid}/chunks", limit=svc.settings.max_upload_mb << 20)
+        stored = chunk_key(cid, row["index"], key, received.extension)
+        await svc.audio.put_file(stored, received.path)
+        received.release()
+        done = await svc.store.transition_chunk(row["id"], ("issued",), "received", path=stored,
                                                 format=received.format, size=received.size)
     finally:
         _receiving.discard(key)
@@ -282,7 +280,7 @@ async def confirm_upload(request: Request) -> Response:
     """Confirm an uploaded chunk: it is queued for transcription (once, however often it is confirmed)."""
     conv = await load_conversation(request)
     body = await json_body(request, ConfirmUpload)
-    svc, rest = services(request), rest_of(request)
+    svc = services(request)
     store = svc.store
     row = await store.get_chunk_by_key(body.key)
     if row is None or row["transcript_id"] != conv["id"] or row["kind"] != "chunk":
@@ -295,27 +293,30 @@ async def confirm_upload(request: Request) -> Response:
     if time.time() > (row.get("expires_at") or 0):
         raise ApiError(410, "this upload key expired; upload the chunk again with a new URL", "UPLOAD_KEY_EXPIRED",
                        {"key": body.key})
-    if row["status"] == "issued":
+    stored: dict[str, Any] = {}  # a chunk PUT straight to the bucket: its format and size, checked now
+    if row["status"] == "issued" and row.get("path"):
+        stored = await check_direct_upload(svc, row)  # 409 not there, 413 too big, 415 not audio
+    elif row["status"] == "issued":
         raise ApiError(409, "nothing was uploaded with this key yet: PUT the chunk to its URL first",
                        "NOT_UPLOADED", {"key": body.key})
-    confirmed = await store.transition_chunk(row["id"], ("received",), "uploaded")
+    async with store.transaction():  # confirmed and queued together: a crash in between loses no chunk
+        confirmed = await store.transition_chunk(row["id"], (row["status"],), "uploaded", **stored)
+        if confirmed is not None:
+            await store.transition_transcript(conv["id"], ("created",), "processing")
+            await svc.jobs.stage([transcribe_job(confirmed["id"])])
     if confirmed is None:  # a concurrent confirm won
         raise ApiError(409, "this chunk was already confirmed", "ALREADY_CONFIRMED", {"key": body.key})
-    transcript = await store.get_transcript(conv["id"])
-    if transcript is not None and transcript["status"] == "created":
-        await store.update_transcript(conv["id"], status="processing")
-    rest.work.submit(confirmed["id"])
     return JSONResponse(chunk_out(confirmed), status_code=202)
 
 
 async def finish(request: Request) -> Response:
     """Mark the conversation finished; it completes once every confirmed chunk is transcribed."""
     conv = await load_conversation(request)
-    svc, rest = services(request), rest_of(request)
+    svc = services(request)
     if not conv.get("finished_at"):
-        async with rest.work.lock(conv["id"]):
+        async with svc.store.transaction():  # finished and merged: the merge completes it once chunks are done
             conv = await svc.store.update_conversation(conv["id"], finished_at=utcnow()) or conv
-        await rest.work.settle(conv["id"])
+            await svc.jobs.stage([settle_job(conv["id"])])
     return JSONResponse(await conversation_state(request, conv))
 
 
@@ -350,7 +351,9 @@ document("POST", P + "/conversations/{conversation_id}/get-upload-url", "Get a s
          TAG, body=UploadUrlRequest,
          description="Signed (HMAC), expiring (VOXLANE_UPLOAD_URL_TTL), single-use; at most"
                      " VOXLANE_UPLOAD_URL_RATE (40) per minute per conversation, within the project's"
-                     " VOXLANE_RATE_PER_PROJECT and the caller's VOXLANE_RATE_PER_ADDRESS.",
+                     " VOXLANE_RATE_PER_PROJECT and the caller's VOXLANE_RATE_PER_ADDRESS. With an S3 audio store"
+                     " (VOXLANE_S3_BUCKET) `url` is a presigned PUT URL of the bucket, valid as long: send"
+                     " `headers` with it; confirm then checks the stored object (413 too large, 415 not audio).",
          responses={200: (UploadUrl, "PUT the chunk to `url`, then confirm `key`"),
                     409: (None, "finished conversation, or index taken"),
                     429: (None, "rate limited; see Retry-After")})
@@ -365,6 +368,7 @@ document("POST", P + "/conversations/{conversation_id}/confirm-upload", "Confirm
          body=ConfirmUpload,
          responses={202: (Chunk, "queued for transcription"),
                     404: (None, "unknown key"), 409: (None, "already confirmed, not uploaded, or finished"),
-                    410: (None, "key expired")})
+                    410: (None, "key expired"), 413: (None, "the object PUT to the bucket is too large"),
+                    415: (None, "the object PUT to the bucket is not supported audio")})
 document("POST", P + "/conversations/{conversation_id}/finish", "Finish the conversation", TAG,
          responses={200: (ConversationState, "finished; `completed` once every chunk is transcribed")})

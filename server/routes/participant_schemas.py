@@ -50,6 +50,8 @@ class UploadUrl(BaseModel):
     expires_at: str
     index: int
     method: str = "PUT"
+    headers: dict[str, str] = Field(default_factory=dict, description="Send these headers with the PUT: with an S3"
+                                    " store, the signed Content-Type named in the request.")
 
 
 class ChunkReceived(BaseModel):

@@ -19,7 +19,7 @@ from server.features.retranslate import (
     DecodeFailed,
     ModelPool,
     ModelUnavailable,
-    read_audio_range,
+    read_stored_range,
     retranscribe,
 )
 from server.features.speakers import named_segments
@@ -28,8 +28,8 @@ from server.http.errors import ApiError
 from server.http.openapi import document
 from server.http.uploads import probe_upload, receive_audio
 from server.http.visibility import visible_transcript
-from server.routes.common import json_body, services
-from server.routes.transcripts_audio import audio_file
+from server.routes.common import json_body, services, transcriber
+from server.routes.transcripts_audio import audio_key
 
 TAG = "retranslate"
 
@@ -74,7 +74,7 @@ def model_pool(request: Request) -> ModelPool:
 
 async def _run(request: Request, audio: Any, model_name: str | None, language: str | None):
     try:
-        return await retranscribe(services(request), model_pool(request), audio, model_name=model_name,
+        return await retranscribe(transcriber(request), model_pool(request), audio, model_name=model_name,
                                   language=language)
     except ModelUnavailable as exc:
         raise ApiError(422, str(exc), "MODEL_NOT_AVAILABLE", {"available": exc.available}) from None
@@ -136,9 +136,9 @@ async def retranslate_from_full(request: Request) -> Response:
         raise ApiError(422, "end_time must be after start_time")
     if end - start > MAX_SECONDS:
         raise ApiError(422, f"the segment is longer than {MAX_SECONDS:.0f} s", "SEGMENT_TOO_LONG")
-    path = await audio_file(request, row)
+    key = await audio_key(request, row)
     try:
-        audio = await asyncio.to_thread(read_audio_range, path, start, end, svc.settings.max_audio_seconds)
+        audio = await read_stored_range(svc.audio, key, start, end, svc.settings.max_audio_seconds)
     except DecodeError as exc:
         raise ApiError(422, f"the stored audio could not be read: {exc.message}", "AUDIO_DECODE_ERROR") from None
     if len(audio) == 0:

@@ -8,7 +8,6 @@ stored on it and published to its subscribers like the automatic one.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -113,13 +112,6 @@ class ChatModels(BaseModel):
 # ------------------------------------------------------------ helpers
 
 
-def _jobs(request: Request) -> summaries.SummaryJobs:
-    jobs = getattr(request.app.state, "summary_jobs", None)
-    if jobs is None:
-        jobs = request.app.state.summary_jobs = summaries.SummaryJobs()
-    return jobs
-
-
 async def _texts(request: Request, body: SummaryRequest | ChatRequest) -> list[str]:
     """The transcript's lines: a stored transcript's segments, else the body's segments and full text."""
     if body.transcript_id:
@@ -134,26 +126,11 @@ async def _texts(request: Request, body: SummaryRequest | ChatRequest) -> list[s
     return texts
 
 
-def _sentences(text: str) -> list[str]:
-    return [s for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if s]
-
-
-def result_body(result: summaries.SummaryResult, fmt: str) -> dict[str, Any]:
-    summary = result.summary
-    if fmt == "bullet_points":
-        summary = "\n".join(f"- {s}" for s in _sentences(summary))
-    elif fmt == "key_points":
-        summary = "\n".join(f"- {s}" for s in (result.key_points or _sentences(summary)))
-    return SummaryResultBody(summary=summary, topics=result.topics, length=len(summary.split()),
-                             model_used=result.model_used, action_items=result.action_items,
-                             key_points=result.key_points, format=fmt).model_dump()
-
-
-def _own_job(request: Request) -> summaries.SummaryJob:
-    job = _jobs(request).get(request.path_params["job_id"])
-    if job is None or not principal(request).can_see(job.owner):
+async def _own_job(request: Request) -> dict[str, Any]:
+    row = await services(request).store.get_summary_job(request.path_params["job_id"])
+    if row is None or summaries.request_expired(row) or not principal(request).can_see(row["owner"]):
         raise ApiError(404, NOT_FOUND, "JOB_NOT_FOUND")
-    return job
+    return row
 
 
 # ------------------------------------------------------------ routes
@@ -164,37 +141,30 @@ async def start_summary(request: Request) -> Response:
     body = await json_body(request, SummaryRequest)
     texts = await _texts(request, body)
     svc = services(request)
-
-    async def work() -> dict[str, Any]:
-        result = await summaries.summarize_texts(svc.settings, texts, model_name=body.model_name,
-                                                 max_words=body.max_length, fallback=False)
-        if body.transcript_id:
-            if await svc.store.update_transcript(body.transcript_id, summary=result.stored()) is not None:
-                await svc.hub.publish(body.transcript_id, result.message())
-        return result_body(result, body.format)
-
-    job = _jobs(request).start(svc, principal(request).user, work)
     method = "the LLM" if summaries.llm_configured(svc.settings) and body.model_name != summaries.EXTRACTIVE \
         else "the extractive method"
-    return JSONResponse(SummaryJobCreated(job_id=job.id, status="processing",
-                                          message=f"summarizing with {method}").model_dump(), status_code=202)
+    job = await summaries.request_summary(svc, owner=principal(request).user, texts=texts, model_name=body.model_name,
+                                          max_words=body.max_length, fmt=body.format,
+                                          transcript_id=body.transcript_id, message=f"summarizing with {method}")
+    return JSONResponse(SummaryJobCreated(job_id=job["id"], status="processing", message=job["message"]).model_dump(),
+                        status_code=202)
 
 
 async def get_summary(request: Request) -> Response:
     """A finished summary: text, topics, length, model (409 while it is still being written)."""
-    job = _own_job(request)
-    if job.status == "failed":
-        raise ApiError(409, f"the summary failed: {job.message}", "JOB_FAILED", {"status": "failed"})
-    if job.status != "completed" or job.result is None:
-        raise ApiError(409, "the summary is still being written", "JOB_NOT_READY", {"status": job.status})
-    return JSONResponse(job.result)
+    job = await _own_job(request)
+    if job["status"] == "failed":
+        raise ApiError(409, f"the summary failed: {job['message']}", "JOB_FAILED", {"status": "failed"})
+    if job["status"] != "completed" or job["result"] is None:
+        raise ApiError(409, "the summary is still being written", "JOB_NOT_READY", {"status": job["status"]})
+    return JSONResponse(job["result"])
 
 
 async def summary_status(request: Request) -> Response:
     """A summary job's status."""
-    job = _own_job(request)
-    return JSONResponse(SummaryJobStatus(job_id=job.id, status=job.status, message=job.message,
-                                         progress=job.progress).model_dump())
+    job = await _own_job(request)
+    return JSONResponse(SummaryJobStatus(job_id=job["id"], status=job["status"], message=job["message"] or "",
+                                         progress=job["progress"]).model_dump())
 
 
 CHAT_PROMPT = ("You answer questions about the transcript of a spoken conversation below. Use only what the"

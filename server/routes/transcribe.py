@@ -25,10 +25,13 @@ from server.http.audio_limits import refuse_declared
 from server.http.auth import CLOSE_NOT_FOUND, principal
 from server.http.errors import ApiError
 from server.http.openapi import Param, document
-from server.http.uploads import channel_options, probe_upload, receive_audio
+from server.http.uploads import channel_options, probe_upload, receive_for_store
 from server.http.visibility import find_visible_transcript
-from server.jobs.work import Progress
-from server.routes.common import int_param, rest_of, services
+from server.jobs.progress import Progress
+from server.jobs.recorded import TASK as TRANSCRIBE
+from server.jobs.recorded import transcribe_job
+from server.pipeline.recordings import upload_key
+from server.routes.common import int_param, services
 from server.routes.transcribe_schemas import (
     JobCreated,
     JobDebug,
@@ -40,6 +43,7 @@ from server.routes.transcribe_schemas import (
     ModelList,
     ResultSegment,
 )
+from server.storage import new_id
 
 TAG = "transcription jobs"
 NOT_FOUND_MESSAGE = "Transcription job not found or expired"
@@ -94,15 +98,16 @@ def _bool(value: str | None, default: bool) -> bool:
 
 
 async def create_job(request: Request) -> Response:
-    """Start a transcription job from an uploaded file."""
-    svc, rest = services(request), rest_of(request)
+    """Start a transcription job from an uploaded file.
+
+    The job's transcript row, its chunk and its queued job commit together once the file is stored: a request
+    refused or cut off on the way leaves no row behind."""
+    svc = services(request)
     store = svc.store
     who = principal(request)
-    transcript = await store.create_transcript(name="Transcription job", owner=who.user, status="created")
-    tid = transcript["id"]
+    tid = new_id()
     try:
-        received = await receive_audio(request, svc.audio_dir(tid), limit=svc.settings.max_upload_mb << 20,
-                                       stem="upload")
+        received = await receive_for_store(request, svc.audio, tid, limit=svc.settings.max_upload_mb << 20)
         fields = received.fields
         model_name = (fields.get("model_name") or BUNDLED_MODEL).strip()
         if model_name in ("default", "bundled"):
@@ -118,28 +123,27 @@ async def create_job(request: Request) -> Response:
         info = await probe_upload(received.path)
         refuse_declared(info, svc.settings.max_audio_seconds)  # a longer file that hides it fails the job
         channels = channel_options(request, received, info)
-    except BaseException:
-        await store.delete_transcript(tid)
-        await asyncio.to_thread(_rmtree, svc.audio_dir(tid))
-        raise
-    options = {"model_name": model_name, "language": language, "diarize": diarize, "filename": received.filename,
-               "sample_rate": info.get("sample_rate"), "channels": info.get("channels"), **channels}
-    chunk = await store.create_chunk(transcript_id=tid, kind="job", status="uploaded", path=str(received.path),
+        options = {"model_name": model_name, "language": language, "diarize": diarize,
+                   "filename": received.filename, "sample_rate": info.get("sample_rate"),
+                   "channels": info.get("channels"), **channels}
+        key = upload_key(tid, received.extension)
+        await svc.audio.put_file(key, received.path)  # stored before the 202 (on S3, no local copy stays)
+        received.release()
+        chunk_id = new_id()
+        async with store.transaction():
+            await store.create_transcript(transcript_id=tid, name=received.filename or "Transcription job",
+                                          owner=who.user, status="processing", source_language=language,
+                                          meta={"job": options})
+            await store.create_chunk(transcript_id=tid, kind="job", status="uploaded", path=key,
                                      format=received.format, size=received.size, duration=info.get("duration"),
-                                     options=options)
-    await store.update_transcript(tid, name=received.filename or "Transcription job", status="processing",
-                                  source_language=language, meta={"job": options})
-    rest.work.progress[tid] = Progress(message="queued", total=float(info.get("duration") or 0.0))
-    rest.work.submit(chunk["id"])
+                                     options=options, chunk_id=chunk_id)
+            await svc.jobs.stage([transcribe_job(chunk_id)])
+    except BaseException:
+        await svc.audio.delete_prefix(tid)  # the received body, or the stored file
+        raise
     body = JobCreated(job_id=tid, status="processing", message=f"transcription of {received.filename or 'the file'}"
                       f" ({float(info.get('duration') or 0):.1f} s) started")
     return JSONResponse(body.model_dump(), status_code=202)
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def _job(request_or_ws: Any, job_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -162,9 +166,12 @@ def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
-def job_status(conn: Any, transcript: dict[str, Any], item: dict[str, Any]) -> JobStatus:
-    work = rest_of(conn).work
-    prog = work.progress.get(transcript["id"])
+async def job_status(conn: Any, transcript: dict[str, Any], item: dict[str, Any],
+                     reported: float | None = None) -> JobStatus:
+    """A job's status from its chunk row, to the block where this node runs it. ``reported``: the progress a
+    ``status`` message just told (finer than the row, which the node running the job updates every 2 s)."""
+    svc = services(conn)
+    prog = svc.runner.progress.get(transcript["id"]) if svc.runner is not None else None
     state = item["status"]
     updated = prog.updated_at if prog is not None else _epoch(item["updated_at"])
     if state == "transcribed":
@@ -176,12 +183,15 @@ def job_status(conn: Any, transcript: dict[str, Any], item: dict[str, Any]) -> J
         return JobStatus(job_id=transcript["id"], status="failed", message=item.get("error") or "failed",
                          progress=float(item.get("progress") or 0.0), updated_at=updated)
     if state == "uploaded":
-        pos = work.position(item["id"])
+        pos = await svc.jobs.position(TRANSCRIBE, transcribe_job(item["id"]).dedupe or "")
         message = f"queued (position {pos})" if pos else "queued"
         waiting = prog or Progress(total=float(item.get("duration") or 0.0))
         return JobStatus(job_id=transcript["id"], status="processing", message=message, progress=0.0,
                          updated_at=updated, chunk_info=waiting.chunk_info())
-    prog = prog or Progress(total=float(item.get("duration") or 0.0), done=0.0)
+    if prog is None:
+        prog = Progress.of_row(item, updated)
+        if reported is not None and prog.total > 0:
+            prog.done = max(prog.done, prog.total * min(99.0, reported) / 100.0)
     info = prog.chunk_info()
     message = (f"Processing chunk {info['current_chunk']}/{info['total_chunks']} ({prog.percent:.0f}%)"
                if info["total_chunks"] else prog.message)
@@ -198,7 +208,7 @@ async def get_status(request: Request) -> Response:
     """A job's status and progress (status `not_found` for unknown ids)."""
     job_id = request.path_params["job_id"]
     found = await _job(request, job_id)
-    body = not_found(job_id) if found is None else job_status(request, *found)
+    body = not_found(job_id) if found is None else await job_status(request, *found)
     return JSONResponse(body.model_dump())
 
 
@@ -211,7 +221,7 @@ async def list_jobs(request: Request) -> Response:
     for item in items:
         transcript = await store.get_transcript(item["transcript_id"])
         if transcript is not None:
-            jobs.append(job_status(request, transcript, item).model_dump())
+            jobs.append((await job_status(request, transcript, item)).model_dump())
     return JSONResponse(JobList(jobs=jobs, count=len(jobs)).model_dump())
 
 
@@ -233,7 +243,7 @@ def job_language(request: Request, transcript: dict[str, Any], item: dict[str, A
     language = (item.get("options") or {}).get("language") or transcript.get("source_language")
     if language:
         return language
-    if getattr(svc.engine.backend, "english_only", False):
+    if svc.engine is not None and getattr(svc.engine.backend, "english_only", False):
         return "en"
     return svc.settings.language
 
@@ -245,7 +255,7 @@ async def get_result(request: Request) -> Response:
     if item["status"] == "failed":
         raise ApiError(409, f"the job failed: {item.get('error')}", "JOB_FAILED", {"status": "failed"})
     if item["status"] != "transcribed":
-        status = job_status(request, transcript, item)
+        status = await job_status(request, transcript, item)
         raise ApiError(409, "the job is still processing", "JOB_NOT_READY",
                        {"status": status.status, "progress": status.progress})
     segments = [s for s in await named_segments(services(request).store, transcript) if s["text"].strip()]
@@ -259,19 +269,21 @@ async def get_debug(request: Request) -> Response:
     """Diagnostics for a job: its audio item, cached segments, latest time, queue position."""
     job_id = request.path_params["job_id"]
     transcript, item = await _job_or_404(request, job_id)
-    svc, work = services(request), rest_of(request).work
+    svc = services(request)
     segments = await svc.store.get_segments(job_id)
-    prog = work.progress.get(job_id)
+    prog = svc.runner.progress.get(job_id) if svc.runner is not None else None
     item_view = {k: v for k, v in item.items() if k not in ("segments", "path", "upload_key", "options")}
     item_view["file"] = Path(item["path"]).name if item.get("path") else None
+    queued = await svc.jobs.counts()
     body = JobDebug(job_id=job_id, transcript_status=transcript["status"], item=item_view,
                     options=item.get("options") or {}, cached_segments=len(segments),
                     latest_time=max((s["end"] for s in segments), default=0.0),
                     progress=None if prog is None else {"status": prog.status, "message": prog.message,
                                                         "done_seconds": prog.done, "total_seconds": prog.total,
                                                         "percent": prog.percent, "updated_at": prog.updated_at},
-                    queue_position=work.position(item["id"]), queued_total=work.queued,
-                    running=job_id in work._running, subscribers=svc.hub.subscriber_count(job_id))
+                    queue_position=await svc.jobs.position(TRANSCRIBE, transcribe_job(item["id"]).dedupe or ""),
+                    queued_total=queued.get(TRANSCRIBE, 0),
+                    running=item["status"] == "processing", subscribers=svc.hub.subscriber_count(job_id))
     return JSONResponse(body.model_dump())
 
 
@@ -288,12 +300,13 @@ async def job_live(ws: WebSocket) -> None:
     sub = svc.hub.subscribe(job_id)  # before the replay: nothing falls in between
     receiver = asyncio.create_task(_drain(ws))
     try:
+        await sub  # the broker's read position too (messages from other nodes)
         seen: set[str] = set()
         transcript, item = found
         for seg in await named_segments(svc.store, transcript):
             seen.add(seg["id"])
             await ws.send_json({"type": "segment", **result_segment(seg).model_dump()})
-        current = job_status(ws, transcript, item)
+        current = await job_status(ws, transcript, item)
         await ws.send_json({"type": "status", **current.model_dump()})
         if current.status in ("completed", "failed"):
             await ws.close()
@@ -318,7 +331,7 @@ async def job_live(ws: WebSocket) -> None:
                 if found is None:
                     await ws.close(code=CLOSE_NOT_FOUND, reason="job deleted")
                     return
-                status = job_status(ws, *found)
+                status = await job_status(ws, *found, reported=data.get("progress"))
                 if data["status"] == "failed":
                     status.status, status.message = "failed", data.get("message") or status.message
                 await ws.send_json({"type": "status", **status.model_dump()})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -136,13 +134,12 @@ async def update_transcript(request: Request) -> Response:
 async def delete_transcript(request: Request) -> Response:
     row = await load(request)
     svc = services(request)
-    if svc.live.find(row["id"]) is not None:
+    if svc.live.streams(row["id"]) or row["status"] == "live":  # on this node, or on another one
         raise ApiError(409, "transcript is being streamed; stop its publishers first", "TRANSCRIPT_LIVE")
-    rest = getattr(request.app.state, "rest", None)
-    if rest is not None:
-        await rest.work.cancel(row["id"])  # stop an upload/job/chunk being transcribed
+    if svc.runner is not None:
+        await svc.runner.cancel(row["id"])  # stop an upload/job/chunk being transcribed here (other nodes notice)
     await svc.store.delete_transcript(row["id"])
-    await asyncio.to_thread(shutil.rmtree, svc.audio_dir(row["id"]), True)
+    await svc.audio.delete_prefix(row["id"])  # every audio file of it, in the bucket too
     svc.hub.forget(row["id"])
     return Response(status_code=204)
 

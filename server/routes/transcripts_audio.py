@@ -5,25 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, Field
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from protocol import Error, Status
 from server.http.audio_limits import refuse_declared
-from server.http.errors import ApiError, error_response
+from server.http.errors import ApiError
 from server.http.openapi import Param, document
-from server.http.uploads import MEDIA_TYPES, Received, channel_options, probe_upload, receive_audio
+from server.http.stored_audio import audio_response, range_error
+from server.http.uploads import MEDIA_TYPES, Received, channel_options, probe_upload, receive_for_store
 from server.http.visibility import visible_transcript
+from server.jobs.recorded import transcribe_job
 from server.pipeline import lifecycle
-from server.pipeline.recordings import RECORDING
-from server.routes.common import rest_of, services
-from server.storage import TranscriptNotFound
+from server.pipeline.recordings import recording_key, upload_key
+from server.routes.common import services
+from server.storage import new_id
 
 TAG = "transcript audio"
 _receiving: set[str] = set()  # transcripts with an upload in flight (one at a time each)
@@ -70,7 +71,7 @@ async def upload(request: Request) -> Response:
     svc = services(request)
     row = await load_visible(request)
     tid = row["id"]
-    if svc.live.find(tid) is not None:
+    if svc.live.streams(tid) or row["status"] == "live":
         raise ApiError(409, "transcript is being streamed live", "TRANSCRIPT_LIVE")
     if row["status"] not in ("created", "failed"):
         raise ApiError(409, f"transcript already has audio (status {row['status']!r}); create a new transcript",
@@ -80,7 +81,7 @@ async def upload(request: Request) -> Response:
     _receiving.add(tid)
     try:
         limit = svc.settings.max_upload_mb << 20
-        received = await receive_audio(request, svc.audio_dir(tid), limit=limit, stem="upload")
+        received = await receive_for_store(request, svc.audio, tid, limit=limit)
         try:
             info = await probe_upload(received.path)
             refuse_declared(info, svc.settings.max_audio_seconds)  # an honest header: no job to fail later
@@ -97,31 +98,54 @@ async def upload(request: Request) -> Response:
 
 async def _accept(request: Request, row: dict[str, Any], received: Received, info: dict[str, Any],
                   channels: dict[str, Any]) -> Response:
-    svc, rest = services(request), rest_of(request)
+    """The upload is stored: its chunk row, the transcript's new state and the job that transcribes it commit
+    together, and only to the first of two uploads racing for one transcript (on one node or two)."""
+    svc = services(request)
     store, tid = svc.store, row["id"]
-    await asyncio.to_thread(_remove_other_uploads, received.path)
-    for old in await store.list_chunks(transcript_id=tid, kind="upload"):
-        await store.delete_chunk(old["id"])  # an earlier, failed attempt
-    await store.delete_segments(tid)
     upload_info = UploadInfo(filename=received.filename, format=received.format, size=received.size,
                              duration=info.get("duration"), sample_rate=info.get("sample_rate"),
                              channels=info.get("channels"))
+    chunk_id = new_id()
+    key = upload_key(tid, received.extension, chunk_id[:12])
+    await svc.audio.put_file(key, received.path)  # stored before the 202 (on S3, no local copy stays)
+    received.release()
+    replaced: list[str] = []
     try:
-        chunk = await store.create_chunk(transcript_id=tid, kind="upload", status="uploaded",
-                                         path=str(received.path), format=received.format, size=received.size,
-                                         duration=info.get("duration"),
-                                         options={"filename": received.filename, **channels})
-    except TranscriptNotFound:  # deleted while the body was arriving
-        await asyncio.to_thread(shutil.rmtree, svc.audio_dir(tid), True)
-        raise ApiError(404, "transcript not found", "TRANSCRIPT_NOT_FOUND") from None
-    await store.merge_transcript_meta(tid, {"error": None, "upload": upload_info.model_dump()})
-    await store.update_transcript(tid, status="processing")
+        async with store.transaction():
+            before = await store.transition_transcript(tid, ("created", "failed"), "processing")
+            if before is None:
+                raise _Raced(await store.get_transcript(tid))
+            for old in await store.list_chunks(transcript_id=tid, kind="upload"):
+                await store.delete_chunk(old["id"])  # an earlier, failed attempt
+                if old["path"]:
+                    replaced.append(old["path"])
+            await store.delete_segments(tid)
+            await store.create_chunk(transcript_id=tid, kind="upload", status="uploaded", path=key,
+                                     format=received.format, size=received.size, duration=info.get("duration"),
+                                     options={"filename": received.filename, **channels}, chunk_id=chunk_id)
+            await store.merge_transcript_meta(tid, {"error": None, "upload": upload_info.model_dump()})
+            await svc.jobs.stage([transcribe_job(chunk_id)])
+    except _Raced as raced:  # this upload's own file goes; the winner's has a key of its own
+        if raced.row is None:
+            await svc.audio.delete_prefix(tid)
+            raise ApiError(404, "transcript not found", "TRANSCRIPT_NOT_FOUND") from None
+        await svc.audio.delete(key)
+        raise ApiError(409, f"transcript already has audio (status {raced.row['status']!r}); create a new"
+                       " transcript", "ALREADY_HAS_AUDIO", {"status": raced.row["status"]}) from None
+    for old in replaced:  # the file of an earlier, failed attempt
+        await svc.audio.delete(old)
     await svc.hub.publish(tid, Status(status="processing", stage="transcription", progress=0.0,
                                       message="upload received; queued for transcription"))
-    rest.work.submit(chunk["id"])
     body = UploadAccepted(id=tid, status="processing", message="upload received; transcription started",
                           upload=upload_info)
     return JSONResponse(body.model_dump(), status_code=202)
+
+
+class _Raced(Exception):
+    """The transcript left ``created``/``failed`` while the body arrived (another upload won, or it was deleted)."""
+
+    def __init__(self, row: dict[str, Any] | None) -> None:
+        self.row = row
 
 
 def _unlink(path: Path) -> None:
@@ -129,62 +153,51 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
-def _remove_other_uploads(keep: Path) -> None:
-    for p in keep.parent.glob("upload.*"):
-        if p != keep:
-            _unlink(p)
-
-
-async def audio_file(request: Request, row: dict[str, Any]) -> Path:
-    """The transcript's audio: the original upload (or job file), else its recorded live/merged audio."""
+async def audio_key(request: Request, row: dict[str, Any]) -> str:
+    """The key of the transcript's audio: the original upload (or job file), else its recorded live/merged audio.
+    (An older row's absolute path, on the local store.)"""
     svc = services(request)
     for kind in ("upload", "job"):
         for chunk in await svc.store.list_chunks(transcript_id=row["id"], kind=kind):
-            path = Path(chunk["path"] or "")
-            if chunk["path"] and await asyncio.to_thread(path.is_file):
-                return path
-    recording = svc.audio_dir(row["id"]) / RECORDING
-    if await asyncio.to_thread(recording.is_file):
+            if chunk["path"] and await svc.audio.size(chunk["path"]) is not None:
+                return chunk["path"]
+    recording = recording_key(row["id"])
+    if await svc.audio.size(recording) is not None:
         return recording
     raise ApiError(404, "this transcript has no audio yet", "NO_AUDIO")
 
 
-def _media_type(path: Path) -> str:
-    return MEDIA_TYPES.get(path.suffix.lstrip(".").lower(), "application/octet-stream")
+def _suffix(key: str) -> str:
+    return PurePosixPath(key).suffix
 
 
-def _download_name(row: dict[str, Any], path: Path) -> str:
+def _media_type(key: str) -> str:
+    return MEDIA_TYPES.get(_suffix(key).lstrip(".").lower(), "application/octet-stream")
+
+
+def _download_name(row: dict[str, Any], key: str) -> str:
     stem = re.sub(r"[^A-Za-z0-9._ -]+", "_", row.get("name") or row["id"]).strip() or row["id"]
-    return f"{stem[:100]}{path.suffix}"
+    return f"{stem[:100]}{_suffix(key)}"
 
 
 async def download(request: Request) -> Response:
     """Download the transcript's audio: the original upload, or the recorded live audio."""
     row = await load_visible(request)
-    path = await audio_file(request, row)
-    return FileResponse(path, media_type=_media_type(path), filename=_download_name(row, path))
-
-
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+    key = await audio_key(request, row)
+    return await audio_response(request, services(request).audio, key, media_type=_media_type(key),
+                                filename=_download_name(row, key))
 
 
 async def stream(request: Request) -> Response:
     """The audio for an <audio> element: inline, with HTTP Range requests (206) for seeking."""
     row = await load_visible(request)
-    path = await audio_file(request, row)
-    size = (await asyncio.to_thread(path.stat)).st_size
-    header = request.headers.get("range")
-    if header and "," not in header:
-        m = _RANGE.match(header.strip())
-        if m is None or (not m.group(1) and not m.group(2)):
-            return error_response(416, "RANGE_NOT_SATISFIABLE", f"malformed Range header {header!r}",
-                                  {"size": size}, {"Content-Range": f"bytes */{size}"})
-        start = int(m.group(1)) if m.group(1) else max(0, size - int(m.group(2)))
-        if start >= size:
-            return error_response(416, "RANGE_NOT_SATISFIABLE", f"range starts beyond the {size}-byte file",
-                                  {"size": size}, {"Content-Range": f"bytes */{size}"})
-    return FileResponse(path, media_type=_media_type(path), content_disposition_type="inline",
-                        filename=_download_name(row, path), headers={"Cache-Control": "private, max-age=0"})
+    audio = services(request).audio
+    key = await audio_key(request, row)
+    refused = range_error(request.headers.get("range"), await audio.size(key) or 0)
+    if refused is not None:
+        return refused
+    return await audio_response(request, audio, key, media_type=_media_type(key), filename=_download_name(row, key),
+                                inline=True, headers={"Cache-Control": "private, max-age=0"})
 
 
 routes = [
@@ -196,11 +209,11 @@ routes = [
 document("POST", "/v1/transcripts_audio/{transcript_id}/upload", "Upload a recording to transcribe", TAG,
          description="WAV, MP3, M4A, FLAC, OGG or WebM at 8-48 kHz, up to VOXLANE_MAX_UPLOAD_MB (413 before the"
                      " body is read when Content-Length says more). Streamed to disk; answered 202 once the file is"
-                     " on disk, then transcribed at bulk priority: `status` messages with `progress` and the"
-                     " finals go to the transcript's WebSocket subscribers. A corrupt file is a 422 and leaves"
-                     " the transcript `failed`. `split_channels=true` (form field or query) transcribes each"
-                     " channel as its own participant (`channel-1`, ..., named by repeated `channel_names`), with"
-                     " its own audio part.",
+                     " stored (on disk, or in the S3 bucket), then transcribed at bulk priority: `status`"
+                     " messages with `progress` and the finals go to the transcript's WebSocket subscribers. A"
+                     " corrupt file is a 422 and leaves the transcript `failed`. `split_channels=true` (form field"
+                     " or query) transcribes each channel as its own participant (`channel-1`, ..., named by"
+                     " repeated `channel_names`), with its own audio part.",
          body=UploadForm, body_kind="multipart",
          query=[Param("split_channels", "true: one participant per channel", "boolean"),
                 Param("channel_names", "with split_channels: a name per channel, repeated in channel order",

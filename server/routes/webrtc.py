@@ -97,10 +97,18 @@ async def _offer(reg: WebRtcRegistry, request: Request, transcript_id: str, body
 
 async def answer(request: Request) -> Response:
     transcript_id, body = await _checked(request, AnswerBody)
-    session = registry(request).get(body.session_id)
+    reg = registry(request)
+    session = reg.get(body.session_id)
+    holder = reg.holder(body.session_id)
+    if session is None and holder is not None and holder != reg.tag:
+        raise ApiError(421, "this WebRTC session was offered by another node of this deployment, which holds its peer"
+                       " connection: the load balancer must send a transcript's offer and answer to one node (route"
+                       " /v1/transcripts_webrtc/{transcript_id}/ by transcript id; see docs/deployment.md)",
+                       "WEBRTC_SESSION_ELSEWHERE", {"session_id": body.session_id, "node": holder})
     if session is None or session.transcript_id != transcript_id or session.closing:
-        raise ApiError(404, "no WebRTC session with this id is waiting for an answer",
-                       details={"session_id": body.session_id})
+        raise ApiError(404, "no WebRTC session with this id is waiting for an answer (it expired, closed, or was"
+                       " never offered for this transcript)", "WEBRTC_SESSION_NOT_FOUND",
+                       {"session_id": body.session_id})
     if session.pc.signalingState != "have-local-offer":
         raise ApiError(409, "this session's offer was already answered", details={"session_id": session.id})
     await _handshake(session, session.accept_answer(body.sdp), "answer")

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 TRANSCRIPT_STATUSES = ("created", "live", "processing", "completed", "failed")
 MUTABLE_FIELDS = ("name", "status", "source_language", "duration", "participants", "summary", "meta")
@@ -25,6 +28,7 @@ CONVERSATION_FIELDS = ("name", "email", "tags", "source", "finished_at")
 # Webhook deliveries: stored before they are sent; pending until a 2xx (delivered) or the last attempt (failed).
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
 DELIVERY_FIELDS = ("status", "attempts", "next_attempt_at", "last_error", "response_status", "delivered_at")
+SUMMARY_JOB_FIELDS = ("status", "message", "progress", "result")
 
 
 class _Any:
@@ -59,8 +63,23 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    def transaction(self) -> AbstractAsyncContextManager[None]:
+        """One write transaction that every store call of the current task joins until it ends (see SqlStore)."""
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """``callback`` once the current transaction committed (at once outside one)."""
+
+    def connection(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """The current transaction's connection, else a new one in a transaction of its own."""
+
+    async def lock(self, name: str) -> None:
+        """Hold the named lock, across processes, until the current transaction ends."""
+
     async def create_transcript(self, *, name: str | None = None, source_language: str | None = None,
-                                owner: str | None = None, status: str = "created") -> dict[str, Any]: ...
+                                owner: str | None = None, status: str = "created", transcript_id: str | None = None,
+                                meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``transcript_id``: chosen by the caller, whose files were stored under it before the row exists (a job
+        whose row and file commit together, so a crash mid-upload leaves no row behind)."""
 
     async def get_transcript(self, transcript_id: str) -> dict[str, Any] | None: ...
 
@@ -82,6 +101,14 @@ class Store(Protocol):
                                     ) -> dict[str, Any] | None:
         """:meth:`edit_transcript_meta` with a shallow merge of ``patch`` (a key set to None is removed)."""
 
+    async def transition_transcript(self, transcript_id: str, from_statuses: tuple[str, ...], to_status: str,
+                                    **fields: Any) -> dict[str, Any] | None:
+        """Compare-and-set of a transcript's status (with ``fields`` in the same write); None when it was in none
+        of ``from_statuses``: of two nodes completing one transcript, one does."""
+
+    async def list_transcript_ids(self, *, status: str, limit: int = 1000) -> list[str]:
+        """Ids of transcripts in ``status``, oldest first."""
+
     async def delete_transcript(self, transcript_id: str) -> bool: ...
 
     async def save_segment(self, transcript_id: str, segment: dict[str, Any]) -> None:
@@ -98,9 +125,10 @@ class Store(Protocol):
     async def create_chunk(self, *, transcript_id: str, kind: str, status: str, index: int = 0,
                            upload_key: str | None = None, expires_at: float | None = None,
                            path: str | None = None, format: str | None = None, size: int | None = None,
-                           duration: float | None = None, options: dict[str, Any] | None = None
-                           ) -> dict[str, Any]:
-        """Raises ``ValueError`` when ``upload_key`` or (transcript, kind=chunk, index) is taken."""
+                           duration: float | None = None, options: dict[str, Any] | None = None,
+                           chunk_id: str | None = None) -> dict[str, Any]:
+        """Raises ``ValueError`` when ``upload_key``, (transcript, kind=chunk, index) or a transcript's one upload
+        or job file is taken."""
 
     async def get_chunk(self, chunk_id: str) -> dict[str, Any] | None: ...
 
@@ -120,12 +148,14 @@ class Store(Protocol):
 
     async def update_chunk(self, chunk_id: str, **fields: Any) -> dict[str, Any] | None: ...
 
-    async def transition_chunk(self, chunk_id: str, from_statuses: tuple[str, ...], to_status: str,
-                               **fields: Any) -> dict[str, Any] | None:
+    async def transition_chunk(self, chunk_id: str, from_statuses: tuple[str, ...], to_status: str, *,
+                               expect_attempts: int | None = None, **fields: Any) -> dict[str, Any] | None:
         """Atomically move a chunk from one of ``from_statuses`` to ``to_status`` (compare-and-set).
 
         Returns the updated row, or None when the chunk was not in one of those states: of two
         concurrent callers exactly one wins. This is what makes confirming and claiming idempotent.
+        ``expect_attempts``: also only while its attempt count is still this one (a job attempt that another
+        attempt overtook cannot finish the chunk).
         """
 
     async def delete_chunk(self, chunk_id: str) -> bool: ...
@@ -162,6 +192,18 @@ class Store(Protocol):
 
     async def list_unsettled_conversations(self) -> list[dict[str, Any]]:
         """Finished conversations whose transcript is not yet completed or failed (resumed at startup)."""
+
+    # ------------------------------------------------------------ summary jobs (POST /api/summary/)
+
+    async def create_summary_job(self, *, job_id: str, owner: str | None, request: dict[str, Any],
+                                 message: str) -> dict[str, Any]: ...
+
+    async def get_summary_job(self, job_id: str) -> dict[str, Any] | None: ...
+
+    async def update_summary_job(self, job_id: str, **fields: Any) -> dict[str, Any] | None: ...
+
+    async def delete_summary_jobs(self, created_before: str) -> int:
+        """Forget summary jobs created before ``created_before`` (ISO time); how many."""
 
     # ------------------------------------------------------------ API keys and server secrets
 

@@ -50,6 +50,18 @@ def async_url(url: str) -> URL:
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r} ({URL_FORMS})")
 
 
+def libpq_dsn(url: str) -> str:
+    """A PostgreSQL URL as libpq (psycopg) reads it, for the job queue library's own connections: the driver name
+    dropped and asyncpg's ``ssl`` given back its libpq name."""
+    target = async_url(url)
+    if target.get_backend_name() != "postgresql":
+        raise ValueError("not a PostgreSQL URL")
+    query = dict(target.query)
+    if "ssl" in query:
+        query["sslmode"] = query.pop("ssl")
+    return target.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
+
+
 def make_engine(url: str) -> AsyncEngine:
     target = async_url(url)
     if target.get_backend_name() != "sqlite":

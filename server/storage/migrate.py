@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -24,6 +25,15 @@ MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 PRE_ALEMBIC_REVISION = "0001"
 # Any constant shared by every voxlane process: pg_advisory_xact_lock key held while migrating.
 _PG_LOCK_KEY = 0x766F786C  # "voxl"
+
+
+LIBRARY_PREFIXES = ("procrastinate_",)
+"""Objects the job queue library owns in the same database (revision 0004): not voxlane's tables."""
+
+
+def ours(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+    """Alembic's ``include_name`` hook: schema comparisons leave the queue library's objects out."""
+    return not (type_ in ("table", "index") and name is not None and name.startswith(LIBRARY_PREFIXES))
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

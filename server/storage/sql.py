@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -40,6 +41,7 @@ from server.storage.base import (
     DELIVERY_FIELDS,
     MUTABLE_FIELDS,
     PROJECT_FIELDS,
+    SUMMARY_JOB_FIELDS,
     TranscriptNotFound,
     isoformat,
     new_id,
@@ -54,15 +56,16 @@ from server.storage.tables import (
     projects,
     secrets,
     segments,
+    summary_jobs,
     transcripts,
     webhook_deliveries,
     webhooks,
 )
 
 # Short names keep the queries on one line each: Transcripts, Segments, Chunks, Projects, conVersations,
-# api Keys, Webhooks, Deliveries.
+# api Keys, Webhooks, Deliveries, Summary Jobs.
 T, S, C, P, V = transcripts, segments, chunks, projects, conversations
-K, W, D = api_keys, webhooks, webhook_deliveries
+K, W, D, SJ = api_keys, webhooks, webhook_deliveries, summary_jobs
 _LIKE_ESCAPE = "\\"
 
 
@@ -72,6 +75,8 @@ class SqlStore:
         self._engine: AsyncEngine | None = None
         self._writer: AsyncEngine | None = None
         self._last = datetime.min.replace(tzinfo=UTC)
+        # The write transaction of :meth:`transaction` the current task runs in, if any: every method joins it.
+        self._tx: ContextVar[_Transaction | None] = ContextVar(f"voxlane_store_tx_{id(self)}", default=None)
 
     async def open(self) -> None:
         """Connect and bring the schema to the newest revision (see :mod:`server.storage.migrate`)."""
@@ -99,29 +104,96 @@ class SqlStore:
     # ------------------------------------------------------------ plumbing
 
     @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        """One write transaction around several calls: every store method the current task calls inside it joins
+        it, and commits or rolls back with it (a nested ``transaction()`` joins the outer one).
+
+        What has to change together does: a transcript's completion with its outbox jobs and its chunk's state,
+        a row with the job that concerns it. Callbacks given to :meth:`after_commit` run once it committed.
+        Keep it short (SQLite holds its write lock until the end) and start no task inside it that outlives it.
+        """
+        if self._tx.get() is not None:
+            yield
+            return
+        if self._writer is None:
+            raise RuntimeError("store is not open")
+        tx = _Transaction()
+        async with self._writer.begin() as conn:
+            tx.connection = conn
+            token = self._tx.set(tx)
+            try:
+                yield
+            finally:
+                self._tx.reset(token)
+        for callback in tx.committed:
+            callback()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the current transaction committed (at once when there is none)."""
+        tx = self._tx.get()
+        if tx is None:
+            callback()
+        else:
+            tx.committed.append(callback)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        """A write connection in a transaction: the current :meth:`transaction`'s, else one of its own (for
+        queries the store does not offer, such as a job queue's, that must commit with the store's rows)."""
+        async with self._write() as conn:
+            yield conn
+
+    @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         """One write transaction (on SQLite it holds the write lock from its first statement)."""
+        tx = self._tx.get()
+        if tx is not None and tx.connection is not None:
+            yield tx.connection
+            return
         if self._writer is None:
             raise RuntimeError("store is not open")
         async with self._writer.begin() as conn:
             yield conn
 
-    async def _read_rows(self, stmt: Select) -> list[RowMapping]:
+    @asynccontextmanager
+    async def _write_guarded(self) -> AsyncIterator[AsyncConnection]:
+        """:meth:`_write` for a statement that may break a constraint: inside a transaction it runs in a savepoint,
+        so the caller can answer the IntegrityError and the transaction goes on (PostgreSQL aborts a whole
+        transaction at its first error otherwise)."""
+        async with self._write() as conn:
+            if self._tx.get() is None:
+                yield conn
+                return
+            async with conn.begin_nested():
+                yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection to read with: inside a transaction its own (SQLite has one connection, and a read must
+        see the transaction's writes)."""
+        tx = self._tx.get()
+        if tx is not None and tx.connection is not None:
+            yield tx.connection
+            return
         async with self.engine.connect() as conn:
+            yield conn
+
+    async def _read_rows(self, stmt: Select) -> list[RowMapping]:
+        async with self._read() as conn:
             return list((await conn.execute(stmt)).mappings())
 
     async def _read_row(self, stmt: Select) -> RowMapping | None:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             return (await conn.execute(stmt)).mappings().first()
 
     async def _read_scalar(self, stmt: Select) -> Any:
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             return (await conn.execute(stmt)).scalar()
 
     async def _read_page(self, table: Table, where: Sequence[ColumnElement[bool]], page: int, size: int
                          ) -> tuple[list[RowMapping], int]:
         """Newest first, with the total of matching rows (one snapshot for both)."""
-        async with self.engine.connect() as conn:
+        async with self._read() as conn:
             total = (await conn.execute(select(func.count()).select_from(table).where(*where))).scalar_one()
             rows = await conn.execute(select(table).where(*where).order_by(*_newest_first(table))
                                       .limit(size).offset((page - 1) * size))
@@ -150,12 +222,13 @@ class SqlStore:
     # ------------------------------------------------------------ transcripts
 
     async def create_transcript(self, *, name: str | None = None, source_language: str | None = None,
-                                owner: str | None = None, status: str = "created") -> dict[str, Any]:
+                                owner: str | None = None, status: str = "created", transcript_id: str | None = None,
+                                meta: dict[str, Any] | None = None) -> dict[str, Any]:
         now = self._now()
         name = name or f"Transcript {isoformat(now)[:16].replace('T', ' ')}"
         row = await self._write_row(insert(T).values(
-            id=new_id(), name=name, status=status, source_language=source_language, owner=owner, created_at=now,
-            updated_at=now).returning(*T.c))
+            id=transcript_id or new_id(), name=name, status=status, source_language=source_language, owner=owner,
+            meta=meta or {}, created_at=now, updated_at=now).returning(*T.c))
         assert row is not None
         return _transcript(row)
 
@@ -214,6 +287,18 @@ class SqlStore:
 
         return await self.edit_transcript_meta(transcript_id, merged, **fields)
 
+    async def transition_transcript(self, transcript_id: str, from_statuses: tuple[str, ...], to_status: str,
+                                    **fields: Any) -> dict[str, Any] | None:
+        _check_fields(fields, MUTABLE_FIELDS)
+        row = await self._write_row(update(T).where(T.c.id == transcript_id, T.c.status.in_(from_statuses))
+                                    .values(**fields, status=to_status, updated_at=self._now()).returning(*T.c))
+        return _transcript(row) if row is not None else None
+
+    async def list_transcript_ids(self, *, status: str, limit: int = 1000) -> list[str]:
+        rows = await self._read_rows(select(T.c.id).where(T.c.status == status).order_by(T.c.created_at, T.c.id)
+                                     .limit(limit))
+        return [r["id"] for r in rows]
+
     async def delete_transcript(self, transcript_id: str) -> bool:
         return await self._write_count(delete(T).where(T.c.id == transcript_id)) > 0
 
@@ -228,7 +313,7 @@ class SqlStore:
         stmt = stmt.on_conflict_do_update(index_elements=[S.c.id],
                                           set_={key: stmt.excluded[key] for key in values if key != "id"})
         try:
-            async with self._write() as conn:
+            async with self._write_guarded() as conn:
                 await conn.execute(stmt)
         except IntegrityError as exc:
             raise TranscriptNotFound(transcript_id) from exc
@@ -246,15 +331,16 @@ class SqlStore:
     async def create_chunk(self, *, transcript_id: str, kind: str, status: str, index: int = 0,
                            upload_key: str | None = None, expires_at: float | None = None,
                            path: str | None = None, format: str | None = None, size: int | None = None,
-                           duration: float | None = None, options: dict[str, Any] | None = None
-                           ) -> dict[str, Any]:
+                           duration: float | None = None, options: dict[str, Any] | None = None,
+                           chunk_id: str | None = None) -> dict[str, Any]:
         now = self._now()
         stmt = insert(C).values(
-            id=new_id(), transcript_id=transcript_id, kind=kind, idx=index, status=status, upload_key=upload_key,
-            expires_at=expires_at, path=path, format=format, size=size, duration=duration, options=options or {},
-            created_at=now, updated_at=now).returning(*C.c)
+            id=chunk_id or new_id(), transcript_id=transcript_id, kind=kind, idx=index, status=status,
+            upload_key=upload_key, expires_at=expires_at, path=path, format=format, size=size, duration=duration,
+            options=options or {}, created_at=now, updated_at=now).returning(*C.c)
         try:
-            row = await self._write_row(stmt)
+            async with self._write_guarded() as conn:
+                row = (await conn.execute(stmt)).mappings().first()
         except IntegrityError as exc:
             if await self.get_transcript(transcript_id) is None:
                 raise TranscriptNotFound(transcript_id) from exc
@@ -302,13 +388,15 @@ class SqlStore:
                                     .returning(*C.c))
         return _chunk(row) if row is not None else None
 
-    async def transition_chunk(self, chunk_id: str, from_statuses: tuple[str, ...], to_status: str,
-                               **fields: Any) -> dict[str, Any] | None:
+    async def transition_chunk(self, chunk_id: str, from_statuses: tuple[str, ...], to_status: str, *,
+                               expect_attempts: int | None = None, **fields: Any) -> dict[str, Any] | None:
         # One conditional UPDATE: PostgreSQL re-checks the WHERE on the row a concurrent winner committed,
         # SQLite runs it under the write lock; either way a loser matches no row.
+        where = [C.c.id == chunk_id, C.c.status.in_(from_statuses)]
+        if expect_attempts is not None:
+            where.append(C.c.attempts == expect_attempts)
         row = await self._write_row(
-            update(C).where(C.c.id == chunk_id, C.c.status.in_(from_statuses))
-            .values(**self._chunk_values({**fields, "status": to_status})).returning(*C.c))
+            update(C).where(*where).values(**self._chunk_values({**fields, "status": to_status})).returning(*C.c))
         return _chunk(row) if row is not None else None
 
     def _chunk_values(self, fields: dict[str, Any]) -> dict[str, Any]:
@@ -355,6 +443,14 @@ class SqlStore:
         assert row is not None
         return _plain(row)
 
+    async def lock(self, name: str) -> None:
+        """Hold the named lock until the current transaction ends, across every process on this database (a bound
+        counted and then added to, such as a project's open conversations). SQLite's write lock, taken when a
+        write transaction begins, already serializes them."""
+        if self.engine.dialect.name == "postgresql":
+            async with self._write() as conn:
+                await conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(name, 0))))
+
     async def get_conversation(self, conversation_id: str) -> dict[str, Any] | None:
         return _plain_or_none(await self._read_row(select(V).where(V.c.id == conversation_id)))
 
@@ -383,6 +479,28 @@ class SqlStore:
             .where(V.c.finished_at.is_not(None), T.c.status.not_in(("completed", "failed")))
             .order_by(V.c.created_at, V.c.id))
         return [_plain(r) for r in rows]
+
+    # ------------------------------------------------------------ summary jobs
+
+    async def create_summary_job(self, *, job_id: str, owner: str | None, request: dict[str, Any],
+                                 message: str) -> dict[str, Any]:
+        now = self._now()
+        row = await self._write_row(insert(SJ).values(id=job_id, owner=owner, status="processing", message=message,
+                                                      progress=0.0, request=request, created_at=now, updated_at=now)
+                                    .returning(*SJ.c))
+        assert row is not None
+        return _plain(row)
+
+    async def get_summary_job(self, job_id: str) -> dict[str, Any] | None:
+        return _plain_or_none(await self._read_row(select(SJ).where(SJ.c.id == job_id)))
+
+    async def update_summary_job(self, job_id: str, **fields: Any) -> dict[str, Any] | None:
+        _check_fields(fields, SUMMARY_JOB_FIELDS)
+        return _plain_or_none(await self._write_row(update(SJ).where(SJ.c.id == job_id)
+                                                    .values(**fields, updated_at=self._now()).returning(*SJ.c)))
+
+    async def delete_summary_jobs(self, created_before: str) -> int:
+        return await self._write_count(delete(SJ).where(SJ.c.created_at < created_before))
 
     # ------------------------------------------------------------ API keys and server secrets
 
@@ -468,6 +586,12 @@ class SqlStore:
         _check_fields(fields, DELIVERY_FIELDS)
         return _plain_or_none(await self._write_row(update(D).where(D.c.id == delivery_id)
                                                     .values(**fields, updated_at=self._now()).returning(*D.c)))
+
+
+class _Transaction:
+    def __init__(self) -> None:
+        self.connection: AsyncConnection | None = None
+        self.committed: list[Callable[[], None]] = []
 
 
 def _check_fields(fields: dict[str, Any], allowed: tuple[str, ...]) -> None:

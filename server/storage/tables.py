@@ -38,6 +38,7 @@ transcripts = Table(
     Column("summary", JSONText),
     _json("meta", "{}"),
     Index("transcripts_created", "created_at"),
+    Index("transcripts_status", "status"),  # the lease sweep looks for `live` ones every second
 )
 
 segments = Table(
@@ -160,6 +161,43 @@ webhook_deliveries = Table(
     Index("webhook_deliveries_due", "status", "next_attempt_at"),
 )
 
+# Summaries asked for through POST /api/summary/: any node answers for them, and a restart loses none.
+summary_jobs = Table(
+    "summary_jobs", metadata,
+    _id(),
+    Column("owner", ClientText),
+    Column("status", ClientText, nullable=False),
+    Column("message", ClientText),
+    Column("progress", Float, nullable=False, server_default="0"),
+    _json("request", "{}"),
+    Column("result", JSONText),
+    _at("created_at"),
+    _at("updated_at"),
+    Index("summary_jobs_created", "created_at"),
+)
+
+# The embedded job runner's queue (server.jobs.embedded), for SQLite. On PostgreSQL the queue library's own tables
+# hold the jobs; this one stays empty there.
+_QUEUED = text("status = 'queued'")
+
+jobs = Table(
+    "jobs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task", ClientText, nullable=False),
+    _json("args", "{}"),
+    Column("lock", ClientText),
+    Column("dedupe", ClientText),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("status", ClientText, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    _at("run_at"),
+    _at("lease_until", nullable=True),
+    Column("error", ClientText),
+    _at("created_at"),
+    Index("jobs_due", "status", "run_at"),
+    Index("jobs_dedupe", "dedupe", unique=True, sqlite_where=_QUEUED, postgresql_where=_QUEUED),
+)
+
 # Instants callers schedule with ``time.time()``: epoch seconds at the store's edge. Every other instant is the
 # ISO text ``utcnow()`` writes.
-EPOCH_COLUMNS = frozenset({"expires_at", "next_attempt_at"})
+EPOCH_COLUMNS = frozenset({"expires_at", "next_attempt_at", "run_at", "lease_until"})

@@ -382,6 +382,7 @@ class RealtimeSession:
     # ------------------------------------------------------------ outbound
 
     async def _send_loop(self) -> None:
+        await self.sub  # the broker's read position: messages other nodes publish to this transcript come too
         while True:
             msg = await self.sub.queue.get()
             if msg is None:  # cut off for being too slow, or the transcript went away

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 from collections import deque
@@ -73,7 +74,8 @@ class WebRtcSession(WebRtcPeer):
     """One peer connection publishing to one transcript."""
 
     def __init__(self, registry: WebRtcRegistry, transcript_id: str, may_publish: bool = True) -> None:
-        super().__init__(registry.ice, max_audio_lead=registry.services.settings.max_audio_lead_seconds)
+        super().__init__(registry.ice, max_audio_lead=registry.services.settings.max_audio_lead_seconds,
+                         id_prefix=registry.tag + ".")
         self.registry = registry
         self.svc: Services = registry.services
         self.transcript_id = transcript_id
@@ -203,6 +205,7 @@ class WebRtcSession(WebRtcPeer):
             self._forward_task.cancel()
 
     async def _forward(self, sub: Subscriber, channel: Any) -> None:
+        await sub  # the broker's read position: messages other nodes publish to this transcript come too
         drained = asyncio.Event()
         channel.bufferedAmountLowThreshold = CHANNEL_HIGH_WATER // 4
         channel.on("bufferedamountlow", drained.set)
@@ -270,6 +273,14 @@ class WebRtcRegistry:
         self.services = services
         self.ice = IceConfig.from_settings(services.settings.ice_servers, services.settings.ice_hosts)
         self.sessions: dict[str, WebRtcSession] = {}
+        # Every session id starts with this node's tag: an answer that reaches another node (a load balancer that
+        # does not route by transcript id) is told so instead of "not found".
+        self.tag = hashlib.sha256(services.node.encode()).hexdigest()[:8]
+
+    def holder(self, session_id: str) -> str | None:
+        """The tag of the node that made a session id (None: not a session id of any node)."""
+        tag, dot, _ = session_id.partition(".")
+        return tag if dot and len(tag) == 8 else None
 
     def __len__(self) -> int:
         return len(self.sessions)

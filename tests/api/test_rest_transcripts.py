@@ -251,12 +251,12 @@ async def test_delete_while_transcribing_stops_the_work(public_api: Api):
     r = await upload(api, tid, (AUDIO / "single/ljspeech_LJ001-0017_0032.wav").read_bytes())
     assert r.status_code == 202
     for _ in range(100):
-        if tid in api.app.state.rest.work._running:
+        if api.svc.runner.running_for(tid):
             break
         await asyncio.sleep(0.05)
     r = await api.client.delete(f"/v1/transcripts/{tid}")
     assert r.status_code == 204
-    assert tid not in api.app.state.rest.work._running
+    assert not api.svc.runner.running_for(tid)
     await asyncio.sleep(0.3)
     assert await api.svc.store.get_segments(tid) == []
     assert not (api.data_dir / "audio" / tid).exists()

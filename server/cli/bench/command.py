@@ -75,6 +75,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--soak-silence-speed", type=float, default=None,
                    help="soak: x real time for the silences, each clip still waiting for the server to catch up")
     p.add_argument("--soak-sample-s", type=float, default=60.0, help="soak: a sample every this many audio seconds")
+    p.add_argument("--fanout", action="store_true",
+                   help="instead: two nodes on one Redis; stream one file (--files, default a sonnet) to --url and"
+                        " time its finals, word commits and messages reaching a subscriber on --url-b against one"
+                        " on --url (the B hop)")
+    p.add_argument("--url-b", default=None, help="fanout: node B's base URL (same Redis as --url)")
+    from server.cli.bench.queue import add_arguments as queue_arguments
+
+    queue_arguments(p)
 
 
 async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: dict[str, Any],
@@ -134,6 +142,21 @@ def run(args: argparse.Namespace) -> int:
     audio_dir = Path(args.audio_dir)
     if args.der:
         return run_der_command(args, audio_dir)
+    if args.fanout:
+        from server.cli.bench.fanout import fanout_rows, run_fanout
+
+        result = asyncio.run(run_fanout(args, audio_dir))
+        print_rows(*fanout_rows(result))
+        print(f"same messages in the same order on both nodes: {result['same_order']}")
+        write_result(args.output, result)
+        return 0
+    if args.queue:
+        from server.cli.bench.queue import queue_rows, run_queue
+
+        result = run_queue(args, audio_dir)
+        print_rows(*queue_rows(result))
+        write_result(args.output, result)
+        return 0
     if args.hostile:
         from server.cli.bench.hostile import hostile_rows, print_answers, run_hostile
 

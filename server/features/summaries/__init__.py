@@ -6,13 +6,23 @@ future cues). With ``VOXLANE_LLM_URL`` (+ ``VOXLANE_LLM_MODEL``, ``VOXLANE_LLM_A
 OpenAI-compatible chat-completions endpoint writes them instead; if it fails, the automatic summary falls
 back to the extractive one and says so (``model_used``, ``error``).
 
-When a transcript completes (live stream stopped, upload/job/conversation transcribed),
-:func:`summarize_transcript` summarizes it in a background task: the result is stored in the transcript's
-``summary`` field and published as a ``summary`` message, never delaying ``completed``. The jobs of
-``POST /api/summary/`` live in memory (:class:`SummaryJobs`).
+When a transcript completes (live stream stopped, upload/job/conversation transcribed), its completion queues
+a ``summarize`` job: the result is stored in the transcript's ``summary`` field and published as a ``summary``
+message, never delaying ``completed``. ``POST /api/summary/`` requests are jobs too, stored in ``summary_jobs``
+(:mod:`server.features.summaries.background`).
 """
 
-from server.features.summaries.background import SummaryJob, SummaryJobs, stop, summarize_transcript, wait_idle
+from server.features.summaries.background import (
+    SUMMARIZE,
+    SUMMARY_REQUEST,
+    give_up_summary_request,
+    request_expired,
+    request_summary,
+    result_body,
+    run_summary_request,
+    summarize,
+    summarize_job,
+)
 from server.features.summaries.extractive import extractive_summary
 from server.features.summaries.llm import (
     LlmError,
@@ -24,6 +34,7 @@ from server.features.summaries.llm import (
 )
 from server.features.summaries.result import EXTRACTIVE, SummaryResult, transcript_text
 
-__all__ = ["EXTRACTIVE", "LlmError", "LlmNotConfigured", "SummaryJob", "SummaryJobs", "SummaryResult",
-           "chat_completion", "clip_context", "extractive_summary", "llm_configured", "stop", "summarize_texts",
-           "summarize_transcript", "transcript_text", "wait_idle"]
+__all__ = ["EXTRACTIVE", "SUMMARIZE", "SUMMARY_REQUEST", "LlmError", "LlmNotConfigured", "SummaryResult",
+           "chat_completion", "clip_context", "extractive_summary", "give_up_summary_request", "llm_configured",
+           "request_expired", "request_summary", "result_body", "run_summary_request", "summarize",
+           "summarize_job", "summarize_texts", "transcript_text"]

@@ -1,135 +1,122 @@
-"""Summaries written when a transcript completes (in the background, never delaying ``completed``), and the
-in-memory jobs of ``POST /api/summary/``."""
+"""Summaries written in the background, as jobs: any node that takes jobs writes them, none is lost to a crash.
+
+``summarize`` runs once a transcript completes (queued in the completion's own transaction): the summary is
+stored on the transcript together with its ``conversation.summarized`` webhook deliveries, and then published as
+a ``summary`` message. ``summary_request`` runs a ``POST /api/summary/`` request, whose state lives in the
+``summary_jobs`` table, so every node answers for it and a restart keeps it.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
+import re
 import uuid
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from server.features.speakers import named_segments
 from server.features.summaries.llm import LlmError, summarize_texts
 from server.features.summaries.result import SummaryResult, transcript_text
+from server.jobs.queue import Job
+from server.storage.base import isoformat
+
+if TYPE_CHECKING:
+    from server.jobs.runner import JobContext
+    from server.services import Services
 
 log = logging.getLogger("voxlane.summaries")
+SUMMARIZE = "summarize"
+SUMMARY_REQUEST = "summary_request"
+REQUEST_TTL = timedelta(hours=24)
+"""How long a ``POST /api/summary/`` job is kept (it is cheap to ask for again)."""
 
 
-_tasks: dict[int, set[asyncio.Task]] = {}
+def summarize_job(transcript_id: str) -> Job:
+    return Job(SUMMARIZE, {"transcript_id": transcript_id}, dedupe=f"{SUMMARIZE}:{transcript_id}")
 
 
-async def summarize_transcript(services: Any, transcript_id: str) -> asyncio.Task:
-    """Summarize a completed transcript in the background (stored, then published as a ``summary`` message);
-    returns the task at once, so the caller's ``completed`` is never delayed."""
-    task = asyncio.create_task(_summarize_stored(services, transcript_id), name=f"summary-{transcript_id}")
-    running = _tasks.setdefault(id(services), set())
-    running.add(task)
-    task.add_done_callback(running.discard)
-    return task
+async def summarize(ctx: JobContext) -> None:
+    """A completed transcript's summary: stored with its webhook deliveries in one transaction, then published."""
+    services, tid = ctx.services, ctx.args["transcript_id"]
+    store = services.store
+    row = await store.get_transcript(tid)
+    if row is None:
+        return
+    segments = await named_segments(store, row)
+    texts = [transcript_text([s]) for s in segments]
+    if not any(texts):
+        return
+    result = await summarize_texts(services.settings, texts)
+    from server.features.webhooks import emit_event  # webhooks import summaries' neighbours; keep the cycle lazy
+
+    async with store.transaction():
+        if await store.update_transcript(tid, summary=result.stored()) is None:
+            return  # deleted meanwhile
+        await emit_event(services, tid, "conversation.summarized", result.stored(), key="summary")
+    await services.hub.publish(tid, result.message())
 
 
-async def _summarize_stored(services: Any, transcript_id: str) -> SummaryResult | None:
+# ---------------------------------------------------------------- summary requests (POST /api/summary/)
+
+
+async def request_summary(services: Services, *, owner: str | None, texts: list[str], model_name: str | None,
+                          max_words: int, fmt: str, transcript_id: str | None, message: str) -> dict[str, Any]:
+    """Store a summary request and queue its job, in one transaction; the stored row."""
+    job_id = str(uuid.uuid4())
+    request = {"texts": texts, "model_name": model_name, "max_words": max_words, "format": fmt,
+               "transcript_id": transcript_id}
+    async with services.store.transaction():
+        row = await services.store.create_summary_job(job_id=job_id, owner=owner, request=request, message=message)
+        await services.jobs.stage([Job(SUMMARY_REQUEST, {"job_id": job_id})])
+    return row
+
+
+async def run_summary_request(ctx: JobContext) -> None:
+    services, job_id = ctx.services, ctx.args["job_id"]
+    store = services.store
+    row = await store.get_summary_job(job_id)
+    if row is None or row["status"] != "processing":
+        return
+    req = row["request"] or {}
     try:
-        row = await services.store.get_transcript(transcript_id)
-        segments = await named_segments(services.store, row or {"id": transcript_id})
-        texts = [transcript_text([s]) for s in segments]
-        if not any(texts):
-            return None
-        result = await summarize_texts(services.settings, texts)
-        if await services.store.update_transcript(transcript_id, summary=result.stored()) is None:
-            return None  # deleted meanwhile
-        await services.hub.publish(transcript_id, result.message())
-        from server.features.webhooks import emit_event  # webhooks import summaries' neighbours; keep the cycle lazy
-
-        await emit_event(services, transcript_id, "conversation.summarized", result.stored(), key="summary")
-        return result
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("summarizing transcript %s failed", transcript_id)
-        return None
+        result = await summarize_texts(services.settings, list(req.get("texts") or []),
+                                       model_name=req.get("model_name"), max_words=req.get("max_words"),
+                                       fallback=False)
+    except LlmError as exc:  # the LLM's answer, not ours to retry: the job failed
+        await store.update_summary_job(job_id, status="failed", message=str(exc) or type(exc).__name__)
+        return
+    tid = req.get("transcript_id")
+    if tid and await store.update_transcript(tid, summary=result.stored()) is not None:
+        await services.hub.publish(tid, result.message())
+    await store.update_summary_job(job_id, status="completed", message="summary ready", progress=100.0,
+                                   result=result_body(result, req.get("format") or "paragraph"))
 
 
-async def stop(services: Any) -> None:
-    """Cancel the summaries still running for these services (the app is stopping)."""
-    tasks = list(_tasks.pop(id(services), ()))
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+async def give_up_summary_request(ctx: JobContext, reason: str) -> None:
+    await ctx.services.store.update_summary_job(ctx.args["job_id"], status="failed", message=reason)
 
 
-async def wait_idle(services: Any) -> None:
-    """Wait for the running summaries of these services (tests, CLI)."""
-    tasks = list(_tasks.get(id(services), ()))
-    if tasks:
-        await asyncio.wait(tasks)
+async def forget_old_requests(services: Services) -> int:
+    """Housekeeping: summary requests older than a day go."""
+    return await services.store.delete_summary_jobs(isoformat(datetime.now(UTC) - REQUEST_TTL))
 
 
-# ---------------------------------------------------------------- summary jobs (POST /api/summary/)
+def request_expired(row: dict[str, Any]) -> bool:
+    created = datetime.fromisoformat(row["created_at"].replace("Z", "+00:00"))
+    return created < datetime.now(UTC) - REQUEST_TTL
 
 
-@dataclass
-class SummaryJob:
-    id: str
-    owner: str | None
-    status: str = "processing"  # processing | completed | failed
-    message: str = "summarizing"
-    progress: float = 0.0
-    result: dict[str, Any] | None = None
-    created: float = field(default_factory=time.time)
-    task: asyncio.Task | None = None
+def result_body(result: SummaryResult, fmt: str) -> dict[str, Any]:
+    """A summary as ``GET /api/summary/{job_id}`` answers it, in the requested format."""
+    summary = result.summary
+    if fmt == "bullet_points":
+        summary = "\n".join(f"- {s}" for s in _sentences(summary))
+    elif fmt == "key_points":
+        summary = "\n".join(f"- {s}" for s in (result.key_points or _sentences(summary)))
+    return {"summary": summary, "topics": result.topics, "length": len(summary.split()),
+            "model_used": result.model_used, "action_items": result.action_items, "key_points": result.key_points,
+            "format": fmt}
 
 
-class SummaryJobs:
-    """Summary jobs in memory: the newest ``keep`` for ``ttl`` seconds (a job is cheap to ask for again)."""
-
-    def __init__(self, keep: int = 1000, ttl: float = 24 * 3600) -> None:
-        self.keep = keep
-        self.ttl = ttl
-        self._jobs: OrderedDict[str, SummaryJob] = OrderedDict()
-
-    def get(self, job_id: str) -> SummaryJob | None:
-        self._expire()
-        return self._jobs.get(job_id)
-
-    def start(self, services: Any, owner: str | None, work) -> SummaryJob:
-        self._expire()
-        job = SummaryJob(id=str(uuid.uuid4()), owner=owner)
-        self._jobs[job.id] = job
-        while len(self._jobs) > self.keep:
-            _, old = self._jobs.popitem(last=False)
-            if old.task is not None and not old.task.done():
-                old.task.cancel()
-
-        async def run() -> None:
-            try:
-                job.result = await work()
-                job.status, job.message, job.progress = "completed", "summary ready", 100.0
-            except asyncio.CancelledError:
-                job.status, job.message = "failed", "cancelled"
-                raise
-            except Exception as exc:
-                job.status, job.message = "failed", str(exc) or type(exc).__name__
-                if not isinstance(exc, LlmError):
-                    log.exception("summary job %s failed", job.id)
-
-        job.task = asyncio.create_task(run(), name=f"summary-job-{job.id}")
-        running = _tasks.setdefault(id(services), set())
-        running.add(job.task)
-        job.task.add_done_callback(running.discard)
-        return job
-
-    def _expire(self) -> None:
-        cutoff = time.time() - self.ttl
-        while self._jobs:
-            job = next(iter(self._jobs.values()))
-            if job.created >= cutoff:
-                break
-            self._jobs.popitem(last=False)
-            with contextlib.suppress(Exception):
-                if job.task is not None and not job.task.done():
-                    job.task.cancel()
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if s]

@@ -10,12 +10,15 @@ from alembic import context
 from sqlalchemy import Connection
 
 from server.storage.engine import WRITE, make_engine
+from server.storage.migrate import ours
 from server.storage.tables import metadata
 
 
 def _migrate(connection: Connection) -> None:
-    # render_as_batch: SQLite alters a column by copying its table; compare_type: autogenerate sees type changes.
-    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True, compare_type=True)
+    # render_as_batch: SQLite alters a column by copying its table; compare_type: autogenerate sees type changes;
+    # include_name: the job queue library's tables are not ours to compare.
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True, compare_type=True,
+                      include_name=ours)
     with context.begin_transaction():
         context.run_migrations()
 

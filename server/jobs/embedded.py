@@ -1,0 +1,228 @@
+"""The embedded job queue: a table in the SQLite file and a runner in the server's own process.
+
+SQLite is one machine and one writer, so no queue library is needed: a job is a row of ``jobs`` staged in the
+caller's transaction, claimed under SQLite's write lock, and leased while it runs. Only one process runs the jobs
+of a data directory: it holds an exclusive lock on ``jobs.lock`` there (the operating system releases it when the
+process dies, even by SIGKILL). So when a process gets that lock, every job still marked running belongs to a
+process that is gone, and it is put back at once instead of waiting for its lease to run out. A second process on
+the same data directory (a ``voxlane`` command, a misconfigured second server) stages jobs but runs none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.jobs.queue import Claimed, Dispatch, Job, Lane, Outcome, wait_event
+from server.storage import Store
+from server.storage.tables import jobs
+
+log = logging.getLogger("voxlane.jobs")
+J = jobs
+LEASE_SECONDS = 30.0
+"""A running job's lease, renewed every third of it: only a process that stopped renewing loses it."""
+IDLE_POLL = 5.0
+"""Longest sleep with nothing due: jobs staged by this process wake the runner at once."""
+
+
+class EmbeddedQueue:
+    """:class:`~server.jobs.queue.JobQueue` on the store's own database (SQLite)."""
+
+    def __init__(self, store: Store, data_path: Path) -> None:
+        self.store = store
+        self.lock_path = data_path / "jobs.lock"
+        self._wake = asyncio.Event()
+        self._running: dict[str, Claimed] = {}
+        self._lock_fd: int | None = None
+
+    # ------------------------------------------------------------ staging
+
+    async def stage(self, jobs_: Sequence[Job]) -> None:
+        if not jobs_:
+            return
+        now = time.time()
+        async with self.store.connection() as conn:
+            for job in jobs_:
+                stmt = _insert(conn).values(task=job.task, args=dict(job.args), lock=job.lock, dedupe=job.dedupe,
+                                            priority=job.priority, status="queued", attempts=0,
+                                            run_at=job.run_at or now, created_at=now)
+                if job.dedupe is not None:
+                    stmt = stmt.on_conflict_do_nothing(index_elements=[J.c.dedupe], index_where=J.c.status == "queued")
+                await conn.execute(stmt)
+        self.store.after_commit(self._wake.set)
+
+    # ------------------------------------------------------------ serving
+
+    async def serve(self, lanes: Sequence[Lane], dispatch: Dispatch) -> None:
+        if not await asyncio.to_thread(self._take_process_lock):
+            log.warning("another process runs the jobs of %s; this one only queues them", self.lock_path.parent)
+            await asyncio.Event().wait()
+        try:
+            put_back = await self._put_back(expired_only=False)
+            if put_back:
+                log.info("resuming %d job(s) a stopped process was running", put_back)
+            workers = [asyncio.create_task(self._worker(lane, dispatch), name=f"jobs-{lane.name}-{i}")
+                       for lane in lanes for i in range(lane.concurrency)]
+            workers.append(asyncio.create_task(self._renew_leases(), name="jobs-leases"))
+            try:
+                await asyncio.gather(*workers)
+            finally:
+                # cancelling gather() cancelled each worker once; a second cancel would interrupt the one that is
+                # putting its job back, so only workers still untouched (a sibling crashed) are cancelled here
+                for task in workers:
+                    if not task.done() and not task.cancelling():
+                        task.cancel()
+                await asyncio.wait(workers)
+        finally:
+            await asyncio.to_thread(self._release_process_lock)
+
+    async def _worker(self, lane: Lane, dispatch: Dispatch) -> None:
+        while True:
+            try:
+                claimed = await self._claim(lane)
+            except Exception:
+                log.exception("taking a job failed; trying again")
+                await asyncio.sleep(1.0)
+                continue
+            if claimed is None:
+                await self._sleep_until_due(lane)
+                continue
+            self._running[claimed.id] = claimed
+            try:
+                outcome = await dispatch(claimed)
+            except asyncio.CancelledError:  # this process is stopping: the attempt does not count
+                with contextlib.suppress(Exception):
+                    await self._settle(claimed, Outcome("retry", 0.0, "interrupted by a stop"), count=False)
+                raise
+            finally:
+                self._running.pop(claimed.id, None)
+            try:
+                await self._settle(claimed, outcome, count=outcome.counts)
+            except Exception:  # the lease runs out and another attempt is made
+                log.exception("recording the outcome of job %s failed", claimed.id)
+
+    async def _sleep_until_due(self, lane: Lane) -> None:
+        self._wake.clear()
+        due = await self._due(lane)
+        delay = IDLE_POLL if due is None else min(IDLE_POLL, max(0.0, due - time.time()))
+        if delay > 0:
+            await wait_event(self._wake, delay)
+
+    async def _due(self, lane: Lane) -> float | None:
+        async with self.store.connection() as conn:
+            value = (await conn.execute(select(func.min(J.c.run_at)).where(
+                J.c.status == "queued", J.c.task.in_(lane.tasks)))).scalar()
+        return None if value is None else value.timestamp()
+
+    async def _claim(self, lane: Lane) -> Claimed | None:
+        now = time.time()
+        busy = select(J.c.lock).where(J.c.status == "running", J.c.lock.is_not(None))
+        async with self.store.connection() as conn:  # SQLite's write lock from BEGIN IMMEDIATE: one claimer at once
+            row = (await conn.execute(
+                select(J.c.id).where(J.c.status == "queued", J.c.run_at <= now, J.c.task.in_(lane.tasks),
+                                     or_(J.c.lock.is_(None), J.c.lock.not_in(busy)))
+                .order_by(J.c.priority.desc(), J.c.id).limit(1))).first()
+            if row is None:
+                return None
+            claimed = (await conn.execute(
+                update(J).where(J.c.id == row.id).values(status="running", attempts=J.c.attempts + 1,
+                                                         lease_until=now + LEASE_SECONDS)
+                .returning(J.c.id, J.c.task, J.c.args, J.c.attempts))).mappings().one()
+        return Claimed(id=str(claimed["id"]), task=claimed["task"], args=dict(claimed["args"] or {}),
+                       attempts=claimed["attempts"])
+
+    async def _settle(self, claimed: Claimed, outcome: Outcome, count: bool = True) -> None:
+        key = int(claimed.id)
+        async with self.store.connection() as conn:
+            if outcome.state == "done":
+                await conn.execute(delete(J).where(J.c.id == key))
+            elif outcome.state == "failed":
+                await conn.execute(update(J).where(J.c.id == key).values(status="failed", error=outcome.error,
+                                                                          lease_until=None))
+            else:
+                values: dict[str, Any] = {"status": "queued", "run_at": time.time() + outcome.delay,
+                                          "lease_until": None, "error": outcome.error}
+                if not count:
+                    values["attempts"] = J.c.attempts - 1
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(update(J).where(J.c.id == key).values(**values))
+                except IntegrityError:  # the same work is queued again already: that job does it
+                    await conn.execute(delete(J).where(J.c.id == key))
+        self._wake.set()
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            ids = [int(i) for i in self._running]
+            if not ids:
+                continue
+            with contextlib.suppress(Exception):
+                async with self.store.connection() as conn:
+                    await conn.execute(update(J).where(J.c.id.in_(ids), J.c.status == "running")
+                                       .values(lease_until=time.time() + LEASE_SECONDS))
+
+    async def _put_back(self, *, expired_only: bool) -> int:
+        where = [J.c.status == "running"]
+        if expired_only:
+            where.append(J.c.lease_until < time.time())
+        async with self.store.connection() as conn:
+            result = await conn.execute(update(J).where(and_(*where)).values(status="queued", lease_until=None))
+        return result.rowcount
+
+    # ------------------------------------------------------------ the process lock
+
+    def _take_process_lock(self) -> bool:
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._lock_fd = fd
+        return True
+
+    def _release_process_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the lock
+            self._lock_fd = None
+
+    # ------------------------------------------------------------ reading
+
+    async def counts(self) -> dict[str, int]:
+        async with self.store.connection() as conn:
+            rows = (await conn.execute(select(J.c.task, func.count()).where(J.c.status == "queued")
+                                       .group_by(J.c.task))).all()
+        return {task: n for task, n in rows}
+
+    async def position(self, task: str, dedupe: str) -> int | None:
+        async with self.store.connection() as conn:
+            mine = (await conn.execute(select(J.c.id, J.c.priority).where(J.c.dedupe == dedupe,
+                                                                          J.c.status == "queued"))).first()
+            if mine is None:
+                return None
+            ahead = (await conn.execute(select(func.count()).where(
+                J.c.status == "queued", J.c.task == task,
+                or_(J.c.priority > mine.priority, and_(J.c.priority == mine.priority, J.c.id < mine.id))))).scalar()
+        return int(ahead or 0) + 1
+
+    async def close(self) -> None:
+        return None
+
+
+def _insert(conn: AsyncConnection) -> Any:
+    """INSERT with the dialect's ON CONFLICT clause (the embedded queue also runs on PostgreSQL in tests of it)."""
+    return (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(J)

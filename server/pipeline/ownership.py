@@ -1,0 +1,260 @@
+"""Live ownership across nodes: one node streams a transcript at a time, and a dead node's transcripts end.
+
+The node that terminates a transcript's publishers holds a lease on it in Redis (``voxlane:owner:<id>``, the
+node's id as value, ``VOXLANE_LIVE_LEASE_SECONDS`` long) and renews it every quarter of that. A publisher that
+arrives on another node meanwhile is refused with ``ALREADY_STARTED``, as a second anonymous publisher is on one
+node. The last publisher's end completes the transcript, then releases the lease.
+
+If the owning node dies, its lease lapses. Every node that shares Redis sweeps once a second for ``live``
+transcripts without a lease that no node of its own streams, and finishes them from what was stored
+(:mod:`server.pipeline.recovery`), telling every subscriber through the fan-out. A Redis that restarted forgets
+every lease at once: owners put theirs back at their next renewal, so no sweep runs until Redis has been up for
+a lease's length. So a subscriber elsewhere hears the end of a dead node's stream within the lease plus one sweep.
+
+The same renewals keep the per-token and per-address stream caps counted across nodes: each capped caller has a
+sorted set of the streams it publishes on any node, each scored by when it lapses unless its node renews it.
+
+Without Redis a node is alone: :class:`LocalLeases` grants everything, and what a stopped process left ``live``
+is finished when the next one starts (:func:`server.pipeline.recovery.finish_all_abandoned`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
+
+from protocol import ErrorCode, ProtocolError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from server.services import Services
+
+log = logging.getLogger("voxlane.ownership")
+SWEEP_S = 1.0
+_KEY = "voxlane:owner:{}"
+_RECOVERING = "voxlane:recovering:{}"
+
+# KEYS[1] lease; ARGV: node, lease ms. 1: renewed, 2: taken again after Redis forgot it, 0: another node has it.
+_RENEW = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# KEYS: one sorted set per capped caller (its streams, scored by when they lapse); ARGV: now, lapse, member, then
+# each key's limit. Every set is pruned, checked, then added to: all or nothing. Returns the full key's index, or 0.
+_TAKE = """
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[1])
+  if redis.call('ZCARD', key) >= tonumber(ARGV[3 + i]) then return i end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('ZADD', key, ARGV[2], ARGV[3])
+  redis.call('PEXPIREAT', key, math.floor(tonumber(ARGV[2]) * 1000))
+end
+return 0
+"""
+_SLOTS = "voxlane:streams:{}"
+
+
+class Leases(Protocol):
+    async def acquire(self, transcript_id: str) -> None:
+        """Own the transcript's live streams, or raise ``ALREADY_STARTED`` when another node does."""
+
+    async def release(self, transcript_id: str) -> None: ...
+
+    def lost(self, transcript_id: str) -> bool:
+        """Whether another node took the transcript while this one still streamed it (its lease lapsed)."""
+
+    async def take_slots(self, stream: str, caps: list[tuple[str, int]]) -> str | None:
+        """Count one more live stream against each ``(key, limit)`` on every node at once; the first key already
+        at its limit (nothing taken then), or None (taken)."""
+
+    async def give_back_slots(self, stream: str) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalLeases:
+    """One node: it owns whatever it streams."""
+
+    async def acquire(self, transcript_id: str) -> None:
+        return None
+
+    async def release(self, transcript_id: str) -> None:
+        return None
+
+    def lost(self, transcript_id: str) -> bool:
+        return False
+
+    async def take_slots(self, stream: str, caps: list[tuple[str, int]]) -> str | None:
+        return None  # one node: admission counts its own publishers
+
+    async def give_back_slots(self, stream: str) -> None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+class RedisLeases:
+    """Leases in Redis, renewed in the background, and the sweep that ends a dead node's transcripts."""
+
+    def __init__(self, redis: Redis, node: str, lease_s: float, *, sweep: Callable[[], Awaitable[None]] | None
+                 ) -> None:
+        self.redis = redis
+        self.node = node
+        self.lease_ms = int(lease_s * 1000)
+        self._held: set[str] = set()
+        self._lost: set[str] = set()
+        self._slots: dict[str, list[str]] = {}  # this node's streams -> the caller keys they count against
+        self._sweep = sweep
+        self._tasks: list[asyncio.Task] = []
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+        self._take = redis.register_script(_TAKE)
+
+    async def acquire(self, transcript_id: str) -> None:
+        from redis.exceptions import RedisError
+
+        key = _KEY.format(transcript_id)
+        try:
+            taken = await self._renew(keys=[key], args=[self.node, self.lease_ms])
+        except (RedisError, OSError) as exc:  # no one to ask: stream on; the renewal takes the lease once it can
+            log.warning("transcript %s: Redis is not reachable (%s); streaming without a lease for now",
+                        transcript_id, type(exc).__name__)
+            taken = 2
+        if not taken:
+            raise ProtocolError(ErrorCode.ALREADY_STARTED, "this transcript is being streamed on another node;"
+                                " stop that stream first (a load balancer should route a transcript's streams to"
+                                " one node: see docs/deployment.md)", {"reason": "owned_by_another_node"})
+        self._held.add(transcript_id)
+        self._lost.discard(transcript_id)
+
+    async def release(self, transcript_id: str) -> None:
+        from redis.exceptions import RedisError
+
+        self._held.discard(transcript_id)
+        self._lost.discard(transcript_id)
+        with contextlib.suppress(RedisError, OSError):
+            await self._release(keys=[_KEY.format(transcript_id)], args=[self.node])
+
+    def lost(self, transcript_id: str) -> bool:
+        return transcript_id in self._lost
+
+    async def take_slots(self, stream: str, caps: list[tuple[str, int]]) -> str | None:
+        from redis.exceptions import RedisError
+
+        if not caps:
+            return None
+        keys = [_SLOTS.format(key) for key, _ in caps]
+        now = time.time()
+        try:
+            full = await self._take(keys=keys, args=[now, now + self.lease_ms / 1000, f"{self.node}:{stream}",
+                                                    *(limit for _, limit in caps)])
+        except (RedisError, OSError):  # no count across nodes now: each node's own count still applies
+            return None
+        if full:
+            return caps[int(full) - 1][0]
+        self._slots[stream] = keys
+        return None
+
+    async def give_back_slots(self, stream: str) -> None:
+        from redis.exceptions import RedisError
+
+        keys = self._slots.pop(stream, [])
+        with contextlib.suppress(RedisError, OSError):
+            for key in keys:
+                await self.redis.zrem(key, f"{self.node}:{stream}")
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._renew_loop(), name="lease-renewal")]
+        if self._sweep is not None:
+            self._tasks.append(asyncio.create_task(self._sweep_loop(self._sweep), name="lease-sweep"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for transcript_id in list(self._held):
+            await self.release(transcript_id)
+
+    async def _renew_loop(self) -> None:
+        from redis.exceptions import RedisError
+
+        while True:
+            await asyncio.sleep(self.lease_ms / 4000)
+            for transcript_id in list(self._held):
+                try:
+                    kept = await self._renew(keys=[_KEY.format(transcript_id)], args=[self.node, self.lease_ms])
+                except (RedisError, OSError):
+                    break  # Redis is away: try again next round (our leases may lapse; see the module docstring)
+                if not kept and transcript_id in self._held:
+                    self._lost.add(transcript_id)
+                    log.error("transcript %s: another node took its lease while this node streamed it", transcript_id)
+            with contextlib.suppress(RedisError, OSError):
+                lapse = time.time() + self.lease_ms / 1000
+                for stream, keys in list(self._slots.items()):
+                    for key in keys:
+                        await self.redis.zadd(key, {f"{self.node}:{stream}": lapse})
+                        await self.redis.expireat(key, int(lapse) + 1)
+
+    async def _sweep_loop(self, sweep: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            try:
+                await sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis or the database away: the next sweep tries again
+                log.debug("lease sweep failed: %s", exc)
+
+    async def settled(self) -> bool:
+        """Whether Redis has been up for a lease's length: every living owner has renewed since it started."""
+        info = await self.redis.info("server")
+        return int(info.get("uptime_in_seconds", 0)) * 1000 >= self.lease_ms
+
+    async def orphaned(self, transcript_ids: list[str]) -> list[str]:
+        """Of these ``live`` transcripts, those no node holds a lease on, each claimed for recovery by this node
+        (of several nodes sweeping at once, one recovers it)."""
+        if not transcript_ids or not await self.settled():
+            return []
+        holders = await self.redis.mget([_KEY.format(t) for t in transcript_ids])
+        mine = []
+        for transcript_id, holder in zip(transcript_ids, holders, strict=True):
+            if holder is None and await self.redis.set(_RECOVERING.format(transcript_id), self.node, nx=True,
+                                                       px=max(self.lease_ms, 30000)):
+                mine.append(transcript_id)
+        return mine
+
+
+def make_leases(services: Services) -> Leases:
+    """Redis leases when the node shares Redis; otherwise a node is alone. Every node with Redis sweeps for the
+    transcripts of dead nodes (an API node that takes no live audio too: it may be the one left)."""
+    if services.redis is None:
+        return LocalLeases()
+    from server.pipeline.recovery import finish_abandoned
+
+    leases: RedisLeases
+
+    async def sweep() -> None:
+        live = [t for t in await services.store.list_transcript_ids(status="live") if not services.live.streams(t)]
+        for transcript_id in await leases.orphaned(live):
+            await finish_abandoned(services, transcript_id)
+
+    leases = RedisLeases(services.redis, services.node, services.settings.live_lease_seconds, sweep=sweep)
+    return leases

@@ -1,0 +1,265 @@
+"""Audio in an S3-compatible bucket (AWS S3, MinIO, Ceph, R2, ...), shared by every node, through aiobotocore.
+
+Objects are named ``VOXLANE_S3_PREFIX + key``. Nothing is held whole in memory: uploads above one part go up as
+a multipart upload read part by part off the event loop, downloads stream to disk. This node's disk still holds
+two kinds of local files under the data dir: *spool* files (``s3-spool/<key>``), the working files of writers
+whose file grows (a live recording), published when closed and after a crash by :meth:`recover`; and *scratch*
+files (``s3-scratch/``), bodies being received and copies handed to decoders, removed when done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from server.settings import Settings
+from server.storage.audio.base import StorageProbe
+
+log = logging.getLogger("voxlane.audio")
+PART_BYTES = 16 << 20
+"""Upload part size: a file up to this size is one PUT; S3 takes parts of 5 MiB and more."""
+PIECE = 1 << 20
+MISSING = ("404", "NoSuchKey", "NotFound")
+
+
+class S3AudioStore:
+    kind = "s3"
+
+    def __init__(self, settings: Settings, *, part_bytes: int = PART_BYTES) -> None:
+        assert settings.s3_bucket
+        self.settings = settings
+        self.bucket = settings.s3_bucket
+        prefix = settings.s3_prefix.strip("/")
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.spool = settings.data_path / "s3-spool"
+        self.scratch = settings.data_path / "s3-scratch"
+        self.part_bytes = part_bytes
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
+        self._signer: Any = None  # the client whose endpoint goes into presigned URLs
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        s = self.settings
+        await asyncio.to_thread(self.spool.mkdir, parents=True, exist_ok=True)
+        session = get_session()
+        stack = contextlib.AsyncExitStack()
+        # path-style addressing for a custom endpoint (MinIO and its kin have no per-bucket host names); SigV4,
+        # which every S3-compatible store accepts and AWS requires for presigned URLs in newer regions
+        config = AioConfig(signature_version="s3v4", connect_timeout=10,
+                           retries={"max_attempts": 3, "mode": "standard"},
+                           s3={"addressing_style": "path"} if s.s3_endpoint_url else None)
+        keys = ({"aws_access_key_id": s.s3_access_key_id, "aws_secret_access_key": s.s3_secret_access_key}
+                if s.s3_access_key_id else {})  # else the SDK's credential chain
+
+        async def client(endpoint: str | None) -> Any:
+            return await stack.enter_async_context(session.create_client(
+                "s3", region_name=s.s3_region, endpoint_url=endpoint, config=config, **keys))
+
+        try:
+            self._client = await client(s.s3_endpoint_url)
+            public = s.s3_public_endpoint_url
+            self._signer = await client(public) if public and public != s.s3_endpoint_url else self._client
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            await stack.aclose()
+
+    async def recover(self) -> int:
+        await asyncio.to_thread(shutil.rmtree, self.scratch, True)  # nothing in there was acknowledged
+        published = 0
+        for path in await asyncio.to_thread(_files, self.spool):
+            if path.name.startswith("."):  # a fetch or a merge that was cut short
+                await asyncio.to_thread(path.unlink, True)
+                continue
+            key = path.relative_to(self.spool).as_posix()
+            try:
+                await self.put_file(key, path)
+                published += 1
+            except (ClientError, BotoCoreError, OSError) as exc:
+                log.error("could not publish %s left by an earlier run (kept for the next start): %s", key, exc)
+        return published
+
+    # ------------------------------------------------------------ keys
+
+    def _object(self, key: str) -> str:
+        if os.path.isabs(key):  # a row from before the bucket: its file never went to the bucket
+            raise FileNotFoundError(f"{key} is a local path, not an object of the bucket")
+        if not key or ".." in key.split("/") or key.startswith("/"):
+            raise ValueError(f"not an audio key: {key!r}")
+        return self.prefix + key
+
+    def _spool_path(self, key: str) -> Path:
+        self._object(key)
+        return self.spool / key
+
+    # ------------------------------------------------------------ writing
+
+    def incoming_dir(self, prefix: str) -> Path:
+        self._object(prefix)
+        return self.scratch / prefix
+
+    async def put_file(self, key: str, local_path: Path) -> None:
+        name = self._object(key)
+        size = (await asyncio.to_thread(os.stat, local_path)).st_size
+        if size <= self.part_bytes:
+            data = await asyncio.to_thread(local_path.read_bytes)
+            await self._client.put_object(Bucket=self.bucket, Key=name, Body=data)
+        else:
+            await self._put_parts(name, local_path)
+        await asyncio.to_thread(local_path.unlink, True)
+
+    async def _put_parts(self, name: str, local_path: Path) -> None:
+        upload = await self._client.create_multipart_upload(Bucket=self.bucket, Key=name)
+        upload_id = upload["UploadId"]
+        parts: list[dict[str, Any]] = []
+        try:
+            with open(local_path, "rb") as f:  # noqa: ASYNC230 - each read runs in a thread
+                while data := await asyncio.to_thread(f.read, self.part_bytes):
+                    number = len(parts) + 1
+                    done = await self._client.upload_part(Bucket=self.bucket, Key=name, UploadId=upload_id,
+                                                          PartNumber=number, Body=data)
+                    part = {"ETag": done["ETag"], "PartNumber": number}
+                    if done.get("ChecksumCRC32"):  # the SDK checksums each part: completion names them
+                        part["ChecksumCRC32"] = done["ChecksumCRC32"]
+                    parts.append(part)
+            await self._client.complete_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id,
+                                                         MultipartUpload={"Parts": parts})
+        except BaseException:
+            with contextlib.suppress(ClientError, BotoCoreError):
+                await self._client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
+            raise
+
+    async def working_file(self, key: str, *, resume: bool = False) -> Path:
+        path = self._spool_path(key)
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        if resume and not await asyncio.to_thread(path.exists):
+            fetching = path.with_name(f".fetching-{path.name}")
+            with contextlib.suppress(FileNotFoundError):  # nothing stored yet: the writer starts the file
+                await self._download(key, fetching)
+                await asyncio.to_thread(os.replace, fetching, path)
+        return path
+
+    async def publish(self, key: str) -> None:
+        path = self._spool_path(key)
+        if await asyncio.to_thread(path.exists):
+            await self.put_file(key, path)
+
+    async def presigned_put(self, key: str, expires_s: int, content_type: str | None) -> str | None:
+        params = {"Bucket": self.bucket, "Key": self._object(key)}
+        if content_type:
+            params["ContentType"] = content_type
+        url: str = await self._signer.generate_presigned_url("put_object", Params=params, ExpiresIn=expires_s)
+        return url
+
+    # ------------------------------------------------------------ reading
+
+    async def size(self, key: str) -> int | None:
+        try:
+            head = await self._client.head_object(Bucket=self.bucket, Key=self._object(key))
+        except FileNotFoundError:
+            return None
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+        return int(head["ContentLength"])
+
+    async def read_head(self, key: str, n: int) -> bytes:
+        return b"".join([piece async for piece in self.read_range(key, 0, n)])
+
+    async def read_range(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+        if end <= start:
+            return
+        try:
+            got = await self._client.get_object(Bucket=self.bucket, Key=self._object(key),
+                                                Range=f"bytes={start}-{end - 1}")
+        except ClientError as exc:
+            if _missing(exc):
+                raise FileNotFoundError(f"no audio at {key}") from None
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return  # starts at or past the end
+            raise
+        async with got["Body"] as body:
+            async for piece in body.iter_chunks(PIECE):
+                yield piece
+
+    @contextlib.asynccontextmanager
+    async def local_path(self, key: str) -> AsyncIterator[Path]:
+        directory = self.scratch / f".copy-{secrets.token_hex(8)}"
+        path = directory / PurePosixPath(key).name
+        try:
+            await self._download(key, path)
+            yield path
+        finally:
+            await asyncio.to_thread(shutil.rmtree, directory, True)
+
+    def direct_path(self, key: str) -> Path | None:
+        return None
+
+    async def _download(self, key: str, path: Path) -> None:
+        try:
+            got = await self._client.get_object(Bucket=self.bucket, Key=self._object(key))
+        except ClientError as exc:
+            if _missing(exc):
+                raise FileNotFoundError(f"no audio at {key}") from None
+            raise
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        with open(path, "wb") as f:  # noqa: ASYNC230 - each write runs in a thread
+            async with got["Body"] as body:
+                async for piece in body.iter_chunks(PIECE):
+                    await asyncio.to_thread(f.write, piece)
+
+    # ------------------------------------------------------------ removing, probing
+
+    async def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            await self._client.delete_object(Bucket=self.bucket, Key=self._object(key))
+
+    async def delete_prefix(self, transcript_id: str) -> None:
+        prefix = self._object(transcript_id).rstrip("/") + "/"
+        paginator = self._client.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            names = [{"Key": item["Key"]} for item in page.get("Contents") or []]
+            if names:  # a page holds at most 1,000 keys, as many as one delete takes
+                await self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": names, "Quiet": True})
+        for local in (self.spool / transcript_id, self.scratch / transcript_id):
+            await asyncio.to_thread(shutil.rmtree, local, True)
+
+    async def probe(self) -> StorageProbe:
+        name = f"{self.prefix}.probe-{secrets.token_hex(4)}"
+        try:
+            await self._client.head_bucket(Bucket=self.bucket)
+            await self._client.put_object(Bucket=self.bucket, Key=name, Body=b"ok")
+            await self._client.delete_object(Bucket=self.bucket, Key=name)
+            writable = True
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("S3 storage probe of bucket %s failed: %s", self.bucket, exc)
+            writable = False
+        free = (await asyncio.to_thread(shutil.disk_usage, self.settings.data_path)).free
+        return StorageProbe(writable=writable, free_bytes=free)
+
+
+def _missing(exc: ClientError) -> bool:
+    return str(exc.response.get("Error", {}).get("Code")) in MISSING
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []

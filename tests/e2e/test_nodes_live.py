@@ -1,0 +1,196 @@
+"""Live streams across nodes, with real processes: two ``voxlane serve`` nodes on one PostgreSQL, one Redis and one
+S3-compatible store, each with a data directory of its own. Node A takes live audio with the real model; node B
+takes live audio too, on the synthetic backend (what it transcribes is not what is tested here).
+
+A subscriber on B hears exactly what a subscriber on A hears, in order; a late joiner on B gets the stored finals,
+the status, then live messages, none missing or twice; a publisher is not interrupted when Redis restarts, and B
+catches up; when A is killed mid-stream, B tells its subscriber the transcript's end within the lease, nothing
+stays ``live`` and A's recording up to its last frame reaches the store once A is back; and three nodes share one
+rate limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+from server.cli.live_client import load_pcm16k, stream_audio
+from tests.cluster_support import Cluster, Listener, Node
+from tests.conftest import AUDIO
+from tests.db_support import PgDatabases, fetch_rows
+from tests.redis_support import RedisProcess
+from tests.s3_support import MotoServer
+
+pytest_plugins = ("tests.db_support", "tests.s3_support", "tests.redis_support")
+
+LEASE_S = 5.0
+SPEECH = "single/librivox_sense_and_sensibility_ch01_5utt.wav"  # 25 s, pauses between sentences
+LONG = "single/librivox_shakespeare_sonnet_002.wav"  # 53 s
+
+
+@pytest.fixture(scope="module")
+def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    server = RedisProcess(tmp_path_factory.mktemp("redis-live"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="module")
+async def cluster(tmp_path_factory: pytest.TempPathFactory, pg_databases: PgDatabases, s3_server: MotoServer,
+                  redis_process: RedisProcess) -> Cluster:
+    c = Cluster(tmp_path_factory.mktemp("nodes-live"), await pg_databases.create(), redis_process.url, s3_server,
+                s3_server.make_bucket())
+    common = {"VOXLANE_LIVE_LEASE_SECONDS": str(LEASE_S), "VOXLANE_STATUS_INTERVAL": "1",
+              "VOXLANE_DIARIZATION": "off", "VOXLANE_MAX_AUDIO_LEAD_SECONDS": "10"}
+    a = c.node("a", **common, VOXLANE_JOBS="off")
+    b = c.node("b", **common, VOXLANE_JOBS="off", VOXLANE_ASR_BACKEND="synthetic")
+    for node in (a, b):
+        node.wait_ready()
+    yield c
+    c.close()
+
+
+def node(cluster: Cluster, name: str) -> Node:
+    return next(n for n in cluster.nodes if n.name == name)
+
+
+async def new_transcript(base: str, name: str) -> str:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+        r = await c.post("/v1/transcripts/", json={"name": name})
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+
+async def stored_finals(cluster: Cluster, tid: str) -> list[str]:
+    rows = await fetch_rows(cluster.database_url, 'SELECT id FROM segments WHERE transcript_id = :t ORDER BY start',
+                            t=tid)
+    return [r[0] for r in rows]
+
+
+async def status_of(cluster: Cluster, tid: str) -> str:
+    [(status,)] = await fetch_rows(cluster.database_url, "SELECT status FROM transcripts WHERE id = :t", t=tid)
+    return status
+
+
+async def test_subscribers_on_two_nodes_hear_one_sequence_and_a_late_joiner_misses_nothing(cluster: Cluster):
+    a, b = node(cluster, "a"), node(cluster, "b")
+    tid = await new_transcript(b.url, "fan-out")
+    on_a, on_b = await Listener(a.url, tid).start(), await Listener(b.url, tid).start()
+    late: Listener | None = None
+
+    async def join_late() -> None:
+        nonlocal late
+        await asyncio.sleep(6)
+        late = await Listener(b.url, tid).start()
+
+    joiner = asyncio.create_task(join_late())
+    rec = await stream_audio(a.url, load_pcm16k(AUDIO / SPEECH), transcript_id=tid, speed=2.0)
+    await joiner
+    assert rec.completed is not None and len(rec.finals) >= 3
+    for listener in (on_a, on_b, late):
+        assert listener is not None
+        await listener.until(lambda s: "completed" in s.statuses(), 20, "completed reaches every subscriber")
+    # the first message is each one's own join (the status as its node knew it); from there, one sequence
+    assert on_a.messages[1:] == on_b.messages[1:], "B heard what A heard, in A's order"
+    stored = await stored_finals(cluster, tid)
+    assert [f["segment_id"] for f in on_b.finals()] == stored
+    assert late is not None
+    late_ids = [f["segment_id"] for f in late.finals()]
+    assert sorted(late_ids) == sorted(stored) and len(late_ids) == len(set(late_ids)), \
+        "the late joiner got every stored final once: the ones stored before it joined, then the live ones"
+    first_live = next(i for i, m in enumerate(late.messages) if m["type"] == "status")
+    assert all(m["type"] == "transcription" and m["data"]["is_final"] for m in late.messages[:first_live]), \
+        "stored finals, then the status, then live messages"
+    for listener in (on_a, on_b, late):
+        await listener.stop()
+
+
+async def test_a_publisher_goes_on_through_a_redis_restart_and_the_other_node_catches_up(
+        cluster: Cluster, redis_process: RedisProcess):
+    a, b = node(cluster, "a"), node(cluster, "b")
+    tid = await new_transcript(a.url, "redis restart")
+    on_a, on_b = await Listener(a.url, tid).start(), await Listener(b.url, tid).start()
+
+    async def restart_redis() -> None:
+        await asyncio.sleep(5)
+        redis_process.kill()
+        await asyncio.sleep(2)
+        redis_process.start()
+
+    restarting = asyncio.create_task(restart_redis())
+    rec = await stream_audio(a.url, load_pcm16k(AUDIO / SPEECH), transcript_id=tid, speed=1.5)
+    await restarting
+    assert rec.completed is not None, "the publisher was not interrupted"
+    assert not [m for m in rec.received if m.type == "error"]
+    stored = await stored_finals(cluster, tid)
+    assert [f["segment_id"] for f in rec.finals] == stored, "every final the publisher heard is stored"
+    await on_b.until(lambda s: sorted(f["segment_id"] for f in s.finals()) == sorted(stored), 30,
+                     "node B's subscriber catches up on every final")
+    assert len(on_b.finals()) == len(stored), "and none twice"
+    assert await status_of(cluster, tid) == "completed"
+    for listener in (on_a, on_b):
+        await listener.stop()
+
+
+async def test_the_owning_node_killed_mid_stream_ends_the_transcript_everywhere_within_the_lease(cluster: Cluster):
+    a, b = node(cluster, "a"), node(cluster, "b")
+    tid = await new_transcript(b.url, "owner killed")
+    on_b = await Listener(b.url, tid).start()
+    streaming = asyncio.create_task(stream_audio(a.url, load_pcm16k(AUDIO / LONG), transcript_id=tid, speed=1.0,
+                                                 settle_s=1))
+    await on_b.until(lambda s: len(s.finals()) >= 2, 60, "two finals reach node B")
+    # a second publisher on another node is refused while A owns the transcript
+    second = await stream_audio(b.url, np.zeros(16000, dtype=np.float32), transcript_id=tid, settle_s=1)
+    errors = [m.data for m in second.received if m.type == "error"]
+    assert errors and errors[0]["code"] == "ALREADY_STARTED", errors
+    a.kill()
+    killed = time.monotonic()
+    await asyncio.gather(streaming, return_exceptions=True)
+    await on_b.until(lambda s: s.statuses()[-1] in ("completed", "failed"), LEASE_S + 6,
+                     "node B tells its subscriber the transcript ended")
+    waited = time.monotonic() - killed
+    assert waited <= LEASE_S + 2.5, f"the end came {waited:.1f} s after the kill (lease {LEASE_S} s, sweep 1 s)"
+    assert await status_of(cluster, tid) == "completed", "no transcript stays live"
+    stored = await stored_finals(cluster, tid)
+    assert set(stored) >= {f["segment_id"] for f in on_b.finals()}
+    [(last_end,)] = await fetch_rows(cluster.database_url, "SELECT max(\"end\") FROM segments WHERE transcript_id = :t",
+                                     t=tid)
+    # the recording up to the last frame written: on A's disk until A is back, then in the store
+    spool = a.data_dir / "s3-spool" / tid / "recording.wav"
+    assert spool.exists() and (spool.stat().st_size - 44) / 32000 >= last_end - 0.05
+    a.restart()
+    key = f"{tid}/recording.wav"
+    objects = cluster.s3.objects(cluster.bucket)
+    assert objects.get(key, 0) >= spool_size_floor(last_end), "the recovered recording reached the store"
+    assert not spool.exists()
+    await on_b.stop()
+
+
+def spool_size_floor(seconds: float) -> int:
+    return 44 + int((seconds - 0.05) * 32000)
+
+
+async def test_three_nodes_share_one_upload_url_limit(cluster: Cluster):
+    b = node(cluster, "b")
+    extra = [cluster.node(name, VOXLANE_JOBS="off", VOXLANE_LIVE="off") for name in ("c", "d")]
+    for n in extra:
+        n.wait_ready()
+    urls = [b.url] + [n.url for n in extra]
+    async with httpx.AsyncClient(timeout=30) as c:
+        pid = (await c.post(urls[0] + "/api/projects", json={"title": "limits"})).json()["id"]
+        cid = (await c.post(urls[1] + "/api/participant/conversations/initiate", json={"project_id": pid})
+               ).json()["id"]
+        answers = [await c.post(f"{urls[i % 3]}/api/participant/conversations/{cid}/get-upload-url", json={})
+                   for i in range(46)]
+    codes = [r.status_code for r in answers]
+    assert codes.count(200) == 40 and codes.count(429) == 6, codes
+    refused = next(r for r in answers if r.status_code == 429)
+    assert refused.json()["error"]["code"] == "RATE_LIMITED" and int(refused.headers["Retry-After"]) >= 1
+    for n in extra:
+        n.stop()

@@ -1,0 +1,203 @@
+"""The audio store's contract, run against both stores: the data dir's folder and an S3 bucket (moto's server).
+
+Every caller (uploads, kiosk chunks, the live recording, downloads, jobs) relies on these promises only, so one
+suite holds both stores to them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import numpy as np
+import pytest
+
+from media import WavAppender
+from server.pipeline.recordings import chunk_key, recording_key, upload_key
+from server.storage.audio import AudioStore, LocalAudioStore
+from server.storage.audio.s3 import S3AudioStore
+
+if TYPE_CHECKING:
+    from tests.s3_support import MotoServer
+
+pytest_plugins = ("tests.s3_support",)
+
+PART = 5 << 20  # S3's smallest multipart part: a bigger file goes up in parts
+
+
+def make_store(kind: str, data: Path, request: pytest.FixtureRequest, **more) -> AudioStore:
+    if kind == "local":
+        return LocalAudioStore(data)
+    server: MotoServer = request.getfixturevalue("s3_server")
+    settings = server.settings(request.getfixturevalue("s3_bucket"), data, s3_prefix="vx/", **more)
+    return S3AudioStore(settings, part_bytes=PART)
+
+
+@pytest.fixture(params=["local", "s3"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AudioStore]:
+    audio = make_store(request.param, tmp_path / "data", request)
+    await audio.open()
+    try:
+        yield audio
+    finally:
+        await audio.close()
+
+
+async def put_bytes(store: AudioStore, key: str, data: bytes) -> Path:
+    folder = store.incoming_dir(key.rsplit("/", 1)[0])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".incoming-test"
+    path.write_bytes(data)
+    await store.put_file(key, path)
+    return path
+
+
+def speech(seconds: float, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(int(seconds * 16000)) * 0.1).astype(np.float32)
+
+
+def test_keys_are_relative_and_one_layout():
+    assert recording_key("t1") == "t1/recording.wav"
+    assert recording_key("t1", "ann") == "t1/participant-ann.wav"
+    assert recording_key("t1", 1) == recording_key("t1", "1"), "1 and '1' are one participant"
+    assert upload_key("t1", "m4a") == "t1/upload.m4a"
+    assert chunk_key("t1", 3, "Ab_9-x", "webm") == "t1/chunks/000003-Ab_9-x.webm"
+
+
+async def test_a_stored_file_reads_back_whole_and_by_range(store: AudioStore):
+    data = os.urandom(200_000)
+    received = await put_bytes(store, "t1/upload.wav", data)
+    assert not received.exists() or store.direct_path("t1/upload.wav") == received, "the received file is consumed"
+    assert await store.size("t1/upload.wav") == len(data)
+    assert await store.read_head("t1/upload.wav", 12) == data[:12]
+    got = b"".join([p async for p in store.read_range("t1/upload.wav", 1000, 150_000)])
+    assert got == data[1000:150_000]
+    tail = b"".join([p async for p in store.read_range("t1/upload.wav", 199_990, 300_000)])
+    assert tail == data[199_990:], "clamped to the file"
+    assert [p async for p in store.read_range("t1/upload.wav", 200_000, 200_010)] == []
+    async with store.local_path("t1/upload.wav") as path:
+        assert path.read_bytes() == data and path.suffix == ".wav", "decoders see the key's suffix"
+    assert path.exists() == (store.kind == "local"), "a scratch copy is removed after use"
+
+
+async def test_missing_files(store: AudioStore):
+    assert await store.size("t1/none.wav") is None
+    with pytest.raises(FileNotFoundError):
+        await store.read_head("t1/none.wav", 12)
+    with pytest.raises(FileNotFoundError):
+        async with store.local_path("t1/none.wav"):
+            pass
+    await store.delete("t1/none.wav")  # nothing to remove is fine
+    await store.delete_prefix("nobody")
+    with pytest.raises(ValueError):
+        await store.size("../outside.wav")
+
+
+async def test_a_file_larger_than_a_part(store: AudioStore):
+    data = os.urandom(2 * PART + 12345)  # three parts on S3
+    await put_bytes(store, "t2/upload.flac", data)
+    assert await store.size("t2/upload.flac") == len(data)
+    async with store.local_path("t2/upload.flac") as path:
+        assert path.read_bytes() == data
+
+
+async def test_a_working_file_is_stored_when_published_and_resumed_elsewhere(
+        store: AudioStore, request: pytest.FixtureRequest, tmp_path: Path):
+    key = recording_key("t3")
+    path = await store.working_file(key, resume=True)
+    wav = WavAppender(path)
+    wav.append(speech(1.0))
+    wav.sync()
+    wav.close()
+    if store.kind == "s3":
+        assert await store.size(key) is None, "a working file is on this node until it is published"
+    await store.publish(key)
+    assert await store.size(key) == 44 + 32000
+    assert path.exists() == (store.kind == "local"), "on S3 the spool file goes once it is stored"
+    # a stream starting again (on S3: on another node, its own data dir) continues the one recording
+    other = store if store.kind == "local" else make_store("s3", tmp_path / "node2", request)
+    await other.open()
+    try:
+        again = await other.working_file(key, resume=True)
+        wav = WavAppender(again)
+        assert wav.duration == 1.0
+        wav.append(speech(0.5, seed=1))
+        wav.close()
+        await other.publish(key)
+    finally:
+        if other is not store:
+            await other.close()
+    assert await store.size(key) == 44 + 48000
+    head = await store.read_head(key, 44)
+    assert head[:4] == b"RIFF" and int.from_bytes(head[40:44], "little") == 48000, "the header tells the length"
+
+
+async def test_delete_prefix_removes_one_transcript(store: AudioStore):
+    await put_bytes(store, "t4/upload.wav", b"a" * 10)
+    await put_bytes(store, "t4/chunks/000000-k.wav", b"b" * 10)
+    await put_bytes(store, "t5/upload.wav", b"c" * 10)
+    await store.delete("t4/upload.wav")
+    assert await store.size("t4/upload.wav") is None
+    await store.delete_prefix("t4")
+    assert await store.size("t4/chunks/000000-k.wav") is None
+    assert await store.size("t5/upload.wav") == 10
+
+
+async def test_presigned_put_and_probe(store: AudioStore, s3_server: MotoServer):
+    probe = await store.probe()
+    assert probe.writable and probe.free_bytes > 0
+    url = await store.presigned_put("t6/chunks/000000-k.wav", 60, "audio/wav")
+    if store.kind == "local":
+        assert url is None, "the server's own signed route takes kiosk chunks"
+        return
+    assert url is not None and url.startswith(s3_server.endpoint + "/")
+    query = parse_qs(urlsplit(url).query)
+    assert query["X-Amz-Expires"] == ["60"] and "content-type" in query["X-Amz-SignedHeaders"][0]
+    async with httpx.AsyncClient() as client:
+        r = await client.put(url, content=b"RIFF" + bytes(100), headers={"Content-Type": "audio/wav"})
+    assert r.status_code == 200
+    assert await store.size("t6/chunks/000000-k.wav") == 104
+
+
+async def test_presigned_urls_carry_the_public_endpoint(request: pytest.FixtureRequest, tmp_path: Path):
+    store = make_store("s3", tmp_path / "data", request, s3_public_endpoint_url="https://media.example.org")
+    await store.open()
+    try:
+        url = await store.presigned_put("t7/chunks/000000-k.wav", 60, None)
+    finally:
+        await store.close()
+    assert url is not None and url.startswith("https://media.example.org/")
+
+
+async def test_recover_publishes_what_a_crash_left(store: AudioStore):
+    key = recording_key("t8")
+    path = await store.working_file(key)
+    path.write_bytes(b"RIFF" + bytes(40))
+    stray = path.with_name(".fetching-x.wav")
+    stray.write_bytes(b"half")
+    arriving = store.incoming_dir("t8") / ".incoming-cut-off"  # a body the process died receiving
+    arriving.parent.mkdir(parents=True, exist_ok=True)
+    arriving.write_bytes(b"RIFF")
+    published = await store.recover()
+    assert not arriving.exists(), "never acknowledged: removed"
+    if store.kind == "local":
+        assert published == 0 and path.exists(), "a local working file is already the stored file"
+        return
+    assert published == 1 and not path.exists() and not stray.exists()
+    assert await store.size(key) == 44
+
+
+async def test_rows_from_before_keys_hold_absolute_paths(tmp_path: Path):
+    """Local only: an older row's absolute path still reads (S3 never had such rows)."""
+    store = LocalAudioStore(tmp_path / "data")
+    old = tmp_path / "data" / "audio" / "t9" / "upload.wav"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"RIFF1234WAVE")
+    assert await store.size(str(old)) == 12
+    async with store.local_path(str(old)) as path:
+        assert path == old
+    assert await store.read_head(str(old), 4) == b"RIFF"
