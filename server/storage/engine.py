@@ -3,6 +3,7 @@ database gets."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,18 @@ def _sqlite_events(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("voxlane_write") else "BEGIN")
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def cancelled(context: Any) -> None:
+        """A task cancelled while its statement runs (a client gone, a server stopping) keeps the connection.
+
+        SQLAlchemy takes the cancellation for a lost connection and discards it, and aiosqlite's forced close
+        stops its thread without closing the SQLite handle: an open write transaction kept the file's write lock
+        until the handle was collected, so every writer waited out the busy timeout and then failed ("database
+        is locked"; a job queue test's second runner sat 30 s on it). The statement still finishes on the
+        connection's thread, and the rollback that follows is queued behind it, so the connection is sound."""
+        if isinstance(context.original_exception, asyncio.CancelledError):
+            context.is_disconnect = False
 
 
 def _lower(value: Any) -> Any:
