@@ -2,6 +2,7 @@
 #   CPU (default):  docker build -t voxlane .
 #   GPU (CUDA 12):  docker build --build-arg VARIANT=gpu -t voxlane:gpu .
 #                   docker run --gpus all -p 8000:8000 -v voxlane-data:/data voxlane:gpu
+#   A worker node:  docker run -v worker-data:/data -e VOXLANE_DATABASE_URL=... voxlane worker
 FROM python:3.11-slim
 
 ARG VARIANT=cpu
@@ -19,7 +20,8 @@ COPY media ./media
 COPY asr ./asr
 COPY protocol ./protocol
 COPY web_client ./web_client
-RUN pip install -c /tmp/pin . \
+# the riva extra: VOXLANE_ASR_BACKEND=riva needs no other image
+RUN pip install -c /tmp/pin ".[riva]" \
  && if [ "$VARIANT" = "gpu" ]; then pip install "nvidia-cublas-cu12" "nvidia-cudnn-cu12==9.*"; fi
 
 # CTranslate2 finds cuBLAS/cuDNN from the pip wheels through this path in the GPU variant.
@@ -37,4 +39,7 @@ ENV HOME=/data
 VOLUME /data
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"
-CMD ["sh", "-c", "if [ -f /app/.gpu ]; then export $(cat /app/.gpu); fi; exec voxlane serve"]
+# One image, both roles: `serve` (the default: API and live streams, and jobs unless VOXLANE_JOBS=off) or `worker`
+# (jobs only; /health and /metrics on the same port).
+ENTRYPOINT ["sh", "-c", "if [ -f /app/.gpu ]; then export $(cat /app/.gpu); fi; exec voxlane \"$@\"", "voxlane"]
+CMD ["serve"]

@@ -28,6 +28,7 @@ import pytest
 import websockets
 
 from tests.conftest import REPO, free_port
+from tests.process_support import stop_process
 from tests.s3_support import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
 
 START_WITHIN_S = 120.0
@@ -73,12 +74,7 @@ class Node:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process, 30)
 
     def restart(self) -> None:
         self.kill()

@@ -132,6 +132,13 @@ class Api:
                 await asyncio.wait_for(self._server_task, 10)
 
 
+async def upload_url(api: Api, cid: str, **body: Any) -> dict:
+    """A kiosk chunk's upload URL (``get-upload-url``), asserted granted."""
+    r = await api.client.post(f"/api/participant/conversations/{cid}/get-upload-url", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 def rsa_keys(tmp: Path) -> tuple[bytes, Path]:
     """An RSA key pair: the private PEM (to sign test tokens) and a JWKS file (the server's setting)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

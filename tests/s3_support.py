@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from server.settings import Settings
+from tests.process_support import stop_process
 
 ACCESS_KEY = SECRET_KEY = "testing"
 REGION = "us-east-1"
@@ -88,12 +89,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
                 raise RuntimeError(f"moto_server did not answer in 30 s:\n{log_path.read_text()}") from None
             time.sleep(0.1)
     yield server
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop_process(process)
 
 
 @pytest.fixture

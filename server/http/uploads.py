@@ -28,6 +28,7 @@ from server.http.errors import ApiError
 from server.routes.common import declared_length
 from server.storage.audio import AudioStore
 from server.storage.audio.incoming import hold
+from server.storage.audio.local import fsync_dir
 
 EXTENSIONS = {"wav": "wav", "ogg": "ogg", "webm": "webm", "flac": "flac", "mp3": "mp3", "mp4": "m4a", "aac": "aac"}
 MEDIA_TYPES = {"wav": "audio/wav", "ogg": "audio/ogg", "webm": "audio/webm", "flac": "audio/flac",
@@ -138,14 +139,6 @@ def _sync(f: Any) -> None:
 def _prepare_dir(directory: Path) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     return shutil.disk_usage(directory).free
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 async def receive_audio(request: Request, directory: Path, *, limit: int, stem: str = "upload",

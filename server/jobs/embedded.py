@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from server.jobs.queue import Claimed, Dispatch, Job, Lane, Outcome, wait_event
+from server.jobs.queue import Claimed, Dispatch, Job, Lane, Outcome, run_all, wait_event
 from server.storage import Store
 from server.storage.tables import jobs
 
@@ -46,6 +46,7 @@ class EmbeddedQueue:
         self._wake = asyncio.Event()
         self._running: dict[str, Claimed] = {}
         self._lock_fd: int | None = None
+        self._interrupted: set[int] = set()  # jobs a stop interrupted and could not put back (attempt unused)
 
     # ------------------------------------------------------------ staging
 
@@ -70,21 +71,14 @@ class EmbeddedQueue:
             log.warning("another process runs the jobs of %s; this one only queues them", self.lock_path.parent)
             await asyncio.Event().wait()
         try:
-            put_back = await self._put_back(expired_only=False)
+            put_back = await self._put_back(self._interrupted)
+            self._interrupted.clear()
             if put_back:
                 log.info("resuming %d job(s) a stopped process was running", put_back)
             workers = [asyncio.create_task(self._worker(lane, dispatch), name=f"jobs-{lane.name}-{i}")
                        for lane in lanes for i in range(lane.concurrency)]
             workers.append(asyncio.create_task(self._renew_leases(), name="jobs-leases"))
-            try:
-                await asyncio.gather(*workers)
-            finally:
-                # cancelling gather() cancelled each worker once; a second cancel would interrupt the one that is
-                # putting its job back, so only workers still untouched (a sibling crashed) are cancelled here
-                for task in workers:
-                    if not task.done() and not task.cancelling():
-                        task.cancel()
-                await asyncio.wait(workers)
+            await run_all(workers)
         finally:
             await asyncio.to_thread(self._release_process_lock)
 
@@ -103,8 +97,13 @@ class EmbeddedQueue:
             try:
                 outcome = await dispatch(claimed)
             except asyncio.CancelledError:  # this process is stopping: the attempt does not count
-                with contextlib.suppress(Exception):
+                self._interrupted.add(int(claimed.id))  # until it is put back: the next serve() does it else
+                try:
                     await self._settle(claimed, Outcome("retry", 0.0, "interrupted by a stop"), count=False)
+                    self._interrupted.discard(int(claimed.id))
+                except Exception:
+                    log.warning("putting back job %s failed; done when this process next takes the jobs",
+                                claimed.id, exc_info=True)
                 raise
             finally:
                 self._running.pop(claimed.id, None)
@@ -121,9 +120,15 @@ class EmbeddedQueue:
             await wait_event(self._wake, delay)
 
     async def _due(self, lane: Lane) -> float | None:
+        """When the lane's next job may be taken. A job waiting for its lock (another job with it runs) is not
+        due: it was counted due at once, and every worker of the lane spun on claims that took nothing until the
+        lock's holder finished (a kiosk conversation's merges: 83,000 claims in two minutes). The holder's
+        settling wakes the workers instead."""
+        busy = select(J.c.lock).where(J.c.status == "running", J.c.lock.is_not(None))
         async with self.store.connection() as conn:
             value = (await conn.execute(select(func.min(J.c.run_at)).where(
-                J.c.status == "queued", J.c.task.in_(lane.tasks)))).scalar()
+                J.c.status == "queued", J.c.task.in_(lane.tasks),
+                or_(J.c.lock.is_(None), J.c.lock.not_in(busy))))).scalar()
         return None if value is None else value.timestamp()
 
     async def _claim(self, lane: Lane) -> Claimed | None:
@@ -174,13 +179,19 @@ class EmbeddedQueue:
                     await conn.execute(update(J).where(J.c.id.in_(ids), J.c.status == "running")
                                        .values(lease_until=time.time() + LEASE_SECONDS))
 
-    async def _put_back(self, *, expired_only: bool) -> int:
-        where = [J.c.status == "running"]
-        if expired_only:
-            where.append(J.c.lease_until < time.time())
+    async def _put_back(self, uncounted: set[int]) -> int:
+        """Queue again every job marked running (their process is gone: this one holds the lock now). Those in
+        ``uncounted`` were interrupted by this process's own stop, so their attempt is given back; a process that
+        died running a job used one."""
+        running = J.c.status == "running"
         async with self.store.connection() as conn:
-            result = await conn.execute(update(J).where(and_(*where)).values(status="queued", lease_until=None))
-        return result.rowcount
+            given_back = 0
+            if uncounted:
+                given_back = (await conn.execute(update(J).where(running, J.c.id.in_(sorted(uncounted)))
+                                                 .values(status="queued", lease_until=None,
+                                                         attempts=J.c.attempts - 1))).rowcount
+            result = await conn.execute(update(J).where(running).values(status="queued", lease_until=None))
+        return given_back + result.rowcount
 
     # ------------------------------------------------------------ the process lock
 

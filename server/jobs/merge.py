@@ -31,6 +31,7 @@ from server.jobs.queue import Job
 from server.jobs.runner import JobContext, RetryLater
 from server.pipeline import lifecycle
 from server.pipeline.recordings import recording_key
+from server.storage.base import UNCONFIRMED
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -71,7 +72,7 @@ async def settle_conversation(services: Services, cid: str, ctx: JobContext | No
     offset, expected, waiting = 0.0, 0, False
     placed: list[dict[str, Any]] = []
     for ch in rows:
-        if ch["status"] in ("issued", "received"):
+        if ch["status"] in UNCONFIRMED:
             if finished or (ch.get("expires_at") or 0) < now:
                 expected = ch["index"] + 1  # abandoned: it will never arrive
                 continue
@@ -92,7 +93,7 @@ async def settle_conversation(services: Services, cid: str, ctx: JobContext | No
                 ctx.alive()
         placed.append(ch)
         offset += float(ch.get("duration") or 0.0)
-    confirmed = [c for c in rows if c["status"] not in ("issued", "received")]
+    confirmed = [c for c in rows if c["status"] not in UNCONFIRMED]
     done = sum(1 for c in confirmed if c["status"] in ("transcribed", "failed"))
     if not (finished and not waiting):
         if confirmed:
@@ -103,7 +104,7 @@ async def settle_conversation(services: Services, cid: str, ctx: JobContext | No
         return
     await _store_merged_audio(services, cid, placed)
     ok = [c for c in placed if c["status"] == "transcribed"]
-    abandoned = [c for c in rows if c["status"] in ("issued", "received")]
+    abandoned = [c for c in rows if c["status"] in UNCONFIRMED]
     if confirmed and not ok:
         reasons = sorted({c.get("error") or "failed" for c in confirmed})
         await lifecycle.fail(services, cid, "every chunk failed: " + "; ".join(reasons))

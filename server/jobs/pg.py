@@ -37,7 +37,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from server.jobs.queue import Claimed, Dispatch, Job, Lane, wait_event
+from server.jobs.queue import Claimed, Dispatch, Job, Lane, run_all, wait_event
 from server.storage import Store
 from server.storage.outage import until_stored
 
@@ -118,13 +118,7 @@ class PgQueue:
                        for lane in lanes]
             workers.append(asyncio.create_task(self._sweep_stalled(), name="jobs-stalled"))
             workers.append(asyncio.create_task(self._wake_when_due([lane.name for lane in lanes]), name="jobs-due"))
-            try:
-                await asyncio.gather(*workers)
-            finally:
-                for task in workers:
-                    if not task.done() and not task.cancelling():
-                        task.cancel()
-                await asyncio.wait(workers)
+            await run_all(workers)
 
     async def _keep_working(self, app: Any, lane: Lane) -> None:
         """One procrastinate worker for the lane, started again whenever it stops by itself: it does when it loses

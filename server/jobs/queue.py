@@ -90,6 +90,19 @@ class JobQueue(Protocol):
     async def close(self) -> None: ...
 
 
+async def run_all(tasks: list[asyncio.Task]) -> None:
+    """Run a queue's worker tasks until one of them ends or this is cancelled, then see each one out. Cancelling
+    the gather cancelled each task once; a second cancel would interrupt one that is putting its job back, so only
+    tasks still untouched (a sibling ended) are cancelled here."""
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            if not task.done() and not task.cancelling():
+                task.cancel()
+        await asyncio.wait(tasks)
+
+
 async def wait_event(event: asyncio.Event, seconds: float) -> None:
     """Wait for ``event`` at most ``seconds``. Not ``asyncio.wait_for``: on Python 3.11 it can swallow a
     cancellation that arrives as the event is set, and a queue's worker would then never stop."""

@@ -46,11 +46,10 @@ from server.routes.participant_schemas import (
 )
 from server.routes.participant_uploads import check_direct_upload, chunk_extension, storage_check
 from server.routes.projects import ProjectPublic, public_project
-from server.storage.base import utcnow
+from server.storage.base import UNCONFIRMED, utcnow
 
 TAG = "participant"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_receiving: set[str] = set()  # upload keys whose PUT is in flight
 OPEN_CONVERSATION_IDLE = timedelta(hours=24)
 """An unfinished conversation with no new chunk for this long no longer counts as open (a kiosk that never
 called finish must not lock its project out for good)."""
@@ -214,7 +213,7 @@ async def get_upload_url(request: Request) -> Response:
         index = body.index if body.index is not None else (-1 if last is None else last) + 1
         taken = await store.get_chunk_at(conv["id"], "chunk", index)
         if taken is not None:
-            if taken["status"] in ("issued", "received") and (taken.get("expires_at") or 0) < now:
+            if taken["status"] in UNCONFIRMED and (taken.get("expires_at") or 0) < now:
                 await store.delete_chunk(taken["id"])  # an abandoned URL: its place is free again
             elif body.index is not None:
                 raise ApiError(409, f"chunk {index} already has an upload URL", "CHUNK_INDEX_TAKEN",
@@ -259,20 +258,24 @@ async def put_chunk(request: Request) -> Response:
     row = await svc.store.get_chunk_by_key(key)
     if row is None or row["transcript_id"] != cid:
         raise ApiError(404, "unknown upload key", "UNKNOWN_UPLOAD_KEY")
-    if row["status"] != "issued" or key in _receiving:
+    # claimed before a byte of the body is read, on whichever node: a second PUT of the same URL (to this node or
+    # another) is refused at once, instead of streaming a whole body that would then lose; a claim whose node went
+    # away is taken over once the body would have timed out there
+    stale = time.time() - svc.settings.http_body_timeout - 5
+    claim = await svc.store.claim_chunk_upload(row["id"], stale_before=stale)
+    if claim is None:
         raise ApiError(409, "this upload URL was already used", "UPLOAD_URL_USED")
-    _receiving.add(key)
+    done = None
     try:
         received = await receive_for_store(request, svc.audio, f"{cid}/chunks", limit=svc.settings.max_upload_mb << 20)
         stored = chunk_key(cid, row["index"], key, received.extension)
         await svc.audio.put_file(stored, received.path)
         received.release()
-        done = await svc.store.transition_chunk(row["id"], ("issued",), "received", path=stored,
+        done = await svc.store.transition_chunk(row["id"], ("receiving",), "received", path=stored,
                                                 format=received.format, size=received.size)
     finally:
-        _receiving.discard(key)
-    if done is None:
-        raise ApiError(409, "this upload URL was already used", "UPLOAD_URL_USED")
+        if done is None:  # the body did not make it: the URL may be used again
+            await svc.store.transition_chunk(row["id"], ("receiving",), "issued")
     return JSONResponse(ChunkReceived(key=key, size=received.size, format=received.format).model_dump())
 
 
@@ -296,9 +299,9 @@ async def confirm_upload(request: Request) -> Response:
     stored: dict[str, Any] = {}  # a chunk PUT straight to the bucket: its format and size, checked now
     if row["status"] == "issued" and row.get("path"):
         stored = await check_direct_upload(svc, row)  # 409 not there, 413 too big, 415 not audio
-    elif row["status"] == "issued":
-        raise ApiError(409, "nothing was uploaded with this key yet: PUT the chunk to its URL first",
-                       "NOT_UPLOADED", {"key": body.key})
+    elif row["status"] in ("issued", "receiving"):
+        raise ApiError(409, "nothing was uploaded with this key yet: PUT the chunk to its URL first (a PUT still"
+                       " arriving counts once it is stored)", "NOT_UPLOADED", {"key": body.key})
     async with store.transaction():  # confirmed and queued together: a crash in between loses no chunk
         confirmed = await store.transition_chunk(row["id"], (row["status"],), "uploaded", **stored)
         if confirmed is not None:

@@ -19,8 +19,10 @@ MUTABLE_FIELDS = ("name", "status", "source_language", "duration", "participants
 
 # Audio items ("chunks"): a whole upload, a job's file, or one kiosk chunk of a conversation.
 CHUNK_KINDS = ("upload", "job", "chunk")
-# issued: upload URL handed out; received: bytes on disk, not confirmed; then the public states.
-CHUNK_STATUSES = ("issued", "received", "uploaded", "processing", "transcribed", "failed")
+# issued: upload URL handed out; receiving: one node is taking its PUT's body; received: bytes stored, not
+# confirmed; then the public states.
+CHUNK_STATUSES = ("issued", "receiving", "received", "uploaded", "processing", "transcribed", "failed")
+UNCONFIRMED = ("issued", "receiving", "received")
 CHUNK_FIELDS = ("status", "path", "format", "size", "duration", "offset", "text", "segments", "error", "attempts",
                 "merged", "options", "progress", "expires_at")
 PROJECT_FIELDS = ("title", "language", "portal")
@@ -157,6 +159,10 @@ class Store(Protocol):
         ``expect_attempts``: also only while its attempt count is still this one (a job attempt that another
         attempt overtook cannot finish the chunk).
         """
+
+    async def claim_chunk_upload(self, chunk_id: str, *, stale_before: float) -> dict[str, Any] | None:
+        """``issued`` -> ``receiving`` (compare-and-set): the one request, on any node, that takes a chunk's PUT
+        body. A claim made before ``stale_before`` (epoch seconds: its node stopped receiving) is taken over."""
 
     async def delete_chunk(self, chunk_id: str) -> bool: ...
 

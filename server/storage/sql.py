@@ -21,6 +21,7 @@ from sqlalchemy import (
     Select,
     Table,
     Update,
+    and_,
     delete,
     exists,
     func,
@@ -397,6 +398,13 @@ class SqlStore:
             where.append(C.c.attempts == expect_attempts)
         row = await self._write_row(
             update(C).where(*where).values(**self._chunk_values({**fields, "status": to_status})).returning(*C.c))
+        return _chunk(row) if row is not None else None
+
+    async def claim_chunk_upload(self, chunk_id: str, *, stale_before: float) -> dict[str, Any] | None:
+        row = await self._write_row(
+            update(C).where(C.c.id == chunk_id, or_(C.c.status == "issued", and_(
+                C.c.status == "receiving", C.c.updated_at < datetime.fromtimestamp(stale_before, UTC))))
+            .values(status="receiving", updated_at=self._now()).returning(*C.c))
         return _chunk(row) if row is not None else None
 
     def _chunk_values(self, fields: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from server.cli.bench.metrics import wer_counts
-from tests.rest_support import AUDIO, Api, creds, read_wav, reference, wav_bytes
+from tests.rest_support import AUDIO, Api, creds, read_wav, reference, upload_url, wav_bytes
 
 pytest_plugins = ("tests.rest_fixtures",)
 
@@ -31,11 +31,6 @@ async def initiate(api: Api, pid: str, **extra) -> str:
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
-
-async def upload_url(api: Api, cid: str, **body) -> dict:
-    r = await api.client.post(f"{P}/conversations/{cid}/get-upload-url", json=body)
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 async def put(api: Api, url: str, data: bytes, content_type: str = "audio/wav") -> dict:
@@ -269,11 +264,13 @@ async def test_a_conversation_of_more_than_a_thousand_chunks_merges_whole(public
     stored = directory / "stored.wav"
     stored.write_bytes(wav_bytes(piece, rate))
     n, dur = 1200, round(len(piece) / rate, 3)
-    for i in range(n):
-        row = await store.create_chunk(transcript_id=cid, kind="chunk", status="transcribed", index=i,
-                                       path=str(stored), format="wav", size=stored.stat().st_size, duration=dur)
-        await store.update_chunk(row["id"], text=f"chunk{i}", segments=[
-            {"id": f"s{i}", "text": f"chunk{i}", "start": 0.0, "end": dur, "words": []}])
+    async with store.transaction():  # one commit for the 1,200 rows: their writing is not what is tested
+        for i in range(n):
+            row = await store.create_chunk(transcript_id=cid, kind="chunk", status="transcribed", index=i,
+                                           path=str(stored), format="wav", size=stored.stat().st_size,
+                                           duration=dur)
+            await store.update_chunk(row["id"], text=f"chunk{i}", segments=[
+                {"id": f"s{i}", "text": f"chunk{i}", "start": 0.0, "end": dur, "words": []}])
     url = await upload_url(api, cid)
     assert url["index"] == n
     last = wav_bytes(*read_wav(AUDIO / "single/librispeech_61-70968-0000.wav"))

@@ -17,7 +17,7 @@ import pytest
 
 from protocol import Participant, StartParams
 from server.cli.bench.metrics import wer_counts
-from tests.rest_support import AUDIO, Api, read_wav, reference, wav_bytes
+from tests.rest_support import AUDIO, Api, read_wav, reference, upload_url, wav_bytes
 
 if TYPE_CHECKING:
     from tests.s3_support import MotoServer
@@ -72,11 +72,6 @@ async def kiosk_conversation(api: Api) -> str:
     assert r.status_code == 201, r.text
     return r.json()["id"]
 
-
-async def upload_url(api: Api, cid: str, **body) -> dict:
-    r = await api.client.post(f"{P}/conversations/{cid}/get-upload-url", json=body)
-    assert r.status_code == 200, r.text
-    return r.json()
 
 
 async def put_to_bucket(url: dict, data: bytes) -> None:

@@ -9,9 +9,12 @@ starts it again at once.
 * **Jobs**: each job is one short clip of real speech (``--clip-seconds``, a file all jobs share), transcribed by
   the ``synthetic`` backend (``VOXLANE_ASR_BACKEND``) so that the queue, not the model, is measured. Reported:
   throughput, queue latency p50/p95 (from the job's commit to its chunk being taken, seen by polling every
-  ``POLL_S``: that is the resolution), database transactions and Redis commands per job (``pg_stat_database`` and
-  ``INFO stats`` over the run, less the bench's own), and every job done exactly once (each chunk transcribed,
-  each transcript completed, and how many jobs had to run again because a kill interrupted them).
+  ``POLL_S``: that is the resolution; with the whole backlog queued at once it is mostly the backlog's length over
+  the throughput), database transactions and Redis commands per job (``pg_stat_database`` and ``INFO stats`` over
+  the run, less the bench's own), and every job done exactly once (each chunk transcribed, each transcript
+  completed, none with more segments than its twins, and how many jobs had to run again because a kill
+  interrupted them). Then, with the workers idle, ``--idle-jobs`` jobs queued one at a time give the idle pick-up
+  latency: how soon a job a node accepted starts somewhere.
 * **Kiosk chunks** (``--kiosk N``): N chunks of real speech (``--chunk-seconds`` each, cut from ../shared/audio)
   in conversations of ten, confirmed and finished, through workers running the real model: audio seconds
   transcribed and merged per wall second.
@@ -48,6 +51,9 @@ from server.storage import SqlStore, new_id, utcnow
 from server.storage.audio.local import LocalAudioStore
 
 POLL_S = 0.1
+IDLE_POLL_S = 0.002
+MIN_KILL_GAP_S = 1.0
+CLIP_KEY = upload_key("bench", "wav")
 REPO = Path(__file__).resolve().parents[3]
 SPEECH = "single/jfk_inaugural_1961_excerpt.wav"
 
@@ -62,6 +68,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=10000, help="queue: jobs per worker count")
     p.add_argument("--workers", default="1,2,4", help="queue: worker process counts")
     p.add_argument("--kill", type=int, default=0, help="queue: SIGKILL a random worker this many times per run")
+    p.add_argument("--idle-jobs", type=int, default=50,
+                   help="queue: jobs queued one at a time after the run, for the idle pick-up latency")
     p.add_argument("--clip-seconds", type=float, default=2.0, help="queue: the speech each job transcribes")
     p.add_argument("--kiosk", type=int, default=0, metavar="CHUNKS",
                    help="queue: instead of jobs, this many kiosk chunks of real speech through the real model")
@@ -84,12 +92,15 @@ def run_queue(args: argparse.Namespace, audio_dir: Path) -> dict[str, Any]:
 
 
 def queue_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    cols = ["workers", "jobs", "kills", "wall s", "jobs/s", "audio s/s", "latency p50", "latency p95", "db txns/job",
-            "redis cmds/job", "done", "ran again", "lost"]
+    cols = ["workers", "jobs", "kills", "wall s", "jobs/s", "audio s/s", "latency p50", "latency p95", "idle p50",
+            "idle p95", "db txns/job",
+            "redis cmds/job", "done", "ran again", "duplicated", "lost"]
     rows = [[str(r["workers"]), str(r["jobs"]), str(r["kills"]), fmt(r["wall_s"], 1), fmt(r.get("jobs_per_s"), 1),
              fmt(r.get("audio_x_realtime"), 1), fmt(r.get("latency_p50_s")), fmt(r.get("latency_p95_s")),
+             fmt(r.get("idle_pickup_p50_s"), 3), fmt(r.get("idle_pickup_p95_s"), 3),
              fmt(r.get("db_transactions_per_job"), 2), fmt(r.get("redis_commands_per_job"), 2), str(r["done"]),
-             str(r["ran_again"]), str(r["lost"])] for r in result["runs"]]
+             str(r["ran_again"]), "-" if r.get("duplicated") is None else str(r["duplicated"]), str(r["lost"])]
+            for r in result["runs"]]
     return cols, rows
 
 
@@ -123,8 +134,6 @@ async def _run(args: argparse.Namespace, audio_dir: Path, workers: int) -> dict[
         taken, done, polls, kills = await _watch(store, ids, procs, args.kill, bool(args.kiosk))
         wall = time.monotonic() - started
         after_db, after_redis = await _counters(url, args.redis_url)
-        for p in procs:
-            p.stop()
         return {"workers": workers, "jobs": len(ids), "kills": kills, "wall_s": round(wall, 2),
                 "jobs_per_s": round(len(done) / wall, 2) if wall else None,
                 "audio_seconds": round(seconds, 1), "audio_x_realtime": round(seconds / wall, 2) if wall else None,
@@ -132,7 +141,8 @@ async def _run(args: argparse.Namespace, audio_dir: Path, workers: int) -> dict[
                 "db_transactions_per_job": round((after_db - before_db - 2 * polls) / len(ids), 2),
                 "redis_commands_per_job": None if args.redis_url is None else round(
                     (after_redis - before_redis - 1) / len(ids), 2),
-                **await _exactly_once(store, ids, done, bool(args.kiosk))}
+                **await _exactly_once(store, ids, done, bool(args.kiosk)),
+                **({} if args.kiosk else await _idle_pickup(store, data, args.idle_jobs))}
     finally:
         for p in procs:
             p.stop()
@@ -147,23 +157,53 @@ async def _queue_jobs(store: SqlStore, data: Path, audio_dir: Path, n: int, clip
     """``n`` job files, queued as ``POST /api/transcribe/`` queues them, sharing one clip of speech on disk."""
     queue = _queue(store, data)
     clip = load_pcm16k(audio_dir / SPEECH)[: int(clip_s * 16000)]
-    key = upload_key("bench", "wav")
-    _write_wav(LocalAudioStore(data).path(key), clip)
+    _write_wav(LocalAudioStore(data).path(CLIP_KEY), clip)
     queued: dict[str, float] = {}
     for start in range(0, n, 500):
         batch = []
         async with store.transaction():
             for _ in range(min(500, n - start)):
-                tid, cid = new_id(), new_id()
-                await store.create_transcript(transcript_id=tid, name="bench job", status="processing")
-                await store.create_chunk(transcript_id=tid, kind="job", status="uploaded", path=key, format="wav",
-                                         size=44 + 2 * len(clip), duration=len(clip) / 16000, options={},
-                                         chunk_id=cid)
-                batch.append(cid)
+                batch.append(await _job_rows(store, len(clip)))
             await queue.stage([transcribe_job(cid) for cid in batch])
         now = time.time()  # committed: its jobs are queued from now
         queued.update((cid, now) for cid in batch)
     return queued, n * len(clip) / 16000
+
+
+async def _job_rows(store: SqlStore, samples: int) -> str:
+    """A job's transcript and chunk (the clip at ``CLIP_KEY``); the chunk's id."""
+    tid, cid = new_id(), new_id()
+    await store.create_transcript(transcript_id=tid, name="bench job", status="processing")
+    await store.create_chunk(transcript_id=tid, kind="job", status="uploaded", path=CLIP_KEY, format="wav",
+                             size=44 + 2 * samples, duration=samples / 16000, options={}, chunk_id=cid)
+    return cid
+
+
+async def _idle_pickup(store: SqlStore, data: Path, n: int) -> dict[str, Any]:
+    """With the backlog gone and the workers idle: ``n`` jobs queued one at a time, each timed from its commit to
+    its chunk being taken (polled every ``IDLE_POLL_S``): how soon an idle cluster starts a job a node accepted.
+    The backlog's own latency is mostly its length over the throughput."""
+    queue = _queue(store, data)
+    samples = (LocalAudioStore(data).path(CLIP_KEY).stat().st_size - 44) // 2
+    waits: list[float] = []
+    for _ in range(n):
+        async with store.transaction():
+            cid = await _job_rows(store, samples)
+            await queue.stage([transcribe_job(cid)])
+        committed = time.monotonic()
+        seen = False
+        while time.monotonic() - committed < 60:
+            row = await store.get_chunk(cid)
+            status = row["status"] if row is not None else "gone"
+            if status != "uploaded" and not seen:
+                seen = True
+                waits.append(time.monotonic() - committed)
+            if status in ("transcribed", "failed", "gone"):
+                break  # the next job finds the workers idle again
+            await asyncio.sleep(IDLE_POLL_S)
+    waits.sort()
+    return {"idle_jobs": len(waits), "idle_pickup_p50_s": round(percentile(waits, 50), 4) if waits else None,
+            "idle_pickup_p95_s": round(percentile(waits, 95), 4) if waits else None}
 
 
 def _queue(store: SqlStore, data: Path) -> Any:
@@ -259,8 +299,7 @@ async def _watch(store: SqlStore, queued: dict[str, float], procs: list[_Worker]
     done: set[str] = set()
     polls = made = 0
     rng = random.Random(7)
-    next_kill = time.monotonic() + 3.0
-    period = None
+    last_kill = 0.0
     while True:
         async with store.connection() as conn:
             rows = (await conn.execute(text("SELECT id, status FROM chunks WHERE status <> 'uploaded'"))).all()
@@ -275,13 +314,13 @@ async def _watch(store: SqlStore, queued: dict[str, float], procs: list[_Worker]
                 done.add(cid)
         if len(done) >= len(queued) and not merged:
             return {c: taken[c] - queued[c] for c in taken}, done, polls, made
-        if kills and made < kills and time.monotonic() >= next_kill:
-            if period is None and done:  # spread the kills over the run, as far as its pace tells
-                rate = len(done) / max(0.1, time.monotonic() - (next_kill - 3.0))
-                period = max(0.2, (len(queued) - len(done)) / rate / (kills + 1))
+        # the kills are spread over the run by progress (one each 1/(kills+1) of the jobs done), at least
+        # MIN_KILL_GAP_S apart so that a started worker gets to take jobs before it may be killed again
+        if kills and made < kills and len(done) >= (made + 1) * len(queued) / (kills + 1) \
+                and time.monotonic() - last_kill >= MIN_KILL_GAP_S:
             rng.choice(procs).kill()
             made += 1
-            next_kill = time.monotonic() + (period or 1.0)
+            last_kill = time.monotonic()
         await asyncio.sleep(POLL_S)
 
 
@@ -314,7 +353,13 @@ async def _exactly_once(store: SqlStore, ids: dict[str, float], done: set[str], 
     async with store.connection() as conn:
         attempts = dict((await conn.execute(text("SELECT id, attempts FROM chunks"))).all())
         completed = (await conn.execute(text("SELECT count(*) FROM transcripts WHERE status = 'completed'"))).scalar()
-        segments = (await conn.execute(text("SELECT count(*) - count(DISTINCT id) FROM segments"))).scalar()
+        # every job transcribes the same clip (every kiosk conversation its own ten): a job whose output was
+        # written twice shows as a transcript with more segments than its twins
+        per = [n for (n,) in (await conn.execute(text(
+            "SELECT count(s.id) FROM transcripts t LEFT JOIN segments s ON s.transcript_id = t.id"
+            " GROUP BY t.id"))).all()]
+    usual = max(set(per), key=per.count) if per else 0
     return {"done": len(done), "lost": len(set(ids) - done), "ran_again": sum(1 for a in attempts.values() if a > 1),
-            "transcripts_completed": completed, "duplicate_segments": segments,
+            "transcripts_completed": completed,
+            "duplicated": None if kiosk else sum(1 for n in per if n > usual),
             "attempts_max": max(attempts.values(), default=0), "kiosk": kiosk}

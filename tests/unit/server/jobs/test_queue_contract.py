@@ -234,3 +234,55 @@ async def test_a_process_that_died_running_a_job_leaves_it_to_the_next_one(tmp_p
         n.start([n.task("t")])
         await until(lambda: len(n.runs) == 1)
         assert n.runs == [("t", 1, 2)]
+
+
+async def test_a_stop_that_cannot_put_its_job_back_leaves_the_attempt_unused(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded queue: when recording the interruption fails (the database was busy or went away as the
+    process stopped), the next serve() in this process still gives the attempt back."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    async with node(url, tmp_path) as n:
+        async def slow(ctx: JobContext) -> None:
+            await asyncio.sleep(30)
+
+        runner = n.start([n.task("t", slow, max_attempts=1)])
+        await n.queue.stage([Job("t", {"n": 1})])
+        await until(lambda: len(n.runs) == 1)
+        settle = n.queue._settle  # type: ignore[attr-defined]
+
+        async def failing(claimed: Any, outcome: Any, count: bool = True) -> None:
+            if not count:
+                raise OSError("disk I/O error")
+            await settle(claimed, outcome, count)
+
+        monkeypatch.setattr(n.queue, "_settle", failing)
+        await runner.stop()
+        monkeypatch.setattr(n.queue, "_settle", settle)
+        n.runner = None
+        n.start([n.task("t", max_attempts=1)])
+        await until(lambda: len(n.runs) == 2)
+        assert [r[2] for r in n.runs] == [1, 1] and not n.given_up
+
+
+async def test_a_job_waiting_for_its_lock_does_not_make_the_workers_spin(tmp_path: Path) -> None:
+    """The embedded queue: while a job holds a lock, the next job with it is not due; the workers sleep until
+    the holder settles instead of claiming in a loop (a kiosk merge test spent most of its two minutes so)."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    async with node(url, tmp_path) as n:
+        claims = 0
+        claim = n.queue._claim  # type: ignore[attr-defined]
+
+        async def counted(lane: Lane) -> Any:
+            nonlocal claims
+            claims += 1
+            return await claim(lane)
+
+        n.queue._claim = counted  # type: ignore[attr-defined]
+
+        async def slow(ctx: JobContext) -> None:
+            await asyncio.sleep(1.0)
+
+        await n.queue.stage([Job("t", {"n": i}, lock="conversation:a") for i in range(2)])
+        n.start([n.task("t", slow)])
+        await until(lambda: len(n.runs) == 2)
+        assert claims < 40, f"{claims} claims while one job waited a second for its lock"
