@@ -122,7 +122,7 @@ class Hypotheses:
                     return near[i + n:]
         inside = [w for w in words if w.start <= last - 0.1]
         if start is not None and len(inside) >= _SKIPPED_WORDS and start >= known[-1].start - 0.05:
-            return words[1:] if _misread(words[0].text, known[-1].text) else list(words)
+            return words[_read_as(inside, known[-1]):]
         after = [w for w in words if w.start > last - 0.1]
         first = words[0] if words else None
         if start is not None and first is not None and _new_over_skipped(first, known, start):
@@ -281,6 +281,16 @@ def _new_over_skipped(first: TimedWord, known: list[TimedWord], start: float) ->
     return stretched or after_late_end
 
 
+def _read_as(inside: list[TimedWord], known: TimedWord) -> int:
+    """How many of a reading's first words (``inside``: stamped within the known word it opens at) are that
+    word read another way: one ("husband" for "husbandry") or a few run together ("a bit less" for
+    "thriftless", which as new words made the segment "thriftless a bit less praise"); 0 when they are none."""
+    for n in range(1, len(inside) + 1):
+        if _misread("".join(w.text for w in inside[:n]), known.text):
+            return n
+    return 0
+
+
 def _misread(text: str, known: str) -> bool:
     """Whether a reading's first word is the known word it opens at, read another way ("husband" for
     "husbandry", "whose" for "who's")."""
@@ -365,10 +375,12 @@ def stop_at_stacked_words(words: list[TimedWord], run: int = 4, span: float = 0.
     at the start of its window), the alignment stacks those words on one instant: "Montreal forced a
     liner. I hardly know her." all stamped 49.97 s, repeating words read a second earlier. No one says
     ``run`` words within ``span`` seconds; the words from the second of them on are dropped (a later
-    decode reads that audio again).
+    decode reads that audio again). Stamps that jump back are not a stack: "of 37.7, mine 46.5, shall 46.5,
+    some 38.5, my 39.1" is one word stamped late with the reading on in place after it, which
+    :func:`in_time_order` repairs; taken for a stack, the 8 s after "of" were lost from a recorded file.
     """
     for i in range(len(words) - run + 1):
-        if words[i + run - 1].start - words[i].start <= span:
+        if 0.0 <= words[i + run - 1].start - words[i].start <= span:
             return words[:i + 1]
     return words
 

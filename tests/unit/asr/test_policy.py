@@ -150,6 +150,18 @@ def test_a_reading_stops_where_its_timestamps_stop_advancing():
     assert stop_at_stacked_words(pair) == pair  # two or three words on one instant happen at a window's end
 
 
+def test_a_word_stamped_late_is_not_a_stack():
+    """Sonnet 2 as a recorded file: "of 37.74, mine 46.48, shall 46.48, some 38.5": one word stamped 8 s late with
+    the reading on in place after it. Taken for a stack, the reading stopped at "mine", which lay past the
+    segment's end, and "mine shall sum my count ... succession thine" was lost."""
+    reading = words("this fair child of", 36.2, 0.5) + [TimedWord("mine", 46.48, 46.48, 0.9),
+                                                         TimedWord("shall", 46.48, 46.48, 0.9)]
+    reading += words("some my count, and make", 38.5, 0.4)
+    kept = in_time_order(stop_at_stacked_words(reading))
+    assert [w.text for w in kept] == [w.text for w in reading]
+    assert all(a.end <= b.start for a, b in zip(kept, kept[1:], strict=False))
+
+
 def test_a_word_stamped_after_the_next_one_is_pulled_back():
     """Sonnet 3 streamed live: "of 37.61-39.91, thy 39.91-39.91, see 38.83-39.39": "thy" no longer matched its
     committed copy, was committed again at 39.91, and the words said before that were dropped as read."""
@@ -243,6 +255,22 @@ def test_a_misreading_of_the_word_a_window_opens_at_is_not_taken_for_new_speech(
     h = Hypotheses(anchor=[TimedWord("antecedents.", 5.1, 5.9, 0.9)])
     reading = [TimedWord("sentence.", 5.1, 5.8, 0.6), TimedWord("Nor", 6.3, 6.5, 0.9), TimedWord("of", 6.5, 6.6, 0.9)]
     assert [w.text for w in h.commit_all(reading, start=5.1)] == ["Nor", "of"]
+
+
+def test_a_word_misread_as_several_is_not_taken_for_new_speech():
+    """Sonnet 2 as a recorded file: a final stopped at "thriftless" (28.32-29.0 s) and its tail, read again from
+    that word on, said "a bit less praise."; kept as new, the segment said "thriftless a bit less praise"."""
+    h = Hypotheses()
+    h.commit_all([TimedWord("and", 27.88, 28.32, 0.9), TimedWord("thriftless", 28.32, 29.0, 0.9)])
+    tail = [TimedWord("a", 28.32, 28.44, 0.5), TimedWord("bit", 28.44, 28.66, 0.6),
+            TimedWord("less", 28.66, 29.0, 0.7), TimedWord("praise.", 29.0, 29.5, 0.9)]
+    assert [w.text for w in h.commit_all(tail, start=28.32)] == ["praise."]
+    # words that do not read as the known word stay new speech (see the skipped-anchor case above)
+    h = Hypotheses()
+    h.commit_all([TimedWord("and", 27.88, 28.32, 0.9), TimedWord("thriftless", 28.32, 29.0, 0.9)])
+    other = [TimedWord("or", 28.32, 28.44, 0.9), TimedWord("who", 28.44, 28.66, 0.9),
+             TimedWord("is", 28.66, 28.9, 0.9), TimedWord("he", 29.0, 29.5, 0.9)]
+    assert [w.text for w in h.commit_all(other, start=28.32)] == ["or", "who", "is", "he"]
 
 
 def test_a_stretch_two_readings_disagree_on_is_committed_as_the_surer_one_read_it():
