@@ -31,3 +31,42 @@ def test_speech_after_a_short_pause_resumes_at_once():
     # after a long pause a single chunk is a click again
     tracker, _ = run([0.9] * 10 + [0.0] * 40 + [0.8] + [0.0] * 3)
     assert abs(tracker.speech_end - 10 * CHUNK_SECONDS) < 1e-6
+
+
+class CountingModel:
+    """The real Silero model, counting the chunks it is asked about."""
+
+    def __init__(self) -> None:
+        from asr.vad import SileroModel
+
+        self.model, self.calls = SileroModel(), 0
+
+    def run(self, frames: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += 1
+        return self.model.run(frames, state)
+
+
+def test_silence_after_silence_is_not_asked_of_the_model():
+    """A connected stream that says nothing costs almost nothing: digital silence and a -90 dBFS noise floor after a
+    chunk the model called silence are silence without a model run; speech after it is heard as before."""
+    from asr.vad import CHUNK, QUIET_RUN, VadStream
+    from server.cli.live_client import load_pcm16k
+    from tests.conftest import AUDIO
+
+    counting = CountingModel()
+    vad = VadStream(counting)  # type: ignore[arg-type]
+    quiet = np.concatenate([np.zeros(16000 * 5, np.float32), (np.random.default_rng(1).standard_normal(16000 * 5)
+                                                               * 3e-5).astype(np.float32)])
+    assert (vad.process(quiet) < 0.05).all()
+    assert counting.calls <= QUIET_RUN + 1  # the first second is read: a pause, or the start of a silence
+    speech = load_pcm16k(AUDIO / "single/jfk_inaugural_1961_excerpt.wav")
+    gated, plain = vad.process(speech), VadStream(counting.model).process(speech)  # type: ignore[arg-type]
+    onset = lambda probs: int(np.argmax(probs >= VadConfig().threshold))  # noqa: E731
+    assert abs(onset(gated) - onset(plain)) <= 1
+    # inside speech the model is asked even about a chunk of digital zeros: its memory still hears speech there
+    loud = int(np.argmax(plain > 0.5))
+    fresh = VadStream(counting)  # type: ignore[arg-type]
+    assert fresh.process(speech[:(loud + 1) * CHUNK])[-1] > 0.5
+    calls = counting.calls
+    fresh.process(np.zeros(CHUNK, np.float32))
+    assert counting.calls == calls + 1
