@@ -13,8 +13,10 @@ from asr.backends import DecodedWord, DecodeRequest, DecodeResult
 from asr.backends.faster_whisper import FasterWhisperBackend
 from asr.inference import InferenceLoop, Priority
 from asr.policy import TimedWord
-from asr.session import _WORD_START_SLACK_S, Segment, StreamConfig, StreamSession, _Plan
+from asr.segment_book import _WORD_START_SLACK_S, Segment
+from asr.session import StreamConfig, StreamSession
 from asr.vad import SileroModel
+from asr.window_planner import Plan
 from server.cli.bench.replay import DecodeCost, replay_level, simulated_loop
 from server.cli.live_client import load_pcm16k
 from server.pipeline.convert import wire_emit
@@ -286,7 +288,7 @@ async def test_a_refresh_that_holds_the_pause_weighs_unsure_words_as_a_pause_com
     seg = Segment(id="a", start=0.0, window_start=0.0)
     seg.hyp.tentative = [TimedWord("going", 3.0, 3.4, 0.9)]  # the previous reading, before the last word
     session._open = seg
-    plan = _Plan(seg, Priority.PARTIAL, end=5.4, commit_before=5.0)
+    plan = Plan(seg, Priority.PARTIAL, end=5.4, commit_before=5.0)
     reading = DecodeResult(words=[DecodedWord(" going", 3.0, 3.4, 0.9), DecodedWord(" home", 3.5, 4.9, 0.3)])
     await session._apply(plan, 0.0, reading, "")
     assert [w.text for w in seg.hyp.committed] == ["going"]
@@ -734,7 +736,7 @@ async def test_a_pause_that_lasts_settles_what_its_commit_left_open(engine):
         seg.pauses[4.4] = heard  # the silence after the speech, before the speaker went on
         session._open = seg
         session._tracker.in_speech, session._tracker.speech_end = True, 5.0
-        plan = _Plan(seg, Priority.ENDPOINT, end=4.6, commit_before=4.4, speech_end=4.4)
+        plan = Plan(seg, Priority.ENDPOINT, end=4.6, commit_before=4.4, speech_end=4.4)
         reading = DecodeResult(words=[DecodedWord(" called", 3.0, 3.4, 0.9), DecodedWord(" mistle", 3.4, 3.9, 0.3),
                                       DecodedWord(" type.", 3.9, 4.4, 0.8)])
         await asyncio.wait_for(session._apply(plan, 0.0, reading, ""), 5)
