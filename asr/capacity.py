@@ -15,8 +15,11 @@ audio arrived an utterance's last word was sent as final (:meth:`observe_commit`
 With ``n`` streams served, one more makes each stream's readings come about ``(n + 1) / n`` times further
 apart once the loop is saturated, so the p90 of recent commit delays scaled by that is the second prediction.
 
-A lone stream is always admitted (refusing it helps nobody); without recent measurements nothing is refused
-on this ground. The estimator only measures and predicts; the policy that refuses lives in the server.
+A lone stream is always admitted (refusing it helps nobody). Before live decodes are measured (a fresh
+process, or one idle for a minute) the estimate is the backend's calibration: a full batch of hurried live
+windows, timed when the model was warmed (``seed``). So a burst of streams at start is admitted as far as the
+machine serves it and no further, instead of all at once or a few at a time. The estimator only measures and
+predicts; the policy that refuses lives in the server.
 """
 
 from __future__ import annotations
@@ -53,6 +56,11 @@ class CapacityEstimator:
         self._samples: deque[tuple[float, float]] = deque(maxlen=keep)  # (when, decode seconds)
         self._commits: deque[tuple[float, float]] = deque(maxlen=1024)  # (when, seconds from audio to final)
         self._lock = threading.Lock()  # fed from the loop's threads, read from the event loop
+        self.prior: float | None = None  # a batch's cost before any is measured (see seed)
+
+    def seed(self, seconds: float | None) -> None:
+        """What a batch of live decodes costs before the loop has measured any (the backend's calibration)."""
+        self.prior = seconds if seconds is not None and seconds > 0 else None
 
     def observe(self, report: BatchReport) -> None:
         """Called by the loop after every batch; uploads (BULK) yield to live work and are not counted."""
@@ -86,16 +94,27 @@ class CapacityEstimator:
         return delay * (streams_now + 1) / max(1, min(measured, streams_now))
 
     def decode_seconds(self) -> float | None:
-        """The median duration of recent live decodes, or None with too few of them."""
+        """The median duration of recent live decodes; with too few of them the calibration (None: neither)."""
         cutoff = self.clock() - self.window_s
         with self._lock:
             recent = [s for t, s in self._samples if t >= cutoff]
-        return statistics.median(recent) if len(recent) >= self.min_samples else None
+        return statistics.median(recent) if len(recent) >= self.min_samples else self.prior
+
+    def measured(self) -> bool:
+        """Whether the estimate comes from recent live decodes (not the calibration)."""
+        cutoff = self.clock() - self.window_s
+        with self._lock:
+            return sum(t >= cutoff for t, _ in self._samples) >= self.min_samples
 
     def predicted_latency(self, streams: int, slots: int) -> float | None:
         """The loop's share of a commit's latency with ``streams`` live streams (None: not measured yet)."""
         s = self.decode_seconds()
         return None if s is None else s * math.ceil(max(1, streams) / max(1, slots))
+
+    def headroom(self, streams: int, target_s: float, slots: int) -> int | None:
+        """Live streams that may still be admitted within ``target_s`` with ``streams`` on (None: unknown)."""
+        cap = self.capacity(target_s, slots)
+        return None if cap is None else max(0, cap - streams)
 
     def capacity(self, target_s: float, slots: int) -> int | None:
         """Most live streams whose commits stay within ``target_s`` (at least 1; None: not measured yet)."""

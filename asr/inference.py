@@ -22,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
@@ -67,6 +67,10 @@ class LoopStats:
     max_batch_seen: int = 0
     hurried: int = 0  # requests decoded the cheaper way (other live streams waited, or the machine is slow)
     max_lanes_busy: int = 0  # most batches seen running at once
+    # where the model's time goes: lane-seconds by the kind of decode (final, endpoint, partial, bulk), and the
+    # encoder's share of them (as the backend reports it)
+    seconds_by_kind: dict[str, float] = field(default_factory=dict)
+    encode_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ class InferenceLoop:
         self._stopping = False
         self.stats = LoopStats()
         self.capacity = CapacityEstimator()  # live decode timings: what admission control predicts from
+        self.capacity.seed(getattr(backend, "calibration_seconds", None))  # until live decodes are measured
         self.pace = LivePace(step_s)
         # called on a lane's thread after each batch
         self.observers: list[Observer] = [self.capacity.observe, self.pace.observe]
@@ -284,6 +289,12 @@ class InferenceLoop:
             self.stats.hurried += hurried
             self.stats.busy_seconds += dt  # lane-seconds: lanes decoding at once each count
             self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(built))
+            by_kind = self.stats.seconds_by_kind
+            for e, _, _ in built:  # each request its share of the batch
+                by_kind[e.priority.name.lower()] = by_kind.get(e.priority.name.lower(), 0.0) + dt / len(built)
+            measured = sum(r.compute_seconds for r in results)
+            if measured > 0:  # the encoder's share of what the backend measured, applied to what the batch cost
+                self.stats.encode_seconds += dt * sum(r.encode_seconds for r in results) / measured
             lanes_busy = self._in_flight
         self._report(BatchReport(
             size=len(built), seconds=dt, live=any(e.priority != Priority.BULK for e, _, _ in built),

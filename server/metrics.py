@@ -104,9 +104,9 @@ class _StateCollector(Collector):
                      max(lags, default=0.0))
         yield _gauge("voxlane_live_lag_seconds_mean", "Mean lag of the live streams", sum(lags) / len(lags)
                      if lags else 0.0)
-        engine = services.engine
-        if engine is not None:
-            yield from _engine_metrics(engine)
+        loop = services.loop
+        if loop is not None:
+            yield from _engine_metrics(loop)
         runner = services.runner
         if runner is not None:
             yield _gauge("voxlane_work_queue_depth", "Jobs waiting to run (on every node of this database)",
@@ -121,6 +121,11 @@ class _StateCollector(Collector):
             if capacity is not None:
                 yield _gauge("voxlane_live_capacity_streams", "Live streams the measured decode times allow within"
                              " VOXLANE_LATENCY_TARGET_S", capacity)
+            headroom = admission.headroom()
+            if headroom is not None:
+                yield _gauge("voxlane_live_headroom_streams", "Live streams this node may still admit within"
+                             " VOXLANE_LATENCY_TARGET_S (measured decode times, or the calibration at start)",
+                             headroom)
             yield _gauge("voxlane_uploads_in_flight", "Upload bodies being received", admission.uploads_in_flight)
             yield _gauge("voxlane_webrtc_offers_in_flight", "WebRTC offers being negotiated",
                          admission.offers_in_flight)
@@ -143,6 +148,15 @@ def _engine_metrics(engine: Any) -> Iterator[Metric]:
         c = CounterMetricFamily(f"voxlane_inference_{name}", doc)
         c.add_metric([], value)
         yield c
+    busy = CounterMetricFamily("voxlane_inference_busy_seconds", "Lane-seconds the model decoded, by kind of"
+                               " decode (final, endpoint: a pause's commit, partial: a refresh, bulk: recorded"
+                               " files)", labels=["kind"])
+    for kind in ("final", "endpoint", "partial", "bulk"):
+        busy.add_metric([kind], stats.seconds_by_kind.get(kind, 0.0))
+    yield busy
+    enc = CounterMetricFamily("voxlane_inference_encoder_seconds", "Of the busy lane-seconds, the encoder's")
+    enc.add_metric([], stats.encode_seconds)
+    yield enc
     decode = engine.capacity.decode_seconds()
     if decode is not None:
         yield _gauge("voxlane_inference_live_decode_seconds_median", "Median of recent live decodes (what"

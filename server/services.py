@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from asr.backends import AsrBackend, make_backend
+from asr.backends import RECOGNIZERS, AsrBackend, make_backend, make_recognizer
 from asr.inference import InferenceLoop
+from asr.transcriber import Transcriber
 from asr.vad import SileroModel
 from server import redis_client
 from server.fanout import Broker
@@ -36,7 +37,7 @@ from server.jobs.tasks import all_tasks, lane_of, lanes
 from server.metrics import MeteredHub, Metrics
 from server.native_threads import limit_blas_threads
 from server.node import claim_node_id
-from server.pipeline.configs import backend_config
+from server.pipeline.configs import backend_config, riva_config
 from server.pipeline.hub import Hub
 from server.pipeline.ownership import Leases, LocalLeases, make_leases
 from server.pipeline.recordings import audio_dir
@@ -87,7 +88,7 @@ class Services:
     hub: Hub
     audio: AudioStore
     jobs: JobQueue
-    engine: InferenceLoop | None = None
+    engine: Transcriber | None = None  # the inference loop, or a streaming recognizer (VOXLANE_ASR_BACKEND=riva)
     vad_model: SileroModel | None = None
     role: Role = field(default_factory=Role)
     webhooks: WebhookSender | None = None
@@ -108,8 +109,14 @@ class Services:
         return audio_dir(self.settings, transcript_id)
 
     @property
-    def model(self) -> tuple[InferenceLoop, SileroModel]:
-        """The inference loop and the VAD, on a node that transcribes (live streams or jobs)."""
+    def loop(self) -> InferenceLoop | None:
+        """The inference loop, on a node that decodes windows itself (None on one that streams to Riva)."""
+        return self.engine if isinstance(self.engine, InferenceLoop) else None
+
+    @property
+    def model(self) -> tuple[Transcriber, SileroModel]:
+        """What transcribes (the inference loop or a streaming recognizer) and the VAD, on a node that
+        transcribes (live streams or jobs)."""
         if self.engine is None or self.vad_model is None:
             raise RuntimeError("this node loads no model (VOXLANE_LIVE=off and VOXLANE_JOBS=off)")
         return self.engine, self.vad_model
@@ -139,7 +146,7 @@ async def build(settings: Settings, *, role: Role | None = None, backend: AsrBac
     store = store or open_store(settings.database_url, settings.data_path)
     await store.open()
     audio = open_audio_store(settings)
-    engine: InferenceLoop | None = None
+    engine: Transcriber | None = None
     vad: SileroModel | None = None
     try:
         await audio.open()
@@ -147,15 +154,19 @@ async def build(settings: Settings, *, role: Role | None = None, backend: AsrBac
         if published:
             log.info("stored %d recording(s) a stopped process had not stored yet", published)
         queue = open_job_queue(settings, store)
-        if role.transcribes:
+        if role.transcribes and settings.asr_backend in RECOGNIZERS and backend is None:
+            vad = await asyncio.to_thread(SileroModel)
+            engine = make_recognizer(settings.asr_backend, riva_config(settings))
+        elif role.transcribes:
             chosen, vad = await asyncio.gather(
                 asyncio.to_thread(make_backend, backend_config(settings)) if backend is None else _given(backend),
                 asyncio.to_thread(SileroModel))
             limit_blas_threads()  # the models' libraries are loaded now
-            engine = InferenceLoop(chosen, step_s=settings.min_step_ms / 1000)  # the live streams' step (asr.pace)
+            loop = InferenceLoop(chosen, step_s=settings.min_step_ms / 1000)  # the live streams' step (asr.pace)
             if metrics is not None:
-                engine.observers.append(metrics.observe_batch)
-            engine.start()
+                loop.observers.append(metrics.observe_batch)
+            loop.start()
+            engine = loop
     except BaseException:
         await audio.close()
         await store.close()
@@ -251,8 +262,10 @@ async def close(services: Services) -> None:
     await services.leases.close()
     if services.webhooks is not None:
         await services.webhooks.stop()
-    if services.engine is not None:
+    if isinstance(services.engine, InferenceLoop):
         await asyncio.to_thread(services.engine.stop)
+    elif services.engine is not None:
+        await services.engine.close()
     services.speaker_worker.close()
     await services.hub.broker.close()
     if services.redis is not None:

@@ -34,8 +34,29 @@ class Settings:
     model: str = field(default="tiny.en", metadata=_opt(
         "VOXLANE_MODEL", "Whisper model: 'tiny.en' (bundled), a locally cached name, or a model directory"))
     asr_backend: str = field(default="faster-whisper", metadata=_opt(
-        "VOXLANE_ASR_BACKEND", "speech recognizer; synthetic writes one word per 0.3 s of speech without a model, to"
-        " measure the server's plumbing (voxlane bench --queue), never for users", ("faster-whisper", "synthetic")))
+        "VOXLANE_ASR_BACKEND", "speech recognizer: faster-whisper (the model runs here), riva (streams to an NVIDIA"
+        " Riva server, VOXLANE_RIVA_*); synthetic writes one word per 0.3 s of speech without a model, to measure the"
+        " server's plumbing (voxlane bench --queue), never for users", ("faster-whisper", "riva", "synthetic")))
+    riva_uri: str = field(default="localhost:50051", metadata=_opt(
+        "VOXLANE_RIVA_URI", "with VOXLANE_ASR_BACKEND=riva: the Riva server's gRPC address, host:port"))
+    riva_ssl: str = field(default="off", metadata=_opt(
+        "VOXLANE_RIVA_SSL", "TLS to the Riva server (on: the system's CA certificates, or VOXLANE_RIVA_SSL_ROOT_CERT)",
+        ("on", "off")))
+    riva_ssl_root_cert: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_RIVA_SSL_ROOT_CERT", "CA certificate file the Riva server's certificate is checked against (turns"
+        " TLS on)"))
+    riva_api_key: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_RIVA_API_KEY", "sent to the Riva server as 'authorization: Bearer <key>' (NVIDIA's hosted"
+        " endpoints)", secret=True))
+    riva_metadata: str | None = field(default=None, metadata=_opt(
+        "VOXLANE_RIVA_METADATA", "more gRPC metadata for every call, key=value pairs separated by ';' (a hosted"
+        " endpoint's function-id=...)", secret=True))
+    riva_model: str = field(default="", metadata=_opt(
+        "VOXLANE_RIVA_MODEL", "the Riva ASR model to use (default: the server's for the language)"))
+    riva_language: str = field(default="en-US", metadata=_opt(
+        "VOXLANE_RIVA_LANGUAGE", "language code sent to Riva when a stream names none"))
+    riva_chunk_ms: int = field(default=100, metadata=_opt(
+        "VOXLANE_RIVA_CHUNK_MS", "audio sent to Riva per request", lo=10, hi=2000))
     device: str = field(default="cpu", metadata=_opt("VOXLANE_DEVICE", "inference device", ("cpu", "cuda")))
     compute_type: str = field(default="int8", metadata=_opt(
         "VOXLANE_COMPUTE_TYPE", "CTranslate2 compute type",
@@ -302,6 +323,8 @@ class Settings:
                 raise SettingsError(f"VOXLANE_OUTBOUND_ALLOWLIST: {exc}") from None
         if self.device == "cpu" and self.compute_type in ("float16", "int8_float16", "bfloat16", "int8_bfloat16"):
             raise SettingsError(f"VOXLANE_COMPUTE_TYPE={self.compute_type!r} needs a GPU; on cpu use int8 or float32")
+        if self.riva_metadata:
+            riva_metadata_pairs(self.riva_metadata)
         if self.llm_url and not self.llm_url.startswith(("http://", "https://")):
             raise SettingsError("VOXLANE_LLM_URL must start with http:// or https://")
         check_shared_services(self)  # database, Redis, S3
@@ -362,3 +385,16 @@ def _check(f, value: Any, name: str) -> None:
         raise SettingsError(f"{name}={value!r}: expected one of {', '.join(m['choices'])}")
     if m["lo"] is not None and value < m["lo"] or m["hi"] is not None and value > m["hi"]:
         raise SettingsError(f"{name}={value!r}: must be between {m['lo']:g} and {m['hi']:g}")
+
+
+def riva_metadata_pairs(raw: str) -> tuple[tuple[str, str], ...]:
+    """``VOXLANE_RIVA_METADATA``: ``key=value;key=value`` (gRPC metadata keys are lower case)."""
+    pairs = []
+    for item in raw.split(";"):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(f"VOXLANE_RIVA_METADATA: {item.strip()!r} is not key=value")
+        pairs.append((key.strip().lower(), value.strip()))
+    return tuple(pairs)

@@ -61,13 +61,21 @@ let bannerTimer = 0;
 const list = { items: [], total: 0, page: 1, editingId: null, confirmId: null, loading: false };
 
 class ApiError extends Error {
-  constructor(message, { status = 0, code = null, unreachable = false } = {}) {
+  constructor(message, { status = 0, code = null, unreachable = false, retryAfter = null } = {}) {
     super(message);
     this.name = "ApiError";
     this.status = status;
     this.code = code;
     this.unreachable = unreachable;
+    this.retryAfter = retryAfter; // seconds, when the server is busy and says when to ask again
   }
+}
+
+/** A refusal for load (the server at capacity, a per-caller cap): wait its retry hint and ask again. */
+function busyRetrySeconds(err) {
+  if (!err || !(err.code === "OVERLOADED" || err.code === "RATE_LIMITED")) return null;
+  const s = Number(err.retryAfter);
+  return isFinite(s) && s > 0 ? Math.min(s, 60) : 5;
 }
 
 class Cancelled extends Error {
@@ -190,8 +198,9 @@ async function api(method, path, body) {
   if (!res.ok) {
     const err = payload && payload.error;
     const gateway = res.status === 502 || res.status === 503 || res.status === 504;
+    const retryAfter = (err && err.details && err.details.retry_after_s) ?? res.headers.get("Retry-After");
     throw new ApiError((err && err.message) || `${res.status} ${res.statusText || "request failed"}`, {
-      status: res.status, code: err && err.code, unreachable: gateway && !err,
+      status: res.status, code: err && err.code, unreachable: gateway && !err, retryAfter,
     });
   }
   return payload;
@@ -457,6 +466,7 @@ function onTranscription(d) {
 
 function onStatus(d, source) {
   vx.lastStatus = d;
+  if (session && session.admission && d.message === "receiving audio") session.admission.resolve();
   if ("lag_seconds" in d) setLag(d.lag_seconds);
   switch (d.status) {
     case "completed":
@@ -508,6 +518,10 @@ function onDiarization(d) {
 
 function onServerError(d) {
   const code = d.code || "ERROR";
+  if (session && session.admission && (code === "OVERLOADED" || code === "RATE_LIMITED")) {
+    session.admission.reject(new ApiError(d.message || code, { code, retryAfter: d.details && d.details.retry_after_s }));
+    return; // startWebSocketPublishing says it is retrying
+  }
   if (code === "ALREADY_STARTED" && d.recoverable !== false) return; // harmless (start after WebRTC)
   const recoverable = d.recoverable !== false;
   showBanner(`Server error (${code}): ${d.message || "unknown error"}`, recoverable ? "warning" : "error");
@@ -884,9 +898,26 @@ async function startWebSocketPublishing(sess) {
   const rate = await startPcmCapture(sess);
   checkCancelled(sess);
   sess.startParams = { format: "pcm_s16le", sample_rate: rate, channels: 1 };
-  if (!sendWs({ action: "start", params: sess.startParams })) {
-    throw new ApiError(UNREACHABLE_MSG, { unreachable: true });
+  // audio waits (buffered) until the server admits the stream: a refused start would drop it
+  for (;;) {
+    const admitted = new Promise((resolve, reject) => { sess.admission = { resolve, reject }; });
+    if (!sendWs({ action: "start", params: sess.startParams })) {
+      sess.admission = null;
+      throw new ApiError(UNREACHABLE_MSG, { unreachable: true });
+    }
+    try {
+      await withTimeout(admitted, WEBRTC_CONNECT_TIMEOUT_MS, "the server's answer to start");
+      break;
+    } catch (e) {
+      const wait = busyRetrySeconds(e);
+      if (wait === null) throw e;
+      showBanner(`The server is busy (${e.message}). Trying again in ${Math.round(wait)} s…`, "info", "busy");
+      await sleepUnlessCancelled(sess, wait * 1000);
+    } finally {
+      sess.admission = null;
+    }
   }
+  clearBanner("busy");
   sess.publishing = true;
   const pending = sess.pending.splice(0);
   for (const buf of pending) sendPcm(sess, buf);
@@ -977,6 +1008,38 @@ async function connectPeer(sess) {
   await waitPcConnected(pc, WEBRTC_CONNECT_TIMEOUT_MS);
 }
 
+/**
+ * Offer until the server admits the stream: a server at capacity refuses the offer with a retry hint, and
+ * the microphone is not opened (nothing is captured, so nothing is lost) until it is admitted.
+ */
+async function connectPeerWhenAdmitted(sess) {
+  for (;;) {
+    try {
+      await withTimeout(connectPeer(sess), WEBRTC_CONNECT_TIMEOUT_MS, "WebRTC connection");
+      clearBanner("busy");
+      return;
+    } catch (e) {
+      const wait = busyRetrySeconds(e);
+      if (wait === null) throw e;
+      teardownPeer(sess);
+      showBanner(`The server is busy (${e.message}). Trying again in ${Math.round(wait)} s…`, "info", "busy");
+      await sleepUnlessCancelled(sess, wait * 1000);
+    }
+  }
+}
+
+function sleepUnlessCancelled(sess, ms) {
+  return new Promise((resolve, reject) => {
+    const started = Date.now();
+    const tick = () => {
+      if (sess.cancelled) reject(new Cancelled());
+      else if (Date.now() - started >= ms) resolve();
+      else setTimeout(tick, 200);
+    };
+    tick();
+  });
+}
+
 function sendStartOnChannel(sess) {
   if (sess.dc && sess.dc.readyState === "open") {
     sess.dc.send(JSON.stringify({ action: "start", params: {} }));
@@ -1054,7 +1117,7 @@ async function startCapture() {
     try {
       setMode("webrtc");
       sess.mode = "webrtc";
-      await withTimeout(connectPeer(sess), WEBRTC_CONNECT_TIMEOUT_MS, "WebRTC connection");
+      await connectPeerWhenAdmitted(sess);
       checkCancelled(sess);
       sess.mic = await acquireMic();
       checkCancelled(sess);

@@ -2,7 +2,8 @@
 
 ``base`` holds the interface (:class:`AsrBackend` and the request/result shapes); each backend lives in a module
 of its own and loads its libraries (and model) only when it is made, so choosing one never loads another's.
-``streaming`` describes recognizers that endpoint themselves (a different shape, not driven by the loop).
+``streaming`` describes recognizers that endpoint themselves (a different shape, not driven by the loop);
+``riva`` is one, made by :func:`make_recognizer`.
 The server turns its settings into a :class:`BackendConfig`; nothing here reads the server's settings.
 """
 
@@ -10,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from asr.backends.base import LOOP_COMPRESSION_RATIO, AsrBackend, DecodedWord, DecodeRequest, DecodeResult
 from asr.backends.faster_whisper import BUNDLED_MODEL, FasterWhisperBackend
+from asr.backends.streaming import StreamingRecognizer
 
 __all__ = [
     "BACKENDS",
+    "RECOGNIZERS",
     "LOOP_COMPRESSION_RATIO",
     "AsrBackend",
     "BackendConfig",
@@ -23,6 +27,7 @@ __all__ = [
     "DecodeResult",
     "DecodedWord",
     "make_backend",
+    "make_recognizer",
 ]
 
 
@@ -58,6 +63,27 @@ def _synthetic(config: BackendConfig) -> AsrBackend:
 BACKENDS: dict[str, Callable[[BackendConfig], AsrBackend]] = {"faster-whisper": _faster_whisper,
                                                                "synthetic": _synthetic}
 """Backend name -> its builder (``VOXLANE_*`` settings pick the name; a new backend adds one entry)."""
+
+
+def _riva(config: Any) -> StreamingRecognizer:
+    from asr.backends.riva import RivaRecognizer
+
+    return RivaRecognizer(config)
+
+
+RECOGNIZERS: dict[str, Callable[[Any], StreamingRecognizer]] = {"riva": _riva}
+"""Streaming recognizer name -> its builder, given that recognizer's own config (``asr.backends.riva.RivaConfig``).
+A recognizer endpoints itself, so it is not driven by the inference loop (see ``asr.transcriber``)."""
+
+
+def make_recognizer(name: str, config: Any) -> StreamingRecognizer:
+    """The streaming recognizer ``name`` names. Opening its channel connects lazily: a service that is down shows
+    as failed calls on the streams (reported to their subscribers), not as a node that does not start."""
+    try:
+        build = RECOGNIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown streaming recognizer {name!r}; known: {', '.join(sorted(RECOGNIZERS))}") from None
+    return build(config)
 
 
 def make_backend(config: BackendConfig) -> AsrBackend:

@@ -42,12 +42,14 @@ class DecodeResult:
     avg_logprob: float = 0.0
     compression_ratio: float = 1.0
     compute_seconds: float = 0.0
+    encode_seconds: float = 0.0  # of compute_seconds, the encoder's (its features included), where a backend says
     passes: int = 1  # model passes this result took (a re-decoded tail or a retry without prompt adds one)
     error: str | None = None
 
     def add_cost(self, other: DecodeResult) -> None:
         """Count another pass's work into this result: the loop and the replay charge what ran."""
         self.compute_seconds += other.compute_seconds
+        self.encode_seconds += other.encode_seconds
         self.passes += other.passes
 
 

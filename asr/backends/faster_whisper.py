@@ -14,6 +14,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -82,6 +83,10 @@ def resolve_model(name_or_path: str) -> str:
     return name_or_path
 
 
+CALIBRATION_WINDOW_S = 5.0
+"""A typical live window: a segment's refresh reads its last seconds of speech."""
+
+
 class FasterWhisperBackend:
     name = "faster-whisper"
 
@@ -109,6 +114,7 @@ class FasterWhisperBackend:
         self.max_batch = max(1, batch_size)
         self.beam_size = beam_size
         self.hurried_pad_s = hurried_pad_s
+        self.calibration_seconds: float | None = None  # a full batch of live refreshes, timed by warm()
 
     @property
     def _model(self):
@@ -169,7 +175,9 @@ class FasterWhisperBackend:
         language = "en" if self.english_only else (reqs[0].language or "en")
         tok = Tokenizer(m.hf_tokenizer, m.model.is_multilingual, task="transcribe", language=language)
         span = int(round(self.encoder_seconds(reqs) * 100))
+        t_enc = time.perf_counter()
         encoded = self._encode(reqs, span)
+        encode_share = (time.perf_counter() - t_enc) / len(reqs)
         readings = self._without_loops(reqs, self._generate(reqs, encoded, tok), encoded, tok, span)
         if any(r.word_timestamps for r in reqs):
             aligned = self._with_words([r.segments for r in readings], tok, encoded, [r.size for r in readings])
@@ -182,7 +190,8 @@ class FasterWhisperBackend:
                      for seg in reading.segments for w in seg.get("words") or []]
             results.append(DecodeResult(words=words, no_speech_prob=reading.no_speech_prob,
                                         avg_logprob=reading.avg_logprob, compression_ratio=reading.compression_ratio,
-                                        compute_seconds=elapsed, passes=reading.passes))
+                                        compute_seconds=elapsed, encode_seconds=encode_share,
+                                        passes=reading.passes))
         for req, reading, res in zip(reqs, readings, results, strict=True):
             cut = _stops_short(res.words, len(req.audio) / SAMPLE_RATE) if reading.unread_from is None else None
             if cut is not None:
@@ -352,6 +361,29 @@ class FasterWhisperBackend:
                     self.transcribe([DecodeRequest(audio, hurried=hurried)])
             finally:
                 del self._lane.model
+        self.calibration_seconds = self._calibrate()
+
+    def _calibrate(self) -> float:
+        """What a full batch of live refreshes costs here with every lane busy, for admission before live
+        decodes are measured: on each lane at once, ``max_batch`` windows of ``CALIBRATION_WINDOW_S``, hurried
+        (as a loaded loop reads them); the mean time of a batch. Quiet noise makes the decoder write little, so
+        this is mostly the encoder's share; the loop's own measurements of live decodes replace it within
+        seconds of the first streams."""
+        took: list[float] = []
+
+        def lane(model: Any) -> None:
+            self._lane.model = model
+            reqs = [DecodeRequest(faint_noise(CALIBRATION_WINDOW_S), hurried=True) for _ in range(self.max_batch)]
+            t0 = time.perf_counter()
+            self.transcribe(reqs)
+            took.append(time.perf_counter() - t0)
+
+        threads = [threading.Thread(target=lane, args=(model,), name="voxlane-calibrate") for model in self._models]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sum(took) / len(took)
 
     def close(self) -> None:
         self._models.clear()

@@ -2,13 +2,13 @@
 
 :class:`~asr.backends.base.AsrBackend` decodes windows the session cuts: the session's VAD and commit policy
 decide what a segment is and when its words are final, and the inference loop decides when the model runs.
-A streaming recognizer (NVIDIA Riva's ``StreamingRecognize``, next to come) does all of that on its side: it is
-fed audio chunks as they arrive and answers with *interim* results, each replacing the last for the utterance
-being spoken, and one *final* result per utterance once its own endpointer heard the utterance end. No window is
-cut and no decode is scheduled, so such a backend cannot sit behind the inference loop; a session built on it
-maps utterances to segments and results to segment events instead.
+A streaming recognizer (NVIDIA Riva's ``StreamingRecognize``, :mod:`asr.backends.riva`) does all of that on its
+side: it is fed audio chunks as they arrive and answers with *interim* results, each replacing the last for the
+utterance being spoken, and one *final* result per utterance once its own endpointer heard the utterance end. No
+window is cut and no decode is scheduled, so such a backend cannot sit behind the inference loop; a session built
+on it maps utterances to segments and results to segment events instead.
 
-Interface only: nothing implements it yet. It mirrors Riva's client (``ASRServiceAsync.streaming_recognize``:
+It mirrors Riva's client (``ASRServiceAsync.streaming_recognize``:
 an async iterator of audio chunks in, an async iterator of ``StreamingRecognizeResponse`` out, configured by a
 ``StreamingRecognitionConfig`` with ``interim_results``) while keeping its protobuf types out of ``asr``: an
 implementation converts its responses to :class:`StreamingResult` (Riva gives word times in milliseconds from
@@ -78,6 +78,6 @@ class StreamingRecognizer(Protocol):
         iteration with an exception (the session reports it as a failure event)."""
         ...
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Release the connection; streams still running end with an error."""
         ...

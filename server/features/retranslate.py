@@ -92,12 +92,12 @@ class ModelPool:
 
 
 async def _decode_window(services: Any, pool: ModelPool, model: str, request: DecodeRequest) -> DecodeResult:
-    if model == services.settings.model:
+    if model == services.settings.model and services.loop is not None:  # the loaded model: in the loop's turn
         key = f"retranslate-{uuid.uuid4().hex}"
         try:
-            done = await services.engine.schedule(key, Priority.BULK, lambda: (request, None))
+            done = await services.loop.schedule(key, Priority.BULK, lambda: (request, None))
         finally:
-            services.engine.forget(key)
+            services.loop.forget(key)
         if done is None:
             return DecodeResult()
         return done[0]

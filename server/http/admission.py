@@ -112,15 +112,28 @@ class Admission:
     @property
     def slots(self) -> int:
         """Decodes the inference loop serves at once: lanes x batch size."""
-        engine = self.services.model[0]
-        return max(1, engine.lanes) * max(1, getattr(engine.backend, "max_batch", 1))
+        loop = self.services.loop
+        return 1 if loop is None else max(1, loop.lanes) * max(1, getattr(loop.backend, "max_batch", 1))
 
     def live_publishers(self) -> list[Any]:
         return [p for p in self.services.live.publishers() if not p.finished]
 
     def capacity(self) -> int | None:
-        """Live streams the measured decode times allow within the latency target (None: not measured)."""
-        return self.services.model[0].capacity.capacity(self.settings.latency_target_s, self.slots)
+        """Live streams the measured decode times allow within the latency target (None: not measured, or the
+        streams go to a recognizer service whose capacity is its own)."""
+        loop = self.services.loop
+        return None if loop is None else loop.capacity.capacity(self.settings.latency_target_s, self.slots)
+
+    def headroom(self) -> int | None:
+        """Live streams this node may still admit within the latency target (None: not known, or the streams
+        go to a recognizer service that sizes itself); ``VOXLANE_MAX_LIVE_STREAMS`` bounds it too."""
+        loop = self.services.loop
+        n = len(self.live_publishers())
+        room = None if loop is None else loop.capacity.headroom(n, self.settings.latency_target_s, self.slots)
+        if self.settings.max_live_streams:
+            cap = max(0, self.settings.max_live_streams - n)
+            room = cap if room is None else min(room, cap)
+        return room
 
     def check_live(self, caller: Caller | None = None) -> Refusal | None:
         """Whether one more live stream from ``caller`` (default: the current one) would be refused."""
@@ -142,12 +155,15 @@ class Admission:
             return Refusal(ErrorCode.OVERLOADED, "max_live_streams",
                            f"the server serves at most {s.max_live_streams} live streams at once; try again later",
                            CAPACITY_RETRY_S, {"limit": s.max_live_streams})
+        loop = self.services.loop
+        if loop is None:  # a streaming recognizer (Riva): its server sizes itself; the caps above still apply
+            return None
         if n < 2 * self.slots:
             # two streams per decode slot are always served (the caps above still apply): the loop is far from
             # its knee there, and the measured rules below refused the 4-stream benchmark's replacement
             # streams on 2 cores, whose commit p95 is 1.3 s against the 2 s target
             return None
-        predicted = self.services.model[0].capacity.predicted_latency(n + 1, self.slots)
+        predicted = loop.capacity.predicted_latency(n + 1, self.slots)
         if predicted is not None and predicted > s.latency_target_s:
             return Refusal(ErrorCode.OVERLOADED, "capacity",
                            "the server is at capacity: one more live stream would delay every stream's"
@@ -155,9 +171,10 @@ class Admission:
                            {"capacity": self.capacity(), "predicted_latency_s": round(predicted, 3)})
         now = time.monotonic()
         settled = sum(now - p.started_at >= SETTLE_S for p in pubs)  # streams whose load the delays carry
-        estimator = self.services.model[0].capacity
+        estimator = loop.capacity
         delay = estimator.predicted_commit_delay(n, settled)
-        if delay is None and n - settled >= 2 * self.slots and estimator.commit_delay() is None:
+        if delay is None and n - settled >= 2 * self.slots and estimator.decode_seconds() is None:
+            # nothing to predict from (a backend with no calibration): a burst waits for its first measurements
             return Refusal(ErrorCode.OVERLOADED, "warming_up",
                            f"{n - settled} live streams started in the last {SETTLE_S:g} s and their cost is not"
                            " measured yet; try again in a moment", WARMING_RETRY_S, {"starting": n - settled})

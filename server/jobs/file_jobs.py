@@ -1,7 +1,7 @@
 """Recorded audio (uploads, kiosk chunks, jobs) through the same session pipeline as live audio.
 
-The file is decoded in blocks and fed faster than real time to a file-mode
-``StreamSession`` at ``BULK`` priority, so the inference loop serves live
+The file is decoded in blocks and fed faster than real time to a file-mode session
+(:func:`~asr.transcriber.open_session`) at ``BULK`` priority, so the inference loop serves live
 streams first; backpressure keeps at most a couple of segments waiting, so a
 long upload never sits in memory.
 """
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from asr.inference import Priority
-from asr.session import StreamSession
+from asr.transcriber import Session, open_session
 from media import SAMPLE_RATE, AudioTooLong, DecodeError, WavAppender, iter_decode_file, probe_file
 from protocol import Error, Status, Transcription
 from protocol.messages import StatusValue
@@ -98,7 +98,7 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     if diarize and not width and participant_id is None and speaker is None:
         speakers = live_speakers(services, transcript_id, offset)
         deliver = speakers.relay(deliver)
-    sessions = [StreamSession(engine=services.model[0], vad_model=services.model[1],
+    sessions = [open_session(services.model[0], vad_model=services.model[1],
                               emit=wire_emit(deliver), config=replace(config), offset=offset, speaker=name,
                               participant_id=pid, listener=speakers,
                               segment_ids=None if id_seed is None else derived_ids(f"{id_seed}:{n}"))
@@ -188,7 +188,7 @@ def _close(wavs: list[WavAppender]) -> None:
         wav.close()
 
 
-async def _cancel(sessions: list[StreamSession], wavs: list[WavAppender]) -> None:
+async def _cancel(sessions: list[Session], wavs: list[WavAppender]) -> None:
     await asyncio.gather(*(s.cancel() for s in sessions))
     await asyncio.to_thread(_close, wavs)
 

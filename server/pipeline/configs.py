@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from asr.backends import BackendConfig
+from asr.backends.riva import RivaConfig
 from asr.diarization import DiarizationConfig
 from asr.inference import Priority
 from asr.session import StreamConfig
 from asr.vad import VadConfig
-from server.settings import Settings
+from server.settings import Settings, riva_metadata_pairs
 
 
 def stream_config(settings: Settings, priority: Priority = Priority.PARTIAL) -> StreamConfig:
@@ -40,3 +41,11 @@ def backend_config(settings: Settings) -> BackendConfig:
         cpu_threads=settings.effective_cpu_threads, batch_size=settings.effective_batch_size,
         beam_size=settings.beam_size, device_index=settings.device_index,
         hurried_pad_s=settings.hurried_pad_seconds, lanes=settings.effective_parallel_decodes)
+
+
+def riva_config(settings: Settings) -> RivaConfig:
+    return RivaConfig(
+        uri=settings.riva_uri, use_ssl=settings.riva_ssl == "on" or bool(settings.riva_ssl_root_cert),
+        ssl_root_cert=settings.riva_ssl_root_cert, api_key=settings.riva_api_key,
+        metadata=riva_metadata_pairs(settings.riva_metadata or ""), model=settings.riva_model,
+        language=settings.riva_language, chunk_ms=settings.riva_chunk_ms)

@@ -1,10 +1,10 @@
 """A publisher: one incoming audio stream (a WebSocket client after ``start``, a WebRTC track, a channel of a
 split stream), the one session pipeline every ingest path feeds.
 
-It decodes to 16 kHz mono off the event loop, appends to the stream's recording on disk, and drives a
-:class:`StreamSession`; finals are synced to disk and stored (by the hub) before subscribers hear them. The
-recording is the audio store's working file for the stream's key: the stored file itself on one machine, a spool
-file published to the bucket when the stream ends on several (``server.storage.audio``).
+It decodes to 16 kHz mono off the event loop, appends to the stream's recording on disk, and drives the stream's
+session (:func:`~asr.transcriber.open_session`); finals are synced to disk and stored (by the hub) before
+subscribers hear them. The recording is the audio store's working file for the stream's key: the stored file itself
+on one machine, a spool file published to the bucket when the stream ends on several (``server.storage.audio``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from asr.session import StreamSession
+from asr.transcriber import open_session
 from media import SAMPLE_RATE, DecodeError, WavAppender, make_decoder
 from protocol import ErrorCode, ProtocolError, StartParams, Status, Transcription
 from protocol.messages import StatusValue, participant_key
@@ -102,8 +102,8 @@ class Publisher:
         self.recording_key = key
         self.wav = WavAppender(recording)
         self._publish = functools.partial(services.hub.publish, transcript.id)  # to every subscriber
-        self.session = StreamSession(
-            engine=services.model[0], vad_model=services.model[1], emit=wire_emit(self._emit),
+        self.session = open_session(
+            services.model[0], vad_model=services.model[1], emit=wire_emit(self._emit),
             config=stream_config(services.settings), offset=offset + self.wav.duration,
             speaker=self.speaker, participant_id=self.participant_id, report=wire_report(self._publish))
         self.speakers: LiveSpeakers | None = None  # one mixed stream of several voices: diarize it

@@ -57,6 +57,11 @@ document("GET", "/docs", "Interactive API docs", "meta", description="HTML; serv
 class Health(BaseModel):
     status: str
     timestamp: float
+    # with ?verbose=1 on a node that takes live streams: streams now, the measured capacity within
+    # VOXLANE_LATENCY_TARGET_S, and how many more it admits (null: not known)
+    live_streams: int | None = None
+    live_capacity: int | None = None
+    live_headroom: int | None = None
 
 
 class Segment(BaseModel):

@@ -238,7 +238,8 @@ async def _transcribe(svc: Services, path: Path, opts: Options,
 
 
 def _language(svc: Services, opts: Options) -> str:
-    code = opts.language or ("en" if getattr(svc.engine.backend, "english_only", False) else svc.settings.language)
+    english_only = svc.loop is not None and getattr(svc.loop.backend, "english_only", False)
+    code = opts.language or ("en" if english_only else svc.settings.language)
     return _LANGUAGE_NAMES.get(code or "", code or "unknown")
 
 

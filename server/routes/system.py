@@ -26,6 +26,11 @@ async def health(request: Request) -> Response:
         body.update(tasks=len(asyncio.all_tasks()), threads=threading.active_count(),
                     webrtc_sessions=len(webrtc) if webrtc is not None else 0,
                     rss_mb=round(psutil.Process().memory_info().rss / 2**20, 1))
+        services = getattr(request.app.state, "services", None)
+        admission = getattr(services, "admission", None)
+        if admission is not None:  # what a balancer may steer live streams by
+            body.update(live_streams=len(admission.live_publishers()), live_capacity=admission.capacity(),
+                        live_headroom=admission.headroom())
     return JSONResponse(body)
 
 

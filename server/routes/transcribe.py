@@ -243,7 +243,7 @@ def job_language(request: Request, transcript: dict[str, Any], item: dict[str, A
     language = (item.get("options") or {}).get("language") or transcript.get("source_language")
     if language:
         return language
-    if svc.engine is not None and getattr(svc.engine.backend, "english_only", False):
+    if svc.loop is not None and getattr(svc.loop.backend, "english_only", False):
         return "en"
     return svc.settings.language
 

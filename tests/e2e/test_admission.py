@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 import websockets
 from conftest import RunningServer, start_server, stop_server
 
-from asr.backends import DecodeRequest
+from asr.backends import BackendConfig, DecodeRequest, make_backend
 from asr.backends.faster_whisper import FasterWhisperBackend
 from asr.capacity import CapacityEstimator
 from asr.inference import InferenceLoop, Priority
@@ -200,6 +201,64 @@ async def test_measured_capacity_refuses_a_stream_past_the_latency_target(tmp_pa
         stop_server(srv)
 
 
+async def test_a_burst_the_calibration_says_the_box_serves_is_admitted_at_once(tmp_path):
+    """A meeting bot opens eight participant streams at once on a fresh server: the decode cost the backend
+    measured when it warmed up stands in for live measurements, so the burst is admitted without a
+    ``warming_up`` wait, and the headroom it leaves shows in /health and /metrics."""
+    srv = start_server(tmp_path, VOXLANE_LATENCY_TARGET_S="30")
+    try:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+            health = (await http.get("/health", params={"verbose": "1"})).json()
+            assert health["live_streams"] == 0 and health["live_capacity"] >= 8, health
+            assert health["live_headroom"] == health["live_capacity"]
+        sockets = [await websockets.connect(ws_url(srv.url, await create_transcript(srv.url, f"p{i}")))
+                   for i in range(8)]
+        try:
+            t0 = time.monotonic()
+            for ws in sockets:
+                await ws.send(json.dumps({"action": "start", "params": {"format": "pcm_s16le",
+                                                                        "sample_rate": 16000}}))
+            for ws in sockets:
+                while True:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                    assert msg["type"] != "error", msg
+                    if msg["type"] == "status" and msg["data"].get("message") == "receiving audio":
+                        break
+            assert time.monotonic() - t0 < 2.0, "every stream admitted within 2 s of its start"
+            async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+                health = (await http.get("/health", params={"verbose": "1"})).json()
+                metrics = (await http.get("/metrics")).text
+            assert health["live_streams"] == 8 and health["live_headroom"] == health["live_capacity"] - 8
+            assert re.search(rf"^voxlane_live_headroom_streams {health['live_headroom']}\.0$", metrics, re.M)
+        finally:
+            for ws in sockets:
+                await ws.close()
+    finally:
+        stop_server(srv)
+
+
+def test_the_calibration_stands_in_until_live_decodes_are_measured(speech) -> None:
+    """The backend times a batch of live windows on every lane when it warms up; the loop's estimate is that
+    until it has measured live decodes of its own, which then replace it."""
+    backend = make_backend(BackendConfig(cpu_threads=2, lanes=1))
+    assert backend.calibration_seconds is not None and backend.calibration_seconds > 0
+    loop = InferenceLoop(backend)
+    est: CapacityEstimator = loop.capacity
+    assert est.decode_seconds() == backend.calibration_seconds and not est.measured()
+    assert est.headroom(streams=1, target_s=100 * backend.calibration_seconds, slots=1) == 99
+    loop.start()
+    try:
+        async def decode_windows() -> None:
+            for i in range(6):
+                window = speech[: int(16000 * (2 + i))]
+                await loop.schedule(f"s{i}", Priority.PARTIAL, lambda w=window: (DecodeRequest(w), None))
+
+        asyncio.run(decode_windows())
+    finally:
+        loop.stop()
+    assert est.measured() and est.decode_seconds() != backend.calibration_seconds
+
+
 def test_estimator_measures_real_decodes(speech):
     """Real decode timings of real speech windows through the real loop: the estimate follows them, and a
     target shorter than a decode admits one stream only."""
@@ -263,3 +322,36 @@ def test_a_live_session_reports_when_each_utterance_end_became_final(speech) -> 
     delays = [s for _, s in loop.capacity._commits]
     assert 1 <= len(delays) <= 2  # the file's two utterances, each measured at most once
     assert all(0 < d < 10 for d in delays)
+
+
+def readme_script() -> str:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    return readme.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_readme_script_waits_out_a_refusal_and_loses_no_audio(tmp_path, audio_dir, references):
+    """The quick-start script of README.md, run as a user would, against a server whose one live slot is taken:
+    its ``start`` is refused with a retry hint, it sends no audio until it is admitted, and the whole file is
+    transcribed once the slot frees."""
+    script = readme_script()
+    srv = start_server(tmp_path, VOXLANE_MAX_LIVE_STREAMS="1")
+    try:
+        script_file = tmp_path / "client.py"
+        script_file.write_text(script.replace("127.0.0.1:8000", srv.url.removeprefix("http://")))
+        occupant = asyncio.create_task(stream_audio(srv.url, load_pcm16k(audio_dir / SPEECH)[: 16000 * 4],
+                                                    transcript_id=await create_transcript(srv.url, "occupant")))
+        await asyncio.sleep(1.0)
+        proc = await asyncio.create_subprocess_exec(sys.executable, str(script_file), str(audio_dir / SPEECH),
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        await occupant
+        assert proc.returncode == 0, err.decode()
+        text = " ".join(line.split(":", 1)[1] for line in out.decode().splitlines() if ":" in line)
+        errors, words = wer_counts(references[SPEECH]["text"], text)
+        assert words and errors / words < 0.2, out.decode()
+        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+            metrics = (await http.get("/metrics")).text
+        assert re.search(r'^voxlane_admissions_refused_total\{reason="max_live_streams"\} [1-9]', metrics, re.M), \
+            "the script was never refused: the test proves nothing"
+    finally:
+        stop_server(srv)

@@ -27,7 +27,8 @@ from conftest import REPO, stop_server
 from webrtc_support import recording, start_loopback_server, start_offset
 
 from server.cli.bench.metrics import wer_counts
-from server.cli.live_client import load_pcm16k
+from server.cli.live_client import create_transcript, load_pcm16k, stream_audio
+from tests.process_support import stop_process
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SPEECH = "single/librispeech_2412-153948-0000.wav"  # 11.7 s, 16 kHz mono s16
@@ -43,7 +44,8 @@ CHROMIUM_FLAGS = [
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    srv = start_loopback_server(tmp_path_factory.mktemp("voxlane-web"))
+    # one live stream at most: the busy test fills it
+    srv = start_loopback_server(tmp_path_factory.mktemp("voxlane-web"), VOXLANE_MAX_LIVE_STREAMS="1")
     yield srv
     stop_server(srv)
 
@@ -136,15 +138,6 @@ def launch(wav: Path, profile: Path) -> subprocess.Popen:
                                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "LANG": "en_US.UTF-8"})
 
 
-def terminate(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @contextlib.asynccontextmanager
 async def chromium(wav: Path) -> AsyncIterator[Cdp]:
     profile = Path(tempfile.mkdtemp(prefix="voxlane-chromium-"))
@@ -170,7 +163,7 @@ async def chromium(wav: Path) -> AsyncIterator[Cdp]:
     finally:
         if cdp is not None:
             await cdp.close()
-        terminate(proc)
+        stop_process(proc)
         shutil.rmtree(profile, ignore_errors=True)
 
 
@@ -229,3 +222,36 @@ async def test_web_client_records_and_transcribes(server, audio_dir, references)
     assert offset >= -0.05, "the start of the file was lost"  # Chromium: 3-13 ms of leading capture, measured
     assert corr >= 0.8
     assert abs(got - duration) <= 0.3
+
+
+async def test_web_client_waits_for_a_busy_server_without_losing_the_start_of_the_speech(server, audio_dir):
+    """The server's one live slot is taken: the page's offer is refused with a retry hint, the page says it is
+    busy and tries again, and the microphone opens only once the stream is admitted, so the recording starts
+    at the file's first sample."""
+    wav = audio_dir / SPEECH
+    audio = load_pcm16k(wav)
+    occupant = asyncio.create_task(stream_audio(server.url, audio[: 16000 * 6],
+                                                transcript_id=await create_transcript(server.url, "occupant")))
+    await asyncio.sleep(1.0)
+    async with chromium(wav) as page:
+        await page.call("Page.navigate", url=server.url + "/")
+        await page.until("document.readyState === 'complete' && !!window.voxlane", 20, "the page")
+        await page.js(MIC_CLOCK)
+        await page.click("[data-testid=start]")
+        banner = await page.until(
+            "(b => !b.hidden && b.textContent.includes('busy') && b.textContent.trim())"
+            "(document.querySelector('[data-testid=error-banner]'))", 20, "the busy message")
+        assert "Trying again" in banner
+        assert await page.js("window.__micOpenedAt === undefined"), "the microphone opened before admission"
+        await occupant
+        await page.until("voxlane.state === 'live'", 30, "admission after the retry")
+        state = json.loads(await page.js(STATE))
+        assert state["mode"] == "webrtc" and state["banner"] is None, state
+        await asyncio.sleep(3.0)
+        await page.click("[data-testid=stop]")
+        await page.until("voxlane.state === 'idle' && voxlane.transcript && voxlane.transcript.status === 'completed'",
+                         60, "the transcript to complete")
+        tid = state["id"]
+    rec = recording(server, tid)
+    offset, corr = start_offset(rec, audio)
+    assert offset >= -0.05 and corr >= 0.8, (offset, corr)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from server.cli.bench import SHARED_AUDIO
-from server.cli.bench.metrics import fmt, level_figures, wer_counts
+from server.cli.bench.metrics import admission_figures, fmt, level_figures, wer_counts
 from server.cli.bench.process import ProcessSampler, find_server_pid
 from server.cli.live_client import load_pcm16k, stream_audio
 
@@ -62,6 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration-s", type=float, default=20, help="hostile: seconds of attack")
     p.add_argument("--quiet-s", type=float, default=3, help="hostile: seconds of /health timing before the attack")
     p.add_argument("--frame-mb", type=float, default=8, help="hostile: size of the huge WebSocket frames")
+    p.add_argument("--capacity", action="store_true",
+                   help="instead: ramp the number of live streams (--capacity-levels) until one breaks a limit"
+                        " (commit p95 over --capacity-p95, lag growth, WER, refusals, admission over 2 s); the"
+                        " largest sustained N, with CPU, RSS per stream and the batches the loop formed")
+    p.add_argument("--capacity-levels", default="1,4,8,12,16,20,24", help="capacity: stream counts to try")
+    p.add_argument("--capacity-p95", type=float, default=2.5, help="capacity: commit p95 limit in seconds")
     p.add_argument("--overload", type=int, default=0, metavar="STREAMS",
                    help="instead: start this many live streams (more than the server's capacity), --stagger-s apart;"
                         " admitted ones' commit latency against --latency-target, refused ones' answers")
@@ -118,7 +124,7 @@ async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: di
         upload.cancel()
         await asyncio.gather(upload, return_exceptions=True)
     return {**level_figures(n, chosen, records, refs, args.max_seconds), "diarization": diarization,
-            **sampler.summary(), "background_upload": upload_info}
+            **admission_figures(records), **sampler.summary(), "background_upload": upload_info}
 
 
 def offline_wer(audio_dir: Path, files: list[str], refs: dict[str, Any], audio: dict[str, Any]) -> dict[str, Any]:
@@ -194,6 +200,18 @@ def run(args: argparse.Namespace) -> int:
     for f in files:
         a = load_pcm16k(audio_dir / f)
         audio[f] = a[: int(args.max_seconds * 16000)] if args.max_seconds else a
+    if args.capacity:
+        from server.cli.bench.capacity import capacity_rows, run_capacity
+
+        levels = [int(x) for x in args.capacity_levels.split(",") if x.strip()]
+        pid = args.server_pid or find_server_pid(args.url)
+        result = asyncio.run(run_capacity(args, run_level, levels, files, refs, audio, pid))
+        print_rows(*capacity_rows(result))
+        silent = result["silent"]
+        print(f"largest sustained N: {result['largest_sustained_n']}; {silent['n']} silent streams:"
+              f" {fmt(silent['cpu_per_stream_percent'], 2)} % of a core each")
+        write_result(args.output, result)
+        return 0
     if args.overload:
         from server.cli.bench.overload import overload_rows, run_overload
 

@@ -198,3 +198,17 @@ def level_figures(n: int, chosen: list[str], records: list[Any], refs: dict[str,
 
 def fmt(v: Any, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def admission_figures(records: list[Any]) -> dict[str, Any]:
+    """How long each stream waited from its ``start`` to its ``receiving audio`` status (the longest), and how
+    many were refused for load (``OVERLOADED``, ``RATE_LIMITED``)."""
+    waits, refused = [], 0
+    for rec in records:
+        if any(r.type == "error" and r.data.get("code") in ("OVERLOADED", "RATE_LIMITED") for r in rec.received):
+            refused += 1
+        ack = next((r.t for r in rec.received if r.type == "status" and r.data.get("message") == "receiving audio"),
+                   None)
+        if ack is not None:
+            waits.append(max(0.0, ack - rec.started))
+    return {"admission_wait_max_s": round(max(waits), 3) if waits else None, "refused": refused}
