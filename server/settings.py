@@ -96,7 +96,7 @@ class Settings:
         "VOXLANE_LOG_FORMAT", "text, or json: one JSON object a line, with the request_id of the request",
         ("text", "json")))
     beam_size: int = field(default=1, metadata=_opt("VOXLANE_BEAM_SIZE", "beam size for live decoding", lo=1, hi=16))
-    hurried_pad_seconds: float = field(default=10.0, metadata=_opt(
+    hurried_pad_seconds: float = field(default=5.0, metadata=_opt(
         "VOXLANE_HURRIED_PAD_SECONDS", "while live streams wait for the model, a window is encoded with this much"
         " silence after it instead of as Whisper's full 30 s input (30: never)", lo=1, hi=30))
     language: str | None = field(default=None, metadata=_opt(

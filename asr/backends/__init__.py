@@ -43,7 +43,7 @@ class BackendConfig:
     cpu_threads: int = 0  # 0: the library's choice
     batch_size: int = 1  # most requests one call decodes together
     beam_size: int = 1
-    hurried_pad_s: float = 10.0  # silence encoded after a hurried window (see DecodeRequest.hurried)
+    hurried_pad_s: float = 5.0  # silence encoded after a hurried window (see DecodeRequest.hurried)
     lanes: int = 1  # decodes that may run at once, each from its own thread
 
 

@@ -92,7 +92,7 @@ class FasterWhisperBackend:
 
     def __init__(self, model: str = BUNDLED_MODEL, device: str = "cpu", compute_type: str = "int8",
                  cpu_threads: int = 0, batch_size: int = 1, beam_size: int = 1,
-                 device_index: int = 0, hurried_pad_s: float = 10.0, lanes: int = 1) -> None:
+                 device_index: int = 0, hurried_pad_s: float = 5.0, lanes: int = 1) -> None:
         """``lanes``: decodes that may run at once, from different threads (see
         ``Settings.effective_parallel_decodes``). Each lane has a model of its own with ``cpu_threads``
         threads: one model with several CTranslate2 workers hands a decode's encoder, generate and
