@@ -26,3 +26,27 @@ def limit_blas_threads(threads: int = 1) -> None:
     before = [(p["internal_api"], p["num_threads"]) for p in threadpool_info() if p["user_api"] == "blas"]
     threadpool_limits(limits=threads, user_api="blas")
     log.debug("BLAS threads %s -> %d", before, threads)
+
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Let at most ``arenas`` glibc malloc arenas serve the process's threads (False: not glibc, left as is).
+
+    glibc gives a thread that allocates while others do an arena of its own, up to eight per core, and keeps what
+    is freed in it. Every live stream has an ingest thread (decoding and the VAD allocate there) and the lanes
+    and the speaker worker allocate too, so each stream grew the server by an arena it mostly held on to. Call
+    it before those threads start; the allocations are short-lived, so a few arenas shared costs nothing."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl and other C libraries have no mallopt
+        return False
+    return bool(mallopt(M_ARENA_MAX, arenas))
