@@ -42,7 +42,7 @@ from server.pipeline.hub import Hub
 from server.pipeline.ownership import Leases, LocalLeases, make_leases
 from server.pipeline.recordings import audio_dir
 from server.pipeline.recovery import finish_all_abandoned
-from server.pipeline.speaker_relay import SpeakerWorker
+from server.pipeline.speaker_worker import SpeakerWorker
 from server.pipeline.transcripts import LiveRegistry
 from server.settings import Settings
 from server.storage import Store, open_store

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,13 +27,12 @@ import numpy as np
 from asr.diarization import DiarizationConfig, SpeakerDiarizer, Turn, speaker_id, speaker_label
 from asr.policy import join_words
 from asr.vad import SileroModel
-from media.audio import faint_noise
 from protocol import Transcription
 from protocol.messages import Diarization, Word
 from server.pipeline.configs import diarization_config
 
 if TYPE_CHECKING:
-    from asr.diarization.encoder import SpeakerEncoder
+    from server.pipeline.speaker_worker import SpeakerWorker
     from server.services import Services
 
 log = logging.getLogger("voxlane.speakers")
@@ -46,75 +43,6 @@ ESTABLISHED_S = 4.0  # a voice splits a stored segment only once this much of it
 # a new voice that has held this much labelled speech is a turn the live session splits at: shorter runs
 # are backchannels or a window heard wrong, and a split costs the segment a final decode
 TURN_SPLIT_S = 0.8
-
-
-class SpeakerWorker:
-    """The process's one speaker-embedding thread and model (loaded on first use).
-
-    Windows are embedded for all streams together: what the streams ask for while a batch runs goes in the next
-    one. The encoder's LSTM costs 7.3 ms for one window alone and 3.2 ms a window in a batch of 16 on one core
-    of a 2-core Xeon, and sixteen diarized streams asked for two or three windows each every second."""
-
-    def __init__(self, threads: int = 1, device: str = "cpu") -> None:
-        self._threads = threads
-        self._device = device
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speakers")
-        self._encoder: SpeakerEncoder | None = None
-        self._lock = threading.Lock()
-        self._asked: list[tuple[list[np.ndarray], asyncio.Future[np.ndarray]]] = []  # for the next batch
-        self._batching: asyncio.Task | None = None
-
-    def _model(self):
-        with self._lock:
-            if self._encoder is None:
-                from asr.diarization.encoder import SpeakerEncoder
-
-                self._encoder = SpeakerEncoder(threads=self._threads, device=self._device)
-            return self._encoder
-
-    async def run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    def embed(self, windows: list[np.ndarray]) -> np.ndarray:
-        return self._model().embed_windows(windows)
-
-    async def embed_batched(self, windows: list[np.ndarray]) -> np.ndarray:
-        """``windows`` embedded on the worker thread, in one batch with what other streams ask meanwhile."""
-        if not windows:
-            return np.zeros((0, 256), dtype=np.float32)
-        done: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        self._asked.append((windows, done))
-        if self._batching is None or self._batching.done():
-            self._batching = asyncio.get_running_loop().create_task(self._embed_asked())
-        return await done
-
-    async def _embed_asked(self) -> None:
-        while self._asked:
-            batch, self._asked = self._asked, []
-            try:
-                emb = await self.run(self.embed, [w for windows, _ in batch for w in windows])
-            except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            except BaseException:  # the worker is shutting down: nobody waits for a batch that never comes
-                for _, done in batch + self._asked:
-                    done.cancel()
-                raise
-            at = 0
-            for windows, done in batch:
-                if not done.done():  # its caller may have been cancelled
-                    done.set_result(emb[at:at + len(windows)])
-                at += len(windows)
-
-    def warm(self) -> None:
-        """Load the encoder and embed one window of faint noise: a first embedding on a GPU loads its kernels, and
-        a live final waits for its stream's embeddings."""
-        self._model().embed_windows([faint_noise()])
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass

@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 
-from server.pipeline.speaker_relay import SpeakerWorker
+from server.pipeline.speaker_worker import SpeakerWorker
 
 
 async def test_windows_asked_while_a_batch_runs_go_in_the_next_one_and_come_back_to_their_streams() -> None:
