@@ -76,7 +76,9 @@ class SpeakerDiarizer:
         self._mask_parts: list[np.ndarray] = []  # speech flag per VAD chunk, appended in pieces
         self._mask_len = 0
         self._on = False
-        self._audio = np.zeros(0, dtype=np.float32)  # samples from _audio_t0 on, still needed by windows
+        # samples from _audio_t0 on, still needed by windows: the frames as fed, joined when windows are cut (about
+        # once a second) instead of the whole tail copied on every frame
+        self._audio_parts: list[np.ndarray] = []
         self._audio_t0 = 0  # sample index of _audio[0]
         self._received = 0  # samples received (paused stretches included)
         self._next_window = 0  # index k of the next window to cut: centre = W/2 + k*hop
@@ -101,7 +103,7 @@ class SpeakerDiarizer:
         if probs is None:
             probs = self._vad.process(samples)
         with self._lock:
-            self._audio = np.concatenate([self._audio, samples])
+            self._audio_parts.append(samples.copy())  # held until its windows are cut: not the caller's array
             self._received += len(samples)
             self._append_mask(probs)
 
@@ -110,7 +112,7 @@ class SpeakerDiarizer:
         n = int(round(seconds * SAMPLE_RATE))
         with self._lock:
             self._received += n
-            self._audio = np.concatenate([self._audio, np.zeros(n, dtype=np.float32)])
+            self._audio_parts.append(np.zeros(n, dtype=np.float32))
             target = self._received // CHUNK
             self._append_mask(np.zeros(max(0, target - self._mask_len), dtype=np.float32))
             self._on = False
@@ -137,6 +139,14 @@ class SpeakerDiarizer:
             self._mask_parts = [np.concatenate(self._mask_parts) if self._mask_parts else np.zeros(0, dtype=bool)]
         return self._mask_parts[0]
 
+    @property
+    def _audio(self) -> np.ndarray:
+        """The audio still held, as one array (called under the lock)."""
+        if len(self._audio_parts) != 1:
+            self._audio_parts = [np.concatenate(self._audio_parts) if self._audio_parts
+                                 else np.zeros(0, dtype=np.float32)]
+        return self._audio_parts[0]
+
     def take_windows(self, final: bool = False) -> tuple[list[float], list[np.ndarray]]:
         """Speech windows now complete (all of them, padded, when ``final``), to embed off the loop."""
         cfg = self.config
@@ -147,6 +157,7 @@ class SpeakerDiarizer:
         with self._lock:
             mask = self._mask
             mask_end = len(mask) * CHUNK
+            audio = self._audio
             while True:
                 start = self._next_window * hop
                 end = start + w
@@ -157,12 +168,12 @@ class SpeakerDiarizer:
                 speech = mask[start // CHUNK:-(-min(end, mask_end) // CHUNK)].sum() * CHUNK / w
                 if speech < cfg.min_speech_fraction:
                     continue
-                a = self._audio[start - self._audio_t0:end - self._audio_t0]
+                a = audio[start - self._audio_t0:end - self._audio_t0]
                 centers.append((start + end) / 2 / SAMPLE_RATE)
                 windows.append(a.copy())
             keep_from = self._next_window * hop
             if keep_from > self._audio_t0:
-                self._audio = self._audio[keep_from - self._audio_t0:]
+                self._audio_parts = [audio[keep_from - self._audio_t0:]]
                 self._audio_t0 = keep_from
         return centers, windows
 
