@@ -31,6 +31,7 @@ LAG_GROWTH_LIMIT = 0.05
 ADMISSION_LIMIT_S = 2.0
 WER_POINTS = 0.02
 SILENT_S = 30.0
+SILENT_SETTLE_S = 5.0  # from the silent streams' start: their admission and first frames are done
 
 
 async def _loop_counters(url: str, token: str | None) -> dict[str, float]:
@@ -77,14 +78,19 @@ async def run_step(args: argparse.Namespace, run_level: RunLevel, n: int, files:
 
 
 async def silent_step(args: argparse.Namespace, n: int, pid: int | None) -> dict[str, Any]:
-    """N streams that are connected and send silence only: what a listener who says nothing costs."""
+    """N streams that are connected and send silence only: what a listener who says nothing costs. The cost per
+    stream is the server's CPU while all N stream (from ``SILENT_SETTLE_S`` after the start to the last second
+    of audio), not counting their starts and their ends, which the whole step's average also holds."""
     silence = np.zeros(int(16000 * SILENT_S), dtype=np.float32)
     with ProcessSampler(pid) as sampler:
+        started = time.monotonic()
         await asyncio.gather(*(stream_audio(args.url, silence, name=f"bench silent {i}", chunk_ms=args.chunk_ms,
                                             token=args.token, settle_s=30) for i in range(n)))
     s = sampler.summary()
-    cpu = s["cpu_avg_percent"]
-    return {"n": n, "seconds": SILENT_S, **s, "cpu_per_stream_percent": round(cpu / n, 2) if cpu is not None else None}
+    steady = [cpu for t, cpu, _ in sampler.samples if started + SILENT_SETTLE_S <= t <= started + SILENT_S - 1]
+    cpu = sum(steady) / len(steady) if steady else None
+    return {"n": n, "seconds": SILENT_S, **s, "cpu_steady_percent": None if cpu is None else round(cpu, 1),
+            "cpu_per_stream_percent": round(cpu / n, 2) if cpu is not None else None}
 
 
 def breaks(step: dict[str, Any], first: dict[str, Any], limit_p95: float) -> str | None:
