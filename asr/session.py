@@ -189,6 +189,11 @@ class StreamSession(ResultReader):
             self._tracker.t = self._buffer.end
 
     @property
+    def hushed(self) -> bool:
+        """Whether the stream is in silence its VAD no longer asks the model about (see :class:`VadStream`)."""
+        return not self._paused and self._vad.hushed
+
+    @property
     def backlog(self) -> int:
         """Segments closed but not yet final."""
         return len(self._closing)

@@ -96,6 +96,12 @@ class VadStream:
             self._quiet = self._quiet + 1 if quiet[i] and p < QUIET_AFTER else 0
         return probs
 
+    @property
+    def hushed(self) -> bool:
+        """Whether quiet chunks are skipped now (a second of silence was heard): until a louder one, this stream's
+        audio costs no model run."""
+        return self._quiet >= QUIET_RUN
+
     def _score(self, chunk: np.ndarray) -> float:
         frame = np.concatenate([self._context, chunk])[None, :]
         p, self._state = self._model.run(frame, self._state)

@@ -23,6 +23,8 @@ import numpy as np
 
 from asr.transcriber import open_session
 from media import SAMPLE_RATE, DecodeError, WavAppender, make_decoder
+from media.audio import PCM_SAMPLE_WIDTHS
+from media.decoders import PcmDecoder
 from protocol import ErrorCode, ProtocolError, StartParams, Status, Transcription
 from protocol.messages import StatusValue, participant_key
 from server.http.admission import Caller
@@ -37,6 +39,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voxlane.live")
 T = TypeVar("T")
+INLINE_SECONDS = 0.25
+"""A raw PCM frame of at most this much audio, to a stream in silence, is taken in on the event loop (see
+:meth:`Publisher.feed_bytes`)..."""
+INLINE_MAX_BYTES = 16384  # ...and of at most this many bytes (a 384 kHz 8-channel frame has much to resample)
 
 
 class IngestWorker:
@@ -50,9 +56,21 @@ class IngestWorker:
 
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voxlane-ingest")
+        self._in_flight = 0
+
+    @property
+    def idle(self) -> bool:
+        """Nothing handed over is still running: work done elsewhere now stays in order with it."""
+        return self._in_flight == 0
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._executor, fn, *args))
+        future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        self._in_flight += 1
+        future.add_done_callback(self._done)
+        return await asyncio.shield(future)
+
+    def _done(self, _future: asyncio.Future) -> None:
+        self._in_flight -= 1
 
     def close(self) -> None:
         """No more work (calls already made still run); the thread ends once idle."""
@@ -99,6 +117,10 @@ class Publisher:
         self.participant_id = participant.id if participant else None
         self.speaker = (participant.name or participant_key(participant.id)) if participant else None
         self._decoder = make_decoder(params.format, params.sample_rate, params.channels)
+        decoder = self._decoder
+        self._inline_bytes = min(INLINE_MAX_BYTES, int(INLINE_SECONDS * decoder.input_sample_rate
+                                                       * decoder.input_channels * PCM_SAMPLE_WIDTHS[decoder.fmt])
+                                 ) if isinstance(decoder, PcmDecoder) else 0
         self.recording_key = key
         self.wav = WavAppender(recording)
         self._publish = functools.partial(services.hub.publish, transcript.id)  # to every subscriber
@@ -150,8 +172,21 @@ class Publisher:
         if self.finished:
             return
         self.last_audio = time.monotonic()
-        await self.pacer.hold(await self._worker.run(self._decode_and_ingest, data))
+        if self._takes_inline(data):
+            taken = self._decode_and_ingest(data)
+        else:
+            taken = await self._worker.run(self._decode_and_ingest, data)
+        await self.pacer.hold(taken)
         self.last_audio = time.monotonic()  # a client held back by the pacer is not idle
+
+    def _takes_inline(self, data: bytes) -> bool:
+        """Whether this frame is taken in on the event loop rather than the ingest thread: a frame of at most
+        ``INLINE_SECONDS`` of raw PCM, to a stream in silence its VAD skips, with nothing of it still on the
+        thread. Its work is then a few array operations and one write, and the thread hop was half of what a
+        connected silent stream cost (sixteen on 2 cores: 0.62 -> 0.29 % of a core each). Where the frame turns
+        out loud, the VAD's catch-up runs here once (at most 22 chunks, a few ms, and not again before another
+        second of silence); any other frame goes to the thread."""
+        return self._inline_bytes >= len(data) and self._worker.idle and getattr(self.session, "hushed", False)
 
     async def feed_pcm(self, samples: np.ndarray) -> None:
         """Decoded 16 kHz samples (WebRTC, a split stream's channel), taken in off the event loop, in order."""
