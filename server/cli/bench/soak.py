@@ -117,7 +117,10 @@ async def soak_stream(url: str, program: list[Piece], audio_dir: Path, *, speed:
     caught_up = asyncio.Event()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with websockets.connect(ws_url(url, tid, token), max_size=None) as ws, \
-            httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+            httpx.AsyncClient(base_url=url, headers=headers, timeout=30,
+                              # a connection idle for the server's 5 s keep-alive is closed there: one reused just
+                              # then failed a sample with "Server disconnected" (httpx keeps them 5 s too)
+                              limits=httpx.Limits(keepalive_expiry=2.0)) as http:
         async def reader() -> None:
             async for raw in ws:
                 msg = json.loads(raw)
