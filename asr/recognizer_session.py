@@ -34,7 +34,7 @@ import numpy as np
 from asr.backends.streaming import StreamedWord, StreamingOptions, StreamingRecognizer, StreamingResult
 from asr.events import FailureEvent, SegmentEvent, WordEvent
 from asr.policy import join_words
-from asr.session import AudioListener, Emit, Report, StreamConfig
+from asr.session import AudioListener, Emit, Report, StreamConfig, random_segment_id
 from asr.vad import SileroModel, VadStream
 from media.audio import SAMPLE_RATE
 
@@ -76,7 +76,7 @@ class RecognizerSession:
         self.options = StreamingOptions(
             language=self.config.language, interim_results=self.config.live,
             phrases=tuple(p for p in self.config.initial_prompt.replace(",", " ").split() if len(p) > 3)[:100])
-        self._new_id = segment_ids or (lambda: uuid.uuid4().hex[:12])
+        self._new_id = segment_ids or random_segment_id
         self.key = key or f"r{next(_ids)}-{uuid.uuid4().hex[:6]}"
         self.offset = offset
         self.speaker = speaker
@@ -119,6 +119,11 @@ class RecognizerSession:
         if self._utterance is None and not self._audio:
             return 0.0
         return max(0.0, self._sent - self._heard)
+
+    @property
+    def hushed(self) -> bool:
+        """Never: every frame is handed to the recognizer in order, from the ingest thread."""
+        return False
 
     @property
     def backlog(self) -> int:

@@ -49,7 +49,8 @@ class AudioListener(Protocol):
 _ids = itertools.count(1)
 
 
-def _random_id() -> str:
+def random_segment_id() -> str:
+    """A live segment's id where the caller derives none (every session kind makes them so)."""
     return uuid.uuid4().hex[:12]
 
 
@@ -66,7 +67,7 @@ class StreamSession(ResultReader):
         self.config = config or StreamConfig()
         # A recorded file's job passes ids derived from its chunk, so an attempt run again replaces its own
         # segments instead of adding a second copy of them.
-        self._new_id = segment_ids or _random_id
+        self._new_id = segment_ids or random_segment_id
         self.key = key or f"s{next(_ids)}-{uuid.uuid4().hex[:6]}"
         self.offset = offset  # transcript time of this stream's t=0
         self.speaker = speaker
