@@ -111,6 +111,7 @@ class InferenceLoop:
         self.capacity = CapacityEstimator()  # live decode timings: what admission control predicts from
         self.capacity.seed(getattr(backend, "calibration_seconds", None))  # until live decodes are measured
         self.pace = LivePace(step_s)
+        self.pace.seed(getattr(backend, "full_decode_seconds", None))  # until live decodes are measured
         # called on a lane's thread after each batch
         self.observers: list[Observer] = [self.capacity.observe, self.pace.observe]
 

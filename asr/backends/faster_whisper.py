@@ -115,6 +115,7 @@ class FasterWhisperBackend:
         self.beam_size = beam_size
         self.hurried_pad_s = hurried_pad_s
         self.calibration_seconds: float | None = None  # a full batch of live refreshes, timed by warm()
+        self.full_decode_seconds: float | None = None  # one live window read in full, alone, timed by warm()
 
     @property
     def _model(self):
@@ -361,7 +362,19 @@ class FasterWhisperBackend:
                     self.transcribe([DecodeRequest(audio, hurried=hurried)])
             finally:
                 del self._lane.model
+        self.full_decode_seconds = self._time_full_decode()
         self.calibration_seconds = self._calibrate()
+
+    def _time_full_decode(self) -> float:
+        """One window of ``CALIBRATION_WINDOW_S`` read in full on the first lane alone, the model warm: whether
+        this machine keeps to the live step (:mod:`asr.pace`) before any live decode has been timed."""
+        self._lane.model = self._models[0]
+        try:
+            t0 = time.perf_counter()
+            self.transcribe([DecodeRequest(faint_noise(CALIBRATION_WINDOW_S))])
+            return time.perf_counter() - t0
+        finally:
+            del self._lane.model
 
     def _calibrate(self) -> float:
         """What a full batch of live refreshes costs here with every lane busy, for admission before live

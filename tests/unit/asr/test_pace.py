@@ -48,3 +48,43 @@ def test_no_step_never_hurries():
     for _ in range(2 * SAMPLES):
         pace.observe(report(5.0))
     assert not pace.behind
+
+
+def test_a_full_decode_slower_than_the_step_at_warm_up_hurries_from_the_start():
+    pace = LivePace(step_s=0.5)
+    pace.seed(0.62)
+    assert pace.behind
+
+
+def test_a_quick_warm_up_decode_leaves_the_judgement_to_live_decodes():
+    pace = LivePace(step_s=0.5)
+    pace.seed(0.3)
+    assert not pace.behind
+    pace.seed(None)
+    assert not pace.behind
+    for _ in range(SAMPLES):
+        pace.observe(report(0.8))
+    assert pace.behind
+
+
+class _WarmedBackend:
+    """What the loop reads of a backend at construction: a full decode it timed while warming."""
+
+    name = "warmed"
+    max_batch = 1
+    lanes = 1
+
+    def __init__(self, full_decode_seconds: float | None) -> None:
+        self.full_decode_seconds = full_decode_seconds
+
+    def transcribe(self, requests):  # pragma: no cover - never called
+        raise AssertionError
+
+
+def test_the_loop_starts_from_the_backends_warm_up_timing():
+    from asr.inference import InferenceLoop
+
+    assert InferenceLoop(_WarmedBackend(0.8), step_s=0.5).pace.behind
+    assert not InferenceLoop(_WarmedBackend(0.2), step_s=0.5).pace.behind
+    assert not InferenceLoop(_WarmedBackend(None), step_s=0.5).pace.behind
+    assert not InferenceLoop(_WarmedBackend(0.8), step_s=0.0).pace.behind
