@@ -14,6 +14,7 @@ threadpoolctl finds the loaded BLAS libraries whatever their build and sets thei
 from __future__ import annotations
 
 import logging
+import threading
 
 log = logging.getLogger("voxlane")
 
@@ -50,3 +51,48 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     except (OSError, AttributeError):  # musl and other C libraries have no mallopt
         return False
     return bool(mallopt(M_ARENA_MAX, arenas))
+
+
+TRIM_INTERVAL_S = 10.0
+_trimmer: threading.Thread | None = None
+
+
+def return_freed_memory() -> bool:
+    """Give the pages glibc holds free, in every arena, back to the system (False: not glibc)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+def start_heap_trimmer(interval_s: float = TRIM_INTERVAL_S) -> bool:
+    """Return freed memory every ``interval_s`` from a thread of its own, once per process (False: not glibc).
+
+    glibc returns a freed block to the system only from the top of the heap. A decode's buffers and a stream's
+    audio come and go in the middle of it, so what a load freed stayed resident: after sixteen speaking streams
+    had ended, the server held 919 MB against 676 MB after one (2-core EPYC, diarization on); with this
+    thread, 781 MB. ``malloc_trim`` walks the arenas under their locks for a few milliseconds, off the event
+    loop. A fixed ``M_MMAP_THRESHOLD`` would keep large blocks out of the heap instead, but every
+    decode then maps and faults in its buffers anew: at 1 MB, decodes took 35-55 % longer."""
+    global _trimmer
+    if _trimmer is not None:
+        return True
+    if not return_freed_memory():
+        return False
+
+    def run() -> None:
+        stop = threading.Event()
+        while not stop.wait(interval_s):
+            return_freed_memory()
+
+    _trimmer = threading.Thread(target=run, name="voxlane-heap-trim", daemon=True)
+    _trimmer.start()
+    return True

@@ -35,7 +35,7 @@ from server.jobs.queue import JobQueue
 from server.jobs.runner import JobRunner
 from server.jobs.tasks import all_tasks, lane_of, lanes
 from server.metrics import MeteredHub, Metrics
-from server.native_threads import limit_blas_threads, limit_malloc_arenas
+from server.native_threads import limit_blas_threads, limit_malloc_arenas, start_heap_trimmer
 from server.node import claim_node_id
 from server.pipeline.configs import backend_config, riva_config
 from server.pipeline.hub import Hub
@@ -143,6 +143,7 @@ async def build(settings: Settings, *, role: Role | None = None, backend: AsrBac
     :func:`start_rest` and :func:`start_jobs`."""
     role = role or Role.serve(settings)
     limit_malloc_arenas()  # before the streams' and the models' threads allocate
+    start_heap_trimmer()
     settings.data_path.mkdir(parents=True, exist_ok=True)
     store = store or open_store(settings.database_url, settings.data_path)
     await store.open()

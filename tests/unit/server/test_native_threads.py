@@ -22,3 +22,14 @@ def test_every_loaded_blas_runs_on_one_thread_and_the_models_openmp_pools_are_le
     finally:
         for path, n in before.items():
             threadpool_limits(limits={path: n})
+
+
+def test_freed_memory_goes_back_to_the_system_from_one_thread_per_process():
+    import threading
+
+    from server import native_threads
+
+    assert native_threads.return_freed_memory()  # the CI image's C library is glibc
+    assert native_threads.start_heap_trimmer(interval_s=3600)
+    assert native_threads.start_heap_trimmer(interval_s=3600)
+    assert [t.name for t in threading.enumerate()].count("voxlane-heap-trim") == 1
