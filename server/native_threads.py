@@ -13,8 +13,10 @@ threadpoolctl finds the loaded BLAS libraries whatever their build and sets thei
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
+from collections.abc import Callable
 
 log = logging.getLogger("voxlane")
 
@@ -57,16 +59,22 @@ TRIM_INTERVAL_S = 10.0
 _trimmer: threading.Thread | None = None
 
 
-def return_freed_memory() -> bool:
-    """Give the pages glibc holds free, in every arena, back to the system (False: not glibc)."""
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, looked up once: ``find_library`` runs ``ldconfig`` (None: not glibc)."""
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
     try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
+        return ctypes.CDLL(name).malloc_trim if name else None
     except (OSError, AttributeError):
-        trim = None
+        return None
+
+
+def return_freed_memory() -> bool:
+    """Give the pages glibc holds free, in every arena, back to the system (False: not glibc)."""
+    trim = _malloc_trim()
     if trim is None:
         return False
     trim(0)
