@@ -368,13 +368,10 @@ class FasterWhisperBackend:
     def _time_full_decode(self) -> float:
         """One window of ``CALIBRATION_WINDOW_S`` read in full on the first lane alone, the model warm: whether
         this machine keeps to the live step (:mod:`asr.pace`) before any live decode has been timed."""
-        self._lane.model = self._models[0]
-        try:
-            t0 = time.perf_counter()
-            self.transcribe([DecodeRequest(faint_noise(CALIBRATION_WINDOW_S))])
-            return time.perf_counter() - t0
-        finally:
-            del self._lane.model
+        self._lane.model, t0 = self._models[0], time.perf_counter()
+        self.transcribe([DecodeRequest(faint_noise(CALIBRATION_WINDOW_S))])
+        del self._lane.model
+        return time.perf_counter() - t0
 
     def _calibrate(self) -> float:
         """What a full batch of live refreshes costs here with every lane busy, for admission before live

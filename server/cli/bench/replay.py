@@ -88,12 +88,19 @@ class SimulatedInferenceLoop(InferenceLoop):
 
     def __init__(self, backend: AsrBackend, cost: DecodeCost, partial_max_wait: float = 1.5,
                  step_s: float = 0.0) -> None:
+        self.cost = cost  # before the loop's start asks it for the warm-up decode
         super().__init__(backend, partial_max_wait=partial_max_wait, clock=asyncio.get_running_loop().time,
                          step_s=step_s)
-        self.cost = cost
         self.busy = 0.0  # simulated seconds spent decoding
         self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
+
+    def _warm_up_full_decode(self) -> float | None:
+        """The modelled machine's, not this one's: the backend's warm-up timing would make the replay depend on
+        where it runs."""
+        from asr.backends.faster_whisper import CALIBRATION_WINDOW_S
+
+        return self.cost.of(int(CALIBRATION_WINDOW_S * SAMPLE_RATE))
 
     @property
     def lanes(self) -> int:
