@@ -41,16 +41,8 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     is freed in it. Every live stream has an ingest thread (decoding and the VAD allocate there) and the lanes
     and the speaker worker allocate too, so each stream grew the server by an arena it mostly held on to. Call
     it before those threads start; the allocations are short-lived, so a few arenas shared costs nothing."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and other C libraries have no mallopt
+    mallopt = _glibc("mallopt")
+    if mallopt is None:
         return False
     return bool(mallopt(M_ARENA_MAX, arenas))
 
@@ -60,21 +52,22 @@ _trimmer: threading.Thread | None = None
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, looked up once: ``find_library`` runs ``ldconfig`` (None: not glibc)."""
+def _glibc(function: str) -> Callable[..., int] | None:
+    """A glibc function, looked up once: ``find_library`` runs ``ldconfig`` (None: not glibc; musl and other C
+    libraries have no ``mallopt`` or ``malloc_trim``)."""
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
     try:
-        return ctypes.CDLL(name).malloc_trim if name else None
+        return getattr(ctypes.CDLL(name), function) if name else None
     except (OSError, AttributeError):
         return None
 
 
 def return_freed_memory() -> bool:
     """Give the pages glibc holds free, in every arena, back to the system (False: not glibc)."""
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim")
     if trim is None:
         return False
     trim(0)
