@@ -4,10 +4,10 @@ Each step streams N files at once at real time (``--max-seconds`` of each), as t
 stops at the first N that breaks a limit: commit p95 over ``--capacity-p95`` (2.5 s), lag that grows (over
 0.05 s per second), WER more than two points above N=1's, a stream refused, or a stream admitted more than 2 s
 after its ``start``. The largest N before it is the answer. Each step also reports what the server did for it:
-its CPU, its RSS per stream more (over the first step's), and the batches the inference loop formed (from
+its CPU, its RSS per stream more (see :func:`run_capacity`), and the batches the inference loop formed (from
 ``/metrics``: requests per batch, and the share decoded hurried) and where the model's time went (refreshes,
 pause commits and finals; the encoder's share of it). A last step holds N connected streams that
-send only silence, for what an idle listener costs.
+send only silence, for what an idle listener costs beyond the idle server.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 
 from server.cli.bench.metrics import fmt
 from server.cli.bench.process import ProcessSampler
@@ -32,6 +33,7 @@ ADMISSION_LIMIT_S = 2.0
 WER_POINTS = 0.02
 SILENT_S = 30.0
 SILENT_SETTLE_S = 5.0  # from the silent streams' start: their admission and first frames are done
+IDLE_S = 10.0  # the idle server's own CPU (job polling, lease renewal, the heap trimmer), read before them
 
 
 async def _loop_counters(url: str, token: str | None) -> dict[str, float]:
@@ -54,8 +56,8 @@ RunLevel = Callable[..., Awaitable[dict[str, Any]]]
 
 async def run_step(args: argparse.Namespace, run_level: RunLevel, n: int, files: list[str], refs: dict[str, Any],
                    audio: dict[str, Any], pid: int | None, base: tuple[int, float] | None) -> dict[str, Any]:
-    """One step of N streams; ``base``: the first step's (N, RSS max), from which the memory of one stream more is
-    read (the first streams also grow the model's buffers, which more streams do not)."""
+    """One step of N streams; ``base``: the (N, RSS p90) of the step from which the memory of one stream more is
+    read (see :func:`run_capacity`)."""
     # every file at least once, and N streams at once: a slot that ends its file takes the next one
     chosen = [files[i % len(files)] for i in range(max(n, len(files)))]
     before = await _loop_counters(args.url, args.token)
@@ -63,7 +65,7 @@ async def run_step(args: argparse.Namespace, run_level: RunLevel, n: int, files:
     after = await _loop_counters(args.url, args.token)
     batches = after["batches"] - before["batches"]
     requests = after["requests"] - before["requests"]
-    rss = level.get("rss_max_mb")
+    rss = level.get("rss_p90_mb")
     busy = {k: after[k] - before[k] for k in KINDS}
     total = sum(busy.values())
     level.update(
@@ -79,9 +81,11 @@ async def run_step(args: argparse.Namespace, run_level: RunLevel, n: int, files:
 
 async def silent_step(args: argparse.Namespace, n: int, pid: int | None) -> dict[str, Any]:
     """N streams that are connected and send silence only: what a listener who says nothing costs. The cost per
-    stream is the server's CPU while all N stream (from ``SILENT_SETTLE_S`` after the start to the last second
-    of audio), not counting their starts and their ends, which the whole step's average also holds."""
+    stream is what the server's CPU while all N stream (from ``SILENT_SETTLE_S`` after the start to the last
+    second of audio) adds to its CPU with no stream at all, read for ``IDLE_S`` just before: not counting their
+    starts and their ends, which the whole step's average also holds, nor what the server spends on its own."""
     silence = np.zeros(int(16000 * SILENT_S), dtype=np.float32)
+    idle = await idle_cpu(pid, IDLE_S)
     with ProcessSampler(pid) as sampler:
         started = time.monotonic()
         await asyncio.gather(*(stream_audio(args.url, silence, name=f"bench silent {i}", chunk_ms=args.chunk_ms,
@@ -89,8 +93,20 @@ async def silent_step(args: argparse.Namespace, n: int, pid: int | None) -> dict
     s = sampler.summary()
     steady = [cpu for t, cpu, _ in sampler.samples if started + SILENT_SETTLE_S <= t <= started + SILENT_S - 1]
     cpu = sum(steady) / len(steady) if steady else None
-    return {"n": n, "seconds": SILENT_S, **s, "cpu_steady_percent": None if cpu is None else round(cpu, 1),
-            "cpu_per_stream_percent": round(cpu / n, 2) if cpu is not None else None}
+    return {"n": n, "seconds": SILENT_S, **s, "cpu_idle_percent": None if idle is None else round(idle, 2),
+            "cpu_steady_percent": None if cpu is None else round(cpu, 1),
+            "cpu_per_stream_percent": round(max(0.0, cpu - (idle or 0.0)) / n, 2) if cpu is not None else None}
+
+
+async def idle_cpu(pid: int | None, seconds: float) -> float | None:
+    """The process's CPU over ``seconds`` (% of one core), from its own CPU times rather than sampled."""
+    if not pid:
+        return None
+    proc = psutil.Process(pid)
+    t0, w0 = proc.cpu_times(), time.monotonic()
+    await asyncio.sleep(seconds)
+    t1, w1 = proc.cpu_times(), time.monotonic()
+    return 100 * ((t1.user - t0.user) + (t1.system - t0.system)) / (w1 - w0)
 
 
 def breaks(step: dict[str, Any], first: dict[str, Any], limit_p95: float) -> str | None:
@@ -112,14 +128,18 @@ def breaks(step: dict[str, Any], first: dict[str, Any], limit_p95: float) -> str
 
 async def run_capacity(args: argparse.Namespace, run_level: RunLevel, levels: list[int], files: list[str],
                        refs: dict[str, Any], audio: dict[str, Any], pid: int | None) -> dict[str, Any]:
+    """The ramp. The memory of one stream more is the growth of the server's RSS (the 90th percentile of a
+    step's samples: a step at full load most of its time, one brief peak left out) over the second step's, per
+    stream: the first step's lone stream leaves all but one decode lane idle, and each lane's working memory
+    (tiny.en, a 30 s window read in full: 54 MB of attention scores) is the model's, whatever the streams."""
     result: dict[str, Any] = {"url": args.url, "label": args.label, "started": time.time(), "server_pid": pid,
                               "limit_commit_p95_s": args.capacity_p95, "steps": []}
     sustained = None
     base: tuple[int, float] | None = None
-    for n in levels:
+    for i, n in enumerate(levels):
         step = await run_step(args, run_level, n, files, refs, audio, pid, base)
-        if base is None and step.get("rss_max_mb") is not None:
-            base = (n, step["rss_max_mb"])
+        if base is None and i >= min(1, len(levels) - 1) and step.get("rss_p90_mb") is not None:
+            base = (n, step["rss_p90_mb"])
         first = result["steps"][0] if result["steps"] else step
         step["breaks"] = breaks(step, first, args.capacity_p95)
         result["steps"].append(step)

@@ -209,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
         print_rows(*capacity_rows(result))
         silent = result["silent"]
         print(f"largest sustained N: {result['largest_sustained_n']}; {silent['n']} silent streams:"
-              f" {fmt(silent['cpu_per_stream_percent'], 2)} % of a core each")
+              f" {fmt(silent['cpu_per_stream_percent'], 2)} % of a core each beyond the idle server's"
+              f" {fmt(silent.get('cpu_idle_percent'), 2)} %")
         write_result(args.output, result)
         return 0
     if args.overload:

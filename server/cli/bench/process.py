@@ -41,10 +41,11 @@ class ProcessSampler:
 
     def summary(self) -> dict[str, float | None]:
         if not self.samples:
-            return {"cpu_avg_percent": None, "cpu_max_percent": None, "rss_max_mb": None}
+            return {"cpu_avg_percent": None, "cpu_max_percent": None, "rss_max_mb": None, "rss_p90_mb": None}
         cpu = [s[1] for s in self.samples]
+        rss = sorted(s[2] for s in self.samples)
         return {"cpu_avg_percent": round(sum(cpu) / len(cpu), 1), "cpu_max_percent": round(max(cpu), 1),
-                "rss_max_mb": round(max(s[2] for s in self.samples), 1)}
+                "rss_max_mb": round(rss[-1], 1), "rss_p90_mb": round(rss[int(0.9 * (len(rss) - 1))], 1)}
 
 
 def find_server_pid(url: str) -> int | None:

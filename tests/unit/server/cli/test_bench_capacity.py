@@ -50,3 +50,27 @@ def test_the_table_says_why_a_step_is_not_sustained() -> None:
     assert len(rows) == 2 and all(len(r) == len(cols) for r in rows)
     assert rows[0][-1] == "yes" and rows[1][-1].startswith("no: commit p95")
     assert rows[0][cols.index("refresh/pause/final")] == "70/20/10"
+
+
+def test_memory_per_stream_is_read_over_the_second_step(monkeypatch) -> None:
+    import argparse
+    import asyncio
+
+    from server.cli.bench import capacity
+
+    async def counters(url: str, token: str | None) -> dict[str, float]:
+        return dict.fromkeys(("batches", "requests", "hurried", "encoder_seconds", *capacity.KINDS), 0.0)
+
+    rss = {1: 700.0, 4: 790.0, 8: 810.0}  # the lone stream's step leaves a lane idle: its memory is not a stream's
+
+    async def run_level(args, n, chosen, refs, audio, pid) -> dict[str, Any]:
+        return dict(step(n=n), rss_p90_mb=rss[n])
+
+    async def silent(args, n, pid) -> dict[str, Any]:
+        return {"n": n}
+
+    monkeypatch.setattr(capacity, "_loop_counters", counters)
+    monkeypatch.setattr(capacity, "silent_step", silent)
+    args = argparse.Namespace(url="http://x", token=None, label="", capacity_p95=2.5)
+    result = asyncio.run(capacity.run_capacity(args, run_level, [1, 4, 8], ["a"], {}, {}, None))
+    assert [s["rss_per_stream_mb"] for s in result["steps"]] == [None, None, 5.0]
