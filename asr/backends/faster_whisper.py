@@ -13,6 +13,8 @@ import math
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -356,22 +358,29 @@ class FasterWhisperBackend:
         13.5 s behind, where a second server started after it on the same machine did not."""
         audio = faint_noise()
         for model in self._models:
-            self._lane.model = model
-            try:
+            with self._on_lane(model):
                 for hurried in (True, False):
                     self.transcribe([DecodeRequest(audio, hurried=hurried)])
-            finally:
-                del self._lane.model
         self.full_decode_seconds = self._time_full_decode()
         self.calibration_seconds = self._calibrate()
 
     def _time_full_decode(self) -> float:
         """One window of ``CALIBRATION_WINDOW_S`` read in full on the first lane alone, the model warm: whether
         this machine keeps to the live step (:mod:`asr.pace`) before any live decode has been timed."""
-        self._lane.model, t0 = self._models[0], time.perf_counter()
-        self.transcribe([DecodeRequest(faint_noise(CALIBRATION_WINDOW_S))])
-        del self._lane.model
-        return time.perf_counter() - t0
+        with self._on_lane(self._models[0]):
+            t0 = time.perf_counter()
+            self.transcribe([DecodeRequest(faint_noise(CALIBRATION_WINDOW_S))])
+            return time.perf_counter() - t0
+
+    @contextmanager
+    def _on_lane(self, model: Any) -> Iterator[None]:
+        """This thread decodes on ``model`` until the block ends (warm-up and calibration run on lanes of their
+        choosing, not the next one in turn)."""
+        self._lane.model = model
+        try:
+            yield
+        finally:
+            del self._lane.model
 
     def _calibrate(self) -> float:
         """What a full batch of live refreshes costs here with every lane busy, for admission before live
@@ -382,11 +391,11 @@ class FasterWhisperBackend:
         took: list[float] = []
 
         def lane(model: Any) -> None:
-            self._lane.model = model
             reqs = [DecodeRequest(faint_noise(CALIBRATION_WINDOW_S), hurried=True) for _ in range(self.max_batch)]
-            t0 = time.perf_counter()
-            self.transcribe(reqs)
-            took.append(time.perf_counter() - t0)
+            with self._on_lane(model):
+                t0 = time.perf_counter()
+                self.transcribe(reqs)
+                took.append(time.perf_counter() - t0)
 
         threads = [threading.Thread(target=lane, args=(model,), name="voxlane-calibrate") for model in self._models]
         for t in threads:

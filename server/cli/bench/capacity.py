@@ -136,9 +136,10 @@ async def run_capacity(args: argparse.Namespace, run_level: RunLevel, levels: li
                               "limit_commit_p95_s": args.capacity_p95, "steps": []}
     sustained = None
     base: tuple[int, float] | None = None
+    base_step = 1 if len(levels) > 1 else 0
     for i, n in enumerate(levels):
         step = await run_step(args, run_level, n, files, refs, audio, pid, base)
-        if base is None and i >= min(1, len(levels) - 1) and step.get("rss_p90_mb") is not None:
+        if base is None and i >= base_step and step.get("rss_p90_mb") is not None:
             base = (n, step["rss_p90_mb"])
         first = result["steps"][0] if result["steps"] else step
         step["breaks"] = breaks(step, first, args.capacity_p95)
