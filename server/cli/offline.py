@@ -73,7 +73,7 @@ def run_transcribe(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"voxlane: {exc}", file=sys.stderr)
         return 2
-    from asr.backends.faster_whisper import ModelNotFound
+    from asr.backends.model_files import ModelNotFound
 
     try:
         return asyncio.run(transcribe_files(settings, files, FORMAT_NAMES[args.format],

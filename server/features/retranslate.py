@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from asr.backends import AsrBackend, DecodedWord, DecodeRequest, DecodeResult, make_backend
-from asr.backends.faster_whisper import BUNDLED_MODEL, ModelNotFound
+from asr.backends.model_files import BUNDLED_MODEL, ModelNotFound
 from asr.inference import Priority
 from media import SAMPLE_RATE, AudioTooLong, DecodeError, downmix, iter_decode_file, read_wav_range, s16_to_float
 from media.wavfile import read_wav_layout

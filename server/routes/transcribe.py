@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from asr.backends.faster_whisper import BUNDLED_MODEL, ModelNotFound, resolve_model
+from asr.backends.model_files import BUNDLED_MODEL, ModelNotFound, resolve_model
 from server.features.speakers import named_segments
 from server.http.audio_limits import refuse_declared
 from server.http.auth import CLOSE_NOT_FOUND, principal

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from asr.backends.faster_whisper import BUNDLED_MODEL
+from asr.backends.model_files import BUNDLED_MODEL
 
 TAG = "transcription jobs"
 NOT_FOUND_MESSAGE = "Transcription job not found or expired"

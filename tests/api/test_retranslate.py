@@ -3,7 +3,7 @@ a lazily loaded configured local model, from an uploaded clip or from a stored j
 
 from __future__ import annotations
 
-from asr.backends.faster_whisper import resolve_model
+from asr.backends.model_files import resolve_model
 from server.cli.bench.metrics import normalize, wer_counts
 from tests.rest_support import AUDIO, Api, creds, read_wav, reference, wav_bytes
 
