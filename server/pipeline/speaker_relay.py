@@ -43,6 +43,9 @@ ESTABLISHED_S = 4.0  # a voice splits a stored segment only once this much of it
 # a new voice that has held this much labelled speech is a turn the live session splits at: shorter runs
 # are backchannels or a window heard wrong, and a split costs the segment a final decode
 TURN_SPLIT_S = 0.8
+# Whisper's timestamps step by 20 ms, and the aligner gives some words no extent at all ("I" at 9.024-9.024 s:
+# a few a minute on the phone call): a range over such words is given that one step, so it is never empty
+TIMESTAMP_STEP_S = 0.02
 
 
 @dataclass
@@ -140,8 +143,9 @@ class LiveSpeakers:
         labelled = self._remember(msg.model_copy(update={"speaker": _name(n)}), n)
         for s, ws in runs:
             if s and s != n:
+                start, end = _extent(ws[0].start, ws[-1].end)
                 await self._publish(Diarization(
-                    speaker=speaker_label(s), speaker_id=speaker_id(s), start_time=ws[0].start, end_time=ws[-1].end,
+                    speaker=speaker_label(s), speaker_id=speaker_id(s), start_time=start, end_time=end,
                     confidence=0.5, correction=True, segment_ids=[msg.segment_id]))
         return labelled
 
@@ -225,8 +229,9 @@ class LiveSpeakers:
                 stored.speaker = n
                 stored.row = row.model_copy(update={"speaker": _name(n)})
                 await self._save_segment(stored.row)
+                start, end = _extent(row.start, row.end)
                 await self._publish(Diarization(
-                    speaker=speaker_label(n), speaker_id=speaker_id(n), start_time=row.start, end_time=row.end,
+                    speaker=speaker_label(n), speaker_id=speaker_id(n), start_time=start, end_time=end,
                     confidence=0.5, correction=True, segment_ids=[seg_id]))
 
     async def _cut_stored_at_turns(self) -> None:
@@ -278,6 +283,11 @@ def _majority(runs: list[tuple[int, list[Word]]]) -> int:
     for s, ws in runs:
         tally[s] = tally.get(s, 0.0) + sum(max(0.05, w.end - w.start) for w in ws)
     return max(tally, key=lambda s: tally[s])
+
+
+def _extent(start: float, end: float) -> tuple[float, float]:
+    """A range of words for a ``diarization`` message: words aligned to an instant still span one timestamp step."""
+    return start, round(max(end, start + TIMESTAMP_STEP_S), 3)
 
 
 def _name(n: int) -> str | None:
