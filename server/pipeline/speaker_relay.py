@@ -26,7 +26,7 @@ import numpy as np
 
 from asr.diarization import DiarizationConfig, SpeakerDiarizer, Turn, speaker_id, speaker_label
 from asr.policy import join_words
-from asr.vad import SileroModel
+from asr.vad import CHUNK_SECONDS, SileroModel
 from protocol import Transcription
 from protocol.messages import Diarization, Word
 from server.pipeline.configs import diarization_config
@@ -66,7 +66,7 @@ class LiveSpeakers:
         self._turn_told = 0.0
         self._job: asyncio.Task | None = None
         self._next_job_at = EMBED_EVERY_S
-        self._sent: list[Turn] = []  # turns as last reported (stream time)
+        self._told: set[tuple[float, float, int]] = set()  # every turn subscribers were told (stream time)
         self._sent_until = 0.0
         self._segments: dict[str, _Stored] = {}
         self._revision = 0
@@ -187,6 +187,9 @@ class LiveSpeakers:
                 self.on_turn(t.start)
 
     async def _report(self, final: bool) -> None:
+        """Tell every ended turn that subscribers do not have as it is now: a new one past what was told, or a
+        correction over told time (a re-clustering relabelled it, or a turn that began in told time ended
+        only now)."""
         d = self.diarizer
         if not final:
             self._tell_turns()
@@ -194,23 +197,20 @@ class LiveSpeakers:
         # a turn is reported once it has ended: followed by another voice, or by a pause past bridging
         horizon = labelled if final else labelled - d.config.gap_fill_s
         revised = d.revision != self._revision
+        # without a re-clustering only the recent turns can differ from what was told; ``turns`` cuts the first
+        # one at ``since``, so a turn starting there is not compared
         since = 0.0 if revised else max(0.0, self._sent_until - 4 * d.config.gap_fill_s)
-        current = d.turns(since, labelled if final else None)
-        done = [t for t in current if t.end <= horizon]
+        done = [t for t in d.turns(since, labelled if final else None)
+                if t.end <= horizon and (since == 0.0 or t.start > since + CHUNK_SECONDS)]
+        for t in done:
+            if (t.start, t.end, t.speaker) not in self._told:
+                await self._publish(self._turn(t, correction=t.start < self._sent_until))
+                self._told.add((t.start, t.end, t.speaker))
         if revised:
             self._revision = d.revision
-            before = {(t.start, t.end, t.speaker) for t in self._sent}
-            for t in done:
-                if t.start < self._sent_until and (t.start, t.end, t.speaker) not in before:
-                    await self._publish(self._turn(t, correction=True))
             await self._relabel_segments()
-        for t in done:
-            if t.start >= self._sent_until:
-                await self._publish(self._turn(t))
-        kept = [t for t in self._sent if t.start < since]
         if done:
             self._sent_until = max(self._sent_until, done[-1].end)
-        self._sent = kept + [t for t in current if t.start < self._sent_until]
 
     async def _relabel_segments(self) -> None:
         for seg_id, stored in list(self._segments.items()):

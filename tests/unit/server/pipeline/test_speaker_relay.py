@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from asr.diarization import DiarizationConfig
+from asr.diarization import DiarizationConfig, Turn
 from asr.vad import SileroModel
 from protocol import Transcription
 from protocol.messages import Diarization, Word
@@ -40,3 +40,44 @@ async def test_words_aligned_to_an_instant_are_told_over_a_range_that_is_not_emp
     assert labelled.speaker == "Speaker 1"
     assert [(m.speaker_id, m.start_time) for m in published] == [("S2", 2.0)]
     assert published[0].end_time > published[0].start_time
+
+
+class _Timeline:
+    """A diarizer as the relay reads it: turns, how far they are labelled, and the re-clustering count."""
+
+    def __init__(self) -> None:
+        self.config = DiarizationConfig()
+        self.labelled_until = 0.0
+        self.revision = 0
+        self.now: list[Turn] = []
+
+    def turns(self, start: float = 0.0, end: float | None = None) -> list[Turn]:
+        return [t for t in self.now if t.end > start]
+
+
+async def test_a_turn_that_began_in_told_time_is_told_when_it_ends() -> None:
+    """A re-clustering moved a told turn's end back (a new voice took its last quarter second); the new voice's
+    turn, which starts before where the told one ended, is told once it has ended, with no re-clustering then
+    (it used to be taken for told, and subscribers never heard of that voice until the stream ended)."""
+    published: list[Diarization] = []
+
+    async def publish(body: Diarization) -> None:
+        published.append(body)
+
+    async def save(_msg: Transcription) -> None:
+        return None
+
+    speakers = LiveSpeakers(worker=None, vad_model=SileroModel(), config=DiarizationConfig(), offset=0.0,  # type: ignore[arg-type]
+                            publish=publish, save_segment=save)
+    d = speakers.diarizer = _Timeline()  # type: ignore[assignment]
+    d.labelled_until, d.now = 44.0, [Turn(33.5, 40.64, 2)]
+    await speakers._report(final=False)
+    d.labelled_until, d.revision, d.now = 46.0, 1, [Turn(33.5, 40.384, 2), Turn(40.384, 45.9, 7)]
+    await speakers._report(final=False)
+    d.labelled_until, d.now = 50.0, [Turn(33.5, 40.384, 2), Turn(40.384, 47.36, 7), Turn(47.36, 47.49, 1)]
+    await speakers._report(final=False)
+    told = [(m.speaker_id, m.start_time, m.end_time, m.correction) for m in published]
+    assert told == [("S2", 33.5, 40.64, False), ("S2", 33.5, 40.384, True), ("S7", 40.384, 47.36, True),
+                    ("S1", 47.36, 47.49, False)]
+    await speakers._report(final=False)  # nothing changed: nothing told twice
+    assert len(published) == 4
