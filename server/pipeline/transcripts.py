@@ -51,7 +51,12 @@ class LiveTranscript:
         caller = await admission.admit_live(stream) if admission is not None else None  # OVERLOADED / RATE_LIMITED
         first = not self.publishers
         if first:  # this node streams the transcript now; another node that does refuses (ALREADY_STARTED)
-            await self.services.leases.acquire(self.id)
+            try:
+                await self.services.leases.acquire(self.id)
+            except BaseException:
+                if admission is not None:
+                    await admission.release(stream)
+                raise
         try:
             pub = await self._open_publisher(params, offset, caller)
         except BaseException:
@@ -61,6 +66,8 @@ class LiveTranscript:
                 await self.services.leases.release(self.id)
             raise
         pub.slot = stream
+        if admission is not None:
+            admission.opened(stream)
         return pub
 
     async def _open_publisher(self, params: StartParams, offset: float | None, caller: Caller | None) -> Publisher:

@@ -237,6 +237,36 @@ async def test_a_burst_the_calibration_says_the_box_serves_is_admitted_at_once(t
         stop_server(srv)
 
 
+async def test_starts_that_arrive_together_are_counted_while_their_streams_open(tmp_path):
+    """Six starts sent at once against room for three: opening a stream awaits the store, and a start checked
+    meanwhile counts the streams being opened too, so three are admitted and three refused (all six were)."""
+    srv = start_server(tmp_path, VOXLANE_MAX_LIVE_STREAMS="3")
+    try:
+        sockets = [await websockets.connect(ws_url(srv.url, await create_transcript(srv.url, f"p{i}")))
+                   for i in range(6)]
+        try:
+            start = json.dumps({"action": "start", "params": {"format": "pcm_s16le", "sample_rate": 16000}})
+            await asyncio.gather(*(ws.send(start) for ws in sockets))
+
+            async def answer(ws) -> dict:
+                while True:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                    if msg["type"] == "error":
+                        return msg["data"]
+                    if msg["type"] == "status" and msg["data"].get("message") == "receiving audio":
+                        return {}
+
+            answers = await asyncio.gather(*(answer(ws) for ws in sockets))
+            assert sum(a == {} for a in answers) == 3, answers
+            for refused in (a for a in answers if a):
+                assert_refused(refused, "OVERLOADED", "max_live_streams")
+        finally:
+            for ws in sockets:
+                await ws.close()
+    finally:
+        stop_server(srv)
+
+
 def test_the_calibration_stands_in_until_live_decodes_are_measured(speech) -> None:
     """The backend times a batch of live windows on every lane when it warms up; the loop's estimate is that
     until it has measured live decodes of its own, which then replace it."""
