@@ -15,9 +15,8 @@ def _w(text: str, start: float, end: float) -> Word:
     return Word(text=text, start=start, end=end, probability=0.9, final=True)
 
 
-async def test_words_aligned_to_an_instant_are_told_over_a_range_that_is_not_empty() -> None:
-    """The aligner gives some words no extent ("I" at 9.024-9.024 s); a voice heard over two such words is still
-    told with ``end_time`` after ``start_time``."""
+def _relay() -> tuple[LiveSpeakers, list[Diarization]]:
+    """A relay whose ``diarization`` messages are kept in the returned list (no worker: nothing is embedded)."""
     published: list[Diarization] = []
 
     async def publish(body: Diarization) -> None:
@@ -28,6 +27,13 @@ async def test_words_aligned_to_an_instant_are_told_over_a_range_that_is_not_emp
 
     speakers = LiveSpeakers(worker=None, vad_model=SileroModel(), config=DiarizationConfig(), offset=0.0,  # type: ignore[arg-type]
                             publish=publish, save_segment=save)
+    return speakers, published
+
+
+async def test_words_aligned_to_an_instant_are_told_over_a_range_that_is_not_empty() -> None:
+    """The aligner gives some words no extent ("I" at 9.024-9.024 s); a voice heard over two such words is still
+    told with ``end_time`` after ``start_time``."""
+    speakers, published = _relay()
     d = speakers.diarizer
     # voice 1 over the first second, voice 2 at the two zero-length words at 2.0 s; both long established
     d._centers, d._labels = [0.5, 1.0, 2.0], np.array([1, 1, 2])
@@ -59,16 +65,7 @@ async def test_a_turn_that_began_in_told_time_is_told_when_it_ends() -> None:
     """A re-clustering moved a told turn's end back (a new voice took its last quarter second); the new voice's
     turn, which starts before where the told one ended, is told once it has ended, with no re-clustering then
     (it used to be taken for told, and subscribers never heard of that voice until the stream ended)."""
-    published: list[Diarization] = []
-
-    async def publish(body: Diarization) -> None:
-        published.append(body)
-
-    async def save(_msg: Transcription) -> None:
-        return None
-
-    speakers = LiveSpeakers(worker=None, vad_model=SileroModel(), config=DiarizationConfig(), offset=0.0,  # type: ignore[arg-type]
-                            publish=publish, save_segment=save)
+    speakers, published = _relay()
     d = speakers.diarizer = _Timeline()  # type: ignore[assignment]
     d.labelled_until, d.now = 44.0, [Turn(33.5, 40.64, 2)]
     await speakers._report(final=False)
