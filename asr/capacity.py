@@ -14,6 +14,8 @@ That share is a floor: decodes lengthen as a stream's window grows, and a word n
 audio arrived an utterance's last word was sent as final (:meth:`observe_commit`, from every live session).
 With ``n`` streams served, one more makes each stream's readings come about ``(n + 1) / n`` times further
 apart once the loop is saturated, so the p90 of recent commit delays scaled by that is the second prediction.
+It holds for the load the delays were measured under: streams that started since have not slowed anything
+yet, so the server judges a burst by the first prediction alone.
 
 A lone stream is always admitted (refusing it helps nobody). Before live decodes are measured (a fresh
 process, or one idle for a minute) the estimate is the backend's calibration: a full batch of hurried live
@@ -82,16 +84,13 @@ class CapacityEstimator:
             return None
         return recent[min(len(recent) - 1, math.ceil(percentile / 100 * len(recent)) - 1)]
 
-    def predicted_commit_delay(self, streams_now: int, streams_measured: int | None = None) -> float | None:
-        """The commit delay listeners would see with one stream more (None: not measured yet).
-
-        ``streams_measured``: how many of the streams were on long enough for the recent delays to carry their
-        load (a burst of new streams has not slowed anything yet: it is scaled for, not waited for)."""
+    def predicted_commit_delay(self, streams_now: int) -> float | None:
+        """The commit delay listeners would see with one stream more than the ``streams_now`` that the recent
+        delays were measured with (None: not measured yet)."""
         delay = self.commit_delay()
         if delay is None or streams_now <= 0:
             return None
-        measured = streams_now if streams_measured is None else streams_measured
-        return delay * (streams_now + 1) / max(1, min(measured, streams_now))
+        return delay * (streams_now + 1) / streams_now
 
     def decode_seconds(self) -> float | None:
         """The median duration of recent live decodes; with too few of them the calibration (None: neither)."""

@@ -314,8 +314,8 @@ def test_estimator_measures_real_decodes(speech):
 
 
 def test_commit_delays_predict_one_more_stream() -> None:
-    """The latency rule's prediction: the p90 of recent utterance-end delays, scaled for one stream more, and for
-    streams too young to have slowed anything yet (a burst is scaled for, not waited for)."""
+    """The latency rule's prediction: the p90 of recent utterance-end delays, scaled for one stream more than the
+    streams they were measured with."""
     now = [0.0]
     est = CapacityEstimator(clock=lambda: now[0])
     assert est.commit_delay() is None and est.predicted_commit_delay(4) is None
@@ -323,7 +323,7 @@ def test_commit_delays_predict_one_more_stream() -> None:
         est.observe_commit(d)
     assert est.commit_delay() == 1.0
     assert est.predicted_commit_delay(4) == pytest.approx(1.25)
-    assert est.predicted_commit_delay(4, streams_measured=2) == pytest.approx(2.5)
+    assert est.predicted_commit_delay(1) == pytest.approx(2.0)
     now[0] = 60.0  # old delays say nothing of the load now
     assert est.commit_delay() is None
 
