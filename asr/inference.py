@@ -212,7 +212,9 @@ class InferenceLoop:
         shows them sooner."""
         now = self.clock()
         ready = [e for e in self._pending.values() if self._takeable(e)]
-        ready.sort(key=lambda e: (self._effective(e, now), self._last_served.get(e.key, 0.0), e.seq))
+        # an aged refresh ranks with the pause commits but after them: under load most refreshes age, and a pause
+        # read behind them commits its words a round of decodes late
+        ready.sort(key=lambda e: (self._effective(e, now), e.priority, self._last_served.get(e.key, 0.0), e.seq))
         # a batch holds requests of one urgency: a segment's final must not wait for three refreshes
         # (finals and pause commits go together, partial refreshes together, uploads alone)
         prio = {e.key: self._effective(e, now) for e in ready}
