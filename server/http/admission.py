@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -34,6 +35,8 @@ from server.http.middleware import ConnectionMiddleware
 
 if TYPE_CHECKING:
     from server.services import Services
+
+log = logging.getLogger("voxlane.admission")
 
 CAPACITY_RETRY_S = 10
 """Suggested wait after a refusal for load: live streams end at a human pace."""
@@ -212,7 +215,7 @@ class Admission:
             refusal = await self._take_slots(stream, caller)
         if refusal is not None:
             self._opening.discard(stream)
-            self.refused[refusal.reason] += 1
+            self._count(refusal)
             raise refusal.protocol_error()
         return caller
 
@@ -239,8 +242,14 @@ class Admission:
                        f" allowed (VOXLANE_MAX_STREAMS_PER_{env}); stop one first", CALLER_RETRY_S, {"limit": limit})
 
     def refuse_http(self, refusal: Refusal) -> ApiError:
-        self.refused[refusal.reason] += 1
+        self._count(refusal)
         return refusal.api_error()
+
+    def _count(self, refusal: Refusal) -> None:
+        """A refusal shows in /metrics, and in the log with its figures: an operator (or a failed test) can tell
+        which rule turned a stream away, and on what numbers."""
+        self.refused[refusal.reason] += 1
+        log.info("refused (%s): %s %s", refusal.reason, refusal.message, refusal.wire_details)
 
     # ------------------------------------------------------------ WebRTC handshakes
 

@@ -58,19 +58,16 @@ class LiveTranscript:
                     await admission.release(stream)
                 raise
         try:
-            pub = await self._open_publisher(params, offset, caller)
+            return await self._open_publisher(params, offset, caller, stream)
         except BaseException:
             if admission is not None:
                 await admission.release(stream)
             if first and not self.publishers:
                 await self.services.leases.release(self.id)
             raise
-        pub.slot = stream
-        if admission is not None:
-            admission.opened(stream)
-        return pub
 
-    async def _open_publisher(self, params: StartParams, offset: float | None, caller: Caller | None) -> Publisher:
+    async def _open_publisher(self, params: StartParams, offset: float | None, caller: Caller | None,
+                              slot: str) -> Publisher:
         now = time.monotonic()
         if self.origin is None:
             existing = await self._recorded_duration()
@@ -90,7 +87,10 @@ class LiveTranscript:
         if params.participant is not None:
             pub.session.offset = offset  # participant files hold only their own audio
         pub.caller = caller
+        pub.slot = slot
         self.publishers.add(pub)
+        if self.services.admission is not None:  # counted as a publisher from here on, no longer as opening
+            self.services.admission.opened(slot)
         if len(self.publishers) == 1:
             await self.services.store.update_transcript(self.id, status="live")
             await self.services.hub.publish(self.id, Status(status="processing", stage="live",
