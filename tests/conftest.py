@@ -82,7 +82,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One real server for the live tests (model loading takes seconds; share it)."""
     # Its tests send recordings faster than real time to save minutes: the pacer (held to the wall clock by
     # default) is off here and tested on servers of its own (tests/e2e/test_live_hostile.py, tests/e2e/test_webrtc.py).
+    # So the decode times and commit delays it measures are a backlog's, not a live load's: admission, which sizes
+    # live load from them, is tested on servers of its own too (tests/e2e/test_admission.py) and is off here.
     srv = start_server(tmp_path_factory.mktemp("voxlane"), VOXLANE_PING_INTERVAL="2", VOXLANE_STATUS_INTERVAL="1",
-                       VOXLANE_MAX_AUDIO_LEAD_SECONDS="0")
+                       VOXLANE_MAX_AUDIO_LEAD_SECONDS="0", VOXLANE_LATENCY_TARGET_S="30")
     yield srv
     stop_server(srv)
