@@ -49,6 +49,8 @@ LATENCY_HEADROOM = 0.75
 """The predicted commit delay of the streams with one more must stay under this share of the target: near
 saturation the delay rises steeply, not in proportion (2 cores, tiny.en: p90 1.0 s with 11 streams, 2.6 s with
 12), so the last quarter of the target is kept as headroom."""
+LOG_EVERY_S = 1.0
+"""At most one refusal of each reason is logged per second (all are counted in /metrics)."""
 WARMING_RETRY_S = 3
 """Suggested wait after a refusal for a burst of streams on a server that has measured nothing yet."""
 
@@ -112,6 +114,7 @@ class Admission:
         # streams admitted whose publisher is not registered yet: opening one awaits the store and the leases, and
         # the caps must count them (six starts sent at once were all admitted under VOXLANE_MAX_LIVE_STREAMS=3)
         self._opening: set[str] = set()
+        self._logged: dict[str, float] = {}  # when a refusal of each reason was last logged
 
     # ------------------------------------------------------------ live streams
 
@@ -147,6 +150,7 @@ class Admission:
         s = self.settings
         pubs = self.live_publishers()
         opening = len(self._opening)
+        n = len(pubs) + opening  # every stream admitted, registered or still opening
         for field_name, value, limit, reason, what, env in (
                 ("identity", caller.identity, s.max_streams_per_token, "per_token", "token", "TOKEN"),
                 ("address", caller.address, s.max_streams_per_address, "per_address", "address", "ADDRESS")):
@@ -157,7 +161,7 @@ class Admission:
                 return Refusal(ErrorCode.RATE_LIMITED, reason,
                                f"this {what} already publishes {mine} live stream(s), the most allowed"
                                f" (VOXLANE_MAX_STREAMS_PER_{env}); stop one first", CALLER_RETRY_S, {"limit": limit})
-        if s.max_live_streams and len(pubs) + opening >= s.max_live_streams:
+        if s.max_live_streams and n >= s.max_live_streams:
             return Refusal(ErrorCode.OVERLOADED, "max_live_streams",
                            f"the server serves at most {s.max_live_streams} live streams at once; try again later",
                            CAPACITY_RETRY_S, {"limit": s.max_live_streams})
@@ -166,7 +170,6 @@ class Admission:
             return None
         # the throughput rule counts the streams still opening too: a burst is checked against every stream admitted
         # before it, not only those whose publisher is registered yet
-        n = len(pubs) + opening
         if n < 2 * self.slots:
             # two streams per decode slot are always served (the caps above still apply): the loop is far from
             # its knee there, and the measured rules below refused the 4-stream benchmark's replacement
@@ -181,7 +184,7 @@ class Admission:
         now = time.monotonic()
         starting = opening + sum(now - p.started_at < SETTLE_S for p in pubs)
         estimator = loop.capacity
-        if starting and estimator.decode_seconds() is None and starting >= 2 * self.slots:
+        if starting >= 2 * self.slots and estimator.decode_seconds() is None:
             # nothing to predict from (a backend with no calibration): a burst waits for its first measurements
             return Refusal(ErrorCode.OVERLOADED, "warming_up",
                            f"{starting} live streams started in the last {SETTLE_S:g} s and their cost is not"
@@ -249,7 +252,10 @@ class Admission:
         """A refusal shows in /metrics, and in the log with its figures: an operator (or a failed test) can tell
         which rule turned a stream away, and on what numbers."""
         self.refused[refusal.reason] += 1
-        log.info("refused (%s): %s %s", refusal.reason, refusal.message, refusal.wire_details)
+        now = time.monotonic()
+        if now - self._logged.get(refusal.reason, -LOG_EVERY_S) >= LOG_EVERY_S:  # a client retrying in a loop
+            self._logged[refusal.reason] = now                                  # must not flood the log
+            log.info("refused (%s): %s %s", refusal.reason, refusal.message, refusal.wire_details)
 
     # ------------------------------------------------------------ WebRTC handshakes
 
