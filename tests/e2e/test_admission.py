@@ -18,6 +18,7 @@ import websockets
 from conftest import RunningServer, start_server, stop_server
 
 from asr.backends import BackendConfig, DecodeRequest, make_backend
+from asr.backends.calibration import CALIBRATION_PROMPT, calibration_speech
 from asr.backends.faster_whisper import FasterWhisperBackend
 from asr.capacity import CapacityEstimator
 from asr.inference import InferenceLoop, Priority
@@ -290,6 +291,17 @@ def test_the_calibration_stands_in_until_live_decodes_are_measured(speech) -> No
     finally:
         loop.stop()
     assert est.measured() and est.decode_seconds() != backend.calibration_seconds
+
+
+def test_the_calibration_times_the_model_on_speech() -> None:
+    """What the calibration times is a live refresh of real speech with a prompt, which the model reads as the
+    address it is: faint noise made the decoder babble on, and a fresh server sized bursts on that."""
+    backend = FasterWhisperBackend(cpu_threads=2, lanes=1)
+    audio = calibration_speech()
+    assert len(audio) == 8 * 16000
+    [result] = backend.transcribe([DecodeRequest(audio, prompt=CALIBRATION_PROMPT, hurried=True)])
+    text = "".join(w.text for w in result.words).lower()
+    assert "fellow americans" in text and "ask not what your country" in text, text
 
 
 def test_estimator_measures_real_decodes(speech):
