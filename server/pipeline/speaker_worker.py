@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +13,23 @@ from media.audio import faint_noise
 
 if TYPE_CHECKING:
     from asr.diarization.encoder import SpeakerEncoder
+
+
+MAX_BATCH_WINDOWS = 16
+"""Most windows embedded in one batch. A window costs no less in a bigger batch than in one of 16 (above), and
+the encoder's working memory grows with the batch and stays allocated: sixteen diarized streams on 2 cores let
+batches grow while one ran, and the server's RSS grew by 2 MB a stream more than with diarization off."""
+
+
+def take_batch(asked: list[tuple[list[np.ndarray], Any]], limit: int) -> tuple[list, list]:
+    """The first requests whose windows fit in ``limit`` (always one, however many it has), and the rest: a
+    stream's windows stay in one batch, and requests are embedded in the order they came."""
+    total = 0
+    for i, (windows, _) in enumerate(asked):
+        total += len(windows)
+        if i and total > limit:
+            return asked[:i], asked[i:]
+    return asked, []
 
 
 class SpeakerWorker:
@@ -57,7 +74,7 @@ class SpeakerWorker:
 
     async def _embed_asked(self) -> None:
         while self._asked:
-            batch, self._asked = self._asked, []
+            batch, self._asked = take_batch(self._asked, MAX_BATCH_WINDOWS)
             try:
                 emb = await self.run(self.embed, [w for windows, _ in batch for w in windows])
             except Exception as exc:

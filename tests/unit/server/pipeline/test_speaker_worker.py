@@ -38,3 +38,34 @@ async def test_windows_asked_while_a_batch_runs_go_in_the_next_one_and_come_back
     finally:
         release.set()
         worker.close()
+
+
+async def test_a_batch_holds_at_most_its_limit_of_windows_and_keeps_a_stream_s_windows_together() -> None:
+    worker = SpeakerWorker()
+    calls: list[list[float]] = []
+    release = threading.Event()
+
+    def embed(windows: list[np.ndarray]) -> np.ndarray:
+        calls.append([float(w[0]) for w in windows])
+        if len(calls) == 1:
+            release.wait(5)
+        return np.array([[w[0]] * 256 for w in windows], dtype=np.float32)
+
+    worker.embed = embed  # type: ignore[method-assign]
+    try:
+        def ask(first: float, n: int) -> asyncio.Task:
+            return asyncio.create_task(worker.embed_batched([np.full(10, first + i, np.float32) for i in range(n)]))
+
+        blocker = ask(0.0, 1)
+        await asyncio.sleep(0.05)  # the first batch runs now: what follows queues
+        asked = [ask(100.0 * k, n) for k, n in ((1, 10), (2, 5), (3, 4), (4, 20), (5, 1))]
+        await asyncio.sleep(0.05)
+        release.set()
+        results = await asyncio.gather(blocker, *asked)
+        # 10 + 5 fit in 16; 4 more would not; 20 alone is over the limit but is never split
+        assert [len(c) for c in calls] == [1, 15, 4, 20, 1]
+        assert [r[:, 0].tolist() for r in results[1:]] == [
+            [100.0 * k + i for i in range(n)] for k, n in ((1, 10), (2, 5), (3, 4), (4, 20), (5, 1))]
+    finally:
+        release.set()
+        worker.close()
