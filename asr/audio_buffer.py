@@ -8,14 +8,21 @@ import numpy as np
 
 from media.audio import SAMPLE_RATE
 
+_SCALE = 32768.0  # a sample of 1.0 in 16-bit PCM
+
 
 class AudioBuffer:
-    """Starts with room for ``capacity_s`` and grows by half when a window holds more: most of a live stream's
-    windows are a sentence or less, and a buffer sized for Whisper's 30 s held 1.9 MB per stream (three quarters
-    of a speaking stream's Python memory) that a stream of short sentences never wrote."""
+    """Holds 16-bit samples: every source is 16-bit (PCM frames, WebRTC's Opus, files resampled from theirs), so a
+    sample read back is the one that came in, and a window of 28 s (20 s trimmed plus 8 s lent) is 0.9 MB, not
+    1.8 MB as float32, which was most of a speaking stream's memory (16 streams on 2 cores: 1.6 MB a buffer).
+
+    It starts with room for ``capacity_s``, grows by half when a window holds more, and gives the room back when
+    compaction leaves it mostly empty: a stream of short sentences never writes a long window, and one long
+    sentence does not keep its window's memory for the rest of the stream."""
 
     def __init__(self, capacity_s: float = 10.0) -> None:
-        self._buf = np.zeros(int(capacity_s * SAMPLE_RATE), dtype=np.float32)
+        self._initial = int(capacity_s * SAMPLE_RATE)
+        self._buf = np.zeros(self._initial, dtype=np.int16)
         self._n = 0  # samples held
         self._base = 0  # stream sample index of _buf[0]
         self._lock = threading.Lock()
@@ -29,13 +36,14 @@ class AudioBuffer:
         return self._base / SAMPLE_RATE
 
     def append(self, samples: np.ndarray) -> None:
+        pcm = np.clip(np.rint(samples * _SCALE), -_SCALE, _SCALE - 1).astype(np.int16)
         with self._lock:
-            need = self._n + len(samples)
+            need = self._n + len(pcm)
             if need > len(self._buf):
-                grown = np.zeros(max(need, len(self._buf) * 3 // 2), dtype=np.float32)
+                grown = np.zeros(max(need, len(self._buf) * 3 // 2), dtype=np.int16)
                 grown[: self._n] = self._buf[: self._n]
                 self._buf = grown
-            self._buf[self._n:need] = samples
+            self._buf[self._n:need] = pcm
             self._n = need
 
     def skip(self, seconds: float) -> None:
@@ -45,12 +53,15 @@ class AudioBuffer:
             self._n = 0
 
     def slice(self, t0: float, t1: float) -> np.ndarray:
+        """The float32 samples of ``[t0, t1)`` that are still held (a new array)."""
         with self._lock:
             a = max(0, int(round(t0 * SAMPLE_RATE)) - self._base)
             b = min(self._n, int(round(t1 * SAMPLE_RATE)) - self._base)
             if b <= a:
                 return np.zeros(0, dtype=np.float32)
-            return self._buf[a:b].copy()
+            out = self._buf[a:b].astype(np.float32)
+        out *= np.float32(1.0 / _SCALE)
+        return out
 
     def discard_before(self, t: float) -> None:
         """Release audio no decode can need any more."""
@@ -58,6 +69,17 @@ class AudioBuffer:
             k = min(self._n, int(t * SAMPLE_RATE) - self._base)
             if k <= SAMPLE_RATE:  # compact in steps of at least a second
                 return
-            self._buf[: self._n - k] = self._buf[k:self._n]
-            self._n -= k
+            held = self._n - k
+            if len(self._buf) > self._initial and 4 * held < len(self._buf):
+                kept = np.zeros(max(self._initial, 2 * held), dtype=np.int16)  # room back to the system
+                kept[:held] = self._buf[k:self._n]
+                self._buf = kept
+            else:
+                self._buf[:held] = self._buf[k:self._n]
+            self._n = held
             self._base += k
+
+    @property
+    def capacity_samples(self) -> int:
+        """Samples the buffer has room for now (what it costs in memory, at two bytes each)."""
+        return len(self._buf)
