@@ -3,7 +3,8 @@
 Before the inference loop has timed live decodes of its own, admission sizes a burst of streams on the
 backend's calibration (:mod:`asr.capacity`). Faint noise, which the model is warmed on, made the decoder babble
 on to its length limit: 5 s of it read hurried took 0.52-0.58 s on each of 2 lanes where 5 s of speech took
-0.19-0.24 s, and the first burst on a fresh 2-core server was held to 6 streams where the box serves 8 at commit p95 1.5 s.
+0.19-0.24 s, and the first burst on a fresh 2-core server was held to 6 streams where the box serves 8 at
+commit p95 1.5 s.
 """
 
 from __future__ import annotations
