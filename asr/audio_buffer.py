@@ -6,9 +6,7 @@ import threading
 
 import numpy as np
 
-from media.audio import SAMPLE_RATE
-
-_SCALE = 32768.0  # a sample of 1.0 in 16-bit PCM
+from media.audio import SAMPLE_RATE, float_to_pcm16, pcm16_to_float
 
 
 class AudioBuffer:
@@ -36,7 +34,7 @@ class AudioBuffer:
         return self._base / SAMPLE_RATE
 
     def append(self, samples: np.ndarray) -> None:
-        pcm = np.clip(np.rint(samples * _SCALE), -_SCALE, _SCALE - 1).astype(np.int16)
+        pcm = float_to_pcm16(samples)
         with self._lock:
             need = self._n + len(pcm)
             if need > len(self._buf):
@@ -59,9 +57,7 @@ class AudioBuffer:
             b = min(self._n, int(round(t1 * SAMPLE_RATE)) - self._base)
             if b <= a:
                 return np.zeros(0, dtype=np.float32)
-            out = self._buf[a:b].astype(np.float32)
-        out *= np.float32(1.0 / _SCALE)
-        return out
+            return pcm16_to_float(self._buf[a:b])
 
     def discard_before(self, t: float) -> None:
         """Release audio no decode can need any more."""

@@ -92,19 +92,29 @@ def downmix(x: np.ndarray) -> np.ndarray:
     return x.mean(axis=1, dtype=np.float32)
 
 
-def float_to_s16(x: np.ndarray) -> bytes:
-    """Little-endian int16 bytes, scaled like :func:`s16_to_float` so that s16 audio round-trips exactly."""
+def float_to_pcm16(x: np.ndarray) -> np.ndarray:
+    """int16 samples, scaled like :func:`pcm16_to_float` so that 16-bit audio round-trips exactly."""
     scaled = np.asarray(x, dtype=np.float32) * np.float32(_S16_SCALE)
     np.clip(scaled, -_S16_SCALE, _S16_SCALE - 1, out=scaled)
-    return np.rint(scaled).astype("<i2").tobytes()
+    return np.rint(scaled).astype("<i2")
+
+
+def pcm16_to_float(samples: np.ndarray) -> np.ndarray:
+    """float32 samples in [-1, 1) (a new array)."""
+    out = samples.astype(np.float32)
+    out *= np.float32(1.0 / _S16_SCALE)
+    return out
+
+
+def float_to_s16(x: np.ndarray) -> bytes:
+    """Little-endian int16 bytes (:func:`float_to_pcm16`)."""
+    return float_to_pcm16(x).tobytes()
 
 
 def s16_to_float(b: bytes) -> np.ndarray:
     """Interleaved samples stay interleaved: callers know the channel count, this function does not."""
     usable = len(b) - len(b) % 2
-    out = np.frombuffer(memoryview(b)[:usable], dtype="<i2").astype(np.float32)
-    out *= np.float32(1.0 / _S16_SCALE)
-    return out
+    return pcm16_to_float(np.frombuffer(memoryview(b)[:usable], dtype="<i2"))
 
 
 def faint_noise(seconds: float = 1.0) -> np.ndarray:
