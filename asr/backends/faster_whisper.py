@@ -200,7 +200,7 @@ class FasterWhisperBackend:
 
     def _generate(self, reqs: list[DecodeRequest], encoded, tok) -> list[_Reading]:
         """The batch's texts, split into timestamped segments, without word timings yet."""
-        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+        from faster_whisper.transcribe import get_compression_ratio
 
         m = self._model
         # CTranslate2 wants <|startoftranscript|> at one position across a batch: every prompt keeps
@@ -212,7 +212,7 @@ class FasterWhisperBackend:
                    for p in previous]
         generated = m.model.generate(
             encoded, prompts, beam_size=self.beam_size, max_length=self._max_length(reqs, len(prompts[0])),
-            suppress_blank=True, suppress_tokens=get_suppressed_tokens(tok, [-1]), return_scores=True,
+            suppress_blank=True, suppress_tokens=self._suppressed_tokens(tok), return_scores=True,
             return_no_speech_prob=True, max_initial_timestamp_index=int(round(1.0 / m.time_precision)))
         readings = []
         for req, res in zip(reqs, generated, strict=True):
@@ -233,6 +233,12 @@ class FasterWhisperBackend:
                 avg_logprob=res.scores[0] * len(tokens) / (len(tokens) + 1),
                 compression_ratio=get_compression_ratio(text) if text else 1.0))
         return readings
+
+    def _suppressed_tokens(self, tok) -> list[int]:
+        """Tokens a reading never writes: Whisper's own set (symbols that are not speech, and the task tokens)."""
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        return list(get_suppressed_tokens(tok, [-1]))
 
     def _without_loops(self, reqs: list[DecodeRequest], readings: list[_Reading], encoded, tok,
                        span: int) -> list[_Reading]:

@@ -57,6 +57,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--windows", default="2,5,10,20", help="decode costs: window lengths in seconds")
     p.add_argument("--batches", default="1,4,8", help="decode costs: batch sizes")
     p.add_argument("--repeats", type=int, default=3, help="decode costs: timed calls per figure (the median)")
+    p.add_argument("--shape", default="", choices=["", "tiny", "small", "large-v3", "large-v3-turbo",
+                                                   "distil-large-v3"],
+                   help="decode costs: time a model of this shape with random weights (written by CTranslate2's"
+                        " spec API, nothing downloaded) generating --tokens-per-second, instead of VOXLANE_MODEL")
+    p.add_argument("--tokens-per-second", type=float, default=5.0,
+                   help="decode costs with --shape: tokens generated per second of window (random text has no end)")
     p.add_argument("--hostile", action="store_true",
                    help="instead: one client sends hostile frames and bodies while another times /health (p50/p99)")
     p.add_argument("--duration-s", type=float, default=20, help="hostile: seconds of attack")

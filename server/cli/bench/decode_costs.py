@@ -13,14 +13,16 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from asr.backends import AsrBackend, DecodeRequest
+from asr.backends import AsrBackend, BackendConfig, DecodeRequest
 from media import SAMPLE_RATE
+from media.audio import faint_noise
 
 SPEECH = "single/ljspeech_LJ001-0001_0016.wav"  # 113 s of one reader: every window is dense speech
 PROMPT = "Printing, in the only sense with which we are at present concerned, differs from most if not from all"
@@ -39,7 +41,8 @@ def measure(backend: AsrBackend, speech: np.ndarray, windows_s: list[float], bat
     for hurried in (True, False):
         for seconds in windows_s:
             for batch in batches:
-                reqs = [DecodeRequest(w, prompt=PROMPT, hurried=hurried) for w in windows_of(speech, seconds, batch)]
+                reqs = [DecodeRequest(w, prompt=PROMPT, language="en", hurried=hurried)
+                        for w in windows_of(speech, seconds, batch)]
                 backend.transcribe(reqs)  # a shape new to the backend may load kernels on its first call
                 times = []
                 for _ in range(repeats):
@@ -71,14 +74,16 @@ def run_decode_costs(args: argparse.Namespace, audio_dir: Path) -> dict[str, Any
 
     settings = Settings.from_sources()
     config = backend_config(settings)
+    windows_s = [float(x) for x in args.windows.split(",") if x.strip()]
+    batches = [int(x) for x in args.batches.split(",") if x.strip()]
+    if args.shape:
+        return run_shape_costs(args, config, windows_s, batches)
     t0 = time.perf_counter()
     backend = make_backend(config)
     loaded = time.perf_counter() - t0
     limit_blas_threads()  # as the server runs
     try:
         speech = load_pcm16k(audio_dir / (args.files[0] if args.files else SPEECH))
-        windows_s = [float(x) for x in args.windows.split(",") if x.strip()]
-        batches = [int(x) for x in args.batches.split(",") if x.strip()]
         rows = measure(backend, speech, windows_s, batches, max(1, args.repeats))
     finally:
         backend.close()
@@ -87,6 +92,45 @@ def run_decode_costs(args: argparse.Namespace, audio_dir: Path) -> dict[str, Any
             "model": config.model, "device": config.device, "compute_type": config.compute_type,
             "cpu_threads": config.cpu_threads, "lanes": config.lanes, "load_and_warm_s": round(loaded, 2),
             "rows": rows, "replay_decode_cost": list(cost) if cost else None}
+
+
+def run_shape_costs(args: argparse.Namespace, config: BackendConfig, windows_s: list[float],
+                    batches: list[int]) -> dict[str, Any]:
+    """``--shape``: the same table for a model of that shape with random weights, generating ``--tokens-per-second``
+    (see :mod:`server.cli.bench.model_shapes`), on the device and compute type the settings name."""
+    from asr.backends.model_files import BUNDLED_MODEL, resolve_model
+    result = time_shape(args.shape, windows_s, batches, max(1, args.repeats), Path(resolve_model(BUNDLED_MODEL)),
+                        args.tokens_per_second, device=config.device, device_index=config.device_index,
+                        compute_type=config.compute_type, cpu_threads=config.cpu_threads,
+                        batch_size=max(batches), hurried_pad_s=config.hurried_pad_s)
+    cost = replay_cost(result["rows"])
+    return {"decode_costs": True, "label": args.label, "started": time.time(), "cpu_count": os.cpu_count(),
+            "model": f"{args.shape} (random weights, {args.tokens_per_second:g} tokens a second)",
+            "device": config.device, "compute_type": config.compute_type, "cpu_threads": config.cpu_threads,
+            "lanes": 1, **result, "replay_decode_cost": list(cost) if cost else None}
+
+
+def time_shape(name: str, windows_s: list[float], batches: list[int], repeats: int, tokens_from: Path,
+               tokens_per_second: float = 5.0, **backend: Any) -> dict[str, Any]:
+    """``--decode-costs`` for the model shape ``name``: written with random weights to a temporary folder, loaded
+    as a fixed-length backend (:mod:`server.cli.bench.model_shapes`) with ``backend``'s arguments (device, compute
+    type, threads...), and timed as :func:`measure` times a real one, on quiet noise (random weights make any audio
+    noise)."""
+    from server.cli.bench.model_shapes import SHAPES, FixedLengthBackend, write_random_whisper
+
+    with tempfile.TemporaryDirectory(prefix=f"voxlane-{name}-") as folder:
+        t0 = time.perf_counter()
+        path = write_random_whisper(SHAPES[name], Path(folder) / name, tokens_from)
+        written = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        model = FixedLengthBackend(str(path), tokens_per_second=tokens_per_second, **backend)
+        loaded = time.perf_counter() - t0
+        try:
+            rows = measure(model, faint_noise(max(windows_s) + 3 * max(batches)), windows_s, batches, repeats)
+        finally:
+            model.close()
+    return {"shape": name, "shape_sizes": vars(SHAPES[name]), "tokens_per_second": tokens_per_second,
+            "written_s": round(written, 2), "load_and_warm_s": round(loaded, 2), "rows": rows}
 
 
 def cost_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
