@@ -180,22 +180,32 @@ class SpeakerDiarizer:
     # ------------------------------------------------------------ clustering (worker thread)
 
     def add_embeddings(self, centers: list[float], embeddings: np.ndarray, recluster: bool = False) -> bool:
-        """Record new windows; returns True when a re-clustering may have changed earlier labels."""
+        """Record new windows; returns True when a re-clustering may have changed earlier labels.
+
+        The windows are taken one at a time, as if each had come alone: a window is labelled by the nearest
+        centroid unless it is the one at which a re-clustering falls due, and that is counted in windows (the
+        first, then every ``recluster_every`` or a twentieth of the history). So the labels are a function of
+        the audio, not of how the embedding jobs happened to split it: a job that came late with many windows,
+        because the machine was busy, labels them as the jobs of an idle machine would have."""
         if len(centers) == 0 and not recluster:
             return False
+        emb = np.asarray(embeddings, dtype=np.float32).reshape(len(centers), self._emb.shape[1])
+        changed = False
         with self._lock:
-            self._centers.extend(centers)
-            if len(centers):
-                self._emb_blocks.append(np.asarray(embeddings, dtype=np.float32))
-            self._since_cluster += len(centers)
-            n = len(self._centers)
-            due = self._since_cluster >= max(self.config.recluster_every, n // 20)
-            if recluster or due or not self._centroids:
+            for i in range(len(centers)):
+                self._centers.append(centers[i])
+                self._emb_blocks.append(emb[i:i + 1])
+                self._since_cluster += 1
+                n = len(self._centers)
+                if not self._centroids or self._since_cluster >= max(self.config.recluster_every, n // 20):
+                    self._recluster()
+                    changed = True
+                else:
+                    self._labels = np.concatenate([self._labels, self._nearest(emb[i:i + 1])])
+            if recluster:
                 self._recluster()
-                return True
-            new = self._nearest(np.asarray(embeddings, dtype=np.float32))
-            self._labels = np.concatenate([self._labels, new])
-            return False
+                changed = True
+        return changed
 
     def recluster(self) -> None:
         with self._lock:
