@@ -213,18 +213,15 @@ class LiveSpeakers:
             self._sent_until = max(self._sent_until, done[-1].end)
 
     async def _relabel_segments(self) -> None:
+        """Every stored final under the speaker the labels give it now, by the rule that labelled it live (the voice
+        of most of its words' runs): one rule, so the stored speaker is a function of the words and the labels, not
+        of which rule last touched the segment (a word stretched over the voice before weighed for that voice)."""
         for seg_id, stored in list(self._segments.items()):
             row = stored.row
             if row.words:
-                mids = [(w.start + w.end) / 2 - self.offset for w in row.words]
-                weights = [max(0.05, w.end - w.start) for w in row.words]
+                n = _majority(self._word_runs(row.words))
             else:
-                mids, weights = [(row.start + row.end) / 2 - self.offset], [1.0]
-            who = self.diarizer.speaker_at(mids)
-            tally: dict[int, float] = {}
-            for s, wgt in zip(who, weights, strict=True):
-                tally[int(s)] = tally.get(int(s), 0.0) + wgt
-            n = max(tally, key=lambda s: tally[s])
+                n = int(self.diarizer.speaker_at([(row.start + row.end) / 2 - self.offset])[0])
             if n and n != stored.speaker:
                 stored.speaker = n
                 stored.row = row.model_copy(update={"speaker": _name(n)})
@@ -271,6 +268,7 @@ class LiveSpeakers:
         if job is not None and not job.done():
             await asyncio.shield(job)
         await self._update(final=True)
+        await self._relabel_segments()  # the final labels may name a segment as they did not when it was labelled
         await self._cut_stored_at_turns()
         return [{"start": round(t.start + self.offset, 3), "end": round(t.end + self.offset, 3),
                  "speaker": speaker_label(t.speaker), "speaker_id": speaker_id(t.speaker)}

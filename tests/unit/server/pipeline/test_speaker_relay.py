@@ -78,3 +78,23 @@ async def test_a_turn_that_began_in_told_time_is_told_when_it_ends() -> None:
                     ("S1", 47.36, 47.49, False)]
     await speakers._report(final=False)  # nothing changed: nothing told twice
     assert len(published) == 4
+
+
+async def test_a_stored_final_is_relabelled_by_the_rule_that_labelled_it_live() -> None:
+    """A reading that stretched its first word over the voice before ("Oh" at 7.68-8.48 s, in the other voice's
+    turn) and whose last word the turns give to the next voice: by the words' runs the final is the voice of
+    most of it. Tallied by raw word length, the two stray words outweighed it in one run of the phone call and
+    its stored speaker flipped, where a run whose reading wrote no "Oh" kept it."""
+    speakers, _ = _relay()
+    d = speakers.diarizer
+    d._centers = [7.5 + 0.25 * k for k in range(12)]  # 7.5 .. 10.25 s
+    d._labels = np.array([2, 2, 2, 2, 1, 1, 1, 1, 1, 2, 2, 2])  # voice 2 to 8.5 s and from 9.75 s
+    d._next_window = 60
+    d.speaker_seconds = lambda: {1: 10.0, 2: 10.0}  # type: ignore[method-assign]
+    words = [_w("Oh", 7.68, 8.48), _w("hello,", 8.48, 8.84), _w("I", 8.96, 8.96), _w("didn't", 8.98, 9.24),
+             _w("know", 9.24, 9.38), _w("you", 9.38, 9.48), _w("were", 9.50, 9.64), _w("there.", 9.64, 10.0)]
+    final = Transcription(text="Oh hello, I didn't know you were there.", confidence=0.9, segment_id="s1",
+                          is_final=True, start=7.68, end=10.0, words=words, speaker="Speaker 2")
+    speakers._remember(final, 2)
+    await speakers._relabel_segments()
+    assert speakers._segments["s1"].row.speaker == "Speaker 1"
