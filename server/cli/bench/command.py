@@ -260,7 +260,7 @@ def run_live(args: argparse.Namespace, levels: list[int], files: list[str], refs
 def run_der_command(args: argparse.Namespace, audio_dir: Path) -> int:
     from server.cli.bench.diarization import der_rows, run_der
 
-    result = asyncio.run(run_der(args.url, audio_dir, args.token, args.der_concurrency))
+    result = asyncio.run(run_der(args.url, audio_dir, args.token, args.der_concurrency, args.files or None))
     result.update(url=args.url, label=args.label, started=time.time())
     print_rows(*der_rows(result))
     write_result(args.output, result)

@@ -6,7 +6,9 @@ running server. Three hypotheses are scored with ``pyannote.metrics`` (collar
 
 - *first*: each turn's label as first sent (no correction applied);
 - *live*: the turns with every correction received while the stream was live;
-- *offline*: the turns the server stored after the end-of-stream re-clustering.
+- *offline*: the turns the server stored after the end-of-stream re-clustering;
+- *segments*: the stored transcript's segments under their speakers, as a REST reader or an export gets them
+  (their spans come from the words, so this one also depends on what the model wrote and when).
 
 Beside DER it times how soon a caption names the voice speaking: for each reference turn of a voice already heard
 before, the seconds from the turn's first audio being sent to the first transcription message showing the
@@ -121,10 +123,12 @@ def speaker_shown_waits(rec: StreamRecord, ref, live, min_turn_s: float = 1.0) -
     return waits, missed
 
 
-async def run_der(url: str, audio_dir: Path, token: str | None, concurrency: int) -> dict[str, Any]:
+async def run_der(url: str, audio_dir: Path, token: str | None, concurrency: int,
+                  only: list[str] | None = None) -> dict[str, Any]:
+    """Every mono multi-speaker file with an RTTM, or those of them in ``only``."""
     refs = json.loads((audio_dir / "references.json").read_text())
     files = sorted(f for f, r in refs.items() if f.startswith("multi/") and int(r.get("channels") or 1) == 1
-                   and (audio_dir / "rttm" / f"{Path(f).stem}.rttm").exists())
+                   and (audio_dir / "rttm" / f"{Path(f).stem}.rttm").exists() and (not only or f in only))
     queue = list(files)
     rows: dict[str, dict[str, Any]] = {}
 
@@ -135,18 +139,22 @@ async def run_der(url: str, audio_dir: Path, token: str | None, concurrency: int
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
             stored = (await client.get(f"/v1/transcripts/{rec.transcript_id}/speakers")).json()
+            segments = (await client.get(f"/v1/transcripts/{rec.transcript_id}")).json().get("segments", [])
         ref = reference(audio_dir / "rttm" / f"{Path(f).stem}.rttm")
         dur = rec.audio_seconds
         first = timeline(message_turns(rec, corrections=False), dur)
         live = timeline(message_turns(rec, corrections=True, before=rec.stopped), dur)
         offline = timeline([(t["start"], t["end"], t["speaker_id"]) for t in stored.get("turns", [])], dur)
+        labelled = timeline([(g["start"], g["end"], g["speaker"]) for g in segments if g.get("speaker")], dur)
         rows[f] = {"file": f, "ref_speakers": len(ref.labels()),
                    "der_first": round(der(ref, first), 4), "der_live": round(der(ref, live), 4),
-                   "der_offline": round(der(ref, offline), 4),
+                   "der_offline": round(der(ref, offline), 4), "der_segments": round(der(ref, labelled), 4),
                    "speakers_live": len(live.labels()), "speakers_offline": len(offline.labels()),
                    "corrections": sum(1 for r in rec.of_type("diarization") if r.data.get("correction")),
                    **_shown_summary(*speaker_shown_waits(rec, ref, live)),
-                   "transcript_id": rec.transcript_id}
+                   "transcript_id": rec.transcript_id,
+                   "segments": [[g["start"], g["end"], g.get("speaker"), g.get("text", ""),
+                                 [[w["start"], w["end"]] for w in g.get("words") or []]] for g in segments]}
         print(f"  {Path(f).stem}: DER live {rows[f]['der_live']:.3f} offline {rows[f]['der_offline']:.3f}",
               file=sys.stderr)
 
@@ -164,7 +172,7 @@ def ami_average(rows: list[dict[str, Any]]) -> dict[str, float | None]:
     a folder of other recordings has no AMI file)."""
     ami = [r for r in rows if "ami_" in r["file"]]
     return {k: round(float(np.mean([r[k] for r in ami])), 4) if ami else None
-            for k in ("der_first", "der_live", "der_offline")}
+            for k in ("der_first", "der_live", "der_offline", "der_segments")}
 
 
 def _shown_summary(waits: list[float], missed: int) -> dict[str, Any]:
@@ -175,8 +183,8 @@ def _shown_summary(waits: list[float], missed: int) -> dict[str, Any]:
 
 def der_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The DER table: one row per file, then the AMI average."""
-    cols = ["file", "speakers ref", "live", "offline", "DER first", "DER live", "DER offline", "corrections",
-            "voice shown p50/p95 s (turns, not shown)"]
+    cols = ["file", "speakers ref", "live", "offline", "DER first", "DER live", "DER offline", "DER segments",
+            "corrections", "voice shown p50/p95 s (turns, not shown)"]
 
     def shown(r: dict[str, Any]) -> str:
         if r["speaker_shown_p50_s"] is None:
@@ -185,10 +193,10 @@ def der_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 f"{r['turns_not_shown']})")
 
     rows = [[Path(r["file"]).stem, str(r["ref_speakers"]), str(r["speakers_live"]), str(r["speakers_offline"]),
-             f"{r['der_first']:.3f}", f"{r['der_live']:.3f}", f"{r['der_offline']:.3f}", str(r["corrections"]),
-             shown(r)] for r in result["files"]]
+             f"{r['der_first']:.3f}", f"{r['der_live']:.3f}", f"{r['der_offline']:.3f}", f"{r['der_segments']:.3f}",
+             str(r["corrections"]), shown(r)] for r in result["files"]]
     avg = result["ami_average"]
     if avg["der_live"] is not None:
         rows.append(["AMI average", "", "", "", f"{avg['der_first']:.3f}", f"{avg['der_live']:.3f}",
-                     f"{avg['der_offline']:.3f}", "", ""])
+                     f"{avg['der_offline']:.3f}", f"{avg['der_segments']:.3f}", "", ""])
     return cols, rows

@@ -46,10 +46,10 @@ def test_a_turn_never_shown_under_its_voice_is_counted():
 
 def test_without_an_ami_file_there_is_no_ami_average_and_the_json_stays_json():
     row = {"file": "multi/phone.wav", "ref_speakers": 2, "speakers_live": 2, "speakers_offline": 2,
-           "der_first": 0.1, "der_live": 0.1, "der_offline": 0.1, "corrections": 0,
+           "der_first": 0.1, "der_live": 0.1, "der_offline": 0.1, "der_segments": 0.1, "corrections": 0,
            "speaker_shown_p50_s": None, "speaker_shown_p95_s": None, "turns_timed": 0, "turns_not_shown": 0}
     result = {"files": [row], "ami_average": ami_average([row])}
-    assert result["ami_average"] == {"der_first": None, "der_live": None, "der_offline": None}
+    assert result["ami_average"] == {"der_first": None, "der_live": None, "der_offline": None, "der_segments": None}
     json.loads(json.dumps(result, allow_nan=False))
     _, rows = der_rows(result)
     assert [r[0] for r in rows] == ["phone"]
