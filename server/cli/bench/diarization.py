@@ -98,10 +98,12 @@ def der(ref, hyp) -> float:
         return float(_metric()(ref, hyp))
 
 
-def speaker_shown_waits(rec: StreamRecord, ref, live, min_turn_s: float = 1.0) -> tuple[list[float], int]:
+def speaker_shown_waits(rec: StreamRecord, ref, live, min_turn_s: float = 1.0,
+                        each: list | None = None) -> tuple[list[float], int]:
     """The waits, and how many turns never got a message under their label. A voice's first turn is left out
     (the diarizer needs a few seconds of a voice before it names it), and so are turns under ``min_turn_s``
-    (a backchannel inside another's turn is shown in that turn's segment)."""
+    (a backchannel inside another's turn is shown in that turn's segment). ``each`` gets every timed turn's
+    ``[start, end, voice, wait or None]``, to see which turns wait."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         to_ref = _metric().optimal_mapping(ref, live)
@@ -116,10 +118,13 @@ def speaker_shown_waits(rec: StreamRecord, ref, live, min_turn_s: float = 1.0) -
             continue
         shown = next((r for r in rec.transcriptions if r.data["words"] and r.data["speaker"] == label.get(who)
                       and turn.start - 0.2 <= r.data["words"][-1]["start"] <= turn.end), None)
-        if shown is None:
+        wait = None if shown is None else shown.t - rec.sent_at(turn.start)
+        if wait is None:
             missed += 1
         else:
-            waits.append(shown.t - rec.sent_at(turn.start))
+            waits.append(wait)
+        if each is not None:
+            each.append([round(turn.start, 2), round(turn.end, 2), who, None if wait is None else round(wait, 2)])
     return waits, missed
 
 
@@ -145,13 +150,14 @@ async def run_der(url: str, audio_dir: Path, token: str | None, concurrency: int
         first = timeline(message_turns(rec, corrections=False), dur)
         live = timeline(message_turns(rec, corrections=True, before=rec.stopped), dur)
         offline = timeline([(t["start"], t["end"], t["speaker_id"]) for t in stored.get("turns", [])], dur)
+        shown_turns: list = []
         labelled = timeline([(g["start"], g["end"], g["speaker"]) for g in segments if g.get("speaker")], dur)
         rows[f] = {"file": f, "ref_speakers": len(ref.labels()),
                    "der_first": round(der(ref, first), 4), "der_live": round(der(ref, live), 4),
                    "der_offline": round(der(ref, offline), 4), "der_segments": round(der(ref, labelled), 4),
                    "speakers_live": len(live.labels()), "speakers_offline": len(offline.labels()),
                    "corrections": sum(1 for r in rec.of_type("diarization") if r.data.get("correction")),
-                   **_shown_summary(*speaker_shown_waits(rec, ref, live)),
+                   **_shown_summary(*speaker_shown_waits(rec, ref, live, each=shown_turns)), "shown_turns": shown_turns,
                    "transcript_id": rec.transcript_id,
                    "segments": [[g["start"], g["end"], g.get("speaker"), g.get("text", ""),
                                  [[w["start"], w["end"]] for w in g.get("words") or []]] for g in segments]}
