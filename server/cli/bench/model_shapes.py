@@ -60,7 +60,7 @@ def _shape_of(path: str, shape: WhisperShape) -> tuple[int, ...]:
         ("decoder/position_encodings/encodings", (DECODER_POSITIONS, d)),
         ("embeddings/weight", (v, d)), ("projection/weight", (v, d)),
         ("self_attention/linear_0/weight", (3 * d, d)), ("self_attention/linear_0/bias", (3 * d,)),
-        ("attention/linear_1/weight", (2 * d, d)), ("/attention/linear_1/bias", (2 * d,)),
+        ("/attention/linear_1/weight", (2 * d, d)), ("/attention/linear_1/bias", (2 * d,)),
         ("ffn/linear_0/weight", (ffn, d)), ("ffn/linear_0/bias", (ffn,)), ("ffn/linear_1/weight", (d, ffn)),
         ("/weight", (d, d)), ("/bias", (d,)), ("/gamma", (d,)), ("/beta", (d,)),
     ]

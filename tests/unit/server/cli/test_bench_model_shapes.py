@@ -11,7 +11,7 @@ import pytest
 from asr.backends import DecodeRequest
 from asr.backends.model_files import BUNDLED_MODEL, resolve_model
 from server.cli.bench.decode_costs import PROMPT, time_shape
-from server.cli.bench.model_shapes import SHAPES, FixedLengthBackend, WhisperShape, write_random_whisper
+from server.cli.bench.model_shapes import SHAPES, FixedLengthBackend, WhisperShape, _shape_of, write_random_whisper
 
 # large-v3's input and vocabulary sizes (128 mel bands, 51,866 tokens) at a size a test can load
 SMALL_V3 = WhisperShape(n_mels=128, d_model=64, heads=2, encoder_layers=2, decoder_layers=1, vocabulary=51866)
@@ -60,6 +60,21 @@ class _Counting:
         results = self._model.generate(*args, **kwargs)
         self.generated = [len(r.sequences_ids[0]) for r in results]
         return results
+
+
+def test_each_projection_has_the_shape_the_converter_gives_it():
+    """Self-attention fuses q, k and v and projects back to the model's width; cross-attention fuses k and v. A
+    rule for the cross-attention's k and v once matched the self-attention's output projection too."""
+    d = SHAPES["large-v3-turbo"].d_model
+    shape = SHAPES["large-v3-turbo"]
+    for side in ("encoder", "decoder"):
+        assert _shape_of(f"{side}/layer_0/self_attention/linear_0/weight", shape) == (3 * d, d)
+        assert _shape_of(f"{side}/layer_0/self_attention/linear_1/weight", shape) == (d, d)
+        assert _shape_of(f"{side}/layer_0/self_attention/linear_1/bias", shape) == (d,)
+    assert _shape_of("decoder/layer_0/attention/linear_0/weight", shape) == (d, d)
+    assert _shape_of("decoder/layer_0/attention/linear_1/weight", shape) == (2 * d, d)
+    assert _shape_of("decoder/layer_0/attention/linear_2/weight", shape) == (d, d)
+    assert _shape_of("decoder/layer_0/ffn/linear_1/weight", shape) == (d, 4 * d)
 
 
 def test_the_shapes_are_the_published_checkpoints():
