@@ -192,20 +192,29 @@ class SpeakerDiarizer:
         emb = np.asarray(embeddings, dtype=np.float32).reshape(len(centers), self._emb.shape[1])
         changed = False
         with self._lock:
-            for i in range(len(centers)):
-                self._centers.append(centers[i])
-                self._emb_blocks.append(emb[i:i + 1])
+            first = 0  # the job's first window not yet recorded
+            for i, center in enumerate(centers):
+                self._centers.append(center)
                 self._since_cluster += 1
-                n = len(self._centers)
-                if not self._centroids or self._since_cluster >= max(self.config.recluster_every, n // 20):
+                if not self._centroids or self._since_cluster >= max(self.config.recluster_every,
+                                                                     len(self._centers) // 20):
+                    self._record(emb[first:i], emb[i:i + 1])
                     self._recluster()
-                    changed = True
-                else:
-                    self._labels = np.concatenate([self._labels, self._nearest(emb[i:i + 1])])
+                    first, changed = i + 1, True
+            self._record(emb[first:])
             if recluster:
                 self._recluster()
                 changed = True
         return changed
+
+    def _record(self, nearest: np.ndarray, unlabelled: np.ndarray | None = None) -> None:
+        """(under the lock) Windows that take the nearest centroid as things stand (one call for all of those
+        between two re-clusterings), and the one a re-clustering about to run will label."""
+        if len(nearest):
+            self._emb_blocks.append(nearest)
+            self._labels = np.concatenate([self._labels, self._nearest(nearest)])
+        if unlabelled is not None:
+            self._emb_blocks.append(unlabelled)
 
     def recluster(self) -> None:
         with self._lock:

@@ -136,7 +136,7 @@ class LiveSpeakers:
     async def _label(self, msg: Transcription) -> Transcription:
         await self._catch_up(msg.end - self.offset + self.diarizer.config.window_s / 2)
         if not msg.words:
-            n = int(self.diarizer.speaker_at([(msg.start + msg.end) / 2 - self.offset])[0])
+            n = self._speaker_of(msg)
             return self._remember(msg.model_copy(update={"speaker": _name(n)}), n)
         runs = self._word_runs(msg.words)
         n = _majority(runs)
@@ -148,6 +148,14 @@ class LiveSpeakers:
                     speaker=speaker_label(s), speaker_id=speaker_id(s), start_time=start, end_time=end,
                     confidence=0.5, correction=True, segment_ids=[msg.segment_id]))
         return labelled
+
+    def _speaker_of(self, msg: Transcription) -> int:
+        """A final's speaker as the labels give it now: the voice of most of its words' runs, or of its middle when
+        it has no words. The one rule for a final labelled live and a stored one relabelled, so the stored speaker
+        is a function of the words and the labels, not of which pass last touched the segment."""
+        if msg.words:
+            return _majority(self._word_runs(msg.words))
+        return int(self.diarizer.speaker_at([(msg.start + msg.end) / 2 - self.offset])[0])
 
     def _word_runs(self, words: list[Word]) -> list[tuple[int, list[Word]]]:
         """Consecutive words by speaker as known now; a voice heard too little yet, or a run too short to be a
@@ -206,22 +214,17 @@ class LiveSpeakers:
             if (t.start, t.end, t.speaker) not in self._told:
                 await self._publish(self._turn(t, correction=t.start < self._sent_until))
                 self._told.add((t.start, t.end, t.speaker))
-        if revised:
+        if revised or final:  # the final labels may name a segment as they did not when it was labelled
             self._revision = d.revision
             await self._relabel_segments()
         if done:
             self._sent_until = max(self._sent_until, done[-1].end)
 
     async def _relabel_segments(self) -> None:
-        """Every stored final under the speaker the labels give it now, by the rule that labelled it live (the voice
-        of most of its words' runs): one rule, so the stored speaker is a function of the words and the labels, not
-        of which rule last touched the segment (a word stretched over the voice before weighed for that voice)."""
+        """Every stored final under the speaker the labels give it now (:meth:`_speaker_of`)."""
         for seg_id, stored in list(self._segments.items()):
             row = stored.row
-            if row.words:
-                n = _majority(self._word_runs(row.words))
-            else:
-                n = int(self.diarizer.speaker_at([(row.start + row.end) / 2 - self.offset])[0])
+            n = self._speaker_of(row)
             if n and n != stored.speaker:
                 stored.speaker = n
                 stored.row = row.model_copy(update={"speaker": _name(n)})
@@ -268,7 +271,6 @@ class LiveSpeakers:
         if job is not None and not job.done():
             await asyncio.shield(job)
         await self._update(final=True)
-        await self._relabel_segments()  # the final labels may name a segment as they did not when it was labelled
         await self._cut_stored_at_turns()
         return [{"start": round(t.start + self.offset, 3), "end": round(t.end + self.offset, 3),
                  "speaker": speaker_label(t.speaker), "speaker_id": speaker_id(t.speaker)}
