@@ -66,48 +66,50 @@ def replay_cost(rows: list[dict[str, Any]]) -> tuple[float, float] | None:
 
 
 def run_decode_costs(args: argparse.Namespace, audio_dir: Path) -> dict[str, Any]:
-    from asr.backends import make_backend
-    from server.cli.live_client import load_pcm16k
     from server.native_threads import limit_blas_threads
     from server.pipeline.configs import backend_config
     from server.settings import Settings
 
-    settings = Settings.from_sources()
-    config = backend_config(settings)
+    config = backend_config(Settings.from_sources())
     windows_s = [float(x) for x in args.windows.split(",") if x.strip()]
     batches = [int(x) for x in args.batches.split(",") if x.strip()]
+    repeats = max(1, args.repeats)
     if args.shape:
-        return run_shape_costs(args, config, windows_s, batches)
+        from asr.backends.model_files import BUNDLED_MODEL, resolve_model
+
+        limit_blas_threads()  # as the server runs (CTranslate2 is loaded: asr.backends imports it)
+        result = time_shape(args.shape, windows_s, batches, repeats, Path(resolve_model(BUNDLED_MODEL)),
+                            args.tokens_per_second, device=config.device, device_index=config.device_index,
+                            compute_type=config.compute_type, cpu_threads=config.cpu_threads,
+                            batch_size=max(batches), hurried_pad_s=config.hurried_pad_s)
+        model, lanes = f"{args.shape} (random weights, {args.tokens_per_second:g} tokens a second)", 1
+    else:
+        result = time_backend(config, audio_dir / (args.files[0] if args.files else SPEECH), windows_s, batches,
+                              repeats)
+        model, lanes = config.model, config.lanes
+    cost = replay_cost(result["rows"])
+    return {"decode_costs": True, "label": args.label, "started": time.time(), "cpu_count": os.cpu_count(),
+            "model": model, "device": config.device, "compute_type": config.compute_type,
+            "cpu_threads": config.cpu_threads, "lanes": lanes, **result,
+            "replay_decode_cost": list(cost) if cost else None}
+
+
+def time_backend(config: BackendConfig, speech_file: Path, windows_s: list[float], batches: list[int],
+                 repeats: int) -> dict[str, Any]:
+    """The backend ``config`` makes, loaded and warmed as the server does, timed on ``speech_file``."""
+    from asr.backends import make_backend
+    from server.cli.live_client import load_pcm16k
+    from server.native_threads import limit_blas_threads
+
     t0 = time.perf_counter()
     backend = make_backend(config)
     loaded = time.perf_counter() - t0
     limit_blas_threads()  # as the server runs
     try:
-        speech = load_pcm16k(audio_dir / (args.files[0] if args.files else SPEECH))
-        rows = measure(backend, speech, windows_s, batches, max(1, args.repeats))
+        rows = measure(backend, load_pcm16k(speech_file), windows_s, batches, repeats)
     finally:
         backend.close()
-    cost = replay_cost(rows)
-    return {"decode_costs": True, "label": args.label, "started": time.time(), "cpu_count": os.cpu_count(),
-            "model": config.model, "device": config.device, "compute_type": config.compute_type,
-            "cpu_threads": config.cpu_threads, "lanes": config.lanes, "load_and_warm_s": round(loaded, 2),
-            "rows": rows, "replay_decode_cost": list(cost) if cost else None}
-
-
-def run_shape_costs(args: argparse.Namespace, config: BackendConfig, windows_s: list[float],
-                    batches: list[int]) -> dict[str, Any]:
-    """``--shape``: the same table for a model of that shape with random weights, generating ``--tokens-per-second``
-    (see :mod:`server.cli.bench.model_shapes`), on the device and compute type the settings name."""
-    from asr.backends.model_files import BUNDLED_MODEL, resolve_model
-    result = time_shape(args.shape, windows_s, batches, max(1, args.repeats), Path(resolve_model(BUNDLED_MODEL)),
-                        args.tokens_per_second, device=config.device, device_index=config.device_index,
-                        compute_type=config.compute_type, cpu_threads=config.cpu_threads,
-                        batch_size=max(batches), hurried_pad_s=config.hurried_pad_s)
-    cost = replay_cost(result["rows"])
-    return {"decode_costs": True, "label": args.label, "started": time.time(), "cpu_count": os.cpu_count(),
-            "model": f"{args.shape} (random weights, {args.tokens_per_second:g} tokens a second)",
-            "device": config.device, "compute_type": config.compute_type, "cpu_threads": config.cpu_threads,
-            "lanes": 1, **result, "replay_decode_cost": list(cost) if cost else None}
+    return {"load_and_warm_s": round(loaded, 2), "rows": rows}
 
 
 def time_shape(name: str, windows_s: list[float], batches: list[int], repeats: int, tokens_from: Path,
