@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -71,6 +72,10 @@ class LiveSpeakers:
         self._segments: dict[str, _Stored] = {}
         self._revision = 0
         self._lock = asyncio.Lock()  # one update at a time (jobs and the final pass)
+        self._deliver: Callable[[Transcription], Awaitable[None]] | None = None
+        self._sending = asyncio.Lock()  # a partial told again never overtakes a newer message
+        # the open segment's latest partial as it came from the session, and the speaker it was sent with
+        self._partial: tuple[Transcription, str | None] | None = None
 
     # ------------------------------------------------------------ audio in (event loop)
 
@@ -115,12 +120,42 @@ class LiveSpeakers:
     # ------------------------------------------------------------ finals (labelled before they are stored)
 
     def relay(self, deliver: Callable[[Transcription], Awaitable[None]]) -> Callable[[Transcription], Awaitable[None]]:
-        """``deliver`` with speakers: a final labelled, a partial tagged with the voice heard at its last word."""
+        """``deliver`` with speakers: a final labelled, a partial tagged with the voice heard at its last word (and
+        told again, with the new voice, when later labels name another: see :meth:`_retell_partial`)."""
+        self._deliver = deliver
 
         async def emit(msg: Transcription) -> None:
-            await deliver(await self.label(msg) if msg.is_final else self.partial_speaker(msg))
+            if msg.is_final:
+                self._partial = None  # its segment's partials are over (the session sends in order)
+                labelled = await self.label(msg)
+                async with self._sending:
+                    await deliver(labelled)
+                return
+            tagged = self.partial_speaker(msg)
+            async with self._sending:
+                self._partial = (msg, tagged.speaker)
+                await deliver(tagged)
 
         return emit
+
+    async def _retell_partial(self) -> None:
+        """The latest partial once more, when the labels now give its last word another voice than it was sent
+        with. A partial is tagged with the voice known when it is sent, and the first partials of a turn come
+        before the diarizer has labelled the new voice's audio; waiting for the next partial (a refresh whose
+        text changed, or the final) kept a caption under the voice before it for a second or more after the
+        labels knew better."""
+        held = self._partial
+        if held is None or self._deliver is None:
+            return
+        msg, told = held
+        tagged = self.partial_speaker(msg)
+        if tagged.speaker is None or tagged.speaker == told:
+            return
+        async with self._sending:
+            if self._partial is not held:
+                return  # a newer message went out meanwhile
+            self._partial = (msg, tagged.speaker)
+            await self._deliver(tagged.model_copy(update={"timestamp": time.time()}))
 
     async def label(self, msg: Transcription) -> Transcription:
         """The final with its speaker: the voice of most of its speech. It is never cut (its words were shown in
@@ -201,6 +236,7 @@ class LiveSpeakers:
         d = self.diarizer
         if not final:
             self._tell_turns()
+            await self._retell_partial()
         labelled = d.labelled_until
         # a turn is reported once it has ended: followed by another voice, or by a pause past bridging
         horizon = labelled if final else labelled - d.config.gap_fill_s

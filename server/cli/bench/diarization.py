@@ -103,7 +103,8 @@ def speaker_shown_waits(rec: StreamRecord, ref, live, min_turn_s: float = 1.0,
     """The waits, and how many turns never got a message under their label. A voice's first turn is left out
     (the diarizer needs a few seconds of a voice before it names it), and so are turns under ``min_turn_s``
     (a backchannel inside another's turn is shown in that turn's segment). ``each`` gets every timed turn's
-    ``[start, end, voice, wait or None]``, to see which turns wait."""
+    ``[start, end, voice, wait or None, wait for its first words under any voice]``, to see which turns wait
+    and whether for the words or for the voice."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         to_ref = _metric().optimal_mapping(ref, live)
@@ -116,15 +117,18 @@ def speaker_shown_waits(rec: StreamRecord, ref, live, min_turn_s: float = 1.0,
         heard.add(who)
         if not known or turn.duration < min_turn_s:
             continue
-        shown = next((r for r in rec.transcriptions if r.data["words"] and r.data["speaker"] == label.get(who)
-                      and turn.start - 0.2 <= r.data["words"][-1]["start"] <= turn.end), None)
+        of_turn = [r for r in rec.transcriptions
+                   if r.data["words"] and turn.start - 0.2 <= r.data["words"][-1]["start"] <= turn.end]
+        shown = next((r for r in of_turn if r.data["speaker"] == label.get(who)), None)
         wait = None if shown is None else shown.t - rec.sent_at(turn.start)
+        words = None if not of_turn else round(of_turn[0].t - rec.sent_at(turn.start), 2)
         if wait is None:
             missed += 1
         else:
             waits.append(wait)
         if each is not None:
-            each.append([round(turn.start, 2), round(turn.end, 2), who, None if wait is None else round(wait, 2)])
+            each.append([round(turn.start, 2), round(turn.end, 2), who, None if wait is None else round(wait, 2),
+                         words])
     return waits, missed
 
 
@@ -159,6 +163,7 @@ async def run_der(url: str, audio_dir: Path, token: str | None, concurrency: int
                    "corrections": sum(1 for r in rec.of_type("diarization") if r.data.get("correction")),
                    **_shown_summary(*speaker_shown_waits(rec, ref, live, each=shown_turns)), "shown_turns": shown_turns,
                    "transcript_id": rec.transcript_id,
+                   "turns": [[t["start"], t["end"], t["speaker_id"]] for t in stored.get("turns", [])],
                    "segments": [[g["start"], g["end"], g.get("speaker"), g.get("text", ""),
                                  [[w["start"], w["end"]] for w in g.get("words") or []]] for g in segments]}
         print(f"  {Path(f).stem}: DER live {rows[f]['der_live']:.3f} offline {rows[f]['der_offline']:.3f}",

@@ -98,3 +98,34 @@ async def test_a_stored_final_is_relabelled_by_the_rule_that_labelled_it_live() 
     speakers._remember(final, 2)
     await speakers._relabel_segments()
     assert speakers._segments["s1"].row.speaker == "Speaker 1"
+
+
+async def test_a_partial_is_told_again_when_the_labels_name_another_voice() -> None:
+    """The first partial of a turn goes out under the voice before it (the new voice's audio is not labelled
+    yet); once the labels name the new voice at its last word, that partial is sent again under it, and a
+    partial whose segment has had its final is never sent again."""
+    speakers, _ = _relay()
+    sent: list[Transcription] = []
+
+    async def deliver(msg: Transcription) -> None:
+        sent.append(msg)
+
+    emit = speakers.relay(deliver)
+    d = speakers.diarizer
+    d._centers, d._labels, d._next_window = [0.5, 1.0, 1.5], np.array([1, 1, 1]), 12
+    partial = Transcription(text="well then", confidence=0.9, segment_id="s2", is_final=False, start=1.4, end=2.1,
+                            words=[_w("well", 1.4, 1.7), _w("then", 1.8, 2.1)])
+    await emit(partial)
+    assert [m.speaker for m in sent] == ["Speaker 1"]
+    await speakers._retell_partial()  # nothing new known: nothing sent
+    assert len(sent) == 1
+    d._centers, d._labels = [0.5, 1.0, 1.5, 1.75, 2.0], np.array([1, 1, 2, 2, 2])
+    await speakers._retell_partial()
+    assert [(m.speaker, m.text) for m in sent] == [("Speaker 1", "well then"), ("Speaker 2", "well then")]
+    await speakers._retell_partial()  # told under the new voice already
+    assert len(sent) == 2
+    d.speaker_seconds = lambda: {1: 10.0, 2: 10.0}  # type: ignore[method-assign]
+    await emit(partial.model_copy(update={"is_final": True}))
+    d._labels = np.array([1, 1, 1, 1, 1])
+    await speakers._retell_partial()
+    assert [m.is_final for m in sent] == [False, False, True]
