@@ -305,6 +305,11 @@ class SpeakerDiarizer:
         """Time up to which windows have been cut (embedded or about to be)."""
         return self._next_window * self.config.hop_s + self.config.window_s - self.config.hop_s
 
+    def speech(self) -> np.ndarray:
+        """The speech mask so far: one flag per VAD chunk (``CHUNK_SECONDS``) from the stream's start."""
+        with self._lock:
+            return self._mask.copy()
+
     @property
     def speakers(self) -> list[int]:
         with self._lock:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from asr.diarization import DiarizationConfig, SpeakerDiarizer, Turn, speaker_id, speaker_label
+from asr.diarization.spans import speech_spans
 from asr.policy import join_words
 from asr.vad import CHUNK_SECONDS, SileroModel
 from protocol import Transcription
@@ -290,6 +291,19 @@ class LiveSpeakers:
                 await self._save_segment(part)
                 self._segments[part.segment_id] = _Stored(part, n)
 
+    async def _span_stored_speech(self) -> None:
+        """The stored segments' spans over the speech around their words (:func:`speech_spans`): the stored
+        form says which voice spoke when, not only where the model stamped its words."""
+        rows = sorted((s.row for s in self._segments.values()), key=lambda r: (r.start, r.end))
+        off = self.offset
+        spans = speech_spans([(r.start - off, r.end - off) for r in rows], self.diarizer.speech(), CHUNK_SECONDS)
+        for row, (start, end) in zip(rows, spans, strict=True):
+            start, end = round(start + off, 3), round(end + off, 3)
+            if (start, end) != (row.start, row.end):
+                stored = self._segments[row.segment_id]
+                stored.row = row.model_copy(update={"start": start, "end": end})
+                await self._save_segment(stored.row)
+
     def _turn(self, t: Turn, correction: bool = False) -> Diarization:
         return Diarization(speaker=speaker_label(t.speaker), speaker_id=speaker_id(t.speaker),
                            start_time=round(t.start + self.offset, 3), end_time=round(t.end + self.offset, 3),
@@ -308,6 +322,7 @@ class LiveSpeakers:
             await asyncio.shield(job)
         await self._update(final=True)
         await self._cut_stored_at_turns()
+        await self._span_stored_speech()
         return [{"start": round(t.start + self.offset, 3), "end": round(t.end + self.offset, 3),
                  "speaker": speaker_label(t.speaker), "speaker_id": speaker_id(t.speaker)}
                 for t in self.diarizer.turns()]
