@@ -170,14 +170,14 @@ class WindowPlanner(SegmentBook):
         return seg.decoded_to >= plan.end and (
             not hyp.tentative or self._was_read(seg, plan.end, self._prompt(seg)))
 
-    def _heard_speech(self, start: float, end: float, least: float = 0.2) -> bool:
-        """Whether the VAD heard ``least`` seconds of speech between ``start`` and ``end`` (further back than it
-        remembers: assumed, so the final reads it)."""
+    def _heard_speech(self, start: float, end: float) -> bool:
+        """Whether the VAD heard 0.2 s of speech between ``start`` and ``end`` (further back than it remembers:
+        assumed, so the final reads it)."""
         recent = self._tracker.recent
         if not recent or recent[0][0] > start + CHUNK_SECONDS:
             return True
         threshold = self.config.vad.threshold
-        return sum(CHUNK_SECONDS for t, p in recent if start < t <= end and p >= threshold) >= least - 1e-9
+        return sum(CHUNK_SECONDS for t, p in recent if start < t <= end and p >= threshold) >= 0.2 - 1e-9
 
     def _read_short(self, seg: Segment, end: float) -> bool:
         """(under the lock) A closed segment's words stop short of its speech: at least ``line_gap_s`` of it, in
@@ -230,7 +230,7 @@ class WindowPlanner(SegmentBook):
 
     def _stopped_at_anchor(self, seg: Segment, end: float) -> bool:
         """(under the lock) The segment's readings give nothing after its anchor, though its own audio (from
-        ``seg.start`` to ``end``) holds ``_ANCHOR_STOP_S`` of speech as the VAD heard it.
+        ``seg.start`` to ``end``) holds ``_ANCHOR_STOP_S`` and the VAD heard speech in it.
 
         Whisper reads a window's opening words, the anchor lent from the segment before, and may then close
         its text there and skip the rest: another voice after a pause (the seven-voice dialogue, with 5.6 s
@@ -241,7 +241,7 @@ class WindowPlanner(SegmentBook):
         if not hyp.anchor or hyp.committed or hyp.tentative:
             return False
         own = max(seg.start, hyp.anchor[-1].end)
-        return self._heard_speech(own, end, least=_ANCHOR_STOP_S)
+        return end - own >= _ANCHOR_STOP_S and self._heard_speech(own, end)
 
     @staticmethod
     def _drop_anchor(seg: Segment) -> None:
@@ -270,8 +270,6 @@ class WindowPlanner(SegmentBook):
             self._buffer.discard_before(min([cut] + [s.window_start for s in self._closing]))
 
 
-_ANCHOR_STOP_S = 0.8
-"""A reading that gives nothing after its window's anchor though the VAD heard this much speech in the segment's own
-audio stopped at the anchor (see ``_stopped_at_anchor``). Counted in audio (2 s of it, from the segment's start)
-the rule waited through the pause before the speech too: the seven voices' turns at 21.8 and 76.3 s, read as
-nothing after the voice before them, were first shown 2.4-2.9 s after they began."""
+_ANCHOR_STOP_S = 2.0
+"""A reading that gives nothing after its window's anchor though the segment has this much audio of its own, in
+which the VAD heard speech, stopped at the anchor (see ``_stopped_at_anchor``)."""

@@ -15,7 +15,7 @@ from asr.inference import InferenceLoop, Priority
 from asr.policy import TimedWord
 from asr.segment_book import _WORD_START_SLACK_S, Segment
 from asr.session import StreamConfig, StreamSession
-from asr.vad import CHUNK_SECONDS, SileroModel
+from asr.vad import SileroModel
 from asr.window_planner import Plan
 from server.cli.bench.replay import DecodeCost, replay_level, simulated_loop
 from server.cli.live_client import load_pcm16k
@@ -123,27 +123,6 @@ async def test_a_pause_read_late_is_read_up_to_the_pause(engine):
         assert plan.speech_end == 2.0 and plan.commit_before == pytest.approx(2.0 + _WORD_START_SLACK_S)
         assert plan.end == pytest.approx(2.0 + session.config.vad.speech_pad_s)
         assert session._window_end(plan) == plan.end
-
-
-async def test_a_reading_that_stops_at_its_anchor_is_dropped_once_speech_of_its_own_is_heard(engine):
-    """A segment lent the last words of the one before reads them and may stop there, reading after reading,
-    while another voice speaks after the pause. Once the VAD has heard 0.8 s of the segment's own speech the
-    anchor is dropped, however long the pause before that speech was (counted in audio from the segment's start,
-    the pause took up most of the wait: a new voice first shown 2.4-2.9 s after it began)."""
-    session = StreamSession(engine=engine, vad_model=SileroModel(), emit=_ignore)
-    seg = Segment(id="b", start=76.0, window_start=71.4)
-    seg.hyp.anchor = [TimedWord("form.", 75.36, 75.86, 0.9)]
-    session._open = seg
-    tr = session._tracker
-    chunk = CHUNK_SECONDS
-    quiet = [(76.0 + i * chunk, 0.02) for i in range(1, int(0.3 / chunk) + 1)]  # the pause, to 76.3 s
-    speech = [(76.3 + i * chunk, 0.9) for i in range(1, int(1.0 / chunk) + 1)]  # the next voice, to 77.3 s
-    tr.recent.extend([(75.9, 0.9), *quiet, *speech])
-    with session._lock:
-        assert not session._stopped_at_anchor(seg, 76.9)  # 0.6 s of its own speech: a word's worth, not read yet
-        assert session._stopped_at_anchor(seg, 77.15)
-        seg.hyp.tentative = [TimedWord("The", 76.35, 76.5, 0.9)]
-        assert not session._stopped_at_anchor(seg, 77.3)  # it read on past its anchor
 
 
 async def test_a_sentence_end_committed_with_the_next_words_still_closes_its_segment(engine):
