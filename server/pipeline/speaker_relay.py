@@ -271,11 +271,11 @@ class LiveSpeakers:
                     speaker=speaker_label(n), speaker_id=speaker_id(n), start_time=start, end_time=end,
                     confidence=0.5, correction=True, segment_ids=[seg_id]))
 
-    async def _cut_stored_at_turns(self) -> None:
+    def _cut_stored_at_turns(self, changed: set[str]) -> None:
         """The stored form after the offline pass: a segment that holds several turns (a turn the live split
         found late, or words of the next voice committed before it) is stored as one segment per turn, the
-        first keeping its id. Nothing is re-sent live: subscribers had the segment's one final and the
-        ``diarization`` messages over its words."""
+        first keeping its id (each part's id goes into ``changed``). Nothing is re-sent live: subscribers had
+        the segment's one final and the ``diarization`` messages over its words."""
         for seg_id, stored in list(self._segments.items()):
             row = stored.row
             if len(row.words) < 2:
@@ -288,21 +288,21 @@ class LiveSpeakers:
                     "segment_id": seg_id if i == 0 else f"{seg_id}-{i + 1}", "speaker": _name(n), "words": ws,
                     "text": join_words(w.text for w in ws), "start": ws[0].start, "end": ws[-1].end,
                     "confidence": round(sum(w.probability for w in ws) / len(ws), 4)})
-                await self._save_segment(part)
                 self._segments[part.segment_id] = _Stored(part, n)
+                changed.add(part.segment_id)
 
-    async def _span_stored_speech(self) -> None:
+    def _span_stored_speech(self, changed: set[str]) -> None:
         """The stored segments' spans over the speech around their words (:func:`speech_spans`): the stored
-        form says which voice spoke when, not only where the model stamped its words."""
+        form says which voice spoke when, not only where the model stamped its words. Widened ones go into
+        ``changed``."""
         rows = sorted((s.row for s in self._segments.values()), key=lambda r: (r.start, r.end))
         off = self.offset
         spans = speech_spans([(r.start - off, r.end - off) for r in rows], self.diarizer.speech(), CHUNK_SECONDS)
         for row, (start, end) in zip(rows, spans, strict=True):
             start, end = round(start + off, 3), round(end + off, 3)
             if (start, end) != (row.start, row.end):
-                stored = self._segments[row.segment_id]
-                stored.row = row.model_copy(update={"start": start, "end": end})
-                await self._save_segment(stored.row)
+                self._segments[row.segment_id].row = row.model_copy(update={"start": start, "end": end})
+                changed.add(row.segment_id)
 
     def _turn(self, t: Turn, correction: bool = False) -> Diarization:
         return Diarization(speaker=speaker_label(t.speaker), speaker_id=speaker_id(t.speaker),
@@ -321,8 +321,12 @@ class LiveSpeakers:
         if job is not None and not job.done():
             await asyncio.shield(job)
         await self._update(final=True)
-        await self._cut_stored_at_turns()
-        await self._span_stored_speech()
+        changed: set[str] = set()  # the stored form is worked out whole, then each changed row written once
+        self._cut_stored_at_turns(changed)
+        self._span_stored_speech(changed)
+        for seg_id, stored in list(self._segments.items()):
+            if seg_id in changed:
+                await self._save_segment(stored.row)
         return [{"start": round(t.start + self.offset, 3), "end": round(t.end + self.offset, 3),
                  "speaker": speaker_label(t.speaker), "speaker_id": speaker_id(t.speaker)}
                 for t in self.diarizer.turns()]

@@ -8,7 +8,7 @@ running server. Three hypotheses are scored with ``pyannote.metrics`` (collar
 - *live*: the turns with every correction received while the stream was live;
 - *offline*: the turns the server stored after the end-of-stream re-clustering;
 - *segments*: the stored transcript's segments under their speakers, as a REST reader or an export gets them
-  (their spans come from the words, so this one also depends on what the model wrote and when).
+  (their labels follow their words, so this one also depends on what the model wrote and where it stamped it).
 
 Beside DER it times how soon a caption names the voice speaking: for each reference turn of a voice already heard
 before, the seconds from the turn's first audio being sent to the first transcription message showing the
