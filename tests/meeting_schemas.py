@@ -112,5 +112,42 @@ AUDIO_PARTS = {
     },
 }
 
+_DATA = {  # the reference's one shape per part type
+    "webhook": {"required": ["payload"], "properties": {"payload": {"type": "object"}}},
+    "http_response": {"required": ["url", "status_code", "body"],
+                      "properties": {"url": {"type": "string"}, "status_code": {"type": "integer"},
+                                     "body": {"type": "object"}}},
+    "websocket_message": {"required": ["url", "event", "payload"],
+                          "properties": {"url": {"type": "string"}, "event": {"type": "string"},
+                                         "payload": {"type": "object"}}},
+}
+PROVIDER_DATA = {
+    "type": "object",
+    "required": ["parts"],
+    "additionalProperties": False,
+    "properties": {"parts": {"type": "array", "items": {
+        "type": "object",
+        "required": ["id", "created_at", "source_audio", "type", "data"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string"},
+            "created_at": {"type": "string", "pattern": ISO},
+            "source_audio": {
+                "type": "object",
+                "required": ["type", "offset", "participant"],
+                "additionalProperties": False,
+                "properties": {"type": {"enum": ["mixed", "separate"]}, "offset": {"type": "number", "minimum": 0},
+                               "participant": {"oneOf": [PARTICIPANT, {"type": "null"}]}},
+            },
+            "type": {"enum": list(_DATA)},
+            "data": {"type": "object"},
+        },
+        "allOf": [{"if": {"properties": {"type": {"const": kind}}},
+                   "then": {"properties": {"data": {**shape, "type": "object", "additionalProperties": False}}}}
+                  for kind, shape in _DATA.items()],
+    }}},
+}
+
 DOWNLOADS = {"participants": PARTICIPANTS, "participant_events": PARTICIPANT_EVENTS,
-             "speaker_timeline": SPEAKER_TIMELINE, "transcript": TRANSCRIPT, "audio_parts": AUDIO_PARTS}
+             "speaker_timeline": SPEAKER_TIMELINE, "transcript": TRANSCRIPT, "audio_parts": AUDIO_PARTS,
+             "transcript_provider_data": PROVIDER_DATA}

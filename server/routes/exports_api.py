@@ -208,7 +208,7 @@ def _unlink(path: str) -> None:
 # ------------------------------------------------------------ meeting-bot downloads
 
 
-async def _meeting(request: Request) -> tuple[dict[str, Any], list[dict[str, Any]], exports.Roster]:
+async def meeting_of(request: Request) -> tuple[dict[str, Any], list[dict[str, Any]], exports.Roster]:
     row = await _visible_transcript(request, request.path_params["transcript_id"])
     store = services(request).store
     segments = await named_segments(store, row)
@@ -218,31 +218,31 @@ async def _meeting(request: Request) -> tuple[dict[str, Any], list[dict[str, Any
 
 async def download_participants(request: Request) -> Response:
     """Participants (speakers stand in where none were declared)."""
-    _, _, roster = await _meeting(request)
+    _, _, roster = await meeting_of(request)
     return JSONResponse(exports.participants_download(roster))
 
 
 async def download_participant_events(request: Request) -> Response:
     """Participant events: recorded ones, and join/leave/speech_on/speech_off derived from speech."""
-    row, segments, roster = await _meeting(request)
+    row, segments, roster = await meeting_of(request)
     return JSONResponse(exports.participant_events_download(row, segments, roster))
 
 
 async def download_speaker_timeline(request: Request) -> Response:
     """Who spoke when."""
-    row, segments, roster = await _meeting(request)
+    row, segments, roster = await meeting_of(request)
     return JSONResponse(exports.speaker_timeline_download(row, segments, roster))
 
 
 async def download_transcript(request: Request) -> Response:
     """Words with timings, per participant turn."""
-    _, segments, roster = await _meeting(request)
+    _, segments, roster = await meeting_of(request)
     return JSONResponse(exports.transcript_download(segments, roster))
 
 
 async def download_audio_parts(request: Request) -> Response:
     """Per-participant audio, each with a download_url."""
-    row, segments, roster = await _meeting(request)
+    row, segments, roster = await meeting_of(request)
     parts = await _audio_parts(request, row, segments, roster)
     timeline = exports.Timeline(row)
     base = (services(request).settings.public_url or str(request.base_url)).rstrip("/")
@@ -298,7 +298,7 @@ async def _audio_parts(request: Request, row: dict[str, Any], segments: list[dic
 
 async def audio_part(request: Request) -> Response:
     """One audio part of the audio_parts download (a participant's own recording, or a speaker's)."""
-    row, segments, roster = await _meeting(request)
+    row, segments, roster = await meeting_of(request)
     part = next((p for p in await _audio_parts(request, row, segments, roster)
                  if p["id"] == request.path_params["part_id"]), None)
     if part is None:

@@ -94,6 +94,27 @@ async def test_transcript_formats_and_meeting_downloads_of_an_upload(api: Api):
     assert first["start_timestamp"]["relative"] <= last["end_timestamp"]["relative"] <= row["duration"]
     [part] = got["audio_parts"]
     assert part["participant"]["id"] == 1 and abs(part["duration"] - row["duration"]) < 0.05
+    # provider data: each final as the job runner produced it, from the mixed (one-stream) audio
+    parts = got["transcript_provider_data"]["parts"]
+    assert [p["id"] for p in parts] == [s["id"] for s in row["segments"]]
+    assert {p["type"] for p in parts} == {"http_response"}
+    assert all(p["source_audio"]["type"] == "mixed" and p["source_audio"]["participant"] is None for p in parts)
+    assert [p["data"]["body"]["data"]["text"] for p in parts] == [s["text"] for s in row["segments"]]
+    assert all(p["data"]["body"]["type"] == "transcription" and p["data"]["body"]["data"]["is_final"] for p in parts)
+    provider = f"{url}/download/transcript_provider_data"
+    paged, link = [], f"{provider}?size=1"
+    while link:  # a page at a time, by the Link header
+        r = await api.client.get(link, headers=h)
+        assert r.status_code == 200 and int(r.headers["x-total-count"]) == len(parts)
+        jsonschema.validate(r.json(), DOWNLOADS["transcript_provider_data"])
+        paged += r.json()["parts"]
+        link = httpx.URL(r.links["next"]["url"]).raw_path.decode() if "next" in r.links else ""
+    assert paged == parts
+    for bad in ({"size": "0"}, {"size": "1001"}, {"page": "0"}, {"page": "x"}):
+        r = await api.client.get(provider, params=bad, headers=h)
+        assert r.status_code == 422, (bad, r.text)
+    past = await api.client.get(provider, params={"page": "999"}, headers=h)
+    assert past.status_code == 200 and past.json() == {"parts": []} and "link" not in past.headers
     r = await api.client.get(httpx.URL(part["download_url"]).raw_path.decode(), headers=h)
     assert r.status_code == 200 and r.content == (AUDIO / JFK).read_bytes()
 
@@ -104,8 +125,11 @@ async def test_transcript_formats_and_meeting_downloads_of_an_upload(api: Api):
             assert r.status_code == 403 and r.json()["error"]["code"] == "INSUFFICIENT_SCOPE"
         r = await api.client.get(url, params={"transcript_format": "srt"}, headers=no_export)
         assert r.status_code == 403
-        for path in (f"{url}/download/transcript", f"/api/conversations/{tid}/transcript"):
+        for path in (f"{url}/download/transcript", f"/api/conversations/{tid}/transcript",
+                     f"{url}/download/transcript_provider_data"):
             assert (await api.client.get(path, headers=creds(api, "mallory"))).status_code == 404
+        r = await api.client.get(f"{url}/download/transcript_provider_data", headers=no_export)
+        assert r.status_code == 403
         assert (await api.client.get(f"{url}/download/participants")).status_code == 401
 
 
@@ -165,6 +189,15 @@ async def test_live_participants_events_audio_parts_and_summary(public_api: Api)
         said.setdefault(turn["participant"]["name"], []).extend(w["text"] for w in turn["words"])
     assert wer(reference(JFK), " ".join(said["Alice"])) < 0.25
     assert "wizard" in normalize(" ".join(said["Bob"]))
+    # provider data: each final went out on the WebSocket, from its participant's own (separate) audio
+    provided = got["transcript_provider_data"]["parts"]
+    assert provided and {p["type"] for p in provided} == {"websocket_message"}
+    assert all(p["data"]["url"].endswith(f"/v1/transcripts_websocket/{tid}") for p in provided)
+    by_name: dict[str, list[str]] = {}
+    for p in provided:
+        assert p["source_audio"]["type"] == "separate" and p["data"]["event"] == "transcription"
+        by_name.setdefault(p["source_audio"]["participant"]["name"], []).append(p["data"]["payload"]["data"]["text"])
+    assert wer(reference(JFK), " ".join(by_name["Alice"])) < 0.25 and "wizard" in normalize(" ".join(by_name["Bob"]))
     parts = {p["participant"]["name"]: p for p in got["audio_parts"]}
     assert set(parts) == {"Alice", "Bob"}
     for name, pid in (("Alice", "alice"), ("Bob", "7")):
