@@ -38,7 +38,7 @@ class Span:
 
 
 def _clean(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s@.]", " ", text.casefold()).split())
+    return " ".join(t.strip(".") for t in re.sub(r"[^\w\s@.]", " ", text.casefold()).split() if t.strip("."))
 
 
 class Redactor:
@@ -124,6 +124,19 @@ class Redactor:
             i = span.last + 1
         out.extend(words[i:])
         return out
+
+    def redact_segment(self, segment: dict[str, Any], *, allow: Iterable[str] = (), names: Iterable[str] = ()
+                       ) -> dict[str, Any]:
+        """A segment row or message dict (``text``, ``words``) redacted: its words, and its text rebuilt from them
+        as the session writes it; a segment without words has its text redacted."""
+        from asr.policy import join_words
+
+        if not segment.get("words"):
+            return {**segment, "text": self.redact_text(segment.get("text") or "", allow=allow, names=names)}
+        words = self.redact_words(segment["words"], allow=allow, names=names)
+        if len(words) == len(segment["words"]):
+            return segment
+        return {**segment, "words": words, "text": join_words(_get(w, "text") for w in words)}
 
     def redact_text(self, text: str, *, allow: Iterable[str] = (), names: Iterable[str] = ()) -> str:
         """The text with each entity replaced by its placeholder; everything else, spacing included, as it was.

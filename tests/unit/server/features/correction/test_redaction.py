@@ -83,6 +83,16 @@ def test_words_of_every_shape(redactor: Redactor) -> None:
     assert out[1] == {"text": "[PHONE]", "start": 0.4, "end": 0.7, "probability": 0.89, "final": True}
 
 
+def test_a_stored_segment(redactor: Redactor) -> None:
+    words = [w.model_dump() for w in (Word(text=e.text, start=e.start, end=e.end, probability=e.probability,
+                                           final=e.final) for e in timed("Hi, I am David Miller."))]
+    row = {"id": "s1", "text": "Hi, I am David Miller.", "start": 0.0, "end": 2.0, "words": words}
+    out = redactor.redact_segment(row)
+    assert out["text"] == "Hi, I am [PERSON]." and len(out["words"]) == 4 and row["words"] == words
+    assert redactor.redact_segment({"text": "mail bob at acme dot io", "words": []})["text"] == "mail [EMAIL]"
+    assert redactor.redact_segment(row, allow=["David Miller"]) is row
+
+
 def test_a_partly_final_entity_is_not_final(redactor: Redactor) -> None:
     words = [*timed("call five five five one two"), WordEvent("three", 2, 2.2, 0.9, False),
              WordEvent("four", 2.3, 2.5, 0.9, False)]
