@@ -13,20 +13,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from server.settings_shared import SettingsError, check_shared_services
+from server.settings_correction import CorrectionSettings, check_correction
+from server.settings_shared import SettingsError, _opt, check_shared_services
 
 JWT_AUDIENCE_REQUIRED = ("VOXLANE_JWT_AUDIENCE is required when VOXLANE_JWT_PUBLIC_KEY is set: keys from an"
                          " identity provider also sign its tokens for other services, and only the 'aud' claim"
                          " tells which are meant for this one")
 
 
-def _opt(env: str, help: str, choices: tuple[str, ...] | None = None, lo: float | None = None,
-         hi: float | None = None, secret: bool = False) -> dict[str, Any]:
-    return {"env": env, "help": help, "choices": choices, "lo": lo, "hi": hi, "secret": secret}
-
-
 @dataclass
-class Settings:
+class Settings(CorrectionSettings):
     host: str = field(default="127.0.0.1", metadata=_opt("VOXLANE_HOST", "address to listen on"))
     port: int = field(default=8000, metadata=_opt("VOXLANE_PORT", "port to listen on", lo=0, hi=65535))
     data_dir: str = field(default="./voxlane-data", metadata=_opt(
@@ -328,6 +324,7 @@ class Settings:
         if self.llm_url and not self.llm_url.startswith(("http://", "https://")):
             raise SettingsError("VOXLANE_LLM_URL must start with http:// or https://")
         check_shared_services(self)  # database, Redis, S3
+        check_correction(self)
 
     @property
     def data_path(self) -> Path:

@@ -5,7 +5,7 @@ together are refused apart."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from server.settings import Settings
@@ -13,6 +13,12 @@ if TYPE_CHECKING:
 
 class SettingsError(ValueError):
     pass
+
+
+def _opt(env: str, help: str, choices: tuple[str, ...] | None = None, lo: float | None = None,
+         hi: float | None = None, secret: bool = False) -> dict[str, Any]:
+    """A setting's metadata: its environment name, help, and the bounds it is checked against."""
+    return {"env": env, "help": help, "choices": choices, "lo": lo, "hi": hi, "secret": secret}
 
 
 def check_shared_services(settings: Settings) -> None:

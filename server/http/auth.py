@@ -2,7 +2,8 @@
 
 Two modes (``VOXLANE_AUTH_MODE``):
 
-* ``public``: no token needed; an anonymous caller has every scope and sees the rows without an owner.
+* ``public``: no token needed; an anonymous caller has every scope but ``transcripts:unredacted`` and sees the
+  rows without an owner.
   A caller that does send a voxlane token is that user (a bad one is still a 401); a bearer that is not
   shaped like one (the OpenAI SDK's placeholder key) is ignored.
 * ``private``: every ``/v1`` and ``/api`` route except the participant API (the project id is the
@@ -47,7 +48,8 @@ READ = "transcripts:read"
 WRITE = "transcripts:write"
 PROJECTS_ADMIN = "projects:admin"
 EXPORT = "export"
-SCOPES = (READ, WRITE, PROJECTS_ADMIN, EXPORT)
+UNREDACTED = "transcripts:unredacted"  # the text as spoken: granted by name only, never anonymous or by default
+SCOPES = (READ, WRITE, PROJECTS_ADMIN, EXPORT, UNREDACTED)
 DEFAULT_JWT_SCOPES = (READ, WRITE, EXPORT)
 """Granted to a JWT that names none of voxlane's scopes (an SSO login token, say)."""
 AUTHENTICATED = ""
@@ -65,6 +67,7 @@ _EXPORT_PATH = re.compile(r"^/api/projects/[^/]+/(?:transcripts|export\.(?:csv|x
                           r"|^/api/conversations/[^/]+/transcript$|^/v1/transcripts/[^/]+/download/[a-z_]+$")
 """Exports need the ``export`` scope (not ``projects:admin``): a project's zip and tables, a conversation's text,
 and the meeting-bot downloads of a transcript."""
+_UNREDACTED_PATH = re.compile(r"^/v1/transcripts/[^/]+/unredacted$")
 _KEY_SHAPE = re.compile(r"^vxl_(?P<id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,})$")
 
 
@@ -89,7 +92,7 @@ class Principal:
         return self.user
 
 
-ANONYMOUS = Principal(user=None, scopes=frozenset(SCOPES))
+ANONYMOUS = Principal(user=None, scopes=frozenset(SCOPES) - {UNREDACTED})
 
 
 class AuthError(ApiError):
@@ -277,6 +280,8 @@ def required_scope(method: str, path: str, websocket: bool = False) -> str | Non
         return None
     if path in ("/v1/openapi.json", "/v1/protocol.json"):
         return AUTHENTICATED
+    if _UNREDACTED_PATH.match(path):
+        return UNREDACTED
     if _EXPORT_PATH.match(path):
         return EXPORT
     if path == "/api/projects" or path.startswith("/api/projects/"):

@@ -120,7 +120,16 @@ class Store(Protocol):
         """Final segments in time order."""
 
     async def delete_segments(self, transcript_id: str) -> int:
-        """Remove every final segment of a transcript (before re-transcribing it); returns how many."""
+        """Remove every final segment of a transcript (before re-transcribing it), the unredacted texts
+        with them; returns how many segments."""
+
+    async def save_unredacted(self, transcript_id: str, segment: dict[str, Any]) -> None:
+        """Insert or replace the text as spoken (``id``, ``text``, ``start``, ``end``, ``words``) of a segment the
+        correction pass redacted; only where ``VOXLANE_KEEP_UNREDACTED`` is on."""
+
+    async def get_unredacted(self, transcript_id: str, *, page: int = 1, size: int = 200
+                             ) -> tuple[list[dict[str, Any]], int]:
+        """A page of the unredacted texts in time order, and how many there are."""
 
     # ------------------------------------------------------------ audio items (uploads, jobs, kiosk chunks)
 

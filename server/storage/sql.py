@@ -59,6 +59,7 @@ from server.storage.tables import (
     segments,
     summary_jobs,
     transcripts,
+    unredacted_segments,
     webhook_deliveries,
     webhooks,
 )
@@ -67,6 +68,7 @@ from server.storage.tables import (
 # api Keys, Webhooks, Deliveries, Summary Jobs.
 T, S, C, P, V = transcripts, segments, chunks, projects, conversations
 K, W, D, SJ = api_keys, webhooks, webhook_deliveries, summary_jobs
+U = unredacted_segments  # the text as spoken of redacted segments
 _LIKE_ESCAPE = "\\"
 
 
@@ -325,7 +327,28 @@ class SqlStore:
         return [_segment(r) for r in rows]
 
     async def delete_segments(self, transcript_id: str) -> int:
+        await self._write_count(delete(U).where(U.c.transcript_id == transcript_id))
         return await self._write_count(delete(S).where(S.c.transcript_id == transcript_id))
+
+    async def save_unredacted(self, transcript_id: str, segment: dict[str, Any]) -> None:
+        values = {"id": segment["id"], "transcript_id": transcript_id, "text": segment["text"],
+                  "start": segment["start"], "end": segment["end"], "words": segment.get("words") or []}
+        stmt = self._upsert(U).values(**values)
+        stmt = stmt.on_conflict_do_update(index_elements=[U.c.id],
+                                          set_={key: stmt.excluded[key] for key in values if key != "id"})
+        try:
+            async with self._write_guarded() as conn:
+                await conn.execute(stmt)
+        except IntegrityError as exc:
+            raise TranscriptNotFound(transcript_id) from exc
+
+    async def get_unredacted(self, transcript_id: str, *, page: int = 1, size: int = 200
+                             ) -> tuple[list[dict[str, Any]], int]:
+        where = U.c.transcript_id == transcript_id
+        rows = await self._read_rows(select(U).where(where).order_by(U.c.start, U.c.end, U.c.id)
+                                     .limit(size).offset((page - 1) * size))
+        total = await self._read_scalar(select(func.count()).select_from(U).where(where))
+        return [_segment(r) for r in rows], int(total or 0)
 
     # ------------------------------------------------------------ audio items
 

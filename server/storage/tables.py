@@ -55,6 +55,19 @@ segments = Table(
     Index("segments_transcript", "transcript_id", "start"),
 )
 
+# The text as spoken, of segments the correction pass redacted, where VOXLANE_KEEP_UNREDACTED keeps it (keyed by
+# the segment's id; gone with its transcript).
+unredacted_segments = Table(
+    "unredacted_segments", metadata,
+    _id(),
+    Column("transcript_id", ClientText, ForeignKey("transcripts.id", ondelete="CASCADE"), nullable=False),
+    Column("text", ClientText, nullable=False),
+    Column("start", Float, nullable=False),
+    Column("end", Float, nullable=False),
+    _json("words", "[]"),
+    Index("unredacted_segments_transcript", "transcript_id", "start"),
+)
+
 # Kiosk chunks hold one position each; uploads and jobs all sit at index 0.
 _ONE_CHUNK_PER_POSITION = text("kind = 'chunk'")
 

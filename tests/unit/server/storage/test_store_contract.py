@@ -150,11 +150,13 @@ async def test_delete_transcript_cascades(store: SqlStore) -> None:
     t = await store.create_transcript()
     project = await store.create_project(title="p", language=None, portal={}, owner=None)
     await store.save_segment(t["id"], {"text": "x", "start": 0, "end": 1})
+    await store.save_unredacted(t["id"], {"id": f"{t['id']}-s", "text": "x as spoken", "start": 0, "end": 1})
     chunk = await store.create_chunk(transcript_id=t["id"], kind="chunk", status="issued", index=0)
     await store.create_conversation(transcript_id=t["id"], project_id=project["id"], name=None, email=None, tags=[],
                                     source=None)
     assert await store.delete_transcript(t["id"]) is True
     assert await store.get_segments(t["id"]) == [] and await store.get_chunk(chunk["id"]) is None
+    assert await store.get_unredacted(t["id"]) == ([], 0)
     assert await store.get_conversation(t["id"]) is None and await store.get_project(project["id"]) is not None
     assert await store.delete_transcript(t["id"]) is False
 
