@@ -65,6 +65,7 @@ _EXPORT_PATH = re.compile(r"^/api/projects/[^/]+/(?:transcripts|export\.(?:csv|x
                           r"|^/api/conversations/[^/]+/transcript$|^/v1/transcripts/[^/]+/download/[a-z_]+$")
 """Exports need the ``export`` scope (not ``projects:admin``): a project's zip and tables, a conversation's text,
 and the meeting-bot downloads of a transcript."""
+_REPORT_PATH = re.compile(r"^/api/projects/[^/]+/reports(?:/[^/]+)?$")  # read: export; start, delete: admin
 _KEY_SHAPE = re.compile(r"^vxl_(?P<id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,})$")
 
 
@@ -279,6 +280,8 @@ def required_scope(method: str, path: str, websocket: bool = False) -> str | Non
         return AUTHENTICATED
     if _EXPORT_PATH.match(path):
         return EXPORT
+    if _REPORT_PATH.match(path):
+        return EXPORT if method in ("GET", "HEAD") else PROJECTS_ADMIN
     if path == "/api/projects" or path.startswith("/api/projects/"):
         return PROJECTS_ADMIN
     if "/export" in path:

@@ -1,6 +1,6 @@
 """The REST path's routes in one list: uploads, projects, the participant API, jobs, the API docs."""
 
-from server.routes import docs, openai_api, participant, projects, transcribe, transcripts_audio, webhooks
+from server.routes import docs, openai_api, participant, projects, reports, transcribe, transcripts_audio, webhooks
 
-routes = [*transcripts_audio.routes, *projects.routes, *webhooks.routes, *participant.routes, *transcribe.routes,
-          *openai_api.routes, *docs.routes]
+routes = [*transcripts_audio.routes, *projects.routes, *reports.routes, *webhooks.routes, *participant.routes,
+          *transcribe.routes, *openai_api.routes, *docs.routes]
