@@ -54,7 +54,10 @@ class ReportCreate(BaseModel):
 def _utc(instant: datetime | None) -> datetime | None:
     if instant is None:
         return None
-    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+    try:
+        return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+    except OverflowError:  # year 9999 with a negative offset
+        raise ValueError("date out of range") from None
 
 
 class ReportProgress(BaseModel):
