@@ -40,19 +40,23 @@ from starlette.types import Receive, Scope, Send
 
 from server.http.errors import ApiError, error_response
 from server.http.middleware import ConnectionMiddleware
+from server.http.scopes import (  # noqa: F401 (re-exported: routes import the scopes from here)
+    AUTHENTICATED,
+    DEFAULT_JWT_SCOPES,
+    EXPORT,
+    PROJECTS_ADMIN,
+    READ,
+    SCOPES,
+    UNREDACTED,
+    WRITE,
+    is_open,
+    required_scope,
+    transcript_id_in,
+)
 from server.settings import JWT_AUDIENCE_REQUIRED, Settings, SettingsError
 
 log = logging.getLogger("voxlane.auth")
 
-READ = "transcripts:read"
-WRITE = "transcripts:write"
-PROJECTS_ADMIN = "projects:admin"
-EXPORT = "export"
-UNREDACTED = "transcripts:unredacted"  # the text as spoken: granted by name only, never anonymous or by default
-SCOPES = (READ, WRITE, PROJECTS_ADMIN, EXPORT, UNREDACTED)
-DEFAULT_JWT_SCOPES = (READ, WRITE, EXPORT)
-"""Granted to a JWT that names none of voxlane's scopes (an SSO login token, say)."""
-AUTHENTICATED = ""
 """A route any valid token may call, whatever its scopes (the API description)."""
 
 API_KEY_PREFIX = "vxl_"
@@ -62,12 +66,6 @@ JWT_LEEWAY = 30
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
-_TRANSCRIPT_PATH = re.compile(r"^/v1/transcripts(?:_[a-z]+)?/(?P<id>[^/]+)")
-_EXPORT_PATH = re.compile(r"^/api/projects/[^/]+/(?:transcripts|export\.(?:csv|xlsx))$"
-                          r"|^/api/conversations/[^/]+/transcript$|^/v1/transcripts/[^/]+/download/[a-z_]+$")
-"""Exports need the ``export`` scope (not ``projects:admin``): a project's zip and tables, a conversation's text,
-and the meeting-bot downloads of a transcript."""
-_UNREDACTED_PATH = re.compile(r"^/v1/transcripts/[^/]+/unredacted$")
 _KEY_SHAPE = re.compile(r"^vxl_(?P<id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,})$")
 
 
@@ -262,42 +260,6 @@ class Authenticator:
 
     def forget_cached_keys(self) -> None:
         self._key_cache.clear()
-
-
-# ---------------------------------------------------------------- route rules
-
-
-def is_open(path: str) -> bool:
-    """Routes that never need a token: health, the participant API, and everything outside /v1 and /api."""
-    if path == "/health" or path == "/api/participant" or path.startswith("/api/participant/"):
-        return True
-    return not (path.startswith(("/v1/", "/api/")) or path in ("/v1", "/api"))
-
-
-def required_scope(method: str, path: str, websocket: bool = False) -> str | None:
-    """The scope a route needs (None: open to anyone, :data:`AUTHENTICATED`: any valid token)."""
-    if is_open(path):
-        return None
-    if path in ("/v1/openapi.json", "/v1/protocol.json"):
-        return AUTHENTICATED
-    if _UNREDACTED_PATH.match(path):
-        return UNREDACTED
-    if _EXPORT_PATH.match(path):
-        return EXPORT
-    if path == "/api/projects" or path.startswith("/api/projects/"):
-        return PROJECTS_ADMIN
-    if "/export" in path:
-        return EXPORT
-    if path == "/v1/realtime":  # a Realtime session exists to publish audio
-        return WRITE
-    if websocket or method in ("GET", "HEAD", "OPTIONS"):
-        return READ
-    return WRITE
-
-
-def transcript_id_in(path: str) -> str | None:
-    m = _TRANSCRIPT_PATH.match(path)
-    return m.group("id") if m else None
 
 
 def _allows_query_token(scope: Scope) -> bool:

@@ -1,7 +1,7 @@
 """Getting transcripts out: a conversation's text, a project's transcripts (zip of Markdown) and its conversation
 table (CSV, XLSX), and the meeting-bot downloads of any transcript (participants, participant events, speaker
 timeline, words per participant, per-participant audio). Scope ``export`` in private mode (see
-:data:`server.http.auth._EXPORT_PATH`); the audio parts themselves download like the transcript's audio.
+:data:`server.http.scopes._EXPORT_PATH`); the audio parts themselves download like the transcript's audio.
 
 Renderings live in :mod:`server.features.exports`; this module only loads rows and streams responses.
 """

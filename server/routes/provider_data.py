@@ -2,7 +2,7 @@
 
 The body is the schema's ``{"parts": [...]}`` and nothing else, so paging travels in the query (``page``,
 ``size``) and in headers: ``X-Total-Count`` and an RFC 8288 ``Link`` to the next page while there is one. The
-export scope reads it, as every meeting download (see :data:`server.http.auth._EXPORT_PATH`).
+export scope reads it, as every meeting download (see :data:`server.http.scopes._EXPORT_PATH`).
 """
 
 from __future__ import annotations

@@ -5,11 +5,12 @@ from server.routes import (
     openai_api,
     participant,
     projects,
+    reports,
     transcribe,
     transcripts_audio,
     unredacted,
     webhooks,
 )
 
-routes = [*transcripts_audio.routes, *unredacted.routes, *projects.routes, *webhooks.routes, *participant.routes,
-          *transcribe.routes, *openai_api.routes, *docs.routes]
+routes = [*transcripts_audio.routes, *unredacted.routes, *projects.routes, *reports.routes, *webhooks.routes,
+          *participant.routes, *transcribe.routes, *openai_api.routes, *docs.routes]

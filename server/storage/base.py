@@ -31,6 +31,9 @@ CONVERSATION_FIELDS = ("name", "email", "tags", "source", "finished_at")
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
 DELIVERY_FIELDS = ("status", "attempts", "next_attempt_at", "last_error", "response_status", "delivered_at")
 SUMMARY_JOB_FIELDS = ("status", "message", "progress", "result")
+# Project reports: the fan-out summarizes each conversation, then the report is generated (or it failed).
+REPORT_STATUSES = ("summarizing", "generating", "completed", "failed")
+REPORT_FIELDS = ("status", "result", "error", "completed_at")
 
 
 class _Any:
@@ -219,6 +222,31 @@ class Store(Protocol):
 
     async def delete_summary_jobs(self, created_before: str) -> int:
         """Forget summary jobs created before ``created_before`` (ISO time); how many."""
+
+    # ------------------------------------------------------------ project reports
+
+    async def create_report(self, *, project_id: str, owner: str | None, title: str, filters: dict[str, Any],
+                            conversation_ids: list[str]) -> dict[str, Any]:
+        """A report in ``summarizing`` over exactly ``conversation_ids``."""
+
+    async def get_report(self, report_id: str) -> dict[str, Any] | None: ...
+
+    async def list_reports(self, project_id: str, *, page: int = 1, size: int = 50
+                           ) -> tuple[list[dict[str, Any]], int]:
+        """A project's reports, newest first."""
+
+    async def count_unfinished_reports(self, project_id: str) -> int:
+        """A project's reports still summarizing or generating."""
+
+    async def record_report_item(self, report_id: str, conversation_id: str, state: str) -> dict[str, Any] | None:
+        """Note (atomically) that ``conversation_id``'s summary phase finished as ``state``; a conversation already
+        noted keeps its first state. The updated row (None: no such report)."""
+
+    async def transition_report(self, report_id: str, from_statuses: tuple[str, ...], to_status: str,
+                                **fields: Any) -> dict[str, Any] | None:
+        """Compare-and-set of a report's status (with ``fields``); None when it was in none of ``from_statuses``."""
+
+    async def delete_report(self, report_id: str) -> bool: ...
 
     # ------------------------------------------------------------ API keys and server secrets
 

@@ -42,6 +42,7 @@ from server.storage.base import (
     DELIVERY_FIELDS,
     MUTABLE_FIELDS,
     PROJECT_FIELDS,
+    REPORT_FIELDS,
     SUMMARY_JOB_FIELDS,
     TranscriptNotFound,
     isoformat,
@@ -55,6 +56,7 @@ from server.storage.tables import (
     chunks,
     conversations,
     projects,
+    reports,
     secrets,
     segments,
     summary_jobs,
@@ -65,9 +67,9 @@ from server.storage.tables import (
 )
 
 # Short names keep the queries on one line each: Transcripts, Segments, Chunks, Projects, conVersations,
-# api Keys, Webhooks, Deliveries, Summary Jobs.
+# api Keys, Webhooks, Deliveries, Summary Jobs, Reports.
 T, S, C, P, V = transcripts, segments, chunks, projects, conversations
-K, W, D, SJ = api_keys, webhooks, webhook_deliveries, summary_jobs
+K, W, D, SJ, R = api_keys, webhooks, webhook_deliveries, summary_jobs, reports
 U = unredacted_segments  # the text as spoken of redacted segments
 _LIKE_ESCAPE = "\\"
 
@@ -532,6 +534,54 @@ class SqlStore:
 
     async def delete_summary_jobs(self, created_before: str) -> int:
         return await self._write_count(delete(SJ).where(SJ.c.created_at < created_before))
+
+    # ------------------------------------------------------------ project reports
+
+    async def create_report(self, *, project_id: str, owner: str | None, title: str, filters: dict[str, Any],
+                            conversation_ids: list[str]) -> dict[str, Any]:
+        now = self._now()
+        row = await self._write_row(insert(R).values(
+            id=new_id(), project_id=project_id, owner=owner, title=title, status="summarizing", filters=filters,
+            conversations=conversation_ids, progress={}, created_at=now, updated_at=now).returning(*R.c))
+        assert row is not None
+        return _plain(row)
+
+    async def get_report(self, report_id: str) -> dict[str, Any] | None:
+        return _plain_or_none(await self._read_row(select(R).where(R.c.id == report_id)))
+
+    async def list_reports(self, project_id: str, *, page: int = 1, size: int = 50
+                           ) -> tuple[list[dict[str, Any]], int]:
+        rows, total = await self._read_page(R, [R.c.project_id == project_id], page, size)
+        return [_plain(r) for r in rows], total
+
+    async def count_unfinished_reports(self, project_id: str) -> int:
+        return await self._read_scalar(select(func.count()).select_from(R).where(
+            R.c.project_id == project_id, R.c.status.in_(("summarizing", "generating"))))
+
+    async def record_report_item(self, report_id: str, conversation_id: str, state: str) -> dict[str, Any] | None:
+        async with self._write() as conn:
+            # FOR UPDATE: PostgreSQL holds the row until commit; SQLite holds the write lock since BEGIN anyway.
+            current = (await conn.execute(select(R).where(R.c.id == report_id).with_for_update())).mappings().first()
+            if current is None:
+                return None
+            progress = dict(current["progress"] or {})
+            if conversation_id in progress:
+                return _plain(current)
+            progress[conversation_id] = state
+            row = (await conn.execute(update(R).where(R.c.id == report_id)
+                                      .values(progress=progress, updated_at=self._now()).returning(*R.c))
+                   ).mappings().one()
+        return _plain(row)
+
+    async def transition_report(self, report_id: str, from_statuses: tuple[str, ...], to_status: str,
+                                **fields: Any) -> dict[str, Any] | None:
+        _check_fields(fields, REPORT_FIELDS)
+        return _plain_or_none(await self._write_row(
+            update(R).where(R.c.id == report_id, R.c.status.in_(from_statuses))
+            .values(**fields, status=to_status, updated_at=self._now()).returning(*R.c)))
+
+    async def delete_report(self, report_id: str) -> bool:
+        return await self._write_count(delete(R).where(R.c.id == report_id)) > 0
 
     # ------------------------------------------------------------ API keys and server secrets
 

@@ -189,6 +189,26 @@ summary_jobs = Table(
     Index("summary_jobs_created", "created_at"),
 )
 
+# Project reports (server.features.reports): the conversations chosen at the start, the fan-out's progress by
+# conversation, and the generated result.
+reports = Table(
+    "reports", metadata,
+    _id(),
+    Column("project_id", ClientText, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("owner", ClientText),
+    Column("title", ClientText, nullable=False),
+    Column("status", ClientText, nullable=False),
+    _json("filters", "{}"),
+    _json("conversations", "[]"),
+    _json("progress", "{}"),
+    Column("result", JSONText),
+    Column("error", ClientText),
+    _at("created_at"),
+    _at("updated_at"),
+    _at("completed_at", nullable=True),
+    Index("reports_project", "project_id", "created_at"),
+)
+
 # The embedded job runner's queue (server.jobs.embedded), for SQLite. On PostgreSQL the queue library's own tables
 # hold the jobs; this one stays empty there.
 _QUEUED = text("status = 'queued'")

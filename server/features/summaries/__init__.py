@@ -22,6 +22,7 @@ from server.features.summaries.background import (
     run_summary_request,
     summarize,
     summarize_job,
+    summarize_transcript,
 )
 from server.features.summaries.extractive import extractive_summary
 from server.features.summaries.llm import (
@@ -37,4 +38,4 @@ from server.features.summaries.result import EXTRACTIVE, SummaryResult, transcri
 __all__ = ["EXTRACTIVE", "SUMMARIZE", "SUMMARY_REQUEST", "LlmError", "LlmNotConfigured", "SummaryResult",
            "chat_completion", "clip_context", "extractive_summary", "give_up_summary_request", "llm_configured",
            "request_expired", "request_summary", "result_body", "run_summary_request", "summarize",
-           "summarize_job", "summarize_texts", "transcript_text"]
+           "summarize_job", "summarize_texts", "summarize_transcript", "transcript_text"]

@@ -37,23 +37,30 @@ def summarize_job(transcript_id: str) -> Job:
 
 async def summarize(ctx: JobContext) -> None:
     """A completed transcript's summary: stored with its webhook deliveries in one transaction, then published."""
-    services, tid = ctx.services, ctx.args["transcript_id"]
+    await summarize_transcript(ctx.services, ctx.args["transcript_id"])
+
+
+async def summarize_transcript(services: Services, tid: str) -> dict[str, Any] | None:
+    """Write a transcript's summary: stored with its ``conversation.summarized`` deliveries in one transaction,
+    then published. The summary as stored; None for a transcript that is gone or has no text."""
     store = services.store
     row = await store.get_transcript(tid)
     if row is None:
-        return
+        return None
     segments = await named_segments(store, row)
     texts = [transcript_text([s]) for s in segments]
     if not any(texts):
-        return
+        return None
     result = await summarize_texts(services.settings, texts)
+    stored = result.stored()
     from server.features.webhooks import emit_event  # webhooks import summaries' neighbours; keep the cycle lazy
 
     async with store.transaction():
-        if await store.update_transcript(tid, summary=result.stored()) is None:
-            return  # deleted meanwhile
-        await emit_event(services, tid, "conversation.summarized", result.stored(), key="summary")
+        if await store.update_transcript(tid, summary=stored) is None:
+            return None  # deleted meanwhile
+        await emit_event(services, tid, "conversation.summarized", stored, key="summary")
     await services.hub.publish(tid, result.message())
+    return stored
 
 
 # ---------------------------------------------------------------- summary requests (POST /api/summary/)

@@ -1,7 +1,7 @@
 """The text as spoken of redacted segments, kept only where VOXLANE_KEEP_UNREDACTED says so.
 
-Revision ID: 0005d
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from alembic import op
 
 from server.storage.column_types import ClientText, JSONText
 
-revision = "0005d"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
