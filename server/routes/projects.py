@@ -25,6 +25,8 @@ class Portal(BaseModel):
     welcome_text: str = Field(default="", max_length=10000)
     ask_name: bool = False
     ask_email: bool = False
+    participant_report: bool = Field(default=False, description="Each participant may read their own"
+                                     " conversation's report (summary, transcript, PDF) through the participant API")
 
 
 class PortalUpdate(BaseModel):
@@ -32,6 +34,7 @@ class PortalUpdate(BaseModel):
     welcome_text: str | None = Field(default=None, max_length=10000)
     ask_name: bool | None = None
     ask_email: bool | None = None
+    participant_report: bool | None = None
 
 
 class ProjectCreate(BaseModel):

@@ -4,6 +4,7 @@ from server.routes import (
     docs,
     openai_api,
     participant,
+    participant_reports,
     projects,
     reports,
     transcribe,
@@ -13,4 +14,4 @@ from server.routes import (
 )
 
 routes = [*transcripts_audio.routes, *unredacted.routes, *projects.routes, *reports.routes, *webhooks.routes,
-          *participant.routes, *transcribe.routes, *openai_api.routes, *docs.routes]
+          *participant.routes, *participant_reports.routes, *transcribe.routes, *openai_api.routes, *docs.routes]

@@ -43,13 +43,15 @@ async def put(api: Api, url: str, data: bytes, content_type: str = "audio/wav") 
 async def test_projects_crud(api: Api):
     admin = creds(api, "admin", ["projects:admin"])
     project = await make_project(api, ask_name=True)
-    assert project["portal"] == {"welcome_text": "Hi!", "ask_name": True, "ask_email": False}
+    assert project["portal"] == {"welcome_text": "Hi!", "ask_name": True, "ask_email": False,
+                                 "participant_report": False}
     assert {"id", "title", "language", "portal", "created_at", "updated_at"} <= set(project)
     pid = project["id"]
     r = await api.client.patch(f"/api/projects/{pid}", json={"title": "Town hall 2", "portal": {"ask_email": True}},
                                headers=admin)
     assert r.status_code == 200 and r.json()["title"] == "Town hall 2"
-    assert r.json()["portal"] == {"welcome_text": "Hi!", "ask_name": True, "ask_email": True}
+    assert r.json()["portal"] == {"welcome_text": "Hi!", "ask_name": True, "ask_email": True,
+                                  "participant_report": False}
     assert (await api.client.get(f"/api/projects/{pid}", headers=admin)).json()["title"] == "Town hall 2"
     listing = (await api.client.get("/api/projects", params={"size": 1}, headers=admin)).json()
     assert set(listing) == {"items", "total", "page", "size"} and len(listing["items"]) == 1

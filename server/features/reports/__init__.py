@@ -20,8 +20,8 @@ from server.features.reports.jobs import (
     summarize_conversation,
 )
 from server.features.reports.markdown import report_markdown
-from server.features.reports.pdf import pdf_text, report_pdf
+from server.features.reports.pdf import conversation_pdf, pdf_text, report_pdf
 
 __all__ = ["MAX_CONVERSATIONS", "MAX_UNFINISHED", "REPORT_GENERATE", "REPORT_SUMMARIZE", "TASKS", "SelectionError",
-           "generate_report", "give_up_conversation", "give_up_report", "pdf_text", "report_markdown", "report_pdf",
-           "select_conversations", "start_report", "summarize_conversation"]
+           "conversation_pdf", "generate_report", "give_up_conversation", "give_up_report", "pdf_text",
+           "report_markdown", "report_pdf", "select_conversations", "start_report", "summarize_conversation"]

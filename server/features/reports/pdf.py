@@ -144,3 +144,35 @@ def report_pdf(report: dict[str, Any]) -> bytes:
         pdf.para(c.get("summary") or f"No summary ({c['summary_state']}).")
         pdf.ln(2)
     return bytes(pdf.output())
+
+
+def conversation_pdf(report: dict[str, Any]) -> bytes:
+    """One conversation's report (the participant report's shape: name, created_at, duration, summary,
+    transcript) as a PDF: the summary's sections, then the transcript with times and speakers (CPU work: call
+    it in a thread)."""
+    title = report.get("name") or "Conversation"
+    pdf = _Report(pdf_text(title))
+    pdf.set_title(pdf_text(title))
+    pdf.set_creator("voxlane")
+    pdf.alias_nb_pages()
+    pdf.add_page()
+    pdf.set_font(FONT, "B", 20)
+    pdf.multi_cell(0, 9, pdf_text(title), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.para(f"Recorded {str(report['created_at'])[:16].replace('T', ' ')} UTC; duration"
+             f" {hms(report.get('duration'))}. Conversation {report['conversation_id']}.", size=9, gray=90)
+    summary = report.get("summary") or {}
+    pdf.heading("Summary")
+    pdf.para(summary.get("summary") or "No summary yet.")
+    for heading, key in (("Key points", "key_points"), ("Action items", "action_items"), ("Topics", "topics")):
+        if summary.get(key):
+            pdf.heading(heading)
+            for item in summary[key]:
+                pdf.bullet(str(item))
+    pdf.heading("Transcript")
+    for seg in report.get("transcript") or []:
+        who = f"{seg['speaker']}  " if seg.get("speaker") else ""
+        pdf.para(f"{hms(seg['start'])}  {who}", style="B", size=8.5, height=4.4, gray=90)
+        pdf.para(seg["text"])
+    if not report.get("transcript"):
+        pdf.para("Nothing was transcribed.")
+    return bytes(pdf.output())
