@@ -112,7 +112,8 @@ async def _transcribe_file(ctx: JobContext, row: dict[str, Any]) -> None:
                                        split_channels=bool(options.get("split_channels")),
                                        channel_names=options.get("channel_names"),
                                        diarize=wants_diarization(services, options),
-                                       max_seconds=services.settings.max_audio_seconds, id_seed=row["id"])
+                                       max_seconds=services.settings.max_audio_seconds, id_seed=row["id"],
+                                       key_terms=options.get("key_terms") or ())
     mine = ("processing",)
     if result.error:
         prog.status, prog.message, prog.updated_at = "failed", result.error, time.time()
@@ -154,7 +155,7 @@ async def _transcribe_chunk(ctx: JobContext, row: dict[str, Any]) -> None:
         raise RetryLater(f"chunk {row['index']}'s audio is not in the audio store")
     async with services.audio.local_path(row["path"]) as path:
         result = await transcribe_file(services, row["transcript_id"], path, emit=collect, publish_status=False,
-                                       language=options.get("language"),
+                                       language=options.get("language"), key_terms=options.get("key_terms") or (),
                                        max_seconds=services.settings.max_chunk_seconds)
     if result.error:
         fields: dict[str, Any] = {"error": result.error, "duration": result.duration, "segments": [], "text": None}
