@@ -142,22 +142,32 @@ class KeyTermStep:
             letters = "".join(p.letters for p in run)
             if len(letters) < MIN_LETTERS:
                 continue
-            sound = None
             for term in self.terms:
                 if abs(len(term.words) - n) > 1:
                     continue
-                score = Indel.normalized_similarity(letters, term.letters)
-                if score < (MIN_SHORT_SIMILARITY if len(term.letters) <= SHORT_TERM else MIN_SIMILARITY):
-                    if score < MIN_SOUND_SIMILARITY:
-                        continue
-                    sound = _sound([p.core for p in run]) if sound is None else sound
-                    if not sound or sound != term.sound:
-                        continue
-                    score = min(score + 0.2, MIN_SIMILARITY)  # a sound-alike ranks below any spelling match
+                score = self._score(run, letters, term)
+                if score is None or (n > 1 and self._score(run[1:], None, term) is not None):
+                    continue  # no match, or the run's first word is one the term does without ("in Strasburg")
                 rank = (score, -abs(len(term.words) - n), term, n)
                 if best is None or rank[:2] > best[:2]:
                     best = rank
         return None if best is None else (best[2], best[3])
+
+    @staticmethod
+    def _score(run: Sequence[_Piece], letters: str | None, term: _Term) -> float | None:
+        """How like ``term`` the run reads, or None where it is not a near-miss of it."""
+        letters = "".join(p.letters for p in run) if letters is None else letters
+        if len(letters) < MIN_LETTERS:
+            return None
+        score = Indel.normalized_similarity(letters, term.letters)
+        if score >= (MIN_SHORT_SIMILARITY if len(term.letters) <= SHORT_TERM else MIN_SIMILARITY):
+            return score
+        if score < MIN_SOUND_SIMILARITY:
+            return None
+        sound = _sound([p.core for p in run])
+        if not sound or sound != term.sound:
+            return None
+        return min(score + 0.2, MIN_SIMILARITY)  # a sound-alike ranks below any spelling match
 
 
 def _breaks(trail: str) -> bool:

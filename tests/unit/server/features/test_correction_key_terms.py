@@ -3,13 +3,15 @@ timings kept, and a live partial's committed words never changed by its final.""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from asr.events import SegmentEvent, WordEvent
 from server.features.correction import CorrectionPass, correction_pass, replace_span
 from server.features.correction.key_terms import KeyTermStep, checked_key_terms
 
-TERMS = ["Hester Prynne", "Pearl", "Chillingworth", "Dimmesdale"]
+TERMS = ["Hester Prynne", "Pearl", "Chillingworth", "Dimmesdale", "Strasburg", "Maintz"]
 
 
 def words(text: str, final: int | None = None) -> list[WordEvent]:
@@ -29,6 +31,7 @@ def text_of(ws: list[WordEvent]) -> str:
     ("Mr. Dims dale spoke", "Mr. Dimmesdale spoke"),
     ("old Roger Chilling worth, the physician", "old Roger Chillingworth, the physician"),
     ("to little pearl.", "to little Pearl."),
+    ("printers in Strassburg, at Mainz", "printers in Strasburg, at Maintz"),  # the word before stays its own
 ])
 def test_a_near_miss_is_written_as_the_term(heard: str, written: str) -> None:
     assert text_of(KeyTermStep(TERMS)(words(heard))) == written
@@ -85,3 +88,15 @@ def test_key_terms_are_bounded() -> None:
                       (["  "], "blank"), ("[1, 2]", "valid string"), ("[oops", "JSON array"), (7, "valid list")]:
         with pytest.raises(ValueError, match=says):
             checked_key_terms(bad)
+
+
+def test_a_stream_start_with_out_of_bounds_key_terms_is_refused() -> None:
+    from protocol import ProtocolError
+    from protocol.messages import parse_client_message
+
+    ok = parse_client_message('{"action": "start", "params": {"key_terms": ["Hester Prynne"]}}')
+    assert ok.params.key_terms == ["Hester Prynne"]  # type: ignore[attr-defined]
+    for terms in (["x\x00y"], ["x" * 51], ["t"] * 101):
+        with pytest.raises(ProtocolError) as info:
+            parse_client_message(json.dumps({"action": "start", "params": {"key_terms": terms}}))
+        assert info.value.code.value == "INVALID_PARAMS"
