@@ -62,6 +62,12 @@ class _Utterance:
     emitted: str | None = None  # text of the last partial sent
 
 
+def _phrases(config: StreamConfig) -> tuple[str, ...]:
+    """Riva's boosted phrases: the key terms whole ("Hester Prynne"), then the prompt's longer words."""
+    words = [p for p in config.initial_prompt.replace(",", " ").split() if len(p) > 3]
+    return tuple(dict.fromkeys([*config.key_terms, *words]))[:100]
+
+
 class RecognizerSession:
     """The session interface of :class:`~asr.session.StreamSession` (what publishers and jobs call) over a
     :class:`~asr.backends.streaming.StreamingRecognizer`."""
@@ -75,7 +81,7 @@ class RecognizerSession:
         self.recognizer = recognizer
         self.options = StreamingOptions(
             language=self.config.language, interim_results=self.config.live,
-            phrases=tuple(p for p in self.config.initial_prompt.replace(",", " ").split() if len(p) > 3)[:100])
+            phrases=_phrases(self.config))
         self._new_id = segment_ids or random_segment_id
         self.key = key or f"r{next(_ids)}-{uuid.uuid4().hex[:6]}"
         self.offset = offset

@@ -82,6 +82,9 @@ class StreamConfig:
     context_gap_s: float = 3.0
     context_s: float = 8.0
     initial_prompt: str = ""  # context for the first segment (vocabulary, spelling), as Whisper's prompt
+    # names and jargon the model is to favour on every window (faster-whisper: hotwords before the prompt;
+    # Riva: boosted phrases); the server's correction pass maps near-misses of them after the model
+    key_terms: tuple[str, ...] = ()
     language: str | None = None
     priority: Priority = Priority.PARTIAL  # live sessions; uploads use BULK
     live: bool = True  # False: file mode, one decode per closed segment and no partials

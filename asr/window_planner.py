@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asr.backends.base import DecodeRequest
+from asr.backends.hotwords import hotwords_text
 from asr.inference import Priority
 from asr.policy import join_words
 from asr.segment_book import _WORD_START_SLACK_S, Segment, SegmentBook
@@ -110,7 +111,8 @@ class WindowPlanner(SegmentBook):
             self._last_cut = (seg, end)
         if len(audio) < 1600:  # under 0.1 s: nothing a model can use
             return None
-        request = DecodeRequest(audio=audio, prompt=prompt, language=self.config.language)
+        request = DecodeRequest(audio=audio, prompt=prompt, language=self.config.language,
+                                hotwords=hotwords_text(self.config.key_terms))
         return request, (plan, seg.window_start, prompt)
 
     def _build_beside(self) -> tuple[DecodeRequest, Any] | None:

@@ -38,6 +38,17 @@ MAX_SAFE_ID = 2**53 - 1
 every id up to it exactly, and ``2**53 + 1`` would come back to it as ``2**53``."""
 MAX_ID_LENGTH = 200
 
+MAX_KEY_TERMS = 100
+MAX_KEY_TERM_CHARS = 50
+_NO_CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
+KeyTerm = Annotated[str, Field(min_length=1, max_length=MAX_KEY_TERM_CHARS,
+                               pattern=rf"^[^{_NO_CONTROL}]*[^\s{_NO_CONTROL}][^{_NO_CONTROL}]*$",
+                               description="a name, jargon or product word as it is to be spelled")]
+KeyTerms = Annotated[list[KeyTerm], Field(max_length=MAX_KEY_TERMS, description=(
+    f"Names, jargon and product words (at most {MAX_KEY_TERMS}, {MAX_KEY_TERM_CHARS} characters each, no control"
+    " characters): the model is steered towards them and near-misses are written with their spelling"))]
+"""Key terms as every request takes them: the one place their bounds are set (stream start, uploads, projects)."""
+
 ParticipantId = (Annotated[StrictInt, Field(ge=-MAX_SAFE_ID, le=MAX_SAFE_ID)]
                  | Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH)])
 """A participant id as a client declares it: an opaque text, or an integer (meeting bots number their
@@ -247,6 +258,7 @@ class StartParams(BaseModel):
     language: str | None = Field(default=None, max_length=16)
     diarization: bool | None = Field(default=None, description=(
         "Label the speakers of this (mixed, undeclared-participant) stream; default: the server's setting"))
+    key_terms: KeyTerms | None = None
 
     @field_validator("format", mode="before")
     @classmethod

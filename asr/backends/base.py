@@ -15,6 +15,9 @@ class DecodeRequest:
     audio: np.ndarray
     prompt: str = ""
     language: str | None = None
+    # key terms (names, jargon) the model is to favour, given to it before the prompt on every window: the prompt
+    # holds recent text and loses them as the transcript grows (faster-whisper's ``hotwords``)
+    hotwords: str = ""
     word_timestamps: bool = True
     # set by the inference loop when live work waits for the model (other streams, or a lone stream on a
     # machine whose full decodes take longer than its step): the backend may trade a little accuracy for time

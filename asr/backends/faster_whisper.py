@@ -19,6 +19,7 @@ import numpy as np
 
 from asr.backends.base import LOOP_COMPRESSION_RATIO, DecodedWord, DecodeRequest, DecodeResult
 from asr.backends.calibration import CALIBRATION_PROMPT, calibration_speech
+from asr.backends.hotwords import hotword_tokens
 from asr.backends.model_files import BUNDLED_MODEL, ModelNotFound, resolve_model
 from media.audio import SAMPLE_RATE, faint_noise
 
@@ -108,14 +109,14 @@ class FasterWhisperBackend:
 
     def transcribe(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
         out: dict[int, DecodeResult] = {}
-        groups: dict[str | None, list[int]] = {}
+        groups: dict[tuple[str | None, str], list[int]] = {}
         for i, r in enumerate(requests):
             if self._single_pass(r):
-                groups.setdefault("en" if self.english_only else r.language, []).append(i)
+                groups.setdefault(("en" if self.english_only else r.language, r.hotwords), []).append(i)
             else:
                 out[i] = self.transcribe_long(r)
-        # one encoder pass and one generate call for each group: requests in another language form
-        # their own batch
+        # one encoder pass and one generate call for each group: requests in another language or with other
+        # key terms form their own batch (a batch's prompts are cut to one length)
         for idx in groups.values():
             # a session without prompt text would take every other prompt down to nothing: batch apart
             idx.sort(key=lambda i: bool(requests[i].prompt.strip()))
@@ -204,12 +205,14 @@ class FasterWhisperBackend:
 
         m = self._model
         # CTranslate2 wants <|startoftranscript|> at one position across a batch: every prompt keeps
-        # the same number of its most recent tokens
-        previous = [tok.encode(" " + r.prompt.strip())[-(m.max_length // 2 - 1):] if r.prompt.strip() else []
+        # the same number of its most recent tokens, after the batch's key terms (one batch, one set of them)
+        hot = hotword_tokens(tok, reqs[0].hotwords)
+        room = m.max_length // 2 - 1 - len(hot)
+        previous = [tok.encode(" " + r.prompt.strip())[-room:] if r.prompt.strip() and room > 0 else []
                     for r in reqs]
         keep = min(len(p) for p in previous)
-        prompts = [m.get_prompt(tok, previous_tokens=p[len(p) - keep:] if keep else [], without_timestamps=False)
-                   for p in previous]
+        prompts = [m.get_prompt(tok, previous_tokens=hot + (p[len(p) - keep:] if keep else []),
+                                without_timestamps=False) for p in previous]
         generated = m.model.generate(
             encoded, prompts, beam_size=self.beam_size, max_length=self._max_length(reqs, len(prompts[0])),
             suppress_blank=True, suppress_tokens=self._suppressed_tokens(tok), return_scores=True,
@@ -253,10 +256,10 @@ class FasterWhisperBackend:
         encoded again); word timings are aligned once, for the reading kept.
         """
         again = [i for i, (r, reading) in enumerate(zip(reqs, readings, strict=True))
-                 if reading.compression_ratio > LOOP_COMPRESSION_RATIO and r.prompt.strip()]
+                 if reading.compression_ratio > LOOP_COMPRESSION_RATIO and (r.prompt.strip() or r.hotwords)]
         if not again:
             return readings
-        bare = [replace(reqs[i], prompt="") for i in again]
+        bare = [replace(reqs[i], prompt="", hotwords="") for i in again]
         out = list(readings)
         for i, retry in zip(again, self._generate(bare, encoded if len(again) == len(reqs) else
                                                   self._encode(bare, span), tok), strict=True):
@@ -315,7 +318,8 @@ class FasterWhisperBackend:
             segments, _info = self._model.transcribe(
                 req.audio, language=language, beam_size=self.beam_size, best_of=1,
                 temperature=0.0, condition_on_previous_text=False,
-                initial_prompt=req.prompt or None, word_timestamps=req.word_timestamps,
+                initial_prompt=req.prompt or None, hotwords=req.hotwords or None,
+                word_timestamps=req.word_timestamps,
                 vad_filter=False, without_timestamps=False,
             )
             segments = list(segments)

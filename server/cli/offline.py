@@ -32,6 +32,8 @@ def add_transcribe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), help="inference device (default: VOXLANE_DEVICE or cpu)")
     p.add_argument("--compute-type", dest="compute_type", help="CTranslate2 compute type")
     p.add_argument("--cpu-threads", dest="cpu_threads", help="CPU threads (default: all cores)")
+    p.add_argument("--key-terms", dest="key_terms", default="",
+                   help="names and jargon to spell as given: comma-separated or a JSON array (at most 100)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -74,17 +76,24 @@ def run_transcribe(args: argparse.Namespace) -> int:
         print(f"voxlane: {exc}", file=sys.stderr)
         return 2
     from asr.backends.model_files import ModelNotFound
+    from server.features.correction.key_terms import checked_key_terms
 
     try:
+        key_terms = checked_key_terms(args.key_terms)
+    except ValueError as exc:
+        print(f"voxlane: {exc}", file=sys.stderr)
+        return 2
+    try:
         return asyncio.run(transcribe_files(settings, files, FORMAT_NAMES[args.format],
-                                            Path(args.output) if args.output else None, quiet=args.quiet))
+                                            Path(args.output) if args.output else None, quiet=args.quiet,
+                                            key_terms=key_terms))
     except ModelNotFound as exc:
         print(f"voxlane: {exc}", file=sys.stderr)
         return 2
 
 
 async def transcribe_files(settings: Settings, files: list[Path], fmt: str, output: Path | None,
-                           quiet: bool = False) -> int:
+                           quiet: bool = False, key_terms: list[str] | None = None) -> int:
     """Each file through the same pipeline as uploads (decode, VAD, the inference loop, a session), into a
     throwaway store, then rendered. Returns the exit code (1 if any file failed)."""
     from tqdm import tqdm
@@ -122,7 +131,7 @@ async def transcribe_files(settings: Settings, files: list[Path], fmt: str, outp
 
                 result = await transcribe_file(services, row["id"], path, on_progress=on_progress,
                                                publish_status=False, language=settings.language,
-                                               diarize=settings.diarization == "on")
+                                               diarize=settings.diarization == "on", key_terms=key_terms or ())
                 base += expected
                 if base > bar.n:
                     bar.update(base - bar.n)

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ from asr.transcriber import Session, open_session
 from media import SAMPLE_RATE, AudioTooLong, DecodeError, WavAppender, iter_decode_file, probe_file
 from protocol import Error, Status, Transcription
 from protocol.messages import StatusValue
+from server.features.correction import correction_pass
 from server.http.audio_limits import AUDIO_TOO_LONG, claims_too_long, too_long_message
 from server.pipeline.channels import channel_participants
 from server.pipeline.configs import stream_config
@@ -54,15 +55,17 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
                           publish_status: bool = True, language: str | None = None,
                           prompt: str | None = None, split_channels: bool = False,
                           channel_names: list[str] | None = None, diarize: bool = False,
-                          max_seconds: float | None = None, id_seed: str | None = None) -> FileResult:
+                          max_seconds: float | None = None, id_seed: str | None = None,
+                          key_terms: Sequence[str] = ()) -> FileResult:
     """Transcribe one file into ``transcript_id``; finals are stored and broadcast like live ones.
 
     ``offset`` places the file on the transcript's timeline (kiosk chunks); ``prompt`` is context for the
-    first segment. With ``split_channels`` every channel is its own participant (``channel-1`` ..., named from
-    ``channel_names`` or ``Channel 1`` ...) with its own session and its own audio file, as a live split stream
-    has. ``diarize`` labels the speakers of a mixed file (not of a participant's or a channel's audio), as a
-    live mixed stream is labelled, and stores its turns. Raises nothing for bad audio: the result carries
-    the error and subscribers get ``error`` + ``status failed``.
+    first segment; ``key_terms`` steer the model and the correction pass (``server.features.correction``) writes
+    their near-misses with their spelling. With ``split_channels`` every channel is its own participant
+    (``channel-1`` ..., named from ``channel_names`` or ``Channel 1`` ...) with its own session and its own audio
+    file, as a live split stream has. ``diarize`` labels the speakers of a mixed file (not of a participant's or
+    a channel's audio), as a live mixed stream is labelled, and stores its turns. Raises nothing for bad audio:
+    the result carries the error and subscribers get ``error`` + ``status failed``.
 
     ``max_seconds`` is the caller's limit on the file's length, counted from the decoded audio (a header that
     understates it is not trusted): decoding stops there and the result is an error with ``limit_seconds``,
@@ -90,6 +93,8 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     config.live = False
     config.language = language or config.language
     config.initial_prompt = prompt or ""
+    config.key_terms = tuple(key_terms)
+    correction = correction_pass(config.key_terms)
     width = max(1, int(info.get("channels") or 1)) if split_channels else None
     people: list[tuple[str | int | None, str | None]] = (
         [(p.id, p.name) for p in channel_participants(width, channel_names)] if width else [(participant_id, speaker)])
@@ -99,7 +104,7 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
         speakers = live_speakers(services, transcript_id, offset)
         deliver = speakers.relay(deliver)
     sessions = [open_session(services.model[0], vad_model=services.model[1],
-                              emit=wire_emit(deliver), config=replace(config), offset=offset, speaker=name,
+                              emit=wire_emit(deliver, correction), config=replace(config), offset=offset, speaker=name,
                               participant_id=pid, listener=speakers,
                               segment_ids=None if id_seed is None else derived_ids(f"{id_seed}:{n}"))
                 for n, (pid, name) in enumerate(people)]

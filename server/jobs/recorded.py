@@ -112,7 +112,8 @@ async def _transcribe_file(ctx: JobContext, row: dict[str, Any]) -> None:
                                        split_channels=bool(options.get("split_channels")),
                                        channel_names=options.get("channel_names"),
                                        diarize=wants_diarization(services, options),
-                                       max_seconds=services.settings.max_audio_seconds, id_seed=row["id"])
+                                       max_seconds=services.settings.max_audio_seconds, id_seed=row["id"],
+                                       key_terms=options.get("key_terms") or ())
     mine = ("processing",)
     if result.error:
         prog.status, prog.message, prog.updated_at = "failed", result.error, time.time()
@@ -155,6 +156,8 @@ async def _transcribe_chunk(ctx: JobContext, row: dict[str, Any]) -> None:
     async with services.audio.local_path(row["path"]) as path:
         result = await transcribe_file(services, row["transcript_id"], path, emit=collect, publish_status=False,
                                        language=options.get("language"),
+                                       key_terms=options.get("key_terms") or await project_key_terms(
+                                           store, row["transcript_id"]),
                                        max_seconds=services.settings.max_chunk_seconds)
     if result.error:
         fields: dict[str, Any] = {"error": result.error, "duration": result.duration, "segments": [], "text": None}
@@ -167,6 +170,13 @@ async def _transcribe_chunk(ctx: JobContext, row: dict[str, Any]) -> None:
         if await store.transition_chunk(row["id"], ("processing",), state, expect_attempts=row["attempts"],
                                         **fields) is not None:
             await services.jobs.stage([settle_job(row["transcript_id"])])
+
+
+async def project_key_terms(store: Any, conversation_id: str) -> list[str]:
+    """The key terms of the project a kiosk conversation records into (none once the project is gone)."""
+    conversation = await store.get_conversation(conversation_id)
+    project = await store.get_project(conversation["project_id"]) if conversation else None
+    return list((project or {}).get("key_terms") or [])
 
 
 def wants_diarization(services: Services, options: dict[str, Any]) -> bool:

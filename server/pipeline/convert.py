@@ -13,6 +13,7 @@ from typing import Any
 from asr.events import FailureEvent, SegmentEvent, WordEvent
 from protocol import Error, ErrorCode, Transcription, Word
 from protocol.messages import participant_key
+from server.features.correction import CorrectionPass
 
 
 def word_message(word: WordEvent) -> Word:
@@ -41,11 +42,13 @@ def failure_message(event: FailureEvent) -> Error:
                  recoverable=event.recoverable)
 
 
-def wire_emit(deliver: Callable[[Transcription], Awaitable[Any]]) -> Callable[[SegmentEvent], Awaitable[None]]:
-    """A session's ``emit`` that hands ``deliver`` the message of each segment event."""
+def wire_emit(deliver: Callable[[Transcription], Awaitable[Any]],
+              correction: CorrectionPass | None = None) -> Callable[[SegmentEvent], Awaitable[None]]:
+    """A session's ``emit`` that hands ``deliver`` the message of each segment event, its words corrected first
+    by ``correction`` (key terms...): what is stored and broadcast is the corrected text."""
 
     async def emit(event: SegmentEvent) -> None:
-        await deliver(segment_message(event))
+        await deliver(segment_message(correction.event(event) if correction else event))
 
     return emit
 

@@ -27,6 +27,7 @@ from media.audio import PCM_SAMPLE_WIDTHS
 from media.decoders import PcmDecoder
 from protocol import ErrorCode, ProtocolError, StartParams, Status, Transcription
 from protocol.messages import StatusValue, participant_key
+from server.features.correction import correction_pass
 from server.http.admission import Caller
 from server.pipeline.configs import stream_config
 from server.pipeline.convert import wire_emit, wire_report
@@ -124,9 +125,12 @@ class Publisher:
         self.recording_key = key
         self.wav = WavAppender(recording)
         self._publish = functools.partial(services.hub.publish, transcript.id)  # to every subscriber
+        config = stream_config(services.settings)
+        config.key_terms = tuple(params.key_terms or ())
         self.session = open_session(
-            services.model[0], vad_model=services.model[1], emit=wire_emit(self._emit),
-            config=stream_config(services.settings), offset=offset + self.wav.duration,
+            services.model[0], vad_model=services.model[1],
+            emit=wire_emit(self._emit, correction_pass(config.key_terms)), config=config,
+            offset=offset + self.wav.duration,
             speaker=self.speaker, participant_id=self.participant_id, report=wire_report(self._publish))
         self.speakers: LiveSpeakers | None = None  # one mixed stream of several voices: diarize it
         wanted = params.diarization if params.diarization is not None else services.settings.diarization == "on"

@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection, Request
 
 from protocol.json_depth import MAX_JSON_DEPTH, json_depth
 from protocol.json_depth import loads as json_loads
+from server.features.correction.key_terms import checked_key_terms
 from server.http.errors import ApiError
 
 if TYPE_CHECKING:
@@ -116,3 +117,12 @@ def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> in
 
 def page_of(items: list[Any], total: int, page: int, size: int) -> dict[str, Any]:
     return {"items": items, "total": total, "page": page, "size": size}
+
+
+def form_key_terms(value: str | None) -> list[str]:
+    """An upload's ``key_terms`` form field (a JSON array, or terms separated by commas), bounded; a 422 names
+    what is wrong."""
+    try:
+        return checked_key_terms(value)
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None

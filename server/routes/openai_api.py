@@ -41,7 +41,7 @@ from server.http.openapi import document
 from server.http.uploads import Received, probe_upload, receive_audio
 from server.jobs.file_jobs import transcribe_file
 from server.pipeline.convert import segment_row
-from server.routes.common import rest_of, services, transcriber
+from server.routes.common import form_key_terms, rest_of, services, transcriber
 from server.services import Services
 
 log = logging.getLogger("voxlane.openai")
@@ -65,6 +65,9 @@ class TranscriptionForm(BaseModel):
     model: str = Field(default="whisper-1", description="`whisper-1` or an id from GET /v1/models")
     language: str | None = Field(default=None, description="ISO 639-1 code of the speech")
     prompt: str | None = Field(default=None, description="context for the first segment: vocabulary, spelling")
+    key_terms: str | None = Field(default=None, description=(
+        "names and jargon to spell as given: a JSON array or comma-separated (at most 100 terms of 50 characters);"
+        " the model is steered towards them and near-misses are corrected"))
     response_format: Literal["json", "text", "srt", "vtt", "verbose_json"] = "json"
     timestamp_granularities: list[Literal["word", "segment"]] = Field(
         default_factory=lambda: ["segment"], alias="timestamp_granularities[]",
@@ -132,6 +135,7 @@ class Options:
     stream: bool
     language: str | None
     prompt: str | None
+    key_terms: list[str]
 
 
 # ------------------------------------------------------------ models
@@ -193,7 +197,8 @@ def _options(svc: Services, received: Received) -> Options:
         except ValueError:
             raise ApiError(422, f"temperature must be a number, not {temperature!r}") from None
     return Options(response_format=fmt, granularities=granularities or ("segment",), stream=stream in ("true", "1"),
-                   language=language, prompt=(fields.get("prompt") or "").strip() or None)
+                   language=language, prompt=(fields.get("prompt") or "").strip() or None,
+                   key_terms=form_key_terms(fields.get("key_terms")))
 
 
 def _slots(request: Request) -> asyncio.Semaphore:
@@ -228,7 +233,7 @@ async def _transcribe(svc: Services, path: Path, opts: Options,
                 await on_segment(seg)
 
     result = await transcribe_file(svc, path.parent.name, path, emit=collect, publish_status=False,
-                                   language=opts.language, prompt=opts.prompt,
+                                   language=opts.language, prompt=opts.prompt, key_terms=opts.key_terms,
                                    max_seconds=svc.settings.max_audio_seconds)
     if result.limit_seconds is not None:
         raise too_long(result.limit_seconds)

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from protocol.messages import KeyTerms
 from server.http.auth import principal
 from server.http.errors import ApiError
 from server.http.openapi import document, page_params
@@ -42,6 +43,7 @@ class ProjectCreate(BaseModel):
     title: str = Field(min_length=1, max_length=300)
     language: str | None = Field(default=None, max_length=16)
     portal: Portal = Field(default_factory=Portal)
+    key_terms: KeyTerms = Field(default_factory=list)
 
 
 class ProjectUpdate(BaseModel):
@@ -49,6 +51,7 @@ class ProjectUpdate(BaseModel):
     title: str | None = Field(default=None, min_length=1, max_length=300)
     language: str | None = Field(default=None, max_length=16)
     portal: PortalUpdate | None = None
+    key_terms: KeyTerms | None = None
 
 
 class ProjectPublic(BaseModel):
@@ -61,6 +64,8 @@ class ProjectPublic(BaseModel):
 
 
 class Project(ProjectPublic):
+    key_terms: list[str] = Field(description="names and jargon its conversations spell as given (not shown to"
+                                             " participants)")
     created_at: str
     updated_at: str
 
@@ -74,7 +79,8 @@ class ProjectPage(BaseModel):
 
 def project_out(row: dict[str, Any]) -> dict[str, Any]:
     return Project(id=row["id"], title=row["title"], language=row.get("language"),
-                   portal=Portal(**(row.get("portal") or {})), created_at=row["created_at"],
+                   portal=Portal(**(row.get("portal") or {})), key_terms=row.get("key_terms") or [],
+                   created_at=row["created_at"],
                    updated_at=row["updated_at"]).model_dump()
 
 
@@ -91,7 +97,8 @@ async def create_project(request: Request) -> Response:
     """Create a project."""
     body = await json_body(request, ProjectCreate)
     row = await services(request).store.create_project(title=body.title, language=body.language,
-                                                       portal=body.portal.model_dump(), owner=principal(request).user)
+                                                       portal=body.portal.model_dump(), owner=principal(request).user,
+                                                       key_terms=body.key_terms)
     return JSONResponse(project_out(row), status_code=201)
 
 
@@ -110,13 +117,15 @@ async def get_project(request: Request) -> Response:
 
 
 async def update_project(request: Request) -> Response:
-    """Change a project's title, language or portal settings."""
+    """Change a project's title, language, portal settings or key terms."""
     row = await load_project(request)
     body = await json_body(request, ProjectUpdate)
     fields = body.model_dump(exclude_unset=True)
     if "portal" in fields:
         portal = {**(row.get("portal") or {}), **{k: v for k, v in (fields["portal"] or {}).items() if v is not None}}
         fields["portal"] = Portal(**portal).model_dump()
+    if "key_terms" in fields and fields["key_terms"] is None:
+        fields["key_terms"] = []
     if fields.get("title", "") is None:
         raise ApiError(422, "title: cannot be null")
     updated = await services(request).store.update_project(row["id"], **fields)

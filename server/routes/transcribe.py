@@ -31,7 +31,7 @@ from server.jobs.progress import Progress
 from server.jobs.recorded import TASK as TRANSCRIBE
 from server.jobs.recorded import transcribe_job
 from server.pipeline.recordings import upload_key
-from server.routes.common import int_param, services
+from server.routes.common import form_key_terms, int_param, services
 from server.routes.transcribe_schemas import (
     JobCreated,
     JobDebug,
@@ -120,12 +120,13 @@ async def create_job(request: Request) -> Response:
         if language is not None and not (2 <= len(language) <= 8 and language.replace("-", "").isalpha()):
             raise ApiError(422, f"language must be an ISO 639-1 code, not {language!r}")
         diarize = _bool(fields.get("diarize"), True)
+        key_terms = form_key_terms(fields.get("key_terms"))
         info = await probe_upload(received.path)
         refuse_declared(info, svc.settings.max_audio_seconds)  # a longer file that hides it fails the job
         channels = channel_options(request, received, info)
         options = {"model_name": model_name, "language": language, "diarize": diarize,
                    "filename": received.filename, "sample_rate": info.get("sample_rate"),
-                   "channels": info.get("channels"), **channels}
+                   "channels": info.get("channels"), **channels, **({"key_terms": key_terms} if key_terms else {})}
         key = upload_key(tid, received.extension)
         await svc.audio.put_file(key, received.path)  # stored before the 202 (on S3, no local copy stays)
         received.release()

@@ -33,6 +33,9 @@ class JobForm(BaseModel):
     model_name: str = Field(default=BUNDLED_MODEL, description="one of GET /api/transcribe/models")
     language: str | None = Field(default=None, description="ISO 639-1 code; default: detected/configured")
     diarize: bool = Field(default=True, description="label speakers where the server can")
+    key_terms: str | None = Field(default=None, description=(
+        "names and jargon to spell as given: a JSON array or comma-separated (at most 100 terms of 50 characters);"
+        " the model is steered towards them and near-misses are corrected"))
     split_channels: bool = Field(default=False, description="each channel is its own participant and speaker"
                                                             " (`channel-1`, ...)")
     channel_names: list[str] | None = Field(default=None, description="with split_channels: one repeated field per"

@@ -25,7 +25,7 @@ CHUNK_STATUSES = ("issued", "receiving", "received", "uploaded", "processing", "
 UNCONFIRMED = ("issued", "receiving", "received")
 CHUNK_FIELDS = ("status", "path", "format", "size", "duration", "offset", "text", "segments", "error", "attempts",
                 "merged", "options", "progress", "expires_at")
-PROJECT_FIELDS = ("title", "language", "portal")
+PROJECT_FIELDS = ("title", "language", "portal", "key_terms")
 CONVERSATION_FIELDS = ("name", "email", "tags", "source", "finished_at")
 # Webhook deliveries: stored before they are sent; pending until a 2xx (delivered) or the last attempt (failed).
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
@@ -181,7 +181,7 @@ class Store(Protocol):
     # ------------------------------------------------------------ projects and conversations
 
     async def create_project(self, *, title: str, language: str | None, portal: dict[str, Any],
-                             owner: str | None) -> dict[str, Any]: ...
+                             owner: str | None, key_terms: list[str] | None = None) -> dict[str, Any]: ...
 
     async def get_project(self, project_id: str) -> dict[str, Any] | None: ...
 

@@ -445,10 +445,11 @@ class SqlStore:
     # ------------------------------------------------------------ projects and conversations
 
     async def create_project(self, *, title: str, language: str | None, portal: dict[str, Any],
-                             owner: str | None) -> dict[str, Any]:
+                             owner: str | None, key_terms: list[str] | None = None) -> dict[str, Any]:
         now = self._now()
         row = await self._write_row(insert(P).values(id=new_id(), title=title, language=language, portal=portal,
-                                                     owner=owner, created_at=now, updated_at=now).returning(*P.c))
+                                                     owner=owner, key_terms=key_terms or [], created_at=now,
+                                                     updated_at=now).returning(*P.c))
         assert row is not None
         return _plain(row)
 

@@ -107,6 +107,7 @@ projects = Table(
     Column("language", ClientText),
     _json("portal", "{}"),
     Column("owner", ClientText),
+    _json("key_terms", "[]"),
     _at("created_at"),
     _at("updated_at"),
 )

@@ -135,3 +135,22 @@ async def test_the_sdk_with_a_placeholder_key_in_public_mode(public_api: Api):
         stranger = openai.AsyncOpenAI(base_url=base, api_key=bad, max_retries=0)
         with pytest.raises(openai.AuthenticationError):
             await stranger.models.list()
+
+
+async def test_key_terms_spell_a_name_as_given(private_api: Api):
+    """tiny.en writes "Hester Prin" for the name in this file; given it as a key term, the transcript spells it."""
+    api = private_api
+    client = openai.AsyncOpenAI(base_url=await api.serve() + "/v1", max_retries=0, timeout=120,
+                                api_key=await api.api_key("olive", ["transcripts:write"]))
+    audio = ("speech.wav", (AUDIO / SPEECH).read_bytes(), "audio/wav")
+    verbose = await client.audio.transcriptions.create(file=audio, model="whisper-1", response_format="verbose_json",
+                                                       timestamp_granularities=["word"],
+                                                       extra_body={"key_terms": '["Hester Prynne"]'})
+    assert "Hester Prynne" in verbose.text and wer(verbose.text) < MAX_WER, verbose.text
+    at = next(i for i, w in enumerate(verbose.words) if w.word.strip() == "Prynne")
+    hester, prynne = verbose.words[at - 1], verbose.words[at]
+    assert hester.word.strip() == "Hester" and 10 < hester.start <= hester.end <= prynne.start < prynne.end
+    with pytest.raises(openai.UnprocessableEntityError) as info:
+        await client.audio.transcriptions.create(file=audio, model="whisper-1",
+                                                 extra_body={"key_terms": ",".join(["term"] * 101)})
+    assert "at most 100" in info.value.body["message"]

@@ -55,6 +55,14 @@ async def test_projects_crud(api: Api):
     assert (await api.client.get(f"/api/projects/{pid}", headers=admin)).json()["title"] == "Town hall 2"
     listing = (await api.client.get("/api/projects", params={"size": 1}, headers=admin)).json()
     assert set(listing) == {"items", "total", "page", "size"} and len(listing["items"]) == 1
+    assert project["key_terms"] == []
+    r = await api.client.patch(f"/api/projects/{pid}", json={"key_terms": ["Hester Prynne", "Pearl"]}, headers=admin)
+    assert r.status_code == 200 and r.json()["key_terms"] == ["Hester Prynne", "Pearl"]
+    for bad_terms in (["x" * 51], ["tab\there"], ["t"] * 101):
+        r = await api.client.patch(f"/api/projects/{pid}", json={"key_terms": bad_terms}, headers=admin)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "VALIDATION_ERROR"
+    assert (await api.client.get(f"/api/projects/{pid}", headers=admin)).json()["key_terms"] == ["Hester Prynne",
+                                                                                                 "Pearl"]
     public = (await api.client.get(f"{P}/projects/{pid}")).json()
     assert set(public) == {"id", "title", "language", "portal"}, "public metadata only"
     bad = await api.client.post("/api/projects", json={"title": ""}, headers=admin)

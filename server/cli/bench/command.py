@@ -92,6 +92,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         " time its finals, word commits and messages reaching a subscriber on --url-b against one"
                         " on --url (the B hop)")
     p.add_argument("--url-b", default=None, help="fanout: node B's base URL (same Redis as --url)")
+    p.add_argument("--key-terms", dest="key_terms", action="store_true",
+                   help="instead, no server: transcribe the files with the file pipeline without key terms, with"
+                        " each file's own (from its reference) and with all of them; WER and key-term hit rate")
     from server.cli.bench.queue import add_arguments as queue_arguments
 
     queue_arguments(p)
@@ -202,6 +205,13 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         print("voxlane bench: no audio files (give --audio-dir or --files)", file=sys.stderr)
         return 2
+    if args.key_terms:
+        from server.cli.bench.key_terms import key_term_rows, run_key_terms
+
+        result = run_key_terms(audio_dir, refs, files)
+        print_rows(*key_term_rows(result))
+        write_result(args.output, result)
+        return 0
     audio = {}
     for f in files:
         a = load_pcm16k(audio_dir / f)

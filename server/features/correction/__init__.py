@@ -1,0 +1,111 @@
+"""The correction pass: an ordered chain of text steps applied to a segment's words after the model.
+
+Each step (:class:`CorrectionStep`) takes a segment's words and returns them corrected; the chain runs the steps in
+order and the segment's text is joined again from the words it ends with. Key terms (:mod:`.key_terms`) are the
+first step; a redaction step is another. A step that rewrites several words as one (a two-word near-miss of one
+name, a spoken phone number) gives the new word the span of those it replaces (:func:`replace_span`), so word
+timestamps stay on the timeline they came from.
+
+The pass runs where a session's events become wire messages (``server.pipeline.convert.wire_emit``): live streams,
+recorded files and the replay bench all store and broadcast corrected words, partials included.
+
+**No committed word moves.** A partial's words flagged ``final`` must come back, same text and times, at the head
+of the segment's final. A step whose decision on a word depends on the words after it (key terms: "Hester Prin"
+is corrected as two words) could change a committed word once more words commit. So a partial's committed words
+are corrected from the committed words alone, the same deterministic way the final is, and the last
+``lookahead`` of them (the words a later word could still join) are sent as not yet final until the words after
+them commit: a word's correction then depends only on committed words, and it reads the same in the final. The
+words after them are corrected in full context for display and stay tentative. With no steps nothing is held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Protocol
+
+from asr.events import SegmentEvent, WordEvent
+from asr.policy import join_words
+
+__all__ = ["CorrectionPass", "CorrectionStep", "correction_pass", "replace_span"]
+
+
+class CorrectionStep(Protocol):
+    """One text step of the pass.
+
+    ``lookahead``: how many words after a word its correction may depend on (0: the word and those before it;
+    ``None``: any, so that a live partial's committed words are all held until the final). A step must be
+    deterministic and local within that reach: the same words in give the same words out, and a word's
+    correction does not change when words are added beyond its lookahead."""
+
+    lookahead: int | None
+
+    def __call__(self, words: Sequence[WordEvent]) -> list[WordEvent]: ...
+
+
+def replace_span(words: Sequence[WordEvent], text: str) -> WordEvent:
+    """One word standing for ``words`` (consecutive, in order): their span, their least probability, final only
+    if all of them were."""
+    return WordEvent(text=text, start=words[0].start, end=words[-1].end,
+                     probability=min(w.probability for w in words), final=all(w.final for w in words))
+
+
+class CorrectionPass:
+    """The steps, in order; empty, it hands every event on untouched."""
+
+    def __init__(self, steps: Iterable[CorrectionStep] = ()) -> None:
+        self.steps: tuple[CorrectionStep, ...] = tuple(steps)
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+    @property
+    def lookahead(self) -> int | None:
+        reach = [s.lookahead for s in self.steps]
+        return None if None in reach else sum(r for r in reach if r is not None)
+
+    def words(self, words: Sequence[WordEvent]) -> list[WordEvent]:
+        out = list(words)
+        for step in self.steps:
+            out = step(out)
+        return out
+
+    def event(self, event: SegmentEvent) -> SegmentEvent:
+        """The event with its words corrected (a partial's committed words as the module says) and its text
+        joined again from them."""
+        if not self.steps or not event.words:
+            return event
+        words = self.words(event.words) if event.is_final else self._partial(list(event.words))
+        return replace(event, words=tuple(words), text=join_words(w.text for w in words))
+
+    def _partial(self, words: list[WordEvent]) -> list[WordEvent]:
+        committed = 0
+        while committed < len(words) and words[committed].final:
+            committed += 1
+        reach = self.lookahead
+        stable_from = 0 if reach is None else max(0, committed - reach)
+        # every word a decision at or after ``stable_from`` gives starts no earlier than that word: the words
+        # that end before it come from decisions on committed words alone
+        before = words[stable_from].start if stable_from < committed else float("inf")
+        stable = []
+        for w in self.words(words[:committed]) if stable_from > 0 else []:
+            if w.end >= before:
+                break
+            stable.append(replace(w, final=True))
+        shown = self.words(words)
+        n = len(stable)
+        if [(w.text, w.start, w.end) for w in shown[:n]] == [(w.text, w.start, w.end) for w in stable]:
+            rest = shown[n:]
+        else:  # a step that broke its lookahead: keep the committed words, show the rest as read
+            rest = [w for w in shown if not stable or w.start >= stable[-1].end]
+        return stable + [replace(w, final=False) if w.final else w for w in rest]
+
+
+def correction_pass(key_terms: Sequence[str] | None = None) -> CorrectionPass:
+    """The pass a stream or file runs: key terms first (when it has any), then the steps appended after them."""
+    from server.features.correction.key_terms import KeyTermStep
+
+    steps: list[CorrectionStep] = []
+    if key_terms:
+        steps.append(KeyTermStep(key_terms))
+    return CorrectionPass(steps)

@@ -108,3 +108,47 @@ async def test_frames_of_silence_are_taken_in_on_the_loop_and_speech_after_them_
         assert recorded == pcm[:len(recorded)] and len(pcm) - len(recorded) < 64
     finally:
         await composition.close(services)
+
+
+async def test_a_stream_s_key_terms_reach_the_model_and_its_words_without_moving_a_committed_one(tmp_path: Path):
+    """The stand-in model writes "word"; with the key term "Wordle" every stored word is "Wordle", every decode
+    request carries the term as hotwords, and no word a partial showed as final reads otherwise in its final."""
+    settings = Settings(data_dir=str(tmp_path / "data"), diarization="off", status_interval=0,
+                        max_audio_lead_seconds=0, publisher_idle_timeout=0)
+    backend = FakeBackend()
+    seen: list[str] = []
+    decode = backend.transcribe
+
+    def recorded(requests):  # noqa: ANN001, ANN202
+        seen.extend(r.hotwords for r in requests)
+        return decode(requests)
+
+    backend.transcribe = recorded  # type: ignore[method-assign]
+    services = await composition.build(settings, backend=backend)
+    try:
+        tid = (await services.store.create_transcript(name="key terms"))["id"]
+        sub = services.hub.subscribe(tid)
+        pub = await services.live.get(tid).add_publisher(StartParams(format="pcm_s16le", sample_rate=SAMPLE_RATE,
+                                                                      channels=1, key_terms=["Wordle"]))
+        pcm = float_to_s16(load_pcm16k(SPEECH))
+        for i in range(0, len(pcm), 3200):
+            await pub.feed_bytes(pcm[i:i + 3200])
+        await pub.finish()
+        shown: dict[str, list] = {}
+        finals: dict[str, list] = {}
+        while not sub.queue.empty():
+            msg = sub.queue.get_nowait()
+            if msg is None or msg["type"] != "transcription":
+                continue
+            d = msg["data"]
+            words = [(w["text"], w["start"], w["end"]) for w in d["words"] if w["final"] or d["is_final"]]
+            if d["is_final"]:
+                finals[d["segment_id"]] = words
+            elif len(words) > len(shown.get(d["segment_id"], [])):
+                shown[d["segment_id"]] = words
+        assert seen and set(seen) == {"Wordle"}
+        assert all(finals[sid][:len(words)] == words for sid, words in shown.items())
+        stored = await services.store.get_segments(tid)
+        assert stored and all(set(s["text"].split()) == {"Wordle"} for s in stored)
+    finally:
+        await composition.close(services)
