@@ -25,6 +25,7 @@ from asr.transcriber import Transcriber
 from asr.vad import SileroModel
 from server import redis_client
 from server.fanout import Broker
+from server.features.correction.redaction import Redactor
 from server.features.webhooks import WebhookSender
 from server.http.admission import Admission
 from server.http.auth import Authenticator
@@ -99,11 +100,13 @@ class Services:
     leases: Leases = field(default_factory=LocalLeases)  # which node streams which transcript (ownership)
     live: LiveRegistry = field(init=False)
     speaker_worker: SpeakerWorker = field(init=False)
+    redactor: Redactor = field(init=False)  # the correction pass's PII step, one analyzer per process
     _background: list[asyncio.Task] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.live = LiveRegistry(self)
         self.speaker_worker = SpeakerWorker(device=self.settings.device)
+        self.redactor = Redactor.from_settings(self.settings)
 
     def audio_dir(self, transcript_id: str) -> Path:
         return audio_dir(self.settings, transcript_id)
@@ -187,6 +190,9 @@ async def build(settings: Settings, *, role: Role | None = None, backend: AsrBac
                         vad_model=vad, role=role, redis=redis, node=node)
     if role.live:
         services.admission = Admission(services)
+    if role.transcribes and services.redactor.enabled:
+        # the analyzer takes seconds to load: in the background, so the first final with a name does not wait
+        services._background.append(asyncio.create_task(asyncio.to_thread(services.redactor.load)))
     services.leases = make_leases(services)
     return services
 

@@ -28,7 +28,7 @@ from server.features.correction import correction_pass
 from server.http.audio_limits import AUDIO_TOO_LONG, claims_too_long, too_long_message
 from server.pipeline.channels import channel_participants
 from server.pipeline.configs import stream_config
-from server.pipeline.convert import wire_emit
+from server.pipeline.convert import unredacted_keeper, wire_emit
 from server.pipeline.recordings import recording_key
 from server.pipeline.speaker_relay import LiveSpeakers, live_speakers, settle_speakers
 
@@ -94,18 +94,19 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     config.language = language or config.language
     config.initial_prompt = prompt or ""
     config.key_terms = tuple(key_terms)
-    correction = correction_pass(config.key_terms)
     width = max(1, int(info.get("channels") or 1)) if split_channels else None
     people: list[tuple[str | int | None, str | None]] = (
         [(p.id, p.name) for p in channel_participants(width, channel_names)] if width else [(participant_id, speaker)])
+    correction = correction_pass(config.key_terms, services.redactor, names=[name for _, name in people if name])
+    keep = unredacted_keeper(services, transcript_id)
     deliver = emit or (lambda m: hub.publish(transcript_id, m))
     speakers: LiveSpeakers | None = None
     if diarize and not width and participant_id is None and speaker is None:
         speakers = live_speakers(services, transcript_id, offset)
         deliver = speakers.relay(deliver)
     sessions = [open_session(services.model[0], vad_model=services.model[1],
-                              emit=wire_emit(deliver, correction), config=replace(config), offset=offset, speaker=name,
-                              participant_id=pid, listener=speakers,
+                              emit=wire_emit(deliver, correction, keep), config=replace(config), offset=offset,
+                              speaker=name, participant_id=pid, listener=speakers,
                               segment_ids=None if id_seed is None else derived_ids(f"{id_seed}:{n}"))
                 for n, (pid, name) in enumerate(people)]
     keys = [recording_key(transcript_id, pid) for pid, _ in people] if width else []

@@ -7,6 +7,7 @@ transcript time and rounded (the session does both, once): this is a field-for-f
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -42,13 +43,24 @@ def failure_message(event: FailureEvent) -> Error:
                  recoverable=event.recoverable)
 
 
-def wire_emit(deliver: Callable[[Transcription], Awaitable[Any]],
-              correction: CorrectionPass | None = None) -> Callable[[SegmentEvent], Awaitable[None]]:
+def wire_emit(deliver: Callable[[Transcription], Awaitable[Any]], correction: CorrectionPass | None = None,
+              keep_original: Callable[[Transcription], Awaitable[Any]] | None = None
+              ) -> Callable[[SegmentEvent], Awaitable[None]]:
     """A session's ``emit`` that hands ``deliver`` the message of each segment event, its words corrected first
-    by ``correction`` (key terms...): what is stored and broadcast is the corrected text."""
+    by ``correction`` (key terms, PII redaction): what is stored and broadcast is the corrected text. A pass with
+    a heavy step runs in a worker thread (the session awaits each emit, so its messages keep their order).
+    ``keep_original`` gets a final as the model read it, before the corrected one is delivered, where the pass
+    changed it (the unredacted text, where ``VOXLANE_KEEP_UNREDACTED`` keeps it)."""
+    heavy = correction is not None and correction.heavy
 
     async def emit(event: SegmentEvent) -> None:
-        await deliver(segment_message(correction.event(event) if correction else event))
+        if not correction:
+            await deliver(segment_message(event))
+            return
+        fixed = await asyncio.to_thread(correction.event, event) if heavy else correction.event(event)
+        if keep_original is not None and event.is_final and fixed.text != event.text:
+            await keep_original(segment_message(event))
+        await deliver(segment_message(fixed))
 
     return emit
 
@@ -83,3 +95,15 @@ def stored_message(row: dict[str, Any]) -> Transcription:
         segment_id=row["id"], is_final=True, start=row["start"], end=row["end"],
         words=row.get("words") or [], participant_id=row.get("participant_id"),
     )
+
+
+def unredacted_keeper(services: Any, transcript_id: str) -> Callable[[Transcription], Awaitable[None]] | None:
+    """``wire_emit``'s ``keep_original`` where ``VOXLANE_KEEP_UNREDACTED`` keeps the text as spoken (None
+    otherwise): the final as read, stored apart for its owner's ``transcripts:unredacted`` scope."""
+    if services.settings.keep_unredacted != "on" or not services.redactor.enabled:
+        return None
+
+    async def keep(msg: Transcription) -> None:
+        await services.store.save_unredacted(transcript_id, segment_row(msg))
+
+    return keep

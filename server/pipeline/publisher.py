@@ -30,7 +30,7 @@ from protocol.messages import StatusValue, participant_key
 from server.features.correction import correction_pass
 from server.http.admission import Caller
 from server.pipeline.configs import stream_config
-from server.pipeline.convert import wire_emit, wire_report
+from server.pipeline.convert import unredacted_keeper, wire_emit, wire_report
 from server.pipeline.disk_full import is_storage_full, storage_full_error
 from server.pipeline.recordings import recording_key
 from server.pipeline.speaker_relay import LiveSpeakers, live_speakers, settle_speakers
@@ -127,9 +127,12 @@ class Publisher:
         self._publish = functools.partial(services.hub.publish, transcript.id)  # to every subscriber
         config = stream_config(services.settings)
         config.key_terms = tuple(params.key_terms or ())
+        correction = correction_pass(config.key_terms, services.redactor,
+                                     names=[participant.name] if participant and participant.name else ())
         self.session = open_session(
             services.model[0], vad_model=services.model[1],
-            emit=wire_emit(self._emit, correction_pass(config.key_terms)), config=config,
+            emit=wire_emit(self._emit, correction, keep_original=unredacted_keeper(services, transcript.id)),
+            config=config,
             offset=offset + self.wav.duration,
             speaker=self.speaker, participant_id=self.participant_id, report=wire_report(self._publish))
         self.speakers: LiveSpeakers | None = None  # one mixed stream of several voices: diarize it

@@ -13,6 +13,7 @@ card-length run after "card"), ``ACCOUNT`` (a digit run after "account", "routin
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Any
@@ -87,6 +88,27 @@ class DigitRunRecognizer(EntityRecognizer):
 _TLDS = "com|org|net|io|edu|gov|info|biz|co|us|uk|de|fr|ca|au|me|ai|app|dev"
 
 
+class SaidAddressRecognizer(EntityRecognizer):
+    """An address whose "at" the model wrote as a dot ("my email is john dot smith at example dot com" written
+    "john.smith.example.com"): a dotted name of three parts or more before a common top-level domain is an
+    e-mail address where the words just before it say so; a web address otherwise, left alone."""
+
+    _DOTTED = re.compile(rf"(?i)\b[a-z0-9][a-z0-9_-]*(?:\.[a-z0-9_-]+){{2,}}\.(?:{_TLDS})\b")
+    _SAYS = re.compile(r"(?i)\b(?:e-?mail|mail|address|write to)\b")
+
+    def __init__(self) -> None:
+        super().__init__(supported_entities=["EMAIL_ADDRESS"], name="SaidAddressRecognizer", supported_language="en")
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Found]:
+        if "EMAIL_ADDRESS" not in entities:
+            return []
+        return [Found("EMAIL_ADDRESS", m.start(), m.end(), 0.8) for m in self._DOTTED.finditer(text)
+                if self._SAYS.search(text[max(0, m.start() - _CONTEXT_CHARS):m.start()])]
+
+
 def _email() -> PatternRecognizer:
     """Written addresses, and the model's fused spoken ones: "smith at example dot com" is often written
     "smithatexample.com" (no '@' to find); those only before a common top-level domain."""
@@ -120,14 +142,17 @@ def load_spacy() -> tuple[Any, bool]:
         return spacy.blank("en"), False
 
 
+@functools.lru_cache(maxsize=1)
 def build_analyzer() -> tuple[AnalyzerEngine, bool]:
-    """(the analyzer, whether it finds names by itself). Loading takes about a second: do it once."""
+    """(the analyzer, whether it finds names by itself). Loading takes seconds: once per process, whatever number
+    of redactors share it (callers hold :data:`server.features.correction.redaction.ENGINE_LOCK`)."""
     nlp, has_ner = load_spacy()
     ner = NerModelConfiguration(labels_to_ignore=["ORG", "GPE", "LOC", "NORP", "FAC", "PRODUCT", "EVENT",
                                                   "WORK_OF_ART", "LAW", "LANGUAGE", "DATE", "TIME", "PERCENT",
                                                   "MONEY", "QUANTITY", "ORDINAL", "CARDINAL"])
     registry = RecognizerRegistry(supported_languages=["en"])
-    for recognizer in (CreditCardRecognizer(), IpRecognizer(), IbanRecognizer(), _email(), DigitRunRecognizer()):
+    for recognizer in (CreditCardRecognizer(), IpRecognizer(), IbanRecognizer(), _email(), SaidAddressRecognizer(),
+                       DigitRunRecognizer()):
         registry.add_recognizer(recognizer)
     if has_ner:
         registry.add_recognizer(SpacyRecognizer(supported_entities=["PERSON"]))

@@ -23,6 +23,8 @@ from server.features.correction.entities import ENTITY_TYPES, PLACEHOLDERS, chec
 from server.features.correction.spoken_forms import split_edges, written_form
 
 W = TypeVar("W")
+ENGINE_LOCK = threading.Lock()
+"""One analyzer per process (spaCy's pipeline is not documented as safe to call from several threads at once)."""
 _TOKEN = re.compile(r"\S+")
 _PLACEHOLDER = re.compile(r"^\W*\[[A-Z_]+\]\W*$")
 
@@ -47,7 +49,7 @@ class Redactor:
     def __init__(self, *, enabled: bool = True, entities: Iterable[str] | None = None) -> None:
         self.enabled = enabled
         self.entities = checked(entities) if entities is not None else ENTITY_TYPES
-        self._lock = threading.Lock()
+        self._lock = ENGINE_LOCK
         self._engine: Any = None
         self._anonymizer: Any = None
         self.finds_names = False  # whether the loaded engine finds names beyond the conversation's known ones
