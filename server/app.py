@@ -20,7 +20,18 @@ from server.http.auth import AuthMiddleware
 from server.http.errors import http_exception_handler, unhandled_exception_handler
 from server.http.middleware import RequestIdMiddleware
 from server.metrics import Metrics, MetricsMiddleware, metrics_endpoint
-from server.routes import exports_api, live_ws, retranslate, speakers, summary_api, system, transcripts, webrtc
+from server.routes import (
+    exports_api,
+    live_ws,
+    meetings,
+    retranslate,
+    rooms,
+    speakers,
+    summary_api,
+    system,
+    transcripts,
+    webrtc,
+)
 from server.routes.realtime_ws import routes as realtime_routes
 from server.routes.rest_api import routes as rest_routes
 from server.settings import Settings
@@ -83,7 +94,8 @@ def create_app(settings: Settings | None = None, *, backend: AsrBackend | None =
     metrics_routes = [] if settings.metrics_port else [Route("/metrics", metrics_endpoint, methods=["GET"])]
     app = Starlette(
         routes=[*system.routes, *transcripts.routes, *live_ws.routes, *realtime_routes, *webrtc.routes, *rest_routes,
-                *exports_api.routes, *summary_api.routes, *retranslate.routes, *speakers.routes, *metrics_routes],
+                *exports_api.routes, *summary_api.routes, *retranslate.routes, *speakers.routes, *meetings.routes,
+                *rooms.routes, *metrics_routes],
         middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware),
                     Middleware(AuthMiddleware), Middleware(AdmissionMiddleware)],
         exception_handlers={HTTPException: http_exception_handler, Exception: unhandled_exception_handler},

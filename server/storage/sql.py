@@ -48,6 +48,7 @@ from server.storage.base import (
     new_id,
 )
 from server.storage.engine import WRITE, make_engine
+from server.storage.meeting_queries import MeetingQueries
 from server.storage.migrate import upgrade_engine
 from server.storage.tables import (
     EPOCH_COLUMNS,
@@ -70,7 +71,7 @@ K, W, D, SJ = api_keys, webhooks, webhook_deliveries, summary_jobs
 _LIKE_ESCAPE = "\\"
 
 
-class SqlStore:
+class SqlStore(MeetingQueries):
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: AsyncEngine | None = None
