@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from server.features.meetings.platforms import PlatformError, RoomRequest, platform_for
+from server.features.meetings.recordings import recording_job
 from server.http.meeting_tokens import MeetingGrant, MeetingTokens
 from server.pipeline import lifecycle
 from server.storage.base import isoformat
@@ -67,7 +68,9 @@ async def start_meeting(services: Services, tokens: MeetingTokens, room: dict[st
         meeting = await store.create_meeting(meeting_id=mid, room_id=room["id"], owner=room.get("owner"),
                                              platform=room["platform"], start_date=isoformat(begins),
                                              end_date=isoformat(ends), urls=urls, external_id=made.external_id,
-                                             meta={**made.meta, "room_name": room["name"]})
+                                             meta={**made.meta, "room_name": room["name"],
+                                                   "recording": request.record,
+                                                   "diarization": bool(settings.get("diarization"))})
         if room.get("project_id") and await store.get_project(room["project_id"]) is not None:
             await store.create_conversation(transcript_id=mid, project_id=room["project_id"], name=title,
                                             email=None, tags=["meeting"], source="meeting")
@@ -101,7 +104,10 @@ async def end_meeting(services: Services, webrtc: WebRtcRegistry | None, meeting
     if live is not None:
         await asyncio.gather(*(p.finish() for p in list(live.publishers)), return_exceptions=True)
     row = await store.get_transcript(mid)
-    if row is not None and row["status"] in ("created", "processing"):  # nobody spoke: nothing else completes it
+    recorded_elsewhere = ended["platform"] != "voxlane" and (ended.get("meta") or {}).get("recording")
+    if recorded_elsewhere and row is not None and row["status"] == "created":  # the platform's recording is its audio
+        await services.jobs.stage([recording_job(mid)])
+    elif row is not None and row["status"] in ("created", "processing"):  # nobody spoke: nothing else completes it
         await lifecycle.complete(services, mid, duration=float(row.get("duration") or 0.0), message="meeting ended")
     if await store.get_conversation(mid) is not None:
         await store.update_conversation(mid, finished_at=isoformat(datetime.now(UTC)))

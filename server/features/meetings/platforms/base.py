@@ -45,9 +45,20 @@ class PlatformRoom:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Recording:
+    """A finished cloud recording of a platform room, and a URL it can be fetched from now."""
+
+    id: str
+    url: str
+
+
 class Platform(Protocol):
     name: str
 
     async def create_room(self, request: RoomRequest) -> PlatformRoom: ...
 
     async def delete_room(self, external_id: str) -> None: ...
+
+    async def recordings(self, external_id: str, meta: dict[str, Any]) -> list[Recording]:
+        """The room's finished recordings (empty while the platform is still processing them)."""

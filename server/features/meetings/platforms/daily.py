@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from server.features.meetings.platforms.base import PlatformError, PlatformRoom, RoomRequest
+from server.features.meetings.platforms.base import PlatformError, PlatformRoom, Recording, RoomRequest
 
 DEFAULT_API = "https://api.daily.co/v1"
 
@@ -45,6 +45,18 @@ class DailyPlatform:
 
     async def delete_room(self, external_id: str) -> None:
         await self._call("DELETE", f"/rooms/{external_id}", None, missing_ok=True)
+
+    async def recordings(self, external_id: str, meta: dict[str, Any]) -> list[Recording]:
+        """``GET {api}/recordings?room_name=`` (``data``, each ``id`` and ``status``), then ``GET
+        {api}/recordings/{id}/access-link`` (``download_link``)."""
+        listing = await self._call("GET", f"/recordings?room_name={external_id}", None)
+        found = []
+        for item in listing.get("data") or []:
+            if isinstance(item, dict) and item.get("status") == "finished" and item.get("id"):
+                link = await self._call("GET", f"/recordings/{item['id']}/access-link", None)
+                if isinstance(link.get("download_link"), str):
+                    found.append(Recording(id=str(item["id"]), url=link["download_link"]))
+        return found
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None, missing_ok: bool = False
                     ) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from server.features.meetings.platforms.base import PlatformRoom, RoomRequest
+from typing import Any
+
+from server.features.meetings.platforms.base import PlatformRoom, Recording, RoomRequest
 
 
 class BuiltinPlatform:
@@ -17,3 +19,6 @@ class BuiltinPlatform:
 
     async def delete_room(self, external_id: str) -> None:
         return None
+
+    async def recordings(self, external_id: str, meta: dict[str, Any]) -> list[Recording]:
+        return []  # each participant's stream is recorded as it arrives

@@ -4,7 +4,9 @@
 ``roomUrl`` and, when asked for in ``fields``, ``hostRoomUrl`` and ``viewerRoomUrl``; ``DELETE
 {api}/meetings/{meetingId}`` removes it (204; 404 when it is already gone, which is fine). With the room's
 recording setting on, the room records to Whereby's cloud (``recording.type = "cloud"``) and starts recording
-when the second participant arrives.
+when the second participant arrives. Finished recordings are listed by ``GET {api}/recordings?roomName=...``
+(``results``, each with its ``recordingId`` and ``state``) and fetched through the short-lived URL of ``GET
+{api}/recordings/{recordingId}/access-link`` (``accessLink``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from server.features.meetings.platforms.base import PlatformError, PlatformRoom, RoomRequest
+from server.features.meetings.platforms.base import PlatformError, PlatformRoom, Recording, RoomRequest
 
 DEFAULT_API = "https://api.whereby.dev/v1"
 
@@ -50,11 +52,26 @@ class WherebyPlatform:
     async def delete_room(self, external_id: str) -> None:
         await self._call("DELETE", f"/meetings/{external_id}", None, missing_ok=True)
 
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None, missing_ok: bool = False
-                    ) -> dict[str, Any]:
+    async def recordings(self, external_id: str, meta: dict[str, Any]) -> list[Recording]:
+        name = meta.get("platform_room_name")
+        if not isinstance(name, str) or not name:
+            return []
+        listing = await self._call("GET", "/recordings", None, params={"roomName": name})
+        found = []
+        for item in listing.get("results") or []:
+            if not isinstance(item, dict) or item.get("state") not in (None, "completed"):
+                continue
+            rid = str(item.get("recordingId") or "")
+            link = await self._call("GET", f"/recordings/{rid}/access-link", None) if rid else {}
+            if isinstance(link.get("accessLink"), str):
+                found.append(Recording(id=rid, url=link["accessLink"]))
+        return found
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None, missing_ok: bool = False,
+                    params: dict[str, str] | None = None) -> dict[str, Any]:
         try:
             async with httpx.AsyncClient(timeout=self.timeout) as client:
-                r = await client.request(method, self.api + path, json=body, headers=self._headers())
+                r = await client.request(method, self.api + path, json=body, params=params, headers=self._headers())
         except httpx.HTTPError as exc:
             raise PlatformError(f"Whereby could not be reached: {exc}") from None
         if r.status_code == 404 and missing_ok:
