@@ -7,7 +7,7 @@ meeting and may publish (a read-only token cannot join).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -25,6 +25,8 @@ from server.routes.meeting_schemas import JoinBody, Joined, Meeting, MeetingCrea
 from server.routes.system import WEB_CLIENT
 
 TAG = "meetings"
+MAX_AHEAD = timedelta(days=366)
+MAX_LENGTH = timedelta(days=31)
 
 
 def base_url(request: Request) -> str:
@@ -44,9 +46,12 @@ def meeting_out(row: dict[str, Any]) -> dict[str, Any]:
 async def begin_meeting(request: Request, room: dict[str, Any], name: str | None, start: datetime | None,
                         end: datetime | None) -> Response:
     """A meeting of ``room`` (visible to the caller), answered 201 with its URLs."""
-    if start is not None and end is not None and end <= start:
-        raise ApiError(422, "end_date must be after start_date")
-    if end is not None and end <= datetime.now(UTC):
+    now = datetime.now(UTC)
+    if start is not None and abs(start - now) > MAX_AHEAD:
+        raise ApiError(422, f"start_date must be within {MAX_AHEAD.days} days of now")
+    if end is not None and not (start or now) < end <= (start or now) + MAX_LENGTH:
+        raise ApiError(422, f"end_date must be after the start (and now), at most {MAX_LENGTH.days} days later")
+    if end is not None and end <= now:
         raise ApiError(422, "end_date is in the past")
     try:
         meeting = await start_meeting(services(request), rest_of(request).meetings, room, base_url=base_url(request),

@@ -193,3 +193,14 @@ async def test_a_meeting_token_speaks_as_its_own_participant(api: Api) -> None:
         except websockets.ConnectionClosed as exc:
             assert exc.rcvd is not None and exc.rcvd.code == 4403
     await api.client.post(f"/v1/meetings/{other}/end", headers=alice)
+
+
+async def test_meeting_dates_are_bounded(api: Api) -> None:
+    alice = api.auth("alice-dates")
+    room = await _room(api, alice)
+    for bad in ({"start_date": "9999-12-31T23:59:59Z"}, {"end_date": "2000-01-01T00:00:00Z"},
+                {"start_date": "2030-01-01T00:00:00Z", "end_date": "2029-01-01T00:00:00Z"},
+                {"end_date": "2099-01-01T00:00:00Z"}, {"start_date": "2030-01-01T00:00:00"}):
+        r = await api.client.post("/v1/meetings/", json={"room_id": room["id"], **bad}, headers=alice)
+        assert r.status_code == 422, (bad, r.text)
+    assert (await api.client.get("/v1/meetings/", headers=alice)).json()["total"] == 0
