@@ -204,3 +204,23 @@ async def test_meeting_dates_are_bounded(api: Api) -> None:
         r = await api.client.post("/v1/meetings/", json={"room_id": room["id"], **bad}, headers=alice)
         assert r.status_code == 422, (bad, r.text)
     assert (await api.client.get("/v1/meetings/", headers=alice)).json()["total"] == 0
+
+
+async def test_a_room_without_auto_summary_gets_no_summary(api: Api) -> None:
+    alice = api.auth("alice-summary")
+    done = {}
+    for auto in (False, True):
+        room = await _room(api, alice, auto_summary=auto, key_terms=["budget"])
+        mid = (await api.client.post(f"/v1/rooms/{room['id']}/meeting", json={}, headers=alice)).json()["id"]
+        await api.svc.store.save_segment(mid, {
+            "text": "We agreed on the budget for next year and the travel costs.", "start": 0.0, "end": 3.0,
+            "speaker": "Ann", "participant_id": "p-1", "confidence": 0.9, "words": []})
+        assert (await api.client.post(f"/v1/meetings/{mid}/end", headers=alice)).status_code == 200
+        done[auto] = mid
+    for _ in range(300):
+        if (await api.svc.store.get_transcript(done[True]))["summary"]:
+            break
+        await asyncio.sleep(0.1)
+    off = await api.svc.store.get_transcript(done[False])
+    assert (await api.svc.store.get_transcript(done[True]))["summary"] and not off["summary"]
+    assert off["meta"]["key_terms"] == ["budget"]

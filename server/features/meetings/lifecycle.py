@@ -50,7 +50,8 @@ async def start_meeting(services: Services, tokens: MeetingTokens, room: dict[st
     ends = (end or begins + DEFAULT_LENGTH).astimezone(UTC)
     title = name or f"{room['name']} {begins:%Y-%m-%d %H:%M}"
     meta = {"meeting": {"room_id": room["id"], "platform": room["platform"]},
-            "key_terms": list(settings.get("key_terms") or [])}
+            "key_terms": list(settings.get("key_terms") or []),
+            "auto_summary": bool(settings.get("auto_summary", True))}
     transcript = await store.create_transcript(name=title, source_language=settings.get("language"),
                                                owner=room.get("owner"), meta=meta)
     mid = transcript["id"]

@@ -40,8 +40,8 @@ async def summarize(ctx: JobContext) -> None:
     services, tid = ctx.services, ctx.args["transcript_id"]
     store = services.store
     row = await store.get_transcript(tid)
-    if row is None:
-        return
+    if row is None or (row.get("meta") or {}).get("auto_summary") is False:
+        return  # gone, or its meeting room turned automatic summaries off
     segments = await named_segments(store, row)
     texts = [transcript_text([s]) for s in segments]
     if not any(texts):
