@@ -23,8 +23,10 @@ from server.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from server.routes import (
     exports_api,
     live_ws,
+    meetings,
     provider_data,
     retranslate,
+    rooms,
     speakers,
     summary_api,
     system,
@@ -94,7 +96,7 @@ def create_app(settings: Settings | None = None, *, backend: AsrBackend | None =
     app = Starlette(
         routes=[*system.routes, *transcripts.routes, *live_ws.routes, *realtime_routes, *webrtc.routes, *rest_routes,
                 *exports_api.routes, *provider_data.routes, *summary_api.routes, *retranslate.routes, *speakers.routes,
-                *metrics_routes],
+                *meetings.routes, *rooms.routes, *metrics_routes],
         middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware),
                     Middleware(AuthMiddleware), Middleware(AdmissionMiddleware)],
         exception_handlers={HTTPException: http_exception_handler, Exception: unhandled_exception_handler},

@@ -29,6 +29,7 @@ from server.features.correction.redaction import Redactor
 from server.features.webhooks import WebhookSender
 from server.http.admission import Admission
 from server.http.auth import Authenticator
+from server.http.meeting_tokens import MeetingTokens
 from server.http.rate_limit import RateLimiter
 from server.http.signing import UploadSigner
 from server.jobs.housekeeping import keep_house
@@ -132,6 +133,7 @@ class RestServices:
     services: Services
     authenticator: Authenticator
     signer: UploadSigner
+    meetings: MeetingTokens  # room URL keys and join tokens
     upload_rate: RateLimiter
     address_rate: RateLimiter  # every participant API request, per client address
     project_rate: RateLimiter  # conversation starts and upload URLs, per project
@@ -226,8 +228,10 @@ async def start_rest(services: Services) -> RestServices:
     settings = services.settings
     shared = settings.redis_url  # with Redis the limits hold for the whole deployment, not per node
     secret = await services.store.get_or_create_secret("upload-url-signing", secrets.token_hex(32))
-    return RestServices(services=services, authenticator=Authenticator(settings, services.store),
-                        signer=UploadSigner(bytes.fromhex(secret)),
+    meetings = MeetingTokens(bytes.fromhex(await services.store.get_or_create_secret("meeting-tokens",
+                                                                                    secrets.token_hex(32))))
+    return RestServices(services=services, authenticator=Authenticator(settings, services.store, meetings),
+                        signer=UploadSigner(bytes.fromhex(secret)), meetings=meetings,
                         upload_rate=RateLimiter(settings.upload_url_rate, name="upload-url", redis_url=shared),
                         address_rate=RateLimiter(settings.rate_per_address, name="address", redis_url=shared),
                         project_rate=RateLimiter(settings.rate_per_project, name="project", redis_url=shared))

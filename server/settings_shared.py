@@ -7,8 +7,13 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from server.settings_platforms import PlatformSettings  # re-exported: a part of Settings
+
 if TYPE_CHECKING:
     from server.settings import Settings
+
+
+__all__ = ["PlatformSettings", "SettingsError", "check_shared_services"]
 
 
 class SettingsError(ValueError):

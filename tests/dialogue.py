@@ -85,3 +85,35 @@ def _trim(pcm: np.ndarray, floor: int = 300) -> np.ndarray:
     """flite pads each line with silence: cut it, so the gaps are the ones chosen here."""
     loud = np.nonzero(np.abs(pcm.astype(np.int32)) > floor)[0]
     return pcm[loud[0]:loud[-1] + 1] if len(loud) else pcm
+
+
+def render_tracks(directory: Path, lines: list[tuple[int, str]], gap: float = 0.4) -> tuple[list[Path], list[Turn]]:
+    """One 16 kHz mono WAV per voice on one shared timeline (``directory/voice-<k>.wav``): each holds its own
+    voice's turns and silence while the others speak, as each participant's microphone in a meeting would."""
+    voices = sorted({who for who, _ in lines})
+    speech: list[tuple[int, str, np.ndarray]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (who, text) in enumerate(lines):
+            out = Path(tmp) / f"{i}.wav"
+            subprocess.run([a.format(text=text, out=out) for a in VOICES[who]], check=True, capture_output=True)
+            audio = decode_file(out)
+            speech.append((who, text, _trim(np.frombuffer(float_to_s16(audio), dtype=np.int16))))
+    total = 0.5 + sum(len(s) / RATE + gap for _, _, s in speech) + 1.0
+    tracks = {v: np.zeros(int(total * RATE), dtype=np.int16) for v in voices}
+    turns: list[Turn] = []
+    t = 0.5
+    for who, text, pcm in speech:
+        at = int(t * RATE)
+        tracks[who][at:at + len(pcm)] = pcm
+        turns.append(Turn(round(t, 3), round(t + len(pcm) / RATE, 3), who, text))
+        t += len(pcm) / RATE + gap
+    paths = []
+    for v in voices:
+        path = directory / f"voice-{v}.wav"
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(RATE)
+            w.writeframes(tracks[v].tobytes())
+        paths.append(path)
+    return paths, turns

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
-import os
 import re
 import secrets
 import time
@@ -39,11 +37,14 @@ from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
 from server.http.errors import ApiError, error_response
+from server.http.jwt_keys import load_public_keys
+from server.http.meeting_tokens import MEETING_TOKEN_PREFIX, MeetingGrant, MeetingTokens, check_meeting_path
 from server.http.middleware import ConnectionMiddleware
 from server.http.scopes import (  # noqa: F401 (re-exported: routes import the scopes from here)
     AUTHENTICATED,
     DEFAULT_JWT_SCOPES,
     EXPORT,
+    MEETING_JOIN,
     PROJECTS_ADMIN,
     READ,
     SCOPES,
@@ -73,8 +74,9 @@ _KEY_SHAPE = re.compile(r"^vxl_(?P<id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,
 class Principal:
     user: str | None
     scopes: frozenset[str]
-    via: str = "anonymous"  # anonymous | jwt | api_key
+    via: str = "anonymous"  # anonymous | jwt | api_key | meeting
     key_id: str | None = None
+    meeting: MeetingGrant | None = None  # a meeting token: that meeting's endpoints only, as its participant
 
     def has(self, scope: str) -> bool:
         return scope == AUTHENTICATED or scope in self.scopes
@@ -91,6 +93,8 @@ class Principal:
 
 
 ANONYMOUS = Principal(user=None, scopes=frozenset(SCOPES) - {UNREDACTED})
+NOBODY = Principal(user=None, scopes=frozenset())
+"""An unauthenticated caller in private mode, on a route where a token is optional (a meeting's join)."""
 
 
 class AuthError(ApiError):
@@ -122,41 +126,11 @@ def parse_scopes(values: list[str] | tuple[str, ...] | str) -> list[str]:
     return sorted(set(items), key=SCOPES.index)
 
 
-# ---------------------------------------------------------------- JWT keys
-
-
-def load_public_keys(value: str) -> dict[str | None, Any]:
-    """``VOXLANE_JWT_PUBLIC_KEY``: PEM text, a PEM file, or a JWKS/JWK JSON file -> {kid: key}."""
-    text = value
-    if not value.lstrip().startswith(("-----BEGIN", "{")):
-        try:
-            with open(os.path.expanduser(value), encoding="utf-8") as f:
-                text = f.read()
-        except OSError as exc:
-            raise SettingsError(f"VOXLANE_JWT_PUBLIC_KEY: cannot read {value!r}: {exc.strerror}") from None
-    try:
-        if text.lstrip().startswith("{"):
-            data = json.loads(text)
-            jwks = (data.get("keys") if isinstance(data, dict) and "keys" in data else [data]) or []
-            keys = {}
-            for item in jwks:
-                jwk = jwt.PyJWK(item)
-                keys[item.get("kid")] = jwk.key
-            if not keys:
-                raise ValueError("the JWKS holds no keys")
-            return keys
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
-        return {None: load_pem_public_key(text.encode())}
-    except (ValueError, TypeError, jwt.PyJWKError, jwt.InvalidKeyError) as exc:
-        raise SettingsError(f"VOXLANE_JWT_PUBLIC_KEY: not a usable public key or JWKS: {exc}") from None
-
-
 def looks_like_ours(token: str) -> bool:
     """A voxlane API key or a JWT. In public mode any other bearer is ignored: clients such as the OpenAI SDK
     always send a key (``api_key="anything"``) where no token is needed, and the caller is then anonymous; a
     token that looks like ours and fails is still a 401, so a mistyped key is not silently anonymous."""
-    return token.startswith(API_KEY_PREFIX) or token.count(".") == 2
+    return token.startswith((API_KEY_PREFIX, MEETING_TOKEN_PREFIX)) or token.count(".") == 2
 
 
 class Authenticator:
@@ -164,9 +138,10 @@ class Authenticator:
 
     CACHE_SECONDS = 10.0
 
-    def __init__(self, settings: Settings, store: Any) -> None:
+    def __init__(self, settings: Settings, store: Any, meetings: MeetingTokens | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.meetings = meetings
         self.public_keys = load_public_keys(settings.jwt_public_key) if settings.jwt_public_key else {}
         if self.public_keys and not settings.jwt_audience:  # also when Settings were built without validate()
             raise SettingsError(JWT_AUDIENCE_REQUIRED)
@@ -180,6 +155,8 @@ class Authenticator:
     async def authenticate(self, token: str) -> Principal:
         if token.startswith(API_KEY_PREFIX):
             return await self._api_key(token)
+        if token.startswith(MEETING_TOKEN_PREFIX) and self.meetings is not None:
+            return self._meeting(token)
         if looks_like_ours(token):
             return self._jwt(token)
         raise AuthError("malformed bearer token: expected a JWT or a voxlane API key", "INVALID_TOKEN")
@@ -224,6 +201,15 @@ class Authenticator:
             raw, list) else []
         scopes = frozenset(s for s in items if s in SCOPES) or frozenset(DEFAULT_JWT_SCOPES)
         return Principal(user=sub, scopes=scopes, via="jwt")
+
+    def _meeting(self, token: str) -> Principal:
+        assert self.meetings is not None
+        try:
+            grant = self.meetings.verify(token)
+        except ValueError as exc:  # MeetingTokenError
+            raise AuthError(str(exc), "TOKEN_EXPIRED" if "expired" in str(exc) else "INVALID_TOKEN") from None
+        scopes = frozenset((READ, WRITE) if grant.publishes else (READ,))
+        return Principal(user=grant.owner, scopes=scopes, via="meeting", meeting=grant)
 
     def _check_lifetime(self, claims: dict[str, Any]) -> None:
         """A stolen token is only worth its remaining lifetime, so a token minted to live longer than
@@ -320,9 +306,13 @@ class AuthMiddleware(ConnectionMiddleware):
         websocket = scope["type"] == "websocket"
         try:
             needed = required_scope(scope.get("method", "GET"), path, websocket)
+            if needed is None and rest is not None and MEETING_JOIN.match(path):
+                scope.setdefault("state", {})["principal"] = await self._optional(scope, rest.authenticator)
             if needed is not None and rest is not None:
                 who = await self._identify(scope, rest.authenticator)
                 scope.setdefault("state", {})["principal"] = who
+                if who.meeting is not None:
+                    check_meeting_path(who.meeting, scope.get("method", "GET"), path)
                 if not who.has(needed):
                     raise ApiError(403, f"this token lacks the {needed!r} scope", "INSUFFICIENT_SCOPE",
                                    {"required": needed})
@@ -348,6 +338,14 @@ class AuthMiddleware(ConnectionMiddleware):
         return ANONYMOUS
 
     @staticmethod
+    async def _optional(scope: Scope, authenticator: Authenticator) -> Principal:
+        """The caller where a token is optional: with no token, in private mode, nobody (no scopes at all)."""
+        token = bearer_token(scope)
+        if token is not None and (authenticator.private or looks_like_ours(token)):
+            return await authenticator.authenticate(token)
+        return NOBODY if authenticator.private else ANONYMOUS
+
+    @staticmethod
     async def _reject(scope: Scope, receive: Receive, send: Send, exc: ApiError) -> None:
         if scope["type"] == "http":
             response = error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
@@ -360,3 +358,4 @@ class AuthMiddleware(ConnectionMiddleware):
         code = {401: CLOSE_UNAUTHORIZED, 403: CLOSE_FORBIDDEN, 404: CLOSE_NOT_FOUND}.get(exc.status_code, 1008)
         await send({"type": "websocket.accept"})
         await send({"type": "websocket.close", "code": code, "reason": exc.message[:120]})
+

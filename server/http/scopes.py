@@ -27,6 +27,8 @@ _EXPORT_PATH = re.compile(r"^/api/projects/[^/]+/(?:transcripts|export\.(?:csv|x
 and the meeting-bot downloads of a transcript."""
 _UNREDACTED_PATH = re.compile(r"^/v1/transcripts/[^/]+/unredacted$")
 _REPORT_PATH = re.compile(r"^/api/projects/[^/]+/reports(?:/[^/]+)?$")  # read: export; start, delete: admin
+MEETING_JOIN = re.compile(r"^/v1/meetings/[^/]+/join$")
+"""Open at the middleware: a room URL's key is the capability (the handler checks it, or the caller's token)."""
 
 
 def is_open(path: str) -> bool:
@@ -38,7 +40,7 @@ def is_open(path: str) -> bool:
 
 def required_scope(method: str, path: str, websocket: bool = False) -> str | None:
     """The scope a route needs (None: open to anyone, :data:`AUTHENTICATED`: any valid token)."""
-    if is_open(path):
+    if is_open(path) or MEETING_JOIN.match(path):
         return None
     if path in ("/v1/openapi.json", "/v1/protocol.json"):
         return AUTHENTICATED

@@ -50,3 +50,21 @@ async def visible_project(conn: HTTPConnection, project_id: str | None = None) -
     if row is None or not principal(conn).can_see(row.get("owner")):
         raise ApiError(404, "project not found", "PROJECT_NOT_FOUND")
     return row
+
+
+async def visible_room(conn: HTTPConnection, room_id: str | None = None) -> dict[str, Any]:
+    """The room (by default the path's) if the caller may see it; 404 otherwise."""
+    rid = conn.path_params["room_id"] if room_id is None else room_id
+    row = await conn.app.state.services.store.get_room(rid)
+    if row is None or not principal(conn).can_see(row.get("owner")):
+        raise ApiError(404, "room not found", "ROOM_NOT_FOUND", {"room_id": rid})
+    return row
+
+
+async def visible_meeting(conn: HTTPConnection, meeting_id: str | None = None) -> dict[str, Any]:
+    """The meeting (by default the path's) if the caller may see it; 404 otherwise."""
+    mid = conn.path_params["meeting_id"] if meeting_id is None else meeting_id
+    row = await conn.app.state.services.store.get_meeting(mid)
+    if row is None or not principal(conn).can_see(row.get("owner")):
+        raise ApiError(404, "meeting not found", "MEETING_NOT_FOUND", {"meeting_id": mid})
+    return row

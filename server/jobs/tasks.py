@@ -10,6 +10,7 @@ webhook or a conversation's own summary either.
 from __future__ import annotations
 
 from server.features import reports, summaries
+from server.features.meetings import recordings as meeting_recordings
 from server.features.webhooks import DELIVER, deliver
 from server.jobs import merge, recorded
 from server.jobs.queue import Lane
@@ -26,6 +27,8 @@ def all_tasks(settings: Settings) -> list[Task]:
     return [
         Task(recorded.TASK, recorded.transcribe, max_attempts=attempts, give_up=recorded.give_up),
         Task(merge.TASK, merge.settle, max_attempts=attempts + 2, give_up=merge.give_up),
+        Task(meeting_recordings.TASK, meeting_recordings.ingest_recording,
+             max_attempts=attempts + meeting_recordings.EXTRA_ATTEMPTS, give_up=meeting_recordings.give_up),
         Task(summaries.SUMMARIZE, summaries.summarize, max_attempts=attempts),
         Task(summaries.SUMMARY_REQUEST, summaries.run_summary_request, max_attempts=attempts,
              give_up=summaries.give_up_summary_request),

@@ -3,10 +3,10 @@ ingest path: the WebSocket route and the WebRTC data channel both hand their mes
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from protocol import ErrorCode, ProtocolError, StartParams, Status, parse_client_message
-from protocol.messages import _Body
+from protocol.messages import Participant, _Body
 from server.http.auth import WRITE
 from server.pipeline.publisher import Publisher
 
@@ -35,6 +35,17 @@ def insufficient_scope(what: str) -> ProtocolError:
     """The answer to a subscriber whose token may read the transcript but not publish to it."""
     return ProtocolError(ErrorCode.INSUFFICIENT_SCOPE, f"{what} needs a token with the {WRITE!r} scope; this"
                          " connection may only listen", {"required": WRITE})
+
+
+def pin_participant(params: StartParams | None, participant: dict[str, Any] | None) -> StartParams | None:
+    """The start params of a caller whose token names its participant (a meeting token): whatever participant or
+    channel split the client declares, its audio is that participant's own stream, under the name it joined with."""
+    if participant is None:
+        return params
+    pinned = Participant.model_validate(participant)
+    if params is None:
+        return StartParams(participant=pinned)
+    return params.model_copy(update={"participant": pinned, "split_channels": False, "channel_names": None})
 
 
 async def apply_control(channel: ControlChannel, raw: str | bytes) -> None:

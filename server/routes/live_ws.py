@@ -24,10 +24,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from protocol import ErrorCode, Ping, ProtocolError, StartParams, Status, encode, envelope
 from server.features.speakers import named_segments
-from server.http.auth import can_publish
+from server.http.auth import can_publish, principal
 from server.http.visibility import find_visible_transcript
 from server.http.websocket import receive_unless_ended
-from server.pipeline.control import apply_control, insufficient_scope
+from server.pipeline.control import apply_control, insufficient_scope, pin_participant
 from server.pipeline.convert import stored_message
 from server.pipeline.hub import Subscriber
 from server.pipeline.publisher import Publisher
@@ -57,6 +57,8 @@ class LiveConnection:
         self.sub: Subscriber | None = None
         self.publisher: Publisher | None = None
         self.may_publish = can_publish(ws)  # a read-only token subscribes; it cannot send audio or control
+        grant = principal(ws).meeting
+        self.participant = grant.participant if grant is not None else None  # a meeting token speaks as its own
         self.max_frame = svc.settings.max_frame_kb * 1024
         self._refused_audio = False  # an error was sent for this run of binary frames: one, not one per frame
 
@@ -175,7 +177,7 @@ class LiveConnection:
     async def start_publisher(self, params: StartParams | None) -> None:
         live = self.svc.live.get(self.transcript_id)
         try:
-            self.publisher = await live.add_publisher(params or StartParams())
+            self.publisher = await live.add_publisher(pin_participant(params, self.participant) or StartParams())
         finally:
             self.svc.live.drop(live)  # a refused start leaves nothing behind (drop keeps a transcript that streams)
 

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from media.ice import SdpError
-from server.http.auth import WRITE, can_publish, require
+from server.http.auth import WRITE, can_publish, principal, require
 from server.http.errors import ApiError
 from server.http.visibility import visible_transcript
 from server.routes.common import json_body
@@ -88,7 +88,9 @@ async def offer(request: Request) -> Response:
 
 
 async def _offer(reg: WebRtcRegistry, request: Request, transcript_id: str, body: OfferBody) -> Response:
-    session = WebRtcSession(reg, transcript_id, may_publish=can_publish(request))
+    grant = principal(request).meeting
+    session = WebRtcSession(reg, transcript_id, may_publish=can_publish(request),
+                            participant=grant.participant if grant is not None else None)
     reg.add(session)
     step = session.accept_offer(body.sdp) if body.type == "offer" else session.create_offer()
     desc = await _handshake(session, step, "offer")

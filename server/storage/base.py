@@ -299,3 +299,31 @@ class Store(Protocol):
         delivery until ``lease_until``; None when someone else claimed it or it is no longer pending."""
 
     async def update_delivery(self, delivery_id: str, **fields: Any) -> dict[str, Any] | None: ...
+
+    # ------------------------------------------------------------ rooms and meetings (meeting_queries.py)
+
+    async def create_room(self, *, name: str, owner: str | None, project_id: str | None, platform: str,
+                          settings: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def get_room(self, room_id: str) -> dict[str, Any] | None: ...
+
+    async def list_rooms(self, *, owner: str | None = ANY, page: int = 1, size: int = 50
+                         ) -> tuple[list[dict[str, Any]], int]: ...
+
+    async def update_room(self, room_id: str, **fields: Any) -> dict[str, Any] | None: ...
+
+    async def create_meeting(self, *, meeting_id: str, room_id: str | None, owner: str | None, platform: str,
+                             start_date: str, end_date: str, urls: dict[str, Any],
+                             external_id: str | None = None, meta: dict[str, Any] | None = None
+                             ) -> dict[str, Any]:
+        """A meeting shares its transcript's id (the transcript exists first)."""
+
+    async def get_meeting(self, meeting_id: str) -> dict[str, Any] | None: ...
+
+    async def list_meetings(self, *, owner: str | None = ANY, room_id: str | None = None, status: str | None = None,
+                            page: int = 1, size: int = 50) -> tuple[list[dict[str, Any]], int]: ...
+
+    async def update_meeting(self, meeting_id: str, **fields: Any) -> dict[str, Any] | None: ...
+
+    async def end_meeting(self, meeting_id: str) -> dict[str, Any] | None:
+        """``active`` -> ``ended`` once (compare-and-set); None when it was not active."""

@@ -49,6 +49,7 @@ from server.storage.base import (
     new_id,
 )
 from server.storage.engine import WRITE, make_engine
+from server.storage.meeting_queries import MeetingQueries
 from server.storage.migrate import upgrade_engine
 from server.storage.tables import (
     EPOCH_COLUMNS,
@@ -74,7 +75,7 @@ U = unredacted_segments  # the text as spoken of redacted segments
 _LIKE_ESCAPE = "\\"
 
 
-class SqlStore:
+class SqlStore(MeetingQueries):
     def __init__(self, url: str) -> None:
         self.url = url
         self._engine: AsyncEngine | None = None

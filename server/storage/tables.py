@@ -232,6 +232,39 @@ jobs = Table(
     Index("jobs_dedupe", "dedupe", unique=True, sqlite_where=_QUEUED, postgresql_where=_QUEUED),
 )
 
+# Persistent meeting-room settings (``settings``: language, diarization, recording, auto summary, locked,
+# key terms), and the meetings held in them: a meeting is one transcript, with the same id.
+rooms = Table(
+    "rooms", metadata,
+    _id(),
+    Column("name", ClientText, nullable=False),
+    Column("owner", ClientText),
+    Column("project_id", ClientText),
+    Column("platform", ClientText, nullable=False),
+    _json("settings", "{}"),
+    _at("created_at"),
+    _at("updated_at"),
+    Index("rooms_owner", "owner", "created_at"),
+)
+
+meetings = Table(
+    "meetings", metadata,
+    Column("id", ClientText, ForeignKey("transcripts.id", ondelete="CASCADE"), primary_key=True),
+    Column("room_id", ClientText, ForeignKey("rooms.id", ondelete="SET NULL")),
+    Column("owner", ClientText),
+    Column("status", ClientText, nullable=False),
+    Column("platform", ClientText, nullable=False),
+    Column("external_id", ClientText),
+    _json("urls", "{}"),
+    _json("meta", "{}"),
+    _at("start_date"),
+    _at("end_date"),
+    _at("ended_at", nullable=True),
+    _at("created_at"),
+    Index("meetings_owner", "owner", "created_at"),
+    Index("meetings_room", "room_id"),
+)
+
 # Instants callers schedule with ``time.time()``: epoch seconds at the store's edge. Every other instant is the
 # ISO text ``utcnow()`` writes.
 EPOCH_COLUMNS = frozenset({"expires_at", "next_attempt_at", "run_at", "lease_until"})

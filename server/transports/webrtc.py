@@ -53,7 +53,7 @@ from media.ice import IceConfig
 from media.webrtc import WebRtcPeer
 from protocol import ErrorCode, ProtocolError, StartParams, Status, envelope
 from protocol.messages import Error
-from server.pipeline.control import apply_control
+from server.pipeline.control import apply_control, pin_participant
 from server.pipeline.hub import Subscriber
 from server.pipeline.publisher import Publisher
 from server.pipeline.transcripts import transcript_status
@@ -73,13 +73,15 @@ FINISH_TIMEOUT_S = 120.0
 class WebRtcSession(WebRtcPeer):
     """One peer connection publishing to one transcript."""
 
-    def __init__(self, registry: WebRtcRegistry, transcript_id: str, may_publish: bool = True) -> None:
+    def __init__(self, registry: WebRtcRegistry, transcript_id: str, may_publish: bool = True,
+                 participant: dict[str, Any] | None = None) -> None:
         super().__init__(registry.ice, max_audio_lead=registry.services.settings.max_audio_lead_seconds,
                          id_prefix=registry.tag + ".")
         self.registry = registry
         self.svc: Services = registry.services
         self.transcript_id = transcript_id
         self.may_publish = may_publish  # the offer needs transcripts:write; kept for the shared control rules
+        self.participant = participant  # a meeting token's participant: every stream of this peer is theirs
         self.publisher: Publisher | None = None
         self._hold = False  # after "stop" (or a refused automatic start) audio waits for "start"
         self._start_lock = asyncio.Lock()
@@ -114,7 +116,7 @@ class WebRtcSession(WebRtcPeer):
                 return None
             live = self.svc.live.get(self.transcript_id)
             try:
-                self.publisher = await live.add_publisher(_webrtc_params(params))
+                self.publisher = await live.add_publisher(_webrtc_params(pin_participant(params, self.participant)))
             except ProtocolError as exc:
                 self.svc.live.drop(live)
                 if not automatic:

@@ -3,8 +3,9 @@
 Schemathesis reads ``GET /v1/openapi.json`` from a real uvicorn server on the shared test app and, for every
 operation, sends a bounded number of generated requests (valid by the schema, and invalid ones), each twice
 over: once with generated path parameters (which mostly name nothing: the 404 paths) and once with the ids of
-real resources made for the run (a transcript with segments, a project, a kiosk conversation, a webhook), so
-the requests reach the handlers' real logic. It runs in public mode and in private mode with a user's token.
+real resources made for the run (a transcript with segments, a project, a kiosk conversation, a webhook, a
+room and its meeting), so the requests reach the handlers' real logic. It runs in public mode and in private
+mode with a user's token.
 
 What counts as a failure: any 500, or another 5xx the operation does not document (502/503 are documented
 where an LLM is needed and none is configured); and, for requests valid by the schema, a 2xx body that does not
@@ -176,6 +177,12 @@ async def make_resources(api: Api) -> dict[str, str]:
                               headers=h)
     if r.status_code == 200:
         known["key"] = r.json()["key"]
+    r = await api.client.post("/v1/rooms/", json={"name": "fuzzed room"}, headers=h)
+    assert r.status_code == 201, r.text
+    known["room_id"] = r.json()["id"]
+    r = await api.client.post(f"/v1/rooms/{known['room_id']}/meeting", json={}, headers=h)
+    assert r.status_code == 201, r.text
+    known["meeting_id"] = r.json()["id"]
     return known
 
 

@@ -45,8 +45,8 @@ async def summarize_transcript(services: Services, tid: str) -> dict[str, Any] |
     then published. The summary as stored; None for a transcript that is gone or has no text."""
     store = services.store
     row = await store.get_transcript(tid)
-    if row is None:
-        return None
+    if row is None or (row.get("meta") or {}).get("auto_summary") is False:
+        return None  # gone, or its meeting room turned automatic summaries off
     segments = await named_segments(store, row)
     texts = [transcript_text([s]) for s in segments]
     if not any(texts):
