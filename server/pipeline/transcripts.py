@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
 
 from media import DecodeError
 from protocol import ErrorCode, ProtocolError, StartParams, Status
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
     from server.http.admission import Caller
     from server.pipeline.hub import Subscriber
     from server.services import Services
+
+log = logging.getLogger("voxlane.live")
 
 
 class LiveTranscript:
@@ -66,6 +71,20 @@ class LiveTranscript:
                 await self.services.leases.release(self.id)
             raise
 
+    async def _with_stored_key_terms(self, params: StartParams) -> StartParams:
+        """A stream that names no key terms takes its transcript's (``meta.key_terms``: a meeting room's)."""
+        if params.key_terms:
+            return params
+        row = await self.services.store.get_transcript(self.id)
+        stored = ((row or {}).get("meta") or {}).get("key_terms")
+        if not stored:
+            return params
+        try:
+            return StartParams.model_validate({**params.model_dump(), "key_terms": stored})
+        except ValidationError:  # a room's terms are checked when the room is saved; an old row is not trusted
+            log.warning("transcript %s: its stored key terms are not valid and are not used", self.id)
+            return params
+
     async def _open_publisher(self, params: StartParams, offset: float | None, caller: Caller | None,
                               slot: str) -> Publisher:
         now = time.monotonic()
@@ -76,6 +95,7 @@ class LiveTranscript:
             offset = 0.0
         elif offset is None:
             offset = max(0.0, now - self.origin)
+        params = await self._with_stored_key_terms(params)
         try:
             pub = await Publisher.open(self, params, offset if params.participant else 0.0)
         except DecodeError as exc:

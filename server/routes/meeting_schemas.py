@@ -4,15 +4,14 @@ Meetings), each field bounded."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from protocol.messages import KeyTerms
 from server.features.meetings.platforms import PLATFORMS
 
 PlatformName = Literal[PLATFORMS]  # type: ignore[valid-type]
-KeyTerm = Annotated[str, Field(min_length=1, max_length=100)]
-MAX_KEY_TERMS = 200
 
 
 class RoomSettings(BaseModel):
@@ -26,8 +25,7 @@ class RoomSettings(BaseModel):
     auto_summary: bool = Field(default=True, description="summarize each meeting once its transcript completes")
     is_locked: bool = Field(default=False, description="only the host (host URL or the owner's token) may join")
     is_shared: bool = Field(default=False, description="meetings get a viewer URL: live captions, read only")
-    key_terms: list[KeyTerm] = Field(default_factory=list, max_length=MAX_KEY_TERMS,
-                                     description="names, jargon and product words the meetings are about")
+    key_terms: KeyTerms = Field(default_factory=list)  # the meetings' streams are steered towards them
 
 
 class RoomCreate(RoomSettings):
@@ -48,7 +46,7 @@ class RoomUpdate(BaseModel):
     auto_summary: bool | None = None
     is_locked: bool | None = None
     is_shared: bool | None = None
-    key_terms: list[KeyTerm] | None = Field(default=None, max_length=MAX_KEY_TERMS)
+    key_terms: KeyTerms | None = None
 
 
 class Room(RoomSettings):

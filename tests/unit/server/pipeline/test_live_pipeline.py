@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from media import SAMPLE_RATE, float_to_s16
-from protocol import StartParams
+from protocol import Participant, StartParams
 from server import services as composition
 from server.cli.live_client import load_pcm16k
 from server.settings import Settings
@@ -150,5 +150,25 @@ async def test_a_stream_s_key_terms_reach_the_model_and_its_words_without_moving
         assert all(finals[sid][:len(words)] == words for sid, words in shown.items())
         stored = await services.store.get_segments(tid)
         assert stored and all(set(s["text"].split()) == {"Wordle"} for s in stored)
+    finally:
+        await composition.close(services)
+
+
+async def test_a_stream_without_key_terms_takes_its_transcript_s(tmp_path: Path):
+    """A meeting room's key terms are on its meetings' transcripts (``meta.key_terms``): every participant stream
+    that names none is steered and corrected by them; one that names its own keeps its own."""
+    settings = Settings(data_dir=str(tmp_path / "data"), diarization="off", status_interval=0,
+                        max_audio_lead_seconds=0, publisher_idle_timeout=0)
+    services = await composition.build(settings, backend=FakeBackend())
+    try:
+        tid = (await services.store.create_transcript(name="meeting", meta={"key_terms": ["Wordle"]}))["id"]
+        live = services.live.get(tid)
+        plain = await live.add_publisher(StartParams(format="pcm_s16le", sample_rate=SAMPLE_RATE, channels=1,
+                                                     participant=Participant(id="a", name="Ann")))
+        own = await live.add_publisher(StartParams(format="pcm_s16le", sample_rate=SAMPLE_RATE, channels=1,
+                                                   participant=Participant(id="b", name="Bo"), key_terms=["Worf"]))
+        assert plain.session.config.key_terms == ("Wordle",) and own.session.config.key_terms == ("Worf",)
+        await plain.finish()
+        await own.finish()
     finally:
         await composition.close(services)
