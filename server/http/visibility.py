@@ -43,28 +43,28 @@ async def visible_transcript(conn: HTTPConnection, transcript_id: str | None = N
     return row
 
 
+async def _visible(conn: HTTPConnection, kind: str, row: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    """``row`` (a project, room or meeting) if the caller may see it; 404 otherwise, the same for one that is not
+    there and one of someone else's."""
+    if row is None or not principal(conn).can_see(row.get("owner")):
+        details = {f"{kind}_id": key} if kind != "project" else None
+        raise ApiError(404, f"{kind} not found", f"{kind.upper()}_NOT_FOUND", details)
+    return row
+
+
 async def visible_project(conn: HTTPConnection, project_id: str | None = None) -> dict[str, Any]:
     """The project (by default the path's) if the caller may see it; 404 otherwise."""
     pid = conn.path_params["project_id"] if project_id is None else project_id
-    row = await conn.app.state.services.store.get_project(pid)
-    if row is None or not principal(conn).can_see(row.get("owner")):
-        raise ApiError(404, "project not found", "PROJECT_NOT_FOUND")
-    return row
+    return await _visible(conn, "project", await conn.app.state.services.store.get_project(pid), pid)
 
 
 async def visible_room(conn: HTTPConnection, room_id: str | None = None) -> dict[str, Any]:
     """The room (by default the path's) if the caller may see it; 404 otherwise."""
     rid = conn.path_params["room_id"] if room_id is None else room_id
-    row = await conn.app.state.services.store.get_room(rid)
-    if row is None or not principal(conn).can_see(row.get("owner")):
-        raise ApiError(404, "room not found", "ROOM_NOT_FOUND", {"room_id": rid})
-    return row
+    return await _visible(conn, "room", await conn.app.state.services.store.get_room(rid), rid)
 
 
 async def visible_meeting(conn: HTTPConnection, meeting_id: str | None = None) -> dict[str, Any]:
     """The meeting (by default the path's) if the caller may see it; 404 otherwise."""
     mid = conn.path_params["meeting_id"] if meeting_id is None else meeting_id
-    row = await conn.app.state.services.store.get_meeting(mid)
-    if row is None or not principal(conn).can_see(row.get("owner")):
-        raise ApiError(404, "meeting not found", "MEETING_NOT_FOUND", {"meeting_id": mid})
-    return row
+    return await _visible(conn, "meeting", await conn.app.state.services.store.get_meeting(mid), mid)

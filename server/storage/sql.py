@@ -315,14 +315,18 @@ class SqlStore(MeetingQueries):
                   "speaker": segment.get("speaker"), "participant_id": segment.get("participant_id"),
                   "start": segment["start"], "end": segment["end"], "confidence": segment.get("confidence"),
                   "words": segment.get("words") or []}
-        stmt = self._upsert(S).values(**values)
-        stmt = stmt.on_conflict_do_update(index_elements=[S.c.id],
+        await self._put_by_id(S, values)
+
+    async def _put_by_id(self, table: Any, values: dict[str, Any]) -> None:
+        """Insert or replace a row of ``table`` by its id; TranscriptNotFound when its transcript is gone."""
+        stmt = self._upsert(table).values(**values)
+        stmt = stmt.on_conflict_do_update(index_elements=[table.c.id],
                                           set_={key: stmt.excluded[key] for key in values if key != "id"})
         try:
             async with self._write_guarded() as conn:
                 await conn.execute(stmt)
         except IntegrityError as exc:
-            raise TranscriptNotFound(transcript_id) from exc
+            raise TranscriptNotFound(values["transcript_id"]) from exc
 
     async def get_segments(self, transcript_id: str) -> list[dict[str, Any]]:
         rows = await self._read_rows(select(S).where(S.c.transcript_id == transcript_id)
@@ -336,14 +340,7 @@ class SqlStore(MeetingQueries):
     async def save_unredacted(self, transcript_id: str, segment: dict[str, Any]) -> None:
         values = {"id": segment["id"], "transcript_id": transcript_id, "text": segment["text"],
                   "start": segment["start"], "end": segment["end"], "words": segment.get("words") or []}
-        stmt = self._upsert(U).values(**values)
-        stmt = stmt.on_conflict_do_update(index_elements=[U.c.id],
-                                          set_={key: stmt.excluded[key] for key in values if key != "id"})
-        try:
-            async with self._write_guarded() as conn:
-                await conn.execute(stmt)
-        except IntegrityError as exc:
-            raise TranscriptNotFound(transcript_id) from exc
+        await self._put_by_id(U, values)
 
     async def get_unredacted(self, transcript_id: str, *, page: int = 1, size: int = 200
                              ) -> tuple[list[dict[str, Any]], int]:
