@@ -77,6 +77,11 @@ _TAG_ORDER = {t: i for i, t in enumerate(("transcripts", "transcript audio", "tr
                                           "participant", "meta"))}
 
 
+PATH_ID = {"type": "string", "minLength": 1, "pattern": r"^(?!\.\.?$)[^/]+$"}
+"""An id in a path: one segment, never "." or ".." (a client resolves those, and the request lands on another
+route: "/v1/rooms/." is the room list)."""
+
+
 def document(method: str, path: str, summary: str, tag: str, *, description: str = "",
              body: type[BaseModel] | None = None, body_kind: str = "json",
              responses: dict[int, tuple[type[BaseModel] | None, str]] | None = None,
@@ -189,7 +194,7 @@ def _operation(op: Operation, ref: dict[type[BaseModel], Any], auth_mode: str) -
         out["security"] = schemes + ([{}] if auth_mode == "public" else [])
         notes.append(f"Private mode: needs a token{' with scope `' + scope + '`' if scope != AUTHENTICATED else ''}.")
     out["description"] = " ".join(notes)
-    params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+    params = [{"name": n, "in": "path", "required": True, "schema": PATH_ID}
               for n in re.findall(r"{(\w+)(?::\w+)?}", op.path)]
     for p in op.query:
         schema: dict[str, Any] = {"type": p.type}
