@@ -34,13 +34,19 @@ _PRONOUN_I = frozenset({"i", "i'm", "i'll", "i've", "i'd"})
 _SENTENCE_END = (".", "?", "!")
 
 
+def _spelled(text: str) -> bool:
+    """A word of a number or an address as it is read out: digits, "@", number words, at/dot."""
+    core = split_edges(text.strip())[1]
+    return bool(core) and (any(c.isdigit() for c in core) or "@" in core or core.casefold() in _NUMBER_WORDS)
+
+
 def _mark(words: Sequence[WordEvent], i: int, *, sentence_start_counts: bool) -> bool:
     """Whether word ``i`` could be part of an entity."""
     text = words[i].text.strip()
     core = split_edges(text)[1]
     if not core:
         return False
-    if any(c.isdigit() for c in core) or "@" in core or core.casefold() in _NUMBER_WORDS:
+    if _spelled(text):
         return True
     if core[0].isupper() and core.casefold() not in _PRONOUN_I:
         opens = i == 0 or words[i - 1].text.rstrip().endswith(_SENTENCE_END)
@@ -67,15 +73,19 @@ class RedactionStep:
     def held(self, words: Sequence[WordEvent], committed: int) -> int:
         """How many of the ``committed`` first words a later word could still join into an entity: the last run
         of marked words (marks at most :data:`GAP` plain words apart: "smith" in "dot smith at"), tentative words
-        included, while it is still open (at most ``GAP`` plain committed words after its last mark), and the word
-        before it."""
+        included, while it is still open. A spelled run (digits, at/dot, an address) stays open through ``GAP``
+        plain committed words after its last mark and holds the word before it too ("john" of "john dot"); a run
+        of capitalised words (a name) ends at the first plain word after it."""
         n = committed
         marks = [i for i in range(max(0, n - WINDOW), len(words)) if _mark(words, i, sentence_start_counts=False)]
-        if not marks or n - 1 - marks[-1] > GAP:
-            return 0  # plain words followed: whatever entity there was has ended
-        first = marks[-1]
+        if not marks:
+            return 0
+        run = [marks[-1]]
         for i in reversed(marks[:-1]):
-            if first - i - 1 > GAP:
+            if run[0] - i - 1 > GAP:
                 break
-            first = i
-        return max(0, min(n, n - first + 1))
+            run.insert(0, i)
+        spelled = any(_spelled(words[i].text) for i in run)
+        if n - 1 - run[-1] > (GAP if spelled else 0):
+            return 0  # plain words followed: whatever entity there was has ended
+        return max(0, min(n, n - run[0] + (1 if spelled else 0)))

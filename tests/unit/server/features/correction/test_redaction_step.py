@@ -53,6 +53,13 @@ def test_a_run_of_digits_is_held_until_plain_words_follow_it(redactor: Redactor)
     assert held(15, shown=16) == 1, "a tentative 'dot' after 'john' holds 'john' back"
 
 
+def test_a_name_is_held_until_the_next_plain_word(redactor: Redactor):
+    step = RedactionStep(redactor)
+    said = "then we met Linda Green yesterday at noon".split()
+    assert step.held(words(said[:5], 5), 5) == 2, "'Linda Green' may go on"
+    assert step.held(words(said[:6], 6), 6) == 0, "a plain word after a name ends it"
+
+
 def test_partials_never_tell_pii_and_no_told_word_moves(redactor: Redactor):
     pass_ = correction_pass(redactor=redactor)
     assert pass_.heavy
