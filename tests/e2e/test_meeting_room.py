@@ -30,9 +30,6 @@ NAMES = ("Alice", "Bob", "Carol")  # voice k is NAMES[k]; Alice hosts
 CAPTIONS = ("[...document.querySelectorAll('#captions li')].map(li => ({who: li.querySelector('.who').textContent,"
             " final: li.dataset.final === 'true', text: li.querySelector('.text').textContent}))")
 
-pytestmark = pytest.mark.skipif(not dialogue.available(), reason="flite and espeak-ng render the dialogue")
-
-
 def words(text: str) -> list[str]:
     return re.findall(r"[a-z']+", text.lower())
 
