@@ -23,6 +23,12 @@ def services(conn: HTTPConnection) -> Services:
     return conn.app.state.services
 
 
+def public_base(conn: HTTPConnection) -> str:
+    """This server's base URL as a caller reaches it: ``VOXLANE_PUBLIC_URL`` when set (behind a proxy), else the
+    request's own; for the URLs a response hands out."""
+    return (services(conn).settings.public_url or str(conn.base_url)).rstrip("/")
+
+
 def rest_of(conn: HTTPConnection) -> RestServices:
     return conn.app.state.rest
 

@@ -34,7 +34,7 @@ from server.http.openapi import Param, document
 from server.http.stored_audio import audio_response
 from server.http.visibility import visible_transcript
 from server.pipeline.recordings import recording_key
-from server.routes.common import services
+from server.routes.common import public_base, services
 from server.routes.projects import load_project
 from server.routes.transcripts_audio import audio_key
 from server.storage.audio import AudioStore
@@ -245,7 +245,7 @@ async def download_audio_parts(request: Request) -> Response:
     row, segments, roster = await meeting_of(request)
     parts = await _audio_parts(request, row, segments, roster)
     timeline = exports.Timeline(row)
-    base = (services(request).settings.public_url or str(request.base_url)).rstrip("/")
+    base = public_base(request)
     return JSONResponse([{"id": p["id"], "participant": p["person"].full(), "start_timestamp": timeline.stamp(
         p["start"]), "duration": round(p["duration"], 3), "download_url": f"{base}/v1/transcripts_audio/{row['id']}"
         f"/parts/{p['id']}/download"} for p in parts])

@@ -20,17 +20,13 @@ from server.http.auth import WRITE, AuthError, principal
 from server.http.errors import ApiError
 from server.http.openapi import Param, document, page_params
 from server.http.visibility import visible_meeting, visible_room
-from server.routes.common import int_param, json_body, page_of, rest_of, services
+from server.routes.common import int_param, json_body, page_of, public_base, rest_of, services
 from server.routes.meeting_schemas import JoinBody, Joined, Meeting, MeetingCreate, MeetingPage
 from server.routes.system import WEB_CLIENT
 
 TAG = "meetings"
 MAX_AHEAD = timedelta(days=366)
 MAX_LENGTH = timedelta(days=31)
-
-
-def base_url(request: Request) -> str:
-    return (services(request).settings.public_url or str(request.base_url)).rstrip("/")
 
 
 def meeting_out(row: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +50,7 @@ async def begin_meeting(request: Request, room: dict[str, Any], name: str | None
     if end is not None and end <= now:
         raise ApiError(422, "end_date is in the past")
     try:
-        meeting = await start_meeting(services(request), rest_of(request).meetings, room, base_url=base_url(request),
+        meeting = await start_meeting(services(request), rest_of(request).meetings, room, base_url=public_base(request),
                                       name=name, start=start, end=end)
     except PlatformError as exc:
         raise ApiError(exc.status, exc.message, "PLATFORM_ERROR", {"platform": room["platform"]}) from None
@@ -118,7 +114,7 @@ async def join_meeting(request: Request) -> Response:
         raise ApiError(403, "this room is locked: only its host may join", "ROOM_LOCKED")
     ttl = min(services(request).settings.meeting_token_ttl, services(request).settings.jwt_max_lifetime)
     token, participant, expires = join_token(tokens, meeting, role=role, name=body.name, ttl=ttl)
-    base = base_url(request)
+    base = public_base(request)
     ws_base = "ws" + base.removeprefix("http")
     return JSONResponse(Joined(
         meeting_id=mid, transcript_id=mid, participant_id=participant["id"], name=body.name, role=role, token=token,

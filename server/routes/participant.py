@@ -30,7 +30,7 @@ from server.http.uploads import receive_for_store
 from server.jobs.merge import settle_job
 from server.jobs.recorded import transcribe_job
 from server.pipeline.recordings import chunk_key
-from server.routes.common import json_body, rest_of, services
+from server.routes.common import json_body, public_base, rest_of, services
 from server.routes.participant_schemas import (
     Chunk,
     ChunkCounts,
@@ -234,7 +234,7 @@ async def get_upload_url(request: Request) -> Response:
                                {"index": index}) from None
     if row is None:
         raise ApiError(409, "too many concurrent upload URL requests; retry", "CONFLICT")
-    base = (svc.settings.public_url or str(request.base_url)).rstrip("/")
+    base = public_base(request)
     sig = rest.signer.sign(conv["id"], key, expires)
     url = direct or f"{base}/api/participant/conversations/{conv['id']}/chunks/{key}?expires={expires}&signature={sig}"
     out = UploadUrl(url=url, key=key, expires_at=_iso(expires), index=row["index"],

@@ -23,7 +23,7 @@ from server.features.reports import conversation_pdf
 from server.features.speakers import named_segments
 from server.http.errors import ApiError
 from server.http.openapi import Param, document
-from server.routes.common import rest_of, services
+from server.routes.common import public_base, rest_of, services
 from server.routes.participant import per_address
 from server.routes.participant_schemas import TAG
 from server.storage.base import utcnow
@@ -83,13 +83,9 @@ async def _reported(request: Request) -> tuple[dict[str, Any], dict[str, Any], d
     return project, conv, await store.get_transcript(cid)
 
 
-def _base(request: Request) -> str:
-    return (services(request).settings.public_url or str(request.base_url)).rstrip("/")
-
-
 def unsubscribe_url(request: Request, conversation_id: str) -> str:
     sig = rest_of(request).signer.sign_link(UNSUBSCRIBE, conversation_id)
-    return f"{_base(request)}{P}/conversations/{conversation_id}/unsubscribe?signature={sig}"
+    return f"{public_base(request)}{P}/conversations/{conversation_id}/unsubscribe?signature={sig}"
 
 
 def _status(transcript: dict[str, Any] | None) -> str:
@@ -103,7 +99,7 @@ async def _report(request: Request) -> ParticipantReport:
     segments = await named_segments(services(request).store, transcript) if transcript else []
     status = _status(transcript)
     path = REPORT.format(project_id=project["id"], conversation_id=conv["id"])
-    artifacts = [Artifact(type="pdf", media_type="application/pdf", url=f"{_base(request)}{path}.pdf")] \
+    artifacts = [Artifact(type="pdf", media_type="application/pdf", url=f"{public_base(request)}{path}.pdf")] \
         if status == "ready" else []
     meta = (transcript or {}).get("meta") or {}
     out = ParticipantReport(

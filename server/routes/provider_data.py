@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from server.features.exports.provider_data import provider_data_parts
 from server.http.openapi import Param, document
-from server.routes.common import int_param, services
+from server.routes.common import int_param, public_base, services
 from server.routes.exports_api import TAG, MeetingParticipant, meeting_of
 
 PATH = "/v1/transcripts/{transcript_id}/download/transcript_provider_data"
@@ -50,7 +50,7 @@ async def download_provider_data(request: Request) -> Response:
     row, segments, roster = await meeting_of(request)
     svc = services(request)
     recorded = bool(await svc.store.list_chunks(transcript_id=row["id"], limit=1))
-    base = (svc.settings.public_url or str(request.base_url)).rstrip("/")
+    base = public_base(request)
     chosen = segments[(page - 1) * size:page * size]
     body = {"parts": provider_data_parts(row, chosen, roster, live=not recorded, base_url=base)}
     headers = {"X-Total-Count": str(len(segments))}
