@@ -18,8 +18,9 @@ def hms(seconds: float | None) -> str:
     return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+def one_line(text: Any) -> str:
+    """``text`` on one line, its runs of whitespace (newlines included) one space each; None is empty."""
+    return " ".join(str(text if text is not None else "").split())
 
 
 def as_markdown(transcript: dict[str, Any], segments: list[dict[str, Any]],
@@ -30,19 +31,19 @@ def as_markdown(transcript: dict[str, Any], segments: list[dict[str, Any]],
     roster = Roster(transcript, segments, default_name=conversation.get("name"))
     created = parse_time(transcript.get("created_at"))
     people = [p.label for p in roster]
-    lines = [f"# {_one_line(transcript.get('name') or transcript.get('id') or 'Transcript')}", "",
+    lines = [f"# {one_line(transcript.get('name') or transcript.get('id') or 'Transcript')}", "",
              f"- Date: {created.strftime('%Y-%m-%d %H:%M')} UTC",
              f"- Duration: {hms(transcript.get('duration'))}",
-             f"- Participants: {', '.join(_one_line(p) for p in people) if people else '(none)'}"]
+             f"- Participants: {', '.join(one_line(p) for p in people) if people else '(none)'}"]
     if conversation.get("tags"):
-        lines.append(f"- Tags: {', '.join(_one_line(t) for t in conversation['tags'])}")
+        lines.append(f"- Tags: {', '.join(one_line(t) for t in conversation['tags'])}")
     lines += [f"- Status: {transcript.get('status')}", f"- ID: {transcript.get('id')}", "", "## Transcript", ""]
     turns = stretches(segments, roster)
     if not turns:
         lines.append("_No speech was transcribed._")
     for person, start, _, segs in turns:
-        text = _one_line(" ".join(s["text"] for s in segs))
-        lines += [f"**[{hms(start)}] {_one_line(person.label)}:** {text}", ""]
+        text = one_line(" ".join(s["text"] for s in segs))
+        lines += [f"**[{hms(start)}] {one_line(person.label)}:** {text}", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.features.exports.archive import hms
-
-
-def one_line(text: Any) -> str:
-    return " ".join(str(text or "").split())
+from server.features.exports.archive import hms, one_line
 
 
 def where(item: dict[str, Any]) -> str:

@@ -19,8 +19,8 @@ from anyascii import anyascii
 from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
-from server.features.exports.archive import hms
-from server.features.reports.markdown import one_line, where
+from server.features.exports.archive import hms, one_line
+from server.features.reports.markdown import where
 
 ENCODING = "windows-1252"
 FONT = "Helvetica"
