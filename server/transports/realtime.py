@@ -15,7 +15,10 @@ Events (client -> server: what comes back)
   ``audio/pcmu`` and ``audio/pcma`` (8 kHz G.711, decoded here) are taken; the format can change until audio
   is appended. Turn detection is voxlane's VAD with the server's settings (the session shows their values);
   ``null`` only drops the ``speech_started``/``speech_stopped`` events. Noise reduction is not offered (shown
-  ``null``). The transcription model, language and prompt are echoed; the server's model and settings decide.
+  ``null``). The transcription model must be an OpenAI transcription id or another id of ``GET /v1/models``
+  (``VOXLANE_OPENAI_MODELS``; else ``error`` ``MODEL_NOT_AVAILABLE`` and nothing of the update changes, or on
+  the URL's ``?model=`` the socket closes 1008); it is echoed with language and prompt, and the server's model
+  and settings decide.
 * ``input_audio_buffer.append``: nothing (as OpenAI). The audio is fed to the publisher in frames of at most
   ``VOXLANE_MAX_FRAME_KB``, held to real time plus ``VOXLANE_MAX_AUDIO_LEAD_SECONDS`` like the native
   WebSocket (the socket is not read meanwhile). The publisher starts with the first append (admission then).
@@ -97,6 +100,7 @@ from protocol.realtime import (
     error_event,
     parse_client_event,
 )
+from server.features.openai_models import ModelMap, ModelNotServed
 from server.http.websocket import receive_unless_ended
 from server.pipeline.configs import stream_config
 from server.pipeline.hub import Subscriber
@@ -116,6 +120,7 @@ COMMIT_WAIT_S = 60.0
 PARSE_OFF_LOOP = 1 << 20
 """An event this big (a long append) is parsed and base64-decoded off the event loop."""
 MAX_MODEL_CHARS = 200
+MODEL_NOT_AVAILABLE = "MODEL_NOT_AVAILABLE"  # as POST /v1/audio/transcriptions answers the same name
 
 # queue entries of this connection's own, beside the hub's messages (whose types are voxlane's wire types)
 _REPLY = "realtime.reply"  # a server event for this client, in order with everything else it receives
@@ -289,9 +294,13 @@ class RealtimeSession:
                 raise RealtimeError("INVALID_PARAMS", f"the audio format cannot change once audio was appended"
                                     f" ({self.format.type} so far): open a new session for {fmt.type}",
                                     param="session.audio.input.format", event_id=event.event_id)
-        self.format = fmt
+        transcription = None
         if audio_in is not None and "transcription" in present:
-            self.transcription = audio_in.transcription or TranscriptionIn(model=self.default_model)
+            transcription = audio_in.transcription or TranscriptionIn(model=self.default_model)
+            self._check_model(transcription.model, event.event_id)
+        self.format = fmt
+        if transcription is not None:
+            self.transcription = transcription
             language = self.transcription.language
             if language:
                 await self.svc.store.update_transcript(self.transcript_id, source_language=language)
@@ -300,6 +309,15 @@ class RealtimeSession:
         if "include" in session.model_fields_set:
             self.logprobs = LOGPROBS in (session.include or [])
         self.reply(SessionUpdated(session=self.session()))
+
+    def _check_model(self, model: str | None, event_id: str | None) -> None:
+        """The REST route's rule: an OpenAI id or a configured one (echoed), nothing else."""
+        try:
+            if model is not None:
+                ModelMap.of(self.svc.settings).resolve(model)
+        except ModelNotServed as exc:
+            raise RealtimeError(MODEL_NOT_AVAILABLE, str(exc), param="session.audio.input.transcription.model",
+                                event_id=event_id) from None
 
     async def _append(self, event: AudioAppend) -> None:
         data = await self._decode(event)

@@ -306,8 +306,13 @@ async def test_bad_events_get_errors_and_the_session_goes_on(public_api: Api):
         assert error["param"].startswith("session.audio.input.format")
         await conn.send_raw(json.dumps({"type": "session.update", "session": {"type": "transcription", "voice": "x"}}))
         assert (await events.wait("error", 11))["error"]["param"] == "session.voice"
+        await conn.session.update(session={"type": "transcription", "audio": {"input": {
+            "format": {"type": "audio/pcmu"}, "transcription": {"model": "gpt-9"}}}})
+        error = (await events.wait("error", 12))["error"]  # REST's rule: neither an OpenAI id nor configured
+        assert error["code"] == "MODEL_NOT_AVAILABLE" and "gpt-4o-mini-transcribe" in error["message"]
+        assert error["param"] == "session.audio.input.transcription.model"
         await conn.input_audio_buffer.commit()
-        error = (await events.wait("error", 12))["error"]
+        error = (await events.wait("error", 13))["error"]
         assert error["code"] == "input_audio_buffer_commit_empty" and "0.00 ms" in error["message"]
         assert not events.of("session.updated")
 
@@ -318,14 +323,14 @@ async def test_bad_events_get_errors_and_the_session_goes_on(public_api: Api):
         await conn.input_audio_buffer.append(audio=base64.b64encode(b"\xff" * 4000).decode())  # 0.5 s
         await conn.session.update(session={"type": "transcription", "audio": {"input": {"format": {
             "type": "audio/pcm"}}}})
-        assert "cannot change" in (await events.wait("error", 13))["error"]["message"]
+        assert "cannot change" in (await events.wait("error", 14))["error"]["message"]
         await conn.input_audio_buffer.commit()
         completed = await events.wait("conversation.item.input_audio_transcription.completed")
         assert completed["transcript"] == "" and completed["usage"] == {"type": "duration", "seconds": 0.5}
         await conn.input_audio_buffer.clear()
         await events.wait("input_audio_buffer.cleared")
         assert len(check_items(events, vad=False, logprobs=False)) == 1  # no speech: no VAD events
-        assert events.closed is None and len(events.of("error")) == 13
+        assert events.closed is None and len(events.of("error")) == 14
         events.stop()
     row = await public_api.wait_transcript(tid)
     assert row["segments"] == [] and abs(row["duration"] - 0.5) < 0.05
@@ -343,9 +348,16 @@ async def test_only_transcription_sessions_and_unused_ones_leave_nothing(public_
         error = await events.error("UNSUPPORTED_SESSION")
         assert "intent=transcription" in error["message"]
         assert (await events.until_closed()).rcvd.code == 1008
-    async with client(base).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+    async with client(base).realtime.connect(model="whisper-2", extra_query={"intent": "transcription"}) as conn:
         events = Events(conn)
-        tid = (await events.wait("session.created"))["session"]["id"]
+        assert "gpt-4o-transcribe" in (await events.error("MODEL_NOT_AVAILABLE"))["message"]
+        assert (await events.until_closed()).rcvd.code == 1008
+    async with client(base).realtime.connect(model="gpt-4o-mini-transcribe",
+                                             extra_query={"intent": "transcription"}) as conn:
+        events = Events(conn)
+        session = (await events.wait("session.created"))["session"]
+        assert session["audio"]["input"]["transcription"]["model"] == "gpt-4o-mini-transcribe", "echoed"
+        tid = session["id"]
         assert (await public_api.client.get(f"/v1/transcripts/{tid}")).status_code == 200
         events.stop()
     for _ in range(200):  # no audio was sent: the session's transcript goes with it
