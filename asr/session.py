@@ -84,6 +84,7 @@ class StreamSession(ResultReader):
         self._open: Segment | None = None
         self._closing: deque[Segment] = deque()
         self._last_closed_end = 0.0
+        self._cut_time = 0.0  # the latest client cut (see cut): no later window reads audio before it
         self._history = self.config.initial_prompt.strip()  # recent final text, the prompt for the next segment
         self._last_words: list[TimedWord] = []  # the words of the latest final, stream time
         self._paused = False
@@ -181,6 +182,32 @@ class StreamSession(ResultReader):
             self._paused = True
             self._last_words = []  # the audio after the pause does not follow them
         self._on_loop(self._poke)
+
+    def cut(self, t: float) -> None:
+        """End the open segment at stream time ``t`` without stopping (a client's commit: OpenAI's
+        ``input_audio_buffer.commit`` takes exactly the audio appended before it). Its final reads its window
+        to ``t`` and keeps the words spoken before it; speech going on at ``t`` opens the next segment there,
+        and no later segment reaches back before ``t`` for its lead-in (a pause closes at the speech's end,
+        and the segment after it started a lead-in earlier: one word was read into both). Call it in order
+        with the audio, after every sample before ``t``."""
+        with self._lock:
+            seg = self._open
+            if seg is not None and seg.start < t:
+                if self._tracker.in_speech:
+                    self._cut_at(seg, t)
+                else:
+                    self._close_open(t)  # at the speech's end and a pad, as a pause closes it
+            self._last_closed_end = max(self._last_closed_end, t)
+            self._cut_time = max(self._cut_time, t)
+        self._on_loop(self._poke)
+
+    def _lend_context(self, seg: Segment) -> None:
+        """(under the lock) As the planner lends, but never words from before a cut: the item after a commit
+        holds no audio before it (lent, "ask" after the cut was stamped 0.35 s before it)."""
+        if self._last_words and self._last_words[0].start < self._cut_time:
+            seg.context_lent = True  # decided: nothing to take
+            return
+        super()._lend_context(seg)
 
     def resume(self) -> None:
         with self._lock:

@@ -29,8 +29,9 @@ Events (client -> server: what comes back)
   ``...input_audio_transcription.completed`` and ``conversation.item.done``. OpenAI commits (and sends
   ``committed``) when speech stops and transcribes afterwards; voxlane transcribes while the speaker talks, so
   an item is committed when its first words are heard and ``speech_stopped`` comes with its final.
-* ``input_audio_buffer.commit``: the open segment is finalized (as ``pause`` does) and its final is sent
-  before the next client event is read; if no segment appeared since the previous commit, an item with an
+* ``input_audio_buffer.commit``: the open segment ends at exactly the audio appended so far (speech going on
+  opens the next segment there, so no word is read into two items) and its final is sent before the next
+  client event is read; if no segment appeared since the previous commit, an item with an
   empty transcript stands for the audio (as OpenAI answers silence). Under 100 ms of audio since the last
   commit or clear: ``error`` ``input_audio_buffer_commit_empty``, as OpenAI.
 * ``input_audio_buffer.clear``: ``input_audio_buffer.cleared``. Voxlane transcribes audio as it arrives, so
@@ -379,8 +380,7 @@ class RealtimeSession:
                                 f" but the buffer has {buffered:.2f} ms", event_id=event.event_id)
         pub = self.publisher
         if pub is not None and not pub.finished:
-            await pub.pause()  # the open segment is closed now, as the native 'pause' does ...
-            await pub.resume()  # ... and the audio that follows is transcribed as before
+            await pub.cut()  # the open segment ends at the audio appended so far; what follows is the next item's
             try:
                 await asyncio.wait_for(self._finals_out(pub), COMMIT_WAIT_S)
             except TimeoutError:

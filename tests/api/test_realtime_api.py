@@ -270,6 +270,43 @@ async def test_ulaw_without_turn_detection(public_api: Api):
     assert " ".join(s["text"] for s in row["segments"]) == text
 
 
+async def test_a_commit_cuts_the_stream_where_it_is_sent(public_api: Api):
+    """OpenAI's commit takes exactly the audio appended before it. Committed in JFK's pauses (what a client's
+    VAD does), every item's words lie inside its stretch and none is read into two items: a commit used to
+    close the segment at the speech's end, and the next segment's lead-in read the word after the cut again
+    ("asp!", then "Ask not!")."""
+    base = await public_api.serve()
+    audio, cuts = speech_24k(), [2.7, 4.9, 7.85, 11.0]
+    async with client(base).realtime.connect(model="gpt-transcribe", extra_query={"intent": "transcription"}) as conn:
+        events = Events(conn)
+        tid = (await events.wait("session.created"))["session"]["id"]
+        await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
+        start = 0
+        for cut in cuts:
+            end = min(len(audio), int(cut * 24000) * 2)
+            await stream(conn, audio[start:end], chunk=4800, pause=0)
+            await conn.input_audio_buffer.commit()
+            start = end
+        await conn.input_audio_buffer.clear()
+        await events.wait("input_audio_buffer.cleared", within=90)
+        assert not events.of("error"), events.of("error")
+        items = check_items(events, vad=False, logprobs=False)
+        events.stop()
+    segments = (await public_api.wait_transcript(tid))["segments"]
+    assert [f"item_{s['id']}" for s in segments] == [i for i, t in items if t]
+    windows = [(a - 0.1, b + 0.1) for a, b in zip([0.0, *cuts[:-1]], cuts, strict=True)]
+    placed = []
+    for seg in segments:
+        inside = [k for k, (a, b) in enumerate(windows) if all(a <= w["start"] and w["end"] <= b for w in seg["words"])]
+        assert inside, (seg["text"], [(w["text"], w["start"], w["end"]) for w in seg["words"]])
+        placed.append(inside[0])
+    assert placed == sorted(placed) and set(placed) == set(range(len(cuts))), placed
+    words = [normalized(s["text"]).split() for s in segments]
+    assert all(a[-1] != b[0] for a, b in zip(words, words[1:], strict=False)), words
+    errors, _ = wer_counts(reference("single/jfk_inaugural_1961_excerpt.wav"), " ".join(t for _, t in items))
+    assert errors <= 1, items  # "ask" or "asked" (speech_24k), nothing read twice
+
+
 async def test_bad_events_get_errors_and_the_session_goes_on(public_api: Api):
     base = await public_api.serve()
     async with client(base).realtime.connect(extra_query={"intent": "transcription"}) as conn:
