@@ -22,13 +22,16 @@ Events (client -> server: what comes back)
 * ``input_audio_buffer.append``: nothing (as OpenAI). The audio is fed to the publisher in frames of at most
   ``VOXLANE_MAX_FRAME_KB``, held to real time plus ``VOXLANE_MAX_AUDIO_LEAD_SECONDS`` like the native
   WebSocket (the socket is not read meanwhile). The publisher starts with the first append (admission then).
-* every voxlane segment is one conversation item, ``item_id`` = ``item_`` + segment id. Its first partial:
-  ``input_audio_buffer.speech_started`` (with turn detection on), ``input_audio_buffer.committed``,
-  ``conversation.item.added``; each partial's newly *final* words: ``...input_audio_transcription.delta`` (so
-  the deltas concatenate to the transcript); the segment's final: the last delta, ``speech_stopped``,
-  ``...input_audio_transcription.completed`` and ``conversation.item.done``. OpenAI commits (and sends
-  ``committed``) when speech stops and transcribes afterwards; voxlane transcribes while the speaker talks, so
-  an item is committed when its first words are heard and ``speech_stopped`` comes with its final.
+* with turn detection on, ``input_audio_buffer.speech_started`` comes as the VAD confirms speech
+  (``audio_start_ms``: its onset) and ``speech_stopped`` once the silence after it reaches
+  ``silence_duration_ms`` (``audio_end_ms``: the end of the speech), ahead of any words. Their ``item_id`` is
+  the item that speech's first segment becomes (made at the onset, taken by that segment).
+* every voxlane segment is one conversation item (``item_id``: the speech's, else ``item_`` + segment id).
+  Its first partial: ``input_audio_buffer.committed``, ``conversation.item.added``; each partial's newly
+  *final* words: ``...input_audio_transcription.delta`` (so the deltas concatenate to the transcript); the
+  segment's final: the last delta, ``...input_audio_transcription.completed`` and ``conversation.item.done``.
+  OpenAI commits (and sends ``committed``) when speech stops and transcribes afterwards; voxlane transcribes
+  while the speaker talks, so an item is committed when its first words are heard.
 * ``input_audio_buffer.commit``: the open segment ends at exactly the audio appended so far (speech going on
   opens the next segment there, so no word is read into two items) and its final is sent before the next
   client event is read; if no segment appeared since the previous commit, an item with an
@@ -191,6 +194,8 @@ class RealtimeSession:
         self.items: dict[str, _Item] = {}
         self.last_item: str | None = None
         self.item_since_commit = False
+        self.turn: tuple[str, float] | None = None  # the speech heard last: its item id and onset
+        self.turn_item: str | None = None  # that id while no segment has taken it
         self.publisher_finals = 0  # finals of the current publisher sent out
         self.progress = asyncio.Event()
 
@@ -355,7 +360,8 @@ class RealtimeSession:
             return None
         if pub is not None:
             await self._gone(pub)  # it is still flushing: its finals come before the new stream's
-        params = StartParams(format="pcm_s16le", sample_rate=self.format.sample_rate, channels=1, diarization=False)
+        params = StartParams(format="pcm_s16le", sample_rate=self.format.sample_rate, channels=1, diarization=False,
+                             vad_events=True)
         self.sub.put({"type": _PUBLISHER})
         try:
             self.publisher = await self.svc.live.get(self.transcript_id).add_publisher(params)
@@ -434,6 +440,8 @@ class RealtimeSession:
         data = msg.get("data") or {}
         if kind == "transcription" and data.get("participant_id") is None:
             return self._transcription(data)
+        if kind == "speech" and data.get("participant_id") is None and self.vad:
+            return [self._speech(data)]
         if kind == "error" and not (data.get("details") or {}).get("participant_id"):
             return [error_event(data.get("code") or "INTERNAL_ERROR", data.get("message") or "", kind=SERVER_ERROR)]
         return []  # status, diarization, summary: voxlane's own
@@ -443,11 +451,9 @@ class RealtimeSession:
         seg_id = data["segment_id"]
         item = self.items.get(seg_id)
         if item is None:  # the segment's first words: its item is committed and added
-            item = self.items[seg_id] = _Item(id=f"item_{seg_id}", previous=self.last_item)
+            item = self.items[seg_id] = _Item(id=self._item_id(data), previous=self.last_item)
             self.last_item = item.id
             self.item_since_commit = True
-            if self.vad:
-                events.append(SpeechStarted(audio_start_ms=_ms(data["start"]), item_id=item.id))
             events.append(Committed(item_id=item.id, previous_item_id=item.previous))
             events.append(ItemAdded(previous_item_id=item.previous, item=UserAudioItem(
                 id=item.id, status="in_progress", content=[InputAudioContent()])))
@@ -460,8 +466,6 @@ class RealtimeSession:
         if item.told != text:  # never expected: final words do not change (the completed text is the truth)
             log.warning("transcript %s: deltas of %s say %r, its final %r", self.transcript_id, item.id, item.told,
                         text)
-        if self.vad:
-            events.append(SpeechStopped(audio_end_ms=_ms(data["end"]), item_id=item.id))
         events.append(TranscriptionCompleted(
             item_id=item.id, transcript=text, usage=DurationUsage(seconds=round(max(0.0, data["end"] - data["start"]),
                                                                                 3)),
@@ -471,6 +475,24 @@ class RealtimeSession:
         self.publisher_finals += 1
         self.progress.set()
         return events
+
+    def _speech(self, data: dict[str, Any]) -> ServerEvent:
+        """The VAD's ``speech`` message. Its item is the one the speech's first segment becomes: not known at the
+        onset (the segment has no words yet), so its id is made here and that segment takes it (_item_id)."""
+        if data["event"] == "started":
+            self.turn_item = f"item_{uuid.uuid4().hex[:12]}"
+            self.turn = (self.turn_item, data["time"])
+            return SpeechStarted(audio_start_ms=_ms(data["time"]), item_id=self.turn_item)
+        item_id = self.turn[0] if self.turn is not None else (self.last_item or f"item_{uuid.uuid4().hex[:12]}")
+        return SpeechStopped(audio_end_ms=_ms(data["time"]), item_id=item_id)
+
+    def _item_id(self, data: dict[str, Any]) -> str:
+        """A new segment's item: the id its speech_started named, unless it ends before that speech began (a
+        segment of the speech before, whose first words came with its final)."""
+        if self.turn_item is not None and self.turn is not None and data["end"] > self.turn[1]:
+            item_id, self.turn_item = self.turn_item, None
+            return item_id
+        return f"item_{data['segment_id']}"
 
     def _delta(self, item: _Item, settled: list[dict[str, Any]]) -> list[ServerEvent]:
         """The words made final since the item's last delta, as text that continues what was said."""
