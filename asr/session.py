@@ -25,10 +25,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from asr.audio_buffer import AudioBuffer
+from asr.client_cuts import ClientCuts
 from asr.events import SpeechEvent
 from asr.inference import InferenceLoop, Priority
 from asr.policy import TimedWord
-from asr.result_reader import ResultReader
 from asr.segment_book import Emit, Report, Segment
 from asr.stream_config import StreamConfig
 from asr.vad import SileroModel, SpeechTracker, VadStream
@@ -55,7 +55,7 @@ def random_segment_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-class StreamSession(ResultReader):
+class StreamSession(ClientCuts):
     """One stream's session on the inference loop: it takes the audio in, runs the VAD, and drives decodes;
     what the segments are (:mod:`asr.segment_book`), which windows are read (:mod:`asr.window_planner`) and how
     a result is read into them (:mod:`asr.result_reader`) live in the classes it builds on."""
@@ -87,8 +87,6 @@ class StreamSession(ResultReader):
         self._open: Segment | None = None
         self._closing: deque[Segment] = deque()
         self._last_closed_end = 0.0
-        self._cut_time = 0.0  # the latest client cut (see cut): no later window reads audio before it
-        self._speech_cut: float | None = None  # a cut in speech whose speech_start the next audio may tell
         self._history = self.config.initial_prompt.strip()  # recent final text, the prompt for the next segment
         self._last_words: list[TimedWord] = []  # the words of the latest final, stream time
         self._paused = False
@@ -156,11 +154,7 @@ class StreamSession(ResultReader):
                 if kind == "speech_start" and not self._speaking:
                     self._speaking = True
                     told.append(self._speech("started", t))
-            if self._speech_cut is not None:  # speech going on at a cut: told started at the cut
-                if self._tracker.in_speech and not self._speaking:
-                    self._speaking = True
-                    told.append(self._speech("started", self._speech_cut))
-                self._speech_cut = None
+            told.extend(self._speech_after_cut())
             if self._speaking and self._tracker.silence_run >= self.config.min_silence_s - 1e-9:
                 told.extend(self._speech_stopped())
             self._update_segments()
@@ -216,39 +210,6 @@ class StreamSession(ResultReader):
             told = self._speech_stopped()
         self._tell_speech(told)
         self._on_loop(self._poke)
-
-    def cut(self, t: float) -> None:
-        """End the open segment at stream time ``t`` without stopping (a client's commit: OpenAI's
-        ``input_audio_buffer.commit`` takes exactly the audio appended before it). Its final reads its window
-        to ``t`` and keeps the words spoken before it; speech going on at ``t`` opens the next segment there,
-        and no later segment reaches back before ``t`` for its lead-in (a pause closes at the speech's end,
-        and the segment after it started a lead-in earlier: one word was read into both). The speech being
-        told is told stopped (at ``t`` if it goes on, and started there again once the audio after the cut
-        is heard as speech). Call it in order with the audio, after every sample before ``t``."""
-        with self._lock:
-            seg = self._open
-            speaking = self._tracker.in_speech
-            if seg is not None and seg.start < t:
-                if speaking:
-                    self._cut_at(seg, t)
-                else:
-                    self._close_open(t)  # at the speech's end and a pad, as a pause closes it
-            self._last_closed_end = max(self._last_closed_end, t)
-            self._cut_time = max(self._cut_time, t)
-            told = self._speech_stopped()  # the speech before the cut ends there ...
-            if speaking and told:
-                told = [self._speech("stopped", t)]
-                self._speech_cut = t  # ... and starts again there if the audio after the cut is speech too
-        self._tell_speech(told)
-        self._on_loop(self._poke)
-
-    def _lend_context(self, seg: Segment) -> None:
-        """(under the lock) As the planner lends, but never words from before a cut: the item after a commit
-        holds no audio before it (lent, "ask" after the cut was stamped 0.35 s before it)."""
-        if self._last_words and self._last_words[0].start < self._cut_time:
-            seg.context_lent = True  # decided: nothing to take
-            return
-        super()._lend_context(seg)
 
     def resume(self) -> None:
         with self._lock:
