@@ -204,6 +204,12 @@ class RecognizerSession:
         with self._lock:
             self._paused = False
 
+    def cut(self, t: float) -> None:
+        """A client's commit (see :meth:`StreamSession.cut`): the call ends at the audio put so far, which is every
+        sample before ``t``, and the audio after it opens the next call."""
+        self.pause()
+        self.resume()
+
     async def wait_backlog(self, at_most: int) -> None:
         """Backpressure for producers faster than real time (a recorded file)."""
         while len(self._audio) > at_most and self._driver is not None and not self._driver.done():

@@ -25,10 +25,10 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from asr.audio_buffer import AudioBuffer
+from asr.client_cuts import ClientCuts
 from asr.events import SpeechEvent
 from asr.inference import InferenceLoop, Priority
 from asr.policy import TimedWord
-from asr.result_reader import ResultReader
 from asr.segment_book import Emit, Report, Segment
 from asr.stream_config import StreamConfig
 from asr.vad import SileroModel, SpeechTracker, VadStream
@@ -55,7 +55,7 @@ def random_segment_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-class StreamSession(ResultReader):
+class StreamSession(ClientCuts):
     """One stream's session on the inference loop: it takes the audio in, runs the VAD, and drives decodes;
     what the segments are (:mod:`asr.segment_book`), which windows are read (:mod:`asr.window_planner`) and how
     a result is read into them (:mod:`asr.result_reader`) live in the classes it builds on."""
@@ -154,6 +154,7 @@ class StreamSession(ResultReader):
                 if kind == "speech_start" and not self._speaking:
                     self._speaking = True
                     told.append(self._speech("started", t))
+            told.extend(self._speech_after_cut())
             if self._speaking and self._tracker.silence_run >= self.config.min_silence_s - 1e-9:
                 told.extend(self._speech_stopped())
             self._update_segments()

@@ -15,6 +15,7 @@ from typing import Any
 
 from server.settings_correction import CorrectionSettings, check_correction
 from server.settings_limits import ClientLimitSettings
+from server.settings_openai import OpenAISettings, check_openai
 from server.settings_shared import PlatformSettings, SettingsError, _opt, check_shared_services
 
 JWT_AUDIENCE_REQUIRED = ("VOXLANE_JWT_AUDIENCE is required when VOXLANE_JWT_PUBLIC_KEY is set: keys from an"
@@ -23,7 +24,7 @@ JWT_AUDIENCE_REQUIRED = ("VOXLANE_JWT_AUDIENCE is required when VOXLANE_JWT_PUBL
 
 
 @dataclass
-class Settings(CorrectionSettings, PlatformSettings, ClientLimitSettings):
+class Settings(CorrectionSettings, OpenAISettings, PlatformSettings, ClientLimitSettings):
     host: str = field(default="127.0.0.1", metadata=_opt("VOXLANE_HOST", "address to listen on"))
     port: int = field(default=8000, metadata=_opt("VOXLANE_PORT", "port to listen on", lo=0, hi=65535))
     data_dir: str = field(default="./voxlane-data", metadata=_opt(
@@ -326,6 +327,7 @@ class Settings(CorrectionSettings, PlatformSettings, ClientLimitSettings):
             raise SettingsError("VOXLANE_LLM_URL must start with http:// or https://")
         check_shared_services(self)  # database, Redis, S3
         check_correction(self)
+        check_openai(self)
 
     @property
     def data_path(self) -> Path:

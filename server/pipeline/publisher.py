@@ -123,6 +123,7 @@ class Publisher:
         self._inline_bytes = min(INLINE_MAX_BYTES, int(INLINE_SECONDS * decoder.input_sample_rate
                                                        * decoder.input_channels * PCM_SAMPLE_WIDTHS[decoder.fmt])
                                  ) if isinstance(decoder, PcmDecoder) else 0
+        self._input_bytes = 0  # raw PCM taken in: where a cut falls, to the sample (see cut)
         self.recording_key = key
         self.wav = WavAppender(recording)
         self._publish = functools.partial(services.hub.publish, transcript.id)  # to every subscriber
@@ -183,6 +184,7 @@ class Publisher:
         if self.finished:
             return
         self.last_audio = time.monotonic()
+        self._input_bytes += len(data)
         if self._takes_inline(data):
             taken = self._decode_and_ingest(data)
         else:
@@ -270,6 +272,21 @@ class Publisher:
             self.paused = True
             await self._worker.run(self.session.pause)  # in order with the frames before it
             await self.publish_status("paused", "transcription", "paused: audio is stored, not transcribed")
+
+    async def cut(self) -> None:
+        """End the open segment at the audio taken in so far, and go on (OpenAI's ``input_audio_buffer.commit``:
+        an item holds exactly the audio appended before its commit). The position is counted in the client's
+        own samples, not in what the resampler has let through yet, and the cut runs in order with the frames
+        before it (see :meth:`StreamSession.cut`)."""
+        if self.finished:
+            return
+        decoder = self._decoder
+        if isinstance(decoder, PcmDecoder):
+            width = PCM_SAMPLE_WIDTHS[decoder.fmt] * decoder.input_channels
+            at = self._input_bytes // width / decoder.input_sample_rate
+        else:
+            at = self.pacer.seconds
+        await self._worker.run(self.session.cut, at)
 
     async def resume(self) -> None:
         if self.paused and not self.finished:

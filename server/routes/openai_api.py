@@ -35,6 +35,7 @@ from starlette.routing import Route
 
 from protocol import Transcription
 from server.features import exports
+from server.features.openai_models import ModelMap, ModelNotServed
 from server.http.audio_limits import refuse_declared, too_long
 from server.http.errors import ApiError
 from server.http.openapi import document
@@ -48,8 +49,6 @@ log = logging.getLogger("voxlane.openai")
 TAG = "openai-compatible"
 FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
-ALIASES = ("whisper-1",)
-"""Model names clients hard-code; they mean the model this server runs."""
 SCRATCH = "tmp"
 _LANGUAGE_NAMES = {"en": "english", "de": "german", "fr": "french", "es": "spanish", "it": "italian",
                    "nl": "dutch", "pt": "portuguese", "pl": "polish", "sv": "swedish", "da": "danish",
@@ -62,7 +61,8 @@ class TranscriptionForm(BaseModel):
     """multipart/form-data fields (as the OpenAI audio API takes them)."""
 
     file: bytes = Field(description="the audio (WAV, MP3, M4A, FLAC, OGG, WebM; 8-48 kHz)")
-    model: str = Field(default="whisper-1", description="`whisper-1` or an id from GET /v1/models")
+    model: str = Field(default="whisper-1", description="an OpenAI transcription id (`whisper-1`, `gpt-4o-transcribe`,"
+                       " ...) or another id from GET /v1/models; they mean the served model")
     language: str | None = Field(default=None, description="ISO 639-1 code of the speech")
     prompt: str | None = Field(default=None, description="context for the first segment: vocabulary, spelling")
     key_terms: str | None = Field(default=None, description=(
@@ -141,9 +141,14 @@ class Options:
 # ------------------------------------------------------------ models
 
 
-def model_ids(services: Services) -> list[str]:
-    """The loaded model (by its name, or its directory's name) and the aliases that mean it."""
-    return [Path(services.settings.model).name, *ALIASES]
+def check_model(services: Services, model: str) -> str:
+    """``model`` as a client named it, once it is known to mean the served model; raises ``MODEL_NOT_AVAILABLE``
+    (422) otherwise. The Realtime route applies the same rule (server.transports.realtime)."""
+    try:
+        ModelMap.of(services.settings).resolve(model)
+    except ModelNotServed as exc:
+        raise ApiError(422, str(exc), "MODEL_NOT_AVAILABLE", {"available": exc.available}) from None
+    return model
 
 
 def _model(request: Request, model_id: str) -> dict[str, Any]:
@@ -152,14 +157,14 @@ def _model(request: Request, model_id: str) -> dict[str, Any]:
 
 async def list_models(request: Request) -> Response:
     """The models this server transcribes with (OpenAI's model list shape)."""
-    data = [_model(request, m) for m in model_ids(services(request))]
+    data = [_model(request, m) for m in ModelMap.of(services(request).settings).ids()]
     return JSONResponse(OpenAIModelList(data=data).model_dump())
 
 
 async def get_model(request: Request) -> Response:
     """One model of the list."""
     model_id = request.path_params["model_id"]
-    if model_id not in model_ids(services(request)):
+    if model_id not in ModelMap.of(services(request).settings).ids():
         raise ApiError(404, f"model {model_id!r} is not served here", "MODEL_NOT_FOUND")
     return JSONResponse(_model(request, model_id))
 
@@ -170,9 +175,8 @@ async def get_model(request: Request) -> Response:
 def _options(svc: Services, received: Received) -> Options:
     fields, lists = received.fields, received.lists
     model = (fields.get("model") or "").strip()
-    if model and model not in (*model_ids(svc), svc.settings.model):
-        raise ApiError(422, f"model {model!r} is not served here; use one of {', '.join(model_ids(svc))}",
-                       "MODEL_NOT_AVAILABLE", {"available": model_ids(svc)})
+    if model:
+        check_model(svc, model)
     fmt = (fields.get("response_format") or "json").strip()
     if fmt not in FORMATS:
         raise ApiError(422, f"response_format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -376,6 +380,6 @@ document("POST", "/v1/audio/transcriptions", "Transcribe a file (OpenAI-compatib
                     415: (None, "unsupported audio"),
                     422: (None, "unreadable audio, unknown model, bad field")})
 document("GET", "/v1/models", "List models (OpenAI-compatible)", TAG,
-         responses={200: (OpenAIModelList, "the served model and its aliases")})
+         responses={200: (OpenAIModelList, "the served model and the OpenAI ids that mean it")})
 document("GET", "/v1/models/{model_id}", "Read a model (OpenAI-compatible)", TAG,
-         responses={200: (OpenAIModel, "the model")})
+         responses={200: (OpenAIModel, "the model"), 404: (None, "not an id of the list (MODEL_NOT_FOUND)")})

@@ -17,6 +17,7 @@ from protocol import ErrorCode, ProtocolError
 from protocol.realtime import (
     error_event,
 )
+from server.features.openai_models import ModelMap, ModelNotServed
 from server.http.auth import can_publish, principal
 from server.http.openapi import Param, document
 from server.routes.common import services
@@ -26,6 +27,7 @@ from server.transports.realtime import (
     CLOSE_POLICY,
     CLOSE_TRY_AGAIN,
     MAX_MODEL_CHARS,
+    MODEL_NOT_AVAILABLE,
     CloseWith,
     RealtimeSession,
     refusal_error,
@@ -47,6 +49,11 @@ def _refusal(ws: WebSocket, svc: Services, model: str | None) -> CloseWith | Non
     if model is not None and len(model) > MAX_MODEL_CHARS:
         return CloseWith(CLOSE_POLICY, error_event("INVALID_PARAMS", f"model is longer than {MAX_MODEL_CHARS}"
                                                 " characters"), "invalid model")
+    if model is not None:
+        try:
+            ModelMap.of(svc.settings).resolve(model)
+        except ModelNotServed as exc:
+            return CloseWith(CLOSE_POLICY, error_event(MODEL_NOT_AVAILABLE, str(exc)), "model not available")
     if not can_publish(ws):
         return CloseWith(CLOSE_FORBIDDEN, error_event(
             ErrorCode.INSUFFICIENT_SCOPE.value, "a transcription session sends audio: it needs a token with the"
@@ -98,5 +105,7 @@ document("WEBSOCKET", "/v1/realtime", "OpenAI Realtime transcription session (We
                      " transcript that records the session. Sending audio needs `transcripts:write` (a token without"
                      " it is closed with 4403).",
          query=[Param("intent", "must be `transcription`", required=True, enum=("transcription",)),
-                Param("model", "echoed as the session's transcription model (the server's model transcribes)"),
+                Param("model", "an OpenAI transcription id or another id of GET /v1/models (VOXLANE_OPENAI_MODELS),"
+                               " echoed as the session's transcription model; any other name is refused with"
+                               " MODEL_NOT_AVAILABLE"),
                 Param("token", "bearer token (or the Authorization header)")])

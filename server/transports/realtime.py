@@ -15,21 +15,28 @@ Events (client -> server: what comes back)
   ``audio/pcmu`` and ``audio/pcma`` (8 kHz G.711, decoded here) are taken; the format can change until audio
   is appended. Turn detection is voxlane's VAD with the server's settings (the session shows their values);
   ``null`` only drops the ``speech_started``/``speech_stopped`` events. Noise reduction is not offered (shown
-  ``null``). The transcription model, language and prompt are echoed; the server's model and settings decide.
+  ``null``). The transcription model must be an OpenAI transcription id or another id of ``GET /v1/models``
+  (``VOXLANE_OPENAI_MODELS``; else ``error`` ``MODEL_NOT_AVAILABLE`` and nothing of the update changes, or on
+  the URL's ``?model=`` the socket closes 1008); it is echoed with language and prompt, and the server's model
+  and settings decide.
 * ``input_audio_buffer.append``: nothing (as OpenAI). The audio is fed to the publisher in frames of at most
   ``VOXLANE_MAX_FRAME_KB``, held to real time plus ``VOXLANE_MAX_AUDIO_LEAD_SECONDS`` like the native
   WebSocket. Events are handled in order while the socket is still read (see server.transports.realtime_inbound);
   with the lead on, one append carries at most the lead or a quarter of ``VOXLANE_IDLE_TIMEOUT`` of audio,
   whichever is more. The publisher starts with the first append (admission then).
-* every voxlane segment is one conversation item, ``item_id`` = ``item_`` + segment id. Its first partial:
-  ``input_audio_buffer.speech_started`` (with turn detection on), ``input_audio_buffer.committed``,
-  ``conversation.item.added``; each partial's newly *final* words: ``...input_audio_transcription.delta`` (so
-  the deltas concatenate to the transcript); the segment's final: the last delta, ``speech_stopped``,
-  ``...input_audio_transcription.completed`` and ``conversation.item.done``. OpenAI commits (and sends
-  ``committed``) when speech stops and transcribes afterwards; voxlane transcribes while the speaker talks, so
-  an item is committed when its first words are heard and ``speech_stopped`` comes with its final.
-* ``input_audio_buffer.commit``: the open segment is finalized (as ``pause`` does) and its final is sent
-  before the next client event is read; if no segment appeared since the previous commit, an item with an
+* with turn detection on, ``input_audio_buffer.speech_started`` comes as the VAD confirms speech
+  (``audio_start_ms``: its onset) and ``speech_stopped`` once the silence after it reaches
+  ``silence_duration_ms`` (``audio_end_ms``: the end of the speech), ahead of any words. Their ``item_id`` is
+  the item that speech's first segment becomes (made at the onset, taken by that segment).
+* every voxlane segment is one conversation item (``item_id``: the speech's, else ``item_`` + segment id).
+  Its first partial: ``input_audio_buffer.committed``, ``conversation.item.added``; each partial's newly
+  *final* words: ``...input_audio_transcription.delta`` (so the deltas concatenate to the transcript); the
+  segment's final: the last delta, ``...input_audio_transcription.completed`` and ``conversation.item.done``.
+  OpenAI commits (and sends ``committed``) when speech stops and transcribes afterwards; voxlane transcribes
+  while the speaker talks, so an item is committed when its first words are heard.
+* ``input_audio_buffer.commit``: the open segment ends at exactly the audio appended so far (speech going on
+  opens the next segment there, so no word is read into two items) and its final is sent before the next
+  client event is read; if no segment appeared since the previous commit, an item with an
   empty transcript stands for the audio (as OpenAI answers silence). Under 100 ms of audio since the last
   commit or clear: ``error`` ``input_audio_buffer_commit_empty``, as OpenAI.
 * ``input_audio_buffer.clear``: ``input_audio_buffer.cleared``. Voxlane transcribes audio as it arrives, so
@@ -98,6 +105,7 @@ from protocol.realtime import (
     UserAudioItem,
     error_event,
 )
+from server.features.openai_models import ModelMap, ModelNotServed
 from server.http.ws_guard import InboundGuard
 from server.pipeline.configs import stream_config
 from server.pipeline.hub import Subscriber
@@ -118,6 +126,7 @@ COMMIT_WAIT_S = 60.0
 G711_OFF_LOOP = 64 * 1024
 """G.711 audio this long is decoded off the event loop."""
 MAX_MODEL_CHARS = 200
+MODEL_NOT_AVAILABLE = "MODEL_NOT_AVAILABLE"  # as POST /v1/audio/transcriptions answers the same name
 
 # queue entries of this connection's own, beside the hub's messages (whose types are voxlane's wire types)
 _REPLY = "realtime.reply"  # a server event for this client, in order with everything else it receives
@@ -177,6 +186,8 @@ class RealtimeSession:
         self.items: dict[str, _Item] = {}
         self.last_item: str | None = None
         self.item_since_commit = False
+        self.turn: tuple[str, float] | None = None  # the speech heard last: its item id and onset
+        self.turn_item: str | None = None  # that id while no segment has taken it
         self.publisher_finals = 0  # finals of the current publisher sent out
         self.progress = asyncio.Event()
 
@@ -270,9 +281,13 @@ class RealtimeSession:
                 raise RealtimeError("INVALID_PARAMS", f"the audio format cannot change once audio was appended"
                                     f" ({self.format.type} so far): open a new session for {fmt.type}",
                                     param="session.audio.input.format", event_id=event.event_id)
-        self.format = fmt
+        transcription = None
         if audio_in is not None and "transcription" in present:
-            self.transcription = audio_in.transcription or TranscriptionIn(model=self.default_model)
+            transcription = audio_in.transcription or TranscriptionIn(model=self.default_model)
+            self._check_model(transcription.model, event.event_id)
+        self.format = fmt
+        if transcription is not None:
+            self.transcription = transcription
             language = self.transcription.language
             if language:
                 await self.svc.store.update_transcript(self.transcript_id, source_language=language)
@@ -281,6 +296,15 @@ class RealtimeSession:
         if "include" in session.model_fields_set:
             self.logprobs = LOGPROBS in (session.include or [])
         self.reply(SessionUpdated(session=self.session()))
+
+    def _check_model(self, model: str | None, event_id: str | None) -> None:
+        """The REST route's rule: an OpenAI id or a configured one (echoed), nothing else."""
+        try:
+            if model is not None:
+                ModelMap.of(self.svc.settings).resolve(model)
+        except ModelNotServed as exc:
+            raise RealtimeError(MODEL_NOT_AVAILABLE, str(exc), param="session.audio.input.transcription.model",
+                                event_id=event_id) from None
 
     async def _append(self, event: AudioAppend) -> None:
         limit = self._append_limit()
@@ -322,7 +346,8 @@ class RealtimeSession:
             return None
         if pub is not None:
             await self._gone(pub)  # it is still flushing: its finals come before the new stream's
-        params = StartParams(format="pcm_s16le", sample_rate=self.format.sample_rate, channels=1, diarization=False)
+        params = StartParams(format="pcm_s16le", sample_rate=self.format.sample_rate, channels=1, diarization=False,
+                             vad_events=True)
         self.sub.put({"type": _PUBLISHER})
         try:
             self.publisher = await self.svc.live.get(self.transcript_id).add_publisher(params)
@@ -347,8 +372,7 @@ class RealtimeSession:
                                 f" but the buffer has {buffered:.2f} ms", event_id=event.event_id)
         pub = self.publisher
         if pub is not None and not pub.finished:
-            await pub.pause()  # the open segment is closed now, as the native 'pause' does ...
-            await pub.resume()  # ... and the audio that follows is transcribed as before
+            await pub.cut()  # the open segment ends at the audio appended so far; what follows is the next item's
             try:
                 await asyncio.wait_for(self._finals_out(pub), COMMIT_WAIT_S)
             except TimeoutError:
@@ -402,6 +426,8 @@ class RealtimeSession:
         data = msg.get("data") or {}
         if kind == "transcription" and data.get("participant_id") is None:
             return self._transcription(data)
+        if kind == "speech" and data.get("participant_id") is None and self.vad:
+            return [self._speech(data)]
         if kind == "error" and not (data.get("details") or {}).get("participant_id"):
             return [error_event(data.get("code") or "INTERNAL_ERROR", data.get("message") or "", kind=SERVER_ERROR)]
         return []  # status, diarization, summary: voxlane's own
@@ -411,11 +437,9 @@ class RealtimeSession:
         seg_id = data["segment_id"]
         item = self.items.get(seg_id)
         if item is None:  # the segment's first words: its item is committed and added
-            item = self.items[seg_id] = _Item(id=f"item_{seg_id}", previous=self.last_item)
+            item = self.items[seg_id] = _Item(id=self._item_id(data), previous=self.last_item)
             self.last_item = item.id
             self.item_since_commit = True
-            if self.vad:
-                events.append(SpeechStarted(audio_start_ms=_ms(data["start"]), item_id=item.id))
             events.append(Committed(item_id=item.id, previous_item_id=item.previous))
             events.append(ItemAdded(previous_item_id=item.previous, item=UserAudioItem(
                 id=item.id, status="in_progress", content=[InputAudioContent()])))
@@ -428,8 +452,6 @@ class RealtimeSession:
         if item.told != text:  # never expected: final words do not change (the completed text is the truth)
             log.warning("transcript %s: deltas of %s say %r, its final %r", self.transcript_id, item.id, item.told,
                         text)
-        if self.vad:
-            events.append(SpeechStopped(audio_end_ms=_ms(data["end"]), item_id=item.id))
         events.append(TranscriptionCompleted(
             item_id=item.id, transcript=text, usage=DurationUsage(seconds=round(max(0.0, data["end"] - data["start"]),
                                                                                 3)),
@@ -439,6 +461,24 @@ class RealtimeSession:
         self.publisher_finals += 1
         self.progress.set()
         return events
+
+    def _speech(self, data: dict[str, Any]) -> ServerEvent:
+        """The VAD's ``speech`` message. Its item is the one the speech's first segment becomes: not known at the
+        onset (the segment has no words yet), so its id is made here and that segment takes it (_item_id)."""
+        if data["event"] == "started":
+            self.turn_item = f"item_{uuid.uuid4().hex[:12]}"
+            self.turn = (self.turn_item, data["time"])
+            return SpeechStarted(audio_start_ms=_ms(data["time"]), item_id=self.turn_item)
+        item_id = self.turn[0] if self.turn is not None else (self.last_item or f"item_{uuid.uuid4().hex[:12]}")
+        return SpeechStopped(audio_end_ms=_ms(data["time"]), item_id=item_id)
+
+    def _item_id(self, data: dict[str, Any]) -> str:
+        """A new segment's item: the id its speech_started named, unless it ends before that speech began (a
+        segment of the speech before, whose first words came with its final)."""
+        if self.turn_item is not None and self.turn is not None and data["end"] > self.turn[1]:
+            item_id, self.turn_item = self.turn_item, None
+            return item_id
+        return f"item_{data['segment_id']}"
 
     def _delta(self, item: _Item, settled: list[dict[str, Any]]) -> list[ServerEvent]:
         """The words made final since the item's last delta, as text that continues what was said."""

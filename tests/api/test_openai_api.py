@@ -12,6 +12,7 @@ import webvtt
 from openai.types.audio import Transcription, TranscriptionVerbose
 
 from server.cli.bench.metrics import wer_counts
+from server.features.openai_models import OPENAI_TRANSCRIPTION_MODELS
 from tests.rest_support import AUDIO, Api, read_wav, reference
 
 pytest_plugins = ("tests.rest_fixtures",)
@@ -42,9 +43,9 @@ async def test_openai_client_gets_the_text_in_every_format(private_api: Api):
     duration = len(samples) / rate
 
     models = await client.models.list()
-    assert [m.id for m in models.data] == ["tiny.en", "whisper-1"]
+    assert [m.id for m in models.data] == ["tiny.en", *OPENAI_TRANSCRIPTION_MODELS], "every OpenAI id means it"
     assert all(m.object == "model" and m.owned_by == "voxlane" and m.created > 0 for m in models.data)
-    assert (await client.models.retrieve("whisper-1")).id == "whisper-1"
+    assert (await client.models.retrieve("gpt-4o-mini-transcribe")).id == "gpt-4o-mini-transcribe"
 
     js = await client.audio.transcriptions.create(file=audio, model="whisper-1")
     assert isinstance(js, Transcription) and wer(js.text) < MAX_WER, js.text
@@ -96,7 +97,8 @@ async def test_openai_client_errors(private_api: Api):
                                 max_retries=0)
     with pytest.raises(openai.UnprocessableEntityError) as info:
         await writer.audio.transcriptions.create(file=audio, model="gpt-9")
-    assert info.value.code == "MODEL_NOT_AVAILABLE" and "whisper-1" in info.value.body["message"]
+    assert info.value.code == "MODEL_NOT_AVAILABLE" and "gpt-4o-transcribe" in info.value.body["message"]
+    assert info.value.body["details"]["available"] == ["tiny.en", *OPENAI_TRANSCRIPTION_MODELS]
     with pytest.raises(openai.UnprocessableEntityError) as info:
         await writer.audio.transcriptions.create(file=audio, model="whisper-1", response_format="json",
                                                  timestamp_granularities=["word"])

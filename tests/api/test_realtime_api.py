@@ -162,13 +162,13 @@ def check_items(events: Events, vad: bool, logprobs: bool) -> list[tuple[str, st
     for committed in events.of("input_audio_buffer.committed"):
         item_id = committed["item_id"]
         assert committed["previous_item_id"] == previous
-        mine = [e for e in events.raw if item_id in (e.get("item_id"), e.get("item", {}).get("id"))]
+        mine = [e for e in events.raw if item_id in (e.get("item_id"), e.get("item", {}).get("id"))
+                and not e["type"].startswith("input_audio_buffer.speech_")]
         kinds = [e["type"] for e in mine]
         deltas = [e for e in mine if e["type"].endswith("transcription.delta")]
         head = ["input_audio_buffer.committed", "conversation.item.added"]
-        tail = ["input_audio_buffer.speech_stopped"] if vad else []
-        tail += ["conversation.item.input_audio_transcription.completed", "conversation.item.done"]
-        assert kinds == (["input_audio_buffer.speech_started"] if vad else []) + head + [
+        tail = ["conversation.item.input_audio_transcription.completed", "conversation.item.done"]
+        assert kinds == head + [
             "conversation.item.input_audio_transcription.delta"] * len(deltas) + tail, kinds
         completed = events.of("conversation.item.input_audio_transcription.completed")
         done = next(e for e in completed if e["item_id"] == item_id)
@@ -183,12 +183,23 @@ def check_items(events: Events, vad: bool, logprobs: bool) -> list[tuple[str, st
                 assert all(p["logprob"] <= 0 and bytes(p["bytes"]).decode() == p["token"] for p in d["logprobs"])
             else:
                 assert d["logprobs"] is None
-        if vad:
-            started = next(e for e in events.of("input_audio_buffer.speech_started") if e["item_id"] == item_id)
-            stopped = next(e for e in events.of("input_audio_buffer.speech_stopped") if e["item_id"] == item_id)
-            assert 0 <= started["audio_start_ms"] <= stopped["audio_end_ms"] <= 11_500
         items.append((item_id, done["transcript"]))
         previous = item_id
+    speech = [e for e in events.raw if e["type"].startswith("input_audio_buffer.speech_")]
+    if not vad:
+        assert not speech
+        return items
+    # from the VAD, ahead of the words: started and stopped in turn, each pair naming the item its speech became
+    assert [e["type"].rsplit("_", 1)[1] for e in speech] == ["started", "stopped"] * (len(speech) // 2), speech
+    ids = [i for i, _ in items]
+    for started, stopped in zip(speech[::2], speech[1::2], strict=True):
+        assert started["item_id"] == stopped["item_id"]
+        assert 0 <= started["audio_start_ms"] < stopped["audio_end_ms"] <= 11_500
+        if started["item_id"] in ids:  # not when the speech's words went on in an item already open (a split)
+            committed = next(e for e in events.of("input_audio_buffer.committed")
+                             if e["item_id"] == started["item_id"])
+            assert events.raw.index(started) < events.raw.index(committed), "the VAD hears speech before a decode"
+    assert sum(e["item_id"] in ids for e in speech[::2]) >= len(speech) // 4, (speech, items)
     return items
 
 
@@ -240,8 +251,7 @@ async def test_sdk_transcribes_speech_over_realtime(public_api: Api):
 
     row = await api.wait_transcript(tid)  # closing finished the stream: the transcript stays readable
     assert row["status"] == "completed" and abs(row["duration"] - 11.0) < 0.3
-    assert [f"item_{s['id']}" for s in row["segments"]] == [i for i, t in items if t]
-    assert [s["text"] for s in row["segments"]] == [t for _, t in items if t]
+    assert [s["text"] for s in row["segments"]] == [t for _, t in items if t], "an item per stored segment"
     listing = (await api.client.get("/v1/transcripts/", params={"search": "country"})).json()
     assert tid in [t["id"] for t in listing["items"]]
 
@@ -268,6 +278,43 @@ async def test_ulaw_without_turn_detection(public_api: Api):
         events.stop()
     row = await public_api.wait_transcript(tid)
     assert " ".join(s["text"] for s in row["segments"]) == text
+
+
+async def test_a_commit_cuts_the_stream_where_it_is_sent(public_api: Api):
+    """OpenAI's commit takes exactly the audio appended before it. Committed in JFK's pauses (what a client's
+    VAD does), every item's words lie inside its stretch and none is read into two items: a commit used to
+    close the segment at the speech's end, and the next segment's lead-in read the word after the cut again
+    ("asp!", then "Ask not!")."""
+    base = await public_api.serve()
+    audio, cuts = speech_24k(), [2.7, 4.9, 7.85, 11.0]
+    async with client(base).realtime.connect(model="gpt-transcribe", extra_query={"intent": "transcription"}) as conn:
+        events = Events(conn)
+        tid = (await events.wait("session.created"))["session"]["id"]
+        await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
+        start = 0
+        for cut in cuts:
+            end = min(len(audio), int(cut * 24000) * 2)
+            await stream(conn, audio[start:end], chunk=4800, pause=0)
+            await conn.input_audio_buffer.commit()
+            start = end
+        await conn.input_audio_buffer.clear()
+        await events.wait("input_audio_buffer.cleared", within=90)
+        assert not events.of("error"), events.of("error")
+        items = check_items(events, vad=False, logprobs=False)
+        events.stop()
+    segments = (await public_api.wait_transcript(tid))["segments"]
+    assert [f"item_{s['id']}" for s in segments] == [i for i, t in items if t]
+    windows = [(a - 0.1, b + 0.1) for a, b in zip([0.0, *cuts[:-1]], cuts, strict=True)]
+    placed = []
+    for seg in segments:
+        inside = [k for k, (a, b) in enumerate(windows) if all(a <= w["start"] and w["end"] <= b for w in seg["words"])]
+        assert inside, (seg["text"], [(w["text"], w["start"], w["end"]) for w in seg["words"]])
+        placed.append(inside[0])
+    assert placed == sorted(placed) and set(placed) == set(range(len(cuts))), placed
+    words = [normalized(s["text"]).split() for s in segments]
+    assert all(a[-1] != b[0] for a, b in zip(words, words[1:], strict=False)), words
+    errors, _ = wer_counts(reference("single/jfk_inaugural_1961_excerpt.wav"), " ".join(t for _, t in items))
+    assert errors <= 1, items  # "ask" or "asked" (speech_24k), nothing read twice
 
 
 async def test_bad_events_get_errors_and_the_session_goes_on(public_api: Api):
@@ -306,8 +353,13 @@ async def test_bad_events_get_errors_and_the_session_goes_on(public_api: Api):
         assert error["param"].startswith("session.audio.input.format")
         await conn.send_raw(json.dumps({"type": "session.update", "session": {"type": "transcription", "voice": "x"}}))
         assert (await events.wait("error", 11))["error"]["param"] == "session.voice"
+        await conn.session.update(session={"type": "transcription", "audio": {"input": {
+            "format": {"type": "audio/pcmu"}, "transcription": {"model": "gpt-9"}}}})
+        error = (await events.wait("error", 12))["error"]  # REST's rule: neither an OpenAI id nor configured
+        assert error["code"] == "MODEL_NOT_AVAILABLE" and "gpt-4o-mini-transcribe" in error["message"]
+        assert error["param"] == "session.audio.input.transcription.model"
         await conn.input_audio_buffer.commit()
-        error = (await events.wait("error", 12))["error"]
+        error = (await events.wait("error", 13))["error"]
         assert error["code"] == "input_audio_buffer_commit_empty" and "0.00 ms" in error["message"]
         assert not events.of("session.updated")
 
@@ -318,14 +370,14 @@ async def test_bad_events_get_errors_and_the_session_goes_on(public_api: Api):
         await conn.input_audio_buffer.append(audio=base64.b64encode(b"\xff" * 4000).decode())  # 0.5 s
         await conn.session.update(session={"type": "transcription", "audio": {"input": {"format": {
             "type": "audio/pcm"}}}})
-        assert "cannot change" in (await events.wait("error", 13))["error"]["message"]
+        assert "cannot change" in (await events.wait("error", 14))["error"]["message"]
         await conn.input_audio_buffer.commit()
         completed = await events.wait("conversation.item.input_audio_transcription.completed")
         assert completed["transcript"] == "" and completed["usage"] == {"type": "duration", "seconds": 0.5}
         await conn.input_audio_buffer.clear()
         await events.wait("input_audio_buffer.cleared")
         assert len(check_items(events, vad=False, logprobs=False)) == 1  # no speech: no VAD events
-        assert events.closed is None and len(events.of("error")) == 13
+        assert events.closed is None and len(events.of("error")) == 14
         events.stop()
     row = await public_api.wait_transcript(tid)
     assert row["segments"] == [] and abs(row["duration"] - 0.5) < 0.05
@@ -343,9 +395,16 @@ async def test_only_transcription_sessions_and_unused_ones_leave_nothing(public_
         error = await events.error("UNSUPPORTED_SESSION")
         assert "intent=transcription" in error["message"]
         assert (await events.until_closed()).rcvd.code == 1008
-    async with client(base).realtime.connect(extra_query={"intent": "transcription"}) as conn:
+    async with client(base).realtime.connect(model="whisper-2", extra_query={"intent": "transcription"}) as conn:
         events = Events(conn)
-        tid = (await events.wait("session.created"))["session"]["id"]
+        assert "gpt-4o-transcribe" in (await events.error("MODEL_NOT_AVAILABLE"))["message"]
+        assert (await events.until_closed()).rcvd.code == 1008
+    async with client(base).realtime.connect(model="gpt-4o-mini-transcribe",
+                                             extra_query={"intent": "transcription"}) as conn:
+        events = Events(conn)
+        session = (await events.wait("session.created"))["session"]
+        assert session["audio"]["input"]["transcription"]["model"] == "gpt-4o-mini-transcribe", "echoed"
+        tid = session["id"]
         assert (await public_api.client.get(f"/v1/transcripts/{tid}")).status_code == 200
         events.stop()
     for _ in range(200):  # no audio was sent: the session's transcript goes with it

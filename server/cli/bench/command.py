@@ -92,6 +92,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         " time its finals, word commits and messages reaching a subscriber on --url-b against one"
                         " on --url (the B hop)")
     p.add_argument("--url-b", default=None, help="fanout: node B's base URL (same Redis as --url)")
+    p.add_argument("--speech-events", dest="speech_events", action="store_true",
+                   help="instead: stream the files in real time over the OpenAI Realtime route and time"
+                        " speech_started/speech_stopped against their reference utterances (RTTM)")
     p.add_argument("--key-terms", dest="key_terms", action="store_true",
                    help="instead, no server: transcribe the files with the file pipeline without key terms, with"
                         " each file's own (from its reference) and with all of them; WER and key-term hit rate")
@@ -205,6 +208,13 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         print("voxlane bench: no audio files (give --audio-dir or --files)", file=sys.stderr)
         return 2
+    if args.speech_events:
+        from server.cli.bench.speech_events import run_speech_events, speech_event_rows
+
+        result = asyncio.run(run_speech_events(args.url, args.token, audio_dir, refs, files))
+        print_rows(*speech_event_rows(result))
+        write_result(args.output, result)
+        return 0
     if args.key_terms:
         from server.cli.bench.key_terms import key_term_rows, run_key_terms
 
