@@ -1,0 +1,129 @@
+"""Deepgram's listen API (``WS /v1/listen``, ``POST /v1/listen``) driven by the unmodified ``deepgram-sdk`` against
+a real server with the real model, on real speech: every message is read by the SDK and validated with its own
+models; the transcript is compared with the native WebSocket's on the same file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
+from deepgram.listen.v1.types import ListenV1Metadata, ListenV1Results, ListenV1SpeechStarted, ListenV1UtteranceEnd
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from server.cli.bench.metrics import wer_counts
+from tests.rest_support import AUDIO, Api, read_wav, reference
+
+pytest_plugins = ("tests.rest_fixtures",)
+
+JFK_NAME = "single/jfk_inaugural_1961_excerpt.wav"
+JFK = AUDIO / JFK_NAME
+CHUNK = 3200  # 100 ms of 16 kHz 16-bit mono
+FOREIGN_KEY = "0123456789abcdef0123456789abcdef01234567"  # shaped like a Deepgram key: anonymous in public mode
+
+
+def jfk_pcm() -> bytes:
+    samples, rate = read_wav(JFK)
+    assert rate == 16000
+    return samples.astype("<i2").tobytes()
+
+
+def sdk(base: str, key: str = FOREIGN_KEY) -> AsyncDeepgramClient:
+    ws = base.replace("http", "ws", 1)
+    return AsyncDeepgramClient(api_key=key, environment=DeepgramClientEnvironment(
+        base=base, production=ws, agent=ws, agent_rest=base))
+
+
+def final_text(messages: list[Any]) -> str:
+    """The stream's transcript: its is_final Results, in order."""
+    return " ".join(m.channel.alternatives[0].transcript for m in messages
+                    if isinstance(m, ListenV1Results) and m.is_final and m.channel.alternatives[0].transcript)
+
+
+def final_words(messages: list[Any]) -> list[tuple[str, float]]:
+    return [(w.word, w.start) for m in messages if isinstance(m, ListenV1Results) and m.is_final
+            for w in m.channel.alternatives[0].words]
+
+
+async def native_text(api: Api, base: str, pcm: bytes) -> str:
+    """The same audio through voxlane's own WebSocket: the text of its finals."""
+    tid = (await api.client.post("/v1/transcripts/", json={"name": "native"})).json()["id"]
+    async with connect(f"{base.replace('http', 'ws', 1)}/v1/transcripts_websocket/{tid}", max_size=None) as ws:
+        await ws.send(json.dumps({"action": "start", "params": {"format": "pcm_s16le", "sample_rate": 16000}}))
+        for start in range(0, len(pcm), CHUNK):
+            await ws.send(pcm[start:start + CHUNK])
+        await ws.send(json.dumps({"action": "stop"}))
+        row = await api.wait_transcript(tid, within=90)
+    return " ".join(s["text"] for s in row["segments"])
+
+
+@pytest.fixture(scope="module")
+async def native_jfk(public_api: Api) -> str:
+    return await native_text(public_api, await public_api.serve(), jfk_pcm())
+
+
+async def stream_sdk(base: str, pcm: bytes, finalize: bool = False, pause: float = 0.0, **options: Any
+                     ) -> list[Any]:
+    """Streams through the SDK's live client, then CloseStream; every message the SDK parsed, each checked with
+    its model (required fields, types)."""
+    messages: list[Any] = []
+    async with sdk(base).listen.v1.connect(model="nova-3", encoding="linear16", sample_rate=16000,
+                                           **options) as conn:
+        reader = asyncio.create_task(collect(conn, messages))
+        await conn.send_keep_alive()
+        for start in range(0, len(pcm), CHUNK):
+            await conn.send_media(pcm[start:start + CHUNK])
+            await asyncio.sleep(pause)
+        if finalize:
+            await conn.send_finalize()
+        await conn.send_close_stream()
+        await asyncio.wait_for(reader, 90)
+    return messages
+
+
+async def collect(conn: Any, messages: list[Any]) -> None:
+    try:
+        async for message in conn:
+            assert not isinstance(message, bytes | dict), message
+            type(message).model_validate(message.model_dump())  # the SDK's model, validated
+            messages.append(message)
+    except ConnectionClosed:
+        pass
+
+
+async def test_sdk_live_client_transcribes_like_the_native_websocket(public_api: Api, native_jfk: str):
+    """At twice real time (partials come while the speaker talks)."""
+    base = await public_api.serve()
+    messages = await stream_sdk(base, jfk_pcm(), pause=0.05, interim_results="true", punctuate="true",
+                                vad_events="true", utterance_end_ms="1000", language="en-US")
+    kinds = [type(m).__name__ for m in messages]
+    assert "ListenV1Error" not in kinds, messages
+    assert isinstance(messages[-1], ListenV1Metadata), kinds
+    assert messages[-1].duration == pytest.approx(11.0, abs=0.1) and messages[-1].channels == 1
+    results = [m for m in messages if isinstance(m, ListenV1Results)]
+    assert any(not r.is_final for r in results), "interim results were asked for"
+    assert any(r.is_final and not r.speech_final for r in results), "settled words come before a segment's end"
+    assert any(isinstance(m, ListenV1SpeechStarted) for m in messages)
+    assert any(isinstance(m, ListenV1UtteranceEnd) for m in messages)
+    words = final_words(messages)
+    assert len(words) == len(set(words)), "no word in two is_final Results"
+    text = final_text(messages)
+    ref = reference(JFK_NAME)
+    errors, n = wer_counts(ref, text)
+    native_errors, _ = wer_counts(ref, native_jfk)
+    assert abs(errors - native_errors) / n <= 0.02, (text, native_jfk)
+    tid = results[0].metadata.request_id
+    row = await public_api.wait_transcript(tid)  # the stream is a voxlane transcript, readable over REST
+    assert row["status"] == "completed" and row["segments"]
+
+
+async def test_finalize_marks_its_final(public_api: Api):
+    base = await public_api.serve()
+    messages = await stream_sdk(base, jfk_pcm()[:CHUNK * 30], finalize=True)  # 3 s: "And so, my fellow ..."
+    finals = [m for m in messages if isinstance(m, ListenV1Results) and m.is_final]
+    assert [m.from_finalize for m in finals].count(True) == 1, finals
+    assert finals[-1].from_finalize, "the Finalize's final is the last one (CloseStream found nothing open)"
+    assert not any(isinstance(m, ListenV1Results) and not m.is_final for m in messages), "interim_results off"
