@@ -12,6 +12,7 @@ millisecond, probabilities to 1e-4): the session rounds once, so every consumer 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,4 +48,17 @@ class FailureEvent:
 
     message: str
     recoverable: bool
+    participant_id: str | int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechEvent:
+    """The VAD heard speech begin (``started``, ``time`` its onset) or end (``stopped``, ``time`` the end of the
+    last speech, told once the silence after it reached the segment-ending pause).
+
+    Voice agents act on these (barge-in, end of turn), so they come from the VAD as the audio arrives, not from
+    decodes: a partial or final can come much later than the speech it reads."""
+
+    kind: Literal["started", "stopped"]
+    time: float
     participant_id: str | int | None = None

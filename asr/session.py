@@ -20,11 +20,12 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from asr.audio_buffer import AudioBuffer
+from asr.events import SpeechEvent
 from asr.inference import InferenceLoop, Priority
 from asr.policy import TimedWord
 from asr.result_reader import ResultReader
@@ -77,6 +78,8 @@ class StreamSession(ResultReader):
         self._report = report  # tells the subscribers when the model fails on this stream
         self._failing = False  # decodes fail since the last one that read: reported once per run of them
         self.listener = listener  # gets the audio with its VAD probabilities (or the paused stretches)
+        self.on_speech: Callable[[SpeechEvent], None] | None = None  # told, on the loop, when speech starts/stops
+        self._speaking = False  # ``started`` was told and its ``stopped`` not yet
         self._vad = VadStream(vad_model)
         self._tracker = SpeechTracker(self.config.vad)
         self._buffer = AudioBuffer()
@@ -142,14 +145,37 @@ class StreamSession(ResultReader):
         with self._lock:
             self._buffer.append(samples)
             self._arrivals.append((self._buffer.end, self._engine.clock()))
+            told: list[SpeechEvent] = []
             for kind, t in self._tracker.update(probs):
                 if kind == "speech_start" and self._open is None:
                     start = max(t - self.config.lead_in_s, self._last_closed_end, self._buffer.start)
                     self._open = Segment(id=self._new_id(), start=start, window_start=start,
                                          decoded_to=start)
+                if kind == "speech_start" and not self._speaking:
+                    self._speaking = True
+                    told.append(self._speech("started", t))
+            if self._speaking and self._tracker.silence_run >= self.config.min_silence_s - 1e-9:
+                told.extend(self._speech_stopped())
             self._update_segments()
             self._release_idle_audio()
+        self._tell_speech(told)
         self._on_loop(self._poke)
+
+    def _speech(self, kind: Literal["started", "stopped"], t: float) -> SpeechEvent:
+        return SpeechEvent(kind, round(self.offset + t, 3), self.participant_id)
+
+    def _speech_stopped(self) -> list[SpeechEvent]:
+        """(under the lock) ``stopped`` for the speech being told, at the end of its last speech chunk."""
+        if not self._speaking:
+            return []
+        self._speaking = False
+        tr = self._tracker
+        return [self._speech("stopped", tr.speech_end if tr.speech_end is not None else tr.t)]
+
+    def _tell_speech(self, told: list[SpeechEvent]) -> None:
+        if self.on_speech is not None:
+            for event in told:
+                self._on_loop(self.on_speech, event)
 
     IDLE_KEEP_S = 5.0
     """Audio kept behind the stream's end while nothing is open: a new segment's lead-in and VAD onset lag."""
@@ -180,6 +206,8 @@ class StreamSession(ResultReader):
             self._close_open(self._tracker.t)
             self._paused = True
             self._last_words = []  # the audio after the pause does not follow them
+            told = self._speech_stopped()
+        self._tell_speech(told)
         self._on_loop(self._poke)
 
     def resume(self) -> None:
@@ -217,6 +245,8 @@ class StreamSession(ResultReader):
         with self._lock:
             self._close_open(self._tracker.t)
             self._finishing = True
+            told = self._speech_stopped()
+        self._tell_speech(told)
         self._poke()
         if self._driver is not None:
             try:

@@ -189,13 +189,24 @@ class Error(_Body):
     recoverable: bool = True
 
 
+class Speech(_Body):
+    TYPE: ClassVar[str] = "speech"
+    event: Literal["started", "stopped"] = Field(description=(
+        "`started`: the VAD heard speech begin; `stopped`: the speech ended (told once the silence after it reached"
+        " VOXLANE_VAD_MIN_SILENCE_MS, or at pause/stop)"))
+    time: float = Field(description="Seconds from the start of the transcript's audio: the onset, or the end of the"
+                                    " last speech")
+    participant_id: SentId | None = Field(default=None, description="The participant's id as it was declared"
+                                          " (text or integer, its JSON type kept).")
+
+
 class Ping(_Body):
     TYPE: ClassVar[str] = "ping"
     timestamp: float = Field(default_factory=time.time)
 
 
-ServerBody = Transcription | Diarization | Status | Summary | Error | Ping
-SERVER_BODIES: tuple[type[_Body], ...] = (Transcription, Diarization, Status, Summary, Error, Ping)
+ServerBody = Transcription | Diarization | Status | Summary | Error | Speech | Ping
+SERVER_BODIES: tuple[type[_Body], ...] = (Transcription, Diarization, Status, Summary, Error, Speech, Ping)
 
 
 def envelope(body: _Body) -> dict[str, Any]:
@@ -259,6 +270,8 @@ class StartParams(BaseModel):
     diarization: bool | None = Field(default=None, description=(
         "Label the speakers of this (mixed, undeclared-participant) stream; default: the server's setting"))
     key_terms: KeyTerms | None = None
+    vad_events: bool = Field(default=False, description=(
+        "Send `speech` messages when the VAD hears speech start and stop (voice agents: barge-in, end of turn)"))
 
     @field_validator("format", mode="before")
     @classmethod

@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asr.events import FailureEvent, SegmentEvent, WordEvent
-from protocol import Error, ErrorCode, Transcription, Word
+from asr.events import FailureEvent, SegmentEvent, SpeechEvent, WordEvent
+from protocol import Error, ErrorCode, Speech, Transcription, Word
 from protocol.messages import participant_key
 from server.features.correction import CorrectionPass
 
@@ -41,6 +41,10 @@ def failure_message(event: FailureEvent) -> Error:
     details: dict[str, Any] = {"participant_id": event.participant_id} if event.participant_id is not None else {}
     return Error(code=ErrorCode.TRANSCRIPTION_FAILED.value, message=event.message, details=details,
                  recoverable=event.recoverable)
+
+
+def speech_message(event: SpeechEvent) -> Speech:
+    return Speech(event=event.kind, time=event.time, participant_id=event.participant_id)
 
 
 def wire_emit(deliver: Callable[[Transcription], Awaitable[Any]], correction: CorrectionPass | None = None,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from asr.events import SpeechEvent
 from asr.transcriber import open_session
 from media import SAMPLE_RATE, DecodeError, WavAppender, make_decoder
 from media.audio import PCM_SAMPLE_WIDTHS
@@ -30,7 +31,7 @@ from protocol.messages import StatusValue, participant_key
 from server.features.correction import correction_pass
 from server.http.admission import Caller
 from server.pipeline.configs import stream_config
-from server.pipeline.convert import unredacted_keeper, wire_emit, wire_report
+from server.pipeline.convert import speech_message, unredacted_keeper, wire_emit, wire_report
 from server.pipeline.disk_full import is_storage_full, storage_full_error
 from server.pipeline.recordings import recording_key
 from server.pipeline.speaker_relay import LiveSpeakers, live_speakers, settle_speakers
@@ -135,6 +136,9 @@ class Publisher:
             config=config,
             offset=offset + self.wav.duration,
             speaker=self.speaker, participant_id=self.participant_id, report=wire_report(self._publish))
+        self._told_speech: asyncio.Task | None = None  # the latest ``speech`` message on its way
+        if params.vad_events:
+            self.session.on_speech = self._tell_speech
         self.speakers: LiveSpeakers | None = None  # one mixed stream of several voices: diarize it
         wanted = params.diarization if params.diarization is not None else services.settings.diarization == "on"
         if participant is None and wanted:
@@ -283,6 +287,8 @@ class Publisher:
         finally:
             self._worker.close()
         await self.session.finish()
+        if self._told_speech is not None:
+            await asyncio.gather(self._told_speech, return_exceptions=True)
         if self.speakers is not None:  # the offline pass: every window heard, clustered once more
             await settle_speakers(self.transcript.services, self.transcript.id, self.speakers)
         for task in (self._status_task, self._idle_task):
@@ -300,6 +306,17 @@ class Publisher:
             log.exception("transcript %s: the recording %s could not be stored", self.transcript.id,
                           self.recording_key)
         await self.transcript.publisher_done(self)
+
+    def _tell_speech(self, event: SpeechEvent) -> None:
+        """A ``speech`` message to every subscriber, each after the one before it (a broker publish awaits)."""
+        previous = self._told_speech
+
+        async def tell() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            await self._publish(speech_message(event))
+
+        self._told_speech = asyncio.create_task(tell())
 
     async def participant_event(self, params) -> None:
         """Record a bot-reported event (chat_message, webcam_on, ...) on the transcript's timeline."""

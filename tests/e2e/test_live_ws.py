@@ -164,6 +164,25 @@ async def test_live_stream_end_to_end(stored_server, audio_dir, references, sche
     assert history[-1]["type"] == "status" and history[-1]["data"]["status"] == "completed"
 
 
+async def test_vad_events_tell_speech_start_and_stop_before_the_words(server, audio_dir, references, schema):
+    """``vad_events``: ``speech`` messages come from the VAD as the audio arrives, so ``started`` precedes the
+    first words read and every ``started`` is closed by a ``stopped`` (at the latest at ``stop``)."""
+    audio = load_pcm16k(audio_dir / SPEECH)
+    rec = await stream_audio(server.url, audio, speed=4.0, start_params={"vad_events": True})
+    assert rec.completed is not None
+    assert_valid(schema, [r.msg for r in rec.received])
+    speech = rec.of_type("speech")
+    kinds = [r.data["event"] for r in speech]
+    assert kinds and kinds == ["started", "stopped"] * (len(kinds) // 2), kinds
+    onset, end = references[SPEECH]["segments"][0]["start"], references[SPEECH]["segments"][-1]["end"]
+    assert abs(speech[0].data["time"] - onset) <= 0.3, speech[0].data
+    assert abs(speech[-1].data["time"] - end) <= 0.5, speech[-1].data
+    assert speech[0].t <= rec.transcriptions[0].t, "speech started must come before the words it holds"
+    assert all(a.data["time"] <= b.data["time"] for a, b in zip(speech, speech[1:], strict=False))
+    plain = await stream_audio(server.url, audio[:16000 * 3], speed=4.0)
+    assert not plain.of_type("speech"), "speech messages are sent only to a stream that asked for them"
+
+
 async def test_bad_messages_get_errors_and_the_stream_continues(server, audio_dir, references):
     name = "single/librispeech_61-70968-0000.wav"
     audio = load_pcm16k(audio_dir / name)
