@@ -11,8 +11,10 @@ against voxlane by changing its base URL. Each connection records one transcript
 * a voxlane partial's words flagged final never change: each run of them is sent once as ``is_final`` Results
   (``speech_final`` false); the rest of the partial is an interim (``is_final`` false) with
   ``interim_results=true``. A segment's final sends its remaining words with ``is_final`` and ``speech_final``,
-  then ``UtteranceEnd`` when ``utterance_end_ms`` is set. So no word is in two ``is_final`` Results.
-* ``SpeechStarted`` (``vad_events=true``) when a segment's first words are heard.
+  so no word is in two ``is_final`` Results.
+* ``SpeechStarted`` (``vad_events=true``) when the VAD hears speech begin (``timestamp``: its onset);
+  ``UtteranceEnd`` (``utterance_end_ms`` set) when it heard the speech stop, once the words before are all sent
+  (``last_word_end``). The pause that ends an utterance is the server's ``VOXLANE_VAD_MIN_SILENCE_MS``.
 * ``Finalize``: the open segment is closed now; its final (the last ``is_final`` Results the Finalize caused,
   an empty one if there was nothing to close) carries ``from_finalize: true``.
 * ``CloseStream``: every final is sent, then ``Metadata``, then the socket closes (1000).
@@ -214,7 +216,8 @@ class DeepgramSession:
         pcm = p.encoding is not None and p.voxlane_format not in ("ogg", "flac")
         params = StartParams(format="pcm_s16le" if pcm else p.voxlane_format,
                              sample_rate=p.sample_rate or 16000, channels=p.channels, split_channels=p.multichannel,
-                             diarization=p.diarize, language=p.language, key_terms=p.key_terms or None)
+                             diarization=p.diarize, language=p.language, key_terms=p.key_terms or None,
+                             vad_events=p.vad_events or p.utterance_end_ms is not None)
         self.sub.put({"type": _PUBLISHER})
         try:
             self.publisher = await self.svc.live.get(self.transcript_id).add_publisher(params)
@@ -319,11 +322,11 @@ class DeepgramSession:
             self.finalize_target = msg["target"]
             return self._release()
         data = msg.get("data") or {}
-        if kind == "transcription":
+        if kind in ("transcription", "speech"):
             channel = self.mapper.channel(data.get("participant_id"))
             if channel is None:
                 return []
-            out = self.mapper.transcription(data, channel)
+            out = (self.mapper.transcription if kind == "transcription" else self.mapper.speech)(data, channel)
             if self.held is None:
                 return out
             self.held.extend(out)

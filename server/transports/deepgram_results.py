@@ -29,6 +29,7 @@ from protocol.deepgram import (
 
 @dataclass
 class _Segment:
+    channel: int
     sent: int = 0  # words already sent in is_final Results
 
 
@@ -42,6 +43,8 @@ class ResultMapper:
         self.segments: dict[str, _Segment] = {}
         self.speakers: dict[str, int] = {}
         self.finals = 0  # segment finals mapped since the current publisher started
+        self.stopped: set[int] = set()  # channels whose speech stopped and whose UtteranceEnd is not sent yet
+        self.last_word_end: dict[int, float] = {}  # per channel, the end of the last final word not yet ended
 
     def channel(self, participant_id: Any) -> int | None:
         """The channel index of a message: a split stream's participants are ``channel-1`` ...; a mixed
@@ -64,9 +67,7 @@ class ResultMapper:
         seg_id = data["segment_id"]
         seg = self.segments.get(seg_id)
         if seg is None:
-            seg = self.segments[seg_id] = _Segment()
-            if self.params.vad_events:
-                out.append(SpeechStarted(channel=[channel, self.channels], timestamp=round(data["start"], 3)))
+            seg = self.segments[seg_id] = _Segment(channel)
         speaker = self.speaker(data.get("speaker"))
         words = [dg_word(w, speaker) for w in data.get("words") or []]
         if data["is_final"]:
@@ -75,9 +76,9 @@ class ResultMapper:
             rest = words[seg.sent:]
             start = rest[0].start if rest else float(data["end"])
             out.append(self.results(rest, channel, start, float(data["end"]), final=True, speech_final=True))
-            if self.params.utterance_end_ms is not None and words:
-                out.append(UtteranceEnd(channel=[channel, self.channels], last_word_end=words[-1].end))
-            return out
+            if words:
+                self.last_word_end[channel] = words[-1].end
+            return out + self._utterance_end(channel)
         settled = len(list(itertools.takewhile(lambda w: w.get("final"), data.get("words") or [])))
         if settled > seg.sent:
             new = words[seg.sent:settled]
@@ -88,6 +89,25 @@ class ResultMapper:
             out.append(self.results(pending, channel, pending[0].start, pending[-1].end, final=False,
                                     speech_final=False))
         return out
+
+    def speech(self, data: dict[str, Any], channel: int) -> list[BaseModel]:
+        """The VAD heard speech start (``SpeechStarted``, with ``vad_events``) or stop: an ``UtteranceEnd`` follows
+        (with ``utterance_end_ms``) once the words it ended are all out, so a client never sees the end of an
+        utterance before its last words."""
+        if data.get("event") == "started":
+            if not self.params.vad_events:
+                return []
+            return [SpeechStarted(channel=[channel, self.channels], timestamp=round(float(data["time"]), 3))]
+        self.stopped.add(channel)
+        return self._utterance_end(channel)
+
+    def _utterance_end(self, channel: int) -> list[BaseModel]:
+        if self.params.utterance_end_ms is None or channel not in self.stopped or channel not in self.last_word_end:
+            return []
+        if any(seg.channel == channel for seg in self.segments.values()):
+            return []  # the stopped speech's words are still being read
+        self.stopped.discard(channel)
+        return [UtteranceEnd(channel=[channel, self.channels], last_word_end=self.last_word_end.pop(channel))]
 
     def results(self, words: list[DgWord], channel: int, start: float, end: float, *, final: bool,
                 speech_final: bool, from_finalize: bool = False) -> Results:

@@ -107,7 +107,11 @@ async def test_sdk_live_client_transcribes_like_the_native_websocket(public_api:
     assert any(not r.is_final for r in results), "interim results were asked for"
     assert any(r.is_final and not r.speech_final for r in results), "settled words come before a segment's end"
     assert any(isinstance(m, ListenV1SpeechStarted) for m in messages)
-    assert any(isinstance(m, ListenV1UtteranceEnd) for m in messages)
+    ends = [i for i, m in enumerate(messages) if isinstance(m, ListenV1UtteranceEnd)]
+    assert ends, kinds
+    for i in ends:  # the end of an utterance comes after its last words
+        before = [m for m in messages[:i] if isinstance(m, ListenV1Results)][-1]
+        assert before.speech_final and messages[i].last_word_end <= before.start + before.duration + 0.01
     words = final_words(messages)
     assert len(words) == len(set(words)), "no word in two is_final Results"
     text = final_text(messages)
