@@ -131,3 +131,30 @@ async def test_finalize_marks_its_final(public_api: Api):
     assert [m.from_finalize for m in finals].count(True) == 1, finals
     assert finals[-1].from_finalize, "the Finalize's final is the last one (CloseStream found nothing open)"
     assert not any(isinstance(m, ListenV1Results) and not m.is_final for m in messages), "interim_results off"
+
+
+async def test_prerecorded_file_with_the_sdk(public_api: Api, native_jfk: str):
+    base = await public_api.serve()
+    answer = await sdk(base).listen.v1.media.transcribe_file(request=JFK.read_bytes(), model="nova-3",
+                                                            punctuate=True, utterances=True)
+    assert type(answer).__name__ == "ListenV1Response", answer
+    alt = answer.results.channels[0].alternatives[0]
+    errors, n = wer_counts(reference(JFK_NAME), alt.transcript)
+    native_errors, _ = wer_counts(reference(JFK_NAME), native_jfk)
+    assert abs(errors - native_errors) / n <= 0.05, alt.transcript
+    assert alt.words and all(w.start <= w.end for w in alt.words) and 0 < alt.confidence <= 1
+    assert answer.results.utterances and answer.metadata.duration == pytest.approx(11.0, abs=0.1)
+    row = await public_api.wait_transcript(answer.metadata.request_id)
+    assert row["status"] == "completed"
+
+
+@pytest.mark.parametrize("query", ["sample_rate=7", "encoding=pcm9", "punctuate=maybe", "callback=http://x.org/",
+                                   "keyterm=" + "x" * 51])
+async def test_prerecorded_bad_params(public_api: Api, query: str):
+    r = await public_api.client.post(f"/v1/listen?{query}", content=b"RIFF", headers={"Content-Type": "audio/wav"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_PARAMS", r.text
+
+
+async def test_prerecorded_url_goes_through_the_outbound_guard(public_api: Api):
+    r = await public_api.client.post("/v1/listen", json={"url": "http://127.0.0.1:1/jfk.wav"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "URL_NOT_ALLOWED", r.text
