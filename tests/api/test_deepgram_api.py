@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import warnings
 from typing import Any
 
+import aiohttp
+import numpy as np
 import pytest
 from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
 from deepgram.listen.v1.types import ListenV1Metadata, ListenV1Results, ListenV1SpeechStarted, ListenV1UtteranceEnd
@@ -25,10 +28,18 @@ CHUNK = 3200  # 100 ms of 16 kHz 16-bit mono
 FOREIGN_KEY = "0123456789abcdef0123456789abcdef01234567"  # shaped like a Deepgram key: anonymous in public mode
 
 
-def jfk_pcm() -> bytes:
+def jfk_pcm(silence: float = 0.0) -> bytes:
+    """JFK as 16 kHz 16-bit mono, with ``silence`` seconds after it (the VAD ends the last utterance in them)."""
     samples, rate = read_wav(JFK)
     assert rate == 16000
-    return samples.astype("<i2").tobytes()
+    return np.concatenate([samples.astype("<i2"), np.zeros(int(silence * rate), "<i2")]).tobytes()
+
+
+def within_native(text: str, native: str, points: float = 0.02) -> bool:
+    """The WER of ``text`` on JFK is within ``points`` of the native WebSocket's on the same file."""
+    ref = reference(JFK_NAME)
+    errors, n = wer_counts(ref, text)
+    return abs(errors - wer_counts(ref, native)[0]) / n <= points
 
 
 def sdk(base: str, key: str = FOREIGN_KEY) -> AsyncDeepgramClient:
@@ -115,10 +126,7 @@ async def test_sdk_live_client_transcribes_like_the_native_websocket(public_api:
     words = final_words(messages)
     assert len(words) == len(set(words)), "no word in two is_final Results"
     text = final_text(messages)
-    ref = reference(JFK_NAME)
-    errors, n = wer_counts(ref, text)
-    native_errors, _ = wer_counts(ref, native_jfk)
-    assert abs(errors - native_errors) / n <= 0.02, (text, native_jfk)
+    assert within_native(text, native_jfk), (text, native_jfk)
     tid = results[0].metadata.request_id
     row = await public_api.wait_transcript(tid)  # the stream is a voxlane transcript, readable over REST
     assert row["status"] == "completed" and row["segments"]
@@ -139,9 +147,7 @@ async def test_prerecorded_file_with_the_sdk(public_api: Api, native_jfk: str):
                                                             punctuate=True, utterances=True)
     assert type(answer).__name__ == "ListenV1Response", answer
     alt = answer.results.channels[0].alternatives[0]
-    errors, n = wer_counts(reference(JFK_NAME), alt.transcript)
-    native_errors, _ = wer_counts(reference(JFK_NAME), native_jfk)
-    assert abs(errors - native_errors) / n <= 0.05, alt.transcript
+    assert within_native(alt.transcript, native_jfk, 0.05), alt.transcript  # a file: one decode, not a stream
     assert alt.words and all(w.start <= w.end for w in alt.words) and 0 < alt.confidence <= 1
     assert answer.results.utterances and answer.metadata.duration == pytest.approx(11.0, abs=0.1)
     row = await public_api.wait_transcript(answer.metadata.request_id)
@@ -158,3 +164,78 @@ async def test_prerecorded_bad_params(public_api: Api, query: str):
 async def test_prerecorded_url_goes_through_the_outbound_guard(public_api: Api):
     r = await public_api.client.post("/v1/listen", json={"url": "http://127.0.0.1:1/jfk.wav"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "URL_NOT_ALLOWED", r.text
+
+
+async def test_livekit_deepgram_stt_stream(public_api: Api, native_jfk: str):
+    """LiveKit Agents' Deepgram STT with its defaults, only the base URL changed, its stream driven directly."""
+    from livekit import rtc
+    from livekit.agents.stt import SpeechEventType
+    from livekit.plugins import deepgram
+
+    base = await public_api.serve()
+    pcm = np.frombuffer(jfk_pcm(silence=1.5), "<i2")
+    async with aiohttp.ClientSession() as http:
+        stream = deepgram.STT(api_key=FOREIGN_KEY, base_url=f"{base}/v1/listen", http_session=http).stream()
+        events: list[Any] = []
+
+        async def read() -> None:
+            async for event in stream:
+                events.append(event)
+
+        reader = asyncio.create_task(read())
+        for start in range(0, len(pcm), 1600):
+            chunk = pcm[start:start + 1600]
+            stream.push_frame(rtc.AudioFrame(chunk.tobytes(), 16000, 1, len(chunk)))
+            await asyncio.sleep(0.02)
+        stream.end_input()
+        await asyncio.wait_for(reader, 90)
+    kinds = [e.type for e in events]
+    text = " ".join(e.alternatives[0].text for e in events if e.type == SpeechEventType.FINAL_TRANSCRIPT)
+    assert within_native(text, native_jfk), (text, native_jfk)
+    assert SpeechEventType.INTERIM_TRANSCRIPT in kinds and kinds.count(SpeechEventType.START_OF_SPEECH) == kinds.count(
+        SpeechEventType.END_OF_SPEECH) >= 1, kinds
+
+
+async def test_pipecat_deepgram_stt_service(public_api: Api, native_jfk: str):
+    """Pipecat's DeepgramSTTService with its defaults, only the base URL changed, in a pipeline of its own."""
+    from pipecat.frames.frames import EndFrame, InputAudioRawFrame, InterimTranscriptionFrame, TranscriptionFrame
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.pipeline.runner import PipelineRunner
+    from pipecat.pipeline.task import PipelineParams, PipelineTask
+    from pipecat.processors.frame_processor import FrameProcessor
+    from pipecat.services.deepgram.stt import DeepgramSTTService
+
+    class Collect(FrameProcessor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.frames: list[Any] = []
+
+        async def process_frame(self, frame: Any, direction: Any) -> None:
+            await super().process_frame(frame, direction)
+            if isinstance(frame, TranscriptionFrame | InterimTranscriptionFrame):
+                self.frames.append(frame)
+            await self.push_frame(frame, direction)
+
+    base = await public_api.serve()
+    pcm = jfk_pcm(silence=1.5)
+    collect = Collect()
+    stt = DeepgramSTTService(api_key=FOREIGN_KEY, base_url=base)
+    task = PipelineTask(Pipeline([stt, collect]), params=PipelineParams(audio_in_sample_rate=16000))
+
+    async def feed() -> None:
+        for start in range(0, len(pcm), CHUNK):
+            await task.queue_frame(InputAudioRawFrame(audio=pcm[start:start + CHUNK], sample_rate=16000,
+                                                      num_channels=1))
+            await asyncio.sleep(0.02)
+        for _ in range(600):  # until the last utterance's final is in (CloseStream ends Pipecat's stream at once)
+            if any(isinstance(f, TranscriptionFrame) and "country." in f.text for f in collect.frames[-1:]):
+                break
+            await asyncio.sleep(0.05)
+        await task.queue_frame(EndFrame())
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        await asyncio.wait_for(asyncio.gather(PipelineRunner(handle_sigint=False).run(task), feed()), 90)
+    text = " ".join(f.text for f in collect.frames if isinstance(f, TranscriptionFrame))
+    assert within_native(text, native_jfk), (text, native_jfk)
+    assert any(isinstance(f, InterimTranscriptionFrame) for f in collect.frames)
