@@ -239,3 +239,63 @@ async def test_pipecat_deepgram_stt_service(public_api: Api, native_jfk: str):
     text = " ".join(f.text for f in collect.frames if isinstance(f, TranscriptionFrame))
     assert within_native(text, native_jfk), (text, native_jfk)
     assert any(isinstance(f, InterimTranscriptionFrame) for f in collect.frames)
+
+
+async def live(base: str, query: str = "encoding=linear16&sample_rate=16000", headers: dict[str, str] | None = None,
+               sends: tuple[str | bytes, ...] = ()) -> tuple[list[dict[str, Any]], ConnectionClosed]:
+    """Connects, sends, and reads every message until the server closes."""
+    got: list[dict[str, Any]] = []
+    async with connect(f"{base.replace('http', 'ws', 1)}/v1/listen?{query}", additional_headers=headers,
+                       max_size=None) as ws:
+        for message in sends:
+            await ws.send(message)
+        try:
+            while True:
+                got.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
+        except ConnectionClosed as exc:
+            return got, exc
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("query", ["encoding=linear16", "encoding=pcm9&sample_rate=16000", "sample_rate=96000",
+                                   "channels=0", "interim_results=yes", "utterance_end_ms=10", "language=en_US!",
+                                   "callback=http://x.org/", "diarize=true&multichannel=true"])
+async def test_live_bad_params_close_with_an_error(public_api: Api, query: str):
+    got, closed = await live(await public_api.serve(), query)
+    assert [m["type"] for m in got] == ["Error"] and got[0]["variant"] == "INVALID_PARAMS", got
+    assert closed.rcvd is not None and closed.rcvd.code == 1008 and closed.rcvd.reason, closed
+
+
+async def test_live_bad_messages_get_errors_and_the_stream_goes_on(public_api: Api):
+    """Non-JSON, unknown and oversized text messages, an oversized frame: an Error each, nothing lost; then
+    a Finalize before any audio answers an empty final, and CloseStream ends with Metadata."""
+    big_frame = b"\x00" * (public_api.settings.max_frame_kb * 1024 + 2)
+    sends = ("{not json", json.dumps({"type": "Transcribe"}), "x" * 20000, big_frame, json.dumps({"type": "KeepAlive"}),
+             json.dumps({"type": "Configure", "keyterms": ["voxlane"]}), json.dumps({"type": "Finalize"}),
+             json.dumps({"type": "CloseStream"}))
+    got, closed = await live(await public_api.serve(), sends=sends)
+    assert [m["type"] for m in got] == ["Error"] * 4 + ["ConfigureFailure", "Results", "Metadata"], got
+    assert "JSON" in got[0]["description"] and "over this server's limit" in got[3]["description"]
+    assert got[5]["from_finalize"] is True and got[5]["channel"]["alternatives"][0]["transcript"] == ""
+    assert got[6]["duration"] == 0 and closed.rcvd is not None and closed.rcvd.code == 1000
+
+
+async def test_live_closes_a_client_that_keeps_sending_garbage(public_api: Api):
+    got, closed = await live(await public_api.serve(), sends=("nope",) * 25)
+    assert len(got) <= 21 and all(m["type"] == "Error" for m in got)
+    assert closed.rcvd is not None and closed.rcvd.code == 1008
+
+
+async def test_live_tokens_in_private_mode(private_api: Api):
+    base = await private_api.serve()
+    _, closed = await live(base, headers={"Authorization": f"Token {FOREIGN_KEY}"})
+    assert closed.rcvd is not None and closed.rcvd.code == 4401, closed  # a foreign key is no token here
+    reader = private_api.jwt("alice", ["transcripts:read"])
+    _, closed = await live(base, headers={"Authorization": f"Token {reader}"})
+    assert closed.rcvd is not None and closed.rcvd.code == 4403 and "transcripts:write" in closed.rcvd.reason
+    writer = private_api.jwt("alice", ["transcripts:read", "transcripts:write"])
+    got, closed = await live(base, headers={"Authorization": f"Token {writer}"},
+                             sends=(jfk_pcm()[:CHUNK * 5], json.dumps({"type": "CloseStream"})))
+    assert got[-1]["type"] == "Metadata" and closed.rcvd is not None and closed.rcvd.code == 1000, got
+    row = await private_api.wait_transcript(got[-1]["request_id"], headers=private_api.auth("alice"))
+    assert row["status"] == "completed"
