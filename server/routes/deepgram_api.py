@@ -158,6 +158,8 @@ async def _receive(request: Request, svc: Services, tid: str, params: ListenPara
             size = await _fetch(svc, (await json_body(request, UrlSource)).url, path, limit)
         else:
             size = await _raw_wav(request, path, params, limit)
+        if size == 0:
+            raise ApiError(422, "the file is empty", "EMPTY_FILE")
         names = str((await probe_upload(path)).get("format") or "").split(",")
     except BaseException:
         path.unlink(missing_ok=True)
@@ -270,4 +272,5 @@ document("POST", "/v1/listen", "Transcribe a file or URL (Deepgram-compatible)",
          responses={200: (PrerecordedResponse, "the transcription"),
                     400: (None, "a bad parameter, a refused or failing url"),
                     413: (None, "file too large, or its audio longer than VOXLANE_MAX_AUDIO_SECONDS"),
-                    415: (None, "unsupported audio"), 422: (None, "unreadable audio")})
+                    415: (None, "unsupported audio"), 422: (None, "unreadable audio"),
+                    504: (None, "the transcription outlasted the wait; it goes on as details.transcript_id")})
