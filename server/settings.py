@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from server.settings_correction import CorrectionSettings, check_correction
+from server.settings_limits import ClientLimitSettings
 from server.settings_shared import PlatformSettings, SettingsError, _opt, check_shared_services
 
 JWT_AUDIENCE_REQUIRED = ("VOXLANE_JWT_AUDIENCE is required when VOXLANE_JWT_PUBLIC_KEY is set: keys from an"
@@ -22,7 +23,7 @@ JWT_AUDIENCE_REQUIRED = ("VOXLANE_JWT_AUDIENCE is required when VOXLANE_JWT_PUBL
 
 
 @dataclass
-class Settings(CorrectionSettings, PlatformSettings):
+class Settings(CorrectionSettings, PlatformSettings, ClientLimitSettings):
     host: str = field(default="127.0.0.1", metadata=_opt("VOXLANE_HOST", "address to listen on"))
     port: int = field(default=8000, metadata=_opt("VOXLANE_PORT", "port to listen on", lo=0, hi=65535))
     data_dir: str = field(default="./voxlane-data", metadata=_opt(

@@ -5,7 +5,9 @@ Live streams (WebSocket publishers, WebRTC connections, each channel of a split 
 :meth:`Admission.check_live` before it builds a peer connection. In order, a new stream is refused
 
 * ``RATE_LIMITED`` when its caller (token user or API key) already publishes ``VOXLANE_MAX_STREAMS_PER_TOKEN``
-  streams, or its client address ``VOXLANE_MAX_STREAMS_PER_ADDRESS``;
+  streams, or its client address ``VOXLANE_MAX_STREAMS_PER_ADDRESS`` (an IPv6 address counted by its network,
+  ``VOXLANE_IPV6_PREFIX_LENGTH``). A session that exists to publish (OpenAI Realtime) holds its slot from the
+  moment it opens (:meth:`Admission.open_session`), whether it has sent audio yet or not;
 * ``OVERLOADED`` when ``VOXLANE_MAX_LIVE_STREAMS`` streams are live, or when the inference loop's measured
   decode times (:mod:`asr.capacity`) say one more stream would take the admitted ones' commits past
   ``VOXLANE_LATENCY_TARGET_S``, or when every admitted stream is already further behind than that.
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import Message, Receive, Scope, Send
 
 from protocol import ErrorCode, ProtocolError
+from server.http.addresses import DEFAULT_IPV6_PREFIX, address_key
 from server.http.errors import ApiError, error_response
 from server.http.middleware import ConnectionMiddleware
 
@@ -72,7 +75,9 @@ def caller_of(scope: Scope) -> Caller:
     principal = scope.get("state", {}).get("principal")
     identity = getattr(principal, "user", None)
     client = scope.get("client")
-    return Caller(identity=identity, address=client[0] if client else None)
+    services = getattr(scope["app"].state, "services", None) if "app" in scope else None
+    prefix = getattr(getattr(services, "settings", None), "ipv6_prefix_length", DEFAULT_IPV6_PREFIX)
+    return Caller(identity=identity, address=address_key(client[0], prefix) if client else None)
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ class Admission:
         # the caps must count them (six starts sent at once were all admitted under VOXLANE_MAX_LIVE_STREAMS=3)
         self._opening: set[str] = set()
         self._logged: dict[str, float] = {}  # when a refusal of each reason was last logged
+        self._sessions: dict[object, tuple[Caller, str]] = {}  # open publishing sessions -> (caller, transcript)
 
     # ------------------------------------------------------------ live streams
 
@@ -144,8 +150,9 @@ class Admission:
             room = cap if room is None else min(room, cap)
         return room
 
-    def check_live(self, caller: Caller | None = None) -> Refusal | None:
-        """Whether one more live stream from ``caller`` (default: the current one) would be refused."""
+    def check_live(self, caller: Caller | None = None, transcript: str | None = None) -> Refusal | None:
+        """Whether one more live stream from ``caller`` (default: the current one) would be refused; a stream of
+        ``transcript`` takes the slot of the caller's open session there, if it has one."""
         caller = caller or CALLER.get() or Caller()
         s = self.settings
         pubs = self.live_publishers()
@@ -156,7 +163,7 @@ class Admission:
                 ("address", caller.address, s.max_streams_per_address, "per_address", "address", "ADDRESS")):
             if value is None or not limit:
                 continue
-            mine = sum(getattr(getattr(p, "caller", None), field_name, None) == value for p in pubs)
+            mine = self._held_by(field_name, value, pubs, transcript)
             if mine >= limit:
                 return Refusal(ErrorCode.RATE_LIMITED, reason,
                                f"this {what} already publishes {mine} live stream(s), the most allowed"
@@ -206,13 +213,39 @@ class Admission:
                            {"lag_s": round(min(lags), 3)})
         return None
 
-    async def admit_live(self, stream: str, caller: Caller | None = None) -> Caller:
+    def _held_by(self, field_name: str, value: str, pubs: list[Any], transcript: str | None = None) -> int:
+        """Stream slots one token (``identity``) or address holds: its open sessions, and its publishers that no
+        such session stands for (a session's own publisher is the same slot); a session on ``transcript`` is left
+        out (the stream asked for is its own)."""
+        sessions = [tid for caller, tid in self._sessions.values() if getattr(caller, field_name) == value]
+        if transcript in sessions:
+            sessions.remove(transcript)
+        return len(sessions) + sum(getattr(getattr(p, "caller", None), field_name, None) == value
+                                   and p.transcript.id not in sessions for p in pubs)
+
+    @contextlib.contextmanager
+    def open_session(self, transcript_id: str, caller: Caller | None = None) -> Iterator[None]:
+        """A publishing session (OpenAI Realtime) open on ``transcript_id``: it holds one of its caller's stream
+        slots until it closes, audio or not. Raises the refusal (:meth:`check_live` on the per-caller caps)."""
+        caller = caller or CALLER.get() or Caller()
+        refusal = self.check_live(caller)
+        if refusal is not None and refusal.reason in ("per_token", "per_address"):
+            self._count(refusal)
+            raise refusal.protocol_error()
+        key = object()
+        self._sessions[key] = (caller, transcript_id)
+        try:
+            yield
+        finally:
+            del self._sessions[key]
+
+    async def admit_live(self, stream: str, caller: Caller | None = None, transcript: str | None = None) -> Caller:
         """Admit one live stream or raise the refusal as a protocol ``error``; returns who it belongs to.
 
         With Redis the per-token and per-address caps count the caller's streams on every node: the stream takes
         a slot in each (given back by :meth:`release`), so a caller cannot get N times its cap from N nodes."""
         caller = caller or CALLER.get() or Caller()
-        refusal = self.check_live(caller)
+        refusal = self.check_live(caller, transcript)
         if refusal is None:
             self._opening.add(stream)  # counted from here on, before anything is awaited
             refusal = await self._take_slots(stream, caller)
@@ -258,6 +291,22 @@ class Admission:
             log.info("refused (%s): %s %s", refusal.reason, refusal.message, refusal.wire_details)
 
     # ------------------------------------------------------------ WebRTC handshakes
+
+    def check_pending_offers(self, pending: list[Caller], caller: Caller | None = None) -> Refusal | None:
+        """Whether ``caller`` may have one more WebRTC session offered and not connected yet (``pending``: the
+        callers of those the node has): one token or address may not hold every place the node has."""
+        caller = caller or CALLER.get() or Caller()
+        limit = self.settings.max_webrtc_offers_per_caller
+        for what, value in (("token", caller.identity), ("address", caller.address)):
+            if value is None:
+                continue
+            mine = sum((p.identity if what == "token" else p.address) == value for p in pending)
+            if mine >= limit:
+                return Refusal(ErrorCode.RATE_LIMITED, "webrtc_pending",
+                               f"this {what} already has {mine} WebRTC session(s) offered and not connected, the most"
+                               " allowed (VOXLANE_MAX_WEBRTC_OFFERS_PER_CALLER): connect or let them expire first",
+                               UPLOAD_RETRY_S, {"limit": limit})
+        return None
 
     @contextlib.contextmanager
     def offer_slot(self) -> Iterator[None]:

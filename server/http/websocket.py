@@ -8,15 +8,18 @@ import contextlib
 from starlette.websockets import WebSocket
 
 
-async def receive_unless_ended(ws: WebSocket, sender: asyncio.Task) -> dict | None:
-    """The next WebSocket message, or None once the client disconnects or the sender task ends (a closed socket,
-    a slow client): the receive loops of the native and the Realtime routes stop on either."""
+async def receive_unless_ended(ws: WebSocket, *watch: asyncio.Task, within: float | None = None) -> dict | None:
+    """The next WebSocket message, or None once the client disconnects or one of the ``watch`` tasks ends (the
+    sender: a closed socket, a slow client; a session's worker: it closed the session): the receive loops of the
+    live routes stop on either. Raises TimeoutError when nothing came ``within`` seconds."""
     receive = asyncio.create_task(ws.receive())
-    done, _ = await asyncio.wait({receive, sender}, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait({receive, *watch}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
     if receive not in done:
         receive.cancel()
         with contextlib.suppress(BaseException):
             await receive
+        if not done:
+            raise TimeoutError
         return None
     message = receive.result()
     return None if message["type"] == "websocket.disconnect" else message

@@ -53,7 +53,8 @@ class LiveTranscript:
                                                                                   "retry_after_s": 0})
         admission = self.services.admission
         stream = uuid.uuid4().hex  # this stream's slot in the per-caller caps
-        caller = await admission.admit_live(stream) if admission is not None else None  # OVERLOADED / RATE_LIMITED
+        # OVERLOADED / RATE_LIMITED
+        caller = await admission.admit_live(stream, transcript=self.id) if admission is not None else None
         first = not self.publishers
         if first:  # this node streams the transcript now; another node that does refuses (ALREADY_STARTED)
             try:

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from server.features.speakers import named_segments
+from server.http.addresses import address_key
 from server.http.errors import ApiError
 from server.http.openapi import AudioBytes, Param, document
 from server.http.rate_limit import RateLimiter
@@ -95,7 +96,9 @@ def _iso(ts: float) -> str:
 def client_address(request: Request) -> str:
     """The ASGI peer address: X-Forwarded-For is only honoured where uvicorn was told to trust the proxy that
     sent it (``--forwarded-allow-ips``), in which case uvicorn has already put the client's address here."""
-    return request.client.host if request.client else "unknown"
+    if request.client is None:
+        return "unknown"
+    return address_key(request.client.host, services(request).settings.ipv6_prefix_length)
 
 
 async def check_rate(limiter: RateLimiter, key: str, what: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from protocol import ErrorCode
+from protocol import ErrorCode, ProtocolError
 from protocol.realtime import (
     error_event,
 )
@@ -71,11 +71,19 @@ async def realtime_websocket(ws: WebSocket) -> None:
             await ws.close(code=refusal.code, reason=refusal.reason)
         return
     row = await svc.store.create_transcript(name="Realtime transcription", owner=principal(ws).user)
-    session = RealtimeSession(ws, svc, row["id"], model or Path(svc.settings.model).name)
+    held = contextlib.ExitStack()
     try:
+        if svc.admission is not None:  # the session holds one of its token's and address's stream slots until it ends
+            held.enter_context(svc.admission.open_session(row["id"]))
+    except ProtocolError as exc:
+        await svc.store.delete_transcript(row["id"])
+        with contextlib.suppress(Exception):
+            await ws.send_text(refusal_error(exc).event().wire())
+            await ws.close(code=CLOSE_TRY_AGAIN, reason=exc.code.value)
+        return
+    session = RealtimeSession(ws, svc, row["id"], model or Path(svc.settings.model).name)
+    with held, contextlib.suppress(WebSocketDisconnect):
         await session.run()
-    except WebSocketDisconnect:
-        pass
 
 
 routes = [WebSocketRoute("/v1/realtime", realtime_websocket)]

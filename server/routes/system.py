@@ -14,13 +14,30 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from protocol import protocol_schema
+from server.http.auth import bearer_token
 
 WEB_CLIENT = resources.files("web_client")
 
 
+async def _may_see_internals(request: Request) -> bool:
+    """The verbose form tells the process's size, tasks and load: in private mode only to a valid token's holder
+    (a balancer or operator has one), while the plain answer stays open to every health check."""
+    rest = getattr(request.app.state, "rest", None)
+    if rest is None or not rest.authenticator.private:
+        return True
+    token = bearer_token(request.scope)
+    if token is None:
+        return False
+    try:
+        await rest.authenticator.authenticate(token)
+    except Exception:  # an invalid token, or the key store away: the plain answer, never a failed health check
+        return False
+    return True
+
+
 async def health(request: Request) -> Response:
     body = {"status": "ok", "timestamp": time.time()}
-    if request.query_params.get("verbose") in ("1", "true"):
+    if request.query_params.get("verbose") in ("1", "true") and await _may_see_internals(request):
         # cheap process counters, for leak checks and operators
         webrtc = getattr(request.app.state, "webrtc", None)
         body.update(tasks=len(asyncio.all_tasks()), threads=threading.active_count(),

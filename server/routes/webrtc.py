@@ -81,6 +81,7 @@ async def offer(request: Request) -> Response:
     if admission is None:
         return await _offer(reg, request, transcript_id, body)
     refusal = admission.check_live() if can_publish(request) else None  # before building a peer connection
+    refusal = refusal or admission.check_pending_offers(reg.pending_callers())
     if refusal is not None:
         raise admission.refuse_http(refusal)  # 503 OVERLOADED or 429 RATE_LIMITED, with Retry-After
     with admission.offer_slot():

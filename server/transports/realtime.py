@@ -18,7 +18,9 @@ Events (client -> server: what comes back)
   ``null``). The transcription model, language and prompt are echoed; the server's model and settings decide.
 * ``input_audio_buffer.append``: nothing (as OpenAI). The audio is fed to the publisher in frames of at most
   ``VOXLANE_MAX_FRAME_KB``, held to real time plus ``VOXLANE_MAX_AUDIO_LEAD_SECONDS`` like the native
-  WebSocket (the socket is not read meanwhile). The publisher starts with the first append (admission then).
+  WebSocket. Events are handled in order while the socket is still read (see server.transports.realtime_inbound);
+  with the lead on, one append carries at most the lead or a quarter of ``VOXLANE_IDLE_TIMEOUT`` of audio,
+  whichever is more. The publisher starts with the first append (admission then).
 * every voxlane segment is one conversation item, ``item_id`` = ``item_`` + segment id. Its first partial:
   ``input_audio_buffer.speech_started`` (with turn detection on), ``input_audio_buffer.committed``,
   ``conversation.item.added``; each partial's newly *final* words: ``...input_audio_transcription.delta`` (so
@@ -34,7 +36,9 @@ Events (client -> server: what comes back)
   nothing waits in a buffer to be dropped: what was appended is still transcribed (the next commit counts
   only audio appended after the clear).
 * a bad event (invalid JSON, unknown type, oversized, bad base64, invalid fields): ``error`` naming it (with the
-  client's ``event_id``); the session goes on. Close: the publisher finishes (finals stored). A session that
+  client's ``event_id``); the session goes on, unless it sent ``VOXLANE_WS_MAX_BAD_MESSAGES`` of them within a
+  minute (``TOO_MANY_ERRORS``, close 1008). No audio for ``VOXLANE_SESSION_IDLE_TIMEOUT``: ``SESSION_IDLE``,
+  close 1000. Close: the publisher finishes (finals stored). A session that
   never appended audio leaves no transcript behind.
 
 Speakers are not labelled: a Realtime transcription item has no speaker field, and a session is one
@@ -45,8 +49,6 @@ browser's ``openai-insecure-api-key.<key>`` subprotocol (answered with ``realtim
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import itertools
 import logging
 import math
@@ -95,12 +97,12 @@ from protocol.realtime import (
     TranscriptionSession,
     UserAudioItem,
     error_event,
-    parse_client_event,
 )
-from server.http.websocket import receive_unless_ended
+from server.http.ws_guard import InboundGuard
 from server.pipeline.configs import stream_config
 from server.pipeline.hub import Subscriber
 from server.pipeline.publisher import Publisher
+from server.transports.realtime_inbound import CloseWith, Inbound, decode_audio
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -113,8 +115,8 @@ CLOSE_TRY_AGAIN = 1013
 CLOSE_FORBIDDEN = 4403
 COMMIT_WAIT_S = 60.0
 """Longest a commit waits for the finals it asked for (a session flushes within 60 s, see StreamSession.finish)."""
-PARSE_OFF_LOOP = 1 << 20
-"""An event this big (a long append) is parsed and base64-decoded off the event loop."""
+G711_OFF_LOOP = 64 * 1024
+"""G.711 audio this long is decoded off the event loop."""
 MAX_MODEL_CHARS = 200
 
 # queue entries of this connection's own, beside the hub's messages (whose types are voxlane's wire types)
@@ -131,16 +133,6 @@ def _ms(seconds: float) -> int:
 def _settled(words: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A partial's final words: the leading run flagged final (they never change later in the segment)."""
     return list(itertools.takewhile(lambda w: w.get("final"), words))
-
-
-class CloseWith(Exception):
-    """Ends the session: the event is sent, then the socket closes with ``code``."""
-
-    def __init__(self, code: int, event: ServerEvent, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.event = event
-        self.reason = reason
 
 
 @dataclass
@@ -206,8 +198,9 @@ class RealtimeSession:
     async def run(self) -> None:
         self.reply(SessionCreated(session=self.session()))
         sender = asyncio.create_task(self._send_loop())
+        guard = InboundGuard(self.svc.settings, idle_timeout=self.svc.settings.session_idle_timeout)
         try:
-            await self._receive_loop(sender)
+            await Inbound(self, guard).run(sender)
         finally:
             if self.publisher is not None:
                 await self.publisher.finish()  # a vanished client still gets its finals stored
@@ -229,41 +222,29 @@ class RealtimeSession:
 
     # ------------------------------------------------------------ inbound
 
-    async def _receive_loop(self, sender: asyncio.Task) -> None:
-        while True:
-            message = await receive_unless_ended(self.ws, sender)
-            if message is None:
-                return
-            event_id = None
-            try:
-                if message.get("text") is not None:
-                    event = await self._parse(message["text"])
-                    event_id = event.event_id
-                    await self._handle(event)
-                elif message.get("bytes") is not None:
-                    raise RealtimeError("INVALID_EVENT", "binary messages are not events: send JSON text (audio goes"
-                                        " base64-encoded in input_audio_buffer.append)")
-            except RealtimeError as exc:
-                self.reply(exc.event())
-            except ProtocolError as exc:  # the audio could not be decoded, the disk is full, ...
-                error = refusal_error(exc)
-                error.event_id = event_id
-                self.reply(error.event())
-            except CloseWith as close:  # the send loop sends the error, then closes the socket
-                self.reply(close.event)
-                self.sub.put({"type": _CLOSE, "code": close.code, "reason": close.reason[:120]})
-                await asyncio.wait({sender}, timeout=self.svc.settings.send_timeout)
-                return
-            except Exception:  # a bug here must cost this event, not the session
-                log.exception("transcript %s: a realtime event failed", self.transcript_id)
-                self.reply(RealtimeError("INTERNAL_ERROR", "internal server error", event_id=event_id,
-                                         kind=SERVER_ERROR).event())
+    def close(self, close: CloseWith) -> None:
+        """The send loop sends the error, then closes the socket (after what was queued before)."""
+        self.reply(close.event)
+        self.sub.put({"type": _CLOSE, "code": close.code, "reason": close.reason[:120]})
 
-    @staticmethod
-    async def _parse(text: str) -> ClientEvent:
-        if len(text) > PARSE_OFF_LOOP:
-            return await asyncio.to_thread(parse_client_event, text)
-        return parse_client_event(text)
+    async def handle(self, event: ClientEvent) -> None:
+        """One event, in order (the inbound worker): an error answers it and the session goes on; a
+        :class:`CloseWith` or an invalid event's :class:`RealtimeError` goes on up once answered."""
+        try:
+            await self._handle(event)
+        except RealtimeError as exc:
+            self.reply(exc.event())
+            raise
+        except ProtocolError as exc:  # the audio could not be decoded, the disk is full, ...
+            error = refusal_error(exc)
+            error.event_id = event.event_id
+            self.reply(error.event())
+        except CloseWith:
+            raise
+        except Exception:  # a bug here must cost this event, not the session
+            log.exception("transcript %s: a realtime event failed", self.transcript_id)
+            self.reply(RealtimeError("INTERNAL_ERROR", "internal server error", event_id=event.event_id,
+                                     kind=SERVER_ERROR).event())
 
     async def _handle(self, event: ClientEvent) -> None:
         if isinstance(event, AudioAppend):
@@ -302,7 +283,13 @@ class RealtimeSession:
         self.reply(SessionUpdated(session=self.session()))
 
     async def _append(self, event: AudioAppend) -> None:
-        data = await self._decode(event)
+        limit = self._append_limit()
+        if limit is not None and len(event.audio) // 4 * 3 > limit * self.format.bytes_per_second:
+            seconds = len(event.audio) // 4 * 3 / self.format.bytes_per_second
+            raise RealtimeError("INVALID_PARAMS", f"an append of {seconds:.1f} s of audio is over this server's"
+                                f" limit of {limit:g} s in one event: send the audio in smaller appends (it was"
+                                " dropped)", param="audio", event_id=event.event_id)
+        data = await decode_audio(event)
         if not data:
             return
         pub = await self._publisher()
@@ -310,22 +297,21 @@ class RealtimeSession:
             return  # the disk is full: STORAGE_FULL was sent once; audio still coming is dropped
         self.buffered_ms += len(data) * 1000 / self.format.bytes_per_second
         pcm = data
-        if self.format.type != "audio/pcm" and len(data) > PARSE_OFF_LOOP:
+        if self.format.type != "audio/pcm" and len(data) > G711_OFF_LOOP:
             pcm = await asyncio.to_thread(g711_to_pcm16, data, self.format.type.removeprefix("audio/"))
         elif self.format.type != "audio/pcm":
             pcm = g711_to_pcm16(data, self.format.type.removeprefix("audio/"))
         for start in range(0, len(pcm), self.max_slice):  # each slice a native frame: decoded off-loop, paced
             await pub.feed_bytes(pcm[start:start + self.max_slice])
 
-    @staticmethod
-    async def _decode(event: AudioAppend) -> bytes:
-        try:
-            if len(event.audio) > PARSE_OFF_LOOP:
-                return await asyncio.to_thread(base64.b64decode, event.audio, validate=True)
-            return base64.b64decode(event.audio, validate=True)
-        except (binascii.Error, ValueError):
-            raise RealtimeError("INVALID_PARAMS", "audio is not valid base64", param="audio",
-                                event_id=event.event_id) from None
+    def _append_limit(self) -> float | None:
+        """The most seconds of audio one append may carry (None: no limit). An append is held to real time as a
+        whole, and the socket's keepalive must be answered meanwhile: the limit keeps that hold well within
+        ``VOXLANE_IDLE_TIMEOUT`` (pings go out every half of it)."""
+        settings = self.svc.settings
+        if settings.max_audio_lead_seconds <= 0:
+            return None  # not held to real time: nothing waits
+        return max(settings.max_audio_lead_seconds, settings.idle_timeout / 4)
 
     async def _publisher(self) -> Publisher | None:
         """The running publisher, started with the first append (or after the last one ended for idleness)."""

@@ -53,6 +53,7 @@ from media.ice import IceConfig
 from media.webrtc import WebRtcPeer
 from protocol import ErrorCode, ProtocolError, StartParams, Status, envelope
 from protocol.messages import Error
+from server.http.admission import CALLER, Caller
 from server.pipeline.control import apply_control, pin_participant
 from server.pipeline.hub import Subscriber
 from server.pipeline.publisher import Publisher
@@ -82,6 +83,7 @@ class WebRtcSession(WebRtcPeer):
         self.transcript_id = transcript_id
         self.may_publish = may_publish  # the offer needs transcripts:write; kept for the shared control rules
         self.participant = participant  # a meeting token's participant: every stream of this peer is theirs
+        self.caller = CALLER.get() or Caller()  # who offered it: its pending offers are capped per caller
         self.publisher: Publisher | None = None
         self._hold = False  # after "stop" (or a refused automatic start) audio waits for "start"
         self._start_lock = asyncio.Lock()
@@ -296,6 +298,10 @@ class WebRtcRegistry:
 
     def get(self, session_id: str) -> WebRtcSession | None:
         return self.sessions.get(session_id)
+
+    def pending_callers(self) -> list[Caller]:
+        """Who offered the sessions not connected yet (still negotiating, or waiting for an answer)."""
+        return [s.caller for s in self.sessions.values() if s.connection_state != "connected" and not s.closing]
 
     async def close_all(self) -> None:
         sessions = list(self.sessions.values())

@@ -180,6 +180,17 @@ async def test_rate_limit_per_client_address(limited: Api):
         assert (await b.get(f"{P}/projects/{pid}")).status_code == 200  # another address has its own allowance
 
 
+async def test_rate_limit_per_address_groups_an_ipv6_network(limited: Api):
+    """An IPv6 host has a whole /64 to take addresses from: the network is one address's allowance."""
+    pid = await new_project(limited)
+    for i in range(30):  # each request from another address of one /64
+        async with client(limited, f"2001:db8:0:7::{i + 1:x}") as c:
+            assert (await c.get(f"{P}/projects/{pid}")).status_code == 200
+    async with client(limited, "2001:db8:0:7:ffff::1") as same, client(limited, "2001:db8:0:8::1") as other:
+        error(await same.get(f"{P}/projects/{pid}"), 429, "RATE_LIMITED")
+        assert (await other.get(f"{P}/projects/{pid}")).status_code == 200  # the next /64 is another network
+
+
 async def test_rate_limit_per_project_is_not_reset_by_a_new_conversation(limited: Api):
     pid = await new_project(limited)
     async with client(limited, "10.0.3.1") as c:

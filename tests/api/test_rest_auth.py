@@ -63,6 +63,11 @@ async def test_private_mode_requires_a_token_except_health_and_participant(priva
         assert r.json()["error"]["code"] == "UNAUTHORIZED" and "Bearer" in r.json()["error"]["message"]
     assert (await api.client.post("/v1/transcripts/", json={})).status_code == 401
     assert (await api.client.get("/health")).status_code == 200
+    # the verbose health (process size, tasks, live load) is for a token's holder: anyone else gets the plain one
+    for headers in ({}, {"Authorization": "Bearer a.b.c"}):
+        body = (await api.client.get("/health?verbose=1", headers=headers)).json()
+        assert body["status"] == "ok" and "rss_mb" not in body and "live_streams" not in body, body
+    assert "rss_mb" in (await api.client.get("/health?verbose=1", headers=api.auth("x", ["export"]))).json()
     assert (await api.client.get("/api/participant/projects/nope")).json()["error"]["code"] == "PROJECT_NOT_FOUND"
     for bad in ("Basic dXNlcjpwYXNz", "Bearer", "Bearer a.b.c", "Bearer vxl_0123456789ab_" + "x" * 43):
         r = await api.client.get("/v1/transcripts/", headers={"Authorization": bad})

@@ -1,0 +1,194 @@
+"""The inbound side of a Realtime session (server.transports.realtime): reading the socket, parsing client
+events without stalling the event loop, and handing them in order to the session's worker.
+
+Why a reader and a worker: an append is held to real time (the publisher's pacer) and a commit waits for its
+finals. Done in the loop that reads the socket, either stops it reading for as long, and then neither the
+keepalive's pongs nor the client's leaving are seen (uvicorn reads nothing more while a message waits for the
+app). The reader goes on reading while the worker handles the events one after the other; it stops (TCP
+backpressure) only when the worker is ``QUEUE`` events behind, or the session's byte budget is spent.
+
+Why not ``json.loads`` on a whole event: the C parser holds the GIL for the whole parse, so a thread does not help
+the event loop, and 15 MiB of pathological JSON (a million keys) takes over a second. Only an append may be
+large, and its bulk is one base64 string: it is cut out by position and the small rest is parsed as any event.
+Every other event over :data:`MAX_CONTROL_CHARS` is refused unparsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+from typing import TYPE_CHECKING
+
+from protocol.realtime import MAX_AUDIO_B64, MAX_EVENT_CHARS, AudioAppend, ClientEvent, RealtimeError, ServerEvent
+from protocol.realtime import parse_client_event as parse_small
+from server.http.websocket import receive_unless_ended
+
+if TYPE_CHECKING:
+    from server.http.ws_guard import InboundGuard
+    from server.transports.realtime import RealtimeSession
+
+MAX_CONTROL_CHARS = 64 * 1024
+"""The largest event other than an append (a session.update with a long prompt and 100 keywords is under 30 KiB),
+as the native WebSocket's control messages."""
+PARSE_OFF_LOOP = 16 * 1024
+"""An event (or an append's rest) this big is parsed off the event loop: at most a millisecond of work, whatever
+its shape, and the loop goes on serving others meanwhile."""
+DECODE_SLICE = 256 * 1024
+"""Base64 is decoded in slices this long (a multiple of 4) off the loop: the GIL changes hands between them."""
+QUEUE = 8
+"""Events read ahead of the worker before the socket is no longer read."""
+CLOSE_POLICY = 1008
+COMMIT_EMPTY_CODE = "input_audio_buffer_commit_empty"
+
+
+class CloseWith(Exception):
+    """Ends the session: the event is sent, then the socket closes with ``code``."""
+
+    def __init__(self, code: int, event: ServerEvent, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.event = event
+        self.reason = reason
+
+
+def split_append(text: str) -> tuple[str, int, int] | None:
+    """An append's rest with its audio emptied, and where its base64 lies in ``text``; None if ``text`` is not
+    shaped as one (an ``"audio"`` key whose string value holds no quote and no escape other than ``\\/``)."""
+    at = text.find('"audio"')
+    while at >= 0:
+        colon = at + 7
+        while colon < len(text) and text[colon] in " \t\r\n":
+            colon += 1
+        if text.startswith(":", colon):
+            start = colon + 1
+            while start < len(text) and text[start] in " \t\r\n":
+                start += 1
+            if text.startswith('"', start):
+                end = text.find('"', start + 1)
+                if end < 0:
+                    return None
+                return text[:start + 1] + text[end:], start + 1, end
+        at = text.find('"audio"', at + 1)
+    return None
+
+
+async def parse_event(text: str) -> ClientEvent:
+    """One client text message as an event; raises :class:`RealtimeError` saying what is wrong with it."""
+    if len(text) <= PARSE_OFF_LOOP:
+        return parse_small(text)
+    if len(text) <= MAX_CONTROL_CHARS:
+        return await asyncio.to_thread(parse_small, text)
+    if len(text) > MAX_EVENT_CHARS:
+        return parse_small(text)  # refused for its size before anything is read
+    cut = split_append(text)
+    if cut is None or len(cut[0]) > MAX_CONTROL_CHARS:
+        raise RealtimeError("MESSAGE_TOO_LARGE", f"an event of {len(text)} characters that is not an"
+                            f" input_audio_buffer.append: only an append may be over {MAX_CONTROL_CHARS} characters"
+                            " (its base64 audio); it was dropped")
+    rest, start, end = cut
+    event = parse_small(rest) if len(rest) <= PARSE_OFF_LOOP else await asyncio.to_thread(parse_small, rest)
+    if not isinstance(event, AudioAppend):
+        raise RealtimeError("MESSAGE_TOO_LARGE", f"an event of {len(text)} characters of type {event.type!r}: only"
+                            f" an input_audio_buffer.append may be over {MAX_CONTROL_CHARS} characters; it was"
+                            " dropped", event_id=event.event_id)
+    if end - start > MAX_AUDIO_B64:
+        raise RealtimeError("INVALID_PARAMS", f"invalid input_audio_buffer.append: audio: String should have at most"
+                            f" {MAX_AUDIO_B64} characters", param="audio", event_id=event.event_id)
+    event.audio = text[start:end]
+    return event
+
+
+def _b64decode(data: str) -> bytes:
+    """(thread) Decoded in slices, so that the event loop's thread gets the GIL between them."""
+    if "\\" in data:
+        data = data.replace("\\/", "/")  # JSON's optional escape of '/' (PHP's encoder writes it); any other: invalid
+    if len(data) % 4:
+        raise ValueError("incomplete base64")
+    return b"".join(base64.b64decode(data[i:i + DECODE_SLICE], validate=True)
+                    for i in range(0, len(data), DECODE_SLICE))
+
+
+async def decode_audio(event: AudioAppend) -> bytes:
+    """An append's audio; ``INVALID_PARAMS`` if it is not base64."""
+    try:
+        if len(event.audio) <= DECODE_SLICE:
+            return _b64decode(event.audio)
+        return await asyncio.to_thread(_b64decode, event.audio)
+    except (binascii.Error, ValueError):
+        raise RealtimeError("INVALID_PARAMS", "audio is not valid base64", param="audio",
+                            event_id=event.event_id) from None
+
+
+class Inbound:
+    """The reader and the worker of one session. ``handle`` acts on one event (the session's state machine),
+    ``reply`` sends an event to the client, ``close`` ends the session after what was queued to send."""
+
+    def __init__(self, session: RealtimeSession, guard: InboundGuard) -> None:
+        self.session = session
+        self.guard = guard
+        self.queue: asyncio.Queue[ClientEvent] = asyncio.Queue(QUEUE)
+
+    async def run(self, sender: asyncio.Task) -> None:
+        """Until the client leaves, the sender ends, or the session is closed; the worker is gone on return
+        (audio not yet taken in is dropped: nobody is left to pace it for, and the stream must end now)."""
+        worker = asyncio.create_task(self._work())
+        try:
+            closing = await self._read(sender, worker)
+            if closing is None and worker.done() and not worker.cancelled():
+                closing = worker.result()
+            if closing is not None:
+                self.session.close(closing)
+                await asyncio.wait({sender}, timeout=self.session.svc.settings.send_timeout)
+        finally:
+            worker.cancel()
+            with contextlib.suppress(BaseException):
+                await worker
+
+    async def _read(self, sender: asyncio.Task, worker: asyncio.Task) -> CloseWith | None:
+        guard = self.guard
+        while True:
+            try:
+                message = await receive_unless_ended(self.session.ws, sender, worker,
+                                                     within=guard.idle.remaining())
+            except TimeoutError:
+                return CloseWith(1000, RealtimeError(
+                    "SESSION_IDLE", f"no audio for {guard.idle.timeout:g} s: the session is closed"
+                    " (VOXLANE_SESSION_IDLE_TIMEOUT)").event(), "idle")
+            if message is None:
+                return None
+            await guard.budget.spend(guard.size(message))
+            try:
+                event = await self._event(message)
+            except RealtimeError as exc:
+                self.session.reply(exc.event())
+                if exc.code != COMMIT_EMPTY_CODE and guard.strikes.strike():
+                    return self._struck()
+                continue
+            if isinstance(event, AudioAppend):
+                guard.idle.touch()
+            await self.queue.put(event)
+
+    @staticmethod
+    async def _event(message: dict) -> ClientEvent:
+        if message.get("text") is None:
+            raise RealtimeError("INVALID_EVENT", "binary messages are not events: send JSON text (audio goes"
+                                " base64-encoded in input_audio_buffer.append)")
+        return await parse_event(message["text"])
+
+    def _struck(self) -> CloseWith:
+        error = RealtimeError("TOO_MANY_ERRORS", self.guard.too_many_message())
+        return CloseWith(CLOSE_POLICY, error.event(), "too many invalid events")
+
+    async def _work(self) -> CloseWith | None:
+        """Events in the order they came; returns how the session ends when an event ends it."""
+        while True:
+            event = await self.queue.get()
+            try:
+                await self.session.handle(event)
+            except CloseWith as close:
+                return close
+            except RealtimeError as exc:  # answered: an append's audio that is not base64 counts as invalid
+                if exc.param == "audio" and self.guard.strikes.strike():
+                    return self._struck()
