@@ -19,8 +19,10 @@ against voxlane by changing its base URL. Each connection records one transcript
   an empty one if there was nothing to close) carries ``from_finalize: true``.
 * ``CloseStream``: every final is sent, then ``Metadata``, then the socket closes (1000).
 * ``KeepAlive``: nothing. ``Configure``: ``ConfigureFailure`` (key terms are fixed for a stream here).
-* a bad text message: ``Error`` naming it, and the stream goes on; after :data:`MAX_BAD_MESSAGES` of them the
-  socket closes (1008).
+* a bad text message: ``Error`` naming it, and the stream goes on; after ``VOXLANE_WS_MAX_BAD_MESSAGES`` of them
+  within a minute the socket closes (1008). What a client sends is held to ``VOXLANE_WS_INBOUND_KB_PER_S``, and a
+  stream without audio for ``VOXLANE_SESSION_IDLE_TIMEOUT`` is closed (``KeepAlive`` does not count), as the
+  other live protocols are (server.http.ws_guard).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from protocol.deepgram import (
     wire,
 )
 from server.http.websocket import receive_unless_ended
+from server.http.ws_guard import InboundGuard
 from server.pipeline.hub import Subscriber
 from server.transports.deepgram_results import ResultMapper
 
@@ -65,7 +68,6 @@ CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013
 FLUSH_WAIT_S = 60.0
 """Longest a Finalize or CloseStream waits for its finals (a session flushes within 60 s)."""
-MAX_BAD_MESSAGES = 20
 G711 = {"mulaw": "pcmu", "alaw": "pcma"}
 OFF_LOOP = 1 << 20
 
@@ -107,7 +109,7 @@ class DeepgramSession:
         self.publisher: Publisher | None = None
         self.sub: Subscriber = svc.hub.subscribe(transcript_id)  # before any audio: no partial is missed
         self.max_frame = svc.settings.max_frame_kb * 1024
-        self.bad_messages = 0
+        self.guard = InboundGuard(svc.settings, idle_timeout=svc.settings.session_idle_timeout)
         self.sha256 = hashlib.sha256()
         self.created = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
         self.mapper = ResultMapper(params, self.meta)  # the outbound side (the send loop)
@@ -137,26 +139,33 @@ class DeepgramSession:
     # ------------------------------------------------------------ inbound
 
     async def _receive_loop(self, sender: asyncio.Task) -> None:
+        guard = self.guard
         while True:
-            message = await receive_unless_ended(self.ws, sender)
+            try:
+                message = await receive_unless_ended(self.ws, sender, within=guard.idle.remaining())
+            except TimeoutError:
+                await self._close(sender, CLOSE_NORMAL, DgError(variant="SESSION_IDLE", description=(
+                    f"no audio for {guard.idle.timeout:g} s: the stream is closed (VOXLANE_SESSION_IDLE_TIMEOUT)")))
+                return
             if message is None:
                 return
+            await guard.budget.spend(guard.size(message))  # a flood waits here: TCP pushes back
             try:
                 if message.get("bytes") is not None:
                     if not message["bytes"]:
                         await self._close_stream(sender)
                         return
                     await self._audio(message["bytes"])
+                    guard.idle.touch()
                 elif message.get("text") is not None:
                     if await self._control(message["text"]):
                         await self._close_stream(sender)
                         return
             except ParamError as exc:
-                self.bad_messages += 1
                 self.reply(DgError(variant="INVALID_MESSAGE", description=str(exc)))
-                if self.bad_messages >= MAX_BAD_MESSAGES:
-                    await self._close(sender, CLOSE_POLICY, DgError(
-                        variant="INVALID_MESSAGE", description=f"{MAX_BAD_MESSAGES} bad messages: closing"))
+                if guard.strikes.strike():
+                    await self._close(sender, CLOSE_POLICY, DgError(variant="TOO_MANY_ERRORS",
+                                                                    description=guard.too_many_message()))
                     return
             except ProtocolError as exc:  # undecodable audio, a full disk, ...
                 if exc.recoverable:

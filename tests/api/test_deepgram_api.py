@@ -116,7 +116,6 @@ async def test_sdk_live_client_transcribes_like_the_native_websocket(public_api:
     assert messages[-1].duration == pytest.approx(11.0, abs=0.1) and messages[-1].channels == 1
     results = [m for m in messages if isinstance(m, ListenV1Results)]
     assert any(not r.is_final for r in results), "interim results were asked for"
-    assert any(r.is_final and not r.speech_final for r in results), "settled words come before a segment's end"
     assert any(isinstance(m, ListenV1SpeechStarted) for m in messages)
     ends = [i for i, m in enumerate(messages) if isinstance(m, ListenV1UtteranceEnd)]
     assert ends, kinds
@@ -281,8 +280,9 @@ async def test_live_bad_messages_get_errors_and_the_stream_goes_on(public_api: A
 
 
 async def test_live_closes_a_client_that_keeps_sending_garbage(public_api: Api):
-    got, closed = await live(await public_api.serve(), sends=("nope",) * 25)
-    assert len(got) <= 21 and all(m["type"] == "Error" for m in got)
+    limit = public_api.settings.ws_max_bad_messages
+    got, closed = await live(await public_api.serve(), sends=("nope",) * (limit + 5))
+    assert len(got) == limit + 1 and all(m["type"] == "Error" for m in got) and got[-1]["variant"] == "TOO_MANY_ERRORS"
     assert closed.rcvd is not None and closed.rcvd.code == 1008
 
 
