@@ -33,6 +33,8 @@ from server.routes import (
     transcripts,
     webrtc,
 )
+from server.routes.deepgram_api import routes as deepgram_api_routes
+from server.routes.deepgram_ws import routes as deepgram_routes
 from server.routes.realtime_ws import routes as realtime_routes
 from server.routes.rest_api import routes as rest_routes
 from server.settings import Settings
@@ -94,9 +96,10 @@ def create_app(settings: Settings | None = None, *, backend: AsrBackend | None =
     # /metrics on the main port unless it has one of its own (then the main port does not answer it)
     metrics_routes = [] if settings.metrics_port else [Route("/metrics", metrics_endpoint, methods=["GET"])]
     app = Starlette(
-        routes=[*system.routes, *transcripts.routes, *live_ws.routes, *realtime_routes, *webrtc.routes, *rest_routes,
-                *exports_api.routes, *provider_data.routes, *summary_api.routes, *retranslate.routes, *speakers.routes,
-                *meetings.routes, *rooms.routes, *metrics_routes],
+        routes=[*system.routes, *transcripts.routes, *live_ws.routes, *realtime_routes, *deepgram_routes,
+                *deepgram_api_routes, *webrtc.routes, *rest_routes, *exports_api.routes, *provider_data.routes,
+                *summary_api.routes, *retranslate.routes, *speakers.routes, *meetings.routes, *rooms.routes,
+                *metrics_routes],
         middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware),
                     Middleware(AuthMiddleware), Middleware(AdmissionMiddleware)],
         exception_handlers={HTTPException: http_exception_handler, Exception: unhandled_exception_handler},

@@ -255,24 +255,28 @@ def _allows_query_token(scope: Scope) -> bool:
 
 
 OPENAI_KEY_PROTOCOL = "openai-insecure-api-key."
+DEEPGRAM_KEY_PROTOCOL = "token"
 
 
 def bearer_token(scope: Scope) -> str | None:
-    """The caller's token from ``Authorization: Bearer`` (or ``?token=`` where allowed, removed from the
+    """The caller's token from ``Authorization: Bearer`` or ``Token`` (or ``?token=`` where allowed, removed from the
     query string so it reaches no access log)."""
     for name, value in scope.get("headers") or ():
         if name == b"authorization":
             kind, _, token = value.decode("latin-1").partition(" ")
-            if kind.lower() == "bearer" and token.strip():
+            if kind.lower() in ("bearer", "token") and token.strip():  # Token: what Deepgram's clients send
                 return token.strip()
-            raise AuthError("the Authorization header must be 'Bearer <token>'")
-    if scope["type"] == "websocket":  # browsers cannot set headers: OpenAI's SDK sends the key as a subprotocol
+            raise AuthError("the Authorization header must be 'Bearer <token>' (or 'Token <token>')")
+    if scope["type"] == "websocket":  # browsers cannot set headers: the key comes as a subprotocol
         for name, value in scope.get("headers") or ():
             if name == b"sec-websocket-protocol":
-                for proto in value.decode("latin-1").split(","):
-                    key = proto.strip().removeprefix(OPENAI_KEY_PROTOCOL)
-                    if key != proto.strip() and key:
+                protocols = [p.strip() for p in value.decode("latin-1").split(",")]
+                for proto in protocols:
+                    key = proto.removeprefix(OPENAI_KEY_PROTOCOL)
+                    if key != proto and key:
                         return key
+                if len(protocols) == 2 and protocols[0] == DEEPGRAM_KEY_PROTOCOL and protocols[1]:
+                    return protocols[1]  # Deepgram's browser clients: ["token", <key>]
     if _allows_query_token(scope) and scope.get("query_string"):
         pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
         token = next((v for k, v in pairs if k == "token"), None)

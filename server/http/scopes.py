@@ -54,7 +54,7 @@ def required_scope(method: str, path: str, websocket: bool = False) -> str | Non
         return PROJECTS_ADMIN
     if "/export" in path:
         return EXPORT
-    if path == "/v1/realtime":  # a Realtime session exists to publish audio
+    if path in ("/v1/realtime", "/v1/listen"):  # a Realtime or Deepgram live session exists to publish audio
         return WRITE
     if websocket or method in ("GET", "HEAD", "OPTIONS"):
         return READ

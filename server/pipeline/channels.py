@@ -58,7 +58,8 @@ class SplitStream:
         try:
             for who in channel_participants(params.channels, params.channel_names):
                 pub = await transcript.add_publisher(StartParams(
-                    format=RAW_CHANNEL, sample_rate=16000, channels=1, participant=who, language=params.language),
+                    format=RAW_CHANNEL, sample_rate=16000, channels=1, participant=who, language=params.language,
+                    key_terms=params.key_terms, vad_events=params.vad_events),
                     offset=offset)
                 offset = pub.session.offset
                 group.channels.append(pub)

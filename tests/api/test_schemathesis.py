@@ -13,7 +13,7 @@ match its documented schema.
 
 Left out on purpose: the WebSocket routes (schemathesis speaks HTTP; tests/api/test_protocol_properties.py fuzzes
 the live channel) and the operations that transcribe a request's audio (file uploads, transcription jobs,
-the OpenAI-compatible endpoint, segment re-transcription): thousands of generated uploads would each start
+the OpenAI-compatible and Deepgram-compatible endpoints, segment re-transcription): thousands of generated uploads would each start
 real model work. Kiosk chunk PUTs stay in: without a valid signature (which generation never forges) they are
 refused before any audio is stored.
 
@@ -49,6 +49,7 @@ EXCLUDED = {
     ("POST", "/api/transcribe/"): "a transcription job over the uploaded file",
     ("POST", "/v1/audio/transcriptions"): "transcribes the uploaded file",
     ("POST", "/api/retranslate/segment"): "transcribes the uploaded audio again",
+    ("POST", "/v1/listen"): "transcribes the posted audio (Deepgram's pre-recorded API)",
 }
 
 

@@ -1,0 +1,356 @@
+"""Deepgram's live transcription (``WS /v1/listen``, route in server.routes.deepgram_ws) on the live pipeline.
+
+A client written for Deepgram (the ``deepgram-sdk`` live client, LiveKit's and Pipecat's Deepgram STT) runs
+against voxlane by changing its base URL. Each connection records one transcript (its id is every message's
+``request_id``) with one anonymous publisher, started by the first audio, so the finals stay readable over REST.
+
+* binary messages are audio as the query declared it (``encoding``/``sample_rate``/``channels``; without
+  ``encoding``, a container the decoder recognises). G.711 is expanded here; each frame is held to real time
+  plus ``VOXLANE_MAX_AUDIO_LEAD_SECONDS`` like the native WebSocket's (the socket is not read meanwhile). A frame
+  over ``VOXLANE_MAX_FRAME_KB`` is dropped with an ``Error``. An empty binary message is a ``CloseStream``.
+* a voxlane partial's words flagged final never change: each run of them is sent once as ``is_final`` Results
+  (``speech_final`` false); the rest of the partial is an interim (``is_final`` false) with
+  ``interim_results=true``. A segment's final sends its remaining words with ``is_final`` and ``speech_final``,
+  so no word is in two ``is_final`` Results.
+* ``SpeechStarted`` (``vad_events=true``) when the VAD hears speech begin (``timestamp``: its onset);
+  ``UtteranceEnd`` (``utterance_end_ms`` set) when it heard the speech stop, once the words before are all sent
+  (``last_word_end``). The pause that ends an utterance is the server's ``VOXLANE_VAD_MIN_SILENCE_MS``.
+* ``Finalize``: the open segment is closed now; its final (the last ``is_final`` Results the Finalize caused,
+  an empty one if there was nothing to close) carries ``from_finalize: true``.
+* ``CloseStream``: every final is sent, then ``Metadata``, then the socket closes (1000).
+* ``KeepAlive``: nothing. ``Configure``: ``ConfigureFailure`` (key terms are fixed for a stream here).
+* a bad text message: ``Error`` naming it, and the stream goes on; after ``VOXLANE_WS_MAX_BAD_MESSAGES`` of them
+  within a minute the socket closes (1008). What a client sends is held to ``VOXLANE_WS_INBOUND_KB_PER_S``, and a
+  stream without audio for ``VOXLANE_SESSION_IDLE_TIMEOUT`` is closed (``KeepAlive`` does not count), as the
+  other live protocols are (server.http.ws_guard).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+from starlette.websockets import WebSocket
+
+from media.g711 import g711_to_pcm16
+from protocol import ErrorCode, ProtocolError, StartParams
+from protocol.deepgram import (
+    ConfigureFailure,
+    DgError,
+    ListenParams,
+    Metadata,
+    ModelInfo,
+    ParamError,
+    Results,
+    ResultsMetadata,
+    parse_control,
+    wire,
+)
+from server.http.websocket import receive_unless_ended
+from server.http.ws_guard import InboundGuard
+from server.pipeline.hub import Subscriber
+from server.transports.deepgram_results import ResultMapper
+
+if TYPE_CHECKING:
+    from server.pipeline.publisher import Publisher
+    from server.services import Services
+
+log = logging.getLogger("voxlane.deepgram")
+
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
+FLUSH_WAIT_S = 60.0
+"""Longest a Finalize or CloseStream waits for its finals (a session flushes within 60 s)."""
+G711 = {"mulaw": "pcmu", "alaw": "pcma"}
+OFF_LOOP = 1 << 20
+
+# queue entries of this connection's own, beside the hub's messages
+_REPLY = "deepgram.reply"
+_PUBLISHER = "deepgram.publisher"  # a publisher starts: the finals that follow are its own
+_HOLD = "deepgram.hold"  # a Finalize begins: segment finals wait until it is known which one it caused
+_FINALIZED = "deepgram.finalized"  # a Finalize's finals are all emitted: ``target`` of them
+_CLOSE = "deepgram.close"  # close once ``target`` finals went out (a CloseStream), or now
+
+
+class CloseWith(Exception):
+    """Ends the session: the error is sent, then the socket closes with ``code``."""
+
+    def __init__(self, code: int, error: DgError) -> None:
+        super().__init__(error.description)
+        self.code = code
+        self.error = error
+
+
+def protocol_refusal(exc: ProtocolError) -> DgError:
+    retry = exc.details.get("retry_after_s")
+    return DgError(variant=exc.code.value, description=exc.message + (
+        f" (retry after {retry} s)" if retry is not None else ""))
+
+
+class DeepgramSession:
+    """One connection: binary audio and control messages drive one publisher; the transcript's hub messages
+    become Deepgram's messages. Everything sent goes through the hub subscription's queue, in order."""
+
+    def __init__(self, ws: WebSocket, svc: Services, transcript_id: str, params: ListenParams,
+                 model: ModelInfo, model_uuid: str) -> None:
+        self.ws = ws
+        self.svc = svc
+        self.transcript_id = transcript_id
+        self.params = params
+        self.meta = ResultsMetadata(request_id=transcript_id, model_info=model, model_uuid=model_uuid)
+        self.model = model
+        self.publisher: Publisher | None = None
+        self.sub: Subscriber = svc.hub.subscribe(transcript_id)  # before any audio: no partial is missed
+        self.max_frame = svc.settings.max_frame_kb * 1024
+        self.guard = InboundGuard(svc.settings, idle_timeout=svc.settings.session_idle_timeout)
+        self.sha256 = hashlib.sha256()
+        self.created = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+        self.mapper = ResultMapper(params, self.meta)  # the outbound side (the send loop)
+        self.held: list[BaseModel] | None = None
+        self.finalize_target: int | None = None
+        self.close_target: int | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        sender = asyncio.create_task(self._send_loop())
+        try:
+            await self._receive_loop(sender)
+        finally:
+            if self.publisher is not None:
+                await self.publisher.finish()  # a vanished client still gets its finals stored
+            self.svc.hub.unsubscribe(self.sub)
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+            if self.publisher is None and self.svc.live.find(self.transcript_id) is None:
+                await self.svc.store.delete_transcript(self.transcript_id)  # no audio: nothing was recorded
+                self.svc.hub.forget(self.transcript_id)
+
+    def reply(self, message: BaseModel) -> None:
+        self.sub.put({"type": _REPLY, "message": message})
+
+    # ------------------------------------------------------------ inbound
+
+    async def _receive_loop(self, sender: asyncio.Task) -> None:
+        guard = self.guard
+        while True:
+            try:
+                message = await receive_unless_ended(self.ws, sender, within=guard.idle.remaining())
+            except TimeoutError:
+                await self._close(sender, CLOSE_NORMAL, DgError(variant="SESSION_IDLE", description=(
+                    f"no audio for {guard.idle.timeout:g} s: the stream is closed (VOXLANE_SESSION_IDLE_TIMEOUT)")))
+                return
+            if message is None:
+                return
+            await guard.budget.spend(guard.size(message))  # a flood waits here: TCP pushes back
+            try:
+                if message.get("bytes") is not None:
+                    if not message["bytes"]:
+                        await self._close_stream(sender)
+                        return
+                    await self._audio(message["bytes"])
+                    guard.idle.touch()
+                elif message.get("text") is not None:
+                    if await self._control(message["text"]):
+                        await self._close_stream(sender)
+                        return
+            except ParamError as exc:
+                self.reply(DgError(variant="INVALID_MESSAGE", description=str(exc)))
+                if guard.strikes.strike():
+                    await self._close(sender, CLOSE_POLICY, DgError(variant="TOO_MANY_ERRORS",
+                                                                    description=guard.too_many_message()))
+                    return
+            except ProtocolError as exc:  # undecodable audio, a full disk, ...
+                if exc.recoverable:
+                    self.reply(protocol_refusal(exc))
+                    continue
+                await self._close(sender, CLOSE_POLICY, protocol_refusal(exc))
+                return
+            except CloseWith as close:
+                await self._close(sender, close.code, close.error)
+                return
+
+    async def _close(self, sender: asyncio.Task, code: int, error: DgError | None) -> None:
+        if error is not None:
+            self.reply(error)
+        reason = error.description[:120] if error is not None else ""
+        self.sub.put({"type": _CLOSE, "code": code, "reason": reason, "target": None})
+        await asyncio.wait({sender}, timeout=self.svc.settings.send_timeout)
+
+    async def _control(self, text: str) -> bool:
+        """Acts on one control message; True for CloseStream."""
+        kind = parse_control(text)["type"]
+        if kind == "CloseStream":
+            return True
+        if kind == "Finalize":
+            await self._finalize()
+        elif kind == "Configure":
+            self.reply(ConfigureFailure(request_id=self.transcript_id, code="CONFIGURE_KEYTERMS_NOT_SUPPORTED",
+                                        description="key terms are set for the whole stream here: reconnect with"
+                                                    " the keyterm parameter"))
+        return False  # KeepAlive: nothing to do
+
+    async def _audio(self, data: bytes) -> None:
+        if len(data) > self.max_frame:
+            raise ParamError(f"a binary message of {len(data)} bytes is over this server's limit of"
+                             f" {self.max_frame} bytes: it was dropped (send smaller chunks)")
+        pub = await self._publisher()
+        if pub is None:
+            return  # the disk is full: STORAGE_FULL was sent once; audio still coming is dropped
+        self.sha256.update(data)
+        g711 = G711.get(self.params.encoding or "")
+        if g711 is not None:
+            data = await asyncio.to_thread(g711_to_pcm16, data, g711) if len(data) > OFF_LOOP else g711_to_pcm16(
+                data, g711)
+        for start in range(0, len(data), self.max_frame):  # each slice a native frame: decoded off-loop, paced
+            await pub.feed_bytes(data[start:start + self.max_frame])
+
+    async def _publisher(self) -> Publisher | None:
+        """The running publisher, started by the first audio (or after the last one ended for idleness)."""
+        pub = self.publisher
+        if pub is not None and not pub.finished:
+            return pub
+        if pub is not None and pub.storage_error is not None:
+            return None
+        if pub is not None:
+            await self._gone(pub)  # it is still flushing: its finals come before the new stream's
+        p = self.params
+        pcm = p.encoding is not None and p.voxlane_format not in ("ogg", "flac")
+        params = StartParams(format="pcm_s16le" if pcm else p.voxlane_format,
+                             sample_rate=p.sample_rate or 16000, channels=p.channels, split_channels=p.multichannel,
+                             diarization=p.diarize, language=p.language, key_terms=p.key_terms or None,
+                             vad_events=p.vad_events or p.utterance_end_ms is not None)
+        self.sub.put({"type": _PUBLISHER})
+        try:
+            self.publisher = await self.svc.live.get(self.transcript_id).add_publisher(params)
+        except ProtocolError as exc:
+            load = exc.code in (ErrorCode.OVERLOADED, ErrorCode.RATE_LIMITED)
+            raise CloseWith(CLOSE_TRY_AGAIN if load else CLOSE_INTERNAL, protocol_refusal(exc)) from None
+        return self.publisher
+
+    async def _gone(self, pub: Publisher) -> None:
+        deadline = time.monotonic() + FLUSH_WAIT_S
+        while time.monotonic() < deadline:
+            live = self.svc.live.find(self.transcript_id)
+            if live is None or pub not in live.publishers:
+                return
+            await asyncio.sleep(0.05)
+
+    def _emitted(self) -> int:
+        """Segment finals the current publisher's sessions have emitted."""
+        pub = self.publisher
+        if pub is None:
+            return 0
+        return sum(p.session.segments_emitted for p in getattr(pub, "channels", None) or [pub])
+
+    async def _finalize(self) -> None:
+        pub = self.publisher
+        if pub is None or pub.finished:
+            self.reply(self.mapper.results([], 0, 0.0, 0.0, final=True, speech_final=False, from_finalize=True))
+            return
+        self.sub.put({"type": _HOLD})
+        target = 0
+        try:
+            await pub.pause()  # the open segment is closed now, as the native 'pause' does ...
+            await pub.resume()  # ... and the audio that follows is transcribed as before
+            subs = getattr(pub, "channels", None) or [pub]
+            await asyncio.wait_for(asyncio.gather(*(p.session.wait_backlog(0) for p in subs)), FLUSH_WAIT_S)
+            target = self._emitted()
+        except TimeoutError:
+            log.warning("transcript %s: the finals of a Finalize took over %.0f s", self.transcript_id, FLUSH_WAIT_S)
+        finally:
+            self.sub.put({"type": _FINALIZED, "target": target})
+
+    async def _close_stream(self, sender: asyncio.Task) -> None:
+        """Every final out, then Metadata, then close."""
+        target = 0
+        if self.publisher is not None:
+            await self.publisher.finish()
+            target = self._emitted()
+        self.sub.put({"type": _CLOSE, "code": CLOSE_NORMAL, "reason": "", "target": target})
+        await asyncio.wait({sender}, timeout=FLUSH_WAIT_S)
+
+    def metadata(self) -> Metadata:
+        pub = self.publisher
+        seconds = pub.pacer.seconds if pub is not None else 0.0
+        return Metadata(request_id=self.transcript_id, sha256=self.sha256.hexdigest(), created=self.created,
+                        duration=round(seconds, 3), channels=self.mapper.channels, models=[self.meta.model_uuid],
+                        model_info={self.meta.model_uuid: self.model})
+
+    # ------------------------------------------------------------ outbound
+
+    async def _send_loop(self) -> None:
+        await self.sub  # the broker's read position: messages other nodes publish to this transcript come too
+        while True:
+            msg = await self.sub.queue.get()
+            if msg is None:  # cut off for being too slow, or the transcript went away
+                await self.ws.close(code=CLOSE_TRY_AGAIN if self.sub.overflowed else CLOSE_NORMAL,
+                                    reason="subscriber closed")
+                return
+            kind = msg.get("type")
+            if kind == _CLOSE and msg["target"] is not None:
+                self.close_target = msg["target"]
+            elif kind == _CLOSE:
+                await self.ws.close(code=msg["code"], reason=msg["reason"])
+                return
+            for out in self._messages(msg):
+                if not await self._send(out):
+                    return
+            if self.close_target is not None and self.mapper.finals >= self.close_target and self.held is None:
+                await self._send(self.metadata())
+                await self.ws.close(code=CLOSE_NORMAL)
+                return
+
+    async def _send(self, message: BaseModel) -> bool:
+        try:
+            await asyncio.wait_for(self.ws.send_text(wire(message)), self.svc.settings.send_timeout)
+        except TimeoutError:
+            log.warning("deepgram client of %s took no message for %.0f s; disconnecting it", self.transcript_id,
+                        self.svc.settings.send_timeout)
+            return False
+        return True
+
+    def _messages(self, msg: dict[str, Any]) -> list[BaseModel]:
+        kind = msg.get("type")
+        if kind == _REPLY:
+            return [msg["message"]]
+        if kind == _PUBLISHER:
+            self.mapper.finals = 0
+            return []
+        if kind == _HOLD:
+            self.held = self.held if self.held is not None else []
+            return []
+        if kind == _FINALIZED:
+            self.finalize_target = msg["target"]
+            return self._release()
+        data = msg.get("data") or {}
+        if kind in ("transcription", "speech"):
+            channel = self.mapper.channel(data.get("participant_id"))
+            if channel is None:
+                return []
+            out = (self.mapper.transcription if kind == "transcription" else self.mapper.speech)(data, channel)
+            if self.held is None:
+                return out
+            self.held.extend(out)
+            return self._release()
+        if kind == "error" and not (data.get("details") or {}).get("participant_id"):
+            return [DgError(variant=data.get("code") or "INTERNAL_ERROR", description=data.get("message") or "")]
+        return []  # status, diarization, summary: voxlane's own
+
+    def _release(self) -> list[BaseModel]:
+        """A Finalize's held messages, once its finals are in: the last segment final says ``from_finalize``."""
+        if self.held is None or self.finalize_target is None or self.mapper.finals < self.finalize_target:
+            return []
+        held, self.held, self.finalize_target = self.held, None, None
+        last = next((m for m in reversed(held) if isinstance(m, Results) and m.speech_final), None)
+        if last is None:
+            held.append(last := self.mapper.results([], 0, 0.0, 0.0, final=True, speech_final=False))
+        last.from_finalize = True
+        return held
