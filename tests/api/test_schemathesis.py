@@ -13,8 +13,8 @@ match its documented schema.
 
 Left out on purpose: the WebSocket routes (schemathesis speaks HTTP; tests/api/test_protocol_properties.py fuzzes
 the live channel) and the operations that transcribe a request's audio (file uploads, transcription jobs,
-the OpenAI-compatible and Deepgram-compatible endpoints, segment re-transcription): thousands of generated uploads would each start
-real model work. Kiosk chunk PUTs stay in: without a valid signature (which generation never forges) they are
+the OpenAI- and Deepgram-compatible endpoints, segment re-transcription): thousands of generated uploads would
+each start real model work. Kiosk chunk PUTs stay in: without a valid signature (which generation never forges) they are
 refused before any audio is stored.
 
 ``VOXLANE_FUZZ_EXAMPLES`` (default 12) bounds the examples per operation and pass; 30 is a good local run.
