@@ -7,27 +7,18 @@ the speech events it ends and starts, and the context a segment after it must no
 
 from __future__ import annotations
 
-from typing import Literal
-
-from asr.events import SpeechEvent
 from asr.result_reader import ResultReader
 from asr.segment_book import Segment
+from asr.speech_events import SpeechTeller, Told
 
 
 class ClientCuts(ResultReader):
     """The cuts of a :class:`~asr.session.StreamSession` (its base)."""
 
     _cut_time = 0.0  # the latest cut: no later window reads audio before it
-    _speech_cut: float | None = None  # a cut in speech whose speech_start the next audio may tell
-    _speaking: bool
+    _speech: SpeechTeller
 
-    def _speech(self, kind: Literal["started", "stopped"], t: float) -> SpeechEvent:
-        raise NotImplementedError  # the session's
-
-    def _speech_stopped(self) -> list[SpeechEvent]:
-        raise NotImplementedError  # the session's (under the lock)
-
-    def _tell_speech(self, told: list[SpeechEvent]) -> None:
+    def _tell_speech(self, told: list[Told]) -> None:
         raise NotImplementedError  # the session's
 
     def cut(self, t: float) -> None:
@@ -48,10 +39,7 @@ class ClientCuts(ResultReader):
                     self._close_open(t)  # at the speech's end and a pad, as a pause closes it
             self._last_closed_end = max(self._last_closed_end, t)
             self._cut_time = max(self._cut_time, t)
-            told = self._speech_stopped()  # the speech before the cut ends there ...
-            if speaking and told:
-                told = [self._speech("stopped", t)]
-                self._speech_cut = t  # ... and starts again there if the audio after the cut is speech too
+            told = self._speech.cut(self._tracker, t)
         self._tell_speech(told)
         self._on_loop(self._poke)
 
@@ -62,12 +50,3 @@ class ClientCuts(ResultReader):
             seg.context_lent = True  # decided: nothing to take
             return
         super()._lend_context(seg)
-
-    def _speech_after_cut(self) -> list[SpeechEvent]:
-        """(under the lock, after the audio after a cut was heard) ``started`` at the cut for speech that went
-        on through it."""
-        at, self._speech_cut = self._speech_cut, None
-        if at is None or not self._tracker.in_speech or self._speaking:
-            return []
-        self._speaking = True
-        return [self._speech("started", at)]

@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asr.backends.streaming import StreamedWord, StreamingOptions, StreamingRecognizer, StreamingResult
-from asr.events import FailureEvent, SegmentEvent, WordEvent
+from asr.events import FailureEvent, SegmentEvent, SpeechEvent, WordEvent
 from asr.policy import join_words
 from asr.session import AudioListener, Emit, Report, StreamConfig, random_segment_id
-from asr.vad import SileroModel, VadStream
+from asr.speech_events import SpeechTeller, Told, speech_event
+from asr.vad import SileroModel, SpeechTracker, VadStream
 from media.audio import SAMPLE_RATE
 
 log = logging.getLogger("voxlane.session")
@@ -89,7 +90,10 @@ class RecognizerSession:
         self.participant_id = participant_id
         self.listener = listener  # gets the audio with its VAD probabilities (speaker diarization)
         self._vad_model = vad_model
-        self._vad: VadStream | None = None  # run only for a listener: the recognizer needs none
+        self._vad: VadStream | None = None  # for a listener or speech events only: the recognizer needs none
+        self.on_speech: Callable[[SpeechEvent], None] | None = None  # told, on the loop, when speech starts/stops
+        self._tracker = SpeechTracker(self.config.vad)  # where speech is, for the speech events
+        self._speech = SpeechTeller(self.config.min_silence_s)
         self._emit = emit
         self._report = report
         self._lock = threading.Lock()  # feed() runs on an ingest thread
@@ -160,11 +164,22 @@ class RecognizerSession:
             if self.listener is not None:
                 self._on_loop(self.listener.skip, seconds)
             return
-        if self.listener is not None:
+        if self.listener is not None or self.on_speech is not None:
             if self._vad is None:
                 self._vad = VadStream(self._vad_model)
-            self._on_loop(self.listener.heard, samples, self._vad.process(samples))
+                self._tracker = SpeechTracker(self.config.vad, t=t0)
+            probs = self._vad.process(samples)
+            if self.listener is not None:
+                self._on_loop(self.listener.heard, samples, probs)
+            with self._lock:  # pause() and cut() tell speech events from the loop
+                told = self._speech.heard(self._tracker, self._tracker.update(probs))
+            self._tell_speech(told)
         self._on_loop(self._put, (t0, np.asarray(samples, dtype=np.float32)))
+
+    def _tell_speech(self, told: list[Told]) -> None:
+        if (tell := self.on_speech) is not None:
+            for event in told:
+                self._on_loop(tell, speech_event(event, self.offset, self.participant_id))
 
     def _put(self, item: tuple[float, np.ndarray] | None) -> None:
         """(event loop)"""
@@ -197,6 +212,8 @@ class RecognizerSession:
         """End the call: what it read is made final; the audio until :meth:`resume` is not transcribed."""
         with self._lock:
             self._paused = True
+            told = self._speech.stopped(self._tracker)
+        self._tell_speech(told)
         self._vad = None
         self._on_loop(self._put, None)
 
@@ -207,7 +224,10 @@ class RecognizerSession:
     def cut(self, t: float) -> None:
         """A client's commit (see :meth:`StreamSession.cut`): the call ends at the audio put so far, which is every
         sample before ``t``, and the audio after it opens the next call."""
-        self.pause()
+        with self._lock:
+            told = self._speech.cut(self._tracker, t)
+        self._tell_speech(told)
+        self.pause()  # the VAD starts again after it: speech going on is told started at its next onset
         self.resume()
 
     async def wait_backlog(self, at_most: int) -> None:
@@ -224,6 +244,9 @@ class RecognizerSession:
     async def finish(self, flush_timeout: float = 60.0) -> None:
         """No more audio: the recognizer reads what it has, and every final is emitted."""
         self._finishing = True
+        with self._lock:
+            told = self._speech.stopped(self._tracker)
+        self._tell_speech(told)
         self._put(None)
         if self._driver is not None:
             try:

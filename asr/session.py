@@ -20,7 +20,7 @@ import threading
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from asr.events import SpeechEvent
 from asr.inference import InferenceLoop, Priority
 from asr.policy import TimedWord
 from asr.segment_book import Emit, Report, Segment
+from asr.speech_events import SpeechTeller, Told, speech_event
 from asr.stream_config import StreamConfig
 from asr.vad import SileroModel, SpeechTracker, VadStream
 from media.audio import SAMPLE_RATE
@@ -79,7 +80,7 @@ class StreamSession(ClientCuts):
         self._failing = False  # decodes fail since the last one that read: reported once per run of them
         self.listener = listener  # gets the audio with its VAD probabilities (or the paused stretches)
         self.on_speech: Callable[[SpeechEvent], None] | None = None  # told, on the loop, when speech starts/stops
-        self._speaking = False  # ``started`` was told and its ``stopped`` not yet
+        self._speech = SpeechTeller(self.config.min_silence_s)
         self._vad = VadStream(vad_model)
         self._tracker = SpeechTracker(self.config.vad)
         self._buffer = AudioBuffer()
@@ -145,38 +146,22 @@ class StreamSession(ClientCuts):
         with self._lock:
             self._buffer.append(samples)
             self._arrivals.append((self._buffer.end, self._engine.clock()))
-            told: list[SpeechEvent] = []
-            for kind, t in self._tracker.update(probs):
+            events = self._tracker.update(probs)
+            for kind, t in events:
                 if kind == "speech_start" and self._open is None:
                     start = max(t - self.config.lead_in_s, self._last_closed_end, self._buffer.start)
                     self._open = Segment(id=self._new_id(), start=start, window_start=start,
                                          decoded_to=start)
-                if kind == "speech_start" and not self._speaking:
-                    self._speaking = True
-                    told.append(self._speech("started", t))
-            told.extend(self._speech_after_cut())
-            if self._speaking and self._tracker.silence_run >= self.config.min_silence_s - 1e-9:
-                told.extend(self._speech_stopped())
+            told = self._speech.heard(self._tracker, events)
             self._update_segments()
             self._release_idle_audio()
         self._tell_speech(told)
         self._on_loop(self._poke)
 
-    def _speech(self, kind: Literal["started", "stopped"], t: float) -> SpeechEvent:
-        return SpeechEvent(kind, round(self.offset + t, 3), self.participant_id)
-
-    def _speech_stopped(self) -> list[SpeechEvent]:
-        """(under the lock) ``stopped`` for the speech being told, at the end of its last speech chunk."""
-        if not self._speaking:
-            return []
-        self._speaking = False
-        tr = self._tracker
-        return [self._speech("stopped", tr.speech_end if tr.speech_end is not None else tr.t)]
-
-    def _tell_speech(self, told: list[SpeechEvent]) -> None:
+    def _tell_speech(self, told: list[Told]) -> None:
         if self.on_speech is not None:
             for event in told:
-                self._on_loop(self.on_speech, event)
+                self._on_loop(self.on_speech, speech_event(event, self.offset, self.participant_id))
 
     IDLE_KEEP_S = 5.0
     """Audio kept behind the stream's end while nothing is open: a new segment's lead-in and VAD onset lag."""
@@ -207,7 +192,7 @@ class StreamSession(ClientCuts):
             self._close_open(self._tracker.t)
             self._paused = True
             self._last_words = []  # the audio after the pause does not follow them
-            told = self._speech_stopped()
+            told = self._speech.stopped(self._tracker)
         self._tell_speech(told)
         self._on_loop(self._poke)
 
@@ -246,7 +231,7 @@ class StreamSession(ClientCuts):
         with self._lock:
             self._close_open(self._tracker.t)
             self._finishing = True
-            told = self._speech_stopped()
+            told = self._speech.stopped(self._tracker)
         self._tell_speech(told)
         self._poke()
         if self._driver is not None:

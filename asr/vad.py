@@ -128,9 +128,9 @@ class SpeechTracker:
     Times are seconds on the stream's own clock (samples fed / SAMPLE_RATE).
     """
 
-    def __init__(self, config: VadConfig) -> None:
+    def __init__(self, config: VadConfig, t: float = 0.0) -> None:
         self.config = config
-        self.t = 0.0  # end of audio processed by VAD
+        self.t = t  # end of audio processed by VAD
         self.in_speech = False
         self.speech_start: float | None = None  # start of the current/last speech run
         self.speech_end: float | None = None  # end of the last chunk judged speech

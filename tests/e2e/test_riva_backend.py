@@ -46,7 +46,7 @@ async def test_a_live_stream_on_riva_reads_as_one_on_whisper(riva_server, riva, 
     done = asyncio.Event()
     watcher_task = asyncio.create_task(subscribe(riva_server.url, tid, done))
     await asyncio.sleep(0.3)
-    rec = await stream_audio(riva_server.url, audio, transcript_id=tid, speed=4.0)
+    rec = await stream_audio(riva_server.url, audio, transcript_id=tid, speed=4.0, start_params={"vad_events": True})
     done.set()
     watcher = await watcher_task
     assert rec.completed is not None
@@ -64,6 +64,9 @@ async def test_a_live_stream_on_riva_reads_as_one_on_whisper(riva_server, riva, 
     assert body["status"] == "completed"
     assert [s["id"] for s in body["segments"]] == [s["segment_id"] for s in rec.finals]
     assert [s["text"] for s in body["segments"]] == [s["text"] for s in rec.finals]
+    speech = [r.data for r in rec.of_type("speech")]  # from voxlane's VAD, as on Whisper
+    assert [s["event"] for s in speech[:1]] == ["started"] and speech[-1]["event"] == "stopped", speech
+    assert speech[0]["time"] == pytest.approx(segments[0]["start"], abs=0.3)
     call = riva.servicer.calls[0]
     assert call.metadata["authorization"] == "Bearer nvapi-test" and call.metadata["function-id"] == "fn-1"
     assert call.config.interim_results and call.config.config.language_code == "en-US"
