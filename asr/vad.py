@@ -135,6 +135,7 @@ class SpeechTracker:
         self.speech_start: float | None = None  # start of the current/last speech run
         self.speech_end: float | None = None  # end of the last chunk judged speech
         self._candidate: float | None = None  # start of a run not yet long enough to count
+        self.voiced_end: float | None = None  # end of the last chunk at or over ``threshold`` (clearly voiced)
         self.recent: deque[tuple[float, float]] = deque(maxlen=200)  # (chunk end, probability), ~6 s
 
     def quietest(self, since: float) -> float | None:
@@ -164,6 +165,8 @@ class SpeechTracker:
             start, end = self.t, self.t + CHUNK_SECONDS
             self.t = end
             self.recent.append((end, float(p)))
+            if p >= cfg.threshold:
+                self.voiced_end = end
             if p >= cfg.threshold and not self.in_speech:
                 if self.speech_end is not None and start - self.speech_end < cfg.resume_within_s:
                     # a pause within an utterance ends: a clicks filter would clip the word after it
@@ -185,6 +188,11 @@ class SpeechTracker:
                 self._candidate = None
                 self.in_speech = False
         return events
+
+    @property
+    def pending_onset(self) -> float | None:
+        """Start of a voiced run not yet long enough to count as speech (None when there is none)."""
+        return self._candidate
 
     @property
     def silence_run(self) -> float:

@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     if args.speech_events:
         from server.cli.bench.speech_events import run_speech_events, speech_event_rows
 
-        result = asyncio.run(run_speech_events(args.url, args.token, audio_dir, refs, files))
+        result = asyncio.run(run_speech_events(args.url, args.token, audio_dir, refs, files, bool(args.files)))
         print_rows(*speech_event_rows(result))
         write_result(args.output, result)
         return 0
