@@ -98,6 +98,7 @@ class ErrorCode(StrEnum):
     AUDIO_TOO_LONG = "AUDIO_TOO_LONG"  # recorded audio decodes past the route's limit: details.limit_seconds
     RATE_LIMITED = "RATE_LIMITED"  # too many requests or streams from this caller: details.retry_after_s
     TRANSCRIPTION_FAILED = "TRANSCRIPTION_FAILED"  # the model failed on a stream's audio (the audio is stored)
+    TOO_MANY_ERRORS = "TOO_MANY_ERRORS"  # a session sent VOXLANE_WS_MAX_BAD_MESSAGES invalid messages: it is closed
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from pydantic import BaseModel
+
 from protocol import ErrorCode, ProtocolError, StartParams, Status, parse_client_message
 from protocol.messages import Participant, _Body
 from server.http.auth import WRITE
@@ -48,9 +50,10 @@ def pin_participant(params: StartParams | None, participant: dict[str, Any] | No
     return params.model_copy(update={"participant": pinned, "split_channels": False, "channel_names": None})
 
 
-async def apply_control(channel: ControlChannel, raw: str | bytes) -> None:
-    """One client action, with the same meaning on every ingest path; raises ProtocolError to answer."""
-    msg = parse_client_message(raw)
+async def apply_control(channel: ControlChannel, raw: str | bytes | BaseModel) -> None:
+    """One client action (its text, or as parsed already), with the same meaning on every ingest path; raises
+    ProtocolError to answer."""
+    msg = raw if isinstance(raw, BaseModel) else parse_client_message(raw)
     action = msg.action  # type: ignore[attr-defined]
     if action in PUBLISHING_ACTIONS and not channel.may_publish:
         raise insufficient_scope(f"{action!r}")

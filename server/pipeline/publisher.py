@@ -92,6 +92,7 @@ class Pacer:
         self.max_lead = max_lead
         self.started = time.monotonic()
         self.seconds = 0.0  # audio taken in
+        self._released = asyncio.Event()
 
     def ahead(self) -> float:
         """Seconds of audio taken in beyond real time since the start (negative: behind)."""
@@ -103,7 +104,13 @@ class Pacer:
         if self.max_lead > 0:
             over = self.ahead() - self.max_lead
             if over > 0:
-                await asyncio.sleep(over)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._released.wait(), over)
+
+    def release(self) -> None:
+        """No more holding, from now on (the client left: what it sent is taken in at once)."""
+        self.max_lead = 0
+        self._released.set()
 
 
 class Publisher:

@@ -7,9 +7,11 @@ leave the connection (and everything already received) intact.
 Publishing (``start``, audio frames, ``participant_event``, ``pause``, ``stop``) needs the
 ``transcripts:write`` scope; a read-only subscriber gets INSUFFICIENT_SCOPE (once for a run of
 frames) and keeps listening. A binary frame over ``VOXLANE_MAX_FRAME_KB`` (a text message over
-64 KiB) is dropped with MESSAGE_TOO_LARGE. Frames are decoded and run through the VAD off the event
-loop, in order, and the socket is not read while a stream's audio is more than
-``VOXLANE_MAX_AUDIO_LEAD_SECONDS`` ahead of the wall clock since its ``start`` (TCP backpressure).
+64 KiB) is dropped with MESSAGE_TOO_LARGE; ``VOXLANE_WS_MAX_BAD_MESSAGES`` errors within a minute close the
+connection (TOO_MANY_ERRORS, 1008). Frames are decoded and run through the VAD off the event loop, in order,
+by the connection's inbound worker (server.http.ws_inbound): the socket is still read while a frame's audio is
+held to ``VOXLANE_MAX_AUDIO_LEAD_SECONDS`` ahead of the wall clock since its ``start``, until a few frames wait
+(TCP backpressure). A client that leaves has every frame it sent taken in at once, unpaced.
 """
 
 from __future__ import annotations
@@ -17,16 +19,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from dataclasses import dataclass
 
 from pydantic import BaseModel
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from protocol import ErrorCode, Ping, ProtocolError, StartParams, Status, encode, envelope
+from protocol import ErrorCode, Ping, ProtocolError, StartParams, Status, encode, envelope, parse_client_message
 from server.features.speakers import named_segments
 from server.http.auth import can_publish, principal
 from server.http.visibility import find_visible_transcript
-from server.http.websocket import receive_unless_ended
+from server.http.ws_guard import InboundGuard
+from server.http.ws_inbound import QUEUE, GuardedInbound
 from server.pipeline.control import apply_control, insufficient_scope, pin_participant
 from server.pipeline.convert import stored_message
 from server.pipeline.hub import Subscriber
@@ -39,8 +43,25 @@ from server.storage.outage import database_unavailable
 log = logging.getLogger("voxlane.ws")
 CLOSE_NOT_FOUND = 4404
 CLOSE_TRY_AGAIN = 1013
+CLOSE_POLICY = 1008
 MAX_CONTROL_CHARS = 64 * 1024
 """The largest text (control JSON) message; binary audio frames have their own cap (VOXLANE_MAX_FRAME_KB)."""
+PARSE_OFF_LOOP = 16 * 1024
+"""A control message this long is parsed off the event loop (at most a millisecond of work, whatever its shape)."""
+QUEUE_BYTES = 2 * 1024 * 1024
+"""Audio read ahead of the inbound worker (in frames of ``VOXLANE_MAX_FRAME_KB``, at least two)."""
+NOT_THE_CLIENTS_FAULT = frozenset({ErrorCode.OVERLOADED, ErrorCode.RATE_LIMITED, ErrorCode.STORAGE_FULL,
+                                   ErrorCode.TRANSCRIPTION_FAILED, ErrorCode.INTERNAL_ERROR})
+"""Errors that do not count against a session (``VOXLANE_WS_MAX_BAD_MESSAGES``): a client retrying a start
+refused for load is not sending bad messages."""
+_CLOSE = "voxlane.close"  # a queue entry of this connection's own: close the socket after what was queued before
+
+
+@dataclass(frozen=True)
+class Oversized:
+    """A binary frame over ``VOXLANE_MAX_FRAME_KB``, dropped as it was read; the worker answers it in order."""
+
+    size: int
 
 
 def too_large(what: str, size: int, limit: int) -> ProtocolError:
@@ -60,6 +81,7 @@ class LiveConnection:
         grant = principal(ws).meeting
         self.participant = grant.participant if grant is not None else None  # a meeting token speaks as its own
         self.max_frame = svc.settings.max_frame_kb * 1024
+        self.released = False  # the client left: what it sent is taken in unpaced
         self._refused_audio = False  # an error was sent for this run of binary frames: one, not one per frame
 
     async def run(self) -> None:
@@ -68,7 +90,7 @@ class LiveConnection:
         if self.svc.settings.ping_interval > 0:
             tasks.append(asyncio.create_task(self._ping_loop(self.svc.settings.ping_interval)))
         try:
-            await self._receive_loop(tasks[0])
+            await _Inbound(self).run(tasks[0])
         finally:
             if self.publisher is not None:
                 await self.publisher.finish()  # a vanished publisher still gets its finals stored
@@ -94,6 +116,9 @@ class LiveConnection:
             msg = await self.sub.queue.get()
             if msg is None:  # cut off for being too slow, or the transcript went away
                 await self.ws.close(code=1013 if self.sub.overflowed else 1000, reason="subscriber closed")
+                return
+            if msg["type"] == _CLOSE:
+                await self.ws.close(code=msg["code"], reason=msg["reason"])
                 return
             data = msg["data"]
             if msg["type"] == "transcription" and data.get("is_final") and data["segment_id"] in seen:
@@ -124,31 +149,17 @@ class LiveConnection:
 
     # ------------------------------------------------------------ inbound
 
-    async def _receive_loop(self, sender: asyncio.Task) -> None:
-        while True:
-            message = await receive_unless_ended(self.ws, sender)
-            if message is None:
-                return
-            try:
-                if message.get("bytes") is not None:
-                    await self._audio(message["bytes"])
-                elif message.get("text") is not None:
-                    self._refused_audio = False
-                    await self._control(message["text"])
-            except ProtocolError as exc:
-                self.reply(exc.to_message())
-
-    async def _audio(self, data: bytes) -> None:
-        """One binary frame: decoded and taken in off the event loop; this returns (and the socket is read
-        again) once it is taken in and the stream is within its lead on real time."""
+    async def _audio(self, data: bytes | Oversized) -> None:
+        """One binary frame (the inbound worker): decoded and taken in off the event loop; this returns (and the
+        next message is handled) once it is taken in and the stream is within its lead on real time."""
         refusal = self._refuse_audio()
         if refusal is not None:
             if not self._refused_audio:  # one error for a run of refused frames (a bot that streams before its
                 self._refused_audio = True  # start succeeded would get one per frame), until the next text
                 raise refusal
             return
-        if len(data) > self.max_frame:
-            raise too_large("a binary frame", len(data), self.max_frame)
+        if isinstance(data, Oversized):
+            raise too_large("a binary frame", data.size, self.max_frame)
         assert self.publisher is not None  # _refuse_audio answered NOT_STARTED otherwise
         if self.publisher.storage_error is not None:
             return  # the disk is full: STORAGE_FULL was sent once; frames still in flight are dropped
@@ -165,11 +176,6 @@ class LiveConnection:
             return ProtocolError(ErrorCode.TRANSCRIPT_CLOSED, "this stream was stopped; send 'start' to begin again")
         return None
 
-    async def _control(self, text: str) -> None:
-        if len(text) > MAX_CONTROL_CHARS:
-            raise too_large("a text message", len(text.encode()), MAX_CONTROL_CHARS)
-        await apply_control(self, text)
-
     # ------------------------------------------------------------ ControlChannel
 
     declares_format = True
@@ -178,6 +184,8 @@ class LiveConnection:
         live = self.svc.live.get(self.transcript_id)
         try:
             self.publisher = await live.add_publisher(pin_participant(params, self.participant) or StartParams())
+            if self.released:
+                self.publisher.pacer.release()
         finally:
             self.svc.live.drop(live)  # a refused start leaves nothing behind (drop keeps a transcript that streams)
 
@@ -186,6 +194,68 @@ class LiveConnection:
 
     def status(self) -> Status:
         return transcript_status(self.svc, self.transcript_id)
+
+
+Event = bytes | Oversized | BaseModel | ProtocolError
+"""What the native reader queues: a frame, a frame dropped for its size, a control message, or a text that is
+not one (answered in order with the rest)."""
+
+
+class _Inbound(GuardedInbound[Event, ProtocolError]):
+    """The native WebSocket's reader and worker (:mod:`server.http.ws_inbound`): frames and control messages
+    are handled in order, and a frame's pacing never stops the socket being read."""
+
+    errors = (ProtocolError,)
+    drains = True  # a client that leaves without stop keeps every frame it sent
+
+    def __init__(self, conn: LiveConnection) -> None:
+        settings = conn.svc.settings
+        super().__init__(conn.ws, InboundGuard(settings), settings.send_timeout,
+                         max(2, min(QUEUE, QUEUE_BYTES // conn.max_frame)))
+        self.conn = conn
+
+    async def parse(self, message: dict) -> Event:
+        data = message.get("bytes")
+        if data is not None:
+            return Oversized(len(data)) if len(data) > self.conn.max_frame else data
+        text = message.get("text") or ""
+        try:
+            if len(text) > MAX_CONTROL_CHARS:
+                raise too_large("a text message", len(text.encode()), MAX_CONTROL_CHARS)
+            if len(text) <= PARSE_OFF_LOOP:
+                return parse_client_message(text)
+            return await asyncio.to_thread(parse_client_message, text)
+        except ProtocolError as exc:
+            return exc
+
+    async def handle(self, event: Event) -> None:
+        conn = self.conn
+        if isinstance(event, bytes | Oversized):
+            await conn._audio(event)
+            return
+        conn._refused_audio = False  # a text message ends a run of refused frames
+        if isinstance(event, ProtocolError):
+            raise event
+        await apply_control(conn, event)
+
+    def invalid(self, exc: Exception, handled: bool) -> bool:
+        assert isinstance(exc, ProtocolError)
+        self.conn.reply(exc.to_message())
+        return exc.code not in NOT_THE_CLIENTS_FAULT
+
+    def struck(self) -> ProtocolError:
+        return ProtocolError(ErrorCode.TOO_MANY_ERRORS, self.guard.too_many_message(),
+                             {"limit": self.guard.strikes.limit}, recoverable=False)
+
+    def close(self, closing: ProtocolError) -> None:
+        self.conn.reply(closing.to_message())
+        assert self.conn.sub is not None
+        self.conn.sub.put({"type": _CLOSE, "code": CLOSE_POLICY, "reason": "too many invalid messages"})
+
+    def release(self) -> None:
+        self.conn.released = True
+        if self.conn.publisher is not None:
+            self.conn.publisher.pacer.release()
 
 
 async def transcript_websocket(ws: WebSocket) -> None:

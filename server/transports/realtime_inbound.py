@@ -1,11 +1,8 @@
 """The inbound side of a Realtime session (server.transports.realtime): reading the socket, parsing client
 events without stalling the event loop, and handing them in order to the session's worker.
 
-Why a reader and a worker: an append is held to real time (the publisher's pacer) and a commit waits for its
-finals. Done in the loop that reads the socket, either stops it reading for as long, and then neither the
-keepalive's pongs nor the client's leaving are seen (uvicorn reads nothing more while a message waits for the
-app). The reader goes on reading while the worker handles the events one after the other; it stops (TCP
-backpressure) only when the worker is ``QUEUE`` events behind, or the session's byte budget is spent.
+Why a reader and a worker (:mod:`server.http.ws_inbound`): an append is held to real time (the publisher's
+pacer) and a commit waits for its finals, and neither may stop the socket being read.
 
 Why not ``json.loads`` on a whole event: the C parser holds the GIL for the whole parse, so a thread does not help
 the event loop, and 15 MiB of pathological JSON (a million keys) takes over a second. Only an append may be
@@ -18,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
+import re
 from typing import TYPE_CHECKING
 
 from protocol.realtime import MAX_AUDIO_B64, MAX_EVENT_CHARS, AudioAppend, ClientEvent, RealtimeError, ServerEvent
 from protocol.realtime import parse_client_event as parse_small
-from server.http.websocket import receive_unless_ended
+from server.http.ws_inbound import QUEUE, GuardedInbound
 
 if TYPE_CHECKING:
     from server.http.ws_guard import InboundGuard
@@ -37,8 +34,9 @@ PARSE_OFF_LOOP = 16 * 1024
 its shape, and the loop goes on serving others meanwhile."""
 DECODE_SLICE = 256 * 1024
 """Base64 is decoded in slices this long (a multiple of 4) off the loop: the GIL changes hands between them."""
-QUEUE = 8
-"""Events read ahead of the worker before the socket is no longer read."""
+AUDIO_KEY_TRIES = 8
+"""Occurrences of ``"audio"`` looked at for an append's key (a real append has one, an ``event_id`` may add one)."""
+_AUDIO_KEY = re.compile(r'"audio"[ \t\r\n]{0,256}:[ \t\r\n]{0,256}"')
 CLOSE_POLICY = 1008
 COMMIT_EMPTY_CODE = "input_audio_buffer_commit_empty"
 
@@ -55,22 +53,20 @@ class CloseWith(Exception):
 
 def split_append(text: str) -> tuple[str, int, int] | None:
     """An append's rest with its audio emptied, and where its base64 lies in ``text``; None if ``text`` is not
-    shaped as one (an ``"audio"`` key whose string value holds no quote and no escape other than ``\\/``)."""
-    at = text.find('"audio"')
-    while at >= 0:
-        colon = at + 7
-        while colon < len(text) and text[colon] in " \t\r\n":
-            colon += 1
-        if text.startswith(":", colon):
-            start = colon + 1
-            while start < len(text) and text[start] in " \t\r\n":
-                start += 1
-            if text.startswith('"', start):
-                end = text.find('"', start + 1)
-                if end < 0:
-                    return None
-                return text[:start + 1] + text[end:], start + 1, end
-        at = text.find('"audio"', at + 1)
+    shaped as one (an ``"audio"`` key, among the first :data:`AUDIO_KEY_TRIES` occurrences of the word, whose
+    string value holds no quote and no escape other than ``\\/``). The tries are bounded: a 15 MiB event of
+    ``"audio":0`` pairs held the event loop for 0.6 s."""
+    at = 0
+    for _ in range(AUDIO_KEY_TRIES):
+        at = text.find('"audio"', at)
+        if at < 0:
+            return None
+        key = _AUDIO_KEY.match(text, at)
+        if key is not None:
+            start = key.end()
+            end = text.find('"', start)
+            return None if end < 0 else (text[:start] + text[end:], start, end)
+        at += 1
     return None
 
 
@@ -121,74 +117,47 @@ async def decode_audio(event: AudioAppend) -> bytes:
                             event_id=event.event_id) from None
 
 
-class Inbound:
-    """The reader and the worker of one session. ``handle`` acts on one event (the session's state machine),
-    ``reply`` sends an event to the client, ``close`` ends the session after what was queued to send."""
+class Inbound(GuardedInbound[ClientEvent, CloseWith]):
+    """The reader and the worker of one Realtime session (see :mod:`server.http.ws_inbound`): events are parsed
+    by the reader, and the session's state machine handles them in order."""
+
+    errors = (RealtimeError,)
 
     def __init__(self, session: RealtimeSession, guard: InboundGuard) -> None:
+        super().__init__(session.ws, guard, session.svc.settings.send_timeout, QUEUE)
         self.session = session
-        self.guard = guard
-        self.queue: asyncio.Queue[ClientEvent] = asyncio.Queue(QUEUE)
 
-    async def run(self, sender: asyncio.Task) -> None:
-        """Until the client leaves, the sender ends, or the session is closed; the worker is gone on return
-        (audio not yet taken in is dropped: nobody is left to pace it for, and the stream must end now)."""
-        worker = asyncio.create_task(self._work())
-        try:
-            closing = await self._read(sender, worker)
-            if closing is None and worker.done() and not worker.cancelled():
-                closing = worker.result()
-            if closing is not None:
-                self.session.close(closing)
-                await asyncio.wait({sender}, timeout=self.session.svc.settings.send_timeout)
-        finally:
-            worker.cancel()
-            with contextlib.suppress(BaseException):
-                await worker
-
-    async def _read(self, sender: asyncio.Task, worker: asyncio.Task) -> CloseWith | None:
-        guard = self.guard
-        while True:
-            try:
-                message = await receive_unless_ended(self.session.ws, sender, worker,
-                                                     within=guard.idle.remaining())
-            except TimeoutError:
-                return CloseWith(1000, RealtimeError(
-                    "SESSION_IDLE", f"no audio for {guard.idle.timeout:g} s: the session is closed"
-                    " (VOXLANE_SESSION_IDLE_TIMEOUT)").event(), "idle")
-            if message is None:
-                return None
-            await guard.budget.spend(guard.size(message))
-            try:
-                event = await self._event(message)
-            except RealtimeError as exc:
-                self.session.reply(exc.event())
-                if exc.code != COMMIT_EMPTY_CODE and guard.strikes.strike():
-                    return self._struck()
-                continue
-            if isinstance(event, AudioAppend):
-                guard.idle.touch()
-            await self.queue.put(event)
-
-    @staticmethod
-    async def _event(message: dict) -> ClientEvent:
+    async def parse(self, message: dict) -> ClientEvent:
         if message.get("text") is None:
             raise RealtimeError("INVALID_EVENT", "binary messages are not events: send JSON text (audio goes"
                                 " base64-encoded in input_audio_buffer.append)")
-        return await parse_event(message["text"])
+        event = await parse_event(message["text"])
+        if isinstance(event, AudioAppend):
+            self.guard.idle.touch()
+        return event
 
-    def _struck(self) -> CloseWith:
+    async def handle(self, event: ClientEvent) -> CloseWith | None:
+        try:
+            await self.session.handle(event)
+        except CloseWith as close:
+            return close
+        return None
+
+    def invalid(self, exc: Exception, handled: bool) -> bool:
+        assert isinstance(exc, RealtimeError)
+        if handled:  # answered by the session: an append's audio that is not base64 counts as invalid
+            return exc.param == "audio"
+        self.session.reply(exc.event())
+        return exc.code != COMMIT_EMPTY_CODE
+
+    def struck(self) -> CloseWith:
         error = RealtimeError("TOO_MANY_ERRORS", self.guard.too_many_message())
         return CloseWith(CLOSE_POLICY, error.event(), "too many invalid events")
 
-    async def _work(self) -> CloseWith | None:
-        """Events in the order they came; returns how the session ends when an event ends it."""
-        while True:
-            event = await self.queue.get()
-            try:
-                await self.session.handle(event)
-            except CloseWith as close:
-                return close
-            except RealtimeError as exc:  # answered: an append's audio that is not base64 counts as invalid
-                if exc.param == "audio" and self.guard.strikes.strike():
-                    return self._struck()
+    def idled(self) -> CloseWith:
+        return CloseWith(1000, RealtimeError(
+            "SESSION_IDLE", f"no audio for {self.guard.idle.timeout:g} s: the session is closed"
+            " (VOXLANE_SESSION_IDLE_TIMEOUT)").event(), "idle")
+
+    def close(self, closing: CloseWith) -> None:
+        self.session.close(closing)

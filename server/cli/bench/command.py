@@ -21,10 +21,12 @@ from server.cli.bench.process import ProcessSampler, find_server_pid
 from server.cli.live_client import load_pcm16k, stream_audio
 
 DEFAULT_AUDIO = SHARED_AUDIO
+DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default="http://127.0.0.1:8000", help="server base URL")
+    p.add_argument("--url", default=None, help=f"server base URL (default {DEFAULT_URL}; --flood without it starts"
+                                                " a server of its own)")
     p.add_argument("--audio-dir", default=str(DEFAULT_AUDIO), help="folder with references.json")
     p.add_argument("--files", nargs="*", help="files relative to the audio dir (default: every single/ file)")
     p.add_argument("-n", "--concurrency", default="1,4", help="comma-separated stream counts, e.g. 1,2,4")
@@ -66,8 +68,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hostile", action="store_true",
                    help="instead: one client sends hostile frames and bodies while another times /health (p50/p99)")
     p.add_argument("--duration-s", type=float, default=20, help="hostile: seconds of attack")
-    p.add_argument("--quiet-s", type=float, default=3, help="hostile: seconds of /health timing before the attack")
+    p.add_argument("--quiet-s", type=float, default=3, help="hostile, flood: seconds of /health timing first")
     p.add_argument("--frame-mb", type=float, default=8, help="hostile: size of the huge WebSocket frames")
+    p.add_argument("--flood", action="store_true",
+                   help="instead: one family of floods after another on the live doors (Realtime JSON, appends and"
+                        " session bursts, native and Deepgram WebSocket frames and bad control messages) while a"
+                        " steady poller times /health (p50/p99 per family)")
+    p.add_argument("--flood-s", type=float, default=5, help="flood: seconds each family runs")
+    p.add_argument("--families", default="", help="flood: comma-separated families to run (default: all)")
+    p.add_argument("--frame-kb", type=int, default=256, help="flood: binary frame size (the server's"
+                                                              " VOXLANE_MAX_FRAME_KB)")
     p.add_argument("--capacity", action="store_true",
                    help="instead: ramp the number of live streams (--capacity-levels) until one breaks a limit"
                         " (commit p95 over --capacity-p95, lag growth, WER, refusals, admission over 2 s); the"
@@ -157,7 +167,17 @@ def offline_wer(audio_dir: Path, files: list[str], refs: dict[str, Any], audio: 
 
 
 def run(args: argparse.Namespace) -> int:
+    own_server = args.url is None
+    args.url = args.url or DEFAULT_URL
     audio_dir = Path(args.audio_dir)
+    if args.flood:
+        from server.cli.bench.flood import flood_rows, print_answers, run_flood
+
+        result = run_flood(args, own_server)
+        print_rows(*flood_rows(result))
+        print_answers(result)
+        write_result(args.output, result)
+        return 0
     if args.der:
         return run_der_command(args, audio_dir)
     if args.fanout:

@@ -76,20 +76,30 @@ class Tally:
         self.got.setdefault(attack, Counter())[what] += 1
 
 
-async def _ws_attack(base: str, transcript_id: str, tally: Tally, name: str, until: float,
-                     send: Callable[[Any], Awaitable[None]], opening: str | None = None) -> None:
-    """Reconnects whenever the server closes the socket (as it may, for a frame over its hard limit)."""
+def error_code(msg: Any) -> str | None:
+    """The code of an error message of any of the live protocols (voxlane's, OpenAI Realtime's); None if
+    ``msg`` is not an error."""
+    if not isinstance(msg, dict) or str(msg.get("type", "")).lower() != "error":
+        return None
+    body = msg.get("data") or msg.get("error") or {}
+    return str(body.get("code") or "error") if isinstance(body, dict) else "error"
+
+
+async def ws_attack(url: str, tally: Tally, name: str, until: float, send: Callable[[Any], Awaitable[None]],
+                    opening: str | None = None) -> None:
+    """Reconnects whenever the server closes the socket (as it may, for a frame over its hard limit, or a run of
+    invalid messages)."""
     while time.monotonic() < until:
         try:
-            async with websockets.connect(ws_url(base, transcript_id), max_size=None, open_timeout=10) as ws:
+            async with websockets.connect(url, max_size=None, open_timeout=10, compression=None) as ws:
                 if opening is not None:
                     await ws.send(opening)
                 async def read() -> None:
                     try:
                         async for raw in ws:
-                            msg = json.loads(raw)
-                            if msg["type"] == "error":
-                                tally.answer(name, msg["data"]["code"])
+                            code = error_code(json.loads(raw))
+                            if code is not None:
+                                tally.answer(name, code)
                     except websockets.ConnectionClosed as exc:  # the server dropped the connection
                         tally.answer(name, f"closed {exc.rcvd.code if exc.rcvd else 'abnormally'}")
                     tally.answer(name, "connection ended")
@@ -162,11 +172,11 @@ async def attack(base: str, seconds: float, tally: Tally, frame_mb: float = 8.0)
     nested_body = ("[" * 100_000 + "]" * 100_000).encode()
     big_body = b'{"name": "' + b"x" * (8 * 2**20) + b'"}'
     tasks = [
-        _ws_attack(base, tids[0], tally, "ws huge frames", until, huge_frames, opening=start_pcm),
-        _ws_attack(base, tids[1], tally, "ws garbage audio", until, garbage_format),
-        _ws_attack(base, tids[2], tally, "ws oversized json", until, oversized_json),
-        _ws_attack(base, tids[5], tally, "ws nested json", until, nested_json),
-        _ws_attack(base, tids[3], tally, "ws control flood", until, control_flood),
+        ws_attack(ws_url(base, tids[0]), tally, "ws huge frames", until, huge_frames, opening=start_pcm),
+        ws_attack(ws_url(base, tids[1]), tally, "ws garbage audio", until, garbage_format),
+        ws_attack(ws_url(base, tids[2]), tally, "ws oversized json", until, oversized_json),
+        ws_attack(ws_url(base, tids[5]), tally, "ws nested json", until, nested_json),
+        ws_attack(ws_url(base, tids[3]), tally, "ws control flood", until, control_flood),
         _http_attack(base, tally, "http oversized json", until,
                      lambda h: h.post("/v1/transcripts/", content=big_body,
                                       headers={"Content-Type": "application/json"})),
