@@ -105,6 +105,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speech-events", dest="speech_events", action="store_true",
                    help="instead: stream the files in real time over the OpenAI Realtime route and time"
                         " speech_started/speech_stopped against their reference utterances (RTTM)")
+    p.add_argument("--turn-gap", dest="turn_gap", type=float, default=1.5,
+                   help="speech-events: seconds of silence put between a file's reference utterances (0: stream"
+                        " it as recorded)")
     p.add_argument("--key-terms", dest="key_terms", action="store_true",
                    help="instead, no server: transcribe the files with the file pipeline without key terms, with"
                         " each file's own (from its reference) and with all of them; WER and key-term hit rate")
@@ -231,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
     if args.speech_events:
         from server.cli.bench.speech_events import run_speech_events, speech_event_rows
 
-        result = asyncio.run(run_speech_events(args.url, args.token, audio_dir, refs, files, bool(args.files)))
+        result = asyncio.run(run_speech_events(args.url, args.token, audio_dir, refs, files, bool(args.files),
+                                                args.turn_gap))
         print_rows(*speech_event_rows(result))
         write_result(args.output, result)
         return 0

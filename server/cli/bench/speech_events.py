@@ -2,11 +2,13 @@
 stopped, against the reference utterance times of real speech.
 
 Each file is streamed in real time (100 ms appends of 24 kHz PCM, as an OpenAI client sends them) through
-``WS /v1/realtime?intent=transcription`` with the server's turn detection, all files at once. A reference
-utterance is an RTTM turn of the file (turns closer than the session's ``silence_duration_ms`` are one: no stop
-is due between them). ``speech_started`` latency: when the event arrived, after the utterance's onset was sent;
-``speech_stopped``: after its end was sent. The stop cannot come before the silence window has passed, so its
-target is that window plus a margin; a reference with no event within 2 s of it counts as missed.
+``WS /v1/realtime?intent=transcription`` with the server's turn detection, all files at once. A file with
+reference utterances (``segments``) is streamed as those utterances with ``--turn-gap`` seconds of silence between
+them (:func:`spaced`); another file as recorded, its utterances the RTTM turns (turns closer than the session's
+``silence_duration_ms`` are one: no stop is due between them). ``speech_started`` latency: when the event
+arrived, after the utterance's onset was sent; ``speech_stopped``: after its end was sent. The stop cannot come
+before the silence window has passed, so its target is that window plus a margin; a reference with no event
+within 2 s of it counts as missed.
 """
 
 from __future__ import annotations
@@ -95,8 +97,25 @@ def latencies(refs: list[tuple[float, float]], events: list[tuple[str, int, floa
     return out
 
 
+def spaced(samples: np.ndarray, segments: list[dict[str, Any]], gap_s: float) -> tuple[np.ndarray,
+                                                                                      list[tuple[float, float]]]:
+    """The file's reference utterances (energy-trimmed clips, exact times) one after another with ``gap_s`` of
+    silence between them, and their times in the new stream. Recorded back to back, clips follow each other
+    closer than a turn ends (the LJ and LibriSpeech files: one utterance to the ear), so a stream as recorded
+    gives one onset and one end a file; spaced, every utterance is a turn to start and end."""
+    parts, times, cursor = [], [], 0.0
+    gap = np.zeros(int(gap_s * 16000), dtype=np.float32)
+    for seg in segments:
+        clip = samples[int(seg["start"] * 16000):int(seg["end"] * 16000)]
+        parts += [gap, clip]
+        cursor += gap_s
+        times.append((round(cursor, 3), round(cursor + len(clip) / 16000, 3)))
+        cursor += len(clip) / 16000
+    return np.concatenate(parts), times
+
+
 async def run_speech_events(url: str, token: str | None, audio_dir: Path, refs: dict[str, Any],
-                            files: list[str], explicit: bool = False) -> dict[str, Any]:
+                            files: list[str], explicit: bool = False, gap_s: float = 1.5) -> dict[str, Any]:
     """Unless the files were named (``explicit``), those whose turn times are only approximate (an energy VAD's:
     the JFK excerpt, the sonnets, the MFA corpora, off by up to a second) are left out: latencies of a few hundred
     milliseconds cannot be read against them."""
@@ -104,12 +123,18 @@ async def run_speech_events(url: str, token: str | None, audio_dir: Path, refs: 
 
     chosen = [f for f in files if refs[f].get("rttm") and (explicit or "approximate" not in
                                                             (refs[f].get("rttm_kind") or ""))]
-    runs = await asyncio.gather(*(stream_file(url, token, load_pcm16k(audio_dir / f)) for f in chosen))
+    streams, ref_times = [], {}
+    for f in chosen:
+        audio, segments = load_pcm16k(audio_dir / f), refs[f].get("segments") or []
+        if gap_s > 0 and segments:
+            audio, ref_times[f] = spaced(audio, segments, gap_s)
+        streams.append(audio)
+    runs = await asyncio.gather(*(stream_file(url, token, audio) for audio in streams))
     per: dict[str, Any] = {}
     pooled: dict[str, list[float]] = {"started": [], "stopped": []}
     missed = [0, 0]
     for f, run in zip(chosen, runs, strict=True):
-        ref = utterances(audio_dir / refs[f]["rttm"], run["silence_ms"] / 1000)
+        ref = ref_times.get(f) or utterances(audio_dir / refs[f]["rttm"], run["silence_ms"] / 1000)
         lat = latencies(ref, run["events"])
         pooled["started"] += lat["started"]
         pooled["stopped"] += lat["stopped"]
@@ -117,7 +142,8 @@ async def run_speech_events(url: str, token: str | None, audio_dir: Path, refs: 
         per[f] = {"utterances": ref, "events": run["events"], **lat}
     silence_ms = runs[0]["silence_ms"] if runs else None
     figures = {k: {"p50": percentile(v, 50), "p95": percentile(v, 95), "n": len(v)} for k, v in pooled.items()}
-    return {"mode": "speech-events", "files": chosen, "silence_duration_ms": silence_ms, "latency_s": figures,
+    return {"mode": "speech-events", "files": chosen, "turn_gap_s": gap_s, "silence_duration_ms": silence_ms,
+            "latency_s": figures,
             "missed": {"started": missed[0], "stopped": missed[1]},
             "targets_s": {"started_p95": 0.3, "stopped_p95": None if silence_ms is None else silence_ms / 1000 + 0.2},
             "per_file": per}
