@@ -137,7 +137,7 @@ async def test_job_errors(api: Api):
 async def test_kill_9_loses_nothing(tmp_path, empty_database_url):
     """Acknowledged work survives SIGKILL: the server resumes what was processing and what was queued (on
     both databases: the server creates the schema in an empty one)."""
-    long_file = "single/ljspeech_LJ001-0017_0032.wav"
+    long_file = "single/librivox_sense_and_sensibility_ch01_5utt.wav"  # 25 s: still transcribing at 20 %
     env = {"VOXLANE_REST_WORKERS": "1", "VOXLANE_CPU_THREADS": "2", "VOXLANE_DATABASE_URL": empty_database_url}
     srv = start_server(tmp_path, **env)
     try:
