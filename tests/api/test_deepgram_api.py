@@ -17,29 +17,12 @@ from deepgram.listen.v1.types import ListenV1Metadata, ListenV1Results, ListenV1
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from server.cli.bench.metrics import wer_counts
-from tests.rest_support import AUDIO, Api, read_wav, reference
+from tests.client_support import CHUNK, JFK, jfk_pcm, native_text, within_native
+from tests.rest_support import Api
 
 pytest_plugins = ("tests.rest_fixtures",)
 
-JFK_NAME = "single/jfk_inaugural_1961_excerpt.wav"
-JFK = AUDIO / JFK_NAME
-CHUNK = 3200  # 100 ms of 16 kHz 16-bit mono
 FOREIGN_KEY = "0123456789abcdef0123456789abcdef01234567"  # shaped like a Deepgram key: anonymous in public mode
-
-
-def jfk_pcm(silence: float = 0.0) -> bytes:
-    """JFK as 16 kHz 16-bit mono, with ``silence`` seconds after it (the VAD ends the last utterance in them)."""
-    samples, rate = read_wav(JFK)
-    assert rate == 16000
-    return np.concatenate([samples.astype("<i2"), np.zeros(int(silence * rate), "<i2")]).tobytes()
-
-
-def within_native(text: str, native: str, points: float = 0.02) -> bool:
-    """The WER of ``text`` on JFK is within ``points`` of the native WebSocket's on the same file."""
-    ref = reference(JFK_NAME)
-    errors, n = wer_counts(ref, text)
-    return abs(errors - wer_counts(ref, native)[0]) / n <= points
 
 
 def sdk(base: str, key: str = FOREIGN_KEY) -> AsyncDeepgramClient:
@@ -57,18 +40,6 @@ def final_text(messages: list[Any]) -> str:
 def final_words(messages: list[Any]) -> list[tuple[str, float]]:
     return [(w.word, w.start) for m in messages if isinstance(m, ListenV1Results) and m.is_final
             for w in m.channel.alternatives[0].words]
-
-
-async def native_text(api: Api, base: str, pcm: bytes) -> str:
-    """The same audio through voxlane's own WebSocket: the text of its finals."""
-    tid = (await api.client.post("/v1/transcripts/", json={"name": "native"})).json()["id"]
-    async with connect(f"{base.replace('http', 'ws', 1)}/v1/transcripts_websocket/{tid}", max_size=None) as ws:
-        await ws.send(json.dumps({"action": "start", "params": {"format": "pcm_s16le", "sample_rate": 16000}}))
-        for start in range(0, len(pcm), CHUNK):
-            await ws.send(pcm[start:start + CHUNK])
-        await ws.send(json.dumps({"action": "stop"}))
-        row = await api.wait_transcript(tid, within=90)
-    return " ".join(s["text"] for s in row["segments"])
 
 
 @pytest.fixture(scope="module")
