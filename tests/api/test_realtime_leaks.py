@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import json
 from collections.abc import AsyncIterator
 
@@ -83,3 +84,19 @@ async def test_a_client_that_leaves_while_its_stream_starts_leaves_no_stream_beh
         await asyncio.sleep(0.01)
     assert svc.live.find(tid) is None and svc.live.publishers() == [], "the stream outlived its client"
     assert svc.admission.check_live() is None, "its live-stream slot was not given back"
+
+
+async def test_the_startup_heap_is_frozen_while_the_app_serves_and_thawed_after(
+        tmp_path_factory: pytest.TempPathFactory):
+    """Full collections skip what startup built (server.app.freeze_startup_heap) while the app serves; an app
+    that stops gives it back, so a process that goes on (the tests) collects its cycles."""
+    from tests.rest_fixtures import running_app
+
+    settings = Settings(data_dir=str(tmp_path_factory.mktemp("gc-freeze") / "data"), asr_backend="synthetic",
+                        auth_mode="public", jwt_secret=JWT_SECRET, status_interval=0, ping_interval=0,
+                        disable_redaction="on")
+    gc.unfreeze()  # whatever another app of this process froze: the count below is this app's
+    async with running_app(settings, private=False) as api:
+        assert gc.get_freeze_count() > 0
+        assert (await api.client.get("/health")).status_code == 200
+    assert gc.get_freeze_count() == 0
