@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -60,6 +61,20 @@ def serve_metrics_port(settings: Settings, metrics: Metrics) -> Callable[[], Non
     return stop
 
 
+def freeze_startup_heap() -> None:
+    """Keep what startup built (modules, models, settings, routes: ~367k objects with the synthetic backend) out
+    of every later full collection. Python's full collection walks every tracked object; with that heap it paused
+    the event loop 217 ms (p50, max 284 ms) and /health waited behind it (max 311 ms under the realtime-sessions
+    flood). Frozen objects are still freed by reference counting; only their cycles wait for :func:`thaw`."""
+    gc.collect()  # the garbage of startup is not kept for good
+    gc.freeze()
+
+
+def thaw() -> None:
+    """Give the frozen heap back to the collector (an app that stops in a process that goes on: the tests)."""
+    gc.unfreeze()
+
+
 def create_app(settings: Settings | None = None, *, backend: AsrBackend | None = None, store: Store | None = None,
                fanout: Broker | None = None) -> Starlette:
     """``backend``, ``store``, ``fanout``: parts to use instead of those the settings name (tests hand in a small
@@ -83,6 +98,7 @@ def create_app(settings: Settings | None = None, *, backend: AsrBackend | None =
             await composition.start_live(services)
         await composition.start_sweeping(services)
         app.state.webrtc = WebRtcRegistry(services)
+        freeze_startup_heap()
         log.info("voxlane ready: model %s on %s/%s, data in %s%s", settings.model, settings.device,
                  settings.compute_type, settings.data_path, "" if role.jobs else " (API node: jobs run elsewhere)")
         try:
@@ -92,6 +108,7 @@ def create_app(settings: Settings | None = None, *, backend: AsrBackend | None =
                 await asyncio.to_thread(stop_metrics)
             await app.state.webrtc.close_all()
             await composition.close(services)
+            thaw()
 
     # /metrics on the main port unless it has one of its own (then the main port does not answer it)
     metrics_routes = [] if settings.metrics_port else [Route("/metrics", metrics_endpoint, methods=["GET"])]

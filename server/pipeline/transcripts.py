@@ -34,9 +34,20 @@ class LiveTranscript:
         self.publishers: set[Publisher] = set()
         self.origin: float | None = None  # monotonic time of transcript t=0, for late participants
         self.duration_lock = asyncio.Lock()  # publishers ending together: the longest end is kept
+        self.opening = 0  # starts under way: the registry keeps the transcript while one may still add a publisher
 
     async def add_publisher(self, params: StartParams, offset: float | None = None) -> Publisher:
-        """A new stream; ``offset`` (a participant's place on the transcript clock) defaults to now."""
+        """A new stream; ``offset`` (a participant's place on the transcript clock) defaults to now. A start that
+        is refused leaves no empty transcript in the registry: the Realtime and Deepgram sessions refused at
+        admission each left one behind for good (240 after 400 sessions with audio, while admission warmed up)."""
+        self.opening += 1
+        try:
+            return await self._add_publisher(params, offset)
+        finally:
+            self.opening -= 1
+            self.services.live.drop(self)  # kept while it streams or another start is under way
+
+    async def _add_publisher(self, params: StartParams, offset: float | None) -> Publisher:
         if params.split_channels:  # one participant publisher per channel, fed by one decoder
             return await SplitStream.open(self, params)  # type: ignore[return-value]
         if params.participant is None and any(p.participant_id is None for p in self.publishers):
@@ -112,6 +123,19 @@ class LiveTranscript:
         self.publishers.add(pub)
         if self.services.admission is not None:  # counted as a publisher from here on, no longer as opening
             self.services.admission.opened(slot)
+        try:
+            await self._announce(pub, params, offset)
+        except BaseException:
+            # its client left (the session's worker cancelled) or a store call failed while it started: registered
+            # now, it must finish like any other, or it streams for good (its transcript never completed, its slot
+            # held: under VOXLANE_MAX_LIVE_STREAMS=1 every later stream was refused). Shielded: a second cancel
+            # does not stop the flush half-way.
+            await asyncio.shield(pub.finish())
+            raise
+        return pub
+
+    async def _announce(self, pub: Publisher, params: StartParams, offset: float) -> None:
+        """What a registered publisher tells before its audio: the transcript is live, it joined."""
         if len(self.publishers) == 1:
             await self.services.store.update_transcript(self.id, status="live")
             await self.services.hub.publish(self.id, Status(status="processing", stage="live",
@@ -121,7 +145,6 @@ class LiveTranscript:
             await self.record_event({"type": "join", "participant_id": pub.participant_id, "data": {},
                                      "participant": params.participant.model_dump(mode="json"),
                                      "time": round(offset, 3)})
-        return pub
 
     async def record_event(self, event: dict) -> None:
         await until_stored(f"an event of {self.id}", lambda: lifecycle.record_event(self.services, self.id, event))
@@ -184,7 +207,8 @@ class LiveRegistry:
         return [p for live in list(self._live.values()) for p in list(live.publishers)]
 
     def drop(self, live: LiveTranscript) -> None:
-        if self._live.get(live.id) is live and not live.publishers:
+        """Forget ``live`` unless it streams or a start on it is still under way (which would be orphaned)."""
+        if self._live.get(live.id) is live and not live.publishers and not live.opening:
             del self._live[live.id]
 
     async def finish_all(self) -> None:
