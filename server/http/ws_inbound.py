@@ -1,5 +1,5 @@
-"""The inbound side of a live WebSocket session (the native WebSocket, OpenAI Realtime): a reader that keeps
-reading the socket while a worker handles what was read, in order, each within the session's
+"""The inbound side of a live WebSocket session (the native WebSocket, OpenAI Realtime, Deepgram's): a reader that
+keeps reading the socket while a worker handles what was read, in order, each within the session's
 :class:`~server.http.ws_guard.InboundGuard`.
 
 Why a reader and a worker: audio is held to real time (the publisher's pacer), and a compressed frame or a long
@@ -10,7 +10,9 @@ messages one after the other; it stops (TCP backpressure) only when the worker i
 behind, or the session's byte budget is spent. When the client leaves, nobody is left to pace audio for and its
 stream must end now: a protocol either drops what it had not handled yet (the worker is stopped), or, where it
 promises to keep all a client sent (``drains``), :meth:`~GuardedInbound.release` stops the pacing and the worker
-handles the rest at once, within ``DRAIN_S``.
+handles the rest at once, within ``DRAIN_S``. The session's idle clock stands still while the worker has work:
+a client that sent minutes of audio in one frame and waits is not idle while it is paced, and its audio is not
+dropped by an idle close.
 
 A protocol subclasses :class:`GuardedInbound` with how a message becomes an event (:meth:`parse`), what an event
 does (:meth:`handle`), how an invalid message is answered (:meth:`invalid`) and how the session is closed.
@@ -34,9 +36,18 @@ C = TypeVar("C")  # how the session closes
 
 QUEUE = 8
 """Messages read ahead of the worker before the socket is no longer read."""
+QUEUE_BYTES = 2 * 1024 * 1024
+"""Audio frames read ahead of the worker, in bytes (see :func:`frame_queue`)."""
 DRAIN_S = 30.0
 """Longest the worker of a session that ``drains`` is let run on once its client left (the frames it had read
 taken in unpaced, a stop flushing its finals); then it is stopped."""
+
+
+def frame_queue(max_frame: int) -> int:
+    """The queue of a session whose messages are audio frames of up to ``max_frame`` bytes: about
+    :data:`QUEUE_BYTES` of them (at least two, at most :data:`QUEUE`), so that a session's read-ahead costs at
+    most a few MiB whatever ``VOXLANE_MAX_FRAME_KB`` allows one frame."""
+    return max(2, min(QUEUE, QUEUE_BYTES // max_frame))
 
 
 class GuardedInbound(Generic[E, C]):
@@ -84,6 +95,16 @@ class GuardedInbound(Generic[E, C]):
     def release(self) -> None:
         """(``drains``) The client left: audio is no longer held to real time."""
 
+    def patience(self, closing: C) -> float:
+        """Seconds the sender has to send the session's last words and close (a protocol whose closing waits
+        for finals gives it longer)."""
+        return self.send_timeout
+
+    @property
+    def working(self) -> bool:
+        """The worker has an event in hand or waiting."""
+        return self._busy or not self.queue.empty()
+
     # ------------------------------------------------------------ the loops
 
     async def run(self, sender: asyncio.Task) -> None:
@@ -97,7 +118,7 @@ class GuardedInbound(Generic[E, C]):
                 closing = worker.result()
             if closing is not None:
                 self.close(closing)
-                await asyncio.wait({sender}, timeout=self.send_timeout)
+                await asyncio.wait({sender}, timeout=self.patience(closing))
         finally:
             await self._stop(worker, drain=self.drains and closing is None)
 
@@ -106,7 +127,7 @@ class GuardedInbound(Generic[E, C]):
         self._ending = True
         if drain and not worker.done():
             self.release()
-            if self._busy or not self.queue.empty():
+            if self.working:
                 await asyncio.wait({worker}, timeout=DRAIN_S)
         worker.cancel()
         with contextlib.suppress(BaseException):
@@ -118,6 +139,11 @@ class GuardedInbound(Generic[E, C]):
             try:
                 message = await receive_unless_ended(self.ws, sender, worker, within=guard.idle.remaining())
             except TimeoutError:
+                if self.working:  # audio being paced, finals awaited: the session is not idle meanwhile
+                    guard.idle.touch()
+                    continue
+                if guard.idle.remaining():  # the worker touched it since the wait began
+                    continue
                 return self.idled()
             if message is None:
                 return None

@@ -16,7 +16,8 @@ from server.http.auth import CLOSE_FORBIDDEN, can_publish, principal
 from server.http.openapi import Param, document
 from server.routes.common import services
 from server.services import Services
-from server.transports.deepgram import CLOSE_POLICY, CLOSE_TRY_AGAIN, DeepgramSession, protocol_refusal
+from server.transports.deepgram import DeepgramSession
+from server.transports.deepgram_inbound import CLOSE_POLICY, CLOSE_TRY_AGAIN, protocol_refusal
 
 TAG = "deepgram-compatible"
 TOKEN_PROTOCOL = "token"

@@ -30,7 +30,7 @@ from server.features.speakers import named_segments
 from server.http.auth import can_publish, principal
 from server.http.visibility import find_visible_transcript
 from server.http.ws_guard import InboundGuard
-from server.http.ws_inbound import QUEUE, GuardedInbound
+from server.http.ws_inbound import GuardedInbound, frame_queue
 from server.pipeline.control import apply_control, insufficient_scope, pin_participant
 from server.pipeline.convert import stored_message
 from server.pipeline.hub import Subscriber
@@ -48,8 +48,6 @@ MAX_CONTROL_CHARS = 64 * 1024
 """The largest text (control JSON) message; binary audio frames have their own cap (VOXLANE_MAX_FRAME_KB)."""
 PARSE_OFF_LOOP = 16 * 1024
 """A control message this long is parsed off the event loop (at most a millisecond of work, whatever its shape)."""
-QUEUE_BYTES = 2 * 1024 * 1024
-"""Audio read ahead of the inbound worker (in frames of ``VOXLANE_MAX_FRAME_KB``, at least two)."""
 NOT_THE_CLIENTS_FAULT = frozenset({ErrorCode.OVERLOADED, ErrorCode.RATE_LIMITED, ErrorCode.STORAGE_FULL,
                                    ErrorCode.TRANSCRIPTION_FAILED, ErrorCode.INTERNAL_ERROR})
 """Errors that do not count against a session (``VOXLANE_WS_MAX_BAD_MESSAGES``): a client retrying a start
@@ -210,8 +208,7 @@ class _Inbound(GuardedInbound[Event, ProtocolError]):
 
     def __init__(self, conn: LiveConnection) -> None:
         settings = conn.svc.settings
-        super().__init__(conn.ws, InboundGuard(settings), settings.send_timeout,
-                         max(2, min(QUEUE, QUEUE_BYTES // conn.max_frame)))
+        super().__init__(conn.ws, InboundGuard(settings), settings.send_timeout, frame_queue(conn.max_frame))
         self.conn = conn
 
     async def parse(self, message: dict) -> Event:

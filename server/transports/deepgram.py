@@ -6,8 +6,9 @@ against voxlane by changing its base URL. Each connection records one transcript
 
 * binary messages are audio as the query declared it (``encoding``/``sample_rate``/``channels``; without
   ``encoding``, a container the decoder recognises). G.711 is expanded here; each frame is held to real time
-  plus ``VOXLANE_MAX_AUDIO_LEAD_SECONDS`` like the native WebSocket's (the socket is not read meanwhile). A frame
-  over ``VOXLANE_MAX_FRAME_KB`` is dropped with an ``Error``. An empty binary message is a ``CloseStream``.
+  plus ``VOXLANE_MAX_AUDIO_LEAD_SECONDS`` like the native WebSocket's, while the socket is still read
+  (server.transports.deepgram_inbound). A frame over ``VOXLANE_MAX_FRAME_KB`` is dropped with an ``Error``. An
+  empty binary message is a ``CloseStream``. A client that leaves has every frame it sent taken in at once.
 * a voxlane partial's words flagged final never change: each run of them is sent once as ``is_final`` Results
   (``speech_final`` false); the rest of the partial is an interim (``is_final`` false) with
   ``interim_results=true``. A segment's final sends its remaining words with ``is_final`` and ``speech_final``,
@@ -17,7 +18,8 @@ against voxlane by changing its base URL. Each connection records one transcript
   (``last_word_end``). The pause that ends an utterance is the server's ``VOXLANE_VAD_MIN_SILENCE_MS``.
 * ``Finalize``: the open segment is closed now; its final (the last ``is_final`` Results the Finalize caused,
   an empty one if there was nothing to close) carries ``from_finalize: true``.
-* ``CloseStream``: every final is sent, then ``Metadata``, then the socket closes (1000).
+* ``CloseStream``: the audio sent before it is taken in unpaced, every final is sent, then ``Metadata``, then the
+  socket closes (1000).
 * ``KeepAlive``: nothing. ``Configure``: ``ConfigureFailure`` (key terms are fixed for a stream here).
 * a bad text message: ``Error`` naming it, and the stream goes on; after ``VOXLANE_WS_MAX_BAD_MESSAGES`` of them
   within a minute the socket closes (1008). What a client sends is held to ``VOXLANE_WS_INBOUND_KB_PER_S``, and a
@@ -45,15 +47,21 @@ from protocol.deepgram import (
     ListenParams,
     Metadata,
     ModelInfo,
-    ParamError,
     Results,
     ResultsMetadata,
-    parse_control,
     wire,
 )
-from server.http.websocket import receive_unless_ended
-from server.http.ws_guard import InboundGuard
 from server.pipeline.hub import Subscriber
+from server.transports.deepgram_inbound import (
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    CLOSE_TRY_AGAIN,
+    FLUSH_WAIT_S,
+    CloseWith,
+    Closing,
+    Inbound,
+    protocol_refusal,
+)
 from server.transports.deepgram_results import ResultMapper
 
 if TYPE_CHECKING:
@@ -62,12 +70,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voxlane.deepgram")
 
-CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL = 1011
-CLOSE_TRY_AGAIN = 1013
-FLUSH_WAIT_S = 60.0
-"""Longest a Finalize or CloseStream waits for its finals (a session flushes within 60 s)."""
 G711 = {"mulaw": "pcmu", "alaw": "pcma"}
 OFF_LOOP = 1 << 20
 
@@ -77,21 +79,6 @@ _PUBLISHER = "deepgram.publisher"  # a publisher starts: the finals that follow 
 _HOLD = "deepgram.hold"  # a Finalize begins: segment finals wait until it is known which one it caused
 _FINALIZED = "deepgram.finalized"  # a Finalize's finals are all emitted: ``target`` of them
 _CLOSE = "deepgram.close"  # close once ``target`` finals went out (a CloseStream), or now
-
-
-class CloseWith(Exception):
-    """Ends the session: the error is sent, then the socket closes with ``code``."""
-
-    def __init__(self, code: int, error: DgError) -> None:
-        super().__init__(error.description)
-        self.code = code
-        self.error = error
-
-
-def protocol_refusal(exc: ProtocolError) -> DgError:
-    retry = exc.details.get("retry_after_s")
-    return DgError(variant=exc.code.value, description=exc.message + (
-        f" (retry after {retry} s)" if retry is not None else ""))
 
 
 class DeepgramSession:
@@ -109,7 +96,7 @@ class DeepgramSession:
         self.publisher: Publisher | None = None
         self.sub: Subscriber = svc.hub.subscribe(transcript_id)  # before any audio: no partial is missed
         self.max_frame = svc.settings.max_frame_kb * 1024
-        self.guard = InboundGuard(svc.settings, idle_timeout=svc.settings.session_idle_timeout)
+        self.released = False  # all the audio is in (CloseStream, or the client left): none of it is paced
         self.sha256 = hashlib.sha256()
         self.created = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
         self.mapper = ResultMapper(params, self.meta)  # the outbound side (the send loop)
@@ -122,7 +109,7 @@ class DeepgramSession:
     async def run(self) -> None:
         sender = asyncio.create_task(self._send_loop())
         try:
-            await self._receive_loop(sender)
+            await Inbound(self).run(sender)
         finally:
             if self.publisher is not None:
                 await self.publisher.finish()  # a vanished client still gets its finals stored
@@ -136,71 +123,36 @@ class DeepgramSession:
     def reply(self, message: BaseModel) -> None:
         self.sub.put({"type": _REPLY, "message": message})
 
-    # ------------------------------------------------------------ inbound
+    def close(self, closing: Closing) -> None:
+        """Queues the session's last words and its close (sent by the send loop, after what is queued)."""
+        if closing.error is not None:
+            self.reply(closing.error)
+        reason = closing.error.description[:120] if closing.error is not None else ""
+        self.sub.put({"type": _CLOSE, "code": closing.code, "reason": reason, "target": closing.target})
 
-    async def _receive_loop(self, sender: asyncio.Task) -> None:
-        guard = self.guard
-        while True:
-            try:
-                message = await receive_unless_ended(self.ws, sender, within=guard.idle.remaining())
-            except TimeoutError:
-                await self._close(sender, CLOSE_NORMAL, DgError(variant="SESSION_IDLE", description=(
-                    f"no audio for {guard.idle.timeout:g} s: the stream is closed (VOXLANE_SESSION_IDLE_TIMEOUT)")))
-                return
-            if message is None:
-                return
-            await guard.budget.spend(guard.size(message))  # a flood waits here: TCP pushes back
-            try:
-                if message.get("bytes") is not None:
-                    if not message["bytes"]:
-                        await self._close_stream(sender)
-                        return
-                    await self._audio(message["bytes"])
-                    guard.idle.touch()
-                elif message.get("text") is not None:
-                    if await self._control(message["text"]):
-                        await self._close_stream(sender)
-                        return
-            except ParamError as exc:
-                self.reply(DgError(variant="INVALID_MESSAGE", description=str(exc)))
-                if guard.strikes.strike():
-                    await self._close(sender, CLOSE_POLICY, DgError(variant="TOO_MANY_ERRORS",
-                                                                    description=guard.too_many_message()))
-                    return
-            except ProtocolError as exc:  # undecodable audio, a full disk, ...
-                if exc.recoverable:
-                    self.reply(protocol_refusal(exc))
-                    continue
-                await self._close(sender, CLOSE_POLICY, protocol_refusal(exc))
-                return
-            except CloseWith as close:
-                await self._close(sender, close.code, close.error)
-                return
+    def release(self) -> None:
+        """No more pacing: the client sent CloseStream, or left (the frames read are taken in at once)."""
+        self.released = True
+        if self.publisher is not None:
+            self.publisher.pacer.release()
 
-    async def _close(self, sender: asyncio.Task, code: int, error: DgError | None) -> None:
-        if error is not None:
-            self.reply(error)
-        reason = error.description[:120] if error is not None else ""
-        self.sub.put({"type": _CLOSE, "code": code, "reason": reason, "target": None})
-        await asyncio.wait({sender}, timeout=self.svc.settings.send_timeout)
+    # ------------------------------------------------------------ inbound (the worker, in order)
 
-    async def _control(self, text: str) -> bool:
-        """Acts on one control message; True for CloseStream."""
-        kind = parse_control(text)["type"]
+    async def control(self, message: dict[str, Any]) -> Closing | None:
+        """Acts on one control message; how the session closes for CloseStream."""
+        kind = message["type"]
         if kind == "CloseStream":
-            return True
+            return await self._close_stream()
         if kind == "Finalize":
             await self._finalize()
         elif kind == "Configure":
             self.reply(ConfigureFailure(request_id=self.transcript_id, code="CONFIGURE_KEYTERMS_NOT_SUPPORTED",
                                         description="key terms are set for the whole stream here: reconnect with"
                                                     " the keyterm parameter"))
-        return False  # KeepAlive: nothing to do
+        return None  # KeepAlive: nothing to do
 
-    async def _audio(self, data: bytes) -> None:
-        if len(data) > self.max_frame:
-            raise ParamError(f"a binary message of {len(data)} bytes is over this server's limit of"
-                             f" {self.max_frame} bytes: it was dropped (send smaller chunks)")
+    async def audio(self, data: bytes) -> None:
+        """One binary frame (at most ``VOXLANE_MAX_FRAME_KB``: the reader dropped a bigger one)."""
         pub = await self._publisher()
         if pub is None:
             return  # the disk is full: STORAGE_FULL was sent once; audio still coming is dropped
@@ -233,6 +185,8 @@ class DeepgramSession:
         except ProtocolError as exc:
             load = exc.code in (ErrorCode.OVERLOADED, ErrorCode.RATE_LIMITED)
             raise CloseWith(CLOSE_TRY_AGAIN if load else CLOSE_INTERNAL, protocol_refusal(exc)) from None
+        if self.released:
+            self.publisher.pacer.release()
         return self.publisher
 
     async def _gone(self, pub: Publisher) -> None:
@@ -268,14 +222,13 @@ class DeepgramSession:
         finally:
             self.sub.put({"type": _FINALIZED, "target": target})
 
-    async def _close_stream(self, sender: asyncio.Task) -> None:
+    async def _close_stream(self) -> Closing:
         """Every final out, then Metadata, then close."""
         target = 0
         if self.publisher is not None:
             await self.publisher.finish()
             target = self._emitted()
-        self.sub.put({"type": _CLOSE, "code": CLOSE_NORMAL, "reason": "", "target": target})
-        await asyncio.wait({sender}, timeout=FLUSH_WAIT_S)
+        return Closing(CLOSE_NORMAL, target=target)
 
     def metadata(self) -> Metadata:
         pub = self.publisher
