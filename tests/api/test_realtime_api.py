@@ -28,6 +28,7 @@ from media.resample import Resampler
 from protocol.realtime import MAX_AUDIO_B64, MAX_EVENT_CHARS
 from server.cli.bench.metrics import wer_counts
 from server.settings import Settings
+from tests.client_support import native_text, within_native
 from tests.rest_support import AUDIO, JWT_SECRET, Api, read_wav, reference
 
 pytest_plugins = ("tests.rest_fixtures",)
@@ -131,7 +132,9 @@ def speech_24k() -> bytes:
     it: on one 2-core Xeon scipy's polyphase upsampling gave "asked not" (on the native WebSocket too),
     libswresample and linear interpolation "ask not"; on a 2-core EPYC with AVX-512 libswresample gave "asked
     not" (the pause's one reading, "asked" at 0.42, settled as read), and the 16 kHz original "ask not". The
-    test allows that one word and no other error."""
+    test allows that one word and no other error. On a later 2-core EPYC the native WebSocket read these very samples
+    at twice real time "Americans. and asked not" (two errors): the SDK test is held to the native WebSocket's
+    reading of the same samples at the same pace."""
     samples, rate = read_wav(JFK)
     resampler = Resampler(rate, 24000)
     audio = samples.astype(np.float32) / 32768
@@ -240,8 +243,8 @@ async def test_sdk_transcribes_speech_over_realtime(public_api: Api):
         assert items, [e["type"] for e in events.raw]
         text = " ".join(t for _, t in items)
         assert PHRASE in normalized(text), text
-        errors, _ = wer_counts(reference("single/jfk_inaugural_1961_excerpt.wav"), text)
-        assert errors <= 1, text  # "ask" or "asked" (speech_24k), nothing else
+        native = await native_text(api, base, audio, rate=24000, pause=0.05)  # the same samples, at the same pace
+        assert within_native(text, native), (text, native)  # tiny.en may read "and asked not" on both (speech_24k)
         first_delta = events.raw.index(events.of("conversation.item.input_audio_transcription.delta")[0])
         first_done = events.raw.index(events.of("conversation.item.input_audio_transcription.completed")[0])
         assert first_delta < first_done
