@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from starlette.websockets import WebSocket
 
@@ -23,3 +24,14 @@ async def receive_unless_ended(ws: WebSocket, *watch: asyncio.Task, within: floa
         return None
     message = receive.result()
     return None if message["type"] == "websocket.disconnect" else message
+
+
+async def send_within(ws: WebSocket, text: str, seconds: float, client: str) -> bool:
+    """Send ``text``; False when the client took nothing for ``seconds`` (a stalled reader holds no server
+    memory beyond its queue: the caller then disconnects it). ``client`` names it in the log."""
+    try:
+        await asyncio.wait_for(ws.send_text(text), seconds)
+    except TimeoutError:
+        logging.getLogger("voxlane.ws").warning("%s took no message for %.0f s; disconnecting it", client, seconds)
+        return False
+    return True

@@ -25,7 +25,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from media.g711 import g711_to_pcm16
-from protocol.deepgram import ListenParams, ParamError, alternative, dg_word, parse_listen_params
+from protocol.deepgram import (
+    DgWord,
+    ListenParams,
+    ParamError,
+    ResultsChannel,
+    alternative,
+    dg_word,
+    parse_listen_params,
+)
 from server.features.speakers import named_segments
 from server.http.audio_limits import refuse_declared
 from server.http.auth import principal
@@ -48,38 +56,19 @@ class UrlSource(BaseModel):
     url: str = Field(min_length=1, max_length=2048, description="an http(s) URL of the audio")
 
 
-class DgWordOut(BaseModel):
-    word: str
-    start: float
-    end: float
-    confidence: float
-    punctuated_word: str | None = None
-    speaker: int | None = None
-
-
-class AlternativeOut(BaseModel):
-    transcript: str
-    confidence: float
-    words: list[DgWordOut]
-
-
-class ChannelOut(BaseModel):
-    alternatives: list[AlternativeOut]
-
-
 class Utterance(BaseModel):
     start: float
     end: float
     confidence: float
     channel: int
     transcript: str
-    words: list[DgWordOut]
+    words: list[DgWord]
     speaker: int | None = None
     id: str
 
 
 class ResultsOut(BaseModel):
-    channels: list[ChannelOut]
+    channels: list[ResultsChannel]
     utterances: list[Utterance] | None = None
 
 
@@ -246,10 +235,9 @@ def _response(svc: Services, params: ListenParams, tid: str, sha: str, segments:
         per_channel[channel].extend(words)
         alt = alternative(words, params.formatted)
         utterances.append(Utterance(start=seg["start"], end=seg["end"], confidence=alt.confidence, channel=channel,
-                                    transcript=alt.transcript, words=[DgWordOut(**w.model_dump()) for w in words],
+                                    transcript=alt.transcript, words=words,
                                     speaker=speaker, id=str(seg["id"])))
-    out_channels = [ChannelOut(alternatives=[AlternativeOut(**alternative(words, params.formatted).model_dump())])
-                    for words in per_channel]
+    out_channels = [ResultsChannel(alternatives=[alternative(words, params.formatted)]) for words in per_channel]
     info, model_uuid = served_model(svc)
     created = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
     meta = PrerecordedMetadata(request_id=tid, sha256=sha, created=created, duration=round(duration, 3),

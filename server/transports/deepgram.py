@@ -51,6 +51,7 @@ from protocol.deepgram import (
     ResultsMetadata,
     wire,
 )
+from server.http.websocket import send_within
 from server.pipeline.hub import Subscriber
 from server.transports.deepgram_inbound import (
     CLOSE_INTERNAL,
@@ -262,13 +263,8 @@ class DeepgramSession:
                 return
 
     async def _send(self, message: BaseModel) -> bool:
-        try:
-            await asyncio.wait_for(self.ws.send_text(wire(message)), self.svc.settings.send_timeout)
-        except TimeoutError:
-            log.warning("deepgram client of %s took no message for %.0f s; disconnecting it", self.transcript_id,
-                        self.svc.settings.send_timeout)
-            return False
-        return True
+        return await send_within(self.ws, wire(message), self.svc.settings.send_timeout,
+                                 f"the deepgram client of {self.transcript_id}")
 
     def _messages(self, msg: dict[str, Any]) -> list[BaseModel]:
         kind = msg.get("type")

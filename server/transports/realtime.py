@@ -106,6 +106,7 @@ from protocol.realtime import (
     error_event,
 )
 from server.features.openai_models import ModelMap, ModelNotServed
+from server.http.websocket import send_within
 from server.http.ws_guard import InboundGuard
 from server.pipeline.configs import stream_config
 from server.pipeline.hub import Subscriber
@@ -406,13 +407,8 @@ class RealtimeSession:
                     return
 
     async def _send(self, event: ServerEvent) -> bool:
-        try:
-            await asyncio.wait_for(self.ws.send_text(event.wire()), self.svc.settings.send_timeout)
-        except TimeoutError:
-            log.warning("realtime client of %s took no event for %.0f s; disconnecting it", self.transcript_id,
-                        self.svc.settings.send_timeout)
-            return False
-        return True
+        return await send_within(self.ws, event.wire(), self.svc.settings.send_timeout,
+                                 f"the realtime client of {self.transcript_id}")
 
     def _events(self, msg: dict[str, Any]) -> list[ServerEvent]:
         kind = msg.get("type")
