@@ -1,6 +1,6 @@
 """Deepgram's listen API (``WS /v1/listen``, ``POST /v1/listen``) driven by the unmodified ``deepgram-sdk`` against
 a real server with the real model, on real speech: every message is read by the SDK and validated with its own
-models; the transcript is compared with the native WebSocket's on the same file."""
+models; the transcript of LibriSpeech's 59 words is compared with the native WebSocket's on the same file."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from deepgram.listen.v1.types import ListenV1Metadata, ListenV1Results, ListenV1
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.client_support import CHUNK, JFK, jfk_pcm, native_text, within_native
+from tests.client_support import CHUNK, JFK, LIBRI, PACE, native_text, words
 from tests.rest_support import Api
 
 pytest_plugins = ("tests.rest_fixtures",)
@@ -43,8 +43,9 @@ def final_words(messages: list[Any]) -> list[tuple[str, float]]:
 
 
 @pytest.fixture(scope="module")
-async def native_jfk(public_api: Api) -> str:
-    return await native_text(public_api, await public_api.serve(), jfk_pcm())
+async def native(public_api: Api) -> str:
+    """The native WebSocket's transcript of :data:`LIBRI` at the clients' pace."""
+    return await native_text(public_api, await public_api.serve(), LIBRI.pcm(), pause=PACE)
 
 
 async def stream_sdk(base: str, pcm: bytes, finalize: bool = False, pause: float = 0.0, **options: Any
@@ -76,15 +77,15 @@ async def collect(conn: Any, messages: list[Any]) -> None:
         pass
 
 
-async def test_sdk_live_client_transcribes_like_the_native_websocket(public_api: Api, native_jfk: str):
-    """At twice real time (partials come while the speaker talks)."""
+async def test_sdk_live_client_transcribes_like_the_native_websocket(public_api: Api, native: str):
+    """At twenty times real time (:data:`PACE`): partials come while the audio does."""
     base = await public_api.serve()
-    messages = await stream_sdk(base, jfk_pcm(), pause=0.05, interim_results="true", punctuate="true",
+    messages = await stream_sdk(base, LIBRI.pcm(), pause=PACE, interim_results="true", punctuate="true",
                                 vad_events="true", utterance_end_ms="1000", language="en-US")
     kinds = [type(m).__name__ for m in messages]
     assert "ListenV1Error" not in kinds, messages
     assert isinstance(messages[-1], ListenV1Metadata), kinds
-    assert messages[-1].duration == pytest.approx(11.0, abs=0.1) and messages[-1].channels == 1
+    assert messages[-1].duration == pytest.approx(21.64, abs=0.1) and messages[-1].channels == 1
     results = [m for m in messages if isinstance(m, ListenV1Results)]
     assert any(not r.is_final for r in results), "interim results were asked for"
     assert any(isinstance(m, ListenV1SpeechStarted) for m in messages)
@@ -93,10 +94,10 @@ async def test_sdk_live_client_transcribes_like_the_native_websocket(public_api:
     for i in ends:  # the end of an utterance comes after its last words
         before = [m for m in messages[:i] if isinstance(m, ListenV1Results)][-1]
         assert before.speech_final and messages[i].last_word_end <= before.start + before.duration + 0.01
-    words = final_words(messages)
-    assert len(words) == len(set(words)), "no word in two is_final Results"
+    timed = final_words(messages)
+    assert len(timed) == len(set(timed)), "no word in two is_final Results"
     text = final_text(messages)
-    assert within_native(text, native_jfk), (text, native_jfk)
+    assert LIBRI.within_native(text, native), (text, native)
     tid = results[0].metadata.request_id
     row = await public_api.wait_transcript(tid)  # the stream is a voxlane transcript, readable over REST
     assert row["status"] == "completed" and row["segments"]
@@ -104,22 +105,22 @@ async def test_sdk_live_client_transcribes_like_the_native_websocket(public_api:
 
 async def test_finalize_marks_its_final(public_api: Api):
     base = await public_api.serve()
-    messages = await stream_sdk(base, jfk_pcm()[:CHUNK * 30], finalize=True)  # 3 s: "And so, my fellow ..."
+    messages = await stream_sdk(base, JFK.pcm()[:CHUNK * 30], finalize=True)  # 3 s: "And so, my fellow ..."
     finals = [m for m in messages if isinstance(m, ListenV1Results) and m.is_final]
     assert [m.from_finalize for m in finals].count(True) == 1, finals
     assert finals[-1].from_finalize, "the Finalize's final is the last one (CloseStream found nothing open)"
     assert not any(isinstance(m, ListenV1Results) and not m.is_final for m in messages), "interim_results off"
 
 
-async def test_prerecorded_file_with_the_sdk(public_api: Api, native_jfk: str):
+async def test_prerecorded_file_with_the_sdk(public_api: Api, native: str):
     base = await public_api.serve()
-    answer = await sdk(base).listen.v1.media.transcribe_file(request=JFK.read_bytes(), model="nova-3",
+    answer = await sdk(base).listen.v1.media.transcribe_file(request=LIBRI.path.read_bytes(), model="nova-3",
                                                             punctuate=True, utterances=True)
     assert type(answer).__name__ == "ListenV1Response", answer
     alt = answer.results.channels[0].alternatives[0]
-    assert within_native(alt.transcript, native_jfk, 0.05), alt.transcript  # a file: one decode, not a stream
+    assert LIBRI.within_native(alt.transcript, native), (alt.transcript, native)
     assert alt.words and all(w.start <= w.end for w in alt.words) and 0 < alt.confidence <= 1
-    assert answer.results.utterances and answer.metadata.duration == pytest.approx(11.0, abs=0.1)
+    assert answer.results.utterances and answer.metadata.duration == pytest.approx(21.64, abs=0.1)
     row = await public_api.wait_transcript(answer.metadata.request_id)
     assert row["status"] == "completed"
 
@@ -136,14 +137,14 @@ async def test_prerecorded_url_goes_through_the_outbound_guard(public_api: Api):
     assert r.status_code == 400 and r.json()["error"]["code"] == "URL_NOT_ALLOWED", r.text
 
 
-async def test_livekit_deepgram_stt_stream(public_api: Api, native_jfk: str):
+async def test_livekit_deepgram_stt_stream(public_api: Api, native: str):
     """LiveKit Agents' Deepgram STT with its defaults, only the base URL changed, its stream driven directly."""
     from livekit import rtc
     from livekit.agents.stt import SpeechEventType
     from livekit.plugins import deepgram
 
     base = await public_api.serve()
-    pcm = np.frombuffer(jfk_pcm(silence=1.5), "<i2")
+    pcm = np.frombuffer(LIBRI.pcm(silence=1.5), "<i2")
     async with aiohttp.ClientSession() as http:
         stream = deepgram.STT(api_key=FOREIGN_KEY, base_url=f"{base}/v1/listen", http_session=http).stream()
         events: list[Any] = []
@@ -156,17 +157,17 @@ async def test_livekit_deepgram_stt_stream(public_api: Api, native_jfk: str):
         for start in range(0, len(pcm), 1600):
             chunk = pcm[start:start + 1600]
             stream.push_frame(rtc.AudioFrame(chunk.tobytes(), 16000, 1, len(chunk)))
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(PACE)
         stream.end_input()
         await asyncio.wait_for(reader, 90)
     kinds = [e.type for e in events]
     text = " ".join(e.alternatives[0].text for e in events if e.type == SpeechEventType.FINAL_TRANSCRIPT)
-    assert within_native(text, native_jfk), (text, native_jfk)
+    assert LIBRI.within_native(text, native), (text, native)
     assert SpeechEventType.INTERIM_TRANSCRIPT in kinds and kinds.count(SpeechEventType.START_OF_SPEECH) == kinds.count(
         SpeechEventType.END_OF_SPEECH) >= 1, kinds
 
 
-async def test_pipecat_deepgram_stt_service(public_api: Api, native_jfk: str):
+async def test_pipecat_deepgram_stt_service(public_api: Api, native: str):
     """Pipecat's DeepgramSTTService with its defaults, only the base URL changed, in a pipeline of its own."""
     from pipecat.frames.frames import EndFrame, InputAudioRawFrame, InterimTranscriptionFrame, TranscriptionFrame
     from pipecat.pipeline.pipeline import Pipeline
@@ -187,7 +188,7 @@ async def test_pipecat_deepgram_stt_service(public_api: Api, native_jfk: str):
             await self.push_frame(frame, direction)
 
     base = await public_api.serve()
-    pcm = jfk_pcm(silence=1.5)
+    pcm = LIBRI.pcm(silence=1.5)
     collect = Collect()
     stt = DeepgramSTTService(api_key=FOREIGN_KEY, base_url=base)
     task = PipelineTask(Pipeline([stt, collect]), params=PipelineParams(audio_in_sample_rate=16000))
@@ -196,9 +197,10 @@ async def test_pipecat_deepgram_stt_service(public_api: Api, native_jfk: str):
         for start in range(0, len(pcm), CHUNK):
             await task.queue_frame(InputAudioRawFrame(audio=pcm[start:start + CHUNK], sample_rate=16000,
                                                       num_channels=1))
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(PACE)
         for _ in range(600):  # until the last utterance's final is in (CloseStream ends Pipecat's stream at once)
-            if any(isinstance(f, TranscriptionFrame) and "country." in f.text for f in collect.frames[-1:]):
+            last = collect.frames[-1:]
+            if last and isinstance(last[0], TranscriptionFrame) and words(last[0].text)[-1:] == [LIBRI.last_word]:
                 break
             await asyncio.sleep(0.05)
         await task.queue_frame(EndFrame())
@@ -207,7 +209,7 @@ async def test_pipecat_deepgram_stt_service(public_api: Api, native_jfk: str):
         warnings.simplefilter("ignore", DeprecationWarning)
         await asyncio.wait_for(asyncio.gather(PipelineRunner(handle_sigint=False).run(task), feed()), 90)
     text = " ".join(f.text for f in collect.frames if isinstance(f, TranscriptionFrame))
-    assert within_native(text, native_jfk), (text, native_jfk)
+    assert LIBRI.within_native(text, native), (text, native)
     assert any(isinstance(f, InterimTranscriptionFrame) for f in collect.frames)
 
 
@@ -266,7 +268,7 @@ async def test_live_tokens_in_private_mode(private_api: Api):
     assert closed.rcvd is not None and closed.rcvd.code == 4403 and "transcripts:write" in closed.rcvd.reason
     writer = private_api.jwt("alice", ["transcripts:read", "transcripts:write"])
     got, closed = await live(base, headers={"Authorization": f"Token {writer}"},
-                             sends=(jfk_pcm()[:CHUNK * 5], json.dumps({"type": "CloseStream"})))
+                             sends=(JFK.pcm()[:CHUNK * 5], json.dumps({"type": "CloseStream"})))
     assert got[-1]["type"] == "Metadata" and closed.rcvd is not None and closed.rcvd.code == 1000, got
     row = await private_api.wait_transcript(got[-1]["request_id"], headers=private_api.auth("alice"))
     assert row["status"] == "completed"

@@ -2,13 +2,12 @@
 real speech: LiveKit Agents' ``openai.STT`` (REST and Realtime) and Pipecat's ``OpenAISTTService`` and
 ``OpenAIRealtimeSTTService`` (committed by Pipecat's own VAD, or by the server's turn detection), each with its
 defaults and only the base URL and a placeholder key given, as docs/clients.md tells. Each transcript is held to the
-native WebSocket's on the same samples (the 24 kHz the Realtime plugins resample JFK to, at their pace): its WER
-within two points, no word run read into two items, no error."""
+native WebSocket's on the same samples (the 24 kHz the Realtime plugins resample to, at their pace) of two
+LibriSpeech utterances (59 words): its WER within two points (one word), no word run read into two items, no error."""
 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import warnings
 from collections.abc import Callable
@@ -17,14 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.client_support import CHUNK, JFK_NAME, Baselines, jfk_pcm, repeated_runs, within_native, words
-from tests.rest_support import Api, reference
+from tests.client_support import CHUNK, LIBRI, PACE, Baselines, words
+from tests.rest_support import Api
 
 pytest_plugins = ("tests.rest_fixtures",)
 
 KEY = "sk-placeholder"  # what an OpenAI key looks like: anonymous in public mode
-LAST_WORD = words(reference(JFK_NAME))[-1]
-PACE = 0.02  # seconds after each 100 ms of audio: five times real time
 
 
 @pytest.fixture(scope="module")
@@ -32,29 +29,18 @@ def natives(public_api: Api) -> Baselines:
     return Baselines(public_api)
 
 
-def as_heard(text: str) -> str:
-    """``text`` with JFK's cold "ask not" as one reading: tiny.en tips between "ask" and "asked" on the very same
-    24 kHz samples sent at the very same pace (the native WebSocket gave each in turn on this file, and so did the
-    plugins), so neither side of a comparison is scored on it (tests/api/test_realtime_api.py::speech_24k)."""
-    return re.sub(r"\basked\b", "ask", text, flags=re.IGNORECASE)
-
-
 def close_to(texts: list[str], native: str) -> bool:
-    """The WER within two points of the native WebSocket's."""
-    return within_native(as_heard(" ".join(texts)), as_heard(native))
+    """The WER within two points (one word) of the native WebSocket's."""
+    return LIBRI.within_native(" ".join(texts), native)
 
 
-def only_the_lone_not_misread(texts: list[str], native: str) -> bool:
-    """Pipecat's VAD (``stop_secs`` 0.2) ends an utterance in JFK's pause between "ask" and "not", and tiny.en,
-    given the one word "not" on its own (a file, or an item its commit cut), writes "Knock!": the model's reading
-    of what the client cut, not the route's (the same WAV posted by hand reads the same). True when that item is
-    the only difference."""
-    cut = [words(t) for t in texts][1:3] == [["ask"], ["knock"]]
-    return cut and close_to([*texts[:2], "not", *texts[3:]], native)
+def speech() -> bytes:
+    """The recording the clients send, with 1.5 s of silence after it (the VAD ends the last utterance in them)."""
+    return LIBRI.pcm(silence=1.5)
 
 
 async def native_16k(natives: Baselines) -> str:
-    return await natives.of("16k", jfk_pcm(silence=1.5), pause=PACE)
+    return await natives.of("16k", speech(), pause=PACE)
 
 
 async def settle(done: Callable[[], bool], within: float = 60.0) -> None:
@@ -68,7 +54,7 @@ async def settle(done: Callable[[], bool], within: float = 60.0) -> None:
 
 def ends_the_speech(texts: list[str]) -> bool:
     """The transcripts end with the recording's last word: the last item is in."""
-    return words(" ".join(texts))[-1:] == [LAST_WORD]
+    return words(" ".join(texts))[-1:] == [LIBRI.last_word]
 
 
 def frames_16k(pcm: bytes) -> list[Any]:
@@ -108,13 +94,13 @@ async def test_livekit_stt_recognize(public_api: Api, natives: Baselines):
     stt = openai.STT(base_url=f"{base}/v1", api_key=KEY)
     errors: list[Any] = []
     stt.on("error", errors.append)
-    event = await stt.recognize(frames_16k(jfk_pcm()))
+    event = await stt.recognize(frames_16k(LIBRI.pcm()))
     await stt.aclose()
     text = event.alternatives[0].text
     native = await native_16k(natives)
     assert not errors, errors
     assert close_to([text], native), (text, native)
-    assert not repeated_runs([text]), text
+    assert not LIBRI.repeated_runs([text]), text
 
 
 async def test_livekit_stt_realtime_stream(public_api: Api, natives: Baselines):
@@ -137,7 +123,7 @@ async def test_livekit_stt_realtime_stream(public_api: Api, natives: Baselines):
                 events.append(event)
 
         reader = asyncio.create_task(read())
-        for frame in frames_16k(jfk_pcm(silence=1.5)):
+        for frame in frames_16k(speech()):
             stream.push_frame(frame)
             await asyncio.sleep(PACE)
         stream.end_input()
@@ -151,10 +137,10 @@ async def test_livekit_stt_realtime_stream(public_api: Api, natives: Baselines):
         reader.cancel()
     kinds = [e.type for e in events]
     texts = finals()
-    native = await natives.of("livekit 24k", livekit_24k(jfk_pcm(silence=1.5)), 24000, PACE)
+    native = await natives.of("livekit 24k", livekit_24k(speech()), 24000, PACE)
     assert not errors, errors
     assert close_to(texts, native), (texts, native)
-    assert not repeated_runs(texts), texts
+    assert not LIBRI.repeated_runs(texts), texts
     assert SpeechEventType.INTERIM_TRANSCRIPT in kinds, kinds
     assert kinds.count(SpeechEventType.START_OF_SPEECH) == kinds.count(SpeechEventType.END_OF_SPEECH) >= 1, kinds
 
@@ -195,8 +181,8 @@ class Pipecat:
         return [f.text for f in self.frames if isinstance(f, TranscriptionFrame)]
 
     async def run(self, pcm: bytes, wait: bool = True) -> None:
-        """Feeds ``pcm`` in 100 ms frames at five times real time; then (``wait``) until the last item's final is
-        in, and ends the pipeline."""
+        """Feeds ``pcm`` in 100 ms frames at :data:`PACE`; then (``wait``) until the last item's final is in,
+        and ends the pipeline."""
         from pipecat.frames.frames import EndFrame, InputAudioRawFrame
         from pipecat.pipeline.runner import PipelineRunner
 
@@ -228,14 +214,12 @@ async def test_pipecat_segmented_stt(public_api: Api, natives: Baselines):
 
     base = await public_api.serve()
     pipe = Pipecat([silero(), OpenAISTTService(base_url=f"{base}/v1", api_key=KEY)])
-    await pipe.run(jfk_pcm(silence=1.5), wait=False)  # the EndFrame waits for the segments queued before it
+    await pipe.run(speech(), wait=False)  # the EndFrame waits for the segments queued before it
     texts = pipe.finals()
     native = await native_16k(natives)
     assert not pipe.errors, pipe.errors
     assert len(texts) > 1, texts
-    assert not repeated_runs(texts), texts
-    if not close_to(texts, native) and only_the_lone_not_misread(texts, native):
-        pytest.xfail(f"Pipecat's VAD cut 'ask | not', tiny.en read the lone 'not' as 'Knock!': {texts}")
+    assert not LIBRI.repeated_runs(texts), texts
     assert close_to(texts, native), (texts, native)
 
 
@@ -248,14 +232,12 @@ async def test_pipecat_realtime_stt_committed_by_its_vad(public_api: Api, native
     base = await public_api.serve()
     stt = OpenAIRealtimeSTTService(base_url=f"{base.replace('http', 'ws', 1)}/v1/realtime", api_key=KEY)
     pipe = Pipecat([silero(), stt])
-    await pipe.run(jfk_pcm(silence=1.5))
+    await pipe.run(speech())
     texts = pipe.finals()
-    native = await natives.of("pipecat 24k", await pipecat_24k(jfk_pcm(silence=1.5)), 24000, PACE)
+    native = await natives.of("pipecat 24k", await pipecat_24k(speech()), 24000, PACE)
     assert not pipe.errors, pipe.errors
-    assert not repeated_runs(texts), texts
+    assert not LIBRI.repeated_runs(texts), texts
     assert any(isinstance(f, InterimTranscriptionFrame) for f in pipe.frames)
-    if not close_to(texts, native) and only_the_lone_not_misread(texts, native):
-        pytest.xfail(f"Pipecat's VAD cut 'ask | not', tiny.en read the lone 'not' as 'Knock!': {texts}")
     assert close_to(texts, native), (texts, native)
 
 
@@ -269,10 +251,10 @@ async def test_pipecat_realtime_stt_with_server_vad(public_api: Api, natives: Ba
     stt = OpenAIRealtimeSTTService(base_url=f"{base.replace('http', 'ws', 1)}/v1/realtime", api_key=KEY,
                                    turn_detection={"type": "server_vad"})
     pipe = Pipecat([stt])
-    await pipe.run(jfk_pcm(silence=1.5))
+    await pipe.run(speech())
     texts = pipe.finals()
-    native = await natives.of("pipecat 24k", await pipecat_24k(jfk_pcm(silence=1.5)), 24000, PACE)
+    native = await natives.of("pipecat 24k", await pipecat_24k(speech()), 24000, PACE)
     assert not pipe.errors, pipe.errors
     assert close_to(texts, native), (texts, native)
-    assert not repeated_runs(texts), texts
+    assert not LIBRI.repeated_runs(texts), texts
     assert any(isinstance(f, InterimTranscriptionFrame) for f in pipe.frames)
