@@ -28,7 +28,8 @@ from media.resample import Resampler
 from protocol.realtime import MAX_AUDIO_B64, MAX_EVENT_CHARS
 from server.cli.bench.metrics import wer_counts
 from server.settings import Settings
-from tests.client_support import native_text, within_native
+from tests.client_support import JFK as JFK_SPEECH
+from tests.client_support import native_text
 from tests.rest_support import AUDIO, JWT_SECRET, Api, read_wav, reference
 
 pytest_plugins = ("tests.rest_fixtures",)
@@ -244,7 +245,8 @@ async def test_sdk_transcribes_speech_over_realtime(public_api: Api):
         text = " ".join(t for _, t in items)
         assert PHRASE in normalized(text), text
         native = await native_text(api, base, audio, rate=24000, pause=0.05)  # the same samples, at the same pace
-        assert within_native(text, native), (text, native)  # tiny.en may read "and asked not" on both (speech_24k)
+        # JFK's cold "ask not" tips run to run on both routes ("asked not", "and asked not": speech_24k): one word
+        assert JFK_SPEECH.within_native(text, native, points=1.01 / 22), (text, native)
         first_delta = events.raw.index(events.of("conversation.item.input_audio_transcription.delta")[0])
         first_done = events.raw.index(events.of("conversation.item.input_audio_transcription.completed")[0])
         assert first_delta < first_done
