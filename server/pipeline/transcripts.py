@@ -211,6 +211,18 @@ class LiveRegistry:
         if self._live.get(live.id) is live and not live.publishers and not live.opening:
             del self._live[live.id]
 
+    async def discard_unstreamed(self, transcript_id: str) -> None:
+        """Delete the transcript a session made on connect if it never streamed (its row still ``created``,
+        nothing live here): a session that never appended audio would leave clutter. A start its client left
+        half-way still streamed and completed it (its audio is stored), so asking the session whether it kept a
+        publisher is not enough."""
+        if transcript_id in self._live:
+            return
+        row = await self.services.store.get_transcript(transcript_id)
+        if row is not None and row.get("status") == "created":
+            await self.services.store.delete_transcript(transcript_id)
+            self.services.hub.forget(transcript_id)
+
     async def finish_all(self) -> None:
         pubs = [p for live in list(self._live.values()) for p in list(live.publishers)]
         await asyncio.gather(*(p.finish() for p in pubs), return_exceptions=True)

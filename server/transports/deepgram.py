@@ -117,9 +117,8 @@ class DeepgramSession:
             self.svc.hub.unsubscribe(self.sub)
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
-            if self.publisher is None and self.svc.live.find(self.transcript_id) is None:
-                await self.svc.store.delete_transcript(self.transcript_id)  # no audio: nothing was recorded
-                self.svc.hub.forget(self.transcript_id)
+            if self.publisher is None:
+                await self.svc.live.discard_unstreamed(self.transcript_id)  # no audio: nothing was recorded
 
     def reply(self, message: BaseModel) -> None:
         self.sub.put({"type": _REPLY, "message": message})

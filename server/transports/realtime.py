@@ -220,13 +220,7 @@ class RealtimeSession:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
             if self.publisher is None:
-                await self._drop_unused()
-
-    async def _drop_unused(self) -> None:
-        """A session that never appended audio recorded nothing: its transcript would only be clutter."""
-        if self.svc.live.find(self.transcript_id) is None:
-            await self.svc.store.delete_transcript(self.transcript_id)
-            self.svc.hub.forget(self.transcript_id)
+                await self.svc.live.discard_unstreamed(self.transcript_id)
 
     def reply(self, event: ServerEvent) -> None:
         """Send to this client, in order with the transcription events."""

@@ -167,10 +167,11 @@ async def test_each_event_delivered_exactly_once_despite_failures(tmp_path, data
         data = transcribed["payload"]["data"]
         assert data["conversation_id"] == cid and data["project_id"] == pid and data["status"] == "completed"
         assert data["segment_count"] == len(rec.finals) and data["word_count"] > 5 and data["duration"] > 5
-        # backoff: 0.2 s before the second attempt, 0.4 s before the third
+        # backoff: 0.2 s before the second attempt, twice that before the third (a busy machine only adds to each
+        # wait, so their order says nothing more: 0.51 s then 0.46 s on a loaded one)
         hits = receiver.of(transcribed["event_id"])
         gaps = [b.at - a.at for a, b in zip(hits, hits[1:], strict=False)]
-        assert gaps[0] >= 0.18 and gaps[1] >= 0.38 and gaps[1] > gaps[0], gaps
+        assert gaps[0] >= 0.18 and gaps[1] >= 0.38, gaps
         await asyncio.sleep(0.5)
         assert len(receiver.accepted()) == len(rows), "nothing more arrives"
     finally:
