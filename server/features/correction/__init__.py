@@ -44,7 +44,8 @@ class CorrectionStep(Protocol):
     deterministic and local within that reach: the same words in give the same words out, and a word's
     correction does not change when words are added beyond its lookahead."""
 
-    lookahead: int | None
+    @property
+    def lookahead(self) -> int | None: ...
 
     def __call__(self, words: Sequence[WordEvent]) -> list[WordEvent]: ...
 

@@ -123,7 +123,7 @@ class _InstalledSpacy(SpacyNlpEngine):
 
     def __init__(self, nlp: Any, ner: NerModelConfiguration) -> None:
         super().__init__(models=[{"lang_code": "en", "model_name": MODEL_PACKAGE}], ner_model_configuration=ner)
-        self.nlp = {"en": nlp}
+        self.nlp = {"en": nlp}  # type: ignore[assignment]  # presidio declares it None until its own load()
 
     def load(self) -> None:
         pass

@@ -177,5 +177,5 @@ def _with(word: W, **changes: Any) -> W:
     if isinstance(word, dict):
         return {**word, **changes}  # type: ignore[return-value]
     if hasattr(word, "model_copy"):  # protocol.Word (pydantic)
-        return word.model_copy(update=changes)  # type: ignore[attr-defined]
+        return word.model_copy(update=changes)
     return replace(word, **changes)  # type: ignore[type-var]

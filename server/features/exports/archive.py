@@ -6,7 +6,7 @@ import re
 import zipfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any, cast
 
 from server.features.exports.meeting import parse_time, stretches
 from server.features.exports.roster import Roster
@@ -88,7 +88,7 @@ async def zip_stream(entries: AsyncIterator[tuple[str, datetime, str]], run=None
     """A zip archive of ``(name, modified, text)`` entries, produced as the entries come: at most one entry's
     text and its compressed bytes are held at a time. ``run`` executes the compression (e.g. in a thread)."""
     pipe = _Pipe()
-    zf = zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
+    zf = zipfile.ZipFile(cast(IO[bytes], pipe), "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)  # file-like
     try:
         async for name, when, text in entries:
             if run is None:

@@ -62,8 +62,8 @@ def as_webvtt(segments: list[dict[str, Any]]) -> str:
     blocks = ["WEBVTT\n"]
     for seg in segments:
         text = seg["text"].replace("-->", "->")
-        if _speaker(seg):
-            name = _speaker(seg).replace(">", "").replace("\n", " ")
+        if name := _speaker(seg):
+            name = name.replace(">", "").replace("\n", " ")
             text = f"<v {name}>{text}"
         end = max(seg["end"], seg["start"] + 0.001)
         blocks.append(f"{clock(seg['start'])} --> {clock(end)}\n{text}\n")

@@ -99,7 +99,8 @@ def participant_events_download(transcript: dict[str, Any], segments: list[dict[
             continue
         data = None
         if action == "chat_message":
-            raw = ev.get("data") if isinstance(ev.get("data"), dict) else {}
+            raw = ev.get("data")
+            raw = raw if isinstance(raw, dict) else {}
             to = raw.get("to") if raw.get("to") in ("everyone", "only_bot") else "everyone"
             data = {"text": str(raw.get("text") or ""), "to": to}
         recorded.setdefault(person.key, set()).add(action)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from protocol.messages import participant_key
 from server.features.speakers import LABEL, rename_only, resolve_speakers, shown_speaker, speaker_names
@@ -48,7 +48,7 @@ class Person:
         return self.key[1] if self.key[0] == "participant" else None
 
 
-def _is_participant(pid: Any) -> bool:
+def _is_participant(pid: Any) -> TypeGuard[str | int]:
     """Whether a stored value names a participant (``0`` does; ``None`` and ``""`` are the anonymous stream)."""
     return pid is not None and pid != ""
 
@@ -87,9 +87,10 @@ class Roster:
         renames = rename_only(transcript, segments, set(sent))
         declared: dict[str, dict[str, Any]] = {}
         for p in transcript.get("participants") or []:
-            if isinstance(p, dict) and p.get("id") is not None and participant_key(p["id"]) not in renames:
-                declared[participant_key(p["id"])] = p
-                sent.setdefault(participant_key(p["id"]), p["id"])
+            key = participant_key(p["id"]) if isinstance(p, dict) and p.get("id") is not None else None
+            if key is not None and key not in renames:
+                declared[key] = p
+                sent.setdefault(key, p["id"])
         keys: list[tuple[str, str | None]] = [("participant", pid) for pid in declared]
         for ev in events:
             if _is_participant(ev.get("participant_id")):
@@ -122,7 +123,8 @@ class Roster:
             mine = [s for s in segments if participant_key(s.get("participant_id")) == value]
             spoken = next((s["speaker"] for s in mine if s.get("speaker")), None)  # resolved: renames included
             renamed = next((s["speaker"] for s in mine if s.get("speaker") != s.get(LABEL)), None)
-            extra = meta.get("extra_data") if isinstance(meta.get("extra_data"), dict) else {}
+            extra = meta.get("extra_data")
+            extra = extra if isinstance(extra, dict) else {}
             is_host, platform = meta.get("is_host"), meta.get("platform")  # as declared, which may be anything
             return Person(key, name=_text(renamed or meta.get("name") or spoken or value),
                           is_host=is_host if isinstance(is_host, bool) else None, platform=_text(platform),

@@ -184,7 +184,8 @@ def assemble(*, title: str, project_id: str, filters: dict[str, Any], generated_
         info = _owner_of(point, infos)
         start = scans[info.id].located.get(point) if info and info.id in scans else None
         key_points.append({"text": point, **(_ref(info, start) if info else {"conversation_id": None})})
-    actions, seen = [], set()
+    actions: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for info in infos:
         for item in (info.summary or {}).get("action_items", []):
             if _norm(item) in seen or len(actions) >= MAX_ACTION_ITEMS:
