@@ -92,6 +92,10 @@ class Inbound(GuardedInbound[Event, Closing]):
             return exc
         if control["type"] == "CloseStream":
             self.session.release()  # all the audio is in: nobody waits on real time any more
+        elif control["type"] == "KeepAlive" and self.session.publisher is not None:
+            # as Deepgram keeps a stream open on KeepAlive: a voice agent's user who is muted, or listening to
+            # the agent, sends no audio for minutes. A session that never sent audio still idles out.
+            self.guard.idle.touch()
         return control
 
     async def handle(self, event: Event) -> Closing | None:

@@ -118,3 +118,22 @@ async def test_the_idle_clock_stands_still_while_frames_are_paced(tight: Api):
     assert [e["variant"] for e in errors] == ["SESSION_IDLE"] and closed.rcvd.code == 1000, messages
     row = await tight.wait_transcript(tid, states=("completed",))
     assert row["duration"] == pytest.approx(seconds, abs=0.05), row
+
+
+async def test_keepalive_holds_a_stream_that_sent_audio_open_but_not_one_that_never_did(tight: Api):
+    """Deepgram's KeepAlive keeps a quiet stream open (a voice agent's muted user); a session that never sent
+    audio idles out whatever it sends."""
+    base = await tight.serve()
+    async with websockets.connect(url(base), max_size=None) as ws:
+        await ws.send(speech(0.5))
+        await streaming(tight)
+        for _ in range(int(IDLE_S * 2 / 0.5)):  # twice the idle timeout, kept alive
+            await ws.send(json.dumps({"type": "KeepAlive"}))
+            await asyncio.sleep(0.5)
+        await ws.send(json.dumps({"type": "CloseStream"}))
+        messages, closed = await until_closed(ws)
+    assert not [m for m in messages if m["type"] == "Error"] and closed.rcvd.code == 1000, messages
+    async with websockets.connect(url(base), max_size=None) as ws:
+        await ws.send(json.dumps({"type": "KeepAlive"}))
+        messages, closed = await until_closed(ws)
+    assert [m["variant"] for m in messages if m["type"] == "Error"] == ["SESSION_IDLE"], messages
