@@ -211,6 +211,16 @@ class LiveRegistry:
         if self._live.get(live.id) is live and not live.publishers and not live.opening:
             del self._live[live.id]
 
+    async def until_left(self, transcript_id: str, pub: Publisher, within: float) -> None:
+        """Until ``pub`` has left its transcript (flushed: its finals stored and sent) or ``within`` seconds: a
+        session that starts its next stream after one ended for idleness keeps the finals in order."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            live = self._live.get(transcript_id)
+            if live is None or pub not in live.publishers:
+                return
+            await asyncio.sleep(0.05)
+
     async def discard_unstreamed(self, transcript_id: str) -> None:
         """Delete the transcript a session made on connect if it never streamed (its row still ``created``,
         nothing live here): a session that never appended audio would leave clutter. A start its client left

@@ -33,7 +33,6 @@ import asyncio
 import datetime
 import hashlib
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -172,7 +171,7 @@ class DeepgramSession:
         if pub is not None and pub.storage_error is not None:
             return None
         if pub is not None:
-            await self._gone(pub)  # it is still flushing: its finals come before the new stream's
+            await self.svc.live.until_left(self.transcript_id, pub, FLUSH_WAIT_S)  # its finals first
         p = self.params
         pcm = p.encoding is not None and p.voxlane_format not in ("ogg", "flac")
         params = StartParams(format="pcm_s16le" if pcm else p.voxlane_format,
@@ -188,14 +187,6 @@ class DeepgramSession:
         if self.released:
             self.publisher.pacer.release()
         return self.publisher
-
-    async def _gone(self, pub: Publisher) -> None:
-        deadline = time.monotonic() + FLUSH_WAIT_S
-        while time.monotonic() < deadline:
-            live = self.svc.live.find(self.transcript_id)
-            if live is None or pub not in live.publishers:
-                return
-            await asyncio.sleep(0.05)
 
     def _emitted(self) -> int:
         """Segment finals the current publisher's sessions have emitted."""

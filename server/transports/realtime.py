@@ -59,7 +59,6 @@ import asyncio
 import itertools
 import logging
 import math
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -340,7 +339,7 @@ class RealtimeSession:
         if pub is not None and pub.storage_error is not None:
             return None
         if pub is not None:
-            await self._gone(pub)  # it is still flushing: its finals come before the new stream's
+            await self.svc.live.until_left(self.transcript_id, pub, COMMIT_WAIT_S)  # its finals first
         params = StartParams(format="pcm_s16le", sample_rate=self.format.sample_rate, channels=1, diarization=False,
                              vad_events=True)
         self.sub.put({"type": _PUBLISHER})
@@ -351,14 +350,6 @@ class RealtimeSession:
             raise CloseWith(CLOSE_TRY_AGAIN if load else CLOSE_INTERNAL, refusal_error(exc).event(),
                          exc.message) from None
         return self.publisher
-
-    async def _gone(self, pub: Publisher) -> None:
-        deadline = time.monotonic() + COMMIT_WAIT_S
-        while time.monotonic() < deadline:
-            live = self.svc.live.find(self.transcript_id)
-            if live is None or pub not in live.publishers:
-                return
-            await asyncio.sleep(0.05)
 
     async def _commit(self, event: AudioCommit) -> None:
         buffered, self.buffered_ms = self.buffered_ms, 0.0

@@ -78,12 +78,7 @@ async def test_a_paced_frame_does_not_outlive_its_client(tight: Api):
     async with websockets.connect(ws_url(base, tid), max_size=None) as ws:
         await ws.send(start(8000))
         await ws.send(bytes(256 * 1024))  # 16.4 s of 8 kHz audio in one frame: held to real time for 15 s
-        for _ in range(200):
-            row = (await tight.client.get(f"/v1/transcripts/{tid}")).json()
-            if row["status"] == "live":
-                break
-            await asyncio.sleep(0.02)
-        assert row["status"] == "live"
+        await tight.wait_transcript(tid, states=("live",), within=4)
     left = time.monotonic()  # the client is gone: its stream ends now, not when its audio would have been paced
     await tight.wait_transcript(tid, states=("completed",))
     assert time.monotonic() - left < 8, "the stream outlived its client (its frame is paced for 15 s)"

@@ -111,14 +111,9 @@ async def test_a_long_append_is_bounded_and_its_stream_ends_with_the_client(tigh
         assert error["code"] == "INVALID_PARAMS" and "smaller appends" in error["message"], error
         await ws.send(append(14))  # held to real time for 13 s: the socket is still read meanwhile
         await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
-        for _ in range(200):
-            row = (await tight.client.get(f"/v1/transcripts/{tid}")).json()
-            if row["status"] == "live":
-                break
-            await asyncio.sleep(0.02)
-        assert row["status"] == "live"
+        await tight.wait_transcript(tid, states=("live",), within=4)
     left = time.monotonic()  # the client is gone: its stream ends now, not when its audio would have been paced
-    row = await tight.wait_transcript(tid, states=("completed",))
+    await tight.wait_transcript(tid, states=("completed",))
     assert time.monotonic() - left < 8, "the stream outlived its client (its audio would take 13 s more)"
     assert tight.svc.admission.live_publishers() == []
 
