@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from asr.diarization import DiarizationConfig, SpeakerDiarizer, Turn, speaker_id, speaker_label
-from asr.diarization.spans import speech_spans
+from asr.diarization.spans import parts_by_turn
 from asr.policy import join_words
 from asr.vad import CHUNK_SECONDS, SileroModel
 from protocol import Transcription
 from protocol.messages import Diarization, Word
 from server.pipeline.configs import diarization_config
+from server.pipeline.word_runs import MIN_RUN_S, majority, word_runs
 
 if TYPE_CHECKING:
     from server.pipeline.speaker_worker import SpeakerWorker
@@ -39,9 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voxlane.speakers")
 EMBED_EVERY_S = 1.0  # audio between embedding jobs: a few windows per batch (0.5 s tripled live DER)
-MIN_RUN_WORDS = 2  # a speaker change inside a segment needs this many words (or MIN_RUN_S) to split it
-MIN_RUN_S = 0.8
-ESTABLISHED_S = 4.0  # a voice splits a stored segment only once this much of its speech has been heard
+ESTABLISHED_S = 4.0  # a voice is a run of its own in a final's words once this much of its speech was heard
 # a new voice that has held this much labelled speech is a turn the live session splits at: shorter runs
 # are backchannels or a window heard wrong, and a split costs the segment a final decode
 TURN_SPLIT_S = 0.8
@@ -175,7 +174,7 @@ class LiveSpeakers:
             n = self._speaker_of(msg)
             return self._remember(msg.model_copy(update={"speaker": _name(n)}), n)
         runs = self._word_runs(msg.words)
-        n = _majority(runs)
+        n = majority(runs)
         labelled = self._remember(msg.model_copy(update={"speaker": _name(n)}), n)
         for s, ws in runs:
             if s and s != n:
@@ -190,7 +189,7 @@ class LiveSpeakers:
         it has no words. The one rule for a final labelled live and a stored one relabelled, so the stored speaker
         is a function of the words and the labels, not of which pass last touched the segment."""
         if msg.words:
-            return _majority(self._word_runs(msg.words))
+            return majority(self._word_runs(msg.words))
         return int(self.diarizer.speaker_at([(msg.start + msg.end) / 2 - self.offset])[0])
 
     def _word_runs(self, words: list[Word]) -> list[tuple[int, list[Word]]]:
@@ -200,7 +199,7 @@ class LiveSpeakers:
         who = [int(s) for s in self.diarizer.speaker_at(mids)]
         heard = self.diarizer.speaker_seconds()
         # early in a stream one voice can briefly look like two
-        return _runs(words, who, keep=lambda s: heard.get(s, 0.0) >= ESTABLISHED_S)
+        return word_runs(words, who, keep=lambda s: heard.get(s, 0.0) >= ESTABLISHED_S)
 
     def partial_speaker(self, msg: Transcription) -> Transcription:
         """A partial gets the speaker heard at its last word, as known now (no waiting)."""
@@ -271,38 +270,35 @@ class LiveSpeakers:
                     speaker=speaker_label(n), speaker_id=speaker_id(n), start_time=start, end_time=end,
                     confidence=0.5, correction=True, segment_ids=[seg_id]))
 
-    def _cut_stored_at_turns(self, changed: set[str]) -> None:
-        """The stored form after the offline pass: a segment that holds several turns (a turn the live split
-        found late, or words of the next voice committed before it) is stored as one segment per turn, the
-        first keeping its id (each part's id goes into ``changed``). Nothing is re-sent live: subscribers had
-        the segment's one final and the ``diarization`` messages over its words."""
-        for seg_id, stored in list(self._segments.items()):
-            row = stored.row
-            if len(row.words) < 2:
-                continue
-            runs = self._word_runs(row.words)
-            if len(runs) < 2:
-                continue
-            for i, (n, ws) in enumerate(runs):
-                part = row.model_copy(update={
-                    "segment_id": seg_id if i == 0 else f"{seg_id}-{i + 1}", "speaker": _name(n), "words": ws,
-                    "text": join_words(w.text for w in ws), "start": ws[0].start, "end": ws[-1].end,
-                    "confidence": round(sum(w.probability for w in ws) / len(ws), 4)})
-                self._segments[part.segment_id] = _Stored(part, n)
-                changed.add(part.segment_id)
-
-    def _span_stored_speech(self, changed: set[str]) -> None:
-        """The stored segments' spans over the speech around their words (:func:`speech_spans`): the stored
-        form says which voice spoke when, not only where the model stamped its words. Widened ones go into
-        ``changed``."""
-        rows = sorted((s.row for s in self._segments.values()), key=lambda r: (r.start, r.end))
+    def _store_by_turns(self, changed: set[str]) -> None:
+        """The stored form after the offline pass (:func:`parts_by_turn`): each segment cut where its words pass
+        into another of the final turns, each piece under its turn's voice and spanning its share of the turn,
+        the first piece keeping the segment's id (every row that differs goes into ``changed``). Nothing is
+        re-sent live: subscribers had each segment's final and the ``diarization`` messages of the turns."""
+        turns = self.diarizer.turns()
         off = self.offset
-        spans = speech_spans([(r.start - off, r.end - off) for r in rows], self.diarizer.speech(), CHUNK_SECONDS)
-        for row, (start, end) in zip(rows, spans, strict=True):
-            start, end = round(start + off, 3), round(end + off, 3)
-            if (start, end) != (row.start, row.end):
-                self._segments[row.segment_id].row = row.model_copy(update={"start": start, "end": end})
-                changed.add(row.segment_id)
+        stored = sorted(self._segments.values(), key=lambda s: (s.row.start, s.row.end))
+        parts = parts_by_turn([[(w.start - off, w.end - off) for w in s.row.words] for s in stored],
+                              [(s.row.start - off, s.row.end - off) for s in stored],
+                              [(t.start, t.end) for t in turns], self.diarizer.speech(), CHUNK_SECONDS)
+        pieces: dict[int, int] = {}
+        for p in parts:
+            pieces[p.segment] = pieces.get(p.segment, 0) + 1
+        seen: dict[int, int] = {}
+        for p in parts:
+            row = stored[p.segment].row
+            k = seen[p.segment] = seen.get(p.segment, 0) + 1
+            n = turns[p.turn].speaker
+            update: dict = {"segment_id": row.segment_id if k == 1 else f"{row.segment_id}-{k}",
+                            "speaker": _name(n), "start": round(p.start + off, 3), "end": round(p.end + off, 3)}
+            if pieces[p.segment] > 1:
+                ws = row.words[p.first:p.stop]
+                update.update(words=ws, text=join_words(w.text for w in ws),
+                              confidence=round(sum(w.probability for w in ws) / len(ws), 4))
+            part = row.model_copy(update=update)
+            if part != row:
+                changed.add(part.segment_id)
+            self._segments[part.segment_id] = _Stored(part, n)
 
     def _turn(self, t: Turn, correction: bool = False) -> Diarization:
         return Diarization(speaker=speaker_label(t.speaker), speaker_id=speaker_id(t.speaker),
@@ -322,22 +318,13 @@ class LiveSpeakers:
             await asyncio.shield(job)
         await self._update(final=True)
         changed: set[str] = set()  # the stored form is worked out whole, then each changed row written once
-        self._cut_stored_at_turns(changed)
-        self._span_stored_speech(changed)
+        self._store_by_turns(changed)
         for seg_id, stored in list(self._segments.items()):
             if seg_id in changed:
                 await self._save_segment(stored.row)
         return [{"start": round(t.start + self.offset, 3), "end": round(t.end + self.offset, 3),
                  "speaker": speaker_label(t.speaker), "speaker_id": speaker_id(t.speaker)}
                 for t in self.diarizer.turns()]
-
-
-def _majority(runs: list[tuple[int, list[Word]]]) -> int:
-    """The speaker of most of the speech in these runs (by word duration)."""
-    tally: dict[int, float] = {}
-    for s, ws in runs:
-        tally[s] = tally.get(s, 0.0) + sum(max(0.05, w.end - w.start) for w in ws)
-    return max(tally, key=lambda s: tally[s])
 
 
 def _extent(start: float, end: float) -> tuple[float, float]:
@@ -347,37 +334,6 @@ def _extent(start: float, end: float) -> tuple[float, float]:
 
 def _name(n: int) -> str | None:
     return speaker_label(n) if n else None
-
-
-def _runs(words: list[Word], who: list[int], keep=lambda s: True) -> list[tuple[int, list[Word]]]:
-    """Consecutive words by speaker; a run too short to be a turn, or of a voice not to split for
-    (``keep`` false), joins its neighbour."""
-    runs: list[list] = []
-    for w, s in zip(words, who, strict=True):
-        if runs and runs[-1][0] == s:
-            runs[-1][1].append(w)
-        else:
-            runs.append([s, [w]])
-    changed = True
-    while changed and len(runs) > 1:
-        changed = False
-        for i, (s, ws) in enumerate(runs):
-            if (len(ws) < MIN_RUN_WORDS and ws[-1].end - ws[0].start < MIN_RUN_S) or not keep(s):
-                j = i - 1 if i > 0 else i + 1
-                if j < i:
-                    runs[j][1].extend(ws)
-                else:
-                    runs[j][1][:0] = ws
-                del runs[i]
-                changed = True
-                break
-    merged: list[list] = []
-    for s, ws in runs:
-        if merged and merged[-1][0] == s:
-            merged[-1][1].extend(ws)
-        else:
-            merged.append([s, ws])
-    return [(s, ws) for s, ws in merged]
 
 
 def live_speakers(services: Services, transcript_id: str, offset: float) -> LiveSpeakers:

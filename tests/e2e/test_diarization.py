@@ -8,10 +8,8 @@ import numpy as np
 from asr.diarization import DiarizationConfig, SpeakerDiarizer
 from asr.diarization.encoder import SpeakerEncoder
 from asr.vad import SileroModel
-from protocol.messages import Word
 from server.cli.bench.diarization import der, reference, timeline
 from server.cli.live_client import load_pcm16k, stream_audio
-from server.pipeline.speaker_relay import _runs
 from tests.e2e.test_participants import wait_done
 
 PHONE = "multi/pyannote_sample_2spk_phone_conversation.wav"  # 30 s, Diane and Sheila
@@ -73,22 +71,6 @@ def test_max_speakers_is_a_ceiling(audio_dir):
     centers, windows = d.take_windows(final=True)
     d.add_embeddings(centers, enc.embed_windows(windows), recluster=True)
     assert 1 <= len(d.speakers) <= 2
-
-
-def _w(text: str, start: float, end: float) -> Word:
-    return Word(text=text, start=start, end=end, probability=0.9, final=True)
-
-
-def test_segment_split_at_a_turn_change_but_not_for_one_stray_word():
-    words = [_w("yes", 0.0, 0.3), _w("I", 0.4, 0.5), _w("agree", 0.5, 0.9), _w("no", 1.0, 1.3),
-             _w("you", 1.4, 1.6), _w("don't", 1.6, 2.0), _w("really", 2.0, 2.4)]
-    runs = _runs(words, [1, 1, 1, 2, 2, 2, 2])
-    assert [(s, [w.text for w in ws]) for s, ws in runs] == [(1, ["yes", "I", "agree"]),
-                                                             (2, ["no", "you", "don't", "really"])]
-    stray = _runs(words, [1, 1, 1, 2, 1, 1, 1])  # one short word heard as another voice: keep one segment
-    assert [s for s, _ in stray] == [1] and sum(len(ws) for _, ws in stray) == len(words)
-    thin = _runs(words, [1, 1, 1, 2, 2, 2, 2], keep=lambda s: s == 1)  # voice 2 barely heard yet: no split
-    assert [s for s, _ in thin] == [1] and sum(len(ws) for _, ws in thin) == len(words)
 
 
 async def test_live_stream_is_labelled_corrected_stored_and_renamed(server, audio_dir):

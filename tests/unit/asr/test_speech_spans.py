@@ -1,10 +1,10 @@
-"""Stored segment spans widened over the speech around their words."""
+"""The stored form of a diarized transcript: segments cut at the turns, spans over their speech."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from asr.diarization.spans import speech_spans
+from asr.diarization.spans import Part, parts_by_turn, speech_spans
 
 
 def test_a_span_takes_the_speech_around_its_words_and_never_a_neighbours() -> None:
@@ -25,3 +25,40 @@ def test_overlapping_words_keep_their_own_span() -> None:
     """Two segments whose words overlap (crosstalk) are never narrowed."""
     speech = np.ones(50, dtype=bool)
     assert speech_spans([(1.0, 2.5), (2.0, 3.0)], speech, 0.1) == [(0.0, 2.5), (2.0, 5.0)]
+
+
+def test_segments_are_cut_where_their_words_pass_into_another_turn_and_span_it() -> None:
+    """Turns A 0-3 s and B 3-6 s. The first segment's last word ("also", 2.9-3.3 s) is said in B's turn: it is
+    stored as a piece of its own in B's turn. The pieces of a turn cover it: A's from 0.0 to 3.0, and B's two
+    meet where the second segment's words start."""
+    speech = np.ones(60, dtype=bool)
+    segments = [[(0.5, 1.0), (1.2, 2.0), (2.9, 3.3)], [(3.5, 5.0)]]
+    parts = parts_by_turn(segments, [(0.5, 3.3), (3.5, 5.0)], [(0.0, 3.0), (3.0, 6.0)], speech, 0.1)
+    assert parts == [Part(0, 0, 2, 0, 0.0, 3.0), Part(0, 2, 3, 1, 3.0, 3.5), Part(1, 0, 1, 1, 3.5, 6.0)]
+
+
+def test_the_same_words_stamped_elsewhere_give_the_same_voices_and_spans() -> None:
+    """Two readings of one call: the second stamped its words 0.2 s later and dropped one. The stored voices
+    and spans are the turns' in both, so the stored form scores the same."""
+    speech = np.zeros(100, dtype=bool)
+    speech[5:40] = speech[45:90] = True
+    turns = [(0.5, 4.0), (4.5, 9.0)]
+    one = parts_by_turn([[(0.6, 1.5), (2.0, 3.8)], [(4.6, 6.0), (6.1, 8.8)]], [(0.6, 3.8), (4.6, 8.8)],
+                        turns, speech, 0.1)
+    two = parts_by_turn([[(0.8, 1.7), (2.2, 4.0), (4.7, 5.2)], [(6.3, 8.9)]], [(0.8, 5.2), (6.3, 8.9)],
+                        turns, speech, 0.1)
+    assert _covered(one) == _covered(two) == {0: (0.5, 4.0), 1: (4.5, 9.0)}
+    assert [(p.segment, p.turn) for p in two] == [(0, 0), (0, 1), (1, 1)]
+
+
+def _covered(parts: list[Part]) -> dict[int, tuple[float, float]]:
+    """Each turn's span as its pieces cover it."""
+    return {t: (min(p.start for p in parts if p.turn == t), max(p.end for p in parts if p.turn == t))
+            for t in {p.turn for p in parts}}
+
+
+def test_a_segment_without_words_or_outside_every_turn_takes_the_nearest() -> None:
+    speech = np.zeros(100, dtype=bool)
+    parts = parts_by_turn([[], [(5.0, 5.4)]], [(0.2, 0.8), (5.0, 5.4)], [(1.0, 3.0), (6.0, 7.0)], speech, 0.1)
+    assert parts == [Part(0, 0, 0, 0, 1.0, 3.0), Part(1, 0, 1, 1, 6.0, 7.0)]
+    assert parts_by_turn([[(1.0, 2.0)]], [(1.0, 2.0)], [], speech, 0.1) == []
