@@ -84,11 +84,22 @@ class LiveSpeakers:
         self.diarizer.feed(samples, probs)
         self._schedule()
 
-    def _schedule(self) -> None:
-        """Start an embedding job when ``EMBED_EVERY_S`` of new audio has come in and none is running."""
-        if self.diarizer.received >= self._next_job_at and (self._job is None or self._job.done()):
+    def _schedule(self, now: bool = False) -> None:
+        """Start an embedding job when ``EMBED_EVERY_S`` of new audio has come in (or ``now``) and none is
+        running."""
+        if (now or self.diarizer.received >= self._next_job_at) and (self._job is None or self._job.done()):
             self._next_job_at = self.diarizer.received + EMBED_EVERY_S
             self._job = asyncio.get_running_loop().create_task(self._update())
+
+    def _hurry(self, msg: Transcription) -> None:
+        """A partial whose last word was said past the labelled audio starts the next embedding job now, not at
+        the next second of audio: its voice is then known, and the partial told again under it, up to a second
+        sooner. Labels come from windows on the audio clock whatever the jobs (``add_embeddings``), so this
+        changes when a voice is known, never which; and it embeds no window more than the cadence would."""
+        d = self.diarizer
+        if msg.words and msg.words[-1].start - self.offset > d.labelled_until \
+                and d.received - d.pending_until >= d.config.hop_s:
+            self._schedule(now=True)
 
     def skip(self, seconds: float) -> None:
         self.diarizer.skip(seconds)
@@ -135,6 +146,7 @@ class LiveSpeakers:
             async with self._sending:
                 self._partial = (msg, tagged.speaker)
                 await deliver(tagged)
+            self._hurry(msg)
 
         return emit
 

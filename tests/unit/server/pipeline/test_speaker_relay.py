@@ -129,3 +129,44 @@ async def test_a_partial_is_told_again_when_the_labels_name_another_voice() -> N
     d._labels = np.array([1, 1, 1, 1, 1])
     await speakers._retell_partial()
     assert [m.is_final for m in sent] == [False, False, True]
+
+
+class _Worker:
+    """The speaker worker's two calls, inline, counting the windows embedded."""
+
+    def __init__(self) -> None:
+        self.windows = 0
+
+    async def embed_batched(self, windows: list[np.ndarray]) -> np.ndarray:
+        self.windows += len(windows)
+        return np.ones((len(windows), 256), dtype=np.float32)
+
+    async def run(self, fn, *args):
+        return fn(*args)
+
+
+async def test_a_partial_past_the_labelled_audio_starts_the_next_embedding_job_at_once() -> None:
+    """Half-way between two jobs of the one-a-second cadence, a partial whose last word was said after the
+    labelled audio embeds the windows heard so far now; one whose last word is labelled starts nothing."""
+    speakers, _ = _relay()
+    worker = speakers._worker = _Worker()  # type: ignore[assignment]
+    emit = speakers.relay(_ignore)
+    speakers.heard(np.zeros(16000 * 3, dtype=np.float32), np.ones(3 * 16000 // 512, dtype=np.float32))
+    await speakers._job  # the cadence's job at 3 s of audio
+    labelled, embedded = speakers.diarizer.labelled_until, worker.windows
+    assert labelled > 2.5 and speakers._next_job_at > 3.9
+    await emit(_partial(labelled - 0.5))
+    assert speakers._job.done()
+    speakers.heard(np.zeros(8000, dtype=np.float32), np.ones(8000 // 512, dtype=np.float32))  # 3.5 s heard
+    await emit(_partial(labelled + 0.2))
+    await speakers._job
+    assert speakers.diarizer.labelled_until > labelled and worker.windows > embedded
+
+
+async def _ignore(_msg: Transcription) -> None:
+    return None
+
+
+def _partial(last: float) -> Transcription:
+    return Transcription(text="so then", confidence=0.9, segment_id="s1", is_final=False, start=last - 0.4,
+                         end=last + 0.2, words=[_w("so", last - 0.4, last - 0.1), _w("then", last, last + 0.2)])
