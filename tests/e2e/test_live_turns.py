@@ -7,7 +7,7 @@ from collections import Counter
 
 import httpx
 
-from server.cli.bench.diarization import der, message_turns, reference, rttm_turns, timeline
+from server.cli.bench.diarization import der, live_timeline, reference, rttm_turns
 from server.cli.live_client import StreamRecord, load_pcm16k, stream_audio
 from tests import dialogue
 
@@ -118,7 +118,7 @@ async def test_phone_call_keeps_committed_words_and_speakers(server, audio_dir):
     rec = await stream_audio(server.url, load_pcm16k(audio_dir / PHONE), speed=2.0, settle_s=120)
     assert not moved_words(rec)
     rttm = audio_dir / "rttm" / "pyannote_sample_2spk_phone_conversation.rttm"
-    live = der(reference(rttm), timeline(message_turns(rec, corrections=True, before=rec.stopped), rec.audio_seconds))
+    live = der(reference(rttm), live_timeline(rec))
     assert live <= 0.15, live
     share, mapping = purity(await stored_segments(server.url, rec.transcript_id), rttm_turns(rttm))
     assert len(set(mapping.values())) == 2 and share >= 0.85, (share, mapping)

@@ -52,13 +52,17 @@ def reference(path: Path):
     return ann
 
 
-def timeline(turns: list[tuple[float, float, str]], duration: float):
-    """Later turns overwrite earlier ones over their range (that is what a correction means)."""
+def timeline(turns: list[tuple[float, float, str]], duration: float, tail: list[tuple[float, float, str]] = ()):
+    """Later turns overwrite earlier ones over their range (that is what a correction means); ``tail`` turns only
+    fill time none of ``turns`` covers."""
     from pyannote.core import Annotation, Segment
 
     cells = np.full(int(duration / GRID) + 2, "", dtype=object)
     for start, end, who in turns:
         cells[int(round(start / GRID)):int(round(end / GRID))] = who
+    for start, end, who in tail:
+        span = cells[int(round(start / GRID)):int(round(end / GRID))]
+        span[span == ""] = who
     ann = Annotation()
     i = 0
     while i < len(cells):
@@ -73,16 +77,29 @@ def timeline(turns: list[tuple[float, float, str]], duration: float):
     return ann
 
 
-def message_turns(rec: StreamRecord, corrections: bool, before: float | None = None) -> list[tuple]:
+def message_turns(rec: StreamRecord, corrections: bool, before: float | None = None,
+                  after: float | None = None) -> list[tuple]:
+    """The turn messages (with corrections or without), those received before ``before`` or after ``after``."""
     out = []
     for r in rec.of_type("diarization"):
         d = r.data
         if d.get("segment_ids"):
             continue  # segment relabels: the turn messages carry the timeline
-        if d.get("correction") and (not corrections or (before is not None and r.t > before)):
+        if (d.get("correction") and not corrections) or (before is not None and r.t > before) \
+                or (after is not None and r.t <= after):
             continue
         out.append((d["start_time"], d["end_time"], d["speaker_id"]))
     return out
+
+
+def live_timeline(rec: StreamRecord):
+    """The turns as told while the stream ran, corrections included, and the end-of-stream pass's turns only
+    over time not told by then (the stream's last turn cannot be told before it ends). Whether the pass sends a
+    turn as a correction is bookkeeping, not news: a turn first told after the stop is flagged a correction
+    when the turn before it was told longer, so keeping the pass's turns by that flag scored the seven voices
+    at 8.7 or 11.3 % live from run to run, on the same labels."""
+    return timeline(message_turns(rec, corrections=True, before=rec.stopped), rec.audio_seconds,
+                    tail=message_turns(rec, corrections=True, after=rec.stopped))
 
 
 def _metric():
@@ -152,7 +169,7 @@ async def run_der(url: str, audio_dir: Path, token: str | None, concurrency: int
         ref = reference(audio_dir / "rttm" / f"{Path(f).stem}.rttm")
         dur = rec.audio_seconds
         first = timeline(message_turns(rec, corrections=False), dur)
-        live = timeline(message_turns(rec, corrections=True, before=rec.stopped), dur)
+        live = live_timeline(rec)
         offline = timeline([(t["start"], t["end"], t["speaker_id"]) for t in stored.get("turns", [])], dur)
         shown_turns: list = []
         labelled = timeline([(g["start"], g["end"], g["speaker"]) for g in segments if g.get("speaker")], dur)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from server.cli.bench.diarization import ami_average, der_rows, speaker_shown_waits, timeline
+from server.cli.bench.diarization import ami_average, der_rows, live_timeline, speaker_shown_waits, timeline
 from server.cli.live_client import Received, StreamRecord
 
 
@@ -14,9 +14,10 @@ def _transcription(t: float, speaker: str, words: list[tuple[float, float]]) -> 
         "words": [{"text": "w", "start": a, "end": b, "final": False} for a, b in words]}})
 
 
-def _diarization(t: float, speaker_id: str, name: str, start: float, end: float) -> Received:
+def _diarization(t: float, speaker_id: str, name: str, start: float, end: float,
+                 correction: bool = False) -> Received:
     return Received(t, {"type": "diarization", "data": {
-        "speaker_id": speaker_id, "speaker": name, "start_time": start, "end_time": end}})
+        "speaker_id": speaker_id, "speaker": name, "start_time": start, "end_time": end, "correction": correction}})
 
 
 def test_a_turn_waits_until_its_words_show_under_its_voice():
@@ -55,3 +56,18 @@ def test_without_an_ami_file_there_is_no_ami_average_and_the_json_stays_json():
     assert [r[0] for r in rows] == ["phone"]
     ami = dict(row, file="multi/ami_x.wav", der_live=0.3)
     assert ami_average([row, ami])["der_live"] == 0.3
+
+
+def test_live_turns_are_those_told_before_the_stop_and_the_pass_fills_only_what_was_not_told():
+    """Told while streaming: s1 0-4 s, s2 4-6 s, then a correction (s2 4-5 s). After the stop the pass tells
+    s2 5-9 s as a correction (it starts inside told time) and relabels 0-4 s: the first fills 6-9 s, which
+    nothing told, and the relabel of told time is not live."""
+    rec = StreamRecord("t", audio_seconds=10, started=100.0, sent=[(10.0, 110.0)])
+    rec.stopped = 110.0
+    rec.received = [_diarization(103, "s1", "Speaker 1", 0, 4), _diarization(107, "s2", "Speaker 2", 4, 6),
+                    _diarization(108, "s2", "Speaker 2", 4, 5, correction=True),
+                    _diarization(111, "s2", "Speaker 2", 5, 9, correction=True),
+                    _diarization(111, "s3", "Speaker 3", 0, 4, correction=True)]
+    live = live_timeline(rec)
+    assert [(round(s.start, 2), round(s.end, 2), who) for s, _, who in live.itertracks(yield_label=True)] == [
+        (0.0, 4.0, "s1"), (4.0, 9.0, "s2")]
