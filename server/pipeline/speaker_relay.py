@@ -292,7 +292,7 @@ class LiveSpeakers:
         stored = sorted(self._segments.values(), key=lambda s: (s.row.start, s.row.end))
         parts = parts_by_turn([[(w.start - off, w.end - off) for w in s.row.words] for s in stored],
                               [(s.row.start - off, s.row.end - off) for s in stored],
-                              [(t.start, t.end) for t in turns], self.diarizer.speech(), CHUNK_SECONDS)
+                              [(t.start, t.end, t.speaker) for t in turns], self.diarizer.speech(), CHUNK_SECONDS)
         pieces: dict[int, int] = {}
         for p in parts:
             pieces[p.segment] = pieces.get(p.segment, 0) + 1
@@ -300,7 +300,7 @@ class LiveSpeakers:
         for p in parts:
             row = stored[p.segment].row
             k = seen[p.segment] = seen.get(p.segment, 0) + 1
-            n = turns[p.turn].speaker
+            n = p.voice
             update: dict = {"segment_id": row.segment_id if k == 1 else f"{row.segment_id}-{k}",
                             "speaker": _name(n), "start": round(p.start + off, 3), "end": round(p.end + off, 3)}
             if pieces[p.segment] > 1:

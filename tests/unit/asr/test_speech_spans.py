@@ -29,12 +29,12 @@ def test_overlapping_words_keep_their_own_span() -> None:
 
 def test_segments_are_cut_where_their_words_pass_into_another_turn_and_span_it() -> None:
     """Turns A 0-3 s and B 3-6 s. The first segment's last word ("also", 2.9-3.3 s) is said in B's turn: it is
-    stored as a piece of its own in B's turn. The pieces of a turn cover it: A's from 0.0 to 3.0, and B's two
+    stored as a piece of its own under B. The pieces of a turn cover it: A's from 0.0 to 3.0, and B's two
     meet where the second segment's words start."""
     speech = np.ones(60, dtype=bool)
     segments = [[(0.5, 1.0), (1.2, 2.0), (2.9, 3.3)], [(3.5, 5.0)]]
-    parts = parts_by_turn(segments, [(0.5, 3.3), (3.5, 5.0)], [(0.0, 3.0), (3.0, 6.0)], speech, 0.1)
-    assert parts == [Part(0, 0, 2, 0, 0.0, 3.0), Part(0, 2, 3, 1, 3.0, 3.5), Part(1, 0, 1, 1, 3.5, 6.0)]
+    parts = parts_by_turn(segments, [(0.5, 3.3), (3.5, 5.0)], [(0.0, 3.0, 1), (3.0, 6.0, 2)], speech, 0.1)
+    assert parts == [Part(0, 0, 2, 1, 0.0, 3.0), Part(0, 2, 3, 2, 3.0, 3.5), Part(1, 0, 1, 2, 3.5, 6.0)]
 
 
 def test_the_same_words_stamped_elsewhere_give_the_same_voices_and_spans() -> None:
@@ -42,23 +42,43 @@ def test_the_same_words_stamped_elsewhere_give_the_same_voices_and_spans() -> No
     and spans are the turns' in both, so the stored form scores the same."""
     speech = np.zeros(100, dtype=bool)
     speech[5:40] = speech[45:90] = True
-    turns = [(0.5, 4.0), (4.5, 9.0)]
+    turns = [(0.5, 4.0, 1), (4.5, 9.0, 2)]
     one = parts_by_turn([[(0.6, 1.5), (2.0, 3.8)], [(4.6, 6.0), (6.1, 8.8)]], [(0.6, 3.8), (4.6, 8.8)],
                         turns, speech, 0.1)
     two = parts_by_turn([[(0.8, 1.7), (2.2, 4.0), (4.7, 5.2)], [(6.3, 8.9)]], [(0.8, 5.2), (6.3, 8.9)],
                         turns, speech, 0.1)
-    assert _covered(one) == _covered(two) == {0: (0.5, 4.0), 1: (4.5, 9.0)}
-    assert [(p.segment, p.turn) for p in two] == [(0, 0), (0, 1), (1, 1)]
+    assert _covered(one) == _covered(two) == {1: (0.5, 4.0), 2: (4.5, 9.0)}
+    assert [(p.segment, p.voice) for p in two] == [(0, 1), (0, 2), (1, 2)]
 
 
 def _covered(parts: list[Part]) -> dict[int, tuple[float, float]]:
-    """Each turn's span as its pieces cover it."""
-    return {t: (min(p.start for p in parts if p.turn == t), max(p.end for p in parts if p.turn == t))
-            for t in {p.turn for p in parts}}
+    """Each voice's span as its pieces cover it."""
+    return {v: (min(p.start for p in parts if p.voice == v), max(p.end for p in parts if p.voice == v))
+            for v in {p.voice for p in parts}}
+
+
+def test_a_piece_spans_its_turn_where_its_words_were_stamped_outside_it() -> None:
+    """The turn starts at 0.35 s where the diarizer's VAD heard the voice, the first word is stamped at 0.15 s:
+    the stored segment starts with the turn, as it would with any other stamp."""
+    speech = np.ones(100, dtype=bool)
+    parts = parts_by_turn([[(0.15, 0.6), (0.7, 2.9)], [(2.8, 4.2)]], [(0.15, 2.9), (2.8, 4.2)],
+                          [(0.35, 2.5, 1), (3.0, 4.0, 2)], speech, 0.1)
+    assert parts == [Part(0, 0, 2, 1, 0.35, 2.5), Part(1, 0, 1, 2, 3.0, 4.0)]
+
+
+def test_one_voice_across_a_long_pause_is_not_cut() -> None:
+    """A title, a pause longer than a turn bridges, then the text, read as one segment by one voice: two turns
+    of the same voice, one stored segment over both."""
+    speech = np.zeros(200, dtype=bool)
+    speech[2:10] = speech[40:150] = True
+    parts = parts_by_turn([[(0.2, 0.9), (4.0, 4.5), (4.6, 14.8)]], [(0.2, 14.8)],
+                          [(0.2, 1.0, 1), (4.0, 15.0, 1)], speech, 0.1)
+    assert parts == [Part(0, 0, 3, 1, 0.2, 15.0)]
 
 
 def test_a_segment_without_words_or_outside_every_turn_takes_the_nearest() -> None:
     speech = np.zeros(100, dtype=bool)
-    parts = parts_by_turn([[], [(5.0, 5.4)]], [(0.2, 0.8), (5.0, 5.4)], [(1.0, 3.0), (6.0, 7.0)], speech, 0.1)
-    assert parts == [Part(0, 0, 0, 0, 1.0, 3.0), Part(1, 0, 1, 1, 6.0, 7.0)]
+    parts = parts_by_turn([[], [(5.0, 5.4)]], [(0.2, 0.8), (5.0, 5.4)], [(1.0, 3.0, 1), (6.0, 7.0, 2)], speech,
+                          0.1)
+    assert parts == [Part(0, 0, 0, 1, 1.0, 3.0), Part(1, 0, 1, 2, 6.0, 7.0)]
     assert parts_by_turn([[(1.0, 2.0)]], [(1.0, 2.0)], [], speech, 0.1) == []
