@@ -102,7 +102,9 @@ async def test_subscribers_on_two_nodes_hear_one_sequence_and_a_late_joiner_miss
         late = await Listener(b.url, tid).start()
 
     joiner = asyncio.create_task(join_late())
-    rec = await stream_audio(a.url, load_pcm16k(AUDIO / SPEECH), transcript_id=tid, speed=2.0)
+    # at the speaker's own pace: what is tested is the fan-out, and at twice real time a 2-core box also busy
+    # with the suite's other workers read the 25 s as one segment, so the late joiner had no finals to get
+    rec = await stream_audio(a.url, load_pcm16k(AUDIO / SPEECH), transcript_id=tid, speed=1.0)
     await joiner
     assert rec.completed is not None and len(rec.finals) >= 3
     for listener in (on_a, on_b, late):
