@@ -232,7 +232,7 @@ class WindowPlanner(SegmentBook):
 
     def _stopped_at_anchor(self, seg: Segment, end: float) -> bool:
         """(under the lock) The segment's readings give nothing after its anchor, though its own audio (from
-        ``seg.start`` to ``end``) holds ``_ANCHOR_STOP_S`` and the VAD heard speech in it.
+        ``seg.start`` to ``end``) holds ``anchor_stop_s`` and the VAD heard speech in it.
 
         Whisper reads a window's opening words, the anchor lent from the segment before, and may then close
         its text there and skip the rest: another voice after a pause (the seven-voice dialogue, with 5.6 s
@@ -243,7 +243,7 @@ class WindowPlanner(SegmentBook):
         if not hyp.anchor or hyp.committed or hyp.tentative:
             return False
         own = max(seg.start, hyp.anchor[-1].end)
-        return end - own >= _ANCHOR_STOP_S and self._heard_speech(own, end)
+        return end - own >= self.config.anchor_stop_s - 1e-9 and self._heard_speech(own, end)
 
     @staticmethod
     def _drop_anchor(seg: Segment) -> None:
@@ -270,8 +270,3 @@ class WindowPlanner(SegmentBook):
         if cut > seg.window_start:
             seg.window_start = cut
             self._buffer.discard_before(min([cut] + [s.window_start for s in self._closing]))
-
-
-_ANCHOR_STOP_S = 2.0
-"""A reading that gives nothing after its window's anchor though the segment has this much audio of its own, in
-which the VAD heard speech, stopped at the anchor (see ``_stopped_at_anchor``)."""

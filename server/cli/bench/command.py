@@ -326,11 +326,12 @@ def print_rows(cols: list[str], rows: list[list[str]]) -> None:
 
 
 def print_table(result: dict[str, Any]) -> None:
-    cols = ["N", "diarization", "first partial s", "commit p50", "commit p95", "seg final p50", "seg final p95",
-            "final p50", "final p95", "WER",
+    cols = ["N", "diarization", "first partial s", "words shown p50", "words shown p95", "commit p50", "commit p95",
+            "seg final p50", "seg final p95", "final p50", "final p95", "WER",
             "lag max s", "lag growth s/s", "CPU avg %", "RSS max MB"]
     rows = [[str(lv["n"]), {True: "on", False: "off"}.get(lv.get("diarization"), "server"),
-             fmt(lv["first_partial_s_p50"]), fmt(lv["commit_latency_p50"]),
+             fmt(lv["first_partial_s_p50"]), fmt(lv.get("onset_latency_p50")), fmt(lv.get("onset_latency_p95")),
+             fmt(lv["commit_latency_p50"]),
              fmt(lv["commit_latency_p95"]), fmt(lv.get("segment_final_latency_p50")),
              fmt(lv.get("segment_final_latency_p95")), fmt(lv["final_latency_p50"]), fmt(lv["final_latency_p95"]),
              fmt(lv["wer"], 4), fmt(lv["lag_max_s"]), fmt(lv["lag_growth_s_per_s"], 3), fmt(lv["cpu_avg_percent"], 0),

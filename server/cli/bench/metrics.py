@@ -84,6 +84,19 @@ def segment_final_latencies(rec: StreamRecord, segments: list[dict[str, Any]]) -
     return out
 
 
+def onset_latencies(rec: StreamRecord, segments: list[dict[str, Any]]) -> list[float]:
+    """For each reference utterance: from the moment its first audio was sent to the first message showing one of
+    its words (a word stamped inside it), final or not: how long a caption stays blank when someone starts to
+    speak, or, at a turn, how long the words shown are still only the last speaker's."""
+    out = []
+    for seg in segments:
+        for r in rec.transcriptions:
+            if any(seg["start"] - 0.2 <= w["start"] <= seg["end"] for w in r.data["words"]):
+                out.append(r.t - rec.sent_at(seg["start"]))
+                break
+    return out
+
+
 def utterance_id(segment_id: str) -> str:
     """The segment a final part came from: a final split at a speaker change is ``<segment_id>-<n>``, and its
     words were already in the partials of ``<segment_id>``."""
@@ -147,13 +160,14 @@ def lag_growth(series: list[tuple[float, float]]) -> float | None:
 def level_figures(n: int, chosen: list[str], records: list[Any], refs: dict[str, Any],
                   max_seconds: float = 0) -> dict[str, Any]:
     """Latency, WER and lag of one level's streams, from what their client received."""
-    per_file, commits, finals, seg_finals, firsts, lag_max, growth = [], [], [], [], [], [], []
+    per_file, commits, finals, seg_finals, onsets, firsts, lag_max, growth = [], [], [], [], [], [], [], []
     errors = words = 0
     for f, rec in zip(chosen, records, strict=True):
         ref = refs.get(f, {})
         segs = [s for s in ref.get("segments") or [] if s["end"] <= rec.audio_seconds + 0.05]
         c = commit_latencies(rec, segs)
         sf = segment_final_latencies(rec, segs)
+        on = onset_latencies(rec, segs)
         fl = final_latencies(rec)
         fp = first_partial(rec)
         lags = lag_series(rec)
@@ -163,6 +177,7 @@ def level_figures(n: int, chosen: list[str], records: list[Any], refs: dict[str,
         commits += c
         finals += fl
         seg_finals += sf
+        onsets += on
         if fp is not None:
             firsts.append(fp)
         if lags:
@@ -174,6 +189,7 @@ def level_figures(n: int, chosen: list[str], records: list[Any], refs: dict[str,
                          "wer": round(e / w, 4) if w else None, "errors": e, "ref_words": w, "text": rec.final_text,
                          "commit_latency": [round(x, 3) for x in c],
                          "segment_final_latency": [round(x, 3) for x in sf],
+                         "onset_latency": [round(x, 3) for x in on],
                          "final_latency": [round(x, 3) for x in fl], "first_partial_s": fp, "lag": lags,
                          "completed_after_stop_s": round(rec.completed - rec.stopped, 3)
                          if rec.completed and rec.stopped else None})
@@ -186,6 +202,8 @@ def level_figures(n: int, chosen: list[str], records: list[Any], refs: dict[str,
         "commit_latency_count": len(commits),
         "segment_final_latency_p50": percentile(seg_finals, 50),
         "segment_final_latency_p95": percentile(seg_finals, 95),
+        "onset_latency_p50": percentile(onsets, 50),
+        "onset_latency_p95": percentile(onsets, 95),
         "final_latency_p50": percentile(finals, 50),
         "final_latency_p95": percentile(finals, 95),
         "wer": round(errors / words, 4) if words else None,
