@@ -19,8 +19,9 @@ How it is used:
 * **Dead nodes**: workers write heartbeats (every fifth of ``VOXLANE_JOB_LEASE_SECONDS``); every node sweeps for
   jobs ``doing`` on a worker whose heartbeat is older than the lease and puts them back with one more attempt,
   row-locked with
-  ``SKIP LOCKED`` so two sweeping nodes never put one job back twice. A restart of any node touches no job
-  that a live worker holds.
+  ``SKIP LOCKED`` so two sweeping nodes never put one job back twice; none within two leases of the database's
+  own start, when no heartbeat can be fresh. A restart of any node, or of the database, touches no job that a
+  live worker holds.
 * **Stopping**: running attempts are aborted and queued again without counting; succeeded jobs are deleted.
 """
 
@@ -55,11 +56,14 @@ VALUES (:queue, :task, :priority, :lock, :queueing_lock, CAST(:args AS jsonb), :
 ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 """)
 # Jobs held by workers whose heartbeat stopped, each put back with one more attempt (procrastinate's own retry);
-# one whose twin already waits (same queueing lock) is cancelled instead: the twin does the work.
+# one whose twin already waits (same queueing lock) is cancelled instead: the twin does the work. None while the
+# database itself started less than :settle ago: no worker could write a heartbeat while it was down or
+# recovering, so every heartbeat is old then, the live workers' too.
 _STALLED = text("""
 SELECT j.id, j.queueing_lock FROM procrastinate_jobs j
 LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
 WHERE j.status = 'doing' AND (w.id IS NULL OR w.last_heartbeat < now() - make_interval(secs => :stalled))
+  AND pg_postmaster_start_time() < now() - make_interval(secs => :settle)
 FOR UPDATE OF j SKIP LOCKED
 """)
 _RETRY = text("SELECT procrastinate_retry_job_v2(:id, now(), NULL, NULL, NULL)")
@@ -196,28 +200,43 @@ class PgQueue:
         """Put back the jobs of dead workers. Not in the first lease after this node could not reach the
         database: an outage stops every worker's heartbeat, and live workers need that long to write one again
         (otherwise every running job of the deployment would be taken for a dead one's)."""
-        from sqlalchemy.exc import DBAPIError
-
         reachable_since = time.monotonic()
         while True:
             await asyncio.sleep(self.lease_s / 4)
             try:
-                async with self.store.connection() as conn:
-                    if time.monotonic() - reachable_since < self.lease_s:
+                if time.monotonic() - reachable_since < self.lease_s:
+                    async with self.store.connection() as conn:
                         await conn.execute(text("SELECT 1"))
-                        continue
-                    for row in (await conn.execute(_STALLED, {"stalled": self.lease_s})).all():
-                        try:
-                            async with conn.begin_nested():
-                                await conn.execute(_RETRY, {"id": row.id})
-                            log.warning("job %s: its worker stopped; it runs again", row.id)
-                        except DBAPIError:  # a twin waits with its queueing lock: it does the work
-                            await conn.execute(_COVERED, {"id": row.id})
+                    continue
+                await self.put_back_stalled()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database away: the next sweep tries again, a while after it is back
                 reachable_since = time.monotonic()
                 log.debug("sweeping stalled jobs failed: %s", exc)
+
+    async def put_back_stalled(self) -> list[int]:
+        """One sweep: the jobs of workers whose heartbeat is older than the lease, run again (their ids).
+
+        Not within two leases of the database's own start. A node that saw the outage waits a lease by itself;
+        one whose queries happened to fall before and after it saw nothing, and swept the moment the database
+        was back: it took the jobs of live workers, whose heartbeats had had no database to go to, and a job
+        put back while its attempt still ran was deleted when that attempt ended (procrastinate ends a job in
+        ``todo`` as well), with the retry the attempt had asked for (deduplicated against the job itself)."""
+        from sqlalchemy.exc import DBAPIError
+
+        swept = []
+        async with self.store.connection() as conn:
+            params = {"stalled": self.lease_s, "settle": 2 * self.lease_s}
+            for row in (await conn.execute(_STALLED, params)).all():
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(_RETRY, {"id": row.id})
+                    log.warning("job %s: its worker stopped; it runs again", row.id)
+                    swept.append(int(row.id))
+                except DBAPIError:  # a twin waits with its queueing lock: it does the work
+                    await conn.execute(_COVERED, {"id": row.id})
+        return swept
 
     # ------------------------------------------------------------ reading
 
