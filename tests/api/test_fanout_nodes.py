@@ -120,6 +120,8 @@ async def test_a_dashboard_on_node_b_follows_a_stream_published_on_node_a(databa
                 rec = await publisher
                 for listener in (on_a, on_b, late):
                     await listener.wait(done)
+                for listener in (on_a, on_b):  # the transcript's summary comes last, after its completion
+                    await listener.wait(lambda m: m["type"] == "summary")
                 statuses = len(statuses_of(late.messages))
                 await late.send("get_status")  # answered by B from what Redis told it
                 await late.wait(lambda _m: len(statuses_of(late.messages)) > statuses)
