@@ -59,10 +59,11 @@ async def until_closed(ws: websockets.ClientConnection) -> tuple[list[dict], Con
 
 
 async def streaming(api: Api) -> str:
-    """The transcript of the one stream live now (waited for: the session's worker starts it)."""
+    """The transcript of the one stream live now (waited for: the session's worker starts it, and its row says
+    ``live`` a moment after the stream is registered)."""
     for _ in range(500):
         live = api.svc.admission.live_publishers()
-        if live:
+        if live and (await api.client.get(f"/v1/transcripts/{live[0].transcript.id}")).json()["status"] == "live":
             return live[0].transcript.id
         await asyncio.sleep(0.02)
     raise AssertionError("the frame started no stream")
