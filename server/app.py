@@ -19,7 +19,7 @@ from server.fanout import Broker
 from server.http.admission import AdmissionMiddleware
 from server.http.auth import AuthMiddleware
 from server.http.errors import http_exception_handler, unhandled_exception_handler
-from server.http.middleware import RequestIdMiddleware
+from server.http.middleware import PathGuardMiddleware, RequestIdMiddleware
 from server.metrics import Metrics, MetricsMiddleware, metrics_endpoint
 from server.routes import (
     exports_api,
@@ -118,7 +118,7 @@ def create_app(settings: Settings | None = None, *, backend: AsrBackend | None =
                 *summary_api.routes, *retranslate.routes, *speakers.routes, *meetings.routes, *rooms.routes,
                 *metrics_routes],
         middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware),
-                    Middleware(AuthMiddleware), Middleware(AdmissionMiddleware)],
+                    Middleware(PathGuardMiddleware), Middleware(AuthMiddleware), Middleware(AdmissionMiddleware)],
         exception_handlers={HTTPException: http_exception_handler, Exception: unhandled_exception_handler},
         lifespan=lifespan,
     )

@@ -10,11 +10,12 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from server.http.errors import server_error
+from server.http.errors import error_response, server_error
 from server.logs import REQUEST_ID
 
 log = logging.getLogger("voxlane.http")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ConnectionMiddleware:
@@ -84,3 +85,19 @@ class RequestIdMiddleware(ConnectionMiddleware):
                        *((k.lower().encode(), v.encode()) for k, v in extra.items())]
             await send_wrapper({"type": "http.response.start", "status": status, "headers": headers})
             await send_wrapper({"type": "http.response.body", "body": body})
+
+
+class PathGuardMiddleware(ConnectionMiddleware):
+    """A path with a control character in it names nothing: 404 (a WebSocket is refused before it is accepted).
+
+    Starlette's route patterns end in ``$``, which Python's ``re`` also matches before a final newline, so
+    ``GET /v1/rooms/%0A`` was served by ``GET /v1/rooms/``: a list where the schema promises one room, and for
+    a route with a path parameter, a request to a resource its caller never named."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _CONTROL.search(scope.get("path", "")):
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            await error_response(404, "NOT_FOUND", "no such path")(scope, receive, send)

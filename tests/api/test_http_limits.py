@@ -229,3 +229,13 @@ async def test_unfinished_conversations_per_project_are_bounded(limited: Api):
             await conn.execute(update(conversations).where(conversations.c.id == cids[1])
                                .values(created_at="2000-01-01T00:00:00.000Z"))
         assert (await start()).status_code == 201
+
+
+async def test_a_path_with_a_control_character_names_nothing(limited: Api):
+    """A route pattern's ``$`` also matches before a final newline: ``/v1/rooms/%0A`` was the room list."""
+    async with client_at(limited.app, "127.0.0.9") as c:
+        assert (await c.get("/v1/rooms/")).status_code == 200
+        for path in ("/v1/rooms/%0A", "/v1/transcripts/%0A", "/v1/rooms/a%00b", "/health%0D"):
+            r = await c.get(path)
+            assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND", (path, r.text)
+            assert r.headers["x-request-id"]
