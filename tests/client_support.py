@@ -53,9 +53,11 @@ class Speech:
         return np.concatenate([samples.astype("<i2"), np.zeros(int(silence * rate), "<i2")]).tobytes()
 
     def within_native(self, text: str, native: str, points: float = 0.02) -> bool:
-        """The WER of ``text`` is within ``points`` of the native WebSocket's on the same recording."""
+        """The WER of ``text`` is at most ``points`` above the native WebSocket's on the same recording: a client's
+        route loses no more than that. Better is no fault: the two are separate live readings, and under load one
+        read "Hester Prin" where the native one read "has to print" (3.4 points apart, the client's the closer)."""
         errors, n = wer_counts(self.text, text)
-        return abs(errors - wer_counts(self.text, native)[0]) / n <= points
+        return (errors - wer_counts(self.text, native)[0]) / n <= points
 
     def repeated_runs(self, texts: list[str]) -> list[tuple[str, str]]:
         """Word pairs the transcripts, joined in order, hold more often than the reference does: a word run read

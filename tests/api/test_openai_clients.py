@@ -3,7 +3,8 @@ real speech: LiveKit Agents' ``openai.STT`` (REST and Realtime) and Pipecat's ``
 ``OpenAIRealtimeSTTService`` (committed by Pipecat's own VAD, or by the server's turn detection), each with its
 defaults and only the base URL and a placeholder key given, as docs/clients.md tells. Each transcript is held to the
 native WebSocket's on the same samples (the 24 kHz the Realtime plugins resample to, at their pace) of two
-LibriSpeech utterances (59 words): its WER within two points (one word), no word run read into two items, no error."""
+LibriSpeech utterances (59 words): its WER at most two points (one word) above the native one, no word run read
+into two items, no error."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def natives(public_api: Api) -> Baselines:
 
 
 def close_to(texts: list[str], native: str) -> bool:
-    """The WER within two points (one word) of the native WebSocket's."""
+    """The WER at most two points (one word) above the native WebSocket's."""
     return LIBRI.within_native(" ".join(texts), native)
 
 
