@@ -305,6 +305,12 @@ class SpeakerDiarizer:
         """Time up to which windows have been cut (embedded or about to be)."""
         return self._next_window * self.config.hop_s + self.config.window_s - self.config.hop_s
 
+    def labelled_windows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The centre (seconds) and speaker number of every labelled window, in time order: copies."""
+        with self._lock:
+            n = len(self._labels)
+            return np.asarray(self._centers[:n], dtype=np.float64), self._labels.copy()
+
     def speech(self) -> np.ndarray:
         """The speech mask so far: one flag per VAD chunk (``CHUNK_SECONDS``) from the stream's start."""
         with self._lock:

@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run every N with speaker diarization on and/or off (per-stream 'start' option), to see"
                         " its cost (default: the server's setting)")
     p.add_argument("--der", action="store_true",
-                   help="instead: stream the multi-speaker files and score diarization (DER) against their RTTMs")
+                   help="instead: stream the multi-speaker files and score diarization (DER) against their RTTMs;"
+                        " with --replay, no server: their speaker labels on the audio clock")
     p.add_argument("--der-concurrency", type=int, default=2, help="multi-speaker files streamed at once")
     p.add_argument("--replay", action="store_true",
                    help="no server: run the live pipeline in this process on a simulated clock, every window decoded"
@@ -302,6 +303,16 @@ def run_live(args: argparse.Namespace, levels: list[int], files: list[str], refs
 
 
 def run_der_command(args: argparse.Namespace, audio_dir: Path) -> int:
+    if args.replay:
+        from server.cli.bench.speaker_clock import run_speaker_clock, speaker_clock_rows
+        from server.pipeline.configs import diarization_config
+        from server.settings import Settings
+
+        result = run_speaker_clock(audio_dir, args.files or None, diarization_config(Settings()))
+        result.update(label=args.label, started=time.time())
+        print_rows(*speaker_clock_rows(result))
+        write_result(args.output, result)
+        return 0
     from server.cli.bench.diarization import der_rows, run_der
 
     result = asyncio.run(run_der(args.url, audio_dir, args.token, args.der_concurrency, args.files or None))

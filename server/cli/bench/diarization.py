@@ -115,25 +115,31 @@ def der(ref, hyp) -> float:
         return float(_metric()(ref, hyp))
 
 
+def timed_turns(ref, min_turn_s: float = 1.0) -> list[tuple[Any, str]]:
+    """The reference turns whose voice waits are timed, with their voices: a voice's first turn is left out (the
+    diarizer needs a few seconds of a voice before it names it), and so are turns under ``min_turn_s`` (a
+    backchannel inside another's turn is shown in that turn's segment)."""
+    heard: set[str] = set()
+    out = []
+    for turn, _, who in sorted(ref.itertracks(yield_label=True), key=lambda t: t[0].start):
+        if who in heard and turn.duration >= min_turn_s:
+            out.append((turn, who))
+        heard.add(who)
+    return out
+
+
 def speaker_shown_waits(rec: StreamRecord, ref, live, min_turn_s: float = 1.0,
                         each: list | None = None) -> tuple[list[float], int]:
-    """The waits, and how many turns never got a message under their label. A voice's first turn is left out
-    (the diarizer needs a few seconds of a voice before it names it), and so are turns under ``min_turn_s``
-    (a backchannel inside another's turn is shown in that turn's segment). ``each`` gets every timed turn's
-    ``[start, end, voice, wait or None, wait for its first words under any voice]``, to see which turns wait
-    and whether for the words or for the voice."""
+    """The waits, and how many of the :func:`timed_turns` never got a message under their label. ``each`` gets
+    every timed turn's ``[start, end, voice, wait or None, wait for its first words under any voice]``, to see
+    which turns wait and whether for the words or for the voice."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         to_ref = _metric().optimal_mapping(ref, live)
     names = {r.data["speaker_id"]: r.data["speaker"] for r in rec.of_type("diarization")}
     label = {who: names.get(hyp) for hyp, who in to_ref.items()}
-    heard: set[str] = set()
     waits, missed = [], 0
-    for turn, _, who in sorted(ref.itertracks(yield_label=True), key=lambda t: t[0].start):
-        known = who in heard
-        heard.add(who)
-        if not known or turn.duration < min_turn_s:
-            continue
+    for turn, who in timed_turns(ref, min_turn_s):
         of_turn = [r for r in rec.transcriptions
                    if r.data["words"] and turn.start - 0.2 <= r.data["words"][-1]["start"] <= turn.end]
         shown = next((r for r in of_turn if r.data["speaker"] == label.get(who)), None)
@@ -149,12 +155,17 @@ def speaker_shown_waits(rec: StreamRecord, ref, live, min_turn_s: float = 1.0,
     return waits, missed
 
 
+def der_files(audio_dir: Path, only: list[str] | None = None) -> list[str]:
+    """The mono multi-speaker files that have an RTTM, or those of them in ``only``."""
+    refs = json.loads((audio_dir / "references.json").read_text())
+    return sorted(f for f, r in refs.items() if f.startswith("multi/") and int(r.get("channels") or 1) == 1
+                  and (audio_dir / "rttm" / f"{Path(f).stem}.rttm").exists() and (not only or f in only))
+
+
 async def run_der(url: str, audio_dir: Path, token: str | None, concurrency: int,
                   only: list[str] | None = None) -> dict[str, Any]:
     """Every mono multi-speaker file with an RTTM, or those of them in ``only``."""
-    refs = json.loads((audio_dir / "references.json").read_text())
-    files = sorted(f for f, r in refs.items() if f.startswith("multi/") and int(r.get("channels") or 1) == 1
-                   and (audio_dir / "rttm" / f"{Path(f).stem}.rttm").exists() and (not only or f in only))
+    files = der_files(audio_dir, only)
     queue = list(files)
     rows: dict[str, dict[str, Any]] = {}
 
