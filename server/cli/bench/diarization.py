@@ -109,6 +109,13 @@ def _metric():
     return DiarizationErrorRate(collar=0.25, skip_overlap=True)
 
 
+def voice_mapping(ref, hyp) -> dict[Any, str]:
+    """Each hypothesis label mapped onto the reference voice DER matches it with."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dict(_metric().optimal_mapping(ref, hyp))
+
+
 def der(ref, hyp) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -133,9 +140,7 @@ def speaker_shown_waits(rec: StreamRecord, ref, live, min_turn_s: float = 1.0,
     """The waits, and how many of the :func:`timed_turns` never got a message under their label. ``each`` gets
     every timed turn's ``[start, end, voice, wait or None, wait for its first words under any voice]``, to see
     which turns wait and whether for the words or for the voice."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        to_ref = _metric().optimal_mapping(ref, live)
+    to_ref = voice_mapping(ref, live)
     names = {r.data["speaker_id"]: r.data["speaker"] for r in rec.of_type("diarization")}
     label = {who: names.get(hyp) for hyp, who in to_ref.items()}
     waits, missed = [], 0

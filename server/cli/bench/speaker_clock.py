@@ -17,7 +17,7 @@ the words in ``voxlane bench --der``.
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import numpy as np
 from asr.diarization import DiarizationConfig, SpeakerDiarizer
 from asr.vad import SileroModel, VadStream
 from media.audio import SAMPLE_RATE
-from server.cli.bench.diarization import _metric, der, der_files, reference, timed_turns, timeline
+from server.cli.bench.diarization import der, der_files, reference, timed_turns, timeline, voice_mapping
 from server.cli.live_client import load_pcm16k
 
 FRAME = SAMPLE_RATE // 50  # 20 ms, a WebRTC frame
@@ -59,7 +59,8 @@ def label_wait(history: LabelHistory, start: float, end: float, speaker: int) ->
     return None
 
 
-def replay_file(path: Path, rttm: Path, vad_model: SileroModel, embed, config: DiarizationConfig) -> dict[str, Any]:
+def replay_file(path: Path, rttm: Path, vad_model: SileroModel, embed: Callable[[list[np.ndarray]], np.ndarray],
+                config: DiarizationConfig) -> dict[str, Any]:
     """One file through a diarizer on the audio clock: its DER and the label wait of each timed turn."""
     audio = load_pcm16k(path)
     vad = VadStream(vad_model)
@@ -76,9 +77,7 @@ def replay_file(path: Path, rttm: Path, vad_model: SileroModel, embed, config: D
     diarizer.add_embeddings(centers, embed(windows), recluster=True)
     ref = reference(rttm)
     hyp = timeline([(t.start, t.end, t.speaker) for t in diarizer.turns()], len(audio) / SAMPLE_RATE)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        to_hyp = {who: hyp_id for hyp_id, who in _metric().optimal_mapping(ref, hyp).items()}
+    to_hyp = {who: hyp_id for hyp_id, who in voice_mapping(ref, hyp).items()}
     turns = [[round(turn.start, 2), round(turn.end, 2), who,
               label_wait(history, turn.start, turn.end, int(to_hyp[who])) if who in to_hyp else None]
              for turn, who in timed_turns(ref)]
