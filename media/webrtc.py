@@ -152,6 +152,7 @@ class WebRtcPeer:
         self._created = self._loop.time()
         self._connected_at: float | None = None
         self._last_audio: float | None = None
+        self._finishing = 0  # streams being finished: the silence timer waits for them (see finishing)
         self._converter = AudioConverter()
         self._audio_errors = 0
         self._audio_task: asyncio.Task | None = None
@@ -345,9 +346,22 @@ class WebRtcPeer:
                 if now - self._connected_at > self.first_audio_timeout:
                     self.close(f"no audio within {self.first_audio_timeout:g} s of connecting")
                     return
-            elif now - self._last_audio > self.silence_timeout:
+            elif not self._finishing and now - self._last_audio > self.silence_timeout:
                 self.close(f"no audio for {self.silence_timeout:g} s")
                 return
+
+    async def finishing(self, work: Awaitable[None]) -> None:
+        """Run ``work``, the end of a stream the client asked to stop, with the silence timer held; it starts
+        again when the work is done. The client sends no audio after "stop" and waits on this connection for
+        the last finals and ``completed``: a loaded server that took longer than ``silence_timeout`` to read
+        the last audio closed the connection between "stream finished" and "transcript complete"."""
+        self._finishing += 1
+        try:
+            await work
+        finally:
+            self._finishing -= 1
+            if self._last_audio is not None:
+                self._last_audio = self._loop.time()
 
     def close(self, reason: str = "closed by server") -> Awaitable[None]:
         """Close once (later calls return the same closing); awaiting it waits for :meth:`on_closed`."""

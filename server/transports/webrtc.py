@@ -177,7 +177,7 @@ class WebRtcSession(WebRtcPeer):
 
     async def stop_publisher(self, publisher: Publisher) -> None:
         self._hold = True
-        await self._finish_publisher(publisher)
+        await self.finishing(self._finish_publisher(publisher))
 
     def status(self) -> Status:
         return transcript_status(self.svc, self.transcript_id)

@@ -436,6 +436,37 @@ async def test_silent_peer_is_closed(audio_dir):
     assert 0.3 <= sum(len(r) for r in received) / 16000 <= 0.5
 
 
+async def test_a_peer_finishing_its_stream_is_not_closed_as_silent(audio_dir):
+    """After "stop" the client sends no audio and waits for its finals: while the stream is being finished the
+    silence timer waits, and it runs again from the end of the finishing."""
+    closed: list[tuple[str, float]] = []
+
+    class Peer(WebRtcPeer):
+        async def on_audio(self, samples: np.ndarray) -> None:
+            return None
+
+        async def on_closed(self, reason: str) -> None:
+            closed.append((reason, time.monotonic()))
+
+    server_peer = Peer(IceConfig.from_settings("", LOOPBACK), silence_timeout=1.0)
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    track = FileTrack(load_pcm16k(audio_dir / SHORT)[:8000], hang=True)  # 0.5 s, then nothing
+    client.addTrack(track)
+    try:
+        with gather_on([LOOPBACK]):
+            await client.setLocalDescription(await client.createOffer())
+        await client.setRemoteDescription(await server_peer.accept_offer(client.localDescription.sdp))
+        await asyncio.wait_for(track.finished.wait(), 10)
+        await server_peer.finishing(asyncio.sleep(2.5))  # a slow finish: longer than the silence timeout
+        done = time.monotonic()
+        assert not closed, "closed while the stream was being finished"
+        await asyncio.wait_for(server_peer.wait_closed(), 10)
+    finally:
+        await client.close()
+    assert [r for r, _ in closed] == ["no audio for 1 s"]
+    assert closed[0][1] - done >= 0.9
+
+
 async def test_connect_disconnect_cycles_do_not_leak(server, audio_dir):
     """50 quick sessions (some with a second of speech, some with none) leave the server as they found it."""
     audio = load_pcm16k(audio_dir / SHORT)[:16000]
