@@ -38,12 +38,7 @@ from typing import cast
 
 import av
 import numpy as np
-from aiortc import (
-    RTCDataChannel,
-    RTCPeerConnection,
-    RTCRtpTransceiver,
-    RTCSessionDescription,
-)
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from media.audio import SAMPLE_RATE, s16_to_float
