@@ -116,7 +116,10 @@ async def soak_stream(url: str, program: list[Piece], audio_dir: Path, *, speed:
     done = asyncio.Event()
     caught_up = asyncio.Event()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with websockets.connect(ws_url(url, tid, token), max_size=None) as ws, \
+    # no keepalive timeout: a sender far ahead of real time is held back by the server, which stops reading its
+    # socket, so the pong to a ping queued behind the unread audio comes late; 20 s of that on a loaded 2-core box
+    # closed the stream as if the server were gone
+    async with websockets.connect(ws_url(url, tid, token), max_size=None, ping_timeout=None) as ws, \
             httpx.AsyncClient(base_url=url, headers=headers, timeout=30,
                               # a connection idle for the server's 5 s keep-alive is closed there: one reused just
                               # then failed a sample with "Server disconnected" (httpx keeps them 5 s too)
