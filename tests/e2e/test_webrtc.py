@@ -405,6 +405,18 @@ def test_candidate_filter():
             IceConfig.from_settings(bad_servers, bad_hosts)
 
 
+async def offer_half_a_second(server_peer: WebRtcPeer, client: RTCPeerConnection, audio_dir) -> tuple[FileTrack, str]:
+    """Connect ``client`` to ``server_peer`` in process with a track of 0.5 s of speech and then nothing; the track
+    and the server's answer SDP."""
+    track = FileTrack(load_pcm16k(audio_dir / SHORT)[:8000], hang=True)
+    client.addTrack(track)
+    with gather_on([LOOPBACK]):
+        await client.setLocalDescription(await client.createOffer())
+    answer = await server_peer.accept_offer(client.localDescription.sdp)
+    await client.setRemoteDescription(answer)
+    return track, answer.sdp
+
+
 async def test_silent_peer_is_closed(audio_dir):
     """In process, with a short timeout: a client that stops sending audio is closed and released."""
     closed: list[str] = []
@@ -419,14 +431,9 @@ async def test_silent_peer_is_closed(audio_dir):
 
     server_peer = Peer(IceConfig.from_settings("", LOOPBACK), silence_timeout=1.0)
     client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    track = FileTrack(load_pcm16k(audio_dir / SHORT)[:8000], hang=True)  # 0.5 s, then nothing
-    client.addTrack(track)
     try:
-        with gather_on([LOOPBACK]):
-            await client.setLocalDescription(await client.createOffer())
-        answer = await server_peer.accept_offer(client.localDescription.sdp)
-        assert all(f" {LOOPBACK} " in c for c in answer_or_offer_candidates(answer.sdp))
-        await client.setRemoteDescription(answer)
+        track, answer = await offer_half_a_second(server_peer, client, audio_dir)
+        assert all(f" {LOOPBACK} " in c for c in answer_or_offer_candidates(answer))
         await asyncio.wait_for(track.finished.wait(), 10)
         await asyncio.wait_for(server_peer.wait_closed(), 10)
     finally:
@@ -450,12 +457,8 @@ async def test_a_peer_finishing_its_stream_is_not_closed_as_silent(audio_dir):
 
     server_peer = Peer(IceConfig.from_settings("", LOOPBACK), silence_timeout=1.0)
     client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    track = FileTrack(load_pcm16k(audio_dir / SHORT)[:8000], hang=True)  # 0.5 s, then nothing
-    client.addTrack(track)
     try:
-        with gather_on([LOOPBACK]):
-            await client.setLocalDescription(await client.createOffer())
-        await client.setRemoteDescription(await server_peer.accept_offer(client.localDescription.sdp))
+        track, _ = await offer_half_a_second(server_peer, client, audio_dir)
         await asyncio.wait_for(track.finished.wait(), 10)
         await server_peer.finishing(asyncio.sleep(2.5))  # a slow finish: longer than the silence timeout
         done = time.monotonic()
