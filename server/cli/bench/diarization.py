@@ -219,8 +219,21 @@ def ami_average(rows: list[dict[str, Any]]) -> dict[str, float | None]:
             for k in ("der_first", "der_live", "der_offline", "der_segments")}
 
 
+def wait_percentiles(waits: list[float]) -> tuple[float | None, float | None]:
+    """p50 and p95 of per-turn waits, to the hundredth; None where no turn was timed."""
+    if not waits:
+        return None, None
+    p50, p95 = (round(float(v), 2) for v in np.percentile(waits, [50, 95]))
+    return p50, p95
+
+
+def wait_cell(p50: float | None, p95: float | None, timed: int, missed: int) -> str:
+    """A table cell for per-turn waits: ``p50/p95 (turns timed, turns never)``."""
+    return f"- ({timed}, {missed})" if p50 is None or p95 is None else f"{p50:.2f}/{p95:.2f} ({timed}, {missed})"
+
+
 def _shown_summary(waits: list[float], missed: int) -> dict[str, Any]:
-    p50, p95 = (round(float(v), 2) for v in np.percentile(waits, [50, 95])) if waits else (None, None)
+    p50, p95 = wait_percentiles(waits)
     return {"speaker_shown_p50_s": p50, "speaker_shown_p95_s": p95, "turns_timed": len(waits),
             "turns_not_shown": missed}
 
@@ -231,10 +244,7 @@ def der_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             "corrections", "voice shown p50/p95 s (turns, not shown)"]
 
     def shown(r: dict[str, Any]) -> str:
-        if r["speaker_shown_p50_s"] is None:
-            return f"- ({r['turns_timed']}, {r['turns_not_shown']})"
-        return (f"{r['speaker_shown_p50_s']:.2f}/{r['speaker_shown_p95_s']:.2f} ({r['turns_timed']}, "
-                f"{r['turns_not_shown']})")
+        return wait_cell(r["speaker_shown_p50_s"], r["speaker_shown_p95_s"], r["turns_timed"], r["turns_not_shown"])
 
     rows = [[Path(r["file"]).stem, str(r["ref_speakers"]), str(r["speakers_live"]), str(r["speakers_offline"]),
              f"{r['der_first']:.3f}", f"{r['der_live']:.3f}", f"{r['der_offline']:.3f}", f"{r['der_segments']:.3f}",

@@ -27,7 +27,16 @@ import numpy as np
 from asr.diarization import DiarizationConfig, SpeakerDiarizer
 from asr.vad import SileroModel, VadStream
 from media.audio import SAMPLE_RATE
-from server.cli.bench.diarization import der, der_files, reference, timed_turns, timeline, voice_mapping
+from server.cli.bench.diarization import (
+    der,
+    der_files,
+    reference,
+    timed_turns,
+    timeline,
+    voice_mapping,
+    wait_cell,
+    wait_percentiles,
+)
 from server.cli.live_client import load_pcm16k
 
 FRAME = SAMPLE_RATE // 50  # 20 ms, a WebRTC frame
@@ -82,7 +91,7 @@ def replay_file(path: Path, rttm: Path, vad_model: SileroModel, embed: Callable[
               label_wait(history, turn.start, turn.end, int(to_hyp[who])) if who in to_hyp else None]
              for turn, who in timed_turns(ref)]
     waits = [w for *_, w in turns if w is not None]
-    p50, p95 = (round(float(v), 2) for v in np.percentile(waits, [50, 95])) if waits else (None, None)
+    p50, p95 = wait_percentiles(waits)
     return {"file": f"{path.parent.name}/{path.name}", "ref_speakers": len(ref.labels()),
             "speakers": len(hyp.labels()), "der": round(der(ref, hyp), 4), "label_wait_p50_s": p50,
             "label_wait_p95_s": p95, "turns_never_labelled": len(turns) - len(waits), "turns": turns}
@@ -101,10 +110,8 @@ def speaker_clock_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str
     cols = ["file", "speakers ref", "found", "DER stored", "voice labelled p50/p95 s (turns, never)"]
 
     def waits(r: dict[str, Any]) -> str:
-        timed = len(r["turns"]) - r["turns_never_labelled"]
-        if r["label_wait_p50_s"] is None:
-            return f"- ({timed}, {r['turns_never_labelled']})"
-        return f"{r['label_wait_p50_s']:.2f}/{r['label_wait_p95_s']:.2f} ({timed}, {r['turns_never_labelled']})"
+        never = r["turns_never_labelled"]
+        return wait_cell(r["label_wait_p50_s"], r["label_wait_p95_s"], len(r["turns"]) - never, never)
 
     return cols, [[Path(r["file"]).stem, str(r["ref_speakers"]), str(r["speakers"]), f"{r['der']:.3f}", waits(r)]
                   for r in result["files"]]
