@@ -4,7 +4,9 @@ A ``start`` with ``split_channels`` decodes the stream once, per channel (no dow
 its own participant ``Publisher`` (``channel-1`` ... named ``Channel 1`` ... unless the client
 sent ``channel_names``): each has its own session in the shared inference loop, its own audio file and its
 place on the transcript clock, exactly like a meeting bot's participant streams. To the ingest path the group
-looks like one publisher (pause, resume, stop and get_status apply to every channel).
+looks like one publisher (pause, resume, stop and get_status apply to every channel), and its client is told
+as one: ``receiving audio`` once every channel is admitted, ``completed`` once every channel's finals are out (a
+channel that ends first is no client's cue to stop listening).
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel
+
 from media import DecodeError, make_decoder
 from protocol import ErrorCode, Participant, ProtocolError, StartParams, Status
 from protocol.messages import StatusValue
-from server.pipeline.publisher import IngestWorker, Pacer, Publisher
+from server.pipeline.publisher import IngestWorker, Pacer, Publisher, Tell
 
 if TYPE_CHECKING:
     from server.pipeline.transcripts import LiveTranscript
@@ -37,9 +41,10 @@ class SplitStream:
 
     participant_id = None
 
-    def __init__(self, transcript: LiveTranscript, params: StartParams, decoder) -> None:
+    def __init__(self, transcript: LiveTranscript, params: StartParams, decoder, tell: Tell | None = None) -> None:
         self.transcript = transcript
         self.params = params
+        self._tell = tell
         self._decoder = decoder
         self.channels: list[Publisher] = []
         self.paused = False
@@ -48,12 +53,12 @@ class SplitStream:
         self.pacer = Pacer(transcript.services.settings.max_audio_lead_seconds)
 
     @classmethod
-    async def open(cls, transcript: LiveTranscript, params: StartParams) -> SplitStream:
+    async def open(cls, transcript: LiveTranscript, params: StartParams, tell: Tell | None = None) -> SplitStream:
         try:
             decoder = make_decoder(params.format, params.sample_rate, params.channels, split_channels=True)
         except DecodeError as exc:
             raise ProtocolError(ErrorCode.AUDIO_FORMAT_ERROR, str(exc), {"format": params.format}) from None
-        group = cls(transcript, params, decoder)
+        group = cls(transcript, params, decoder, tell)
         offset = None  # every channel starts at the same instant of the transcript clock
         try:
             for who in channel_participants(params.channels, params.channel_names):
@@ -67,7 +72,13 @@ class SplitStream:
             decoder.close()
             await asyncio.gather(*(p.finish() for p in group.channels), return_exceptions=True)
             raise
+        group.tell(group.status_body("processing", "transcription", "receiving audio"))
         return group
+
+    def tell(self, body: BaseModel) -> None:
+        """To the client of the group (see :data:`server.pipeline.publisher.Tell`)."""
+        if self._tell is not None:
+            self._tell(body)
 
     @property
     def finished(self) -> bool:
@@ -134,6 +145,7 @@ class SplitStream:
         finally:
             self._worker.close()
         await asyncio.gather(*(p.finish() for p in self.channels))
+        self.tell(self.status_body("completed", "transcription", "stream finished"))
 
     async def participant_event(self, params) -> None:
         """A bot event for one channel's participant: ``data.participant_id`` names it."""

@@ -1,6 +1,12 @@
 """A publisher: one incoming audio stream (a WebSocket client after ``start``, a WebRTC track, a channel of a
 split stream), the one session pipeline every ingest path feeds.
 
+What concerns the stream alone goes to the client that publishes it, not to the transcript: ``receiving audio``
+once it is admitted and ``completed`` once its finals are stored and sent (see :data:`Tell`). Every subscriber of
+a transcript hears its words and its own ``completed``; a stream's end told to all of them was taken for the
+transcript's end (or for a client's own) by a client that stopped on the first ``completed`` it heard, and a
+meeting participant that stopped last hung up before its own last finals.
+
 It decodes to 16 kHz mono off the event loop, appends to the stream's recording on disk, and drives the stream's
 session (:func:`~asr.transcriber.open_session`); finals are synced to disk and stored (by the hub) before
 subscribers hear them. The recording is the audio store's working file for the stream's key: the stored file itself
@@ -20,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+from pydantic import BaseModel
 
 from asr.events import SpeechEvent
 from asr.transcriber import open_session
@@ -41,6 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voxlane.live")
 T = TypeVar("T")
+Tell = Callable[[BaseModel], None]
+"""A message to the one client that publishes a stream (its WebSocket or WebRTC data channel), in order with the
+transcript's messages it receives."""
 INLINE_SECONDS = 0.25
 """A raw PCM frame of at most this much audio, to a stream in silence, is taken in on the event loop (see
 :meth:`Publisher.feed_bytes`)..."""
@@ -118,9 +128,11 @@ class Publisher:
     slot: str | None = None  # its place in those caps across nodes (server.http.admission.Admission.admit_live)
 
     def __init__(self, transcript: LiveTranscript, params: StartParams, offset: float, key: str,
-                 recording: Path) -> None:
+                 recording: Path, tell: Tell | None = None) -> None:
         self.transcript = transcript
         self.params = params
+        self._tell = tell  # the publishing client's own channel (None: a channel of a split stream, whose group
+        # tells its client, or a protocol that reads none of voxlane's statuses)
         services = transcript.services
         participant = params.participant
         self.participant_id = participant.id if participant else None
@@ -167,11 +179,13 @@ class Publisher:
         self.last_audio = time.monotonic()
 
     @classmethod
-    async def open(cls, transcript: LiveTranscript, params: StartParams, offset: float) -> Publisher:
+    async def open(cls, transcript: LiveTranscript, params: StartParams, offset: float,
+                   tell: Tell | None = None) -> Publisher:
         """A publisher whose recording continues the one already stored for its key (fetched from the bucket
         first when it is only there), so a stream that starts again keeps one file and one timeline."""
         key = recording_key(transcript.id, params.participant.id if params.participant else None)
-        return cls(transcript, params, offset, key, await transcript.services.audio.working_file(key, resume=True))
+        return cls(transcript, params, offset, key, await transcript.services.audio.working_file(key, resume=True),
+                   tell)
 
     async def begin(self) -> None:
         self.session.start()
@@ -181,7 +195,14 @@ class Publisher:
         idle = self.transcript.services.settings.publisher_idle_timeout
         if idle > 0:
             self._idle_task = asyncio.create_task(self._watch_idle(idle))
-        await self.publish_status("processing", "transcription", "receiving audio")
+        self.tell(self.status_body("processing", "transcription", "receiving audio"))
+        if self.participant_id is not None:  # who streams now, for every subscriber (no one's cue to send audio)
+            await self.publish_status("processing", "live", "stream started")
+
+    def tell(self, body: BaseModel) -> None:
+        """To the publishing client only (see :data:`Tell`)."""
+        if self._tell is not None:
+            self._tell(body)
 
     # ------------------------------------------------------------ audio in
 

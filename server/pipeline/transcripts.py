@@ -16,7 +16,7 @@ from protocol.messages import participant_key
 from server.pipeline import lifecycle
 from server.pipeline.channels import SplitStream
 from server.pipeline.disk_full import is_storage_full, storage_full_error
-from server.pipeline.publisher import Publisher
+from server.pipeline.publisher import Publisher, Tell
 from server.storage.outage import until_stored
 
 if TYPE_CHECKING:
@@ -36,20 +36,22 @@ class LiveTranscript:
         self.duration_lock = asyncio.Lock()  # publishers ending together: the longest end is kept
         self.opening = 0  # starts under way: the registry keeps the transcript while one may still add a publisher
 
-    async def add_publisher(self, params: StartParams, offset: float | None = None) -> Publisher:
-        """A new stream; ``offset`` (a participant's place on the transcript clock) defaults to now. A start that
+    async def add_publisher(self, params: StartParams, offset: float | None = None,
+                            tell: Tell | None = None) -> Publisher:
+        """A new stream; ``offset`` (a participant's place on the transcript clock) defaults to now; ``tell``
+        reaches the client that publishes it (its ``receiving audio`` and its own ``completed``). A start that
         is refused leaves no empty transcript in the registry: the Realtime and Deepgram sessions refused at
         admission each left one behind for good (240 after 400 sessions with audio, while admission warmed up)."""
         self.opening += 1
         try:
-            return await self._add_publisher(params, offset)
+            return await self._add_publisher(params, offset, tell)
         finally:
             self.opening -= 1
             self.services.live.drop(self)  # kept while it streams or another start is under way
 
-    async def _add_publisher(self, params: StartParams, offset: float | None) -> Publisher:
+    async def _add_publisher(self, params: StartParams, offset: float | None, tell: Tell | None) -> Publisher:
         if params.split_channels:  # one participant publisher per channel, fed by one decoder
-            return await SplitStream.open(self, params)  # type: ignore[return-value]
+            return await SplitStream.open(self, params, tell)  # type: ignore[return-value]
         if params.participant is None and any(p.participant_id is None for p in self.publishers):
             raise ProtocolError(ErrorCode.ALREADY_STARTED,
                                 "this transcript already has an anonymous publisher; send 'participant' to add"
@@ -75,7 +77,7 @@ class LiveTranscript:
                     await admission.release(stream)
                 raise
         try:
-            return await self._open_publisher(params, offset, caller, stream)
+            return await self._open_publisher(params, offset, caller, stream, tell)
         except BaseException:
             if admission is not None:
                 await admission.release(stream)
@@ -98,7 +100,7 @@ class LiveTranscript:
             return params
 
     async def _open_publisher(self, params: StartParams, offset: float | None, caller: Caller | None,
-                              slot: str) -> Publisher:
+                              slot: str, tell: Tell | None) -> Publisher:
         now = time.monotonic()
         if self.origin is None:
             existing = await self._recorded_duration()
@@ -109,7 +111,7 @@ class LiveTranscript:
             offset = max(0.0, now - self.origin)
         params = await self._with_stored_key_terms(params)
         try:
-            pub = await Publisher.open(self, params, offset if params.participant else 0.0)
+            pub = await Publisher.open(self, params, offset if params.participant else 0.0, tell)
         except DecodeError as exc:
             raise ProtocolError(ErrorCode.AUDIO_FORMAT_ERROR, str(exc), {"format": params.format}) from None
         except OSError as exc:  # no room for the recording file: nothing was started
@@ -154,6 +156,8 @@ class LiveTranscript:
         return float(row.get("duration") or 0.0) if row else 0.0
 
     async def publisher_done(self, pub: Publisher) -> None:
+        """The stream's finals are stored and sent: its client is told ``completed`` (after the transcript's own
+        completion when it was the last stream), and the other subscribers that it finished."""
         self.publishers.discard(pub)
         if pub.slot is not None and self.services.admission is not None:
             await self.services.admission.release(pub.slot)
@@ -166,21 +170,26 @@ class LiveTranscript:
             if not last:
                 await until_stored(f"the duration of {self.id}", lambda: self.services.store.update_transcript(
                     self.id, duration=round(duration, 3)))
-        await self.services.hub.publish(self.id, pub.status_body("completed", "transcription", "stream finished"))
         if pub.participant_id is not None:
             await self.record_event({"type": "leave", "participant_id": pub.participant_id, "data": {},
                                      "time": round(end, 3)})
         if last:
-            self.services.live.drop(self)
-            leases = self.services.leases
-            if leases.lost(self.id):  # another node finished it (this one was cut off from Redis past its lease)
-                await leases.release(self.id)
-                return
-            try:
-                await until_stored(f"the completion of {self.id}", lambda: lifecycle.complete(
-                    self.services, self.id, duration=duration, message="transcript complete"))
-            finally:
-                await leases.release(self.id)  # after the completion: no node ever sees it live without an owner
+            await self._complete(duration)
+        else:  # the transcript goes on: a status of the stream, not ``completed``, which means the transcript's end
+            await self.services.hub.publish(self.id, pub.status_body("processing", "live", "stream finished"))
+        pub.tell(pub.status_body("completed", "transcription", "stream finished"))
+
+    async def _complete(self, duration: float) -> None:
+        self.services.live.drop(self)
+        leases = self.services.leases
+        if leases.lost(self.id):  # another node finished it (this one was cut off from Redis past its lease)
+            await leases.release(self.id)
+            return
+        try:
+            await until_stored(f"the completion of {self.id}", lambda: lifecycle.complete(
+                self.services, self.id, duration=duration, message="transcript complete"))
+        finally:
+            await leases.release(self.id)  # after the completion: no node ever sees it live without an owner
 
 
 class LiveRegistry:

@@ -181,7 +181,8 @@ class LiveConnection:
     async def start_publisher(self, params: StartParams | None) -> None:
         live = self.svc.live.get(self.transcript_id)
         try:
-            self.publisher = await live.add_publisher(pin_participant(params, self.participant) or StartParams())
+            self.publisher = await live.add_publisher(pin_participant(params, self.participant) or StartParams(),
+                                                      tell=self.reply)
             if self.released:
                 self.publisher.pacer.release()
         finally:

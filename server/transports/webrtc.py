@@ -118,7 +118,8 @@ class WebRtcSession(WebRtcPeer):
                 return None
             live = self.svc.live.get(self.transcript_id)
             try:
-                self.publisher = await live.add_publisher(_webrtc_params(pin_participant(params, self.participant)))
+                self.publisher = await live.add_publisher(_webrtc_params(pin_participant(params, self.participant)),
+                                                          tell=self.reply)
             except ProtocolError as exc:
                 self.svc.live.drop(live)
                 if not automatic:

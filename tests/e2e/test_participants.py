@@ -22,7 +22,15 @@ import webvtt
 
 from media import decode_file
 from server.cli.bench.metrics import wer_counts
-from server.cli.live_client import Received, StreamRecord, create_transcript, load_pcm16k, stream_audio, ws_url
+from server.cli.live_client import (
+    Received,
+    StreamRecord,
+    create_transcript,
+    load_pcm16k,
+    send_paced,
+    stream_audio,
+    ws_url,
+)
 from server.pipeline.recordings import audio_file_name
 from tests.meeting_schemas import DOWNLOADS
 
@@ -301,6 +309,74 @@ async def test_three_participants_stream_to_one_transcript(server, audio_dir, re
     assert any(s.content.startswith("Robert: ") for s in subs) and not any("Bob" in s.content for s in subs)
     people = {p["name"]: p for p in (await get(server.url, f"/v1/transcripts/{tid}/download/participants")).json()}
     assert set(people) == {"Ann", "Robert", "Cy (late)"} and people["Robert"]["platform"] == "test-bot"
+
+
+async def publish_as_documented(base: str, tid: str, who: dict, audio: np.ndarray) -> list[dict]:
+    """A meeting bot's participant client written from the protocol's words: it sends ``start``, streams once
+    the server answers ``receiving audio``, sends ``stop``, and hangs up at the first ``completed`` it hears.
+    Returns the finals of its own participant that it heard before hanging up."""
+    heard: list[dict] = []
+    async with websockets.connect(ws_url(base, tid), max_size=None) as ws:
+        await ws.send(json.dumps({"action": "start", "params": {"format": "pcm_s16le", "participant": who}}))
+        while True:
+            msg = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            assert msg["type"] != "error", msg
+            if msg["type"] == "status" and msg["data"]["message"] == "receiving audio":
+                break
+        reader = asyncio.create_task(ws.recv())
+        rec = StreamRecord(tid)
+        sending = asyncio.create_task(send_paced(ws, rec, audio, 1600))
+        messages: list[dict] = []
+        stopped = False
+        while True:
+            done, _ = await asyncio.wait({reader, sending} if not stopped else {reader}, timeout=120,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            assert done, "nothing from the server for 120 s"
+            if sending in done and not stopped:
+                sending.result()
+                await ws.send(json.dumps({"action": "stop", "params": {}}))
+                stopped = True
+            if reader in done:
+                msg = json.loads(reader.result())
+                messages.append(msg)
+                if msg["type"] == "status" and msg["data"]["status"] == "completed" and stopped:
+                    break
+                reader = asyncio.create_task(ws.recv())
+        heard = [m["data"] for m in messages if m["type"] == "transcription" and m["data"]["is_final"]
+                 and m["data"]["participant_id"] == who["id"]]
+    return heard
+
+
+async def test_every_participant_hears_its_last_words_whatever_order_they_stop(server, audio_dir, references):
+    """Three participants of one meeting, each client hanging up at the first ``completed`` it hears after its
+    ``stop``: each has been sent every final of its own stream by then, its last utterance included, and each
+    is stored. A stream's end told to every subscriber as ``completed`` made the participant that stopped last
+    (or second last) hang up before its own last final, in every run."""
+    files = {1: "single/jfk_inaugural_1961_excerpt.wav", 2: "single/librispeech_2412-153948-0000.wav",
+             3: "single/librispeech_61-70968-0000.wav"}
+    audio = {pid: load_pcm16k(audio_dir / f) for pid, f in files.items()}
+    tid = await create_transcript(server.url, "participants stopping in turn")
+
+    async def participant(pid: int) -> list[dict]:
+        if pid == 3:
+            await asyncio.sleep(LATE)
+        who = {"id": pid, "name": f"P{pid}", "is_host": pid == 1}
+        return await publish_as_documented(server.url, tid, who, audio[pid])
+
+    heard = dict(zip(files, await asyncio.gather(*(participant(pid) for pid in files)), strict=True))
+    body = await wait_done(server.url, tid)
+    assert body["status"] == "completed"
+    for pid, f in files.items():
+        stored = [s for s in body["segments"] if s["participant_id"] == pid]
+        said = " ".join(s["text"] for s in stored)
+        last = words_of(references[f]["text"])[-4:]
+        assert words_of(said)[-len(last):] == last, (pid, said)
+        assert [(m["segment_id"], m["text"]) for m in heard[pid]] == [(s["id"], s["text"]) for s in stored], (
+            f"participant {pid} hung up before its own finals", heard[pid], stored)
+
+
+def words_of(text: str) -> list[str]:
+    return re.sub(r"[^a-z' ]", " ", text.lower()).split()
 
 
 # ---------------------------------------------------------------- speaker rename, every reader
