@@ -9,8 +9,7 @@ from openai.types import AudioModel
 from openai.types.realtime.audio_transcription import AudioTranscription
 
 from server.features.openai_models import OPENAI_TRANSCRIPTION_MODELS, ModelMap, ModelNotServed
-from server.settings import Settings
-from server.settings_shared import SettingsError
+from server.settings import Settings, SettingsError
 
 
 def _literals(annotation) -> set[str]:

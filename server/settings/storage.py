@@ -5,28 +5,42 @@ together are refused apart."""
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
 
-from server.settings_platforms import PlatformSettings  # re-exported: a part of Settings
+from server.settings.base import SettingsError, setting
 
-if TYPE_CHECKING:
-    from server.settings import Settings
-
-
-__all__ = ["PlatformSettings", "SettingsError", "check_shared_services"]
+__all__ = ["StorageSettings", "check_shared_services"]
 
 
-class SettingsError(ValueError):
-    pass
+@dataclass
+class StorageSettings:
+    database_url: str | None = field(default=None, metadata=setting(
+        "VOXLANE_DATABASE_URL", "sqlite:/path/file.db or postgresql://user:password@host/db (default: SQLite file"
+        " in the data dir); the schema is migrated at start", secret=True))
+    redis_url: str | None = field(default=None, metadata=setting(
+        "VOXLANE_REDIS_URL", "redis://host:6379/0 (or rediss://, unix:///path.sock): live messages reach the"
+        " subscribers of every node through Redis Streams (default: in-process, one node)", secret=True))
+    s3_bucket: str | None = field(default=None, metadata=setting(
+        "VOXLANE_S3_BUCKET", "S3-compatible bucket for every audio file (recordings, uploads, kiosk chunks), shared"
+        " by the nodes; kiosks PUT chunks straight to it (default: files under the data dir)"))
+    s3_endpoint_url: str | None = field(default=None, metadata=setting(
+        "VOXLANE_S3_ENDPOINT_URL", "the store's S3 API endpoint as this server reaches it, http(s)://host[:port]"
+        " (MinIO, Ceph, R2, ...; default: AWS S3 for the region)"))
+    s3_public_endpoint_url: str | None = field(default=None, metadata=setting(
+        "VOXLANE_S3_PUBLIC_ENDPOINT_URL", "the endpoint written into presigned upload URLs handed to clients, when"
+        " they reach the store at another address than this server does (default: VOXLANE_S3_ENDPOINT_URL)"))
+    s3_region: str | None = field(default=None, metadata=setting(
+        "VOXLANE_S3_REGION", "the bucket's region (default: the AWS SDK's configuration, else us-east-1)"))
+    s3_prefix: str = field(default="", metadata=setting(
+        "VOXLANE_S3_PREFIX", "key prefix of voxlane's objects in the bucket, e.g. voxlane/ (default: none)"))
+    s3_access_key_id: str | None = field(default=None, metadata=setting(
+        "VOXLANE_S3_ACCESS_KEY_ID", "access key id for the bucket (default: the AWS SDK's usual credential chain:"
+        " AWS_* variables, shared config files, instance or task roles)"))
+    s3_secret_access_key: str | None = field(default=None, metadata=setting(
+        "VOXLANE_S3_SECRET_ACCESS_KEY", "secret access key for VOXLANE_S3_ACCESS_KEY_ID", secret=True))
 
 
-def _opt(env: str, help: str, choices: tuple[str, ...] | None = None, lo: float | None = None,
-         hi: float | None = None, secret: bool = False) -> dict[str, Any]:
-    """A setting's metadata: its environment name, help, and the bounds it is checked against."""
-    return {"env": env, "help": help, "choices": choices, "lo": lo, "hi": hi, "secret": secret}
-
-
-def check_shared_services(settings: Settings) -> None:
+def check_shared_services(settings: StorageSettings) -> None:
     """Raises ``SettingsError`` naming the first setting that is wrong."""
     if settings.database_url:
         from server.storage.engine import async_url  # here: settings must not import SQLAlchemy at load
@@ -45,7 +59,7 @@ def check_shared_services(settings: Settings) -> None:
     _check_s3(settings)
 
 
-def _check_s3(settings: Settings) -> None:
+def _check_s3(settings: StorageSettings) -> None:
     """The S3 settings only mean something together: a stray endpoint or key without a bucket is a mistake
     that would otherwise leave audio on local disk unnoticed."""
     named = {"VOXLANE_S3_ENDPOINT_URL": settings.s3_endpoint_url,

@@ -1,17 +1,19 @@
-"""The settings of the OpenAI-compatible routes, a base of :class:`server.settings.Settings`: the same
-``VOXLANE_*`` mechanism, kept apart so that each file stays one concern."""
+"""The settings of the OpenAI-compatible routes (REST and Realtime): which OpenAI model ids clients may name, and
+the served model each one maps to."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
-from server.settings_shared import SettingsError, _opt
+from server.settings.base import SettingsError, setting
+
+__all__ = ["OpenAISettings", "check_openai"]
 
 
 @dataclass
 class OpenAISettings:
-    openai_models: str = field(default="openai", metadata=_opt(
+    openai_models: str = field(default="openai", metadata=setting(
         "VOXLANE_OPENAI_MODELS", "the model ids OpenAI clients may name (REST and Realtime), comma-separated:"
         " 'openai' (the default) maps every OpenAI transcription id (whisper-1, gpt-4o-transcribe,"
         " gpt-4o-mini-transcribe, gpt-transcribe, ...) to the served model; 'ID' maps one more id to it;"
@@ -19,7 +21,14 @@ class OpenAISettings:
         " The served model's own name is always taken"))
 
 
-def check_openai(settings: Any) -> None:
+class _OpenAIView(Protocol):
+    """What the check reads: this group's setting, and the served model of the inference group."""
+
+    openai_models: str
+    model: str
+
+
+def check_openai(settings: _OpenAIView) -> None:
     """Raises ``SettingsError`` naming the setting that is wrong."""
     from server.features.openai_models import parse_model_map  # here: settings import nothing of the server
 
