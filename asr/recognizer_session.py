@@ -33,6 +33,7 @@ import numpy as np
 
 from asr.backends.streaming import StreamedWord, StreamingOptions, StreamingRecognizer, StreamingResult
 from asr.events import FailureEvent, SegmentEvent, SpeechEvent, WordEvent
+from asr.handoff import call_soon
 from asr.policy import join_words
 from asr.session import AudioListener, Emit, Report, StreamConfig, random_segment_id
 from asr.speech_events import SpeechTeller, Told, speech_event
@@ -200,13 +201,11 @@ class RecognizerSession:
         return item
 
     def _on_loop(self, fn: Callable[..., object], *args: object) -> None:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # an ingest thread: asyncio objects are the loop's
-            if self._loop is not None:
-                self._loop.call_soon_threadsafe(fn, *args)
-                return
-        fn(*args)
+        """``fn`` on the event loop (asyncio objects are the loop's; see :mod:`asr.handoff`)."""
+        if self._loop is None:
+            fn(*args)
+        else:
+            call_soon(self._loop, fn, *args)
 
     def pause(self) -> None:
         """End the call: what it read is made final; the audio until :meth:`resume` is not transcribed."""

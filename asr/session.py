@@ -27,12 +27,13 @@ import numpy as np
 from asr.audio_buffer import AudioBuffer
 from asr.client_cuts import ClientCuts
 from asr.events import SpeechEvent
+from asr.handoff import call_soon
 from asr.inference import InferenceLoop, Priority
 from asr.policy import TimedWord
 from asr.segment_book import Emit, Report, Segment
 from asr.speech_events import SpeechTeller, Told, speech_event
 from asr.stream_config import StreamConfig
-from asr.vad import SileroModel, SpeechTracker, VadStream
+from asr.vad import SileroModel, SpeechTracker, VadSteps, VadStream, run_steps
 from media.audio import SAMPLE_RATE
 
 __all__ = ["AudioListener", "Emit", "Report", "Segment", "StreamConfig", "StreamSession"]
@@ -81,6 +82,7 @@ class StreamSession(ClientCuts):
         self.listener = listener  # gets the audio with its VAD probabilities (or the paused stretches)
         self.on_speech: Callable[[SpeechEvent], None] | None = None  # told, on the loop, when speech starts/stops
         self._speech = SpeechTeller(self.config.min_silence_s)
+        self._vad_model = vad_model
         self._vad = VadStream(vad_model)
         self._tracker = SpeechTracker(self.config.vad)
         self._buffer = AudioBuffer()
@@ -125,22 +127,34 @@ class StreamSession(ClientCuts):
             self._loop = asyncio.get_running_loop()
             self._driver = self._loop.create_task(self._drive(), name=f"session-{self.key}")
 
-    def feed(self, samples) -> None:
+    def feed(self, samples: np.ndarray) -> None:
         """Take audio in. VAD and buffering run where this is called: on the event loop, or on a worker thread
         (one call at a time, in stream order) so that a big frame never stalls other streams; the listener and
         the decode scheduler, which live on the event loop, are told there, in order."""
+        steps = self.scoring(samples)
+        self.take(samples, run_steps(self._vad_model, steps) if steps is not None else None)
+
+    def scoring(self, samples: np.ndarray) -> VadSteps | None:
+        """The VAD's steps over ``samples`` (see :func:`asr.vad.score_together`: an ingest thread runs those of
+        many streams in one model call), or None when they are taken without (paused, finishing, empty). The
+        probabilities go to :meth:`take`, in the same call order."""
         if len(samples) == 0 or self._finishing:
-            return
+            return None
         with self._lock:  # pause()/resume() may run between two frames
             paused, vad = self._paused, self._vad
-        if paused:
+        return None if paused else vad.steps(samples)
+
+    def take(self, samples: np.ndarray, probs: np.ndarray | None) -> None:
+        """``samples`` with their VAD probabilities (None: scored by nobody, the stream is paused or done)."""
+        if len(samples) == 0 or self._finishing:
+            return
+        if probs is None:
             with self._lock:
                 self._buffer.skip(len(samples) / SAMPLE_RATE)
                 self._tracker.t = self._buffer.end
             if self.listener is not None:
                 self._on_loop(self.listener.skip, len(samples) / SAMPLE_RATE)
             return
-        probs = vad.process(samples)
         if self.listener is not None:
             self._on_loop(self.listener.heard, samples, probs)
         with self._lock:
@@ -179,12 +193,12 @@ class StreamSession(ClientCuts):
         self._buffer.discard_before(keep_from)
 
     def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Call ``fn`` now when on the event loop, else queue it there (asyncio objects are loop-only; the
-        loop runs queued calls in the order they were queued)."""
-        if _running_loop() is not None or self._loop is None:
+        """Call ``fn`` on the event loop: now when this is it, else in the order queued (asyncio objects are
+        loop-only; see :mod:`asr.handoff`)."""
+        if self._loop is None:
             fn(*args)
         else:
-            self._loop.call_soon_threadsafe(fn, *args)
+            call_soon(self._loop, fn, *args)
 
     def pause(self) -> None:
         """Stop transcribing (audio is still stored by the caller); the open segment is finalized."""

@@ -3,6 +3,11 @@
 The ``silero-vad`` package ships the ONNX model but importing it pulls in torch;
 we locate the file without importing the package and keep one shared
 ``InferenceSession`` with per-stream recurrent state.
+
+A stream's VAD is a sequence of steps, one model call per 32 ms chunk, each on the state the one before left
+(:meth:`VadStream.steps`). A call costs 0.27 ms alone and 1.2 ms for sixteen streams' chunks together (2-core
+EPYC), so an ingest thread that takes in many streams at once runs their steps side by side, one call for a
+chunk of each (:func:`score_together`); a stream alone runs its own (:func:`run_steps`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import importlib.util
 import os
 import threading
 from collections import deque
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +27,12 @@ from media.audio import SAMPLE_RATE
 CHUNK = 512  # samples per VAD step at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous chunk the v5+ models expect in front
 CHUNK_SECONDS = CHUNK / SAMPLE_RATE
+MAX_BATCH = 64
+"""Most streams' chunks scored in one model call."""
+
+VadSteps = Generator[tuple[np.ndarray, np.ndarray], tuple[float, np.ndarray], np.ndarray]
+"""A stream's VAD over some audio: it yields (frame of context and chunk, recurrent state) for each chunk the model
+must score, is sent back (probability, new state), and returns the chunks' probabilities."""
 
 
 def silero_model_path() -> str:
@@ -79,6 +91,10 @@ class VadStream:
 
     def process(self, samples: np.ndarray) -> np.ndarray:
         """Probabilities for every complete 512-sample chunk now available (leftover is kept)."""
+        return run_steps(self._model, self.steps(samples))
+
+    def steps(self, samples: np.ndarray) -> VadSteps:
+        """The model calls :meth:`process` makes, for a caller that runs them (see :data:`VadSteps`)."""
         buf = np.concatenate([self._pending, samples.astype(np.float32, copy=False)])
         n = len(buf) // CHUNK
         self._pending = buf[n * CHUNK:]
@@ -91,8 +107,8 @@ class VadStream:
                 self._skipped.append(chunk)
                 continue
             while self._skipped:  # sound after skipped chunks: bring the model's memory up to date first
-                self._score(self._skipped.popleft())
-            probs[i] = p = self._score(chunk)
+                yield from self._score(self._skipped.popleft())
+            probs[i] = p = yield from self._score(chunk)
             self._quiet = self._quiet + 1 if quiet[i] and p < QUIET_AFTER else 0
         return probs
 
@@ -102,11 +118,46 @@ class VadStream:
         audio costs no model run."""
         return self._quiet >= QUIET_RUN
 
-    def _score(self, chunk: np.ndarray) -> float:
-        frame = np.concatenate([self._context, chunk])[None, :]
-        p, self._state = self._model.run(frame, self._state)
+    def _score(self, chunk: np.ndarray) -> Generator[tuple[np.ndarray, np.ndarray], tuple[float, np.ndarray], float]:
+        p, self._state = yield np.concatenate([self._context, chunk]), self._state
         self._context = chunk[-CONTEXT:]
-        return float(p[0])
+        return p
+
+
+def run_steps(model: SileroModel, steps: VadSteps) -> np.ndarray:
+    """One stream's VAD steps, one model call each."""
+    try:
+        frame, state = next(steps)
+        while True:
+            p, new_state = model.run(frame[None, :], state)
+            frame, state = steps.send((float(p[0]), new_state))
+    except StopIteration as done:
+        return done.value
+
+
+def score_together(model: SileroModel, streams: list[VadSteps]) -> list[np.ndarray]:
+    """Several streams' VAD steps side by side: each model call scores the next chunk of up to
+    :data:`MAX_BATCH` streams (a stream's chunks follow one another: each needs the state the one before left).
+    Returns each stream's probabilities, in order."""
+    out: list[np.ndarray | None] = [None] * len(streams)
+    waiting: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for i, steps in enumerate(streams):
+        try:
+            waiting[i] = next(steps)
+        except StopIteration as done:
+            out[i] = done.value
+    while waiting:
+        batch = list(waiting)[:MAX_BATCH]
+        frames = np.stack([waiting[i][0] for i in batch])
+        states = np.concatenate([waiting[i][1] for i in batch], axis=1)
+        probs, new_states = model.run(frames, states)
+        for k, i in enumerate(batch):
+            try:
+                waiting[i] = streams[i].send((float(probs[k]), np.ascontiguousarray(new_states[:, k:k + 1])))
+            except StopIteration as done:
+                out[i] = done.value
+                del waiting[i]
+    return [p if p is not None else np.zeros(0, dtype=np.float32) for p in out]
 
 
 @dataclass

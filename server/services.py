@@ -41,6 +41,7 @@ from server.native_threads import limit_blas_threads, limit_malloc_arenas, start
 from server.node import claim_node_id
 from server.pipeline.configs import backend_config, riva_config
 from server.pipeline.hub import Hub
+from server.pipeline.ingest import IngestPool
 from server.pipeline.ownership import Leases, LocalLeases, make_leases
 from server.pipeline.recordings import audio_dir
 from server.pipeline.recovery import finish_all_abandoned
@@ -92,6 +93,7 @@ class Services:
     jobs: JobQueue
     engine: Transcriber | None = None  # the inference loop, or a streaming recognizer (VOXLANE_ASR_BACKEND=riva)
     vad_model: SileroModel | None = None
+    ingest: IngestPool | None = None  # the threads that take live audio in (a node that transcribes)
     role: Role = field(default_factory=Role)
     webhooks: WebhookSender | None = None
     admission: Admission | None = None  # refuses a live stream the server cannot serve well (server.http.admission)
@@ -188,8 +190,9 @@ async def build(settings: Settings, *, role: Role | None = None, backend: AsrBac
             log.info("live messages fan out through Redis at %s; this node is %s",
                      redis_client.describe(settings.redis_url), fanout.node)
     hub = MeteredHub(store, metrics, fanout) if metrics is not None else Hub(store, fanout)
+    ingest = IngestPool(vad, settings.effective_ingest_threads) if vad is not None else None
     services = Services(settings=settings, store=store, hub=hub, audio=audio, jobs=queue, engine=engine,
-                        vad_model=vad, role=role, redis=redis, node=node)
+                        vad_model=vad, ingest=ingest, role=role, redis=redis, node=node)
     if role.live:
         services.admission = Admission(services)
     if role.transcribes and services.redactor.enabled:
@@ -279,6 +282,8 @@ async def close(services: Services) -> None:
     elif services.engine is not None:
         await services.engine.close()
     services.speaker_worker.close()
+    if services.ingest is not None:
+        await asyncio.to_thread(services.ingest.close)
     await services.hub.broker.close()
     if services.redis is not None:
         await services.redis.aclose()

@@ -9,6 +9,7 @@ long upload never sits in memory.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import itertools
 import logging
@@ -29,6 +30,8 @@ from server.http.audio_limits import AUDIO_TOO_LONG, claims_too_long, too_long_m
 from server.pipeline.channels import channel_participants
 from server.pipeline.configs import stream_config
 from server.pipeline.convert import unredacted_keeper, wire_emit
+from server.pipeline.ingest import IngestQueue
+from server.pipeline.publisher import PIECE_SECONDS
 from server.pipeline.recordings import recording_key
 from server.pipeline.speaker_relay import LiveSpeakers, live_speakers, settle_speakers
 
@@ -111,6 +114,8 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
                 for n, (pid, name) in enumerate(people)]
     keys = [recording_key(transcript_id, pid) for pid, _ in people] if width else []
     wavs = await _channel_files(services, keys)
+    assert services.ingest is not None  # a node that transcribes has its ingest threads
+    queues = [services.ingest.queue() for _ in sessions]  # the VAD off the event loop, beside the live streams'
     for session in sessions:
         session.start()
     if width:
@@ -124,8 +129,8 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
             if block is None:
                 break
             tracks = [block] if not width else [np.ascontiguousarray(block[:, i]) for i in range(width)]
-            for session, samples in zip(sessions, tracks, strict=True):
-                session.feed(samples)
+            await asyncio.gather(*(_take_in(queue, session, samples)
+                                   for queue, session, samples in zip(queues, sessions, tracks, strict=True)))
             if wavs:
                 await asyncio.to_thread(_append, wavs, tracks)
             fed += len(block) / SAMPLE_RATE
@@ -237,3 +242,15 @@ async def _fail(services: Services, transcript_id: str, message: str, publish: b
                                                         recoverable=False))
         await services.hub.publish(transcript_id, Status(status="failed", stage="transcription", message=message,
                                                          participant_id=participant_id))
+
+
+async def _take_in(queue: IngestQueue, session: Any, samples: np.ndarray) -> None:
+    """A block of a file into its session on the ingest threads, a second at a time (see
+    :mod:`server.pipeline.ingest`): ten seconds of VAD on the event loop held every live stream up for 85 ms."""
+    step = int(PIECE_SECONDS * SAMPLE_RATE)
+    await asyncio.gather(*(queue.feed(functools.partial(_as_is, samples[i:i + step]), session)
+                           for i in range(0, len(samples), step)))
+
+
+def _as_is(samples: np.ndarray) -> tuple[int, np.ndarray]:
+    return len(samples), samples

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from media import DecodeError, make_decoder
 from protocol import ErrorCode, Participant, ProtocolError, StartParams, Status
 from protocol.messages import StatusValue
-from server.pipeline.publisher import IngestWorker, Pacer, Publisher, Tell
+from server.pipeline.publisher import Pacer, Publisher, Tell
 
 if TYPE_CHECKING:
     from server.pipeline.transcripts import LiveTranscript
@@ -49,7 +49,8 @@ class SplitStream:
         self.channels: list[Publisher] = []
         self.paused = False
         self._finished = False
-        self._worker = IngestWorker()  # the group's decoding; each channel takes its samples in on its own
+        assert transcript.services.ingest is not None
+        self._queue = transcript.services.ingest.queue()  # the group's decoding; each channel takes its own in
         self.pacer = Pacer(transcript.services.settings.max_audio_lead_seconds)
 
     @classmethod
@@ -97,7 +98,7 @@ class SplitStream:
         caller is held while the stream runs beyond its lead on real time (as a single publisher's is)."""
         if self.finished:
             return
-        parts = await self._worker.run(self._decode, data)
+        parts = await self._queue.run(self._decode, data)
         await self._fan_out(parts)
         await self.pacer.hold(max((len(p) for p in parts), default=0))
 
@@ -141,9 +142,9 @@ class SplitStream:
             return
         self._finished = True
         try:
-            await self._fan_out(await self._worker.run(self._flush))
+            await self._fan_out(await self._queue.run(self._flush))
         finally:
-            self._worker.close()
+            self._queue.close()
         await asyncio.gather(*(p.finish() for p in self.channels))
         self.tell(self.status_body("completed", "transcription", "stream finished"))
 

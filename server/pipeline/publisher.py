@@ -21,9 +21,8 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -47,46 +46,13 @@ if TYPE_CHECKING:
     from server.pipeline.transcripts import LiveTranscript
 
 log = logging.getLogger("voxlane.live")
-T = TypeVar("T")
 Tell = Callable[[BaseModel], None]
 """A message to the one client that publishes a stream (its WebSocket or WebRTC data channel), in order with the
 transcript's messages it receives."""
-INLINE_SECONDS = 0.25
-"""A raw PCM frame of at most this much audio, to a stream in silence, is taken in on the event loop (see
-:meth:`Publisher.feed_bytes`)..."""
-INLINE_MAX_BYTES = 16384  # ...and of at most this many bytes (a 384 kHz 8-channel frame has much to resample)
-
-
-class IngestWorker:
-    """One stream's blocking ingest work (decoding, resampling, VAD, disk writes), off the event loop.
-
-    A frame of audio can cost a second of CPU (an 8 MB frame of 8 kHz PCM is 500 s of audio to resample and
-    run the VAD over); on the event loop that would stall every other stream and request. Calls run on one
-    thread of their own, one at a time, in the order they were made: a stream's audio stays in order, and a
-    caller that goes away (a cancelled connection) neither drops nor reorders work already handed over.
-    """
-
-    def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voxlane-ingest")
-        self._in_flight = 0
-
-    @property
-    def idle(self) -> bool:
-        """Nothing handed over is still running: work done elsewhere now stays in order with it."""
-        return self._in_flight == 0
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        self._in_flight += 1
-        future.add_done_callback(self._done)
-        return await asyncio.shield(future)
-
-    def _done(self, _future: asyncio.Future) -> None:
-        self._in_flight -= 1
-
-    def close(self) -> None:
-        """No more work (calls already made still run); the thread ends once idle."""
-        self._executor.shutdown(wait=False)
+PIECE_SECONDS = 1.0
+"""A frame is taken in as pieces of at most this much audio (see :mod:`server.pipeline.ingest`)."""
+PIECE_BYTES = 64 * 1024
+"""...and, for an encoded container, of at most this many bytes."""
 
 
 class Pacer:
@@ -139,9 +105,7 @@ class Publisher:
         self.speaker = (participant.name or participant_key(participant.id)) if participant else None
         self._decoder = make_decoder(params.format, params.sample_rate, params.channels)
         decoder = self._decoder
-        self._inline_bytes = min(INLINE_MAX_BYTES, int(INLINE_SECONDS * decoder.input_sample_rate
-                                                       * decoder.input_channels * PCM_SAMPLE_WIDTHS[decoder.fmt])
-                                 ) if isinstance(decoder, PcmDecoder) else 0
+        self._piece = _piece_bytes(decoder)
         self._input_bytes = 0  # raw PCM taken in: where a cut falls, to the sample (see cut)
         self.recording_key = key
         self.wav = WavAppender(recording)
@@ -171,7 +135,8 @@ class Publisher:
         self.started_at = time.monotonic()
         self._status_task: asyncio.Task | None = None
         self._loop = asyncio.get_running_loop()
-        self._worker = IngestWorker()  # decoding, disk and VAD: off the event loop, in order
+        assert services.ingest is not None  # a node that takes live audio transcribes
+        self._queue = services.ingest.queue()  # decoding, disk and VAD: off the event loop, in order
         self.pacer = Pacer(services.settings.max_audio_lead_seconds)
         self.storage_error: str | None = None  # set once the disk is full: no more audio is taken
         self._ending: asyncio.Task | None = None  # the end a full disk or an idle publisher started
@@ -207,55 +172,48 @@ class Publisher:
     # ------------------------------------------------------------ audio in
 
     async def feed_bytes(self, data: bytes) -> None:
-        """One client frame: decoded and taken in off the event loop, in order; then the caller is held while
-        the stream runs beyond its lead on real time (see :class:`Pacer`)."""
+        """One client frame: decoded and taken in off the event loop, in order, a piece at a time; then the caller
+        is held while the stream runs beyond its lead on real time (see :class:`Pacer`)."""
         if self.finished:
             return
         self.last_audio = time.monotonic()
         self._input_bytes += len(data)
-        if self._takes_inline(data):
-            taken = self._decode_and_ingest(data)
-        else:
-            taken = await self._worker.run(self._decode_and_ingest, data)
+        pieces = [self._queue.feed(functools.partial(self._decode_and_store, data[i:i + self._piece]), self.session)
+                  for i in range(0, len(data), self._piece)]
+        taken = sum(await asyncio.gather(*pieces))
         await self.pacer.hold(taken)
         self.last_audio = time.monotonic()  # a client held back by the pacer is not idle
-
-    def _takes_inline(self, data: bytes) -> bool:
-        """Whether this frame is taken in on the event loop rather than the ingest thread: a frame of at most
-        ``INLINE_SECONDS`` of raw PCM, to a stream in silence its VAD skips, with nothing of it still on the
-        thread. Its work is then a few array operations and one write, and the thread hop was half of what a
-        connected silent stream cost (sixteen on 2 cores: 0.62 -> 0.29 % of a core each). Where the frame turns
-        out loud, the VAD's catch-up runs here once (at most 22 chunks, a few ms, and not again before another
-        second of silence); any other frame goes to the thread."""
-        return self._inline_bytes >= len(data) and self._worker.idle and self.session.hushed
 
     async def feed_pcm(self, samples: np.ndarray) -> None:
         """Decoded 16 kHz samples (WebRTC, a split stream's channel), taken in off the event loop, in order."""
         if self.finished or len(samples) == 0:
             return
         self.last_audio = time.monotonic()
-        await self._worker.run(self._ingest, samples)
+        step = int(PIECE_SECONDS * SAMPLE_RATE)
+        await asyncio.gather(*(self._queue.feed(functools.partial(self._stored, samples[i:i + step]), self.session)
+                               for i in range(0, len(samples), step)))
 
-    def _decode_and_ingest(self, data: bytes) -> int:
+    def _decode_and_store(self, data: bytes) -> tuple[int, np.ndarray]:
         """(ingest thread)"""
         try:
             samples = self._decoder.feed(data)
         except DecodeError as exc:
             raise ProtocolError(ErrorCode.AUDIO_FORMAT_ERROR, str(exc),
                                 {"format": self.params.format}, recoverable=False) from None
-        return self._ingest(samples)
+        return self._stored(samples)
 
-    def _ingest(self, samples: np.ndarray) -> int:
-        """(ingest thread) Store, then transcribe; returns the samples taken."""
-        if len(samples) and self._store(samples):  # stored even while paused
-            self.session.feed(samples)  # only stored audio is transcribed: every final's audio is on disk
-        return len(samples)
+    def _stored(self, samples: np.ndarray) -> tuple[int, np.ndarray]:
+        """(ingest thread) Store: only stored audio is transcribed, so every final's audio is on disk (stored even
+        while paused). The samples count for the pacer either way."""
+        kept = samples if len(samples) and self._store(samples) else samples[:0]
+        return len(samples), kept
 
-    def _flush_decoder(self) -> None:
+    def _flush_decoder(self) -> tuple[int, np.ndarray]:
         """(ingest thread) The decoder's tail, after every frame already accepted."""
         try:
             with contextlib.suppress(DecodeError):
-                self._ingest(self._decoder.flush())
+                return self._stored(self._decoder.flush())
+            return 0, np.zeros(0, dtype=np.float32)
         finally:
             self._decoder.close()
 
@@ -298,7 +256,7 @@ class Publisher:
     async def pause(self) -> None:
         if not self.paused and not self.finished:
             self.paused = True
-            await self._worker.run(self.session.pause)  # in order with the frames before it
+            await self._queue.run(self.session.pause)  # in order with the frames before it
             await self.publish_status("paused", "transcription", "paused: audio is stored, not transcribed")
 
     async def cut(self) -> None:
@@ -314,12 +272,12 @@ class Publisher:
             at = self._input_bytes // width / decoder.input_sample_rate
         else:
             at = self.pacer.seconds
-        await self._worker.run(self.session.cut, at)
+        await self._queue.run(self.session.cut, at)
 
     async def resume(self) -> None:
         if self.paused and not self.finished:
             self.paused = False
-            await self._worker.run(self.session.resume)
+            await self._queue.run(self.session.resume)
             await self.publish_status("processing", "transcription", "resumed")
 
     async def finish(self) -> None:
@@ -328,9 +286,9 @@ class Publisher:
             return
         self.finished = True  # no frame is accepted after this; those accepted before are taken in first
         try:
-            await self._worker.run(self._flush_decoder)
+            await self._queue.feed(self._flush_decoder, self.session)
         finally:
-            self._worker.close()
+            self._queue.close()
         await self.session.finish()
         if self._told_speech is not None:
             await asyncio.gather(self._told_speech, return_exceptions=True)
@@ -411,3 +369,12 @@ class Publisher:
                 await self.publish_status("processing", "transcription",
                                           f"no audio for {idle_s:g} s: the stream is finished")
                 await self.finish()
+
+
+def _piece_bytes(decoder: Any) -> int:
+    """How much of a frame is one piece: a second of raw PCM (whole samples of every channel), or
+    :data:`PIECE_BYTES` of a container."""
+    if isinstance(decoder, PcmDecoder):
+        frame = decoder.input_channels * PCM_SAMPLE_WIDTHS[decoder.fmt]
+        return max(frame, int(PIECE_SECONDS * decoder.input_sample_rate) * frame)
+    return PIECE_BYTES

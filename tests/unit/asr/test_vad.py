@@ -70,3 +70,28 @@ def test_silence_after_silence_is_not_asked_of_the_model():
     calls = counting.calls
     fresh.process(np.zeros(CHUNK, np.float32))
     assert counting.calls == calls + 1
+
+
+def test_streams_scored_together_read_as_each_alone_in_fewer_model_calls():
+    """Four streams (speech, silence, speech started late, a stream whose frames end mid-chunk) in 100 ms frames:
+    their chunks scored together give each the probabilities it gets alone, in a fraction of the model calls."""
+    from asr.vad import VadStream, score_together
+    from server.cli.live_client import load_pcm16k
+    from tests.conftest import AUDIO
+
+    speech = load_pcm16k(AUDIO / "single/jfk_inaugural_1961_excerpt.wav")[:16000 * 4]
+    audio = [speech, np.zeros_like(speech), np.concatenate([np.zeros(8000, np.float32), speech[:-8000]]),
+             speech[:-700]]
+    counting = CountingModel()
+    alone = [VadStream(counting.model).process(a) for a in audio]  # type: ignore[arg-type]
+    streams = [VadStream(counting) for _ in audio]  # type: ignore[arg-type]
+    together: list[list[np.ndarray]] = [[] for _ in audio]
+    for k in range(0, len(speech), 1600):
+        for out, probs in zip(together, score_together(counting, [s.steps(a[k:k + 1600])  # type: ignore[arg-type]
+                                                                   for s, a in zip(streams, audio, strict=True)]),
+                              strict=True):
+            out.append(probs)
+    for one, parts in zip(alone, together, strict=True):
+        np.testing.assert_allclose(np.concatenate(parts), one, atol=1e-5)
+    chunks = sum(len(p) for p in alone)
+    assert counting.calls < chunks / 2

@@ -5,6 +5,7 @@ lifecycle every source shares. No speech model is loaded: this runs in seconds."
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -72,40 +73,41 @@ async def test_a_stream_is_recorded_stored_then_published_and_completed_once(dat
         await composition.close(services)
 
 
-async def test_frames_of_silence_are_taken_in_on_the_loop_and_speech_after_them_is_heard(tmp_path: Path):
-    """After a second of silence a small PCM frame skips the ingest thread (the hop was half of a silent stream's
-    cost); the speech after the silence goes to the thread again, is transcribed, and the recording holds every
-    frame in the order sent."""
+async def test_sixteen_streams_are_taken_in_by_the_same_threads_and_each_keeps_its_order(tmp_path: Path):
+    """Sixteen publishers at once: no thread more than one, each stream's frames recorded in the order sent, its
+    speech after three seconds of silence heard where it was said, and the ingest threads take several streams'
+    frames in one pass (one model call scores a chunk of each)."""
     settings = Settings(data_dir=str(tmp_path / "data"), diarization="off", status_interval=0,
                         max_audio_lead_seconds=0, publisher_idle_timeout=0)
     services = await composition.build(settings, backend=FakeBackend())
     try:
-        tid = (await services.store.create_transcript(name="silence then speech"))["id"]
-        pub = await services.live.get(tid).add_publisher(StartParams(format="pcm_s16le", sample_rate=SAMPLE_RATE,
-                                                                      channels=1))
-        run, on_thread = pub._worker.run, []
-
-        async def counted(fn, *args):
-            on_thread.append(len(args[0]) if args else 0)
-            return await run(fn, *args)
-
-        pub._worker.run = counted  # type: ignore[method-assign]
+        assert services.ingest is not None
         silence = np.zeros(3 * SAMPLE_RATE, dtype=np.float32)
-        audio = np.concatenate([silence, load_pcm16k(SPEECH), silence])
-        pcm = float_to_s16(audio)
-        frames = [pcm[i:i + 3200] for i in range(0, len(pcm), 3200)]  # 100 ms each
-        for frame in frames:
-            await pub.feed_bytes(frame)
-        await pub.finish()
+        pcm = float_to_s16(np.concatenate([silence, load_pcm16k(SPEECH), silence]))
+        tids = [(await services.store.create_transcript(name=f"stream {i}"))["id"] for i in range(16)]
+        first = await services.live.get(tids[0]).add_publisher(StartParams(format="pcm_s16le",
+                                                                           sample_rate=SAMPLE_RATE, channels=1))
+        threads = threading.active_count()
+        pubs = [first] + [await services.live.get(t).add_publisher(StartParams(
+            format="pcm_s16le", sample_rate=SAMPLE_RATE, channels=1)) for t in tids[1:]]
+        assert threading.active_count() == threads, "a stream more is no thread more"
+        passes, pieces = services.ingest.passes, services.ingest.pieces
 
-        inline = len(frames) - len(on_thread)
-        assert inline >= 20, "the silence after the first second is taken in without the thread"
-        assert len(on_thread) >= len(load_pcm16k(SPEECH)) // 1600, "speech goes to the ingest thread"
-        segments = await services.store.get_segments(tid)
-        assert segments and all(set(s["text"].split()) == {"word"} for s in segments)
-        assert segments[0]["start"] >= 2.5, "the speech after the silence is heard where it was said"
-        recorded = (services.audio_dir(tid) / "recording.wav").read_bytes()[44:]
-        assert recorded == pcm[:len(recorded)] and len(pcm) - len(recorded) < 64
+        async def stream(pub) -> None:
+            for i in range(0, len(pcm), 3200):  # 100 ms frames
+                await pub.feed_bytes(pcm[i:i + 3200])
+            await pub.finish()
+
+        await asyncio.gather(*(stream(p) for p in pubs))
+        taken = services.ingest.pieces - pieces
+        assert taken >= 16 * (len(pcm) // 3200)
+        assert services.ingest.passes - passes < taken, "several streams' frames in one pass"
+        for tid in tids:
+            segments = await services.store.get_segments(tid)
+            assert segments and all(set(s["text"].split()) == {"word"} for s in segments)
+            assert segments[0]["start"] >= 2.5, "the speech after the silence is heard where it was said"
+            recorded = (services.audio_dir(tid) / "recording.wav").read_bytes()[44:]
+            assert recorded == pcm[:len(recorded)] and len(pcm) - len(recorded) < 64
     finally:
         await composition.close(services)
 
