@@ -108,6 +108,10 @@ class InferenceLoop:
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self.stats = LoopStats()
+        # shed under overload (server.pipeline.load): every live reading hurried, live refreshes this many times
+        # further apart
+        self.hurry_all = False
+        self.step_scale = 1.0
         self.capacity = CapacityEstimator()  # live decode timings: what admission control predicts from
         self.capacity.seed(getattr(backend, "calibration_seconds", None))  # until live decodes are measured
         self.pace = LivePace(step_s)
@@ -126,6 +130,11 @@ class InferenceLoop:
     def lanes(self) -> int:
         """Decodes the backend runs at once, each from a thread of the loop's own."""
         return max(1, getattr(self.backend, "lanes", 1))
+
+    @property
+    def slots(self) -> int:
+        """Decodes served at once: lanes x batch size."""
+        return self.lanes * max(1, getattr(self.backend, "max_batch", 1))
 
     def start(self) -> None:
         if not self._threads:
@@ -231,7 +240,8 @@ class InferenceLoop:
         taken = {e.key for e in batch}
         behind = sum(e.key not in taken and prio[e.key] != Priority.BULK for e in ready)
         slow = self.pace.behind and head == Priority.PARTIAL
-        return batch, slow or behind > (self.lanes - self._in_flight) * self.backend.max_batch
+        shed = self.hurry_all and head != Priority.BULK
+        return batch, shed or slow or behind > (self.lanes - self._in_flight) * self.backend.max_batch
 
     def _run(self, lane: int = 0) -> None:
         """Lane ``lane`` takes work only while the lanes before it are all busy: a lone stream is always

@@ -64,7 +64,7 @@ class WindowPlanner(SegmentBook):
         pause_end = self._pause_window_end(seg)
         if pause_end is not None and seg.decoded_to >= pause_end - 1e-6:
             return None  # in a pause the window ends at the speech: it was read already, and reads the same
-        step = cfg.first_step_s if seg.read is None else cfg.min_step_s
+        step = (cfg.first_step_s if seg.read is None else cfg.min_step_s) * self._engine.step_scale
         if self._buffer.end - seg.decoded_to >= step and uncommitted:
             plan = Plan(seg, Priority.PARTIAL, end=self._buffer.end)
             if not tr.in_speech and tr.silence_run >= cfg.pause_commit_s:

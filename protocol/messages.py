@@ -172,6 +172,9 @@ class Status(_Body):
         default=None, description="How far transcription is behind the received audio.")
     participant_id: SentId | None = Field(default=None, description="The participant's id as it was declared"
                                           " (text or integer, its JSON type kept).")
+    shedding: list[str] | None = Field(default=None, description="Work the server sheds while it is past its"
+                                       " capacity, in the order it is shed (hurried readings, slower partials,"
+                                       " fewer speaker windows); null when it sheds nothing.")
 
 
 class Summary(_Body):

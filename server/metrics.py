@@ -38,6 +38,7 @@ from server.http.auth import PROJECTS_ADMIN, AuthError, bearer_token
 from server.http.errors import ApiError
 from server.http.middleware import ConnectionMiddleware
 from server.pipeline.hub import Hub, Subscriber
+from server.pipeline.load import SHED_MEASURES
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _CODE = re.compile(r"^[A-Z][A-Z0-9_]{0,47}$")
@@ -107,6 +108,26 @@ class _StateCollector(Collector):
         loop = services.loop
         if loop is not None:
             yield from _engine_metrics(loop)
+        load = services.load
+        if load is not None:
+            health = load.health
+            yield _gauge("voxlane_live_load_overloaded", "1 while the live streams are past the latency target or"
+                         " fall behind (server.pipeline.load)", float(health.verdict == "overloaded"))
+            yield _gauge("voxlane_live_lag_growth_seconds_per_second", "The fastest-growing live stream's lag over"
+                         " the last 10 s", health.lag_growth)
+            shed = GaugeMetricFamily("voxlane_shedding", "1 for each measure shed while past capacity",
+                                     labels=["measure"])
+            for i, measure in enumerate(SHED_MEASURES):
+                shed.add_metric([measure], float(i < load.level))
+            yield shed
+        delay = GaugeMetricFamily("voxlane_event_loop_delay_seconds", "How late the event loop ran a timer over the"
+                                  " last 30 s, by quantile (every stream's messages wait as long)",
+                                  labels=["quantile"])
+        for q in (50, 99, 100):
+            value = services.loop_delay.percentile(q)
+            if value is not None:
+                delay.add_metric([f"{q / 100:g}"], value)
+        yield delay
         runner = services.runner
         if runner is not None:
             yield _gauge("voxlane_work_queue_depth", "Jobs waiting to run (on every node of this database)",
@@ -131,8 +152,8 @@ class _StateCollector(Collector):
                          admission.offers_in_flight)
             refused = CounterMetricFamily("voxlane_admissions_refused", "Streams, offers and uploads refused, by"
                                           " reason", labels=["reason"])
-            for reason in ("max_live_streams", "capacity", "latency", "warming_up", "lag", "per_token",
-                           "per_address", "webrtc_offers", "uploads"):
+            for reason in ("max_live_streams", "overloaded", "full", "capacity", "per_token", "per_address",
+                           "webrtc_offers", "uploads"):
                 refused.add_metric([reason], admission.refused.get(reason, 0))
             yield refused
 

@@ -42,6 +42,8 @@ from server.node import claim_node_id
 from server.pipeline.configs import backend_config, riva_config
 from server.pipeline.hub import Hub
 from server.pipeline.ingest import IngestPool
+from server.pipeline.load import LoadMonitor
+from server.pipeline.loop_delay import LoopDelay
 from server.pipeline.ownership import Leases, LocalLeases, make_leases
 from server.pipeline.recordings import audio_dir
 from server.pipeline.recovery import finish_all_abandoned
@@ -101,6 +103,8 @@ class Services:
     redis: Redis | None = None  # the node's one Redis client (VOXLANE_REDIS_URL), for whatever shares state through it
     node: str = ""  # this node's id in shared state (server.node)
     leases: Leases = field(default_factory=LocalLeases)  # which node streams which transcript (ownership)
+    loop_delay: LoopDelay = field(default_factory=LoopDelay)  # how late the event loop runs (admission, metrics)
+    load: LoadMonitor | None = None  # what the live streams get: admission and shedding (a node taking live audio)
     live: LiveRegistry = field(init=False)
     speaker_worker: SpeakerWorker = field(init=False)
     redactor: Redactor = field(init=False)  # the correction pass's PII step, one analyzer per process
@@ -194,6 +198,9 @@ async def build(settings: Settings, *, role: Role | None = None, backend: AsrBac
     services = Services(settings=settings, store=store, hub=hub, audio=audio, jobs=queue, engine=engine,
                         vad_model=vad, ingest=ingest, role=role, redis=redis, node=node)
     if role.live:
+        services.load = LoadMonitor(target_s=settings.latency_target_s, streams=services.live.publishers,
+                                    engine=services.loop, loop_delay=services.loop_delay,
+                                    speakers=services.speaker_worker)
         services.admission = Admission(services)
     if role.transcribes and services.redactor.enabled:
         # the analyzer takes seconds to load: in the background, so the first final with a name does not wait
@@ -243,6 +250,9 @@ async def start_rest(services: Services) -> RestServices:
 async def start_live(services: Services) -> None:
     """Take live audio. Without Redis this node is the only one that does, so every transcript still ``live``
     was left so by a process of its own that stopped: finished now, from what was stored."""
+    services.loop_delay.start()
+    if services.load is not None:
+        services.load.start()
     if not services.settings.redis_url:
         finished = await finish_all_abandoned(services)
         if finished:
@@ -274,6 +284,9 @@ async def close(services: Services) -> None:
         task.cancel()
     await asyncio.gather(*services._background, return_exceptions=True)
     await services.live.finish_all()
+    await services.loop_delay.stop()
+    if services.load is not None:
+        await services.load.stop()
     await services.leases.close()
     if services.webhooks is not None:
         await services.webhooks.stop()

@@ -8,9 +8,9 @@ Live streams (WebSocket publishers, WebRTC connections, each channel of a split 
   streams, or its client address ``VOXLANE_MAX_STREAMS_PER_ADDRESS`` (an IPv6 address counted by its network,
   ``VOXLANE_IPV6_PREFIX_LENGTH``). A session that exists to publish (OpenAI Realtime) holds its slot from the
   moment it opens (:meth:`Admission.open_session`), whether it has sent audio yet or not;
-* ``OVERLOADED`` when ``VOXLANE_MAX_LIVE_STREAMS`` streams are live, or when the inference loop's measured
-  decode times (:mod:`asr.capacity`) say one more stream would take the admitted ones' commits past
-  ``VOXLANE_LATENCY_TARGET_S``, or when every admitted stream is already further behind than that.
+* ``OVERLOADED`` when ``VOXLANE_MAX_LIVE_STREAMS`` streams are live, or when what the admitted streams get says
+  one more would not be served within ``VOXLANE_LATENCY_TARGET_S`` (:mod:`server.pipeline.load`: ``overloaded``,
+  ``full``, or ``capacity`` while the newest streams settle or where more streams overloaded the node before).
 
 Each refusal carries ``details.retry_after_s``. Uploads and jobs are never refused for load: they queue in
 the durable work queue and run at the lowest priority. Only *receiving* them is bounded:
@@ -35,6 +35,7 @@ from protocol import ErrorCode, ProtocolError
 from server.http.addresses import DEFAULT_IPV6_PREFIX, address_key
 from server.http.errors import ApiError, error_response
 from server.http.middleware import ConnectionMiddleware
+from server.pipeline.load import SETTLE_S
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -46,16 +47,10 @@ CAPACITY_RETRY_S = 10
 CALLER_RETRY_S = 30
 """Suggested wait after a per-caller refusal: one of the caller's own streams has to end first."""
 UPLOAD_RETRY_S = 5
-SETTLE_S = 4.0
-"""A stream this young has not slowed anyone yet: its load is scaled for, not measured."""
-LATENCY_HEADROOM = 0.75
-"""The predicted commit delay of the streams with one more must stay under this share of the target: near
-saturation the delay rises steeply, not in proportion (2 cores, tiny.en: p90 1.0 s with 11 streams, 2.6 s with
-12), so the last quarter of the target is kept as headroom."""
 LOG_EVERY_S = 1.0
 """At most one refusal of each reason is logged per second (all are counted in /metrics)."""
 WARMING_RETRY_S = 3
-"""Suggested wait after a refusal for a burst of streams on a server that has measured nothing yet."""
+"""Suggested wait after a refusal while the newest streams settle: one more may come once they have."""
 
 
 @dataclass(frozen=True)
@@ -124,27 +119,22 @@ class Admission:
 
     # ------------------------------------------------------------ live streams
 
-    @property
-    def slots(self) -> int:
-        """Decodes the inference loop serves at once: lanes x batch size."""
-        loop = self.services.loop
-        return 1 if loop is None else max(1, loop.lanes) * max(1, getattr(loop.backend, "max_batch", 1))
-
     def live_publishers(self) -> list[Any]:
         return [p for p in self.services.live.publishers() if not p.finished]
 
     def capacity(self) -> int | None:
-        """Live streams the measured decode times allow within the latency target (None: not measured, or the
-        streams go to a recognizer service whose capacity is its own)."""
-        loop = self.services.loop
-        return None if loop is None else loop.capacity.capacity(self.settings.latency_target_s, self.slots)
+        """Live streams this node serves within the latency target: the most it was seen to serve well, or before
+        that what its calibrated decode cost allows (None: not known, or the streams go to a recognizer service
+        whose capacity is its own); see :mod:`server.pipeline.load`."""
+        load = self.services.load
+        return None if load is None else load.allowed()
 
     def headroom(self) -> int | None:
-        """Live streams this node may still admit within the latency target (None: not known, or the streams
-        go to a recognizer service that sizes itself); ``VOXLANE_MAX_LIVE_STREAMS`` bounds it too."""
-        loop = self.services.loop
+        """Live streams this node may still admit within the latency target (None: not known);
+        ``VOXLANE_MAX_LIVE_STREAMS`` bounds it too."""
         n = len(self.live_publishers()) + len(self._opening)
-        room = None if loop is None else loop.capacity.headroom(n, self.settings.latency_target_s, self.slots)
+        capacity = self.capacity()
+        room = None if capacity is None else max(0, capacity - n)
         if self.settings.max_live_streams:
             cap = max(0, self.settings.max_live_streams - n)
             room = cap if room is None else min(room, cap)
@@ -172,46 +162,16 @@ class Admission:
             return Refusal(ErrorCode.OVERLOADED, "max_live_streams",
                            f"the server serves at most {s.max_live_streams} live streams at once; try again later",
                            CAPACITY_RETRY_S, {"limit": s.max_live_streams})
-        loop = self.services.loop
-        if loop is None:  # a streaming recognizer (Riva): its server sizes itself; the caps above still apply
+        load = self.services.load
+        if load is None:
             return None
-        # the throughput rule counts the streams still opening too: a burst is checked against every stream admitted
-        # before it, not only those whose publisher is registered yet
-        if n < 2 * self.slots:
-            # two streams per decode slot are always served (the caps above still apply): the loop is far from
-            # its knee there, and the measured rules below refused the 4-stream benchmark's replacement
-            # streams on 2 cores, whose commit p95 is 1.3 s against the 2 s target
-            return None
-        predicted = loop.capacity.predicted_latency(n + 1, self.slots)
-        if predicted is not None and predicted > s.latency_target_s:
-            return Refusal(ErrorCode.OVERLOADED, "capacity",
-                           "the server is at capacity: one more live stream would delay every stream's"
-                           f" transcription past {s.latency_target_s:g} s; try again later", CAPACITY_RETRY_S,
-                           {"capacity": self.capacity(), "predicted_latency_s": round(predicted, 3)})
         now = time.monotonic()
         starting = opening + sum(now - p.started_at < SETTLE_S for p in pubs)
-        estimator = loop.capacity
-        if starting >= 2 * self.slots and estimator.decode_seconds() is None:
-            # nothing to predict from (a backend with no calibration): a burst waits for its first measurements
-            return Refusal(ErrorCode.OVERLOADED, "warming_up",
-                           f"{starting} live streams started in the last {SETTLE_S:g} s and their cost is not"
-                           " measured yet; try again in a moment", WARMING_RETRY_S, {"starting": starting})
-        # the commit delays judge a settled load: while streams are starting, the delays measured before them say
-        # little about the load with them (scaled as if the delays grew in proportion, a burst of eight after four
-        # streams on 2 cores was refused half-way, where eight are served at commit p95 1.2-1.7 s), and the
-        # throughput rule above sizes the burst
-        delay = None if starting else estimator.predicted_commit_delay(n)
-        if delay is not None and delay > LATENCY_HEADROOM * s.latency_target_s:
-            return Refusal(ErrorCode.OVERLOADED, "latency",
-                           "the server is at capacity: its live streams' words are already made final close to"
-                           f" {s.latency_target_s:g} s after they are spoken; try again later", CAPACITY_RETRY_S,
-                           {"predicted_commit_s": round(delay, 3)})
-        lags = [p.session.lag_seconds for p in pubs if not p.paused]
-        if lags and min(lags) > s.latency_target_s:
-            return Refusal(ErrorCode.OVERLOADED, "lag",
-                           "the server is behind on every live stream; try again later", CAPACITY_RETRY_S,
-                           {"lag_s": round(min(lags), 3)})
-        return None
+        refused = load.refusal(n, starting)
+        if refused is None:
+            return None
+        return Refusal(ErrorCode.OVERLOADED, refused.reason, refused.message,
+                       WARMING_RETRY_S if refused.reason == "capacity" else CAPACITY_RETRY_S, refused.details)
 
     def _held_by(self, field_name: str, value: str, pubs: list[Any], transcript: str | None = None) -> int:
         """Stream slots one token (``identity``) or address holds: its open sessions, and its publishers that no

@@ -160,7 +160,9 @@ class SplitStream:
 
     def status_body(self, status: StatusValue, stage: str | None, message: str) -> Status:
         lag = max((p.session.lag_seconds for p in self.channels), default=0.0)
-        return Status(status=status, stage=stage, message=message, lag_seconds=round(lag, 3))
+        load = self.transcript.services.load
+        return Status(status=status, stage=stage, message=message, lag_seconds=round(lag, 3),
+                      shedding=(load.shedding or None) if load is not None else None)
 
     async def publish_status(self, status: StatusValue, stage: str | None, message: str) -> None:
         await self.transcript.services.hub.publish(self.transcript.id, self.status_body(status, stage, message))

@@ -327,9 +327,16 @@ class Publisher:
                  "time": round(self.session.offset + self.session.received, 3)}
         await self.transcript.record_event(event)
 
+    @property
+    def lag_seconds(self) -> float:
+        """How far its transcription is behind the speech received (the load monitor watches it grow)."""
+        return self.session.lag_seconds
+
     def status_body(self, status: StatusValue, stage: str | None, message: str) -> Status:
+        load = self.transcript.services.load
         return Status(status=status, stage=stage, message=message, participant_id=self.participant_id,
-                      lag_seconds=round(self.session.lag_seconds, 3))
+                      lag_seconds=round(self.session.lag_seconds, 3),
+                      shedding=(load.shedding or None) if load is not None else None)
 
     async def publish_status(self, status: StatusValue, stage: str | None, message: str) -> None:
         await self._publish(self.status_body(status, stage, message))

@@ -108,6 +108,9 @@ class LiveSpeakers:
         async with self._lock:
             try:
                 centers, windows = self.diarizer.take_windows(final=final)
+                stride = 1 if final else self._worker.window_stride
+                if stride > 1:  # shed: fewer live windows embedded (the final pass still takes them all)
+                    centers, windows = centers[::stride], windows[::stride]
                 emb = await self._worker.embed_batched(windows)
                 if windows or final:  # nothing new and no final pass: nothing to add, no thread to wake
                     await self._worker.run(self.diarizer.add_embeddings, centers, emb, final)

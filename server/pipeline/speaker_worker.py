@@ -47,6 +47,7 @@ class SpeakerWorker:
         self._lock = threading.Lock()
         self._asked: list[tuple[list[np.ndarray], asyncio.Future[np.ndarray]]] = []  # for the next batch
         self._batching: asyncio.Task | None = None
+        self.window_stride = 1  # shed under overload (server.pipeline.load): every n-th window embedded live
 
     def _model(self):
         with self._lock:

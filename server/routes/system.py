@@ -48,6 +48,9 @@ async def health(request: Request) -> Response:
         if admission is not None:  # what a balancer may steer live streams by
             body.update(live_streams=len(admission.live_publishers()), live_capacity=admission.capacity(),
                         live_headroom=admission.headroom())
+            load = services.load
+            if load is not None:  # whether the node is past its capacity, and what it sheds meanwhile
+                body.update(live_load=load.health.verdict, live_shedding=load.shedding)
     return JSONResponse(body)
 
 

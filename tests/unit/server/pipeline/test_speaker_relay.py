@@ -136,6 +136,7 @@ class _Worker:
 
     def __init__(self) -> None:
         self.windows = 0
+        self.window_stride = 1
 
     async def embed_batched(self, windows: list[np.ndarray]) -> np.ndarray:
         self.windows += len(windows)
