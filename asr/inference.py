@@ -239,7 +239,7 @@ class InferenceLoop:
             self.stats.max_lanes_busy = max(self.stats.max_lanes_busy, self._in_flight)
         taken = {e.key for e in batch}
         behind = sum(e.key not in taken and prio[e.key] != Priority.BULK for e in ready)
-        slow = self.pace.behind and head == Priority.PARTIAL
+        slow = self.pace.behind and head != Priority.BULK
         shed = self.hurry_all and head != Priority.BULK
         return batch, shed or slow or behind > (self.lanes - self._in_flight) * self.backend.max_batch
 
