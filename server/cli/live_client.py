@@ -43,6 +43,9 @@ class StreamRecord:
     received: list[Received] = field(default_factory=list)
     stopped: float | None = None
     completed: float | None = None
+    asked: float | None = None  # monotonic time of the first ``start`` (a client that waits out refusals)
+    admitted: float | None = None  # ...and of the ``receiving audio`` that admitted it
+    refusals: int = 0
 
     def sent_at(self, audio_t: float) -> float:
         """When the audio at ``audio_t`` (seconds into the stream) had been sent."""
@@ -159,3 +162,50 @@ async def subscribe(base: str, transcript_id: str, until: asyncio.Event, token: 
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     return out
+
+
+async def admitted_stream(base: str, audio: np.ndarray, *, name: str = "stream", chunk_ms: int = 100,
+                          token: str | None = None, start_params: dict[str, Any] | None = None,
+                          max_wait_s: float = 300.0, settle_s: float = 120.0) -> StreamRecord:
+    """A client as the protocol asks one to behave: ``start``, and while the server refuses it for load
+    (``OVERLOADED``, ``RATE_LIMITED``) wait ``retry_after_s`` and ask again, up to ``max_wait_s``; once it answers
+    ``receiving audio``, ``audio`` at real time, then ``stop``. ``asked``/``admitted`` tell how long admission
+    took; a client never admitted sends nothing (its record has no ``admitted``)."""
+    tid = await create_transcript(base, name, token)
+    rec = StreamRecord(tid, audio_seconds=len(audio) / 16000)
+    params = json.dumps({"action": "start", "params": {"format": "pcm_s16le", "sample_rate": 16000, "channels": 1,
+                                                       **(start_params or {})}})
+    async with websockets.connect(ws_url(base, tid, token), max_size=None) as ws:
+        rec.asked = time.monotonic()
+        await ws.send(params)
+        while rec.admitted is None:
+            raw = await asyncio.wait_for(ws.recv(), max_wait_s)
+            r = Received(time.monotonic(), json.loads(raw))
+            rec.received.append(r)
+            if r.type == "status" and r.data.get("message") == "receiving audio":
+                rec.admitted = r.t
+            elif r.type == "error" and r.data.get("code") in ("OVERLOADED", "RATE_LIMITED"):
+                rec.refusals += 1
+                wait = float((r.data.get("details") or {}).get("retry_after_s") or 3)
+                if r.t + wait - rec.asked > max_wait_s:
+                    return rec
+                await asyncio.sleep(wait)
+                await ws.send(params)
+            elif r.type == "error" and not r.data.get("recoverable", True):
+                return rec
+        done = asyncio.Event()
+
+        async def reader() -> None:
+            async for raw in ws:
+                r = Received(time.monotonic(), json.loads(raw))
+                rec.received.append(r)
+                if r.type == "status" and r.data["status"] == "completed" and rec.stopped is not None:
+                    rec.completed = r.t
+                    done.set()
+
+        task = asyncio.create_task(reader())
+        await send_paced(ws, rec, audio, int(16000 * chunk_ms / 1000))
+        await stop_and_settle(ws, rec, done, settle_s)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return rec

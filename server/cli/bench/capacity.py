@@ -1,172 +1,238 @@
-"""``voxlane bench --capacity``: how many live streams a running server sustains, found by ramping N.
+"""``voxlane bench --capacity``: what a running server serves, measured as an outside client sees it.
 
-Each step streams N files at once at real time (``--max-seconds`` of each), as the live mode does, and the ramp
-stops at the first N that breaks a limit: commit p95 over ``--capacity-p95`` (2.5 s), lag that grows (over
-0.05 s per second), WER more than two points above N=1's, a stream refused, or a stream admitted more than 2 s
-after its ``start``. The largest N before it is the answer. Each step also reports what the server did for it:
-its CPU, its RSS per stream more (see :func:`run_capacity`), and the batches the inference loop formed (from
-``/metrics``: requests per batch, and the share decoded hurried) and where the model's time went (refreshes,
-pause commits and finals; the encoder's share of it). A last step holds N connected streams that
-send only silence, for what an idle listener costs beyond the idle server.
+Each level is a burst of N clients, ``STAGGER_S`` apart, each streaming one whole file of continuous read speech
+(the LJSpeech files of the corpus by default, round-robin: long sentences, short pauses, the hardest everyday
+load) in 100 ms frames at real time. A client behaves as the protocol asks: refused for load, it waits the
+``retry_after_s`` it was given and asks again; it sends audio only once admitted. Per level:
+
+* admitted: how many at once (within 2 s of their start), how many after waiting (the longest wait), and how many
+  never (within ``--max-wait``);
+* commit p50/p95: for every reference utterance but a file's last (its end is the end of the stream, flushed by
+  ``stop``), from the moment the frame holding its end was sent to the message in which the word aligned to its
+  last reference word is first final, committed words aligned to the reference text (the server's timestamps are
+  not trusted); and the worst stream's own p95, so that a stream admitted and then served late shows;
+* WER of the committed text of the admitted streams;
+* lag: the growth of each stream's commit latency, the median of its last third of utterances less that of its
+  first (seconds; "grows" beyond ``GROWTH_LIMIT_S``), and the slope of the lag the server reports;
+* the server: its CPU (% of one core, averaged), RSS per stream, threads (the most seen), the event loop's delay
+  (its p99, the worst 30 s seen), the batches the inference loop formed, and whether it shed work.
+
+A level keeps up when every stream was admitted at once, commit p95 is within ``--capacity-p95``, the lag is flat,
+and WER is within two points of N=1's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
+import statistics
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import numpy as np
-import psutil
 
-from server.cli.bench.metrics import fmt
+from server.cli.bench.metrics import fmt, lag_growth, lag_series, percentile, utterance_commits, wer_counts
 from server.cli.bench.process import ProcessSampler
-from server.cli.live_client import stream_audio
+from server.cli.live_client import StreamRecord, admitted_stream
 
-KINDS = ("final", "endpoint", "partial", "bulk")
-LAG_GROWTH_LIMIT = 0.05
-ADMISSION_LIMIT_S = 2.0
+DEFAULT_FILES = ("single/ljspeech_LJ001-0001_0016.wav", "single/ljspeech_LJ001-0017_0032.wav")
+STAGGER_S = 0.25
+ADMITTED_AT_ONCE_S = 2.0
+GROWTH_LIMIT_S = 1.0
 WER_POINTS = 0.02
-SILENT_S = 30.0
-SILENT_SETTLE_S = 5.0  # from the silent streams' start: their admission and first frames are done
-IDLE_S = 10.0  # the idle server's own CPU (job polling, lease renewal, the heap trimmer), read before them
+WATCH_S = 5.0
+KINDS = ("final", "endpoint", "partial", "bulk")
 
 
-async def _loop_counters(url: str, token: str | None) -> dict[str, float]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(timeout=10, headers=headers) as http:
-        text = (await http.get(url.rstrip("/") + "/metrics")).text
-    out = {}
-    for name in ("batches", "requests", "hurried", "encoder_seconds"):
+async def _scrape(http: httpx.AsyncClient) -> dict[str, float]:
+    """The server's counters and gauges this bench reads (an absent one is 0)."""
+    text = (await http.get("/metrics")).text
+    out: dict[str, float] = {}
+    for name in ("batches", "requests", "hurried"):
         m = re.search(rf"^voxlane_inference_{name}_total (\S+)$", text, re.M)
         out[name] = float(m[1]) if m else 0.0
     for kind in KINDS:
         m = re.search(rf'^voxlane_inference_busy_seconds_total{{kind="{kind}"}} (\S+)$', text, re.M)
         out[kind] = float(m[1]) if m else 0.0
+    m = re.search(r'^voxlane_event_loop_delay_seconds{quantile="0.99"} (\S+)$', text, re.M)
+    out["loop_p99"] = float(m[1]) if m else 0.0
+    out["shedding"] = sum(float(v) for v in re.findall(r"^voxlane_shedding{[^}]*} (\S+)$", text, re.M))
     return out
 
 
-RunLevel = Callable[..., Awaitable[dict[str, Any]]]
-"""The live mode's one level (``server.cli.bench.command.run_level``): N streams of the given files at once."""
+class _ServerWatch:
+    """Polls the server while a level runs: its threads (``/health?verbose=1``), event-loop delay and shedding."""
+
+    def __init__(self, url: str, token: str | None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=10)
+        self.threads: list[int] = []
+        self.loop_p99: list[float] = []
+        self.shed_seen = 0.0
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> _ServerWatch:
+        self.first = await _scrape(self.http)
+        self._task = asyncio.create_task(self._poll())
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self._sample()
+        await self.http.aclose()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_S)
+            with contextlib.suppress(httpx.HTTPError):
+                await self._sample()
+
+    async def _sample(self) -> None:
+        health = (await self.http.get("/health", params={"verbose": "1"})).json()
+        if "threads" in health:
+            self.threads.append(int(health["threads"]))
+        self.last = await _scrape(self.http)
+        self.loop_p99.append(self.last["loop_p99"])
+        self.shed_seen = max(self.shed_seen, self.last["shedding"])
 
 
-async def run_step(args: argparse.Namespace, run_level: RunLevel, n: int, files: list[str], refs: dict[str, Any],
-                   audio: dict[str, Any], pid: int | None, base: tuple[int, float] | None) -> dict[str, Any]:
-    """One step of N streams; ``base``: the (N, RSS p90) of the step from which the memory of one stream more is
-    read (see :func:`run_capacity`)."""
-    # every file at least once, and N streams at once: a slot that ends its file takes the next one
-    chosen = [files[i % len(files)] for i in range(max(n, len(files)))]
-    before = await _loop_counters(args.url, args.token)
-    level = await run_level(args, n, chosen, refs, audio, pid)
-    after = await _loop_counters(args.url, args.token)
-    batches = after["batches"] - before["batches"]
-    requests = after["requests"] - before["requests"]
-    rss = level.get("rss_p90_mb")
-    busy = {k: after[k] - before[k] for k in KINDS}
-    total = sum(busy.values())
-    level.update(
-        model_seconds=round(total, 2),  # where the model's time went in this step
-        model_share={k: round(v / total, 3) for k, v in busy.items()} if total else None,
-        encoder_share=round((after["encoder_seconds"] - before["encoder_seconds"]) / total, 3) if total else None,
-        requests_per_batch=round(requests / batches, 2) if batches else None,
-        hurried_share=round((after["hurried"] - before["hurried"]) / requests, 3) if requests else None,
-        rss_per_stream_mb=round((rss - base[1]) / (n - base[0]), 1)
-        if rss is not None and base is not None and n > base[0] else None)
-    return level
+def _mid(refs: dict[str, Any], f: str, rec: StreamRecord) -> list[dict[str, Any]]:
+    """The file's reference utterances but its last."""
+    segs = [s for s in (refs.get(f, {}).get("segments") or []) if s["end"] <= rec.audio_seconds + 0.05]
+    return segs[:-1]
 
 
-async def silent_step(args: argparse.Namespace, n: int, pid: int | None) -> dict[str, Any]:
-    """N streams that are connected and send silence only: what a listener who says nothing costs. The cost per
-    stream is what the server's CPU while all N stream (from ``SILENT_SETTLE_S`` after the start to the last
-    second of audio) adds to its CPU with no stream at all, read for ``IDLE_S`` just before: not counting their
-    starts and their ends, which the whole step's average also holds, nor what the server spends on its own."""
-    silence = np.zeros(int(16000 * SILENT_S), dtype=np.float32)
-    idle = await idle_cpu(pid, IDLE_S)
-    with ProcessSampler(pid) as sampler:
-        started = time.monotonic()
-        await asyncio.gather(*(stream_audio(args.url, silence, name=f"bench silent {i}", chunk_ms=args.chunk_ms,
-                                            token=args.token, settle_s=30) for i in range(n)))
-    s = sampler.summary()
-    steady = [cpu for t, cpu, _ in sampler.samples if started + SILENT_SETTLE_S <= t <= started + SILENT_S - 1]
-    cpu = sum(steady) / len(steady) if steady else None
-    return {"n": n, "seconds": SILENT_S, **s, "cpu_idle_percent": None if idle is None else round(idle, 2),
-            "cpu_steady_percent": None if cpu is None else round(cpu, 1),
-            "cpu_per_stream_percent": round(max(0.0, cpu - (idle or 0.0)) / n, 2) if cpu is not None else None}
-
-
-async def idle_cpu(pid: int | None, seconds: float) -> float | None:
-    """The process's CPU over ``seconds`` (% of one core), from its own CPU times rather than sampled."""
-    if not pid:
+def _growth(latencies: list[tuple[float, float]], seconds: float) -> float | None:
+    """Median commit latency of the utterances ending in the stream's last third less that of its first third."""
+    first = [lat for end, lat in latencies if end <= seconds / 3]
+    last = [lat for end, lat in latencies if end >= 2 * seconds / 3]
+    if not first or not last:
         return None
-    proc = psutil.Process(pid)
-    t0, w0 = proc.cpu_times(), time.monotonic()
-    await asyncio.sleep(seconds)
-    t1, w1 = proc.cpu_times(), time.monotonic()
-    return 100 * ((t1.user - t0.user) + (t1.system - t0.system)) / (w1 - w0)
+    return statistics.median(last) - statistics.median(first)
 
 
-def breaks(step: dict[str, Any], first: dict[str, Any], limit_p95: float) -> str | None:
-    """Why this step is past what the server sustains (None: it sustains it)."""
-    p95 = step.get("commit_latency_p95")
+async def run_burst(args: argparse.Namespace, n: int, files: list[str], refs: dict[str, Any],
+                    audio: dict[str, np.ndarray], pid: int | None) -> dict[str, Any]:
+    """One level: N clients at once (see the module's note)."""
+    chosen = [files[i % len(files)] for i in range(n)]
+
+    async def client(i: int, f: str) -> StreamRecord:
+        await asyncio.sleep(i * STAGGER_S)
+        return await admitted_stream(args.url, audio[f], name=f"capacity N={n} #{i}", chunk_ms=args.chunk_ms,
+                                     token=args.token, max_wait_s=args.max_wait)
+
+    with ProcessSampler(pid) as sampler:
+        async with _ServerWatch(args.url, args.token) as watch:
+            records = await asyncio.gather(*(client(i, f) for i, f in enumerate(chosen)))
+    waits = [r.admitted - r.asked for r in records if r.admitted is not None and r.asked is not None]
+    served = [(f, r) for f, r in zip(chosen, records, strict=True) if r.admitted is not None]
+    commits: list[float] = []
+    worst: list[float] = []
+    growth: list[float] = []
+    lag_slopes: list[float] = []
+    errors = words = 0
+    for f, rec in served:
+        measured = utterance_commits(rec, _mid(refs, f, rec))
+        lat = [x for _, x in measured]
+        commits += lat
+        if lat:
+            worst.append(float(np.percentile(lat, 95)))
+        g = _growth([(seg["end"], x) for seg, x in measured], rec.audio_seconds)
+        if g is not None:
+            growth.append(g)
+        slope = lag_growth(lag_series(rec))
+        if slope is not None:
+            lag_slopes.append(slope)
+        e, w = wer_counts(refs.get(f, {}).get("text", ""), rec.final_text)
+        errors, words = errors + e, words + w
+    first, last = watch.first, watch.last
+    requests = last.get("requests", 0) - first.get("requests", 0)
+    batches = last.get("batches", 0) - first.get("batches", 0)
+    busy = {k: last.get(k, 0) - first.get(k, 0) for k in KINDS}
+    total = sum(busy.values())
+    return {
+        "n": n, "files": chosen,
+        "admitted_at_once": sum(w <= ADMITTED_AT_ONCE_S for w in waits),
+        "admitted_later": sum(w > ADMITTED_AT_ONCE_S for w in waits),
+        "admission_wait_max_s": round(max(waits), 2) if waits else None,
+        "never_admitted": len(records) - len(waits),
+        "refusals": sum(r.refusals for r in records),
+        "commit_latency_p50": percentile(commits, 50), "commit_latency_p95": percentile(commits, 95),
+        "commit_latency_count": len(commits),
+        "worst_stream_p95": max(worst) if worst else None,
+        "wer": round(errors / words, 4) if words else None,
+        "commit_growth_s": max(growth) if growth else None,
+        "lag_growth_s_per_s": max(lag_slopes) if lag_slopes else None,
+        "loop_delay_p99_s": max(watch.loop_p99) if watch.loop_p99 else None,
+        "threads_max": max(watch.threads) if watch.threads else None,
+        "shed": bool(watch.shed_seen),
+        "requests_per_batch": round(requests / batches, 2) if batches else None,
+        "hurried_share": round((last.get("hurried", 0) - first.get("hurried", 0)) / requests, 3) if requests else None,
+        "model_share": {k: round(v / total, 3) for k, v in busy.items()} if total else None,
+        **sampler.summary(),
+        "per_stream": [{"file": f, "transcript_id": r.transcript_id, "refusals": r.refusals,
+                        "admission_wait_s": round(r.admitted - r.asked, 2) if r.admitted and r.asked else None,
+                        "text": r.final_text} for f, r in zip(chosen, records, strict=True)],
+    }
+
+
+def keeps_up(level: dict[str, Any], first: dict[str, Any] | None, limit_p95: float) -> str | None:
+    """Why the level is past what the server serves (None: it keeps up)."""
+    p95 = level.get("commit_latency_p95")
+    if level["never_admitted"] or level["admitted_later"]:
+        return f"{level['admitted_later'] + level['never_admitted']} stream(s) not admitted at once"
     if p95 is None or p95 > limit_p95:
         return f"commit p95 {fmt(p95)} s > {limit_p95:g} s"
-    if (step.get("lag_growth_s_per_s") or 0.0) > LAG_GROWTH_LIMIT:
-        return f"lag grows {step['lag_growth_s_per_s']:.3f} s/s"
-    if step.get("wer") is not None and first.get("wer") is not None and step["wer"] > first["wer"] + WER_POINTS:
-        return f"WER {step['wer']:.4f} > N=1's {first['wer']:.4f} + {WER_POINTS:.2f}"
-    if step["refused"]:
-        return f"{step['refused']} stream(s) refused"
-    wait = step.get("admission_wait_max_s")
-    if wait is None or wait > ADMISSION_LIMIT_S:
-        return f"a stream admitted {fmt(wait)} s after its start"
+    if (level.get("commit_growth_s") or 0.0) > GROWTH_LIMIT_S:
+        return f"lag grows ({level['commit_growth_s']:.2f} s)"
+    if (first is not None and level.get("wer") is not None and first.get("wer") is not None
+            and level["wer"] > first["wer"] + WER_POINTS):
+        return f"WER {level['wer']:.4f} > N=1's {first['wer']:.4f} + {WER_POINTS:.2f}"
     return None
 
 
-async def run_capacity(args: argparse.Namespace, run_level: RunLevel, levels: list[int], files: list[str],
-                       refs: dict[str, Any], audio: dict[str, Any], pid: int | None) -> dict[str, Any]:
-    """The ramp. The memory of one stream more is the growth of the server's RSS (the 90th percentile of a
-    step's samples: a step at full load most of its time, one brief peak left out) over the second step's, per
-    stream: the first step's lone stream leaves all but one decode lane idle, and each lane's working memory
-    (tiny.en, a 30 s window read in full: 54 MB of attention scores) is the model's, whatever the streams."""
+async def run_capacity(args: argparse.Namespace, levels: list[int], files: list[str], refs: dict[str, Any],
+                       audio: dict[str, np.ndarray], pid: int | None) -> dict[str, Any]:
+    """Every level in turn (a pause between them: the server's measurements of one level are not the next's)."""
     result: dict[str, Any] = {"url": args.url, "label": args.label, "started": time.time(), "server_pid": pid,
-                              "limit_commit_p95_s": args.capacity_p95, "steps": []}
-    sustained = None
-    base: tuple[int, float] | None = None
-    base_step = 1 if len(levels) > 1 else 0
+                              "files": files, "limit_commit_p95_s": args.capacity_p95, "levels": []}
+    first = None
     for i, n in enumerate(levels):
-        step = await run_step(args, run_level, n, files, refs, audio, pid, base)
-        if base is None and i >= base_step and step.get("rss_p90_mb") is not None:
-            base = (n, step["rss_p90_mb"])
-        first = result["steps"][0] if result["steps"] else step
-        step["breaks"] = breaks(step, first, args.capacity_p95)
-        result["steps"].append(step)
-        if step["breaks"]:
-            break
-        sustained = n
-    result["largest_sustained_n"] = sustained
-    result["silent"] = await silent_step(args, max(1, min(levels[-1], 8)), pid)
+        if i:
+            await asyncio.sleep(args.capacity_pause)
+        level = await run_burst(args, n, files, refs, audio, pid)
+        if n == 1 and first is None:
+            first = level
+        level["breaks"] = keeps_up(level, first, args.capacity_p95)
+        result["levels"].append(level)
+        print(f"N={n}: {capacity_rows({'levels': [level]})[1][0]}", flush=True)
     return result
 
 
 def capacity_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    cols = ["N", "commit p50", "commit p95", "seg final p95", "WER", "lag growth s/s", "admitted within s",
-            "refused", "CPU avg %", "RSS/stream MB", "requests/batch", "hurried", "model s", "refresh/pause/final",
-            "encoder", "sustained"]
-    rows = [[str(s["n"]), fmt(s["commit_latency_p50"]), fmt(s["commit_latency_p95"]),
-             fmt(s.get("segment_final_latency_p95")), fmt(s["wer"], 4), fmt(s["lag_growth_s_per_s"], 3),
-             fmt(s["admission_wait_max_s"]), str(s["refused"]), fmt(s["cpu_avg_percent"], 0),
-             fmt(s["rss_per_stream_mb"], 1), fmt(s["requests_per_batch"], 2), fmt(s["hurried_share"], 3),
-             fmt(s.get("model_seconds"), 1), _shares(s.get("model_share")), fmt(s.get("encoder_share"), 2),
-             "yes" if not s["breaks"] else f"no: {s['breaks']}"] for s in result["steps"]]
+    cols = ["N", "admitted", "commit p50", "commit p95", "worst p95", "WER", "lag", "loop p99 ms", "threads",
+            "CPU %", "RSS MB", "req/batch", "hurried", "shed", "keeps up"]
+    rows = []
+    for lv in result["levels"]:
+        admitted = f"{lv['admitted_at_once']} at once"
+        if lv["admitted_later"]:
+            admitted += f", {lv['admitted_later']} waited (<= {fmt(lv['admission_wait_max_s'], 0)} s)"
+        if lv["never_admitted"]:
+            admitted += f", {lv['never_admitted']} never"
+        growth = lv.get("commit_growth_s")
+        lag = "-" if growth is None else f"{'grows' if growth > GROWTH_LIMIT_S else 'flat'} ({growth:+.2f} s)"
+        loop = lv.get("loop_delay_p99_s")
+        rows.append([str(lv["n"]), admitted, fmt(lv["commit_latency_p50"]), fmt(lv["commit_latency_p95"]),
+                     fmt(lv.get("worst_stream_p95")), fmt(lv["wer"], 3), lag,
+                     fmt(loop * 1000 if loop is not None else None, 0), fmt(lv.get("threads_max")),
+                     fmt(lv.get("cpu_avg_percent"), 0), fmt(lv.get("rss_max_mb"), 0),
+                     fmt(lv.get("requests_per_batch")), fmt(lv.get("hurried_share"), 2), "yes" if lv["shed"] else "no",
+                     "yes" if not lv.get("breaks") else f"no: {lv['breaks']}"])
     return cols, rows
-
-
-def _shares(share: dict[str, float] | None) -> str:
-    """The model's time on refreshes, pause commits and finals, as percentages."""
-    if not share:
-        return "-"
-    return "/".join(f"{100 * share.get(k, 0.0):.0f}" for k in ("partial", "endpoint", "final"))

@@ -63,11 +63,16 @@ def _utterance_ends(rec: StreamRecord, segments: list[dict[str, Any]]) -> list[t
 def commit_latencies(rec: StreamRecord, segments: list[dict[str, Any]]) -> list[float]:
     """For each reference utterance: from the moment its last audio was sent to the first message in
     which the word matching its last word is final (in a partial or in the segment's final)."""
+    return [latency for _, latency in utterance_commits(rec, segments)]
+
+
+def utterance_commits(rec: StreamRecord, segments: list[dict[str, Any]]) -> list[tuple[dict[str, Any], float]]:
+    """:func:`commit_latencies` with the utterance each is of (utterances never committed are left out)."""
     out = []
     for seg, word in _utterance_ends(rec, segments):
         first = _first_final(rec, word)
         if first is not None:
-            out.append(first - rec.sent_at(seg["end"]))
+            out.append((seg, first - rec.sent_at(seg["end"])))
     return out
 
 
