@@ -215,9 +215,10 @@ class InferenceLoop:
 
     def _take_batch(self) -> tuple[list[_Entry], bool]:
         """The next batch, and whether to hurry it: live work of other streams is left waiting behind it
-        (more than the lanes still free will take at once), this machine's full decodes take longer than the
-        live step (``self.pace``), or the node sheds work past its capacity (``hurry_all``). Uploads are never
-        hurried: nothing waits for them."""
+        (more than the lanes still free will take at once), or it is a batch of live refreshes and this
+        machine's full decodes take longer than the live step (``self.pace``). A pause's reading and a
+        segment's final are then still read in full: they commit the words that stay, and a refresh only
+        shows them sooner."""
         now = self.clock()
         ready = [e for e in self._pending.values() if self._takeable(e)]
         # an aged refresh ranks with the pause commits but after them: under load most refreshes age, and a pause
@@ -238,7 +239,7 @@ class InferenceLoop:
             self.stats.max_lanes_busy = max(self.stats.max_lanes_busy, self._in_flight)
         taken = {e.key for e in batch}
         behind = sum(e.key not in taken and prio[e.key] != Priority.BULK for e in ready)
-        slow = self.pace.behind and head != Priority.BULK
+        slow = self.pace.behind and head == Priority.PARTIAL
         shed = self.hurry_all and head != Priority.BULK
         return batch, shed or slow or behind > (self.lanes - self._in_flight) * self.backend.max_batch
 
