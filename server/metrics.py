@@ -182,10 +182,11 @@ def _engine_metrics(engine: Any) -> Iterator[Metric]:
     if decode is not None:
         yield _gauge("voxlane_inference_live_decode_seconds_median", "Median of recent live decodes (what"
                      " admission control predicts from)", decode)
-    commit = engine.capacity.commit_delay()
-    if commit is not None:
-        yield _gauge("voxlane_live_commit_delay_p90_seconds", "p90 of recent delays from an utterance's end to"
-                     " its last word final, over every live stream (what admission control steers on)", commit)
+    for percentile, what in ((90, ""), (95, " (what admission control steers on)")):
+        commit = engine.capacity.commit_delay(percentile)
+        if commit is not None:
+            yield _gauge(f"voxlane_live_commit_delay_p{percentile}_seconds", f"p{percentile} of recent delays from"
+                         f" an utterance's end to its last word final, over every live stream{what}", commit)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

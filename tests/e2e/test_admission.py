@@ -175,8 +175,8 @@ async def test_per_token_and_hard_caps(private_server, speech, references):
 async def test_streams_served_past_the_target_refuse_the_next_and_keep_their_own(tmp_path, speech, references):
     """What the admitted streams get decides: with a target no stream can meet, the two streams per decode slot
     that are always served (one lane here: two) are admitted, their words made final later than the target, and
-    a third is refused with the figures it was refused on (their commit delays, or their lags growing); the first
-    two go on to the end."""
+    a third is refused with the figures it was refused on (their commit delays, their lags growing, or the event
+    loop's delay, each past its share of the target); the first two go on to the end."""
     srv = start_server(tmp_path, VOXLANE_LATENCY_TARGET_S="0.01", VOXLANE_PARALLEL_DECODES="1")
     longer = np.concatenate([speech] * 3)  # long enough to be judged while it streams
     try:
@@ -196,7 +196,8 @@ async def test_streams_served_past_the_target_refuse_the_next_and_keep_their_own
         assert err.get("code") == "OVERLOADED" and err["details"]["reason"] in ("overloaded", "full"), err
         details = err["details"]
         assert details["retry_after_s"] > 0 and details["streams"] == 2, err
-        assert details.get("commit_p90_s", 0) > 0.01 or details["lag_growth_s_per_s"] > 0.05, err
+        assert (details.get("commit_p95_s", 0) > 0.01 or details["lag_growth_s_per_s"] > 0.05
+                or details.get("loop_delay_p99_s", 0) > 0.1 * 0.01), err  # past the target by what it reads
         for rec in (await first, await second):
             assert rec.completed is not None
             errors, words = wer_counts(references[SPEECH]["text"] * 3, rec.final_text)
