@@ -54,9 +54,12 @@ def start_server(tmp: Path, **env: str) -> RunningServer:
     data = tmp / "data"
     log_path = tmp / "server.log"
     # the shared servers check streaming, not redaction (tests/e2e/test_redaction_live.py and the redaction tests
-    # check that, on by default): names in the corpus stay as said, and no server loads the analyzer for nothing
+    # check that, on by default): names in the corpus stay as said, and no server loads the analyzer for nothing.
+    # Nor do they check admission for load and shedding (tests/e2e/test_admission.py sets its own target): a
+    # suite's servers share a busy machine, and its load must not refuse their streams or hurry their readings.
     environ = {**os.environ, "VOXLANE_DATA_DIR": str(data), "VOXLANE_PORT": str(port), "VOXLANE_HOST": "127.0.0.1",
-               "VOXLANE_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1", "VOXLANE_DISABLE_REDACTION": "on", **env}
+               "VOXLANE_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1", "VOXLANE_DISABLE_REDACTION": "on",
+               "VOXLANE_LATENCY_TARGET_S": "30", **env}
     log_file = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], cwd=REPO, env=environ,
                             stdout=log_file, stderr=subprocess.STDOUT)

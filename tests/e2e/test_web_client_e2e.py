@@ -124,10 +124,14 @@ MIC_CLOCK = """(() => {
   md.getUserMedia = async (c) => { const s = await open(c); window.__micOpenedAt = performance.now(); return s; };
 })()"""
 
-STATE = ("JSON.stringify({state: voxlane.state, mode: voxlane.mode, id: voxlane.transcriptId, "
+STATE = ("typeof voxlane === 'undefined' ? JSON.stringify({url: location.href, room: window.room && "
+         "{state: room.state, role: room.role, id: room.participantId}}) : "
+         "JSON.stringify({state: voxlane.state, mode: voxlane.mode, id: voxlane.transcriptId, "
          "status: voxlane.transcript && voxlane.transcript.status, "
          "banner: document.querySelector('[data-testid=error-banner]').hidden ? null : "
          "document.querySelector('[data-testid=error-banner]').textContent.trim()})")
+"""The page's state when a wait times out: the transcriber page's, or the meeting room's (which has no
+``voxlane``)."""
 
 
 def launch(wav: Path, profile: Path) -> subprocess.Popen:

@@ -20,6 +20,8 @@ LONG_MODULES = {
     "server/transports/realtime.py": "one Realtime session: the event reference (a third of the file) and the state"
                                      " machine that turns client events into server events",
     "media/decoders.py": "every audio format's decoder behind one factory; at the budget",
+    "asr/diarization/diarizer.py": "one online diarizer: its windows, their clustering and the smoothing of their"
+                                   " labels share one state of speakers and centroids",
 }
 MAX_LINES = 400
 
