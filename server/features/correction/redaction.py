@@ -13,8 +13,10 @@ the event loop. A :class:`Redactor` loads its engine once, on first use, and is 
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -26,6 +28,8 @@ W = TypeVar("W")
 ENGINE_LOCK = threading.Lock()
 """One analyzer per process (spaCy's pipeline is not documented as safe to call from several threads at once)."""
 _TOKEN = re.compile(r"\S+")
+REMEMBERED = 4096
+"""Texts whose findings the redactor keeps (see :meth:`Redactor._analyzed`): a few hundred bytes each."""
 _PLACEHOLDER = re.compile(r"^\W*\[[A-Z_]+\]\W*$")
 
 
@@ -53,6 +57,8 @@ class Redactor:
         self._engine: Any = None
         self._anonymizer: Any = None
         self.finds_names = False  # whether the loaded engine finds names beyond the conversation's known ones
+        self._remembered: OrderedDict[tuple[str, tuple[str, ...]], list[Any]] = OrderedDict()
+        self._remembered_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Any) -> Redactor:
@@ -79,14 +85,9 @@ class Redactor:
         """The entities in a sequence of word texts, as word ranges, none overlapping, in order."""
         if not self.enabled or not self.entities or not words:
             return []
-        from server.features.correction.pii_engine import names_recognizer
-
         self.load()
         written = written_form(words)
-        known = names_recognizer(list(names)) if "PERSON" in self.entities else None
-        with self._lock:  # spaCy's pipeline is not documented as safe to call from several threads at once
-            found = self._engine.analyze(written.text, language="en", entities=presidio_entities(self.entities),
-                                         ad_hoc_recognizers=[known] if known else None)
+        found = self._analyzed(written.text, tuple(names))
         allowed = [a for a in (_clean(t) for t in allow) if a]
         spans: list[Span] = []
         for f in sorted(found, key=lambda f: (-f.score, -(f.end - f.start), f.start)):
@@ -100,6 +101,29 @@ class Redactor:
                 continue  # already redacted
             spans.append(Span(PLACEHOLDERS[f.entity_type], where[0], where[1], f.score))
         return sorted(spans, key=lambda s: s.first)
+
+    def _analyzed(self, text: str, names: tuple[str, ...]) -> list[Any]:
+        """The analyzer's findings in ``text`` with ``names`` known. A live stream's partials read their committed
+        words again with every refresh, and the same text gives the same findings: they are kept (the last
+        :data:`REMEMBERED` texts), so spaCy reads each text once, not once per partial of every stream behind one
+        lock."""
+        key = (text, names)
+        with self._remembered_lock:
+            found = self._remembered.get(key)
+            if found is not None:
+                self._remembered.move_to_end(key)
+                return found
+        from server.features.correction.pii_engine import names_recognizer
+
+        known = _recognizer(names_recognizer, names) if "PERSON" in self.entities else None
+        with self._lock:  # spaCy's pipeline is not documented as safe to call from several threads at once
+            found = self._engine.analyze(text, language="en", entities=presidio_entities(self.entities),
+                                         ad_hoc_recognizers=[known] if known else None)
+        with self._remembered_lock:
+            self._remembered[key] = found
+            while len(self._remembered) > REMEMBERED:
+                self._remembered.popitem(last=False)
+        return found
 
     # ------------------------------------------------------------ replacing
 
@@ -179,3 +203,9 @@ def _with(word: W, **changes: Any) -> W:
     if hasattr(word, "model_copy"):  # protocol.Word (pydantic)
         return word.model_copy(update=changes)
     return replace(word, **changes)  # type: ignore[type-var]
+
+
+@functools.lru_cache(maxsize=256)
+def _recognizer(make: Any, names: tuple[str, ...]) -> Any:
+    """The known-names recognizer of a stream's names, built once (its deny list compiles to a pattern)."""
+    return make(list(names))
