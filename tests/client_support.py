@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from websockets.asyncio.client import connect
 
-from server.cli.bench.metrics import wer_counts
+from bench.metrics import wer_counts
 from tests.rest_support import AUDIO, Api, read_wav, reference
 
 CHUNK = 3200  # 100 ms of 16 kHz 16-bit mono

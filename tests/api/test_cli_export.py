@@ -12,7 +12,7 @@ from pathlib import Path
 import srt
 import webvtt
 
-from server.cli.bench.metrics import normalize, wer_counts
+from bench.metrics import normalize, wer_counts
 from tests.rest_support import AUDIO, Api, as_cue_texts, reference
 
 pytest_plugins = ("tests.rest_fixtures",)

@@ -19,8 +19,8 @@ import openpyxl
 import srt
 import webvtt
 
+from bench.metrics import normalize, wer_counts
 from protocol import Participant, ParticipantEventParams, StartParams
-from server.cli.bench.metrics import normalize, wer_counts
 from server.features.exports import TABLE_COLUMNS
 from tests.meeting_schemas import DOWNLOADS
 from tests.rest_support import AUDIO, Api, as_cue_texts, as_plain_text, creds, read_wav, reference

@@ -11,7 +11,7 @@ import srt
 import webvtt
 from openai.types.audio import Transcription, TranscriptionVerbose
 
-from server.cli.bench.metrics import wer_counts
+from bench.metrics import wer_counts
 from server.features.openai_models import OPENAI_TRANSCRIPTION_MODELS
 from tests.rest_support import AUDIO, Api, read_wav, reference
 

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pypdf import PdfReader
 
-from server.cli.bench.metrics import wer_counts
+from bench.metrics import wer_counts
 from tests.api.test_rest_kiosk import initiate, make_project, put
 from tests.rest_support import AUDIO, Api, creds, read_wav, reference, upload_url, wav_bytes
 

@@ -24,9 +24,9 @@ from openai.types.realtime.realtime_transcription_session_create_response import
 from scipy.signal import resample_poly
 from websockets.exceptions import ConnectionClosed
 
+from bench.metrics import wer_counts
 from media.resample import Resampler
 from protocol.realtime import MAX_AUDIO_B64, MAX_EVENT_CHARS
-from server.cli.bench.metrics import wer_counts
 from server.settings import Settings
 from tests.client_support import JFK as JFK_SPEECH
 from tests.client_support import native_text

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import websockets
 
-from server.cli.bench.metrics import wer_counts
+from bench.metrics import wer_counts
 from tests.conftest import start_server, stop_server
 from tests.db_support import fetch_rows
 from tests.rest_support import AUDIO, Api, creds, read_wav, reference, wav_bytes

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from server.cli.bench.metrics import wer_counts
+from bench.metrics import wer_counts
 from tests.rest_support import AUDIO, Api, creds, read_wav, reference, upload_url, wav_bytes
 
 pytest_plugins = ("tests.rest_fixtures",)

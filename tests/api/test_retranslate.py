@@ -4,7 +4,7 @@ a lazily loaded configured local model, from an uploaded clip or from a stored j
 from __future__ import annotations
 
 from asr.backends.model_files import resolve_model
-from server.cli.bench.metrics import normalize, wer_counts
+from bench.metrics import normalize, wer_counts
 from tests.rest_support import AUDIO, Api, creds, read_wav, reference, wav_bytes
 
 pytest_plugins = ("tests.rest_fixtures",)

@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.metrics import wer_counts
 from protocol import Participant, StartParams
-from server.cli.bench.metrics import wer_counts
 from tests.rest_support import AUDIO, Api, read_wav, reference, upload_url, wav_bytes
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from server.cli.bench.metrics import normalize
+from bench.metrics import normalize
 from server.features.summaries import extractive_summary
 from server.settings import Settings
 from tests.rest_fixtures import running_app

@@ -24,7 +24,7 @@ from asr.capacity import CapacityEstimator
 from asr.inference import InferenceLoop, Priority
 from asr.session import StreamSession
 from asr.vad import SileroModel
-from server.cli.bench.metrics import wer_counts
+from bench.metrics import wer_counts
 from server.cli.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, ws_url
 
 SPEECH = "single/librispeech_2412-153948-0000.wav"  # 11.7 s

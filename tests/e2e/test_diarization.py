@@ -8,7 +8,7 @@ import numpy as np
 from asr.diarization import DiarizationConfig, SpeakerDiarizer
 from asr.diarization.encoder import SpeakerEncoder
 from asr.vad import SileroModel
-from server.cli.bench.diarization import der, reference, timeline
+from bench.diarization import der, reference, timeline
 from server.cli.live_client import load_pcm16k, stream_audio
 from tests.e2e.test_participants import wait_done
 

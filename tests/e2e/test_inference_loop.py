@@ -17,7 +17,7 @@ from asr.segment_book import _WORD_START_SLACK_S, Segment
 from asr.session import StreamConfig, StreamSession
 from asr.vad import SileroModel
 from asr.window_planner import Plan
-from server.cli.bench.replay import DecodeCost, replay_level, simulated_loop
+from bench.replay import DecodeCost, replay_level, simulated_loop
 from server.cli.live_client import load_pcm16k
 from server.pipeline.convert import wire_emit
 
@@ -202,7 +202,7 @@ def _replay(name: str, audio: dict[str, np.ndarray], backend, config: StreamConf
 def test_the_replay_bench_is_reproducible(engine, audio_dir, references):
     """``voxlane bench --replay`` runs the live pipeline on a simulated clock: the same run twice gives the
     same messages at the same times, and a slower modelled decode shows in the latencies, not in noise."""
-    from server.cli.bench.command import level_figures
+    from bench.command import level_figures
 
     name = "single/librispeech_61-70968-0000.wav"
     audio = {name: load_pcm16k(audio_dir / name)}

@@ -22,8 +22,8 @@ import psutil
 import pytest
 import websockets
 
+from bench.metrics import commit_latencies, final_latencies, wer_counts
 from media import float_to_s16
-from server.cli.bench.metrics import commit_latencies, final_latencies, wer_counts
 from server.cli.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, subscribe, ws_url
 from tests.conftest import RunningServer, start_server, stop_server
 

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import websockets
 
+from bench.metrics import wer_counts
 from media import float_to_s16
-from server.cli.bench.metrics import wer_counts
 from server.cli.live_client import create_transcript, load_pcm16k, ws_url
 from tests.conftest import RunningServer, start_server, stop_server
 

@@ -7,7 +7,7 @@ from collections import Counter
 
 import httpx
 
-from server.cli.bench.diarization import der, live_timeline, reference, rttm_turns
+from bench.diarization import der, live_timeline, reference, rttm_turns
 from server.cli.live_client import StreamRecord, load_pcm16k, stream_audio
 from tests import dialogue
 

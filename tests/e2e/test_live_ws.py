@@ -15,8 +15,8 @@ import srt
 import websockets
 import webvtt
 
+from bench.metrics import normalize, wer_counts
 from media.audio import float_to_s16
-from server.cli.bench.metrics import normalize, wer_counts
 from server.cli.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, subscribe, ws_url
 from tests.conftest import start_server, stop_server
 from tests.db_support import PgDatabases

@@ -15,8 +15,8 @@ from statistics import median
 import httpx
 import pytest
 
-from server.cli.bench.metrics import normalize, wer_counts
-from server.cli.bench.soak import soak_program, soak_stream
+from bench.metrics import normalize, wer_counts
+from bench.soak import soak_program, soak_stream
 from tests.conftest import RunningServer, start_server, stop_server
 
 MINUTES = 60

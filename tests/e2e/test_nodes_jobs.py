@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.cli.bench.metrics import wer_counts
+from bench.metrics import wer_counts
 from server.settings import Settings
 from tests.cluster_support import Cluster, Node, PrivatePostgres, until
 from tests.conftest import AUDIO

@@ -20,8 +20,8 @@ import srt
 import websockets
 import webvtt
 
+from bench.metrics import wer_counts
 from media import decode_file
-from server.cli.bench.metrics import wer_counts
 from server.cli.live_client import (
     Received,
     StreamRecord,

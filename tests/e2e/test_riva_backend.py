@@ -13,7 +13,7 @@ import asyncio
 import httpx
 import pytest
 
-from server.cli.bench.metrics import normalize
+from bench.metrics import normalize
 from server.cli.live_client import create_transcript, load_pcm16k, stream_audio, subscribe
 from tests.conftest import start_server, stop_server
 from tests.e2e.test_live_ws import assert_valid, check_segment_rules

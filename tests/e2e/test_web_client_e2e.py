@@ -26,7 +26,7 @@ import websockets
 from conftest import REPO, stop_server
 from webrtc_support import recording, start_loopback_server, start_offset
 
-from server.cli.bench.metrics import wer_counts
+from bench.metrics import wer_counts
 from server.cli.live_client import create_transcript, load_pcm16k, stream_audio
 from tests.process_support import stop_process
 

@@ -19,9 +19,9 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 from conftest import stop_server
 from webrtc_support import LOOPBACK, recording, settled, start_loopback_server, start_offset, wait_transcript
 
+from bench.metrics import wer_counts
 from media.ice import IceConfig, filter_remote_candidates, gather_on
 from media.webrtc import WebRtcPeer
-from server.cli.bench.metrics import wer_counts
 from server.cli.live_client import create_transcript, load_pcm16k, ws_url
 from tests.rest_support import Api
 

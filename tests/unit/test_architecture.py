@@ -101,6 +101,16 @@ def test_media_and_protocol_stand_alone(graph: grimp.ImportGraph) -> None:
                 assert not imported.startswith(forbidden), f"{module} imports {imported}"
 
 
+def test_the_server_does_not_carry_the_benchmarks() -> None:
+    """``bench`` is a package of its own (the ``bench`` extra, not in the server image): the server's packages
+    reach it only through the ``voxlane bench`` command's guarded import."""
+    graph = grimp.build_graph(*PACKAGES, "bench", exclude_type_checking_imports=False, cache_dir=None)
+    for package in PACKAGES:
+        for module in graph.find_descendants(package) | {package}:
+            imported = {m for m in graph.find_modules_directly_imported_by(module) if m.split(".")[0] == "bench"}
+            assert module == "server.cli" or not imported, f"{module} imports {imported}"
+
+
 def test_modules_stay_small() -> None:
     long = {str(p.relative_to(REPO)): n for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_LINES}

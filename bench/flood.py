@@ -30,10 +30,10 @@ from typing import Any
 import httpx
 import websockets
 
-from server.cli.bench.hostile import TARGET_P99_MS, HealthProbe, Tally, error_code, ws_attack
+from bench.hostile import TARGET_P99_MS, HealthProbe, Tally, error_code, ws_attack
 from server.cli.live_client import create_transcript, ws_url
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 NEAR_CONTROL = 64 * 1024 - 512
 """Just under the largest control message (a Realtime event other than an append, a native control message):
 the size that is still parsed."""
@@ -287,7 +287,7 @@ def _run(args: argparse.Namespace, base: str, families: list[Family]) -> dict[st
 
 
 def flood_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    from server.cli.bench.metrics import fmt
+    from bench.metrics import fmt
 
     cols = ["family", "seconds", "sent", "/health", "failed", "p50 ms", "p99 ms", "max ms", "target"]
     quiet = result["health_quiet"]

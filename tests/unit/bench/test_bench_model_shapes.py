@@ -10,8 +10,8 @@ import pytest
 
 from asr.backends import DecodeRequest
 from asr.backends.model_files import BUNDLED_MODEL, resolve_model
-from server.cli.bench.decode_costs import PROMPT, time_shape
-from server.cli.bench.model_shapes import SHAPES, FixedLengthBackend, WhisperShape, _shape_of, write_random_whisper
+from bench.decode_costs import PROMPT, time_shape
+from bench.model_shapes import SHAPES, FixedLengthBackend, WhisperShape, _shape_of, write_random_whisper
 
 # large-v3's input and vocabulary sizes (128 mel bands, 51,866 tokens) at a size a test can load
 SMALL_V3 = WhisperShape(n_mels=128, d_model=64, heads=2, encoder_layers=2, decoder_layers=1, vocabulary=51866)

@@ -34,8 +34,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from server.cli.bench.metrics import fmt, lag_growth, lag_series, percentile, utterance_commits, wer_counts
-from server.cli.bench.process import ProcessSampler
+from bench.metrics import fmt, lag_growth, lag_series, percentile, utterance_commits, wer_counts
+from bench.process import ProcessSampler
 from server.cli.live_client import StreamRecord, admitted_stream
 
 DEFAULT_FILES = ("single/ljspeech_LJ001-0001_0016.wav", "single/ljspeech_LJ001-0017_0032.wav")

@@ -3,7 +3,7 @@ and message, each node's latency from the audio being sent, and what B never hea
 
 from __future__ import annotations
 
-from server.cli.bench.fanout import fanout_figures, fanout_rows
+from bench.fanout import fanout_figures, fanout_rows
 from server.cli.live_client import Received, StreamRecord
 
 

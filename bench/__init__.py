@@ -2,5 +2,5 @@
 
 from pathlib import Path
 
-SHARED_AUDIO = Path(__file__).resolve().parents[4] / "shared" / "audio"
+SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
 """The speech corpus beside the checkout (``../shared/audio``): the default for every benchmark's files."""

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from server.cli.bench.metrics import onset_latencies
+from bench.metrics import onset_latencies
 from server.cli.live_client import Received, StreamRecord
 
 

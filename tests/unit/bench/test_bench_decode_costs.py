@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from asr.backends import DecodeRequest, DecodeResult
-from server.cli.bench.decode_costs import cost_rows, measure, replay_cost, windows_of
+from bench.decode_costs import cost_rows, measure, replay_cost, windows_of
 
 
 class Recording:

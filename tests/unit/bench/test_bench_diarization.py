@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from server.cli.bench.diarization import ami_average, der_rows, live_timeline, speaker_shown_waits, timeline
+from bench.diarization import ami_average, der_rows, live_timeline, speaker_shown_waits, timeline
 from server.cli.live_client import Received, StreamRecord
 
 

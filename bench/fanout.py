@@ -20,7 +20,7 @@ from typing import Any
 
 import websockets
 
-from server.cli.bench.metrics import fmt, percentile, utterance_id
+from bench.metrics import fmt, percentile, utterance_id
 from server.cli.live_client import Received, StreamRecord, create_transcript, load_pcm16k, stream_audio, ws_url
 
 DEFAULT_FILE = "single/librivox_shakespeare_sonnet_001.wav"

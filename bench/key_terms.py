@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from server.cli.bench.metrics import fmt, normalize, wer_counts
+from bench.metrics import fmt, normalize, wer_counts
 
 KEY_TERMS: dict[str, list[str]] = {
     "single/librispeech_1221-135766_2utt.wav": ["Hester Prynne"],

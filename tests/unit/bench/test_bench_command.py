@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.cli.bench.command import print_rows, print_table
+from bench.command import print_rows, print_table
 
 
 def test_a_table_without_rows_prints_its_header(capsys):

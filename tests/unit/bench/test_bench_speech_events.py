@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.cli.bench.speech_events import latencies, spaced
+from bench.speech_events import latencies, spaced
 
 
 def test_utterances_are_spaced_by_the_gap_with_their_audio_whole() -> None:

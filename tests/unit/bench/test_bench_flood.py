@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from bench.flood import FAMILIES, NEAR_CONTROL, chosen, flood_rows, pathological_events
 from protocol.realtime import MAX_EVENT_CHARS
-from server.cli.bench.flood import FAMILIES, NEAR_CONTROL, chosen, flood_rows, pathological_events
 from server.transports.realtime_inbound import MAX_CONTROL_CHARS
 
 

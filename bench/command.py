@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from server.cli.bench import SHARED_AUDIO
-from server.cli.bench.metrics import admission_figures, fmt, level_figures, wer_counts
-from server.cli.bench.process import ProcessSampler, find_server_pid
+from bench import SHARED_AUDIO
+from bench.metrics import admission_figures, fmt, level_figures, wer_counts
+from bench.process import ProcessSampler, find_server_pid
 from server.cli.live_client import load_pcm16k, stream_audio
 
 DEFAULT_AUDIO = SHARED_AUDIO
@@ -116,7 +116,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-terms", dest="key_terms", action="store_true",
                    help="instead, no server: transcribe the files with the file pipeline without key terms, with"
                         " each file's own (from its reference) and with all of them; WER and key-term hit rate")
-    from server.cli.bench.queue import add_arguments as queue_arguments
+    from bench.queue import add_arguments as queue_arguments
 
     queue_arguments(p)
 
@@ -137,7 +137,7 @@ async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: di
 
     upload = None
     if args.with_upload:
-        from server.cli.bench.upload import start_background_upload
+        from bench.upload import start_background_upload
 
         spec = args.with_upload
         upload = await (start_background_upload(args.url, args.token, seconds=float(spec)) if spec.isdigit()
@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     args.url = args.url or DEFAULT_URL
     audio_dir = Path(args.audio_dir)
     if args.flood:
-        from server.cli.bench.flood import flood_rows, print_answers, run_flood
+        from bench.flood import flood_rows, print_answers, run_flood
 
         result = run_flood(args, own_server)
         print_rows(*flood_rows(result))
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     if args.der:
         return run_der_command(args, audio_dir)
     if args.fanout:
-        from server.cli.bench.fanout import fanout_rows, run_fanout
+        from bench.fanout import fanout_rows, run_fanout
 
         result = asyncio.run(run_fanout(args, audio_dir))
         print_rows(*fanout_rows(result))
@@ -197,14 +197,14 @@ def run(args: argparse.Namespace) -> int:
         write_result(args.output, result)
         return 0
     if args.queue:
-        from server.cli.bench.queue import queue_rows, run_queue
+        from bench.queue import queue_rows, run_queue
 
         result = run_queue(args, audio_dir)
         print_rows(*queue_rows(result))
         write_result(args.output, result)
         return 0
     if args.hostile:
-        from server.cli.bench.hostile import hostile_rows, print_answers, run_hostile
+        from bench.hostile import hostile_rows, print_answers, run_hostile
 
         result = run_hostile(args)
         print_rows(*hostile_rows(result))
@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         write_result(args.output, result)
         return 0
     if args.decode_costs:
-        from server.cli.bench.decode_costs import cost_rows, run_decode_costs
+        from bench.decode_costs import cost_rows, run_decode_costs
 
         result = run_decode_costs(args, audio_dir)
         print_rows(*cost_rows(result))
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     refs_path = audio_dir / "references.json"
     refs = json.loads(refs_path.read_text()) if refs_path.exists() else {}
     if args.soak:
-        from server.cli.bench.soak import run_soak_command, soak_rows
+        from bench.soak import run_soak_command, soak_rows
 
         result = run_soak_command(args, audio_dir, refs)
         print_rows(*soak_rows(result))
@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     files = args.files or sorted(k for k in refs if k.startswith("single/"))
     if args.capacity and not args.files:
-        from server.cli.bench.capacity import DEFAULT_FILES
+        from bench.capacity import DEFAULT_FILES
 
         files = list(DEFAULT_FILES)
     if args.limit:
@@ -241,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         print("voxlane bench: no audio files (give --audio-dir or --files)", file=sys.stderr)
         return 2
     if args.speech_events:
-        from server.cli.bench.speech_events import run_speech_events, speech_event_rows
+        from bench.speech_events import run_speech_events, speech_event_rows
 
         result = asyncio.run(run_speech_events(args.url, args.token, audio_dir, refs, files, bool(args.files),
                                                 args.turn_gap))
@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
         write_result(args.output, result)
         return 0
     if args.key_terms:
-        from server.cli.bench.key_terms import key_term_rows, run_key_terms
+        from bench.key_terms import key_term_rows, run_key_terms
 
         result = run_key_terms(audio_dir, refs, files)
         print_rows(*key_term_rows(result))
@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
         a = load_pcm16k(audio_dir / f)
         audio[f] = a[: int(args.max_seconds * 16000)] if args.max_seconds else a
     if args.capacity:
-        from server.cli.bench.capacity import capacity_rows, run_capacity
+        from bench.capacity import capacity_rows, run_capacity
 
         levels = [int(x) for x in args.capacity_levels.split(",") if x.strip()]
         pid = args.server_pid or find_server_pid(args.url)
@@ -270,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
         write_result(args.output, result)
         return 0
     if args.overload:
-        from server.cli.bench.overload import overload_rows, run_overload
+        from bench.overload import overload_rows, run_overload
 
         result = asyncio.run(run_overload(args, files, refs, audio))
         print_rows(*overload_rows(result))
@@ -278,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     levels = [int(x) for x in str(args.concurrency).split(",") if x.strip()]
     if args.replay:
-        from server.cli.bench.replay import run_replay
+        from bench.replay import run_replay
 
         result = run_replay(args, levels, files, refs, audio)
     else:
@@ -309,7 +309,7 @@ def run_live(args: argparse.Namespace, levels: list[int], files: list[str], refs
 
 def run_der_command(args: argparse.Namespace, audio_dir: Path) -> int:
     if args.replay:
-        from server.cli.bench.speaker_clock import run_speaker_clock, speaker_clock_rows
+        from bench.speaker_clock import run_speaker_clock, speaker_clock_rows
         from server.pipeline.configs import diarization_config
         from server.settings import Settings
 
@@ -318,7 +318,7 @@ def run_der_command(args: argparse.Namespace, audio_dir: Path) -> int:
         print_rows(*speaker_clock_rows(result))
         write_result(args.output, result)
         return 0
-    from server.cli.bench.diarization import der_rows, run_der
+    from bench.diarization import der_rows, run_der
 
     result = asyncio.run(run_der(args.url, audio_dir, args.token, args.der_concurrency, args.files or None))
     result.update(url=args.url, label=args.label, started=time.time())

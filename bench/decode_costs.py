@@ -115,10 +115,10 @@ def time_backend(config: BackendConfig, speech_file: Path, windows_s: list[float
 def time_shape(name: str, windows_s: list[float], batches: list[int], repeats: int, tokens_from: Path,
                tokens_per_second: float = 5.0, **backend: Any) -> dict[str, Any]:
     """``--decode-costs`` for the model shape ``name``: written with random weights to a temporary folder, loaded
-    as a fixed-length backend (:mod:`server.cli.bench.model_shapes`) with ``backend``'s arguments (device, compute
+    as a fixed-length backend (:mod:`bench.model_shapes`) with ``backend``'s arguments (device, compute
     type, threads...), and timed as :func:`measure` times a real one, on quiet noise (random weights make any audio
     noise)."""
-    from server.cli.bench.model_shapes import SHAPES, FixedLengthBackend, write_random_whisper
+    from bench.model_shapes import SHAPES, FixedLengthBackend, write_random_whisper
 
     with tempfile.TemporaryDirectory(prefix=f"voxlane-{name}-") as folder:
         t0 = time.perf_counter()

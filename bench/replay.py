@@ -228,7 +228,7 @@ def replay_config(overrides: list[str]) -> StreamConfig:
 def run_replay(args: Any, levels: list[int], files: list[str], refs: dict[str, Any],
                audio: dict[str, np.ndarray]) -> dict[str, Any]:
     from asr.backends import make_backend
-    from server.cli.bench.metrics import fmt, level_figures
+    from bench.metrics import fmt, level_figures
     from server.pipeline.configs import backend_config
     from server.settings import Settings
 

@@ -9,7 +9,7 @@ import numpy as np
 from asr.diarization import DiarizationConfig
 from asr.diarization.encoder import SpeakerEncoder
 from asr.vad import SileroModel
-from server.cli.bench.speaker_clock import LabelHistory, label_wait, replay_file, speaker_clock_rows
+from bench.speaker_clock import LabelHistory, label_wait, replay_file, speaker_clock_rows
 
 
 def _history(steps: list[tuple[float, list[float], list[int]]]) -> LabelHistory:

@@ -194,7 +194,7 @@ async def soak_stream(url: str, program: list[Piece], audio_dir: Path, *, speed:
 
 def run_soak_command(args: argparse.Namespace, audio_dir: Path, refs: dict[str, Any]) -> dict[str, Any]:
     """``voxlane bench --soak MINUTES``: real time, one stream; the caller prints and writes the result."""
-    from server.cli.bench.process import find_server_pid
+    from bench.process import find_server_pid
 
     program = soak_program(refs, args.soak, args.files or None)
     pid = args.server_pid or find_server_pid(args.url)
@@ -221,7 +221,7 @@ def soak_trend(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def soak_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    from server.cli.bench.metrics import fmt
+    from bench.metrics import fmt
 
     cols = ["audio min", "wall s", "RSS MB", "tasks", "lag s", "lag max s"]
     rows = [[fmt(s["audio_s"] / 60, 1), fmt(s["wall_s"], 0), fmt(s["rss_mb"], 0), fmt(s["tasks"]),

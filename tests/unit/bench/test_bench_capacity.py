@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.cli.bench.capacity import _growth, capacity_rows, keeps_up
+from bench.capacity import _growth, capacity_rows, keeps_up
 
 
 def level(**over: Any) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.cli.bench.key_terms import KEY_TERMS, hits
+from bench.key_terms import KEY_TERMS, hits
 
 
 def test_hits_count_whole_words_as_the_reference_writes_them() -> None:
@@ -15,7 +15,7 @@ def test_hits_count_whole_words_as_the_reference_writes_them() -> None:
 def test_every_file_s_terms_are_in_its_reference() -> None:
     import json
 
-    from server.cli.bench import SHARED_AUDIO
+    from bench import SHARED_AUDIO
 
     refs = json.loads((SHARED_AUDIO / "references.json").read_text())
     for f, terms in KEY_TERMS.items():

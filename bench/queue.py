@@ -41,8 +41,8 @@ import asyncpg
 import numpy as np
 from sqlalchemy import make_url, text
 
+from bench.metrics import fmt, percentile
 from media import WavAppender
-from server.cli.bench.metrics import fmt, percentile
 from server.cli.live_client import load_pcm16k
 from server.jobs.merge import settle_job
 from server.jobs.recorded import transcribe_job
@@ -54,7 +54,7 @@ POLL_S = 0.1
 IDLE_POLL_S = 0.002
 MIN_KILL_GAP_S = 1.0
 CLIP_KEY = upload_key("bench", "wav")
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 SPEECH = "single/jfk_inaugural_1961_excerpt.wav"
 
 

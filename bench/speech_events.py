@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from server.cli.bench.metrics import fmt, percentile
+from bench.metrics import fmt, percentile
 
 CHUNK_S = 0.1
 MATCH_S = 2.0  # an event this far from a reference time is not its event

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import websockets
 
-from server.cli.bench.metrics import percentile
+from bench.metrics import percentile
 from server.cli.live_client import create_transcript, ws_url
 
 TARGET_P99_MS = 100.0
@@ -212,7 +212,7 @@ def run_hostile(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def hostile_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    from server.cli.bench.metrics import fmt
+    from bench.metrics import fmt
 
     cols = ["/health", "requests", "failed", "p50 ms", "p99 ms", "max ms"]
     rows = [[name, str(f["requests"]), str(f["failed"]), fmt(f["p50_ms"], 1), fmt(f["p99_ms"], 1),

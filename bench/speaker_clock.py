@@ -26,8 +26,7 @@ import numpy as np
 
 from asr.diarization import DiarizationConfig, SpeakerDiarizer
 from asr.vad import SileroModel, VadStream
-from media.audio import SAMPLE_RATE
-from server.cli.bench.diarization import (
+from bench.diarization import (
     der,
     der_files,
     reference,
@@ -37,6 +36,7 @@ from server.cli.bench.diarization import (
     wait_cell,
     wait_percentiles,
 )
+from media.audio import SAMPLE_RATE
 from server.cli.live_client import load_pcm16k
 
 FRAME = SAMPLE_RATE // 50  # 20 ms, a WebRTC frame

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from bench import SHARED_AUDIO
 from media import decode_file, float_to_s16, probe_file
-from server.cli.bench import SHARED_AUDIO
 
 DEFAULT_SPEECH = SHARED_AUDIO / "single"
 

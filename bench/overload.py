@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import websockets
 
-from server.cli.bench.metrics import percentile
+from bench.metrics import percentile
 from server.cli.live_client import Received, StreamRecord, create_transcript, send_paced, stop_and_settle, ws_url
 
 ADMIT_WAIT_S = 20.0
@@ -69,7 +69,7 @@ async def stream_or_refused(base: str, audio: np.ndarray, *, name: str, token: s
 
 async def run_overload(args: argparse.Namespace, files: list[str], refs: dict[str, Any],
                        audio: dict[str, Any]) -> dict[str, Any]:
-    from server.cli.bench.metrics import level_figures
+    from bench.metrics import level_figures
 
     n = args.overload
     chosen = [files[i % len(files)] for i in range(n)]
@@ -98,7 +98,7 @@ async def run_overload(args: argparse.Namespace, files: list[str], refs: dict[st
 
 
 def overload_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    from server.cli.bench.metrics import fmt
+    from bench.metrics import fmt
 
     codes: dict[str, int] = {}
     for r in result["refused"]:
