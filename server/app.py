@@ -16,11 +16,12 @@ from starlette.routing import Route
 from asr.backends import AsrBackend
 from server import services as composition
 from server.fanout import Broker
-from server.http.admission import AdmissionMiddleware
+from server.http.admission import AdmissionMiddleware, refused_handler
 from server.http.auth import AuthMiddleware
 from server.http.errors import http_exception_handler, unhandled_exception_handler
 from server.http.middleware import PathGuardMiddleware, RequestIdMiddleware
 from server.metrics import Metrics, MetricsMiddleware, metrics_endpoint
+from server.pipeline.admission import Refused
 from server.routes import (
     exports_api,
     live_ws,
@@ -119,7 +120,8 @@ def create_app(settings: Settings | None = None, *, backend: AsrBackend | None =
                 *metrics_routes],
         middleware=[Middleware(MetricsMiddleware, metrics=metrics), Middleware(RequestIdMiddleware),
                     Middleware(PathGuardMiddleware), Middleware(AuthMiddleware), Middleware(AdmissionMiddleware)],
-        exception_handlers={HTTPException: http_exception_handler, Exception: unhandled_exception_handler},
+        exception_handlers={HTTPException: http_exception_handler, Refused: refused_handler,
+                            Exception: unhandled_exception_handler},
         lifespan=lifespan,
     )
     app.state.metrics = metrics

@@ -27,7 +27,6 @@ from server import redis_client
 from server.fanout import Broker
 from server.features.correction.redaction import Redactor
 from server.features.webhooks import WebhookSender
-from server.http.admission import Admission
 from server.http.auth import Authenticator
 from server.http.meeting_tokens import MeetingTokens
 from server.http.rate_limit import RateLimiter
@@ -39,6 +38,7 @@ from server.jobs.tasks import all_tasks, lane_of, lanes
 from server.metrics import MeteredHub, Metrics
 from server.native_threads import limit_blas_threads, limit_malloc_arenas, start_heap_trimmer
 from server.node import claim_node_id
+from server.pipeline.admission import Admission
 from server.pipeline.configs import backend_config, riva_config
 from server.pipeline.hub import Hub
 from server.pipeline.ingest import IngestPool
@@ -98,7 +98,7 @@ class Services:
     ingest: IngestPool | None = None  # the threads that take live audio in (a node that transcribes)
     role: Role = field(default_factory=Role)
     webhooks: WebhookSender | None = None
-    admission: Admission | None = None  # refuses a live stream the server cannot serve well (server.http.admission)
+    admission: Admission | None = None  # refuses a live stream the server cannot serve well (server.pipeline.admission)
     runner: JobRunner | None = None
     redis: Redis | None = None  # the node's one Redis client (VOXLANE_REDIS_URL), for whatever shares state through it
     node: str = ""  # this node's id in shared state (server.node)
@@ -197,15 +197,15 @@ async def build(settings: Settings, *, role: Role | None = None, backend: AsrBac
     ingest = IngestPool(vad, settings.effective_ingest_threads) if vad is not None else None
     services = Services(settings=settings, store=store, hub=hub, audio=audio, jobs=queue, engine=engine,
                         vad_model=vad, ingest=ingest, role=role, redis=redis, node=node)
+    services.leases = make_leases(services)
     if role.live:
         services.load = LoadMonitor(target_s=settings.latency_target_s, streams=services.live.publishers,
                                     engine=services.loop, loop_delay=services.loop_delay,
                                     speakers=services.speaker_worker)
-        services.admission = Admission(services)
+        services.admission = Admission(settings, services.live.publishers, services.load, services.leases)
     if role.transcribes and services.redactor.enabled:
         # the analyzer takes seconds to load: in the background, so the first final with a name does not wait
         services._background.append(asyncio.create_task(asyncio.to_thread(services.redactor.load)))
-    services.leases = make_leases(services)
     return services
 
 

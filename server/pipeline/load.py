@@ -12,7 +12,7 @@ stream's transcription is behind its audio and whether that grows, and how late 
 * ``full``: approaching it: nobody more;
 * ``overloaded``: past it, or a stream's lag grows: nobody more, and work is shed.
 
-Admission (:mod:`server.http.admission`) asks :meth:`LoadMonitor.refusal`. A burst is admitted at once up to the
+Admission (:mod:`server.pipeline.admission`) asks :meth:`LoadMonitor.refusal`. A burst is admitted at once up to the
 streams the node has been seen to serve (``proven``: the most streams that were ``ok`` once settled) or, before
 anything is proven, up to what the calibrated decode cost allows; beyond that one stream at a time, each once the
 ones before it have settled and the verdict is still ``ok``. The fewest streams seen ``overloaded`` bound it

@@ -35,7 +35,7 @@ from media.decoders import PcmDecoder
 from protocol import ErrorCode, ProtocolError, StartParams, Status, Transcription
 from protocol.messages import StatusValue, participant_key
 from server.features.correction import correction_pass
-from server.http.admission import Caller
+from server.pipeline.admission import Caller
 from server.pipeline.configs import stream_config
 from server.pipeline.convert import speech_message, unredacted_keeper, wire_emit, wire_report
 from server.pipeline.disk_full import is_storage_full, storage_full_error
@@ -91,7 +91,7 @@ class Pacer:
 
 class Publisher:
     caller: Caller | None = None  # who opened it, set when admitted: the per-token and per-address caps count it
-    slot: str | None = None  # its place in those caps across nodes (server.http.admission.Admission.admit_live)
+    slot: str | None = None  # its place in those caps across nodes (server.pipeline.admission.Admission.admit_live)
 
     def __init__(self, transcript: LiveTranscript, params: StartParams, offset: float, key: str,
                  recording: Path, tell: Tell | None = None) -> None:

@@ -20,7 +20,7 @@ from server.pipeline.publisher import Publisher, Tell
 from server.storage.outage import until_stored
 
 if TYPE_CHECKING:
-    from server.http.admission import Caller
+    from server.pipeline.admission import Caller
     from server.pipeline.hub import Subscriber
     from server.services import Services
 

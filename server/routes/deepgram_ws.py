@@ -40,7 +40,7 @@ def _refusal(ws: WebSocket, svc: Services) -> tuple[int, DgError] | None:
             "a live transcription sends audio: it needs a token with the 'transcripts:write' scope"))
     refusal = svc.admission.check_live() if svc.admission is not None else None
     if refusal is not None:
-        svc.admission.refused[refusal.reason] += 1  # type: ignore[union-attr]
+        svc.admission.count(refusal)  # type: ignore[union-attr]
         return CLOSE_TRY_AGAIN, protocol_refusal(refusal.protocol_error())
     return None
 

@@ -60,7 +60,7 @@ def _refusal(ws: WebSocket, svc: Services, model: str | None) -> CloseWith | Non
             " 'transcripts:write' scope"), "insufficient scope")
     refusal = svc.admission.check_live() if svc.admission is not None else None
     if refusal is not None:
-        svc.admission.refused[refusal.reason] += 1  # type: ignore[union-attr]
+        svc.admission.count(refusal)  # type: ignore[union-attr]
         return CloseWith(CLOSE_TRY_AGAIN, refusal_error(refusal.protocol_error()).event(), refusal.code.value)
     return None
 

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from media.ice import SdpError
+from server.http.admission import api_error
 from server.http.auth import WRITE, can_publish, principal, require
 from server.http.errors import ApiError
 from server.http.visibility import visible_transcript
@@ -83,7 +84,7 @@ async def offer(request: Request) -> Response:
     refusal = admission.check_live() if can_publish(request) else None  # before building a peer connection
     refusal = refusal or admission.check_pending_offers(reg.pending_callers())
     if refusal is not None:
-        raise admission.refuse_http(refusal)  # 503 OVERLOADED or 429 RATE_LIMITED, with Retry-After
+        raise api_error(admission.count(refusal))  # 503 OVERLOADED or 429 RATE_LIMITED, with Retry-After
     with admission.offer_slot():
         return await _offer(reg, request, transcript_id, body)
 

@@ -53,7 +53,7 @@ from media.ice import IceConfig
 from media.webrtc import WebRtcPeer
 from protocol import ErrorCode, ProtocolError, StartParams, Status, envelope
 from protocol.messages import Error
-from server.http.admission import CALLER, Caller
+from server.pipeline.admission import CALLER, Caller
 from server.pipeline.control import apply_control, pin_participant
 from server.pipeline.hub import Subscriber
 from server.pipeline.publisher import Publisher
