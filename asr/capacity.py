@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from asr.inference import BatchReport
+    from asr.batch_report import BatchReport
 
 WINDOW_S = 60.0
 """Decodes older than this say little about the load now."""

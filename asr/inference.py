@@ -27,6 +27,7 @@ from enum import IntEnum
 from typing import Any
 
 from asr.backends.base import AsrBackend, DecodeRequest, DecodeResult
+from asr.batch_report import BatchReport, Observer
 from asr.capacity import CapacityEstimator
 from asr.pace import LivePace
 
@@ -71,23 +72,6 @@ class LoopStats:
     # encoder's share of them (as the backend reports it)
     seconds_by_kind: dict[str, float] = field(default_factory=dict)
     encode_seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class BatchReport:
-    """What one decoded batch cost, handed to each of ``InferenceLoop.observers`` (metrics, capacity): they
-    learn of every batch without the loop knowing who listens."""
-
-    size: int  # requests decoded together
-    seconds: float  # wall time of the backend call
-    live: bool  # any live request (not only uploads at BULK priority)
-    urgent: bool  # a pause commit or a segment's final among them
-    hurried: int  # requests decoded the cheaper way (see InferenceLoop._take_batch)
-    waited: float  # longest a request of the batch waited between being ready and being decoded (loop clock)
-    lanes_busy: int  # batches running at once, this one included
-
-
-Observer = Callable[[BatchReport], None]
 
 
 class InferenceLoop:

@@ -31,7 +31,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from asr.inference import BatchReport
+    from asr.batch_report import BatchReport
 
 log = logging.getLogger("voxlane.inference")
 

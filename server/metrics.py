@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from asr.inference import BatchReport
+from asr.batch_report import BatchReport
 from server.fanout import Broker
 from server.http.auth import PROJECTS_ADMIN, AuthError, bearer_token
 from server.http.errors import ApiError

@@ -1,4 +1,4 @@
-from asr.inference import BatchReport
+from asr.batch_report import BatchReport
 from asr.pace import SAMPLES, LivePace
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import SimpleNamespace
 
+from asr.batch_report import BatchReport
 from asr.capacity import CapacityEstimator
-from asr.inference import BatchReport
 from server.pipeline.load import SETTLE_S, SHED_AFTER_S, UNSHED_AFTER_S, LoadMonitor
 
 
