@@ -109,7 +109,7 @@ class DeepgramSession:
     async def run(self) -> None:
         sender = asyncio.create_task(self._send_loop())
         try:
-            await Inbound(self).run(sender)
+            await Inbound(self, self.svc.settings).run(sender)
         finally:
             if self.publisher is not None:
                 await self.publisher.finish()  # a vanished client still gets its finals stored

@@ -15,7 +15,7 @@ out the audio's real time. What the read-ahead may hold is bounded (:func:`~serv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from protocol import ProtocolError
 from protocol.deepgram import DgError, ParamError, parse_control
@@ -23,7 +23,10 @@ from server.http.ws_guard import InboundGuard
 from server.http.ws_inbound import GuardedInbound, frame_queue
 
 if TYPE_CHECKING:
-    from server.transports.deepgram import DeepgramSession
+    from pydantic import BaseModel
+    from starlette.websockets import WebSocket
+
+    from server.settings import Settings
 
 CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008
@@ -62,14 +65,30 @@ def protocol_refusal(exc: ProtocolError) -> DgError:
         f" (retry after {retry} s)" if retry is not None else ""))
 
 
+class Sink(Protocol):
+    """What the inbound side hands its messages to: the session (server.transports.deepgram)."""
+
+    ws: WebSocket
+    publisher: object | None  # its stream, once the first audio opened it
+
+    async def audio(self, data: bytes) -> None: ...
+
+    async def control(self, message: dict[str, Any]) -> Closing | None: ...
+
+    def reply(self, message: BaseModel) -> None: ...
+
+    def close(self, closing: Closing) -> None: ...
+
+    def release(self) -> None: ...
+
+
 class Inbound(GuardedInbound[Event, Closing]):
     """The reader and the worker of one Deepgram session."""
 
     errors = (ParamError, ProtocolError)
     drains = True  # a client that leaves without CloseStream still has every frame it sent transcribed and stored
 
-    def __init__(self, session: DeepgramSession) -> None:
-        settings = session.svc.settings
+    def __init__(self, session: Sink, settings: Settings) -> None:
         self.session = session
         self.max_frame = settings.max_frame_kb * 1024
         super().__init__(session.ws, InboundGuard(settings, idle_timeout=settings.session_idle_timeout),

@@ -211,7 +211,7 @@ class RealtimeSession:
         sender = asyncio.create_task(self._send_loop())
         guard = InboundGuard(self.svc.settings, idle_timeout=self.svc.settings.session_idle_timeout)
         try:
-            await Inbound(self, guard).run(sender)
+            await Inbound(self, guard, self.svc.settings.send_timeout).run(sender)
         finally:
             if self.publisher is not None:
                 await self.publisher.finish()  # a vanished client still gets its finals stored

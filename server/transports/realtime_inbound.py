@@ -16,15 +16,16 @@ import asyncio
 import base64
 import binascii
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from protocol.realtime import MAX_AUDIO_B64, MAX_EVENT_CHARS, AudioAppend, ClientEvent, RealtimeError, ServerEvent
 from protocol.realtime import parse_client_event as parse_small
 from server.http.ws_inbound import QUEUE, GuardedInbound
 
 if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
+
     from server.http.ws_guard import InboundGuard
-    from server.transports.realtime import RealtimeSession
 
 MAX_CONTROL_CHARS = 64 * 1024
 """The largest event other than an append (a session.update with a long prompt and 100 keywords is under 30 KiB),
@@ -117,14 +118,26 @@ async def decode_audio(event: AudioAppend) -> bytes:
                             event_id=event.event_id) from None
 
 
+class Sink(Protocol):
+    """What the inbound side hands its events to: the session's state machine (server.transports.realtime)."""
+
+    ws: WebSocket
+
+    async def handle(self, event: ClientEvent) -> None: ...
+
+    def reply(self, event: ServerEvent) -> None: ...
+
+    def close(self, close: CloseWith) -> None: ...
+
+
 class Inbound(GuardedInbound[ClientEvent, CloseWith]):
     """The reader and the worker of one Realtime session (see :mod:`server.http.ws_inbound`): events are parsed
     by the reader, and the session's state machine handles them in order."""
 
     errors = (RealtimeError,)
 
-    def __init__(self, session: RealtimeSession, guard: InboundGuard) -> None:
-        super().__init__(session.ws, guard, session.svc.settings.send_timeout, QUEUE)
+    def __init__(self, session: Sink, guard: InboundGuard, send_timeout: float) -> None:
+        super().__init__(session.ws, guard, send_timeout, QUEUE)
         self.session = session
 
     async def parse(self, message: dict) -> ClientEvent:
