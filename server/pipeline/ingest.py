@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,11 +34,6 @@ log = logging.getLogger("voxlane.ingest")
 
 PIECES_PER_PASS = 4
 """Audio pieces (each at most a second) of one stream taken in one pass, before the other streams' turn."""
-PASS_EVERY_S = 0.02
-"""A pass starts at most this often. Woken by every frame, a thread that is quick takes one frame a pass: at
-sixteen streams, 160 passes and 160 wake-ups of the thread a second, each a switch of the GIL both ways. Waiting
-out the rest of 20 ms after a pass gathers two or three streams' frames in the next, for 20 ms more on the way
-to the model at most (a commit waits a second and more)."""
 
 
 class Takes(Protocol):
@@ -110,17 +104,12 @@ class IngestPool:
     # ------------------------------------------------------------ ingest threads
 
     def _run(self) -> None:
-        began = 0.0
         while True:
-            rest = began + PASS_EVERY_S - time.monotonic()
-            if rest > 0 and not self._stopping:
-                time.sleep(rest)  # not waiting on the condition: a frame queued meanwhile wakes nobody
             with self._cond:
                 while not self._ready and not self._stopping:
                     self._cond.wait()
                 if not self._ready:
                     return
-                began = time.monotonic()
                 taken = []
                 while self._ready:
                     queue = self._ready.popleft()
