@@ -62,11 +62,12 @@ SETTLE_S = 6.0
 SHED_AFTER_S = 3.0
 UNSHED_AFTER_S = 20.0
 SHED_MEASURES = ("hurried readings", "slower partials", "fewer speaker windows")
-ROUNDS_PER_COMMIT = 2.0
+ROUNDS_PER_COMMIT = 3.0
 """Decodes of a stream a commit waits for at worst, before anything is measured: a word needs two readings that
-agree, or its pause's reading, each behind the other streams' (the calibrated estimate, see :meth:`estimate`: on
-a 2-core AVX2 EPYC, 0.21-0.25 s a decode, 8 streams, where 8 came in at once and 16 were served at commit p95
-1.3-1.6 s)."""
+agree, or its pause's reading, each behind the other streams', and the warm-up calibration reads shorter windows
+than a loaded loop does (the calibrated estimate, see :meth:`estimate`). On a 2-core AVX2 EPYC (calibration
+0.13-0.14 s, live decodes 0.21-0.25 s): 8 streams at first. Two rounds admitted 14 of a burst there, served at
+commit p95 2.6 s; four admitted 4 of a burst of 8 that the box then served at 1.2 s."""
 
 
 class Stream(Protocol):

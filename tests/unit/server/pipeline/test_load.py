@@ -62,8 +62,8 @@ def _run(monitor: LoadMonitor, clock: _Clock, seconds: float) -> None:
 
 
 def test_a_burst_is_admitted_up_to_the_calibrated_estimate_and_no_further() -> None:
-    """0.4 s decodes on two slots, two rounds a commit: 2 x floor(2 / 0.8) = 4 streams from the start."""
-    monitor, live, *_ = _setup(decode_s=0.4)
+    """0.3 s decodes on two slots, three rounds a commit: 2 x floor(2 / 0.9) = 4 streams from the start."""
+    monitor, live, *_ = _setup(decode_s=0.3)
     assert monitor.allowed() == 4
     for n in range(4):
         assert monitor.refusal(n, starting=n) is None
@@ -72,7 +72,7 @@ def test_a_burst_is_admitted_up_to_the_calibrated_estimate_and_no_further() -> N
 
 
 def test_settled_streams_served_well_are_proven_and_one_more_is_a_probe() -> None:
-    monitor, live, estimator, _, _, clock = _setup(decode_s=0.4, streams=4)
+    monitor, live, estimator, _, _, clock = _setup(decode_s=0.3, streams=4)
     _commits(estimator, 0.8, 0.9, 0.9)
     _run(monitor, clock, SETTLE_S + 1)
     assert monitor.health.verdict == "ok" and monitor.proven == 4
