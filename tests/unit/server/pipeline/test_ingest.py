@@ -92,7 +92,10 @@ async def test_many_streams_take_one_pass_and_one_hand_off(model: SileroModel):
         original = loop.call_soon_threadsafe
 
         def counted(fn, *args, **kwargs):
-            handed.append(fn)
+            # the pool's hand-offs only: the session's event loop also runs other tests' apps, whose executor
+            # threads hand their own results back meanwhile
+            if getattr(fn, "__module__", None) in ("asr.handoff", "server.pipeline.ingest"):
+                handed.append(fn)
             return original(fn, *args, **kwargs)
 
         loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
