@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,16 +26,18 @@ from asr.transcriber import Transcriber
 from asr.vad import SileroModel
 from server import redis_client
 from server.fanout import Broker
+from server.features.correction import CorrectionPass, correction_pass
 from server.features.correction.redaction import Redactor
-from server.features.webhooks import WebhookSender
+from server.features.summaries.background import forget_old_requests, summarize_completed
+from server.features.webhooks import WebhookSender, requeue_overdue, transcript_completed
 from server.http.auth import Authenticator
 from server.http.meeting_tokens import MeetingTokens
 from server.http.rate_limit import RateLimiter
+from server.http.rest import RestServices
 from server.http.signing import UploadSigner
 from server.jobs.housekeeping import keep_house
 from server.jobs.queue import JobQueue
 from server.jobs.runner import JobRunner
-from server.jobs.tasks import all_tasks, lane_of, lanes
 from server.metrics import MeteredHub, Metrics
 from server.native_threads import limit_blas_threads, limit_malloc_arenas, start_heap_trimmer
 from server.node import claim_node_id
@@ -42,6 +45,7 @@ from server.pipeline.admission import Admission
 from server.pipeline.configs import backend_config, riva_config
 from server.pipeline.hub import Hub
 from server.pipeline.ingest import IngestPool
+from server.pipeline.lifecycle import CompletedHook
 from server.pipeline.load import LoadMonitor
 from server.pipeline.loop_delay import LoopDelay
 from server.pipeline.ownership import Leases, LocalLeases, make_leases
@@ -49,10 +53,12 @@ from server.pipeline.recordings import audio_dir
 from server.pipeline.recovery import finish_all_abandoned
 from server.pipeline.speaker_worker import SpeakerWorker
 from server.pipeline.transcripts import LiveRegistry
+from server.role import Role
 from server.settings import Settings
 from server.storage import Store, open_store
 from server.storage.audio import AudioStore, open_audio_store
 from server.storage.engine import async_url, libpq_dsn
+from server.tasks import all_tasks, lane_of, lanes
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -60,27 +66,6 @@ if TYPE_CHECKING:
     from server.fanout.redis import RedisBroker
 
 log = logging.getLogger("voxlane")
-
-
-@dataclass(frozen=True)
-class Role:
-    """What a node does: serve the API, take live audio, run jobs."""
-
-    api: bool = True
-    live: bool = True
-    jobs: bool = True
-
-    @property
-    def transcribes(self) -> bool:
-        return self.live or self.jobs
-
-    @classmethod
-    def serve(cls, settings: Settings) -> Role:
-        return cls(api=True, live=settings.live == "on", jobs=settings.jobs == "on")
-
-    @classmethod
-    def worker(cls) -> Role:
-        return cls(api=False, live=False, jobs=True)
 
 
 @dataclass
@@ -108,12 +93,16 @@ class Services:
     live: LiveRegistry = field(init=False)
     speaker_worker: SpeakerWorker = field(init=False)
     redactor: Redactor = field(init=False)  # the correction pass's PII step, one analyzer per process
+    on_completed: list[CompletedHook] = field(init=False)  # what completes with a transcript, in its transaction
     _background: list[asyncio.Task] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.live = LiveRegistry(self)
         self.speaker_worker = SpeakerWorker(device=self.settings.device)
         self.redactor = Redactor.from_settings(self.settings)
+        # the pipeline only fires these (server.pipeline.lifecycle); the features own what they do
+        self.on_completed = [functools.partial(transcript_completed, self),
+                             functools.partial(summarize_completed, self)]
 
     def audio_dir(self, transcript_id: str) -> Path:
         return audio_dir(self.settings, transcript_id)
@@ -123,6 +112,13 @@ class Services:
         """The inference loop, on a node that decodes windows itself (None on one that streams to Riva)."""
         return self.engine if isinstance(self.engine, InferenceLoop) else None
 
+    def correction(self, key_terms: Sequence[str], names: Sequence[str] = ()) -> CorrectionPass:
+        return correction_pass(key_terms, self.redactor, names=names)
+
+    @property
+    def keeps_originals(self) -> bool:
+        return self.settings.keep_unredacted == "on" and self.redactor.enabled
+
     @property
     def model(self) -> tuple[Transcriber, SileroModel]:
         """What transcribes (the inference loop or a streaming recognizer) and the VAD, on a node that
@@ -130,20 +126,6 @@ class Services:
         if self.engine is None or self.vad_model is None:
             raise RuntimeError("this node loads no model (VOXLANE_LIVE=off and VOXLANE_JOBS=off)")
         return self.engine, self.vad_model
-
-
-@dataclass
-class RestServices:
-    """What the API adds: authentication, upload signing, rate limits."""
-
-    services: Services
-    authenticator: Authenticator
-    signer: UploadSigner
-    meetings: MeetingTokens  # room URL keys and join tokens
-    upload_rate: RateLimiter
-    address_rate: RateLimiter  # every participant API request, per client address
-    project_rate: RateLimiter  # conversation starts and upload URLs, per project
-    started_at: float = field(default_factory=time.time)
 
 
 async def build(settings: Settings, *, role: Role | None = None, backend: AsrBackend | None = None,
@@ -197,7 +179,8 @@ async def build(settings: Settings, *, role: Role | None = None, backend: AsrBac
     ingest = IngestPool(vad, settings.effective_ingest_threads) if vad is not None else None
     services = Services(settings=settings, store=store, hub=hub, audio=audio, jobs=queue, engine=engine,
                         vad_model=vad, ingest=ingest, role=role, redis=redis, node=node)
-    services.leases = make_leases(services)
+    services.leases = make_leases(redis, node, settings.live_lease_seconds, finisher=services,
+                                  streams=services.live.streams)
     if role.live:
         services.load = LoadMonitor(target_s=settings.latency_target_s, streams=services.live.publishers,
                                     engine=services.loop, loop_delay=services.loop_delay,
@@ -240,7 +223,7 @@ async def start_rest(services: Services) -> RestServices:
     secret = await services.store.get_or_create_secret("upload-url-signing", secrets.token_hex(32))
     meetings = MeetingTokens(bytes.fromhex(await services.store.get_or_create_secret("meeting-tokens",
                                                                                     secrets.token_hex(32))))
-    return RestServices(services=services, authenticator=Authenticator(settings, services.store, meetings),
+    return RestServices(store=services.store, authenticator=Authenticator(settings, services.store, meetings),
                         signer=UploadSigner(bytes.fromhex(secret)), meetings=meetings,
                         upload_rate=RateLimiter(settings.upload_url_rate, name="upload-url", redis_url=shared),
                         address_rate=RateLimiter(settings.rate_per_address, name="address", redis_url=shared),
@@ -254,7 +237,7 @@ async def start_live(services: Services) -> None:
     if services.load is not None:
         services.load.start()
     if not services.settings.redis_url:
-        finished = await finish_all_abandoned(services)
+        finished = await finish_all_abandoned(services, services.live.streams)
         if finished:
             log.info("finished %d transcript(s) a stopped process had left live", finished)
 
@@ -273,7 +256,8 @@ async def start_jobs(services: Services) -> None:
     services.runner = JobRunner(services, services.jobs, all_tasks(settings), lanes(settings),
                                 stall_seconds=settings.job_stall_seconds)
     services.runner.start()
-    services._background.append(asyncio.create_task(keep_house(services), name="housekeeping"))
+    chores = [functools.partial(forget_old_requests, services), functools.partial(requeue_overdue, services)]
+    services._background.append(asyncio.create_task(keep_house(chores), name="housekeeping"))
 
 
 async def close(services: Services) -> None:

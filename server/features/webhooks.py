@@ -36,17 +36,18 @@ import json
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
 from server.http.outbound import OutboundGuard, OutboundRefused, guarded_client
 from server.jobs.queue import Job
+from server.jobs.runner import Task
 from server.storage.base import utcnow
 
 if TYPE_CHECKING:
+    from server.jobs.queue import JobQueue
     from server.jobs.runner import JobContext
-    from server.services import Services
     from server.settings import Settings
     from server.storage import Store
 
@@ -58,6 +59,19 @@ TIMESTAMP_HEADER = "X-Voxlane-Timestamp"
 MAX_DELAY = 3600.0
 MAX_ERROR = 300
 DELIVER = "deliver"
+
+
+class Outbox(Protocol):
+    """Where an event's deliveries go: their rows, and the jobs that send them, staged in one transaction."""
+
+    store: Store
+    jobs: JobQueue
+
+
+class WebhookParts(Outbox, Protocol):
+    """What the ``deliver`` job takes: the outbox and this node's sender."""
+
+    webhooks: WebhookSender | None
 OVERDUE = 60.0
 """A pending delivery due this long ago with no job (one staged before jobs existed) gets one (housekeeping)."""
 
@@ -85,7 +99,7 @@ def backoff(attempts: int, base: float) -> float:
 # ---------------------------------------------------------------- emitting
 
 
-async def emit_event(services: Services, transcript_id: str, event: str, payload: dict[str, Any], *,
+async def emit_event(services: Outbox, transcript_id: str, event: str, payload: dict[str, Any], *,
                      key: str | None = None) -> list[dict[str, Any]]:
     """Queue ``event`` about a conversation for every endpoint of its project that subscribed to it.
 
@@ -100,7 +114,7 @@ async def emit_event(services: Services, transcript_id: str, event: str, payload
     return await _emit_for(services, conv, event, payload, key)
 
 
-async def emit_project_event(services: Services, project_id: str, event: str, payload: dict[str, Any], *,
+async def emit_project_event(services: Outbox, project_id: str, event: str, payload: dict[str, Any], *,
                              key: str | None = None) -> list[dict[str, Any]]:
     """Like :func:`emit_event` for an event about the project itself (``report.generated``)."""
     hooks = await services.store.list_webhooks(project_id)
@@ -108,14 +122,14 @@ async def emit_project_event(services: Services, project_id: str, event: str, pa
                                    payload, key)
 
 
-async def send_test(services: Services, hook: dict[str, Any], event: str) -> dict[str, Any]:
+async def send_test(services: Outbox, hook: dict[str, Any], event: str) -> dict[str, Any]:
     """A sample ``event`` (``"test": true``) for one endpoint, through the same durable path as real ones."""
     data = {"conversation_id": None, "project_id": hook["project_id"], "sample": True}
     rows = await _store_deliveries(services, hook["project_id"], [hook], event, data, None, test=True)
     return rows[0]
 
 
-async def transcript_completed(services: Services, transcript_id: str, *, key: str | None = None) -> None:
+async def transcript_completed(services: Outbox, transcript_id: str, *, key: str | None = None) -> None:
     """``conversation.transcribed`` when a conversation's transcript completed (a no-op for other transcripts).
 
     Called inside the transaction that completes a transcript (:func:`server.pipeline.lifecycle.complete`): the
@@ -134,7 +148,7 @@ async def transcript_completed(services: Services, transcript_id: str, *, key: s
     await _emit_for(services, conv, "conversation.transcribed", data, key)
 
 
-async def _emit_for(services: Services, conv: dict[str, Any], event: str, payload: dict[str, Any],
+async def _emit_for(services: Outbox, conv: dict[str, Any], event: str, payload: dict[str, Any],
                     key: str | None) -> list[dict[str, Any]]:
     hooks = [h for h in await services.store.list_webhooks(conv["project_id"]) if event in h["events"]]
     data = {"conversation_id": conv["id"], "project_id": conv["project_id"], **payload}
@@ -142,7 +156,7 @@ async def _emit_for(services: Services, conv: dict[str, Any], event: str, payloa
     return await _store_deliveries(services, conv["project_id"], hooks, event, data, scoped)
 
 
-async def _store_deliveries(services: Services, project_id: str, hooks: list[dict[str, Any]], event: str,
+async def _store_deliveries(services: Outbox, project_id: str, hooks: list[dict[str, Any]], event: str,
                             data: dict[str, Any], key: str | None, test: bool = False) -> list[dict[str, Any]]:
     if event not in EVENTS:
         raise ValueError(f"unknown webhook event {event!r}; expected one of {', '.join(EVENTS)}")
@@ -172,20 +186,21 @@ def deliver_job(delivery_id: str, run_at: float | None = None) -> Job:
     return Job(DELIVER, {"delivery_id": delivery_id}, run_at=run_at, dedupe=f"{DELIVER}:{delivery_id}")
 
 
-async def deliver(ctx: JobContext) -> None:
+async def deliver(ctx: JobContext[WebhookParts]) -> None:
     """The ``deliver`` job: one attempt at one delivery."""
     sender = ctx.services.webhooks
     assert sender is not None, "a node that takes jobs has a webhook sender"
     await sender.attempt(ctx.services, ctx.args["delivery_id"])
 
 
-async def requeue_overdue(services: Services) -> int:
+async def requeue_overdue(services: Outbox) -> int:
     """Housekeeping: a pending delivery well past its time and with no job waiting gets one (the job's dedupe key
     makes this a no-op for a delivery whose job is merely late)."""
     overdue = [d for d in await services.store.pending_deliveries(limit=500)
                if (d["next_attempt_at"] or 0.0) < time.time() - OVERDUE]
     if overdue:
         await services.jobs.stage([deliver_job(d["id"]) for d in overdue])
+        log.info("queued %d overdue webhook deliveries again", len(overdue))
     return len(overdue)
 
 
@@ -211,13 +226,13 @@ class WebhookSender:
             await self._client.aclose()
             self._client = None
 
-    async def attempt(self, services: Services, delivery_id: str) -> None:
+    async def attempt(self, services: Outbox, delivery_id: str) -> None:
         row = await self.store.get_delivery(delivery_id)
         if row is None or row["status"] != "pending":
             return  # delivered, failed, or its endpoint deleted
         await self._attempt_once(services, row)
 
-    async def _attempt_once(self, services: Services, row: dict[str, Any]) -> None:
+    async def _attempt_once(self, services: Outbox, row: dict[str, Any]) -> None:
         settings = self.settings
         lease = time.time() + settings.webhook_timeout + 5.0  # another node leaves it alone until then
         claimed = await self.store.claim_delivery(row["id"], row["attempts"], lease)
@@ -281,3 +296,9 @@ class WebhookSender:
             return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
         except httpx.HTTPError as exc:  # a protocol error's text can quote what the peer sent
             return None, type(exc).__name__
+
+
+def job_tasks(attempts: int) -> list[Task]:
+    """Deliveries: a delivery counts its own attempts (``VOXLANE_WEBHOOK_MAX_ATTEMPTS``); the job's cover nodes
+    that die mid-send."""
+    return [Task(DELIVER, deliver, max_attempts=attempts + 2)]

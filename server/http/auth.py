@@ -322,7 +322,7 @@ class AuthMiddleware(ConnectionMiddleware):
                                    {"required": needed})
                 tid = transcript_id_in(path)
                 if tid is not None:
-                    row = await rest.services.store.get_transcript(tid)
+                    row = await rest.store.get_transcript(tid)
                     if row is None or not who.can_see(row.get("owner")):
                         raise ApiError(404, "transcript not found", "TRANSCRIPT_NOT_FOUND", {"transcript_id": tid})
                     scope["state"]["transcript"] = row  # handlers take it from server.http.visibility

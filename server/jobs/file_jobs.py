@@ -25,8 +25,8 @@ from asr.transcriber import Session, open_session
 from media import SAMPLE_RATE, AudioTooLong, DecodeError, WavAppender, iter_decode_file, probe_file
 from protocol import Error, Status, Transcription
 from protocol.messages import StatusValue
-from server.features.correction import correction_pass
 from server.http.audio_limits import AUDIO_TOO_LONG, claims_too_long, too_long_message
+from server.jobs.progress import BLOCK_SECONDS
 from server.pipeline.channels import channel_participants
 from server.pipeline.configs import stream_config
 from server.pipeline.convert import unredacted_keeper, wire_emit
@@ -36,10 +36,9 @@ from server.pipeline.recordings import recording_key
 from server.pipeline.speaker_relay import LiveSpeakers, live_speakers, settle_speakers
 
 if TYPE_CHECKING:
-    from server.services import Services
+    from server.pipeline.parts import StreamParts
 
 log = logging.getLogger("voxlane.files")
-BLOCK_SECONDS = 10.0
 
 
 @dataclass
@@ -51,7 +50,7 @@ class FileResult:
     """Set when the file was refused for passing its ``max_seconds`` (``error`` says so)."""
 
 
-async def transcribe_file(services: Services, transcript_id: str, path: str | Path, *, offset: float = 0.0,
+async def transcribe_file(services: StreamParts, transcript_id: str, path: str | Path, *, offset: float = 0.0,
                           speaker: str | None = None, participant_id: str | None = None,
                           emit: Callable[[Transcription], Awaitable[None]] | None = None,
                           on_progress: Callable[[float, float], Awaitable[None]] | None = None,
@@ -100,7 +99,7 @@ async def transcribe_file(services: Services, transcript_id: str, path: str | Pa
     width = max(1, int(info.get("channels") or 1)) if split_channels else None
     people: list[tuple[str | int | None, str | None]] = (
         [(p.id, p.name) for p in channel_participants(width, channel_names)] if width else [(participant_id, speaker)])
-    correction = correction_pass(config.key_terms, services.redactor, names=[name for _, name in people if name])
+    correction = services.correction(config.key_terms, names=[name for _, name in people if name])
     keep = unredacted_keeper(services, transcript_id)
     deliver = emit or (lambda m: hub.publish(transcript_id, m))
     speakers: LiveSpeakers | None = None
@@ -178,7 +177,7 @@ def derived_ids(seed: str) -> Callable[[], str]:
     return lambda: hashlib.sha256(f"{seed}:{next(counter)}".encode()).hexdigest()[:12]
 
 
-async def _channel_files(services: Services, keys: list[str]) -> list[WavAppender]:
+async def _channel_files(services: StreamParts, keys: list[str]) -> list[WavAppender]:
     """Each channel's own recording, started afresh (a retried file rewrites them)."""
     out = []
     for key in keys:
@@ -204,7 +203,7 @@ async def _cancel(sessions: list[Session], wavs: list[WavAppender]) -> None:
     await asyncio.to_thread(_close, wavs)
 
 
-async def _record_channels(services: Services, transcript_id: str, people: list[tuple[str | int | None, str | None]],
+async def _record_channels(services: StreamParts, transcript_id: str, people: list[tuple[str | int | None, str | None]],
                            kind: str, t: float) -> None:
     """Join (at the start) and leave (at the end) of each channel's participant, as live participants have;
     a retried file replaces the events an earlier attempt left."""
@@ -225,7 +224,7 @@ async def _record_channels(services: Services, transcript_id: str, people: list[
     await services.store.edit_transcript_meta(transcript_id, replaced)
 
 
-async def _too_long(services: Services, transcript_id: str, limit: float, fed: float, segments: int,
+async def _too_long(services: StreamParts, transcript_id: str, limit: float, fed: float, segments: int,
                     publish: bool, participant_id: str | None) -> FileResult:
     message = too_long_message(limit)
     await _fail(services, transcript_id, message, publish, participant_id, code=AUDIO_TOO_LONG,
@@ -233,7 +232,7 @@ async def _too_long(services: Services, transcript_id: str, limit: float, fed: f
     return FileResult(fed, segments, message, limit_seconds=limit)
 
 
-async def _fail(services: Services, transcript_id: str, message: str, publish: bool,
+async def _fail(services: StreamParts, transcript_id: str, message: str, publish: bool,
                 participant_id: str | None, code: str = "AUDIO_FORMAT_ERROR",
                 details: dict[str, Any] | None = None) -> None:
     log.warning("transcription of %s failed: %s", transcript_id, message)

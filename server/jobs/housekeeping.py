@@ -1,34 +1,29 @@
 """Housekeeping on a node that takes jobs: what no single request or job is there to clean up.
 
-Every ``INTERVAL`` seconds: summary requests past their day are forgotten, and a pending webhook delivery long
-past due without a job (one staged by an older version) gets one. Every one of these is safe on several nodes at
-once.
+Every ``INTERVAL`` seconds each chore runs once (the features name theirs: summary requests past their day are
+forgotten, a pending webhook delivery long past due without a job gets one). Every chore must be safe on several
+nodes at once; one that fails is logged and tried again next time, and never stops the others.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
-
-from server.features.summaries.background import forget_old_requests
-from server.features.webhooks import requeue_overdue
-
-if TYPE_CHECKING:
-    from server.services import Services
+from collections.abc import Awaitable, Callable, Sequence
 
 log = logging.getLogger("voxlane.jobs")
 INTERVAL = 60.0
 
+Chore = Callable[[], Awaitable[object]]
 
-async def keep_house(services: Services) -> None:
+
+async def keep_house(chores: Sequence[Chore], interval: float = INTERVAL) -> None:
     while True:
-        try:
-            await forget_old_requests(services)
-            if await requeue_overdue(services):
-                log.info("queued overdue webhook deliveries again")
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("housekeeping failed; trying again in %.0f s", INTERVAL)
-        await asyncio.sleep(INTERVAL)
+        for chore in chores:
+            try:
+                await chore()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("housekeeping failed; trying again in %.0f s", interval)
+        await asyncio.sleep(interval)

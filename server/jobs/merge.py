@@ -20,21 +20,29 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from media import DecodeError, WavAppender, iter_decode_file
 from protocol import Status, Transcription, Word
-from server.jobs.file_jobs import BLOCK_SECONDS
+from server.jobs.progress import BLOCK_SECONDS
 from server.jobs.queue import Job
-from server.jobs.runner import JobContext, RetryLater
+from server.jobs.runner import JobContext, RetryLater, Task
 from server.pipeline import lifecycle
 from server.pipeline.recordings import recording_key
 from server.storage.base import UNCONFIRMED
 
 if TYPE_CHECKING:
-    from server.services import Services
+    from server.settings import Settings
+    from server.storage.audio import AudioStore
+
+
+class MergeParts(lifecycle.Completing, Protocol):
+    """What settling a kiosk conversation takes: its rows, the chunks' audio, and the completion's hooks."""
+
+    settings: Settings
+    audio: AudioStore
 
 log = logging.getLogger("voxlane.merge")
 TASK = "settle"
@@ -50,16 +58,16 @@ def settle_job(conversation_id: str) -> Job:
                dedupe=f"{TASK}:{conversation_id}")
 
 
-async def settle(ctx: JobContext) -> None:
+async def settle(ctx: JobContext[MergeParts]) -> None:
     await settle_conversation(ctx.services, ctx.args["transcript_id"], ctx)
 
 
-async def give_up(ctx: JobContext, reason: str) -> None:
+async def give_up(ctx: JobContext[MergeParts], reason: str) -> None:
     cid = ctx.args["transcript_id"]
     await lifecycle.fail(ctx.services, cid, f"merging the conversation's chunks failed: {reason}")
 
 
-async def settle_conversation(services: Services, cid: str, ctx: JobContext | None = None) -> None:
+async def settle_conversation(services: MergeParts, cid: str, ctx: JobContext[MergeParts] | None = None) -> None:
     """Merge what can be merged, in order; complete a finished conversation whose chunks are all done."""
     store, hub = services.store, services.hub
     conv = await store.get_conversation(cid)
@@ -125,7 +133,7 @@ async def settle_conversation(services: Services, cid: str, ctx: JobContext | No
                     await services.audio.delete(chunk["path"])
 
 
-async def _store_merged_audio(services: Services, cid: str, placed: list[dict[str, Any]]) -> None:
+async def _store_merged_audio(services: MergeParts, cid: str, placed: list[dict[str, Any]]) -> None:
     """The conversation's audio as one 16 kHz WAV in the audio store, on its merged transcript's timeline."""
     scratch = services.audio.incoming_dir(cid)
     await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
@@ -176,3 +184,8 @@ def _shifted(seg: dict[str, Any], segment_id: str, offset: float) -> Transcripti
         end=round(seg["end"] + offset, 3), participant_id=seg.get("participant_id"),
         words=[Word(text=w["text"], start=round(w["start"] + offset, 3), end=round(w["end"] + offset, 3),
                     probability=w.get("probability", 0.0), final=True) for w in seg.get("words") or []])
+
+
+def job_tasks(attempts: int) -> list[Task]:
+    """Settling a kiosk conversation: two attempts more than a transcription (it waits on its chunks)."""
+    return [Task(TASK, settle, max_attempts=attempts + 2, give_up=give_up)]

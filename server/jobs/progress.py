@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from server.jobs.file_jobs import BLOCK_SECONDS
-
+BLOCK_SECONDS = 10.0
+"""A recorded file is decoded and fed in blocks of this much audio: its progress counts them."""
 PROGRESS_WRITE_SECONDS = 2.0
 
 

@@ -15,19 +15,20 @@ and a kiosk chunk's end queues its conversation's merge in the same transaction 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from protocol import Transcription
 from server.jobs.file_jobs import transcribe_file
 from server.jobs.merge import settle_job
 from server.jobs.progress import PROGRESS_WRITE_SECONDS, Progress
 from server.jobs.queue import Job
-from server.jobs.runner import JobContext, RetryLater
+from server.jobs.runner import AUDIO_LANE, JobContext, RetryLater, Task
 from server.pipeline import lifecycle
 from server.pipeline.convert import segment_row
+from server.pipeline.parts import StreamParts
 
 if TYPE_CHECKING:
-    from server.services import Services
+    from server.jobs.queue import JobQueue
 
 TASK = "transcribe"
 
@@ -36,12 +37,19 @@ class Deleted(Exception):
     """The transcript went away while its file was being transcribed."""
 
 
+class RecordedParts(StreamParts, Protocol):
+    """What transcribing an upload or a kiosk chunk takes: a stream's parts, and the queue that settles a
+    conversation once its chunks are in."""
+
+    jobs: JobQueue
+
+
 def transcribe_job(chunk_id: str) -> Job:
     """The job of one confirmed chunk; ``dedupe`` finds its place in the queue (GET .../status)."""
     return Job(TASK, {"chunk_id": chunk_id}, dedupe=f"{TASK}:{chunk_id}")
 
 
-async def transcribe(ctx: JobContext) -> None:
+async def transcribe(ctx: JobContext[RecordedParts]) -> None:
     store = ctx.services.store
     row = await store.get_chunk(ctx.args["chunk_id"])
     if row is None or row["status"] in ("transcribed", "failed"):
@@ -59,12 +67,12 @@ async def transcribe(ctx: JobContext) -> None:
     except Deleted:
         return
     finally:
-        board = _progress_board(ctx.services)
+        board = ctx.progress
         if board is not None:
             board.pop(claimed["transcript_id"], None)
 
 
-async def give_up(ctx: JobContext, reason: str) -> None:
+async def give_up(ctx: JobContext[RecordedParts], reason: str) -> None:
     """Out of attempts: the chunk fails (and with it a file's transcript; a kiosk chunk leaves a gap that its
     conversation's merge reports)."""
     store = ctx.services.store
@@ -83,7 +91,7 @@ async def give_up(ctx: JobContext, reason: str) -> None:
 # ------------------------------------------------------------ uploads and job files
 
 
-async def _transcribe_file(ctx: JobContext, row: dict[str, Any]) -> None:
+async def _transcribe_file(ctx: JobContext[RecordedParts], row: dict[str, Any]) -> None:
     """An upload or a job: the file is the transcript's whole audio."""
     services, tid = ctx.services, row["transcript_id"]
     store = services.store
@@ -92,7 +100,7 @@ async def _transcribe_file(ctx: JobContext, row: dict[str, Any]) -> None:
         if await store.get_transcript(tid) is None:
             return
     prog = Progress(message="transcribing", total=float(row.get("duration") or 0.0))
-    board = _progress_board(services)
+    board = ctx.progress
     if board is not None:
         board[tid] = prog
 
@@ -138,7 +146,7 @@ async def _transcribe_file(ctx: JobContext, row: dict[str, Any]) -> None:
 # ------------------------------------------------------------ kiosk chunks
 
 
-async def _transcribe_chunk(ctx: JobContext, row: dict[str, Any]) -> None:
+async def _transcribe_chunk(ctx: JobContext[RecordedParts], row: dict[str, Any]) -> None:
     """One kiosk chunk, on its own timeline; its conversation's merge places it."""
     services = ctx.services
     store = services.store
@@ -179,12 +187,12 @@ async def project_key_terms(store: Any, conversation_id: str) -> list[str]:
     return list((project or {}).get("key_terms") or [])
 
 
-def wants_diarization(services: Services, options: dict[str, Any]) -> bool:
+def wants_diarization(services: RecordedParts, options: dict[str, Any]) -> bool:
     """An upload's own ``diarization`` option, else the server's setting."""
     wanted = options.get("diarization")
     return bool(wanted) if wanted is not None else services.settings.diarization == "on"
 
 
-def _progress_board(services: Services) -> dict[str, Progress] | None:
-    runner = getattr(services, "runner", None)
-    return None if runner is None else runner.progress
+def job_tasks(attempts: int) -> list[Task]:
+    """Uploads' and chunks' transcriptions, in the audio lane."""
+    return [Task(TASK, transcribe, max_attempts=attempts, give_up=give_up, lane=AUDIO_LANE)]

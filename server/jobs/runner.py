@@ -20,19 +20,30 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 
 from server.jobs.progress import Progress
 from server.jobs.queue import DONE, Claimed, JobQueue, Lane, Outcome
 from server.storage.outage import database_unavailable
 
-if TYPE_CHECKING:
-    from server.services import Services
+Parts = TypeVar("Parts")
+"""What the node hands its handlers: each handler names, as a Protocol of its own, the parts it reads
+(``JobContext[WebhookParts]``); the runner only passes them on."""
 
 log = logging.getLogger("voxlane.jobs")
 MAX_BACKOFF = 300.0
 OUTAGE_RETRY_S = 5.0
 DEPTH_REFRESH_S = 5.0
+
+
+AUDIO_LANE = "audio"
+"""Transcriptions: seconds to minutes each, ``VOXLANE_REST_WORKERS`` at once."""
+EVENTS_LANE = "events"
+"""Short tasks (merges, summaries, webhook deliveries), ``VOXLANE_EVENT_WORKERS`` at once: a webhook is never
+stuck behind an hour of uploads."""
+REPORTS_LANE = "reports"
+"""Project reports fan out into up to a few hundred summaries at once: a quarter of the event workers (at least
+one), so a report never holds up a webhook or a conversation's own summary."""
 
 
 class RetryLater(Exception):
@@ -52,17 +63,25 @@ class Task:
     """A kind of job: its handler, how often it is tried and what giving it up records."""
 
     name: str
-    run: Callable[[JobContext], Coroutine[Any, Any, None]]
+    run: Callable[[JobContext[Any]], Coroutine[Any, Any, None]]
     max_attempts: int = 3
     backoff_s: float = 5.0
-    give_up: Callable[[JobContext, str], Awaitable[None]] | None = None
+    give_up: Callable[[JobContext[Any], str], Awaitable[None]] | None = None
+    lane: str = EVENTS_LANE  # the lane (on PostgreSQL, the queue) its jobs wait in
 
 
-class JobContext:
-    """What a handler gets: the node's services, the job's arguments and attempt, and its watchdog."""
+def task_lanes(tasks: Sequence[Task], *, audio_workers: int, event_workers: int) -> list[Lane]:
+    """The lanes ``tasks`` wait in, each with the jobs it runs at once on a node."""
+    workers = {AUDIO_LANE: audio_workers, EVENTS_LANE: event_workers, REPORTS_LANE: max(1, event_workers // 4)}
+    return [Lane(name, frozenset(t.name for t in tasks if t.lane == name), n) for name, n in workers.items()]
 
-    def __init__(self, services: Services, claimed: Claimed) -> None:
+
+class JobContext(Generic[Parts]):
+    """What a handler gets: the node's parts, the job's arguments and attempt, and its watchdog."""
+
+    def __init__(self, services: Parts, claimed: Claimed, progress: dict[str, Progress] | None = None) -> None:
         self.services = services
+        self.progress = progress  # the runner's board of its files' progress (None: nobody reads it)
         self.job = claimed
         self.args = claimed.args
         self.attempt = claimed.attempts
@@ -81,7 +100,7 @@ class JobContext:
 class JobRunner:
     """Runs this node's share of the queue's jobs (a node that takes jobs has one)."""
 
-    def __init__(self, services: Services, queue: JobQueue, tasks: Sequence[Task], lanes: Sequence[Lane],
+    def __init__(self, services: object, queue: JobQueue, tasks: Sequence[Task], lanes: Sequence[Lane],
                  stall_seconds: float) -> None:
         self.services = services
         self.queue = queue
@@ -127,7 +146,7 @@ class JobRunner:
         if task is None:
             log.error("job %s: no task %r on this node", claimed.id, claimed.task)
             return Outcome("failed", error=f"unknown task {claimed.task!r}")
-        ctx = JobContext(self.services, claimed)
+        ctx = JobContext(self.services, claimed, self.progress)
         if claimed.attempts > task.max_attempts:  # the last attempts' nodes died running it
             return await self._give_up(task, ctx, f"gave up after {claimed.attempts - 1} interrupted attempts")
         attempt = asyncio.create_task(task.run(ctx), name=f"job-{claimed.task}-{claimed.id}")

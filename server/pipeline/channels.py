@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pydantic import BaseModel
 
 from media import DecodeError, make_decoder
 from protocol import ErrorCode, Participant, ProtocolError, StartParams, Status
 from protocol.messages import StatusValue
-from server.pipeline.publisher import Pacer, Publisher, Tell
+from server.pipeline.publisher import Pacer, Publisher, StreamHost, Tell
 
-if TYPE_CHECKING:
-    from server.pipeline.transcripts import LiveTranscript
+
+class GroupHost(StreamHost, Protocol):
+    """The transcript a split stream's channels join, each as a participant publisher."""
+
+    async def add_publisher(self, params: StartParams, offset: float | None = None,
+                            tell: Tell | None = None) -> Publisher: ...
+
 
 RAW_CHANNEL = "pcm_f32le"
 """What each channel's publisher is declared as: it is fed decoded 16 kHz samples, never bytes."""
@@ -41,7 +46,7 @@ class SplitStream:
 
     participant_id = None
 
-    def __init__(self, transcript: LiveTranscript, params: StartParams, decoder, tell: Tell | None = None) -> None:
+    def __init__(self, transcript: GroupHost, params: StartParams, decoder, tell: Tell | None = None) -> None:
         self.transcript = transcript
         self.params = params
         self._tell = tell
@@ -54,7 +59,7 @@ class SplitStream:
         self.pacer = Pacer(transcript.services.settings.max_audio_lead_seconds)
 
     @classmethod
-    async def open(cls, transcript: LiveTranscript, params: StartParams, tell: Tell | None = None) -> SplitStream:
+    async def open(cls, transcript: GroupHost, params: StartParams, tell: Tell | None = None) -> SplitStream:
         try:
             decoder = make_decoder(params.format, params.sample_rate, params.channels, split_channels=True)
         except DecodeError as exc:

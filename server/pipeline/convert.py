@@ -9,12 +9,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from asr.events import FailureEvent, SegmentEvent, SpeechEvent, WordEvent
 from protocol import Error, ErrorCode, Speech, Transcription, Word
 from protocol.messages import participant_key
-from server.features.correction import CorrectionPass
+
+
+class Correction(Protocol):
+    """A pass over a segment's words before it is stored and told (key terms, PII redaction: the correction
+    feature builds it, :meth:`server.pipeline.parts.StreamParts.correction`). An empty pass is false."""
+
+    @property
+    def heavy(self) -> bool: ...  # slow enough for a worker thread
+
+    def __bool__(self) -> bool: ...
+
+    def event(self, event: SegmentEvent) -> SegmentEvent: ...
 
 
 def word_message(word: WordEvent) -> Word:
@@ -47,7 +58,7 @@ def speech_message(event: SpeechEvent) -> Speech:
     return Speech(event=event.kind, time=event.time, participant_id=event.participant_id)
 
 
-def wire_emit(deliver: Callable[[Transcription], Awaitable[Any]], correction: CorrectionPass | None = None,
+def wire_emit(deliver: Callable[[Transcription], Awaitable[Any]], correction: Correction | None = None,
               keep_original: Callable[[Transcription], Awaitable[Any]] | None = None
               ) -> Callable[[SegmentEvent], Awaitable[None]]:
     """A session's ``emit`` that hands ``deliver`` the message of each segment event, its words corrected first
@@ -104,7 +115,7 @@ def stored_message(row: dict[str, Any]) -> Transcription:
 def unredacted_keeper(services: Any, transcript_id: str) -> Callable[[Transcription], Awaitable[None]] | None:
     """``wire_emit``'s ``keep_original`` where ``VOXLANE_KEEP_UNREDACTED`` keeps the text as spoken (None
     otherwise): the final as read, stored apart for its owner's ``transcripts:unredacted`` scope."""
-    if services.settings.keep_unredacted != "on" or not services.redactor.enabled:
+    if not services.keeps_originals:
         return None
 
     async def keep(msg: Transcription) -> None:

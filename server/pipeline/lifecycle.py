@@ -7,27 +7,49 @@ one does), and its outbox: the ``conversation.transcribed`` deliveries with the 
 ``summarize`` job. So a process killed at any point leaves either none of it or all of it, and a completed
 transcript always gets its webhook and its summary. The ``status`` message goes out once that committed (a
 reader never sees ``completed`` before the row says so).
+
+What completes with a transcript is not the pipeline's to know: it calls the node's ``on_completed`` hooks inside
+the transaction, and the composition root connects them to the webhooks' outbox and the summary job.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from protocol import Status
-from server.features.summaries.background import summarize_job
-from server.features.webhooks import transcript_completed
 
 if TYPE_CHECKING:
-    from server.services import Services
+    from server.pipeline.hub import Hub
+    from server.storage import Store
 
 log = logging.getLogger("voxlane.lifecycle")
 COMPLETABLE = ("created", "live", "processing")
 """Statuses a transcript completes from (a failed one is retried through ``processing`` first)."""
 
 
-async def complete(services: Services, transcript_id: str, *, duration: float, message: str,
+class CompletedHook(Protocol):
+    """Something that completes with a transcript, in its transaction: ``key`` is what completed it."""
+
+    def __call__(self, transcript_id: str, *, key: str | None) -> Awaitable[Any]: ...
+
+
+class Recorded(Protocol):
+    """Where a transcript's fate is written and told: its rows and its subscribers."""
+
+    store: Store
+    hub: Hub
+
+
+class Completing(Recorded, Protocol):
+    """What completing a transcript takes: besides its rows and subscribers, the hooks that complete with it."""
+
+    @property
+    def on_completed(self) -> Sequence[CompletedHook]: ...
+
+
+async def complete(services: Completing, transcript_id: str, *, duration: float, message: str,
                    key: str | None = None, with_rows: Callable[[], Awaitable[bool]] | None = None) -> bool:
     """Complete a transcript; False when it was not completable (already completed, failed, deleted) or
     ``with_rows`` (the caller's part of the transaction) said no.
@@ -41,14 +63,14 @@ async def complete(services: Services, transcript_id: str, *, duration: float, m
         row = await store.transition_transcript(transcript_id, COMPLETABLE, "completed", duration=round(duration, 3))
         if row is None:
             return False
-        await transcript_completed(services, transcript_id, key=key)
-        await services.jobs.stage([summarize_job(transcript_id)])
+        for hook in services.on_completed:
+            await hook(transcript_id, key=key)
     await services.hub.publish(transcript_id, Status(status="completed", stage="transcription", progress=100.0,
                                                      message=message))
     return True
 
 
-async def fail(services: Services, transcript_id: str, message: str, *, publish: bool = True) -> bool:
+async def fail(services: Recorded, transcript_id: str, message: str, *, publish: bool = True) -> bool:
     """The transcript failed (``meta.error`` says why); ``publish``: also tell its subscribers (those that heard
     an ``error`` already were told). Returns False when the transcript no longer exists."""
     row = await services.store.merge_transcript_meta(transcript_id, {"error": message}, status="failed")
@@ -59,7 +81,7 @@ async def fail(services: Services, transcript_id: str, message: str, *, publish:
     return True
 
 
-async def record_event(services: Services, transcript_id: str, event: dict[str, Any]) -> None:
+async def record_event(services: Recorded, transcript_id: str, event: dict[str, Any]) -> None:
     """A participant event (join, leave, chat, ...) on the transcript's timeline, in ``meta.participant_events``."""
     def appended(meta: dict[str, Any]) -> dict[str, Any]:
         meta["participant_events"] = [*(meta.get("participant_events") or []), event]

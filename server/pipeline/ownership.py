@@ -28,11 +28,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from protocol import ErrorCode, ProtocolError
+from server.pipeline.recovery import finish_abandoned
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from server.services import Services
+    from server.pipeline.lifecycle import Completing
 
 log = logging.getLogger("voxlane.ownership")
 SWEEP_S = 1.0
@@ -242,19 +243,20 @@ class RedisLeases:
         return mine
 
 
-def make_leases(services: Services) -> Leases:
+def make_leases(redis: Redis | None, node: str, lease_seconds: float, *, finisher: Completing,
+                streams: Callable[[str], bool]) -> Leases:
     """Redis leases when the node shares Redis; otherwise a node is alone. Every node with Redis sweeps for the
-    transcripts of dead nodes (an API node that takes no live audio too: it may be the one left)."""
-    if services.redis is None:
+    transcripts of dead nodes (an API node that takes no live audio too: it may be the one left) and finishes
+    them through ``finisher``; ``streams`` says which this node streams itself."""
+    if redis is None:
         return LocalLeases()
-    from server.pipeline.recovery import finish_abandoned
 
     leases: RedisLeases
 
     async def sweep() -> None:
-        live = [t for t in await services.store.list_transcript_ids(status="live") if not services.live.streams(t)]
+        live = [t for t in await finisher.store.list_transcript_ids(status="live") if not streams(t)]
         for transcript_id in await leases.orphaned(live):
-            await finish_abandoned(services, transcript_id)
+            await finish_abandoned(finisher, transcript_id)
 
-    leases = RedisLeases(services.redis, services.node, services.settings.live_lease_seconds, sweep=sweep)
+    leases = RedisLeases(redis, node, lease_seconds, sweep=sweep)
     return leases

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel
@@ -34,7 +34,6 @@ from media.audio import PCM_SAMPLE_WIDTHS
 from media.decoders import PcmDecoder
 from protocol import ErrorCode, ProtocolError, StartParams, Status, Transcription
 from protocol.messages import StatusValue, participant_key
-from server.features.correction import correction_pass
 from server.pipeline.admission import Caller
 from server.pipeline.configs import stream_config
 from server.pipeline.convert import speech_message, unredacted_keeper, wire_emit, wire_report
@@ -43,7 +42,7 @@ from server.pipeline.recordings import recording_key
 from server.pipeline.speaker_relay import LiveSpeakers, live_speakers, settle_speakers
 
 if TYPE_CHECKING:
-    from server.pipeline.transcripts import LiveTranscript
+    from server.pipeline.parts import LiveParts
 
 log = logging.getLogger("voxlane.live")
 Tell = Callable[[BaseModel], None]
@@ -89,11 +88,26 @@ class Pacer:
         self._released.set()
 
 
+class StreamHost(Protocol):
+    """The transcript a publisher streams into (a :class:`server.pipeline.transcripts.LiveTranscript`), as the
+    publisher reads it: named here, so the publisher needs nothing of the registry that makes it."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def services(self) -> LiveParts: ...
+
+    async def publisher_done(self, pub: Publisher) -> None: ...
+
+    async def record_event(self, event: dict) -> None: ...
+
+
 class Publisher:
     caller: Caller | None = None  # who opened it, set when admitted: the per-token and per-address caps count it
     slot: str | None = None  # its place in those caps across nodes (server.pipeline.admission.Admission.admit_live)
 
-    def __init__(self, transcript: LiveTranscript, params: StartParams, offset: float, key: str,
+    def __init__(self, transcript: StreamHost, params: StartParams, offset: float, key: str,
                  recording: Path, tell: Tell | None = None) -> None:
         self.transcript = transcript
         self.params = params
@@ -112,7 +126,7 @@ class Publisher:
         self._publish = functools.partial(services.hub.publish, transcript.id)  # to every subscriber
         config = stream_config(services.settings)
         config.key_terms = tuple(params.key_terms or ())
-        correction = correction_pass(config.key_terms, services.redactor,
+        correction = services.correction(config.key_terms,
                                      names=[participant.name] if participant and participant.name else ())
         self.session = open_session(
             services.model[0], vad_model=services.model[1],
@@ -144,7 +158,7 @@ class Publisher:
         self.last_audio = time.monotonic()
 
     @classmethod
-    async def open(cls, transcript: LiveTranscript, params: StartParams, offset: float,
+    async def open(cls, transcript: StreamHost, params: StartParams, offset: float,
                    tell: Tell | None = None) -> Publisher:
         """A publisher whose recording continues the one already stored for its key (fetched from the bucket
         first when it is only there), so a stream that starts again keeps one file and one timeline."""

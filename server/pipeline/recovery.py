@@ -12,18 +12,15 @@ uploads and streams use it again.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from server.pipeline import lifecycle
-
-if TYPE_CHECKING:
-    from server.services import Services
 
 log = logging.getLogger("voxlane.recovery")
 ABANDONED = "the node that was streaming this transcript stopped; it was finished from what was stored"
 
 
-async def finish_abandoned(services: Services, transcript_id: str) -> bool:
+async def finish_abandoned(services: lifecycle.Completing, transcript_id: str) -> bool:
     """Complete one ``live`` transcript nobody streams any more; False when it is not ``live`` (any more)."""
     store = services.store
     row = await store.get_transcript(transcript_id)
@@ -36,10 +33,11 @@ async def finish_abandoned(services: Services, transcript_id: str) -> bool:
     return done
 
 
-async def finish_all_abandoned(services: Services) -> int:
-    """At the start of the only node taking live audio: every ``live`` transcript is one it left behind."""
+async def finish_all_abandoned(services: lifecycle.Completing, streams: Callable[[str], bool]) -> int:
+    """At the start of the only node taking live audio: every ``live`` transcript is one it left behind (unless
+    ``streams`` says this node streams it already)."""
     finished = 0
     for transcript_id in await services.store.list_transcript_ids(status="live"):
-        if not services.live.streams(transcript_id):
+        if not streams(transcript_id):
             finished += await finish_abandoned(services, transcript_id)
     return finished

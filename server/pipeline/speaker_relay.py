@@ -35,8 +35,8 @@ from server.pipeline.configs import diarization_config
 from server.pipeline.word_runs import MIN_RUN_S, majority, word_runs
 
 if TYPE_CHECKING:
+    from server.pipeline.parts import StreamParts
     from server.pipeline.speaker_worker import SpeakerWorker
-    from server.services import Services
 
 log = logging.getLogger("voxlane.speakers")
 EMBED_EVERY_S = 1.0  # audio between embedding jobs: a few windows per batch (0.5 s tripled live DER)
@@ -351,7 +351,7 @@ def _name(n: int) -> str | None:
     return speaker_label(n) if n else None
 
 
-def live_speakers(services: Services, transcript_id: str, offset: float) -> LiveSpeakers:
+def live_speakers(services: StreamParts, transcript_id: str, offset: float) -> LiveSpeakers:
     """Diarization of one mixed stream of ``transcript_id`` (live or a file), starting at ``offset``."""
     return LiveSpeakers(
         worker=services.speaker_worker, vad_model=services.model[1], config=diarization_config(services.settings),
@@ -359,7 +359,7 @@ def live_speakers(services: Services, transcript_id: str, offset: float) -> Live
         save_segment=lambda msg: services.hub.store_final(transcript_id, msg))
 
 
-async def settle_speakers(services: Services, transcript_id: str, speakers: LiveSpeakers) -> None:
+async def settle_speakers(services: StreamParts, transcript_id: str, speakers: LiveSpeakers) -> None:
     """The end-of-stream pass, then its turns stored with the transcript. Labels are an extra: a failure
     is logged and never keeps a transcript from completing."""
     try:

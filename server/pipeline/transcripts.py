@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import ValidationError
 
@@ -21,15 +21,16 @@ from server.storage.outage import until_stored
 
 if TYPE_CHECKING:
     from server.pipeline.admission import Caller
-    from server.pipeline.hub import Subscriber
-    from server.services import Services
+    from server.pipeline.hub import Hub, Subscriber
+    from server.pipeline.parts import LiveParts
 
 log = logging.getLogger("voxlane.live")
 
 
 class LiveTranscript:
-    def __init__(self, services: Services, transcript_id: str) -> None:
+    def __init__(self, services: LiveParts, registry: LiveRegistry, transcript_id: str) -> None:
         self.services = services
+        self.registry = registry
         self.id = transcript_id
         self.publishers: set[Publisher] = set()
         self.origin: float | None = None  # monotonic time of transcript t=0, for late participants
@@ -47,7 +48,7 @@ class LiveTranscript:
             return await self._add_publisher(params, offset, tell)
         finally:
             self.opening -= 1
-            self.services.live.drop(self)  # kept while it streams or another start is under way
+            self.registry.drop(self)  # kept while it streams or another start is under way
 
     async def _add_publisher(self, params: StartParams, offset: float | None, tell: Tell | None) -> Publisher:
         if params.split_channels:  # one participant publisher per channel, fed by one decoder
@@ -180,7 +181,7 @@ class LiveTranscript:
         pub.tell(pub.status_body("completed", "transcription", "stream finished"))
 
     async def _complete(self, duration: float) -> None:
-        self.services.live.drop(self)
+        self.registry.drop(self)
         leases = self.services.leases
         if leases.lost(self.id):  # another node finished it (this one was cut off from Redis past its lease)
             await leases.release(self.id)
@@ -193,14 +194,14 @@ class LiveTranscript:
 
 
 class LiveRegistry:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: LiveParts) -> None:
         self.services = services
         self._live: dict[str, LiveTranscript] = {}
 
     def get(self, transcript_id: str) -> LiveTranscript:
         live = self._live.get(transcript_id)
         if live is None:
-            live = self._live[transcript_id] = LiveTranscript(self.services, transcript_id)
+            live = self._live[transcript_id] = LiveTranscript(self.services, self, transcript_id)
         return live
 
     def find(self, transcript_id: str) -> LiveTranscript | None:
@@ -247,7 +248,14 @@ class LiveRegistry:
         await asyncio.gather(*(p.finish() for p in pubs), return_exceptions=True)
 
 
-def transcript_status(services: Services, transcript_id: str, sub: Subscriber | None = None) -> Status:
+class Watched(Protocol):
+    """Where a transcript's status is known: its subscribers' hub, and this node's live streams."""
+
+    hub: Hub
+    live: LiveRegistry
+
+
+def transcript_status(services: Watched, transcript_id: str, sub: Subscriber | None = None) -> Status:
     """The status a newly connected client is told: the last published one (on any node, with Redis), else what is
     known now. With ``sub``: the one as of its read position, so that the status told after the stored history
     and the statuses in its queue follow on, none twice."""

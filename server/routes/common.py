@@ -14,12 +14,13 @@ from server.features.correction.key_terms import checked_key_terms
 from server.http.errors import ApiError
 
 if TYPE_CHECKING:
-    from server.services import RestServices, Services
+    from server.http.rest import RestServices
+    from server.routes.parts import NodeParts
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def services(conn: HTTPConnection) -> Services:
+def services(conn: HTTPConnection) -> NodeParts:
     return conn.app.state.services
 
 
@@ -33,7 +34,7 @@ def rest_of(conn: HTTPConnection) -> RestServices:
     return conn.app.state.rest
 
 
-def transcriber(conn: HTTPConnection) -> Services:
+def transcriber(conn: HTTPConnection) -> NodeParts:
     """The services of a route that transcribes while its caller waits; 503 on a node that loads no model (an
     API node with VOXLANE_LIVE=off and VOXLANE_JOBS=off)."""
     svc = services(conn)

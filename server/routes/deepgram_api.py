@@ -45,7 +45,7 @@ from server.jobs.recorded import transcribe_job
 from server.pipeline.recordings import upload_key
 from server.routes.common import json_body, transcriber
 from server.routes.deepgram_ws import LIVE_QUERY, TAG, served_model
-from server.services import Services
+from server.routes.parts import NodeParts
 from server.storage.base import new_id
 
 WAIT_POLL_S = 0.2
@@ -92,7 +92,7 @@ def _bad(exc: ParamError) -> ApiError:
     return ApiError(400, str(exc), "INVALID_PARAMS")
 
 
-async def _fetch(svc: Services, url: str, dest: Path, limit: int) -> int:
+async def _fetch(svc: NodeParts, url: str, dest: Path, limit: int) -> int:
     """The URL's body into ``dest`` (guarded: no internal address, no redirect), bounded by ``limit`` bytes."""
     size = 0
     try:
@@ -134,7 +134,7 @@ async def _raw_wav(request: Request, dest: Path, params: ListenParams, limit: in
     return size
 
 
-async def _receive(request: Request, svc: Services, tid: str, params: ListenParams) -> Received:
+async def _receive(request: Request, svc: NodeParts, tid: str, params: ListenParams) -> Received:
     limit = svc.settings.max_upload_mb << 20
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     folder = svc.audio.incoming_dir(tid)
@@ -156,7 +156,7 @@ async def _receive(request: Request, svc: Services, tid: str, params: ListenPara
     return Received(path, size, next((f for f in EXTENSIONS if f in names), "bin"))
 
 
-async def _wait(svc: Services, tid: str, within: float) -> dict[str, Any]:
+async def _wait(svc: NodeParts, tid: str, within: float) -> dict[str, Any]:
     deadline = time.monotonic() + within
     while True:
         row = await svc.store.get_transcript(tid)
@@ -219,7 +219,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _response(svc: Services, params: ListenParams, tid: str, sha: str, segments: list[dict[str, Any]],
+def _response(svc: NodeParts, params: ListenParams, tid: str, sha: str, segments: list[dict[str, Any]],
               duration: float, channels: int) -> PrerecordedResponse:
     speakers: dict[str, int] = {}
     per_channel: list[list[Any]] = [[] for _ in range(channels)]

@@ -15,7 +15,7 @@ from protocol.deepgram import DgError, ParamError, model_info, parse_listen_para
 from server.http.auth import CLOSE_FORBIDDEN, can_publish, principal
 from server.http.openapi import Param, document
 from server.routes.common import services
-from server.services import Services
+from server.routes.parts import NodeParts
 from server.transports.deepgram import DeepgramSession
 from server.transports.deepgram_inbound import CLOSE_POLICY, CLOSE_TRY_AGAIN, protocol_refusal
 
@@ -24,7 +24,7 @@ TOKEN_PROTOCOL = "token"
 """Browsers cannot set headers: Deepgram's clients offer the subprotocols ``token`` and the key."""
 
 
-def served_model(svc: Services):
+def served_model(svc: NodeParts):
     """(ModelInfo, model uuid) of the model this server transcribes with."""
     try:
         version = metadata.version("voxlane")
@@ -33,7 +33,7 @@ def served_model(svc: Services):
     return model_info(Path(svc.settings.model).name, version)
 
 
-def _refusal(ws: WebSocket, svc: Services) -> tuple[int, DgError] | None:
+def _refusal(ws: WebSocket, svc: NodeParts) -> tuple[int, DgError] | None:
     """Why this connection is not served (checked before a transcript is made for it)."""
     if not can_publish(ws):
         return CLOSE_FORBIDDEN, DgError(variant=ErrorCode.INSUFFICIENT_SCOPE.value, description=(

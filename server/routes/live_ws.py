@@ -37,7 +37,7 @@ from server.pipeline.hub import Subscriber
 from server.pipeline.publisher import Publisher
 from server.pipeline.transcripts import transcript_status
 from server.routes.common import services
-from server.services import Services
+from server.routes.parts import NodeParts
 from server.storage.outage import database_unavailable
 
 log = logging.getLogger("voxlane.ws")
@@ -69,7 +69,7 @@ def too_large(what: str, size: int, limit: int) -> ProtocolError:
 
 
 class LiveConnection:
-    def __init__(self, ws: WebSocket, svc: Services, transcript_id: str) -> None:
+    def __init__(self, ws: WebSocket, svc: NodeParts, transcript_id: str) -> None:
         self.ws = ws
         self.svc = svc
         self.transcript_id = transcript_id

@@ -126,7 +126,8 @@ async def join_meeting(request: Request) -> Response:
 async def end_meeting_route(request: Request) -> Response:
     """End a meeting: every participant stream finishes and its transcript completes."""
     meeting = await visible_meeting(request)
-    ended = await end_meeting(services(request), getattr(request.app.state, "webrtc", None), meeting)
+    webrtc = getattr(request.app.state, "webrtc", None)
+    ended = await end_meeting(services(request), list(webrtc.sessions.values()) if webrtc is not None else [], meeting)
     return JSONResponse(meeting_out(ended))
 
 

@@ -43,7 +43,7 @@ from server.http.uploads import Received, probe_upload, receive_audio
 from server.jobs.file_jobs import transcribe_file
 from server.pipeline.convert import segment_row
 from server.routes.common import form_key_terms, rest_of, services, transcriber
-from server.services import Services
+from server.routes.parts import NodeParts
 
 log = logging.getLogger("voxlane.openai")
 TAG = "openai-compatible"
@@ -141,7 +141,7 @@ class Options:
 # ------------------------------------------------------------ models
 
 
-def check_model(services: Services, model: str) -> str:
+def check_model(services: NodeParts, model: str) -> str:
     """``model`` as a client named it, once it is known to mean the served model; raises ``MODEL_NOT_AVAILABLE``
     (422) otherwise. The Realtime route applies the same rule (server.transports.realtime)."""
     try:
@@ -172,7 +172,7 @@ async def get_model(request: Request) -> Response:
 # ------------------------------------------------------------ transcriptions
 
 
-def _options(svc: Services, received: Received) -> Options:
+def _options(svc: NodeParts, received: Received) -> Options:
     fields, lists = received.fields, received.lists
     model = (fields.get("model") or "").strip()
     if model:
@@ -223,7 +223,7 @@ def _sweep(root: Path, before: float) -> None:
                 shutil.rmtree(d, ignore_errors=True)
 
 
-async def _transcribe(svc: Services, path: Path, opts: Options,
+async def _transcribe(svc: NodeParts, path: Path, opts: Options,
                       on_segment: Callable[[dict[str, Any]], Awaitable[None]] | None = None
                       ) -> tuple[list[dict[str, Any]], float]:
     """(final segments in time order, audio duration); nothing is stored or broadcast."""
@@ -246,7 +246,7 @@ async def _transcribe(svc: Services, path: Path, opts: Options,
     return sorted(found, key=lambda s: (s["start"], s["end"])), result.duration
 
 
-def _language(svc: Services, opts: Options) -> str:
+def _language(svc: NodeParts, opts: Options) -> str:
     english_only = svc.loop is not None and getattr(svc.loop.backend, "english_only", False)
     code = opts.language or ("en" if english_only else svc.settings.language)
     return _LANGUAGE_NAMES.get(code or "", code or "unknown")
@@ -260,7 +260,7 @@ def _text(segments: list[dict[str, Any]]) -> str:
     return " ".join(s["text"].strip() for s in segments)
 
 
-def _verbose(svc: Services, opts: Options, segments: list[dict[str, Any]], duration: float) -> dict[str, Any]:
+def _verbose(svc: NodeParts, opts: Options, segments: list[dict[str, Any]], duration: float) -> dict[str, Any]:
     out = TranscriptionVerboseJson(language=_language(svc, opts), duration=round(duration, 3), text=_text(segments),
                                    usage=DurationUsage(seconds=math.ceil(duration)))
     if "segment" in opts.granularities:
@@ -280,7 +280,7 @@ def _verbose_segment(i: int, seg: dict[str, Any]) -> VerboseSegment:
                           compression_ratio=round(len(raw) / len(zlib.compress(raw)), 4), no_speech_prob=0.0)
 
 
-def _render(svc: Services, opts: Options, segments: list[dict[str, Any]], duration: float) -> Response:
+def _render(svc: NodeParts, opts: Options, segments: list[dict[str, Any]], duration: float) -> Response:
     fmt = opts.response_format
     if fmt == "json":
         return JSONResponse(TranscriptionJson(text=_text(segments), usage=_usage(duration)).model_dump())
@@ -297,7 +297,7 @@ def _sse(event: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n"
 
 
-async def _events(svc: Services, slots: asyncio.Semaphore, scratch: Path, path: Path, opts: Options
+async def _events(svc: NodeParts, slots: asyncio.Semaphore, scratch: Path, path: Path, opts: Options
                   ) -> AsyncIterator[bytes]:
     """``transcript.text.delta`` per final segment as it is transcribed, then ``transcript.text.done``."""
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()

@@ -18,7 +18,7 @@ from server.http.uploads import EXTENSIONS, MEDIA_TYPES, SNIFF_BYTES, too_large,
 from server.routes.participant_schemas import StorageCheck
 
 if TYPE_CHECKING:
-    from server.services import Services
+    from server.routes.parts import NodeParts
 
 _BY_MEDIA_TYPE = {**{v: k for k, v in MEDIA_TYPES.items()}, "audio/x-wav": "wav", "audio/wave": "wav",
                   "audio/mp3": "mp3", "audio/x-m4a": "m4a", "audio/m4a": "m4a", "audio/x-flac": "flac"}
@@ -32,7 +32,7 @@ def chunk_extension(content_type: str | None, filename: str | None) -> str:
     return by_type or (suffix if suffix in EXTENSIONS.values() else "bin")
 
 
-async def check_direct_upload(svc: Services, row: dict[str, Any]) -> dict[str, Any]:
+async def check_direct_upload(svc: NodeParts, row: dict[str, Any]) -> dict[str, Any]:
     """The stored object of a chunk PUT straight to the bucket: there (409 otherwise), not empty (422), within
     ``VOXLANE_MAX_UPLOAD_MB`` (413) and audio in an accepted container (415). Its format and size, for the row."""
     audio, key = svc.audio, row["path"]
@@ -55,7 +55,7 @@ async def check_direct_upload(svc: Services, row: dict[str, Any]) -> dict[str, A
     return {"format": found, "size": size}
 
 
-async def storage_check(svc: Services) -> StorageCheck:
+async def storage_check(svc: NodeParts) -> StorageCheck:
     """A write probe of the audio store. Locally the disk must also hold one more upload; chunks PUT to a bucket
     do not touch this node's disk."""
     probe = await svc.audio.probe()

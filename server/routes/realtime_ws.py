@@ -21,7 +21,7 @@ from server.features.openai_models import ModelMap, ModelNotServed
 from server.http.auth import can_publish, principal
 from server.http.openapi import Param, document
 from server.routes.common import services
-from server.services import Services
+from server.routes.parts import NodeParts
 from server.transports.realtime import (
     CLOSE_FORBIDDEN,
     CLOSE_POLICY,
@@ -39,7 +39,7 @@ log = logging.getLogger("voxlane.realtime")
 # ---------------------------------------------------------------- the route
 
 
-def _refusal(ws: WebSocket, svc: Services, model: str | None) -> CloseWith | None:
+def _refusal(ws: WebSocket, svc: NodeParts, model: str | None) -> CloseWith | None:
     """Why this connection is not served (checked before a transcript is made for it)."""
     query = ws.query_params
     if query.get("intent") != "transcription" or query.get("call_id") is not None:

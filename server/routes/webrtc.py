@@ -18,7 +18,7 @@ from server.http.admission import api_error
 from server.http.auth import WRITE, can_publish, principal, require
 from server.http.errors import ApiError
 from server.http.visibility import visible_transcript
-from server.routes.common import json_body
+from server.routes.common import json_body, services
 from server.transports.webrtc import MAX_SESSIONS, WebRtcRegistry, WebRtcSession
 
 T = TypeVar("T")
@@ -78,7 +78,7 @@ async def offer(request: Request) -> Response:
     reg = registry(request)
     if len(reg) >= MAX_SESSIONS:
         raise ApiError(503, "too many WebRTC connections; try again later", "OVERLOADED")
-    admission = reg.services.admission
+    admission = services(request).admission
     if admission is None:
         return await _offer(reg, request, transcript_id, body)
     refusal = admission.check_live() if can_publish(request) else None  # before building a peer connection

@@ -66,7 +66,7 @@ from server.transports.deepgram_results import ResultMapper
 
 if TYPE_CHECKING:
     from server.pipeline.publisher import Publisher
-    from server.services import Services
+    from server.transports.parts import SessionParts
 
 log = logging.getLogger("voxlane.deepgram")
 
@@ -85,7 +85,7 @@ class DeepgramSession:
     """One connection: binary audio and control messages drive one publisher; the transcript's hub messages
     become Deepgram's messages. Everything sent goes through the hub subscription's queue, in order."""
 
-    def __init__(self, ws: WebSocket, svc: Services, transcript_id: str, params: ListenParams,
+    def __init__(self, ws: WebSocket, svc: SessionParts, transcript_id: str, params: ListenParams,
                  model: ModelInfo, model_uuid: str) -> None:
         self.ws = ws
         self.svc = svc

@@ -113,7 +113,7 @@ from server.pipeline.publisher import Publisher
 from server.transports.realtime_inbound import CloseWith, Inbound, decode_audio
 
 if TYPE_CHECKING:
-    from server.services import Services
+    from server.transports.parts import SessionParts
 
 log = logging.getLogger("voxlane.realtime")
 
@@ -168,7 +168,7 @@ class RealtimeSession:
     server events. Everything it sends goes through its hub subscription's queue, so replies and transcription
     events reach the client in the order they happened."""
 
-    def __init__(self, ws: WebSocket, svc: Services, transcript_id: str, model: str) -> None:
+    def __init__(self, ws: WebSocket, svc: SessionParts, transcript_id: str, model: str) -> None:
         self.ws = ws
         self.svc = svc
         self.transcript_id = transcript_id

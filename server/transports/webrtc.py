@@ -60,7 +60,7 @@ from server.pipeline.publisher import Publisher
 from server.pipeline.transcripts import transcript_status
 
 if TYPE_CHECKING:
-    from server.services import Services
+    from server.transports.parts import SessionParts
 
 log = logging.getLogger("voxlane.webrtc")
 
@@ -79,7 +79,7 @@ class WebRtcSession(WebRtcPeer):
         super().__init__(registry.ice, max_audio_lead=registry.services.settings.max_audio_lead_seconds,
                          id_prefix=registry.tag + ".")
         self.registry = registry
-        self.svc: Services = registry.services
+        self.svc: SessionParts = registry.services
         self.transcript_id = transcript_id
         self.may_publish = may_publish  # the offer needs transcripts:write; kept for the shared control rules
         self.participant = participant  # a meeting token's participant: every stream of this peer is theirs
@@ -274,7 +274,7 @@ def _webrtc_params(params: StartParams | None) -> StartParams:
 class WebRtcRegistry:
     """Every live peer connection of the app (``app.state.webrtc``), so shutdown can close them."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: SessionParts) -> None:
         self.services = services
         self.ice = IceConfig.from_settings(services.settings.ice_servers, services.settings.ice_hosts)
         self.sessions: dict[str, WebRtcSession] = {}

@@ -11,8 +11,9 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
 from server.features.meetings.platforms import PlatformError, RoomRequest, platform_for
@@ -22,8 +23,27 @@ from server.pipeline import lifecycle
 from server.storage.base import isoformat
 
 if TYPE_CHECKING:
-    from server.services import Services
-    from server.transports.webrtc import WebRtcRegistry
+    from server.jobs.queue import JobQueue
+    from server.pipeline.transcripts import LiveRegistry
+    from server.settings import Settings
+
+
+class MeetingParts(lifecycle.Completing, Protocol):
+    """What starting and ending a meeting take: its transcript's rows and completion, the platforms' settings,
+    the queue (its recording's job), and the live streams this node carries (ending it finishes them)."""
+
+    settings: Settings
+    jobs: JobQueue
+    live: LiveRegistry
+
+
+class Peer(Protocol):
+    """A browser's stream into the meeting on this node, ended from the server side."""
+
+    @property
+    def transcript_id(self) -> str | None: ...
+
+    async def end(self, reason: str) -> Any: ...
 
 log = logging.getLogger("voxlane.meetings")
 DEFAULT_LENGTH = timedelta(hours=4)
@@ -40,7 +60,7 @@ def room_urls(tokens: MeetingTokens, base: str, meeting_id: str, *, viewer: bool
             "viewer_room_url": url("viewer") if viewer else None}
 
 
-async def start_meeting(services: Services, tokens: MeetingTokens, room: dict[str, Any], *, base_url: str,
+async def start_meeting(services: MeetingParts, tokens: MeetingTokens, room: dict[str, Any], *, base_url: str,
                         name: str | None, start: datetime | None, end: datetime | None) -> dict[str, Any]:
     """A new meeting of ``room``: its transcript (and the project's conversation), then its platform room; a
     platform that refuses leaves nothing behind (PlatformError)."""
@@ -90,17 +110,17 @@ def join_token(tokens: MeetingTokens, meeting: dict[str, Any], *, role: str, nam
     return tokens.mint(grant), participant, expires
 
 
-async def end_meeting(services: Services, webrtc: WebRtcRegistry | None, meeting: dict[str, Any]
-                      ) -> dict[str, Any]:
+async def end_meeting(services: MeetingParts, peers: Sequence[Peer], meeting: dict[str, Any]) -> dict[str, Any]:
     """Finish every participant stream this node carries (finals stored, ``completed`` sent to each), complete
-    the transcript, and delete the platform's room. Ending an ended meeting changes nothing."""
+    the transcript, and delete the platform's room. ``peers``: this node's WebRTC sessions (those of the meeting
+are ended). Ending an ended meeting changes nothing."""
     store = services.store
     ended = await store.end_meeting(meeting["id"])
     if ended is None:
         return await store.get_meeting(meeting["id"]) or meeting
     mid = meeting["id"]
-    peers = [s for s in list(webrtc.sessions.values()) if s.transcript_id == mid] if webrtc is not None else []
-    await asyncio.gather(*(s.end("the meeting ended") for s in peers), return_exceptions=True)
+    await asyncio.gather(*(s.end("the meeting ended") for s in peers if s.transcript_id == mid),
+                         return_exceptions=True)
     live = services.live.find(mid)
     if live is not None:
         await asyncio.gather(*(p.finish() for p in list(live.publishers)), return_exceptions=True)

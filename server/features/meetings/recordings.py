@@ -12,21 +12,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlparse
 
 from server.features.meetings.platforms import PlatformError, platform_for
 from server.http.outbound import OutboundGuard, OutboundRefused, guarded_client
 from server.jobs.queue import Job
 from server.jobs.recorded import transcribe_job
-from server.jobs.runner import JobContext, RetryLater
+from server.jobs.runner import JobContext, RetryLater, Task
 from server.pipeline import lifecycle
 from server.pipeline.recordings import upload_key
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from server.services import Services
+    from server.jobs.queue import JobQueue
+    from server.settings import Settings
+    from server.storage.audio import AudioStore
+
 
 TASK = "meeting_recording"
 POLL_SECONDS = 120.0
@@ -36,11 +39,20 @@ EXTRA_ATTEMPTS = 12
 _EXTENSIONS = ("mp4", "webm", "m4a", "mp3", "ogg", "wav", "mkv")
 
 
+class RecordingParts(lifecycle.Recorded, Protocol):
+    """What fetching a meeting's recording takes: the rows, the audio store it lands in, the queue that
+    transcribes it, and the subscribers told when it cannot be had."""
+
+    settings: Settings
+    audio: AudioStore
+    jobs: JobQueue
+
+
 def recording_job(meeting_id: str) -> Job:
     return Job(TASK, {"meeting_id": meeting_id, "transcript_id": meeting_id}, dedupe=f"{TASK}:{meeting_id}")
 
 
-async def ingest_recording(ctx: JobContext) -> None:
+async def ingest_recording(ctx: JobContext[RecordingParts]) -> None:
     services = ctx.services
     store = services.store
     meeting = await store.get_meeting(ctx.args["meeting_id"])
@@ -71,7 +83,7 @@ async def ingest_recording(ctx: JobContext) -> None:
         await services.jobs.stage([transcribe_job(chunk_id)])
 
 
-async def _download(services: Services, url: str, key: str) -> int:
+async def _download(services: RecordingParts, url: str, key: str) -> int:
     """The recording stored under ``key``, its size; bounded by VOXLANE_MAX_UPLOAD_MB."""
     limit = services.settings.max_upload_mb << 20
     folder: Path = services.audio.incoming_dir(key.split("/", 1)[0])
@@ -97,8 +109,13 @@ async def _download(services: Services, url: str, key: str) -> int:
     return size
 
 
-async def give_up(ctx: JobContext, reason: str) -> None:
+async def give_up(ctx: JobContext[RecordingParts], reason: str) -> None:
     """No recording came: the meeting's transcript fails, saying why."""
     row = await ctx.services.store.get_transcript(ctx.args["meeting_id"])
     if row is not None and row["status"] not in ("completed", "failed"):
         await lifecycle.fail(ctx.services, row["id"], f"the meeting's recording was not ingested: {reason}")
+
+
+def job_tasks(attempts: int) -> list[Task]:
+    """Fetching a meeting's recording from its platform, which may take half an hour to finish it."""
+    return [Task(TASK, ingest_recording, max_attempts=attempts + EXTRA_ATTEMPTS, give_up=give_up)]

@@ -27,11 +27,12 @@ from server.features.reports import compose
 from server.features.speakers import named_segments
 from server.features.webhooks import emit_project_event
 from server.jobs.queue import Job
+from server.jobs.runner import REPORTS_LANE, Task
 from server.storage.base import utcnow
 
 if TYPE_CHECKING:
+    from server.features.summaries.background import SummaryParts
     from server.jobs.runner import JobContext
-    from server.services import Services
     from server.storage import Store
 
 log = logging.getLogger("voxlane.reports")
@@ -98,7 +99,7 @@ def generate_job(report_id: str) -> Job:
     return Job(REPORT_GENERATE, {"report_id": report_id}, dedupe=f"{REPORT_GENERATE}:{report_id}")
 
 
-async def start_report(services: Services, *, project_id: str, owner: str | None, title: str,
+async def start_report(services: SummaryParts, *, project_id: str, owner: str | None, title: str,
                        filters: dict[str, Any], conversation_ids: list[str]) -> dict[str, Any]:
     """Store the report and stage its fan-out, in one transaction; the row. :class:`SelectionError`
     (``REPORTS_BUSY``) when the project already has MAX_UNFINISHED reports being made."""
@@ -117,7 +118,7 @@ async def start_report(services: Services, *, project_id: str, owner: str | None
 # ---------------------------------------------------------------- phase one: a summary per conversation
 
 
-async def summarize_conversation(ctx: JobContext) -> None:
+async def summarize_conversation(ctx: JobContext[SummaryParts]) -> None:
     services, rid, cid = ctx.services, ctx.args["report_id"], ctx.args["conversation_id"]
     report = await services.store.get_report(rid)
     if report is None or report["status"] != "summarizing" or cid in report["progress"]:
@@ -133,13 +134,13 @@ async def summarize_conversation(ctx: JobContext) -> None:
     await _note(services, rid, cid, state)
 
 
-async def give_up_conversation(ctx: JobContext, reason: str) -> None:
+async def give_up_conversation(ctx: JobContext[SummaryParts], reason: str) -> None:
     """A conversation that could not be summarized is left out of the report, which goes on without it."""
     log.warning("report %s: conversation %s left out (%s)", ctx.args["report_id"], ctx.args["conversation_id"], reason)
     await _note(ctx.services, ctx.args["report_id"], ctx.args["conversation_id"], "failed")
 
 
-async def _note(services: Services, report_id: str, conversation_id: str, state: str) -> None:
+async def _note(services: SummaryParts, report_id: str, conversation_id: str, state: str) -> None:
     """Count the conversation once; the last one to be counted starts phase two (same transaction)."""
     store = services.store
     async with store.transaction():
@@ -154,7 +155,7 @@ async def _note(services: Services, report_id: str, conversation_id: str, state:
 # ---------------------------------------------------------------- phase two: the report
 
 
-async def generate_report(ctx: JobContext) -> None:
+async def generate_report(ctx: JobContext[SummaryParts]) -> None:
     services, rid = ctx.services, ctx.args["report_id"]
     store = services.store
     report = await store.get_report(rid)
@@ -197,5 +198,12 @@ async def generate_report(ctx: JobContext) -> None:
     log.info("report %s: generated over %d conversations", rid, len(infos))
 
 
-async def give_up_report(ctx: JobContext, reason: str) -> None:
+async def give_up_report(ctx: JobContext[SummaryParts], reason: str) -> None:
     await ctx.services.store.transition_report(ctx.args["report_id"], UNFINISHED, "failed", error=reason[:500])
+
+
+def job_tasks(attempts: int) -> list[Task]:
+    """A report's summaries and the report itself, in a lane of their own."""
+    return [Task(REPORT_SUMMARIZE, summarize_conversation, max_attempts=attempts, give_up=give_up_conversation,
+                 lane=REPORTS_LANE),
+            Task(REPORT_GENERATE, generate_report, max_attempts=attempts, give_up=give_up_report, lane=REPORTS_LANE)]

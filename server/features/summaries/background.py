@@ -12,17 +12,21 @@ import logging
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from server.features.speakers import named_segments
 from server.features.summaries.llm import LlmError, summarize_texts
 from server.features.summaries.result import SummaryResult, transcript_text
 from server.jobs.queue import Job
+from server.jobs.runner import Task
 from server.storage.base import isoformat
 
 if TYPE_CHECKING:
+    from server.jobs.queue import JobQueue
     from server.jobs.runner import JobContext
-    from server.services import Services
+    from server.pipeline.hub import Hub
+    from server.settings import Settings
+    from server.storage import Store
 
 log = logging.getLogger("voxlane.summaries")
 SUMMARIZE = "summarize"
@@ -31,16 +35,31 @@ REQUEST_TTL = timedelta(hours=24)
 """How long a ``POST /api/summary/`` job is kept (it is cheap to ask for again)."""
 
 
+class SummaryParts(Protocol):
+    """What summarizing takes: the rows, the queue (its webhook's outbox), the subscribers, and the LLM's
+    settings."""
+
+    settings: Settings
+    store: Store
+    jobs: JobQueue
+    hub: Hub
+
+
 def summarize_job(transcript_id: str) -> Job:
     return Job(SUMMARIZE, {"transcript_id": transcript_id}, dedupe=f"{SUMMARIZE}:{transcript_id}")
 
 
-async def summarize(ctx: JobContext) -> None:
+async def summarize_completed(services: SummaryParts, transcript_id: str, *, key: str | None = None) -> None:
+    """A completed transcript gets its summary: the job is staged in the transaction that completes it."""
+    await services.jobs.stage([summarize_job(transcript_id)])
+
+
+async def summarize(ctx: JobContext[SummaryParts]) -> None:
     """A completed transcript's summary: stored with its webhook deliveries in one transaction, then published."""
     await summarize_transcript(ctx.services, ctx.args["transcript_id"])
 
 
-async def summarize_transcript(services: Services, tid: str) -> dict[str, Any] | None:
+async def summarize_transcript(services: SummaryParts, tid: str) -> dict[str, Any] | None:
     """Write a transcript's summary: stored with its ``conversation.summarized`` deliveries in one transaction,
     then published. The summary as stored; None for a transcript that is gone or has no text."""
     store = services.store
@@ -66,7 +85,7 @@ async def summarize_transcript(services: Services, tid: str) -> dict[str, Any] |
 # ---------------------------------------------------------------- summary requests (POST /api/summary/)
 
 
-async def request_summary(services: Services, *, owner: str | None, texts: list[str], model_name: str | None,
+async def request_summary(services: SummaryParts, *, owner: str | None, texts: list[str], model_name: str | None,
                           max_words: int, fmt: str, transcript_id: str | None, message: str) -> dict[str, Any]:
     """Store a summary request and queue its job, in one transaction; the stored row."""
     job_id = str(uuid.uuid4())
@@ -78,7 +97,7 @@ async def request_summary(services: Services, *, owner: str | None, texts: list[
     return row
 
 
-async def run_summary_request(ctx: JobContext) -> None:
+async def run_summary_request(ctx: JobContext[SummaryParts]) -> None:
     services, job_id = ctx.services, ctx.args["job_id"]
     store = services.store
     row = await store.get_summary_job(job_id)
@@ -99,11 +118,11 @@ async def run_summary_request(ctx: JobContext) -> None:
                                    result=result_body(result, req.get("format") or "paragraph"))
 
 
-async def give_up_summary_request(ctx: JobContext, reason: str) -> None:
+async def give_up_summary_request(ctx: JobContext[SummaryParts], reason: str) -> None:
     await ctx.services.store.update_summary_job(ctx.args["job_id"], status="failed", message=reason)
 
 
-async def forget_old_requests(services: Services) -> int:
+async def forget_old_requests(services: SummaryParts) -> int:
     """Housekeeping: summary requests older than a day go."""
     return await services.store.delete_summary_jobs(isoformat(datetime.now(UTC) - REQUEST_TTL))
 
@@ -127,3 +146,9 @@ def result_body(result: SummaryResult, fmt: str) -> dict[str, Any]:
 
 def _sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+", " ".join(text.split())) if s]
+
+
+def job_tasks(attempts: int) -> list[Task]:
+    """A completed transcript's summary, and the summaries asked for through the API."""
+    return [Task(SUMMARIZE, summarize, max_attempts=attempts),
+            Task(SUMMARY_REQUEST, run_summary_request, max_attempts=attempts, give_up=give_up_summary_request)]

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 
 from server.jobs.queue import Job, JobQueue, Lane
-from server.jobs.runner import JobContext, JobRunner, RetryLater, Task
-from server.jobs.tasks import EVENTS_LANE
+from server.jobs.runner import EVENTS_LANE, JobContext, JobRunner, RetryLater, Task
 from server.services import open_job_queue
 from server.settings import Settings
 from server.storage import SqlStore
