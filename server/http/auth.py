@@ -36,6 +36,7 @@ import jwt
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
+from protocol.close import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_UNAUTHORIZED
 from server.http.errors import ApiError, error_response
 from server.http.jwt_keys import load_public_keys
 from server.http.meeting_tokens import MEETING_TOKEN_PREFIX, MeetingGrant, MeetingTokens, check_meeting_path
@@ -64,9 +65,6 @@ API_KEY_PREFIX = "vxl_"
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384")
 JWT_LEEWAY = 30
 """Seconds of clock skew allowed between this server and a token's issuer (``exp``, ``nbf``, ``iat``)."""
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_NOT_FOUND = 4404
 _KEY_SHAPE = re.compile(r"^vxl_(?P<id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,})$")
 
 

@@ -10,6 +10,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from protocol.close import CLOSE_POLICY
 from server.http.errors import error_response, server_error
 from server.logs import REQUEST_ID
 
@@ -98,6 +99,6 @@ class PathGuardMiddleware(ConnectionMiddleware):
         if not _CONTROL.search(scope.get("path", "")):
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})
+            await send({"type": "websocket.close", "code": CLOSE_POLICY})
         else:
             await error_response(404, "NOT_FOUND", "no such path")(scope, receive, send)

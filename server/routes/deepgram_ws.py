@@ -11,13 +11,14 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from protocol import ErrorCode
+from protocol.close import CLOSE_FORBIDDEN, CLOSE_POLICY, CLOSE_TRY_AGAIN
 from protocol.deepgram import DgError, ParamError, model_info, parse_listen_params, wire
-from server.http.auth import CLOSE_FORBIDDEN, can_publish, principal
+from server.http.auth import can_publish, principal
 from server.http.openapi import Param, document
 from server.routes.common import services
 from server.routes.parts import NodeParts
 from server.transports.deepgram import DeepgramSession
-from server.transports.deepgram_inbound import CLOSE_POLICY, CLOSE_TRY_AGAIN, protocol_refusal
+from server.transports.deepgram_inbound import protocol_refusal
 
 TAG = "deepgram-compatible"
 TOKEN_PROTOCOL = "token"

@@ -26,6 +26,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from protocol import ErrorCode, Ping, ProtocolError, StartParams, Status, encode, envelope, parse_client_message
+from protocol.close import CLOSE_NORMAL, CLOSE_NOT_FOUND, CLOSE_POLICY, CLOSE_TRY_AGAIN
 from server.features.speakers import named_segments
 from server.http.auth import can_publish, principal
 from server.http.visibility import find_visible_transcript
@@ -41,9 +42,6 @@ from server.routes.parts import NodeParts
 from server.storage.outage import database_unavailable
 
 log = logging.getLogger("voxlane.ws")
-CLOSE_NOT_FOUND = 4404
-CLOSE_TRY_AGAIN = 1013
-CLOSE_POLICY = 1008
 MAX_CONTROL_CHARS = 64 * 1024
 """The largest text (control JSON) message; binary audio frames have their own cap (VOXLANE_MAX_FRAME_KB)."""
 PARSE_OFF_LOOP = 16 * 1024
@@ -113,7 +111,8 @@ class LiveConnection:
         while True:
             msg = await self.sub.queue.get()
             if msg is None:  # cut off for being too slow, or the transcript went away
-                await self.ws.close(code=1013 if self.sub.overflowed else 1000, reason="subscriber closed")
+                await self.ws.close(code=CLOSE_TRY_AGAIN if self.sub.overflowed else CLOSE_NORMAL,
+                                    reason="subscriber closed")
                 return
             if msg["type"] == _CLOSE:
                 await self.ws.close(code=msg["code"], reason=msg["reason"])

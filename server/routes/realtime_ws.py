@@ -14,6 +14,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from protocol import ErrorCode, ProtocolError
+from protocol.close import CLOSE_FORBIDDEN, CLOSE_POLICY, CLOSE_TRY_AGAIN
 from protocol.realtime import (
     error_event,
 )
@@ -23,9 +24,6 @@ from server.http.openapi import Param, document
 from server.routes.common import services
 from server.routes.parts import NodeParts
 from server.transports.realtime import (
-    CLOSE_FORBIDDEN,
-    CLOSE_POLICY,
-    CLOSE_TRY_AGAIN,
     MAX_MODEL_CHARS,
     MODEL_NOT_AVAILABLE,
     CloseWith,

@@ -20,9 +20,10 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from asr.backends.model_files import BUNDLED_MODEL, ModelNotFound, resolve_model
+from protocol.close import CLOSE_NORMAL, CLOSE_NOT_FOUND, CLOSE_TRY_AGAIN
 from server.features.speakers import named_segments
 from server.http.audio_limits import refuse_declared
-from server.http.auth import CLOSE_NOT_FOUND, principal
+from server.http.auth import principal
 from server.http.errors import ApiError
 from server.http.openapi import Param, document
 from server.http.uploads import channel_options, probe_upload, receive_for_store
@@ -320,7 +321,7 @@ async def job_live(ws: WebSocket) -> None:
                 return  # the client went away
             msg = getter.result()
             if msg is None:
-                await ws.close(code=1013 if sub.overflowed else 1000)
+                await ws.close(code=CLOSE_TRY_AGAIN if sub.overflowed else CLOSE_NORMAL)
                 return
             data = msg["data"]
             if msg["type"] == "transcription":

@@ -40,6 +40,7 @@ from starlette.websockets import WebSocket
 
 from media.g711 import g711_to_pcm16
 from protocol import ErrorCode, ProtocolError, StartParams
+from protocol.close import CLOSE_INTERNAL, CLOSE_NORMAL, CLOSE_TRY_AGAIN
 from protocol.deepgram import (
     ConfigureFailure,
     DgError,
@@ -50,12 +51,7 @@ from protocol.deepgram import (
     ResultsMetadata,
     wire,
 )
-from server.http.websocket import send_within
-from server.pipeline.hub import Subscriber
 from server.transports.deepgram_inbound import (
-    CLOSE_INTERNAL,
-    CLOSE_NORMAL,
-    CLOSE_TRY_AGAIN,
     FLUSH_WAIT_S,
     CloseWith,
     Closing,
@@ -63,6 +59,7 @@ from server.transports.deepgram_inbound import (
     protocol_refusal,
 )
 from server.transports.deepgram_results import ResultMapper
+from server.transports.hub_session import PUBLISHER, REPLY, HubSession
 
 if TYPE_CHECKING:
     from server.pipeline.publisher import Publisher
@@ -74,29 +71,22 @@ G711 = {"mulaw": "pcmu", "alaw": "pcma"}
 OFF_LOOP = 1 << 20
 
 # queue entries of this connection's own, beside the hub's messages
-_REPLY = "deepgram.reply"
-_PUBLISHER = "deepgram.publisher"  # a publisher starts: the finals that follow are its own
 _HOLD = "deepgram.hold"  # a Finalize begins: segment finals wait until it is known which one it caused
 _FINALIZED = "deepgram.finalized"  # a Finalize's finals are all emitted: ``target`` of them
-_CLOSE = "deepgram.close"  # close once ``target`` finals went out (a CloseStream), or now
 
 
-class DeepgramSession:
+class DeepgramSession(HubSession[BaseModel]):
     """One connection: binary audio and control messages drive one publisher; the transcript's hub messages
     become Deepgram's messages. Everything sent goes through the hub subscription's queue, in order."""
 
+    client = "deepgram"
+
     def __init__(self, ws: WebSocket, svc: SessionParts, transcript_id: str, params: ListenParams,
                  model: ModelInfo, model_uuid: str) -> None:
-        self.ws = ws
-        self.svc = svc
-        self.transcript_id = transcript_id
+        super().__init__(ws, svc, transcript_id)
         self.params = params
         self.meta = ResultsMetadata(request_id=transcript_id, model_info=model, model_uuid=model_uuid)
         self.model = model
-        self.publisher: Publisher | None = None
-        self.sub: Subscriber = svc.hub.subscribe(transcript_id)  # before any audio: no partial is missed
-        self.max_frame = svc.settings.max_frame_kb * 1024
-        self.released = False  # all the audio is in (CloseStream, or the client left): none of it is paced
         self.sha256 = hashlib.sha256()
         self.created = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
         self.mapper = ResultMapper(params, self.meta)  # the outbound side (the send loop)
@@ -107,33 +97,14 @@ class DeepgramSession:
     # ------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
-        sender = asyncio.create_task(self._send_loop())
-        try:
-            await Inbound(self, self.svc.settings).run(sender)
-        finally:
-            if self.publisher is not None:
-                await self.publisher.finish()  # a vanished client still gets its finals stored
-            self.svc.hub.unsubscribe(self.sub)
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-            if self.publisher is None:
-                await self.svc.live.discard_unstreamed(self.transcript_id)  # no audio: nothing was recorded
-
-    def reply(self, message: BaseModel) -> None:
-        self.sub.put({"type": _REPLY, "message": message})
+        await self.serve(Inbound(self, self.svc.settings).run)
 
     def close(self, closing: Closing) -> None:
         """Queues the session's last words and its close (sent by the send loop, after what is queued)."""
         if closing.error is not None:
             self.reply(closing.error)
-        reason = closing.error.description[:120] if closing.error is not None else ""
-        self.sub.put({"type": _CLOSE, "code": closing.code, "reason": reason, "target": closing.target})
-
-    def release(self) -> None:
-        """No more pacing: the client sent CloseStream, or left (the frames read are taken in at once)."""
-        self.released = True
-        if self.publisher is not None:
-            self.publisher.pacer.release()
+        reason = closing.error.description if closing.error is not None else ""
+        self.close_after_queued(closing.code, reason, target=closing.target)
 
     # ------------------------------------------------------------ inbound (the worker, in order)
 
@@ -165,28 +136,15 @@ class DeepgramSession:
 
     async def _publisher(self) -> Publisher | None:
         """The running publisher, started by the first audio (or after the last one ended for idleness)."""
-        pub = self.publisher
-        if pub is not None and not pub.finished:
-            return pub
-        if pub is not None and pub.storage_error is not None:
-            return None
-        if pub is not None:
-            await self.svc.live.until_left(self.transcript_id, pub, FLUSH_WAIT_S)  # its finals first
+        if self.publisher is not None and not self.publisher.finished:
+            return self.publisher
         p = self.params
         pcm = p.encoding is not None and p.voxlane_format not in ("ogg", "flac")
         params = StartParams(format="pcm_s16le" if pcm else p.voxlane_format,
                              sample_rate=p.sample_rate or 16000, channels=p.channels, split_channels=p.multichannel,
                              diarization=p.diarize, language=p.language, key_terms=p.key_terms or None,
                              vad_events=p.vad_events or p.utterance_end_ms is not None)
-        self.sub.put({"type": _PUBLISHER})
-        try:
-            self.publisher = await self.svc.live.get(self.transcript_id).add_publisher(params)
-        except ProtocolError as exc:
-            load = exc.code in (ErrorCode.OVERLOADED, ErrorCode.RATE_LIMITED)
-            raise CloseWith(CLOSE_TRY_AGAIN if load else CLOSE_INTERNAL, protocol_refusal(exc)) from None
-        if self.released:
-            self.publisher.pacer.release()
-        return self.publisher
+        return await self.start_publisher(params, FLUSH_WAIT_S, _refused)
 
     def _emitted(self) -> int:
         """Segment finals the current publisher's sessions have emitted."""
@@ -230,37 +188,28 @@ class DeepgramSession:
 
     # ------------------------------------------------------------ outbound
 
-    async def _send_loop(self) -> None:
-        await self.sub  # the broker's read position: messages other nodes publish to this transcript come too
-        while True:
-            msg = await self.sub.queue.get()
-            if msg is None:  # cut off for being too slow, or the transcript went away
-                await self.ws.close(code=CLOSE_TRY_AGAIN if self.sub.overflowed else CLOSE_NORMAL,
-                                    reason="subscriber closed")
-                return
-            kind = msg.get("type")
-            if kind == _CLOSE and msg["target"] is not None:
-                self.close_target = msg["target"]
-            elif kind == _CLOSE:
-                await self.ws.close(code=msg["code"], reason=msg["reason"])
-                return
-            for out in self._messages(msg):
-                if not await self._send(out):
-                    return
-            if self.close_target is not None and self.mapper.finals >= self.close_target and self.held is None:
-                await self._send(self.metadata())
-                await self.ws.close(code=CLOSE_NORMAL)
-                return
+    def defer_close(self, msg: dict[str, Any]) -> bool:
+        """A CloseStream's close waits for its finals (``target`` of them), then ``Metadata``."""
+        if msg.get("target") is None:
+            return False
+        self.close_target = msg["target"]
+        return True
 
-    async def _send(self, message: BaseModel) -> bool:
-        return await send_within(self.ws, wire(message), self.svc.settings.send_timeout,
-                                 f"the deepgram client of {self.transcript_id}")
+    async def finished_sending(self) -> bool:
+        if self.close_target is not None and self.mapper.finals >= self.close_target and self.held is None:
+            await self.send(self.metadata())
+            await self.ws.close(code=CLOSE_NORMAL)
+            return True
+        return False
 
-    def _messages(self, msg: dict[str, Any]) -> list[BaseModel]:
+    def wire(self, message: BaseModel) -> str:
+        return wire(message)
+
+    def outgoing(self, msg: dict[str, Any]) -> list[BaseModel]:
         kind = msg.get("type")
-        if kind == _REPLY:
+        if kind == REPLY:
             return [msg["message"]]
-        if kind == _PUBLISHER:
+        if kind == PUBLISHER:
             self.mapper.finals = 0
             return []
         if kind == _HOLD:
@@ -293,3 +242,9 @@ class DeepgramSession:
             held.append(last := self.mapper.results([], 0, 0.0, 0.0, final=True, speech_final=False))
         last.from_finalize = True
         return held
+
+
+def _refused(exc: ProtocolError) -> CloseWith:
+    """A start the server refused: 1013 (try again) when it is the load, else 1011."""
+    load = exc.code in (ErrorCode.OVERLOADED, ErrorCode.RATE_LIMITED)
+    return CloseWith(CLOSE_TRY_AGAIN if load else CLOSE_INTERNAL, protocol_refusal(exc))

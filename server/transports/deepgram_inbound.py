@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from protocol import ProtocolError
+from protocol.close import CLOSE_NORMAL, CLOSE_POLICY
 from protocol.deepgram import DgError, ParamError, parse_control
 from server.http.ws_guard import InboundGuard
 from server.http.ws_inbound import GuardedInbound, frame_queue
@@ -28,10 +29,6 @@ if TYPE_CHECKING:
 
     from server.settings import Settings
 
-CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL = 1011
-CLOSE_TRY_AGAIN = 1013
 FLUSH_WAIT_S = 60.0
 """Longest a Finalize or CloseStream waits for its finals (a session flushes within 60 s)."""
 CLOSE_STREAM: dict[str, Any] = {"type": "CloseStream"}
@@ -69,7 +66,9 @@ class Sink(Protocol):
     """What the inbound side hands its messages to: the session (server.transports.deepgram)."""
 
     ws: WebSocket
-    publisher: object | None  # its stream, once the first audio opened it
+
+    @property
+    def publisher(self) -> object | None: ...  # its stream, once the first audio opened it
 
     async def audio(self, data: bytes) -> None: ...
 

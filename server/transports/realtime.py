@@ -68,6 +68,7 @@ from starlette.websockets import WebSocket
 from asr.policy import join_words
 from media.g711 import g711_to_pcm16
 from protocol import ErrorCode, ProtocolError, StartParams
+from protocol.close import CLOSE_INTERNAL, CLOSE_TRY_AGAIN
 from protocol.realtime import (
     CLIENT_ERROR,
     COMMIT_EMPTY,
@@ -105,11 +106,10 @@ from protocol.realtime import (
     error_event,
 )
 from server.features.openai_models import ModelMap, ModelNotServed
-from server.http.websocket import send_within
 from server.http.ws_guard import InboundGuard
 from server.pipeline.configs import stream_config
-from server.pipeline.hub import Subscriber
 from server.pipeline.publisher import Publisher
+from server.transports.hub_session import PUBLISHER, REPLY, HubSession
 from server.transports.realtime_inbound import CloseWith, Inbound, decode_audio
 
 if TYPE_CHECKING:
@@ -117,10 +117,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voxlane.realtime")
 
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL = 1011
-CLOSE_TRY_AGAIN = 1013
-CLOSE_FORBIDDEN = 4403
 COMMIT_WAIT_S = 60.0
 """Longest a commit waits for the finals it asked for (a session flushes within 60 s, see StreamSession.finish)."""
 G711_OFF_LOOP = 64 * 1024
@@ -129,10 +125,7 @@ MAX_MODEL_CHARS = 200
 MODEL_NOT_AVAILABLE = "MODEL_NOT_AVAILABLE"  # as POST /v1/audio/transcriptions answers the same name
 
 # queue entries of this connection's own, beside the hub's messages (whose types are voxlane's wire types)
-_REPLY = "realtime.reply"  # a server event for this client, in order with everything else it receives
-_PUBLISHER = "realtime.publisher"  # a publisher starts: the finals that follow are its own
 _COMMIT = "realtime.commit"  # a commit's finals are all in: an item for the audio if none appeared
-_CLOSE = "realtime.close"  # the session ends: close the socket after what was queued before
 
 
 def _ms(seconds: float) -> int:
@@ -163,18 +156,15 @@ def refusal_error(exc: ProtocolError) -> RealtimeError:
     return RealtimeError(exc.code.value, message, kind=kind)
 
 
-class RealtimeSession:
+class RealtimeSession(HubSession[ServerEvent]):
     """One connection: its client events drive one publisher, and the transcript's hub messages become its
     server events. Everything it sends goes through its hub subscription's queue, so replies and transcription
     events reach the client in the order they happened."""
 
+    client = "realtime"
+
     def __init__(self, ws: WebSocket, svc: SessionParts, transcript_id: str, model: str) -> None:
-        self.ws = ws
-        self.svc = svc
-        self.transcript_id = transcript_id
-        self.publisher: Publisher | None = None
-        self.sub: Subscriber = svc.hub.subscribe(transcript_id)  # before any audio: no partial is missed
-        self.max_slice = svc.settings.max_frame_kb * 1024
+        super().__init__(ws, svc, transcript_id)
         # the session as configured (session.update)
         self.format = AudioFormatIn()
         self.transcription = TranscriptionIn(model=model)
@@ -208,29 +198,15 @@ class RealtimeSession:
 
     async def run(self) -> None:
         self.reply(SessionCreated(session=self.session()))
-        sender = asyncio.create_task(self._send_loop())
         guard = InboundGuard(self.svc.settings, idle_timeout=self.svc.settings.session_idle_timeout)
-        try:
-            await Inbound(self, guard, self.svc.settings.send_timeout).run(sender)
-        finally:
-            if self.publisher is not None:
-                await self.publisher.finish()  # a vanished client still gets its finals stored
-            self.svc.hub.unsubscribe(self.sub)
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-            if self.publisher is None:
-                await self.svc.live.discard_unstreamed(self.transcript_id)
-
-    def reply(self, event: ServerEvent) -> None:
-        """Send to this client, in order with the transcription events."""
-        self.sub.put({"type": _REPLY, "event": event})
+        await self.serve(Inbound(self, guard, self.svc.settings.send_timeout).run)
 
     # ------------------------------------------------------------ inbound
 
     def close(self, close: CloseWith) -> None:
         """The send loop sends the error, then closes the socket (after what was queued before)."""
         self.reply(close.event)
-        self.sub.put({"type": _CLOSE, "code": close.code, "reason": close.reason[:120]})
+        self.close_after_queued(close.code, close.reason)
 
     async def handle(self, event: ClientEvent) -> None:
         """One event, in order (the inbound worker): an error answers it and the session goes on; a
@@ -319,8 +295,8 @@ class RealtimeSession:
             pcm = await asyncio.to_thread(g711_to_pcm16, data, self.format.type.removeprefix("audio/"))
         elif self.format.type != "audio/pcm":
             pcm = g711_to_pcm16(data, self.format.type.removeprefix("audio/"))
-        for start in range(0, len(pcm), self.max_slice):  # each slice a native frame: decoded off-loop, paced
-            await pub.feed_bytes(pcm[start:start + self.max_slice])
+        for start in range(0, len(pcm), self.max_frame):  # each slice a native frame: decoded off-loop, paced
+            await pub.feed_bytes(pcm[start:start + self.max_frame])
 
     def _append_limit(self) -> float | None:
         """The most seconds of audio one append may carry (None: no limit). An append is held to real time as a
@@ -333,23 +309,11 @@ class RealtimeSession:
 
     async def _publisher(self) -> Publisher | None:
         """The running publisher, started with the first append (or after the last one ended for idleness)."""
-        pub = self.publisher
-        if pub is not None and not pub.finished:
-            return pub
-        if pub is not None and pub.storage_error is not None:
-            return None
-        if pub is not None:
-            await self.svc.live.until_left(self.transcript_id, pub, COMMIT_WAIT_S)  # its finals first
+        if self.publisher is not None and not self.publisher.finished:
+            return self.publisher
         params = StartParams(format="pcm_s16le", sample_rate=self.format.sample_rate, channels=1, diarization=False,
                              vad_events=True)
-        self.sub.put({"type": _PUBLISHER})
-        try:
-            self.publisher = await self.svc.live.get(self.transcript_id).add_publisher(params)
-        except ProtocolError as exc:
-            load = exc.code in (ErrorCode.OVERLOADED, ErrorCode.RATE_LIMITED)
-            raise CloseWith(CLOSE_TRY_AGAIN if load else CLOSE_INTERNAL, refusal_error(exc).event(),
-                         exc.message) from None
-        return self.publisher
+        return await self.start_publisher(params, COMMIT_WAIT_S, _refused)
 
     async def _commit(self, event: AudioCommit) -> None:
         buffered, self.buffered_ms = self.buffered_ms, 0.0
@@ -377,29 +341,14 @@ class RealtimeSession:
 
     # ------------------------------------------------------------ outbound
 
-    async def _send_loop(self) -> None:
-        await self.sub  # the broker's read position: messages other nodes publish to this transcript come too
-        while True:
-            msg = await self.sub.queue.get()
-            if msg is None:  # cut off for being too slow, or the transcript went away
-                await self.ws.close(code=CLOSE_TRY_AGAIN if self.sub.overflowed else 1000, reason="subscriber closed")
-                return
-            if msg.get("type") == _CLOSE:
-                await self.ws.close(code=msg["code"], reason=msg["reason"])
-                return
-            for event in self._events(msg):
-                if not await self._send(event):
-                    return
+    def wire(self, message: ServerEvent) -> str:
+        return message.wire()
 
-    async def _send(self, event: ServerEvent) -> bool:
-        return await send_within(self.ws, event.wire(), self.svc.settings.send_timeout,
-                                 f"the realtime client of {self.transcript_id}")
-
-    def _events(self, msg: dict[str, Any]) -> list[ServerEvent]:
+    def outgoing(self, msg: dict[str, Any]) -> list[ServerEvent]:
         kind = msg.get("type")
-        if kind == _REPLY:
-            return [msg["event"]]
-        if kind == _PUBLISHER:
+        if kind == REPLY:
+            return [msg["message"]]
+        if kind == PUBLISHER:
             self.publisher_finals = 0
             return []
         if kind == _COMMIT:
@@ -498,3 +447,9 @@ class RealtimeSession:
             ItemDone(previous_item_id=previous, item=UserAudioItem(id=item_id, status="completed",
                                                                     content=[InputAudioContent(transcript="")])),
         ]
+
+
+def _refused(exc: ProtocolError) -> CloseWith:
+    """A start the server refused: 1013 (try again) when it is the load, else 1011."""
+    load = exc.code in (ErrorCode.OVERLOADED, ErrorCode.RATE_LIMITED)
+    return CloseWith(CLOSE_TRY_AGAIN if load else CLOSE_INTERNAL, refusal_error(exc).event(), exc.message)

@@ -18,6 +18,7 @@ import binascii
 import re
 from typing import TYPE_CHECKING, Protocol
 
+from protocol.close import CLOSE_POLICY
 from protocol.realtime import MAX_AUDIO_B64, MAX_EVENT_CHARS, AudioAppend, ClientEvent, RealtimeError, ServerEvent
 from protocol.realtime import parse_client_event as parse_small
 from server.http.ws_inbound import QUEUE, GuardedInbound
@@ -38,7 +39,6 @@ DECODE_SLICE = 256 * 1024
 AUDIO_KEY_TRIES = 8
 """Occurrences of ``"audio"`` looked at for an append's key (a real append has one, an ``event_id`` may add one)."""
 _AUDIO_KEY = re.compile(r'"audio"[ \t\r\n]{0,256}:[ \t\r\n]{0,256}"')
-CLOSE_POLICY = 1008
 COMMIT_EMPTY_CODE = "input_audio_buffer_commit_empty"
 
 
