@@ -93,3 +93,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
                        VOXLANE_MAX_AUDIO_LEAD_SECONDS="0", VOXLANE_LATENCY_TARGET_S="30")
     yield srv
     stop_server(srv)
+
+
+_TIERS = ("unit", "api", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks each test with its tier (the folder under tests/ it lives in): ``pytest -m unit`` runs the fast
+    in-process tier alone, ``-m "not e2e"`` everything but the real processes."""
+    root = Path(__file__).parent
+    for item in items:
+        parts = Path(str(item.path)).relative_to(root).parts if Path(str(item.path)).is_relative_to(root) else ()
+        if parts and parts[0] in _TIERS:
+            item.add_marker(getattr(pytest.mark, parts[0]))
