@@ -132,8 +132,8 @@ async def _accept(request: Request, row: dict[str, Any], received: Received, inf
         await svc.audio.delete(key)
         raise ApiError(409, f"transcript already has audio (status {raced.row['status']!r}); create a new"
                        " transcript", "ALREADY_HAS_AUDIO", {"status": raced.row["status"]}) from None
-    for old in replaced:  # the file of an earlier, failed attempt
-        await svc.audio.delete(old)
+    for path in replaced:  # the file of an earlier, failed attempt
+        await svc.audio.delete(path)
     await svc.hub.publish(tid, Status(status="processing", stage="transcription", progress=0.0,
                                       message="upload received; queued for transcription"))
     body = UploadAccepted(id=tid, status="processing", message="upload received; transcription started",
