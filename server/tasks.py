@@ -19,10 +19,13 @@ def all_tasks(settings: Settings) -> list[Task]:
     return [task for feature in _FEATURES for task in feature.job_tasks(settings.job_max_attempts)]
 
 
+_LANES = {t.name: t.lane for feature in _FEATURES for t in feature.job_tasks(1)}
+"""Each task's lane, read once: the queue asks for it on every job it stages (attempts do not change a lane)."""
+
+
 def lane_of(task: str) -> str:
-    """The lane (the queue, on PostgreSQL) a task's jobs wait in (attempts do not change a lane)."""
-    lanes = {t.name: t.lane for feature in _FEATURES for t in feature.job_tasks(1)}
-    return lanes.get(task, EVENTS_LANE)
+    """The lane (the queue, on PostgreSQL) a task's jobs wait in."""
+    return _LANES.get(task, EVENTS_LANE)
 
 
 def lanes(settings: Settings) -> list[Lane]:
