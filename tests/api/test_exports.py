@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-import random
-import tracemalloc
+import json
+import sys
 import uuid
 import wave
 import zipfile
+from pathlib import Path
 
 import httpx
 import jsonschema
@@ -30,6 +31,7 @@ pytest_plugins = ("tests.rest_fixtures",)
 JFK = "single/jfk_inaugural_1961_excerpt.wav"
 WIZARD = "single/librispeech_61-70968-0000.wav"
 ADMIN = ["transcripts:read", "transcripts:write", "projects:admin", "export"]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def wer(ref: str, hyp: str) -> float:
@@ -287,66 +289,24 @@ async def test_project_zip_csv_and_xlsx(api: Api):
         assert (await api.client.get(f"/api/projects/{pid}/export.xlsx", headers=other)).status_code == 404
 
 
-async def big_project(api: Api, conversations: int, rng: random.Random) -> tuple[str, int]:
-    """A project of ``conversations`` stored conversations of 20 segments x 200 real words (shuffled, so deflate
-    cannot shrink them much); returns its id and the size of its text."""
-    store = api.svc.store
-    words = " ".join(reference(n) for n in ("single/ljspeech_LJ001-0001_0016.wav",
-                                            "single/ljspeech_LJ001-0017_0032.wav")).split()
-    project = await store.create_project(title=f"big {conversations}", language=None, portal={}, owner=None)
-    text_total = 0
-    for i in range(conversations):
-        t = await store.create_transcript(name=f"conversation {i}", status="completed")
-        await store.create_conversation(transcript_id=t["id"], project_id=project["id"], name=f"P{i}", email=None,
-                                        tags=[], source=None)
-        for j in range(20):
-            text = " ".join(rng.choices(words, k=200))
-            text_total += len(text)
-            await store.save_segment(t["id"], {"id": f"{t['id']}-{j}", "text": text, "start": j * 20.0,
-                                               "end": j * 20.0 + 19.0, "speaker": f"S{j % 3}", "words": []})
-    return project["id"], text_total
-
-
-async def streamed_peak(base: str, project_id: str) -> tuple[int, int]:
-    """(peak traced memory while a client reads the project's zip, bytes received)."""
-    received = 0
-    tracemalloc.start()
-    try:
-        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-            async with client.stream("GET", f"/api/projects/{project_id}/transcripts") as r:
-                assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
-                async for chunk in r.aiter_bytes():
-                    received += len(chunk)  # read and dropped, as a download to disk would
-        return tracemalloc.get_traced_memory()[1], received
-    finally:
-        tracemalloc.stop()
-
-
-async def test_project_zip_streams_with_bounded_memory(public_api: Api):
+async def test_project_zip_streams_with_bounded_memory(tmp_path):
     """The zip is produced entry by entry while the client reads it: the server holds about one conversation
-    at a time, so four times the conversations take about the same memory."""
-    api = public_api
-    rng = random.Random(5)
-    small, text_small = await big_project(api, 40, rng)
-    big, text_big = await big_project(api, 160, rng)
-    base = await api.serve()
-    await streamed_peak(base, small)  # warm up: imports, the first connection
-    # tracemalloc sees the whole process, where what earlier tests left running (their servers' threads and
-    # tasks) allocates now and then: that only adds, so each size is read five times and its least peak kept
-    (peak_small, received_small), (peak_big, received_big) = [
-        min([await streamed_peak(base, project) for _ in range(5)]) for project in (small, big)]
-    assert received_big > 3.5 * received_small
+    at a time, so four times the conversations take about the same memory. Measured in a process of its own
+    (tests/export_memory_probe.py), where nothing but that server and its one client allocates."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.export_memory_probe", str(tmp_path / "data"), cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-4000:]
+    m = json.loads(out.decode().strip().splitlines()[-1])
+    assert m["received_big"] > 3.5 * m["received_small"], m
     # 4x the conversations: the peak grows only by the zip's directory (about a kilobyte per entry), never with
     # the text; what stays is about one conversation plus the deflate state (~270 KB)
-    assert peak_big < 1.25 * peak_small + 150_000, (peak_small, peak_big)
-    assert peak_big - peak_small < (text_big - text_small) / 10, (peak_small, peak_big, text_small, text_big)
-    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-        data = (await client.get(f"/api/projects/{big}/transcripts")).content
-    assert len(data) == received_big
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
-        assert len(zf.namelist()) == 160 and zf.testzip() is None
-        assert sum(i.file_size for i in zf.infolist()) > text_big
-        assert zf.read(zf.namelist()[7]).decode().startswith("# conversation 7\n")
+    assert m["peak_big"] < 1.25 * m["peak_small"] + 150_000, m
+    assert m["peak_big"] - m["peak_small"] < (m["text_big"] - m["text_small"]) / 10, m
+    assert m["whole_big"] == m["received_big"], m
+    assert m["entries"] == 160 and m["bad_entry"] is None and m["unpacked"] > m["text_big"], m
+    assert m["eighth_entry_head"].startswith("# conversation 7\n"), m
 
 
 ODD_IDS = ["²", "٣", "007", "7", "0", "1000000000", "-1", "1e3", " ", "a/b?c#d&e=%2F", "名前", "🎤", "x" * 256,
