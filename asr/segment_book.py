@@ -5,148 +5,80 @@ at a pause, a line's end, a sentence end the speaker went on from, a speaker tur
 told final never moves to another segment; every segment gets exactly one final. Which windows are read to
 fill it in is :mod:`asr.window_planner`'s business, and how a reading's words enter it :mod:`asr.result_reader`'s.
 
-:class:`SegmentBook` is the base of :class:`~asr.session.StreamSession`: it declares the state the session keeps
-(set by the session's constructor) and holds the methods that change the segments. Methods marked "under the
-lock" are called with ``self._lock`` held.
+:class:`SegmentBook` is a part of :class:`~asr.session.StreamSession`: it holds the methods that change the
+segments of the stream's :class:`~asr.stream_state.StreamState`, and tells a subscriber what they became.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-from asr.audio_buffer import AudioBuffer
 from asr.events import FailureEvent, SegmentEvent, WordEvent
-from asr.inference import InferenceLoop, Priority
+from asr.inference import Priority
 from asr.policy import Hypotheses, TimedWord, join_words
-from asr.stream_config import StreamConfig
-from asr.vad import SpeechTracker, VadStream
+from asr.stream_state import Segment, StreamState
 
 Emit = Callable[[SegmentEvent], Awaitable[None]]
 Report = Callable[[FailureEvent], Awaitable[None]]
 
 
-@dataclass
-class Segment:
-    id: str
-    start: float  # stream time
-    window_start: float
-    end: float | None = None  # set when the segment closes
-    hyp: Hypotheses = field(default_factory=Hypotheses)
-    decoded_to: float = 0.0  # end of the audio of the latest decode
-    endpoint_for: float | None = None  # speech_end that a pause-commit already covered
-    speech_end: float | None = None  # where the VAD heard the last speech, once the segment closed
-    pending_pause: float | None = None  # speech end of a pause not yet covered by a commit decode
-    # speech ends followed by a pause of pause_commit_s, with the longest silence heard after each so far
-    pauses: dict[float, float] = field(default_factory=dict)
-    emitted: tuple[str, int] | None = None  # (text, n_final) of the last partial sent
-    read: tuple[float, float, str] | None = None  # (window start, end, prompt) of the latest decode applied
-    context_lent: bool = False  # its window was given the last segment's closing words (or had none to take)
-    tail_read: bool = False  # its final read the speech its first final reading stopped short of
-    final_told: int = 0  # words already sent as final (their commit latency was measured)
-
-    @property
-    def words(self) -> list[TimedWord]:
-        return self.hyp.committed + self.hyp.tentative
-
-    def pauses_after(self, t: float) -> dict[float, float]:
-        """The pauses heard after ``t``: what the segment opening there inherits."""
-        return {k: v for k, v in self.pauses.items() if k > t}
-
-    def pause_after(self, speech_end: float | None, default: float) -> float:
-        """The longest silence heard so far after the speech that ended at ``speech_end`` (``default``: none)."""
-        return self.pauses.get(speech_end, default) if speech_end is not None else default
-
-
 class SegmentBook:
-    """The segments of one stream and the rules that close, split and finalise them."""
+    """The segments of one stream and the rules that close, split and finalise them. Methods marked "under the
+    lock" are called with ``state.lock`` held."""
 
-    config: StreamConfig
-    key: str
-    offset: float  # transcript time of this stream's t=0
-    speaker: str | None
-    participant_id: str | int | None
-    segments_emitted: int
-    error: str | None
-    _new_id: Callable[[], str]
-    _engine: InferenceLoop
-    _emit: Emit
-    _report: Report | None
-    _failing: bool
-    _vad: VadStream
-    _tracker: SpeechTracker
-    _buffer: AudioBuffer
-    _lock: threading.Lock
-    _open: Segment | None
-    _closing: deque[Segment]
-    _last_closed_end: float
-    _history: str  # recent final text, the prompt for the next segment
-    _last_words: list[TimedWord]  # the words of the latest final, stream time
-    _paused: bool
-    _finishing: bool
-    _wake: asyncio.Event
-    _progressed: asyncio.Event
-    _decoded_to: float
-    _last_cut: tuple[Segment, float] | None  # the segment and end of the latest window cut
-    _arrivals: deque[tuple[float, float]]  # (stream time, loop clock) as audio arrives
+    def __init__(self, state: StreamState, emit: Emit) -> None:
+        self.state = state
+        self._emit = emit
+        self.segments_emitted = 0
 
-    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        raise NotImplementedError  # the session's: call on the event loop
-
-    def _poke(self) -> None:
-        raise NotImplementedError  # the session's: look at what to decode next
-
-    def _close_open(self, t: float) -> None:
-        seg = self._open
+    def close_open(self, t: float) -> None:
+        seg = self.state.open
         if seg is None:
             return
-        tr = self._tracker
+        tr = self.state.tracker
         end = t
         if not tr.in_speech and tr.speech_end is not None and seg.start <= tr.speech_end <= t:
-            end = min(t, tr.speech_end + self.config.vad.speech_pad_s)
+            end = min(t, tr.speech_end + self.state.config.vad.speech_pad_s)
         seg.end = max(end, seg.start)
         seg.speech_end = min(seg.end, tr.speech_end) if tr.speech_end is not None and not tr.in_speech else seg.end
-        self._closing.append(seg)
-        self._open = None
-        self._last_closed_end = seg.end
+        self.state.closing.append(seg)
+        self.state.open = None
+        self.state.last_closed_end = seg.end
 
-    def _update_segments(self) -> None:
-        seg = self._open
+    def update_segments(self) -> None:
+        seg = self.state.open
         if seg is None:
             return
-        cfg = self.config
-        tr = self._tracker
+        cfg = self.state.config
+        tr = self.state.tracker
         if not tr.in_speech and tr.silence_run >= cfg.pause_commit_s and tr.speech_end is not None:
             seg.pauses[tr.speech_end] = tr.silence_run
             if tr.speech_end != seg.endpoint_for and tr.speech_end > seg.hyp.committed_end + 0.1:
                 seg.pending_pause = tr.speech_end  # remembered even if speech resumes before a decode is free
-        if self._tracker.silence_run >= cfg.min_silence_s:
-            self._close_open(self._tracker.t)
-        elif (pause := self._line_end(seg)) is not None:
-            self._close_at_pause(seg, pause)
-        elif (keep := self._sentence_end(seg)) is not None:
-            self._split(seg, keep)
-        elif self._tracker.t - seg.start >= cfg.max_segment_s:
+        if self.state.tracker.silence_run >= cfg.min_silence_s:
+            self.close_open(self.state.tracker.t)
+        elif (pause := self.line_end(seg)) is not None:
+            self.close_at_pause(seg, pause)
+        elif (keep := self.sentence_end(seg)) is not None:
+            self.split(seg, keep)
+        elif self.state.tracker.t - seg.start >= cfg.max_segment_s:
             if seg.hyp.committed:
-                self._split(seg)
+                self.split(seg)
             elif not cfg.live:
                 # nothing is committed in file mode: cut where the audio is least speech-like
-                cut = self._tracker.quietest(since=seg.start + cfg.max_segment_s * 0.6) or self._tracker.t
-                self._close_open(cut)
-                self._open = Segment(id=self._new_id(), start=cut, window_start=cut, decoded_to=cut)
+                cut = self.state.tracker.quietest(since=seg.start + cfg.max_segment_s * 0.6) or self.state.tracker.t
+                self.close_open(cut)
+                self.state.open = Segment(id=self.state.new_id(), start=cut, window_start=cut, decoded_to=cut)
 
-    def _line_end(self, seg: Segment) -> float | None:
+    def line_end(self, seg: Segment) -> float | None:
         """(under the lock) Where a listener closes a line: the speech end of a pause of ``pause_commit_s`` (now
         or already over) before which every word is final, after which none is, and whose last word ends a
         sentence (or a segment that has run ``close_after_s``). Nothing in the segment then waits for another
         reading. None when there is no such pause."""
-        cfg = self.config
+        cfg = self.state.config
         hyp = seg.hyp
-        if not cfg.live or seg is not self._open or not hyp.committed:
+        if not cfg.live or seg is not self.state.open or not hyp.committed:
             return None
         last = hyp.committed[-1]
         for p in sorted(seg.pauses):
@@ -162,7 +94,7 @@ class SegmentBook:
             return p if last.closes_sentence or long_enough else None
         return None
 
-    def _sentence_end(self, seg: Segment) -> int | None:
+    def sentence_end(self, seg: Segment) -> int | None:
         """(under the lock) Where the open segment closes at a sentence end that the speaker went on from
         without a pause (a conversation's abutting turns, crosstalk), as a split does, instead of running on to
         a pause or to ``max_segment_s``: how many of its committed words it keeps. None: nowhere.
@@ -172,9 +104,9 @@ class SegmentBook:
         end that a reading commits together with the next sentence's first words still closes the segment:
         committed one reading at a time, "design. Okay, I thought" had no moment at which a sentence end was
         the last final word, and the segment ran on 7 s more."""
-        cfg = self.config
+        cfg = self.state.config
         hyp = seg.hyp
-        if not cfg.live or cfg.sentence_split_s < 0 or seg is not self._open or not hyp.committed:
+        if not cfg.live or cfg.sentence_split_s < 0 or seg is not self.state.open or not hyp.committed:
             return None  # a closed segment (one whose final re-reads its tail, say) has its final coming
         n = len(hyp.committed)
         for i in range(max(0, seg.final_told - 1), n):
@@ -185,59 +117,59 @@ class SegmentBook:
                 return i + 1
         return None
 
-    def _close_at_pause(self, seg: Segment, pause: float) -> None:
+    def close_at_pause(self, seg: Segment, pause: float) -> None:
         """(under the lock) Close the open segment at a pause on the words it has committed: its final needs no
         decode. Speech after the pause (a reading that ended after the speaker went on) opens the next segment,
         with the tentative words read there held for its own agreement."""
-        tr = self._tracker
-        cut = pause + min(self.config.vad.speech_pad_s, seg.pauses[pause] / 2)
+        tr = self.state.tracker
+        cut = pause + min(self.state.config.vad.speech_pad_s, seg.pauses[pause] / 2)
         after = [w for w in seg.hyp.tentative if w.start >= cut]
         seg.hyp.tentative = []
         seg.end = max(cut, seg.start)
         seg.speech_end = pause
         seg.decoded_to = max(seg.decoded_to, seg.end)
         pending, seg.pending_pause = seg.pending_pause, None
-        self._closing.append(seg)
-        self._last_closed_end = seg.end
-        self._open = None
+        self.state.closing.append(seg)
+        self.state.last_closed_end = seg.end
+        self.state.open = None
         if tr.in_speech or (tr.speech_end is not None and tr.speech_end > cut):  # the speaker went on
-            nxt = Segment(id=self._new_id(), start=seg.end, window_start=seg.end, decoded_to=seg.end,
+            nxt = Segment(id=self.state.new_id(), start=seg.end, window_start=seg.end, decoded_to=seg.end,
                           endpoint_for=seg.endpoint_for,
                           pending_pause=pending if pending is not None and pending > cut else None,
                           pauses=seg.pauses_after(cut))
             nxt.hyp.tentative = after
-            self._open = nxt
+            self.state.open = nxt
 
-    def _close_if_line_ends(self, seg: Segment) -> None:
-        pause = self._line_end(seg)
+    def close_if_line_ends(self, seg: Segment) -> None:
+        pause = self.line_end(seg)
         if pause is not None:
-            self._close_at_pause(seg, pause)
+            self.close_at_pause(seg, pause)
 
-    def turn_at(self, t: float) -> None:
+    def turn_at(self, t: float) -> bool:
         """A speaker turn found at stream time ``t`` (live diarization): the next speaker's words open a new
         segment. Words already final stay where the partials showed them: should the turn fall before the last
         of them, the segment is cut after it (its speaker is then told by ``diarization`` messages over time
         ranges); the words before the turn that are not final yet are read once more, up to the turn, by the
-        segment's final."""
-        with self._lock:
-            seg = self._open
-            if seg is None or not self.config.live:
-                return
+        segment's final. True when it cut: a decode may be due."""
+        with self.state.lock:
+            seg = self.state.open
+            if seg is None or not self.state.config.live:
+                return False
             t = self._gap_near(t, since=seg.start)
             if t < seg.start + MIN_TURN_SEGMENT_S:
-                return  # the segment opened at (or after) this turn
+                return False  # the segment opened at (or after) this turn
             hyp = seg.hyp
             if hyp.committed and hyp.committed_end >= t - 1e-6:
                 # the committed words after the turn are the next voice's: those not told yet open the next
                 # segment, committed there; told ones stay
                 before = sum(1 for w in hyp.committed if w.start < t)
                 keep = max(seg.final_told, before)
-                self._split(seg, keep or None)  # none before the turn: the segment keeps them all
-            elif t < self._buffer.end:
-                self._cut_at(seg, t)
+                self.split(seg, keep or None)  # none before the turn: the segment keeps them all
+            elif t < self.state.buffer.end:
+                self.cut_at(seg, t)
             else:
-                return
-        self._on_loop(self._poke)
+                return False
+        return True
 
     def _gap_near(self, t: float, since: float) -> float:
         """(under the lock) Where a turn the diarizer placed at ``t`` is cut: the middle of the longest quiet
@@ -245,22 +177,22 @@ class SegmentBook:
         nearest of equal ones), or ``t`` itself where the voices abut. A diarizer places a turn on its one-second
         windows' centres, 0.3-0.4 s late on a dialogue's 0.25-0.35 s gaps, so cut at ``t`` the next voice's
         first word ("Let", "Everyone") was read into the segment of the voice before it."""
-        runs = self._tracker.quiet_runs(max(since, t - TURN_GAP_BEFORE_S), t + TURN_GAP_AFTER_S, TURN_GAP_MIN_S)
+        runs = self.state.tracker.quiet_runs(max(since, t - TURN_GAP_BEFORE_S), t + TURN_GAP_AFTER_S, TURN_GAP_MIN_S)
         if not runs:
             return t
         start, end = max(runs, key=lambda r: (round(r[1] - r[0], 3), -abs((r[0] + r[1]) / 2 - t)))
         return (start + end) / 2
 
-    def _cut_at(self, seg: Segment, t: float) -> None:
+    def cut_at(self, seg: Segment, t: float) -> None:
         """(under the lock) Close ``seg`` at ``t``: its final reads its window up to there and keeps the words
         spoken before it; the audio after ``t`` is the next segment's."""
         seg.end = seg.speech_end = t
         seg.pending_pause = None
-        self._closing.append(seg)
-        self._open = Segment(id=self._new_id(), start=t, window_start=t, decoded_to=t)
-        self._last_closed_end = t
+        self.state.closing.append(seg)
+        self.state.open = Segment(id=self.state.new_id(), start=t, window_start=t, decoded_to=t)
+        self.state.last_closed_end = t
 
-    def _split(self, seg: Segment, keep: int | None = None) -> None:
+    def split(self, seg: Segment, keep: int | None = None) -> None:
         """Close a segment after its ``keep``-th committed word (default: its last); the rest of its audio
         starts the next one.
 
@@ -284,25 +216,25 @@ class SegmentBook:
         decoded = seg.decoded_to
         seg.decoded_to = max(seg.decoded_to, cut)
         seg.pending_pause = None
-        self._closing.append(seg)
+        self.state.closing.append(seg)
         # the audio after the cut was already decoded and a detected pause still needs its commit
-        anchor = [w for w in hyp.committed if w.start >= cut - self.config.split_context_s] or [last]
-        nxt = Segment(id=self._new_id(), start=cut, window_start=min(cut, anchor[0].start),
+        anchor = [w for w in hyp.committed if w.start >= cut - self.state.config.split_context_s] or [last]
+        nxt = Segment(id=self.state.new_id(), start=cut, window_start=min(cut, anchor[0].start),
                       decoded_to=max(cut, decoded), endpoint_for=seg.endpoint_for,
                       pending_pause=pause if pause is not None and pause > cut else None,
                       pauses=seg.pauses_after(cut), hyp=Hypotheses(anchor=anchor))
         nxt.hyp.committed = carried
         nxt.hyp.tentative = tentative
-        self._open = nxt
-        self._last_closed_end = cut
+        self.state.open = nxt
+        self.state.last_closed_end = cut
 
-    async def _final_as_read(self, seg: Segment) -> None:
+    async def final_as_read(self, seg: Segment) -> None:
         """Close a segment on its latest reading, without another decode."""
-        seg.hyp.commit_all(self._spoken(seg, seg.hyp.tentative))
-        await self._emit_segment(seg, final=True)
+        seg.hyp.commit_all(self.spoken(seg, seg.hyp.tentative))
+        await self.emit_segment(seg, final=True)
 
     @staticmethod
-    def _spoken(seg: Segment, words: list[TimedWord]) -> list[TimedWord]:
+    def spoken(seg: Segment, words: list[TimedWord]) -> list[TimedWord]:
         """A closed segment's words up to where the VAD last heard speech: nothing is said after it."""
         if seg.speech_end is None:
             return words
@@ -311,17 +243,17 @@ class SegmentBook:
     def _measure_commit(self, word_end: float) -> None:
         """Tell the inference loop how long after its audio arrived an utterance's last word became final:
         admission control steers on what a stream's listeners wait for, as the loop's load makes it."""
-        with self._lock:
-            arrived = _arrived_at(self._arrivals, word_end)
-        observe = getattr(getattr(self._engine, "capacity", None), "observe_commit", None)
-        if arrived is not None and observe is not None and self.config.priority != Priority.BULK:  # live only
-            observe(max(0.0, self._engine.clock() - arrived))
+        with self.state.lock:
+            arrived = _arrived_at(self.state.arrivals, word_end)
+        observe = getattr(getattr(self.state.engine, "capacity", None), "observe_commit", None)
+        if arrived is not None and observe is not None and self.state.config.priority != Priority.BULK:  # live only
+            observe(max(0.0, self.state.engine.clock() - arrived))
 
-    async def _emit_segment(self, seg: Segment, final: bool) -> None:
+    async def emit_segment(self, seg: Segment, final: bool) -> None:
         try:
             await self._emit_segment_inner(seg, final)
         finally:
-            self._progressed.set()
+            self.state.progressed.set()
 
     async def _emit_segment_inner(self, seg: Segment, final: bool) -> None:
         words = seg.hyp.committed if final else seg.words
@@ -333,10 +265,10 @@ class SegmentBook:
             seg.emitted = (text, n_final)
         elif not words and seg.emitted is None:
             return  # nothing was ever said here: a VAD blip needs no message
-        off = self.offset
+        off = self.state.offset
         event = SegmentEvent(
             text=text,
-            speaker=self.speaker,
+            speaker=self.state.speaker,
             confidence=round(sum(w.probability for w in words) / len(words), 4) if words else 0.0,
             segment_id=seg.id,
             is_final=final,
@@ -346,7 +278,7 @@ class SegmentBook:
                                   probability=round(min(1.0, max(0.0, w.probability)), 4),
                                   final=final or i < n_final)
                         for i, w in enumerate(words)),
-            participant_id=self.participant_id,
+            participant_id=self.state.participant_id,
         )
         newly_final = len(words) if final else n_final
         if newly_final > seg.final_told:
@@ -357,8 +289,8 @@ class SegmentBook:
             seg.final_told = newly_final
         if final:
             self.segments_emitted += 1
-            self._last_words = list(words)
-            self._history = (self._history + " " + text).strip()[-1000:]
+            self.state.last_words = list(words)
+            self.state.history = (self.state.history + " " + text).strip()[-1000:]
         await self._emit(event)
 
 

@@ -6,9 +6,10 @@ a closing segment, a commit after a pause, or a partial refresh) and lets the
 inference loop decide *when*; the audio window is cut at dispatch time so a
 session that is behind coalesces into one decode.
 
-The rest is split by concern: the segments and committed words every reader of them relies on
-(:mod:`asr.segment_book`), the planning of decode windows (:mod:`asr.window_planner`), and the reading of a
-result into the segments (:mod:`asr.result_reader`); the settings are :mod:`asr.stream_config`'s.
+The rest is split by concern into parts over one shared state (:mod:`asr.stream_state`): the segments and
+committed words every reader of them relies on (:mod:`asr.segment_book`), the planning of decode windows
+(:mod:`asr.window_planner`), and the reading of a result into the segments (:mod:`asr.result_reader`); the
+settings are :mod:`asr.stream_config`'s.
 """
 
 from __future__ import annotations
@@ -16,24 +17,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import threading
 import uuid
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
 
-from asr.audio_buffer import AudioBuffer
-from asr.client_cuts import ClientCuts
 from asr.events import SpeechEvent
 from asr.handoff import call_soon
 from asr.inference import InferenceLoop, Priority
-from asr.policy import TimedWord
-from asr.segment_book import Emit, Report, Segment
+from asr.result_reader import ResultReader
+from asr.segment_book import Emit, Report, SegmentBook
 from asr.speech_events import SpeechTeller, Told, speech_event
 from asr.stream_config import StreamConfig
+from asr.stream_state import Segment, StreamState
 from asr.vad import SileroModel, SpeechTracker, VadSteps, VadStream, run_steps
+from asr.window_planner import WindowPlanner
 from media.audio import SAMPLE_RATE
 
 __all__ = ["AudioListener", "Emit", "Report", "Segment", "StreamConfig", "StreamSession"]
@@ -57,10 +56,13 @@ def random_segment_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-class StreamSession(ClientCuts):
-    """One stream's session on the inference loop: it takes the audio in, runs the VAD, and drives decodes;
-    what the segments are (:mod:`asr.segment_book`), which windows are read (:mod:`asr.window_planner`) and how
-    a result is read into them (:mod:`asr.result_reader`) live in the classes it builds on."""
+class StreamSession:
+    """One stream's session on the inference loop: it takes the audio in, runs the VAD, and drives decodes.
+
+    It is three parts over one :class:`~asr.stream_state.StreamState`: ``book`` (what the segments are,
+    :mod:`asr.segment_book`), ``planner`` (which windows are read, :mod:`asr.window_planner`) and ``reader``
+    (how a result is read into them, :mod:`asr.result_reader`); the session feeds the state and drives the
+    decodes the planner asks for."""
 
     def __init__(self, *, engine: InferenceLoop, vad_model: SileroModel, emit: Emit,
                  config: StreamConfig | None = None, offset: float = 0.0, speaker: str | None = None,
@@ -70,57 +72,64 @@ class StreamSession(ClientCuts):
         self.config = config or StreamConfig()
         # A recorded file's job passes ids derived from its chunk, so an attempt run again replaces its own
         # segments instead of adding a second copy of them.
-        self._new_id = segment_ids or random_segment_id
-        self.key = key or f"s{next(_ids)}-{uuid.uuid4().hex[:6]}"
-        self.offset = offset  # transcript time of this stream's t=0
-        self.speaker = speaker
-        self.participant_id = participant_id
-        self._engine = engine
-        self._emit = emit
-        self._report = report  # tells the subscribers when the model fails on this stream
-        self._failing = False  # decodes fail since the last one that read: reported once per run of them
+        self.state = StreamState(config=self.config, engine=engine, vad=VadStream(vad_model),
+                                 new_id=segment_ids or random_segment_id,
+                                 key=key or f"s{next(_ids)}-{uuid.uuid4().hex[:6]}", offset=offset,
+                                 speaker=speaker, participant_id=participant_id)
+        self._engine = engine  # the session schedules its decodes; the book measures their commits
+        self.book = SegmentBook(self.state, emit)
+        self.planner = WindowPlanner(self.state)
+        self.reader = ResultReader(self.state, self.book, self.planner, report)
         self.listener = listener  # gets the audio with its VAD probabilities (or the paused stretches)
         self.on_speech: Callable[[SpeechEvent], None] | None = None  # told, on the loop, when speech starts/stops
         self._speech = SpeechTeller(self.config.min_silence_s)
         self._vad_model = vad_model
-        self._vad = VadStream(vad_model)
-        self._tracker = SpeechTracker(self.config.vad)
-        self._buffer = AudioBuffer()
-        self._lock = threading.Lock()
-        self._open: Segment | None = None
-        self._closing: deque[Segment] = deque()
-        self._last_closed_end = 0.0
-        self._history = self.config.initial_prompt.strip()  # recent final text, the prompt for the next segment
-        self._last_words: list[TimedWord] = []  # the words of the latest final, stream time
-        self._paused = False
-        self._finishing = False
-        self._wake = asyncio.Event()
         self._driver: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = _running_loop()  # feed() may run on a worker thread
-        self._decoded_to = 0.0
-        self._last_cut: tuple[Segment, float] | None = None  # the segment and end of the latest window cut
-        self._progressed = asyncio.Event()
-        # (stream time, loop clock) as audio arrives: how long after its audio came a word was committed
-        self._arrivals: deque[tuple[float, float]] = deque(maxlen=4096)
-        self.segments_emitted = 0
         self.error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.state.key
+
+    @property
+    def offset(self) -> float:
+        """Transcript time of this stream's t=0."""
+        return self.state.offset
+
+    @offset.setter
+    def offset(self, value: float) -> None:
+        self.state.offset = value
+
+    @property
+    def speaker(self) -> str | None:
+        return self.state.speaker
+
+    @property
+    def participant_id(self) -> str | int | None:
+        return self.state.participant_id
+
+    @property
+    def segments_emitted(self) -> int:
+        """Segments told final so far."""
+        return self.book.segments_emitted
 
     # ------------------------------------------------------------ feeding (event loop)
 
     @property
     def received(self) -> float:
         """Seconds of audio this stream has received (paused audio included)."""
-        return self._buffer.end
+        return self.state.buffer.end
 
     @property
     def lag_seconds(self) -> float:
-        with self._lock:
-            if self._open is None and not self._closing:
+        with self.state.lock:
+            if self.state.open is None and not self.state.closing:
                 return 0.0
-            tr = self._tracker
+            tr = self.state.tracker
             heard = tr.t if tr.in_speech else (tr.speech_end or 0.0)  # speech received so far
-            pending = [s.decoded_to for s in self._closing] + ([self._open.decoded_to] if self._open else [])
-            return max(0.0, min(heard, self._buffer.end) - min(pending))
+            pending = [s.decoded_to for s in [*self.state.closing, *([self.state.open] if self.state.open else [])]]
+            return max(0.0, min(heard, self.state.buffer.end) - min(pending))
 
     def start(self) -> None:
         if self._driver is None:
@@ -138,36 +147,36 @@ class StreamSession(ClientCuts):
         """The VAD's steps over ``samples`` (see :func:`asr.vad.score_together`: an ingest thread runs those of
         many streams in one model call), or None when they are taken without (paused, finishing, empty). The
         probabilities go to :meth:`take`, in the same call order."""
-        if len(samples) == 0 or self._finishing:
+        if len(samples) == 0 or self.state.finishing:
             return None
-        with self._lock:  # pause()/resume() may run between two frames
-            paused, vad = self._paused, self._vad
+        with self.state.lock:  # pause()/resume() may run between two frames
+            paused, vad = self.state.paused, self.state.vad
         return None if paused else vad.steps(samples)
 
     def take(self, samples: np.ndarray, probs: np.ndarray | None) -> None:
         """``samples`` with their VAD probabilities (None: scored by nobody, the stream is paused or done)."""
-        if len(samples) == 0 or self._finishing:
+        if len(samples) == 0 or self.state.finishing:
             return
         if probs is None:
-            with self._lock:
-                self._buffer.skip(len(samples) / SAMPLE_RATE)
-                self._tracker.t = self._buffer.end
+            with self.state.lock:
+                self.state.buffer.skip(len(samples) / SAMPLE_RATE)
+                self.state.tracker.t = self.state.buffer.end
             if self.listener is not None:
                 self._on_loop(self.listener.skip, len(samples) / SAMPLE_RATE)
             return
         if self.listener is not None:
             self._on_loop(self.listener.heard, samples, probs)
-        with self._lock:
-            self._buffer.append(samples)
-            self._arrivals.append((self._buffer.end, self._engine.clock()))
-            events = self._tracker.update(probs)
+        st = self.state
+        with st.lock:
+            st.buffer.append(samples)
+            st.arrivals.append((st.buffer.end, st.engine.clock()))
+            events = st.tracker.update(probs)
             for kind, t in events:
-                if kind == "speech_start" and self._open is None:
-                    start = max(t - self.config.lead_in_s, self._last_closed_end, self._buffer.start)
-                    self._open = Segment(id=self._new_id(), start=start, window_start=start,
-                                         decoded_to=start)
-            told = self._speech.heard(self._tracker, events)
-            self._update_segments()
+                if kind == "speech_start" and st.open is None:
+                    start = max(t - st.config.lead_in_s, st.last_closed_end, st.buffer.start)
+                    st.open = Segment(id=st.new_id(), start=start, window_start=start, decoded_to=start)
+            told = self._speech.heard(st.tracker, events)
+            self.book.update_segments()
             self._release_idle_audio()
         self._tell_speech(told)
         self._on_loop(self._poke)
@@ -175,7 +184,7 @@ class StreamSession(ClientCuts):
     def _tell_speech(self, told: list[Told]) -> None:
         if self.on_speech is not None:
             for event in told:
-                self._on_loop(self.on_speech, speech_event(event, self.offset, self.participant_id))
+                self._on_loop(self.on_speech, speech_event(event, self.state.offset, self.state.participant_id))
 
     IDLE_KEEP_S = 5.0
     """Audio kept behind the stream's end while nothing is open: a new segment's lead-in and VAD onset lag."""
@@ -184,13 +193,13 @@ class StreamSession(ClientCuts):
         """(under the lock) Between segments no decode needs the buffered audio, save the last final's context
         that a segment starting soon may be lent: without this the buffer only shrank inside long segments,
         and a stream with long silences held all its audio (64 KB a second: 230 MB after an hour)."""
-        if self._open is not None or self._closing:
+        st, cfg = self.state, self.config
+        if st.open is not None or st.closing:
             return
-        cfg = self.config
-        keep_from = self._buffer.end - max(self.IDLE_KEEP_S, cfg.lead_in_s)
-        if self._last_words and self._buffer.end - self._last_words[-1].end <= cfg.context_gap_s + self.IDLE_KEEP_S:
-            keep_from = min(keep_from, self._last_words[-1].end - cfg.context_s)
-        self._buffer.discard_before(keep_from)
+        keep_from = st.buffer.end - max(self.IDLE_KEEP_S, cfg.lead_in_s)
+        if st.last_words and st.buffer.end - st.last_words[-1].end <= cfg.context_gap_s + self.IDLE_KEEP_S:
+            keep_from = min(keep_from, st.last_words[-1].end - cfg.context_s)
+        st.buffer.discard_before(keep_from)
 
     def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
         """Call ``fn`` on the event loop: now when this is it, else in the order queued (asyncio objects are
@@ -200,52 +209,79 @@ class StreamSession(ClientCuts):
         else:
             call_soon(self._loop, fn, *args)
 
+    def cut(self, t: float) -> None:
+        """End the open segment at stream time ``t`` without stopping (a client's commit: OpenAI's
+        ``input_audio_buffer.commit`` takes exactly the audio appended before it). Its final reads its window
+        to ``t`` and keeps the words spoken before it; speech going on at ``t`` opens the next segment there,
+        and no later segment reaches back before ``t`` for its lead-in (a pause closes at the speech's end,
+        and the segment after it started a lead-in earlier: one word was read into both). The speech being
+        told is told stopped (at ``t`` if it goes on, and started there again once the audio after the cut
+        is heard as speech). Call it in order with the audio, after every sample before ``t``."""
+        with self.state.lock:
+            seg = self.state.open
+            speaking = self.state.tracker.in_speech
+            if seg is not None and seg.start < t:
+                if speaking:
+                    self.book.cut_at(seg, t)
+                else:
+                    self.book.close_open(t)  # at the speech's end and a pad, as a pause closes it
+            self.state.last_closed_end = max(self.state.last_closed_end, t)
+            self.state.cut_time = max(self.state.cut_time, t)
+            told = self._speech.cut(self.state.tracker, t)
+        self._tell_speech(told)
+        self._on_loop(self._poke)
+
+    def turn_at(self, t: float) -> None:
+        """A speaker turn found at stream time ``t`` (live diarization): see :meth:`SegmentBook.turn_at`."""
+        if self.book.turn_at(t):
+            self._on_loop(self._poke)
+
     def pause(self) -> None:
         """Stop transcribing (audio is still stored by the caller); the open segment is finalized."""
-        with self._lock:
-            self._close_open(self._tracker.t)
-            self._paused = True
-            self._last_words = []  # the audio after the pause does not follow them
-            told = self._speech.stopped(self._tracker)
+        with self.state.lock:
+            self.book.close_open(self.state.tracker.t)
+            self.state.paused = True
+            self.state.last_words = []  # the audio after the pause does not follow them
+            told = self._speech.stopped(self.state.tracker)
         self._tell_speech(told)
         self._on_loop(self._poke)
 
     def resume(self) -> None:
-        with self._lock:
-            self._paused = False
-            self._vad = VadStream(self._vad._model)
-            self._tracker = SpeechTracker(self.config.vad)
-            self._tracker.t = self._buffer.end
+        with self.state.lock:
+            self.state.paused = False
+            self.state.vad = VadStream(self.state.vad._model)
+            self.state.tracker = SpeechTracker(self.config.vad)
+            self.state.tracker.t = self.state.buffer.end
 
     @property
     def hushed(self) -> bool:
         """Whether the stream is in silence its VAD no longer asks the model about (see :class:`VadStream`)."""
-        return not self._paused and self._vad.hushed
+        return not self.state.paused and self.state.vad.hushed
 
     @property
     def backlog(self) -> int:
         """Segments closed but not yet final."""
-        return len(self._closing)
+        return len(self.state.closing)
 
     async def wait_backlog(self, at_most: int) -> None:
         """Backpressure for producers faster than real time (uploads)."""
-        while len(self._closing) > at_most and self._driver is not None and not self._driver.done():
-            self._progressed.clear()
-            await self._progressed.wait()
+        while len(self.state.closing) > at_most and self._driver is not None and not self._driver.done():
+            self.state.progressed.clear()
+            await self.state.progressed.wait()
 
     @property
     def transcribed_until(self) -> float:
         """Stream time up to which every segment is final (file-mode progress)."""
-        with self._lock:
-            pending = [s.start for s in self._closing] + ([self._open.start] if self._open else [])
-            return min(pending) if pending else self._buffer.end
+        with self.state.lock:
+            pending = [s.start for s in self.state.closing] + ([self.state.open.start] if self.state.open else [])
+            return min(pending) if pending else self.state.buffer.end
 
     async def finish(self, flush_timeout: float = 60.0) -> None:
         """Flush: close the open segment and wait until every final has been emitted."""
-        with self._lock:
-            self._close_open(self._tracker.t)
-            self._finishing = True
-            told = self._speech.stopped(self._tracker)
+        with self.state.lock:
+            self.book.close_open(self.state.tracker.t)
+            self.state.finishing = True
+            told = self._speech.stopped(self.state.tracker)
         self._tell_speech(told)
         self._poke()
         if self._driver is not None:
@@ -265,33 +301,33 @@ class StreamSession(ClientCuts):
     # ------------------------------------------------------------ decoding
 
     def _poke(self) -> None:
-        self._wake.set()
-        with self._lock:
-            plan = self._plan()
+        self.state.wake.set()
+        with self.state.lock:
+            plan = self.planner.plan()
         if plan is not None and self._engine.is_queued(self.key):
-            self._engine.schedule(self.key, self._priority(plan), self._build)  # upgrade priority
+            self._engine.schedule(self.key, self.planner.priority(plan), self.planner.build)  # a higher priority
 
     async def _drive(self) -> None:
         try:
             while True:
-                with self._lock:
-                    plan = self._plan()
-                    done = self._finishing and plan is None and self._open is None and not self._closing
+                with self.state.lock:
+                    plan = self.planner.plan()
+                    done = self.state.finishing and plan is None and self.state.open is None and not self.state.closing
                     # a final that needs no decode is sent now, not after the batch the model is running
-                    read = plan is not None and plan.kind == Priority.FINAL and self._read_to_the_end(plan)
+                    read = plan is not None and plan.kind == Priority.FINAL and self.planner.read_to_the_end(plan)
                 if done:
                     return
                 if read:
                     await self._settle_without_decode()
                     continue
                 if plan is None:
-                    self._wake.clear()
-                    with self._lock:
-                        plan = self._plan()
+                    self.state.wake.clear()
+                    with self.state.lock:
+                        plan = self.planner.plan()
                     if plan is None:
-                        await self._wake.wait()
+                        await self.state.wake.wait()
                     continue
-                decode = self._engine.schedule(self.key, self._priority(plan), self._build)
+                decode = self._engine.schedule(self.key, self.planner.priority(plan), self.planner.build)
                 if plan.kind == Priority.PARTIAL and self._engine.lanes > 1:
                     await self._read_refresh(decode)
                     continue
@@ -299,17 +335,17 @@ class StreamSession(ClientCuts):
                 if value is None:
                     await self._settle_without_decode()
                 else:
-                    await self._read(value)
+                    await self.reader.read(value)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("session %s failed", self.key)
             self.error = str(exc)
             await self._salvage()
-            await self._tell(f"transcription of this stream stopped ({type(exc).__name__}: {exc}); its audio is"
+            await self.reader.tell(f"transcription of this stream stopped ({type(exc).__name__}: {exc}); its audio is"
                              " stored and its segments are final as last read", False)
         finally:
-            self._progressed.set()
+            self.state.progressed.set()
 
     async def _read_refresh(self, refresh: asyncio.Future) -> None:
         """Read a refresh; should a pause commit or a final become due while it runs, start that beside it
@@ -317,18 +353,18 @@ class StreamSession(ClientCuts):
         more of the audio, ends before it."""
         urgent: asyncio.Future | None = None
         while not refresh.done():
-            self._wake.clear()  # every frame fed sets it: the plan is looked at again
-            with self._lock:
-                plan = self._plan()
-                overtake = self._overtakes(plan) and not self._engine.is_queued(self.key)
-                ready = plan is not None and plan.kind == Priority.FINAL and self._read_to_the_end(plan)
+            self.state.wake.clear()  # every frame fed sets it: the plan is looked at again
+            with self.state.lock:
+                plan = self.planner.plan()
+                overtake = self.planner.overtakes(plan) and not self._engine.is_queued(self.key)
+                ready = plan is not None and plan.kind == Priority.FINAL and self.planner.read_to_the_end(plan)
             if ready:  # a segment closed on final words: its final goes out now, not after this refresh
                 await self._settle_without_decode()
                 continue
             if overtake and plan is not None:  # (it overtakes only when there is a plan)
-                urgent = self._engine.schedule(self.key, plan.kind, self._build_beside)
+                urgent = self._engine.schedule(self.key, plan.kind, self.planner.build_beside)
                 break
-            woken = asyncio.ensure_future(self._wake.wait())
+            woken = asyncio.ensure_future(self.state.wake.wait())
             try:
                 await asyncio.wait((refresh, woken), return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -339,48 +375,48 @@ class StreamSession(ClientCuts):
                 value = urgent.result()
                 if value is not None:
                     refresh.add_done_callback(_dropped)  # read already: a lane still runs it, nobody waits
-                    await self._read(value)
+                    await self.reader.read(value)
                     return
                 urgent = None  # it found nothing to read beside the refresh: the refresh's reading stands
         value = await refresh
         if value is not None:
-            await self._read(value)
+            await self.reader.read(value)
         later = await urgent if urgent is not None else None
         if later is not None:
-            await self._read(later)
+            await self.reader.read(later)
         if value is None and later is None:
             await self._settle_without_decode()
 
     async def _salvage(self) -> None:
         """The driver failed: every segment closes on the words it has read, so what the subscribers were
         shown is stored rather than left open forever."""
-        with self._lock:
-            self._close_open(self._tracker.t)
-            segments = list(self._closing)
-            self._closing.clear()
+        with self.state.lock:
+            self.book.close_open(self.state.tracker.t)
+            segments = list(self.state.closing)
+            self.state.closing.clear()
         try:
             for seg in segments:
-                await self._final_as_read(seg)
+                await self.book.final_as_read(seg)
         except Exception:
             log.exception("session %s could not store its last segments", self.key)
 
     async def _settle_without_decode(self) -> None:
         """build() declined: close a finishing segment as it stands, or wait for more audio."""
-        with self._lock:
-            plan = self._plan()
-            seg = self._closing[0] if (plan and plan.kind == Priority.FINAL) else None
+        with self.state.lock:
+            plan = self.planner.plan()
+            seg = self.state.closing[0] if (plan and plan.kind == Priority.FINAL) else None
             if seg is not None:
-                self._closing.popleft()
+                self.state.closing.popleft()
         if seg is not None:
-            await self._final_as_read(seg)
+            await self.book.final_as_read(seg)
             return
-        self._wake.clear()
-        with self._lock:
-            again = self._plan()
+        self.state.wake.clear()
+        with self.state.lock:
+            again = self.planner.plan()
         if again is not None and again.kind == Priority.PARTIAL:
             await asyncio.sleep(0.05)  # audio too short: wait a moment rather than spin
         elif again is None:
-            await self._wake.wait()
+            await self.state.wake.wait()
 
 
 

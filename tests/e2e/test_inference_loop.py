@@ -13,8 +13,9 @@ from asr.backends import DecodedWord, DecodeRequest, DecodeResult
 from asr.backends.faster_whisper import FasterWhisperBackend
 from asr.inference import InferenceLoop, Priority
 from asr.policy import TimedWord
-from asr.segment_book import _WORD_START_SLACK_S, Segment
+from asr.segment_book import _WORD_START_SLACK_S
 from asr.session import StreamConfig, StreamSession
+from asr.stream_state import Segment
 from asr.vad import SileroModel
 from asr.window_planner import Plan
 from bench.replay import DecodeCost, replay_level, simulated_loop
@@ -84,20 +85,20 @@ async def test_a_long_segment_splits_after_its_committed_words(engine):
     which the prompt leaves out."""
     session = StreamSession(engine=engine, vad_model=SileroModel(), emit=_ignore,
                             config=StreamConfig(split_context_s=0.5))
-    session._history = "It ends. And goes"
+    session.state.history = "It ends. And goes"
     seg = Segment(id="a", start=0.0, window_start=0.0)
     seg.hyp.committed = [TimedWord("It", 0.0, 0.2, 0.9), TimedWord("ends.", 0.3, 0.6, 0.9),
                          TimedWord("And", 0.9, 1.1, 0.9), TimedWord("goes", 1.2, 1.5, 0.9)]
     seg.hyp.tentative = [TimedWord("on", 1.6, 1.8, 0.5)]
-    session._open = seg
-    session._split(seg)
-    closed, nxt = session._closing[0], session._open
+    session.state.open = seg
+    session.book.split(seg)
+    closed, nxt = session.state.closing[0], session.state.open
     assert [w.text for w in closed.hyp.committed] == ["It", "ends.", "And", "goes"]
     assert closed.end == 1.5
     assert nxt is not None and nxt.start == 1.5 and not nxt.hyp.committed
     assert [w.text for w in nxt.hyp.tentative] == ["on"]
     assert nxt.window_start == 1.2 and [w.text for w in nxt.hyp.anchor] == ["goes"]
-    assert session._prompt(nxt) == "It ends. And"
+    assert session.planner.prompt(nxt) == "It ends. And"
     # the new window hears "goes" again: it lines up with the anchor and is not committed twice
     done = nxt.hyp.agree([TimedWord("goes", 1.2, 1.45, 0.9), TimedWord("on", 1.45, 1.8, 0.9)])
     assert [w.text for w in done] == ["on"]
@@ -108,21 +109,21 @@ async def test_a_pause_read_late_is_read_up_to_the_pause(engine):
     pad, not through the words after it: read on into the next clause, "by a similar process." lost its full
     stop, and its segment waited 6 s for the next sentence end (LJ Speech at four streams on 2 cores)."""
     session = StreamSession(engine=engine, vad_model=SileroModel(), emit=_ignore)
-    session._buffer.append(np.zeros(5 * 16000, np.float32))  # 5 s heard
-    tr = session._tracker
+    session.state.buffer.append(np.zeros(5 * 16000, np.float32))  # 5 s heard
+    tr = session.state.tracker
     tr.t, tr.in_speech, tr.speech_end = 5.0, True, 5.0  # speaking again since 2.45 s
     seg = Segment(id="a", start=0.0, window_start=0.0, pauses={2.0: 0.45}, pending_pause=2.0)
     seg.hyp.committed = [TimedWord("Woodcutters", 0.0, 0.8, 0.9)]
     seg.hyp.tentative = [TimedWord("by", 1.2, 1.4, 0.9), TimedWord("process", 1.5, 1.95, 0.9),
                          TimedWord("produced", 2.5, 3.0, 0.9)]
-    session._open = seg
-    with session._lock:
-        plan = session._plan()
+    session.state.open = seg
+    with session.state.lock:
+        plan = session.planner.plan()
         assert plan is not None and plan.kind == Priority.ENDPOINT
         # the pause's speech end, with the slack a late-stamped last word is given (see _WORD_START_SLACK_S)
         assert plan.speech_end == 2.0 and plan.commit_before == pytest.approx(2.0 + _WORD_START_SLACK_S)
         assert plan.end == pytest.approx(2.0 + session.config.vad.speech_pad_s)
-        assert session._window_end(plan) == plan.end
+        assert session.planner.window_end(plan) == plan.end
 
 
 async def test_a_sentence_end_committed_with_the_next_words_still_closes_its_segment(engine):
@@ -138,14 +139,14 @@ async def test_a_sentence_end_committed_with_the_next_words_still_closes_its_seg
     seg.hyp.committed = list(words)
     seg.hyp.tentative = [TimedWord("thought", 2.8, 3.0, 0.5)]
     seg.final_told = 3  # "the design. Okay, I" were committed by the reading being applied
-    assert session._sentence_end(seg) is None  # closed already (its final re-reading its tail): it has its final
-    session._open = seg
+    assert session.book.sentence_end(seg) is None  # closed already (its final re-reading its tail): it has its final
+    session.state.open = seg
     seg.final_told = 7  # every committed word was shown final here: they stay
-    assert session._sentence_end(seg) is None
+    assert session.book.sentence_end(seg) is None
     seg.final_told = 3
-    assert session._sentence_end(seg) == 5
-    session._split(seg, 5)
-    closed, nxt = session._closing[0], session._open
+    assert session.book.sentence_end(seg) == 5
+    session.book.split(seg, 5)
+    closed, nxt = session.state.closing[0], session.state.open
     assert [w.text for w in closed.hyp.committed] == ["Well,", "I", "need", "the", "design."] and closed.end == 2.2
     assert nxt is not None and nxt.start == 2.2
     assert [w.text for w in nxt.hyp.committed] == ["Okay,", "I"] and [w.text for w in nxt.hyp.tentative] == ["thought"]
@@ -155,8 +156,8 @@ async def test_a_sentence_end_committed_with_the_next_words_still_closes_its_seg
     # a segment shorter than sentence_split_s does not close at its sentence end
     short = Segment(id="b", start=1.0, window_start=1.0)
     short.hyp.committed = words[3:6]
-    session._open = short
-    assert session._sentence_end(short) is None
+    session.state.open = short
+    assert session.book.sentence_end(short) is None
 
 
 async def _ignore(_message) -> None:
@@ -266,17 +267,17 @@ async def test_a_pause_is_not_read_twice(engine):
     way: it would only count as a second opinion that agrees. Nothing is decoded until speech resumes
     or the segment closes."""
     session = StreamSession(engine=engine, vad_model=SileroModel(), emit=_ignore)
-    session._buffer.append(np.zeros(int(1.6 * 16000), np.float32))
+    session.state.buffer.append(np.zeros(int(1.6 * 16000), np.float32))
     seg = Segment(id="a", start=0.0, window_start=0.0)
     seg.hyp.tentative = [TimedWord("word", 0.5, 1.0, 0.3)]
-    session._open = seg
-    tracker = session._tracker
+    session.state.open = seg
+    tracker = session.state.tracker
     tracker.in_speech, tracker.speech_end, tracker.t = False, 1.0, 1.6
     seg.decoded_to = 0.9
-    plan = session._plan()
+    plan = session.planner.plan()
     assert plan is not None and plan.kind == Priority.PARTIAL
     seg.decoded_to = 1.0 + session.config.vad.speech_pad_s  # that decode ran, up to the pad after the speech
-    assert session._plan() is None
+    assert session.planner.plan() is None
 
 
 async def test_a_refresh_that_holds_the_pause_weighs_unsure_words_as_a_pause_commit(engine):
@@ -284,13 +285,13 @@ async def test_a_refresh_that_holds_the_pause_weighs_unsure_words_as_a_pause_com
     decode does: a word the model is unsure of and the previous hypothesis did not have waits for the next
     reading or the final, rather than being taken on the agreement of this reading with itself."""
     session = StreamSession(engine=engine, vad_model=SileroModel(), emit=_ignore)
-    session._buffer.append(np.zeros(6 * 16000, np.float32))
+    session.state.buffer.append(np.zeros(6 * 16000, np.float32))
     seg = Segment(id="a", start=0.0, window_start=0.0)
     seg.hyp.tentative = [TimedWord("going", 3.0, 3.4, 0.9)]  # the previous reading, before the last word
-    session._open = seg
+    session.state.open = seg
     plan = Plan(seg, Priority.PARTIAL, end=5.4, commit_before=5.0)
     reading = DecodeResult(words=[DecodedWord(" going", 3.0, 3.4, 0.9), DecodedWord(" home", 3.5, 4.9, 0.3)])
-    await session._apply(plan, 0.0, reading, "")
+    await session.reader.apply(plan, 0.0, reading, "")
     assert [w.text for w in seg.hyp.committed] == ["going"]
     assert [w.text for w in seg.hyp.tentative] == ["home"]
 
@@ -637,7 +638,7 @@ async def test_a_pause_commit_overtakes_a_running_refresh(audio_dir):
 def _feed_until(session: StreamSession, audio: np.ndarray, pos: int, silence: float) -> int:
     """Feed VAD chunks from ``pos`` until the silence after the last speech has run ``silence`` seconds."""
     step = 512
-    while session._tracker.speech_end is None or session._tracker.silence_run < silence:
+    while session.state.tracker.speech_end is None or session.state.tracker.silence_run < silence:
         session.feed(audio[pos:pos + step])
         pos += step
     return pos
@@ -682,11 +683,12 @@ async def test_a_pause_is_read_before_it_is_confirmed(engine, audio_dir):
     backend, loop, session, messages = _recorded_session(engine)
     try:
         pos = _feed_until(session, speech, 0, session.config.vad.speech_pad_s)
-        assert session._tracker.silence_run < session.config.pause_commit_s
+        assert session.state.tracker.silence_run < session.config.pause_commit_s
         await _settled(loop, 1)
         assert len(backend.seen) == 1 and messages == [], "the early reading must wait for the pause to last"
         window = len(np.frombuffer(backend.seen[0][0], np.float32)) / 16000
-        assert window < session._tracker.t - session._open.window_start, "the window ends a pad after the speech"
+        state = session.state
+        assert window < state.tracker.t - state.open.window_start, "the window ends a pad after the speech"
         _feed_until(session, speech, pos, session.config.pause_commit_s)
         await _settled(loop, 1)
         assert messages and messages[-1]["words"][-1]["final"]
@@ -706,13 +708,13 @@ async def test_an_early_pause_reading_is_a_refresh_when_speech_resumes(engine, a
     backend, loop, session, messages = _recorded_session(engine)
     try:
         pos = _feed_until(session, lj, 0, session.config.vad.speech_pad_s)
-        dip = session._tracker.speech_end
+        dip = session.state.tracker.speech_end
         await _settled(loop, 1)
         assert len(backend.seen) == 1 and messages == []
         while np.sqrt(np.mean(lj[pos:pos + 512] ** 2)) < 0.02:  # the speaker goes on at once: the rest of the
             pos += 512                                          # silence is left out
         session.feed(lj[pos:pos + 2 * 16000])
-        assert dip not in session._open.pauses, "the VAD heard a pause: the test reads nothing"
+        assert dip not in session.state.open.pauses, "the VAD heard a pause: the test reads nothing"
         await _settled(loop, 1)
         assert messages, "the reading was dropped instead of taken as a refresh"
         last = messages[0]["words"][-1]  # the word before the dip ("Exhibition."): 1.5 s older ones settle
@@ -730,16 +732,16 @@ async def test_a_pause_that_lasts_settles_what_its_commit_left_open(engine):
 
     async def pause_commit(heard: float) -> Segment:
         session = StreamSession(engine=engine, vad_model=SileroModel(), emit=_ignore)
-        session._buffer.append(np.zeros(6 * 16000, np.float32))
+        session.state.buffer.append(np.zeros(6 * 16000, np.float32))
         seg = Segment(id="a", start=0.0, window_start=0.0)
         seg.hyp.tentative = [TimedWord("called", 3.0, 3.4, 0.9), TimedWord("missile.", 3.4, 3.9, 0.4)]
         seg.pauses[4.4] = heard  # the silence after the speech, before the speaker went on
-        session._open = seg
-        session._tracker.in_speech, session._tracker.speech_end = True, 5.0
+        session.state.open = seg
+        session.state.tracker.in_speech, session.state.tracker.speech_end = True, 5.0
         plan = Plan(seg, Priority.ENDPOINT, end=4.6, commit_before=4.4, speech_end=4.4)
         reading = DecodeResult(words=[DecodedWord(" called", 3.0, 3.4, 0.9), DecodedWord(" mistle", 3.4, 3.9, 0.3),
                                       DecodedWord(" type.", 3.9, 4.4, 0.8)])
-        await asyncio.wait_for(session._apply(plan, 0.0, reading, ""), 5)
+        await asyncio.wait_for(session.reader.apply(plan, 0.0, reading, ""), 5)
         return seg
 
     short = await pause_commit(0.3)

@@ -46,7 +46,7 @@ def test_a_segment_goes_out_in_transcript_time_rounded_once() -> None:
     seg = Segment(id="seg1", start=0.5, window_start=0.5)
     seg.hyp.committed = [TimedWord("Hello", 0.51234, 0.90066, 0.500049)]
     seg.hyp.tentative = [TimedWord("world.", 1.0, 1.33333, 1.2)]
-    asyncio.run(session._emit_segment(seg, final=False))
+    asyncio.run(session.book.emit_segment(seg, final=False))
 
     assert _data(sent[0]) == {
         "text": "Hello world.", "speaker": "Ann", "confidence": 0.85, "segment_id": "seg1", "is_final": False,
