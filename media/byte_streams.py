@@ -9,11 +9,11 @@ from __future__ import annotations
 import threading
 
 
-class ByteStream:
-    """Non-seekable pipe: bytes are dropped once read, so a long live stream does not grow memory."""
+class _PushedBytes:
+    """What both streams share: a producer pushes bytes and ends (or aborts), a reader blocks for them."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._data = bytearray()
         self._cond = threading.Condition()
         self._eof = False
         self._aborted = False
@@ -21,6 +21,7 @@ class ByteStream:
 
     @property
     def received(self) -> int:
+        """Bytes pushed so far."""
         return self._received
 
     def push(self, data: bytes) -> None:
@@ -31,7 +32,7 @@ class ByteStream:
                 return  # the reader is gone; nothing will consume this
             if self._eof:
                 raise ValueError("push() after end()")
-            self._buffer += data
+            self._data += data
             self._received += len(data)
             self._cond.notify_all()
 
@@ -46,24 +47,28 @@ class ByteStream:
         with self._cond:
             self._eof = True
             self._aborted = True
-            self._buffer.clear()
+            self._data.clear()
             self._cond.notify_all()
 
     def readable(self) -> bool:
         return True
 
+
+class ByteStream(_PushedBytes):
+    """Non-seekable pipe: bytes are dropped once read, so a long live stream does not grow memory."""
+
     def read(self, size: int = -1) -> bytes:
         """Block until at least one byte or EOF; returns b"" only at EOF (what FFmpeg expects)."""
         with self._cond:
-            while not self._buffer and not self._eof:
+            while not self._data and not self._eof:
                 self._cond.wait()
-            n = len(self._buffer) if size is None or size < 0 else min(size, len(self._buffer))
-            out = bytes(self._buffer[:n])
-            del self._buffer[:n]
+            n = len(self._data) if size is None or size < 0 else min(size, len(self._data))
+            out = bytes(self._data[:n])
+            del self._data[:n]
             return out
 
 
-class RetainedByteStream:
+class RetainedByteStream(_PushedBytes):
     """Seekable variant that keeps everything; needed for MP4, whose index may sit after the audio.
 
     A seek beyond the bytes received so far is allowed and the following read waits for them, so a
@@ -72,41 +77,8 @@ class RetainedByteStream:
     """
 
     def __init__(self) -> None:
-        self._data = bytearray()
+        super().__init__()
         self._pos = 0
-        self._cond = threading.Condition()
-        self._eof = False
-        self._aborted = False
-
-    @property
-    def received(self) -> int:
-        return len(self._data)
-
-    def push(self, data: bytes) -> None:
-        if not data:
-            return
-        with self._cond:
-            if self._aborted:
-                return
-            if self._eof:
-                raise ValueError("push() after end()")
-            self._data += data
-            self._cond.notify_all()
-
-    def end(self) -> None:
-        with self._cond:
-            self._eof = True
-            self._cond.notify_all()
-
-    def abort(self) -> None:
-        with self._cond:
-            self._eof = True
-            self._aborted = True
-            self._data.clear()
-            self._cond.notify_all()
-
-    def readable(self) -> bool:
-        return True
 
     def seekable(self) -> bool:
         return True
