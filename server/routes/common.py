@@ -122,6 +122,11 @@ def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> in
     return value
 
 
+def paging(request: Request, size: int = 50, most: int = 200) -> tuple[int, int]:
+    """A list's ``page`` (from 1) and ``size`` (``size`` by default, at most ``most``), each a 422 when off."""
+    return int_param(request, "page", 1, 1, 1_000_000), int_param(request, "size", size, 1, most)
+
+
 def page_of(items: list[Any], total: int, page: int, size: int) -> dict[str, Any]:
     return {"items": items, "total": total, "page": page, "size": size}
 

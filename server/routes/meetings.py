@@ -20,7 +20,7 @@ from server.http.auth import WRITE, AuthError, principal
 from server.http.errors import ApiError
 from server.http.openapi import Param, document, page_params
 from server.http.visibility import visible_meeting, visible_room
-from server.routes.common import int_param, json_body, page_of, public_base, rest_of, services
+from server.routes.common import json_body, page_of, paging, public_base, rest_of, services
 from server.routes.meeting_schemas import JoinBody, Joined, Meeting, MeetingCreate, MeetingPage
 from server.routes.system import WEB_CLIENT
 
@@ -59,8 +59,7 @@ async def begin_meeting(request: Request, room: dict[str, Any], name: str | None
 
 async def list_meetings(request: Request) -> Response:
     """List your meetings, newest first."""
-    page = int_param(request, "page", 1, 1, 1_000_000)
-    size = int_param(request, "size", 50, 1, 200)
+    page, size = paging(request)
     status = request.query_params.get("status")
     if status not in (None, "active", "ended"):
         raise ApiError(422, "status: expected 'active' or 'ended'")

@@ -14,7 +14,7 @@ from server.http.auth import principal
 from server.http.errors import ApiError
 from server.http.openapi import document, page_params
 from server.http.visibility import visible_project
-from server.routes.common import int_param, json_body, page_of, services
+from server.routes.common import json_body, page_of, paging, services
 
 TAG = "projects"
 
@@ -104,8 +104,7 @@ async def create_project(request: Request) -> Response:
 
 async def list_projects(request: Request) -> Response:
     """List your projects, newest first."""
-    page = int_param(request, "page", 1, 1, 1_000_000)
-    size = int_param(request, "size", 50, 1, 200)
+    page, size = paging(request)
     rows, total = await services(request).store.list_projects(owner=principal(request).owner_filter, page=page,
                                                                size=size)
     return JSONResponse(page_of([project_out(r) for r in rows], total, page, size))

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from server.features.exports.provider_data import provider_data_parts
 from server.http.openapi import Param, document
-from server.routes.common import int_param, public_base, services
+from server.routes.common import paging, public_base, services
 from server.routes.exports_api import TAG, MeetingParticipant, meeting_of
 
 PATH = "/v1/transcripts/{transcript_id}/download/transcript_provider_data"
@@ -45,8 +45,7 @@ class ProviderData(BaseModel):
 
 async def download_provider_data(request: Request) -> Response:
     """One page of the parts, oldest first."""
-    page = int_param(request, "page", 1, 1, 1_000_000)
-    size = int_param(request, "size", PAGE_SIZE, 1, MAX_PAGE_SIZE)
+    page, size = paging(request, PAGE_SIZE, MAX_PAGE_SIZE)
     row, segments, roster = await meeting_of(request)
     svc = services(request)
     recorded = bool(await svc.store.list_chunks(transcript_id=row["id"], limit=1))

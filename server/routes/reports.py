@@ -24,7 +24,7 @@ from server.features import reports
 from server.http.auth import principal
 from server.http.errors import ApiError
 from server.http.openapi import document, page_params
-from server.routes.common import int_param, json_body, page_of, services
+from server.routes.common import json_body, page_of, paging, services
 from server.routes.projects import load_project
 
 TAG = "reports"
@@ -155,8 +155,7 @@ async def start_report(request: Request) -> Response:
 async def list_reports(request: Request) -> Response:
     """The project's reports, newest first (without their results)."""
     project = await load_project(request)
-    page = int_param(request, "page", 1, 1, 1_000_000)
-    size = int_param(request, "size", 50, 1, 200)
+    page, size = paging(request)
     rows, total = await services(request).store.list_reports(project["id"], page=page, size=size)
     return JSONResponse(page_of([report_out(r, with_result=False) for r in rows], total, page, size))
 

@@ -12,7 +12,7 @@ from server.http.auth import principal
 from server.http.errors import ApiError
 from server.http.openapi import document, page_params
 from server.http.visibility import visible_project, visible_room
-from server.routes.common import int_param, json_body, page_of, services
+from server.routes.common import json_body, page_of, paging, services
 from server.routes.meeting_schemas import (
     Meeting,
     Room,
@@ -38,8 +38,7 @@ def room_out(row: dict[str, Any]) -> dict[str, Any]:
 
 async def list_rooms(request: Request) -> Response:
     """List your rooms, newest first."""
-    page = int_param(request, "page", 1, 1, 1_000_000)
-    size = int_param(request, "size", 50, 1, 200)
+    page, size = paging(request)
     rows, total = await services(request).store.list_rooms(owner=principal(request).owner_filter, page=page,
                                                             size=size)
     return JSONResponse(page_of([room_out(r) for r in rows], total, page, size))

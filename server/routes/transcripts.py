@@ -16,7 +16,7 @@ from server.features.speakers import named_segments
 from server.http.auth import principal, require
 from server.http.errors import ApiError
 from server.http.visibility import visible_transcript
-from server.routes.common import int_param, json_body, page_of, services
+from server.routes.common import json_body, page_of, paging, services
 from server.storage.base import TRANSCRIPT_STATUSES
 
 PUBLIC_FIELDS = ("id", "name", "status", "source_language", "created_at", "updated_at", "duration",
@@ -89,8 +89,7 @@ async def create_transcript(request: Request) -> Response:
 
 
 async def list_transcripts(request: Request) -> Response:
-    page = int_param(request, "page", 1, 1, 1_000_000)
-    size = int_param(request, "size", 50, 1, 200)
+    page, size = paging(request)
     status = request.query_params.get("status")
     if status is not None and status not in TRANSCRIPT_STATUSES:
         raise ApiError(422, f"status must be one of {', '.join(TRANSCRIPT_STATUSES)}")

@@ -15,7 +15,7 @@ from server.http.auth import principal
 from server.http.errors import ApiError
 from server.http.openapi import Param, document
 from server.http.visibility import visible_transcript
-from server.routes.common import int_param, page_of, services
+from server.routes.common import page_of, paging, services
 
 PATH = "/v1/transcripts/{transcript_id}/unredacted"
 
@@ -24,8 +24,7 @@ async def unredacted(request: Request) -> Response:
     row = await visible_transcript(request)
     if principal(request).user is None or row.get("owner") != principal(request).user:
         raise ApiError(404, "transcript not found", "TRANSCRIPT_NOT_FOUND", {"transcript_id": row["id"]})
-    page = int_param(request, "page", 1, 1, 1_000_000)
-    size = int_param(request, "size", 200, 1, 1000)
+    page, size = paging(request, 200, 1000)
     items, total = await services(request).store.get_unredacted(row["id"], page=page, size=size)
     body = page_of(items, total, page, size)
     body["kept"] = services(request).settings.keep_unredacted == "on"

@@ -22,7 +22,7 @@ from server.features.webhooks import EVENTS, SIGNATURE_HEADER, TIMESTAMP_HEADER,
 from server.http.errors import ApiError
 from server.http.openapi import Param, document, page_params
 from server.http.outbound import OutboundGuard, OutboundRefused
-from server.routes.common import int_param, json_body, page_of, services
+from server.routes.common import json_body, page_of, paging, services
 from server.routes.projects import load_project
 from server.storage.base import DELIVERY_STATUSES
 
@@ -175,8 +175,7 @@ async def list_deliveries(request: Request) -> Response:
     status = request.query_params.get("status")
     if status is not None and status not in DELIVERY_STATUSES:
         raise ApiError(422, f"status must be one of {', '.join(DELIVERY_STATUSES)}")
-    page = int_param(request, "page", 1, 1, 1_000_000)
-    size = int_param(request, "size", 50, 1, 200)
+    page, size = paging(request)
     rows, total = await services(request).store.list_deliveries(row["id"], status=status, page=page, size=size)
     return JSONResponse(page_of([delivery_out(r) for r in rows], total, page, size))
 
