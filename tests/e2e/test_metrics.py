@@ -92,7 +92,8 @@ def test_json_log_lines_carry_the_request_id(json_server):
 
 
 def test_private_metrics_need_the_admin_scope(tmp_path):
-    srv = start_server(tmp_path, VOXLANE_AUTH_MODE="private", VOXLANE_JWT_SECRET=SECRET)
+    srv = start_server(tmp_path, VOXLANE_AUTH_MODE="private", VOXLANE_JWT_SECRET=SECRET,
+                       VOXLANE_ASR_BACKEND="synthetic", VOXLANE_DIARIZATION="off")  # who may read, not what is said
     try:
         def get(scope: str | None) -> httpx.Response:
             claims = {"sub": "ops", "exp": time.time() + 600} | ({"scope": scope} if scope else {})
