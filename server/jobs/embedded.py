@@ -182,16 +182,34 @@ class EmbeddedQueue:
     async def _put_back(self, uncounted: set[int]) -> int:
         """Queue again every job marked running (their process is gone: this one holds the lock now). Those in
         ``uncounted`` were interrupted by this process's own stop, so their attempt is given back; a process that
-        died running a job used one."""
-        running = J.c.status == "running"
+        died running a job used one.
+
+        A dedupe key keeps one job waiting, so a running job whose key already waits (a webhook attempt that
+        queued its own retry and died before it was settled), or that shares it with a newer running one, gives
+        way to that job, as :meth:`_settle` does; put back as well, it broke the key and stopped the runner."""
         async with self.store.connection() as conn:
-            given_back = 0
-            if uncounted:
-                given_back = (await conn.execute(update(J).where(running, J.c.id.in_(sorted(uncounted)))
-                                                 .values(status="queued", lease_until=None,
-                                                         attempts=J.c.attempts - 1))).rowcount
-            result = await conn.execute(update(J).where(running).values(status="queued", lease_until=None))
-        return given_back + result.rowcount
+            waiting = set((await conn.execute(select(J.c.dedupe).where(
+                J.c.status == "queued", J.c.dedupe.is_not(None)))).scalars())
+            rows = (await conn.execute(select(J.c.id, J.c.dedupe).where(J.c.status == "running")
+                                       .order_by(J.c.id.desc()))).all()
+            superseded: list[int] = []
+            for row in rows:  # newest first: of jobs that share a key, the last one staged is kept
+                if row.dedupe is None:
+                    continue
+                if row.dedupe in waiting:
+                    superseded.append(row.id)
+                waiting.add(row.dedupe)
+            if superseded:
+                await conn.execute(delete(J).where(J.c.id.in_(superseded)))
+            back = [row.id for row in rows if row.id not in set(superseded)]
+            given_back = [i for i in back if i in uncounted]
+            if given_back:
+                await conn.execute(update(J).where(J.c.id.in_(given_back))
+                                   .values(status="queued", lease_until=None, attempts=J.c.attempts - 1))
+            rest = [i for i in back if i not in uncounted]
+            if rest:
+                await conn.execute(update(J).where(J.c.id.in_(rest)).values(status="queued", lease_until=None))
+        return len(back)
 
     # ------------------------------------------------------------ the process lock
 

@@ -114,8 +114,18 @@ class JobRunner:
         self._cancelled: set[str] = set()  # job ids cancelled because their transcript went away
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self.queue.serve(self.lanes, self.dispatch), name="job-runner"),
+        self._tasks = [asyncio.create_task(self._serve(), name="job-runner"),
                        asyncio.create_task(self._count_queued(), name="job-depth")]
+
+    async def _serve(self) -> None:
+        """Serve the queue for the node's lifetime: a queue that fails (a write refused at start) is served again
+        after a pause and said so, instead of leaving a node that answers as if it ran jobs and runs none."""
+        while True:
+            try:
+                await self.queue.serve(self.lanes, self.dispatch)
+            except Exception:
+                log.exception("the job queue stopped; serving it again in %g s", OUTAGE_RETRY_S)
+            await asyncio.sleep(OUTAGE_RETRY_S)
 
     async def stop(self) -> None:
         """Stop taking jobs; attempts still running are interrupted (they do not count) and run again later."""

@@ -235,6 +235,61 @@ async def test_a_process_that_died_running_a_job_leaves_it_to_the_next_one(tmp_p
         assert n.runs == [("t", 1, 2)]
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_job_that_died_after_queueing_its_own_retry_gives_way_to_it(tmp_path: Path, backend: str) -> None:
+    """The embedded queue: a handler that stages its own next run under its dedupe key (a webhook's retry) and
+    whose process dies before its job is settled leaves one running and one queued job with the same key. The
+    next process runs the queued one once instead of failing on the key (its job runner stopped for good, and
+    every delivery waited)."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    async with node(url, tmp_path) as n:
+        await n.queue.stage([Job("t", {"n": 1}, dedupe="t:1")])
+        async with n.store.connection() as conn:  # what a process killed between the two writes leaves
+            from sqlalchemy import func, select, update
+
+            from server.storage.tables import jobs
+
+            await conn.execute(update(jobs).values(status="running", attempts=1, lease_until=time.time() + 3600))
+        await n.queue.stage([Job("t", {"n": 2}, dedupe="t:1"), Job("t", {"n": 3}, dedupe="t:3")])
+        async with n.store.connection() as conn:  # and a second pair: two running with one key, nothing queued
+            await conn.execute(update(jobs).where(jobs.c.dedupe == "t:3")
+                               .values(status="running", attempts=1, lease_until=time.time() + 3600))
+        await n.queue.stage([Job("t", {"n": 4}, dedupe="t:3")])
+        async with n.store.connection() as conn:
+            await conn.execute(update(jobs).where(jobs.c.dedupe == "t:3", jobs.c.status == "queued")
+                               .values(status="running", attempts=1, lease_until=time.time() + 3600))
+        n.start([n.task("t")])
+        await until(lambda: len(n.runs) == 2)
+        await asyncio.sleep(0.3)
+        assert sorted(r[1] for r in n.runs) == [2, 4], n.runs
+        async with n.store.connection() as conn:
+            assert (await conn.execute(select(func.count()).select_from(jobs))).scalar() == 0
+
+
+async def test_a_queue_that_fails_is_served_again(database_url: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node whose queue fails to serve (a write refused as it starts) serves it again after a pause instead of
+    answering as if it ran jobs and running none."""
+    from server.jobs import runner as runner_module
+
+    monkeypatch.setattr(runner_module, "OUTAGE_RETRY_S", 0.05)
+    async with node(database_url, tmp_path) as n:
+        serve = n.queue.serve
+        failures = []
+
+        async def failing_once(lanes: Any, dispatch: Any) -> None:
+            if not failures:
+                failures.append(1)
+                raise OSError("database is locked")
+            await serve(lanes, dispatch)
+
+        monkeypatch.setattr(n.queue, "serve", failing_once)
+        n.start([n.task("t")])
+        await n.queue.stage([Job("t", {"n": 1})])
+        await until(lambda: len(n.runs) == 1)
+        assert failures == [1] and n.runs == [("t", 1, 1)]
+
+
 async def test_a_stop_that_cannot_put_its_job_back_leaves_the_attempt_unused(tmp_path: Path,
                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The embedded queue: when recording the interruption fails (the database was busy or went away as the
