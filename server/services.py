@@ -56,7 +56,8 @@ from server.pipeline.transcripts import LiveRegistry
 from server.role import Role
 from server.settings import Settings
 from server.storage import Store, open_store
-from server.storage.audio import AudioStore, open_audio_store
+from server.storage.audio import AudioStore, describe_audio_store, open_audio_store
+from server.storage.audio.identity import NotTheSharedStore, check_shared_store
 from server.storage.engine import async_url, libpq_dsn
 from server.tasks import all_tasks, lane_of, lanes
 
@@ -145,6 +146,11 @@ async def build(settings: Settings, *, role: Role | None = None, backend: AsrBac
     vad: SileroModel | None = None
     try:
         await audio.open()
+        try:  # before anything is taken or recovered: a node on another store than its database's stops here
+            await check_shared_store(store, audio, where=describe_audio_store(settings), scratch=settings.data_path)
+        except NotTheSharedStore as exc:
+            log.error("%s", exc)
+            raise
         published = await audio.recover()  # what a stopped process on this data dir left behind
         if published:
             log.info("stored %d recording(s) a stopped process had not stored yet", published)

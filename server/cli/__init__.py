@@ -1,6 +1,6 @@
 """``voxlane`` command line: ``serve`` runs the server, ``worker`` a node that takes jobs only, ``bench`` measures
 a running one, ``token`` makes API keys, ``transcribe`` transcribes files offline, ``export`` renders a stored
-transcript."""
+transcript, ``db`` migrates the database, ``audio-store`` checks the store the nodes share."""
 
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     db.add_argument("db_command", choices=["upgrade"])
     db.add_argument("--data-dir", default=None, help="the server's data dir; env VOXLANE_DATA_DIR")
     db.add_argument("--database-url", default=None, help="the server's database; env VOXLANE_DATABASE_URL")
+    from server.cli.audio_store import add_arguments as audio_store_arguments
+
+    audio_store_arguments(sub.add_parser("audio-store", help="the audio store the nodes of a database share: 'check'"
+                                         " it as a node does at start, 'adopt' it once after moving the audio"))
     args = parser.parse_args(argv)
     if args.command in ("serve", "worker"):
         return serve_command(vars(args))
@@ -52,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         return token_run(args)
     if args.command == "db":
         return db_command(args)
+    if args.command == "audio-store":
+        from server.cli.audio_store import run as audio_store_run
+
+        return audio_store_run(args)
     bench_run = _bench("run")
     if bench_run is None:
         print("voxlane bench: the benchmarks are not installed here; pip install 'voxlane[bench]' from a checkout",

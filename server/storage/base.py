@@ -267,6 +267,9 @@ class Store(Protocol):
     async def get_or_create_secret(self, name: str, value: str) -> str:
         """The stored secret ``name``; ``value`` is stored first if there is none (first writer wins)."""
 
+    async def replace_secret(self, name: str, value: str) -> None:
+        """Store ``value`` as the secret ``name``, whatever was there."""
+
     # ------------------------------------------------------------ webhooks and their deliveries
 
     async def create_webhook(self, *, project_id: str, url: str, events: list[str], secret: str,

@@ -611,6 +611,11 @@ class SqlStore(MeetingQueries):
                                .on_conflict_do_nothing(index_elements=[secrets.c.name]))
             return (await conn.execute(select(secrets.c.value).where(secrets.c.name == name))).scalar_one()
 
+    async def replace_secret(self, name: str, value: str) -> None:
+        async with self._write() as conn:
+            stmt = self._upsert(secrets).values(name=name, value=value)
+            await conn.execute(stmt.on_conflict_do_update(index_elements=[secrets.c.name], set_={"value": value}))
+
     # ------------------------------------------------------------ webhooks and their deliveries
 
     async def create_webhook(self, *, project_id: str, url: str, events: list[str], secret: str,

@@ -37,8 +37,9 @@ SPEECH = AUDIO / "single" / "librivox_sense_and_sensibility_ch01_5utt.wav"
 
 @contextlib.asynccontextmanager
 async def node(name: str, tmp_path: Path, database_url: str, redis_url: str) -> AsyncIterator[str]:
-    """One node: the whole app with its own data dir, served over real HTTP; yields its base URL."""
-    settings = Settings(data_dir=str(tmp_path / name), database_url=database_url, redis_url=redis_url,
+    """One node: the whole app, served over real HTTP; yields its base URL. The nodes of one database share its
+    audio store (server.storage.audio.identity): here, one data dir both see."""
+    settings = Settings(data_dir=str(tmp_path / "shared"), database_url=database_url, redis_url=redis_url,
                         diarization="off", ping_interval=0, status_interval=1, max_audio_lead_seconds=0)
     app = create_app(settings, backend=FakeBackend())
     async with app.router.lifespan_context(app):

@@ -4,8 +4,9 @@ directory of its own; and an API node and a worker on a PostgreSQL of this file'
 
 Nothing acknowledged is lost: a worker killed mid-job leaves it to another (one set of segments, one webhook per
 event id), an API node killed right after its 202 leaves a job that still completes, two workers killed at once
-find their jobs again when they are back, a restarting node touches no other node's running job, and a database
-that goes away answers 503 meanwhile and loses nothing it acknowledged.
+find their jobs again when they are back, a restarting node touches no other node's running job, a node on an audio
+store of its own refuses to start, and a database that goes away answers 503 meanwhile and loses nothing it
+acknowledged.
 """
 
 from __future__ import annotations
@@ -232,6 +233,26 @@ async def test_a_restarting_node_leaves_another_nodes_running_job_alone(cluster:
     [(_, status, attempts)] = await chunk_rows(cluster.database_url, job_id)
     assert (status, attempts) == ("transcribed", 1), "untouched: one attempt, never taken back"
     no_doubles(await segments(cluster.database_url, job_id))
+
+
+async def test_a_node_on_a_store_of_its_own_refuses_to_start(cluster: Cluster):
+    """The new operator's case: a second API node and a worker on the cluster's database, each with its default
+    local audio directory. Each would accept chunks the others cannot read (a chunk then failed as "not in the
+    audio store" with its file on the first node's disk); each stops at start instead, naming its store."""
+    for name, command in (("stray-api", "serve"), ("stray-worker", "worker")):
+        local = {k: "" for k in cluster.env() if k.startswith("VOXLANE_S3_")}  # the default: its data dir
+        stray = cluster.node(name, command, **local, VOXLANE_LIVE="off", VOXLANE_DIARIZATION="off",
+                             VOXLANE_JOBS="off" if command == "serve" else "on")
+        assert stray.process is not None
+        code = await asyncio.to_thread(stray.process.wait, 120)
+        assert code != 0
+        log = stray.log()
+        assert "is not the one the other nodes on this database use" in log, log[-3000:]
+        assert str(stray.data_dir / "audio") in log and "VOXLANE_S3_BUCKET" in log
+        assert "voxlane audio-store adopt" in log
+    api = node(cluster, "api")  # the nodes on the shared bucket go on
+    async with httpx.AsyncClient(timeout=10) as client:
+        assert running(api) and (await client.get(api.url + "/health")).status_code == 200
 
 
 async def test_a_database_that_goes_away_gets_503s_and_loses_nothing_acknowledged(

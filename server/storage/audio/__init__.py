@@ -17,4 +17,12 @@ def open_audio_store(settings: Settings) -> AudioStore:
     return LocalAudioStore(settings.data_path)
 
 
-__all__ = ["AudioStore", "LocalAudioStore", "StorageProbe", "open_audio_store"]
+def describe_audio_store(settings: Settings) -> str:
+    """The store :func:`open_audio_store` opens, in words an operator recognises (its bucket, or its folder)."""
+    if settings.s3_bucket:
+        prefix = settings.s3_prefix.strip("/")
+        return f"the bucket s3://{settings.s3_bucket}/{prefix + '/' if prefix else ''}"
+    return f"the local directory {settings.data_path / 'audio'}"
+
+
+__all__ = ["AudioStore", "LocalAudioStore", "StorageProbe", "describe_audio_store", "open_audio_store"]
