@@ -37,6 +37,7 @@ from server.http.rest import RestServices
 from server.http.signing import UploadSigner
 from server.jobs.housekeeping import keep_house
 from server.jobs.queue import JobQueue
+from server.jobs.reconcile import requeue_orphans
 from server.jobs.runner import JobRunner
 from server.metrics import MeteredHub, Metrics
 from server.native_threads import limit_blas_threads, limit_malloc_arenas, start_heap_trimmer
@@ -262,7 +263,8 @@ async def start_jobs(services: Services) -> None:
     services.runner = JobRunner(services, services.jobs, all_tasks(settings), lanes(settings),
                                 stall_seconds=settings.job_stall_seconds)
     services.runner.start()
-    chores = [functools.partial(forget_old_requests, services), functools.partial(requeue_overdue, services)]
+    chores = [functools.partial(forget_old_requests, services), functools.partial(requeue_overdue, services),
+              functools.partial(requeue_orphans, services)]
     services._background.append(asyncio.create_task(keep_house(chores), name="housekeeping"))
 
 

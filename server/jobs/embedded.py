@@ -33,6 +33,7 @@ log = logging.getLogger("voxlane.jobs")
 J = jobs
 LEASE_SECONDS = 30.0
 """A running job's lease, renewed every third of it: only a process that stopped renewing loses it."""
+SETTLE_RETRY_MAX_S = 30.0
 IDLE_POLL = 5.0
 """Longest sleep with nothing due: jobs staged by this process wake the runner at once."""
 
@@ -95,22 +96,35 @@ class EmbeddedQueue:
                 continue
             self._running[claimed.id] = claimed
             try:
-                outcome = await dispatch(claimed)
-            except asyncio.CancelledError:  # this process is stopping: the attempt does not count
-                self._interrupted.add(int(claimed.id))  # until it is put back: the next serve() does it else
                 try:
-                    await self._settle(claimed, Outcome("retry", 0.0, "interrupted by a stop"), count=False)
-                    self._interrupted.discard(int(claimed.id))
-                except Exception:
-                    log.warning("putting back job %s failed; done when this process next takes the jobs",
-                                claimed.id, exc_info=True)
-                raise
+                    outcome = await dispatch(claimed)
+                except asyncio.CancelledError:  # this process is stopping: the attempt does not count
+                    self._interrupted.add(int(claimed.id))  # until it is put back: the next serve() does it else
+                    try:
+                        await self._settle(claimed, Outcome("retry", 0.0, "interrupted by a stop"), count=False)
+                        self._interrupted.discard(int(claimed.id))
+                    except Exception:
+                        log.warning("putting back job %s failed; done when this process next takes the jobs",
+                                    claimed.id, exc_info=True)
+                    raise
+                await self._settle_until_recorded(claimed, outcome)
             finally:
                 self._running.pop(claimed.id, None)
+
+    async def _settle_until_recorded(self, claimed: Claimed, outcome: Outcome) -> None:
+        """Record the outcome, trying again until it is recorded: nothing else would (no other process runs these
+        jobs, so a job left ``running`` waited for the next start). The job stays this worker's meanwhile, its
+        lease renewed."""
+        delay = 0.2
+        while True:
             try:
                 await self._settle(claimed, outcome, count=outcome.counts)
-            except Exception:  # the lease runs out and another attempt is made
-                log.exception("recording the outcome of job %s failed", claimed.id)
+                return
+            except Exception as exc:
+                if delay == 0.2:
+                    log.warning("recording the outcome of job %s failed (%s); trying again", claimed.id, exc)
+            await asyncio.sleep(delay)
+            delay = min(SETTLE_RETRY_MAX_S, delay * 2)
 
     async def _sleep_until_due(self, lane: Lane) -> None:
         self._wake.clear()
@@ -236,6 +250,13 @@ class EmbeddedQueue:
             rows = (await conn.execute(select(J.c.task, func.count()).where(J.c.status == "queued")
                                        .group_by(J.c.task))).all()
         return {task: n for task, n in rows}
+
+    async def held(self, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        async with self.store.connection() as conn:
+            return set((await conn.execute(select(J.c.dedupe).where(
+                J.c.status.in_(("queued", "running")), J.c.dedupe.in_(list(keys))))).scalars())
 
     async def position(self, task: str, dedupe: str) -> int | None:
         async with self.store.connection() as conn:

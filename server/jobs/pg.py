@@ -255,6 +255,15 @@ class PgQueue:
                 {"task": task, "dedupe": dedupe})).first()
         return None if row is None else int(row.ahead) + 1
 
+    async def held(self, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        async with self.store.connection() as conn:
+            rows = (await conn.execute(text(
+                "SELECT queueing_lock FROM procrastinate_jobs WHERE queueing_lock = ANY(:keys)"
+                " AND status IN ('todo', 'doing', 'aborting')"), {"keys": list(keys)})).scalars()
+            return set(rows)
+
     async def close(self) -> None:
         return None
 

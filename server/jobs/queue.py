@@ -87,6 +87,9 @@ class JobQueue(Protocol):
     async def position(self, task: str, dedupe: str) -> int | None:
         """1-based place among the waiting jobs of ``task`` of the one staged with ``dedupe`` (None: not waiting)."""
 
+    async def held(self, keys: Sequence[str]) -> set[str]:
+        """Those of the dedupe ``keys`` that a job waiting or running holds: work the queue still has."""
+
     async def close(self) -> None: ...
 
 

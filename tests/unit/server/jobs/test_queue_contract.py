@@ -203,6 +203,28 @@ async def test_positions_and_counts(database_url: str, tmp_path: Path) -> None:
         assert await n.queue.position("t", "t:9") is None
 
 
+async def test_held_names_the_keys_of_waiting_and_running_jobs(database_url: str, tmp_path: Path) -> None:
+    async with node(database_url, tmp_path) as n:
+        release = asyncio.Event()
+
+        async def slow(ctx: JobContext) -> None:
+            await release.wait()
+
+        await n.queue.stage([Job("t", {"n": 1}, dedupe="t:1")])
+        n.start([n.task("t", slow)])
+        await until(lambda: len(n.runs) == 1)
+        await n.queue.stage([Job("t", {"n": 2}, dedupe="t:2", run_at=time.time() + 3600)])
+        assert await n.queue.held(["t:1", "t:2", "t:3"]) == {"t:1", "t:2"}, "one running, one waiting, one gone"
+        release.set()
+        await until(lambda: len(n.runs) == 1)
+        for _ in range(200):
+            if await n.queue.held(["t:1"]) == set():
+                break
+            await asyncio.sleep(0.02)
+        assert await n.queue.held(["t:1", "t:2"]) == {"t:2"}, "a finished job holds nothing"
+        assert await n.queue.held([]) == set()
+
+
 async def test_a_stopping_node_interrupts_its_attempt_without_using_it_up(database_url: str, tmp_path: Path) -> None:
     async with node(database_url, tmp_path) as n:
         async def slow(ctx: JobContext) -> None:
@@ -316,6 +338,42 @@ async def test_a_stop_that_cannot_put_its_job_back_leaves_the_attempt_unused(tmp
         n.start([n.task("t", max_attempts=1)])
         await until(lambda: len(n.runs) == 2)
         assert [r[2] for r in n.runs] == [1, 1] and not n.given_up
+
+
+async def test_an_outcome_that_could_not_be_recorded_is_recorded_later(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded queue: a write of a job's outcome that fails (the file busy) is tried again until it holds,
+    instead of leaving the job ``running`` (and its conversation waiting) until the process next starts."""
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    async with node(url, tmp_path) as n:
+        settle = n.queue._settle  # type: ignore[attr-defined]
+        failures: list[str] = []
+
+        async def failing_twice(claimed: Any, outcome: Any, count: bool = True) -> None:
+            if len(failures) < 2:
+                failures.append(claimed.id)
+                raise OSError("database is locked")
+            await settle(claimed, outcome, count)
+
+        monkeypatch.setattr(n.queue, "_settle", failing_twice)
+        await n.queue.stage([Job("t", {"n": 1})])
+        n.start([n.task("t")])
+        await until(lambda: len(n.runs) == 1)
+        for _ in range(250):
+            if not await _rows(n):
+                break
+            await asyncio.sleep(0.02)
+        assert not await _rows(n), "recorded (a job that is done leaves no row)"
+        assert len(failures) == 2 and n.runs == [("t", 1, 1)]
+
+
+async def _rows(n: Node) -> int:
+    from sqlalchemy import func, select
+
+    from server.storage.tables import jobs
+
+    async with n.store.connection() as conn:
+        return int((await conn.execute(select(func.count()).select_from(jobs))).scalar() or 0)
 
 
 async def test_a_job_waiting_for_its_lock_does_not_make_the_workers_spin(tmp_path: Path) -> None:
