@@ -40,6 +40,7 @@ from sqlalchemy import text
 
 from server.jobs.queue import Claimed, Dispatch, Job, Lane, run_all, wait_event
 from server.storage import Store
+from server.storage.engine import LIBPQ_SESSION
 from server.storage.outage import until_stored
 
 log = logging.getLogger("voxlane.jobs")
@@ -113,7 +114,8 @@ class PgQueue:
         import procrastinate
 
         app = procrastinate.App(connector=procrastinate.PsycopgConnector(
-            conninfo=self.dsn, min_size=1, max_size=sum(lane.concurrency for lane in lanes) + 4))
+            conninfo=self.dsn, min_size=1, max_size=sum(lane.concurrency for lane in lanes) + 4,
+            kwargs=LIBPQ_SESSION))
         for lane in lanes:
             for name in sorted(lane.tasks):
                 app.task(name=name, queue=lane.name, pass_context=True)(self._runner(name, dispatch))

@@ -18,6 +18,20 @@ URL_FORMS = "sqlite:/path/file.db, sqlite:///relative.db, sqlite:////absolute.db
 SQLITE_BUSY_TIMEOUT_S = 30.0
 # Execution option for write transactions: SQLite then takes the write lock at BEGIN (see _sqlite_events).
 WRITE = {"voxlane_write": True}
+STATEMENT_TIMEOUT_S = 120
+"""PostgreSQL ends a statement that runs longer (and the client gives up on it a little later): a connection to a
+database that failed over, or a lock held by a stalled node, fails the one request or job instead of holding its
+connection for good. Every statement voxlane sends takes milliseconds; a lock wait is the long one."""
+IDLE_IN_TRANSACTION_S = 300
+"""A session that sits in an open transaction this long (a node stalled mid-transaction) is ended by the server,
+and its row locks go with it."""
+_SERVER_SETTINGS = {"statement_timeout": str(STATEMENT_TIMEOUT_S * 1000),
+                    "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_S * 1000)}
+LIBPQ_SESSION = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+                 "options": " ".join(f"-c {name}={value}" for name, value in _SERVER_SETTINGS.items())}
+"""The job queue's libpq connections: the same server timeouts, and TCP keepalives (its LISTEN connection sits
+idle, so a peer gone without a FIN, a partition or a failed-over host, is noticed within about 25 s instead of the
+kernel's two hours). Passed beside the URL: libpq reads no space in a URL's ``options``."""
 
 
 def default_url(data_path: Path) -> str:
@@ -66,7 +80,10 @@ def libpq_dsn(url: str) -> str:
 def make_engine(url: str) -> AsyncEngine:
     target = async_url(url)
     if target.get_backend_name() != "sqlite":
-        return create_async_engine(target, pool_pre_ping=True)
+        # asyncpg: the server's timeouts on every session, and the client's own bound on a statement whose
+        # answer never comes (the server is gone: no timeout of its own can fire then)
+        return create_async_engine(target, pool_pre_ping=True, connect_args={
+            "server_settings": _SERVER_SETTINGS, "command_timeout": STATEMENT_TIMEOUT_S + 10})
     Path(target.database or "").parent.mkdir(parents=True, exist_ok=True)
     # One connection per engine: SQLite has one writer anyway, and coroutines queueing here for the
     # connection never meet "database is locked"; other engines on the file wait in the busy handler.
