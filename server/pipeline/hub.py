@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from protocol import Status, Transcription, envelope
+from protocol.close import CLOSE_NORMAL, CLOSE_TRY_AGAIN
 from protocol.messages import _Body
 from server.fanout import Broker, LocalBroker
 from server.pipeline.convert import segment_row, stored_message
@@ -70,6 +71,12 @@ class Subscriber:
             while not self.queue.empty():
                 self.queue.get_nowait()
             self.queue.put_nowait(None)  # tells the reader to close
+
+    @property
+    def close_code(self) -> int:
+        """How a reader closes its socket once the queue ends (None): "try again" when it was cut off for
+        falling behind, a normal close when the transcript went away."""
+        return CLOSE_TRY_AGAIN if self.overflowed else CLOSE_NORMAL
 
     def close(self) -> None:
         try:

@@ -26,7 +26,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from protocol import ErrorCode, Ping, ProtocolError, StartParams, Status, encode, envelope, parse_client_message
-from protocol.close import CLOSE_NORMAL, CLOSE_NOT_FOUND, CLOSE_POLICY, CLOSE_TRY_AGAIN
+from protocol.close import CLOSE_NOT_FOUND, CLOSE_POLICY, CLOSE_TRY_AGAIN
 from server.features.speakers import named_segments
 from server.http.auth import can_publish, principal
 from server.http.visibility import find_visible_transcript
@@ -111,8 +111,7 @@ class LiveConnection:
         while True:
             msg = await self.sub.queue.get()
             if msg is None:  # cut off for being too slow, or the transcript went away
-                await self.ws.close(code=CLOSE_TRY_AGAIN if self.sub.overflowed else CLOSE_NORMAL,
-                                    reason="subscriber closed")
+                await self.ws.close(code=self.sub.close_code, reason="subscriber closed")
                 return
             if msg["type"] == _CLOSE:
                 await self.ws.close(code=msg["code"], reason=msg["reason"])

@@ -20,7 +20,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from asr.backends.model_files import BUNDLED_MODEL, ModelNotFound, resolve_model
-from protocol.close import CLOSE_NORMAL, CLOSE_NOT_FOUND, CLOSE_TRY_AGAIN
+from protocol.close import CLOSE_NOT_FOUND
 from server.features.speakers import named_segments
 from server.http.audio_limits import refuse_declared
 from server.http.auth import principal
@@ -321,7 +321,7 @@ async def job_live(ws: WebSocket) -> None:
                 return  # the client went away
             msg = getter.result()
             if msg is None:
-                await ws.close(code=CLOSE_TRY_AGAIN if sub.overflowed else CLOSE_NORMAL)
+                await ws.close(code=sub.close_code)
                 return
             data = msg["data"]
             if msg["type"] == "transcription":

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from protocol import ProtocolError, StartParams
-from protocol.close import CLOSE_NORMAL, CLOSE_TRY_AGAIN
 from server.http.websocket import send_within
 
 if TYPE_CHECKING:
@@ -99,8 +98,7 @@ class HubSession(Generic[Out]):
         while True:
             msg = await self.sub.queue.get()
             if msg is None:  # cut off for being too slow, or the transcript went away
-                await self.ws.close(code=CLOSE_TRY_AGAIN if self.sub.overflowed else CLOSE_NORMAL,
-                                    reason="subscriber closed")
+                await self.ws.close(code=self.sub.close_code, reason="subscriber closed")
                 return
             if msg.get("type") == CLOSE and not self.defer_close(msg):
                 await self.ws.close(code=msg["code"], reason=msg["reason"])
