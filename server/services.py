@@ -35,6 +35,7 @@ from server.http.meeting_tokens import MeetingTokens
 from server.http.rate_limit import RateLimiter
 from server.http.rest import RestServices
 from server.http.signing import UploadSigner
+from server.jobs.expired_uploads import remove_expired_uploads
 from server.jobs.housekeeping import keep_house
 from server.jobs.queue import JobQueue
 from server.jobs.reconcile import requeue_orphans
@@ -264,7 +265,7 @@ async def start_jobs(services: Services) -> None:
                                 stall_seconds=settings.job_stall_seconds)
     services.runner.start()
     chores = [functools.partial(forget_old_requests, services), functools.partial(requeue_overdue, services),
-              functools.partial(requeue_orphans, services)]
+              functools.partial(requeue_orphans, services), functools.partial(remove_expired_uploads, services)]
     services._background.append(asyncio.create_task(keep_house(chores), name="housekeeping"))
 
 

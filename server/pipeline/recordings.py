@@ -48,3 +48,10 @@ def upload_key(transcript_id: str, extension: str, attempt: str | None = None) -
 def chunk_key(transcript_id: str, index: int, upload_key: str, extension: str) -> str:
     """One kiosk chunk; the index first, so a listing is in recording order."""
     return f"{transcript_id}/chunks/{index:06d}-{upload_key}.{extension}"
+
+
+def sealed_chunk_key(presigned_key: str) -> str:
+    """Where a chunk PUT straight to the bucket is moved at its confirmation: beside its presigned object, under
+    a name its URL does not reach (:func:`server.routes.participant_uploads.seal_direct_upload`)."""
+    folder, _, name = presigned_key.rpartition("/")
+    return f"{folder}/confirmed/{name}"

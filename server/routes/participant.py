@@ -299,7 +299,7 @@ async def confirm_upload(request: Request) -> Response:
     if time.time() > (row.get("expires_at") or 0):
         raise ApiError(410, "this upload key expired; upload the chunk again with a new URL", "UPLOAD_KEY_EXPIRED",
                        {"key": body.key})
-    stored: dict[str, Any] = {}  # a chunk PUT straight to the bucket: its format and size, checked now
+    stored: dict[str, Any] = {}  # a chunk PUT straight to the bucket: checked and sealed now
     if row["status"] == "issued" and row.get("path"):
         stored = await check_direct_upload(svc, row)  # 409 not there, 413 too big, 415 not audio
     elif row["status"] in ("issued", "receiving"):

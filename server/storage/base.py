@@ -150,10 +150,12 @@ class Store(Protocol):
 
     async def list_chunks(self, *, transcript_id: str | None = None, kind: str | None = None,
                           statuses: tuple[str, ...] | None = None, owner: str | None = ANY,
-                          limit: int | None = None, updated_before: float | None = None) -> list[dict[str, Any]]:
+                          limit: int | None = None, updated_before: float | None = None,
+                          expires_before: float | None = None) -> list[dict[str, Any]]:
         """By transcript: in index order; otherwise newest first. Every match unless ``limit`` is given: the
         server merges and resumes from these listings, so a default cap would silently drop rows. With
-        ``updated_before`` (epoch seconds), only rows last written before then."""
+        ``updated_before`` (epoch seconds), only rows last written before then; with ``expires_before``, only
+        rows whose upload URL expired before then."""
 
     async def last_chunk_index(self, transcript_id: str, kind: str) -> int | None:
         """The highest index of the transcript's items of ``kind`` (None: it has none)."""

@@ -382,10 +382,13 @@ class SqlStore(MeetingQueries):
 
     async def list_chunks(self, *, transcript_id: str | None = None, kind: str | None = None,
                           statuses: tuple[str, ...] | None = None, owner: str | None = ANY,
-                          limit: int | None = None, updated_before: float | None = None) -> list[dict[str, Any]]:
+                          limit: int | None = None, updated_before: float | None = None,
+                          expires_before: float | None = None) -> list[dict[str, Any]]:
         stmt = select(C)
         if updated_before is not None:
             stmt = stmt.where(C.c.updated_at < datetime.fromtimestamp(updated_before, UTC))
+        if expires_before is not None:
+            stmt = stmt.where(C.c.expires_at < expires_before)
         if transcript_id is not None:
             stmt = stmt.where(C.c.transcript_id == transcript_id).order_by(C.c.idx, C.c.created_at, C.c.id)
         else:

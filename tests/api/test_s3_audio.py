@@ -162,6 +162,43 @@ async def test_confirm_checks_the_object_in_the_bucket(s3_api: Api, s3_server: M
     assert (await api.svc.store.get_chunk_by_key(late["key"]))["status"] == "issued"
 
 
+async def test_a_confirmed_chunk_is_out_of_its_urls_reach_and_expired_uploads_go(
+        s3_api: Api, s3_server: MotoServer, bucket: str):
+    """A presigned PUT stays valid until it expires, whatever the server does: confirming moves the checked object
+    where its URL cannot write, so a second PUT changes nothing that is transcribed, and once the URLs expired
+    housekeeping removes what they left (that second PUT, a chunk never confirmed)."""
+    from server.jobs.expired_uploads import GRACE_S, remove_expired_uploads
+
+    api = s3_api
+    cid = await kiosk_conversation(api)
+    samples, rate = read_wav(AUDIO / KIOSK_FILE)
+    good = wav_bytes(samples[: rate * 3], rate)
+    url, never = await upload_url(api, cid), await upload_url(api, cid)
+    presigned = (await api.svc.store.get_chunk_by_key(url["key"]))["path"]
+    await put_to_bucket(url, good)
+    await put_to_bucket(never, good)
+    r = await confirm(api, cid, url["key"])
+    assert r.status_code == 202, r.text
+    row = await api.svc.store.get_chunk_by_key(url["key"])
+    assert row["path"] != presigned and row["path"].endswith(presigned.rsplit("/", 1)[1])
+    assert f"vx/{presigned}" not in s3_server.objects(bucket), "moved, not copied"
+    await put_to_bucket(url, b"RIFF" + b"\0" * 4000)  # the same URL again, after the confirmation
+    objects = s3_server.objects(bucket)
+    assert objects[f"vx/{row['path']}"] == len(good), "what is transcribed is what was checked"
+    assert f"vx/{presigned}" in objects
+    r = await confirm(api, cid, url["key"])
+    assert r.status_code == 409 and r.json()["error"]["code"] == "ALREADY_CONFIRMED"
+    never_path = (await api.svc.store.get_chunk_by_key(never["key"]))["path"]
+    expiry = row["expires_at"]
+    assert await remove_expired_uploads(api.svc) == 0, "the URLs are still valid"
+    assert await remove_expired_uploads(api.svc, now=expiry + GRACE_S + 1) >= 2  # with the module's earlier ones
+    objects = s3_server.objects(bucket)
+    assert f"vx/{presigned}" not in objects and f"vx/{never_path}" not in objects
+    assert objects[f"vx/{row['path']}"] == len(good), "the confirmed chunk stays"
+    assert (await api.svc.store.get_chunk_by_key(never["key"]))["path"] is None
+    assert await remove_expired_uploads(api.svc, now=expiry + GRACE_S + 1) == 0, "each row is looked at once"
+
+
 async def test_upload_download_range_and_delete(s3_api: Api, s3_server: MotoServer, bucket: str):
     api = s3_api
     data = (AUDIO / JFK).read_bytes()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from server.settings import Settings
-from server.storage.audio.base import AudioStore, StorageProbe
+from server.storage.audio.base import AudioStore, StorageProbe, StoredObject
 from server.storage.audio.local import LocalAudioStore
 
 
@@ -25,4 +25,4 @@ def describe_audio_store(settings: Settings) -> str:
     return f"the local directory {settings.data_path / 'audio'}"
 
 
-__all__ = ["AudioStore", "LocalAudioStore", "StorageProbe", "describe_audio_store", "open_audio_store"]
+__all__ = ["AudioStore", "LocalAudioStore", "StorageProbe", "StoredObject", "describe_audio_store", "open_audio_store"]

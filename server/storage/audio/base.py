@@ -38,6 +38,15 @@ class StorageProbe:
     free_bytes: int
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """A stored file's size and version: its ETag on S3, its modification time and size locally. A file written
+    again has another version."""
+
+    size: int
+    version: str
+
+
 class AudioStore(Protocol):
     kind: str
     """``local`` or ``s3``: what the participant API's storage check reports."""
@@ -64,6 +73,15 @@ class AudioStore(Protocol):
 
     async def size(self, key: str) -> int | None:
         """The stored file's size in bytes, or None when there is none."""
+
+    async def head(self, key: str) -> StoredObject | None:
+        """The stored file's size and version, or None when there is none."""
+
+    async def move(self, key: str, new_key: str, *, if_version: str) -> bool:
+        """Store ``key``'s file as ``new_key`` and remove it, only if it is still at ``if_version``: False (and
+        nothing moved) when it was written again meanwhile or is gone. A kiosk chunk PUT straight to the bucket
+        is moved so at its confirmation: what was checked is what is transcribed, and its presigned URL, still
+        valid, can no longer reach it."""
 
     async def read_head(self, key: str, n: int) -> bytes:
         """Up to ``n`` first bytes (a format sniff, a WAV header). FileNotFoundError when it is missing."""

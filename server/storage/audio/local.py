@@ -17,7 +17,7 @@ import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from server.storage.audio.base import StorageProbe
+from server.storage.audio.base import StorageProbe, StoredObject
 from server.storage.audio.incoming import claimed
 
 log = logging.getLogger("voxlane.audio")
@@ -64,6 +64,22 @@ class LocalAudioStore:
         except (FileNotFoundError, NotADirectoryError):
             return None
         return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+    async def head(self, key: str) -> StoredObject | None:
+        try:
+            info = await asyncio.to_thread(os.stat, self.path(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return StoredObject(info.st_size, f"{info.st_mtime_ns:x}-{info.st_size:x}")
+
+    async def move(self, key: str, new_key: str, *, if_version: str) -> bool:
+        found = await self.head(key)
+        if found is None or found.version != if_version:
+            return False
+        await asyncio.to_thread(_put, self.path(key), self.path(new_key))
+        return True
 
     async def read_head(self, key: str, n: int) -> bytes:
         return await asyncio.to_thread(_read_at, self.path(key), 0, n)

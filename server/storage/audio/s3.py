@@ -24,7 +24,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from server.settings import Settings
-from server.storage.audio.base import StorageProbe
+from server.storage.audio.base import StorageProbe, StoredObject
 
 log = logging.getLogger("voxlane.audio")
 PART_BYTES = 16 << 20
@@ -181,6 +181,38 @@ class S3AudioStore:
                 return None
             raise
         return int(head["ContentLength"])
+
+    async def head(self, key: str) -> StoredObject | None:
+        try:
+            found = await self._client.head_object(Bucket=self.bucket, Key=self._object(key))
+        except FileNotFoundError:
+            return None
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise
+        return StoredObject(int(found["ContentLength"]), str(found["ETag"]))
+
+    async def move(self, key: str, new_key: str, *, if_version: str) -> bool:
+        """A server-side copy on the condition that the source still has the ETag that was checked (a PUT racing
+        the confirmation fails it), then the source removed. The source is looked at again after the copy, for
+        stores that ignore the copy's condition (moto, some S3-compatible servers): unchanged throughout, the
+        copy holds the checked bytes; changed, the copy is dropped and the caller asks again."""
+        source = {"Bucket": self.bucket, "Key": self._object(key)}
+        try:
+            await self._client.copy_object(Bucket=self.bucket, Key=self._object(new_key), CopySource=source,
+                                           CopySourceIfMatch=if_version)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if _missing(exc) or code in ("PreconditionFailed", "412"):
+                return False
+            raise
+        after = await self.head(key)
+        if after is None or after.version != if_version:
+            await self.delete(new_key)
+            return False
+        await self.delete(key)
+        return True
 
     async def read_head(self, key: str, n: int) -> bytes:
         return b"".join([piece async for piece in self.read_range(key, 0, n)])

@@ -201,3 +201,21 @@ async def test_rows_from_before_keys_hold_absolute_paths(tmp_path: Path):
     async with store.local_path(str(old)) as path:
         assert path == old
     assert await store.read_head(str(old), 4) == b"RIFF"
+
+
+async def test_head_and_a_move_that_holds_only_while_the_file_is_unchanged(store: AudioStore) -> None:
+    """A confirmation moves what it checked: a file written again in between (another PUT) has another version,
+    and the move refuses it."""
+    key, new = "t1/chunks/000000-k.wav", "t1/chunks/confirmed/000000-k.wav"
+    assert await store.head(key) is None
+    await put_bytes(store, key, b"first bytes")
+    first = await store.head(key)
+    assert first is not None and first.size == 11
+    await put_bytes(store, key, b"second, longer bytes")
+    second = await store.head(key)
+    assert second is not None and second.version != first.version
+    assert not await store.move(key, new, if_version=first.version)
+    assert await store.head(new) is None and await store.size(key) == 20
+    assert await store.move(key, new, if_version=second.version)
+    assert await store.head(key) is None and await store.read_head(new, 100) == b"second, longer bytes"
+    assert not await store.move(key, new, if_version=second.version), "gone: nothing to move"
