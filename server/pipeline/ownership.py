@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from protocol import ErrorCode, ProtocolError
-from server.pipeline.recovery import finish_abandoned
+from server.pipeline.recovery import finish_abandoned, live_transcripts
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voxlane.ownership")
 SWEEP_S = 1.0
+FAILED_CLAIM_S = 5.0
+"""A transcript whose finish failed is tried again after this (by any node), not after the claim's 30 s; and the
+transcripts after it in the same sweep are not held up by it."""
 _KEY = "voxlane:owner:{}"
 _RECOVERING = "voxlane:recovering:{}"
 
@@ -229,6 +232,14 @@ class RedisLeases:
         info = await self.redis.info("server")
         return int(info.get("uptime_in_seconds", 0)) * 1000 >= self.lease_ms
 
+    async def hold_claim(self, transcript_id: str, seconds: float) -> None:
+        """Keep this node's recovery claim on a transcript for ``seconds`` more (after a failed finish: no node
+        tries again before then)."""
+        await self.redis.pexpire(_RECOVERING.format(transcript_id), int(seconds * 1000))
+
+    async def drop_claim(self, transcript_id: str) -> None:
+        await self.redis.delete(_RECOVERING.format(transcript_id))
+
     async def orphaned(self, transcript_ids: list[str]) -> list[str]:
         """Of these ``live`` transcripts, those no node holds a lease on, each claimed for recovery by this node
         (of several nodes sweeping at once, one recovers it)."""
@@ -254,9 +265,15 @@ def make_leases(redis: Redis | None, node: str, lease_seconds: float, *, finishe
     leases: RedisLeases
 
     async def sweep() -> None:
-        live = [t for t in await finisher.store.list_transcript_ids(status="live") if not streams(t)]
-        for transcript_id in await leases.orphaned(live):
-            await finish_abandoned(finisher, transcript_id)
+        async for page in live_transcripts(finisher.store):
+            for transcript_id in await leases.orphaned([t for t in page if not streams(t)]):
+                try:
+                    await finish_abandoned(finisher, transcript_id)
+                except Exception:  # the others go on; this one is tried again once its claim lapses
+                    log.exception("finishing transcript %s of a stopped node failed", transcript_id)
+                    await leases.hold_claim(transcript_id, FAILED_CLAIM_S)
+                else:
+                    await leases.drop_claim(transcript_id)
 
     leases = RedisLeases(redis, node, lease_seconds, sweep=sweep)
     return leases

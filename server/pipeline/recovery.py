@@ -12,11 +12,16 @@ uploads and streams use it again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from server.pipeline import lifecycle
 
+if TYPE_CHECKING:
+    from server.storage import Store
+
 log = logging.getLogger("voxlane.recovery")
+PAGE = 1000
 ABANDONED = "the node that was streaming this transcript stopped; it was finished from what was stored"
 
 
@@ -33,11 +38,30 @@ async def finish_abandoned(services: lifecycle.Completing, transcript_id: str) -
     return done
 
 
+async def live_transcripts(store: Store, page: int | None = None) -> AsyncIterator[list[str]]:
+    """Every ``live`` transcript, a page at a time: a sweep never stops at the first thousand."""
+    page = page or PAGE
+    after: str | None = None
+    while True:
+        ids = await store.list_transcript_ids(status="live", limit=page, after=after)
+        if ids:
+            yield ids
+        if len(ids) < page:
+            return
+        after = ids[-1]
+
+
 async def finish_all_abandoned(services: lifecycle.Completing, streams: Callable[[str], bool]) -> int:
     """At the start of the only node taking live audio: every ``live`` transcript is one it left behind (unless
-    ``streams`` says this node streams it already)."""
+    ``streams`` says this node streams it already). One that cannot be finished now is left for the next start,
+    and does not stop the others."""
     finished = 0
-    for transcript_id in await services.store.list_transcript_ids(status="live"):
-        if not streams(transcript_id):
-            finished += await finish_abandoned(services, transcript_id)
+    async for ids in live_transcripts(services.store):
+        for transcript_id in ids:
+            if streams(transcript_id):
+                continue
+            try:
+                finished += await finish_abandoned(services, transcript_id)
+            except Exception:
+                log.exception("finishing transcript %s failed; the others go on", transcript_id)
     return finished

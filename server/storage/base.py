@@ -111,8 +111,9 @@ class Store(Protocol):
         """Compare-and-set of a transcript's status (with ``fields`` in the same write); None when it was in none
         of ``from_statuses``: of two nodes completing one transcript, one does."""
 
-    async def list_transcript_ids(self, *, status: str, limit: int = 1000) -> list[str]:
-        """Ids of transcripts in ``status``, oldest first."""
+    async def list_transcript_ids(self, *, status: str, limit: int = 1000, after: str | None = None) -> list[str]:
+        """Ids of transcripts in ``status``, in id order; ``after`` an id, the page after it (a sweep of every
+        one reads page by page)."""
 
     async def delete_transcript(self, transcript_id: str) -> bool: ...
 

@@ -300,9 +300,11 @@ class SqlStore(MeetingQueries):
                                     .values(**fields, status=to_status, updated_at=self._now()).returning(*T.c))
         return _transcript(row) if row is not None else None
 
-    async def list_transcript_ids(self, *, status: str, limit: int = 1000) -> list[str]:
-        rows = await self._read_rows(select(T.c.id).where(T.c.status == status).order_by(T.c.created_at, T.c.id)
-                                     .limit(limit))
+    async def list_transcript_ids(self, *, status: str, limit: int = 1000, after: str | None = None) -> list[str]:
+        stmt = select(T.c.id).where(T.c.status == status)
+        if after is not None:
+            stmt = stmt.where(T.c.id > after)
+        rows = await self._read_rows(stmt.order_by(T.c.id).limit(limit))
         return [r["id"] for r in rows]
 
     async def delete_transcript(self, transcript_id: str) -> bool:
