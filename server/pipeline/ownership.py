@@ -123,7 +123,7 @@ class RedisLeases:
         self.redis = redis
         self.node = node
         self.lease_ms = int(lease_s * 1000)
-        self._held: set[str] = set()
+        self._held: dict[str, int] = {}  # transcript -> how many of this node's streams hold its lease
         self._lost: set[str] = set()
         self._slots: dict[str, list[str]] = {}  # this node's streams -> the caller keys they count against
         self._sweep = sweep
@@ -146,13 +146,21 @@ class RedisLeases:
             raise ProtocolError(ErrorCode.ALREADY_STARTED, "this transcript is being streamed on another node;"
                                 " stop that stream first (a load balancer should route a transcript's streams to"
                                 " one node: see docs/deployment.md)", {"reason": "owned_by_another_node"})
-        self._held.add(transcript_id)
+        self._held[transcript_id] = self._held.get(transcript_id, 0) + 1
         self._lost.discard(transcript_id)
 
     async def release(self, transcript_id: str) -> None:
+        """One of this node's streams of the transcript let go; the lease goes with the last. A stream that ended
+        while a new one on this node had already taken the transcript over (a publisher that came back as the
+        idle one finished) leaves the new one its lease: it deleted it, and another node's sweep then finished a
+        transcript still being streamed."""
         from redis.exceptions import RedisError
 
-        self._held.discard(transcript_id)
+        left = self._held.get(transcript_id, 0) - 1
+        if left > 0:
+            self._held[transcript_id] = left
+            return
+        self._held.pop(transcript_id, None)
         self._lost.discard(transcript_id)
         with contextlib.suppress(RedisError, OSError):
             await self._release(keys=[_KEY.format(transcript_id)], args=[self.node])
@@ -195,6 +203,7 @@ class RedisLeases:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for transcript_id in list(self._held):
+            self._held[transcript_id] = 1
             await self.release(transcript_id)
 
     async def _renew_loop(self) -> None:
