@@ -37,6 +37,8 @@ async def remove_expired_uploads(parts: UploadParts, now: float | None = None) -
     rows = await store.list_chunks(kind="chunk", expires_before=(now or time.time()) - GRACE_S, limit=LIMIT)
     removed = 0
     for row in rows:
+        if row["status"] == "receiving":
+            continue  # a body still arriving through this server's own PUT: that route settles the row
         keys = [(row.get("options") or {}).get("presigned")]
         if row["status"] in UNCONFIRMED:
             keys.append(row.get("path"))
