@@ -149,7 +149,7 @@ async def build(settings: Settings, *, role: Role | None = None, backend: AsrBac
     try:
         await audio.open()
         try:  # before anything is taken or recovered: a node on another store than its database's stops here
-            await check_shared_store(store, audio, where=describe_audio_store(settings), scratch=settings.data_path)
+            await check_shared_store(store, audio, where=describe_audio_store(settings))
         except NotTheSharedStore as exc:
             log.error("%s", exc)
             raise

@@ -41,11 +41,11 @@ async def _run(settings: Settings, command: str) -> int:
     try:
         await audio.open()
         if command == "adopt":
-            await adopt(store, audio, settings.data_path)
+            await adopt(store, audio)
             print(f"voxlane: {where} is this database's audio store now; start every node with it")
             return 0
         try:
-            await check_shared_store(store, audio, where=where, scratch=settings.data_path, wait_s=0)
+            await check_shared_store(store, audio, where=where, wait_s=0)
         except NotTheSharedStore as exc:
             print(f"voxlane: {exc}", file=sys.stderr)
             return 1

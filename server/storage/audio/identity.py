@@ -28,8 +28,9 @@ from typing import Protocol
 
 from server.storage.audio.base import AudioStore
 
-MARKER_KEY = "voxlane-store-id"
-"""The store's copy of the database's id, at the top of the store (no transcript id looks like it)."""
+MARKER_KEY = "voxlane/store-id"
+"""The store's copy of the database's id, in a folder of its own at the top of the store (no transcript id looks
+like ``voxlane``)."""
 SECRET_NAME = "audio-store-id"
 WAIT_S = 10.0
 """How long a node waits for the marker of an id another node has just created (two nodes started at once on a
@@ -46,15 +47,13 @@ class NotTheSharedStore(RuntimeError):
     """This node's audio store is not the one the database's other nodes use."""
 
 
-async def check_shared_store(rows: SecretRows, audio: AudioStore, *, where: str, scratch: Path,
-                             wait_s: float = WAIT_S) -> None:
+async def check_shared_store(rows: SecretRows, audio: AudioStore, *, where: str, wait_s: float = WAIT_S) -> None:
     """Return when ``audio`` is the store of the database behind ``rows``; raise :class:`NotTheSharedStore`
-    with what to do when it is not. ``where`` names the store for the message; ``scratch`` is a local folder
-    for the marker's file on its way into the store."""
+    with what to do when it is not. ``where`` names the store for the message."""
     mine = secrets.token_hex(16)
     wanted = await rows.get_or_create_secret(SECRET_NAME, mine)
     if wanted == mine:  # the first node on this database: its store is the deployment's
-        await write_marker(audio, wanted, scratch)
+        await write_marker(audio, wanted)
         return
     deadline = time.monotonic() + wait_s
     while True:
@@ -73,11 +72,11 @@ async def check_shared_store(rows: SecretRows, audio: AudioStore, *, where: str,
         " deployment's store from now on, run 'voxlane audio-store adopt' once with this node's settings.")
 
 
-async def adopt(rows: SecretRows, audio: AudioStore, scratch: Path) -> str:
+async def adopt(rows: SecretRows, audio: AudioStore) -> str:
     """Make ``audio`` the database's store: a new id, written into it and then into the database, so that a node
     still on the old store is refused from now on. Run again after a failure: the store's id is replaced too."""
     new = secrets.token_hex(16)
-    await write_marker(audio, new, scratch)
+    await write_marker(audio, new)
     await rows.replace_secret(SECRET_NAME, new)
     return new
 
@@ -89,10 +88,14 @@ async def read_marker(audio: AudioStore) -> str | None:
         return None
 
 
-async def write_marker(audio: AudioStore, value: str, scratch: Path) -> None:
+async def write_marker(audio: AudioStore, value: str) -> None:
+    """Written where the store receives files for the marker's folder (locally that folder itself: one rename,
+    also when the audio directory is a filesystem of its own)."""
+    folder = audio.incoming_dir(MARKER_KEY.rpartition("/")[0])
+
     def spool() -> Path:
-        scratch.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".store-id-", dir=scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".store-id-", dir=folder)
         with os.fdopen(fd, "w") as f:
             f.write(value + "\n")
         return Path(name)

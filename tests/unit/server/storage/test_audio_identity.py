@@ -36,7 +36,8 @@ async def opened(audio: AudioStore) -> AudioStore:
 
 
 async def check(rows: SqlStore, audio: AudioStore, scratch: Path, wait_s: float = 0.0) -> None:
-    await check_shared_store(rows, audio, where="the store under test", scratch=scratch, wait_s=wait_s)
+    """``scratch``: the folder of the node's data dir (unused by the check: it shows which node asks)."""
+    await check_shared_store(rows, audio, where="the store under test", wait_s=wait_s)
 
 
 async def test_nodes_on_one_folder_pass_and_a_node_on_another_is_refused(rows: SqlStore, tmp_path: Path) -> None:
@@ -65,7 +66,9 @@ async def test_two_nodes_starting_at_once_on_a_new_database_both_pass(rows: SqlS
 async def test_a_store_of_another_database_is_refused(database_url: str, rows: SqlStore, tmp_path: Path) -> None:
     """A folder that a node of another deployment named holds that deployment's id, not this database's."""
     audio = await opened(LocalAudioStore(tmp_path / "x"))
-    (tmp_path / "x" / "audio" / MARKER_KEY).write_text("0123456789abcdef\n")
+    marker = tmp_path / "x" / "audio" / MARKER_KEY
+    marker.parent.mkdir(parents=True)
+    marker.write_text("0123456789abcdef\n")
     await rows.get_or_create_secret("audio-store-id", "fedcba9876543210")
     with pytest.raises(NotTheSharedStore, match="holds another deployment's id"):
         await check(rows, audio, tmp_path / "x")
