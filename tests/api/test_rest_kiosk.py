@@ -289,7 +289,8 @@ async def test_a_conversation_of_more_than_a_thousand_chunks_merges_whole(public
     assert r.status_code == 202, r.text
     r = await api.client.post(f"{P}/conversations/{cid}/finish")
     assert r.status_code == 200, r.text
-    transcript = await api.wait_transcript(cid, headers=creds(api, "admin"), within=120)
+    # 31 s alone on a 2-core box and over 120 s inside the suite there: a bound for a stuck merge, not a speed
+    transcript = await api.wait_transcript(cid, headers=creds(api, "admin"), within=600)
     assert transcript["status"] == "completed"
     texts = [s["text"] for s in transcript["segments"]]
     assert texts[:n] == [f"chunk{i}" for i in range(n)], "every stored chunk merged, in order"
