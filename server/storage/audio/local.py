@@ -59,11 +59,8 @@ class LocalAudioStore:
         await asyncio.to_thread(_put, local_path, self.path(key))
 
     async def size(self, key: str) -> int | None:
-        try:
-            info = await asyncio.to_thread(os.stat, self.path(key))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        return info.st_size if stat.S_ISREG(info.st_mode) else None
+        found = await self.head(key)
+        return None if found is None else found.size
 
     async def head(self, key: str) -> StoredObject | None:
         try:

@@ -172,15 +172,8 @@ class S3AudioStore:
     # ------------------------------------------------------------ reading
 
     async def size(self, key: str) -> int | None:
-        try:
-            head = await self._client.head_object(Bucket=self.bucket, Key=self._object(key))
-        except FileNotFoundError:
-            return None
-        except ClientError as exc:
-            if _missing(exc):
-                return None
-            raise
-        return int(head["ContentLength"])
+        found = await self.head(key)
+        return None if found is None else found.size
 
     async def head(self, key: str) -> StoredObject | None:
         try:
