@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from server.storage import SqlStore
+from tests.sweep_support import FailingFinish
 
 pytest_plugins = ("tests.db_support", "tests.redis_support")
 
@@ -24,20 +25,13 @@ async def test_a_sweep_goes_past_an_orphan_it_cannot_finish_and_tries_it_again_s
     redis = redis_client.connect(redis_url)
     try:
         live = sorted([(await store.create_transcript(status="live"))["id"] for _ in range(3)])
-        tried: list[str] = []
-
-        async def finish(services: object, transcript_id: str) -> bool:
-            tried.append(transcript_id)
-            if transcript_id == live[0]:
-                raise OSError("the store refused it")
-            return True
-
+        finish = FailingFinish(live[0])
         monkeypatch.setattr(ownership, "finish_abandoned", finish)
         leases = ownership.make_leases(redis, "sweeper", 0.001, finisher=SimpleNamespace(store=store),
                                        streams=lambda t: False)
         assert isinstance(leases, ownership.RedisLeases) and leases._sweep is not None
         await leases._sweep()
-        assert tried == live, "past the one that failed"
+        assert finish.tried == live, "past the one that failed"
         claim = await redis.pttl(f"voxlane:recovering:{live[0]}")
         assert 0 < claim <= ownership.FAILED_CLAIM_S * 1000
         assert await redis.exists(f"voxlane:recovering:{live[1]}") == 0, "finished: its claim dropped"

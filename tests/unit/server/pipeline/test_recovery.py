@@ -9,6 +9,7 @@ import pytest
 
 from server.pipeline import recovery
 from server.storage import SqlStore
+from tests.sweep_support import FailingFinish
 
 pytest_plugins = ("tests.db_support",)
 
@@ -23,18 +24,11 @@ async def test_every_live_transcript_is_read_and_one_failure_holds_up_none(
         pages = [page async for page in recovery.live_transcripts(store, page=2)]
         assert pages == [live[:2], live[2:4], live[4:]], "past the first page, in id order"
 
-        tried: list[str] = []
-
-        async def finish(services: object, transcript_id: str) -> bool:
-            tried.append(transcript_id)
-            if transcript_id == live[1]:
-                raise OSError("the store refused it")
-            return True
-
+        finish = FailingFinish(live[1])
         monkeypatch.setattr(recovery, "finish_abandoned", finish)
         monkeypatch.setattr(recovery, "PAGE", 2)
         finished = await recovery.finish_all_abandoned(SimpleNamespace(store=store), lambda t: t == live[3])
-        assert tried == [live[0], live[1], live[2], live[4]], "this node's own stream is left alone"
+        assert finish.tried == [live[0], live[1], live[2], live[4]], "this node's own stream is left alone"
         assert finished == 3
     finally:
         await store.close()
