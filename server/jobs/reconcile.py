@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from server.jobs.merge import settle_job
 from server.jobs.recorded import transcribe_job
+from server.storage.column_types import to_datetime
 
 if TYPE_CHECKING:
     from server.jobs.queue import JobQueue
@@ -50,7 +51,7 @@ async def requeue_orphans(parts: ReconcileParts, now: float | None = None) -> in
     merges = []
     for conv in (await store.list_unsettled_conversations())[:LIMIT]:
         finished = conv.get("finished_at")
-        if finished is None or _epoch(finished) >= before:
+        if finished is None or to_datetime(finished).timestamp() >= before:
             continue
         if any(c["status"] in OPEN for c in await store.list_chunks(transcript_id=conv["id"], kind="chunk")):
             continue  # its chunks' ends queue its merge (and a lost chunk is queued again above)
@@ -67,13 +68,3 @@ async def requeue_orphans(parts: ReconcileParts, now: float | None = None) -> in
         log.warning("conversation %s was finished with no merge behind it; queued again", job.args["transcript_id"])
     return len(lost) + len(merges)
 
-
-def _epoch(value: object) -> float:
-    """A row's timestamp (a datetime, an ISO string, or epoch seconds) as epoch seconds."""
-    from datetime import datetime
-
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, str):
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    return float(value)  # type: ignore[arg-type]
