@@ -206,16 +206,16 @@ class EmbeddedQueue:
                 J.c.status == "queued", J.c.dedupe.is_not(None)))).scalars())
             rows = (await conn.execute(select(J.c.id, J.c.dedupe).where(J.c.status == "running")
                                        .order_by(J.c.id.desc()))).all()
-            superseded: list[int] = []
+            superseded: set[int] = set()
             for row in rows:  # newest first: of jobs that share a key, the last one staged is kept
                 if row.dedupe is None:
                     continue
                 if row.dedupe in waiting:
-                    superseded.append(row.id)
+                    superseded.add(row.id)
                 waiting.add(row.dedupe)
             if superseded:
-                await conn.execute(delete(J).where(J.c.id.in_(superseded)))
-            back = [row.id for row in rows if row.id not in set(superseded)]
+                await conn.execute(delete(J).where(J.c.id.in_(sorted(superseded))))
+            back = [row.id for row in rows if row.id not in superseded]
             given_back = [i for i in back if i in uncounted]
             if given_back:
                 await conn.execute(update(J).where(J.c.id.in_(given_back))
