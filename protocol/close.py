@@ -13,6 +13,9 @@ CLOSE_POLICY = 1008
 """The client broke the protocol: too many bad messages, an oversized frame, a bad parameter."""
 CLOSE_INTERNAL = 1011
 """The server could not go on (a bug, or storage that failed): the client may reconnect."""
+CLOSE_MOVED = 1012
+"""This node no longer serves the transcript: another node took its stream over while this one was stalled or cut
+off. Reconnect (through the load balancer) to go on; the finals stored so far stay."""
 CLOSE_TRY_AGAIN = 1013
 """The server is at capacity, or the client read too slowly and fell behind: reconnect after ``retry_after_s``."""
 CLOSE_UNAUTHORIZED = 4401

@@ -92,6 +92,7 @@ class ErrorCode(StrEnum):
     AUDIO_FORMAT_ERROR = "AUDIO_FORMAT_ERROR"
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
     TRANSCRIPT_CLOSED = "TRANSCRIPT_CLOSED"
+    TRANSCRIPT_MOVED = "TRANSCRIPT_MOVED"  # another node serves the transcript now: reconnect to go on streaming
     OVERLOADED = "OVERLOADED"  # the server is at capacity: details.retry_after_s says when to try again
     INSUFFICIENT_SCOPE = "INSUFFICIENT_SCOPE"  # the caller's token lacks the scope this action needs
     STORAGE_FULL = "STORAGE_FULL"  # the server's disk is full: the stream ends, what was acknowledged is kept

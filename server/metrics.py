@@ -94,6 +94,10 @@ class _StateCollector(Collector):
         if services is None:  # not started yet (or stopped)
             return
         pubs = [p for p in services.live.publishers() if not p.finished]
+        taken = CounterMetricFamily("voxlane_live_taken_over", "Transcripts whose streams on this node ended because"
+                                    " the database refused their fence (another node took them over)")
+        taken.add_metric([], services.live.fenced_out)
+        yield taken
         yield _gauge("voxlane_live_streams", "Live audio streams being transcribed", len(pubs))
         yield _gauge("voxlane_live_transcripts", "Transcripts with at least one live stream",
                      len({p.transcript.id for p in pubs}))

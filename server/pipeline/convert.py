@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from asr.events import FailureEvent, SegmentEvent, SpeechEvent, WordEvent
 from protocol import Error, ErrorCode, Speech, Transcription, Word
 from protocol.messages import participant_key
+from server.storage.base import StaleFence
 
 
 class Correction(Protocol):
@@ -119,6 +120,10 @@ def unredacted_keeper(services: Any, transcript_id: str) -> Callable[[Transcript
         return None
 
     async def keep(msg: Transcription) -> None:
-        await services.store.save_unredacted(transcript_id, segment_row(msg))
+        try:
+            await services.store.save_unredacted(transcript_id, segment_row(msg),
+                                                 fence=services.hub.fence_of(transcript_id))
+        except StaleFence:  # another node has the transcript now: this stream ends (see Hub.refused)
+            services.hub.refused(transcript_id)
 
     return keep

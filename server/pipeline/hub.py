@@ -11,17 +11,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from pydantic import ValidationError
 
 from protocol import Status, Transcription, envelope
-from protocol.close import CLOSE_NORMAL, CLOSE_TRY_AGAIN
+from protocol.close import CLOSE_MOVED, CLOSE_NORMAL, CLOSE_TRY_AGAIN
 from protocol.messages import _Body
 from server.fanout import Broker, LocalBroker
 from server.pipeline.convert import segment_row, stored_message
-from server.storage import Store
+from server.storage import StaleFence, Store
 from server.storage.outage import until_stored
 
 log = logging.getLogger("voxlane.hub")
@@ -40,6 +40,7 @@ class Subscriber:
         self.transcript_id = transcript_id
         self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize)
         self.overflowed = False
+        self.moved = False
         self.finals: set[str] = set()  # segments whose final it was handed
         self.joined: asyncio.Future[dict[str, Any] | None] | None = None
         self.status: dict[str, Any] | None = None
@@ -76,9 +77,13 @@ class Subscriber:
     def close_code(self) -> int:
         """How a reader closes its socket once the queue ends (None): "try again" when it was cut off for
         falling behind, a normal close when the transcript went away."""
+        if self.moved:
+            return CLOSE_MOVED
         return CLOSE_TRY_AGAIN if self.overflowed else CLOSE_NORMAL
 
-    def close(self) -> None:
+    def close(self, *, moved: bool = False) -> None:
+        """End the queue; ``moved``: the transcript is served by another node now (its reader reconnects)."""
+        self.moved = self.moved or moved
         try:
             self.queue.put_nowait(None)
         except asyncio.QueueFull:
@@ -91,6 +96,10 @@ class Hub:
         self.broker = broker or LocalBroker()
         self.broker.attach(self._deliver, self._catch_up)
         self._subs: dict[str, set[Subscriber]] = defaultdict(set)
+        self._fences: dict[str, int] = {}  # transcripts this node streams -> the fence their finals are stored with
+        self._stale: set[str] = set()  # of those, the ones whose fence the database refused
+        self.on_stale: Callable[[str], None] = lambda transcript_id: None
+        """Told when the database refused a final of a transcript this node streams (another took it over)."""
 
     def subscribe(self, transcript_id: str) -> Subscriber:
         """A new subscriber, receiving from now on. Await it (``await hub.subscribe(tid)``) before reading the
@@ -129,16 +138,54 @@ class Hub:
 
     async def publish(self, transcript_id: str, body: _Body) -> None:
         if isinstance(body, Transcription) and body.is_final and body.text:
-            await self.store_final(transcript_id, body)
+            if not await self.store_final(transcript_id, body):
+                return  # refused: nobody hears of a final that is not stored
+        elif transcript_id in self._stale:
+            return  # this node lost the transcript: what its old stream still says is not the transcript's
         await self.broker.publish(transcript_id, envelope(body))
 
-    async def store_final(self, transcript_id: str, msg: Transcription) -> None:
+    async def store_final(self, transcript_id: str, msg: Transcription) -> bool:
         """Store a final without telling anyone: the stored form after the end-of-stream speaker pass (re-cut at
         turns, relabelled), which subscribers already heard as one final and ``diarization`` corrections. While
-        the database is away it waits for it (the final's audio is on disk; its subscribers hear it once stored)."""
+        the database is away it waits for it (the final's audio is on disk; its subscribers hear it once stored).
+
+        False when the database refused it: the transcript's live stream on this node is fenced out (see
+        :meth:`fence`), and :attr:`on_stale` was told."""
         row = segment_row(msg)
-        await until_stored(f"final {msg.segment_id} of {transcript_id}",
-                           lambda: self.store.save_segment(transcript_id, row))
+        fence = self._fences.get(transcript_id)
+        try:
+            await until_stored(f"final {msg.segment_id} of {transcript_id}",
+                               lambda: self.store.save_segment(transcript_id, row, fence=fence))
+        except StaleFence:
+            self.refused(transcript_id)
+            return False
+        return True
+
+    def fence(self, transcript_id: str, fence: int | None) -> None:
+        """The fence this node's live stream of the transcript writes with (``Store.take_live``), or None once it
+        ended: every final stored through the hub carries it."""
+        if fence is None:
+            self._fences.pop(transcript_id, None)
+            self._stale.discard(transcript_id)
+        else:
+            self._fences[transcript_id] = fence
+            self._stale.discard(transcript_id)
+
+    def fence_of(self, transcript_id: str) -> int | None:
+        return self._fences.get(transcript_id)
+
+    def refused(self, transcript_id: str) -> None:
+        """The database refused a write of this node's stream of the transcript: from now on nothing of that
+        stream reaches subscribers, and :attr:`on_stale` ends it."""
+        if transcript_id in self._stale:
+            return
+        self._stale.add(transcript_id)
+        self.on_stale(transcript_id)
+
+    def hand_over(self, transcript_id: str) -> None:
+        """Another node serves the transcript now: each subscriber here is closed with "moved", to reconnect."""
+        for sub in list(self._subs.get(transcript_id, ())):
+            sub.close(moved=True)
 
     def forget(self, transcript_id: str) -> None:
         self.broker.forget(transcript_id)

@@ -50,17 +50,20 @@ class Completing(Recorded, Protocol):
 
 
 async def complete(services: Completing, transcript_id: str, *, duration: float, message: str,
-                   key: str | None = None, with_rows: Callable[[], Awaitable[bool]] | None = None) -> bool:
-    """Complete a transcript; False when it was not completable (already completed, failed, deleted) or
-    ``with_rows`` (the caller's part of the transaction) said no.
+                   key: str | None = None, with_rows: Callable[[], Awaitable[bool]] | None = None,
+                   fence: int | None = None, claim: bool = False) -> bool:
+    """Complete a transcript; False when it was not completable (already completed, failed, deleted), not at
+    ``fence`` any more (a live stream's: see ``Store.take_live``), or ``with_rows`` (the caller's part of the
+    transaction) said no.
 
     ``key``: what completed it (a job's id, "chunks merged"), so a completion that runs again emits its webhook
-    once."""
+    once. ``claim``: move the fence on, so the stream that held it writes nothing more (a dead node's)."""
     store = services.store
     async with store.transaction():
         if with_rows is not None and not await with_rows():
             return False
-        row = await store.transition_transcript(transcript_id, COMPLETABLE, "completed", duration=round(duration, 3))
+        row = await store.transition_transcript(transcript_id, COMPLETABLE, "completed", duration=round(duration, 3),
+                                                fence=fence, claim=claim)
         if row is None:
             return False
         for hook in services.on_completed:
@@ -81,10 +84,11 @@ async def fail(services: Recorded, transcript_id: str, message: str, *, publish:
     return True
 
 
-async def record_event(services: Recorded, transcript_id: str, event: dict[str, Any]) -> None:
+async def record_event(services: Recorded, transcript_id: str, event: dict[str, Any], *,
+                       fence: int | None = None) -> None:
     """A participant event (join, leave, chat, ...) on the transcript's timeline, in ``meta.participant_events``."""
     def appended(meta: dict[str, Any]) -> dict[str, Any]:
         meta["participant_events"] = [*(meta.get("participant_events") or []), event]
         return meta
 
-    await services.store.edit_transcript_meta(transcript_id, appended)
+    await services.store.edit_transcript_meta(transcript_id, appended, fence=fence)

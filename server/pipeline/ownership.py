@@ -11,6 +11,14 @@ transcripts without a lease that no node of its own streams, and finishes them f
 every lease at once: owners put theirs back at their next renewal, so no sweep runs until Redis has been up for
 a lease's length. So a subscriber elsewhere hears the end of a dead node's stream within the lease plus one sweep.
 
+Leases say which node should stream a transcript; the database says which stream may write to it. Each stream
+that starts moves the transcript's fence on (``Store.take_live``) and every write it makes carries the fence it
+started with (its finals, its duration, its events, its completion); the sweep claims and completes an orphan in
+one conditional write that moves the fence too. A node that stalled past its lease, or was cut off from Redis,
+and streams on is refused at its next write: its streams end there without another word stored, and their
+clients are told to reconnect (``TRANSCRIPT_MOVED``, then close code 1012). A lease found in another node's
+hands at a renewal ends them the same way, before any write.
+
 The same renewals keep the per-token and per-address stream caps counted across nodes: each capped caller has a
 sorted set of the streams it publishes on any node, each scored by when it lapses unless its node renews it.
 
@@ -118,9 +126,10 @@ class LocalLeases:
 class RedisLeases:
     """Leases in Redis, renewed in the background, and the sweep that ends a dead node's transcripts."""
 
-    def __init__(self, redis: Redis, node: str, lease_s: float, *, sweep: Callable[[], Awaitable[None]] | None
-                 ) -> None:
+    def __init__(self, redis: Redis, node: str, lease_s: float, *, sweep: Callable[[], Awaitable[None]] | None,
+                 lost: Callable[[str], None] = lambda transcript_id: None) -> None:
         self.redis = redis
+        self._on_lost = lost  # told when another node holds the lease of a transcript this node still streams
         self.node = node
         self.lease_ms = int(lease_s * 1000)
         self._held: dict[str, int] = {}  # transcript -> how many of this node's streams hold its lease
@@ -216,9 +225,10 @@ class RedisLeases:
                     kept = await self._renew(keys=[_KEY.format(transcript_id)], args=[self.node, self.lease_ms])
                 except (RedisError, OSError):
                     break  # Redis is away: try again next round (our leases may lapse; see the module docstring)
-                if not kept and transcript_id in self._held:
+                if not kept and transcript_id in self._held and transcript_id not in self._lost:
                     self._lost.add(transcript_id)
                     log.error("transcript %s: another node took its lease while this node streamed it", transcript_id)
+                    self._on_lost(transcript_id)  # its streams here end: the other node's writes hold the fence
             with contextlib.suppress(RedisError, OSError):
                 lapse = time.time() + self.lease_ms / 1000
                 for stream, keys in list(self._slots.items()):
@@ -264,10 +274,11 @@ class RedisLeases:
 
 
 def make_leases(redis: Redis | None, node: str, lease_seconds: float, *, finisher: Completing,
-                streams: Callable[[str], bool]) -> Leases:
+                streams: Callable[[str], bool], lost: Callable[[str], None] = lambda transcript_id: None) -> Leases:
     """Redis leases when the node shares Redis; otherwise a node is alone. Every node with Redis sweeps for the
     transcripts of dead nodes (an API node that takes no live audio too: it may be the one left) and finishes
-    them through ``finisher``; ``streams`` says which this node streams itself."""
+    them through ``finisher``; ``streams`` says which this node streams itself, ``lost`` is told of a transcript
+    whose lease another node took while this one streamed it."""
     if redis is None:
         return LocalLeases()
 
@@ -284,5 +295,5 @@ def make_leases(redis: Redis | None, node: str, lease_seconds: float, *, finishe
                 else:
                     await leases.drop_claim(transcript_id)
 
-    leases = RedisLeases(redis, node, lease_seconds, sweep=sweep)
+    leases = RedisLeases(redis, node, lease_seconds, sweep=sweep, lost=lost)
     return leases

@@ -38,7 +38,7 @@ from server.pipeline.admission import Caller
 from server.pipeline.configs import stream_config
 from server.pipeline.convert import speech_message, unredacted_keeper, wire_emit, wire_report
 from server.pipeline.disk_full import is_storage_full, storage_full_error
-from server.pipeline.recordings import recording_key
+from server.pipeline.recordings import recording_key, taken_over_key
 from server.pipeline.speaker_relay import LiveSpeakers, live_speakers, settle_speakers
 
 if TYPE_CHECKING:
@@ -97,6 +97,14 @@ class StreamHost(Protocol):
 
     @property
     def services(self) -> LiveParts: ...
+
+    @property
+    def fenced_out(self) -> bool:
+        """Whether another node took the transcript over while this stream ran (its writes are refused)."""
+        ...
+
+    @property
+    def fence(self) -> int | None: ...
 
     async def publisher_done(self, pub: Publisher) -> None: ...
 
@@ -256,6 +264,13 @@ class Publisher:
     def _begin_ending(self) -> None:
         self._ending = asyncio.create_task(self._end_storage_full())
 
+    def end_soon(self) -> None:
+        """End the stream as after ``stop``, from a callback: its transcript was taken over by another node (see
+        :meth:`server.pipeline.transcripts.LiveTranscript.taken_over`), whose writes this stream's no longer
+        mix with."""
+        if not self.finished and self._ending is None:
+            self._ending = asyncio.create_task(self.finish())
+
     async def _end_storage_full(self) -> None:
         details: dict[str, Any] = {"recorded_seconds": round(self.wav.duration, 3)}
         if self.participant_id is not None:  # 0 is a participant id too
@@ -317,8 +332,9 @@ class Publisher:
             if not is_storage_full(exc):
                 raise
             log.error("transcript %s: storage full while closing %s: %s", self.transcript.id, self.wav.path, exc)
+        aside = taken_over_key(self.recording_key, self.transcript.fence) if self.transcript.fenced_out else None
         try:
-            await self.transcript.services.audio.publish(self.recording_key)
+            await self.transcript.services.audio.publish(self.recording_key, to=aside)
         except Exception:  # the file stays on this node's disk; the next start stores it (AudioStore.recover)
             log.exception("transcript %s: the recording %s could not be stored", self.transcript.id,
                           self.recording_key)

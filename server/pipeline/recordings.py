@@ -38,6 +38,14 @@ def recording_key(transcript_id: str, participant_id: str | int | None = None) -
     return f"{transcript_id}/{audio_file_name(participant_id)}"
 
 
+def taken_over_key(key: str, fence: int | None) -> str:
+    """Where a stream that another node took over stores its recording: beside the new owner's (which it would
+    otherwise overwrite, or be overwritten by), named by the fence it streamed with."""
+    folder, _, name = key.rpartition("/")
+    stem, dot, extension = name.rpartition(".")
+    return f"{folder}/{stem}.taken-over-{fence or 0}{dot}{extension}"
+
+
 def upload_key(transcript_id: str, extension: str, attempt: str | None = None) -> str:
     """An uploaded or job file, as received (``upload.wav``, ``upload.m4a``, ...). ``attempt``: one of several
     uploads that may race for one transcript (on two nodes) gets a key of its own (``upload-<attempt>.wav``), so the

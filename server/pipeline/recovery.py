@@ -32,7 +32,10 @@ async def finish_abandoned(services: lifecycle.Completing, transcript_id: str) -
     if row is None or row["status"] != "live":
         return False
     ends = [float(row.get("duration") or 0.0), *(float(s["end"]) for s in await store.get_segments(transcript_id))]
-    done = await lifecycle.complete(services, transcript_id, duration=max(ends), message=ABANDONED)
+    # one conditional write claims and completes it: at the fence read here (a stream that started since, on a
+    # node that took it over, keeps it), moved on (the stalled node's later writes are refused)
+    done = await lifecycle.complete(services, transcript_id, duration=max(ends), message=ABANDONED,
+                                    fence=int(row.get("live_fence") or 0), claim=True)
     if done:
         log.warning("transcript %s was left live by a stopped node: finished from what was stored", transcript_id)
     return done

@@ -33,6 +33,7 @@ from protocol import Transcription
 from protocol.messages import Diarization, Word
 from server.pipeline.configs import diarization_config
 from server.pipeline.word_runs import MIN_RUN_S, majority, word_runs
+from server.storage import StaleFence
 
 if TYPE_CHECKING:
     from server.pipeline.parts import StreamParts
@@ -364,6 +365,9 @@ async def settle_speakers(services: StreamParts, transcript_id: str, speakers: L
     is logged and never keeps a transcript from completing."""
     try:
         turns = await speakers.finish()
-        await services.store.merge_transcript_meta(transcript_id, {"diarization": {"turns": turns, "pass": "offline"}})
+        await services.store.merge_transcript_meta(transcript_id, {"diarization": {"turns": turns, "pass": "offline"}},
+                                                   fence=services.hub.fence_of(transcript_id))
+    except StaleFence:  # another node has the transcript now: its own turns stand
+        services.hub.refused(transcript_id)
     except Exception:
         log.exception("diarization of transcript %s failed at the end of the stream", transcript_id)

@@ -17,6 +17,7 @@ from server.pipeline import lifecycle
 from server.pipeline.channels import SplitStream
 from server.pipeline.disk_full import is_storage_full, storage_full_error
 from server.pipeline.publisher import Publisher, Tell
+from server.storage import StaleFence
 from server.storage.outage import until_stored
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ class LiveTranscript:
         self.origin: float | None = None  # monotonic time of transcript t=0, for late participants
         self.duration_lock = asyncio.Lock()  # publishers ending together: the longest end is kept
         self.opening = 0  # starts under way: the registry keeps the transcript while one may still add a publisher
+        self.fence: int | None = None  # what this node's streams of it write with (Store.take_live)
+        self.fenced_out = False  # the database refused that fence: another node took the transcript over
 
     async def add_publisher(self, params: StartParams, offset: float | None = None,
                             tell: Tell | None = None) -> Publisher:
@@ -140,7 +143,9 @@ class LiveTranscript:
     async def _announce(self, pub: Publisher, params: StartParams, offset: float) -> None:
         """What a registered publisher tells before its audio: the transcript is live, it joined."""
         if len(self.publishers) == 1:
-            await self.services.store.update_transcript(self.id, status="live")
+            self.fence = await self.services.store.take_live(self.id)
+            self.fenced_out = False
+            self.services.hub.fence(self.id, self.fence)
             await self.services.hub.publish(self.id, Status(status="processing", stage="live",
                                                             message="live transcription started"))
         await pub.begin()
@@ -150,7 +155,35 @@ class LiveTranscript:
                                      "time": round(offset, 3)})
 
     async def record_event(self, event: dict) -> None:
-        await until_stored(f"an event of {self.id}", lambda: lifecycle.record_event(self.services, self.id, event))
+        if self.fenced_out:
+            return
+        try:
+            await until_stored(f"an event of {self.id}", lambda: lifecycle.record_event(
+                self.services, self.id, event, fence=self.fence))
+        except StaleFence:
+            self.taken_over()
+
+    def taken_over(self) -> None:
+        """The database refused this node's fence: another node started a stream of the transcript, or finished
+        it as a dead node's, while this node was stalled or cut off from Redis past its lease. Every stream of it
+        here ends without writing anything more (its late finals would interleave with the new owner's), and
+        each client here is told to reconnect: through the load balancer it reaches the node that serves the
+        transcript now."""
+        if self.fenced_out:
+            return
+        self.fenced_out = True
+        self.registry.fenced_out += 1
+        log.warning("transcript %s: another node took it over while this node streamed it (fence %s); ending %d"
+                    " stream(s) here, their clients told to reconnect", self.id, self.fence, len(self.publishers))
+        self.services.hub.refused(self.id)  # nothing more of these streams reaches subscribers
+        error = ProtocolError(ErrorCode.TRANSCRIPT_MOVED, "another node serves this transcript now (this one was"
+                              " stalled or cut off past its lease): reconnect to go on; the finals stored so far"
+                              " stay", {"reason": "taken_over"})
+        for pub in list(self.publishers):
+            pub.tell(error.to_message())
+        self.services.hub.hand_over(self.id)
+        for pub in list(self.publishers):
+            pub.end_soon()
 
     async def _recorded_duration(self) -> float:
         row = await self.services.store.get_transcript(self.id)
@@ -164,13 +197,21 @@ class LiveTranscript:
             await self.services.admission.release(pub.slot)
         last = not self.publishers  # decided before any await: publishers finishing together complete it once
         end = pub.session.offset + pub.session.received
+        if self.fenced_out:  # the transcript is another node's now: nothing of this stream is written
+            if last:
+                await self._let_go()
+            return
         async with self.duration_lock:
             row = await until_stored(f"the end of a stream of {self.id}", lambda: self.services.store.get_transcript(
                 self.id))
             duration = max(float((row or {}).get("duration") or 0.0), end)
             if not last:
-                await until_stored(f"the duration of {self.id}", lambda: self.services.store.update_transcript(
-                    self.id, duration=round(duration, 3)))
+                try:
+                    await until_stored(f"the duration of {self.id}", lambda: self.services.store.update_transcript(
+                        self.id, duration=round(duration, 3), fence=self.fence))
+                except StaleFence:
+                    self.taken_over()
+                    return
         if pub.participant_id is not None:
             await self.record_event({"type": "leave", "participant_id": pub.participant_id, "data": {},
                                      "time": round(end, 3)})
@@ -181,22 +222,37 @@ class LiveTranscript:
         pub.tell(pub.status_body("completed", "transcription", "stream finished"))
 
     async def _complete(self, duration: float) -> None:
-        self.registry.drop(self)
-        leases = self.services.leases
-        if leases.lost(self.id):  # another node finished it (this one was cut off from Redis past its lease)
-            await leases.release(self.id)
+        if self.fenced_out or self.services.leases.lost(self.id):  # another node has it (or finished it)
+            await self._let_go()
             return
         try:
+            # with the fence: a node that lost the transcript unnoticed completes nothing (False, not an error)
             await until_stored(f"the completion of {self.id}", lambda: lifecycle.complete(
-                self.services, self.id, duration=duration, message="transcript complete"))
+                self.services, self.id, duration=duration, message="transcript complete", fence=self.fence))
         finally:
-            await leases.release(self.id)  # after the completion: no node ever sees it live without an owner
+            await self._let_go()  # after the completion: no node ever sees it live without an owner
+
+    async def _let_go(self) -> None:
+        """The last stream here ended: the registry, the hub and the lease forget this node's hold on it."""
+        self.registry.drop(self)
+        if self.registry.find(self.id) is None:  # no new stream of it here already
+            self.services.hub.fence(self.id, None)
+        await self.services.leases.release(self.id)
 
 
 class LiveRegistry:
     def __init__(self, services: LiveParts) -> None:
         self.services = services
         self._live: dict[str, LiveTranscript] = {}
+        self.fenced_out = 0  # transcripts whose streams here the database refused, since the start (/metrics)
+        services.hub.on_stale = self.taken_over
+
+    def taken_over(self, transcript_id: str) -> None:
+        """Another node has the transcript now (the hub's store of a final was refused, or the lease lapsed
+        to another node): its streams here end, their clients told to reconnect."""
+        live = self._live.get(transcript_id)
+        if live is not None:
+            live.taken_over()
 
     def get(self, transcript_id: str) -> LiveTranscript:
         live = self._live.get(transcript_id)

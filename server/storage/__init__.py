@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.storage.base import Store, TranscriptNotFound, new_id, utcnow
+from server.storage.base import StaleFence, Store, TranscriptNotFound, new_id, utcnow
 from server.storage.engine import default_url
 from server.storage.sql import SqlStore
 
@@ -15,4 +15,4 @@ def open_store(url: str | None, data_path: Path) -> Store:
     return SqlStore(url or default_url(data_path))
 
 
-__all__ = ["SqlStore", "Store", "TranscriptNotFound", "new_id", "open_store", "utcnow"]
+__all__ = ["SqlStore", "StaleFence", "Store", "TranscriptNotFound", "new_id", "open_store", "utcnow"]

@@ -50,6 +50,17 @@ class TranscriptNotFound(LookupError):
     pass
 
 
+class StaleFence(RuntimeError):
+    """A live stream's write carried a fence its transcript has moved past: another stream took the transcript
+    over (:meth:`Store.take_live`), or a node's sweep finished it, while this stream's node was stalled or cut
+    off. The write is refused whole: a node that lost its transcript never adds to it again."""
+
+    def __init__(self, transcript_id: str, fence: int) -> None:
+        super().__init__(f"transcript {transcript_id}: fence {fence} is stale")
+        self.transcript_id = transcript_id
+        self.fence = fence
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -93,23 +104,34 @@ class Store(Protocol):
                                ) -> tuple[list[dict[str, Any]], int]:
         """Newest first. ``owner``: ANY (no filter), a user, or None (rows without an owner)."""
 
-    async def update_transcript(self, transcript_id: str, **fields: Any) -> dict[str, Any] | None: ...
+    async def update_transcript(self, transcript_id: str, *, fence: int | None = None, **fields: Any
+                                ) -> dict[str, Any] | None:
+        """``fence``: a live stream's write (see :meth:`take_live`), StaleFence when the transcript has moved past
+        it. The same holds for every write that takes a ``fence``."""
+
+    async def take_live(self, transcript_id: str) -> int | None:
+        """Make the transcript ``live`` for a stream that starts on it, and return the stream's fence: one more
+        than any before, so from this write on the database refuses every fenced write of an older stream (one
+        whose node stalled past its lease, or lost Redis, and goes on). None when there is no such transcript."""
 
     async def edit_transcript_meta(self, transcript_id: str, change: Callable[[dict[str, Any]], dict[str, Any]],
-                                   **fields: Any) -> dict[str, Any] | None:
+                                   *, fence: int | None = None, **fields: Any) -> dict[str, Any] | None:
         """Replace the transcript's ``meta`` by ``change(meta)`` atomically (with ``fields`` set in the same write)
         and return the updated row; None when there is no such transcript. ``change`` runs inside the write
         (keep it pure and quick): concurrent edits never lose each other's changes, where a read-modify-write
         through :meth:`update_transcript` would."""
 
-    async def merge_transcript_meta(self, transcript_id: str, patch: dict[str, Any], **fields: Any
-                                    ) -> dict[str, Any] | None:
+    async def merge_transcript_meta(self, transcript_id: str, patch: dict[str, Any], *, fence: int | None = None,
+                                    **fields: Any) -> dict[str, Any] | None:
         """:meth:`edit_transcript_meta` with a shallow merge of ``patch`` (a key set to None is removed)."""
 
-    async def transition_transcript(self, transcript_id: str, from_statuses: tuple[str, ...], to_status: str,
-                                    **fields: Any) -> dict[str, Any] | None:
+    async def transition_transcript(self, transcript_id: str, from_statuses: tuple[str, ...], to_status: str, *,
+                                    fence: int | None = None, claim: bool = False, **fields: Any
+                                    ) -> dict[str, Any] | None:
         """Compare-and-set of a transcript's status (with ``fields`` in the same write); None when it was in none
-        of ``from_statuses``: of two nodes completing one transcript, one does."""
+        of ``from_statuses``: of two nodes completing one transcript, one does. With ``fence`` the transcript
+        must also still be at that fence (None otherwise, not StaleFence); ``claim`` moves it on by one, so the
+        stream that held it is refused from then on (a sweep finishing a dead node's stream)."""
 
     async def list_transcript_ids(self, *, status: str, limit: int = 1000, after: str | None = None) -> list[str]:
         """Ids of transcripts in ``status``, in id order; ``after`` an id, the page after it (a sweep of every
@@ -117,8 +139,8 @@ class Store(Protocol):
 
     async def delete_transcript(self, transcript_id: str) -> bool: ...
 
-    async def save_segment(self, transcript_id: str, segment: dict[str, Any]) -> None:
-        """Insert or replace one final segment (keyed by its id)."""
+    async def save_segment(self, transcript_id: str, segment: dict[str, Any], *, fence: int | None = None) -> None:
+        """Insert or replace one final segment (keyed by its id: an attempt that runs again replaces its own)."""
 
     async def get_segments(self, transcript_id: str) -> list[dict[str, Any]]:
         """Final segments in time order."""
@@ -127,7 +149,8 @@ class Store(Protocol):
         """Remove every final segment of a transcript (before re-transcribing it), the unredacted texts
         with them; returns how many segments."""
 
-    async def save_unredacted(self, transcript_id: str, segment: dict[str, Any]) -> None:
+    async def save_unredacted(self, transcript_id: str, segment: dict[str, Any], *, fence: int | None = None
+                              ) -> None:
         """Insert or replace the text as spoken (``id``, ``text``, ``start``, ``end``, ``words``) of a segment the
         correction pass redacted; only where ``VOXLANE_KEEP_UNREDACTED`` is on."""
 

@@ -44,6 +44,7 @@ from server.storage.base import (
     PROJECT_FIELDS,
     REPORT_FIELDS,
     SUMMARY_JOB_FIELDS,
+    StaleFence,
     TranscriptNotFound,
     isoformat,
     new_id,
@@ -257,32 +258,45 @@ class SqlStore(MeetingQueries):
         rows, total = await self._read_page(T, where, page, size)
         return [_transcript(r) for r in rows], total
 
-    async def update_transcript(self, transcript_id: str, **fields: Any) -> dict[str, Any] | None:
+    async def update_transcript(self, transcript_id: str, *, fence: int | None = None, **fields: Any
+                                ) -> dict[str, Any] | None:
         _check_fields(fields, MUTABLE_FIELDS)
         if not fields:
             return await self.get_transcript(transcript_id)
-        row = await self._write_row(update(T).where(T.c.id == transcript_id)
-                                    .values(**fields, updated_at=self._now()).returning(*T.c))
+        async with self._write() as conn:
+            if fence is not None:
+                await _hold_fence(conn, transcript_id, fence)
+            row = (await conn.execute(update(T).where(T.c.id == transcript_id)
+                                      .values(**fields, updated_at=self._now()).returning(*T.c))).mappings().first()
         return _transcript(row) if row is not None else None
 
+    async def take_live(self, transcript_id: str) -> int | None:
+        row = await self._write_row(update(T).where(T.c.id == transcript_id)
+                                    .values(status="live", live_fence=T.c.live_fence + 1, updated_at=self._now())
+                                    .returning(T.c.live_fence))
+        return int(row["live_fence"]) if row is not None else None
+
     async def edit_transcript_meta(self, transcript_id: str, change: Callable[[dict[str, Any]], dict[str, Any]],
-                                   **fields: Any) -> dict[str, Any] | None:
+                                   *, fence: int | None = None, **fields: Any) -> dict[str, Any] | None:
         _check_fields(fields, MUTABLE_FIELDS)
         if "meta" in fields:
             raise ValueError("edit_transcript_meta computes 'meta': do not pass it")
         async with self._write() as conn:
             # FOR UPDATE: PostgreSQL holds the row until commit; SQLite holds the write lock since BEGIN anyway.
-            current = (await conn.execute(select(T.c.meta).where(T.c.id == transcript_id).with_for_update())).first()
+            current = (await conn.execute(select(T.c.meta, T.c.live_fence).where(T.c.id == transcript_id)
+                                          .with_for_update())).first()
             if current is None:
                 return None
+            if fence is not None and current.live_fence != fence:
+                raise StaleFence(transcript_id, fence)
             meta = change(dict(current.meta or {}))
             row = (await conn.execute(update(T).where(T.c.id == transcript_id)
                                       .values(**fields, meta=meta, updated_at=self._now()).returning(*T.c))
                    ).mappings().one()
         return _transcript(row)
 
-    async def merge_transcript_meta(self, transcript_id: str, patch: dict[str, Any], **fields: Any
-                                    ) -> dict[str, Any] | None:
+    async def merge_transcript_meta(self, transcript_id: str, patch: dict[str, Any], *, fence: int | None = None,
+                                    **fields: Any) -> dict[str, Any] | None:
         def merged(meta: dict[str, Any]) -> dict[str, Any]:
             for key, value in patch.items():
                 if value is None:
@@ -291,13 +305,18 @@ class SqlStore(MeetingQueries):
                     meta[key] = value
             return meta
 
-        return await self.edit_transcript_meta(transcript_id, merged, **fields)
+        return await self.edit_transcript_meta(transcript_id, merged, fence=fence, **fields)
 
-    async def transition_transcript(self, transcript_id: str, from_statuses: tuple[str, ...], to_status: str,
-                                    **fields: Any) -> dict[str, Any] | None:
+    async def transition_transcript(self, transcript_id: str, from_statuses: tuple[str, ...], to_status: str, *,
+                                    fence: int | None = None, claim: bool = False, **fields: Any
+                                    ) -> dict[str, Any] | None:
         _check_fields(fields, MUTABLE_FIELDS)
-        row = await self._write_row(update(T).where(T.c.id == transcript_id, T.c.status.in_(from_statuses))
-                                    .values(**fields, status=to_status, updated_at=self._now()).returning(*T.c))
+        stmt = update(T).where(T.c.id == transcript_id, T.c.status.in_(from_statuses))
+        if fence is not None:
+            stmt = stmt.where(T.c.live_fence == fence)
+        if claim:
+            stmt = stmt.values(live_fence=T.c.live_fence + 1)
+        row = await self._write_row(stmt.values(**fields, status=to_status, updated_at=self._now()).returning(*T.c))
         return _transcript(row) if row is not None else None
 
     async def list_transcript_ids(self, *, status: str, limit: int = 1000, after: str | None = None) -> list[str]:
@@ -312,20 +331,22 @@ class SqlStore(MeetingQueries):
 
     # ------------------------------------------------------------ segments
 
-    async def save_segment(self, transcript_id: str, segment: dict[str, Any]) -> None:
+    async def save_segment(self, transcript_id: str, segment: dict[str, Any], *, fence: int | None = None) -> None:
         values = {"id": segment.get("id") or new_id(), "transcript_id": transcript_id, "text": segment["text"],
                   "speaker": segment.get("speaker"), "participant_id": segment.get("participant_id"),
                   "start": segment["start"], "end": segment["end"], "confidence": segment.get("confidence"),
                   "words": segment.get("words") or []}
-        await self._put_by_id(S, values)
+        await self._put_by_id(S, values, fence)
 
-    async def _put_by_id(self, table: Any, values: dict[str, Any]) -> None:
+    async def _put_by_id(self, table: Any, values: dict[str, Any], fence: int | None) -> None:
         """Insert or replace a row of ``table`` by its id; TranscriptNotFound when its transcript is gone."""
         stmt = self._upsert(table).values(**values)
         stmt = stmt.on_conflict_do_update(index_elements=[table.c.id],
                                           set_={key: stmt.excluded[key] for key in values if key != "id"})
         try:
             async with self._write_guarded() as conn:
+                if fence is not None:
+                    await _hold_fence(conn, values["transcript_id"], fence)
                 await conn.execute(stmt)
         except IntegrityError as exc:
             raise TranscriptNotFound(values["transcript_id"]) from exc
@@ -339,10 +360,11 @@ class SqlStore(MeetingQueries):
         await self._write_count(delete(U).where(U.c.transcript_id == transcript_id))
         return await self._write_count(delete(S).where(S.c.transcript_id == transcript_id))
 
-    async def save_unredacted(self, transcript_id: str, segment: dict[str, Any]) -> None:
+    async def save_unredacted(self, transcript_id: str, segment: dict[str, Any], *, fence: int | None = None
+                              ) -> None:
         values = {"id": segment["id"], "transcript_id": transcript_id, "text": segment["text"],
                   "start": segment["start"], "end": segment["end"], "words": segment.get("words") or []}
-        await self._put_by_id(U, values)
+        await self._put_by_id(U, values, fence)
 
     async def get_unredacted(self, transcript_id: str, *, page: int = 1, size: int = 200
                              ) -> tuple[list[dict[str, Any]], int]:
@@ -714,6 +736,18 @@ def _plain(row: RowMapping, omit: Iterable[str] = ()) -> dict[str, Any]:
 
 def _plain_or_none(row: RowMapping | None) -> dict[str, Any] | None:
     return _plain(row) if row is not None else None
+
+
+async def _hold_fence(conn: AsyncConnection, transcript_id: str, fence: int) -> None:
+    """Refuse a live stream's write unless its transcript is still at the stream's fence, and hold the row until
+    the write commits: PostgreSQL's FOR SHARE makes a claim that moves the fence wait for it, so no write that
+    passed this check lands after the claim (SQLite holds its one write lock since BEGIN anyway)."""
+    current = (await conn.execute(select(T.c.live_fence).where(T.c.id == transcript_id)
+                                  .with_for_update(read=True))).first()
+    if current is None:
+        raise TranscriptNotFound(transcript_id)
+    if current.live_fence != fence:
+        raise StaleFence(transcript_id, fence)
 
 
 def _transcript(row: RowMapping) -> dict[str, Any]:

@@ -37,6 +37,9 @@ transcripts = Table(
     _json("participants", "[]"),
     Column("summary", JSONText),
     _json("meta", "{}"),
+    # a live stream's fence: moved on by each stream that starts and by a sweep that finishes a dead node's
+    # stream; a stream's writes carry the value it started with and are refused once it moved (Store.take_live)
+    Column("live_fence", Integer, nullable=False, server_default="0"),
     Index("transcripts_created", "created_at"),
     Index("transcripts_status", "status"),  # the lease sweep looks for `live` ones every second
 )

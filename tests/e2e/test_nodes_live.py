@@ -12,14 +12,20 @@ rate limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import signal
 import time
 from collections.abc import Iterator
 
 import httpx
 import numpy as np
 import pytest
+import websockets
 
-from server.cli.live_client import load_pcm16k, stream_audio
+from media import float_to_s16
+from protocol.close import CLOSE_MOVED
+from server.cli.live_client import load_pcm16k, stream_audio, ws_url
 from tests.cluster_support import Cluster, Listener, Node
 from tests.conftest import AUDIO
 from tests.db_support import PgDatabases, fetch_rows
@@ -183,6 +189,76 @@ async def test_the_owning_node_killed_mid_stream_ends_the_transcript_everywhere_
     objects = cluster.s3.objects(cluster.bucket)
     assert objects.get(key, 0) >= spool_size_floor(last_end), "the recovered recording reached the store"
     assert not spool.exists()
+    await on_b.stop()
+
+
+async def test_an_owner_stalled_past_its_lease_is_refused_when_it_wakes_and_its_client_goes_on_elsewhere(
+        cluster: Cluster):
+    """Node A is stopped (SIGSTOP) mid-stream for longer than its lease: B's sweep finishes the transcript as a
+    dead node's. When A wakes up with the client's audio still coming, the database refuses its next final: A
+    stores nothing more, tells its client to reconnect (TRANSCRIPT_MOVED, close 1012), and counts it. The client
+    goes on through B, which streams the transcript again with a fence past A's."""
+    a, b = node(cluster, "a"), node(cluster, "b")
+    tid = await new_transcript(b.url, "owner stalled")
+    on_b = await Listener(b.url, tid).start()
+    pcm = float_to_s16(load_pcm16k(AUDIO / LONG))
+    received: list[dict] = []
+    sent = 0
+    async with websockets.connect(ws_url(a.url, tid), max_size=None) as ws:
+        async def read() -> None:
+            with contextlib.suppress(websockets.ConnectionClosed):  # a close other than 1000 raises
+                async for raw in ws:
+                    received.append(json.loads(raw))
+
+        async def send() -> None:
+            nonlocal sent
+            started = time.monotonic()
+            with contextlib.suppress(websockets.ConnectionClosed):
+                for i in range(0, len(pcm), 3200):  # 100 ms frames at real time
+                    await asyncio.sleep(max(0.0, started + i / 32000 - time.monotonic()))
+                    await ws.send(pcm[i:i + 3200])
+                    sent = i + 3200
+
+        reader = asyncio.create_task(read())
+        await ws.send(json.dumps({"action": "start", "params": {"format": "pcm_s16le", "sample_rate": 16000}}))
+        sender = asyncio.create_task(send())
+        await on_b.until(lambda s: len(s.finals()) >= 2, 60, "two finals reach node B")
+        assert a.process is not None
+        a.process.send_signal(signal.SIGSTOP)
+        try:
+            await on_b.until(lambda s: "completed" in s.statuses(), LEASE_S + 15,
+                             "node B's sweep finishes the stalled node's transcript")
+            swept = await stored_finals(cluster, tid)
+            assert await status_of(cluster, tid) == "completed"
+        finally:
+            a.process.send_signal(signal.SIGCONT)
+        await asyncio.wait_for(reader, 60)
+        await asyncio.gather(sender, return_exceptions=True)
+        assert ws.close_code == CLOSE_MOVED, ws.close_code
+    errors = [m["data"] for m in received if m["type"] == "error"]
+    assert [e["code"] for e in errors] == ["TRANSCRIPT_MOVED"], errors
+    assert errors[0]["recoverable"] is True
+    assert await stored_finals(cluster, tid) == swept, "A stored nothing after the sweep"
+    assert await status_of(cluster, tid) == "completed"
+    async with httpx.AsyncClient(base_url=a.url, timeout=30) as c:
+        metrics = (await c.get("/metrics")).text
+    assert "voxlane_live_taken_over_total 1.0" in metrics
+    # A's recording goes beside whatever the transcript's next owner records, never over it
+    aside = f"{tid}/recording.taken-over-1.wav"
+    for _ in range(100):
+        if aside in cluster.s3.objects(cluster.bucket):
+            break
+        await asyncio.sleep(0.1)
+    assert cluster.s3.objects(cluster.bucket).get(aside, 0) > spool_size_floor(10.0)
+    assert not (a.data_dir / "s3-spool" / tid / "recording.wav").exists()
+
+    # the client goes on through the other node: the transcript streams again there
+    rest = load_pcm16k(AUDIO / LONG)[sent // 2:][:16000 * 8]
+    rec = await stream_audio(b.url, rest, transcript_id=tid, speed=2.0, settle_s=30)
+    assert rec.completed is not None and not [m for m in rec.received if m.type == "error"]
+    assert await completed_within(cluster, tid, 10) == "completed"
+    [(fence,)] = await fetch_rows(cluster.database_url, "SELECT live_fence FROM transcripts WHERE id = :t", t=tid)
+    assert fence == 3, "A's start, B's sweep, B's start"
     await on_b.stop()
 
 

@@ -118,6 +118,7 @@ class AudioStore(Protocol):
         spool file under the data dir; with ``resume`` the stored file is fetched into it first (unless a spool
         file is already there: it is the newer), so a stream that starts again continues one recording."""
 
-    async def publish(self, key: str) -> None:
+    async def publish(self, key: str, *, to: str | None = None) -> None:
         """Store the closed working file of ``key``: nothing to do locally; on S3 it is uploaded, then removed
-        (left for :meth:`recover` when the upload fails)."""
+        (left for :meth:`recover` when the upload fails). ``to``: stored under that key instead (a stream that
+        another node took over keeps its audio beside the new owner's recording, not over it)."""

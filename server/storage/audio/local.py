@@ -119,7 +119,7 @@ class LocalAudioStore:
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         return path
 
-    async def publish(self, key: str) -> None:
+    async def publish(self, key: str, *, to: str | None = None) -> None:
         return None  # the working file is the stored file, synced by its writer
 
 

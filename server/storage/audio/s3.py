@@ -157,10 +157,15 @@ class S3AudioStore:
                 await asyncio.to_thread(os.replace, fetching, path)
         return path
 
-    async def publish(self, key: str) -> None:
+    async def publish(self, key: str, *, to: str | None = None) -> None:
         path = self._spool_path(key)
-        if await asyncio.to_thread(path.exists):
-            await self.put_file(key, path)
+        if not await asyncio.to_thread(path.exists):
+            return
+        if to is not None:  # renamed first: an upload that fails leaves it for recover() under its new key
+            target = self._spool_path(to)
+            await asyncio.to_thread(os.replace, path, target)
+            key, path = to, target
+        await self.put_file(key, path)
 
     async def presigned_put(self, key: str, expires_s: int, content_type: str | None) -> str | None:
         params = {"Bucket": self.bucket, "Key": self._object(key)}

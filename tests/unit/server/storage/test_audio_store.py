@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from media import WavAppender
-from server.pipeline.recordings import chunk_key, recording_key, upload_key
+from server.pipeline.recordings import chunk_key, recording_key, taken_over_key, upload_key
 from server.storage.audio import AudioStore, LocalAudioStore
 from server.storage.audio.s3 import S3AudioStore
 
@@ -134,6 +134,24 @@ async def test_a_working_file_is_stored_when_published_and_resumed_elsewhere(
     assert await store.size(key) == 44 + 48000
     head = await store.read_head(key, 44)
     assert head[:4] == b"RIFF" and int.from_bytes(head[40:44], "little") == 48000, "the header tells the length"
+
+
+async def test_a_taken_over_stream_s_recording_goes_beside_the_new_owner_s(store: AudioStore):
+    """On S3 (the store several nodes share) a stream that another node took over publishes its spool file
+    under a key of its own. Locally the working file is the stored file: there is nothing to publish."""
+    if store.kind == "local":
+        return
+    key = recording_key("t5")
+    await put_bytes(store, key, b"the new owner's")
+    path = await store.working_file(key)
+    wav = WavAppender(path)
+    wav.append(speech(0.5))
+    wav.close()
+    aside = taken_over_key(key, 3)
+    assert aside == "t5/recording.taken-over-3.wav"
+    await store.publish(key, to=aside)
+    assert await store.size(key) == len(b"the new owner's"), "not over the new owner's recording"
+    assert await store.size(aside) == 44 + 16000 and not path.exists()
 
 
 async def test_delete_prefix_removes_one_transcript(store: AudioStore):

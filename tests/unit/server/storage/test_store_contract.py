@@ -21,7 +21,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text, update
 
 from server.settings import Settings, SettingsError
-from server.storage import SqlStore, TranscriptNotFound, open_store, utcnow
+from server.storage import SqlStore, StaleFence, TranscriptNotFound, open_store, utcnow
 from server.storage.base import ANY
 from server.storage.engine import async_url, make_engine
 from server.storage.migrate import alembic_config, ours, upgrade
@@ -181,6 +181,78 @@ async def test_segments(store: SqlStore) -> None:
     assert await store.delete_segments(t["id"]) == 4 and await store.get_segments(t["id"]) == []
     with pytest.raises(TranscriptNotFound):
         await store.save_segment("nope", {"text": "x", "start": 0, "end": 1})
+
+
+# ------------------------------------------------------------ live fences
+
+
+async def test_a_stale_fence_writes_nothing(store: SqlStore, rival: SqlStore) -> None:
+    """A stream's writes carry the fence it started with; once another stream started (on another node: the
+    rival engine), every one of them is refused whole and changes nothing."""
+    t = await store.create_transcript()
+    assert await store.take_live("nope") is None
+    old = await store.take_live(t["id"])
+    assert old is not None and (await store.get_transcript(t["id"]))["status"] == "live"
+    await store.save_segment(t["id"], {"id": "a", "text": "mine", "start": 0, "end": 1}, fence=old)
+    await store.update_transcript(t["id"], duration=1.0, fence=old)
+    new = await rival.take_live(t["id"])
+    assert new == old + 1
+    before = await store.get_transcript(t["id"])
+    stale_writes = [
+        store.save_segment(t["id"], {"id": "b", "text": "late", "start": 1, "end": 2}, fence=old),
+        store.save_segment(t["id"], {"id": "a", "text": "rewritten", "start": 0, "end": 1}, fence=old),
+        store.save_unredacted(t["id"], {"id": "a", "text": "as read", "start": 0, "end": 1}, fence=old),
+        store.update_transcript(t["id"], duration=9.0, fence=old),
+        store.merge_transcript_meta(t["id"], {"late": True}, fence=old),
+    ]
+    for write in stale_writes:
+        with pytest.raises(StaleFence):
+            await write
+    assert await store.transition_transcript(t["id"], ("live",), "completed", fence=old) is None
+    assert await store.get_transcript(t["id"]) == before
+    assert [s["text"] for s in await store.get_segments(t["id"])] == ["mine"]
+    assert (await store.get_unredacted(t["id"]))[1] == 0
+    # the new stream writes on; a fenced write of a transcript that is gone is not a stale one
+    await rival.save_segment(t["id"], {"id": "b", "text": "theirs", "start": 1, "end": 2}, fence=new)
+    assert (await rival.transition_transcript(t["id"], ("live",), "completed", fence=new))["status"] == "completed"
+    with pytest.raises(TranscriptNotFound):
+        await store.save_segment("nope", {"text": "x", "start": 0, "end": 1}, fence=1)
+
+
+async def test_a_claim_moves_the_fence_once(store: SqlStore, rival: SqlStore) -> None:
+    """Two sweeps finishing one orphan at the fence they read: one completes it, and the stream that held it
+    is refused from then on; a stream that started in between keeps it from both."""
+    t = await store.create_transcript()
+    fence = await store.take_live(t["id"])
+    assert fence is not None
+    done = await asyncio.gather(store.transition_transcript(t["id"], ("live",), "completed", fence=fence, claim=True),
+                                rival.transition_transcript(t["id"], ("live",), "completed", fence=fence, claim=True))
+    assert sum(r is not None for r in done) == 1
+    with pytest.raises(StaleFence):
+        await store.save_segment(t["id"], {"text": "late", "start": 0, "end": 1}, fence=fence)
+    restarted = await store.take_live(t["id"])
+    assert restarted == fence + 2
+    assert await rival.transition_transcript(t["id"], ("live",), "completed", fence=fence + 1, claim=True) is None
+    assert (await store.get_transcript(t["id"]))["status"] == "live"
+
+
+async def test_a_claim_waits_for_a_fenced_write_in_flight(store: SqlStore, rival: SqlStore) -> None:
+    """A stream's write that passed its fence check holds the transcript until it commits: a claim from another
+    node waits for it, so no write of the old stream lands after the claim (PostgreSQL: the row's share lock;
+    SQLite: its one writer)."""
+    t = await store.create_transcript()
+    fence = await store.take_live(t["id"])
+    assert fence is not None
+    async with store.transaction():
+        await store.save_segment(t["id"], {"id": "a", "text": "in flight", "start": 0, "end": 1}, fence=fence)
+        claim = asyncio.create_task(rival.transition_transcript(t["id"], ("live",), "completed", fence=fence,
+                                                                claim=True))
+        await asyncio.sleep(0.5)
+        assert not claim.done(), "the claim went ahead of a write that had passed its fence"
+    assert await claim is not None
+    assert [s["id"] for s in await rival.get_segments(t["id"])] == ["a"]
+    with pytest.raises(StaleFence):
+        await store.save_segment(t["id"], {"id": "b", "text": "after", "start": 1, "end": 2}, fence=fence)
 
 
 # ------------------------------------------------------------ audio items
