@@ -3,6 +3,7 @@ orphan it cannot finish, and a stream's end never deletes the lease of the strea
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 import pytest
@@ -30,6 +31,10 @@ async def test_a_sweep_goes_past_an_orphan_it_cannot_finish_and_tries_it_again_s
         leases = ownership.make_leases(redis, "sweeper", 0.001, finisher=SimpleNamespace(store=store),
                                        streams=lambda t: False)
         assert isinstance(leases, ownership.RedisLeases) and leases._sweep is not None
+        for _ in range(100):  # no sweep runs until Redis has been up a lease's length (whole seconds of uptime)
+            if await leases.settled():
+                break
+            await asyncio.sleep(0.05)
         await leases._sweep()
         assert finish.tried == live, "past the one that failed"
         claim = await redis.pttl(f"voxlane:recovering:{live[0]}")
