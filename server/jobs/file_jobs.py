@@ -150,8 +150,8 @@ async def transcribe_file(services: StreamParts, transcript_id: str, path: str |
         await _cancel(sessions, wavs)
         await _fail(services, transcript_id, str(exc), publish_status, participant_id)
         return FileResult(fed, sum(s.segments_emitted for s in sessions), str(exc))
-    except asyncio.CancelledError:  # the transcript was deleted, or the server is stopping
-        await _cancel(sessions, wavs)
+    except BaseException:  # cancelled (the transcript was deleted, the server is stopping), or the caller stopped
+        await _cancel(sessions, wavs)  # it (a newer attempt holds the transcript): no session is left running
         raise
     await asyncio.gather(*(session.finish(flush_timeout=600.0) for session in sessions))
     if speakers is not None:
@@ -221,7 +221,7 @@ async def _record_channels(services: StreamParts, transcript_id: str, people: li
         meta["participant_events"] = kept + added
         return meta
 
-    await services.store.edit_transcript_meta(transcript_id, replaced)
+    await services.store.edit_transcript_meta(transcript_id, replaced, fence=services.hub.fence_of(transcript_id))
 
 
 async def _too_long(services: StreamParts, transcript_id: str, limit: float, fed: float, segments: int,

@@ -3,7 +3,9 @@ same session pipeline as live audio, at BULK priority in the one inference loop,
 
 Every attempt claims the chunk row (``uploaded``/``processing`` -> ``processing``, counting the attempt in the
 row), and its end is a compare-and-set on that count: an attempt that lost its job to another node (its node
-stalled past its lease) cannot complete or fail the chunk after the newer attempt took it. A file's segments
+stalled past its lease) cannot complete or fail the chunk after the newer attempt took it. A file's attempt also
+moves its transcript's fence on (as a live stream's start does), and writes its segments, events and completion
+with it: the older attempt's are refused from the newer one's start. A file's segments
 get ids derived from the chunk, so an attempt run again replaces the segments of the one before instead of
 adding to them; a kiosk chunk keeps its segments in its own row until the merge (:mod:`server.jobs.merge`)
 places them.
@@ -34,7 +36,7 @@ TASK = "transcribe"
 
 
 class Deleted(Exception):
-    """The transcript went away while its file was being transcribed."""
+    """The transcript went away while its file was being transcribed, or a newer attempt took it over."""
 
 
 class RecordedParts(StreamParts, Protocol):
@@ -95,10 +97,24 @@ async def _transcribe_file(ctx: JobContext[RecordedParts], row: dict[str, Any]) 
     """An upload or a job: the file is the transcript's whole audio."""
     services, tid = ctx.services, row["transcript_id"]
     store = services.store
+    # this attempt holds the transcript from here: the claim moves its fence on, so an earlier attempt still
+    # running (its node stalled past the job's lease) has every later write refused, its segments included
+    started = await store.transition_transcript(tid, ("created", "processing", "failed"), "processing", claim=True)
+    if started is None and await store.get_transcript(tid) is None:
+        return
+    fence = started["live_fence"] if started is not None else None
     await store.delete_segments(tid)  # an earlier attempt's partial output goes; this one writes the same ids
-    if await store.transition_transcript(tid, ("created", "processing", "failed"), "processing") is None:
-        if await store.get_transcript(tid) is None:
-            return
+    services.hub.fence(tid, fence)
+    try:
+        await _transcribe_held_file(ctx, row, fence)
+    finally:
+        if services.hub.fence_of(tid) == fence:  # not a newer attempt's, on this same node
+            services.hub.fence(tid, None)
+
+
+async def _transcribe_held_file(ctx: JobContext[RecordedParts], row: dict[str, Any], fence: int | None) -> None:
+    services, tid = ctx.services, row["transcript_id"]
+    store = services.store
     prog = Progress(message="transcribing", total=float(row.get("duration") or 0.0))
     board = ctx.progress
     if board is not None:
@@ -108,6 +124,8 @@ async def _transcribe_file(ctx: JobContext[RecordedParts], row: dict[str, Any]) 
         ctx.alive()
         prog.done, prog.total, prog.updated_at = done, total, time.time()
         prog.message = f"transcribed {done:.0f} s of {total:.0f} s"
+        if services.hub.refused_for(tid) or services.hub.fence_of(tid) != fence:
+            raise Deleted  # a newer attempt holds the transcript (here or elsewhere): this one stops
         if prog.updated_at - prog.written_at >= PROGRESS_WRITE_SECONDS:
             prog.written_at = prog.updated_at
             if await store.update_chunk(row["id"], progress=prog.percent) is None:
@@ -140,7 +158,7 @@ async def _transcribe_file(ctx: JobContext[RecordedParts], row: dict[str, Any]) 
     prog.status, prog.done, prog.total = "completed", result.duration, result.duration
     prog.message, prog.updated_at = "transcription complete", time.time()
     await lifecycle.complete(services, tid, duration=result.duration, message="transcription complete",
-                             key=row["id"], with_rows=chunk_done)
+                             key=row["id"], with_rows=chunk_done, fence=fence)
 
 
 # ------------------------------------------------------------ kiosk chunks

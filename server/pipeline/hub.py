@@ -174,6 +174,10 @@ class Hub:
     def fence_of(self, transcript_id: str) -> int | None:
         return self._fences.get(transcript_id)
 
+    def refused_for(self, transcript_id: str) -> bool:
+        """Whether the database refused this node's fence of the transcript (see :meth:`refused`)."""
+        return transcript_id in self._stale
+
     def refused(self, transcript_id: str) -> None:
         """The database refused a write of this node's stream of the transcript: from now on nothing of that
         stream reaches subscribers, and :attr:`on_stale` ends it."""
