@@ -188,7 +188,8 @@ async def build(settings: Settings, *, role: Role | None = None, backend: AsrBac
     services = Services(settings=settings, store=store, hub=hub, audio=audio, jobs=queue, engine=engine,
                         vad_model=vad, ingest=ingest, role=role, redis=redis, node=node)
     services.leases = make_leases(redis, node, settings.live_lease_seconds, finisher=services,
-                                  streams=services.live.streams, lost=services.live.taken_over)
+                                  streams=services.live.streams, lost=services.live.taken_over,
+                                  grace_seconds=settings.live_grace_seconds)
     if role.live:
         services.load = LoadMonitor(target_s=settings.latency_target_s, streams=services.live.publishers,
                                     engine=services.loop, loop_delay=services.loop_delay,

@@ -36,12 +36,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol
 
 from protocol import ErrorCode, ProtocolError
-from server.pipeline.recovery import finish_abandoned, live_transcripts
+from server.pipeline.recovery import Finishing, finish_abandoned, live_transcripts
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-
-    from server.pipeline.lifecycle import Completing
 
 log = logging.getLogger("voxlane.ownership")
 SWEEP_S = 1.0
@@ -50,6 +48,7 @@ FAILED_CLAIM_S = 5.0
 transcripts after it in the same sweep are not held up by it."""
 _KEY = "voxlane:owner:{}"
 _RECOVERING = "voxlane:recovering:{}"
+_ORPHANED = "voxlane:orphaned:{}"  # when a sweep first found the transcript without an owner (ms since the epoch)
 
 # KEYS[1] lease; ARGV: node, lease ms. 1: renewed, 2: taken again after Redis forgot it, 0: another node has it.
 _RENEW = """
@@ -127,8 +126,9 @@ class RedisLeases:
     """Leases in Redis, renewed in the background, and the sweep that ends a dead node's transcripts."""
 
     def __init__(self, redis: Redis, node: str, lease_s: float, *, sweep: Callable[[], Awaitable[None]] | None,
-                 lost: Callable[[str], None] = lambda transcript_id: None) -> None:
+                 lost: Callable[[str], None] = lambda transcript_id: None, grace_s: float = 0.0) -> None:
         self.redis = redis
+        self.grace_ms = int(grace_s * 1000)
         self._on_lost = lost  # told when another node holds the lease of a transcript this node still streams
         self.node = node
         self.lease_ms = int(lease_s * 1000)
@@ -157,6 +157,9 @@ class RedisLeases:
                                 " one node: see docs/deployment.md)", {"reason": "owned_by_another_node"})
         self._held[transcript_id] = self._held.get(transcript_id, 0) + 1
         self._lost.discard(transcript_id)
+        if taken == 2 and self.grace_ms:  # taken up where no one held it: its grace starts afresh next time
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.delete(_ORPHANED.format(transcript_id))
 
     async def release(self, transcript_id: str) -> None:
         """One of this node's streams of the transcript let go; the lease goes with the last. A stream that ended
@@ -259,22 +262,33 @@ class RedisLeases:
     async def drop_claim(self, transcript_id: str) -> None:
         await self.redis.delete(_RECOVERING.format(transcript_id))
 
-    async def orphaned(self, transcript_ids: list[str]) -> list[str]:
-        """Of these ``live`` transcripts, those no node holds a lease on, each claimed for recovery by this node
-        (of several nodes sweeping at once, one recovers it)."""
+    async def orphaned(self, transcript_ids: list[str], now: float | None = None) -> list[str]:
+        """Of these ``live`` transcripts, those no node has held a lease on for the grace period (in which a
+        publisher whose node died may reconnect to another node and go on), each claimed for recovery by this
+        node (of several nodes sweeping at once, one recovers it)."""
         if not transcript_ids or not await self.settled():
             return []
         holders = await self.redis.mget([_KEY.format(t) for t in transcript_ids])
+        now_ms = int((time.time() if now is None else now) * 1000)
         mine = []
         for transcript_id, holder in zip(transcript_ids, holders, strict=True):
-            if holder is None and await self.redis.set(_RECOVERING.format(transcript_id), self.node, nx=True,
-                                                       px=max(self.lease_ms, 30000)):
+            if holder is not None:
+                continue
+            if self.grace_ms:
+                key = _ORPHANED.format(transcript_id)
+                await self.redis.set(key, now_ms, nx=True, px=4 * self.grace_ms + self.lease_ms)
+                since = int(await self.redis.get(key) or now_ms)
+                if now_ms - since < self.grace_ms:
+                    continue
+            if await self.redis.set(_RECOVERING.format(transcript_id), self.node, nx=True,
+                                    px=max(self.lease_ms, 30000)):
                 mine.append(transcript_id)
         return mine
 
 
-def make_leases(redis: Redis | None, node: str, lease_seconds: float, *, finisher: Completing,
-                streams: Callable[[str], bool], lost: Callable[[str], None] = lambda transcript_id: None) -> Leases:
+def make_leases(redis: Redis | None, node: str, lease_seconds: float, *, finisher: Finishing,
+                streams: Callable[[str], bool], lost: Callable[[str], None] = lambda transcript_id: None,
+                grace_seconds: float = 0.0) -> Leases:
     """Redis leases when the node shares Redis; otherwise a node is alone. Every node with Redis sweeps for the
     transcripts of dead nodes (an API node that takes no live audio too: it may be the one left) and finishes
     them through ``finisher``; ``streams`` says which this node streams itself, ``lost`` is told of a transcript
@@ -295,5 +309,5 @@ def make_leases(redis: Redis | None, node: str, lease_seconds: float, *, finishe
                 else:
                     await leases.drop_claim(transcript_id)
 
-    leases = RedisLeases(redis, node, lease_seconds, sweep=sweep, lost=lost)
+    leases = RedisLeases(redis, node, lease_seconds, sweep=sweep, lost=lost, grace_s=grace_seconds)
     return leases

@@ -156,6 +156,7 @@ class Publisher:
         self.finished = False
         self.started_at = time.monotonic()
         self._status_task: asyncio.Task | None = None
+        self._parts_task: asyncio.Task | None = None
         self._loop = asyncio.get_running_loop()
         assert services.ingest is not None  # a node that takes live audio transcribes
         self._queue = services.ingest.queue()  # decoding, disk and VAD: off the event loop, in order
@@ -167,12 +168,22 @@ class Publisher:
 
     @classmethod
     async def open(cls, transcript: StreamHost, params: StartParams, offset: float,
-                   tell: Tell | None = None) -> Publisher:
+                   tell: Tell | None = None, *, pad_to: float | None = None) -> Publisher:
         """A publisher whose recording continues the one already stored for its key (fetched from the bucket
-        first when it is only there), so a stream that starts again keeps one file and one timeline."""
+        first when it is only there), so a stream that starts again keeps one file and one timeline.
+
+        ``pad_to``: where the transcript's stored words end, for a stream that takes over one whose node died
+        (the transcript still ``live``): that node's last seconds of audio after its last checkpoint are
+        lost, and silence stands in for them, so the new audio starts after every stored final instead of
+        under the last ones."""
         key = recording_key(transcript.id, params.participant.id if params.participant else None)
-        return cls(transcript, params, offset, key, await transcript.services.audio.working_file(key, resume=True),
-                   tell)
+        path = await transcript.services.audio.working_file(key, resume=True)
+        if pad_to is not None:
+            padded = await asyncio.to_thread(_pad_recording, path, pad_to)
+            if padded > 0:
+                log.warning("transcript %s: its recording ended %.1f s before its stored words (its node died):"
+                            " %.1f s of silence stand in for the lost audio", transcript.id, padded, padded)
+        return cls(transcript, params, offset, key, path, tell)
 
     async def begin(self) -> None:
         self.session.start()
@@ -182,6 +193,7 @@ class Publisher:
         idle = self.transcript.services.settings.publisher_idle_timeout
         if idle > 0:
             self._idle_task = asyncio.create_task(self._watch_idle(idle))
+        self._parts_task = asyncio.create_task(self._checkpoints(self.transcript.services.settings.live_part_seconds))
         self.tell(self.status_body("processing", "transcription", "receiving audio"))
         if self.participant_id is not None:  # who streams now, for every subscriber (no one's cue to send audio)
             await self.publish_status("processing", "live", "stream started")
@@ -323,9 +335,11 @@ class Publisher:
             await asyncio.gather(self._told_speech, return_exceptions=True)
         if self.speakers is not None:  # the offline pass: every window heard, clustered once more
             await settle_speakers(self.transcript.services, self.transcript.id, self.speakers)
-        for task in (self._status_task, self._idle_task):
+        for task in (self._status_task, self._idle_task, self._parts_task):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
+        if self._parts_task is not None:  # a checkpoint in flight lands before the whole file is published
+            await asyncio.gather(self._parts_task, return_exceptions=True)
         try:
             await asyncio.to_thread(self.wav.close)
         except OSError as exc:  # the header could not be rewritten: the file's size still tells its length
@@ -390,6 +404,21 @@ class Publisher:
             log.error("transcript %s: final %s could not be stored: %s", self.transcript.id, msg.segment_id, exc)
             self._storage_full(exc)
 
+    async def _checkpoints(self, every: float) -> None:
+        """The recording's new audio to the audio store every ``every`` seconds while the stream runs (see
+        ``AudioStore.checkpoint``): a node that dies loses at most that much of it."""
+        audio = self.transcript.services.audio
+        while True:
+            await asyncio.sleep(every)
+            if self.finished or self.transcript.fenced_out:
+                return
+            try:
+                await asyncio.to_thread(self.wav.sync)
+                await audio.checkpoint(self.recording_key)
+            except Exception as exc:  # the next one tries again; the stream goes on
+                log.warning("transcript %s: a checkpoint of %s failed: %s", self.transcript.id,
+                            self.recording_key, exc)
+
     async def _report_lag(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
@@ -406,6 +435,24 @@ class Publisher:
                 await self.publish_status("processing", "transcription",
                                           f"no audio for {idle_s:g} s: the stream is finished")
                 await self.finish()
+
+
+def _pad_recording(path: Path, until: float) -> float:
+    """Silence appended to the recording at ``path`` up to ``until`` seconds; how many seconds it took."""
+    wav = WavAppender(path)
+    try:
+        missing = until - wav.duration
+        if missing <= 0:
+            return 0.0
+        step = 10 * SAMPLE_RATE
+        left = int(round(missing * SAMPLE_RATE))
+        while left > 0:
+            wav.append(np.zeros(min(step, left), dtype=np.float32))
+            left -= step
+        wav.sync()
+        return missing
+    finally:
+        wav.close()
 
 
 def _piece_bytes(decoder: Any) -> int:

@@ -13,24 +13,34 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from server.pipeline import lifecycle
 
 if TYPE_CHECKING:
     from server.storage import Store
+    from server.storage.audio import AudioStore
 
 log = logging.getLogger("voxlane.recovery")
 PAGE = 1000
 ABANDONED = "the node that was streaming this transcript stopped; it was finished from what was stored"
 
 
-async def finish_abandoned(services: lifecycle.Completing, transcript_id: str) -> bool:
-    """Complete one ``live`` transcript nobody streams any more; False when it is not ``live`` (any more)."""
+class Finishing(lifecycle.Completing, Protocol):
+    """What finishing a stopped node's transcript takes: completing it, and the audio store its recording's
+    checkpoints are in."""
+
+    audio: AudioStore
+
+
+async def finish_abandoned(services: Finishing, transcript_id: str) -> bool:
+    """Complete one ``live`` transcript nobody streams any more; False when it is not ``live`` (any more). Its
+    recordings are settled first: the checkpoints its node stored while it streamed become one file again."""
     store = services.store
     row = await store.get_transcript(transcript_id)
     if row is None or row["status"] != "live":
         return False
+    await services.audio.settle_parts(transcript_id)
     ends = [float(row.get("duration") or 0.0), *(float(s["end"]) for s in await store.get_segments(transcript_id))]
     # one conditional write claims and completes it: at the fence read here (a stream that started since, on a
     # node that took it over, keeps it), moved on (the stalled node's later writes are refused)
@@ -54,7 +64,7 @@ async def live_transcripts(store: Store, page: int | None = None) -> AsyncIterat
         after = ids[-1]
 
 
-async def finish_all_abandoned(services: lifecycle.Completing, streams: Callable[[str], bool]) -> int:
+async def finish_all_abandoned(services: Finishing, streams: Callable[[str], bool]) -> int:
     """At the start of the only node taking live audio: every ``live`` transcript is one it left behind (unless
     ``streams`` says this node streams it already). One that cannot be finished now is left for the next start,
     and does not stop the others."""

@@ -106,16 +106,19 @@ class LiveTranscript:
     async def _open_publisher(self, params: StartParams, offset: float | None, caller: Caller | None,
                               slot: str, tell: Tell | None) -> Publisher:
         now = time.monotonic()
+        pad_to: float | None = None
         if self.origin is None:
-            existing = await self._recorded_duration()
+            existing, orphaned = await self._stored_end()
             self.origin = now - existing
+            if orphaned and params.participant is None:  # taking over a stream whose node died
+                pad_to = existing
         if params.participant is None:
             offset = 0.0
         elif offset is None:
             offset = max(0.0, now - self.origin)
         params = await self._with_stored_key_terms(params)
         try:
-            pub = await Publisher.open(self, params, offset if params.participant else 0.0, tell)
+            pub = await Publisher.open(self, params, offset if params.participant else 0.0, tell, pad_to=pad_to)
         except DecodeError as exc:
             raise ProtocolError(ErrorCode.AUDIO_FORMAT_ERROR, str(exc), {"format": params.format}) from None
         except OSError as exc:  # no room for the recording file: nothing was started
@@ -185,9 +188,18 @@ class LiveTranscript:
         for pub in list(self.publishers):
             pub.end_soon()
 
-    async def _recorded_duration(self) -> float:
+    async def _stored_end(self) -> tuple[float, bool]:
+        """Where the transcript's stored timeline ends, and whether a stream left it ``live`` (its node died,
+        or is cut off: this start takes it over). Its duration is stored when a stream ends; a stream that never
+        ended stored only its finals, so they count too."""
         row = await self.services.store.get_transcript(self.id)
-        return float(row.get("duration") or 0.0) if row else 0.0
+        if row is None:
+            return 0.0, False
+        end = float(row.get("duration") or 0.0)
+        orphaned = row["status"] == "live" and not self.publishers
+        if orphaned:
+            end = max([end, *(float(s["end"]) for s in await self.services.store.get_segments(self.id))])
+        return end, orphaned
 
     async def publisher_done(self, pub: Publisher) -> None:
         """The stream's finals are stored and sent: its client is told ``completed`` (after the transcript's own

@@ -122,6 +122,12 @@ class LocalAudioStore:
     async def publish(self, key: str, *, to: str | None = None) -> None:
         return None  # the working file is the stored file, synced by its writer
 
+    async def checkpoint(self, key: str) -> None:
+        return None  # the same: what its writer synced is stored
+
+    async def settle_parts(self, transcript_id: str) -> int:
+        return 0
+
 
 def _put(source: Path, target: Path) -> None:
     """fsync the file, rename it into place, fsync the folder: on disk before anyone is told."""

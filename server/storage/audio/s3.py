@@ -48,6 +48,7 @@ class S3AudioStore:
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
         self._signer: Any = None  # the client whose endpoint goes into presigned URLs
+        self._stored: dict[str, int] = {}  # working files -> how many of their bytes the bucket holds
 
     # ------------------------------------------------------------ lifecycle
 
@@ -91,11 +92,27 @@ class S3AudioStore:
                 continue
             key = path.relative_to(self.spool).as_posix()
             try:
+                if await self._stored_length(key) >= (await asyncio.to_thread(os.stat, path)).st_size:
+                    # a stream went on from what this node stored (on another node, after this one died): the
+                    # bucket holds at least this file's audio, and this copy would overwrite what came after
+                    log.warning("%s left by an earlier run is older than the stored recording: dropped", key)
+                    await asyncio.to_thread(path.unlink, True)
+                    continue
                 await self.put_file(key, path)
+                await self._delete_parts(key)
                 published += 1
             except (ClientError, BotoCoreError, OSError) as exc:
                 log.error("could not publish %s left by an earlier run (kept for the next start): %s", key, exc)
         return published
+
+    async def _stored_length(self, key: str) -> int:
+        """How long the stored file of ``key`` is with its parts."""
+        found = await self.head(key)
+        length = found.size if found is not None else 0
+        for offset, name in await self._parts(key):
+            got = await self._client.head_object(Bucket=self.bucket, Key=name)
+            length = max(length, offset + int(got["ContentLength"])) if offset <= length else length
+        return length
 
     # ------------------------------------------------------------ keys
 
@@ -150,22 +167,107 @@ class S3AudioStore:
     async def working_file(self, key: str, *, resume: bool = False) -> Path:
         path = self._spool_path(key)
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        self._stored[key] = 0  # a spool file left here may hold more than the bucket: its first part is whole
         if resume and not await asyncio.to_thread(path.exists):
             fetching = path.with_name(f".fetching-{path.name}")
-            with contextlib.suppress(FileNotFoundError):  # nothing stored yet: the writer starts the file
-                await self._download(key, fetching)
+            if await self._assemble(key, fetching):  # the stored file and the parts a stream added since
                 await asyncio.to_thread(os.replace, fetching, path)
+                self._stored[key] = (await asyncio.to_thread(os.stat, path)).st_size
         return path
+
+    async def checkpoint(self, key: str) -> None:
+        """The working file's bytes since the last checkpoint (or since it was fetched) go up as one part,
+        ``<key>.parts/<offset>``: a node that dies mid-stream loses only what came after. The next stream of
+        the key, on any node, continues from the stored file and its parts; :meth:`publish` folds them in."""
+        path = self._spool_path(key)
+        start = self._stored.get(key, 0)
+        data = await asyncio.to_thread(_read_from, path, start)
+        if not data:
+            return
+        await self._client.put_object(Bucket=self.bucket, Key=self._part_name(key, start), Body=data)
+        self._stored[key] = start + len(data)
+
+    async def settle_parts(self, transcript_id: str) -> int:
+        """Fold every recording's parts under the transcript into its stored file (a stream whose node died
+        left them): downloads then read one whole file. How many files were folded."""
+        folded = 0
+        for key in await self._keys_with_parts(transcript_id):
+            assembling = self.scratch / f".settle-{secrets.token_hex(8)}" / PurePosixPath(key).name
+            try:
+                if await self._assemble(key, assembling):
+                    await self.put_file(key, assembling)
+                    await self._delete_parts(key)
+                    folded += 1
+            finally:
+                await asyncio.to_thread(shutil.rmtree, assembling.parent, True)
+        return folded
 
     async def publish(self, key: str, *, to: str | None = None) -> None:
         path = self._spool_path(key)
+        self._stored.pop(key, None)
         if not await asyncio.to_thread(path.exists):
             return
         if to is not None:  # renamed first: an upload that fails leaves it for recover() under its new key
             target = self._spool_path(to)
             await asyncio.to_thread(os.replace, path, target)
-            key, path = to, target
+            await self.put_file(to, target)
+            return
         await self.put_file(key, path)
+        await self._delete_parts(key)  # the whole file holds them now
+
+    # ------------------------------------------------------------ a recording's parts
+
+    def _part_name(self, key: str, offset: int) -> str:
+        return f"{self._object(key)}.parts/{offset:015d}"
+
+    async def _parts(self, key: str) -> list[tuple[int, str]]:
+        """The parts stored for ``key``: (byte offset in the file, object name), in order."""
+        prefix = f"{self._object(key)}.parts/"
+        found = []
+        paginator = self._client.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents") or []:
+                tail = item["Key"][len(prefix):]
+                if tail.isdigit():
+                    found.append((int(tail), item["Key"]))
+        return sorted(found)
+
+    async def _keys_with_parts(self, transcript_id: str) -> list[str]:
+        prefix = self._object(transcript_id).rstrip("/") + "/"
+        keys: set[str] = set()
+        paginator = self._client.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents") or []:
+                name, found, _ = item["Key"].rpartition(".parts/")
+                if found:
+                    keys.add(name[len(self.prefix):])
+        return sorted(keys)
+
+    async def _delete_parts(self, key: str) -> None:
+        names = [{"Key": name} for _, name in await self._parts(key)]
+        for i in range(0, len(names), 1000):
+            await self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": names[i:i + 1000],
+                                                                          "Quiet": True})
+
+    async def _assemble(self, key: str, path: Path) -> bool:
+        """The stored file of ``key`` followed by its parts, into ``path``; False when neither exists. A part
+        overwrites the file from its offset on (a stream that resumed from an older copy wrote over its tail)."""
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        parts = await self._parts(key)
+        try:
+            await self._download(key, path)
+        except FileNotFoundError:
+            if not parts:
+                return False
+            await asyncio.to_thread(path.write_bytes, b"")
+        for offset, name in parts:
+            got = await self._client.get_object(Bucket=self.bucket, Key=name)
+            async with got["Body"] as body:
+                data = await body.read()
+            if not await asyncio.to_thread(_write_at, path, offset, data):
+                log.warning("a part of %s at byte %d is past the end of what was stored before it: left out",
+                            key, offset)
+        return True
 
     async def presigned_put(self, key: str, expires_s: int, content_type: str | None) -> str | None:
         params = {"Bucket": self.bucket, "Key": self._object(key)}
@@ -289,6 +391,27 @@ class S3AudioStore:
 
 def _missing(exc: ClientError) -> bool:
     return str(exc.response.get("Error", {}).get("Code")) in MISSING
+
+
+def _read_from(path: Path, start: int) -> bytes:
+    """The file's bytes from ``start`` to its end now (a writer may be appending meanwhile)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            return f.read()
+    except FileNotFoundError:
+        return b""
+
+
+def _write_at(path: Path, offset: int, data: bytes) -> bool:
+    """``data`` over the file from ``offset`` on (cut there first); False when the file is shorter than that."""
+    with open(path, "r+b") as f:
+        if offset > f.seek(0, os.SEEK_END):
+            return False
+        f.truncate(offset)
+        f.seek(offset)
+        f.write(data)
+    return True
 
 
 def _files(root: Path) -> list[Path]:

@@ -122,8 +122,9 @@ async def test_a_dead_node_sweep_fences_out_a_stream_that_wakes_up(node: Service
     told: list[BaseModel] = []
     pub, rest = await stream_until_stored(node, tid, told)
 
-    class OtherNode:  # what the sweeping node's recovery reads: its own store, hooks and hub
+    class OtherNode:  # what the sweeping node's recovery reads: its own store, hooks, hub and audio store
         store = other_node
+        audio = node.audio
         on_completed = ()
 
         class hub:  # noqa: N801

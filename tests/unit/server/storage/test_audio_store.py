@@ -154,6 +154,51 @@ async def test_a_taken_over_stream_s_recording_goes_beside_the_new_owner_s(store
     assert await store.size(aside) == 44 + 16000 and not path.exists()
 
 
+async def test_a_recording_checkpointed_on_a_node_that_dies_goes_on_elsewhere(
+        store: AudioStore, request: pytest.FixtureRequest, tmp_path: Path):
+    """Checkpoints put a live recording's new audio in the store while it grows: after its node dies, a stream
+    that starts again on another node continues from the last checkpoint, the sweep can fold the parts into one
+    file, and the dead node's older copy, once it is back, does not overwrite what came after."""
+    key = recording_key("t9")
+    path = await store.working_file(key, resume=True)
+    wav = WavAppender(path)
+    for second in range(3):
+        wav.append(speech(1.0, seed=second))
+        wav.sync()
+        await store.checkpoint(key)
+    wav.append(speech(0.5, seed=9))  # after the last checkpoint: lost with the node
+    wav.sync()
+    if store.kind == "local":
+        wav.close()
+        assert await store.settle_parts("t9") == 0 and await store.size(key) == 44 + 3.5 * 32000
+        return  # the working file is the stored file: nothing was lost
+    assert await store.size(key) is None, "parts, not the whole file yet"
+    other = make_store("s3", tmp_path / "node2", request)
+    await other.open()
+    try:
+        again = await other.working_file(key, resume=True)
+        assert WavAppender(again).duration == 3.0, "every checkpoint, in order"
+        resumed = WavAppender(again)
+        resumed.append(speech(1.0, seed=5))
+        resumed.sync()
+        await other.checkpoint(key)  # one part, from where the first node's parts ended
+        assert await other.settle_parts("t9") == 1  # (the sweep, had the second node died too)
+        assert await other.size(key) == 44 + 4 * 32000
+        resumed.append(speech(1.0, seed=6))
+        resumed.close()
+        await other.publish(key)
+    finally:
+        await other.close()
+    assert await store.size(key) == 44 + 5 * 32000
+    head = await store.read_head(key, 44)
+    assert int.from_bytes(head[40:44], "little") == 5 * 32000
+    objects = request.getfixturevalue("s3_server").objects(request.getfixturevalue("s3_bucket"))
+    assert [name for name in objects if name.startswith("vx/t9/")] == ["vx/t9/recording.wav"], "no part left"
+    wav.close()
+    assert await store.recover() == 0 and not path.exists(), "the dead node's shorter copy is dropped"
+    assert await store.size(key) == 44 + 5 * 32000
+
+
 async def test_delete_prefix_removes_one_transcript(store: AudioStore):
     await put_bytes(store, "t4/upload.wav", b"a" * 10)
     await put_bytes(store, "t4/chunks/000000-k.wav", b"b" * 10)
