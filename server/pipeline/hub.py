@@ -98,6 +98,7 @@ class Hub:
         self._subs: dict[str, set[Subscriber]] = defaultdict(set)
         self._fences: dict[str, int] = {}  # transcripts this node streams -> the fence their finals are stored with
         self._stale: set[str] = set()  # of those, the ones whose fence the database refused
+        self._ending: set[asyncio.Task] = set()  # ends waiting for their catch-up (see _deliver)
         self.on_stale: Callable[[str], None] = lambda transcript_id: None
         """Told when the database refused a final of a transcript this node streams (another took it over)."""
 
@@ -197,8 +198,25 @@ class Hub:
             sub.close()
 
     def _deliver(self, transcript_id: str, message: dict[str, Any]) -> None:
+        if self._subs.get(transcript_id) and _ends_transcript(message):
+            # the stream's node may have died with finals stored but still queued for the broker (or the sweep
+            # finished it here): its subscribers get every stored final they missed before they hear the end
+            task = asyncio.get_running_loop().create_task(self._deliver_end(transcript_id, message))
+            self._ending.add(task)
+            task.add_done_callback(self._ending.discard)
+            return
+        self._put(transcript_id, message)
+
+    def _put(self, transcript_id: str, message: dict[str, Any]) -> None:
         for sub in list(self._subs.get(transcript_id, ())):
             sub.put(message)
+
+    async def _deliver_end(self, transcript_id: str, message: dict[str, Any]) -> None:
+        try:
+            await self._catch_up(transcript_id)
+        except Exception as exc:  # the database away: the end still goes out
+            log.warning("transcript %s: stored finals could not be read before its end: %s", transcript_id, exc)
+        self._put(transcript_id, message)
 
     async def _catch_up(self, transcript_id: str) -> None:
         """Finals this node's subscribers may have missed (another node's messages lost while Redis was away):
@@ -213,3 +231,12 @@ class Hub:
             for sub in list(self._subs.get(transcript_id, ())):
                 if row["id"] not in sub.finals:
                     sub.put(message)
+
+
+def _ends_transcript(message: dict[str, Any]) -> bool:
+    """Whether ``message`` tells a transcript's end (completed or failed; a stream's own end goes to its client
+    alone, never through the hub)."""
+    if message.get("type") != "status":
+        return False
+    data = message.get("data") or {}
+    return data.get("status") in ("completed", "failed") and data.get("participant_id") is None

@@ -134,6 +134,24 @@ async def test_what_node_a_publishes_reaches_both_nodes_in_the_same_order(redis_
         assert [r["id"] for r in await store.get_segments(tid)] == [f"seg{i:04d}" for i in range(60)]
 
 
+async def test_finals_a_dying_node_stored_but_never_published_reach_subscribers_before_the_end(
+        redis_url: str, store: Store):
+    """Node A stored its last finals and died before its broker sent them; node B's sweep then finishes the
+    transcript. B's subscriber (and A's, had A lived) hears every stored final it missed, in order, and then
+    the end: none missing, none twice."""
+    tid = await new_transcript(store)
+    async with nodes(redis_url, store) as (a, b):
+        on_b = await b.hub.subscribe(tid)
+        await publish_segments(a.hub, tid, range(3))
+        for i in (3, 4):  # stored, still queued for the broker when A died
+            assert await a.hub.store_final(tid, final(i))
+        await b.hub.publish(tid, Status(status="completed", stage="transcription", progress=100.0,
+                                        message="finished from what was stored"))
+        got = await take(on_b, completed)
+        assert final_ids(got) == [f"seg{i:04d}" for i in range(5)]
+        assert completed(got[-1])
+
+
 async def test_a_late_joiner_on_node_b_gets_stored_finals_then_the_status_then_live_messages(redis_url: str,
                                                                                                store: Store):
     """B joins while A publishes, as the WebSocket route does: subscribe (the read position), stored finals,
