@@ -16,6 +16,7 @@ and a kiosk chunk's end queues its conversation's merge in the same transaction 
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,11 +33,16 @@ from server.pipeline.parts import StreamParts
 if TYPE_CHECKING:
     from server.jobs.queue import JobQueue
 
+log = logging.getLogger("voxlane.jobs")
 TASK = "transcribe"
 
 
 class Deleted(Exception):
-    """The transcript went away while its file was being transcribed, or a newer attempt took it over."""
+    """The transcript went away while its file was being transcribed."""
+
+
+class Superseded(Deleted):
+    """A newer attempt holds the transcript (this one's node stalled past the job's lease meanwhile)."""
 
 
 class RecordedParts(StreamParts, Protocol):
@@ -66,6 +72,9 @@ async def transcribe(ctx: JobContext[RecordedParts]) -> None:
             await _transcribe_chunk(ctx, claimed)
         else:
             await _transcribe_file(ctx, claimed)
+    except Superseded:
+        log.warning("transcript %s: a newer attempt at its job holds it (this one's node stalled past the job's"
+                    " lease); attempt %d stops, its writes refused", claimed["transcript_id"], claimed["attempts"])
     except Deleted:
         return
     finally:
@@ -125,7 +134,7 @@ async def _transcribe_held_file(ctx: JobContext[RecordedParts], row: dict[str, A
         prog.done, prog.total, prog.updated_at = done, total, time.time()
         prog.message = f"transcribed {done:.0f} s of {total:.0f} s"
         if services.hub.refused_for(tid) or services.hub.fence_of(tid) != fence:
-            raise Deleted  # a newer attempt holds the transcript (here or elsewhere): this one stops
+            raise Superseded  # a newer attempt holds the transcript (here or elsewhere): this one stops
         if prog.updated_at - prog.written_at >= PROGRESS_WRITE_SECONDS:
             prog.written_at = prog.updated_at
             if await store.update_chunk(row["id"], progress=prog.percent) is None:

@@ -12,6 +12,7 @@ acknowledged.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,6 +35,7 @@ pytest_plugins = ("tests.db_support", "tests.s3_support", "tests.redis_support")
 LEASE_S = 4.0
 SONNET = "single/librivox_shakespeare_sonnet_002.wav"  # 53 s: long enough to be killed in the middle of
 JFK = "single/jfk_inaugural_1961_excerpt.wav"  # 11 s
+LONG = "single/ljspeech_LJ001-0001_0016.wav"  # 113 s of continuous reading: a worker is stopped well inside it
 P = "/api/participant"
 
 
@@ -233,6 +235,39 @@ async def test_a_restarting_node_leaves_another_nodes_running_job_alone(cluster:
     [(_, status, attempts)] = await chunk_rows(cluster.database_url, job_id)
     assert (status, attempts) == ("transcribed", 1), "untouched: one attempt, never taken back"
     no_doubles(await segments(cluster.database_url, job_id))
+
+
+async def test_a_worker_stopped_past_two_leases_is_refused_when_it_wakes_and_the_job_is_done_once(
+        cluster: Cluster):
+    """w1 is stopped (SIGSTOP) mid-job for longer than two job leases: its job runs again on w2 and completes.
+    When w1 wakes up, its attempt's next write is refused (the newer attempt holds the transcript's fence) and it
+    stops: the transcript keeps w2's segments, the chunk w2's outcome."""
+    api, w1, w2 = node(cluster, "api"), node(cluster, "w1"), node(cluster, "w2")
+    w2.kill()
+    if not running(w1):
+        w1.restart()
+    job_id = await job(api.url, LONG)
+    await until(lambda: processing(cluster.database_url, job_id), 60, "w1 transcribes it")
+    await asyncio.sleep(1.0)
+    assert w1.process is not None
+    w1.process.send_signal(signal.SIGSTOP)
+    try:
+        w2.restart()
+        await until(lambda: job_done(api.url, job_id), 180, "w2 runs the job again and completes it")
+        done = await segments(cluster.database_url, job_id)
+        [(_, status, attempts)] = await chunk_rows(cluster.database_url, job_id)
+        assert (status, attempts) == ("transcribed", 2)
+    finally:
+        w1.process.send_signal(signal.SIGCONT)
+    await until(lambda: _logged(w1, "attempt 1 stops, its writes refused"), 120, "w1's attempt is refused")
+    assert await segments(cluster.database_url, job_id) == done, "w1 wrote nothing after it woke"
+    assert await chunk_rows(cluster.database_url, job_id) == [(0, "transcribed", 2)]
+    no_doubles(done)
+    assert running(w1), "and w1 goes on serving"
+
+
+async def _logged(n: Node, line: str) -> bool:
+    return line in n.log()
 
 
 async def test_a_node_on_a_store_of_its_own_refuses_to_start(cluster: Cluster):
