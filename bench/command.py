@@ -116,9 +116,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-terms", dest="key_terms", action="store_true",
                    help="instead, no server: transcribe the files with the file pipeline without key terms, with"
                         " each file's own (from its reference) and with all of them; WER and key-term hit rate")
+    from bench.faults import add_arguments as fault_arguments
     from bench.queue import add_arguments as queue_arguments
 
     queue_arguments(p)
+    fault_arguments(p)
 
 
 async def run_level(args: argparse.Namespace, n: int, files: list[str], refs: dict[str, Any],
@@ -196,6 +198,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"same messages in the same order on both nodes: {result['same_order']}")
         write_result(args.output, result)
         return 0
+    if args.faults:
+        from bench.faults import fault_rows, run_faults
+
+        result = run_faults(args)
+        print_rows(*fault_rows(result))
+        write_result(args.output, result)
+        return 0 if result["violations"] == 0 else 1
     if args.queue:
         from bench.queue import queue_rows, run_queue
 

@@ -168,18 +168,19 @@ class Publisher:
 
     @classmethod
     async def open(cls, transcript: StreamHost, params: StartParams, offset: float,
-                   tell: Tell | None = None, *, pad_to: float | None = None) -> Publisher:
+                   tell: Tell | None = None, *, pad_to: float | None = None, pad_empty: bool = False) -> Publisher:
         """A publisher whose recording continues the one already stored for its key (fetched from the bucket
         first when it is only there), so a stream that starts again keeps one file and one timeline.
 
-        ``pad_to``: where the transcript's stored words end, for a stream that takes over one whose node died
-        (the transcript still ``live``): that node's last seconds of audio after its last checkpoint are
-        lost, and silence stands in for them, so the new audio starts after every stored final instead of
-        under the last ones."""
+        ``pad_to``: where the transcript's stored timeline ends. A recording shorter than that lost its last
+        seconds with a node that died (after its last checkpoint); silence stands in for them, so the new audio
+        starts after every stored final instead of under the last ones. An empty recording is padded only with
+        ``pad_empty`` (the stream taken over died before its first checkpoint): one that never existed belongs
+        to a transcript whose words came from elsewhere (an upload), and starts at 0 s as before."""
         key = recording_key(transcript.id, params.participant.id if params.participant else None)
         path = await transcript.services.audio.working_file(key, resume=True)
         if pad_to is not None:
-            padded = await asyncio.to_thread(_pad_recording, path, pad_to)
+            padded = await asyncio.to_thread(_pad_recording, path, pad_to, pad_empty)
             if padded > 0:
                 log.warning("transcript %s: its recording ended %.1f s before its stored words (its node died):"
                             " %.1f s of silence stand in for the lost audio", transcript.id, padded, padded)
@@ -437,12 +438,12 @@ class Publisher:
                 await self.finish()
 
 
-def _pad_recording(path: Path, until: float) -> float:
+def _pad_recording(path: Path, until: float, pad_empty: bool) -> float:
     """Silence appended to the recording at ``path`` up to ``until`` seconds; how many seconds it took."""
     wav = WavAppender(path)
     try:
         missing = until - wav.duration
-        if missing <= 0:
+        if missing <= 0 or (wav.duration == 0 and not pad_empty):
             return 0.0
         step = 10 * SAMPLE_RATE
         left = int(round(missing * SAMPLE_RATE))

@@ -107,10 +107,11 @@ class LiveTranscript:
                               slot: str, tell: Tell | None) -> Publisher:
         now = time.monotonic()
         pad_to: float | None = None
+        orphaned = False
         if self.origin is None:
             existing, orphaned = await self._stored_end()
             self.origin = now - existing
-            if orphaned and params.participant is None:  # taking over a stream whose node died
+            if params.participant is None:  # the recording is the transcript's timeline
                 pad_to = existing
         if params.participant is None:
             offset = 0.0
@@ -118,7 +119,8 @@ class LiveTranscript:
             offset = max(0.0, now - self.origin)
         params = await self._with_stored_key_terms(params)
         try:
-            pub = await Publisher.open(self, params, offset if params.participant else 0.0, tell, pad_to=pad_to)
+            pub = await Publisher.open(self, params, offset if params.participant else 0.0, tell, pad_to=pad_to,
+                                       pad_empty=orphaned)
         except DecodeError as exc:
             raise ProtocolError(ErrorCode.AUDIO_FORMAT_ERROR, str(exc), {"format": params.format}) from None
         except OSError as exc:  # no room for the recording file: nothing was started

@@ -63,16 +63,14 @@ async def test_a_client_that_leaves_while_its_stream_starts_leaves_no_stream_beh
     transcript live. That publisher held the node's only stream slot for good before."""
     base = (await one_stream.serve()).replace("http", "ws") + "/v1/realtime?intent=transcription"
     svc = one_stream.svc
-    store_update = svc.store.update_transcript
     marking, never = asyncio.Event(), asyncio.Event()
 
-    async def held(tid: str, **fields: object) -> object:
-        if fields.get("status") == "live":
-            marking.set()
-            await never.wait()  # until cancelled
-        return await store_update(tid, **fields)
+    async def held(tid: str) -> int | None:  # Store.take_live: the write that marks it live
+        marking.set()
+        await never.wait()  # until cancelled
+        return None
 
-    monkeypatch.setattr(svc.store, "update_transcript", held)
+    monkeypatch.setattr(svc.store, "take_live", held)
     async with websockets.connect(base) as ws:
         tid = (await recv(ws))["session"]["id"]
         await ws.send(APPEND)

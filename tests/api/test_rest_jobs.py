@@ -134,6 +134,7 @@ async def test_job_errors(api: Api):
         assert info.value.rcvd.code == 4401
 
 
+@pytest.mark.faults
 async def test_kill_9_loses_nothing(tmp_path, empty_database_url):
     """Acknowledged work survives SIGKILL: the server resumes what was processing and what was queued (on
     both databases: the server creates the schema in an empty one)."""

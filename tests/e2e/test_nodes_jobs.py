@@ -105,6 +105,7 @@ async def conversation(base: str, project: str, cid: str) -> dict:
         return (await c.get(f"{base}{P}/projects/{project}/conversations/{cid}")).json()
 
 
+@pytest.mark.faults
 async def test_a_worker_killed_mid_chunk_leaves_it_to_another_with_one_result_and_one_webhook(
         cluster: Cluster, tmp_path: Path):
     api, w1, w2 = node(cluster, "api"), node(cluster, "w1"), node(cluster, "w2")
@@ -187,6 +188,7 @@ async def job_done(base: str, job_id: str) -> bool:
     return status["status"] == "completed"
 
 
+@pytest.mark.faults
 async def test_the_api_node_killed_right_after_its_202_leaves_a_job_that_completes(cluster: Cluster):
     api = node(cluster, "api")
     for w in ("w1", "w2"):
@@ -199,6 +201,7 @@ async def test_the_api_node_killed_right_after_its_202_leaves_a_job_that_complet
     no_doubles(await segments(cluster.database_url, job_id))
 
 
+@pytest.mark.faults
 async def test_both_workers_killed_then_restarted_complete_everything(cluster: Cluster):
     api, w1, w2 = node(cluster, "api"), node(cluster, "w1"), node(cluster, "w2")
     for w in (w1, w2):
@@ -222,6 +225,7 @@ async def test_both_workers_killed_then_restarted_complete_everything(cluster: C
         no_doubles(await segments(cluster.database_url, j))
 
 
+@pytest.mark.faults
 async def test_a_restarting_node_leaves_another_nodes_running_job_alone(cluster: Cluster):
     api, w1, w2 = node(cluster, "api"), node(cluster, "w1"), node(cluster, "w2")
     w2.kill()
@@ -237,6 +241,7 @@ async def test_a_restarting_node_leaves_another_nodes_running_job_alone(cluster:
     no_doubles(await segments(cluster.database_url, job_id))
 
 
+@pytest.mark.faults
 async def test_a_worker_stopped_past_two_leases_is_refused_when_it_wakes_and_the_job_is_done_once(
         cluster: Cluster):
     """w1 is stopped (SIGSTOP) mid-job for longer than two job leases: its job runs again on w2 and completes.
@@ -290,6 +295,7 @@ async def test_a_node_on_a_store_of_its_own_refuses_to_start(cluster: Cluster):
         assert running(api) and (await client.get(api.url + "/health")).status_code == 200
 
 
+@pytest.mark.faults
 async def test_a_database_that_goes_away_gets_503s_and_loses_nothing_acknowledged(
         tmp_path: Path, s3_server: MotoServer):
     pg = PrivatePostgres()

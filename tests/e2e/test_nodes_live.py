@@ -133,6 +133,7 @@ async def test_subscribers_on_two_nodes_hear_one_sequence_and_a_late_joiner_miss
         await listener.stop()
 
 
+@pytest.mark.faults
 async def test_a_publisher_goes_on_through_a_redis_restart_and_the_other_node_catches_up(
         cluster: Cluster, redis_process: RedisProcess):
     a, b = node(cluster, "a"), node(cluster, "b")
@@ -160,6 +161,7 @@ async def test_a_publisher_goes_on_through_a_redis_restart_and_the_other_node_ca
         await listener.stop()
 
 
+@pytest.mark.faults
 async def test_the_owning_node_killed_mid_stream_ends_the_transcript_everywhere_within_the_lease(cluster: Cluster):
     a, b = node(cluster, "a"), node(cluster, "b")
     tid = await new_transcript(b.url, "owner killed")
@@ -196,6 +198,7 @@ async def test_the_owning_node_killed_mid_stream_ends_the_transcript_everywhere_
     await on_b.stop()
 
 
+@pytest.mark.faults
 async def test_an_owner_stalled_past_its_lease_is_refused_when_it_wakes_and_its_client_goes_on_elsewhere(
         cluster: Cluster):
     """Node A is stopped (SIGSTOP) mid-stream for longer than its lease: B's sweep finishes the transcript as a
@@ -266,6 +269,7 @@ async def test_an_owner_stalled_past_its_lease_is_refused_when_it_wakes_and_its_
     await on_b.stop()
 
 
+@pytest.mark.faults
 async def test_a_publisher_whose_node_dies_goes_on_through_the_other_node_with_one_recording(cluster: Cluster):
     """Node A is killed mid-stream; within the grace period the client goes on through B. B takes the
     transcript over where A's stored finals end: at most the audio after A's last checkpoint is lost (silence
