@@ -1,13 +1,15 @@
 """Network faults between one node and a shared service, with real processes: two ``voxlane serve`` nodes on one
-PostgreSQL, Redis and S3-compatible store, node A reaching Redis and the store through proxies that can cut it
-off (tests/fault_proxy.py: a black hole, as a partition is), node B directly. Both take live audio on the
-synthetic backend.
+PostgreSQL, Redis and S3-compatible store, node A reaching each of them through a proxy that can cut it off
+(tests/fault_proxy.py: a black hole, as a partition is), node B directly. Both take live audio on the synthetic
+backend.
 
 - A cut off from Redis mid-stream: its lease lapses, B finishes the transcript after the grace period, and A,
   still streaming, is refused at its next write. Its client goes on through B: one transcript, no overlapping
   segments, nothing A wrote after B's claim.
-- A cut off from the store for longer than a checkpoint interval mid-stream: the stream goes on without a word
-  lost, and the whole recording reaches the store once the store is back.
+- A cut off from the store for 30 s mid-stream: the stream goes on without a word lost, and the whole recording
+  reaches the store once the store is back.
+- A cut off from the database for 10 s mid-stream: its finals wait for it (their audio is on disk), then every
+  one is stored and heard once, in order, and the client was never interrupted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -27,6 +30,7 @@ from server.cli.live_client import load_pcm16k, stream_audio, ws_url
 from tests.cluster_support import Cluster, Listener, Node
 from tests.conftest import AUDIO
 from tests.db_support import PgDatabases, fetch_rows
+from tests.fault_invariants import assert_invariants
 from tests.fault_proxy import FaultProxy
 from tests.redis_support import RedisProcess
 from tests.s3_support import MotoServer
@@ -49,26 +53,40 @@ def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisPro
 
 
 @pytest.fixture(scope="module")
-def proxies(redis_process: RedisProcess, s3_server: MotoServer) -> Iterator[dict[str, FaultProxy]]:
-    redis_host, redis_port = redis_process.url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
-    s3_host, s3_port = s3_server.endpoint.split("//", 1)[1].rsplit(":", 1)
-    made = {"redis": FaultProxy(redis_host, int(redis_port)).start(), "s3": FaultProxy(s3_host, int(s3_port)).start()}
+async def cluster_db(pg_databases: PgDatabases) -> str:
+    return await pg_databases.create()
+
+
+@pytest.fixture(scope="module")
+def proxies(redis_process: RedisProcess, s3_server: MotoServer, cluster_db: str) -> Iterator[dict[str, FaultProxy]]:
+    made = {name: FaultProxy(*_host_port(url)).start()
+            for name, url in (("redis", redis_process.url), ("s3", s3_server.endpoint), ("db", cluster_db))}
     yield made
     for proxy in made.values():
         proxy.close()
 
 
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None, url
+    return parts.hostname, parts.port
+
+
 @pytest.fixture(scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory, pg_databases: PgDatabases, s3_server: MotoServer,
+async def cluster(tmp_path_factory: pytest.TempPathFactory, cluster_db: str, s3_server: MotoServer,
                   redis_process: RedisProcess, proxies: dict[str, FaultProxy]) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("faults"), await pg_databases.create(), redis_process.url, s3_server,
+    c = Cluster(tmp_path_factory.mktemp("faults"), cluster_db, redis_process.url, s3_server,
                 s3_server.make_bucket())
     common = {"VOXLANE_LIVE_LEASE_SECONDS": str(LEASE_S), "VOXLANE_LIVE_GRACE_SECONDS": str(GRACE_S),
               "VOXLANE_LIVE_PART_SECONDS": str(PART_S), "VOXLANE_STATUS_INTERVAL": "1",
               "VOXLANE_DIARIZATION": "off", "VOXLANE_MAX_AUDIO_LEAD_SECONDS": "10", "VOXLANE_JOBS": "off",
               "VOXLANE_ASR_BACKEND": "synthetic"}
+    db = urlsplit(cluster_db)
+    userinfo = db.netloc.rpartition("@")[0]
+    address = f"127.0.0.1:{proxies['db'].port}"
+    through_proxy = db._replace(netloc=f"{userinfo}@{address}" if userinfo else address).geturl()
     a = c.node("a", **common, VOXLANE_REDIS_URL=proxies["redis"].url("redis"),
-               VOXLANE_S3_ENDPOINT_URL=proxies["s3"].url("http"))
+               VOXLANE_S3_ENDPOINT_URL=proxies["s3"].url("http"), VOXLANE_DATABASE_URL=through_proxy)
     b = c.node("b", **common)
     for n in (a, b):
         n.wait_ready()
@@ -166,6 +184,7 @@ async def test_a_node_cut_off_from_redis_is_fenced_out_and_its_client_goes_on_el
     rows = await segment_rows(cluster, tid)
     assert rows[:len(swept)] == swept, "what was stored before stays, and the new stream comes after it"
     no_overlap(rows)
+    await assert_invariants(cluster.database_url, [tid], one_timeline=True)
     await on_b.stop()
 
 
@@ -173,11 +192,11 @@ async def test_a_node_cut_off_from_the_store_mid_stream_loses_nothing(cluster: C
                                                                        proxies: dict[str, FaultProxy]):
     a = node(cluster, "a")
     tid = await new_transcript(a.url, "store cut")
-    audio = load_pcm16k(AUDIO / LONG)[:16000 * 30]
+    audio = load_pcm16k(AUDIO / LONG)[:16000 * 45]
     pub = Publisher(a.url, tid, float_to_s16(audio)).start()
     await asyncio.sleep(PART_S * 2)
     with proxies["s3"].cut_off():
-        await asyncio.sleep(PART_S * 4)  # checkpoints fail meanwhile; the stream goes on
+        await asyncio.sleep(30)  # the store is away for 30 s: checkpoints wait meanwhile; the stream goes on
         assert pub.task is not None and not pub.task.done()
     assert pub.task is not None
     await asyncio.wait_for(pub.task, 120)
@@ -192,3 +211,34 @@ async def test_a_node_cut_off_from_the_store_mid_stream_loses_nothing(cluster: C
     [(status, duration)] = await fetch_rows(cluster.database_url, "SELECT status, duration FROM transcripts"
                                             " WHERE id = :t", t=tid)
     assert status == "completed" and abs(duration - len(audio) / 16000) < 0.05
+    await assert_invariants(cluster.database_url, [tid], one_timeline=True)
+
+
+async def test_a_node_cut_off_from_the_database_mid_stream_stores_every_final_once_it_is_back(
+        cluster: Cluster, proxies: dict[str, FaultProxy]):
+    """Its finals wait for the database (their audio is on disk) and are stored, and heard, once it is back: the
+    client is not interrupted, and every final it heard is stored once."""
+    a, b = node(cluster, "a"), node(cluster, "b")
+    tid = await new_transcript(b.url, "database cut")
+    on_b = await Listener(b.url, tid).start()
+    audio = load_pcm16k(AUDIO / LONG)[:16000 * 30]
+    pub = Publisher(a.url, tid, float_to_s16(audio)).start()
+    await on_b.until(lambda s: len(s.finals()) >= 1, 60, "a final reaches node B")
+    with proxies["db"].cut_off():
+        await asyncio.sleep(10)
+        assert pub.task is not None and not pub.task.done()
+    assert pub.task is not None
+    await asyncio.wait_for(pub.task, 180)
+    assert pub.errors() == [] and pub.close_code == 1000, (pub.errors(), pub.close_code)
+    heard = [m["data"]["segment_id"] for m in pub.received if m["type"] == "transcription"
+             and m["data"]["is_final"] and m["data"]["text"]]
+    rows = await segment_rows(cluster, tid)
+    assert [r[0] for r in rows] == heard, "every final heard is stored, once, in order"
+    no_overlap(rows)
+    await on_b.until(lambda s: "completed" in s.statuses(), 30, "B hears the end")
+    assert [f["segment_id"] for f in on_b.finals()] == heard
+    [(status, duration)] = await fetch_rows(cluster.database_url, "SELECT status, duration FROM transcripts"
+                                            " WHERE id = :t", t=tid)
+    assert status == "completed" and abs(duration - len(audio) / 16000) < 0.05
+    await assert_invariants(cluster.database_url, [tid], one_timeline=True)
+    await on_b.stop()

@@ -25,6 +25,7 @@ from server.settings import Settings
 from tests.cluster_support import Cluster, Node, PrivatePostgres, until
 from tests.conftest import AUDIO
 from tests.db_support import PgDatabases, fetch_rows
+from tests.fault_invariants import assert_invariants
 from tests.redis_support import RedisProcess
 from tests.rest_support import reference
 from tests.s3_support import MotoServer
@@ -133,6 +134,7 @@ async def test_a_worker_killed_mid_chunk_leaves_it_to_another_with_one_result_an
         assert all(n == 1 for n in Counter(h.event_id for h in receiver.hits).values()), "one webhook per event id"
         assert all(h.signed for h in receiver.hits)
         merged = (await conversation(api.url, pid, cid))["text"]
+        await assert_invariants(cluster.database_url, [cid])
     finally:
         receiver.close()
     # the same chunks on one node (the embedded default): the same transcript
@@ -199,6 +201,7 @@ async def test_the_api_node_killed_right_after_its_202_leaves_a_job_that_complet
     api.restart()
     await until(lambda: job_done(api.url, job_id), 90, "the job completes")
     no_doubles(await segments(cluster.database_url, job_id))
+    await assert_invariants(cluster.database_url, [job_id])
 
 
 @pytest.mark.faults
@@ -223,6 +226,7 @@ async def test_both_workers_killed_then_restarted_complete_everything(cluster: C
         [(_, status, attempts)] = await chunk_rows(cluster.database_url, j)
         assert status == "transcribed" and attempts == 2
         no_doubles(await segments(cluster.database_url, j))
+    await assert_invariants(cluster.database_url, jobs)
 
 
 @pytest.mark.faults
@@ -239,6 +243,7 @@ async def test_a_restarting_node_leaves_another_nodes_running_job_alone(cluster:
     [(_, status, attempts)] = await chunk_rows(cluster.database_url, job_id)
     assert (status, attempts) == ("transcribed", 1), "untouched: one attempt, never taken back"
     no_doubles(await segments(cluster.database_url, job_id))
+    await assert_invariants(cluster.database_url, [job_id])
 
 
 @pytest.mark.faults
@@ -268,6 +273,7 @@ async def test_a_worker_stopped_past_two_leases_is_refused_when_it_wakes_and_the
     assert await segments(cluster.database_url, job_id) == done, "w1 wrote nothing after it woke"
     assert await chunk_rows(cluster.database_url, job_id) == [(0, "transcribed", 2)]
     no_doubles(done)
+    await assert_invariants(cluster.database_url, [job_id])
     assert running(w1), "and w1 goes on serving"
 
 
@@ -324,6 +330,7 @@ async def test_a_database_that_goes_away_gets_503s_and_loses_nothing_acknowledge
         for j in jobs:
             await until(lambda j=j: job_done(api.url, j), 120, "every acknowledged job completes")
             no_doubles(await segments(pg.url, j))
+        await assert_invariants(pg.url, jobs)
         assert running(worker), "the worker rode out the outage"
     finally:
         c.close()

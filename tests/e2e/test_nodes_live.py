@@ -29,6 +29,7 @@ from server.cli.live_client import load_pcm16k, stream_audio, ws_url
 from tests.cluster_support import Cluster, Listener, Node
 from tests.conftest import AUDIO
 from tests.db_support import PgDatabases, fetch_rows
+from tests.fault_invariants import assert_invariants
 from tests.redis_support import RedisProcess
 from tests.s3_support import MotoServer
 
@@ -157,6 +158,7 @@ async def test_a_publisher_goes_on_through_a_redis_restart_and_the_other_node_ca
                      "node B's subscriber catches up on every final")
     assert len(on_b.finals()) == len(stored), "and none twice"
     assert await completed_within(cluster, tid, 10) == "completed"
+    await assert_invariants(cluster.database_url, [tid], one_timeline=True)
     for listener in (on_a, on_b):
         await listener.stop()
 
@@ -183,6 +185,7 @@ async def test_the_owning_node_killed_mid_stream_ends_the_transcript_everywhere_
     assert waited <= LEASE_S + GRACE_S + 2.5, \
         f"the end came {waited:.1f} s after the kill (lease {LEASE_S} s, grace {GRACE_S} s, sweep 1 s)"
     assert await status_of(cluster, tid) == "completed", "no transcript stays live"
+    await assert_invariants(cluster.database_url, [tid], one_timeline=True)
     stored = await stored_finals(cluster, tid)
     assert set(stored) >= {f["segment_id"] for f in on_b.finals()}
     [(last_end,)] = await fetch_rows(cluster.database_url, "SELECT max(\"end\") FROM segments WHERE transcript_id = :t",
@@ -266,6 +269,7 @@ async def test_an_owner_stalled_past_its_lease_is_refused_when_it_wakes_and_its_
     assert await completed_within(cluster, tid, 10) == "completed"
     [(fence,)] = await fetch_rows(cluster.database_url, "SELECT live_fence FROM transcripts WHERE id = :t", t=tid)
     assert fence == 3, "A's start, B's sweep, B's start"
+    await assert_invariants(cluster.database_url, [tid], one_timeline=True)
     await on_b.stop()
 
 
@@ -307,6 +311,7 @@ async def test_a_publisher_whose_node_dies_goes_on_through_the_other_node_with_o
     assert whole - 12.0 <= seconds <= whole + 0.5, (seconds, whole)  # A checkpoints every 10 s
     [(duration,)] = await fetch_rows(cluster.database_url, "SELECT duration FROM transcripts WHERE id = :t", t=tid)
     assert abs(duration - seconds) < 0.5, "the transcript's timeline is its recording's"
+    await assert_invariants(cluster.database_url, [tid], one_timeline=True)
     a.restart()
     assert cluster.s3.objects(cluster.bucket)[f"{tid}/recording.wav"] == recordings[f"{tid}/recording.wav"], \
         "A's copy, older than what B stored, did not overwrite it"
