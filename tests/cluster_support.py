@@ -115,9 +115,20 @@ class Cluster:
             node.start()
         return node
 
+    def named(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
     def close(self) -> None:
         for node in self.nodes:
             node.kill()
+
+
+async def new_transcript(base: str, name: str) -> str:
+    """A transcript made through a node's REST API; its id."""
+    async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+        r = await c.post("/v1/transcripts/", json={"name": name})
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
 
 
 def ws_url(base: str, path: str) -> str:

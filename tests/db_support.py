@@ -10,6 +10,7 @@ CREATE DATABASE). A missing PostgreSQL fails the tests, it does not skip them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sqlite3
@@ -21,6 +22,7 @@ import asyncpg
 import pytest
 from sqlalchemy import make_url, text
 
+from server.storage import SqlStore
 from server.storage.engine import make_engine
 from server.storage.migrate import upgrade
 from server.storage.tables import metadata
@@ -84,6 +86,17 @@ async def truncate_all(url: str) -> None:
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path.as_posix()}"
+
+
+@contextlib.asynccontextmanager
+async def opened_store(url: str) -> AsyncIterator[SqlStore]:
+    """A store on ``url``, open (migrated) for the block: a node's own, beside another node's on one database."""
+    store = SqlStore(url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 async def fetch_rows(url: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:

@@ -9,6 +9,7 @@ missing or does not answer fails the test; it does not skip it.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -87,14 +88,21 @@ class RedisProcess:
         assert _command(self.port, "FLUSHALL").startswith(b"+OK")
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path_factory.mktemp("redis"))
+@contextlib.contextmanager
+def running_redis(data: Path) -> Iterator[RedisProcess]:
+    """A Redis of the caller's own (one a test may kill and start again), killed at the end."""
+    server = RedisProcess(data)
     server.start()
     try:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture
@@ -107,9 +115,5 @@ def redis_url(redis_server: RedisProcess) -> str:
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path / "redis")
-    server.start()
-    try:
+    with running_redis(tmp_path / "redis") as server:
         yield server
-    finally:
-        server.kill()

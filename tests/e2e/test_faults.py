@@ -21,18 +21,17 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
 import websockets
 
 from media import float_to_s16
 from server.cli.live_client import load_pcm16k, stream_audio, ws_url
-from tests.cluster_support import Cluster, Listener, Node
+from tests.cluster_support import Cluster, Listener, new_transcript
 from tests.conftest import AUDIO
 from tests.db_support import PgDatabases, fetch_rows
 from tests.fault_invariants import assert_invariants
 from tests.fault_proxy import FaultProxy
-from tests.redis_support import RedisProcess
+from tests.redis_support import RedisProcess, running_redis
 from tests.s3_support import MotoServer
 
 pytest_plugins = ("tests.db_support", "tests.s3_support", "tests.redis_support")
@@ -46,10 +45,8 @@ LONG = "single/librivox_shakespeare_sonnet_002.wav"  # 53 s
 
 @pytest.fixture(scope="module")
 def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path_factory.mktemp("redis-faults"))
-    server.start()
-    yield server
-    server.kill()
+    with running_redis(tmp_path_factory.mktemp("redis-faults")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -92,17 +89,6 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory, cluster_db: str, s3_
         n.wait_ready()
     yield c
     c.close()
-
-
-def node(cluster: Cluster, name: str) -> Node:
-    return next(n for n in cluster.nodes if n.name == name)
-
-
-async def new_transcript(base: str, name: str) -> str:
-    async with httpx.AsyncClient(base_url=base, timeout=30) as c:
-        r = await c.post("/v1/transcripts/", json={"name": name})
-        assert r.status_code == 201, r.text
-        return r.json()["id"]
 
 
 async def segment_rows(cluster: Cluster, tid: str) -> list[tuple]:
@@ -164,7 +150,7 @@ class Publisher:
 
 async def test_a_node_cut_off_from_redis_is_fenced_out_and_its_client_goes_on_elsewhere(
         cluster: Cluster, proxies: dict[str, FaultProxy]):
-    a, b = node(cluster, "a"), node(cluster, "b")
+    a, b = cluster.named("a"), cluster.named("b")
     tid = await new_transcript(b.url, "redis cut")
     on_b = await Listener(b.url, tid).start()
     audio = load_pcm16k(AUDIO / LONG)
@@ -190,7 +176,7 @@ async def test_a_node_cut_off_from_redis_is_fenced_out_and_its_client_goes_on_el
 
 async def test_a_node_cut_off_from_the_store_mid_stream_loses_nothing(cluster: Cluster,
                                                                        proxies: dict[str, FaultProxy]):
-    a = node(cluster, "a")
+    a = cluster.named("a")
     tid = await new_transcript(a.url, "store cut")
     audio = load_pcm16k(AUDIO / LONG)[:16000 * 45]
     pub = Publisher(a.url, tid, float_to_s16(audio)).start()
@@ -218,7 +204,7 @@ async def test_a_node_cut_off_from_the_database_mid_stream_stores_every_final_on
         cluster: Cluster, proxies: dict[str, FaultProxy]):
     """Its finals wait for the database (their audio is on disk) and are stored, and heard, once it is back: the
     client is not interrupted, and every final it heard is stored once."""
-    a, b = node(cluster, "a"), node(cluster, "b")
+    a, b = cluster.named("a"), cluster.named("b")
     tid = await new_transcript(b.url, "database cut")
     on_b = await Listener(b.url, tid).start()
     audio = load_pcm16k(AUDIO / LONG)[:16000 * 30]

@@ -58,10 +58,6 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory, pg_databases: PgData
     redis.kill()
 
 
-def node(cluster: Cluster, name: str) -> Node:
-    return next(n for n in cluster.nodes if n.name == name)
-
-
 def running(n: Node) -> bool:
     return n.process is not None and n.process.poll() is None
 
@@ -109,7 +105,7 @@ async def conversation(base: str, project: str, cid: str) -> dict:
 @pytest.mark.faults
 async def test_a_worker_killed_mid_chunk_leaves_it_to_another_with_one_result_and_one_webhook(
         cluster: Cluster, tmp_path: Path):
-    api, w1, w2 = node(cluster, "api"), node(cluster, "w1"), node(cluster, "w2")
+    api, w1, w2 = cluster.named("api"), cluster.named("w1"), cluster.named("w2")
     receiver = Receiver(fail_first=0)
     try:
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as c:
@@ -192,10 +188,10 @@ async def job_done(base: str, job_id: str) -> bool:
 
 @pytest.mark.faults
 async def test_the_api_node_killed_right_after_its_202_leaves_a_job_that_completes(cluster: Cluster):
-    api = node(cluster, "api")
+    api = cluster.named("api")
     for w in ("w1", "w2"):
-        if not running(node(cluster, w)):
-            node(cluster, w).restart()
+        if not running(cluster.named(w)):
+            cluster.named(w).restart()
     job_id = await job(api.url, JFK)
     api.kill()  # the job row, its file in the bucket and its queued job were committed before the 202
     api.restart()
@@ -206,7 +202,7 @@ async def test_the_api_node_killed_right_after_its_202_leaves_a_job_that_complet
 
 @pytest.mark.faults
 async def test_both_workers_killed_then_restarted_complete_everything(cluster: Cluster):
-    api, w1, w2 = node(cluster, "api"), node(cluster, "w1"), node(cluster, "w2")
+    api, w1, w2 = cluster.named("api"), cluster.named("w1"), cluster.named("w2")
     for w in (w1, w2):
         if not running(w):
             w.restart()
@@ -229,14 +225,21 @@ async def test_both_workers_killed_then_restarted_complete_everything(cluster: C
     await assert_invariants(cluster.database_url, jobs)
 
 
-@pytest.mark.faults
-async def test_a_restarting_node_leaves_another_nodes_running_job_alone(cluster: Cluster):
-    api, w1, w2 = node(cluster, "api"), node(cluster, "w1"), node(cluster, "w2")
-    w2.kill()
+async def job_on_w1(cluster: Cluster, name: str) -> str:
+    """A job of ``name``, once worker w1 (the only one running) transcribes it; its id."""
+    cluster.named("w2").kill()
+    w1 = cluster.named("w1")
     if not running(w1):
         w1.restart()
-    job_id = await job(api.url, SONNET)
+    job_id = await job(cluster.named("api").url, name)
     await until(lambda: processing(cluster.database_url, job_id), 60, "w1 transcribes it")
+    return job_id
+
+
+@pytest.mark.faults
+async def test_a_restarting_node_leaves_another_nodes_running_job_alone(cluster: Cluster):
+    api, w2 = cluster.named("api"), cluster.named("w2")
+    job_id = await job_on_w1(cluster, SONNET)
     w2.restart()  # a node that starts (this is what reset every node's running work)
     api.restart()
     await until(lambda: job_done(api.url, job_id), 120, "w1 completes it")
@@ -252,12 +255,8 @@ async def test_a_worker_stopped_past_two_leases_is_refused_when_it_wakes_and_the
     """w1 is stopped (SIGSTOP) mid-job for longer than two job leases: its job runs again on w2 and completes.
     When w1 wakes up, its attempt's next write is refused (the newer attempt holds the transcript's fence) and it
     stops: the transcript keeps w2's segments, the chunk w2's outcome."""
-    api, w1, w2 = node(cluster, "api"), node(cluster, "w1"), node(cluster, "w2")
-    w2.kill()
-    if not running(w1):
-        w1.restart()
-    job_id = await job(api.url, LONG)
-    await until(lambda: processing(cluster.database_url, job_id), 60, "w1 transcribes it")
+    api, w1, w2 = cluster.named("api"), cluster.named("w1"), cluster.named("w2")
+    job_id = await job_on_w1(cluster, LONG)
     await asyncio.sleep(1.0)
     assert w1.process is not None
     w1.process.send_signal(signal.SIGSTOP)
@@ -296,7 +295,7 @@ async def test_a_node_on_a_store_of_its_own_refuses_to_start(cluster: Cluster):
         assert "is not the one the other nodes on this database use" in log, log[-3000:]
         assert str(stray.data_dir / "audio") in log and "VOXLANE_S3_BUCKET" in log
         assert "voxlane audio-store adopt" in log
-    api = node(cluster, "api")  # the nodes on the shared bucket go on
+    api = cluster.named("api")  # the nodes on the shared bucket go on
     async with httpx.AsyncClient(timeout=10) as client:
         assert running(api) and (await client.get(api.url + "/health")).status_code == 200
 

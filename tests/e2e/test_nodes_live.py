@@ -26,11 +26,11 @@ import websockets
 from media import float_to_s16
 from protocol.close import CLOSE_MOVED
 from server.cli.live_client import load_pcm16k, stream_audio, ws_url
-from tests.cluster_support import Cluster, Listener, Node
+from tests.cluster_support import Cluster, Listener, new_transcript
 from tests.conftest import AUDIO
 from tests.db_support import PgDatabases, fetch_rows
 from tests.fault_invariants import assert_invariants
-from tests.redis_support import RedisProcess
+from tests.redis_support import RedisProcess, running_redis
 from tests.s3_support import MotoServer
 
 pytest_plugins = ("tests.db_support", "tests.s3_support", "tests.redis_support")
@@ -43,10 +43,8 @@ LONG = "single/librivox_shakespeare_sonnet_002.wav"  # 53 s
 
 @pytest.fixture(scope="module")
 def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path_factory.mktemp("redis-live"))
-    server.start()
-    yield server
-    server.kill()
+    with running_redis(tmp_path_factory.mktemp("redis-live")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +63,6 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory, pg_databases: PgData
         node.wait_ready()
     yield c
     c.close()
-
-
-def node(cluster: Cluster, name: str) -> Node:
-    return next(n for n in cluster.nodes if n.name == name)
-
-
-async def new_transcript(base: str, name: str) -> str:
-    async with httpx.AsyncClient(base_url=base, timeout=30) as c:
-        r = await c.post("/v1/transcripts/", json={"name": name})
-        assert r.status_code == 201, r.text
-        return r.json()["id"]
 
 
 async def stored_finals(cluster: Cluster, tid: str) -> list[str]:
@@ -102,7 +89,7 @@ async def completed_within(cluster: Cluster, tid: str, seconds: float) -> str:
 
 
 async def test_subscribers_on_two_nodes_hear_one_sequence_and_a_late_joiner_misses_nothing(cluster: Cluster):
-    a, b = node(cluster, "a"), node(cluster, "b")
+    a, b = cluster.named("a"), cluster.named("b")
     tid = await new_transcript(b.url, "fan-out")
     on_a, on_b = await Listener(a.url, tid).start(), await Listener(b.url, tid).start()
     late: Listener | None = None
@@ -137,7 +124,7 @@ async def test_subscribers_on_two_nodes_hear_one_sequence_and_a_late_joiner_miss
 @pytest.mark.faults
 async def test_a_publisher_goes_on_through_a_redis_restart_and_the_other_node_catches_up(
         cluster: Cluster, redis_process: RedisProcess):
-    a, b = node(cluster, "a"), node(cluster, "b")
+    a, b = cluster.named("a"), cluster.named("b")
     tid = await new_transcript(a.url, "redis restart")
     on_a, on_b = await Listener(a.url, tid).start(), await Listener(b.url, tid).start()
 
@@ -165,7 +152,7 @@ async def test_a_publisher_goes_on_through_a_redis_restart_and_the_other_node_ca
 
 @pytest.mark.faults
 async def test_the_owning_node_killed_mid_stream_ends_the_transcript_everywhere_within_the_lease(cluster: Cluster):
-    a, b = node(cluster, "a"), node(cluster, "b")
+    a, b = cluster.named("a"), cluster.named("b")
     tid = await new_transcript(b.url, "owner killed")
     on_b = await Listener(b.url, tid).start()
     streaming = asyncio.create_task(stream_audio(a.url, load_pcm16k(AUDIO / LONG), transcript_id=tid, speed=1.0,
@@ -208,7 +195,7 @@ async def test_an_owner_stalled_past_its_lease_is_refused_when_it_wakes_and_its_
     dead node's. When A wakes up with the client's audio still coming, the database refuses its next final: A
     stores nothing more, tells its client to reconnect (TRANSCRIPT_MOVED, close 1012), and counts it. The client
     goes on through B, which streams the transcript again with a fence past A's."""
-    a, b = node(cluster, "a"), node(cluster, "b")
+    a, b = cluster.named("a"), cluster.named("b")
     tid = await new_transcript(b.url, "owner stalled")
     on_b = await Listener(b.url, tid).start()
     pcm = float_to_s16(load_pcm16k(AUDIO / LONG))
@@ -279,7 +266,7 @@ async def test_a_publisher_whose_node_dies_goes_on_through_the_other_node_with_o
     transcript over where A's stored finals end: at most the audio after A's last checkpoint is lost (silence
     stands in for it), no segment overlaps another, and the transcript keeps one recording, which A's older
     copy does not overwrite when A is back."""
-    a, b = node(cluster, "a"), node(cluster, "b")
+    a, b = cluster.named("a"), cluster.named("b")
     tid = await new_transcript(b.url, "owner died")
     audio = load_pcm16k(AUDIO / LONG)
     pcm = float_to_s16(audio)
@@ -323,7 +310,7 @@ def spool_size_floor(seconds: float) -> int:
 
 
 async def test_three_nodes_share_one_upload_url_limit(cluster: Cluster):
-    b = node(cluster, "b")
+    b = cluster.named("b")
     extra = [cluster.node(name, VOXLANE_JOBS="off", VOXLANE_LIVE="off") for name in ("c", "d")]
     for n in extra:
         n.wait_ready()

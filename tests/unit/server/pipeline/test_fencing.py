@@ -21,6 +21,7 @@ from server.pipeline import recovery
 from server.services import Services
 from server.settings import Settings
 from server.storage import SqlStore
+from tests.db_support import opened_store
 from tests.fake_backend import FakeBackend
 
 pytest_plugins = ("tests.db_support",)
@@ -41,12 +42,8 @@ async def node(database_url: str, tmp_path: Path) -> AsyncIterator[Services]:
 
 @pytest.fixture
 async def other_node(database_url: str) -> AsyncIterator[SqlStore]:
-    store = SqlStore(database_url)
-    await store.open()
-    try:
+    async with opened_store(database_url) as store:
         yield store
-    finally:
-        await store.close()
 
 
 async def stream_until_stored(node: Services, tid: str, told: list[BaseModel]) -> tuple[object, bytes]:

@@ -15,6 +15,7 @@ from server.storage import SqlStore
 from server.storage.audio import AudioStore, LocalAudioStore
 from server.storage.audio.identity import MARKER_KEY, NotTheSharedStore, check_shared_store
 from server.storage.audio.s3 import S3AudioStore
+from tests.db_support import opened_store
 from tests.s3_support import MotoServer
 
 pytest_plugins = ("tests.db_support", "tests.s3_support")
@@ -22,12 +23,8 @@ pytest_plugins = ("tests.db_support", "tests.s3_support")
 
 @pytest.fixture
 async def rows(database_url: str) -> AsyncIterator[SqlStore]:
-    store = SqlStore(database_url)
-    await store.open()
-    try:
+    async with opened_store(database_url) as store:
         yield store
-    finally:
-        await store.close()
 
 
 async def opened(audio: AudioStore) -> AudioStore:

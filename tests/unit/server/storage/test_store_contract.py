@@ -4,7 +4,6 @@ two engines on one database, and the migrations (fresh, pre-Alembic SQLite files
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import sqlite3
 import time
@@ -26,32 +25,23 @@ from server.storage.base import ANY
 from server.storage.engine import async_url, make_engine
 from server.storage.migrate import alembic_config, ours, upgrade
 from server.storage.tables import conversations, metadata
+from tests.db_support import opened_store
 
 pytest_plugins = ("tests.db_support",)
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
-@contextlib.asynccontextmanager
-async def opened(url: str) -> AsyncIterator[SqlStore]:
-    s = SqlStore(url)
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[SqlStore]:
-    async with opened(database_url) as s:
+    async with opened_store(database_url) as s:
         yield s
 
 
 @pytest.fixture
 async def rival(database_url: str) -> AsyncIterator[SqlStore]:
     """A second store (its own engine and connections) on the same database."""
-    async with opened(database_url) as s:
+    async with opened_store(database_url) as s:
         yield s
 
 
