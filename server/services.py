@@ -189,7 +189,8 @@ async def build(settings: Settings, *, role: Role | None = None, backend: AsrBac
                         vad_model=vad, ingest=ingest, role=role, redis=redis, node=node)
     services.leases = make_leases(redis, node, settings.live_lease_seconds, finisher=services,
                                   streams=services.live.streams, lost=services.live.taken_over,
-                                  grace_seconds=settings.live_grace_seconds)
+                                  grace_seconds=settings.live_grace_seconds,
+                                  check_fences=services.live.check_fences)
     if role.live:
         services.load = LoadMonitor(target_s=settings.latency_target_s, streams=services.live.publishers,
                                     engine=services.loop, loop_delay=services.loop_delay,

@@ -126,8 +126,10 @@ class RedisLeases:
     """Leases in Redis, renewed in the background, and the sweep that ends a dead node's transcripts."""
 
     def __init__(self, redis: Redis, node: str, lease_s: float, *, sweep: Callable[[], Awaitable[None]] | None,
-                 lost: Callable[[str], None] = lambda transcript_id: None, grace_s: float = 0.0) -> None:
+                 lost: Callable[[str], None] = lambda transcript_id: None, grace_s: float = 0.0,
+                 check_fences: Callable[[], Awaitable[None]] | None = None) -> None:
         self.redis = redis
+        self._check_fences = check_fences  # the database's word on what this node streams, as often as renewals
         self.grace_ms = int(grace_s * 1000)
         self._on_lost = lost  # told when another node holds the lease of a transcript this node still streams
         self.node = node
@@ -207,6 +209,8 @@ class RedisLeases:
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._renew_loop(), name="lease-renewal")]
+        if self._check_fences is not None:
+            self._tasks.append(asyncio.create_task(self._fence_loop(self._check_fences), name="fence-check"))
         if self._sweep is not None:
             self._tasks.append(asyncio.create_task(self._sweep_loop(self._sweep), name="lease-sweep"))
 
@@ -238,6 +242,19 @@ class RedisLeases:
                     for key in keys:
                         await self.redis.zadd(key, {f"{self.node}:{stream}": lapse})
                         await self.redis.expireat(key, int(lapse) + 1)
+
+    async def _fence_loop(self, check: Callable[[], Awaitable[None]]) -> None:
+        """At the renewals' pace, apart from them: a database that hangs must not stop this node's leases."""
+        while True:
+            await asyncio.sleep(self.lease_ms / 4000)
+            if not self._held:
+                continue
+            try:
+                await check()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database away: the stream's writes wait anyway; the next round asks
+                log.debug("checking this node's fences failed: %s", exc)
 
     async def _sweep_loop(self, sweep: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -288,11 +305,12 @@ class RedisLeases:
 
 def make_leases(redis: Redis | None, node: str, lease_seconds: float, *, finisher: Finishing,
                 streams: Callable[[str], bool], lost: Callable[[str], None] = lambda transcript_id: None,
-                grace_seconds: float = 0.0) -> Leases:
+                grace_seconds: float = 0.0, check_fences: Callable[[], Awaitable[None]] | None = None) -> Leases:
     """Redis leases when the node shares Redis; otherwise a node is alone. Every node with Redis sweeps for the
     transcripts of dead nodes (an API node that takes no live audio too: it may be the one left) and finishes
     them through ``finisher``; ``streams`` says which this node streams itself, ``lost`` is told of a transcript
-    whose lease another node took while this one streamed it."""
+    whose lease another node took while this one streamed it, and ``check_fences`` runs with every renewal round
+    (the database says whether another node took over a transcript this one streams)."""
     if redis is None:
         return LocalLeases()
 
@@ -309,5 +327,6 @@ def make_leases(redis: Redis | None, node: str, lease_seconds: float, *, finishe
                 else:
                     await leases.drop_claim(transcript_id)
 
-    leases = RedisLeases(redis, node, lease_seconds, sweep=sweep, lost=lost, grace_s=grace_seconds)
+    leases = RedisLeases(redis, node, lease_seconds, sweep=sweep, lost=lost, grace_s=grace_seconds,
+                         check_fences=check_fences)
     return leases

@@ -268,6 +268,19 @@ class LiveRegistry:
         if live is not None:
             live.taken_over()
 
+    async def check_fences(self) -> None:
+        """Every transcript this node streams whose fence another node has moved on is taken over: a stream
+        that stores nothing for a while (a pause, a node cut off from Redis) learns it here, at the lease
+        renewals' pace, rather than at its next final."""
+        held = {tid: live.fence for tid, live in list(self._live.items())
+                if live.fence is not None and live.publishers and not live.fenced_out}
+        if not held:
+            return
+        now = await self.services.store.live_fences(list(held))
+        for tid, fence in held.items():
+            if tid in now and now[tid] != fence:
+                self.taken_over(tid)
+
     def get(self, transcript_id: str) -> LiveTranscript:
         live = self._live.get(transcript_id)
         if live is None:

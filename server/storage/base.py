@@ -137,6 +137,10 @@ class Store(Protocol):
         """Ids of transcripts in ``status``, in id order; ``after`` an id, the page after it (a sweep of every
         one reads page by page)."""
 
+    async def live_fences(self, transcript_ids: list[str]) -> dict[str, int]:
+        """The fence each of these transcripts is at now (those that exist): a node that streams them learns
+        that another node took one over without waiting for its next write."""
+
     async def delete_transcript(self, transcript_id: str) -> bool: ...
 
     async def save_segment(self, transcript_id: str, segment: dict[str, Any], *, fence: int | None = None) -> None:

@@ -326,6 +326,12 @@ class SqlStore(MeetingQueries):
         rows = await self._read_rows(stmt.order_by(T.c.id).limit(limit))
         return [r["id"] for r in rows]
 
+    async def live_fences(self, transcript_ids: list[str]) -> dict[str, int]:
+        if not transcript_ids:
+            return {}
+        rows = await self._read_rows(select(T.c.id, T.c.live_fence).where(T.c.id.in_(transcript_ids)))
+        return {r["id"]: int(r["live_fence"]) for r in rows}
+
     async def delete_transcript(self, transcript_id: str) -> bool:
         return await self._write_count(delete(T).where(T.c.id == transcript_id)) > 0
 

@@ -138,3 +138,21 @@ async def test_a_dead_node_sweep_fences_out_a_stream_that_wakes_up(node: Service
     assert await node.store.get_transcript(tid) == swept
     assert len(moved_errors(told)) == 1
     assert not await recovery.finish_abandoned(OtherNode(), tid), "completed once"
+
+
+async def test_a_stream_that_stores_nothing_learns_of_a_take_over_from_the_fence_check(
+        node: Services, other_node: SqlStore) -> None:
+    """A stream in a long pause (or on a node cut off from Redis) writes nothing for a while: the check that runs
+    with every lease renewal finds its fence moved on and ends it the same way as a refused write would."""
+    tid = (await node.store.create_transcript(name="quiet"))["id"]
+    told: list[BaseModel] = []
+    pub = await node.live.get(tid).add_publisher(StartParams(format="pcm_s16le", sample_rate=SAMPLE_RATE,
+                                                              channels=1), tell=told.append)
+    await pub.feed_bytes(bytes(FRAME * 10))  # a second of silence: no final
+    await node.live.check_fences()
+    assert not moved_errors(told), "its own fence: nothing to do"
+    await other_node.take_live(tid)
+    await node.live.check_fences()
+    assert len(moved_errors(told)) == 1
+    await feed_rest(node, tid, pub, b"")
+    assert node.live.fenced_out == 1 and (await node.store.get_transcript(tid))["status"] == "live"

@@ -202,6 +202,7 @@ async def test_a_stale_fence_writes_nothing(store: SqlStore, rival: SqlStore) ->
     assert await store.get_transcript(t["id"]) == before
     assert [s["text"] for s in await store.get_segments(t["id"])] == ["mine"]
     assert (await store.get_unredacted(t["id"]))[1] == 0
+    assert await rival.live_fences([t["id"], "nope"]) == {t["id"]: new} and await rival.live_fences([]) == {}
     # the new stream writes on; a fenced write of a transcript that is gone is not a stale one
     await rival.save_segment(t["id"], {"id": "b", "text": "theirs", "start": 1, "end": 2}, fence=new)
     assert (await rival.transition_transcript(t["id"], ("live",), "completed", fence=new))["status"] == "completed"
