@@ -165,12 +165,11 @@ class Hub:
     def fence(self, transcript_id: str, fence: int | None) -> None:
         """The fence this node's live stream of the transcript writes with (``Store.take_live``), or None once it
         ended: every final stored through the hub carries it."""
+        self._stale.discard(transcript_id)
         if fence is None:
             self._fences.pop(transcript_id, None)
-            self._stale.discard(transcript_id)
         else:
             self._fences[transcript_id] = fence
-            self._stale.discard(transcript_id)
 
     def fence_of(self, transcript_id: str) -> int | None:
         return self._fences.get(transcript_id)

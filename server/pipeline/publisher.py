@@ -52,6 +52,9 @@ PIECE_SECONDS = 1.0
 """A frame is taken in as pieces of at most this much audio (see :mod:`server.pipeline.ingest`)."""
 PIECE_BYTES = 64 * 1024
 """...and, for an encoded container, of at most this many bytes."""
+MAX_PAD_SECONDS = 600.0
+"""The most silence a resumed recording is padded with (see :meth:`Publisher.open`): a dead node loses what came
+after its last checkpoint, seconds, or minutes while the store was away; never hours of writing on a start."""
 
 
 class Pacer:
@@ -182,8 +185,8 @@ class Publisher:
         if pad_to is not None:
             padded = await asyncio.to_thread(_pad_recording, path, pad_to, pad_empty)
             if padded > 0:
-                log.warning("transcript %s: its recording ended %.1f s before its stored words (its node died):"
-                            " %.1f s of silence stand in for the lost audio", transcript.id, padded, padded)
+                log.warning("transcript %s: its recording ends %.1f s before its stored words (audio after a dead"
+                            " node's last checkpoint): silence stands in for it", transcript.id, padded)
         return cls(transcript, params, offset, key, path, tell)
 
     async def begin(self) -> None:
@@ -445,6 +448,10 @@ def _pad_recording(path: Path, until: float, pad_empty: bool) -> float:
         missing = until - wav.duration
         if missing <= 0 or (wav.duration == 0 and not pad_empty):
             return 0.0
+        if missing > MAX_PAD_SECONDS:
+            log.warning("%s ends %.0f s before its transcript's stored words: padded by %.0f s only, the new audio"
+                        " starts under the last ones", path.name, missing, MAX_PAD_SECONDS)
+            missing = MAX_PAD_SECONDS
         step = 10 * SAMPLE_RATE
         left = int(round(missing * SAMPLE_RATE))
         while left > 0:
