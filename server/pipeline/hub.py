@@ -98,7 +98,8 @@ class Hub:
         self._subs: dict[str, set[Subscriber]] = defaultdict(set)
         self._fences: dict[str, int] = {}  # transcripts this node streams -> the fence their finals are stored with
         self._stale: set[str] = set()  # of those, the ones whose fence the database refused
-        self._ending: set[asyncio.Task] = set()  # ends waiting for their catch-up (see _deliver)
+        self._ending: set[asyncio.Task] = set()  # other nodes' ends waiting for their catch-up (see _deliver)
+        self._ending_here: set[str] = set()  # transcripts whose end this node is publishing, caught up already
         self.on_stale: Callable[[str], None] = lambda transcript_id: None
         """Told when the database refused a final of a transcript this node streams (another took it over)."""
 
@@ -143,7 +144,18 @@ class Hub:
                 return  # refused: nobody hears of a final that is not stored
         elif transcript_id in self._stale:
             return  # this node lost the transcript: what its old stream still says is not the transcript's
-        await self.broker.publish(transcript_id, envelope(body))
+        message = envelope(body)
+        if not _ends_transcript(message) or not self._subs.get(transcript_id):
+            await self.broker.publish(transcript_id, message)
+            return
+        # this node's subscribers get the stored finals they missed first (see _deliver), here before the end
+        # goes out: a server that stops right after it (its shutdown completing every stream) still tells them
+        await self._catch_up_before_end(transcript_id)
+        self._ending_here.add(transcript_id)
+        try:
+            await self.broker.publish(transcript_id, message)
+        finally:
+            self._ending_here.discard(transcript_id)
 
     async def store_final(self, transcript_id: str, msg: Transcription) -> bool:
         """Store a final without telling anyone: the stored form after the end-of-stream speaker pass (re-cut at
@@ -197,9 +209,9 @@ class Hub:
             sub.close()
 
     def _deliver(self, transcript_id: str, message: dict[str, Any]) -> None:
-        if self._subs.get(transcript_id) and _ends_transcript(message):
-            # the stream's node may have died with finals stored but still queued for the broker (or the sweep
-            # finished it here): its subscribers get every stored final they missed before they hear the end
+        if self._subs.get(transcript_id) and _ends_transcript(message) and transcript_id not in self._ending_here:
+            # another node's end: the stream's node may have died with finals stored but still queued for the
+            # broker (or the sweep finished it there): subscribers here get every stored final they missed first
             task = asyncio.get_running_loop().create_task(self._deliver_end(transcript_id, message))
             self._ending.add(task)
             task.add_done_callback(self._ending.discard)
@@ -211,11 +223,14 @@ class Hub:
             sub.put(message)
 
     async def _deliver_end(self, transcript_id: str, message: dict[str, Any]) -> None:
+        await self._catch_up_before_end(transcript_id)
+        self._put(transcript_id, message)
+
+    async def _catch_up_before_end(self, transcript_id: str) -> None:
         try:
             await self._catch_up(transcript_id)
         except Exception as exc:  # the database away: the end still goes out
             log.warning("transcript %s: stored finals could not be read before its end: %s", transcript_id, exc)
-        self._put(transcript_id, message)
 
     async def _catch_up(self, transcript_id: str) -> None:
         """Finals this node's subscribers may have missed (another node's messages lost while Redis was away):
