@@ -242,8 +242,10 @@ class Hub:
             if not (row.get("text") or "").strip():
                 continue
             message = envelope(stored_message(row))
+            whole = _piece_of(row["id"])
             for sub in list(self._subs.get(transcript_id, ())):
-                if row["id"] not in sub.finals:
+                # a piece the end-of-stream speaker pass cut from a final the subscriber heard whole is not news
+                if row["id"] not in sub.finals and whole not in sub.finals:
                     sub.put(message)
 
 
@@ -254,3 +256,9 @@ def _ends_transcript(message: dict[str, Any]) -> bool:
         return False
     data = message.get("data") or {}
     return data.get("status") in ("completed", "failed") and data.get("participant_id") is None
+
+
+def _piece_of(segment_id: str) -> str | None:
+    """The final a stored piece was cut from (``<id>-<k>``, k >= 2: see ``LiveSpeakers``), or None."""
+    whole, dash, k = segment_id.rpartition("-")
+    return whole if dash and whole and k.isdigit() and int(k) >= 2 else None

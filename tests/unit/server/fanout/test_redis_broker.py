@@ -138,13 +138,15 @@ async def test_finals_a_dying_node_stored_but_never_published_reach_subscribers_
         redis_url: str, store: Store):
     """Node A stored its last finals and died before its broker sent them; node B's sweep then finishes the
     transcript. B's subscriber (and A's, had A lived) hears every stored final it missed, in order, and then
-    the end: none missing, none twice."""
+    the end: none missing, none twice, and no piece of one it heard whole."""
     tid = await new_transcript(store)
     async with nodes(redis_url, store) as (a, b):
         on_b = await b.hub.subscribe(tid)
         await publish_segments(a.hub, tid, range(3))
         for i in (3, 4):  # stored, still queued for the broker when A died
             assert await a.hub.store_final(tid, final(i))
+        # and a piece the end-of-stream speaker pass cut from a final B's subscriber heard whole: not news
+        assert await a.hub.store_final(tid, final(2).model_copy(update={"segment_id": "seg0002-2", "start": 2.5}))
         await b.hub.publish(tid, Status(status="completed", stage="transcription", progress=100.0,
                                         message="finished from what was stored"))
         got = await take(on_b, completed)
