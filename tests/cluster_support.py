@@ -228,6 +228,41 @@ class PrivatePostgres:
     def stop(self, mode: str = "immediate") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
+    def standby(self, name: str = "standby") -> PrivatePostgres:
+        """A streaming replica of this running cluster, started, which this one waits for at every commit
+        (synchronous replication, as a failover setup that loses no acknowledged write is configured)."""
+        replica = PrivatePostgres()
+        if os.geteuid() == 0:
+            shutil.chown(replica.workdir, "postgres", "postgres")
+        conninfo = f"host=127.0.0.1 port={self.port} user=postgres application_name={name}"
+        done = replica._run("pg_basebackup", "-d", conninfo, "-D", str(replica.data), "-X", "stream", "-R")
+        if done.returncode != 0:
+            pytest.fail(f"pg_basebackup failed: {done.stderr[-2000:]}")
+        with open(replica.data / "postgresql.auto.conf", "a") as conf:  # -R names no application
+            conf.write(f"primary_conninfo = '{conninfo}'\n")
+        replica.start()
+        self.sql(f"ALTER SYSTEM SET synchronous_standby_names = '{name}'", "SELECT pg_reload_conf()")
+        deadline = time.monotonic() + 60
+        while self.sql("SELECT sync_state FROM pg_stat_replication").stdout.strip() != "sync":
+            assert time.monotonic() < deadline, f"the standby never streamed in sync: {replica._log()}"
+            time.sleep(0.2)
+        return replica
+
+    def promote(self) -> None:
+        """This standby becomes a primary (what a failover manager does once the old primary is gone)."""
+        done = self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60", "promote")
+        if done.returncode != 0:
+            pytest.fail(f"the standby was not promoted: {done.stderr[-2000:]}\n{self._log()}")
+
+    def sql(self, *statements: str) -> subprocess.CompletedProcess:
+        args = ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-At", "-v", "ON_ERROR_STOP=1"]
+        for statement in statements:
+            args += ["-c", statement]
+        done = self._run(*args)
+        if done.returncode != 0:
+            pytest.fail(f"psql failed: {done.stderr[-2000:]}")
+        return done
+
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)

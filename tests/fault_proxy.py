@@ -53,6 +53,16 @@ class FaultProxy:
     def restore(self) -> None:
         self._loop.call_soon_threadsafe(self._end_cut)
 
+    def retarget(self, host: str, port: int) -> None:
+        """New connections go to ``host:port`` from now on, as when a failover moves a service's address to its
+        new primary; the open ones are reset, as the old primary's are when it dies."""
+        def move() -> None:
+            self.target = (host, port)
+            for writer in list(self._open):
+                writer.transport.abort()
+
+        self._loop.call_soon_threadsafe(move)
+
     @contextmanager
     def cut_off(self) -> Iterator[None]:
         self.cut()

@@ -28,7 +28,7 @@ How it is used:
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import json
 import logging
 import time
@@ -59,14 +59,30 @@ ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
 # Jobs held by workers whose heartbeat stopped, each put back with one more attempt (procrastinate's own retry);
 # one whose twin already waits (same queueing lock) is cancelled instead: the twin does the work. None while the
 # database itself started less than :settle ago: no worker could write a heartbeat while it was down or
-# recovering, so every heartbeat is old then, the live workers' too.
+# recovering, so every heartbeat is old then, the live workers' too. A standby promoted in a failover has been up
+# for long; what it last replayed is the old primary's last commit, so it settles from there (the replay time
+# is NULL on a database that never recovered, and greatest() passes over a NULL).
 _STALLED = text("""
 SELECT j.id, j.queueing_lock FROM procrastinate_jobs j
 LEFT JOIN procrastinate_workers w ON w.id = j.worker_id
 WHERE j.status = 'doing' AND (w.id IS NULL OR w.last_heartbeat < now() - make_interval(secs => :stalled))
-  AND pg_postmaster_start_time() < now() - make_interval(secs => :settle)
+  AND greatest(pg_postmaster_start_time(), pg_last_xact_replay_timestamp())
+      < now() - make_interval(secs => :settle)
 FOR UPDATE OF j SKIP LOCKED
 """)
+# The rows of those workers, once their jobs are back: removed by this sweep, under its guard, and not by
+# procrastinate's own pruning, which a lane runs each time it starts with no guard at all. A lane started again
+# the moment the database came back removed the rows of every live lane that had not yet written a heartbeat;
+# their running jobs lost their worker (ON DELETE SET NULL) and the next sweep ran them a second time.
+_PRUNE = text("""
+DELETE FROM procrastinate_workers w
+WHERE w.last_heartbeat < now() - make_interval(secs => :stalled)
+  AND greatest(pg_postmaster_start_time(), pg_last_xact_replay_timestamp())
+      < now() - make_interval(secs => :settle)
+  AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE j.worker_id = w.id AND j.status = 'doing')
+""")
+PRUNED_BY_PROCRASTINATE_S = 7 * 86400.0
+"""procrastinate prunes workers silent for this long when a lane starts: in effect never (see ``_PRUNE``)."""
 _RETRY = text("SELECT procrastinate_retry_job_v2(:id, now(), NULL, NULL, NULL)")
 _COVERED = text("UPDATE procrastinate_jobs SET status = 'cancelled' WHERE id = :id")
 # The soonest a job scheduled for later comes due, and the queues holding jobs that can run now but wait: one
@@ -98,6 +114,7 @@ class PgQueue:
         self.lane_of = lane_of
         self.lease_s = lease_s  # a worker whose heartbeat is this old is dead: its jobs run again elsewhere
         self._scheduled = asyncio.Event()  # a job became runnable by time or by a released lock (_wake_when_due)
+        self._unsaved: list[tuple[Any, str, dict[str, Any]]] = []  # attempts stopped with no database to say so
 
     # ------------------------------------------------------------ staging
 
@@ -128,12 +145,14 @@ class PgQueue:
 
     async def _keep_working(self, app: Any, lane: Lane) -> None:
         """One procrastinate worker for the lane, started again whenever it stops by itself: it does when it loses
-        the database (its heartbeat fails), and its jobs were aborted then; the sweep puts back any it could not."""
+        the database (its heartbeat fails), and its jobs were aborted then. Those it could not put back then are
+        put back once the database answers again, before the lane takes new work: procrastinate may have marked
+        them ``aborted``, which no sweep looks at, and the reconciler would find them only minutes later."""
         while True:
             try:
                 await app.run_worker_async(
                     queues=[lane.name], concurrency=lane.concurrency, name=f"voxlane-{lane.name}",
-                    update_heartbeat_interval=self.lease_s / 5, stalled_worker_timeout=self.lease_s,
+                    update_heartbeat_interval=self.lease_s / 5, stalled_worker_timeout=PRUNED_BY_PROCRASTINATE_S,
                     fetch_job_polling_interval=POLL_S, delete_jobs="successful", shutdown_graceful_timeout=0,
                     install_signal_handlers=False)
                 log.warning("the %s job worker stopped; starting it again", lane.name)
@@ -142,6 +161,19 @@ class PgQueue:
             except Exception as exc:
                 log.warning("the %s job worker failed (%s); starting it again", lane.name, exc)
             await asyncio.sleep(RESTART_S)
+            await self._put_back_unsaved()
+
+    async def _put_back_unsaved(self) -> None:
+        while self._unsaved:
+            job, name, args = self._unsaved[0]
+            try:
+                await until_stored(f"job {job.id}, stopped with the database away,", functools.partial(
+                    self._again, job, name, args, attempts=job.attempts, delay=0.0))
+            except Exception as exc:  # not the database: the reconciler finds its work again
+                log.warning("job %s could not be queued again (%s)", job.id, exc)
+            else:
+                log.warning("job %s: stopped while the database was away; it runs again", job.id)
+            self._unsaved.pop(0)
 
     def _runner(self, name: str, dispatch: Dispatch) -> Callable[..., Any]:
         async def run(context: Any, **args: Any) -> None:
@@ -149,9 +181,11 @@ class PgQueue:
             claimed = Claimed(id=str(job.id), task=name, args=args, attempts=job.attempts + 1)
             try:
                 outcome = await dispatch(claimed)
-            except asyncio.CancelledError:  # this node is stopping: the attempt does not count
-                with contextlib.suppress(Exception):
+            except asyncio.CancelledError:  # this node or this lane's worker is stopping: the attempt does not count
+                try:
                     await self._again(job, name, args, attempts=job.attempts, delay=0.0)
+                except Exception:  # the database is away (what stops a lane's worker): once it is back
+                    self._unsaved.append((job, name, dict(args)))
                 raise
             try:
                 if outcome.state == "retry":  # written before this job ends, however long the database is away
@@ -238,6 +272,7 @@ class PgQueue:
                     swept.append(int(row.id))
                 except DBAPIError:  # a twin waits with its queueing lock: it does the work
                     await conn.execute(_COVERED, {"id": row.id})
+            await conn.execute(_PRUNE, params)
         return swept
 
     # ------------------------------------------------------------ reading

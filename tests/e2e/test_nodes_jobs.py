@@ -5,8 +5,8 @@ directory of its own; and an API node and a worker on a PostgreSQL of this file'
 Nothing acknowledged is lost: a worker killed mid-job leaves it to another (one set of segments, one webhook per
 event id), an API node killed right after its 202 leaves a job that still completes, two workers killed at once
 find their jobs again when they are back, a restarting node touches no other node's running job, a node on an audio
-store of its own refuses to start, and a database that goes away answers 503 meanwhile and loses nothing it
-acknowledged.
+store of its own refuses to start, a database that goes away answers 503 meanwhile and loses nothing it
+acknowledged, and neither does one that fails over to its promoted standby.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tests.cluster_support import Cluster, Node, PrivatePostgres, until
 from tests.conftest import AUDIO
 from tests.db_support import PgDatabases, fetch_rows
 from tests.fault_invariants import assert_invariants
+from tests.fault_proxy import FaultProxy
 from tests.redis_support import RedisProcess
 from tests.rest_support import reference
 from tests.s3_support import MotoServer
@@ -37,6 +38,7 @@ LEASE_S = 4.0
 SONNET = "single/librivox_shakespeare_sonnet_002.wav"  # 53 s: long enough to be killed in the middle of
 JFK = "single/jfk_inaugural_1961_excerpt.wav"  # 11 s
 LONG = "single/ljspeech_LJ001-0001_0016.wav"  # 113 s of continuous reading: a worker is stopped well inside it
+FAILOVER_S = 6.0
 P = "/api/participant"
 
 
@@ -335,3 +337,46 @@ async def test_a_database_that_goes_away_gets_503s_and_loses_nothing_acknowledge
         c.close()
         redis.kill()
         pg.remove()
+
+
+@pytest.mark.faults
+async def test_a_database_failover_to_its_promoted_standby_loses_nothing_acknowledged(
+        tmp_path: Path, s3_server: MotoServer):
+    """The primary dies with jobs queued and running; a synchronous standby is promoted and the database's address
+    moves to it (a proxy stands for the failover manager's address). The nodes ride it out on their own: every
+    acknowledged job completes once, and whatever the worker's lanes went through (an attempt stopped with the
+    database away, a lane started again) leaves nothing for the reconciler to find minutes later."""
+    primary = PrivatePostgres()
+    primary.init()
+    primary.start()
+    standby = primary.standby()
+    address = FaultProxy("127.0.0.1", primary.port).start()
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    c = Cluster(tmp_path / "nodes", f"postgresql://postgres@127.0.0.1:{address.port}/postgres", redis.url,
+                s3_server, s3_server.make_bucket())
+    common = {"VOXLANE_JOB_LEASE_SECONDS": str(LEASE_S), "VOXLANE_DIARIZATION": "off",
+              "VOXLANE_ASR_BACKEND": "synthetic"}
+    try:
+        api = c.node("api", **common, VOXLANE_JOBS="off", VOXLANE_LIVE="off")
+        worker = c.node("worker", "worker", **common)
+        for n in (api, worker):
+            n.wait_ready()
+        jobs = [await job(api.url, name) for name in (LONG, SONNET, JFK, SONNET, JFK)]
+        await until(lambda: processing(primary.url, jobs[0]), 120, "the long job runs when the primary dies")
+        primary.stop()  # immediate: the primary dies
+        await asyncio.sleep(FAILOVER_S)  # a failover manager's detection: longer than a worker's poll for jobs
+        standby.promote()
+        address.retarget("127.0.0.1", standby.port)
+        for j in jobs:
+            await until(lambda j=j: job_done(api.url, j), 120, "every acknowledged job completes")
+            no_doubles(await segments(standby.url, j))
+        await assert_invariants(standby.url, jobs)
+        assert "with no job behind it" not in worker.log(), "every interrupted job was queued again at once"
+        assert running(worker) and running(api), "both nodes rode out the failover"
+    finally:
+        c.close()
+        redis.kill()
+        address.close()
+        standby.remove()
+        primary.remove()
