@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.hang_watch import pytest_runtest_call  # noqa: F401 - a hook: what a hung test waits on
 from tests.process_support import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
