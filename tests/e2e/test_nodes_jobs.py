@@ -302,6 +302,17 @@ async def test_a_node_on_a_store_of_its_own_refuses_to_start(cluster: Cluster):
         assert running(api) and (await client.get(api.url + "/health")).status_code == 200
 
 
+def api_and_worker(c: Cluster) -> tuple[Node, Node]:
+    """An API node taking no jobs and a worker, both on the synthetic backend (the queue is the subject), ready."""
+    common = {"VOXLANE_JOB_LEASE_SECONDS": str(LEASE_S), "VOXLANE_DIARIZATION": "off",
+              "VOXLANE_ASR_BACKEND": "synthetic"}
+    api = c.node("api", **common, VOXLANE_JOBS="off", VOXLANE_LIVE="off")
+    worker = c.node("worker", "worker", **common)
+    for n in (api, worker):
+        n.wait_ready()
+    return api, worker
+
+
 @pytest.mark.faults
 async def test_a_database_that_goes_away_gets_503s_and_loses_nothing_acknowledged(
         tmp_path: Path, s3_server: MotoServer):
@@ -311,13 +322,8 @@ async def test_a_database_that_goes_away_gets_503s_and_loses_nothing_acknowledge
     redis = RedisProcess(tmp_path / "redis")
     redis.start()
     c = Cluster(tmp_path / "nodes", pg.url, redis.url, s3_server, s3_server.make_bucket())
-    common = {"VOXLANE_JOB_LEASE_SECONDS": str(LEASE_S), "VOXLANE_DIARIZATION": "off",
-              "VOXLANE_ASR_BACKEND": "synthetic"}
     try:
-        api = c.node("api", **common, VOXLANE_JOBS="off", VOXLANE_LIVE="off")
-        worker = c.node("worker", "worker", **common)
-        for n in (api, worker):
-            n.wait_ready()
+        api, worker = api_and_worker(c)
         jobs = [await job(api.url, name) for name in (SONNET, JFK, SONNET, JFK, SONNET, JFK)]
         pg.stop()
         async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
@@ -355,13 +361,8 @@ async def test_a_database_failover_to_its_promoted_standby_loses_nothing_acknowl
     redis.start()
     c = Cluster(tmp_path / "nodes", f"postgresql://postgres@127.0.0.1:{address.port}/postgres", redis.url,
                 s3_server, s3_server.make_bucket())
-    common = {"VOXLANE_JOB_LEASE_SECONDS": str(LEASE_S), "VOXLANE_DIARIZATION": "off",
-              "VOXLANE_ASR_BACKEND": "synthetic"}
     try:
-        api = c.node("api", **common, VOXLANE_JOBS="off", VOXLANE_LIVE="off")
-        worker = c.node("worker", "worker", **common)
-        for n in (api, worker):
-            n.wait_ready()
+        api, worker = api_and_worker(c)
         jobs = [await job(api.url, name) for name in (LONG, SONNET, JFK, SONNET, JFK)]
         await until(lambda: processing(primary.url, jobs[0]), 120, "the long job runs when the primary dies")
         primary.stop()  # immediate: the primary dies
