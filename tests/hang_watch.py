@@ -42,7 +42,10 @@ def dump_tasks(nodeid: str) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
-    limit = item.config.getini("timeout")
+    try:
+        limit = item.config.getini("timeout")
+    except ValueError:  # pytest-timeout is not installed (the test extra brings it): nothing to come before
+        limit = None
     timer = None
     if limit and float(limit) > AHEAD_S:
         timer = threading.Timer(float(limit) - AHEAD_S, dump_tasks, (item.nodeid,))
