@@ -165,7 +165,9 @@ class PgQueue:
 
     async def _put_back_unsaved(self) -> None:
         while self._unsaved:
-            job, name, args = self._unsaved[0]
+            # taken off before the first await: each lane drains this one list, and a job without a queueing
+            # lock staged twice would run twice
+            job, name, args = self._unsaved.pop(0)
             try:
                 await until_stored(f"job {job.id}, stopped with the database away,", functools.partial(
                     self._again, job, name, args, attempts=job.attempts, delay=0.0))
@@ -173,7 +175,6 @@ class PgQueue:
                 log.warning("job %s could not be queued again (%s)", job.id, exc)
             else:
                 log.warning("job %s: stopped while the database was away; it runs again", job.id)
-            self._unsaved.pop(0)
 
     def _runner(self, name: str, dispatch: Dispatch) -> Callable[..., Any]:
         async def run(context: Any, **args: Any) -> None:
