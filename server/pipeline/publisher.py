@@ -352,7 +352,8 @@ class Publisher:
             log.error("transcript %s: storage full while closing %s: %s", self.transcript.id, self.wav.path, exc)
         aside = taken_over_key(self.recording_key, self.transcript.fence) if self.transcript.fenced_out else None
         try:
-            await self.transcript.services.audio.publish(self.recording_key, to=aside)
+            await self.transcript.services.audio.publish(self.recording_key, to=aside,
+                                                         fence=self.transcript.fence)
         except Exception:  # the file stays on this node's disk; the next start stores it (AudioStore.recover)
             log.exception("transcript %s: the recording %s could not be stored", self.transcript.id,
                           self.recording_key)
@@ -418,7 +419,7 @@ class Publisher:
                 return
             try:
                 await asyncio.to_thread(self.wav.sync)
-                await audio.checkpoint(self.recording_key)
+                await audio.checkpoint(self.recording_key, fence=self.transcript.fence)
             except Exception as exc:  # the next one tries again; the stream goes on
                 log.warning("transcript %s: a checkpoint of %s failed: %s", self.transcript.id,
                             self.recording_key, exc)

@@ -118,16 +118,18 @@ class AudioStore(Protocol):
         spool file under the data dir; with ``resume`` the stored file is fetched into it first (unless a spool
         file is already there: it is the newer), so a stream that starts again continues one recording."""
 
-    async def checkpoint(self, key: str) -> None:
+    async def checkpoint(self, key: str, *, fence: int | None = None) -> None:
         """Store what the working file of ``key`` holds so far (its writer synced it), while it still grows: a
         node that dies loses at most what came after, and the next :meth:`working_file` with ``resume`` on any
-        node starts from it. Locally the working file is the stored file: nothing to do."""
+        node starts from it. ``fence``: the live stream's (``Store.take_live``); what a stale writer stored is
+        never laid over what a newer fence stored. Locally the working file is the stored file: nothing to do."""
 
     async def settle_parts(self, transcript_id: str) -> int:
         """Make every recording of the transcript one stored file again, from what checkpoints stored of it (its
         stream's node died before publishing it); how many files were settled."""
 
-    async def publish(self, key: str, *, to: str | None = None) -> None:
+    async def publish(self, key: str, *, to: str | None = None, fence: int | None = None) -> None:
         """Store the closed working file of ``key``: nothing to do locally; on S3 it is uploaded, then removed
         (left for :meth:`recover` when the upload fails). ``to``: stored under that key instead (a stream that
-        another node took over keeps its audio beside the new owner's recording, not over it)."""
+        another node took over keeps its audio beside the new owner's recording, not over it). ``fence``: the
+        live stream's, kept with the file so that no older fence's checkpoint is ever laid over it."""

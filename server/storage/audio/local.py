@@ -119,10 +119,10 @@ class LocalAudioStore:
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         return path
 
-    async def publish(self, key: str, *, to: str | None = None) -> None:
+    async def publish(self, key: str, *, to: str | None = None, fence: int | None = None) -> None:
         return None  # the working file is the stored file, synced by its writer
 
-    async def checkpoint(self, key: str) -> None:
+    async def checkpoint(self, key: str, *, fence: int | None = None) -> None:
         return None  # the same: what its writer synced is stored
 
     async def settle_parts(self, transcript_id: str) -> int:

@@ -31,6 +31,8 @@ PART_BYTES = 16 << 20
 """Upload part size: a file up to this size is one PUT; S3 takes parts of 5 MiB and more."""
 PIECE = 1 << 20
 MISSING = ("404", "NoSuchKey", "NotFound")
+FENCE_META = "voxlane-fence"
+"""A published recording's metadata: the fence of the stream that wrote it (see :meth:`S3AudioStore.publish`)."""
 
 
 class S3AudioStore:
@@ -49,6 +51,7 @@ class S3AudioStore:
         self._client: Any = None
         self._signer: Any = None  # the client whose endpoint goes into presigned URLs
         self._stored: dict[str, int] = {}  # working files -> how many of their bytes the bucket holds
+        self._fences: dict[str, int] = {}  # working files -> the fence written beside them (see _fence_path)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -87,31 +90,56 @@ class S3AudioStore:
         await asyncio.to_thread(shutil.rmtree, self.scratch, True)  # nothing in there was acknowledged
         published = 0
         for path in await asyncio.to_thread(_files, self.spool):
-            if path.name.startswith("."):  # a fetch or a merge that was cut short
-                await asyncio.to_thread(path.unlink, True)
+            if path.name.startswith("."):
+                if not path.name.startswith(".fence-") or not path.with_name(path.name[7:]).exists():
+                    await asyncio.to_thread(path.unlink, True)  # a fetch or a merge cut short; a fence alone
                 continue
             key = path.relative_to(self.spool).as_posix()
+            fence = await asyncio.to_thread(_read_fence, self._fence_path(path))
             try:
+                if fence is not None and await self._stored_fence(key) > fence:
+                    # its stream was taken over (this node stalled or was cut off, then died): the newer
+                    # stream's recording went on from this one's last checkpoint, and this copy is not to go
+                    # over it
+                    log.warning("%s left by an earlier run was taken over by a newer stream: dropped", key)
+                    await asyncio.to_thread(_unlink_with_fence, path, self._fence_path(path))
+                    continue
                 if await self._stored_length(key) >= (await asyncio.to_thread(os.stat, path)).st_size:
                     # a stream went on from what this node stored (on another node, after this one died): the
                     # bucket holds at least this file's audio, and this copy would overwrite what came after
                     log.warning("%s left by an earlier run is older than the stored recording: dropped", key)
-                    await asyncio.to_thread(path.unlink, True)
+                    await asyncio.to_thread(_unlink_with_fence, path, self._fence_path(path))
                     continue
-                await self.put_file(key, path)
+                await self.put_file(key, path, fence=fence)
+                await asyncio.to_thread(self._fence_path(path).unlink, True)
                 await self._delete_parts(key)
                 published += 1
             except (ClientError, BotoCoreError, OSError) as exc:
                 log.error("could not publish %s left by an earlier run (kept for the next start): %s", key, exc)
         return published
 
+    async def _stored_fence(self, key: str) -> int:
+        """The newest fence that stored audio of ``key``: the published file's, or a part's."""
+        try:
+            found = await self._client.head_object(Bucket=self.bucket, Key=self._object(key))
+        except ClientError as exc:
+            if not _missing(exc):
+                raise
+            found = None
+        return max([_fence_of(found), *(fence for fence, _, _ in await self._parts(key))])
+
     async def _stored_length(self, key: str) -> int:
-        """How long the stored file of ``key`` is with its parts."""
-        found = await self.head(key)
-        length = found.size if found is not None else 0
-        for offset, name in await self._parts(key):
+        """How long the stored file of ``key`` is with the parts :meth:`_assemble` would put after it."""
+        try:
+            found = await self._client.head_object(Bucket=self.bucket, Key=self._object(key))
+        except ClientError as exc:
+            if not _missing(exc):
+                raise
+            found = None
+        length = int(found["ContentLength"]) if found is not None else 0
+        for _, offset, name in _current(await self._parts(key), _fence_of(found)):
             got = await self._client.head_object(Bucket=self.bucket, Key=name)
-            length = max(length, offset + int(got["ContentLength"])) if offset <= length else length
+            length = offset + int(got["ContentLength"]) if offset <= length else length
         return length
 
     # ------------------------------------------------------------ keys
@@ -127,24 +155,33 @@ class S3AudioStore:
         self._object(key)
         return self.spool / key
 
+    @staticmethod
+    def _fence_path(spool_file: Path) -> Path:
+        """Beside a spool file, the fence of the stream writing it: :meth:`recover` on a node that died holds
+        it against the bucket's."""
+        return spool_file.with_name(f".fence-{spool_file.name}")
+
     # ------------------------------------------------------------ writing
 
     def incoming_dir(self, prefix: str) -> Path:
         self._object(prefix)
         return self.scratch / prefix
 
-    async def put_file(self, key: str, local_path: Path) -> None:
+    async def put_file(self, key: str, local_path: Path, *, fence: int | None = None) -> None:
+        """``fence``: the live stream's that wrote the file, kept as the object's metadata; parts of an older
+        fence (a stale node's checkpoints) are never put over it (see :meth:`_assemble`)."""
         name = self._object(key)
+        meta = {"Metadata": {FENCE_META: str(fence)}} if fence is not None else {}
         size = (await asyncio.to_thread(os.stat, local_path)).st_size
         if size <= self.part_bytes:
             data = await asyncio.to_thread(local_path.read_bytes)
-            await self._client.put_object(Bucket=self.bucket, Key=name, Body=data)
+            await self._client.put_object(Bucket=self.bucket, Key=name, Body=data, **meta)
         else:
-            await self._put_parts(name, local_path)
+            await self._put_parts(name, local_path, meta)
         await asyncio.to_thread(local_path.unlink, True)
 
-    async def _put_parts(self, name: str, local_path: Path) -> None:
-        upload = await self._client.create_multipart_upload(Bucket=self.bucket, Key=name)
+    async def _put_parts(self, name: str, local_path: Path, meta: dict[str, Any]) -> None:
+        upload = await self._client.create_multipart_upload(Bucket=self.bucket, Key=name, **meta)
         upload_id = upload["UploadId"]
         parts: list[dict[str, Any]] = []
         try:
@@ -170,21 +207,27 @@ class S3AudioStore:
         self._stored[key] = 0  # a spool file left here may hold more than the bucket: its first part is whole
         if resume and not await asyncio.to_thread(path.exists):
             fetching = path.with_name(f".fetching-{path.name}")
-            if await self._assemble(key, fetching):  # the stored file and the parts a stream added since
+            if await self._assemble(key, fetching) is not None:  # the stored file and the parts added since
                 await asyncio.to_thread(os.replace, fetching, path)
                 self._stored[key] = (await asyncio.to_thread(os.stat, path)).st_size
         return path
 
-    async def checkpoint(self, key: str) -> None:
+    async def checkpoint(self, key: str, *, fence: int | None = None) -> None:
         """The working file's bytes since the last checkpoint (or since it was fetched) go up as one part,
-        ``<key>.parts/<offset>``: a node that dies mid-stream loses only what came after. The next stream of
-        the key, on any node, continues from the stored file and its parts; :meth:`publish` folds them in."""
+        ``<key>.parts/<fence>-<offset>``: a node that dies mid-stream loses only what came after. The next
+        stream of the key, on any node, continues from the stored file and its parts; :meth:`publish` folds
+        them in. The fence in the name is what refuses a stale writer: a node that has not yet heard that
+        another took its stream over may still put a part, and :meth:`_assemble` lays the newer fence's parts
+        over it."""
         path = self._spool_path(key)
+        if fence and self._fences.get(key) != fence:
+            await asyncio.to_thread(self._fence_path(path).write_text, str(fence))
+            self._fences[key] = fence
         start = self._stored.get(key, 0)
         data = await asyncio.to_thread(_read_from, path, start)
         if not data:
             return
-        await self._client.put_object(Bucket=self.bucket, Key=self._part_name(key, start), Body=data)
+        await self._client.put_object(Bucket=self.bucket, Key=self._part_name(key, start, fence), Body=data)
         self._stored[key] = start + len(data)
 
     async def settle_parts(self, transcript_id: str) -> int:
@@ -194,17 +237,19 @@ class S3AudioStore:
         for key in await self._keys_with_parts(transcript_id):
             assembling = self.scratch / f".settle-{secrets.token_hex(8)}" / PurePosixPath(key).name
             try:
-                if await self._assemble(key, assembling):
-                    await self.put_file(key, assembling)
+                if (fence := await self._assemble(key, assembling)) is not None:
+                    await self.put_file(key, assembling, fence=fence)
                     await self._delete_parts(key)
                     folded += 1
             finally:
                 await asyncio.to_thread(shutil.rmtree, assembling.parent, True)
         return folded
 
-    async def publish(self, key: str, *, to: str | None = None) -> None:
+    async def publish(self, key: str, *, to: str | None = None, fence: int | None = None) -> None:
         path = self._spool_path(key)
         self._stored.pop(key, None)
+        self._fences.pop(key, None)
+        await asyncio.to_thread(self._fence_path(path).unlink, True)
         if not await asyncio.to_thread(path.exists):
             return
         if to is not None:  # renamed first: an upload that fails leaves it for recover() under its new key
@@ -212,24 +257,25 @@ class S3AudioStore:
             await asyncio.to_thread(os.replace, path, target)
             await self.put_file(to, target)
             return
-        await self.put_file(key, path)
+        await self.put_file(key, path, fence=fence)
         await self._delete_parts(key)  # the whole file holds them now
 
     # ------------------------------------------------------------ a recording's parts
 
-    def _part_name(self, key: str, offset: int) -> str:
-        return f"{self._object(key)}.parts/{offset:015d}"
+    def _part_name(self, key: str, offset: int, fence: int | None = None) -> str:
+        return f"{self._object(key)}.parts/{fence or 0:012d}-{offset:015d}"
 
-    async def _parts(self, key: str) -> list[tuple[int, str]]:
-        """The parts stored for ``key``: (byte offset in the file, object name), in order."""
+    async def _parts(self, key: str) -> list[tuple[int, int, str]]:
+        """The parts stored for ``key``: (fence, byte offset in the file, object name), by fence then offset,
+        the order they are laid over the stored file in. A part named by its offset alone has fence 0."""
         prefix = f"{self._object(key)}.parts/"
         found = []
         paginator = self._client.get_paginator("list_objects_v2")
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
             for item in page.get("Contents") or []:
-                tail = item["Key"][len(prefix):]
-                if tail.isdigit():
-                    found.append((int(tail), item["Key"]))
+                fence, _, offset = item["Key"][len(prefix):].rpartition("-")
+                if offset.isdigit() and (fence.isdigit() or not fence):
+                    found.append((int(fence or 0), int(offset), item["Key"]))
         return sorted(found)
 
     async def _keys_with_parts(self, transcript_id: str) -> list[str]:
@@ -244,30 +290,37 @@ class S3AudioStore:
         return sorted(keys)
 
     async def _delete_parts(self, key: str) -> None:
-        names = [{"Key": name} for _, name in await self._parts(key)]
+        names = [{"Key": name} for _, _, name in await self._parts(key)]
         for i in range(0, len(names), 1000):
             await self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": names[i:i + 1000],
                                                                           "Quiet": True})
 
-    async def _assemble(self, key: str, path: Path) -> bool:
-        """The stored file of ``key`` followed by its parts, into ``path``; False when neither exists. A part
-        overwrites the file from its offset on (a stream that resumed from an older copy wrote over its tail)."""
+    async def _assemble(self, key: str, path: Path) -> int | None:
+        """The stored file of ``key`` followed by its parts, into ``path``: the fence of the newest stream in
+        it (0 when none was named), or None when neither exists. A part overwrites the file from its offset on
+        (a stream that resumed from an older copy wrote over its tail), and a newer fence's parts go over an
+        older one's: what a stale node checkpointed after the stream was taken over from it is cut off where
+        the new stream's audio begins. Parts older than the stored file's fence are left out entirely (a stale
+        node's last checkpoint landing after the new stream published the whole file)."""
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         parts = await self._parts(key)
         try:
-            await self._download(key, path)
+            fence = await self._download(key, path)
         except FileNotFoundError:
             if not parts:
-                return False
+                return None
+            fence = 0
             await asyncio.to_thread(path.write_bytes, b"")
-        for offset, name in parts:
+        for part_fence, offset, name in _current(parts, fence):
             got = await self._client.get_object(Bucket=self.bucket, Key=name)
             async with got["Body"] as body:
                 data = await body.read()
             if not await asyncio.to_thread(_write_at, path, offset, data):
                 log.warning("a part of %s at byte %d is past the end of what was stored before it: left out",
                             key, offset)
-        return True
+                continue
+            fence = max(fence, part_fence)
+        return fence
 
     async def presigned_put(self, key: str, expires_s: int, content_type: str | None) -> str | None:
         params = {"Bucket": self.bucket, "Key": self._object(key)}
@@ -346,7 +399,8 @@ class S3AudioStore:
     def direct_path(self, key: str) -> Path | None:
         return None
 
-    async def _download(self, key: str, path: Path) -> None:
+    async def _download(self, key: str, path: Path) -> int:
+        """The stored file into ``path``; the fence it was published with (0 when none was named)."""
         try:
             got = await self._client.get_object(Bucket=self.bucket, Key=self._object(key))
         except ClientError as exc:
@@ -358,6 +412,7 @@ class S3AudioStore:
             async with got["Body"] as body:
                 async for piece in body.iter_chunks(PIECE):
                     await asyncio.to_thread(f.write, piece)
+        return _fence_of(got)
 
     # ------------------------------------------------------------ removing, probing
 
@@ -401,6 +456,31 @@ def _read_from(path: Path, start: int) -> bytes:
             return f.read()
     except FileNotFoundError:
         return b""
+
+
+def _fence_of(found: dict[str, Any] | None) -> int:
+    """The fence a HEAD or GET of a published recording names (0: none, or not a recording)."""
+    value = ((found or {}).get("Metadata") or {}).get(FENCE_META, "")
+    return int(value) if value.isdigit() else 0
+
+
+def _read_fence(path: Path) -> int | None:
+    """The fence written beside a spool file; None when its stream never checkpointed with one."""
+    try:
+        value = path.read_text().strip()
+    except OSError:
+        return None
+    return int(value) if value.isdigit() else None
+
+
+def _unlink_with_fence(path: Path, fence_path: Path) -> None:
+    path.unlink(missing_ok=True)
+    fence_path.unlink(missing_ok=True)
+
+
+def _current(parts: list[tuple[int, int, str]], stored_fence: int) -> list[tuple[int, int, str]]:
+    """The parts that go over a stored file published with ``stored_fence``: none of an older stream's."""
+    return [part for part in parts if part[0] >= stored_fence]
 
 
 def _write_at(path: Path, offset: int, data: bytes) -> bool:

@@ -199,6 +199,58 @@ async def test_a_recording_checkpointed_on_a_node_that_dies_goes_on_elsewhere(
     assert await store.size(key) == 44 + 5 * 32000
 
 
+async def test_a_stale_node_s_checkpoints_never_go_over_the_stream_that_took_it_over(
+        request: pytest.FixtureRequest, tmp_path: Path):
+    """A node that has not yet heard that another took its stream over (a stall past its lease) may still put
+    a checkpoint: each part carries its stream's fence, and a newer fence's audio wins, in the parts and in the
+    file published over them."""
+    key = recording_key("t10")
+    stale = make_store("s3", tmp_path / "node1", request)
+    taker = make_store("s3", tmp_path / "node2", request)
+    reader = make_store("s3", tmp_path / "node3", request)
+    for node in (stale, taker, reader):
+        await node.open()
+    try:
+        old = WavAppender(await stale.working_file(key, resume=True))
+        old.append(speech(2.0, seed=1))
+        old.sync()
+        await stale.checkpoint(key, fence=1)
+        new_path = await taker.working_file(key, resume=True)  # the stream, taken over: fence 2
+        new = WavAppender(new_path)
+        new.append(speech(1.0, seed=2))
+        new.sync()
+        await taker.checkpoint(key, fence=2)
+        old.append(speech(1.0, seed=3))  # the stale node's audio after the takeover
+        old.sync()
+        await stale.checkpoint(key, fence=1)
+        expected = new_path.read_bytes()[44:]
+        copy = await reader.working_file(key, resume=True)
+        assert copy.read_bytes()[44:] == expected, "the stale part is cut off where the new stream's audio begins"
+        copy.unlink()
+        assert await taker.settle_parts("t10") == 1
+        async with taker.local_path(key) as settled:
+            assert settled.read_bytes()[44:] == expected
+        new.append(speech(1.0, seed=4))
+        new.close()
+        expected = new_path.read_bytes()[44:]
+        await taker.publish(key, fence=2)
+        old.append(speech(2.0, seed=5))  # its last checkpoint lands after the whole file was published
+        old.sync()
+        await stale.checkpoint(key, fence=1)
+        assert await reader.settle_parts("t10") == 1
+        async with reader.local_path(key) as stored:
+            assert stored.read_bytes()[44:] == expected, "no older fence's part goes over a published file"
+        again = await reader.working_file(key, resume=True)
+        assert again.read_bytes()[44:] == expected
+        old.close()  # then it dies: its spool file, longer than the stored one, is not put over it at the restart
+        assert await stale.recover() == 0
+        async with reader.local_path(key) as stored:
+            assert stored.read_bytes()[44:] == expected
+    finally:
+        for node in (stale, taker, reader):
+            await node.close()
+
+
 async def test_delete_prefix_removes_one_transcript(store: AudioStore):
     await put_bytes(store, "t4/upload.wav", b"a" * 10)
     await put_bytes(store, "t4/chunks/000000-k.wav", b"b" * 10)
