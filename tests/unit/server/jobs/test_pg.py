@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 from sqlalchemy import text
 
 from server.jobs.pg import PgQueue
@@ -80,3 +82,61 @@ async def test_a_standby_just_promoted_leaves_running_jobs_to_their_workers(tmp_
         await store.close()
         standby.remove()
         primary.remove()
+
+
+async def test_an_attempt_stopped_with_the_database_away_runs_again_once_it_is_back(tmp_path: Path) -> None:
+    """A lane's worker stops when it loses the database and cancels its attempts; the next attempt cannot be
+    written then. It is kept and queued before the lane takes new work, not left to the reconciler (procrastinate
+    may have marked the job ``aborted``, which nothing sweeps)."""
+    from procrastinate.jobs import Job as ProcrastinateJob
+
+    from server.jobs.queue import Claimed, Job
+
+    pg = PrivatePostgres()
+    pg.init()
+    pg.start()
+    store = SqlStore(pg.url)
+    try:
+        await store.open()
+        queue = open_job_queue(Settings(data_dir=str(tmp_path), database_url=pg.url, job_lease_seconds=LEASE_S),
+                               store)
+        assert isinstance(queue, PgQueue)
+        await queue.stage([Job("transcribe", {"chunk": 7}, lock="conversation-1", dedupe="chunk-7")])
+        async with store.connection() as conn:
+            row = (await conn.execute(text("UPDATE procrastinate_jobs SET status = 'doing', attempts = 1"
+                                           " RETURNING id, queue_name, lock, queueing_lock"))).one()
+        job = ProcrastinateJob(id=row.id, queue=row.queue_name, lock=row.lock, queueing_lock=row.queueing_lock,
+                               task_name="transcribe", task_kwargs={"chunk": 7}, attempts=1)
+        started = asyncio.Event()
+
+        async def dispatch(claimed: Claimed) -> None:
+            assert claimed.attempts == 2
+            started.set()
+            await asyncio.Event().wait()
+
+        attempt = asyncio.create_task(queue._runner("transcribe", dispatch)(SimpleNamespace(job=job), chunk=7))
+        await started.wait()
+        pg.stop()  # the database goes away, and the lane's worker stops its attempts
+        attempt.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await attempt
+        assert [(j.id, name, args) for j, name, args in queue._unsaved] == [(row.id, "transcribe", {"chunk": 7})]
+        pg.start()
+        async with store.connection() as conn:  # what procrastinate wrote of the attempt once it could
+            await conn.execute(text("UPDATE procrastinate_jobs SET status = 'aborted' WHERE id = :id"),
+                               {"id": row.id})
+        await queue._put_back_unsaved()
+        assert queue._unsaved == []
+        async with store.connection() as conn:
+            waiting = (await conn.execute(text(
+                "SELECT task_name, args, attempts, lock, queueing_lock FROM procrastinate_jobs"
+                " WHERE status = 'todo'"))).all()
+        assert [tuple(w) for w in waiting] == [("transcribe", {"chunk": 7}, 1, "conversation-1", "chunk-7")], \
+            "one next attempt, the stopped one not counted, in the conversation's order"
+        await queue._put_back_unsaved()  # a second lane draining the same list: nothing twice
+        async with store.connection() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM procrastinate_jobs"
+                                            " WHERE status = 'todo'"))).scalar() == 1
+    finally:
+        await store.close()
+        pg.remove()
