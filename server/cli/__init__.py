@@ -23,10 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     Settings.add_arguments(worker)
     bench = sub.add_parser("bench", help="stream real speech to a running server and measure it (the bench"
                            " extra: pip install 'voxlane[bench]')")
-    bench_arguments = _bench("add_arguments")
+    # the benchmarks' arguments only for ``bench`` itself: importing them (the load client, the queue bench and
+    # what they import) took a second and a half of every server's start
+    bench_arguments = _bench("add_arguments") if _command(sys.argv[1:] if argv is None else argv) == "bench" else None
     if bench_arguments is not None:
         bench_arguments(bench)
-    else:  # whatever it is given, it says how to install the benchmarks
+    else:  # whatever it is given, it says how to install the benchmarks (or, not asked for, nothing)
         bench.add_argument("anything", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     from server.cli.tokens import add_arguments as token_arguments
 
@@ -66,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     return bench_run(args)
+
+
+def _command(argv: list[str]) -> str | None:
+    """The subcommand ``argv`` names: its first word that is not an option (``voxlane`` itself has none)."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def _bench(name: str) -> Any:

@@ -5,6 +5,8 @@ items and notable quotes, each linked to its conversation and time. Read as JSON
 ``report.generated`` announces it.
 """
 
+from typing import Any
+
 from server.features.reports.jobs import (
     MAX_CONVERSATIONS,
     MAX_UNFINISHED,
@@ -20,7 +22,26 @@ from server.features.reports.jobs import (
     summarize_conversation,
 )
 from server.features.reports.markdown import report_markdown
-from server.features.reports.pdf import conversation_pdf, pdf_text, report_pdf
+
+
+def report_pdf(report: dict[str, Any]) -> bytes:
+    """The report as a PDF. fpdf2 is imported on the first one: it took 0.3 s of every node's start."""
+    from server.features.reports.pdf import report_pdf as render
+
+    return render(report)
+
+
+def conversation_pdf(report: dict[str, Any]) -> bytes:
+    """A conversation's participant report as a PDF (see :func:`report_pdf`)."""
+    from server.features.reports.pdf import conversation_pdf as render
+
+    return render(report)
+
+
+def pdf_text(text: Any) -> str:
+    from server.features.reports.pdf import pdf_text as fit
+
+    return fit(text)
 
 __all__ = ["MAX_CONVERSATIONS", "MAX_UNFINISHED", "REPORT_GENERATE", "REPORT_SUMMARIZE", "TASKS", "SelectionError",
            "conversation_pdf", "generate_report", "give_up_conversation", "give_up_report", "pdf_text",
