@@ -106,6 +106,7 @@ class LiveConnection:
             seen.add(row["id"])
             if not await self._send(encode(stored_message(row))):
                 return
+        self.sub.finals.update(seen)  # and nothing more of them is queued
         if not await self._send(encode(transcript_status(self.svc, self.transcript_id, self.sub))):
             return
         while True:
@@ -116,8 +117,9 @@ class LiveConnection:
             if msg["type"] == _CLOSE:
                 await self.ws.close(code=msg["code"], reason=msg["reason"])
                 return
-            data = msg["data"]
-            if msg["type"] == "transcription" and data.get("is_final") and data["segment_id"] in seen:
+            # a segment the history sent final is over: neither its final again nor a partial of it that was
+            # queued while the history was read (a late joiner would see the segment's words taken back)
+            if msg["type"] == "transcription" and msg["data"]["segment_id"] in seen:
                 continue
             if not await self._send(json.dumps(msg, separators=(",", ":"))):
                 return

@@ -107,6 +107,21 @@ def finals(messages: list[dict[str, Any]]) -> list[str]:
     return [m["data"]["segment_id"] for m in messages if is_final(m)]
 
 
+def said_after_final(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Transcription messages of a segment whose final came before them (a segment has one final and nothing
+    after it)."""
+    closed: set[str] = set()
+    late = []
+    for m in messages:
+        if m["type"] != "transcription":
+            continue
+        if m["data"]["segment_id"] in closed:
+            late.append(m)
+        if m["data"]["is_final"]:
+            closed.add(m["data"]["segment_id"])
+    return late
+
+
 async def test_a_dashboard_on_node_b_follows_a_stream_published_on_node_a(database_url: str, redis_url: str,
                                                                            tmp_path: Path):
     audio = load_pcm16k(SPEECH)
@@ -139,6 +154,8 @@ async def test_a_dashboard_on_node_b_follows_a_stream_published_on_node_a(databa
     assert late.messages[first_status]["data"]["status"] == "processing", \
         "a late joiner on B is told A's status through Redis (B itself has no publisher)"
     assert finals(late.messages) == published, "stored finals, then live ones: each once, in order"
+    for listener in (on_a, on_b, late, after):
+        assert said_after_final(listener.messages) == [], "no partial after its segment's final"
     assert statuses_of(after.messages)[0]["data"]["status"] == "completed"
     assert finals(after.messages) == published
 
