@@ -97,14 +97,15 @@ class S3AudioStore:
             key = path.relative_to(self.spool).as_posix()
             fence = await asyncio.to_thread(_read_fence, self._fence_path(path))
             try:
-                if fence is not None and await self._stored_fence(key) > fence:
+                stored_fence, stored_length = await self._in_bucket(key)
+                if fence is not None and stored_fence > fence:
                     # its stream was taken over (this node stalled or was cut off, then died): the newer
                     # stream's recording went on from this one's last checkpoint, and this copy is not to go
                     # over it
                     log.warning("%s left by an earlier run was taken over by a newer stream: dropped", key)
                     await asyncio.to_thread(_unlink_with_fence, path, self._fence_path(path))
                     continue
-                if await self._stored_length(key) >= (await asyncio.to_thread(os.stat, path)).st_size:
+                if stored_length >= (await asyncio.to_thread(os.stat, path)).st_size:
                     # a stream went on from what this node stored (on another node, after this one died): the
                     # bucket holds at least this file's audio, and this copy would overwrite what came after
                     log.warning("%s left by an earlier run is older than the stored recording: dropped", key)
@@ -118,29 +119,16 @@ class S3AudioStore:
                 log.error("could not publish %s left by an earlier run (kept for the next start): %s", key, exc)
         return published
 
-    async def _stored_fence(self, key: str) -> int:
-        """The newest fence that stored audio of ``key``: the published file's, or a part's."""
-        try:
-            found = await self._client.head_object(Bucket=self.bucket, Key=self._object(key))
-        except ClientError as exc:
-            if not _missing(exc):
-                raise
-            found = None
-        return max([_fence_of(found), *(fence for fence, _, _ in await self._parts(key))])
-
-    async def _stored_length(self, key: str) -> int:
-        """How long the stored file of ``key`` is with the parts :meth:`_assemble` would put after it."""
-        try:
-            found = await self._client.head_object(Bucket=self.bucket, Key=self._object(key))
-        except ClientError as exc:
-            if not _missing(exc):
-                raise
-            found = None
+    async def _in_bucket(self, key: str) -> tuple[int, int]:
+        """What the bucket holds of ``key``: the newest fence that stored audio of it (the published file's, or a
+        part's), and how long the file is with the parts :meth:`_assemble` would put after it."""
+        found = await self._head_object(key)
+        parts = await self._parts(key)
         length = int(found["ContentLength"]) if found is not None else 0
-        for _, offset, name in _current(await self._parts(key), _fence_of(found)):
+        for _, offset, name in _current(parts, _fence_of(found)):
             got = await self._client.head_object(Bucket=self.bucket, Key=name)
             length = offset + int(got["ContentLength"]) if offset <= length else length
-        return length
+        return max([_fence_of(found), *(fence for fence, _, _ in parts)]), length
 
     # ------------------------------------------------------------ keys
 
@@ -336,15 +324,19 @@ class S3AudioStore:
         return None if found is None else found.size
 
     async def head(self, key: str) -> StoredObject | None:
+        found = await self._head_object(key)
+        return None if found is None else StoredObject(int(found["ContentLength"]), str(found["ETag"]))
+
+    async def _head_object(self, key: str) -> dict[str, Any] | None:
         try:
-            found = await self._client.head_object(Bucket=self.bucket, Key=self._object(key))
+            found: dict[str, Any] = await self._client.head_object(Bucket=self.bucket, Key=self._object(key))
         except FileNotFoundError:
             return None
         except ClientError as exc:
             if _missing(exc):
                 return None
             raise
-        return StoredObject(int(found["ContentLength"]), str(found["ETag"]))
+        return found
 
     async def move(self, key: str, new_key: str, *, if_version: str) -> bool:
         """A server-side copy on the condition that the source still has the ETag that was checked (a PUT racing

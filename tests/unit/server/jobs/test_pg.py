@@ -4,6 +4,8 @@ test's own that has just started (as one does after an outage)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,7 +27,9 @@ async def _uptime(store: SqlStore) -> float:
             "SELECT extract(epoch FROM now() - pg_postmaster_start_time())"))).scalar())
 
 
-async def test_a_database_just_started_leaves_running_jobs_to_their_workers(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def private_queue(tmp_path: Path) -> AsyncIterator[tuple[PrivatePostgres, SqlStore, PgQueue]]:
+    """The queue on a PostgreSQL of the test's own, just started: a test may stop and start it."""
     pg = PrivatePostgres()
     pg.init()
     pg.start()
@@ -35,6 +39,14 @@ async def test_a_database_just_started_leaves_running_jobs_to_their_workers(tmp_
         queue = open_job_queue(Settings(data_dir=str(tmp_path), database_url=pg.url, job_lease_seconds=LEASE_S),
                                store)
         assert isinstance(queue, PgQueue)
+        yield pg, store, queue
+    finally:
+        await store.close()
+        pg.remove()
+
+
+async def test_a_database_just_started_leaves_running_jobs_to_their_workers(tmp_path: Path) -> None:
+    async with private_queue(tmp_path) as (pg, store, queue):
         async with store.connection() as conn:  # a worker that wrote its last heartbeat before the outage
             worker = (await conn.execute(text("INSERT INTO procrastinate_workers (last_heartbeat)"
                                               " VALUES (now() - interval '1 minute') RETURNING id"))).scalar()
@@ -47,9 +59,6 @@ async def test_a_database_just_started_leaves_running_jobs_to_their_workers(tmp_
         async with store.connection() as conn:
             left = (await conn.execute(text("SELECT count(*) FROM procrastinate_workers"))).scalar()
         assert left == 0, "the dead worker's row goes with its jobs, by the sweep's rule, not procrastinate's"
-    finally:
-        await store.close()
-        pg.remove()
 
 
 async def test_a_standby_just_promoted_leaves_running_jobs_to_their_workers(tmp_path: Path) -> None:
@@ -92,15 +101,7 @@ async def test_an_attempt_stopped_with_the_database_away_runs_again_once_it_is_b
 
     from server.jobs.queue import Claimed, Job
 
-    pg = PrivatePostgres()
-    pg.init()
-    pg.start()
-    store = SqlStore(pg.url)
-    try:
-        await store.open()
-        queue = open_job_queue(Settings(data_dir=str(tmp_path), database_url=pg.url, job_lease_seconds=LEASE_S),
-                               store)
-        assert isinstance(queue, PgQueue)
+    async with private_queue(tmp_path) as (pg, store, queue):
         await queue.stage([Job("transcribe", {"chunk": 7}, lock="conversation-1", dedupe="chunk-7")])
         async with store.connection() as conn:
             row = (await conn.execute(text("UPDATE procrastinate_jobs SET status = 'doing', attempts = 1"
@@ -137,6 +138,3 @@ async def test_an_attempt_stopped_with_the_database_away_runs_again_once_it_is_b
         async with store.connection() as conn:
             assert (await conn.execute(text("SELECT count(*) FROM procrastinate_jobs"
                                             " WHERE status = 'todo'"))).scalar() == 1
-    finally:
-        await store.close()
-        pg.remove()
