@@ -136,12 +136,19 @@ class PgQueue:
         for lane in lanes:
             for name in sorted(lane.tasks):
                 app.task(name=name, queue=lane.name, pass_context=True)(self._runner(name, dispatch))
-        async with app.open_async():
-            workers = [asyncio.create_task(self._keep_working(app, lane), name=f"jobs-{lane.name}")
-                       for lane in lanes]
-            workers.append(asyncio.create_task(self._sweep_stalled(), name="jobs-stalled"))
-            workers.append(asyncio.create_task(self._wake_when_due([lane.name for lane in lanes]), name="jobs-due"))
-            await run_all(workers)
+        loop = asyncio.get_running_loop()
+        handler = loop.get_exception_handler()
+        loop.set_exception_handler(_quiet_ended_elsewhere(handler))
+        try:
+            async with app.open_async():
+                workers = [asyncio.create_task(self._keep_working(app, lane), name=f"jobs-{lane.name}")
+                           for lane in lanes]
+                workers.append(asyncio.create_task(self._sweep_stalled(), name="jobs-stalled"))
+                workers.append(asyncio.create_task(self._wake_when_due([lane.name for lane in lanes]),
+                                                   name="jobs-due"))
+                await run_all(workers)
+        finally:
+            loop.set_exception_handler(handler)
 
     async def _keep_working(self, app: Any, lane: Lane) -> None:
         """One procrastinate worker for the lane, started again whenever it stops by itself: it does when it loses
@@ -304,6 +311,27 @@ class PgQueue:
 
     async def close(self) -> None:
         return None
+
+
+def _quiet_ended_elsewhere(handler: Callable[..., Any] | None) -> Callable[[asyncio.AbstractEventLoop, dict], None]:
+    """The loop's exception handler, but for procrastinate's failing to record the end of an attempt whose job was
+    put back and ended by a newer attempt (its node stalled past the lease; the handler saw it superseded and
+    wrote nothing): procrastinate finishes a job by id alone, finds it gone, and leaves the exception in a task
+    nobody awaits, which asyncio logged with two tracebacks as an error. That is the fencing working: one line."""
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        exc = context.get("exception")
+        task = context.get("future")
+        name = task.get_name() if isinstance(task, asyncio.Task) else ""
+        if name.startswith("process job") and exc is not None and "Job was not found" in str(exc.__cause__):
+            log.info("%s: procrastinate could not record its end: a newer attempt ended the job", name[8:])
+            return
+        if handler is not None:
+            handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    return handle
 
 
 def _row(job: Job, queue: str) -> dict[str, Any]:

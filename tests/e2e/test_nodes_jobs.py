@@ -271,6 +271,8 @@ async def test_a_worker_stopped_past_two_leases_is_refused_when_it_wakes_and_the
     finally:
         w1.process.send_signal(signal.SIGCONT)
     await until(lambda: _logged(w1, "attempt 1 stops, its writes refused"), 120, "w1's attempt is refused")
+    await until(lambda: _logged(w1, "a newer attempt ended the job"), 30, "procrastinate's end of it, told")
+    assert "never retrieved" not in w1.log(), "an end procrastinate could not record is no error"
     assert await segments(cluster.database_url, job_id) == done, "w1 wrote nothing after it woke"
     assert await chunk_rows(cluster.database_url, job_id) == [(0, "transcribed", 2)]
     no_doubles(done)
