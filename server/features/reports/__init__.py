@@ -39,6 +39,7 @@ def conversation_pdf(report: dict[str, Any]) -> bytes:
 
 
 def pdf_text(text: Any) -> str:
+    """``text`` as the PDF's core fonts can set it (see :func:`report_pdf` for why the import is here)."""
     from server.features.reports.pdf import pdf_text as fit
 
     return fit(text)

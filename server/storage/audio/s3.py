@@ -91,7 +91,8 @@ class S3AudioStore:
         published = 0
         for path in await asyncio.to_thread(_files, self.spool):
             if path.name.startswith("."):
-                if not path.name.startswith(".fence-") or not path.with_name(path.name[7:]).exists():
+                kept = path.name.startswith(".fence-")  # a fence beside a spool file: read with that file below
+                if not kept or not await asyncio.to_thread(path.with_name(path.name[len(".fence-"):]).exists):
                     await asyncio.to_thread(path.unlink, True)  # a fetch or a merge cut short; a fence alone
                 continue
             key = path.relative_to(self.spool).as_posix()
