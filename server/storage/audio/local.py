@@ -3,17 +3,25 @@
 A key is a path below that directory, so data written before the store existed is read as it is; so is an
 absolute path that an older row holds. Working files are the stored files themselves: a live recording is
 synced in place while it grows, exactly as before.
+
+Several nodes may share the directory (one volume mounted on each). A stream that one node takes over from a node
+that stalled past its lease must not share a file with the stale writer, which appends until it hears it lost the
+stream: the taker resumes a copy put in the file's place (the stale writer's descriptor keeps the old file), and
+each writer keeps a hidden link to its own file, so a stale one can put its audio aside (``publish(to=...)``)
+rather than over the taker's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import secrets
 import shutil
 import stat
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,6 +30,8 @@ from server.storage.audio.incoming import claimed
 
 log = logging.getLogger("voxlane.audio")
 PIECE = 1 << 16
+STALE_COPY_S = 600.0
+"""A resume's copy older than this was left by a process that died making it (an hour's recording takes seconds)."""
 
 
 class LocalAudioStore:
@@ -29,6 +39,9 @@ class LocalAudioStore:
 
     def __init__(self, data_path: Path) -> None:
         self.root = data_path / "audio"
+        # key -> this node's hidden link to the file its live writer appends to, and a descriptor locking it (the
+        # lock tells a sweep on any node sharing the directory that the writer lives)
+        self._writers: dict[str, tuple[Path, int]] = {}
 
     def path(self, key: str) -> Path:
         """The file of ``key``; an absolute path (a row from before keys) is taken as it is."""
@@ -42,7 +55,9 @@ class LocalAudioStore:
         await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
 
     async def close(self) -> None:
-        return None
+        for _, fd in self._writers.values():  # writers that never finished: their links wait for a sweep
+            os.close(fd)
+        self._writers.clear()
 
     async def recover(self) -> int:
         """Files are written in place, so nothing waits to be published; bodies that were still arriving when the
@@ -50,6 +65,9 @@ class LocalAudioStore:
         removed = await asyncio.to_thread(_remove_partial_uploads, self.root)
         if removed:
             log.info("removed %d partial upload(s) left by an interrupted request", removed)
+        dropped = await asyncio.to_thread(_remove_writer_links, self.root)
+        if dropped:
+            log.info("dropped %d recording(s) of stream(s) another node took over before this one stopped", dropped)
         return 0
 
     def incoming_dir(self, prefix: str) -> Path:
@@ -115,12 +133,34 @@ class LocalAudioStore:
         return await asyncio.to_thread(_probe, self.root)
 
     async def working_file(self, key: str, *, resume: bool = False) -> Path:
+        """The stored file itself. With ``resume`` (a live recording) it is first replaced by a copy of itself: a
+        writer elsewhere that still holds it (a node that has not yet heard its stream was taken over) goes on
+        into the old file, not into this one; and this writer keeps a hidden link to its own."""
         path = self.path(key)
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        if not resume:
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+            return path
+        link = path.with_name(f".{path.name}.writer-{secrets.token_hex(4)}")
+        earlier = self._writers.pop(key, None)
+        if earlier is not None:  # one writer per key on a node: that one never got to publish (its start failed)
+            await asyncio.to_thread(_drop_writer, *earlier)
+        self._writers[key] = (link, await asyncio.to_thread(_own_file, path, link))
         return path
 
     async def publish(self, key: str, *, to: str | None = None, fence: int | None = None) -> None:
-        return None  # the working file is the stored file, synced by its writer
+        """The working file is the stored file, synced by its writer: only its hidden link goes, or, with ``to``
+        (a stream another node took over), the writer's own file is stored under that key."""
+        writer = self._writers.pop(key, None)
+        if writer is None:
+            return
+        link, fd = writer
+        try:
+            if to is None:
+                await asyncio.to_thread(link.unlink, missing_ok=True)
+            else:
+                await asyncio.to_thread(_put, link, self.path(to))
+        finally:
+            os.close(fd)
 
     async def checkpoint(self, key: str, *, fence: int | None = None) -> None:
         return None  # the same: what its writer synced is stored
@@ -140,6 +180,49 @@ def _put(source: Path, target: Path) -> None:
     if source != target:
         os.replace(source, target)
     fsync_dir(target.parent)
+
+
+def _own_file(path: Path, link: Path) -> int:
+    """A file of this writer's own at ``path`` (a copy of what is there), linked at ``link``; a descriptor that
+    holds a lock on it until the writer is done."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file() and path.stat().st_size > 0:
+        copy = path.with_name(f".{path.name}.resumed-{secrets.token_hex(4)}")
+        shutil.copyfile(path, copy)
+        _put(copy, path)
+    else:
+        path.touch()
+    os.link(path, link)
+    fd = os.open(link, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # shared: a sweep's probe for an exclusive lock fails while it is held
+    return fd
+
+
+def _drop_writer(link: Path, fd: int) -> None:
+    link.unlink(missing_ok=True)
+    os.close(fd)
+
+
+def _remove_writer_links(root: Path) -> int:
+    """Hidden links of live writers that never published (their process died: a live one, on any node sharing the
+    directory, holds its lock), and copies a resume left half-made. A link to the stored file itself goes with
+    nothing lost, and so does one whose stored file was deleted (the audio stays deleted); one to another file is
+    a stale writer's recording of a stream taken over, which goes as on S3 (the taker's file holds the stream).
+    How many of the latter there were."""
+    dropped = 0
+    for link in root.glob("*/.*.writer-*"):
+        if claimed(link):
+            continue
+        stored = link.with_name(link.name[1:].rsplit(".writer-", 1)[0])
+        with contextlib.suppress(OSError):
+            if stored.exists() and not os.path.samefile(link, stored):
+                dropped += 1
+        link.unlink(missing_ok=True)
+    for copy in root.glob("*/.*.resumed-*"):
+        with contextlib.suppress(FileNotFoundError):
+            if time.time() - copy.stat().st_mtime > STALE_COPY_S:  # not one another node is making now
+                copy.unlink()
+    return dropped
 
 
 def fsync_dir(path: Path) -> None:

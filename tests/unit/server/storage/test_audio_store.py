@@ -137,8 +137,8 @@ async def test_a_working_file_is_stored_when_published_and_resumed_elsewhere(
 
 
 async def test_a_taken_over_stream_s_recording_goes_beside_the_new_owner_s(store: AudioStore):
-    """On S3 (the store several nodes share) a stream that another node took over publishes its spool file
-    under a key of its own. Locally the working file is the stored file: there is nothing to publish."""
+    """On S3 a stream that another node took over publishes its spool file under a key of its own (locally, see
+    the test of a directory two nodes share below)."""
     if store.kind == "local":
         return
     key = recording_key("t5")
@@ -249,6 +249,61 @@ async def test_a_stale_node_s_checkpoints_never_go_over_the_stream_that_took_it_
     finally:
         for node in (stale, taker, reader):
             await node.close()
+
+
+async def test_two_nodes_on_one_directory_never_write_one_recording(tmp_path: Path):
+    """Two nodes mount one audio directory. The node that takes a stream over resumes a file of its own, while the
+    stale node, which has not yet heard, appends to the old one and then puts it aside; and a restart's sweep on
+    either node leaves a live writer's file alone."""
+    key = recording_key("t11")
+    stale, taker = LocalAudioStore(tmp_path / "shared"), LocalAudioStore(tmp_path / "shared")
+    for node in (stale, taker):
+        await node.open()
+    try:
+        old = WavAppender(await stale.working_file(key, resume=True))
+        old.append(speech(2.0, seed=1))
+        old.sync()
+        before = stale.path(key).read_bytes()
+        new = WavAppender(await taker.working_file(key, resume=True))  # the stream, taken over
+        assert new.duration == 2.0
+        new.append(speech(1.0, seed=2))
+        new.sync()
+        old.append(speech(1.0, seed=3))  # the stale node's audio after the takeover
+        old.sync()
+        assert await LocalAudioStore(tmp_path / "shared").recover() == 0  # a third node starts: both writers live
+        stored = taker.path(key).read_bytes()
+        assert stored[44:len(before)] == before[44:], "the taker's file starts with what was stored"
+        reference = WavAppender(tmp_path / "reference.wav")
+        reference.append(speech(1.0, seed=2))
+        reference.close()
+        assert stored[len(before):] == (tmp_path / "reference.wav").read_bytes()[44:], "then the taker's audio only"
+        old.close()
+        aside = taken_over_key(key, 1)
+        await stale.publish(key, to=aside)
+        assert await stale.size(aside) == 44 + 3 * 32000, "the stale node's whole recording, beside the new one"
+        assert taker.path(key).read_bytes() == stored, "and nothing of it over the taker's file"
+        new.close()
+        await taker.publish(key)
+        assert sorted(p.name for p in taker.path(key).parent.iterdir()) == sorted(
+            [Path(key).name, Path(aside).name]), "no hidden link is left behind"
+    finally:
+        for node in (stale, taker):
+            await node.close()
+
+
+async def test_a_dead_writer_s_link_goes_at_the_next_start(tmp_path: Path):
+    """A node that died mid-stream leaves its writer's hidden link; the next start on any node removes it, and
+    counts it as a stale recording only when it is not the stored file."""
+    key = recording_key("t12")
+    node = LocalAudioStore(tmp_path / "data")
+    await node.open()
+    wav = WavAppender(await node.working_file(key, resume=True))
+    wav.append(speech(1.0))
+    wav.close()
+    await node.close()  # the process ends without publishing: its lock goes with it
+    assert len(list(node.path(key).parent.glob(".*.writer-*"))) == 1
+    assert await LocalAudioStore(tmp_path / "data").recover() == 0
+    assert not list(node.path(key).parent.glob(".*.writer-*")) and node.path(key).stat().st_size == 44 + 32000
 
 
 async def test_delete_prefix_removes_one_transcript(store: AudioStore):
