@@ -95,9 +95,10 @@ class LiveSettings:
         "VOXLANE_LIVE_GRACE_SECONDS", "with Redis: how long a transcript whose node died stays live without an"
         " owner, so that its publisher may reconnect to another node and go on, before a sweep finishes it",
         lo=0, hi=3600))
-    live_part_seconds: float = field(default=10.0, metadata=setting(
+    live_part_seconds: float = field(default=8.0, metadata=setting(
         "VOXLANE_LIVE_PART_SECONDS", "on S3: how often a live recording's new audio goes to the bucket while the"
-        " stream runs (a node that dies loses at most this much of it)", lo=1, hi=600))
+        " stream runs (a node that dies loses at most this much of it, and the audio on its way to disk)", lo=1,
+        hi=600))
     ice_hosts: str = field(default="", metadata=setting(
         "VOXLANE_ICE_HOSTS", "comma-separated local addresses to gather WebRTC candidates on (default: all)"))
     ice_servers: str = field(default="", metadata=setting(
