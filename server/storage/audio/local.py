@@ -188,8 +188,12 @@ def _own_file(path: Path, link: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file() and path.stat().st_size > 0:
         copy = path.with_name(f".{path.name}.resumed-{secrets.token_hex(4)}")
-        shutil.copyfile(path, copy)
-        _put(copy, path)
+        try:
+            shutil.copyfile(path, copy)
+            _put(copy, path)
+        except BaseException:  # no room for the copy: the start is refused and leaves nothing behind
+            copy.unlink(missing_ok=True)
+            raise
     else:
         path.touch()
     os.link(path, link)

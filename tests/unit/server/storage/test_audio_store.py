@@ -6,7 +6,9 @@ suite holds both stores to them.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -289,6 +291,27 @@ async def test_two_nodes_on_one_directory_never_write_one_recording(tmp_path: Pa
     finally:
         for node in (stale, taker):
             await node.close()
+
+
+async def test_a_resume_with_no_room_for_its_copy_leaves_nothing_behind(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    key = recording_key("t13")
+    node = LocalAudioStore(tmp_path / "data")
+    await node.open()
+    wav = WavAppender(await node.working_file(key, resume=True))
+    wav.append(speech(1.0))
+    wav.close()
+    await node.publish(key)
+    before = node.path(key).read_bytes()
+
+    def full(source, target, **_):
+        Path(target).write_bytes(b"part of it")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", full)
+    with pytest.raises(OSError):
+        await node.working_file(key, resume=True)
+    assert sorted(node.path(key).parent.iterdir()) == [node.path(key)] and node.path(key).read_bytes() == before
 
 
 async def test_a_dead_writer_s_link_goes_at_the_next_start(tmp_path: Path):
