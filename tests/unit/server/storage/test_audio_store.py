@@ -293,14 +293,20 @@ async def test_two_nodes_on_one_directory_never_write_one_recording(tmp_path: Pa
             await node.close()
 
 
-async def test_a_resume_with_no_room_for_its_copy_leaves_nothing_behind(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch):
-    key = recording_key("t13")
-    node = LocalAudioStore(tmp_path / "data")
+async def recorded_second(data: Path, key: str) -> LocalAudioStore:
+    """A node of its own that has recorded a second as ``key``'s live writer, not yet published."""
+    node = LocalAudioStore(data)
     await node.open()
     wav = WavAppender(await node.working_file(key, resume=True))
     wav.append(speech(1.0))
     wav.close()
+    return node
+
+
+async def test_a_resume_with_no_room_for_its_copy_leaves_nothing_behind(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    key = recording_key("t13")
+    node = await recorded_second(tmp_path / "data", key)
     await node.publish(key)
     before = node.path(key).read_bytes()
 
@@ -318,11 +324,7 @@ async def test_a_dead_writer_s_link_goes_at_the_next_start(tmp_path: Path):
     """A node that died mid-stream leaves its writer's hidden link; the next start on any node removes it, and
     counts it as a stale recording only when it is not the stored file."""
     key = recording_key("t12")
-    node = LocalAudioStore(tmp_path / "data")
-    await node.open()
-    wav = WavAppender(await node.working_file(key, resume=True))
-    wav.append(speech(1.0))
-    wav.close()
+    node = await recorded_second(tmp_path / "data", key)
     await node.close()  # the process ends without publishing: its lock goes with it
     assert len(list(node.path(key).parent.glob(".*.writer-*"))) == 1
     assert await LocalAudioStore(tmp_path / "data").recover() == 0
