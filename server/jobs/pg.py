@@ -192,7 +192,9 @@ class PgQueue:
             except asyncio.CancelledError:  # this node or this lane's worker is stopping: the attempt does not count
                 try:
                     await self._again(job, name, args, attempts=job.attempts, delay=0.0)
-                except Exception:  # the database is away (what stops a lane's worker): once it is back
+                except BaseException:  # the database is away (what stops a lane's worker), or the lane cancelled
+                    # this attempt again while it waited for it (a loaded machine): once it is back. The row is
+                    # written at the commit, which a database that is away never reached
                     self._unsaved.append((job, name, dict(args)))
                 raise
             try:

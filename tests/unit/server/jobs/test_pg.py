@@ -93,10 +93,13 @@ async def test_a_standby_just_promoted_leaves_running_jobs_to_their_workers(tmp_
         primary.remove()
 
 
-async def test_an_attempt_stopped_with_the_database_away_runs_again_once_it_is_back(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cancels", [1, 2])
+async def test_an_attempt_stopped_with_the_database_away_runs_again_once_it_is_back(tmp_path: Path,
+                                                                                  cancels: int) -> None:
     """A lane's worker stops when it loses the database and cancels its attempts; the next attempt cannot be
     written then. It is kept and queued before the lane takes new work, not left to the reconciler (procrastinate
-    may have marked the job ``aborted``, which nothing sweeps)."""
+    may have marked the job ``aborted``, which nothing sweeps). Also when the attempt is cancelled a second time
+    while it tries to write its next one (the lane's worker stopping on a loaded machine)."""
     from procrastinate.jobs import Job as ProcrastinateJob
 
     from server.jobs.queue import Claimed, Job
@@ -119,6 +122,9 @@ async def test_an_attempt_stopped_with_the_database_away_runs_again_once_it_is_b
         await started.wait()
         pg.stop()  # the database goes away, and the lane's worker stops its attempts
         attempt.cancel()
+        for _ in range(cancels - 1):
+            await asyncio.sleep(0)  # the attempt is in its next attempt's write
+            attempt.cancel()
         with pytest.raises(asyncio.CancelledError):
             await attempt
         assert [(j.id, name, args) for j, name, args in queue._unsaved] == [(row.id, "transcribe", {"chunk": 7})]
