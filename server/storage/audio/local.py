@@ -154,11 +154,11 @@ class LocalAudioStore:
         if writer is None:
             return
         link, fd = writer
+        if to is None:
+            await asyncio.to_thread(_drop_writer, link, fd)
+            return
         try:
-            if to is None:
-                await asyncio.to_thread(link.unlink, missing_ok=True)
-            else:
-                await asyncio.to_thread(_put, link, self.path(to))
+            await asyncio.to_thread(_put, link, self.path(to))
         finally:
             os.close(fd)
 
