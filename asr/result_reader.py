@@ -133,10 +133,13 @@ class ResultReader:
             self.planner.trim_window(opened, plan.end)
             if not final:
                 self.book.close_if_line_ends(opened)  # its words are final up to a line's end: the final follows
+        # words committed because two readings agreed, though stamped near a pause the speaker went on from,
+        # waited for agreement (1.5-2 s on a loaded GPU) and are not a pause's commit: admission does not time them
+        at_pause = plan.kind == Priority.FINAL or plan.commit_before != float("inf")
         if opened is seg:
-            await self.book.emit_segment(seg, final=final)
+            await self.book.emit_segment(seg, final=final, at_pause=at_pause)
         else:
-            await self.book.emit_segment(opened, final=False)  # the next sentence, its first words perhaps final
+            await self.book.emit_segment(opened, final=False, at_pause=at_pause)  # the next sentence
         if plan.kind == Priority.ENDPOINT and not result.error:
             await self._settle_pause(plan, (window_start, plan.end, prompt), opened)
 

@@ -249,13 +249,15 @@ class SegmentBook:
         if arrived is not None and observe is not None and self.state.config.priority != Priority.BULK:  # live only
             observe(max(0.0, self.state.engine.clock() - arrived))
 
-    async def emit_segment(self, seg: Segment, final: bool) -> None:
+    async def emit_segment(self, seg: Segment, final: bool, *, at_pause: bool = True) -> None:
+        """``at_pause``: what this message makes final was committed for a pause (its reading, a settle, a
+        final); False for words two readings agreed on, whose delay is not what a pause waits for."""
         try:
-            await self._emit_segment_inner(seg, final)
+            await self._emit_segment_inner(seg, final, at_pause)
         finally:
             self.state.progressed.set()
 
-    async def _emit_segment_inner(self, seg: Segment, final: bool) -> None:
+    async def _emit_segment_inner(self, seg: Segment, final: bool, at_pause: bool) -> None:
         words = seg.hyp.committed if final else seg.words
         n_final = len(seg.hyp.committed)
         text = join_words(w.text for w in words)
@@ -284,7 +286,7 @@ class SegmentBook:
         if newly_final > seg.final_told:
             last = words[newly_final - 1].end
             ends = [*seg.pauses, *([seg.speech_end] if seg.speech_end is not None else [])]
-            if any(abs(end - last) <= _UTTERANCE_END_S for end in ends):  # the word that ends what was said
+            if at_pause and any(abs(end - last) <= _UTTERANCE_END_S for end in ends):  # ends what was said
                 self._measure_commit(last)
             seg.final_told = newly_final
         if final:

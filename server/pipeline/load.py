@@ -211,9 +211,10 @@ class LoadMonitor:
             self._apply(0)
 
     def _apply(self, level: int) -> None:
-        if level != self.level:
-            log.warning("live load %s: %s", self.health.verdict, f"shedding {', '.join(SHED_MEASURES[:level])}"
-                        if level else "no longer shedding")
+        if level != self.level:  # with the figures that decided it: an operator reads why, not only that
+            figures = {k: v for k, v in self._figures().items() if k != "shedding"}
+            log.warning("live load %s: %s %s", self.health.verdict, f"shedding {', '.join(SHED_MEASURES[:level])}"
+                        if level else "no longer shedding", figures)
         self.level = level
         if self._engine is not None:
             self._engine.hurry_all = level >= 1

@@ -1,0 +1,62 @@
+"""What a live message's newly final words tell admission control: how long after its audio arrived the word
+that ends what was said became final, when a pause committed it; a word two readings agreed on while the speaker
+went on is not a pause's wait, though the VAD heard a short pause after it.
+
+Light: a session with no decode running, its segment and audio arrivals set by hand.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from asr.capacity import CapacityEstimator
+from asr.policy import TimedWord
+from asr.session import Segment, StreamSession
+from asr.vad import SileroModel
+
+
+class _Engine:
+    """The clock and the capacity estimator the book reports commits to; no decodes."""
+
+    def __init__(self) -> None:
+        self.now = 104.0
+        self.capacity = CapacityEstimator(clock=lambda: self.now)
+
+    def clock(self) -> float:
+        return self.now
+
+    def is_queued(self, key: str) -> bool:
+        return False
+
+
+async def _emitted(event: object) -> None:
+    return None
+
+
+def _committed_before_a_pause() -> tuple[StreamSession, Segment, _Engine]:
+    """'the whole team.' committed, a 0.3 s pause heard after 'team.' (3.2 s), its audio arrived at 100.0."""
+    engine = _Engine()
+    session = StreamSession(engine=engine, vad_model=SileroModel(), emit=_emitted)  # type: ignore[arg-type]
+    session.state.arrivals.extend([(2.0, 99.0), (3.3, 100.0), (6.0, 102.0)])
+    seg = Segment(id="seg1", start=1.0, window_start=1.0, decoded_to=5.0)
+    seg.pauses[3.2] = 0.3
+    seg.hyp.committed = [TimedWord(t, a, b, 0.9) for t, a, b in
+                         (("the", 2.0, 2.4), ("whole", 2.4, 2.9), ("team.", 2.9, 3.2))]
+    session.state.open = seg
+    return session, seg, engine
+
+
+@pytest.mark.parametrize("at_pause", [True, False])
+async def test_only_a_pause_commit_of_the_word_before_it_is_timed(at_pause: bool) -> None:
+    session, seg, engine = _committed_before_a_pause()
+    await session.book.emit_segment(seg, final=False, at_pause=at_pause)
+    assert seg.final_told == 3  # told final either way
+    delays = list(engine.capacity._commits)
+    assert [d for _, d in delays] == ([pytest.approx(4.0)] if at_pause else [])
+
+
+async def test_a_word_far_from_any_pause_is_not_timed() -> None:
+    session, seg, engine = _committed_before_a_pause()
+    seg.pauses.clear()
+    await session.book.emit_segment(seg, final=False)
+    assert not engine.capacity._commits
