@@ -9,18 +9,27 @@ from __future__ import annotations
 
 import pytest
 
-from asr.capacity import CapacityEstimator
 from asr.policy import TimedWord
 from asr.session import Segment, StreamSession
 from asr.vad import SileroModel
 
 
+class _Commits:
+    """Where the book reports commit delays (the capacity estimator's ``observe_commit``)."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def observe_commit(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
 class _Engine:
-    """The clock and the capacity estimator the book reports commits to; no decodes."""
+    """The clock and the commit observer the book reports to; no decodes."""
 
     def __init__(self) -> None:
         self.now = 104.0
-        self.capacity = CapacityEstimator(clock=lambda: self.now)
+        self.capacity = _Commits()
 
     def clock(self) -> float:
         return self.now
@@ -51,12 +60,11 @@ async def test_only_a_pause_commit_of_the_word_before_it_is_timed(at_pause: bool
     session, seg, engine = _committed_before_a_pause()
     await session.book.emit_segment(seg, final=False, at_pause=at_pause)
     assert seg.final_told == 3  # told final either way
-    delays = list(engine.capacity._commits)
-    assert [d for _, d in delays] == ([pytest.approx(4.0)] if at_pause else [])
+    assert engine.capacity.delays == ([pytest.approx(4.0)] if at_pause else [])
 
 
 async def test_a_word_far_from_any_pause_is_not_timed() -> None:
     session, seg, engine = _committed_before_a_pause()
     seg.pauses.clear()
     await session.book.emit_segment(seg, final=False)
-    assert not engine.capacity._commits
+    assert not engine.capacity.delays
