@@ -133,13 +133,11 @@ class ResultReader:
             self.planner.trim_window(opened, plan.end)
             if not final:
                 self.book.close_if_line_ends(opened)  # its words are final up to a line's end: the final follows
-        # words committed because two readings agreed, though stamped near a pause the speaker went on from,
-        # waited for agreement (1.5-2 s on a loaded GPU) and are not a pause's commit: admission does not time them
-        at_pause = plan.kind == Priority.FINAL or plan.commit_before != float("inf")
+        pause_reading = plan.kind == Priority.ENDPOINT  # what admission times (SegmentBook.emit_segment)
         if opened is seg:
-            await self.book.emit_segment(seg, final=final, at_pause=at_pause)
+            await self.book.emit_segment(seg, final=final, pause_reading=pause_reading)
         else:
-            await self.book.emit_segment(opened, final=False, at_pause=at_pause)  # the next sentence
+            await self.book.emit_segment(opened, final=False, pause_reading=pause_reading)  # the next sentence
         if plan.kind == Priority.ENDPOINT and not result.error:
             await self._settle_pause(plan, (window_start, plan.end, prompt), opened)
 

@@ -1,6 +1,6 @@
 """What a live message's newly final words tell admission control: how long after its audio arrived the word
-that ends what was said became final, when a pause committed it; a word two readings agreed on while the speaker
-went on is not a pause's wait, though the VAD heard a short pause after it.
+that ends what was said became final, when a pause's own reading committed it; a word two readings agreed on
+while the speaker went on, or one a final closed on its last reading, did not wait for the loop's load.
 
 Light: a session with no decode running, its segment and audio arrivals set by hand.
 """
@@ -55,16 +55,26 @@ def _committed_before_a_pause() -> tuple[StreamSession, Segment, _Engine]:
     return session, seg, engine
 
 
-@pytest.mark.parametrize("at_pause", [True, False])
-async def test_only_a_pause_commit_of_the_word_before_it_is_timed(at_pause: bool) -> None:
+@pytest.mark.parametrize("pause_reading", [True, False])
+async def test_only_a_pause_reading_of_the_word_before_it_is_timed(pause_reading: bool) -> None:
     session, seg, engine = _committed_before_a_pause()
-    await session.book.emit_segment(seg, final=False, at_pause=at_pause)
+    await session.book.emit_segment(seg, final=False, pause_reading=pause_reading)
     assert seg.final_told == 3  # told final either way
-    assert engine.capacity.delays == ([pytest.approx(4.0)] if at_pause else [])
+    assert engine.capacity.delays == ([pytest.approx(4.0)] if pause_reading else [])
 
 
 async def test_a_word_far_from_any_pause_is_not_timed() -> None:
     session, seg, engine = _committed_before_a_pause()
     seg.pauses.clear()
-    await session.book.emit_segment(seg, final=False)
+    await session.book.emit_segment(seg, final=False, pause_reading=True)
+    assert not engine.capacity.delays
+
+
+async def test_a_final_closed_on_its_last_reading_is_not_timed() -> None:
+    """Its wait was the silence that closes a segment, the same on an idle machine as on a loaded one."""
+    session, seg, engine = _committed_before_a_pause()
+    seg.hyp.committed, seg.hyp.tentative = seg.hyp.committed[:2], seg.hyp.committed[2:]
+    seg.speech_end = 3.2
+    await session.book.final_as_read(seg)
+    assert seg.final_told == 3
     assert not engine.capacity.delays
