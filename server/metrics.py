@@ -186,7 +186,7 @@ def _engine_metrics(engine: Any) -> Iterator[Metric]:
     if decode is not None:
         yield _gauge("voxlane_inference_live_decode_seconds_median", "Median of recent live decodes (what"
                      " admission control predicts from)", decode)
-    for percentile, what in ((90, ""), (95, " (what admission control steers on)")):
+    for percentile, what in ((90, " (what admission control steers on)"), (95, "")):
         commit = engine.capacity.commit_delay(percentile)
         if commit is not None:
             yield _gauge(f"voxlane_live_commit_delay_p{percentile}_seconds", f"p{percentile} of recent delays from"

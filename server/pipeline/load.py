@@ -3,20 +3,22 @@ and what is shed when the machine slows under them.
 
 A capacity formula is an estimate: on one 2-core box it let sixteen streams in where eight were its edge, and their
 words came 4-11 s after they were said. So once a second a :class:`LoadMonitor` reads what the streams get: how long
-after its audio an utterance's last word was made final (the p95 of the last 20 s, every live stream), how far each
-stream's transcription is behind its audio and whether that grows, and how late the event loop runs. Its verdict:
+after its audio an utterance's last word was made final by its pause's reading (the p90 of the last 30 s, every
+live stream: :mod:`asr.capacity`), how far each stream's transcription is behind its audio and whether that
+grows, and how late the event loop runs while streams are live. Its verdict:
 
-* ``ok``: within ``VOXLANE_LATENCY_TARGET_S`` (commit p95 under :data:`FULL_SHARE` of it, no stream's lag growing,
+* ``ok``: within ``VOXLANE_LATENCY_TARGET_S`` (commit p90 under :data:`FULL_SHARE` of it, no stream's lag growing,
   the loop on time): streams may come up to what is proven or estimated, and one beyond it (a probe) while the
-  commit p95 is under :data:`OK_SHARE` of the target;
+  commit p90 is under :data:`OK_SHARE` of the target and the median stream's transcript runs less than
+  :data:`FULL_SHARE` of it behind its audio;
 * ``full``: approaching it: nobody more;
 * ``overloaded``: past it, or a stream's lag grows: nobody more, and work is shed.
 
 Admission (:mod:`server.pipeline.admission`) asks :meth:`LoadMonitor.refusal`. A burst is admitted at once up to the
-streams the node has been seen to serve (``proven``: the most streams that were ``ok`` once settled) or, before
-anything is proven, up to what the calibrated decode cost allows; beyond that one stream at a time, each once the
-ones before it have settled and the verdict is still ``ok``. The fewest streams seen ``overloaded`` bound it
-from above until streams are served ``ok`` beyond them.
+streams the node has been seen to serve (``proven``: the most streams that were ``ok`` once settled) or up to what
+the decode cost calibrated at warm-up allows (:meth:`LoadMonitor.estimate`), whichever is more; beyond that one
+stream at a time, each once the ones before it have settled and the verdict is still ``ok``. The fewest streams
+seen ``overloaded`` bound it from above until streams are served ``ok`` beyond them.
 
 Shedding, in this order, one measure more for every :data:`SHED_AFTER_S` that the verdict stays ``overloaded``,
 one less for every :data:`UNSHED_AFTER_S` that it is ``ok``: every live reading hurried (the encoder reads the
@@ -52,7 +54,6 @@ LAG_GROWTH = 0.05
 LAG_FLOOR_SHARE = 0.75
 OK_SHARE = 0.75
 FULL_SHARE = 0.9
-COMMIT_PERCENTILE = 95
 LOOP_FULL_SHARE = 0.025
 LOOP_OVERLOADED_SHARE = 0.1
 """The event loop late by this share of the target (50 and 200 ms of a 2 s target) fills or overloads the node:
@@ -62,12 +63,14 @@ SETTLE_S = 6.0
 SHED_AFTER_S = 3.0
 UNSHED_AFTER_S = 20.0
 SHED_MEASURES = ("hurried readings", "slower partials", "fewer speaker windows")
-ROUNDS_PER_COMMIT = 3.0
-"""Decodes of a stream a commit waits for at worst, before anything is measured: a word needs two readings that
-agree, or its pause's reading, each behind the other streams', and the warm-up calibration reads shorter windows
-than a loaded loop does (the calibrated estimate, see :meth:`estimate`). On a 2-core AVX2 EPYC (calibration
-0.13-0.14 s, live decodes 0.21-0.25 s): 8 streams at first. Two rounds admitted 14 of a burst there, served at
-commit p95 2.6 s; four admitted 4 of a burst of 8 that the box then served at 1.2 s."""
+ROUNDS_PER_COMMIT = 1.4
+"""How many calibrated decodes' time a commit takes per slot's worth of streams, before anything is proven (see
+:meth:`LoadMonitor.estimate`). The loop reads a pause before any refresh and a waiting stream gets one reading
+of all it has, so commits do not queue behind every stream's decodes. On a 2-core AVX-512 EPYC the calibration
+reads 0.16-0.17 s; the outside client measured sixteen streams at commit p95 1.11-1.17 s, and the server
+read twenty at commit p90 1.0-1.1 s with the median stream 2.0-2.5 s behind and saw them fall behind at
+twenty-two: 1.4 admits 17-18 there at once, and 8 on a machine that calibrates at 0.35 s (half as fast). 3.0, rounds of every stream's
+decodes, admitted 6 there before live decodes were measured."""
 
 
 class Stream(Protocol):
@@ -85,8 +88,9 @@ class Stream(Protocol):
 class Health:
     streams: int  # live streams now
     settled: int  # of them, those older than SETTLE_S
-    commit_p95: float | None
+    commit_p90: float | None
     lag_max: float
+    lag_typical: float  # the median stream's mean lag over the last LAG_WINDOW_S (see LoadMonitor.refusal)
     lag_growth: float  # the fastest-growing stream's lag, seconds per second
     loop_p99: float | None
     verdict: str  # ok | full | overloaded
@@ -112,11 +116,12 @@ class LoadMonitor:
         self._speakers = speakers
         self._clock = clock
         self._lags: dict[int, deque[tuple[float, float]]] = {}
-        self.health = Health(0, 0, None, 0.0, 0.0, None, "ok")
+        self.health = Health(0, 0, None, 0.0, 0.0, 0.0, None, "ok")
         self.proven = 0  # most streams served ok once settled
         self.overloaded_at: int | None = None  # fewest streams seen overloaded (until more are served ok)
         self.level = 0  # shed measures in force (the first ``level`` of SHED_MEASURES)
         self._since = clock()  # when the verdict last changed kind (ok / not ok)
+        self._live_since: float | None = None  # when streams last began after none were live
         self._task: asyncio.Task | None = None
 
     # ------------------------------------------------------------ running
@@ -147,6 +152,7 @@ class LoadMonitor:
         live = [s for s in self._streams() if not s.finished]
         settled = [s for s in live if now - s.started_at >= SETTLE_S]
         growth, lag_max = 0.0, 0.0
+        means: list[float] = []
         seen = set()
         for s in live:
             key = id(s)
@@ -158,10 +164,12 @@ class LoadMonitor:
             while history and now - history[0][0] > 2 * LAG_WINDOW_S:
                 history.popleft()
             growth = max(growth, self._trough_growth(history, now))
+            recent = [lag for t, lag in history if now - t <= LAG_WINDOW_S]
+            means.append(sum(recent) / len(recent))
         for key in set(self._lags) - seen:
             del self._lags[key]
-        commit = self._engine.capacity.commit_delay(COMMIT_PERCENTILE) if self._engine is not None else None
-        loop = self._loop_delay.percentile(99, within_s=LAG_WINDOW_S)
+        commit = self._engine.capacity.commit_delay() if self._engine is not None else None
+        loop = self._loop_lateness(live, now)
         if ((commit is not None and commit > self.target_s) or growth > 2 * LAG_GROWTH
                 or (loop is not None and loop > LOOP_OVERLOADED_SHARE * self.target_s)):
             verdict = "overloaded"
@@ -171,12 +179,24 @@ class LoadMonitor:
         else:
             verdict = "ok"
         previous = self.health.verdict
-        self.health = Health(len(live), len(settled), commit, lag_max, growth, loop, verdict)
+        typical = sorted(means)[len(means) // 2] if means else 0.0
+        self.health = Health(len(live), len(settled), commit, lag_max, typical, growth, loop, verdict)
         if (verdict == "ok") != (previous == "ok"):
             self._since = now
         self._learn(self.health)
         self._shed(self.health, now)
         return self.health
+
+    def _loop_lateness(self, live: list[Stream], now: float) -> float | None:
+        """The loop's p99 lateness since the first of ``live`` began (at most :data:`LAG_WINDOW_S`): a loop late
+        while nothing streamed (the model warming, a job's start) says nothing of what a stream would get, and
+        a fresh server's warm-up (0.13-0.14 s late) read ``full`` to the first burst."""
+        if not live:
+            self._live_since = None
+            return None
+        if self._live_since is None:
+            self._live_since = min(s.started_at for s in live)
+        return self._loop_delay.percentile(99, within_s=min(LAG_WINDOW_S, max(0.0, now - self._live_since)))
 
     def _trough_growth(self, history: deque[tuple[float, float]], now: float) -> float:
         """How fast a stream's lag rises where it is lowest: the least lag of its last :data:`LAG_WINDOW_S`
@@ -230,14 +250,21 @@ class LoadMonitor:
     # ------------------------------------------------------------ admission
 
     def estimate(self) -> int | None:
-        """Streams the calibrated (or measured) decode cost allows within the target, before any is proven:
-        ``slots`` decodes at once, and a commit waits :data:`ROUNDS_PER_COMMIT` rounds of every stream's."""
+        """Streams the decode cost calibrated at warm-up allows within the target: ``slots`` decodes at once,
+        and a commit takes :data:`ROUNDS_PER_COMMIT` calibrated decodes per slot's worth of streams.
+
+        The calibration, not the live decodes' median: live decodes lengthen with every stream admitted (0.06 s
+        for the first second of a burst, 0.25 s at sixteen), so an estimate from them read 20 streams as a burst
+        began and 4 once it was served at p95 1.2 s, and admitted 11 of 16 at once in one run, 15 in another.
+        What the streams admitted then get is the verdict's to judge. A backend with no calibration (Riva) is
+        sized on its measured decodes."""
         if self._engine is None:
             return None
-        seconds = self._engine.capacity.decode_seconds()
+        capacity = self._engine.capacity
+        seconds = capacity.prior or capacity.decode_seconds()
         if not seconds:
             return None
-        return max(1, self._engine.slots * math.floor(self.target_s / (ROUNDS_PER_COMMIT * seconds)))
+        return max(1, math.floor(self._engine.slots * self.target_s / (ROUNDS_PER_COMMIT * seconds)))
 
     @property
     def floor(self) -> int:
@@ -274,17 +301,23 @@ class LoadMonitor:
         if self.overloaded_at is not None and streams + 1 >= self.overloaded_at:
             return Refusal("capacity", f"{self.overloaded_at} live streams overloaded this server; try again"
                            " later", self._figures())
-        if health.commit_p95 is not None and health.commit_p95 > OK_SHARE * self.target_s:
+        if health.commit_p90 is not None and health.commit_p90 > OK_SHARE * self.target_s:
             return Refusal("full", "the server is at capacity: one stream more would take its live streams' words"
                            f" past {self.target_s:g} s after they are spoken; try again later", self._figures())
+        if health.lag_typical > FULL_SHARE * self.target_s:
+            # The knee shows in the lag before the commits: a pause's reading goes first, so commits stay quick
+            # while every stream's refreshes come rarer. On 2 cores the median stream ran 1.6 s behind at 16
+            # streams, 2.0-2.5 s at 20 and fell behind at 22, with the commit p90 still 0.9-1.2 s.
+            return Refusal("full", "the server is at capacity: its live streams' transcripts run close to"
+                           f" {self.target_s:g} s behind their audio; try again later", self._figures())
         return None  # settled and served with room to spare: one stream more is a probe
 
     def _figures(self) -> dict[str, Any]:
         h = self.health
         out: dict[str, Any] = {"streams": h.streams, "verdict": h.verdict,
-                               "lag_growth_s_per_s": round(h.lag_growth, 3)}
-        if h.commit_p95 is not None:
-            out["commit_p95_s"] = round(h.commit_p95, 3)
+                               "lag_growth_s_per_s": round(h.lag_growth, 3), "lag_typical_s": round(h.lag_typical, 2)}
+        if h.commit_p90 is not None:
+            out["commit_p90_s"] = round(h.commit_p90, 3)
         if h.loop_p99 is not None:
             out["loop_delay_p99_s"] = round(h.loop_p99, 4)
         if self.level:

@@ -196,7 +196,7 @@ async def test_streams_served_past_the_target_refuse_the_next_and_keep_their_own
         assert err.get("code") == "OVERLOADED" and err["details"]["reason"] in ("overloaded", "full"), err
         details = err["details"]
         assert details["retry_after_s"] > 0 and details["streams"] == 2, err
-        assert (details.get("commit_p95_s", 0) > 0.01 or details["lag_growth_s_per_s"] > 0.05
+        assert (details.get("commit_p90_s", 0) > 0.01 or details["lag_growth_s_per_s"] > 0.05
                 or details.get("loop_delay_p99_s", 0) > 0.1 * 0.01), err  # past the target by what it reads
         for rec in (await first, await second):
             assert rec.completed is not None
