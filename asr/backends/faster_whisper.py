@@ -67,7 +67,7 @@ class _Reading:
 
 CALIBRATION_WINDOW_S = 5.0
 """The window whose full reading tells the live pace (:mod:`asr.pace`): a segment's refresh at the step."""
-CALIBRATION_ROUNDS = 3
+CALIBRATION_ROUNDS = 5
 
 
 class FasterWhisperBackend:
@@ -381,9 +381,9 @@ class FasterWhisperBackend:
         and the event loop share the cores then). The loop's own measurements replace it within seconds of the
         first streams.
 
-        The fastest of :data:`CALIBRATION_ROUNDS` rounds: a server's start runs other work beside it (the speaker
-        encoder, the database), and one round read 0.16-0.21 s on one 2-core box, enough to move the burst a
-        fresh node admits by four streams."""
+        The fastest of :data:`CALIBRATION_ROUNDS` rounds: on one 2-core box a round read anything from 0.16 to
+        0.24 s (two lanes of two threads each share the cores), enough to move the burst a fresh node admits by
+        five streams; the fastest of three read 0.162-0.179 s over four server starts, of five 0.160-0.164 s."""
         speech = calibration_speech()
         rounds: list[float] = []
         for _ in range(CALIBRATION_ROUNDS):
@@ -403,6 +403,8 @@ class FasterWhisperBackend:
             for t in threads:
                 t.join()
             rounds.append(sum(took) / len(took))
+        log.info("calibration: a batch of live refreshes on every lane took %s s",
+                 " / ".join(f"{r:.3f}" for r in rounds))
         return min(rounds)
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ grows, and how late the event loop runs while streams are live. Its verdict:
 * ``ok``: within ``VOXLANE_LATENCY_TARGET_S`` (commit p90 under :data:`FULL_SHARE` of it, no stream's lag growing,
   the loop on time): streams may come up to what is proven or estimated, and one beyond it (a probe) while the
   commit p90 is under :data:`OK_SHARE` of the target and the median stream's transcript runs less than
-  :data:`FULL_SHARE` of it behind its audio;
+  that behind its audio;
 * ``full``: approaching it: nobody more;
 * ``overloaded``: past it, or a stream's lag grows: nobody more, and work is shed.
 
@@ -67,10 +67,10 @@ ROUNDS_PER_COMMIT = 1.4
 """How many calibrated decodes' time a commit takes per slot's worth of streams, before anything is proven (see
 :meth:`LoadMonitor.estimate`). The loop reads a pause before any refresh and a waiting stream gets one reading
 of all it has, so commits do not queue behind every stream's decodes. On a 2-core AVX-512 EPYC the calibration
-reads 0.16-0.17 s; the outside client measured sixteen streams at commit p95 1.11-1.17 s, and the server
+reads 0.160-0.164 s; the outside client measured sixteen streams at commit p95 1.11-1.17 s, and the server
 read twenty at commit p90 1.0-1.1 s with the median stream 2.0-2.5 s behind and saw them fall behind at
-twenty-two: 1.4 admits 17-18 there at once, and 8 on a machine that calibrates at 0.35 s (half as fast). 3.0, rounds of every stream's
-decodes, admitted 6 there before live decodes were measured."""
+twenty-two: 1.4 admits 17 there at once, and 8 on a machine that calibrates at 0.35 s (half as fast).
+3.0, rounds of every stream's decodes, admitted 6 there before live decodes were measured."""
 
 
 class Stream(Protocol):
@@ -129,6 +129,9 @@ class LoadMonitor:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="load-monitor")
+            if self._engine is not None and self._engine.capacity.prior:
+                log.info("live admission: a batch of live refreshes took %.3f s at warm-up: a burst of up to %d"
+                         " streams is admitted at once", self._engine.capacity.prior, max(self.allowed(), 0))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -304,10 +307,11 @@ class LoadMonitor:
         if health.commit_p90 is not None and health.commit_p90 > OK_SHARE * self.target_s:
             return Refusal("full", "the server is at capacity: one stream more would take its live streams' words"
                            f" past {self.target_s:g} s after they are spoken; try again later", self._figures())
-        if health.lag_typical > FULL_SHARE * self.target_s:
+        if health.lag_typical > OK_SHARE * self.target_s:
             # The knee shows in the lag before the commits: a pause's reading goes first, so commits stay quick
-            # while every stream's refreshes come rarer. On 2 cores the median stream ran 1.6 s behind at 16
-            # streams, 2.0-2.5 s at 20 and fell behind at 22, with the commit p90 still 0.9-1.2 s.
+            # while every stream's refreshes come rarer. On 2 cores the median stream ran 1.3 s behind at 16
+            # streams and 1.6-1.9 s at 18-20, with the commit p90 still 0.9-1.1 s, and twenty fell behind in one
+            # run of two (probes held to 90 % of the target went on to them).
             return Refusal("full", "the server is at capacity: its live streams' transcripts run close to"
                            f" {self.target_s:g} s behind their audio; try again later", self._figures())
         return None  # settled and served with room to spare: one stream more is a probe

@@ -96,12 +96,12 @@ def test_transcripts_running_behind_stop_the_probes_before_the_commits_slow() ->
     monitor, live, estimator, _, _, clock = _setup(decode_s=0.3, streams=4, calibration=0.7)
     _commits(estimator, 0.8, 0.9, 0.9)
     for s in live:
-        s.lag_seconds = 1.9
+        s.lag_seconds = 1.6
     live[0].lag_seconds = 0.3  # one stream in a pause does not make the node look idle
     _run(monitor, clock, SETTLE_S + 1)
-    assert monitor.health.verdict == "ok" and abs(monitor.health.lag_typical - 1.9) < 1e-9
+    assert monitor.health.verdict == "ok" and abs(monitor.health.lag_typical - 1.6) < 1e-9
     refusal = monitor.refusal(4, starting=0)
-    assert refusal is not None and refusal.reason == "full" and refusal.details["lag_typical_s"] == 1.9
+    assert refusal is not None and refusal.reason == "full" and refusal.details["lag_typical_s"] == 1.6
     assert monitor.refusal(3, starting=0) is None, "up to what is proven the lag does not refuse"
     for s in live:
         s.lag_seconds = 1.2
