@@ -133,7 +133,7 @@ class ResultReader:
             self.planner.trim_window(opened, plan.end)
             if not final:
                 self.book.close_if_line_ends(opened)  # its words are final up to a line's end: the final follows
-        pause_reading = plan.kind == Priority.ENDPOINT  # what admission times (SegmentBook.emit_segment)
+        pause_reading = plan.commit_before != float("inf")  # what admission times (SegmentBook.emit_segment)
         if opened is seg:
             await self.book.emit_segment(seg, final=final, pause_reading=pause_reading)
         else:

@@ -250,12 +250,12 @@ class SegmentBook:
             observe(max(0.0, self.state.engine.clock() - arrived))
 
     async def emit_segment(self, seg: Segment, final: bool, *, pause_reading: bool = False) -> None:
-        """``pause_reading``: this message follows a pause's own reading, the one decode whose wait the loop's
-        load makes and nothing else does. Admission times the words it makes final only then: words two
-        readings agreed on waited for agreement, a settle and a final for a fixed silence, and a refresh whose
-        window holds the pause for its turn among refreshes. At 16 streams on 2 cores the pause readings
-        were timed at p50 / p95 0.79 / 1.18 s (the outside client: 0.76 / 1.10 s), finals at 1.41 / 2.15 s and
-        such refreshes at 1.04 / 2.13 s: timed too, those read as an overload the client never saw."""
+        """``pause_reading``: this message follows a reading for a pause (its own, or a refresh whose window
+        holds it because no lane was free before the pause was sure), the decode whose wait the loop's load
+        makes and nothing else does. Admission times the words it makes final only then: words two readings
+        agreed on waited for agreement, and a settle or a final for a fixed silence. At 16 streams on 2 cores
+        pause readings were timed at p50 / p95 0.79 / 1.20 s (the outside client: 0.76 / 1.10 s) and finals
+        at 1.41 / 2.15 s: timed too, finals read as an overload the client never saw."""
         try:
             await self._emit_segment_inner(seg, final, pause_reading)
         finally:

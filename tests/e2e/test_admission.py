@@ -353,9 +353,16 @@ def test_commit_delays_predict_one_more_stream() -> None:
 
 def test_a_live_session_reports_when_each_utterance_end_became_final(speech) -> None:
     """What the latency rule steers on comes from the sessions themselves: real speech through a real session
-    and loop reports, for each utterance, how long after its last word's audio arrived that word was final."""
+    and loop reports, for each utterance a pause ended, how long after its last word's audio arrived the reading
+    for that pause made the word final. The recording's two sentences run into each other, so 1.5 s of silence
+    goes between them and after the last, as a speaker's pauses would; the speech goes at twice real time (the
+    test is shorter), the pauses at real time (a pause's reading is read while the pause lasts). The final
+    that closes the stream waits for the stream's end, not for the load, and is not timed."""
     loop = InferenceLoop(FasterWhisperBackend(cpu_threads=2, lanes=1))
     loop.start()
+    cut, gap = int(16000 * 7.6), np.zeros(24000, dtype=speech.dtype)
+    audio = np.concatenate([speech[:cut], gap, speech[cut:], gap])
+    in_pause = [(cut, cut + len(gap)), (len(speech) + len(gap), len(audio))]
 
     async def stream() -> None:
         async def ignore(_msg) -> None:
@@ -363,9 +370,9 @@ def test_a_live_session_reports_when_each_utterance_end_became_final(speech) -> 
 
         session = StreamSession(engine=loop, vad_model=SileroModel(), emit=ignore)
         session.start()
-        for i in range(0, len(speech), 1600):
-            session.feed(speech[i:i + 1600])
-            await asyncio.sleep(0.05)  # twice real time: the delays are real, the test shorter
+        for i in range(0, len(audio), 1600):
+            session.feed(audio[i:i + 1600])
+            await asyncio.sleep(0.1 if any(a <= i < b for a, b in in_pause) else 0.05)
         await session.finish()
 
     try:
@@ -373,7 +380,7 @@ def test_a_live_session_reports_when_each_utterance_end_became_final(speech) -> 
     finally:
         loop.stop()
     delays = [s for _, s in loop.capacity._commits]
-    assert 1 <= len(delays) <= 2  # the file's two utterances, each measured at most once
+    assert 1 <= len(delays) <= 2  # the two utterances, each measured at most once
     assert all(0 < d < 10 for d in delays)
 
 
