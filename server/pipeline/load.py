@@ -3,9 +3,10 @@ and what is shed when the machine slows under them.
 
 A capacity formula is an estimate: on one 2-core box it let sixteen streams in where eight were its edge, and their
 words came 4-11 s after they were said. So once a second a :class:`LoadMonitor` reads what the streams get: how long
-after its audio an utterance's last word was made final by its pause's reading (the p90 of the last 30 s, every
-live stream: :mod:`asr.capacity`), how far each stream's transcription is behind its audio and whether that
-grows, and how late the event loop runs while streams are live. Its verdict:
+after its audio an utterance's last word was made final by a reading for its pause (the p90 of the last 30 s,
+every live stream: :mod:`asr.capacity`, :meth:`asr.segment_book.SegmentBook.emit_segment`), how far each
+stream's transcription is behind its audio and whether that grows, and how late the event loop runs while
+streams are live. Its verdict:
 
 * ``ok``: within ``VOXLANE_LATENCY_TARGET_S`` (commit p90 under :data:`FULL_SHARE` of it, no stream's lag growing,
   the loop on time): streams may come up to what is proven or estimated, and one beyond it (a probe) while the
