@@ -373,13 +373,11 @@ class FasterWhisperBackend:
             del self._lane.model
 
     def _calibrate(self) -> float:
-        """What a full batch of live refreshes costs here with every lane busy, for admission before live
-        decodes are measured: on each lane at once, ``max_batch`` windows of real speech with a prompt, hurried
-        (as a loaded loop reads them); the mean time of a batch. 8 s is what a live refresh reads: a segment's
-        own speech after up to ``StreamConfig.context_s`` (8 s) lent from the one before. On 2 cores it came to
-        0.29-0.32 s where live decodes at 8 and 16 streams took a median 0.29-0.43 s (the VAD, the speaker encoder
-        and the event loop share the cores then). The loop's own measurements replace it within seconds of the
-        first streams.
+        """What a full batch of live refreshes costs here with every lane busy, what admission sizes a burst on
+        (:meth:`server.pipeline.load.LoadMonitor.estimate`): on each lane at once, ``max_batch`` windows of real
+        speech with a prompt, hurried (as a loaded loop reads them); the mean time of a batch over the lanes. 8 s
+        is what a live refresh reads: a segment's own speech after up to ``StreamConfig.context_s`` (8 s) lent
+        from the one before. Live decodes do not replace it there: they lengthen with every stream admitted.
 
         The fastest of :data:`CALIBRATION_ROUNDS` rounds: on one 2-core box a round read anything from 0.16 to
         0.24 s (two lanes of two threads each share the cores), enough to move the burst a fresh node admits by
