@@ -133,7 +133,11 @@ class ResultReader:
             self.planner.trim_window(opened, plan.end)
             if not final:
                 self.book.close_if_line_ends(opened)  # its words are final up to a line's end: the final follows
-        pause_reading = plan.commit_before != float("inf")  # what admission times (SegmentBook.emit_segment)
+        # what admission times (SegmentBook.emit_segment): a reading for a pause, its own or a refresh whose window
+        # holds it, or the final of a segment whose closing pause never had one (the lanes were busy until the
+        # segment closed, so the final waited on the load as the pause's reading would have)
+        pause_reading = (plan.commit_before != float("inf")
+                         or (plan.kind == Priority.FINAL and self.book.pause_unread(seg)))
         if opened is seg:
             await self.book.emit_segment(seg, final=final, pause_reading=pause_reading)
         else:

@@ -1,6 +1,6 @@
 """What a live message's newly final words tell admission control: how long after its audio arrived the word
-that ends what was said became final, when a pause's own reading committed it; a word two readings agreed on
-while the speaker went on, or one a final closed on its last reading, did not wait for the loop's load.
+that ends what was said became final, when a reading for its pause committed it; a word two readings agreed on
+while the speaker went on, or one a final closed after its pause's reading, did not wait for the loop's load.
 
 Light: a session with no decode running, its segment and audio arrivals set by hand.
 """
@@ -70,11 +70,15 @@ async def test_a_word_far_from_any_pause_is_not_timed() -> None:
     assert not engine.capacity.delays
 
 
-async def test_a_final_closed_on_its_last_reading_is_not_timed() -> None:
-    """Its wait was the silence that closes a segment, the same on an idle machine as on a loaded one."""
+@pytest.mark.parametrize("pause_read", [True, False])
+async def test_a_final_is_timed_only_when_its_pause_had_no_reading(pause_read: bool) -> None:
+    """After the pause's reading, a final's wait was the silence that closes a segment, the same on an idle
+    machine as on a loaded one; without one, the lanes were busy until the segment closed, and the final
+    stands for the pause's reading."""
     session, seg, engine = _committed_before_a_pause()
     seg.hyp.committed, seg.hyp.tentative = seg.hyp.committed[:2], seg.hyp.committed[2:]
     seg.speech_end = 3.2
+    seg.endpoint_for = 3.2 if pause_read else None
     await session.book.final_as_read(seg)
     assert seg.final_told == 3
-    assert not engine.capacity.delays
+    assert engine.capacity.delays == ([] if pause_read else [pytest.approx(4.0)])
