@@ -1,8 +1,9 @@
 """Settings from ``voxlane serve`` flags and ``VOXLANE_*`` variables, validated once at start.
 
-Each field declares its environment name, so deployment scripts and the CLI agree on one spelling; a bad value
-stops the server with one line naming the setting. Each module of the package is one group of settings with its
-own check; :mod:`server.settings.settings` joins them into :class:`Settings`.
+A field's environment name is its own, upper-cased after ``VOXLANE_``, and its flag the same with dashes, so
+deployment scripts and the CLI cannot disagree on a spelling; a bad value stops the server with one line naming
+the setting. Each module of the package is one group of settings with its own check;
+:mod:`server.settings.settings` joins them into :class:`Settings`.
 """
 
 from server.settings.auth import JWT_AUDIENCE_REQUIRED

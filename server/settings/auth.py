@@ -3,9 +3,7 @@ against; a private server without a key, or a provider's key without an audience
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from server.settings.base import SettingsError, setting
+from server.settings.base import SettingsError, setting, settings_group
 
 __all__ = ["JWT_AUDIENCE_REQUIRED", "AuthSettings", "check_auth"]
 
@@ -14,21 +12,15 @@ JWT_AUDIENCE_REQUIRED = ("VOXLANE_JWT_AUDIENCE is required when VOXLANE_JWT_PUBL
                          " tells which are meant for this one")
 
 
-@dataclass
+@settings_group
 class AuthSettings:
-    auth_mode: str = field(default="public", metadata=setting(
-        "VOXLANE_AUTH_MODE", "public: no token needed; private: bearer tokens", ("public", "private")))
-    jwt_secret: str | None = field(default=None, metadata=setting(
-        "VOXLANE_JWT_SECRET", "HS256 secret for bearer tokens", secret=True))
-    jwt_public_key: str | None = field(default=None, metadata=setting(
-        "VOXLANE_JWT_PUBLIC_KEY", "RS256/ES256 verification key: a PEM, a PEM file or a JWKS JSON file"))
-    jwt_audience: str | None = field(default=None, metadata=setting(
-        "VOXLANE_JWT_AUDIENCE", "required 'aud' claim of bearer JWTs (default: not checked)"))
-    jwt_issuer: str | None = field(default=None, metadata=setting(
-        "VOXLANE_JWT_ISSUER", "required 'iss' claim of bearer JWTs (default: not checked)"))
-    jwt_max_lifetime: int = field(default=86400, metadata=setting(
-        "VOXLANE_JWT_MAX_LIFETIME", "longest lifetime (exp - iat, or exp - now without iat) in seconds a bearer"
-        " JWT may have; every JWT must carry 'exp'", lo=60, hi=30 * 86400))
+    auth_mode: str = setting("public", "public: no token needed; private: bearer tokens", ("public", "private"))
+    jwt_secret: str | None = setting(None, "HS256 secret for bearer tokens", secret=True)
+    jwt_public_key: str | None = setting(None, "RS256/ES256 verification key: a PEM, a PEM file or a JWKS JSON file")
+    jwt_audience: str | None = setting(None, "required 'aud' claim of bearer JWTs (default: not checked)")
+    jwt_issuer: str | None = setting(None, "required 'iss' claim of bearer JWTs (default: not checked)")
+    jwt_max_lifetime: int = setting(86400, "longest lifetime (exp - iat, or exp - now without iat) in seconds a bearer"
+        " JWT may have; every JWT must carry 'exp'", lo=60, hi=30 * 86400)
 
 
 def check_auth(settings: AuthSettings) -> None:

@@ -4,64 +4,48 @@ spends it (batches, parallel decodes, threads), with the defaults each device ge
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
-from server.settings.base import SettingsError, setting
+from server.settings.base import SettingsError, setting, settings_group
 
 __all__ = ["InferenceSettings", "check_inference", "riva_metadata_pairs"]
 
 
-@dataclass
+@settings_group
 class InferenceSettings:
-    model: str = field(default="tiny.en", metadata=setting(
-        "VOXLANE_MODEL", "Whisper model: 'tiny.en' (bundled), a locally cached name, or a model directory"))
-    asr_backend: str = field(default="faster-whisper", metadata=setting(
-        "VOXLANE_ASR_BACKEND", "speech recognizer: faster-whisper (the model runs here), riva (streams to an NVIDIA"
-        " Riva server, VOXLANE_RIVA_*); synthetic writes one word per 0.3 s of speech without a model, to measure the"
-        " server's plumbing (voxlane bench --queue), never for users", ("faster-whisper", "riva", "synthetic")))
-    riva_uri: str = field(default="localhost:50051", metadata=setting(
-        "VOXLANE_RIVA_URI", "with VOXLANE_ASR_BACKEND=riva: the Riva server's gRPC address, host:port"))
-    riva_ssl: str = field(default="off", metadata=setting(
-        "VOXLANE_RIVA_SSL", "TLS to the Riva server (on: the system's CA certificates, or VOXLANE_RIVA_SSL_ROOT_CERT)",
-        ("on", "off")))
-    riva_ssl_root_cert: str | None = field(default=None, metadata=setting(
-        "VOXLANE_RIVA_SSL_ROOT_CERT", "CA certificate file the Riva server's certificate is checked against (turns"
-        " TLS on)"))
-    riva_api_key: str | None = field(default=None, metadata=setting(
-        "VOXLANE_RIVA_API_KEY", "sent to the Riva server as 'authorization: Bearer <key>' (NVIDIA's hosted"
-        " endpoints)", secret=True))
-    riva_metadata: str | None = field(default=None, metadata=setting(
-        "VOXLANE_RIVA_METADATA", "more gRPC metadata for every call, key=value pairs separated by ';' (a hosted"
-        " endpoint's function-id=...)", secret=True))
-    riva_model: str = field(default="", metadata=setting(
-        "VOXLANE_RIVA_MODEL", "the Riva ASR model to use (default: the server's for the language)"))
-    riva_language: str = field(default="en-US", metadata=setting(
-        "VOXLANE_RIVA_LANGUAGE", "language code sent to Riva when a stream names none"))
-    riva_chunk_ms: int = field(default=100, metadata=setting(
-        "VOXLANE_RIVA_CHUNK_MS", "audio sent to Riva per request", lo=10, hi=2000))
-    device: str = field(default="cpu", metadata=setting("VOXLANE_DEVICE", "inference device", ("cpu", "cuda")))
-    compute_type: str = field(default="int8", metadata=setting(
-        "VOXLANE_COMPUTE_TYPE", "CTranslate2 compute type",
+    model: str = setting("tiny.en", "Whisper model: 'tiny.en' (bundled), a locally cached name, or a model directory")
+    asr_backend: str = setting("faster-whisper", "speech recognizer: faster-whisper (the model runs here), riva"
+        " (streams to an NVIDIA Riva server, VOXLANE_RIVA_*); synthetic writes one word per 0.3 s of speech without"
+        " a model, to measure the server's plumbing (voxlane bench"
+        " --queue), never for users", ("faster-whisper", "riva", "synthetic"))
+    riva_uri: str = setting("localhost:50051", "with VOXLANE_ASR_BACKEND=riva: the Riva server's"
+        " gRPC address, host:port")
+    riva_ssl: str = setting("off", "TLS to the Riva server (on: the system's CA certificates, or"
+        " VOXLANE_RIVA_SSL_ROOT_CERT)", ("on", "off"))
+    riva_ssl_root_cert: str | None = setting(None, "CA certificate file the Riva server's certificate is checked"
+        " against (turns TLS on)")
+    riva_api_key: str | None = setting(None, "sent to the Riva server as 'authorization: Bearer <key>'"
+        " (NVIDIA's hosted endpoints)", secret=True)
+    riva_metadata: str | None = setting(None, "more gRPC metadata for every call, key=value pairs separated by ';' (a"
+        " hosted endpoint's function-id=...)", secret=True)
+    riva_model: str = setting("", "the Riva ASR model to use (default: the server's for the language)")
+    riva_language: str = setting("en-US", "language code sent to Riva when a stream names none")
+    riva_chunk_ms: int = setting(100, "audio sent to Riva per request", lo=10, hi=2000)
+    device: str = setting("cpu", "inference device", ("cpu", "cuda"))
+    compute_type: str = setting("int8", "CTranslate2 compute type",
         ("default", "auto", "int8", "int8_float16", "int8_float32", "int8_bfloat16", "int16", "float16",
-         "bfloat16", "float32")))
-    cpu_threads: int = field(default=0, metadata=setting(
-        "VOXLANE_CPU_THREADS", "threads for CPU inference (0: all cores)", lo=0, hi=256))
-    device_index: int = field(default=0, metadata=setting("VOXLANE_DEVICE_INDEX", "GPU index", lo=0, hi=64))
-    batch_size: int = field(default=0, metadata=setting(
-        "VOXLANE_BATCH_SIZE", "most decode requests run together by the inference loop (0: 1 on cpu, 8 on cuda)",
-        lo=0, hi=256))
-    parallel_decodes: int = field(default=0, metadata=setting(
-        "VOXLANE_PARALLEL_DECODES", "decodes the model runs at once (other streams', or a stream's pause commit"
-        " beside its refresh), each with every CPU thread (0: 2 on cpu, 1 on cuda)", lo=0, hi=16))
-    ingest_threads: int = field(default=0, metadata=setting(
-        "VOXLANE_INGEST_THREADS", "threads that take every live stream's audio in (decoding, recording, VAD), many"
-        " streams a pass (0: one per 8 cores, at least one)", lo=0, hi=64))
-    beam_size: int = field(default=1, metadata=setting("VOXLANE_BEAM_SIZE", "beam size for live decoding", lo=1, hi=16))
-    hurried_pad_seconds: float = field(default=5.0, metadata=setting(
-        "VOXLANE_HURRIED_PAD_SECONDS", "while live streams wait for the model, a window is encoded with this much"
-        " silence after it instead of as Whisper's full 30 s input (30: never)", lo=1, hi=30))
-    language: str | None = field(default=None, metadata=setting(
-        "VOXLANE_LANGUAGE", "default spoken language (multilingual models)"))
+         "bfloat16", "float32"))
+    cpu_threads: int = setting(0, "threads for CPU inference (0: all cores)", lo=0, hi=256)
+    device_index: int = setting(0, "GPU index", lo=0, hi=64)
+    batch_size: int = setting(0, "most decode requests run together by the inference loop"
+        " (0: 1 on cpu, 8 on cuda)", lo=0, hi=256)
+    parallel_decodes: int = setting(0, "decodes the model runs at once (other streams', or a stream's pause commit"
+        " beside its refresh), each with every CPU thread (0: 2 on cpu, 1 on cuda)", lo=0, hi=16)
+    ingest_threads: int = setting(0, "threads that take every live stream's audio in (decoding, recording, VAD), many"
+        " streams a pass (0: one per 8 cores, at least one)", lo=0, hi=64)
+    beam_size: int = setting(1, "beam size for live decoding", lo=1, hi=16)
+    hurried_pad_seconds: float = setting(5.0, "while live streams wait for the model, a window is encoded with this"
+        " much silence after it instead of as Whisper's full 30 s input (30: never)", lo=1, hi=30)
+    language: str | None = setting(None, "default spoken language (multilingual models)")
 
     @property
     def effective_batch_size(self) -> int:
