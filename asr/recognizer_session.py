@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import itertools
 import logging
 import threading
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -32,11 +30,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asr.backends.streaming import StreamedWord, StreamingOptions, StreamingRecognizer, StreamingResult
-from asr.events import FailureEvent, SegmentEvent, SpeechEvent, WordEvent
-from asr.handoff import call_soon
+from asr.events import FailureEvent, SegmentEvent, WordEvent
 from asr.policy import join_words
-from asr.session import AudioListener, Emit, Report, StreamConfig, random_segment_id
-from asr.speech_events import SpeechTeller, Told, speech_event
+from asr.session import AudioListener, Emit, Report, SessionBase, StreamConfig, random_segment_id
+from asr.speech_events import Told, speech_event
 from asr.vad import SileroModel, SpeechTracker, VadStream
 from media.audio import SAMPLE_RATE
 
@@ -49,9 +46,6 @@ REPLAY_MAX_S = 60.0
 """Most audio kept to read again after a failed call (a service that never makes anything final)."""
 MAX_FAILURES = 5
 """Calls in a row that fail without a result: the service is not there, the stream's transcription stops."""
-
-_ids = itertools.count(1)
-
 
 @dataclass
 class _Utterance:
@@ -70,7 +64,7 @@ def _phrases(config: StreamConfig) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*config.key_terms, *words]))[:100]
 
 
-class RecognizerSession:
+class RecognizerSession(SessionBase):
     """The session interface of :class:`~asr.session.StreamSession` (what publishers and jobs call) over a
     :class:`~asr.backends.streaming.StreamingRecognizer`."""
 
@@ -79,26 +73,20 @@ class RecognizerSession:
                  participant_id: str | int | None = None, key: str | None = None,
                  listener: AudioListener | None = None, report: Report | None = None,
                  segment_ids: Callable[[], str] | None = None) -> None:
-        self.config = config or StreamConfig()
+        super().__init__(kind="r", vad_model=vad_model, config=config, key=key, listener=listener)
         self.recognizer = recognizer
         self.options = StreamingOptions(
             language=self.config.language, interim_results=self.config.live,
             phrases=_phrases(self.config))
         self._new_id = segment_ids or random_segment_id
-        self.key = key or f"r{next(_ids)}-{uuid.uuid4().hex[:6]}"
         self.offset = offset
         self.speaker = speaker
         self.participant_id = participant_id
-        self.listener = listener  # gets the audio with its VAD probabilities (speaker diarization)
-        self._vad_model = vad_model
         self._vad: VadStream | None = None  # for a listener or speech events only: the recognizer needs none
-        self.on_speech: Callable[[SpeechEvent], None] | None = None  # told, on the loop, when speech starts/stops
         self._tracker = SpeechTracker(self.config.vad)  # where speech is, for the speech events
-        self._speech = SpeechTeller(self.config.min_silence_s)
         self._emit = emit
         self._report = report
         self._lock = threading.Lock()  # feed() runs on an ingest thread
-        self._loop: asyncio.AbstractEventLoop | None = None
         # audio blocks (stream time, samples) not yet handed to a call; None ends the call (a pause, the end)
         self._audio: deque[tuple[float, np.ndarray] | None] = deque()
         self._has_audio = asyncio.Event()
@@ -110,13 +98,11 @@ class RecognizerSession:
         self._heard = 0.0  # stream seconds the recognizer said it processed
         self._paused = False
         self._finishing = False
-        self._driver: asyncio.Task | None = None
         self._progressed = asyncio.Event()
         self._utterance: _Utterance | None = None
         self._turns: list[float] = []  # stream times of speaker turns, sorted
         self._last_end = 0.0  # end of the last final word (stream time)
         self.segments_emitted = 0
-        self.error: str | None = None
 
     # ------------------------------------------------------------ feeding
 
@@ -147,11 +133,6 @@ class RecognizerSession:
         if self._utterance is not None:
             return self._utterance.words[0].start if self._utterance.words else self._last_end
         return min(self._heard, self._received) if self._audio else self._received
-
-    def start(self) -> None:
-        if self._driver is None:
-            self._loop = asyncio.get_running_loop()
-            self._driver = self._loop.create_task(self._drive(), name=f"session-{self.key}")
 
     def feed(self, samples: np.ndarray) -> None:
         """Take audio in (on the event loop or, in stream order, on one worker thread)."""
@@ -200,13 +181,6 @@ class RecognizerSession:
         self._progressed.set()
         return item
 
-    def _on_loop(self, fn: Callable[..., object], *args: object) -> None:
-        """``fn`` on the event loop (asyncio objects are the loop's; see :mod:`asr.handoff`)."""
-        if self._loop is None:
-            fn(*args)
-        else:
-            call_soon(self._loop, fn, *args)
-
     def pause(self) -> None:
         """End the call: what it read is made final; the audio until :meth:`resume` is not transcribed."""
         with self._lock:
@@ -247,19 +221,9 @@ class RecognizerSession:
             told = self._speech.stopped(self._tracker)
         self._tell_speech(told)
         self._put(None)
-        if self._driver is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._driver), flush_timeout)
-            except TimeoutError:
-                log.error("session %s did not flush within %.0fs", self.key, flush_timeout)
-                self._driver.cancel()
-                await asyncio.gather(self._driver, return_exceptions=True)
-                await self._close_utterance()
-
-    async def cancel(self) -> None:
-        if self._driver is not None:
-            self._driver.cancel()
-            await asyncio.gather(self._driver, return_exceptions=True)
+        if not await self._flushed(flush_timeout):
+            await self.cancel()  # (cancelled already) until it has stopped: then its last interim is made final
+            await self._close_utterance()
 
     # ------------------------------------------------------------ calls
 

@@ -35,7 +35,7 @@ from asr.vad import SileroModel, SpeechTracker, VadSteps, VadStream, run_steps
 from asr.window_planner import WindowPlanner
 from media.audio import SAMPLE_RATE
 
-__all__ = ["AudioListener", "Emit", "Report", "Segment", "StreamConfig", "StreamSession"]
+__all__ = ["AudioListener", "Emit", "Report", "Segment", "SessionBase", "StreamConfig", "StreamSession"]
 
 log = logging.getLogger("voxlane.session")
 
@@ -56,7 +56,58 @@ def random_segment_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-class StreamSession:
+class SessionBase:
+    """What every session kind (this module's :class:`StreamSession`, and
+    :class:`~asr.recognizer_session.RecognizerSession`) keeps and does alike: its settings, key, listener and
+    speech teller, and the task that drives it, with the event loop that task and the listener live on."""
+
+    def __init__(self, *, kind: str, vad_model: SileroModel, config: StreamConfig | None, key: str | None,
+                 listener: AudioListener | None, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.config = config or StreamConfig()
+        self.key = key or f"{kind}{next(_ids)}-{uuid.uuid4().hex[:6]}"
+        self.listener = listener  # gets the audio with its VAD probabilities (or the paused stretches)
+        self.on_speech: Callable[[SpeechEvent], None] | None = None  # told, on the loop, when speech starts/stops
+        self._speech = SpeechTeller(self.config.min_silence_s)
+        self._vad_model = vad_model
+        self._driver: asyncio.Task | None = None
+        self._loop = loop  # until start(): the loop it was made on, if any (feed() may run on a worker thread)
+        self.error: str | None = None
+
+    def start(self) -> None:
+        if self._driver is None:
+            self._loop = asyncio.get_running_loop()
+            self._driver = self._loop.create_task(self._drive(), name=f"session-{self.key}")
+
+    async def _drive(self) -> None:
+        raise NotImplementedError
+
+    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call ``fn`` on the event loop: now when this is it, else in the order queued (asyncio objects are
+        loop-only; see :mod:`asr.handoff`)."""
+        if self._loop is None:
+            fn(*args)
+        else:
+            call_soon(self._loop, fn, *args)
+
+    async def _flushed(self, flush_timeout: float) -> bool:
+        """Wait for the driver to end, at most ``flush_timeout`` seconds: False when it did not (it is cancelled
+        then)."""
+        if self._driver is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._driver), flush_timeout)
+            except TimeoutError:
+                log.error("session %s did not flush within %.0fs", self.key, flush_timeout)
+                self._driver.cancel()
+                return False
+        return True
+
+    async def cancel(self) -> None:
+        if self._driver is not None:
+            self._driver.cancel()
+            await asyncio.gather(self._driver, return_exceptions=True)
+
+
+class StreamSession(SessionBase):
     """One stream's session on the inference loop: it takes the audio in, runs the VAD, and drives decodes.
 
     It is three parts over one :class:`~asr.stream_state.StreamState`: ``book`` (what the segments are,
@@ -69,28 +120,17 @@ class StreamSession:
                  participant_id: str | int | None = None, key: str | None = None,
                  listener: AudioListener | None = None, report: Report | None = None,
                  segment_ids: Callable[[], str] | None = None) -> None:
-        self.config = config or StreamConfig()
+        super().__init__(kind="s", vad_model=vad_model, config=config, key=key, listener=listener,
+                         loop=_running_loop())
         # A recorded file's job passes ids derived from its chunk, so an attempt run again replaces its own
         # segments instead of adding a second copy of them.
         self.state = StreamState(config=self.config, engine=engine, vad=VadStream(vad_model),
-                                 new_id=segment_ids or random_segment_id,
-                                 key=key or f"s{next(_ids)}-{uuid.uuid4().hex[:6]}", offset=offset,
+                                 new_id=segment_ids or random_segment_id, key=self.key, offset=offset,
                                  speaker=speaker, participant_id=participant_id)
         self._engine = engine  # the session schedules its decodes; the book measures their commits
         self.book = SegmentBook(self.state, emit)
         self.planner = WindowPlanner(self.state)
         self.reader = ResultReader(self.state, self.book, self.planner, report)
-        self.listener = listener  # gets the audio with its VAD probabilities (or the paused stretches)
-        self.on_speech: Callable[[SpeechEvent], None] | None = None  # told, on the loop, when speech starts/stops
-        self._speech = SpeechTeller(self.config.min_silence_s)
-        self._vad_model = vad_model
-        self._driver: asyncio.Task | None = None
-        self._loop: asyncio.AbstractEventLoop | None = _running_loop()  # feed() may run on a worker thread
-        self.error: str | None = None
-
-    @property
-    def key(self) -> str:
-        return self.state.key
 
     @property
     def offset(self) -> float:
@@ -130,11 +170,6 @@ class StreamSession:
             heard = tr.t if tr.in_speech else (tr.speech_end or 0.0)  # speech received so far
             pending = [s.decoded_to for s in [*self.state.closing, *([self.state.open] if self.state.open else [])]]
             return max(0.0, min(heard, self.state.buffer.end) - min(pending))
-
-    def start(self) -> None:
-        if self._driver is None:
-            self._loop = asyncio.get_running_loop()
-            self._driver = self._loop.create_task(self._drive(), name=f"session-{self.key}")
 
     def feed(self, samples: np.ndarray) -> None:
         """Take audio in. VAD and buffering run where this is called: on the event loop, or on a worker thread
@@ -200,14 +235,6 @@ class StreamSession:
         if st.last_words and st.buffer.end - st.last_words[-1].end <= cfg.context_gap_s + self.IDLE_KEEP_S:
             keep_from = min(keep_from, st.last_words[-1].end - cfg.context_s)
         st.buffer.discard_before(keep_from)
-
-    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Call ``fn`` on the event loop: now when this is it, else in the order queued (asyncio objects are
-        loop-only; see :mod:`asr.handoff`)."""
-        if self._loop is None:
-            fn(*args)
-        else:
-            call_soon(self._loop, fn, *args)
 
     def cut(self, t: float) -> None:
         """End the open segment at stream time ``t`` without stopping (a client's commit: OpenAI's
@@ -284,18 +311,11 @@ class StreamSession:
             told = self._speech.stopped(self.state.tracker)
         self._tell_speech(told)
         self._poke()
-        if self._driver is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._driver), flush_timeout)
-            except TimeoutError:
-                log.error("session %s did not flush within %.0fs", self.key, flush_timeout)
-                self._driver.cancel()
+        await self._flushed(flush_timeout)
         self._engine.forget(self.key)
 
     async def cancel(self) -> None:
-        if self._driver is not None:
-            self._driver.cancel()
-            await asyncio.gather(self._driver, return_exceptions=True)
+        await super().cancel()
         self._engine.forget(self.key)
 
     # ------------------------------------------------------------ decoding

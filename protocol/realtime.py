@@ -230,6 +230,7 @@ class _Out(BaseModel):
 
 class ServerEvent(_Out):
     event_id: str = Field(default_factory=event_id)
+    type: str  # each event's own Literal (declared here so that it follows event_id on the wire)
 
     def wire(self) -> str:
         return self.model_dump_json()
@@ -365,11 +366,16 @@ class LogProb(_Out):
     logprob: float
 
 
-class TranscriptionDelta(ServerEvent):
-    type: Literal["conversation.item.input_audio_transcription.delta"] = (
-        "conversation.item.input_audio_transcription.delta")
+class _TranscriptionEvent(ServerEvent):
+    """An event about the transcript of one item's audio content (its delta or its completion)."""
+
     item_id: str
     content_index: int = 0
+
+
+class TranscriptionDelta(_TranscriptionEvent):
+    type: Literal["conversation.item.input_audio_transcription.delta"] = (
+        "conversation.item.input_audio_transcription.delta")
     delta: str
     logprobs: list[LogProb] | None = None
 
@@ -379,11 +385,9 @@ class DurationUsage(_Out):
     seconds: float
 
 
-class TranscriptionCompleted(ServerEvent):
+class TranscriptionCompleted(_TranscriptionEvent):
     type: Literal["conversation.item.input_audio_transcription.completed"] = (
         "conversation.item.input_audio_transcription.completed")
-    item_id: str
-    content_index: int = 0
     transcript: str
     usage: DurationUsage
     logprobs: list[LogProb] | None = None

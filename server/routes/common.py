@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
 
 from protocol.json_depth import MAX_JSON_DEPTH, json_depth
 from protocol.json_depth import loads as json_loads
 from server.features.correction.key_terms import checked_key_terms
+from server.http.auth import principal
 from server.http.errors import ApiError
 
 if TYPE_CHECKING:
@@ -109,6 +112,16 @@ async def json_body(request: Request, model: type[M]) -> M:
         raise ApiError(422, "; ".join(f"{e['loc']}: {e['msg']}" for e in errors), details={"errors": errors}) from None
 
 
+async def patch_body(request: Request, model: type[BaseModel], *not_null: str) -> dict[str, Any]:
+    """A PATCH body as ``model`` (see :func:`json_body`): only the fields it sends, and a 422 for any of
+    ``not_null`` sent as null (the store keeps them NOT NULL: leave one out to keep its value)."""
+    given = (await json_body(request, model)).model_dump(exclude_unset=True)
+    for name in not_null:
+        if name in given and given[name] is None:
+            raise ApiError(422, f"{name}: cannot be null")
+    return given
+
+
 def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
@@ -129,6 +142,15 @@ def paging(request: Request, size: int = 50, most: int = 200) -> tuple[int, int]
 
 def page_of(items: list[Any], total: int, page: int, size: int) -> dict[str, Any]:
     return {"items": items, "total": total, "page": page, "size": size}
+
+
+async def owned_page(request: Request, list_rows: Callable[..., Awaitable[tuple[list[dict[str, Any]], int]]],
+                     out: Callable[[dict[str, Any]], dict[str, Any]]) -> Response:
+    """The page the request asks for (:func:`paging`) of the caller's rows, each as ``out`` shows it:
+    ``list_rows`` is the store's lister (``owner``, ``page``, ``size``)."""
+    page, size = paging(request)
+    rows, total = await list_rows(owner=principal(request).owner_filter, page=page, size=size)
+    return JSONResponse(page_of([out(r) for r in rows], total, page, size))
 
 
 def form_key_terms(value: str | None) -> list[str]:

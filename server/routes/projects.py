@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,7 +15,7 @@ from server.http.auth import principal
 from server.http.errors import ApiError
 from server.http.openapi import document, page_params
 from server.http.visibility import visible_project
-from server.routes.common import json_body, page_of, paging, services
+from server.routes.common import json_body, owned_page, patch_body, services
 
 TAG = "projects"
 
@@ -93,6 +94,17 @@ async def load_project(request: Request) -> dict[str, Any]:
     return await visible_project(request)
 
 
+async def load_project_part(request: Request, what: str,
+                            get: Callable[[str], Awaitable[dict[str, Any] | None]]) -> dict[str, Any]:
+    """The path's ``{what}_id`` of the path's project, read with ``get``: a 404 ``{WHAT}_NOT_FOUND`` for none,
+    or one of another project (after the project's own 404)."""
+    project = await load_project(request)
+    row = await get(request.path_params[f"{what}_id"])
+    if row is None or row["project_id"] != project["id"]:
+        raise ApiError(404, f"{what} not found", f"{what.upper()}_NOT_FOUND")
+    return row
+
+
 async def create_project(request: Request) -> Response:
     """Create a project."""
     body = await json_body(request, ProjectCreate)
@@ -104,10 +116,7 @@ async def create_project(request: Request) -> Response:
 
 async def list_projects(request: Request) -> Response:
     """List your projects, newest first."""
-    page, size = paging(request)
-    rows, total = await services(request).store.list_projects(owner=principal(request).owner_filter, page=page,
-                                                               size=size)
-    return JSONResponse(page_of([project_out(r) for r in rows], total, page, size))
+    return await owned_page(request, services(request).store.list_projects, project_out)
 
 
 async def get_project(request: Request) -> Response:
@@ -118,15 +127,12 @@ async def get_project(request: Request) -> Response:
 async def update_project(request: Request) -> Response:
     """Change a project's title, language, portal settings or key terms."""
     row = await load_project(request)
-    body = await json_body(request, ProjectUpdate)
-    fields = body.model_dump(exclude_unset=True)
+    fields = await patch_body(request, ProjectUpdate, "title")
     if "portal" in fields:
         portal = {**(row.get("portal") or {}), **{k: v for k, v in (fields["portal"] or {}).items() if v is not None}}
         fields["portal"] = Portal(**portal).model_dump()
     if "key_terms" in fields and fields["key_terms"] is None:
         fields["key_terms"] = []
-    if fields.get("title", "") is None:
-        raise ApiError(422, "title: cannot be null")
     updated = await services(request).store.update_project(row["id"], **fields)
     assert updated is not None
     return JSONResponse(project_out(updated))

@@ -25,7 +25,7 @@ from server.http.auth import principal
 from server.http.errors import ApiError
 from server.http.openapi import document, page_params
 from server.routes.common import json_body, page_of, paging, services
-from server.routes.projects import load_project
+from server.routes.projects import load_project, load_project_part
 
 TAG = "reports"
 MAX_TAGS = 20
@@ -109,11 +109,7 @@ def report_out(row: dict[str, Any], with_result: bool = True) -> dict[str, Any]:
 
 
 async def _report(request: Request) -> dict[str, Any]:
-    project = await load_project(request)
-    row = await services(request).store.get_report(request.path_params["report_id"])
-    if row is None or row["project_id"] != project["id"]:
-        raise ApiError(404, "report not found", "REPORT_NOT_FOUND")
-    return row
+    return await load_project_part(request, "report", services(request).store.get_report)
 
 
 async def _finished(request: Request) -> dict[str, Any]:

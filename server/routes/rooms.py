@@ -12,7 +12,7 @@ from server.http.auth import principal
 from server.http.errors import ApiError
 from server.http.openapi import document, page_params
 from server.http.visibility import visible_project, visible_room
-from server.routes.common import json_body, page_of, paging, services
+from server.routes.common import json_body, owned_page, patch_body, services
 from server.routes.meeting_schemas import (
     Meeting,
     Room,
@@ -38,10 +38,7 @@ def room_out(row: dict[str, Any]) -> dict[str, Any]:
 
 async def list_rooms(request: Request) -> Response:
     """List your rooms, newest first."""
-    page, size = paging(request)
-    rows, total = await services(request).store.list_rooms(owner=principal(request).owner_filter, page=page,
-                                                            size=size)
-    return JSONResponse(page_of([room_out(r) for r in rows], total, page, size))
+    return await owned_page(request, services(request).store.list_rooms, room_out)
 
 
 async def create_room(request: Request) -> Response:
@@ -64,11 +61,7 @@ async def get_room(request: Request) -> Response:
 async def update_room(request: Request) -> Response:
     """Change a room's settings; meetings already started keep theirs."""
     row = await visible_room(request)
-    body = await json_body(request, RoomUpdate)
-    given = body.model_dump(exclude_unset=True)
-    for name in ("name", "platform"):
-        if name in given and given[name] is None:
-            raise ApiError(422, f"{name}: cannot be null")
+    given = await patch_body(request, RoomUpdate, "name", "platform")
     fields: dict[str, Any] = {k: given[k] for k in ("name", "platform", "project_id") if k in given}
     if fields.get("project_id") is not None:
         await visible_project(request, fields["project_id"])

@@ -16,7 +16,7 @@ from server.features.speakers import named_segments
 from server.http.auth import principal, require
 from server.http.errors import ApiError
 from server.http.visibility import visible_transcript
-from server.routes.common import json_body, page_of, paging, services
+from server.routes.common import json_body, page_of, paging, patch_body, services
 from server.storage.base import TRANSCRIPT_STATUSES
 
 PUBLIC_FIELDS = ("id", "name", "status", "source_language", "created_at", "updated_at", "duration",
@@ -119,8 +119,7 @@ async def get_transcript(request: Request) -> Response:
 
 async def update_transcript(request: Request) -> Response:
     row = await load(request)
-    body = await json_body(request, TranscriptUpdate)
-    fields = body.model_dump(exclude_unset=True)
+    fields = await patch_body(request, TranscriptUpdate)
     if "language" in fields:
         fields["source_language"] = fields.pop("language")
     if isinstance(fields.get("summary"), str):

@@ -23,7 +23,7 @@ from server.http.errors import ApiError
 from server.http.openapi import Param, document, page_params
 from server.http.outbound import OutboundGuard, OutboundRefused
 from server.routes.common import json_body, page_of, paging, services
-from server.routes.projects import load_project
+from server.routes.projects import load_project, load_project_part
 from server.storage.base import DELIVERY_STATUSES
 
 TAG = "webhooks"
@@ -122,11 +122,7 @@ def _iso(ts: float) -> str:
 
 
 async def load_webhook(request: Request) -> dict[str, Any]:
-    project = await load_project(request)
-    row = await services(request).store.get_webhook(request.path_params["webhook_id"])
-    if row is None or row["project_id"] != project["id"]:
-        raise ApiError(404, "webhook not found", "WEBHOOK_NOT_FOUND")
-    return row
+    return await load_project_part(request, "webhook", services(request).store.get_webhook)
 
 
 async def check_url(request: Request, url: str) -> None:

@@ -17,9 +17,14 @@ def where(item: dict[str, Any]) -> str:
     return f"{name}, {item['time']}" if item.get("time") else name
 
 
-def _ref(item: dict[str, Any]) -> str:
+def cited(item: dict[str, Any], form: str) -> str:
+    """``form`` with the item's :func:`where` (``{where}``) and link (``{url}``) in it; "" for an item that points
+    at no conversation."""
     label = where(item)
-    return f" ([{label}]({item['url']}))" if label else ""
+    return form.format(where=label, url=item["url"]) if label else ""
+
+
+_LINK = " ([{where}]({url}))"
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -41,9 +46,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     else:
         lines.append("_No topic came up._")
     lines += ["", "## Key points", ""]
-    lines += [f"- {one_line(p['text'])}{_ref(p)}" for p in result["key_points"]] or ["_None._"]
+    lines += [f"- {one_line(p['text'])}{cited(p, _LINK)}" for p in result["key_points"]] or ["_None._"]
     lines += ["", "## Action items", ""]
-    lines += [f"- [ ] {one_line(a['text'])}{_ref(a)}" for a in result["action_items"]] or ["_None._"]
+    lines += [f"- [ ] {one_line(a['text'])}{cited(a, _LINK)}" for a in result["action_items"]] or ["_None._"]
     lines += ["", "## Notable quotes", ""]
     for q in result["quotes"]:
         who = f"{one_line(q['speaker'])}, " if q.get("speaker") else ""

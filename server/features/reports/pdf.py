@@ -20,7 +20,7 @@ from fpdf import FPDF
 from fpdf.enums import XPos, YPos
 
 from server.features.exports.archive import hms, one_line
-from server.features.reports.markdown import where
+from server.features.reports.markdown import cited
 
 ENCODING = "windows-1252"
 FONT = "Helvetica"
@@ -84,11 +84,6 @@ class _Report(FPDF):
         self.ln(0.8)
 
 
-def _note(item: dict[str, Any]) -> str:
-    label = where(item)
-    return f"{label} - {item['url']}" if label else ""
-
-
 def report_pdf(report: dict[str, Any]) -> bytes:
     """The report's PDF (CPU work: call it in a thread)."""
     result = report["result"]
@@ -120,7 +115,7 @@ def report_pdf(report: dict[str, Any]) -> bytes:
     for title, key in (("Key points", "key_points"), ("Action items", "action_items")):
         pdf.heading(title)
         for item in result[key]:
-            pdf.bullet(item["text"], _note(item))
+            pdf.bullet(item["text"], cited(item, "{where} - {url}"))
         if not result[key]:
             pdf.para("None.")
 
