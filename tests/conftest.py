@@ -58,9 +58,11 @@ def start_server(tmp: Path, **env: str) -> RunningServer:
     # check that, on by default): names in the corpus stay as said, and no server loads the analyzer for nothing.
     # Nor do they check admission for load and shedding (tests/e2e/test_admission.py sets its own target): a
     # suite's servers share a busy machine, and its load must not refuse their streams or hurry their readings.
+    # Nor speakers, unless a test asks for them (VOXLANE_DIARIZATION=on): the speaker model's load and its
+    # embedding of every segment are CPU the suite's other servers wait for.
     environ = {**os.environ, "VOXLANE_DATA_DIR": str(data), "VOXLANE_PORT": str(port), "VOXLANE_HOST": "127.0.0.1",
                "VOXLANE_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1", "VOXLANE_DISABLE_REDACTION": "on",
-               "VOXLANE_LATENCY_TARGET_S": "30", **env}
+               "VOXLANE_LATENCY_TARGET_S": "30", "VOXLANE_DIARIZATION": "off", **env}
     log_file = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], cwd=REPO, env=environ,
                             stdout=log_file, stderr=subprocess.STDOUT)
@@ -90,8 +92,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     # default) is off here and tested on servers of its own (tests/e2e/test_live_hostile.py, tests/e2e/test_webrtc.py).
     # So the decode times and commit delays it measures are a backlog's, not a live load's: admission, which sizes
     # live load from them, is tested on servers of its own too (tests/e2e/test_admission.py) and is off here.
+    # Its mixed streams are diarized: the speaker tests (test_diarization, test_live_turns, test_participants) use it.
     srv = start_server(tmp_path_factory.mktemp("voxlane"), VOXLANE_PING_INTERVAL="2", VOXLANE_STATUS_INTERVAL="1",
-                       VOXLANE_MAX_AUDIO_LEAD_SECONDS="0", VOXLANE_LATENCY_TARGET_S="30")
+                       VOXLANE_MAX_AUDIO_LEAD_SECONDS="0", VOXLANE_LATENCY_TARGET_S="30", VOXLANE_DIARIZATION="on")
     yield srv
     stop_server(srv)
 

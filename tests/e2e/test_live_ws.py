@@ -4,8 +4,10 @@ leaves stored is checked on the embedded SQLite store and on PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import wave
+from collections.abc import AsyncIterator
 
 import httpx
 import jsonschema
@@ -27,12 +29,28 @@ pytest_plugins = ("tests.rest_fixtures",)
 SPEECH = "single/librispeech_1221-135766_2utt.wav"  # 21.6 s, two utterances
 
 
+@contextlib.asynccontextmanager
+async def collecting(url: str) -> AsyncIterator[tuple[websockets.ClientConnection, list[dict]]]:
+    """A socket, and the list its messages are read into in the background while the block runs."""
+    received: list[dict] = []
+    async with websockets.connect(url) as ws:
+        async def read() -> None:
+            async for raw in ws:
+                received.append(json.loads(raw))
+
+        reader = asyncio.create_task(read())
+        try:
+            yield ws, received
+        finally:
+            reader.cancel()
+
+
 @pytest.fixture(scope="module")
 async def pg_server(tmp_path_factory: pytest.TempPathFactory, pg_databases: PgDatabases):
     url = await pg_databases.create()
     srv = await asyncio.to_thread(start_server, tmp_path_factory.mktemp("voxlane-pg"), VOXLANE_DATABASE_URL=url,
                                   VOXLANE_PING_INTERVAL="2", VOXLANE_STATUS_INTERVAL="1",
-                                  VOXLANE_MAX_AUDIO_LEAD_SECONDS="0")
+                                  VOXLANE_MAX_AUDIO_LEAD_SECONDS="0", VOXLANE_DIARIZATION="on")
     yield srv
     stop_server(srv)
 
@@ -189,12 +207,7 @@ async def test_bad_messages_get_errors_and_the_stream_continues(server, audio_di
     name = "single/librispeech_61-70968-0000.wav"
     audio = load_pcm16k(audio_dir / name)
     tid = await create_transcript(server.url, "bad input")
-    received: list[dict] = []
-    async with websockets.connect(ws_url(server.url, tid)) as ws:
-        async def read():
-            async for raw in ws:
-                received.append(json.loads(raw))
-        reader = asyncio.create_task(read())
+    async with collecting(ws_url(server.url, tid)) as (ws, received):
         await ws.send(b"\x00\x01" * 800)  # audio before start
         await ws.send("{not json")
         await ws.send(json.dumps({"action": "dance"}))
@@ -214,7 +227,6 @@ async def test_bad_messages_get_errors_and_the_stream_continues(server, audio_di
                    and m["data"]["stage"] == "transcription" and m["data"].get("progress") == 100.0 for m in received):
                 break
             await asyncio.sleep(0.1)
-        reader.cancel()
     codes = [m["data"]["code"] for m in received if m["type"] == "error"]
     assert codes[:5] == ["NOT_STARTED", "INVALID_JSON", "UNKNOWN_ACTION", "INVALID_PARAMS", "INVALID_MESSAGE"]
     assert codes[5:] == ["UNKNOWN_ACTION", "ALREADY_STARTED"]
@@ -229,12 +241,7 @@ async def test_audio_before_a_successful_start_gets_one_error(server):
     """A meeting bot whose ``start`` was refused and that streams on got one NOT_STARTED per frame (fifty a
     second); a run of refused frames now gets one, and the next text message starts a new run."""
     tid = await create_transcript(server.url, "audio before start")
-    received: list[dict] = []
-    async with websockets.connect(ws_url(server.url, tid)) as ws:
-        async def read():
-            async for raw in ws:
-                received.append(json.loads(raw))
-        reader = asyncio.create_task(read())
+    async with collecting(ws_url(server.url, tid)) as (ws, received):
         await ws.send(json.dumps({"action": "start", "params": {"format": "pcm_s16le", "sample_rate": 1000}}))
         for _ in range(50):
             await ws.send(b"\x00\x00" * 320)
@@ -245,7 +252,6 @@ async def test_audio_before_a_successful_start_gets_one_error(server):
             if sum(m["type"] == "status" for m in received) >= 3:  # on connect, then the two replies
                 break
             await asyncio.sleep(0.05)
-        reader.cancel()
     codes = [m["data"]["code"] for m in received if m["type"] == "error"]
     assert codes == ["INVALID_PARAMS", "NOT_STARTED", "NOT_STARTED"]
 
@@ -282,21 +288,16 @@ async def test_disconnect_without_stop_keeps_everything(stored_server, audio_dir
 async def test_pause_stores_audio_without_transcribing(stored_server, audio_dir):
     audio = load_pcm16k(audio_dir / "single/librispeech_2412-153948-0000.wav")
     tid = await create_transcript(stored_server.url, "pause")
-    received: list[dict] = []
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-    async with websockets.connect(ws_url(stored_server.url, tid)) as ws:
-        async def read():
-            async for raw in ws:
-                received.append(json.loads(raw))
-        reader = asyncio.create_task(read())
+    async with collecting(ws_url(stored_server.url, tid)) as (ws, received):
         await ws.send(json.dumps({"action": "start", "params": {}}))
         await ws.send(json.dumps({"action": "pause"}))
         for i in range(0, len(pcm), 6400):
             await ws.send(pcm[i:i + 6400])
         await asyncio.sleep(1.0)
         await ws.send(json.dumps({"action": "stop"}))
-        await asyncio.sleep(1.5)
-        reader.cancel()
+        await until(lambda: any(m["type"] == "status" and m["data"]["status"] == "completed" for m in received),
+                    within=60)
     assert any(m["type"] == "status" and m["data"]["status"] == "paused" for m in received)
     assert not [m for m in received if m["type"] == "transcription"]
     with wave.open(str(stored_server.data_dir / "audio" / tid / "recording.wav")) as w:
@@ -353,12 +354,7 @@ async def test_read_only_token_listens_but_cannot_publish(private_api: Api, audi
     name = "single/librispeech_61-70968-0000.wav"
     audio = load_pcm16k(audio_dir / name)
     pcm = float_to_s16(audio)
-    received: list[dict] = []
-    async with websockets.connect(ws_url(base, tid, reader)) as ws:
-        async def read():
-            async for raw in ws:
-                received.append(json.loads(raw))
-        task = asyncio.create_task(read())
+    async with collecting(ws_url(base, tid, reader)) as (ws, received):
         await ws.send(json.dumps({"action": "start", "params": {"format": "pcm_s16le", "sample_rate": 16000}}))
         for i in range(0, len(pcm), 32000):
             await ws.send(pcm[i:i + 32000])
@@ -380,7 +376,6 @@ async def test_read_only_token_listens_but_cannot_publish(private_api: Api, audi
         assert rec.completed is not None
         await until(lambda: any(m["type"] == "status" and m["data"]["status"] == "completed"
                                 and m["data"].get("progress") == 100.0 for m in received))
-        task.cancel()
     heard = " ".join(m["data"]["text"] for m in received if m["type"] == "transcription" and m["data"]["is_final"])
     assert heard and heard == rec.final_text
     errors_, words = wer_counts(references[name]["text"], heard)
