@@ -83,7 +83,8 @@ async def test_close_stream_after_a_paced_frame_is_read_at_once(tight: Api):
         await ws.send(json.dumps({"type": "CloseStream"}))
         messages, closed = await until_closed(ws)
     took = time.monotonic() - sent
-    assert took < 15, f"CloseStream was read only when the frame's {FRAME_S:.1f} s were paced ({took:.1f} s)"
+    # paced, the frame would take FRAME_S - 1 s to be taken in: done before then, CloseStream was read at once
+    assert took < FRAME_S - 1, f"CloseStream was read only when the frame's {FRAME_S:.1f} s were paced ({took:.1f} s)"
     assert [m["type"] for m in messages if m["type"] != "Results"] == ["Metadata"], messages
     assert finals(messages) and closed.rcvd is not None and closed.rcvd.code == 1000
     assert messages[-1]["duration"] == pytest.approx(FRAME_S, abs=0.01)
@@ -100,7 +101,8 @@ async def test_a_client_that_leaves_releases_its_stream(tight: Api):
     left = time.monotonic()
     row = await tight.wait_transcript(tid, states=("completed",))
     took = time.monotonic() - left
-    assert took < 10, f"the stream outlived its client by {took:.1f} s (its frame is paced for {FRAME_S - 1:.0f} s)"
+    assert took < FRAME_S - 1, f"the stream outlived its client by {took:.1f} s (its frame is paced for" \
+        f" {FRAME_S - 1:.0f} s)"
     assert row["duration"] == pytest.approx(FRAME_S, abs=0.05), row
     assert tight.svc.admission.live_publishers() == []
 

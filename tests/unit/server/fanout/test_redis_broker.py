@@ -239,18 +239,20 @@ async def test_redis_killed_and_restarted_mid_stream(private_redis: RedisProcess
         await publish_segments(a.hub, tid, range(0, 20), pause=0.005)
         heard_b = await take(on_b, lambda m: m["type"] == "status" and m["data"]["message"] == "after 19")
         private_redis.kill()
-        started = time.monotonic()
-        await publish_segments(a.hub, tid, range(20, 40), pause=0.005)
-        assert time.monotonic() - started < 1.0, "publishing does not wait for Redis"
-        heard_a = await take(on_a, lambda m: final_ids([m]) == ["seg0039"], within=0.5)
+        # publishing does not wait for Redis: it returns while Redis is still away (it comes back below only)
+        await asyncio.wait_for(publish_segments(a.hub, tid, range(20, 40), pause=0.005), 10)
+        heard_a = await take(on_a, lambda m: final_ids([m]) == ["seg0039"], within=10)
         assert final_ids(heard_a) == [f"seg{i:04d}" for i in range(40)]
-        await asyncio.sleep(0.5)
+        for _ in range(200):
+            if a.broker.appender.waiting() == 60:
+                break
+            await asyncio.sleep(0.05)
         assert a.broker.appender.waiting() == 60, "kept, in order, for when Redis is back"
         private_redis.start()
         await publish_segments(a.hub, tid, range(40, 60), pause=0.005)
         await a.hub.publish(tid, Status(status="completed", stage="transcription", message="done"))
         heard_b += await take(on_b, completed, within=20)
-        heard_a += await take(on_a, completed, within=1)
+        heard_a += await take(on_a, completed, within=10)
     everything = [f"seg{i:04d}" for i in range(60)]
     assert final_ids(heard_a) == everything
     assert final_ids(heard_b) == everything, "every final once, in order"
@@ -270,9 +272,8 @@ async def test_a_subscriber_that_joins_while_redis_is_away_catches_up(private_re
         await publish_segments(a.hub, tid, range(0, 1))
         assert await a.broker.appender.flush(5)
         private_redis.kill()
-        started = time.monotonic()
-        sub = await b.hub.subscribe(tid)
-        assert time.monotonic() - started < 1.5 and sub.status is None
+        sub = await asyncio.wait_for(b.hub.subscribe(tid), 10)  # not held until Redis is back (it never is before)
+        assert sub.status is None
         await publish_segments(a.hub, tid, range(1, 3))
         private_redis.start()
         heard = await take(sub, lambda m: m["type"] == "status" and m["data"]["message"] == "after 2", within=20)
