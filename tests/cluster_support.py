@@ -104,6 +104,14 @@ class Cluster:
                 "VOXLANE_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1", "VOXLANE_CPU_THREADS": "2",
                 "VOXLANE_OUTBOUND_ALLOWLIST": "127.0.0.1/32", **more}
 
+    def live_node(self, name: str, lease_s: float, grace_s: float, **env: str) -> Node:
+        """A node taking live streams on the synthetic backend (what the cluster does with a stream is the subject,
+        not what is said), with a short lease and grace so that a node's death shows within seconds."""
+        return self.node(name, VOXLANE_LIVE_LEASE_SECONDS=str(lease_s), VOXLANE_LIVE_GRACE_SECONDS=str(grace_s),
+                         VOXLANE_STATUS_INTERVAL="1", VOXLANE_DIARIZATION="off",
+                         VOXLANE_MAX_AUDIO_LEAD_SECONDS="10", VOXLANE_JOBS="off", VOXLANE_ASR_BACKEND="synthetic",
+                         **env)
+
     def node(self, name: str, command: str = "serve", *, start: bool = True, **env: str) -> Node:
         port = free_port()
         data = self.tmp / name

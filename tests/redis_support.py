@@ -117,3 +117,10 @@ def redis_url(redis_server: RedisProcess) -> str:
 def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
     with running_redis(tmp_path / "redis") as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """A Redis for one module's cluster, which its tests restart, kill or cut off."""
+    with running_redis(tmp_path_factory.mktemp("redis-module")) as server:
+        yield server

@@ -122,16 +122,25 @@ def said_after_final(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return late
 
 
+@contextlib.asynccontextmanager
+async def streaming_to_both(a: str, b: str, name: str, speed: float
+                            ) -> AsyncIterator[tuple[str, Listener, Listener, asyncio.Task]]:
+    """A transcript made on A, a subscriber on each node told its status, and a stream published on A that B
+    has heard a final of: the transcript, the two subscribers and the publisher's task."""
+    tid = await create_transcript(a, name)
+    async with Listener(a, tid) as on_a, Listener(b, tid) as on_b:
+        for listener in (on_a, on_b):
+            await listener.wait(lambda m: m["type"] == "status")
+        publisher = asyncio.create_task(stream_audio(a, load_pcm16k(SPEECH), transcript_id=tid, speed=speed,
+                                                     settle_s=30))
+        await on_b.wait(is_final)
+        yield tid, on_a, on_b, publisher
+
+
 async def test_a_dashboard_on_node_b_follows_a_stream_published_on_node_a(database_url: str, redis_url: str,
                                                                            tmp_path: Path):
-    audio = load_pcm16k(SPEECH)
     async with node("a", tmp_path, database_url, redis_url) as a, node("b", tmp_path, database_url, redis_url) as b:
-        tid = await create_transcript(a, "two nodes")
-        async with Listener(a, tid) as on_a, Listener(b, tid) as on_b:
-            for listener in (on_a, on_b):
-                await listener.wait(lambda m: m["type"] == "status")
-            publisher = asyncio.create_task(stream_audio(a, audio, transcript_id=tid, speed=3.0, settle_s=30))
-            await on_b.wait(is_final)
+        async with streaming_to_both(a, b, "two nodes", speed=3.0) as (tid, on_a, on_b, publisher):
             async with Listener(b, tid) as late:
                 rec = await publisher
                 for listener in (on_a, on_b, late):
@@ -162,15 +171,9 @@ async def test_a_dashboard_on_node_b_follows_a_stream_published_on_node_a(databa
 
 async def test_node_b_catches_up_after_redis_restarts_mid_stream(database_url: str, private_redis: RedisProcess,
                                                                  tmp_path: Path):
-    audio = load_pcm16k(SPEECH)
     url = private_redis.url
     async with node("a", tmp_path, database_url, url) as a, node("b", tmp_path, database_url, url) as b:
-        tid = await create_transcript(a, "redis restarts")
-        async with Listener(a, tid) as on_a, Listener(b, tid) as on_b:
-            for listener in (on_a, on_b):
-                await listener.wait(lambda m: m["type"] == "status")
-            publisher = asyncio.create_task(stream_audio(a, audio, transcript_id=tid, speed=2.0, settle_s=30))
-            await on_b.wait(is_final)
+        async with streaming_to_both(a, b, "redis restarts", speed=2.0) as (_, on_a, on_b, publisher):
             private_redis.kill()
             heard_a = len(finals(on_a.messages))
             await on_a.wait(lambda m: is_final(m) and len(finals(on_a.messages)) > heard_a, within=20)

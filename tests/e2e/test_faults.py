@@ -31,7 +31,7 @@ from tests.conftest import AUDIO
 from tests.db_support import PgDatabases, fetch_rows
 from tests.fault_invariants import assert_invariants
 from tests.fault_proxy import FaultProxy
-from tests.redis_support import RedisProcess, running_redis
+from tests.redis_support import RedisProcess
 from tests.s3_support import MotoServer
 
 pytest_plugins = ("tests.db_support", "tests.s3_support", "tests.redis_support")
@@ -44,20 +44,14 @@ LONG = "single/librivox_shakespeare_sonnet_002.wav"  # 53 s
 
 
 @pytest.fixture(scope="module")
-def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    with running_redis(tmp_path_factory.mktemp("redis-faults")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 async def cluster_db(pg_databases: PgDatabases) -> str:
     return await pg_databases.create()
 
 
 @pytest.fixture(scope="module")
-def proxies(redis_process: RedisProcess, s3_server: MotoServer, cluster_db: str) -> Iterator[dict[str, FaultProxy]]:
+def proxies(module_redis: RedisProcess, s3_server: MotoServer, cluster_db: str) -> Iterator[dict[str, FaultProxy]]:
     made = {name: FaultProxy(*_host_port(url)).start()
-            for name, url in (("redis", redis_process.url), ("s3", s3_server.endpoint), ("db", cluster_db))}
+            for name, url in (("redis", module_redis.url), ("s3", s3_server.endpoint), ("db", cluster_db))}
     yield made
     for proxy in made.values():
         proxy.close()
@@ -71,20 +65,17 @@ def _host_port(url: str) -> tuple[str, int]:
 
 @pytest.fixture(scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory, cluster_db: str, s3_server: MotoServer,
-                  redis_process: RedisProcess, proxies: dict[str, FaultProxy]) -> AsyncIterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("faults"), cluster_db, redis_process.url, s3_server,
+                  module_redis: RedisProcess, proxies: dict[str, FaultProxy]) -> AsyncIterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("faults"), cluster_db, module_redis.url, s3_server,
                 s3_server.make_bucket())
-    common = {"VOXLANE_LIVE_LEASE_SECONDS": str(LEASE_S), "VOXLANE_LIVE_GRACE_SECONDS": str(GRACE_S),
-              "VOXLANE_LIVE_PART_SECONDS": str(PART_S), "VOXLANE_STATUS_INTERVAL": "1",
-              "VOXLANE_DIARIZATION": "off", "VOXLANE_MAX_AUDIO_LEAD_SECONDS": "10", "VOXLANE_JOBS": "off",
-              "VOXLANE_ASR_BACKEND": "synthetic"}
     db = urlsplit(cluster_db)
     userinfo = db.netloc.rpartition("@")[0]
     address = f"127.0.0.1:{proxies['db'].port}"
     through_proxy = db._replace(netloc=f"{userinfo}@{address}" if userinfo else address).geturl()
-    a = c.node("a", **common, VOXLANE_REDIS_URL=proxies["redis"].url("redis"),
-               VOXLANE_S3_ENDPOINT_URL=proxies["s3"].url("http"), VOXLANE_DATABASE_URL=through_proxy)
-    b = c.node("b", **common)
+    a = c.live_node("a", LEASE_S, GRACE_S, VOXLANE_LIVE_PART_SECONDS=str(PART_S),
+                    VOXLANE_REDIS_URL=proxies["redis"].url("redis"), VOXLANE_S3_ENDPOINT_URL=proxies["s3"].url("http"),
+                    VOXLANE_DATABASE_URL=through_proxy)
+    b = c.live_node("b", LEASE_S, GRACE_S, VOXLANE_LIVE_PART_SECONDS=str(PART_S))
     for n in (a, b):
         n.wait_ready()
     yield c

@@ -16,7 +16,6 @@ import contextlib
 import json
 import signal
 import time
-from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -31,7 +30,7 @@ from tests.cluster_support import Cluster, Listener, new_transcript
 from tests.conftest import AUDIO
 from tests.db_support import PgDatabases, fetch_rows
 from tests.fault_invariants import assert_invariants
-from tests.redis_support import RedisProcess, running_redis
+from tests.redis_support import RedisProcess
 from tests.s3_support import MotoServer
 
 pytest_plugins = ("tests.db_support", "tests.s3_support", "tests.redis_support")
@@ -44,23 +43,13 @@ LONG = "single/librivox_shakespeare_sonnet_002.wav"  # 53 s
 
 
 @pytest.fixture(scope="module")
-def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    with running_redis(tmp_path_factory.mktemp("redis-live")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory, pg_databases: PgDatabases, s3_server: MotoServer,
-                  redis_process: RedisProcess) -> Cluster:
-    c = Cluster(tmp_path_factory.mktemp("nodes-live"), await pg_databases.create(), redis_process.url, s3_server,
+                  module_redis: RedisProcess) -> Cluster:
+    c = Cluster(tmp_path_factory.mktemp("nodes-live"), await pg_databases.create(), module_redis.url, s3_server,
                 s3_server.make_bucket())
-    common = {"VOXLANE_LIVE_LEASE_SECONDS": str(LEASE_S), "VOXLANE_LIVE_GRACE_SECONDS": str(GRACE_S),
-              "VOXLANE_STATUS_INTERVAL": "1",
-              "VOXLANE_DIARIZATION": "off", "VOXLANE_MAX_AUDIO_LEAD_SECONDS": "10"}
     # the real model on node A read the 25 s file as one segment when the suite's other workers held the 2-core
     # box (a full decode took 3.65 s at warm-up), so the late joiner had no stored finals to get
-    a = c.node("a", **common, VOXLANE_JOBS="off", VOXLANE_ASR_BACKEND="synthetic")
-    b = c.node("b", **common, VOXLANE_JOBS="off", VOXLANE_ASR_BACKEND="synthetic")
+    a, b = (c.live_node(name, LEASE_S, GRACE_S) for name in ("a", "b"))
     for node in (a, b):
         node.wait_ready()
     yield c
@@ -125,16 +114,16 @@ async def test_subscribers_on_two_nodes_hear_one_sequence_and_a_late_joiner_miss
 
 @pytest.mark.faults
 async def test_a_publisher_goes_on_through_a_redis_restart_and_the_other_node_catches_up(
-        cluster: Cluster, redis_process: RedisProcess):
+        cluster: Cluster, module_redis: RedisProcess):
     a, b = cluster.named("a"), cluster.named("b")
     tid = await new_transcript(a.url, "redis restart")
     on_a, on_b = await Listener(a.url, tid).start(), await Listener(b.url, tid).start()
 
     async def restart_redis() -> None:
         await asyncio.sleep(5)
-        redis_process.kill()
+        module_redis.kill()
         await asyncio.sleep(2)
-        redis_process.start()
+        module_redis.start()
 
     restarting = asyncio.create_task(restart_redis())
     rec = await stream_audio(a.url, load_pcm16k(AUDIO / SPEECH), transcript_id=tid, speed=1.5)

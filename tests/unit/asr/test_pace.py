@@ -7,47 +7,42 @@ def report(seconds: float, *, size: int = 1, live: bool = True, hurried: int = 0
                        lanes_busy=lanes_busy)
 
 
+def observed(pace: LivePace, times: int, *reports: BatchReport) -> LivePace:
+    """``pace`` after ``times`` rounds of ``reports``."""
+    for _ in range(times):
+        for r in reports:
+            pace.observe(r)
+    return pace
+
+
 def test_full_decodes_within_the_step_keep_reading_in_full():
-    pace = LivePace(step_s=0.5)
-    for _ in range(3 * SAMPLES):
-        pace.observe(report(0.3))
-    assert not pace.behind
+    assert not observed(LivePace(step_s=0.5), 3 * SAMPLES, report(0.3)).behind
 
 
 def test_full_decodes_slower_than_the_step_hurry_live_work_for_good():
-    pace = LivePace(step_s=0.5)
-    for _ in range(SAMPLES - 1):
-        pace.observe(report(0.8))
+    pace = observed(LivePace(step_s=0.5), SAMPLES - 1, report(0.8))
     assert not pace.behind  # too few to judge
-    pace.observe(report(0.8))
-    assert pace.behind
-    for _ in range(3 * SAMPLES):
-        pace.observe(report(0.1))  # hurried decodes are quick; they say nothing of a full one
-    assert pace.behind
+    assert observed(pace, 1, report(0.8)).behind
+    # hurried decodes are quick; they say nothing of a full one
+    assert observed(pace, 3 * SAMPLES, report(0.1)).behind
 
 
 def test_one_slow_decode_does_not_decide():
-    pace = LivePace(step_s=0.5)
-    for seconds in (2.5, 0.3, 0.3, 0.4, 0.3):  # a cold first decode
-        pace.observe(report(seconds))
-    assert not pace.behind
+    # a cold first decode
+    assert not observed(LivePace(step_s=0.5), 1, *(report(s) for s in (2.5, 0.3, 0.3, 0.4, 0.3))).behind
 
 
 def test_only_a_full_live_decode_alone_on_the_machine_is_a_sample():
-    pace = LivePace(step_s=0.5)
-    for _ in range(2 * SAMPLES):
-        pace.observe(report(0.9, hurried=1))  # read the cheaper way
-        pace.observe(report(1.8, size=4))  # a batch
-        pace.observe(report(0.9, lanes_busy=2))  # sharing the cores with another lane
-        pace.observe(report(0.9, live=False))  # an upload
+    pace = observed(LivePace(step_s=0.5), 2 * SAMPLES,
+                    report(0.9, hurried=1),  # read the cheaper way
+                    report(1.8, size=4),  # a batch
+                    report(0.9, lanes_busy=2),  # sharing the cores with another lane
+                    report(0.9, live=False))  # an upload
     assert not pace.behind
 
 
 def test_no_step_never_hurries():
-    pace = LivePace(step_s=0.0)
-    for _ in range(2 * SAMPLES):
-        pace.observe(report(5.0))
-    assert not pace.behind
+    assert not observed(LivePace(step_s=0.0), 2 * SAMPLES, report(5.0)).behind
 
 
 def test_a_full_decode_slower_than_the_step_at_warm_up_hurries_from_the_start():
@@ -62,9 +57,7 @@ def test_a_quick_warm_up_decode_leaves_the_judgement_to_live_decodes():
     assert not pace.behind
     pace.seed(None)
     assert not pace.behind
-    for _ in range(SAMPLES):
-        pace.observe(report(0.8))
-    assert pace.behind
+    assert observed(pace, SAMPLES, report(0.8)).behind
 
 
 class _WarmedBackend:

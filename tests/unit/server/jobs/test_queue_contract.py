@@ -225,14 +225,20 @@ async def test_held_names_the_keys_of_waiting_and_running_jobs(database_url: str
         assert await n.queue.held([]) == set()
 
 
+async def running_a_slow_job(n: Node) -> Any:
+    """A job of one attempt that would run for 30 s, staged on node ``n`` and begun: the runner it runs on."""
+    async def slow(ctx: JobContext) -> None:
+        await asyncio.sleep(30)
+
+    runner = n.start([n.task("t", slow, max_attempts=1)])
+    await n.queue.stage([Job("t", {"n": 1})])
+    await until(lambda: len(n.runs) == 1)
+    return runner
+
+
 async def test_a_stopping_node_interrupts_its_attempt_without_using_it_up(database_url: str, tmp_path: Path) -> None:
     async with node(database_url, tmp_path) as n:
-        async def slow(ctx: JobContext) -> None:
-            await asyncio.sleep(30)
-
-        runner = n.start([n.task("t", slow, max_attempts=1)])
-        await n.queue.stage([Job("t", {"n": 1})])
-        await until(lambda: len(n.runs) == 1)
+        runner = await running_a_slow_job(n)
         await runner.stop()
         n.runner = None
         n.start([n.task("t", max_attempts=1)])
@@ -318,12 +324,7 @@ async def test_a_stop_that_cannot_put_its_job_back_leaves_the_attempt_unused(tmp
     process stopped), the next serve() in this process still gives the attempt back."""
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     async with node(url, tmp_path) as n:
-        async def slow(ctx: JobContext) -> None:
-            await asyncio.sleep(30)
-
-        runner = n.start([n.task("t", slow, max_attempts=1)])
-        await n.queue.stage([Job("t", {"n": 1})])
-        await until(lambda: len(n.runs) == 1)
+        runner = await running_a_slow_job(n)
         settle = n.queue._settle  # type: ignore[attr-defined]
 
         async def failing(claimed: Any, outcome: Any, count: bool = True) -> None:
