@@ -1,27 +1,13 @@
-"""How many live streams the inference loop can serve within a latency target, measured from its own decodes.
+"""What the inference loop measures of its own load, for the server's admission to judge by.
 
-The loop coalesces: a stream that waits gets one decode of everything it has, so more streams do not queue
-more work, they make each stream's readings rarer and its commits later. What bounds a commit's latency is
-how many decodes may run ahead of it. With ``slots`` decodes served at once (lanes x batch size) and ``n``
-other streams, a commit waits at worst ``floor(n / slots)`` rounds of decodes and then takes its own, so with
-``S`` the typical duration of a live decode (the median of the recent ones, measured as they run, on this
-machine, at this load)::
+Two measures, each over a recent window: how long live decodes take (:meth:`CapacityEstimator.observe`, fed by
+the loop after every batch), and what listeners really wait for, how long after its audio arrived a pause's
+reading made an utterance's last word final (:meth:`CapacityEstimator.observe_commit`, fed by every live
+session). Before any live decode is measured (a fresh process, or one idle for a minute) the decode figure is
+the backend's calibration, a batch of live windows timed when the model was warmed (``seed``).
 
-    commit share of the loop ~= S * ceil((n + 1) / slots)   ->   capacity = slots * floor(target / S)
-
-That share is a floor: decodes lengthen as a stream's window grows, and a word needs two readings that agree
-(or a pause's urgent one). So the estimator also keeps what listeners really wait for: how long after its
-audio arrived an utterance's last word was sent as final (:meth:`observe_commit`, from every live session).
-With ``n`` streams served, one more makes each stream's readings come about ``(n + 1) / n`` times further
-apart once the loop is saturated, so the p90 of recent commit delays scaled by that is the second prediction.
-It holds for the load the delays were measured under: streams that started since have not slowed anything
-yet, so the server judges a burst by the first prediction alone.
-
-A lone stream is always admitted (refusing it helps nobody). Before live decodes are measured (a fresh
-process, or one idle for a minute) the estimate is the backend's calibration: a full batch of hurried live
-windows, timed when the model was warmed (``seed``). So a burst of streams at start is admitted as far as the
-machine serves it and no further, instead of all at once or a few at a time. The estimator only measures and
-predicts; the policy that refuses lives in the server.
+The estimator only measures. How many streams those figures allow, and when a start is refused, is the
+admission policy's (:mod:`server.pipeline.load`): one formula, in one place.
 """
 
 from __future__ import annotations
@@ -88,14 +74,6 @@ class CapacityEstimator:
             return None
         return recent[min(len(recent) - 1, math.ceil(percentile / 100 * len(recent)) - 1)]
 
-    def predicted_commit_delay(self, streams_now: int) -> float | None:
-        """The commit delay listeners would see with one stream more than the ``streams_now`` that the recent
-        delays were measured with (None: not measured yet)."""
-        delay = self.commit_delay()
-        if delay is None or streams_now <= 0:
-            return None
-        return delay * (streams_now + 1) / streams_now
-
     def decode_seconds(self) -> float | None:
         """The median duration of recent live decodes; with too few of them the calibration (None: neither)."""
         cutoff = self.clock() - self.window_s
@@ -108,20 +86,3 @@ class CapacityEstimator:
         cutoff = self.clock() - self.window_s
         with self._lock:
             return sum(t >= cutoff for t, _ in self._samples) >= self.min_samples
-
-    def predicted_latency(self, streams: int, slots: int) -> float | None:
-        """The loop's share of a commit's latency with ``streams`` live streams (None: not measured yet)."""
-        s = self.decode_seconds()
-        return None if s is None else s * math.ceil(max(1, streams) / max(1, slots))
-
-    def headroom(self, streams: int, target_s: float, slots: int) -> int | None:
-        """Live streams that may still be admitted within ``target_s`` with ``streams`` on (None: unknown)."""
-        cap = self.capacity(target_s, slots)
-        return None if cap is None else max(0, cap - streams)
-
-    def capacity(self, target_s: float, slots: int) -> int | None:
-        """Most live streams whose commits stay within ``target_s`` (at least 1; None: not measured yet)."""
-        s = self.decode_seconds()
-        if s is None:
-            return None
-        return max(1, max(1, slots) * math.floor(target_s / s)) if s > 0 else None

@@ -296,7 +296,6 @@ def test_the_calibration_stands_in_until_live_decodes_are_measured(speech, one_l
     loop = InferenceLoop(backend)
     est: CapacityEstimator = loop.capacity
     assert est.decode_seconds() == backend.calibration_seconds and not est.measured()
-    assert est.headroom(streams=1, target_s=100 * backend.calibration_seconds, slots=1) == 99
     loop.start()
     try:
         async def decode_windows() -> None:
@@ -322,8 +321,7 @@ def test_the_calibration_times_the_model_on_speech(one_lane) -> None:
 
 
 def test_estimator_measures_real_decodes(speech, one_lane):
-    """Real decode timings of real speech windows through the real loop: the estimate follows them, and a
-    target shorter than a decode admits one stream only."""
+    """Real decode timings of real speech windows through the real loop: the estimate follows them."""
     loop = InferenceLoop(one_lane)
     loop.start()
     try:
@@ -338,24 +336,18 @@ def test_estimator_measures_real_decodes(speech, one_lane):
         loop.stop()
     est: CapacityEstimator = loop.capacity
     s = est.decode_seconds()
-    assert s is not None and s > 0
-    assert est.capacity(target_s=s * 100, slots=2) >= 100
-    assert est.capacity(target_s=s / 2, slots=2) == 1
-    assert est.predicted_latency(streams=3, slots=2) == pytest.approx(2 * s)
+    assert est.measured() and s is not None and s > 0
     assert CapacityEstimator().decode_seconds() is None  # nothing measured: nothing refused on this ground
 
 
-def test_commit_delays_predict_one_more_stream() -> None:
-    """The latency rule's prediction: the p90 of recent utterance-end delays, scaled for one stream more than the
-    streams they were measured with."""
+def test_commit_delay_is_the_p90_of_the_recent_ones() -> None:
+    """What the latency rule steers on: the p90 of the last 30 s of utterance-end delays, none with too few."""
     now = [0.0]
     est = CapacityEstimator(clock=lambda: now[0])
-    assert est.commit_delay() is None and est.predicted_commit_delay(4) is None
+    assert est.commit_delay() is None
     for d in (0.5, 0.6, 0.7, 0.8, 1.0):
         est.observe_commit(d)
     assert est.commit_delay() == 1.0
-    assert est.predicted_commit_delay(4) == pytest.approx(1.25)
-    assert est.predicted_commit_delay(1) == pytest.approx(2.0)
     now[0] = 60.0  # old delays say nothing of the load now
     assert est.commit_delay() is None
 
