@@ -4,6 +4,7 @@ with the internal addresses they may reach."""
 
 from __future__ import annotations
 
+from server.internal_addresses import parse_allowlist
 from server.settings.base import reported_as, setting, settings_group
 
 __all__ = ["JobSettings", "check_jobs"]
@@ -44,7 +45,5 @@ class JobSettings:
 def check_jobs(settings: JobSettings) -> None:
     """Raises ``SettingsError`` naming the setting that is wrong."""
     if settings.outbound_allowlist:
-        from server.http.outbound import parse_allowlist  # here: settings must not import httpx at load
-
         with reported_as("VOXLANE_OUTBOUND_ALLOWLIST"):
             parse_allowlist(settings.outbound_allowlist)

@@ -35,8 +35,9 @@ def graph() -> grimp.ImportGraph:
 
 
 def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan), ignoring a package's import of its own
-    children (``pkg/__init__`` re-exporting ``pkg.mod`` which imports a sibling is not a cycle of design)."""
+    """Strongly connected components of more than one module (Tarjan). A package's import of its own children
+    counts: importing ``pkg`` runs ``pkg/__init__``, so a child that imports its package's names, or a module
+    that imports the package whose child imports that module, ties a loop all the same."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -45,7 +46,7 @@ def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
     counter = [0]
 
     def edges(m: str) -> set[str]:
-        return {t for t in graph.find_modules_directly_imported_by(m) if not t.startswith(m + ".")}
+        return set(graph.find_modules_directly_imported_by(m))
 
     def visit(v: str) -> None:
         work = [(v, iter(sorted(edges(v))))]

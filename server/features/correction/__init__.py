@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from asr.events import SegmentEvent, WordEvent
 from asr.policy import join_words
+from server.features.correction.spans import replace_span
 
 if TYPE_CHECKING:
     from server.features.correction.redaction import Redactor
@@ -56,13 +57,6 @@ def _held(step: CorrectionStep, words: Sequence[WordEvent], committed: int) -> i
     holds a run of digits or a spelled-out address, not plain speech), else its fixed ``lookahead``."""
     held = getattr(step, "held", None)
     return held(words, committed) if held is not None else step.lookahead
-
-
-def replace_span(words: Sequence[WordEvent], text: str) -> WordEvent:
-    """One word standing for ``words`` (consecutive, in order): their span, their least probability, final only
-    if all of them were."""
-    return WordEvent(text=text, start=words[0].start, end=words[-1].end,
-                     probability=min(w.probability for w in words), final=all(w.final for w in words))
 
 
 class CorrectionPass:

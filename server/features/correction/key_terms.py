@@ -32,6 +32,7 @@ from rapidfuzz.distance import Indel
 
 from asr.events import WordEvent
 from protocol.messages import KeyTerms
+from server.features.correction.spans import replace_span
 
 MIN_SIMILARITY = 0.8
 MIN_SHORT_SIMILARITY = 0.9  # terms of SHORT_TERM letters or fewer
@@ -179,6 +180,4 @@ def _rewrite(words: Sequence[WordEvent], pieces: Sequence[_Piece], term: _Term) 
     if len(words) == len(term.words):
         return [w if p.core == t else replace(w, text=f"{p.lead}{t}{p.trail}")
                 for w, p, t in zip(words, pieces, term.words, strict=True)]
-    from server.features.correction import replace_span
-
     return [replace_span(words, f"{pieces[0].lead}{term.text}{pieces[-1].trail}")]

@@ -18,16 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from server.http.outbound import (
-    OutboundGuard,
-    OutboundRefused,
-    PinnedBackend,
-    Target,
-    guarded_client,
-    is_internal,
-    parse_allowlist,
-    parse_url,
-)
+from server.http.outbound import OutboundGuard, OutboundRefused, PinnedBackend, Target, guarded_client, parse_url
+from server.internal_addresses import is_internal, parse_allowlist
 from server.settings import Settings, SettingsError
 
 INTERNAL_URLS = [
