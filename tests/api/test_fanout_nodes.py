@@ -155,7 +155,13 @@ async def test_a_dashboard_on_node_b_follows_a_stream_published_on_node_a(databa
                 await after.wait(lambda m: m["type"] == "status")
     published = [r.msg["data"]["segment_id"] for r in rec.transcriptions if r.msg["data"]["is_final"]]
     assert len(published) >= 3
-    assert on_b.messages[1:] == on_a.messages[1:], "B hears what A hears, in A's order"
+    # one order for what A publishes. The summary is published by whichever node ran its job, and a node's own
+    # messages reach its own subscribers at once, not through Redis (server/fanout/redis.py): B may hear a
+    # summary it made before A's last status reaches it (seen once, on a loaded box), so it is compared apart
+    said_a, said_b = ([m for m in listener.messages[1:] if m["type"] != "summary"] for listener in (on_a, on_b))
+    assert said_b == said_a, "B hears what A hears, in A's order"
+    summaries = [[m for m in listener.messages if m["type"] == "summary"] for listener in (on_a, on_b)]
+    assert len(summaries[0]) == 1 and summaries[1] == summaries[0], "one summary, the same on both nodes"
     assert finals(on_b.messages) == published
 
     first_status = next(i for i, m in enumerate(late.messages) if m["type"] == "status")
