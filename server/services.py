@@ -161,8 +161,9 @@ async def build(settings: Settings, *, role: Role | None = None, backend: AsrBac
             vad = await asyncio.to_thread(SileroModel)
             engine = make_recognizer(settings.asr_backend, riva_config(settings))
         elif role.transcribes:
+            config = backend_config(settings, live=role.live)
             chosen, vad = await asyncio.gather(
-                asyncio.to_thread(make_backend, backend_config(settings)) if backend is None else _given(backend),
+                asyncio.to_thread(make_backend, config) if backend is None else _given(backend),
                 asyncio.to_thread(SileroModel))
             limit_blas_threads()  # the models' libraries are loaded now
             loop = InferenceLoop(chosen, step_s=settings.min_step_ms / 1000)  # the live streams' step (asr.pace)

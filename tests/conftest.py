@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,16 @@ def stop_server(server: RunningServer) -> None:
     stop_process(server.process, 20)
 
 
+@contextmanager
+def served(tmp: Path, **env: str) -> Iterator[RunningServer]:
+    """A server for the length of a ``with``: a fixture yields inside it, and a failing test still stops it."""
+    srv = start_server(tmp, **env)
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One real server for the live tests (model loading takes seconds; share it)."""
@@ -93,10 +104,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     # So the decode times and commit delays it measures are a backlog's, not a live load's: admission, which sizes
     # live load from them, is tested on servers of its own too (tests/e2e/test_admission.py) and is off here.
     # Its mixed streams are diarized: the speaker tests (test_diarization, test_live_turns, test_participants) use it.
-    srv = start_server(tmp_path_factory.mktemp("voxlane"), VOXLANE_PING_INTERVAL="2", VOXLANE_STATUS_INTERVAL="1",
-                       VOXLANE_MAX_AUDIO_LEAD_SECONDS="0", VOXLANE_LATENCY_TARGET_S="30", VOXLANE_DIARIZATION="on")
-    yield srv
-    stop_server(srv)
+    with served(tmp_path_factory.mktemp("voxlane"), VOXLANE_PING_INTERVAL="2", VOXLANE_STATUS_INTERVAL="1",
+                VOXLANE_MAX_AUDIO_LEAD_SECONDS="0", VOXLANE_LATENCY_TARGET_S="30", VOXLANE_DIARIZATION="on") as srv:
+        yield srv
 
 
 _TIERS = ("unit", "api", "e2e")

@@ -46,13 +46,18 @@ class BackendConfig:
     beam_size: int = 1
     hurried_pad_s: float = 5.0  # silence encoded after a hurried window (see DecodeRequest.hurried)
     lanes: int = 1  # decodes that may run at once, each from its own thread
+    calibrate: bool = True
+    """Time the live decodes at warm-up (what admission and the pacer size from). Off where no live stream is
+    served (a worker, ``voxlane transcribe``, a retranslation model): 5 rounds of a full batch per lane that
+    only delay the start."""
 
 
 def _faster_whisper(config: BackendConfig) -> AsrBackend:
     return FasterWhisperBackend(
         model=config.model, device=config.device, compute_type=config.compute_type,
         cpu_threads=config.cpu_threads, batch_size=config.batch_size, beam_size=config.beam_size,
-        device_index=config.device_index, hurried_pad_s=config.hurried_pad_s, lanes=config.lanes)
+        device_index=config.device_index, hurried_pad_s=config.hurried_pad_s, lanes=config.lanes,
+        calibrate=config.calibrate)
 
 
 def _synthetic(config: BackendConfig) -> AsrBackend:

@@ -75,11 +75,14 @@ class FasterWhisperBackend:
 
     def __init__(self, model: str = BUNDLED_MODEL, device: str = "cpu", compute_type: str = "int8",
                  cpu_threads: int = 0, batch_size: int = 1, beam_size: int = 1,
-                 device_index: int = 0, hurried_pad_s: float = 5.0, lanes: int = 1) -> None:
+                 device_index: int = 0, hurried_pad_s: float = 5.0, lanes: int = 1, calibrate: bool = True) -> None:
         """``lanes``: decodes that may run at once, from different threads (see
         ``Settings.effective_parallel_decodes``). Each lane has a model of its own with ``cpu_threads``
         threads: one model with several CTranslate2 workers hands a decode's encoder, generate and
-        alignment calls to whichever worker is free, and a decode alone took 10-15 % longer in the server."""
+        alignment calls to whichever worker is free, and a decode alone took 10-15 % longer in the server.
+
+        ``calibrate``: whether :meth:`warm` also times the live decodes that admission and the pacer size from
+        (a node that takes no live audio has no use for them)."""
         from faster_whisper import WhisperModel
 
         path = resolve_model(model)
@@ -97,6 +100,7 @@ class FasterWhisperBackend:
         self.max_batch = max(1, batch_size)
         self.beam_size = beam_size
         self.hurried_pad_s = hurried_pad_s
+        self.calibrate = calibrate
         self.calibration_seconds: float | None = None  # a full batch of live refreshes, timed by warm()
         self.full_decode_seconds: float | None = None  # one live window read in full, alone, timed by warm()
 
@@ -351,8 +355,9 @@ class FasterWhisperBackend:
             with self._on_lane(model):
                 for hurried in (True, False):
                     self.transcribe([DecodeRequest(audio, hurried=hurried)])
-        self.full_decode_seconds = self._time_full_decode()
-        self.calibration_seconds = self._calibrate()
+        if self.calibrate:
+            self.full_decode_seconds = self._time_full_decode()
+            self.calibration_seconds = self._calibrate()
 
     def _time_full_decode(self) -> float:
         """One window of ``CALIBRATION_WINDOW_S`` read in full on the first lane alone, the model warm: whether

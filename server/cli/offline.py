@@ -101,12 +101,14 @@ async def transcribe_files(settings: Settings, files: list[Path], fmt: str, outp
     from media import DecodeError, probe_file
     from server import services as composition
     from server.jobs.file_jobs import transcribe_file
+    from server.role import Role
 
     rc = 0
     with tempfile.TemporaryDirectory(prefix="voxlane-transcribe-") as tmp:
         settings.data_dir = tmp
         settings.database_url = None  # a throwaway SQLite file in the temporary folder
-        services = await composition.build(settings)
+        # no live audio here: the backend is not calibrated for live streams it will never see
+        services = await composition.build(settings, role=Role(api=False, live=False, jobs=True))
         store = services.store
         durations = []
         for f in files:

@@ -79,7 +79,7 @@ class ModelPool:
             if name not in self._models:
                 # the server's backend and device settings with another model, from the one factory: one lane,
                 # one request per call (these decodes are one at a time, off the inference loop)
-                config = replace(backend_config(self.settings), model=name, lanes=1, batch_size=1)
+                config = replace(backend_config(self.settings, live=False), model=name, lanes=1, batch_size=1)
                 try:
                     self._models[name] = await asyncio.to_thread(make_backend, config)
                 except ModelNotFound as exc:

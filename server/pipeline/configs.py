@@ -35,12 +35,14 @@ def diarization_config(settings: Settings) -> DiarizationConfig:
     return DiarizationConfig(max_speakers=settings.max_speakers, cluster_threshold=settings.speaker_threshold)
 
 
-def backend_config(settings: Settings) -> BackendConfig:
+def backend_config(settings: Settings, live: bool = True) -> BackendConfig:
+    """``live``: whether the backend serves live streams (and so is calibrated for them at warm-up)."""
     return BackendConfig(
         name=settings.asr_backend, model=settings.model, device=settings.device, compute_type=settings.compute_type,
         cpu_threads=settings.effective_cpu_threads, batch_size=settings.effective_batch_size,
         beam_size=settings.beam_size, device_index=settings.device_index,
-        hurried_pad_s=settings.hurried_pad_seconds, lanes=settings.effective_parallel_decodes)
+        hurried_pad_s=settings.hurried_pad_seconds, lanes=settings.effective_parallel_decodes,
+        calibrate=live)
 
 
 def riva_config(settings: Settings) -> RivaConfig:

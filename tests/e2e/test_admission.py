@@ -16,7 +16,7 @@ import jwt
 import numpy as np
 import pytest
 import websockets
-from conftest import RunningServer, start_server, stop_server
+from conftest import RunningServer, served, start_server, stop_server
 
 from asr.backends import BackendConfig, DecodeRequest, make_backend
 from asr.backends.calibration import CALIBRATION_PROMPT, calibration_speech
@@ -82,18 +82,16 @@ def speech(audio_dir: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def public_server(tmp_path_factory: pytest.TempPathFactory):
-    srv = start_server(tmp_path_factory.mktemp("adm-public"), VOXLANE_MAX_STREAMS_PER_ADDRESS="1",
-                       VOXLANE_MAX_CONCURRENT_UPLOADS="1", VOXLANE_ICE_HOSTS="127.0.0.1", VOXLANE_ICE_SERVERS="")
-    yield srv
-    stop_server(srv)
+    with served(tmp_path_factory.mktemp("adm-public"), VOXLANE_MAX_STREAMS_PER_ADDRESS="1",
+                VOXLANE_MAX_CONCURRENT_UPLOADS="1", VOXLANE_ICE_HOSTS="127.0.0.1", VOXLANE_ICE_SERVERS="") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def private_server(tmp_path_factory: pytest.TempPathFactory):
-    srv = start_server(tmp_path_factory.mktemp("adm-private"), VOXLANE_AUTH_MODE="private", VOXLANE_JWT_SECRET=SECRET,
-                       VOXLANE_MAX_STREAMS_PER_TOKEN="1", VOXLANE_MAX_LIVE_STREAMS="2")
-    yield srv
-    stop_server(srv)
+    with served(tmp_path_factory.mktemp("adm-private"), VOXLANE_AUTH_MODE="private", VOXLANE_JWT_SECRET=SECRET,
+                VOXLANE_MAX_STREAMS_PER_TOKEN="1", VOXLANE_MAX_LIVE_STREAMS="2") as srv:
+        yield srv
 
 
 async def test_per_address_cap_refuses_streams_offers_and_keeps_the_admitted_stream(public_server, speech,

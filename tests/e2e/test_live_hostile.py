@@ -16,7 +16,7 @@ import websockets
 from bench.metrics import wer_counts
 from media.audio import float_to_s16
 from server.cli.live_client import create_transcript, load_pcm16k, ws_url
-from tests.conftest import start_server, stop_server
+from tests.conftest import served
 
 SPEECH = "single/librispeech_61-70968-0000.wav"  # 5.3 s
 LONGER = "single/librispeech_2412-153948-0000.wav"  # 11.7 s
@@ -26,21 +26,19 @@ EIGHT_MB = 8 * 1024 * 1024
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     """The default frame cap; a 3 s lead on real time (to keep the test short); no periodic messages."""
-    srv = start_server(tmp_path_factory.mktemp("voxlane-hostile"), VOXLANE_STATUS_INTERVAL="0",
-                       VOXLANE_PING_INTERVAL="0", VOXLANE_MAX_AUDIO_LEAD_SECONDS="3")
-    yield srv
-    stop_server(srv)
+    with served(tmp_path_factory.mktemp("voxlane-hostile"), VOXLANE_STATUS_INTERVAL="0",
+                VOXLANE_PING_INTERVAL="0", VOXLANE_MAX_AUDIO_LEAD_SECONDS="3") as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
 def big_frame_server(tmp_path_factory: pytest.TempPathFactory):
     """Frames up to 8 MiB and no lead: every byte a client sends as fast as it can is decoded and run
     through the VAD at once (what an unbounded server did on its event loop)."""
-    srv = start_server(tmp_path_factory.mktemp("voxlane-big-frames"), VOXLANE_STATUS_INTERVAL="0",
-                       VOXLANE_PING_INTERVAL="0", VOXLANE_MAX_FRAME_KB="8192", VOXLANE_MAX_AUDIO_LEAD_SECONDS="0",
-                       VOXLANE_DIARIZATION="off")
-    yield srv
-    stop_server(srv)
+    with served(tmp_path_factory.mktemp("voxlane-big-frames"), VOXLANE_STATUS_INTERVAL="0",
+                VOXLANE_PING_INTERVAL="0", VOXLANE_MAX_FRAME_KB="8192", VOXLANE_MAX_AUDIO_LEAD_SECONDS="0",
+                VOXLANE_DIARIZATION="off") as srv:
+        yield srv
 
 
 class Client:

@@ -25,7 +25,7 @@ import websockets
 from bench.metrics import commit_latencies, final_latencies, wer_counts
 from media import float_to_s16
 from server.cli.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, subscribe, ws_url
-from tests.conftest import RunningServer, start_server, stop_server
+from tests.conftest import RunningServer, served
 
 SPEECH = "single/librispeech_1221-135766_2utt.wav"  # 21.6 s, two utterances
 STUCK_SPEECH = "single/librispeech_2412-153948-0000.wav"  # 11.7 s: longer than the stuck peer may stay
@@ -37,12 +37,11 @@ HEADER_TIMEOUT = 3.0
 
 @pytest.fixture(scope="module")
 def peers_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    srv = start_server(tmp_path_factory.mktemp("peers"), VOXLANE_IDLE_TIMEOUT=str(IDLE_TIMEOUT),
-                       VOXLANE_SEND_TIMEOUT=str(SEND_TIMEOUT), VOXLANE_PUBLISHER_IDLE_TIMEOUT=str(PUBLISHER_IDLE),
-                       VOXLANE_HTTP_HEADER_TIMEOUT=str(HEADER_TIMEOUT), VOXLANE_HTTP_BODY_TIMEOUT=str(HEADER_TIMEOUT),
-                       VOXLANE_PING_INTERVAL="1", VOXLANE_STATUS_INTERVAL="0.5", VOXLANE_DIARIZATION="off")
-    yield srv
-    stop_server(srv)
+    with served(tmp_path_factory.mktemp("peers"), VOXLANE_IDLE_TIMEOUT=str(IDLE_TIMEOUT),
+                VOXLANE_SEND_TIMEOUT=str(SEND_TIMEOUT), VOXLANE_PUBLISHER_IDLE_TIMEOUT=str(PUBLISHER_IDLE),
+                VOXLANE_HTTP_HEADER_TIMEOUT=str(HEADER_TIMEOUT), VOXLANE_HTTP_BODY_TIMEOUT=str(HEADER_TIMEOUT),
+                VOXLANE_PING_INTERVAL="1", VOXLANE_STATUS_INTERVAL="0.5", VOXLANE_DIARIZATION="off") as srv:
+        yield srv
 
 
 # ---------------------------------------------------------------- a raw WebSocket peer that never reads

@@ -20,7 +20,7 @@ import webvtt
 from bench.metrics import normalize, wer_counts
 from media.audio import float_to_s16
 from server.cli.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, subscribe, ws_url
-from tests.conftest import start_server, stop_server
+from tests.conftest import served, start_server, stop_server
 from tests.db_support import PgDatabases
 from tests.rest_support import Api
 
@@ -315,10 +315,9 @@ async def test_unknown_transcript_closes_with_4404(server):
 @pytest.fixture(scope="module")
 def short_segment_server(tmp_path_factory: pytest.TempPathFactory):
     """A server that splits segments after 4 s, so read speech without long pauses is split many times."""
-    srv = start_server(tmp_path_factory.mktemp("voxlane-split"), VOXLANE_MAX_SEGMENT_SECONDS="4",
-                       VOXLANE_DIARIZATION="off", VOXLANE_MAX_AUDIO_LEAD_SECONDS="0")
-    yield srv
-    stop_server(srv)
+    with served(tmp_path_factory.mktemp("voxlane-split"), VOXLANE_MAX_SEGMENT_SECONDS="4",
+                VOXLANE_DIARIZATION="off", VOXLANE_MAX_AUDIO_LEAD_SECONDS="0") as srv:
+        yield srv
 
 
 async def test_split_segments_keep_their_final_words(short_segment_server, audio_dir, references):

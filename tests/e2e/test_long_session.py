@@ -17,7 +17,7 @@ import pytest
 
 from bench.metrics import normalize, wer_counts
 from bench.soak import soak_program, soak_stream
-from tests.conftest import RunningServer, start_server, stop_server
+from tests.conftest import RunningServer, served
 
 MINUTES = 60
 SPEED = 30.0  # x real time for the speech
@@ -28,10 +28,9 @@ CLIPS = ["single/librispeech_61-70968-0000.wav", "single/librispeech_1089-134686
 
 @pytest.fixture(scope="module")
 def soak_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    srv = start_server(tmp_path_factory.mktemp("soak"), VOXLANE_MAX_AUDIO_LEAD_SECONDS="0",
-                       VOXLANE_STATUS_INTERVAL="0.5", VOXLANE_DIARIZATION="off")
-    yield srv
-    stop_server(srv)
+    with served(tmp_path_factory.mktemp("soak"), VOXLANE_MAX_AUDIO_LEAD_SECONDS="0",
+                VOXLANE_STATUS_INTERVAL="0.5", VOXLANE_DIARIZATION="off") as srv:
+        yield srv
 
 
 def _longest_repeat(words: list[str], max_n: int = 4) -> int:

@@ -120,6 +120,7 @@ async def test_a_worker_killed_mid_chunk_leaves_it_to_another_with_one_result_an
         w1.kill()  # mid-chunk
         w2.start()
         w2.wait_ready()
+        assert "calibration:" not in w2.log(), "a worker takes no live audio: it is not calibrated for it"
         await until(lambda: _completed(api.url, pid, cid), 150, "the other worker finishes the conversation")
         rows = await chunk_rows(cluster.database_url, cid)
         assert [(i, s) for i, s, _ in rows] == [(0, "transcribed"), (1, "transcribed")]

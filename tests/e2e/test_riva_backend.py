@@ -15,7 +15,7 @@ import pytest
 
 from bench.metrics import normalize
 from server.cli.live_client import create_transcript, load_pcm16k, stream_audio, subscribe
-from tests.conftest import start_server, stop_server
+from tests.conftest import served
 from tests.e2e.test_live_ws import assert_valid, check_segment_rules
 from tests.rest_support import wav_bytes
 from tests.riva_support import RivaStandIn, ScriptedRiva, pcm16, script_from_reference
@@ -33,11 +33,10 @@ def riva(audio_dir, references):
 
 @pytest.fixture(scope="module")
 def riva_server(tmp_path_factory: pytest.TempPathFactory, riva):
-    srv = start_server(tmp_path_factory.mktemp("voxlane-riva"), VOXLANE_ASR_BACKEND="riva",
-                       VOXLANE_RIVA_URI=riva.uri, VOXLANE_RIVA_API_KEY="nvapi-test",
-                       VOXLANE_RIVA_METADATA="function-id=fn-1", VOXLANE_MAX_AUDIO_LEAD_SECONDS="0")
-    yield srv
-    stop_server(srv)
+    with served(tmp_path_factory.mktemp("voxlane-riva"), VOXLANE_ASR_BACKEND="riva",
+                VOXLANE_RIVA_URI=riva.uri, VOXLANE_RIVA_API_KEY="nvapi-test",
+                VOXLANE_RIVA_METADATA="function-id=fn-1", VOXLANE_MAX_AUDIO_LEAD_SECONDS="0") as srv:
+        yield srv
 
 
 async def test_a_live_stream_on_riva_reads_as_one_on_whisper(riva_server, riva, audio_dir, references) -> None:

@@ -65,7 +65,9 @@ def _looping(audio_dir) -> DecodeRequest:
 
 def test_a_made_backend_has_decoded_on_every_lane_before_any_stream(monkeypatch):
     """make_backend warms each lane's model, hurried and in full, so that no live stream's first window pays for
-    loading the kernels (seconds on a GPU), and leaves the lanes to be handed to the loop's threads as before."""
+    loading the kernels (seconds on a GPU), and leaves the lanes to be handed to the loop's threads as before.
+    Built for a node that takes no live audio, it times no live decodes: those warm-up rounds only calibrate
+    admission and the pacer (tests/e2e/test_admission.py checks the calibration)."""
     seen = []
     windows = FasterWhisperBackend._windows
 
@@ -74,9 +76,11 @@ def test_a_made_backend_has_decoded_on_every_lane_before_any_stream(monkeypatch)
         return windows(self, reqs)
 
     monkeypatch.setattr(FasterWhisperBackend, "_windows", counted)
-    made = make_backend(BackendConfig(cpu_threads=1, lanes=2))
+    made = make_backend(BackendConfig(cpu_threads=1, lanes=2, calibrate=False))
     try:
         assert set(seen) == {(id(m), hurried) for m in made._models for hurried in (True, False)}
+        assert len(seen) == 4, "two decodes a lane, and no calibration rounds"
+        assert made.calibration_seconds is None and made.full_decode_seconds is None
         assert len(made._models) == 2 and not hasattr(made._lane, "model")
     finally:
         made.close()
