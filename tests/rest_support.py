@@ -101,14 +101,18 @@ class Api:
 
     async def wait_transcript(self, tid: str, headers: dict[str, str] | None = None, within: float = 60.0,
                               states: tuple[str, ...] = TERMINAL) -> dict[str, Any]:
+        """The transcript once its status is one of ``states``. Polled at a growing interval (0.1 s to 0.5 s):
+        each poll reads every segment in the test's own process, which the app transcribing it shares."""
         deadline = time.monotonic() + within
+        pause = 0.1
         while True:
             r = await self.client.get(f"/v1/transcripts/{tid}", headers=headers or {})
             assert r.status_code == 200, r.text
             if r.json()["status"] in states:
                 return r.json()
             assert time.monotonic() < deadline, f"transcript {tid} still {r.json()['status']}"
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(pause)
+            pause = min(pause * 1.5, 0.5)
 
     async def serve(self) -> str:
         """A real HTTP/WebSocket server on this same app (lifespan already running)."""
