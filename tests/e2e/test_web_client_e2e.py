@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import websockets
 from conftest import REPO, stop_server
 from webrtc_support import recording, start_loopback_server, start_offset
 
 from bench.metrics import wer_counts
-from server.cli.live_client import create_transcript, load_pcm16k, stream_audio
+from media import float_to_s16
+from server.cli.live_client import create_transcript, load_pcm16k, ws_url
 from tests.process_support import stop_process
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -228,34 +230,67 @@ async def test_web_client_records_and_transcribes(server, audio_dir, references)
     assert abs(got - duration) <= 0.3
 
 
+async def occupy(base: str, audio: np.ndarray, admitted: asyncio.Event, release: asyncio.Event) -> None:
+    """Holds a server's live slot for as long as a test needs it: one stream sending ``audio`` over and over in
+    real time until ``release``, then stopped. ``admitted``: the server said the stream started (a refusal is an
+    ``error`` and a close instead). A stream of a fixed length raced the browser's start on a busy machine."""
+    tid = await create_transcript(base, "occupant")
+    async with websockets.connect(ws_url(base, tid), max_size=None) as ws:
+        await ws.send(json.dumps({"action": "start",
+                                  "params": {"format": "pcm_s16le", "sample_rate": 16000, "channels": 1}}))
+
+        async def read() -> None:
+            async for raw in ws:
+                if json.loads(raw)["type"] == "status":
+                    admitted.set()
+
+        reader = asyncio.create_task(read())
+        step = 1600  # 100 ms frames
+        i = 0
+        while not release.is_set():
+            await ws.send(float_to_s16(audio[i:i + step]))
+            i = (i + step) % len(audio)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(release.wait(), 0.1)
+        await ws.send(json.dumps({"action": "stop", "params": {}}))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reader, 30)
+        reader.cancel()
+
+
 async def test_web_client_waits_for_a_busy_server_without_losing_the_start_of_the_speech(server, audio_dir):
     """The server's one live slot is taken: the page's offer is refused with a retry hint, the page says it is
     busy and tries again, and the microphone opens only once the stream is admitted, so the recording starts
     at the file's first sample."""
     wav = audio_dir / SPEECH
     audio = load_pcm16k(wav)
-    occupant = asyncio.create_task(stream_audio(server.url, audio[: 16000 * 6],
-                                                transcript_id=await create_transcript(server.url, "occupant")))
-    await asyncio.sleep(1.0)
-    async with chromium(wav) as page:
-        await page.call("Page.navigate", url=server.url + "/")
-        await page.until("document.readyState === 'complete' && !!window.voxlane", 20, "the page")
-        await page.js(MIC_CLOCK)
-        await page.click("[data-testid=start]")
-        banner = await page.until(
-            "(b => !b.hidden && b.textContent.includes('busy') && b.textContent.trim())"
-            "(document.querySelector('[data-testid=error-banner]'))", 20, "the busy message")
-        assert "Trying again" in banner
-        assert await page.js("window.__micOpenedAt === undefined"), "the microphone opened before admission"
-        await occupant
-        await page.until("voxlane.state === 'live'", 30, "admission after the retry")
-        state = json.loads(await page.js(STATE))
-        assert state["mode"] == "webrtc" and state["banner"] is None, state
-        await asyncio.sleep(3.0)
-        await page.click("[data-testid=stop]")
-        await page.until("voxlane.state === 'idle' && voxlane.transcript && voxlane.transcript.status === 'completed'",
-                         60, "the transcript to complete")
-        tid = state["id"]
+    admitted, release = asyncio.Event(), asyncio.Event()
+    occupant = asyncio.create_task(occupy(server.url, audio[: 16000 * 6], admitted, release))
+    await asyncio.wait_for(admitted.wait(), 60)
+    try:
+        async with chromium(wav) as page:
+            await page.call("Page.navigate", url=server.url + "/")
+            await page.until("document.readyState === 'complete' && !!window.voxlane", 20, "the page")
+            await page.js(MIC_CLOCK)
+            await page.click("[data-testid=start]")
+            banner = await page.until(
+                "(b => !b.hidden && b.textContent.includes('busy') && b.textContent.trim())"
+                "(document.querySelector('[data-testid=error-banner]'))", 20, "the busy message")
+            assert "Trying again" in banner
+            assert await page.js("window.__micOpenedAt === undefined"), "the microphone opened before admission"
+            release.set()
+            await occupant
+            await page.until("voxlane.state === 'live'", 30, "admission after the retry")
+            state = json.loads(await page.js(STATE))
+            assert state["mode"] == "webrtc" and state["banner"] is None, state
+            await asyncio.sleep(3.0)
+            await page.click("[data-testid=stop]")
+            await page.until("voxlane.state === 'idle' && voxlane.transcript"
+                             " && voxlane.transcript.status === 'completed'", 60, "the transcript to complete")
+            tid = state["id"]
+    finally:
+        release.set()
+        await asyncio.gather(occupant, return_exceptions=True)
     rec = recording(server, tid)
     offset, corr = start_offset(rec, audio)
     assert offset >= -0.05 and corr >= 0.8, (offset, corr)
