@@ -108,7 +108,7 @@ async def transcribe_files(settings: Settings, files: list[Path], fmt: str, outp
         settings.data_dir = tmp
         settings.database_url = None  # a throwaway SQLite file in the temporary folder
         # no live audio here: the backend is not calibrated for live streams it will never see
-        services = await composition.build(settings, role=Role(api=False, live=False, jobs=True))
+        services = await composition.build(settings, role=Role.worker())
         store = services.store
         durations = []
         for f in files:

@@ -29,7 +29,7 @@ from webrtc_support import recording, start_loopback_server, start_offset
 
 from bench.metrics import wer_counts
 from media import float_to_s16
-from server.cli.live_client import create_transcript, load_pcm16k, ws_url
+from server.cli.live_client import StreamRecord, create_transcript, load_pcm16k, stop_and_settle, ws_url
 from tests.process_support import stop_process
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -239,10 +239,15 @@ async def occupy(base: str, audio: np.ndarray, admitted: asyncio.Event, release:
         await ws.send(json.dumps({"action": "start",
                                   "params": {"format": "pcm_s16le", "sample_rate": 16000, "channels": 1}}))
 
+        rec, done = StreamRecord(tid), asyncio.Event()
+
         async def read() -> None:
             async for raw in ws:
-                if json.loads(raw)["type"] == "status":
+                message = json.loads(raw)
+                if message["type"] == "status":
                     admitted.set()
+                    if message["data"]["status"] == "completed" and rec.stopped is not None:
+                        done.set()
 
         reader = asyncio.create_task(read())
         step = 1600  # 100 ms frames
@@ -252,9 +257,7 @@ async def occupy(base: str, audio: np.ndarray, admitted: asyncio.Event, release:
             i = (i + step) % len(audio)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(release.wait(), 0.1)
-        await ws.send(json.dumps({"action": "stop", "params": {}}))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(reader, 30)
+        await stop_and_settle(ws, rec, done, 30)
         reader.cancel()
 
 
