@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from server.http.auth import AUTHENTICATED, required_scope
 
 REF = "#/components/schemas/{model}"
+Item = TypeVar("Item", bound=BaseModel)
 
 
 class ErrorBody(BaseModel):
@@ -49,6 +50,16 @@ class Param:
     enum: tuple[str, ...] | None = None
     minimum: int | None = None  # the bounds the route enforces (int_param), so generated clients stay inside them
     maximum: int | None = None
+
+
+class Page(BaseModel, Generic[Item]):
+    """A paged list's body, as :func:`server.routes.common.page_of` writes it; each list subclasses it with its
+    item, so the spec names the page after its list (``RoomPage``) and not after the generic."""
+
+    items: list[Item]
+    total: int
+    page: int
+    size: int
 
 
 def page_params() -> list[Param]:

@@ -13,7 +13,7 @@ from protocol import Word
 from server.features.exports import FORMATS
 from server.http.docs_page import DOCS_HTML
 from server.http.errors import ApiError
-from server.http.openapi import Param, document, page_params
+from server.http.openapi import Page, Param, document, page_params
 from server.routes.common import services
 from server.routes.transcripts import TranscriptCreate, TranscriptUpdate
 from server.storage.base import TRANSCRIPT_STATUSES
@@ -93,11 +93,8 @@ class TranscriptDetail(Transcript):
     segments: list[Segment]
 
 
-class TranscriptPage(BaseModel):
-    items: list[Transcript]
-    total: int
-    page: int
-    size: int
+class TranscriptPage(Page[Transcript]):
+    pass
 
 
 V = "/v1/transcripts"

@@ -10,6 +10,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from protocol.messages import KeyTerms
 from server.features.meetings.platforms import PLATFORMS
+from server.http.openapi import Page
 
 PlatformName = Literal[PLATFORMS]  # type: ignore[valid-type]
 
@@ -59,11 +60,8 @@ class Room(RoomSettings):
     updated_at: str
 
 
-class RoomPage(BaseModel):
-    items: list[Room]
-    total: int
-    page: int
-    size: int
+class RoomPage(Page[Room]):
+    pass
 
 
 class MeetingCreate(BaseModel):
@@ -97,11 +95,8 @@ class Meeting(BaseModel):
     created_at: str
 
 
-class MeetingPage(BaseModel):
-    items: list[Meeting]
-    total: int
-    page: int
-    size: int
+class MeetingPage(Page[Meeting]):
+    pass
 
 
 class JoinBody(BaseModel):

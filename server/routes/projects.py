@@ -13,7 +13,7 @@ from starlette.routing import Route
 from protocol.messages import KeyTerms
 from server.http.auth import principal
 from server.http.errors import ApiError
-from server.http.openapi import document, page_params
+from server.http.openapi import Page, document, page_params
 from server.http.visibility import visible_project
 from server.routes.common import json_body, owned_page, patch_body, services
 
@@ -71,11 +71,8 @@ class Project(ProjectPublic):
     updated_at: str
 
 
-class ProjectPage(BaseModel):
-    items: list[Project]
-    total: int
-    page: int
-    size: int
+class ProjectPage(Page[Project]):
+    pass
 
 
 def project_out(row: dict[str, Any]) -> dict[str, Any]:

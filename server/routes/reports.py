@@ -23,7 +23,7 @@ from starlette.routing import Route
 from server.features import reports
 from server.http.auth import principal
 from server.http.errors import ApiError
-from server.http.openapi import document, page_params
+from server.http.openapi import Page, document, page_params
 from server.routes.common import json_body, page_of, paging, services
 from server.routes.projects import load_project, load_project_part
 
@@ -85,11 +85,8 @@ class Report(BaseModel):
                                           " with conversation_id, start seconds, time and url), conversations")
 
 
-class ReportPage(BaseModel):
-    items: list[Report]
-    total: int
-    page: int
-    size: int
+class ReportPage(Page[Report]):
+    pass
 
 
 def report_out(row: dict[str, Any], with_result: bool = True) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from server.features.webhooks import EVENTS, SIGNATURE_HEADER, TIMESTAMP_HEADER, send_test
 from server.http.errors import ApiError
-from server.http.openapi import Param, document, page_params
+from server.http.openapi import Page, Param, document, page_params
 from server.http.outbound import OutboundGuard, OutboundRefused
 from server.routes.common import json_body, page_of, paging, services
 from server.routes.projects import load_project, load_project_part
@@ -89,11 +89,8 @@ class Delivery(BaseModel):
     payload: dict[str, Any] = Field(description="the JSON body, exactly as sent")
 
 
-class DeliveryPage(BaseModel):
-    items: list[Delivery]
-    total: int
-    page: int
-    size: int
+class DeliveryPage(Page[Delivery]):
+    pass
 
 
 def webhook_out(row: dict[str, Any]) -> dict[str, Any]:
