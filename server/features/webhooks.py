@@ -42,7 +42,7 @@ import httpx
 
 from server.http.outbound import OutboundGuard, OutboundRefused, guarded_client
 from server.jobs.queue import Job
-from server.jobs.runner import Task
+from server.jobs.runner import Task, in_status
 from server.storage.base import utcnow
 
 if TYPE_CHECKING:
@@ -227,8 +227,8 @@ class WebhookSender:
             self._client = None
 
     async def attempt(self, services: Outbox, delivery_id: str) -> None:
-        row = await self.store.get_delivery(delivery_id)
-        if row is None or row["status"] != "pending":
+        row = await in_status(self.store.get_delivery(delivery_id), "pending")
+        if row is None:
             return  # delivered, failed, or its endpoint deleted
         await self._attempt_once(services, row)
 

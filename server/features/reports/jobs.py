@@ -27,7 +27,7 @@ from server.features.reports import compose
 from server.features.speakers import named_segments
 from server.features.webhooks import emit_project_event
 from server.jobs.queue import Job
-from server.jobs.runner import REPORTS_LANE, Task
+from server.jobs.runner import REPORTS_LANE, Task, in_status
 from server.storage.base import utcnow
 
 if TYPE_CHECKING:
@@ -120,8 +120,8 @@ async def start_report(services: SummaryParts, *, project_id: str, owner: str | 
 
 async def summarize_conversation(ctx: JobContext[SummaryParts]) -> None:
     services, rid, cid = ctx.services, ctx.args["report_id"], ctx.args["conversation_id"]
-    report = await services.store.get_report(rid)
-    if report is None or report["status"] != "summarizing" or cid in report["progress"]:
+    report = await in_status(services.store.get_report(rid), "summarizing")
+    if report is None or cid in report["progress"]:
         return  # deleted, past phase one, or this conversation is done (a retry after the note committed)
     transcript = await services.store.get_transcript(cid)
     if transcript is None:
@@ -144,8 +144,8 @@ async def _note(services: SummaryParts, report_id: str, conversation_id: str, st
     """Count the conversation once; the last one to be counted starts phase two (same transaction)."""
     store = services.store
     async with store.transaction():
-        row = await store.record_report_item(report_id, conversation_id, state)
-        if row is None or row["status"] != "summarizing":
+        row = await in_status(store.record_report_item(report_id, conversation_id, state), "summarizing")
+        if row is None:
             return
         if all(cid in row["progress"] for cid in row["conversations"]):
             if await store.transition_report(report_id, ("summarizing",), "generating") is not None:
@@ -158,8 +158,8 @@ async def _note(services: SummaryParts, report_id: str, conversation_id: str, st
 async def generate_report(ctx: JobContext[SummaryParts]) -> None:
     services, rid = ctx.services, ctx.args["report_id"]
     store = services.store
-    report = await store.get_report(rid)
-    if report is None or report["status"] != "generating":
+    report = await in_status(store.get_report(rid), "generating")
+    if report is None:
         return
     infos: list[compose.ConversationInfo] = []
     transcripts: dict[str, dict[str, Any]] = {}

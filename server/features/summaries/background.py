@@ -18,7 +18,7 @@ from server.features.speakers import named_segments
 from server.features.summaries.llm import LlmError, summarize_texts
 from server.features.summaries.result import SummaryResult, transcript_text
 from server.jobs.queue import Job
-from server.jobs.runner import Task
+from server.jobs.runner import Task, in_status
 from server.storage.base import isoformat
 
 if TYPE_CHECKING:
@@ -98,14 +98,13 @@ async def request_summary(services: SummaryParts, *, owner: str | None, texts: l
 
 
 async def run_summary_request(ctx: JobContext[SummaryParts]) -> None:
-    services, job_id = ctx.services, ctx.args["job_id"]
-    store = services.store
-    row = await store.get_summary_job(job_id)
-    if row is None or row["status"] != "processing":
+    store, job_id = ctx.services.store, ctx.args["job_id"]
+    row = await in_status(store.get_summary_job(job_id), "processing")
+    if row is None:
         return
     req = row["request"] or {}
     try:
-        result = await summarize_texts(services.settings, list(req.get("texts") or []),
+        result = await summarize_texts(ctx.services.settings, list(req.get("texts") or []),
                                        model_name=req.get("model_name"), max_words=req.get("max_words"),
                                        fallback=False)
     except LlmError as exc:  # the LLM's answer, not ours to retry: the job failed
@@ -113,7 +112,7 @@ async def run_summary_request(ctx: JobContext[SummaryParts]) -> None:
         return
     tid = req.get("transcript_id")
     if tid and await store.update_transcript(tid, summary=result.stored()) is not None:
-        await services.hub.publish(tid, result.message())
+        await ctx.services.hub.publish(tid, result.message())
     await store.update_summary_job(job_id, status="completed", message="summary ready", progress=100.0,
                                    result=result_body(result, req.get("format") or "paragraph"))
 
