@@ -302,14 +302,18 @@ class ErrorEvent(ServerEvent):
     error: ErrorDetail
 
 
-class SessionCreated(ServerEvent):
+class _SessionEvent(ServerEvent):
+    """An event that carries the effective session (on connect, and after each ``session.update``)."""
+
+    session: TranscriptionSession
+
+
+class SessionCreated(_SessionEvent):
     type: Literal["session.created"] = "session.created"
-    session: TranscriptionSession
 
 
-class SessionUpdated(ServerEvent):
+class SessionUpdated(_SessionEvent):
     type: Literal["session.updated"] = "session.updated"
-    session: TranscriptionSession
 
 
 class SpeechStarted(ServerEvent):

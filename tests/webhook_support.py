@@ -19,12 +19,15 @@ BODY_OF_A_REFUSAL = b"no: db=postgres://admin:hunter2@10.0.0.7"
 @dataclass
 class Hit:
     path: str
-    event_id: str
     event: dict[str, Any]
     headers: dict[str, str]
     status: int
     signed: bool
     at: float = field(default_factory=time.monotonic)
+
+    @property
+    def event_id(self) -> str:
+        return self.event["id"]
 
 
 class Receiver:
@@ -64,7 +67,7 @@ class Receiver:
         with self.lock:
             seen = sum(1 for h in self.hits if h.event_id == event["id"] and h.path == path)
             status = self.status or (500 if seen < self.fail_first else 200)
-            self.hits.append(Hit(path, event["id"], event, headers, status, signed))
+            self.hits.append(Hit(path, event, headers, status, signed))
         reply = BODY_OF_A_REFUSAL if status >= 300 else b"ok"
         handler.send_response(status)
         for name, value in self.headers.items():

@@ -24,6 +24,12 @@ def _at(name: str, nullable: bool = False) -> Column:
     return Column(name, UTCDateTime, nullable=nullable)
 
 
+def _stamps() -> tuple[Column, Column]:
+    """When a row was made and last written: the store sets both on insert and moves ``updated_at`` on every
+    write of the row."""
+    return _at("created_at"), _at("updated_at")
+
+
 transcripts = Table(
     "transcripts", metadata,
     _id(),
@@ -31,8 +37,7 @@ transcripts = Table(
     Column("status", ClientText, nullable=False),
     Column("source_language", ClientText),
     Column("owner", ClientText),
-    _at("created_at"),
-    _at("updated_at"),
+    *_stamps(),
     Column("duration", Float),
     _json("participants", "[]"),
     Column("summary", JSONText),
@@ -95,8 +100,7 @@ chunks = Table(
     Column("merged", Integer, nullable=False, server_default="0"),
     _json("options", "{}"),
     Column("progress", Float),
-    _at("created_at"),
-    _at("updated_at"),
+    *_stamps(),
     Index("chunks_transcript", "transcript_id", "idx"),
     Index("chunks_status", "status"),
     Index("chunks_position", "transcript_id", "idx", unique=True,
@@ -111,8 +115,7 @@ projects = Table(
     _json("portal", "{}"),
     Column("owner", ClientText),
     _json("key_terms", "[]"),
-    _at("created_at"),
-    _at("updated_at"),
+    *_stamps(),
 )
 
 # No foreign key to projects (as in the first schema): the kiosk removes a project's conversations itself.
@@ -171,8 +174,7 @@ webhook_deliveries = Table(
     _at("next_attempt_at", nullable=True),
     Column("last_error", ClientText),
     Column("response_status", Integer),
-    _at("created_at"),
-    _at("updated_at"),
+    *_stamps(),
     _at("delivered_at", nullable=True),
     Index("webhook_deliveries_event", "webhook_id", "event_id", unique=True),
     Index("webhook_deliveries_due", "status", "next_attempt_at"),
@@ -188,8 +190,7 @@ summary_jobs = Table(
     Column("progress", Float, nullable=False, server_default="0"),
     _json("request", "{}"),
     Column("result", JSONText),
-    _at("created_at"),
-    _at("updated_at"),
+    *_stamps(),
     Index("summary_jobs_created", "created_at"),
 )
 
@@ -207,8 +208,7 @@ reports = Table(
     _json("progress", "{}"),
     Column("result", JSONText),
     Column("error", ClientText),
-    _at("created_at"),
-    _at("updated_at"),
+    *_stamps(),
     _at("completed_at", nullable=True),
     Index("reports_project", "project_id", "created_at"),
 )
@@ -245,8 +245,7 @@ rooms = Table(
     Column("project_id", ClientText),
     Column("platform", ClientText, nullable=False),
     _json("settings", "{}"),
-    _at("created_at"),
-    _at("updated_at"),
+    *_stamps(),
     Index("rooms_owner", "owner", "created_at"),
 )
 
