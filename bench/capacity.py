@@ -198,6 +198,19 @@ def keeps_up(level: dict[str, Any], first: dict[str, Any] | None, limit_p95: flo
     return None
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--capacity", action="store_true",
+                   help="instead: for each of --capacity-levels, a burst of N clients streaming whole files of"
+                        " continuous speech (default the LJSpeech files) at real time, waiting out refusals as"
+                        " the protocol asks: admitted at once/later/never, commit p50/p95 of mid-file words"
+                        " aligned to the reference, WER, lag growth, event-loop delay, threads, CPU")
+    p.add_argument("--capacity-levels", default="1,8,16", help="capacity: burst sizes, one level each")
+    p.add_argument("--capacity-p95", type=float, default=2.5, help="capacity: commit p95 limit in seconds")
+    p.add_argument("--capacity-pause", type=float, default=5.0, help="capacity: seconds between levels")
+    p.add_argument("--max-wait", type=float, default=300.0,
+                   help="capacity: longest a client waits out refusals before it gives up")
+
+
 async def run_capacity(args: argparse.Namespace, levels: list[int], files: list[str], refs: dict[str, Any],
                        audio: dict[str, np.ndarray], pid: int | None) -> dict[str, Any]:
     """Every level in turn (a pause between them: the server's measurements of one level are not the next's)."""

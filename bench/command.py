@@ -25,6 +25,12 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from bench.capacity import add_arguments as capacity_arguments
+    from bench.faults import add_arguments as fault_arguments
+    from bench.overload import add_arguments as overload_arguments
+    from bench.queue import add_arguments as queue_arguments
+    from bench.soak import add_arguments as soak_arguments
+
     p.add_argument("--url", default=None, help=f"server base URL (default {DEFAULT_URL}; --flood without it starts"
                                                 " a server of its own)")
     p.add_argument("--audio-dir", default=str(DEFAULT_AUDIO), help="folder with references.json")
@@ -79,29 +85,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--families", default="", help="flood: comma-separated families to run (default: all)")
     p.add_argument("--frame-kb", type=int, default=256, help="flood: binary frame size (the server's"
                                                               " VOXLANE_MAX_FRAME_KB)")
-    p.add_argument("--capacity", action="store_true",
-                   help="instead: for each of --capacity-levels, a burst of N clients streaming whole files of"
-                        " continuous speech (default the LJSpeech files) at real time, waiting out refusals as"
-                        " the protocol asks: admitted at once/later/never, commit p50/p95 of mid-file words"
-                        " aligned to the reference, WER, lag growth, event-loop delay, threads, CPU")
-    p.add_argument("--capacity-levels", default="1,8,16", help="capacity: burst sizes, one level each")
-    p.add_argument("--capacity-p95", type=float, default=2.5, help="capacity: commit p95 limit in seconds")
-    p.add_argument("--capacity-pause", type=float, default=5.0, help="capacity: seconds between levels")
-    p.add_argument("--max-wait", type=float, default=300.0,
-                   help="capacity: longest a client waits out refusals before it gives up")
-    p.add_argument("--overload", type=int, default=0, metavar="STREAMS",
-                   help="instead: start this many live streams (more than the server's capacity), --stagger-s apart;"
-                        " admitted ones' commit latency against --latency-target, refused ones' answers")
-    p.add_argument("--stagger-s", type=float, default=2.0, help="overload: seconds between stream starts")
-    p.add_argument("--latency-target", type=float, default=2.0,
-                   help="overload: the server's VOXLANE_LATENCY_TARGET_S, to compare the admitted streams with")
-    p.add_argument("--soak", type=float, default=0, metavar="MINUTES",
-                   help="instead: one stream this long, real speech between 60-120 s silences, at real time;"
-                        " reports the server's RSS, asyncio tasks and lag over time (leaks, growing lag)")
-    p.add_argument("--soak-speed", type=float, default=1.0, help="soak: x real time (1: real time)")
-    p.add_argument("--soak-silence-speed", type=float, default=None,
-                   help="soak: x real time for the silences, each clip still waiting for the server to catch up")
-    p.add_argument("--soak-sample-s", type=float, default=60.0, help="soak: a sample every this many audio seconds")
+    capacity_arguments(p)
+    overload_arguments(p)
+    soak_arguments(p)
     p.add_argument("--fanout", action="store_true",
                    help="instead: two nodes on one Redis; stream one file (--files, default a sonnet) to --url and"
                         " time its finals, word commits and messages reaching a subscriber on --url-b against one"
@@ -116,9 +102,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--key-terms", dest="key_terms", action="store_true",
                    help="instead, no server: transcribe the files with the file pipeline without key terms, with"
                         " each file's own (from its reference) and with all of them; WER and key-term hit rate")
-    from bench.faults import add_arguments as fault_arguments
-    from bench.queue import add_arguments as queue_arguments
-
     queue_arguments(p)
     fault_arguments(p)
 

@@ -67,6 +67,15 @@ async def stream_or_refused(base: str, audio: np.ndarray, *, name: str, token: s
     return rec, None
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overload", type=int, default=0, metavar="STREAMS",
+                   help="instead: start this many live streams (more than the server's capacity), --stagger-s apart;"
+                        " admitted ones' commit latency against --latency-target, refused ones' answers")
+    p.add_argument("--stagger-s", type=float, default=2.0, help="overload: seconds between stream starts")
+    p.add_argument("--latency-target", type=float, default=2.0,
+                   help="overload: the server's VOXLANE_LATENCY_TARGET_S, to compare the admitted streams with")
+
+
 async def run_overload(args: argparse.Namespace, files: list[str], refs: dict[str, Any],
                        audio: dict[str, Any]) -> dict[str, Any]:
     from bench.metrics import level_figures

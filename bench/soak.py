@@ -192,6 +192,16 @@ async def soak_stream(url: str, program: list[Piece], audio_dir: Path, *, speed:
     return rec
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--soak", type=float, default=0, metavar="MINUTES",
+                   help="instead: one stream this long, real speech between 60-120 s silences, at real time;"
+                        " reports the server's RSS, asyncio tasks and lag over time (leaks, growing lag)")
+    p.add_argument("--soak-speed", type=float, default=1.0, help="soak: x real time (1: real time)")
+    p.add_argument("--soak-silence-speed", type=float, default=None,
+                   help="soak: x real time for the silences, each clip still waiting for the server to catch up")
+    p.add_argument("--soak-sample-s", type=float, default=60.0, help="soak: a sample every this many audio seconds")
+
+
 def run_soak_command(args: argparse.Namespace, audio_dir: Path, refs: dict[str, Any]) -> dict[str, Any]:
     """``voxlane bench --soak MINUTES``: real time, one stream; the caller prints and writes the result."""
     from bench.process import find_server_pid
