@@ -30,6 +30,7 @@ from webrtc_support import recording, start_loopback_server, start_offset
 from bench.metrics import wer_counts
 from media import float_to_s16
 from server.cli.live_client import StreamRecord, create_transcript, load_pcm16k, stop_and_settle, ws_url
+from tests.http_support import TLS
 from tests.process_support import stop_process
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -126,6 +127,10 @@ MIC_CLOCK = """(() => {
   md.getUserMedia = async (c) => { const s = await open(c); window.__micOpenedAt = performance.now(); return s; };
 })()"""
 
+CAPTURED = ("voxlane.pc.getStats().then(r => { let s = 0; r.forEach(x => { if (x.type === 'media-source' && "
+            "x.kind === 'audio') s = x.totalSamplesDuration || 0; }); return s; })")
+"""Seconds of audio the page's microphone track has captured (its WebRTC source statistics)."""
+
 STATE = ("typeof voxlane === 'undefined' ? JSON.stringify({url: location.href, room: window.room && "
          "{state: room.state, role: room.role, id: room.participantId}}) : "
          "JSON.stringify({state: voxlane.state, mode: voxlane.mode, id: voxlane.transcriptId, "
@@ -187,9 +192,10 @@ async def test_web_client_records_and_transcribes(server, audio_dir, references)
         await page.until("voxlane.state === 'live'", 20, "the microphone to go live")
         state = json.loads(await page.js(STATE))
         assert state["mode"] == "webrtc", state  # not the WebSocket fallback
-        # the fake microphone plays the file from getUserMedia on, then silence: stop as the file ends
-        playing = await page.js("(performance.now() - window.__micOpenedAt) / 1000")
-        await asyncio.sleep(max(0.0, duration - playing))
+        # the fake microphone plays the file from getUserMedia on, then silence: stop once the page has captured
+        # the file's length (on a busy machine the capture runs behind the wall clock: a stop on the clock cut the
+        # file's last seconds off before the page had them)
+        await page.until(f"{CAPTURED}.then(s => s >= {duration:.3f})", duration + 60, "the page to capture the file")
         await page.click("[data-testid=stop]")
         stopped_at = await page.js("(performance.now() - window.__micOpenedAt) / 1000")
         await page.until("voxlane.state === 'idle' && voxlane.transcript && voxlane.transcript.status === 'completed'",
@@ -213,7 +219,7 @@ async def test_web_client_records_and_transcribes(server, audio_dir, references)
     assert errors / words <= 0.25, (text, page_text, console[-20:])
 
     # the same transcript is stored
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(verify=TLS, timeout=10) as http:
         row = (await http.get(f"{server.url}/v1/transcripts/{tid}")).json()
     assert row["status"] == "completed"
     assert [s["text"] for s in row["segments"]] == page_segments
