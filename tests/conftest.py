@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.hang_watch import pytest_runtest_call  # noqa: F401 - a hook: what a hung test waits on
+from tests.http_support import TLS
 from tests.process_support import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +74,7 @@ def start_server(tmp: Path, **env: str) -> RunningServer:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
         try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
+            if httpx.get(url + "/health", timeout=1, verify=TLS).status_code == 200:
                 return RunningServer(url, data, proc, log_path)
         except httpx.HTTPError:
             pass

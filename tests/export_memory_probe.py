@@ -23,6 +23,7 @@ import uvicorn
 
 from server.app import create_app
 from server.settings import Settings
+from tests.http_support import TLS
 from tests.rest_support import reference
 
 SMALL, BIG = 40, 160
@@ -55,7 +56,7 @@ async def streamed_peak(base: str, project_id: str) -> tuple[int, int]:
     received = 0
     tracemalloc.start()
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+        async with httpx.AsyncClient(verify=TLS, base_url=base, timeout=120) as client:
             async with client.stream("GET", f"/api/projects/{project_id}/transcripts") as r:
                 assert r.status_code == 200 and r.headers["content-type"] == "application/zip", r.status_code
                 async for chunk in r.aiter_bytes():
@@ -85,7 +86,7 @@ async def probe(data_dir: str) -> dict[str, Any]:
             await streamed_peak(base, small)  # warm up: imports, the first connection
             (peak_small, received_small), (peak_big, received_big) = [
                 min([await streamed_peak(base, project) for _ in range(READS)]) for project in (small, big)]
-            async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+            async with httpx.AsyncClient(verify=TLS, base_url=base, timeout=120) as client:
                 whole = (await client.get(f"/api/projects/{big}/transcripts")).content
         finally:
             server.should_exit = True

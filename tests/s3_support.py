@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from server.settings import Settings
+from tests.http_support import TLS
 from tests.process_support import stop_process
 
 ACCESS_KEY = SECRET_KEY = "testing"
@@ -81,7 +82,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
         if process.poll() is not None:
             raise RuntimeError(f"moto_server exited at start (is moto[server] installed?):\n{log_path.read_text()}")
         try:
-            httpx.get(server.endpoint, timeout=1)
+            httpx.get(server.endpoint, timeout=1, verify=TLS)
             break
         except httpx.HTTPError:
             if time.monotonic() > deadline:

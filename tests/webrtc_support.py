@@ -10,6 +10,7 @@ import numpy as np
 from conftest import RunningServer, start_server
 
 from media import decode_file
+from tests.http_support import TLS
 
 LOOPBACK = "127.0.0.1"
 
@@ -46,7 +47,7 @@ def start_offset(received: np.ndarray, original: np.ndarray, rate: int = 16000) 
 
 async def wait_transcript(server: RunningServer, transcript_id: str, status: str, within: float = 60) -> dict:
     row: dict = {}
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(verify=TLS, timeout=10) as http:
         for _ in range(int(within / 0.2)):
             row = (await http.get(f"{server.url}/v1/transcripts/{transcript_id}")).json()
             if row.get("status") == status:
@@ -56,7 +57,7 @@ async def wait_transcript(server: RunningServer, transcript_id: str, status: str
 
 
 async def health(server: RunningServer) -> dict:
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(verify=TLS, timeout=10) as http:
         return (await http.get(f"{server.url}/health?verbose=1")).json()
 
 

@@ -15,6 +15,7 @@ import websockets
 from bench.metrics import wer_counts
 from tests.conftest import start_server, stop_server
 from tests.db_support import fetch_rows
+from tests.http_support import TLS
 from tests.rest_support import AUDIO, Api, creds, read_wav, reference, wav_bytes
 
 pytest_plugins = ("tests.rest_fixtures",)
@@ -142,7 +143,7 @@ async def test_kill_9_loses_nothing(tmp_path, empty_database_url):
     env = {"VOXLANE_REST_WORKERS": "1", "VOXLANE_CPU_THREADS": "2", "VOXLANE_DATABASE_URL": empty_database_url}
     srv = start_server(tmp_path, **env)
     try:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
+        async with httpx.AsyncClient(verify=TLS, base_url=srv.url, timeout=60) as c:
             r = await c.post("/api/transcribe/", files={"file": ("long.wav", (AUDIO / long_file).read_bytes())})
             job_id = r.json()["job_id"]
             # a kiosk chunk confirmed behind it waits in the queue (one worker)
@@ -171,7 +172,7 @@ async def test_kill_9_loses_nothing(tmp_path, empty_database_url):
     stray.write_bytes(b"RIFF" + b"\0" * 1000)
     srv = start_server(tmp_path, **env)
     try:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
+        async with httpx.AsyncClient(verify=TLS, base_url=srv.url, timeout=60) as c:
             deadline = time.monotonic() + 90
             while (status := (await c.get(f"/api/transcribe/status/{job_id}")).json())["status"] != "completed":
                 assert status["status"] == "processing" and time.monotonic() < deadline, status

@@ -17,6 +17,7 @@ import pytest
 
 from bench.metrics import wer_counts
 from protocol import Participant, StartParams
+from tests.http_support import TLS
 from tests.rest_support import AUDIO, Api, read_wav, reference, upload_url, wav_bytes
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ async def kiosk_conversation(api: Api) -> str:
 
 
 async def put_to_bucket(url: dict, data: bytes) -> None:
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=TLS) as client:
         r = await client.put(url["url"], content=data, headers=url["headers"])
     assert r.status_code == 200, r.text
 

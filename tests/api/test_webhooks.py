@@ -15,6 +15,7 @@ from server.features.webhooks import emit_event, emit_project_event
 from server.settings import Settings
 from tests.conftest import start_server, stop_server
 from tests.db_support import fetch_rows
+from tests.http_support import TLS
 from tests.rest_support import AUDIO, JWT_SECRET, LOOPBACK_RECEIVERS, Api, read_wav, wav_bytes
 from tests.webhook_support import BODY_OF_A_REFUSAL, SECRET, Receiver
 
@@ -188,7 +189,7 @@ async def test_deliveries_survive_a_kill_and_restart(tmp_path, database_url):
            "VOXLANE_DATABASE_URL": database_url, "VOXLANE_ASR_BACKEND": "synthetic", "VOXLANE_DIARIZATION": "off"}
     srv = start_server(tmp_path, VOXLANE_WEBHOOK_RETRY_BASE="4", **env)
     try:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
+        async with httpx.AsyncClient(verify=TLS, base_url=srv.url, timeout=60) as c:
             pid = (await c.post("/api/projects", json={"title": "durable"})).json()["id"]
             base = f"/api/projects/{pid}/webhooks"
             wid = (await c.post(base, json={"url": receiver.url + "/", "secret": SECRET})).json()["id"]
@@ -229,7 +230,7 @@ async def test_deliveries_survive_a_kill_and_restart(tmp_path, database_url):
 
     srv = start_server(tmp_path, VOXLANE_WEBHOOK_RETRY_BASE="0.2", **env)
     try:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=60) as c:
+        async with httpx.AsyncClient(verify=TLS, base_url=srv.url, timeout=60) as c:
             await until(lambda: all_settled(c, pid, wid, 3), 60, "every delivery settled after the restart")
             await asyncio.sleep(0.6)
             rows = await deliveries(c, pid, wid)

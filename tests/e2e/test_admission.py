@@ -27,6 +27,7 @@ from asr.session import StreamSession
 from asr.vad import SileroModel
 from bench.metrics import wer_counts
 from server.cli.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, ws_url
+from tests.http_support import TLS
 
 SPEECH = "single/librispeech_2412-153948-0000.wav"  # 11.7 s
 SECRET = "admission-tests-secret-0123456789abcdef"
@@ -54,7 +55,7 @@ async def try_start(server: RunningServer, transcript_id: str, tok: str | None =
 
 async def wait_live(server: RunningServer, transcript_id: str, tok: str | None = None) -> None:
     headers = {"Authorization": f"Bearer {tok}"} if tok else {}
-    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=10) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=server.url, headers=headers, timeout=10) as http:
         for _ in range(300):
             if (await http.get(f"/v1/transcripts/{transcript_id}")).json().get("status") == "live":
                 return
@@ -103,7 +104,7 @@ async def test_per_address_cap_refuses_streams_offers_and_keeps_the_admitted_str
 
     other = await create_transcript(srv.url, "refused")
     assert_refused(await try_start(srv, other), "RATE_LIMITED", "per_address")
-    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=srv.url, timeout=30) as http:
         r = await http.post(f"/v1/transcripts_webrtc/{other}/offer", json={"type": "request"})
         assert r.status_code == 429, r.text
         assert int(r.headers["retry-after"]) > 0
@@ -123,7 +124,7 @@ async def test_concurrent_uploads_beyond_the_limit_get_429_and_the_first_is_rece
         await release.wait()  # the first upload is still being received while the second arrives
         yield body[len(body) // 2:]
 
-    async with httpx.AsyncClient(base_url=srv.url, timeout=60) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=srv.url, timeout=60) as http:
         a, b = await create_transcript(srv.url, "upload-a"), await create_transcript(srv.url, "upload-b")
         first = asyncio.create_task(http.post(f"/v1/transcripts_audio/{a}/upload", content=slow_body(),
                                               headers={"Content-Type": "audio/wav"}))
@@ -160,7 +161,7 @@ async def test_per_token_and_hard_caps(private_server, speech, references):
         await wait_live(srv, bob_tid, bob)
         assert_refused(await try_start(srv, await create_transcript(srv.url, "carol", carol), carol),
                        "OVERLOADED", "max_live_streams")
-        async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+        async with httpx.AsyncClient(verify=TLS, base_url=srv.url, timeout=30) as http:
             carol_tid = await create_transcript(srv.url, "carol-rtc", carol)
             r = await http.post(f"/v1/transcripts_webrtc/{carol_tid}/offer", json={"type": "request"},
                                 headers={"Authorization": f"Bearer {carol}"})
@@ -183,7 +184,7 @@ async def test_streams_served_past_the_target_refuse_the_next_and_keep_their_own
             srv.url, "first")))
         second = asyncio.create_task(stream_audio(srv.url, longer, transcript_id=await create_transcript(
             srv.url, "second, always served")))
-        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+        async with httpx.AsyncClient(verify=TLS, base_url=srv.url, timeout=10) as http:
             for _ in range(600):  # until the streams' commits have been measured and judged
                 health = (await http.get("/health", params={"verbose": "1"})).json()
                 text = (await http.get("/metrics")).text
@@ -201,7 +202,7 @@ async def test_streams_served_past_the_target_refuse_the_next_and_keep_their_own
             assert rec.completed is not None
             errors, words = wer_counts(references[SPEECH]["text"] * 3, rec.final_text)
             assert errors / words < 0.5, rec.final_text
-        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+        async with httpx.AsyncClient(verify=TLS, base_url=srv.url, timeout=10) as http:
             text = (await http.get("/metrics")).text
         reason = err["details"]["reason"]
         assert re.search(rf'^voxlane_admissions_refused_total\{{reason="{reason}"\}} [1-9]', text, re.M), text
@@ -215,7 +216,7 @@ async def test_a_burst_the_calibration_says_the_box_serves_is_admitted_at_once(t
     ``warming_up`` wait, and the headroom it leaves shows in /health and /metrics."""
     srv = start_server(tmp_path, VOXLANE_LATENCY_TARGET_S="30")
     try:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+        async with httpx.AsyncClient(verify=TLS, base_url=srv.url, timeout=10) as http:
             health = (await http.get("/health", params={"verbose": "1"})).json()
             assert health["live_streams"] == 0 and health["live_capacity"] >= 8, health
             assert health["live_headroom"] == health["live_capacity"]
@@ -231,7 +232,7 @@ async def test_a_burst_the_calibration_says_the_box_serves_is_admitted_at_once(t
                     assert msg["type"] != "error", msg
                     if msg["type"] == "status" and msg["data"].get("message") == "receiving audio":
                         break
-            async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+            async with httpx.AsyncClient(verify=TLS, base_url=srv.url, timeout=10) as http:
                 health = (await http.get("/health", params={"verbose": "1"})).json()
                 metrics = (await http.get("/metrics")).text
             assert health["live_streams"] == 8 and health["live_headroom"] == health["live_capacity"] - 8
@@ -408,7 +409,7 @@ async def test_the_readme_script_waits_out_a_refusal_and_loses_no_audio(tmp_path
         text = " ".join(line.split(":", 1)[1] for line in out.decode().splitlines() if ":" in line)
         errors, words = wer_counts(references[SPEECH]["text"], text)
         assert words and errors / words < 0.2, out.decode()
-        async with httpx.AsyncClient(base_url=srv.url, timeout=10) as http:
+        async with httpx.AsyncClient(verify=TLS, base_url=srv.url, timeout=10) as http:
             metrics = (await http.get("/metrics")).text
         assert re.search(r'^voxlane_admissions_refused_total\{reason="max_live_streams"\} [1-9]', metrics, re.M), \
             "the script was never refused: the test proves nothing"

@@ -11,6 +11,7 @@ from asr.vad import SileroModel
 from bench.diarization import der, reference, timeline
 from server.cli.live_client import load_pcm16k, stream_audio
 from tests.e2e.test_participants import wait_done
+from tests.http_support import TLS
 
 PHONE = "multi/pyannote_sample_2spk_phone_conversation.wav"  # 30 s, Diane and Sheila
 SEVEN = "multi/constructed_turns_real_voices_7spk.wav"  # 108 s, 7 voices, exact turns
@@ -86,7 +87,7 @@ async def test_live_stream_is_labelled_corrected_stored_and_renamed(server, audi
     assert turns and all(t["speaker_id"] in ("S1", "S2") and t["end_time"] > t["start_time"] for t in turns)
     ids = [f["segment_id"] for f in finals]
     assert len(ids) == len(set(ids)), "one final per segment, split parts included"
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+    async with httpx.AsyncClient(verify=TLS, base_url=server.url, timeout=30) as client:
         tid = rec.transcript_id
         spk = (await client.get(f"/v1/transcripts/{tid}/speakers")).json()
         assert spk["pass"] == "offline" and {s["label"] for s in spk["speakers"]} == {"Speaker 1", "Speaker 2"}
@@ -113,7 +114,7 @@ async def test_diarization_can_be_turned_off_per_stream(server, audio_dir):
 
 async def test_uploaded_conversation_is_diarized(server, audio_dir):
     """A recorded two-person call uploaded as one file: speakers labelled as in a live stream, turns stored."""
-    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+    async with httpx.AsyncClient(verify=TLS, base_url=server.url, timeout=60) as client:
         tid = (await client.post("/v1/transcripts/", json={"name": "uploaded call"})).json()["id"]
         r = await client.post(f"/v1/transcripts_audio/{tid}/upload",
                               files={"file": ("call.wav", (audio_dir / PHONE).read_bytes(), "audio/wav")})

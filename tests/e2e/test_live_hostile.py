@@ -17,6 +17,7 @@ from bench.metrics import wer_counts
 from media.audio import float_to_s16
 from server.cli.live_client import create_transcript, load_pcm16k, ws_url
 from tests.conftest import served
+from tests.http_support import TLS
 
 SPEECH = "single/librispeech_61-70968-0000.wav"  # 5.3 s
 LONGER = "single/librispeech_2412-153948-0000.wav"  # 11.7 s
@@ -124,7 +125,7 @@ async def test_big_frames_do_not_stall_other_requests(big_frame_server):
             await ws.send(json.dumps({"action": "get_status"}))
 
         sender = asyncio.create_task(flood())
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with httpx.AsyncClient(verify=TLS, timeout=30) as http:
             while not any(map(status_answer, client.of("status"))):
                 t = time.monotonic()
                 assert (await http.get(srv.url + "/health")).status_code == 200

@@ -26,6 +26,7 @@ from bench.metrics import commit_latencies, final_latencies, wer_counts
 from media import float_to_s16
 from server.cli.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, subscribe, ws_url
 from tests.conftest import RunningServer, served
+from tests.http_support import TLS
 
 SPEECH = "single/librispeech_1221-135766_2utt.wav"  # 21.6 s, two utterances
 STUCK_SPEECH = "single/librispeech_2412-153948-0000.wav"  # 11.7 s: longer than the stuck peer may stay
@@ -140,7 +141,7 @@ async def test_stuck_subscriber_delays_nobody_and_is_cut_off(peers_server, audio
     assert closed_by_server(stuck, within=max(1.0, IDLE_TIMEOUT + SEND_TIMEOUT + 10 - (time.monotonic() - t_stuck)))
     stuck.close()
     assert server_rss_mb(peers_server) - rss_before < 200
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(verify=TLS, timeout=10) as client:
         health = (await client.get(peers_server.url + "/health?verbose=1")).json()
     assert health["status"] == "ok"
 
@@ -184,7 +185,7 @@ async def test_publisher_that_goes_silent_is_finished(peers_server, audio_dir):
         assert time.monotonic() - went_quiet >= PUBLISHER_IDLE - 0.5
     finals = [m["data"] for m in messages if m["type"] == "transcription" and m["data"]["is_final"]]
     assert finals and "consequence" in " ".join(f["text"] for f in finals).lower()
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(verify=TLS, timeout=10) as client:
         body = (await client.get(f"{peers_server.url}/v1/transcripts/{tid}")).json()
     assert body["status"] == "completed"
     assert [s["id"] for s in body["segments"]] == [f["segment_id"] for f in finals]

@@ -25,6 +25,7 @@ from bench.metrics import wer_counts
 from media import float_to_s16
 from server.cli.live_client import create_transcript, load_pcm16k, ws_url
 from tests.conftest import RunningServer, start_server, stop_server
+from tests.http_support import TLS
 
 SPEECH = "single/ljspeech_LJ001-0001_0016.wav"  # utterances end at 9.9, 12.1, 22.2 s
 BYTES_PER_SECOND = 16000 * 2
@@ -140,7 +141,7 @@ async def test_disk_full_mid_stream_ends_the_stream_cleanly(small_disk_server, a
     assert np.allclose(stored, audio[: len(stored)], atol=1 / 16384), "stored audio differs from what was sent"
 
     # finals of the stored audio are stored; the transcript completed
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(verify=TLS, timeout=30) as client:
         body = (await client.get(f"{server.url}/v1/transcripts/{tid}")).json()
         assert (await client.get(f"{server.url}/health")).status_code == 200
     assert body["status"] == "completed"

@@ -10,6 +10,7 @@ import httpx
 from bench.diarization import der, live_timeline, reference, rttm_turns
 from server.cli.live_client import StreamRecord, load_pcm16k, stream_audio
 from tests import dialogue
+from tests.http_support import TLS
 
 PHONE = "multi/pyannote_sample_2spk_phone_conversation.wav"  # 30 s, turn gaps 0-0.5 s
 SEVEN = "multi/constructed_turns_real_voices_7spk.wav"  # 108 s, seven voices, turn gaps 0.25-0.9 s
@@ -64,7 +65,7 @@ def purity(segments: list[dict], turns: list[tuple[float, float, str]]) -> tuple
 
 
 async def stored_segments(url: str, transcript_id: str) -> list[dict]:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with httpx.AsyncClient(verify=TLS, base_url=url, timeout=30) as client:
         return (await client.get(f"/v1/transcripts/{transcript_id}")).json()["segments"]
 
 

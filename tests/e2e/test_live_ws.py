@@ -22,6 +22,7 @@ from media.audio import float_to_s16
 from server.cli.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, subscribe, ws_url
 from tests.conftest import served, start_server, stop_server
 from tests.db_support import PgDatabases
+from tests.http_support import TLS
 from tests.rest_support import Api
 
 pytest_plugins = ("tests.rest_fixtures",)
@@ -62,7 +63,7 @@ def stored_server(request: pytest.FixtureRequest, server):
 
 
 async def get_json(url: str) -> dict:
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(verify=TLS, timeout=30) as client:
         r = await client.get(url)
         r.raise_for_status()
         return r.json()
@@ -153,7 +154,7 @@ async def test_live_stream_end_to_end(stored_server, audio_dir, references, sche
         assert w.getframerate() == 16000 and abs(w.getnframes() - len(audio)) < 160
 
     # the stored transcript renders in the usual formats, each read back by a parser that is not ours
-    async with httpx.AsyncClient(base_url=stored_server.url, timeout=30) as client:
+    async with httpx.AsyncClient(verify=TLS, base_url=stored_server.url, timeout=30) as client:
         url = f"/v1/transcripts/{tid}"
         text = (await client.get(url, params={"transcript_format": "text"})).text
         lines, last = [], None  # a speaker's name opens each of their turns (this stream is diarized)

@@ -18,6 +18,7 @@ import pytest
 from bench.metrics import normalize, wer_counts
 from bench.soak import soak_program, soak_stream
 from tests.conftest import RunningServer, served
+from tests.http_support import TLS
 
 MINUTES = 60
 SPEED = 30.0  # x real time for the speech
@@ -79,7 +80,7 @@ async def test_an_hour_stays_flat(soak_server, audio_dir, references):
     assert errors / words < 0.25, said
     assert len(normalize(said)) < 1.3 * words
 
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(verify=TLS, timeout=30) as client:
         body = (await client.get(f"{soak_server.url}/v1/transcripts/{rec.transcript_id}")).json()
     assert body["status"] == "completed"
     assert abs(body["duration"] - rec.audio_seconds) < 1.0

@@ -22,6 +22,7 @@ from test_web_client_e2e import chromium
 from webrtc_support import start_loopback_server
 
 from tests import dialogue
+from tests.http_support import TLS
 
 LINES = [(0, "Good morning, let us start with the budget."), (1, "The travel costs are far too high."),
          (2, "Our lawyers have not read the contract."), (0, "Please book the flights earlier."),
@@ -62,7 +63,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 async def test_three_browsers_meet_and_every_word_keeps_its_speaker(server, tmp_path: Path) -> None:
     tracks, turns = dialogue.render_tracks(tmp_path, LINES)
     length = max(t.end for t in turns) + 1.0
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=server.url, timeout=30) as http:
         room = (await http.post("/v1/rooms/", json={"name": "Budget review"})).json()
         r = await http.post("/v1/meetings/", json={"room_id": room["id"]})
         assert r.status_code == 201, r.text

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.app import create_app
 from server.cli.live_client import create_transcript, load_pcm16k, stream_audio, ws_url
 from server.settings import Settings
+from tests.http_support import TLS
 
 SECRET = "metrics-tests-secret-0123456789abcdef"
 
@@ -49,7 +50,7 @@ def json_server(tmp_path_factory: pytest.TempPathFactory):
 async def test_scrape_after_traffic(json_server, audio_dir):
     srv = json_server
     speech = load_pcm16k(audio_dir / "single/librispeech_61-70968-0000.wav")
-    async with httpx.AsyncClient(base_url=srv.url, timeout=30) as http:
+    async with httpx.AsyncClient(verify=TLS, base_url=srv.url, timeout=30) as http:
         assert (await http.get("/health")).status_code == 200
         missing = await http.get("/v1/transcripts/no-such-transcript")
         assert missing.status_code == 404

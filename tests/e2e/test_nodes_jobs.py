@@ -27,6 +27,7 @@ from tests.conftest import AUDIO
 from tests.db_support import PgDatabases, fetch_rows
 from tests.fault_invariants import assert_invariants
 from tests.fault_proxy import FaultProxy
+from tests.http_support import TLS
 from tests.redis_support import RedisProcess
 from tests.rest_support import reference
 from tests.s3_support import MotoServer
@@ -85,7 +86,7 @@ async def processing(url: str, transcript_id: str) -> bool:
 
 async def kiosk_conversation(base: str, project: str, files: list[str]) -> str:
     """A conversation whose chunks a kiosk PUT straight to the bucket (presigned URLs), confirmed and finished."""
-    async with httpx.AsyncClient(timeout=60) as c:
+    async with httpx.AsyncClient(verify=TLS, timeout=60) as c:
         cid = (await c.post(base + P + "/conversations/initiate", json={"project_id": project})).json()["id"]
         for f in files:
             url = (await c.post(f"{base}{P}/conversations/{cid}/get-upload-url",
@@ -100,7 +101,7 @@ async def kiosk_conversation(base: str, project: str, files: list[str]) -> str:
 
 
 async def conversation(base: str, project: str, cid: str) -> dict:
-    async with httpx.AsyncClient(timeout=30) as c:
+    async with httpx.AsyncClient(verify=TLS, timeout=30) as c:
         return (await c.get(f"{base}{P}/projects/{project}/conversations/{cid}")).json()
 
 
@@ -110,7 +111,7 @@ async def test_a_worker_killed_mid_chunk_leaves_it_to_another_with_one_result_an
     api, w1, w2 = cluster.named("api"), cluster.named("w1"), cluster.named("w2")
     receiver = Receiver(fail_first=0)
     try:
-        async with httpx.AsyncClient(base_url=api.url, timeout=30) as c:
+        async with httpx.AsyncClient(verify=TLS, base_url=api.url, timeout=30) as c:
             pid = (await c.post("/api/projects", json={"title": "kiosk"})).json()["id"]
             r = await c.post(f"/api/projects/{pid}/webhooks", json={"url": receiver.url + "/", "secret": SECRET})
             assert r.status_code == 201, r.text
@@ -175,7 +176,7 @@ async def _single_node_text(tmp_path: Path, files: list[str]) -> str:
 
 
 async def job(base: str, name: str) -> str:
-    async with httpx.AsyncClient(base_url=base, timeout=60) as c:
+    async with httpx.AsyncClient(verify=TLS, base_url=base, timeout=60) as c:
         r = await c.post("/api/transcribe/", files={"file": (name.split("/")[-1], (AUDIO / name).read_bytes())},
                          data={"diarize": "false"})
     assert r.status_code == 202, r.text
@@ -183,7 +184,7 @@ async def job(base: str, name: str) -> str:
 
 
 async def job_done(base: str, job_id: str) -> bool:
-    async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+    async with httpx.AsyncClient(verify=TLS, base_url=base, timeout=30) as c:
         status = (await c.get(f"/api/transcribe/status/{job_id}")).json()
     assert status["status"] != "failed", status
     return status["status"] == "completed"
@@ -301,7 +302,7 @@ async def test_a_node_on_a_store_of_its_own_refuses_to_start(cluster: Cluster):
         assert str(stray.data_dir / "audio") in log and "VOXLANE_S3_BUCKET" in log
         assert "voxlane audio-store adopt" in log
     api = cluster.named("api")  # the nodes on the shared bucket go on
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(verify=TLS, timeout=10) as client:
         assert running(api) and (await client.get(api.url + "/health")).status_code == 200
 
 
@@ -329,7 +330,7 @@ async def test_a_database_that_goes_away_gets_503s_and_loses_nothing_acknowledge
         api, worker = api_and_worker(c)
         jobs = [await job(api.url, name) for name in (SONNET, JFK, SONNET, JFK, SONNET, JFK)]
         pg.stop()
-        async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+        async with httpx.AsyncClient(verify=TLS, base_url=api.url, timeout=30) as client:
             listing = await client.get("/v1/transcripts/")
             refused = await client.post("/api/transcribe/", files={"file": ("j.wav", (AUDIO / JFK).read_bytes())})
         for r in (listing, refused):

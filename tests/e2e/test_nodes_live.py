@@ -30,6 +30,7 @@ from tests.cluster_support import Cluster, Listener, new_transcript
 from tests.conftest import AUDIO
 from tests.db_support import PgDatabases, fetch_rows
 from tests.fault_invariants import assert_invariants
+from tests.http_support import TLS
 from tests.redis_support import RedisProcess
 from tests.s3_support import MotoServer
 
@@ -228,7 +229,7 @@ async def test_an_owner_stalled_past_its_lease_is_refused_when_it_wakes_and_its_
     assert errors[0]["recoverable"] is True
     assert await stored_finals(cluster, tid) == swept, "A stored nothing after the sweep"
     assert await status_of(cluster, tid) == "completed"
-    async with httpx.AsyncClient(base_url=a.url, timeout=30) as c:
+    async with httpx.AsyncClient(verify=TLS, base_url=a.url, timeout=30) as c:
         metrics = (await c.get("/metrics")).text
     assert "voxlane_live_taken_over_total 1.0" in metrics
     # A's recording goes beside whatever the transcript's next owner records, never over it
@@ -318,7 +319,7 @@ async def test_three_nodes_share_one_upload_url_limit(cluster: Cluster):
     for n in extra:
         n.wait_ready()
     urls = [b.url] + [n.url for n in extra]
-    async with httpx.AsyncClient(timeout=30) as c:
+    async with httpx.AsyncClient(verify=TLS, timeout=30) as c:
         pid = (await c.post(urls[0] + "/api/projects", json={"title": "limits"})).json()["id"]
         cid = (await c.post(urls[1] + "/api/participant/conversations/initiate", json={"project_id": pid})
                ).json()["id"]

@@ -24,6 +24,7 @@ from protocol import Participant, StartParams
 from protocol.messages import MAX_SAFE_ID, ErrorCode, ProtocolError, parse_client_message, participant_key
 from server.cli.live_client import create_transcript, load_pcm16k, stream_audio, ws_url
 from server.pipeline.recordings import audio_file_name
+from tests.http_support import TLS
 from tests.meeting_schemas import DOWNLOADS
 from tests.rest_support import AUDIO, Api, read_wav
 
@@ -40,7 +41,7 @@ def same(a: Any, b: Any) -> bool:
 
 
 async def get(base: str, path: str, **params: Any) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+    async with httpx.AsyncClient(verify=TLS, base_url=base, timeout=30) as client:
         r = await client.get(path, params=params)
         assert r.status_code == 200, (path, r.status_code, r.text)
         return r
@@ -137,7 +138,7 @@ async def test_integer_and_text_ids_come_back_as_sent(server, audio_dir):
             assert abs(w.getnframes() - len(audio[pid])) < 160
 
     # a rename keyed by either form reaches the participant (1 and "1" are one participant key)
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+    async with httpx.AsyncClient(verify=TLS, base_url=server.url, timeout=30) as client:
         r = await client.patch(f"/v1/transcripts/{tid}", json={"participants": [{"id": "1", "name": "Pat"}]})
         assert r.status_code == 200, r.text
     people = {p["name"]: p for p in (await get(server.url, f"/v1/transcripts/{tid}/download/participants")).json()}

@@ -32,6 +32,7 @@ from server.cli.live_client import (
     ws_url,
 )
 from server.pipeline.recordings import audio_file_name
+from tests.http_support import TLS
 from tests.meeting_schemas import DOWNLOADS
 
 pytest_plugins = ("tests.rest_fixtures",)
@@ -56,7 +57,7 @@ def channel_refs(references: dict) -> dict[int, str]:
 
 
 async def get(base: str, path: str, **params) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+    async with httpx.AsyncClient(verify=TLS, base_url=base, timeout=30) as client:
         r = await client.get(path, params=params)
         assert r.status_code == 200, (path, r.status_code, r.text)
         return r
@@ -186,7 +187,7 @@ async def test_split_channels_upload_and_job(server, audio_dir, references):
     refs = channel_refs(references)
     seconds = len(load_pcm16k(audio_dir / STEREO)) / 16000
     data = (audio_dir / STEREO).read_bytes()
-    async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+    async with httpx.AsyncClient(verify=TLS, base_url=server.url, timeout=60) as client:
         tid = (await client.post("/v1/transcripts/", json={"name": "split upload"})).json()["id"]
         r = await client.post(f"/v1/transcripts_audio/{tid}/upload", data={"split_channels": "true"},
                               files={"file": ("stereo.wav", data, "audio/wav")})
@@ -299,7 +300,7 @@ async def test_three_participants_stream_to_one_transcript(server, audio_dir, re
                                       len(audio["bob"]) / 16000)) < 0.2
 
     # a participant renamed after the meeting: shown under the new name, stored segments keep theirs
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+    async with httpx.AsyncClient(verify=TLS, base_url=server.url, timeout=30) as client:
         r = await client.patch(f"/v1/transcripts/{tid}", json={"participants": [{"id": "bob", "name": "Robert"}]})
         assert r.status_code == 200, r.text
     renamed = (await get(server.url, f"/v1/transcripts/{tid}")).json()["segments"]

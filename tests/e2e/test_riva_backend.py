@@ -17,6 +17,7 @@ from bench.metrics import normalize
 from server.cli.live_client import create_transcript, load_pcm16k, stream_audio, subscribe
 from tests.conftest import served
 from tests.e2e.test_live_ws import assert_valid, check_segment_rules
+from tests.http_support import TLS
 from tests.rest_support import wav_bytes
 from tests.riva_support import RivaStandIn, ScriptedRiva, pcm16, script_from_reference
 
@@ -56,7 +57,7 @@ async def test_a_live_stream_on_riva_reads_as_one_on_whisper(riva_server, riva, 
     for final, ref in zip(rec.finals, segments, strict=True):  # word timings in transcript time
         assert final["start"] == pytest.approx(ref["start"], abs=0.01)
         assert final["end"] == pytest.approx(ref["end"], abs=0.01)
-    async with httpx.AsyncClient(base_url=riva_server.url, timeout=30) as client:
+    async with httpx.AsyncClient(verify=TLS, base_url=riva_server.url, timeout=30) as client:
         schema = (await client.get("/v1/protocol.json")).json()
         body = (await client.get(f"/v1/transcripts/{tid}")).json()
     assert_valid(schema, [r.msg for r in rec.received] + [r.msg for r in watcher])
@@ -74,7 +75,7 @@ async def test_a_live_stream_on_riva_reads_as_one_on_whisper(riva_server, riva, 
 async def test_a_recorded_file_goes_through_the_job_runner_to_riva(riva_server, riva, audio_dir,
                                                                     references) -> None:
     audio = load_pcm16k(audio_dir / SPEECH)
-    async with httpx.AsyncClient(base_url=riva_server.url, timeout=30) as client:
+    async with httpx.AsyncClient(verify=TLS, base_url=riva_server.url, timeout=30) as client:
         tid = (await client.post("/v1/transcripts/", json={"name": "riva upload"})).json()["id"]
         r = await client.post(f"/v1/transcripts_audio/{tid}/upload",
                               files={"file": ("speech.wav", wav_bytes(audio, 16000), "audio/wav")})

@@ -24,6 +24,7 @@ from media.ice import IceConfig, filter_remote_candidates, gather_on
 from media.webrtc import WebRtcPeer
 from server.cli.live_client import create_transcript, load_pcm16k, ws_url
 from server.native_threads import TRIM_INTERVAL_S
+from tests.http_support import TLS
 from tests.rest_support import Api
 
 pytest_plugins = ("tests.rest_fixtures",)
@@ -114,7 +115,7 @@ class RtcClient:
 
     async def connect(self, track: FileTrack | None, server_offers: bool = False, within: float = 10) -> None:
         url = f"{self.base}/v1/transcripts_webrtc/{self.transcript_id}"
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with httpx.AsyncClient(verify=TLS, timeout=30) as http:
             if server_offers:
                 r = await http.post(url + "/offer")
                 assert r.status_code == 200, r.text
@@ -270,7 +271,7 @@ async def test_server_offer_pause_resume_and_disconnect_without_stop(server, aud
     try:
         # the same offer cannot be answered twice, and a session belongs to its transcript
         body = {"session_id": client.session_id, "type": "answer", "sdp": client.pc.localDescription.sdp}
-        async with httpx.AsyncClient(timeout=30) as http:
+        async with httpx.AsyncClient(verify=TLS, timeout=30) as http:
             r = await http.post(f"{server.url}/v1/transcripts_webrtc/{tid}/answer", json=body)
             assert r.status_code == 409, r.text
             other = await create_transcript(server.url, "other")
@@ -319,7 +320,7 @@ async def test_http_errors(server):
         await pc.setLocalDescription(await pc.createOffer())
     good = pc.localDescription.sdp
     await pc.close()
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(verify=TLS, timeout=30) as http:
         async def post(path: str, **kw) -> httpx.Response:
             return await http.post(base + path, **kw)
 

@@ -22,6 +22,7 @@ from media import WavAppender
 from server.pipeline.recordings import chunk_key, recording_key, taken_over_key, upload_key
 from server.storage.audio import AudioStore, LocalAudioStore
 from server.storage.audio.s3 import S3AudioStore
+from tests.http_support import TLS
 
 if TYPE_CHECKING:
     from tests.s3_support import MotoServer
@@ -352,7 +353,7 @@ async def test_presigned_put_and_probe(store: AudioStore, s3_server: MotoServer)
     assert url is not None and url.startswith(s3_server.endpoint + "/")
     query = parse_qs(urlsplit(url).query)
     assert query["X-Amz-Expires"] == ["60"] and "content-type" in query["X-Amz-SignedHeaders"][0]
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(verify=TLS) as client:
         r = await client.put(url, content=b"RIFF" + bytes(100), headers={"Content-Type": "audio/wav"})
     assert r.status_code == 200
     assert await store.size("t6/chunks/000000-k.wav") == 104
