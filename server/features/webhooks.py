@@ -227,7 +227,7 @@ class WebhookSender:
             self._client = None
 
     async def attempt(self, services: Outbox, delivery_id: str) -> None:
-        row = await in_status(self.store.get_delivery(delivery_id), "pending")
+        row = in_status(await self.store.get_delivery(delivery_id), "pending")
         if row is None:
             return  # delivered, failed, or its endpoint deleted
         await self._attempt_once(services, row)

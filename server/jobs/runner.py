@@ -70,11 +70,10 @@ class Task:
     lane: str = EVENTS_LANE  # the lane (on PostgreSQL, the queue) its jobs wait in
 
 
-async def in_status(read: Awaitable[dict[str, Any] | None], status: str) -> dict[str, Any] | None:
+def in_status(row: dict[str, Any] | None, status: str) -> dict[str, Any] | None:
     """The row a job works on, or None once it is deleted or has left ``status``: a job runs at least once (a retry
     after its work committed, a node that died after committing), so a handler acts only from the state that queued
     it and takes any other as its work done."""
-    row = await read
     return row if row is not None and row["status"] == status else None
 
 

@@ -120,7 +120,7 @@ async def start_report(services: SummaryParts, *, project_id: str, owner: str | 
 
 async def summarize_conversation(ctx: JobContext[SummaryParts]) -> None:
     services, rid, cid = ctx.services, ctx.args["report_id"], ctx.args["conversation_id"]
-    report = await in_status(services.store.get_report(rid), "summarizing")
+    report = in_status(await services.store.get_report(rid), "summarizing")
     if report is None or cid in report["progress"]:
         return  # deleted, past phase one, or this conversation is done (a retry after the note committed)
     transcript = await services.store.get_transcript(cid)
@@ -144,7 +144,7 @@ async def _note(services: SummaryParts, report_id: str, conversation_id: str, st
     """Count the conversation once; the last one to be counted starts phase two (same transaction)."""
     store = services.store
     async with store.transaction():
-        row = await in_status(store.record_report_item(report_id, conversation_id, state), "summarizing")
+        row = in_status(await store.record_report_item(report_id, conversation_id, state), "summarizing")
         if row is None:
             return
         if all(cid in row["progress"] for cid in row["conversations"]):
@@ -158,7 +158,7 @@ async def _note(services: SummaryParts, report_id: str, conversation_id: str, st
 async def generate_report(ctx: JobContext[SummaryParts]) -> None:
     services, rid = ctx.services, ctx.args["report_id"]
     store = services.store
-    report = await in_status(store.get_report(rid), "generating")
+    report = in_status(await store.get_report(rid), "generating")
     if report is None:
         return
     infos: list[compose.ConversationInfo] = []

@@ -99,7 +99,7 @@ async def request_summary(services: SummaryParts, *, owner: str | None, texts: l
 
 async def run_summary_request(ctx: JobContext[SummaryParts]) -> None:
     store, job_id = ctx.services.store, ctx.args["job_id"]
-    row = await in_status(store.get_summary_job(job_id), "processing")
+    row = in_status(await store.get_summary_job(job_id), "processing")
     if row is None:
         return
     req = row["request"] or {}
