@@ -25,7 +25,6 @@ from server.cli.live_client import Received, create_transcript, load_pcm16k, str
 from server.fanout.redis import RedisBroker
 from server.settings import Settings
 from tests.fake_backend import FakeBackend
-from tests.http_support import TLS
 from tests.rest_support import AUDIO, Api
 
 if TYPE_CHECKING:
@@ -46,7 +45,7 @@ async def node(name: str, tmp_path: Path, database_url: str, redis_url: str) -> 
     async with app.router.lifespan_context(app):
         assert isinstance(app.state.services.hub.broker, RedisBroker)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(verify=TLS, transport=transport, base_url="http://testserver") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             api = Api(app=app, client=client, settings=settings, private=False)
             try:
                 yield await api.serve()

@@ -16,7 +16,6 @@ from sqlalchemy import update
 from server.app import create_app
 from server.settings import Settings
 from server.storage.tables import conversations
-from tests.http_support import TLS
 from tests.rest_support import AUDIO, JWT_SECRET, Api
 
 P = "/api/participant"
@@ -40,7 +39,7 @@ async def limited(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api
 
 def client_at(app: object, address: str) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False, client=(address, 40000))
-    return httpx.AsyncClient(verify=TLS, transport=transport, base_url="http://testserver", timeout=60)
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=60)
 
 
 def client(api: Api, address: str) -> httpx.AsyncClient:
