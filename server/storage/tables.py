@@ -24,6 +24,12 @@ def _at(name: str, nullable: bool = False) -> Column:
     return Column(name, UTCDateTime, nullable=nullable)
 
 
+def _owned_by(name: str, parent: str) -> Column:
+    """A row that lives and dies with its parent's: deleting the parent (a transcript, a project, a webhook)
+    deletes it in the same statement, on both databases."""
+    return Column(name, ClientText, ForeignKey(f"{parent}.id", ondelete="CASCADE"), nullable=False)
+
+
 def _stamps() -> tuple[Column, Column]:
     """When a row was made and last written: the store sets both on insert and moves ``updated_at`` on every
     write of the row."""
@@ -52,7 +58,7 @@ transcripts = Table(
 segments = Table(
     "segments", metadata,
     _id(),
-    Column("transcript_id", ClientText, ForeignKey("transcripts.id", ondelete="CASCADE"), nullable=False),
+    _owned_by("transcript_id", "transcripts"),
     Column("text", ClientText, nullable=False),
     Column("speaker", ClientText),
     Column("participant_id", ClientText),
@@ -68,7 +74,7 @@ segments = Table(
 unredacted_segments = Table(
     "unredacted_segments", metadata,
     _id(),
-    Column("transcript_id", ClientText, ForeignKey("transcripts.id", ondelete="CASCADE"), nullable=False),
+    _owned_by("transcript_id", "transcripts"),
     Column("text", ClientText, nullable=False),
     Column("start", Float, nullable=False),
     Column("end", Float, nullable=False),
@@ -82,7 +88,7 @@ _ONE_CHUNK_PER_POSITION = text("kind = 'chunk'")
 chunks = Table(
     "chunks", metadata,
     _id(),
-    Column("transcript_id", ClientText, ForeignKey("transcripts.id", ondelete="CASCADE"), nullable=False),
+    _owned_by("transcript_id", "transcripts"),
     Column("kind", ClientText, nullable=False),
     Column("idx", Integer, nullable=False, server_default="0"),
     Column("status", ClientText, nullable=False),
@@ -153,7 +159,7 @@ secrets = Table(
 webhooks = Table(
     "webhooks", metadata,
     _id(),
-    Column("project_id", ClientText, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    _owned_by("project_id", "projects"),
     Column("url", ClientText, nullable=False),
     _json("events", "[]"),
     Column("secret", ClientText, nullable=False),
@@ -165,7 +171,7 @@ webhooks = Table(
 webhook_deliveries = Table(
     "webhook_deliveries", metadata,
     _id(),
-    Column("webhook_id", ClientText, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    _owned_by("webhook_id", "webhooks"),
     Column("event", ClientText, nullable=False),
     Column("event_id", ClientText, nullable=False),
     Column("payload", ClientText, nullable=False),
@@ -199,7 +205,7 @@ summary_jobs = Table(
 reports = Table(
     "reports", metadata,
     _id(),
-    Column("project_id", ClientText, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    _owned_by("project_id", "projects"),
     Column("owner", ClientText),
     Column("title", ClientText, nullable=False),
     Column("status", ClientText, nullable=False),

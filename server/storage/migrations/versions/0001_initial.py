@@ -21,29 +21,44 @@ def _json(name: str, default: str) -> sa.Column:
     return sa.Column(name, sa.Text(), nullable=False, server_default=default)
 
 
+def _text(name: str, required: bool = False) -> sa.Column:
+    return sa.Column(name, sa.Text(), nullable=not required)
+
+
+def _id() -> sa.Column:
+    return sa.Column("id", sa.Text(), primary_key=True)
+
+
+def _owned_by(name: str, parent: str) -> sa.Column:
+    return sa.Column(name, sa.Text(), sa.ForeignKey(f"{parent}.id", ondelete="CASCADE"), nullable=False)
+
+
+def _stamps() -> tuple[sa.Column, sa.Column]:
+    return _text("created_at", required=True), _text("updated_at", required=True)
+
+
 def upgrade() -> None:
     op.create_table(
         "transcripts",
-        sa.Column("id", sa.Text(), primary_key=True),
-        sa.Column("name", sa.Text(), nullable=False),
-        sa.Column("status", sa.Text(), nullable=False),
-        sa.Column("source_language", sa.Text()),
-        sa.Column("owner", sa.Text()),
-        sa.Column("created_at", sa.Text(), nullable=False),
-        sa.Column("updated_at", sa.Text(), nullable=False),
+        _id(),
+        _text("name", required=True),
+        _text("status", required=True),
+        _text("source_language"),
+        _text("owner"),
+        *_stamps(),
         sa.Column("duration", sa.Float()),
         _json("participants", "[]"),
-        sa.Column("summary", sa.Text()),
+        _text("summary"),
         _json("meta", "{}"),
     )
     op.create_index("transcripts_created", "transcripts", ["created_at"])
     op.create_table(
         "segments",
-        sa.Column("id", sa.Text(), primary_key=True),
-        sa.Column("transcript_id", sa.Text(), sa.ForeignKey("transcripts.id", ondelete="CASCADE"), nullable=False),
-        sa.Column("text", sa.Text(), nullable=False),
-        sa.Column("speaker", sa.Text()),
-        sa.Column("participant_id", sa.Text()),
+        _id(),
+        _owned_by("transcript_id", "transcripts"),
+        _text("text", required=True),
+        _text("speaker"),
+        _text("participant_id"),
         sa.Column("start", sa.Float(), nullable=False),
         sa.Column("end", sa.Float(), nullable=False),
         sa.Column("confidence", sa.Float()),
@@ -52,27 +67,26 @@ def upgrade() -> None:
     op.create_index("segments_transcript", "segments", ["transcript_id", "start"])
     op.create_table(
         "chunks",
-        sa.Column("id", sa.Text(), primary_key=True),
-        sa.Column("transcript_id", sa.Text(), sa.ForeignKey("transcripts.id", ondelete="CASCADE"), nullable=False),
-        sa.Column("kind", sa.Text(), nullable=False),
+        _id(),
+        _owned_by("transcript_id", "transcripts"),
+        _text("kind", required=True),
         sa.Column("idx", sa.Integer(), nullable=False, server_default="0"),
-        sa.Column("status", sa.Text(), nullable=False),
+        _text("status", required=True),
         sa.Column("upload_key", sa.Text(), unique=True),
         sa.Column("expires_at", sa.Float()),
-        sa.Column("path", sa.Text()),
-        sa.Column("format", sa.Text()),
+        _text("path"),
+        _text("format"),
         sa.Column("size", sa.Integer()),
         sa.Column("duration", sa.Float()),
         sa.Column("offset", sa.Float()),
-        sa.Column("text", sa.Text()),
+        _text("text"),
         _json("segments", "[]"),
-        sa.Column("error", sa.Text()),
+        _text("error"),
         sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("merged", sa.Integer(), nullable=False, server_default="0"),
         _json("options", "{}"),
         sa.Column("progress", sa.Float()),
-        sa.Column("created_at", sa.Text(), nullable=False),
-        sa.Column("updated_at", sa.Text(), nullable=False),
+        *_stamps(),
     )
     op.create_index("chunks_transcript", "chunks", ["transcript_id", "idx"])
     op.create_index("chunks_status", "chunks", ["status"])
@@ -80,68 +94,66 @@ def upgrade() -> None:
                     sqlite_where=sa.text("kind = 'chunk'"), postgresql_where=sa.text("kind = 'chunk'"))
     op.create_table(
         "projects",
-        sa.Column("id", sa.Text(), primary_key=True),
-        sa.Column("title", sa.Text(), nullable=False),
-        sa.Column("language", sa.Text()),
+        _id(),
+        _text("title", required=True),
+        _text("language"),
         _json("portal", "{}"),
-        sa.Column("owner", sa.Text()),
-        sa.Column("created_at", sa.Text(), nullable=False),
-        sa.Column("updated_at", sa.Text(), nullable=False),
+        _text("owner"),
+        *_stamps(),
     )
     op.create_table(
         "conversations",
         sa.Column("id", sa.Text(), sa.ForeignKey("transcripts.id", ondelete="CASCADE"), primary_key=True),
-        sa.Column("project_id", sa.Text(), nullable=False),
-        sa.Column("name", sa.Text()),
-        sa.Column("email", sa.Text()),
+        _text("project_id", required=True),
+        _text("name"),
+        _text("email"),
         _json("tags", "[]"),
-        sa.Column("source", sa.Text()),
-        sa.Column("finished_at", sa.Text()),
-        sa.Column("created_at", sa.Text(), nullable=False),
+        _text("source"),
+        _text("finished_at"),
+        _text("created_at", required=True),
     )
     op.create_index("conversations_project", "conversations", ["project_id"])
     op.create_table(
         "api_keys",
-        sa.Column("id", sa.Text(), primary_key=True),
-        sa.Column("key_hash", sa.Text(), nullable=False),
-        sa.Column("user", sa.Text()),
+        _id(),
+        _text("key_hash", required=True),
+        _text("user"),
         _json("scopes", "[]"),
-        sa.Column("name", sa.Text()),
-        sa.Column("created_at", sa.Text(), nullable=False),
-        sa.Column("last_used_at", sa.Text()),
-        sa.Column("revoked_at", sa.Text()),
+        _text("name"),
+        _text("created_at", required=True),
+        _text("last_used_at"),
+        _text("revoked_at"),
     )
     op.create_table(
         "secrets",
         sa.Column("name", sa.Text(), primary_key=True),
-        sa.Column("value", sa.Text(), nullable=False),
+        _text("value", required=True),
     )
     op.create_table(
         "webhooks",
-        sa.Column("id", sa.Text(), primary_key=True),
-        sa.Column("project_id", sa.Text(), sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
-        sa.Column("url", sa.Text(), nullable=False),
+        _id(),
+        _owned_by("project_id", "projects"),
+        _text("url", required=True),
         _json("events", "[]"),
-        sa.Column("secret", sa.Text(), nullable=False),
-        sa.Column("description", sa.Text()),
-        sa.Column("created_at", sa.Text(), nullable=False),
+        _text("secret", required=True),
+        _text("description"),
+        _text("created_at", required=True),
     )
     op.create_index("webhooks_project", "webhooks", ["project_id"])
     op.create_table(
         "webhook_deliveries",
-        sa.Column("id", sa.Text(), primary_key=True),
-        sa.Column("webhook_id", sa.Text(), sa.ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
-        sa.Column("event", sa.Text(), nullable=False),
-        sa.Column("event_id", sa.Text(), nullable=False),
-        sa.Column("payload", sa.Text(), nullable=False),
-        sa.Column("status", sa.Text(), nullable=False),
+        _id(),
+        _owned_by("webhook_id", "webhooks"),
+        _text("event", required=True),
+        _text("event_id", required=True),
+        _text("payload", required=True),
+        _text("status", required=True),
         sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("next_attempt_at", sa.Float()),
-        sa.Column("last_error", sa.Text()),
+        _text("last_error"),
         sa.Column("response_status", sa.Integer()),
-        sa.Column("created_at", sa.Text(), nullable=False),
-        sa.Column("updated_at", sa.Text(), nullable=False),
-        sa.Column("delivered_at", sa.Text()),
+        *_stamps(),
+        _text("delivered_at"),
     )
     op.create_index("webhook_deliveries_event", "webhook_deliveries", ["webhook_id", "event_id"], unique=True)
     op.create_index("webhook_deliveries_due", "webhook_deliveries", ["status", "next_attempt_at"])
