@@ -50,6 +50,9 @@ class BackendConfig:
     """Time the live decodes at warm-up (what admission and the pacer size from). Off where no live stream is
     served (a worker, ``voxlane transcribe``, a retranslation model): 5 rounds of a full batch per lane that
     only delay the start."""
+    calibration_s: float | None = None
+    """A full batch of live refreshes' cost, known beforehand (``VOXLANE_CALIBRATION_SECONDS``): warm-up takes
+    it instead of timing the rounds."""
 
 
 def _faster_whisper(config: BackendConfig) -> AsrBackend:
@@ -57,7 +60,7 @@ def _faster_whisper(config: BackendConfig) -> AsrBackend:
         model=config.model, device=config.device, compute_type=config.compute_type,
         cpu_threads=config.cpu_threads, batch_size=config.batch_size, beam_size=config.beam_size,
         device_index=config.device_index, hurried_pad_s=config.hurried_pad_s, lanes=config.lanes,
-        calibrate=config.calibrate)
+        calibrate=config.calibrate, calibration_s=config.calibration_s)
 
 
 def _synthetic(config: BackendConfig) -> AsrBackend:

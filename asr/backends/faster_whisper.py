@@ -75,14 +75,17 @@ class FasterWhisperBackend:
 
     def __init__(self, model: str = BUNDLED_MODEL, device: str = "cpu", compute_type: str = "int8",
                  cpu_threads: int = 0, batch_size: int = 1, beam_size: int = 1,
-                 device_index: int = 0, hurried_pad_s: float = 5.0, lanes: int = 1, calibrate: bool = True) -> None:
+                 device_index: int = 0, hurried_pad_s: float = 5.0, lanes: int = 1, calibrate: bool = True,
+                 calibration_s: float | None = None) -> None:
         """``lanes``: decodes that may run at once, from different threads (see
         ``Settings.effective_parallel_decodes``). Each lane has a model of its own with ``cpu_threads``
         threads: one model with several CTranslate2 workers hands a decode's encoder, generate and
         alignment calls to whichever worker is free, and a decode alone took 10-15 % longer in the server.
 
         ``calibrate``: whether :meth:`warm` also times the live decodes that admission and the pacer size from
-        (a node that takes no live audio has no use for them)."""
+        (a node that takes no live audio has no use for them); ``calibration_s``: their cost as measured before,
+        taken instead of the rounds of :meth:`_calibrate` (the full decode the pacer is seeded from is still
+        timed: one decode, and the machine's pace now)."""
         from faster_whisper import WhisperModel
 
         path = resolve_model(model)
@@ -101,6 +104,7 @@ class FasterWhisperBackend:
         self.beam_size = beam_size
         self.hurried_pad_s = hurried_pad_s
         self.calibrate = calibrate
+        self.preset_calibration = calibration_s
         self.calibration_seconds: float | None = None  # a full batch of live refreshes, timed by warm()
         self.full_decode_seconds: float | None = None  # one live window read in full, alone, timed by warm()
 
@@ -357,7 +361,7 @@ class FasterWhisperBackend:
                     self.transcribe([DecodeRequest(audio, hurried=hurried)])
         if self.calibrate:
             self.full_decode_seconds = self._time_full_decode()
-            self.calibration_seconds = self._calibrate()
+            self.calibration_seconds = self.preset_calibration or self._calibrate()
 
     def _time_full_decode(self) -> float:
         """One window of ``CALIBRATION_WINDOW_S`` read in full on the first lane alone, the model warm: whether

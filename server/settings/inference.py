@@ -42,6 +42,10 @@ class InferenceSettings:
         " beside its refresh), each with every CPU thread (0: 2 on cpu, 1 on cuda)", lo=0, hi=16)
     ingest_threads: int = setting(0, "threads that take every live stream's audio in (decoding, recording, VAD), many"
         " streams a pass (0: one per 8 cores, at least one)", lo=0, hi=64)
+    calibration_seconds: float = setting(0.0, "what a batch of live refreshes costs this node's lanes, as its log"
+        " says at start ('calibration: ... took', the fastest round): set, a node starts without timing them"
+        " (seconds on a CPU) and sizes its first burst of streams on it, not on how busy the machine was at that"
+        " moment; for a fleet of like nodes (0: timed at every start)", lo=0, hi=60)
     beam_size: int = setting(1, "beam size for live decoding", lo=1, hi=16)
     hurried_pad_seconds: float = setting(5.0, "while live streams wait for the model, a window is encoded with this"
         " much silence after it instead of as Whisper's full 30 s input (30: never)", lo=1, hi=30)

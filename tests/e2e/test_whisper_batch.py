@@ -9,6 +9,7 @@ from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 
 from asr.backends import BackendConfig, DecodeRequest, make_backend
+from asr.backends.calibration import CALIBRATION_PROMPT
 from asr.backends.faster_whisper import TOKENS_BASE, TOKENS_PER_SECOND, FasterWhisperBackend
 from server.cli.live_client import load_pcm16k
 
@@ -82,6 +83,26 @@ def test_a_made_backend_has_decoded_on_every_lane_before_any_stream(monkeypatch)
         assert len(seen) == 4, "two decodes a lane, and no calibration rounds"
         assert made.calibration_seconds is None and made.full_decode_seconds is None
         assert len(made._models) == 2 and not hasattr(made._lane, "model")
+    finally:
+        made.close()
+
+
+def test_a_calibration_known_beforehand_replaces_the_rounds(monkeypatch):
+    """VOXLANE_CALIBRATION_SECONDS: the live node takes the cost it is given instead of timing rounds of batches
+    on every lane, and still times the one full decode the pacer is seeded from (the machine's pace now)."""
+    prompts = []
+    windows = FasterWhisperBackend._windows
+
+    def counted(self, reqs):
+        prompts.extend(r.prompt for r in reqs)
+        return windows(self, reqs)
+
+    monkeypatch.setattr(FasterWhisperBackend, "_windows", counted)
+    made = make_backend(BackendConfig(cpu_threads=1, lanes=2, calibration_s=0.25))
+    try:
+        assert prompts and CALIBRATION_PROMPT not in prompts, "warmed up, and no round of calibration speech read"
+        assert made.calibration_seconds == 0.25
+        assert made.full_decode_seconds is not None and made.full_decode_seconds > 0
     finally:
         made.close()
 
