@@ -29,7 +29,7 @@ import websockets
 
 from tests.conftest import REPO, free_port
 from tests.http_support import TLS
-from tests.process_support import stop_process
+from tests.process_support import KNOWN_CALIBRATION_S, stop_process
 from tests.s3_support import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
 
 START_WITHIN_S = 120.0
@@ -107,7 +107,8 @@ class Cluster:
                 "VOXLANE_S3_REGION": REGION, "VOXLANE_S3_ACCESS_KEY_ID": ACCESS_KEY,
                 "VOXLANE_S3_SECRET_ACCESS_KEY": SECRET_KEY, "VOXLANE_HOST": "127.0.0.1",
                 "VOXLANE_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1", "VOXLANE_CPU_THREADS": "2",
-                "VOXLANE_OUTBOUND_ALLOWLIST": "127.0.0.1/32", **more}
+                "VOXLANE_OUTBOUND_ALLOWLIST": "127.0.0.1/32",
+                "VOXLANE_CALIBRATION_SECONDS": str(KNOWN_CALIBRATION_S), **more}
 
     def live_node(self, name: str, lease_s: float, grace_s: float, **env: str) -> Node:
         """A node taking live streams on the synthetic backend (what the cluster does with a stream is the subject,

@@ -18,7 +18,7 @@ import pytest
 
 from tests.hang_watch import pytest_runtest_call  # noqa: F401 - a hook: what a hung test waits on
 from tests.http_support import TLS
-from tests.process_support import stop_process
+from tests.process_support import KNOWN_CALIBRATION_S, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 AUDIO = REPO.parent / "shared" / "audio"
@@ -61,10 +61,12 @@ def start_server(tmp: Path, **env: str) -> RunningServer:
     # Nor do they check admission for load and shedding (tests/e2e/test_admission.py sets its own target): a
     # suite's servers share a busy machine, and its load must not refuse their streams or hurry their readings.
     # Nor speakers, unless a test asks for them (VOXLANE_DIARIZATION=on): the speaker model's load and its
-    # embedding of every segment are CPU the suite's other servers wait for.
+    # embedding of every segment are CPU the suite's other servers wait for. Nor do they time their calibration
+    # (tests/process_support.py).
     environ = {**os.environ, "VOXLANE_DATA_DIR": str(data), "VOXLANE_PORT": str(port), "VOXLANE_HOST": "127.0.0.1",
                "VOXLANE_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1", "VOXLANE_DISABLE_REDACTION": "on",
-               "VOXLANE_LATENCY_TARGET_S": "30", "VOXLANE_DIARIZATION": "off", **env}
+               "VOXLANE_LATENCY_TARGET_S": "30", "VOXLANE_DIARIZATION": "off",
+               "VOXLANE_CALIBRATION_SECONDS": str(KNOWN_CALIBRATION_S), **env}
     log_file = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve"], cwd=REPO, env=environ,
                             stdout=log_file, stderr=subprocess.STDOUT)

@@ -19,6 +19,7 @@ import pytest
 from server.app import create_app
 from server.settings import Settings
 from tests.db_support import PgDatabases
+from tests.process_support import KNOWN_CALIBRATION_S
 from tests.rest_support import JWT_AUDIENCE, JWT_SECRET, LOOPBACK_RECEIVERS, Api, rsa_keys
 
 # The shared apps serve every REST test from one address, in one project after another: the abuse limits
@@ -26,12 +27,14 @@ from tests.rest_support import JWT_AUDIENCE, JWT_SECRET, LOOPBACK_RECEIVERS, Api
 pytest_plugins = ("tests.db_support",)
 
 ROOMY_LIMITS = {"rate_per_address": 1000000, "rate_per_project": 1000000, "max_open_conversations": 10000000,
-               "max_audio_lead_seconds": 0, "disable_redaction": "on", "latency_target_s": 30.0}
+               "max_audio_lead_seconds": 0, "disable_redaction": "on", "latency_target_s": 30.0,
+               "calibration_seconds": KNOWN_CALIBRATION_S}
 """Also: their WebSocket tests send recordings faster than real time (the pacer is tested on servers of its own),
 and their transcripts keep the names the corpus says (redaction, on by default, is tested on its own). Audio sent
 faster than real time is a backlog to the load monitor, not a live load: a target no backlog reaches keeps it
 from refusing their streams or shedding (hurrying the readings their words are compared on); admission and
-shedding are tested on servers of their own (tests/e2e/test_admission.py)."""
+shedding are tested on servers of their own (tests/e2e/test_admission.py). Nor do they time their calibration
+(tests/process_support.py)."""
 
 
 @contextlib.asynccontextmanager

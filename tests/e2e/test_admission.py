@@ -214,12 +214,13 @@ async def test_a_burst_the_calibration_says_the_box_serves_is_admitted_at_once(t
     """A meeting bot opens eight participant streams at once on a fresh server: the decode cost the backend
     measured when it warmed up stands in for live measurements, so the burst is admitted without a
     ``warming_up`` wait, and the headroom it leaves shows in /health and /metrics."""
-    srv = start_server(tmp_path, VOXLANE_LATENCY_TARGET_S="30")
+    srv = start_server(tmp_path, VOXLANE_LATENCY_TARGET_S="30", VOXLANE_CALIBRATION_SECONDS="0")  # timed at start
     try:
         async with httpx.AsyncClient(verify=TLS, base_url=srv.url, timeout=10) as http:
             health = (await http.get("/health", params={"verbose": "1"})).json()
             assert health["live_streams"] == 0 and health["live_capacity"] >= 8, health
             assert health["live_headroom"] == health["live_capacity"]
+        assert "calibration: a batch of live refreshes on every lane took" in srv.log()
         sockets = [await websockets.connect(ws_url(srv.url, await create_transcript(srv.url, f"p{i}")))
                    for i in range(8)]
         try:
@@ -249,8 +250,10 @@ async def test_starts_that_arrive_together_are_counted_while_their_streams_open(
     """Six starts sent at once against room for three: opening a stream awaits the store, and a start checked
     meanwhile counts the streams being opened too, so three are admitted and three refused (all six were). Against
     room for six, all six are admitted: the count stops at the cap, not before it. The measured rules are held off
-    (a 30 s target) so that only the hard cap decides here, on a slow box too."""
-    srv = start_server(tmp_path, VOXLANE_MAX_LIVE_STREAMS=str(cap), VOXLANE_LATENCY_TARGET_S="30")
+    (a 30 s target) so that only the hard cap decides here, on a slow box too; no audio is read, so no model
+    is loaded either."""
+    srv = start_server(tmp_path, VOXLANE_MAX_LIVE_STREAMS=str(cap), VOXLANE_LATENCY_TARGET_S="30",
+                       VOXLANE_ASR_BACKEND="synthetic")
     try:
         sockets = [await websockets.connect(ws_url(srv.url, await create_transcript(srv.url, f"p{i}")))
                    for i in range(6)]
