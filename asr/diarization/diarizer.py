@@ -24,8 +24,6 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.optimize import linear_sum_assignment
 
 from asr.vad import CHUNK, CHUNK_SECONDS, SileroModel, VadStream
 from media.audio import SAMPLE_RATE
@@ -242,6 +240,9 @@ class SpeakerDiarizer:
         if n == 1:
             raw = np.zeros(1, dtype=np.int64)
         else:
+            # scipy (0.7 s of import) loads with the first stream that clusters, not with every node that might
+            from scipy.cluster.hierarchy import fcluster, linkage
+
             sample = np.arange(n)
             if n > cfg.max_cluster_windows:
                 sample = np.unique(np.linspace(0, n - 1, cfg.max_cluster_windows).astype(int))
@@ -276,6 +277,8 @@ class SpeakerDiarizer:
         known = np.unique(old) if len(old) else np.zeros(0, dtype=np.int64)
         mapping: dict[int, int] = {}
         if len(known):
+            from scipy.optimize import linear_sum_assignment
+
             overlap = np.array([[np.sum((raw[:len(old)] == c) & (old == s)) for s in known] for c in clusters])
             rows, cols = linear_sum_assignment(-overlap)
             for r, c in zip(rows, cols, strict=True):
