@@ -117,9 +117,21 @@ _TIERS = ("unit", "api", "e2e")
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Marks each test with its tier (the folder under tests/ it lives in): ``pytest -m unit`` runs the fast
-    in-process tier alone, ``-m "not e2e"`` everything but the real processes."""
+    in-process tier alone, ``-m "not e2e"`` everything but the real processes.
+
+    And hands out the slowest tier first: xdist gives each worker a whole file in the order collected
+    (``--no-loadscope-reorder``), so the end-to-end files (a minute or three each) start early and the quick
+    unit files fill in for whichever worker frees up last. In xdist's own order, the most tests first, the
+    one-test files that take minutes came last: one worker ran the 88 s soak test while the others had finished.
+    """
     root = Path(__file__).parent
-    for item in items:
+
+    def tier(item: pytest.Item) -> str:
         parts = Path(str(item.path)).relative_to(root).parts if Path(str(item.path)).is_relative_to(root) else ()
-        if parts and parts[0] in _TIERS:
-            item.add_marker(getattr(pytest.mark, parts[0]))
+        return parts[0] if parts and parts[0] in _TIERS else ""
+
+    for item in items:
+        if tier(item):
+            item.add_marker(getattr(pytest.mark, tier(item)))
+    order = {name: rank for rank, name in enumerate(reversed(_TIERS))}
+    items.sort(key=lambda item: order.get(tier(item), len(order)))  # stable: files and tests keep their order
