@@ -1,7 +1,7 @@
 """``voxlane bench --queue`` end to end, small: real ``voxlane worker`` processes on a throwaway PostgreSQL
 database and a private Redis, one of them SIGKILLed mid-run, and every job still done exactly once. The bench's
 verdict (done, lost, duplicated) is what the closing figures rely on, so it is checked here on a run that
-exercises it; throughput is not (figures live in docs/benchmarks.md)."""
+exercises it; throughput is not (figures live in docs/benchmarks.md). Real processes killed: the e2e tier."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import REPO
 from tests.db_support import PG_ADMIN_URL
 
 pytest_plugins = ("tests.redis_support",)
-REPO = Path(__file__).resolve().parents[4]
 
 
 def test_every_job_done_once_through_a_kill(tmp_path: Path, redis_url: str):
