@@ -240,7 +240,7 @@ class SpeakerDiarizer:
         if n == 1:
             raw = np.zeros(1, dtype=np.int64)
         else:
-            # scipy (0.7 s of import) loads with the first stream that clusters, not with every node that might
+            # scipy (0.55 s of import) loads with the first stream that clusters, not with every node that might
             from scipy.cluster.hierarchy import fcluster, linkage
 
             sample = np.arange(n)
