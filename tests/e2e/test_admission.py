@@ -8,6 +8,7 @@ import json
 import re
 import sys
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,34 +70,37 @@ def assert_refused(err: dict, code: str, reason: str) -> None:
     assert isinstance(err["details"]["retry_after_s"], int) and err["details"]["retry_after_s"] > 0, err
 
 
-def assert_transcribed(rec: StreamRecord, references: dict) -> None:
-    """The admitted stream went on: completed, its words right (a generous bound: this is no WER test)."""
-    assert rec.completed is not None, "the admitted stream never completed"
-    errors, words = wer_counts(references[SPEECH]["text"], rec.final_text)
-    assert words and errors / words < 0.5, rec.final_text
-
-
 @pytest.fixture(scope="module")
 def speech(audio_dir: Path) -> np.ndarray:
     return load_pcm16k(audio_dir / SPEECH)
 
 
+def assert_went_on(server: RunningServer, transcript_id: str, rec: StreamRecord, speech: np.ndarray) -> None:
+    """The admitted stream went on to its end: completed, and every sample of its audio recorded. (The caps'
+    servers run the synthetic backend, whose words are no transcript to compare.)"""
+    assert rec.completed is not None, "the admitted stream never completed"
+    with wave.open(str(server.data_dir / "audio" / transcript_id / "recording.wav")) as w:
+        assert abs(w.getnframes() - len(speech)) < 160, (w.getnframes(), len(speech))
+
+
+# The caps' servers: who is admitted is the subject, not what is said, so they run the synthetic backend.
 @pytest.fixture(scope="module")
 def public_server(tmp_path_factory: pytest.TempPathFactory):
     with served(tmp_path_factory.mktemp("adm-public"), VOXLANE_MAX_STREAMS_PER_ADDRESS="1",
-                VOXLANE_MAX_CONCURRENT_UPLOADS="1", VOXLANE_ICE_HOSTS="127.0.0.1", VOXLANE_ICE_SERVERS="") as srv:
+                VOXLANE_MAX_CONCURRENT_UPLOADS="1", VOXLANE_ICE_HOSTS="127.0.0.1", VOXLANE_ICE_SERVERS="",
+                VOXLANE_ASR_BACKEND="synthetic") as srv:
         yield srv
 
 
 @pytest.fixture(scope="module")
 def private_server(tmp_path_factory: pytest.TempPathFactory):
     with served(tmp_path_factory.mktemp("adm-private"), VOXLANE_AUTH_MODE="private", VOXLANE_JWT_SECRET=SECRET,
-                VOXLANE_MAX_STREAMS_PER_TOKEN="1", VOXLANE_MAX_LIVE_STREAMS="2") as srv:
+                VOXLANE_MAX_STREAMS_PER_TOKEN="1", VOXLANE_MAX_LIVE_STREAMS="2",
+                VOXLANE_ASR_BACKEND="synthetic") as srv:
         yield srv
 
 
-async def test_per_address_cap_refuses_streams_offers_and_keeps_the_admitted_stream(public_server, speech,
-                                                                                    references):
+async def test_per_address_cap_refuses_streams_offers_and_keeps_the_admitted_stream(public_server, speech):
     srv = public_server
     tid = await create_transcript(srv.url, "admitted")
     first = asyncio.create_task(stream_audio(srv.url, speech, transcript_id=tid))
@@ -110,7 +114,7 @@ async def test_per_address_cap_refuses_streams_offers_and_keeps_the_admitted_str
         assert int(r.headers["retry-after"]) > 0
         assert_refused(r.json()["error"], "RATE_LIMITED", "per_address")
 
-    assert_transcribed(await first, references)
+    assert_went_on(srv, tid, await first, speech)
     assert await try_start(srv, other) == {}  # the refusal does not stick once the address has room again
 
 
@@ -144,7 +148,7 @@ async def test_concurrent_uploads_beyond_the_limit_get_429_and_the_first_is_rece
         assert again.status_code < 300, again.text  # the slot was given back once the body was in
 
 
-async def test_per_token_and_hard_caps(private_server, speech, references):
+async def test_per_token_and_hard_caps(private_server, speech):
     srv = private_server
     alice, bob, carol = token("alice"), token("bob"), token("carol")
     tid = await create_transcript(srv.url, "alice-1", alice)
@@ -169,7 +173,7 @@ async def test_per_token_and_hard_caps(private_server, speech, references):
             assert int(r.headers["retry-after"]) > 0
             assert_refused(r.json()["error"], "OVERLOADED", "max_live_streams")
         await ws.send(json.dumps({"action": "stop", "params": {}}))
-    assert_transcribed(await first, references)
+    assert_went_on(srv, tid, await first, speech)
 
 
 async def test_streams_served_past_the_target_refuse_the_next_and_keep_their_own(tmp_path, speech, references):

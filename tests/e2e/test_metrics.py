@@ -41,7 +41,8 @@ def value(found: dict[str, list], name: str, **labels: str) -> float:
 @pytest.fixture(scope="module")
 def json_server(tmp_path_factory: pytest.TempPathFactory):
     port = free_port()
-    srv = start_server(tmp_path_factory.mktemp("metrics"), VOXLANE_LOG_FORMAT="json", VOXLANE_METRICS_PORT=str(port))
+    srv = start_server(tmp_path_factory.mktemp("metrics"), VOXLANE_LOG_FORMAT="json", VOXLANE_METRICS_PORT=str(port),
+                       VOXLANE_ASR_BACKEND="synthetic")  # what is counted, not what is said
     srv.metrics_url = f"http://127.0.0.1:{port}/metrics"  # type: ignore[attr-defined]
     yield srv
     stop_server(srv)
