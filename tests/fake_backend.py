@@ -4,7 +4,7 @@ the live pipeline's bookkeeping): the server's own synthetic backend (asr.backen
 
 from __future__ import annotations
 
-from asr.backends.synthetic import LOUD, STEP_S
+from asr.backends.synthetic import LOUD, STEP_S, WORDS
 from asr.backends.synthetic import SyntheticBackend as FakeBackend
 
-__all__ = ["LOUD", "STEP_S", "FakeBackend"]
+__all__ = ["LOUD", "STEP_S", "WORDS", "FakeBackend"]

@@ -1,10 +1,17 @@
 """A stand-in for a speech model, for measuring the server's own plumbing (``voxlane bench --queue``) and for tests
-where ASR is not what is measured: one word per 0.3 s of audio louder than a whisper, the same word every time,
-returned at once. Overlapping windows agree on it, so the commit policy commits and closes segments as it does
-for real speech. It transcribes nothing: never run a server for users on it.
+where ASR is not what is measured: one word per 0.3 s of audio louder than a whisper, returned at once. It
+transcribes nothing: never run a server for users on it.
+
+Each word is named after the samples it stands for (one of sixteen names, by their checksum), so two readings of
+the same audio agree on it, as the commit policy needs, and a stream's words do not read as the one word said
+again and again, which the session's guard against decoding loops cuts to its first (one name for every word
+left each segment of speech one word long). Readings line up at the words' bounds, where the stream's buffer
+gives the same samples to every window that starts there.
 """
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 
@@ -13,6 +20,8 @@ from asr.backends.base import DecodedWord, DecodeRequest, DecodeResult
 SAMPLE_RATE = 16000
 STEP_S = 0.3
 LOUD = 0.01  # RMS of float audio in [-1, 1]
+WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett", "kilo",
+         "lima", "mike", "november", "oscar", "papa")
 
 
 class SyntheticBackend:
@@ -20,7 +29,8 @@ class SyntheticBackend:
     max_batch = 8
     lanes = 1
 
-    def __init__(self, word: str = "word") -> None:
+    def __init__(self, word: str | None = None) -> None:
+        """``word``: write it for every word instead of the samples' names (one word said again and again)."""
         self.word = word
         self.calls = 0
 
@@ -30,10 +40,15 @@ class SyntheticBackend:
 
     def _one(self, audio: np.ndarray) -> DecodeResult:
         step = int(STEP_S * SAMPLE_RATE)
-        words = [DecodedWord(f" {self.word}", i / SAMPLE_RATE, (i + step) / SAMPLE_RATE, 0.95)
+        words = [DecodedWord(f" {self._name(audio[i:i + step])}", i / SAMPLE_RATE, (i + step) / SAMPLE_RATE, 0.95)
                  for i in range(0, len(audio) - step + 1, step)
                  if float(np.sqrt(np.mean(np.square(audio[i:i + step], dtype=np.float64)))) > LOUD]
         return DecodeResult(words=words, no_speech_prob=0.0 if words else 0.9, avg_logprob=-0.1)
+
+    def _name(self, samples: np.ndarray) -> str:
+        if self.word is not None:
+            return self.word
+        return WORDS[zlib.crc32(np.ascontiguousarray(samples, dtype=np.float32).tobytes()) % len(WORDS)]
 
     def warm(self) -> None:
         return None
