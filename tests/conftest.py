@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +51,11 @@ class RunningServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def recorded_frames(self, transcript_id: str) -> int:
+        """Samples in the transcript's live recording on this server's disk: what a stream kept of the audio sent."""
+        with wave.open(str(self.data_dir / "audio" / transcript_id / "recording.wav")) as w:
+            return w.getnframes()
 
 
 def start_server(tmp: Path, **env: str) -> RunningServer:
