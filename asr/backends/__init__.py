@@ -53,6 +53,8 @@ class BackendConfig:
     calibration_s: float | None = None
     """A full batch of live refreshes' cost, known beforehand (``VOXLANE_CALIBRATION_SECONDS``): warm-up takes
     it instead of timing the rounds."""
+    synthetic_rtf: float = 0.0
+    """The synthetic backend's pace: seconds a decode waits per second of its audio."""
 
 
 def _faster_whisper(config: BackendConfig) -> AsrBackend:
@@ -66,7 +68,7 @@ def _faster_whisper(config: BackendConfig) -> AsrBackend:
 def _synthetic(config: BackendConfig) -> AsrBackend:
     from asr.backends.synthetic import SyntheticBackend
 
-    return SyntheticBackend()
+    return SyntheticBackend(rtf=config.synthetic_rtf)
 
 
 BACKENDS: dict[str, Callable[[BackendConfig], AsrBackend]] = {"faster-whisper": _faster_whisper,

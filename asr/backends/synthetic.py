@@ -7,10 +7,14 @@ the same audio agree on it, as the commit policy needs, and a stream's words do 
 again and again, which the session's guard against decoding loops cuts to its first (one name for every word
 left each segment of speech one word long). Readings line up at the words' bounds, where the stream's buffer
 gives the same samples to every window that starts there.
+
+``rtf`` gives its decodes a model's pace without a model's CPU: each waits that many seconds per second of its
+audio, so that a job is still running when a test kills its node, or the queue bench sees jobs that take time.
 """
 
 from __future__ import annotations
 
+import time
 import zlib
 
 import numpy as np
@@ -29,13 +33,15 @@ class SyntheticBackend:
     max_batch = 8
     lanes = 1
 
-    def __init__(self, word: str | None = None) -> None:
+    def __init__(self, word: str | None = None, rtf: float = 0.0) -> None:
         """``word``: write it for every word instead of the samples' names (one word said again and again)."""
-        self.word = word
+        self.word, self.rtf = word, rtf
         self.calls = 0
 
     def transcribe(self, requests: list[DecodeRequest]) -> list[DecodeResult]:
         self.calls += 1
+        if self.rtf:
+            time.sleep(self.rtf * sum(len(r.audio) for r in requests) / SAMPLE_RATE)
         return [self._one(r.audio) for r in requests]
 
     def _one(self, audio: np.ndarray) -> DecodeResult:

@@ -42,7 +42,8 @@ def backend_config(settings: Settings, live: bool = True) -> BackendConfig:
         cpu_threads=settings.effective_cpu_threads, batch_size=settings.effective_batch_size,
         beam_size=settings.beam_size, device_index=settings.device_index,
         hurried_pad_s=settings.hurried_pad_seconds, lanes=settings.effective_parallel_decodes,
-        calibrate=live, calibration_s=settings.calibration_seconds or None)
+        calibrate=live, calibration_s=settings.calibration_seconds or None,
+        synthetic_rtf=settings.synthetic_rtf)
 
 
 def riva_config(settings: Settings) -> RivaConfig:

@@ -17,6 +17,9 @@ class InferenceSettings:
         " (streams to an NVIDIA Riva server, VOXLANE_RIVA_*); synthetic writes one word per 0.3 s of speech without"
         " a model, to measure the server's plumbing (voxlane bench"
         " --queue), never for users", ("faster-whisper", "riva", "synthetic"))
+    synthetic_rtf: float = setting(0.0, "with VOXLANE_ASR_BACKEND=synthetic: seconds each decode takes per second of"
+        " its audio, spent waiting, not computing (0: at once); stands for a model's pace, as a job that is still"
+        " running when its node is killed", lo=0, hi=10)
     riva_uri: str = setting("localhost:50051", "with VOXLANE_ASR_BACKEND=riva: the Riva server's"
         " gRPC address, host:port")
     riva_ssl: str = setting("off", "TLS to the Riva server (on: the system's CA certificates, or"

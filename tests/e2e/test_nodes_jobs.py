@@ -1,6 +1,8 @@
 """Jobs across nodes, with real processes killed by SIGKILL: an API node that loads no model and two ``voxlane
-worker`` nodes (the real model) on one PostgreSQL, one Redis and one S3-compatible store, each with a data
-directory of its own; and an API node and a worker on a PostgreSQL of this file's own, stopped and started.
+worker`` nodes on one PostgreSQL, one Redis and one S3-compatible store, each with a data directory of its own; and
+an API node and a worker on a PostgreSQL of this file's own, stopped and started. The queue is the subject, not the
+words: the workers run the synthetic backend, paced (``VOXLANE_SYNTHETIC_RTF``) so that a job takes seconds, as a
+model's would, and is still running when its node is killed, without a model's CPU.
 
 Nothing acknowledged is lost: a worker killed mid-job leaves it to another (one set of segments, one webhook per
 event id), an API node killed right after its 202 leaves a job that still completes, two workers killed at once
@@ -20,7 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.metrics import wer_counts
+from asr.backends.synthetic import WORDS
+from bench.metrics import normalize
 from server.settings import Settings
 from tests.cluster_support import Cluster, Node, PrivatePostgres, until
 from tests.conftest import AUDIO
@@ -29,7 +32,6 @@ from tests.fault_invariants import assert_invariants
 from tests.fault_proxy import FaultProxy
 from tests.http_support import TLS
 from tests.redis_support import RedisProcess
-from tests.rest_support import reference
 from tests.s3_support import MotoServer
 from tests.webhook_support import SECRET, Receiver
 
@@ -40,6 +42,8 @@ SONNET = "single/librivox_shakespeare_sonnet_002.wav"  # 53 s: long enough to be
 JFK = "single/jfk_inaugural_1961_excerpt.wav"  # 11 s
 LONG = "single/ljspeech_LJ001-0001_0016.wav"  # 113 s of continuous reading: a worker is stopped well inside it
 FAILOVER_S = 6.0
+MIN_WORDS = 100  # of the 194 the synthetic backend writes for the speech of the sonnet and JFK's excerpt
+PACE = 0.3  # a worker's decode: 16 s for the sonnet, 34 s for the long reading (the model's pace on a slow CPU)
 P = "/api/participant"
 
 
@@ -50,7 +54,8 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory, pg_databases: PgData
     redis.start()
     c = Cluster(tmp_path_factory.mktemp("nodes-jobs"), await pg_databases.create(), redis.url, s3_server,
                 s3_server.make_bucket())
-    common = {"VOXLANE_JOB_LEASE_SECONDS": str(LEASE_S), "VOXLANE_DIARIZATION": "off", "VOXLANE_REST_WORKERS": "1"}
+    common = {"VOXLANE_JOB_LEASE_SECONDS": str(LEASE_S), "VOXLANE_DIARIZATION": "off", "VOXLANE_REST_WORKERS": "1",
+              "VOXLANE_ASR_BACKEND": "synthetic", "VOXLANE_SYNTHETIC_RTF": str(PACE)}
     api = c.node("api", **common, VOXLANE_JOBS="off", VOXLANE_LIVE="off")
     w1 = c.node("w1", "worker", **common)
     c.node("w2", "worker", start=False, **common)
@@ -137,10 +142,9 @@ async def test_a_worker_killed_mid_chunk_leaves_it_to_another_with_one_result_an
         await assert_invariants(cluster.database_url, [cid])
     finally:
         receiver.close()
-    # the same chunks on one node (the embedded default): the same transcript
+    # the same chunks on one node (the embedded default): the same transcript, a word for each 0.3 s of speech
     assert merged == await _single_node_text(tmp_path, [SONNET, JFK])
-    errors, words = wer_counts(reference(SONNET) + " " + reference(JFK), merged)
-    assert errors / words < 0.2
+    assert set(normalize(merged)) <= set(WORDS) and len(normalize(merged)) > MIN_WORDS, merged
 
 
 async def _completed(base: str, pid: str, cid: str) -> bool:
@@ -154,8 +158,8 @@ async def _delivered(receiver: Receiver, n: int) -> bool:
 async def _single_node_text(tmp_path: Path, files: list[str]) -> str:
     from tests.rest_fixtures import ROOMY_LIMITS, running_app
 
-    settings = Settings(data_dir=str(tmp_path / "single"), cpu_threads=2, diarization="off", status_interval=0,
-                        ping_interval=0, **ROOMY_LIMITS)
+    settings = Settings(data_dir=str(tmp_path / "single"), asr_backend="synthetic", diarization="off",
+                        status_interval=0, ping_interval=0, **ROOMY_LIMITS)
     async with running_app(settings, private=False) as single:
         c = single.client
         pid = (await c.post("/api/projects", json={"title": "single"})).json()["id"]

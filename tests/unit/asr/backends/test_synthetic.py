@@ -39,3 +39,19 @@ def test_one_word_told_is_written_for_every_word() -> None:
     assert {w.text for w in words} == {"word"} and len(words) > 20
     assert len(trim_repetition(words)) == 1, "the guard takes it for a loop: word= is for key terms alone"
     assert all(abs(w.end - w.start - STEP_S) < 1e-6 for w in words)
+
+
+def test_a_paced_backend_waits_its_audio_times_the_rate_and_reads_the_same_words(monkeypatch) -> None:
+    from asr.backends import BackendConfig, make_backend
+    from server.pipeline.configs import backend_config
+    from server.settings import Settings
+
+    audio = load_pcm16k(SPEECH)
+    waits: list[float] = []
+    monkeypatch.setattr("asr.backends.synthetic.time.sleep", waits.append)
+    paced = make_backend(BackendConfig(name="synthetic", synthetic_rtf=0.25))
+    assert isinstance(paced, SyntheticBackend)
+    assert _words(paced, audio) == _words(SyntheticBackend(), audio)
+    paced.transcribe([DecodeRequest(audio[:SAMPLE_RATE]), DecodeRequest(audio[: 3 * SAMPLE_RATE])])
+    assert waits == [0.25 * len(audio) / SAMPLE_RATE, 0.25 * 4], "one wait a call, for the audio of all its windows"
+    assert backend_config(Settings(asr_backend="synthetic", synthetic_rtf=0.1)).synthetic_rtf == 0.1
