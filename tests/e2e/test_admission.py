@@ -21,11 +21,12 @@ from conftest import RunningServer, served, start_server, stop_server
 from asr.backends import BackendConfig, DecodeRequest, make_backend
 from asr.backends.calibration import CALIBRATION_PROMPT, calibration_speech
 from asr.backends.faster_whisper import FasterWhisperBackend
+from asr.backends.synthetic import WORDS
 from asr.capacity import CapacityEstimator
 from asr.inference import InferenceLoop, Priority
 from asr.session import StreamSession
 from asr.vad import SileroModel
-from bench.metrics import wer_counts
+from bench.metrics import normalize, wer_counts
 from server.cli.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, ws_url
 from tests.http_support import TLS
 
@@ -399,12 +400,13 @@ def readme_script() -> str:
     return readme.split("```python\n", 1)[1].split("```", 1)[0]
 
 
-async def test_the_readme_script_waits_out_a_refusal_and_loses_no_audio(tmp_path, audio_dir, references):
+async def test_the_readme_script_waits_out_a_refusal_and_loses_no_audio(tmp_path, audio_dir):
     """The quick-start script of README.md, run as a user would, against a server whose one live slot is taken:
     its ``start`` is refused with a retry hint, it sends no audio until it is admitted, and the whole file is
-    transcribed once the slot frees."""
+    recorded and transcribed once the slot frees. The script's handling of a refusal is the subject, not the
+    words: the server runs the synthetic backend, and the recording shows that no audio was lost."""
     script = readme_script()
-    srv = start_server(tmp_path, VOXLANE_MAX_LIVE_STREAMS="1")
+    srv = start_server(tmp_path, VOXLANE_MAX_LIVE_STREAMS="1", VOXLANE_ASR_BACKEND="synthetic")
     try:
         script_file = tmp_path / "client.py"
         script_file.write_text(script.replace("127.0.0.1:8000", srv.url.removeprefix("http://")))
@@ -416,11 +418,14 @@ async def test_the_readme_script_waits_out_a_refusal_and_loses_no_audio(tmp_path
         out, err = await asyncio.wait_for(proc.communicate(), 120)
         await occupant
         assert proc.returncode == 0, err.decode()
-        text = " ".join(line.split(":", 1)[1] for line in out.decode().splitlines() if ":" in line)
-        errors, words = wer_counts(references[SPEECH]["text"], text)
-        assert words and errors / words < 0.2, out.decode()
+        said = normalize(" ".join(line.split(":", 1)[1] for line in out.decode().splitlines() if ":" in line))
+        # a word for each 0.3 s of the 11.7 s of speech, to its end
+        assert set(said) <= set(WORDS) and len(said) > 20, out.decode()
         async with httpx.AsyncClient(verify=TLS, base_url=srv.url, timeout=10) as http:
             metrics = (await http.get("/metrics")).text
+            listed = (await http.get("/v1/transcripts/", params={"search": SPEECH.split("/")[-1]})).json()
+        [tid] = [t["id"] for t in listed["items"] if t["name"] == str(audio_dir / SPEECH)]
+        assert abs(srv.recorded_frames(tid) - len(load_pcm16k(audio_dir / SPEECH))) <= 160, "every sample kept"
         assert re.search(r'^voxlane_admissions_refused_total\{reason="max_live_streams"\} [1-9]', metrics, re.M), \
             "the script was never refused: the test proves nothing"
     finally:
