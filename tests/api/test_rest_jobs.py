@@ -138,9 +138,12 @@ async def test_job_errors(api: Api):
 @pytest.mark.faults
 async def test_kill_9_loses_nothing(tmp_path, empty_database_url):
     """Acknowledged work survives SIGKILL: the server resumes what was processing and what was queued (on
-    both databases: the server creates the schema in an empty one)."""
-    long_file = "single/librivox_sense_and_sensibility_ch01_5utt.wav"  # 25 s: still transcribing at 20 %
-    env = {"VOXLANE_REST_WORKERS": "1", "VOXLANE_CPU_THREADS": "2", "VOXLANE_DATABASE_URL": empty_database_url}
+    both databases: the server creates the schema in an empty one), and the job killed and resumed reads as the
+    same file's job that ran whole. Durability is the subject, not the words: the server runs the synthetic
+    backend, paced so that the job is still running when the server is killed."""
+    long_file = "single/librivox_sense_and_sensibility_ch01_5utt.wav"  # 25 s: 7.5 s of decoding, killed at 20 %
+    env = {"VOXLANE_REST_WORKERS": "1", "VOXLANE_DATABASE_URL": empty_database_url,
+           "VOXLANE_ASR_BACKEND": "synthetic", "VOXLANE_SYNTHETIC_RTF": "0.3"}
     srv = start_server(tmp_path, **env)
     try:
         async with httpx.AsyncClient(verify=TLS, base_url=srv.url, timeout=60) as c:
@@ -183,12 +186,18 @@ async def test_kill_9_loses_nothing(tmp_path, empty_database_url):
                     "status"] != "completed":
                 assert time.monotonic() < deadline, conv
                 await asyncio.sleep(0.2)
+            r = await c.post("/api/transcribe/", files={"file": ("long.wav", (AUDIO / long_file).read_bytes())})
+            whole_id = r.json()["job_id"]
+            while (await c.get(f"/api/transcribe/status/{whole_id}")).json()["status"] != "completed":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.2)
+            whole = (await c.get(f"/api/transcribe/result/{whole_id}")).json()
     finally:
         stop_server(srv)
     assert debug["item"]["attempts"] == 2
     assert not stray.exists(), "unacknowledged partial bodies are removed at startup"
     starts = [s["start"] for s in result["segments"]]
     assert starts == sorted(starts) and len(set(starts)) == len(starts), "no segment stored twice"
-    errors, n = wer_counts(reference(long_file), result["text"])
-    assert errors / n < 0.2, errors / n
-    assert "fellow americans" in conv["text"].lower()
+    assert result["text"] == whole["text"] and len(result["text"].split()) > 40, (result["text"], whole["text"])
+    assert [(s["start"], s["end"]) for s in result["segments"]] == [(s["start"], s["end"]) for s in whole["segments"]]
+    assert len(conv["text"].split()) > 20, conv["text"]  # the 11 s chunk queued behind the job, read after it
