@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import websockets
 
-from bench.metrics import wer_counts
+from asr.backends import DecodeRequest
+from asr.backends.synthetic import SyntheticBackend
 from media.audio import float_to_s16
 from server.cli.live_client import create_transcript, load_pcm16k, ws_url
 from tests.conftest import served
@@ -25,9 +26,10 @@ EIGHT_MB = 8 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    """The default frame cap; a 3 s lead on real time (to keep the test short); no periodic messages."""
+    """The default frame cap; a 3 s lead on real time (to keep the test short); no periodic messages. The synthetic
+    backend: what a hostile client costs the server, and what it loses, is the subject, not the words."""
     with served(tmp_path_factory.mktemp("voxlane-hostile"), VOXLANE_STATUS_INTERVAL="0",
-                VOXLANE_PING_INTERVAL="0", VOXLANE_MAX_AUDIO_LEAD_SECONDS="3") as srv:
+                VOXLANE_PING_INTERVAL="0", VOXLANE_MAX_AUDIO_LEAD_SECONDS="3", VOXLANE_ASR_BACKEND="synthetic") as srv:
         yield srv
 
 
@@ -76,11 +78,23 @@ def status_answer(m: dict) -> bool:
     return m["type"] == "status" and m["data"]["stage"] == "transcription" and m["data"]["message"] == "live"
 
 
+def final_words(client: Client) -> list[dict]:
+    return [w for m in client.of("transcription") if m["data"]["is_final"] for w in m["data"]["words"]]
+
+
+def assert_read_whole(words: list[dict], audio: np.ndarray) -> None:
+    """The stream's final words are the synthetic backend's reading of all of its audio: a word for each 0.3 s of
+    speech, the last of them at the speech's end."""
+    [whole] = SyntheticBackend().transcribe([DecodeRequest(audio)])
+    assert len(words) >= 0.8 * len(whole.words), ([w["text"] for w in words], len(whole.words))
+    assert max(w["end"] for w in words) >= whole.words[-1].end - 0.6, (words[-1], whole.words[-1])
+
+
 def completed(m: dict) -> bool:
     return (m["type"] == "status" and m["data"]["status"] == "completed" and m["data"].get("progress") == 100.0)
 
 
-async def test_oversized_frame_is_refused_and_the_stream_goes_on(server, audio_dir, references):
+async def test_oversized_frame_is_refused_and_the_stream_goes_on(server, audio_dir):
     """An 8 MB frame gets MESSAGE_TOO_LARGE; the audio before and after it is stored and transcribed."""
     audio = load_pcm16k(audio_dir / SPEECH)
     pcm = float_to_s16(audio)
@@ -98,9 +112,9 @@ async def test_oversized_frame_is_refused_and_the_stream_goes_on(server, audio_d
     errors = client.of("error")
     assert [e["data"]["code"] for e in errors] == ["MESSAGE_TOO_LARGE"], errors
     assert errors[0]["data"]["details"] == {"size": EIGHT_MB, "max_size": 256 * 1024}
-    text = " ".join(m["data"]["text"] for m in client.of("transcription") if m["data"]["is_final"])
-    wrong, words = wer_counts(references[SPEECH]["text"], text)
-    assert wrong / words <= 0.2, text
+    words = final_words(client)
+    assert_read_whole(words, audio)
+    assert min(w["start"] for w in words) < half / 2 / 16000 < max(w["start"] for w in words)  # both halves
     assert abs(server.recorded_frames(tid) - len(audio)) < 160  # both halves, nothing of the refused frame
 
 
@@ -141,7 +155,7 @@ async def test_big_frames_do_not_stall_other_requests(big_frame_server):
     assert abs(srv.recorded_frames(tid) - 4 * EIGHT_MB) < 160  # every frame was taken in (8 kHz s16 -> 16 kHz)
 
 
-async def test_faster_than_real_time_is_held_to_the_lead(server, audio_dir, references):
+async def test_faster_than_real_time_is_held_to_the_lead(server, audio_dir):
     """11.7 s of speech sent at once: the server reads it no faster than real time plus the 3 s lead, so the
     answer to a get_status sent after the audio comes 8.7 s or more after the start; nothing is lost."""
     audio = load_pcm16k(audio_dir / LONGER)
@@ -162,7 +176,5 @@ async def test_faster_than_real_time_is_held_to_the_lead(server, audio_dir, refe
     assert answered - started >= audio_s - 3.0 - 0.3, answered - started
     assert answered - started < audio_s + 5.0  # held to real time, not beyond it
     assert not client.of("error")
-    text = " ".join(m["data"]["text"] for m in client.of("transcription") if m["data"]["is_final"])
-    wrong, words = wer_counts(references[LONGER]["text"], text)
-    assert wrong / words <= 0.2, text
+    assert_read_whole(final_words(client), audio)
     assert abs(server.recorded_frames(tid) - len(audio)) < 160
