@@ -28,6 +28,7 @@ from asr.session import StreamSession
 from asr.vad import SileroModel
 from bench.metrics import normalize, wer_counts
 from server.cli.live_client import StreamRecord, create_transcript, load_pcm16k, stream_audio, ws_url
+from server.pipeline.load import LAG_GROWTH, LOOP_FULL_SHARE, OK_SHARE
 from tests.http_support import TLS
 
 SPEECH = "single/librispeech_2412-153948-0000.wav"  # 11.7 s
@@ -202,8 +203,11 @@ async def test_streams_served_past_the_target_refuse_the_next_and_keep_their_own
         assert err.get("code") == "OVERLOADED" and err["details"]["reason"] in ("overloaded", "full"), err
         details = err["details"]
         assert details["retry_after_s"] > 0 and details["streams"] == 2, err
-        assert (details.get("commit_p90_s", 0) > 0.01 or details["lag_growth_s_per_s"] > 0.05
-                or details.get("loop_delay_p99_s", 0) > 0.1 * 0.01), err  # past the target by what it reads
+        # past the target by what it reads: a figure past its share for a node that is full (an overloaded one is
+        # past these too); on a slow box the event loop's delay alone, 0.7 ms of 0.01 s, filled it
+        assert (details.get("commit_p90_s", 0) > OK_SHARE * 0.01 or details["lag_typical_s"] > OK_SHARE * 0.01
+                or details["lag_growth_s_per_s"] > LAG_GROWTH
+                or details.get("loop_delay_p99_s", 0) > LOOP_FULL_SHARE * 0.01), err
         for rec in (await first, await second):
             assert rec.completed is not None
             errors, words = wer_counts(references[SPEECH]["text"] * 3, rec.final_text)
