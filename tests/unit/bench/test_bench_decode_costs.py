@@ -36,7 +36,8 @@ def test_every_reading_window_and_batch_is_timed_on_different_speech():
     batch = backend.calls[3]  # hurried, 2 s windows, four of them
     assert [len(r.audio) for r in batch] == [32000] * 4 and all(r.hurried and r.prompt for r in batch)
     assert len({float(r.audio[0]) for r in batch}) == 4
-    assert all(r["per_window_s"] == round(r["median_s"] / r["batch"], 4) for r in rows)
+    # both figures are rounded to 4 places from the same median: they agree to that precision
+    assert all(abs(r["per_window_s"] - r["median_s"] / r["batch"]) <= 1e-4 for r in rows)
     # windows wrap round a short file instead of running off its end
     assert all(len(w) == 16000 * 15 for w in windows_of(speech, 15.0, 8))
 
