@@ -4,8 +4,9 @@ Schemathesis reads ``GET /v1/openapi.json`` from a real uvicorn server on the sh
 operation, sends a bounded number of generated requests (valid by the schema, and invalid ones), each twice
 over: once with generated path parameters (which mostly name nothing: the 404 paths) and once with the ids of
 real resources made for the run (a transcript with segments, a project, a kiosk conversation, a webhook, a
-room and its meeting), so the requests reach the handlers' real logic. It runs in public mode and in private
-mode with a user's token.
+room and its meeting), so the requests reach the handlers' real logic. Each generated request goes to both
+access modes' servers, public and private with a user's token, each with its own resources in the path: the
+modes publish the same operations, and generating the requests costs more than serving them.
 
 What counts as a failure: any 500, or another 5xx the operation does not document (502/503 are documented
 where an LLM is needed and none is configured); and, for requests valid by the schema, a 2xx body that does not
@@ -54,12 +55,23 @@ EXCLUDED = {
 
 
 @dataclass
+class Mode:
+    """One access mode's server: its schema's operations, the caller's headers and its real resources."""
+
+    name: str
+    base: str
+    headers: dict[str, str]
+    known: dict[str, str]
+    operations: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+
+@dataclass
 class Findings:
-    """What the run found, per operation; collected rather than raised so one run reports every problem."""
+    """What the run found, per mode and operation; collected rather than raised so one run reports every problem."""
 
     failures: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    tested: list[str] = field(default_factory=list)
+    tested: dict[str, list[str]] = field(default_factory=dict)
     seen: dict[tuple[str, str, int | None], int] = field(default_factory=dict)
     statuses: dict[str, dict[int, int]] = field(default_factory=dict)
 
@@ -84,21 +96,62 @@ def _skip(op: Any) -> bool:
     return bool(raw.get("x-websocket")) or (op.method.upper(), op.path) in EXCLUDED
 
 
-def _known_params(op: Any, known: dict[str, str]) -> dict[str, str] | None:
+KNOWN = "known-"
+"""Generation draws a path parameter of a known resource as this prefix and its name; each mode sends its own
+resource's id there (a mode without such a resource sends the placeholder: a path that names nothing)."""
+
+
+def _known_params(op: Any, modes: list[Mode]) -> dict[str, str] | None:
     names = [p.name for p in op.path_parameters]
-    if not names or not all(n in known for n in names):
+    if not names or not all(any(n in m.known for m in modes) for n in names):
         return None
-    return {n: known[n] for n in names}
+    return {n: KNOWN + n for n in names}
 
 
-def fuzz_operation(op: Any, base: str, headers: dict[str, str], known: dict[str, str], findings: Findings,
-                   session: requests.Session) -> None:
-    """Run one operation's generated cases against the server (in a worker thread: the server's loop runs)."""
-    label = f"{op.method.upper()} {op.path}"
-    allowed_5xx = _documented_5xx(op)
+def _for_mode(case: Any, mode: Mode) -> Any:
+    """The generated request as ``mode``'s operation: the same parts, its own resources in the path."""
+    op = mode.operations[(case.operation.method.upper(), case.operation.path)]
+    params = {n: mode.known.get(v[len(KNOWN):], v) if isinstance(v, str) and v.startswith(KNOWN) else v
+              for n, v in (case.path_parameters or {}).items()}
+    return op.Case(method=case.method, path_parameters=params, headers=dict(case.headers or {}),
+                   cookies=dict(case.cookies or {}), query=dict(case.query or {}), body=case.body,
+                   media_type=case.media_type, multipart_content_types=case.multipart_content_types,
+                   _meta=case._meta)
+
+
+def send(case: Any, mode: Mode, findings: Findings, session: requests.Session) -> None:
+    """One generated request to one mode's server, and what its answer says."""
+    op = case.operation
+    label = f"{mode.name} {op.method.upper()} {op.path}"
+    try:
+        response = case.call(base_url=mode.base, session=session, headers=mode.headers, timeout=60,
+                             allow_redirects=False)
+    except requests.exceptions.InvalidHeader:  # a generated header value requests refuses to send
+        return
+    except requests.exceptions.RequestException as exc:
+        findings.add(label, f"transport error {exc!r}", case, None)
+        return
+    status = response.status_code
+    with findings.lock:
+        counts = findings.statuses.setdefault(label, {})
+        counts[status] = counts.get(status, 0) + 1
+    if status == 500 or (status > 500 and status not in _documented_5xx(op)):
+        findings.add(label, "server error", case, response)
+        return
+    if 200 <= status < 300 and case.meta is not None and case.meta.generation.mode == GenerationMode.POSITIVE:
+        try:
+            case.validate_response(response, checks=[response_schema_conformance])
+        except (AssertionError, Failure) as exc:
+            findings.add(label, f"response does not match its schema: {str(exc)[:400]}", case, response)
+
+
+def fuzz_operation(op: Any, modes: list[Mode], findings: Findings, session: requests.Session) -> None:
+    """Run one operation's generated cases against every mode's server (in a worker thread: the servers' loop
+    runs). Each case is generated once, from the first mode's schema, and sent to each mode: generating is most
+    of the work, and the modes' schemas differ only in whom they let in."""
     strategies = [op.as_strategy(generation_mode=GenerationMode.POSITIVE),
                   op.as_strategy(generation_mode=GenerationMode.NEGATIVE)]
-    fixed = _known_params(op, known)
+    fixed = _known_params(op, modes)
     if fixed is not None:
         strategies += [op.as_strategy(generation_mode=GenerationMode.POSITIVE, path_parameters=fixed),
                        op.as_strategy(generation_mode=GenerationMode.NEGATIVE, path_parameters=fixed)]
@@ -107,41 +160,34 @@ def fuzz_operation(op: Any, base: str, headers: dict[str, str], known: dict[str,
               phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
     @given(case=st.one_of(strategies))
     def run(case: Any) -> None:
-        try:
-            response = case.call(base_url=base, session=session, headers=headers, timeout=60,
-                                 allow_redirects=False)
-        except requests.exceptions.InvalidHeader:  # a generated header value requests refuses to send
-            return
-        except requests.exceptions.RequestException as exc:
-            findings.add(label, f"transport error {exc!r}", case, None)
-            return
-        status = response.status_code
-        with findings.lock:
-            counts = findings.statuses.setdefault(label, {})
-            counts[status] = counts.get(status, 0) + 1
-        if status == 500 or (status > 500 and status not in allowed_5xx):
-            findings.add(label, "server error", case, response)
-            return
-        if 200 <= status < 300 and case.meta is not None and case.meta.generation.mode == GenerationMode.POSITIVE:
-            try:
-                case.validate_response(response, checks=[response_schema_conformance])
-            except (AssertionError, Failure) as exc:
-                findings.add(label, f"response does not match its schema: {str(exc)[:400]}", case, response)
+        for mode in modes:
+            send(_for_mode(case, mode), mode, findings, session)
 
     run()
-    findings.tested.append(label)
+    for mode in modes:
+        findings.tested.setdefault(mode.name, []).append(f"{op.method.upper()} {op.path}")
 
 
-def fuzz_api(base: str, headers: dict[str, str], known: dict[str, str]) -> Findings:
-    schema = schemathesis.openapi.from_url(f"{base}/v1/openapi.json", headers=headers, timeout=30)
+def load_operations(mode: Mode) -> list[Any]:
+    schema = schemathesis.openapi.from_url(f"{mode.base}/v1/openapi.json", headers=mode.headers, timeout=30)
     ops = [r.ok() for r in schema.get_all_operations()]
+    mode.operations = {(op.method.upper(), op.path): op for op in ops}
+    return ops
+
+
+def fuzz_api(modes: list[Mode]) -> Findings:
+    ops = load_operations(modes[0])
+    for mode in modes[1:]:
+        load_operations(mode)
+        missing = {(op.method.upper(), op.path) for op in ops} ^ set(mode.operations)
+        assert not missing, f"operations published in one mode only: {sorted(missing)}"
     # destructive operations last (deepest path first), so the known resources live through the other requests
     ops.sort(key=lambda op: (op.method.upper() == "DELETE", -op.path.count("/")))
     findings = Findings()
     with requests.Session() as session:
         for op in ops:
             if not _skip(op):
-                fuzz_operation(op, base, headers, known, findings, session)
+                fuzz_operation(op, modes, findings, session)
     return findings
 
 
@@ -187,11 +233,11 @@ async def make_resources(api: Api) -> dict[str, str]:
     return known
 
 
-async def test_no_generated_request_gets_a_server_error(api: Api) -> None:
-    """In both access modes (the ``api`` fixture): private mode with a user's token."""
-    base = await api.serve()
-    known = await make_resources(api)
-    findings = await asyncio.to_thread(fuzz_api, base, caller(api), known)
+async def test_no_generated_request_gets_a_server_error(public_api: Api, private_api: Api) -> None:
+    """Public mode (on SQLite) and private mode with a user's token (on PostgreSQL), each request in both."""
+    modes = [Mode(name, await api.serve(), caller(api), await make_resources(api))
+             for name, api in (("public", public_api), ("private", private_api))]
+    findings = await asyncio.to_thread(fuzz_api, modes)
     statuses = "\n".join(f"{label}: {dict(sorted(counts.items()))}" for label, counts in findings.statuses.items())
-    assert len(findings.tested) > 40, findings.tested
+    assert all(len(findings.tested.get(m.name, [])) > 40 for m in modes), findings.tested
     assert not findings.failures, "\n".join(findings.failures) + "\n\nstatuses per operation:\n" + statuses
