@@ -119,16 +119,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 
 _TIERS = ("unit", "api", "e2e")
+LONGEST_FIRST = (
+    "e2e/test_nodes_jobs.py", "e2e/test_nodes_live.py", "e2e/test_inference_loop.py", "e2e/test_live_ws.py",
+    "e2e/test_faults.py", "e2e/test_admission.py", "e2e/test_live_turns.py", "e2e/test_webrtc.py",
+    "e2e/test_long_session.py", "api/test_rest_jobs.py", "e2e/test_diarization.py", "e2e/test_live_peers.py",
+    "api/test_schemathesis.py", "api/test_fanout_nodes.py", "api/test_realtime_api.py", "api/test_webhooks.py",
+    "api/test_rest_kiosk.py")
+"""The files that hold a worker longest (a minute or more in the suite on a 2-core AMD EPYC, four workers),
+longest first: handed out before the rest. A figure gone stale costs the workers' balance, never a result."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Marks each test with its tier (the folder under tests/ it lives in): ``pytest -m unit`` runs the fast
     in-process tier alone, ``-m "not e2e"`` everything but the real processes.
 
-    And hands out the slowest tier first: xdist gives each worker a whole file in the order collected
-    (``--no-loadscope-reorder``), so the end-to-end files (a minute or three each) start early and the quick
-    unit files fill in for whichever worker frees up last. In xdist's own order, the most tests first, the
-    one-test files that take minutes came last: one worker ran the 88 s soak test while the others had finished.
+    And hands out the longest files first (:data:`LONGEST_FIRST`), then the rest by tier, slowest first: xdist
+    gives each worker a whole file in the order collected (``--no-loadscope-reorder``), so the files of a minute
+    or three start early and the quick unit files fill in for whichever worker frees up last. In xdist's own
+    order, the most tests first, the one-test files that take minutes came last (one worker ran the 88 s soak
+    test while the others had finished); in tier order alone, a 51 s API file went out when the end-to-end files
+    were done and ended its worker 32 s after the others.
     """
     root = Path(__file__).parent
 
@@ -140,4 +150,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if tier(item):
             item.add_marker(getattr(pytest.mark, tier(item)))
     order = {name: rank for rank, name in enumerate(reversed(_TIERS))}
-    items.sort(key=lambda item: order.get(tier(item), len(order)))  # stable: files and tests keep their order
+    longest = {name: rank for rank, name in enumerate(LONGEST_FIRST)}
+
+    def place(item: pytest.Item) -> tuple[int, int]:
+        name = Path(str(item.path)).relative_to(root).as_posix() if tier(item) else ""
+        return (longest.get(name, len(longest)), order.get(tier(item), len(order)))
+
+    items.sort(key=place)  # stable: files and tests keep their order
