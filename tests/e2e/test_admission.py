@@ -390,13 +390,16 @@ def test_a_live_session_reports_when_each_utterance_end_became_final(speech, one
             await asyncio.sleep(0.1 if any(a <= i < b for a, b in in_pause) else 0.05)
         await session.finish()
 
+    started = time.monotonic()
     try:
         asyncio.run(stream())
     finally:
         loop.stop()
+    took = time.monotonic() - started
     delays = [s for _, s in loop.capacity._commits]
     assert 1 <= len(delays) <= 2  # the two utterances, each measured at most once
-    assert all(0 < d < 10 for d in delays)
+    # a delay is a wait the stream lived through: how long it is on a busy machine is for `voxlane bench` to say
+    assert all(0 < d < took for d in delays), (delays, took)
 
 
 def readme_script() -> str:
