@@ -156,7 +156,7 @@ async def test_a_node_cut_off_from_redis_is_fenced_out_and_its_client_goes_on_el
     assert (status, fence) == ("completed", 2), "B's sweep finished it once"
     swept = await segment_rows(cluster, tid)
     rest = audio[pub.sent // 2:]
-    rec = await stream_audio(b.url, rest, transcript_id=tid, speed=3.0, settle_s=30)
+    rec = await stream_audio(b.url, rest, transcript_id=tid, speed=3.0, settle_s=120)
     assert rec.completed is not None and not [m for m in rec.received if m.type == "error"]
     rows = await segment_rows(cluster, tid)
     assert rows[:len(swept)] == swept, "what was stored before stays, and the new stream comes after it"
