@@ -17,12 +17,23 @@ from pathlib import Path
 import httpx
 import pytest
 
+from server.native_threads import limit_blas_threads
 from tests.hang_watch import pytest_runtest_call  # noqa: F401 - a hook: what a hung test waits on
 from tests.http_support import TLS
 from tests.process_support import KNOWN_CALIBRATION_S, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 AUDIO = REPO.parent / "shared" / "audio"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each of the suite's processes runs BLAS on one thread, as a server does once its models are loaded
+    (server/native_threads.py). Four workers share two cores, and a BLAS left a thread per core keeps its idle
+    threads spinning for the next call while the test goes on: the files that call it in process spent a tenth to
+    a fifth more CPU for it (the inference-loop file 167 CPU-s against 149, the speaker tests 41 against 33)."""
+    import numpy  # noqa: F401 - loads the BLAS library that is limited
+
+    limit_blas_threads()
 
 
 @pytest.fixture(scope="session")
