@@ -1,7 +1,9 @@
 """Fixtures for the REST tests (``pytest_plugins = ("tests.rest_fixtures",)``): one in-process app per mode.
 
 The apps run in the test event loop (httpx over ASGI) with the real model; model loading costs seconds, so
-each mode's app is shared by every REST test. A WebSocket test starts a real uvicorn server on the same app
+each mode's app is shared by every REST test. Both modes' models read through one record of their readings
+(:class:`tests.read_once.ReadOnce`): a test run in both modes sends the same recording through the model twice,
+and the second mode's readings are the first's. A WebSocket test starts a real uvicorn server on the same app
 instance on demand (:meth:`Api.serve`).
 
 The two apps also stand on the two databases: the public one on the embedded SQLite file, the private one on
@@ -16,10 +18,12 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from asr.backends import AsrBackend
 from server.app import create_app
 from server.settings import Settings
 from tests.db_support import PgDatabases
 from tests.process_support import KNOWN_CALIBRATION_S
+from tests.read_once import read_once
 from tests.rest_support import JWT_AUDIENCE, JWT_SECRET, LOOPBACK_RECEIVERS, Api, rsa_keys
 
 # The shared apps serve every REST test from one address, in one project after another: the abuse limits
@@ -38,9 +42,11 @@ shedding are tested on servers of their own (tests/e2e/test_admission.py). Nor d
 
 
 @contextlib.asynccontextmanager
-async def running_app(settings: Settings, private: bool, rsa_private_pem: bytes | None = None
-                      ) -> AsyncIterator[Api]:
-    app = create_app(settings)
+async def running_app(settings: Settings, private: bool, rsa_private_pem: bytes | None = None,
+                      backend: AsrBackend | None = None) -> AsyncIterator[Api]:
+    """The app ``settings`` describe, serving in this loop; its Whisper model (if any) reads through the
+    process's record of readings (:func:`tests.read_once.read_once`) unless ``backend`` is given."""
+    app = create_app(settings, backend=backend or await read_once(settings))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=60) as client:

@@ -21,6 +21,7 @@ import pytest
 from server.features.retranslate import MAX_SECONDS
 from server.settings import Settings
 from tests.decode_bombs import flac_bomb, opus_bomb, wav_bomb
+from tests.process_support import KNOWN_CALIBRATION_S
 from tests.rest_support import AUDIO, JWT_SECRET, Api, read_wav, wav_bytes
 
 LIMIT = 20.0
@@ -37,7 +38,7 @@ async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     tmp = tmp_path_factory.mktemp("decode-budget")
     settings = Settings.from_sources(
         {"data_dir": str(tmp / "data"), "cpu_threads": 2, "auth_mode": "public", "jwt_secret": JWT_SECRET,
-         "status_interval": 0, "ping_interval": 0},
+         "status_interval": 0, "ping_interval": 0, "calibration_seconds": KNOWN_CALIBRATION_S},
         env={"VOXLANE_MAX_AUDIO_SECONDS": str(LIMIT), "VOXLANE_MAX_CHUNK_SECONDS": str(CHUNK_LIMIT)})
     async with running_app(settings, private=False) as running:
         yield running

@@ -16,6 +16,8 @@ from sqlalchemy import update
 from server.app import create_app
 from server.settings import Settings
 from server.storage.tables import conversations
+from tests.process_support import KNOWN_CALIBRATION_S
+from tests.read_once import read_once
 from tests.rest_support import AUDIO, JWT_SECRET, Api
 
 P = "/api/participant"
@@ -30,8 +32,8 @@ async def limited(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api
     settings = Settings(data_dir=str(tmp / "data"), cpu_threads=2, auth_mode="public", jwt_secret=JWT_SECRET,
                         status_interval=0, ping_interval=0, max_json_body_kb=JSON_CAP >> 10,
                         max_upload_mb=UPLOAD_CAP >> 20, rate_per_address=30, rate_per_project=6,
-                        max_open_conversations=3)
-    app = create_app(settings)
+                        max_open_conversations=3, calibration_seconds=KNOWN_CALIBRATION_S)
+    app = create_app(settings, backend=await read_once(settings))
     async with app.router.lifespan_context(app):
         async with client_at(app, "127.0.0.1") as plain:
             yield Api(app=app, client=plain, settings=settings, private=False)

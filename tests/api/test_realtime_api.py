@@ -30,6 +30,7 @@ from protocol.realtime import MAX_AUDIO_B64, MAX_EVENT_CHARS
 from server.settings import Settings
 from tests.client_support import JFK as JFK_SPEECH
 from tests.client_support import native_text
+from tests.process_support import KNOWN_CALIBRATION_S
 from tests.rest_support import AUDIO, JWT_SECRET, Api, read_wav, reference
 
 pytest_plugins = ("tests.rest_fixtures",)
@@ -464,7 +465,7 @@ async def test_appends_are_paced_and_a_stream_idles_out_and_restarts(tmp_path):
     socket is not read meanwhile), and a publisher idle too long finishes; the next append starts another."""
     settings = Settings(data_dir=str(tmp_path / "data"), cpu_threads=2, auth_mode="public", jwt_secret=JWT_SECRET,
                         status_interval=0, ping_interval=0, max_audio_lead_seconds=1.0, publisher_idle_timeout=1.0,
-                        max_frame_kb=4)
+                        max_frame_kb=4, calibration_seconds=KNOWN_CALIBRATION_S)
     from tests.rest_fixtures import running_app  # here: the module is this file's pytest plugin too
 
     async with running_app(settings, private=False) as api:

@@ -18,6 +18,7 @@ import pytest
 from bench.metrics import normalize
 from server.features.summaries import extractive_summary
 from server.settings import Settings
+from tests.process_support import KNOWN_CALIBRATION_S
 from tests.rest_fixtures import running_app
 from tests.rest_support import AUDIO, JWT_SECRET, Api, creds, reference
 
@@ -92,7 +93,7 @@ async def llm_api(tmp_path_factory: pytest.TempPathFactory, fake_llm: FakeOpenAI
     tmp = tmp_path_factory.mktemp("llm")
     settings = Settings(data_dir=str(tmp / "data"), cpu_threads=2, auth_mode="public", jwt_secret=JWT_SECRET,
                         status_interval=0, ping_interval=0, llm_url=fake_llm.url, llm_model=MODEL, llm_api_key=KEY,
-                        llm_timeout=10)
+                        llm_timeout=10, calibration_seconds=KNOWN_CALIBRATION_S)
     async with running_app(settings, private=False) as api:
         yield api
 

@@ -137,7 +137,7 @@ async def test_webhook_endpoints_scopes_and_idempotent_events(private_api: Api):
 async def test_each_event_delivered_exactly_once_despite_failures(tmp_path, database_url):
     settings = Settings(data_dir=str(tmp_path / "data"), database_url=database_url, cpu_threads=2,
                         auth_mode="public", jwt_secret=JWT_SECRET, status_interval=0, ping_interval=0,
-                        webhook_retry_base=0.2,
+                        webhook_retry_base=0.2, asr_backend="synthetic",  # what is delivered, not what is said
                         outbound_allowlist=LOOPBACK_RECEIVERS)
     from tests.rest_fixtures import running_app  # here: the module is this file's pytest plugin too
 
@@ -274,7 +274,7 @@ async def test_the_log_keeps_status_codes_redirects_stay_unfollowed_and_each_att
                                                                                                 database_url):
     settings = Settings(data_dir=str(tmp_path / "data"), database_url=database_url, cpu_threads=2,
                         auth_mode="public", jwt_secret=JWT_SECRET, status_interval=0, ping_interval=0,
-                        webhook_retry_base=0.05, webhook_max_attempts=1,
+                        webhook_retry_base=0.05, webhook_max_attempts=1, asr_backend="synthetic",
                         outbound_allowlist=LOOPBACK_RECEIVERS)
     from tests.rest_fixtures import running_app
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
-import hashlib
 import threading
 import time
 
@@ -23,6 +21,7 @@ from asr.window_planner import Plan
 from bench.replay import DecodeCost, replay_level, simulated_loop
 from server.cli.live_client import load_pcm16k
 from server.pipeline.convert import wire_emit
+from tests.read_once import ReadOnce
 
 
 @pytest.fixture(scope="module")
@@ -33,35 +32,12 @@ def engine():
     loop.stop()
 
 
-class _ReadOnce:
-    """The real model for the replays, each window it is given read once in this file: the replays of one
-    recording share their first windows (a replay on another clock, a config that differs later on, a backend
-    that fails after four reads), and the model reads the same window and prompt to the same words, so a second
-    reading is taken from the first instead of spending the suite's CPU on it again."""
-
-    name, max_batch = "read-once", 1
-
-    def __init__(self, backend) -> None:
-        self.backend = backend
-        self.read: dict[tuple, DecodeResult] = {}
-
-    def transcribe(self, requests):
-        out = []
-        for r in requests:
-            key = (hashlib.sha1(r.audio.tobytes()).digest(), r.audio.dtype.str, r.prompt, r.language, r.hotwords,
-                   r.word_timestamps, r.hurried)
-            if key not in self.read:
-                self.read[key] = self.backend.transcribe([r])[0]
-            out.append(copy.deepcopy(self.read[key]))  # a session may count more work into its result
-        return out
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def model(engine):
-    return _ReadOnce(engine.backend)
+    """The real model for the replays, each window read once in this file: the replays of one recording share
+    their first windows (a replay on another clock, a config that differs later on, a backend that fails after
+    four reads). One request at a time, as the replays were written against."""
+    return ReadOnce(engine.backend, max_batch=1)
 
 
 async def test_priorities_coalescing_and_fairness(engine, audio_dir):

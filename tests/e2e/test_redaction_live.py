@@ -17,6 +17,8 @@ from protocol import Participant, StartParams
 from server import services as composition
 from server.settings import Settings
 from tests import dialogue
+from tests.process_support import KNOWN_CALIBRATION_S
+from tests.read_once import read_once
 
 SAID = ("Hello. Call me at five five five, one two three four. My email is john dot smith at example dot com."
         " Thank you.")
@@ -39,9 +41,11 @@ def _leaks(text: str) -> list[str]:
 @pytest.mark.parametrize("keep", ["off", "on"])
 async def test_live_finals_are_redacted_before_anyone_hears_them(tmp_path: Path, speech: np.ndarray, keep: str):
     settings = Settings(data_dir=str(tmp_path / "data"), diarization="off", status_interval=0,
-                        max_audio_lead_seconds=0, publisher_idle_timeout=0, keep_unredacted=keep)
+                        max_audio_lead_seconds=0, publisher_idle_timeout=0, keep_unredacted=keep,
+                        calibration_seconds=KNOWN_CALIBRATION_S)
     assert settings.disable_redaction == "off", "redaction is on by default"
-    services = await composition.build(settings)
+    # both runs stream the same speech: the second's readings are the first's (tests/read_once.py)
+    services = await composition.build(settings, backend=await read_once(settings))
     try:
         tid = (await services.store.create_transcript(name="pii"))["id"]
         sub = services.hub.subscribe(tid)
