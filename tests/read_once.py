@@ -61,14 +61,19 @@ class ReadOnce:
         self.backend.close()
 
 
-READINGS: dict[Key, DecodeResult] = {}
-"""What the in-process apps' models have read, in this process: each app :func:`read_once` loads reads through it."""
+READINGS: dict[tuple[str, str, str, int, float], dict[Key, DecodeResult]] = {}
+"""What the in-process apps' models have read, in this process, by what decides a reading (model, device, compute
+type, beam size, a hurried window's pad): each app :func:`read_once` loads reads through its model's record."""
 
 
 async def read_once(settings: Settings) -> ReadOnce | None:
-    """The model ``settings`` name, loaded as a node of theirs would load it, reading through :data:`READINGS`;
-    None where such a node loads no Whisper model (another backend, or a node that transcribes nothing)."""
+    """The model ``settings`` name, loaded as a node of theirs would load it, reading through its record in
+    :data:`READINGS`; None where such a node loads no Whisper model (another backend, or a node that transcribes
+    nothing)."""
     role = Role.serve(settings)
     if settings.asr_backend != "faster-whisper" or not role.transcribes:
         return None
-    return ReadOnce(await asyncio.to_thread(make_backend, backend_config(settings, live=role.live)), READINGS)
+    config = backend_config(settings, live=role.live)
+    readings = READINGS.setdefault(
+        (config.model, config.device, config.compute_type, config.beam_size, config.hurried_pad_s), {})
+    return ReadOnce(await asyncio.to_thread(make_backend, config), readings)

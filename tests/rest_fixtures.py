@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from asr.backends import AsrBackend
 from server.app import create_app
 from server.settings import Settings
 from tests.db_support import PgDatabases
@@ -42,11 +41,11 @@ shedding are tested on servers of their own (tests/e2e/test_admission.py). Nor d
 
 
 @contextlib.asynccontextmanager
-async def running_app(settings: Settings, private: bool, rsa_private_pem: bytes | None = None,
-                      backend: AsrBackend | None = None) -> AsyncIterator[Api]:
+async def running_app(settings: Settings, private: bool, rsa_private_pem: bytes | None = None
+                      ) -> AsyncIterator[Api]:
     """The app ``settings`` describe, serving in this loop; its Whisper model (if any) reads through the
-    process's record of readings (:func:`tests.read_once.read_once`) unless ``backend`` is given."""
-    app = create_app(settings, backend=backend or await read_once(settings))
+    process's record of readings (:func:`tests.read_once.read_once`)."""
+    app = create_app(settings, backend=await read_once(settings))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=60) as client:
