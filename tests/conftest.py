@@ -81,7 +81,8 @@ def start_server(tmp: Path, **env: str) -> RunningServer:
     # embedding of every segment are CPU the suite's other servers wait for. Nor do they time their calibration
     # (tests/process_support.py). And each decode runs on one thread: the cores are the suite's, which keeps them
     # busy, and a decode split over two threads costs more CPU than on one (tests/e2e/test_live_ws.py with its
-    # servers 103 CPU-s against 89), for a speed no test here measures (`voxlane bench` does).
+    # servers 103 CPU-s against 89), for a speed no test here measures (`voxlane bench` does; the soak, which
+    # compares its lag early and late, keeps the default).
     environ = {**os.environ, "VOXLANE_DATA_DIR": str(data), "VOXLANE_PORT": str(port), "VOXLANE_HOST": "127.0.0.1",
                "VOXLANE_LOG_LEVEL": "info", "PYTHONUNBUFFERED": "1", "VOXLANE_DISABLE_REDACTION": "on",
                "VOXLANE_LATENCY_TARGET_S": "30", "VOXLANE_DIARIZATION": "off", "VOXLANE_CPU_THREADS": "1",
