@@ -31,7 +31,7 @@ def request_key(request: DecodeRequest) -> Key:
 class ReadOnce:
     """``backend`` behind a record of what it read, shared through ``readings`` by the wrappers of backends that
     load the same model. A batch's unread requests go to the model as one batch, so the loop batches as it would
-    with the model alone; every other attribute (``lanes``, ``english_only``, ...) is the backend's."""
+    with the model alone; every other attribute (``lanes``, ``english_only``, ``close``, ...) is the backend's."""
 
     def __init__(self, backend: AsrBackend, readings: dict[Key, DecodeResult] | None = None,
                  max_batch: int | None = None) -> None:
@@ -53,12 +53,6 @@ class ReadOnce:
                 self.readings.update(zip(unread, read, strict=True))
         # a copy: a session may count more work into its result
         return [copy.deepcopy(self.readings[k]) for k in keys]
-
-    def warm(self) -> None:
-        self.backend.warm()
-
-    def close(self) -> None:
-        self.backend.close()
 
 
 READINGS: dict[tuple[str, str, str, int, float], dict[Key, DecodeResult]] = {}
